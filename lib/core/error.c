@@ -1,0 +1,83 @@
+/* Status strings and the thread-local last error. */
+#include "nn_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NN__ERRMSG_CAP 512
+
+static _Thread_local nn_status tl_status = NN_OK;
+static _Thread_local char tl_message[NN__ERRMSG_CAP];
+
+const char *nn_status_string(nn_status status) {
+    switch (status) {
+    case NN_OK: return "NN_OK: success";
+    case NN_ERR_NOMEM: return "NN_ERR_NOMEM: out of memory";
+    case NN_ERR_NULL: return "NN_ERR_NULL: a required argument was NULL";
+    case NN_ERR_INVALID: return "NN_ERR_INVALID: invalid argument";
+    case NN_ERR_SHAPE: return "NN_ERR_SHAPE: incompatible or malformed shape";
+    case NN_ERR_DTYPE: return "NN_ERR_DTYPE: unsupported dtype";
+    case NN_ERR_OVERFLOW: return "NN_ERR_OVERFLOW: size computation overflows";
+    case NN_ERR_RANGE: return "NN_ERR_RANGE: index or dimension out of range";
+    case NN_ERR_STATE: return "NN_ERR_STATE: object in the wrong state";
+    case NN_ERR_IO: return "NN_ERR_IO: input/output error";
+    case NN_ERR_FORMAT: return "NN_ERR_FORMAT: malformed data";
+    case NN_ERR_CHECKSUM: return "NN_ERR_CHECKSUM: checksum mismatch";
+    case NN_ERR_VERSION: return "NN_ERR_VERSION: unsupported version";
+    case NN_ERR_TRUNCATED: return "NN_ERR_TRUNCATED: data ends early";
+    case NN_ERR_UNSUPPORTED: return "NN_ERR_UNSUPPORTED: not supported";
+    case NN_ERR_NOT_FOUND: return "NN_ERR_NOT_FOUND: not found";
+    case NN_ERR_BAD_HANDLE: return "NN_ERR_BAD_HANDLE: freed or invalid handle";
+    case NN_ERR_NO_GRAD: return "NN_ERR_NO_GRAD: no gradient";
+    case NN_ERR_LIMIT: return "NN_ERR_LIMIT: limit exceeded";
+    }
+    return "unknown nn_status";
+}
+
+nn_status nn__err(nn_status status, const char *fmt, ...) {
+    tl_status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tl_message, sizeof tl_message, fmt, ap);
+    va_end(ap);
+    if (n < 0) tl_message[0] = '\0';
+    return status;
+}
+
+const char *nn_last_error(void) { return tl_message; }
+
+nn_status nn_last_status(void) { return tl_status; }
+
+void nn_clear_error(void) {
+    tl_status = NN_OK;
+    tl_message[0] = '\0';
+}
+
+bool nn__check_ptr(const void *p, const char *fn, const char *name) {
+    if (p) return true;
+    if (tl_status == NN_OK) nn__err(NN_ERR_NULL, "%s: argument '%s' is NULL", fn, name);
+    return false;
+}
+
+bool nn__check_tensor(const nn_tensor *t, const char *fn, const char *name) {
+    if (!t) {
+        /* Keep a pending error: it is the root cause of this NULL. */
+        if (tl_status == NN_OK) nn__err(NN_ERR_NULL, "%s: argument '%s' is NULL", fn, name);
+        return false;
+    }
+    if (t->magic != NN__TENSOR_MAGIC) {
+        nn__err(NN_ERR_BAD_HANDLE, "%s: argument '%s' is not a live tensor (freed?)", fn, name);
+        return false;
+    }
+    return true;
+}
+
+bool nn__check_f32(const nn_tensor *t, const char *fn, const char *name) {
+    if (!nn__check_tensor(t, fn, name)) return false;
+    if (t->dtype != NN_DTYPE_F32) {
+        nn__err(NN_ERR_DTYPE, "%s: argument '%s' has dtype %s, expected f32", fn, name,
+                nn_dtype_name(t->dtype));
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,223 @@
+/* Internal declarations shared across libnn's source files. Never installed.
+ *
+ * Conventions (read before adding code):
+ *  - Internal cross-file symbols are prefixed nn__ ; everything else static.
+ *  - Functions named nn__* that return tensors return an UNTRACKED new
+ *    reference (no scope involvement). Public nn_* functions return
+ *    nn__track(t) so the caller's open scope owns the result. Library code
+ *    must not call public tensor-returning functions unless it opens its own
+ *    scope around them (see nn__compose_begin/end) -- prefer the nn__ forms.
+ *  - Every size computation on caller- or file-controlled values goes
+ *    through nn__size_mul / nn__size_add / nn__shape_numel.
+ *  - Errors: return nn__err(status, "nn_fn: message %d", ...) which records
+ *    the message and returns the status; for pointer results use
+ *    NN__FAIL(status, fmt, ...) which evaluates to NULL.
+ */
+#ifndef NN_INTERNAL_H
+#define NN_INTERNAL_H
+
+#include "nn.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define NN__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define NN__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define NN__PRINTF(a, b)
+#define NN__UNLIKELY(x) (x)
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+/* Record status + formatted message as this thread's last error; returns status. */
+nn_status nn__err(nn_status status, const char *fmt, ...) NN__PRINTF(2, 3);
+#define NN__FAIL(status, ...) (nn__err((status), __VA_ARGS__), (void *)0)
+
+/* Check a required tensor argument. On NULL: keep an earlier error if one is
+ * pending on this thread (root cause of a chain), else record
+ * NN_ERR_NULL "fn: argument 'name' is NULL". Also rejects freed handles
+ * (NN_ERR_BAD_HANDLE). Returns true when t is usable. */
+bool nn__check_tensor(const nn_tensor *t, const char *fn, const char *name);
+/* Same, and require dtype f32 (NN_ERR_DTYPE otherwise). */
+bool nn__check_f32(const nn_tensor *t, const char *fn, const char *name);
+/* Generic non-tensor pointer check: NN_ERR_NULL "fn: argument 'name' is NULL". */
+bool nn__check_ptr(const void *p, const char *fn, const char *name);
+
+/* --------------------------------------------------------------- memory */
+
+void *nn__malloc(size_t size);            /* sets NN_ERR_NOMEM on failure */
+void *nn__calloc(size_t n, size_t size);  /* overflow-checked, zeroed */
+void *nn__realloc(void *p, size_t size);
+void nn__free(void *p);
+char *nn__strdup(const char *s);
+/* 64-byte aligned blocks (built on the hook); free with nn__aligned_free. */
+void *nn__aligned_alloc(size_t size);
+void nn__aligned_free(void *p);
+/* Allocation counter for leak checks in tests (live blocks). */
+int64_t nn__live_allocations(void);
+
+/* ----------------------------------------------------------- size checks */
+
+/* *out = a*b; false (and no write) on overflow. */
+bool nn__size_mul(size_t a, size_t b, size_t *out);
+/* *out = a+b; false on overflow. */
+bool nn__size_add(size_t a, size_t b, size_t *out);
+/* Validate a shape (0 <= ndim <= NN_MAX_DIMS, each dim >= 0) and compute its
+ * element count so that numel * 8 bytes fits in size_t and int64_t.
+ * Records an error naming fn and returns false otherwise. */
+bool nn__shape_numel(const int64_t *shape, int ndim, int64_t *numel, const char *fn);
+/* Normalise a possibly negative dim against ndim; false + NN_ERR_RANGE. */
+bool nn__norm_dim(int *dim, int ndim, const char *fn);
+/* "[2,3,4]" into buf (for messages). Returns buf. */
+const char *nn__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
+
+/* -------------------------------------------------------------- tensors */
+
+#define NN__TENSOR_MAGIC 0x4e4e5431u /* "NNT1" */
+
+typedef struct nn_storage {
+    _Atomic long refs;
+    void *data;
+    size_t nbytes;
+    nn_deleter_fn deleter; /* non-NULL for wrapped caller memory */
+    void *user;
+    bool owned;            /* data allocated by nn__aligned_alloc */
+} nn_storage;
+
+typedef struct nn_node nn_node;
+
+struct nn_tensor {
+    uint32_t magic;
+    _Atomic long refs;
+    long scope_refs;       /* references owned by open scopes */
+    nn_dtype dtype;
+    int ndim;
+    int64_t shape[NN_MAX_DIMS];
+    int64_t strides[NN_MAX_DIMS]; /* in elements */
+    int64_t offset;               /* in elements, into storage */
+    int64_t numel;
+    nn_storage *storage;
+    bool requires_grad;
+    nn_tensor *grad;              /* leaf gradient (owned) */
+    nn_node *grad_fn;             /* owned reference to the producing node */
+};
+
+/* New contiguous uninitialised tensor, untracked. */
+nn_tensor *nn__tensor_new(nn_dtype dtype, const int64_t *shape, int ndim);
+nn_tensor *nn__zeros(nn_dtype dtype, const int64_t *shape, int ndim);
+nn_tensor *nn__empty_like(const nn_tensor *t);   /* same dtype and shape */
+nn_tensor *nn__zeros_like(const nn_tensor *t);
+nn_tensor *nn__scalar_f32(float v);              /* 0-d f32 */
+/* A view: new tensor struct sharing t's storage with given geometry. */
+nn_tensor *nn__view(const nn_tensor *t, const int64_t *shape, const int64_t *strides,
+                    int ndim, int64_t offset);
+/* Same data and geometry, no autograd (used to save outputs without cycles). */
+nn_tensor *nn__alias(const nn_tensor *t);
+/* t itself (new reference) if contiguous, else a contiguous copy. Untracked. */
+nn_tensor *nn__contig(const nn_tensor *t);
+/* A contiguous copy (untracked, no graph). */
+nn_tensor *nn__clone(const nn_tensor *t);
+/* Convert dtype (untracked copy). */
+nn_tensor *nn__cast(const nn_tensor *t, nn_dtype dtype);
+void nn__tensor_retain(nn_tensor *t);
+void nn__tensor_release(nn_tensor *t);          /* NULL-safe */
+bool nn__is_contiguous(const nn_tensor *t);
+void nn__contiguous_strides(const int64_t *shape, int ndim, int64_t *strides);
+bool nn__same_shape(const nn_tensor *a, const nn_tensor *b);
+/* Element pointer helpers for contiguous tensors. */
+static inline float *nn__f32(const nn_tensor *t) {
+    return (float *)t->storage->data + t->offset;
+}
+static inline int64_t *nn__i64(const nn_tensor *t) {
+    return (int64_t *)t->storage->data + t->offset;
+}
+static inline uint8_t *nn__u8(const nn_tensor *t) {
+    return (uint8_t *)t->storage->data + t->offset;
+}
+/* Read element i (row-major logical index, any layout) as double. */
+double nn__get_flat(const nn_tensor *t, int64_t i);
+/* Element offset (in elements, from storage base) of logical flat index i. */
+int64_t nn__flat_offset(const nn_tensor *t, int64_t i);
+
+/* --------------------------------------------------------------- scopes */
+
+/* Hand t to the innermost open scope of this thread (if any) and return it.
+ * On failure to record, frees t and returns NULL (NN_ERR_NOMEM). NULL-safe. */
+nn_tensor *nn__track(nn_tensor *t);
+/* For composite ops that call public functions: open a private scope, and at
+ * the end keep only `result` (untracked, new reference) and release the rest. */
+nn_scope *nn__compose_begin(void);
+nn_tensor *nn__compose_end(nn_scope *s, nn_tensor *result);
+
+/* ------------------------------------------------------------- autograd */
+
+/* Computes gradients of a node's inputs from the gradient of its output.
+ * grad_out: contiguous f32 of the output's shape. For each input i that
+ * requires grad, set grad_in[i] to a NEW untracked f32 tensor of input i's
+ * shape (or leave NULL for "no contribution"). Runs with grad mode off. */
+typedef nn_status (*nn_backward_fn)(nn_node *node, nn_tensor *grad_out, nn_tensor **grad_in);
+
+#define NN__NODE_SAVED 6
+#define NN__NODE_PARAMS 16
+
+struct nn_node {
+    _Atomic long refs;
+    const char *name;          /* op name for messages, e.g. "nn_conv2d" */
+    nn_backward_fn backward;
+    int ninputs;
+    nn_tensor **inputs;        /* owned references */
+    nn_tensor *saved[NN__NODE_SAVED]; /* owned refs, released after backward */
+    double f[NN__NODE_PARAMS]; /* op parameters */
+    int64_t i[NN__NODE_PARAMS];
+    void *ctx;                 /* op-specific extra data, freed with ctx_free */
+    void (*ctx_free)(void *ctx);
+    bool released;
+    /* engine scratch */
+    nn_tensor *grad_acc;
+    long pending;
+    int64_t out_shape[NN_MAX_DIMS];
+    int out_ndim;
+};
+
+/* True when grad mode is on and any input requires grad. */
+bool nn__needs_grad(nn_tensor *const *inputs, int n);
+/* If nn__needs_grad(inputs), create a node for `out` (retaining inputs), set
+ * out->grad_fn and out->requires_grad, and store it in *node; else *node =
+ * NULL. Fill node->saved / f / i after. Returns NN_NOMEM on failure (out is
+ * left untouched, caller frees it). */
+nn_status nn__record(nn_tensor *out, const char *name, nn_backward_fn backward,
+                     nn_tensor *const *inputs, int n, nn_node **node);
+void nn__node_release(nn_node *node);
+
+/* ------------------------------------------------------- ops helpers (ops/) */
+
+/* Sum g over broadcast dims so the result has shape (shape, ndim). Untracked. */
+nn_tensor *nn__sum_to_shape(const nn_tensor *g, const int64_t *shape, int ndim);
+/* out shape of broadcasting a and b; false + NN_ERR_SHAPE naming fn. */
+bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, int64_t *out,
+                          int *on, const char *fn);
+
+/* --------------------------------------------------------------- runtime */
+
+int nn__num_threads(void);
+
+/* xoshiro256** generator */
+struct nn_generator {
+    uint32_t magic;
+    uint64_t s[4];
+};
+#define NN__GEN_MAGIC 0x4e4e4731u
+/* g or this thread's default generator. */
+nn_generator *nn__gen(nn_generator *g);
+uint64_t nn__gen_next(nn_generator *g);
+float nn__gen_uniform_f32(nn_generator *g);   /* [0,1) top 24 bits */
+double nn__gen_uniform_f64(nn_generator *g);  /* [0,1) top 53 bits */
+double nn__gen_normal(nn_generator *g);       /* Box-Muller */
+uint64_t nn__gen_below(nn_generator *g, uint64_t n); /* unbiased [0,n) */
+
+#endif /* NN_INTERNAL_H */

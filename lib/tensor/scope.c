@@ -1,0 +1,89 @@
+/* Scopes: per-thread stacks of tensor references released together. */
+#include "nn_internal.h"
+
+#define NN__SCOPE_MAGIC 0x4e4e5331u
+
+struct nn_scope {
+    uint32_t magic;
+    size_t start;        /* index into the thread's tracked list */
+    nn_scope *parent;
+};
+
+static _Thread_local nn_tensor **tl_tracked;
+static _Thread_local size_t tl_len, tl_cap;
+static _Thread_local nn_scope *tl_top;
+
+nn_tensor *nn__track(nn_tensor *t) {
+    if (!t || !tl_top) return t;
+    if (tl_len == tl_cap) {
+        size_t ncap = tl_cap ? tl_cap * 2 : 256;
+        nn_tensor **n = nn__realloc(tl_tracked, ncap * sizeof *n);
+        if (!n) {
+            nn__tensor_release(t);
+            return NULL;
+        }
+        tl_tracked = n;
+        tl_cap = ncap;
+    }
+    tl_tracked[tl_len++] = t;
+    t->scope_refs++;
+    return t;
+}
+
+nn_scope *nn_scope_begin(void) {
+    nn_scope *s = nn__malloc(sizeof *s);
+    if (!s) return NULL;
+    s->magic = NN__SCOPE_MAGIC;
+    s->start = tl_len;
+    s->parent = tl_top;
+    tl_top = s;
+    return s;
+}
+
+static bool scope_is_open(const nn_scope *s) {
+    for (const nn_scope *p = tl_top; p; p = p->parent)
+        if (p == s) return true;
+    return false;
+}
+
+nn_status nn_scope_end(nn_scope *scope) {
+    if (!scope) return NN_OK;
+    if (!scope_is_open(scope))
+        return nn__err(NN_ERR_BAD_HANDLE,
+                       "nn_scope_end: scope is not open on this thread (ended twice?)");
+    /* Close inner scopes that were left open, then this one. */
+    while (tl_top != scope) {
+        nn_scope *inner = tl_top;
+        tl_top = inner->parent;
+        inner->magic = 0;
+        nn__free(inner);
+    }
+    size_t start = scope->start;
+    tl_top = scope->parent;
+    scope->magic = 0;
+    nn__free(scope);
+    /* Release newest first. */
+    while (tl_len > start) {
+        nn_tensor *t = tl_tracked[--tl_len];
+        t->scope_refs--;
+        nn__tensor_release(t);
+    }
+    if (!tl_top) {
+        nn__free(tl_tracked);
+        tl_tracked = NULL;
+        tl_len = tl_cap = 0;
+    }
+    return NN_OK;
+}
+
+nn_scope *nn__compose_begin(void) { return nn_scope_begin(); }
+
+nn_tensor *nn__compose_end(nn_scope *s, nn_tensor *result) {
+    if (result) result->refs++;
+    if (!s) {
+        /* No scope could be opened: result is untracked already. */
+        return result;
+    }
+    nn_scope_end(s);
+    return result;
+}
