@@ -467,6 +467,48 @@ NN_API nn_tensor *nn_gt(nn_tensor *a, nn_tensor *b);
 NN_API nn_tensor *nn_ge(nn_tensor *a, nn_tensor *b);
 
 /* NN_SECTIONS: later sections are appended below this line. */
+/* ====================================================================== */
+/*  Handles used by the sections below                                    */
+/* ====================================================================== */
+
+typedef struct nn_module nn_module;       /* a layer or a container of layers */
+typedef struct nn_statedict nn_statedict; /* an ordered name -> tensor map */
+typedef struct nn_optim nn_optim;         /* an optimizer */
+typedef struct nn_sched nn_sched;         /* a learning-rate schedule */
+typedef struct nn_dataset nn_dataset;     /* indexed samples (x, y) */
+typedef struct nn_loader nn_loader;       /* batches over a dataset */
+typedef struct nn_model nn_model;         /* a loaded model file: module + metadata */
+
+/* How a loss reduces over elements. */
+typedef enum nn_reduction {
+    NN_REDUCTION_NONE = 0,
+    NN_REDUCTION_MEAN = 1,
+    NN_REDUCTION_SUM = 2,
+    NN_REDUCTION_BATCHMEAN = 3 /* KL divergence only: sum / batch size */
+} nn_reduction;
+
+/* ====================================================================== */
+/*  State dicts: ordered name -> tensor maps                              */
+/* ====================================================================== */
+
+/* An empty map. */
+NN_API nn_statedict *nn_statedict_new(void);
+NN_API void nn_statedict_free(nn_statedict *sd);
+/* Number of entries. */
+NN_API int64_t nn_statedict_size(const nn_statedict *sd);
+/* Name and tensor of entry i in insertion order (borrowed). */
+NN_API const char *nn_statedict_name(const nn_statedict *sd, int64_t i);
+NN_API nn_tensor *nn_statedict_tensor(const nn_statedict *sd, int64_t i);
+/* Tensor stored under name (borrowed), or NULL + NN_ERR_NOT_FOUND. */
+NN_API nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name);
+/* Insert or replace name -> t (the map takes its own reference to t). */
+NN_API nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t);
+
+#include "nn_part_module.h"
+#include "nn_part_optim.h"
+#include "nn_part_data.h"
+#include "nn_part_io.h"
+
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,8 @@
+/* Section of nn.h (merged into nn.h before release). Include <nn.h>, not this. */
+#ifndef NN_PART_MODULE_H
+#define NN_PART_MODULE_H
+#ifndef NN_H
+#error "include <nn.h> instead"
+#endif
+
+#endif
