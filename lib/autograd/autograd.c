@@ -230,12 +230,13 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
     }
     for (size_t i = 0; i < order.n; i++) {
         if (order.v[i]->released) {
+            st = nn__err(NN_ERR_STATE,
+                         "%s: the graph through %s was already used by a backward and released; "
+                         "pass retain_graph to backward twice",
+                         fn, order.v[i]->name);
             nn__tensor_release(g0);
             nn__free(order.v);
-            return nn__err(NN_ERR_STATE,
-                           "%s: the graph through %s was already used by a backward and released; "
-                           "pass retain_graph to backward twice",
-                           fn, order.v[i]->name);
+            return st;
         }
     }
     t->grad_fn->grad_acc = g0;
