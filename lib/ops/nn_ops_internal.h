@@ -1,0 +1,69 @@
+/* Helpers shared by the neural-network ops (linalg.c, conv.c, pool.c,
+ * norm.c). Internal: never installed. */
+#ifndef NN_OPS_INTERNAL_H
+#define NN_OPS_INTERNAL_H
+
+#include "nn_internal.h"
+
+/* Record the op's node on out (when some input needs a gradient). On
+ * failure out is released and NULL returned; *node is NULL when nothing was
+ * recorded. Returns out (untracked). */
+static inline nn_tensor *nn__ops_record(nn_tensor *out, const char *name, nn_backward_fn backward,
+                                        nn_tensor *const *inputs, int n, nn_node **node) {
+    nn_node *nd = NULL;
+    if (nn__record(out, name, backward, inputs, n, &nd) != NN_OK) {
+        nn__tensor_release(out);
+        if (node) *node = NULL;
+        return NN__FAIL(NN_ERR_NOMEM, "%s: out of memory recording the graph", name);
+    }
+    if (node) *node = nd;
+    return out;
+}
+
+/* Whether backward has to produce a gradient for input k of nd. */
+static inline bool nn__ops_wants(const nn_node *nd, int k) {
+    return nd->inputs[k] && nd->inputs[k]->requires_grad;
+}
+
+/* Optional f32 argument: NULL is fine, anything else must be a usable f32
+ * tensor. */
+static inline bool nn__ops_opt_f32(const nn_tensor *t, const char *fn, const char *name) {
+    return t == NULL || nn__check_f32(t, fn, name);
+}
+
+/* Optional 1-D f32 per-channel argument of length c. */
+static inline bool nn__ops_opt_vec(const nn_tensor *t, int64_t c, const char *fn, const char *name) {
+    if (!t) return true;
+    if (!nn__check_f32(t, fn, name)) return false;
+    if (t->ndim != 1 || t->shape[0] != c) {
+        char s[128];
+        nn__err(NN_ERR_SHAPE, "%s: %s has shape %s, expected [%lld]", fn, name,
+                nn__shape_str(t->shape, t->ndim, s, sizeof s), (long long)c);
+        return false;
+    }
+    return true;
+}
+
+/* Sum of each channel over the batch and spatial dims of g [n, c, l]
+ * into out[c] (+=). Used for every bias gradient. */
+static inline void nn__ops_channel_sum(const float *g, int64_t n, int64_t c, int64_t l, float *out) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            const float *p = g + (i * c + j) * l;
+            float s = 0.0f;
+            for (int64_t k = 0; k < l; k++) s += p[k];
+            out[j] += s;
+        }
+}
+
+/* out[i, c, :] += b[c] for out [n, c, l]. */
+static inline void nn__ops_add_bias(float *out, const float *b, int64_t n, int64_t c, int64_t l) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            float *p = out + (i * c + j) * l;
+            const float bj = b[j];
+            for (int64_t k = 0; k < l; k++) p[k] += bj;
+        }
+}
+
+#endif /* NN_OPS_INTERNAL_H */
