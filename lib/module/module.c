@@ -1,0 +1,692 @@
+/* Modules: lifetime, registration, dotted names, modes, forward dispatch,
+ * user-defined modules and the internal interface of module_internal.h. */
+#include "module_priv.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Bumped by every structural change anywhere; flattened name lists built
+ * at an older generation are rebuilt. */
+static _Atomic uint64_t g_struct_gen = 1;
+
+void nn__mod_bump_generation(void) { atomic_fetch_add(&g_struct_gen, 1); }
+
+const char *nn__mod_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap) {
+    size_t o = 0;
+    buf[0] = '\0';
+    int k = snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && k >= 0 && (o += (size_t)k) < cap; i++)
+        k = snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (k >= 0 && (o += (size_t)k) < cap) snprintf(buf + o, cap - o, "]");
+    return buf;
+}
+
+bool nn__mod_check(const nn_module *m, const char *fn, const char *name) {
+    if (!m) return nn__check_ptr(NULL, fn, name);
+    if (m->magic != NN__MODULE_MAGIC) {
+        nn__err(NN_ERR_BAD_HANDLE, "%s: argument '%s' is not a live module (freed?)", fn, name);
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------- lifetime */
+
+static nn_module *mod_alloc(void) {
+    nn_module *m = nn__calloc(1, sizeof *m);
+    if (!m) return NULL;
+    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+        nn__free(m);
+        return NN__FAIL(NN_ERR_NOMEM, "nn_module: cannot create a mutex");
+    }
+    m->magic = NN__MODULE_MAGIC;
+    m->refs = 1;
+    m->training = true;
+    return m;
+}
+
+static void flat_clear(nn__flat_list *l) {
+    for (int64_t i = 0; i < l->n; i++) nn__free(l->e[i].name);
+    nn__free(l->e);
+    l->e = NULL;
+    l->n = 0;
+}
+
+static void mod_destroy(nn_module *m) {
+    for (int i = 0; i < m->nparams; i++) {
+        nn__free(m->params[i].name);
+        nn__tensor_release(m->params[i].t);
+    }
+    for (int i = 0; i < m->nbufs; i++) {
+        nn__free(m->bufs[i].name);
+        nn__tensor_release(m->bufs[i].t);
+    }
+    for (int i = 0; i < m->nchildren; i++) {
+        nn__free(m->children[i].name);
+        nn_module_free(m->children[i].m);
+    }
+    nn__free(m->params);
+    nn__free(m->bufs);
+    nn__free(m->children);
+    flat_clear(&m->flat_params);
+    flat_clear(&m->flat_bufs);
+    if (m->user_free) m->user_free(m->user);
+    nn_generator_free(m->gen);
+    nn__free(m->type_name);
+    pthread_mutex_destroy(&m->lock);
+    m->magic = 0;
+    nn__free(m);
+}
+
+nn_module *nn_module_retain(nn_module *m) {
+    if (!m) return NULL;
+    if (!nn__mod_check(m, "nn_module_retain", "m")) return NULL;
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void nn_module_free(nn_module *m) {
+    if (!m) return;
+    if (m->magic != NN__MODULE_MAGIC) {
+        nn__err(NN_ERR_BAD_HANDLE, "nn_module_free: argument 'm' is not a live module (freed twice?)");
+        return;
+    }
+    if (atomic_fetch_sub(&m->refs, 1) == 1) mod_destroy(m);
+}
+
+nn_module *nn__mod_new_kind(const nn__mod_kind *kind, const double *values) {
+    nn_module *m = mod_alloc();
+    if (!m) return NULL;
+    m->kind = kind;
+    for (int i = 0; i < kind->nkeys; i++) m->cfg[i] = values[i];
+    if (kind->build && kind->build(m) != NN_OK) {
+        mod_destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---------------------------------------------------------- registration */
+
+static bool name_taken(const nn_module *m, const char *name) {
+    for (int i = 0; i < m->nparams; i++)
+        if (!strcmp(m->params[i].name, name)) return true;
+    for (int i = 0; i < m->nbufs; i++)
+        if (!strcmp(m->bufs[i].name, name)) return true;
+    for (int i = 0; i < m->nchildren; i++)
+        if (!strcmp(m->children[i].name, name)) return true;
+    return false;
+}
+
+static nn_status check_name(const nn_module *m, const char *name, const char *fn) {
+    if (!nn__check_ptr(name, fn, "name")) return nn_last_status();
+    if (!name[0] || strchr(name, '.'))
+        return nn__err(NN_ERR_INVALID, "%s: name '%s' must be non-empty and contain no '.'", fn, name);
+    if (strlen(name) > 255) return nn__err(NN_ERR_LIMIT, "%s: name longer than 255 bytes", fn);
+    if (name_taken(m, name))
+        return nn__err(NN_ERR_INVALID, "%s: '%s' is already registered in this module", fn, name);
+    return NN_OK;
+}
+
+/* Grow a named array by one slot (elem bytes each). */
+static bool grow(void **arr, int n, int *cap, size_t elem) {
+    if (n < *cap) return true;
+    int ncap = *cap ? *cap * 2 : 4;
+    void *p = nn__realloc(*arr, (size_t)ncap * elem);
+    if (!p) return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+static nn_status add_tensor(nn__named_tensor **arr, int *n, int *cap, const char *name,
+                            nn_tensor *t) {
+    if (!grow((void **)arr, *n, cap, sizeof **arr)) return NN_ERR_NOMEM;
+    char *nm = nn__strdup(name);
+    if (!nm) return NN_ERR_NOMEM;
+    (*arr)[*n].name = nm;
+    (*arr)[*n].t = t;
+    (*n)++;
+    nn__mod_bump_generation();
+    return NN_OK;
+}
+
+nn_status nn__mod_add_param(nn_module *m, const char *name, nn_tensor *t) {
+    t->requires_grad = true;
+    return add_tensor(&m->params, &m->nparams, &m->cap_params, name, t);
+}
+
+nn_status nn__mod_add_buffer(nn_module *m, const char *name, nn_tensor *t) {
+    return add_tensor(&m->bufs, &m->nbufs, &m->cap_bufs, name, t);
+}
+
+/* Add child (the parent takes over the reference only on success). */
+static nn_status add_child(nn_module *m, const char *name, nn_module *child) {
+    if (!grow((void **)&m->children, m->nchildren, &m->cap_children, sizeof *m->children))
+        return NN_ERR_NOMEM;
+    char *nm = nn__strdup(name);
+    if (!nm) return NN_ERR_NOMEM;
+    m->children[m->nchildren].name = nm;
+    m->children[m->nchildren].m = child;
+    m->nchildren++;
+    nn__mod_bump_generation();
+    return NN_OK;
+}
+
+/* Would adding child under m create a cycle (m inside child's tree)? */
+static bool contains(const nn_module *root, const nn_module *m) {
+    if (root == m) return true;
+    for (int i = 0; i < root->nchildren; i++)
+        if (contains(root->children[i].m, m)) return true;
+    return false;
+}
+
+nn_tensor *nn__mod_param(const nn_module *m, const char *name) {
+    for (int i = 0; i < m->nparams; i++)
+        if (!strcmp(m->params[i].name, name)) return m->params[i].t;
+    return NULL;
+}
+
+int64_t nn__mod_own_param_count(const nn_module *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->nparams; i++) n += m->params[i].t->numel;
+    return n;
+}
+
+/* ---------------------------------------------------------- user modules */
+
+nn_module *nn_module_custom_new(const char *name, nn_forward_fn forward, void *user,
+                                nn_user_free_fn free_user) {
+    const char *fn = "nn_module_custom_new";
+    if (!nn__check_ptr(name, fn, "name") || !nn__check_ptr((const void *)forward, fn, "forward")) {
+        if (free_user) free_user(user);
+        return NULL;
+    }
+    nn_module *m = mod_alloc();
+    size_t len = strlen(name);
+    char *tn = m && len < 256 ? nn__malloc(len + 8) : NULL;
+    if (!tn) {
+        if (m && len >= 256) nn__err(NN_ERR_LIMIT, "%s: name longer than 255 bytes", fn);
+        if (m) mod_destroy(m);
+        if (free_user) free_user(user);
+        return NULL;
+    }
+    snprintf(tn, len + 8, "Custom:%s", name);
+    m->type_name = tn;
+    m->user_forward = forward;
+    m->user = user;
+    m->user_free = free_user;
+    return m;
+}
+
+static nn_status check_custom(const nn_module *m, const char *fn) {
+    if (!nn__mod_check(m, fn, "m")) return nn_last_status();
+    if (m->kind)
+        return nn__err(NN_ERR_INVALID, "%s: %s is a built-in layer; only user-defined modules accept registrations",
+                       fn, m->kind->type);
+    return NN_OK;
+}
+
+static nn_status register_tensor(nn_module *m, const char *name, nn_tensor *t, bool param,
+                                 const char *fn) {
+    nn_status st = check_custom(m, fn);
+    if (st != NN_OK) return st;
+    if (!nn__check_tensor(t, fn, "t")) return nn_last_status();
+    if (param && t->dtype != NN_DTYPE_F32)
+        return nn__err(NN_ERR_DTYPE, "%s: parameter '%s' must be f32, got %s", fn, name ? name : "?",
+                       nn_dtype_name(t->dtype));
+    if (param && t->grad_fn)
+        return nn__err(NN_ERR_INVALID, "%s: parameter '%s' is not a leaf tensor (detach it first)", fn,
+                       name ? name : "?");
+    if ((st = check_name(m, name, fn)) != NN_OK) return st;
+    nn__tensor_retain(t);
+    st = param ? nn__mod_add_param(m, name, t) : nn__mod_add_buffer(m, name, t);
+    if (st != NN_OK) nn__tensor_release(t);
+    return st;
+}
+
+nn_status nn_module_register_parameter(nn_module *m, const char *name, nn_tensor *t) {
+    return register_tensor(m, name, t, true, "nn_module_register_parameter");
+}
+
+nn_status nn_module_register_buffer(nn_module *m, const char *name, nn_tensor *t) {
+    return register_tensor(m, name, t, false, "nn_module_register_buffer");
+}
+
+/* Common checks of adding child under parent; consumes nothing. */
+static nn_status check_child(nn_module *parent, const char *name, nn_module *child, const char *fn) {
+    if (!child) {
+        if (nn_last_status() == NN_OK) nn__err(NN_ERR_NULL, "%s: argument 'child' is NULL", fn);
+        return nn_last_status();
+    }
+    if (!nn__mod_check(child, fn, "child")) return nn_last_status();
+    nn_status st = check_name(parent, name, fn);
+    if (st != NN_OK) return st;
+    if (contains(child, parent))
+        return nn__err(NN_ERR_INVALID, "%s: adding '%s' would make the module contain itself", fn, name);
+    return NN_OK;
+}
+
+nn_status nn_module_register_module(nn_module *m, const char *name, nn_module *child) {
+    const char *fn = "nn_module_register_module";
+    nn_status st = check_custom(m, fn);
+    if (st == NN_OK) st = check_child(m, name, child, fn);
+    if (st == NN_OK) st = add_child(m, name, child);
+    if (st != NN_OK && child && child->magic == NN__MODULE_MAGIC) nn_module_free(child);
+    return st;
+}
+
+void *nn_module_user(const nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_user", "m")) return NULL;
+    return m->user;
+}
+
+/* ------------------------------------------------------------ Sequential */
+
+static nn_tensor *sequential_forward(nn_module *m, nn_tensor *x) {
+    /* Hand each intermediate to the next child untracked, so it is freed as
+     * soon as it is no longer needed (peak memory of one layer pair). */
+    nn_tensor *cur = x;
+    nn__tensor_retain(cur);
+    for (int i = 0; i < m->nchildren && cur; i++) {
+        nn_tensor *next = nn__mod_forward(m->children[i].m, cur);
+        nn__tensor_release(cur);
+        cur = next;
+    }
+    return nn__track(cur);
+}
+
+static const nn__mod_kind kind_sequential = {
+    .type = "Sequential", .forward = sequential_forward, .container = true};
+
+nn_module *nn_sequential_new(void) {
+    nn_module *m = mod_alloc();
+    if (m) m->kind = &kind_sequential;
+    return m;
+}
+
+static bool is_sequential(const nn_module *m, const char *fn) {
+    if (!nn__mod_check(m, fn, "seq")) return false;
+    if (m->kind != &kind_sequential) {
+        nn__err(NN_ERR_INVALID, "%s: module is a %s, not a Sequential", fn, nn_module_type_name(m));
+        return false;
+    }
+    return true;
+}
+
+nn_status nn_sequential_append(nn_module *seq, nn_module *child) {
+    const char *fn = "nn_sequential_append";
+    nn_status st = NN_OK;
+    if (!is_sequential(seq, fn)) st = nn_last_status();
+    char name[24] = "";
+    if (st == NN_OK) {
+        snprintf(name, sizeof name, "%d", seq->nchildren);
+        st = check_child(seq, name, child, fn);
+    }
+    if (st == NN_OK) st = add_child(seq, name, child);
+    if (st != NN_OK && child && child->magic == NN__MODULE_MAGIC) nn_module_free(child);
+    return st;
+}
+
+int64_t nn_sequential_length(const nn_module *seq) {
+    if (!is_sequential(seq, "nn_sequential_length")) return -1;
+    return seq->nchildren;
+}
+
+nn_module *nn_sequential_get(const nn_module *seq, int64_t i) {
+    const char *fn = "nn_sequential_get";
+    if (!is_sequential(seq, fn)) return NULL;
+    int64_t n = seq->nchildren;
+    if (i < -n || i >= n)
+        return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range for %lld children", fn, (long long)i,
+                        (long long)n);
+    return seq->children[i < 0 ? i + n : i].m;
+}
+
+/* --------------------------------------------------------------- forward */
+
+nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x) {
+    if (!nn__mod_check(m, "nn_module_forward", "m")) return NULL;
+    const char *tn = nn_module_type_name(m);
+    if (!nn__check_tensor(x, tn, "x")) return NULL;
+    bool rec = nn__summary_active();
+    if (rec) nn__summary_enter(m);
+    nn_scope *s = nn__compose_begin();
+    nn_tensor *y = NULL;
+    if (s) {
+        if (m->kind) {
+            y = m->kind->forward(m, x);
+        } else {
+            y = m->user_forward(m, x, m->user);
+            if (!y && nn_last_status() == NN_OK)
+                nn__err(NN_ERR_INVALID, "%s: forward callback returned NULL without an error", tn);
+        }
+        y = nn__compose_end(s, y);
+    }
+    if (rec) nn__summary_leave(m, x, y);
+    return y;
+}
+
+nn_tensor *nn_module_forward(nn_module *m, nn_tensor *x) {
+    return nn__track(nn__mod_forward(m, x));
+}
+
+/* ---------------------------------------------------------------- modes */
+
+const char *nn_module_type_name(const nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_type_name", "m")) return NULL;
+    return m->kind ? m->kind->type : m->type_name;
+}
+
+static void set_training(nn_module *m, bool training) {
+    m->training = training;
+    for (int i = 0; i < m->nchildren; i++) set_training(m->children[i].m, training);
+}
+
+nn_status nn_module_train(nn_module *m, bool training) {
+    if (!nn__mod_check(m, "nn_module_train", "m")) return nn_last_status();
+    set_training(m, training);
+    return NN_OK;
+}
+
+bool nn_module_is_training(const nn_module *m) {
+    return nn__mod_check(m, "nn_module_is_training", "m") && m->training;
+}
+
+bool nn__mod_training(const nn_module *m) { return m->training && !nn__summary_active(); }
+
+/* ------------------------------------------------------- dotted-name lists */
+
+typedef struct {
+    nn__named_tensor *e;
+    int64_t n, cap;
+    bool fail;
+} flat_builder;
+
+static void fb_add(flat_builder *b, const char *prefix, const char *name, nn_tensor *t) {
+    if (b->fail) return;
+    for (int64_t i = 0; i < b->n; i++)
+        if (b->e[i].t == t) return; /* shared tensor: listed once, like PyTorch */
+    if (b->n == b->cap) {
+        int64_t ncap = b->cap ? b->cap * 2 : 16;
+        size_t bytes;
+        void *p = nn__size_mul((size_t)ncap, sizeof *b->e, &bytes) ? nn__realloc(b->e, bytes) : NULL;
+        if (!p) {
+            b->fail = true;
+            return;
+        }
+        b->e = p;
+        b->cap = ncap;
+    }
+    size_t lp = strlen(prefix), ln = strlen(name);
+    char *s = nn__malloc(lp + ln + 1);
+    if (!s) {
+        b->fail = true;
+        return;
+    }
+    memcpy(s, prefix, lp);
+    memcpy(s + lp, name, ln + 1);
+    b->e[b->n].name = s;
+    b->e[b->n].t = t;
+    b->n++;
+}
+
+/* Append m's tensors (params or buffers) and its children's, pre-order. */
+static void fb_walk(flat_builder *b, const nn_module *m, const char *prefix, bool params) {
+    int n = params ? m->nparams : m->nbufs;
+    const nn__named_tensor *arr = params ? m->params : m->bufs;
+    for (int i = 0; i < n; i++) fb_add(b, prefix, arr[i].name, arr[i].t);
+    size_t lp = strlen(prefix);
+    for (int i = 0; i < m->nchildren && !b->fail; i++) {
+        size_t lc = strlen(m->children[i].name);
+        char *p = nn__malloc(lp + lc + 2);
+        if (!p) {
+            b->fail = true;
+            return;
+        }
+        memcpy(p, prefix, lp);
+        memcpy(p + lp, m->children[i].name, lc);
+        p[lp + lc] = '.';
+        p[lp + lc + 1] = '\0';
+        fb_walk(b, m->children[i].m, p, params);
+        nn__free(p);
+    }
+}
+
+static bool flat_build(const nn_module *m, bool params, nn__flat_list *out) {
+    flat_builder b = {0};
+    fb_walk(&b, m, "", params);
+    if (b.fail) {
+        nn__flat_list tmp = {b.e, b.n};
+        flat_clear(&tmp);
+        return false;
+    }
+    out->e = b.e;
+    out->n = b.n;
+    return true;
+}
+
+/* Make sure m's cached lists are current. Returns false on OOM. */
+static bool flat_refresh(nn_module *m) {
+    uint64_t gen = atomic_load(&g_struct_gen);
+    pthread_mutex_lock(&m->lock);
+    bool ok = true;
+    if (!m->flat_valid || m->flat_gen != gen) {
+        nn__flat_list p = {0}, b = {0};
+        ok = flat_build(m, true, &p) && flat_build(m, false, &b);
+        if (ok) {
+            flat_clear(&m->flat_params);
+            flat_clear(&m->flat_bufs);
+            m->flat_params = p;
+            m->flat_bufs = b;
+            m->flat_gen = gen;
+            m->flat_valid = true;
+        } else {
+            flat_clear(&p);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return ok;
+}
+
+int64_t nn_module_num_parameters(nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_num_parameters", "m") || !flat_refresh(m)) return -1;
+    return m->flat_params.n;
+}
+
+int64_t nn_module_num_buffers(nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_num_buffers", "m") || !flat_refresh(m)) return -1;
+    return m->flat_bufs.n;
+}
+
+static nn_tensor *flat_get(nn_module *m, int64_t i, const char **name, bool params, const char *fn) {
+    if (name) *name = NULL;
+    if (!nn__mod_check(m, fn, "m") || !flat_refresh(m)) return NULL;
+    const nn__flat_list *l = params ? &m->flat_params : &m->flat_bufs;
+    if (i < 0 || i >= l->n)
+        return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn, (long long)i,
+                        (long long)l->n);
+    if (name) *name = l->e[i].name;
+    return l->e[i].t;
+}
+
+nn_tensor *nn_module_parameter(nn_module *m, int64_t i, const char **name) {
+    return flat_get(m, i, name, true, "nn_module_parameter");
+}
+
+nn_tensor *nn_module_buffer(nn_module *m, int64_t i, const char **name) {
+    return flat_get(m, i, name, false, "nn_module_buffer");
+}
+
+/* Resolve a dotted path to (module, last segment). */
+static const nn_module *resolve(const nn_module *m, const char *path, const char **last) {
+    const char *p = path;
+    for (;;) {
+        const char *dot = strchr(p, '.');
+        if (!dot) {
+            *last = p;
+            return m;
+        }
+        size_t len = (size_t)(dot - p);
+        const nn_module *next = NULL;
+        for (int i = 0; i < m->nchildren; i++)
+            if (strlen(m->children[i].name) == len && !memcmp(m->children[i].name, p, len))
+                next = m->children[i].m;
+        if (!next) return NULL;
+        m = next;
+        p = dot + 1;
+    }
+}
+
+static void *get_named(const nn_module *m, const char *name, int what, const char *fn) {
+    if (!nn__mod_check(m, fn, "m") || !nn__check_ptr(name, fn, "name")) return NULL;
+    const char *last;
+    const nn_module *owner = resolve(m, name, &last);
+    if (owner) {
+        if (what == 0) {
+            nn_tensor *t = nn__mod_param(owner, last);
+            if (t) return t;
+        } else if (what == 1) {
+            for (int i = 0; i < owner->nbufs; i++)
+                if (!strcmp(owner->bufs[i].name, last)) return owner->bufs[i].t;
+        } else {
+            for (int i = 0; i < owner->nchildren; i++)
+                if (!strcmp(owner->children[i].name, last)) return owner->children[i].m;
+        }
+    }
+    static const char *const kinds[] = {"parameter", "buffer", "submodule"};
+    return NN__FAIL(NN_ERR_NOT_FOUND, "%s: no %s named '%s' in %s", fn, kinds[what], name,
+                    nn_module_type_name(m));
+}
+
+nn_tensor *nn_module_get_parameter(const nn_module *m, const char *name) {
+    return get_named(m, name, 0, "nn_module_get_parameter");
+}
+
+nn_tensor *nn_module_get_buffer(const nn_module *m, const char *name) {
+    return get_named(m, name, 1, "nn_module_get_buffer");
+}
+
+nn_module *nn_module_get_module(const nn_module *m, const char *name) {
+    return get_named(m, name, 2, "nn_module_get_module");
+}
+
+int64_t nn_module_param_count(nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_param_count", "m") || !flat_refresh(m)) return -1;
+    int64_t n = 0;
+    for (int64_t i = 0; i < m->flat_params.n; i++) n += m->flat_params.e[i].t->numel;
+    return n;
+}
+
+nn_status nn_module_set_requires_grad(nn_module *m, bool requires_grad) {
+    if (!nn__mod_check(m, "nn_module_set_requires_grad", "m")) return nn_last_status();
+    for (int i = 0; i < m->nparams; i++) m->params[i].t->requires_grad = requires_grad;
+    for (int i = 0; i < m->nchildren; i++) nn_module_set_requires_grad(m->children[i].m, requires_grad);
+    return NN_OK;
+}
+
+nn_status nn_module_zero_grad(nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_zero_grad", "m")) return nn_last_status();
+    for (int i = 0; i < m->nparams; i++) {
+        nn__tensor_release(m->params[i].t->grad);
+        m->params[i].t->grad = NULL;
+    }
+    for (int i = 0; i < m->nchildren; i++) nn_module_zero_grad(m->children[i].m);
+    return NN_OK;
+}
+
+/* ------------------------------------------- internal interface (io/, data/) */
+
+const char *nn__module_type(const nn_module *m) { return nn_module_type_name(m); }
+
+int nn__module_config_count(const nn_module *m) {
+    if (!nn__mod_check(m, "nn__module_config_count", "m")) return -1;
+    if (!m->kind) return 0;
+    return m->kind->ncfg ? m->kind->ncfg(m) : m->kind->nkeys;
+}
+
+nn_status nn__module_config_get(const nn_module *m, int i, const char **key, double *value) {
+    const char *fn = "nn__module_config_get";
+    if (!nn__mod_check(m, fn, "m")) return nn_last_status();
+    int n = nn__module_config_count(m);
+    if (i < 0 || i >= n) return nn__err(NN_ERR_RANGE, "%s: index %d out of range (%d keys)", fn, i, n);
+    if (key) *key = m->kind->keys[i];
+    if (value) *value = m->cfg[i];
+    return NN_OK;
+}
+
+int nn__module_num_children(const nn_module *m) {
+    if (!nn__mod_check(m, "nn__module_num_children", "m")) return -1;
+    return m->nchildren;
+}
+
+nn_module *nn__module_child(const nn_module *m, int i, const char **name) {
+    const char *fn = "nn__module_child";
+    if (!nn__mod_check(m, fn, "m")) return NULL;
+    if (i < 0 || i >= m->nchildren)
+        return NN__FAIL(NN_ERR_RANGE, "%s: index %d out of range (%d children)", fn, i, m->nchildren);
+    if (name) *name = m->children[i].name;
+    return m->children[i].m;
+}
+
+nn_module *nn__module_create(const char *type, const char *const *keys, const double *values, int n) {
+    const char *fn = "nn__module_create";
+    if (!nn__check_ptr(type, fn, "type")) return NULL;
+    if (n < 0 || (n > 0 && (!keys || !values)))
+        return NN__FAIL(NN_ERR_FORMAT, "%s: %s: bad hyperparameter list (n = %d)", fn, type, n);
+    if (!strncmp(type, "Custom:", 7))
+        return NN__FAIL(NN_ERR_UNSUPPORTED,
+                        "%s: '%s' is a user-defined module: build it in code and load its weights", fn, type);
+    if (!strcmp(type, "Sequential")) {
+        if (n > 0) return NN__FAIL(NN_ERR_FORMAT, "%s: Sequential takes no hyperparameters (got %d)", fn, n);
+        return nn_sequential_new();
+    }
+    const nn__mod_kind *kind = nn__mod_find_kind(type);
+    if (!kind) return NN__FAIL(NN_ERR_FORMAT, "%s: unknown module type '%.64s'", fn, type);
+    double v[NN__MOD_MAX_CFG];
+    bool set[NN__MOD_MAX_CFG] = {false};
+    for (int i = 0; i < kind->nkeys; i++) v[i] = kind->defaults[i];
+    for (int j = 0; j < n; j++) {
+        int k = -1;
+        for (int i = 0; i < kind->nkeys && keys[j]; i++)
+            if (!strcmp(kind->keys[i], keys[j])) k = i;
+        if (k < 0 || set[k])
+            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: %s hyperparameter '%.64s'", fn, type,
+                            k < 0 ? "unknown" : "repeated", keys[j] ? keys[j] : "(null)");
+        if (!isfinite(values[j]))
+            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: hyperparameter '%s' is not finite", fn, type, keys[j]);
+        v[k] = values[j];
+        set[k] = true;
+    }
+    for (int i = 0; i < kind->nkeys; i++)
+        if (isnan(v[i]))
+            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: hyperparameter '%s' is missing", fn, type, kind->keys[i]);
+    nn_clear_error();
+    nn_module *m = nn__mod_new_kind(kind, v);
+    if (!m && nn_last_status() != NN_ERR_NOMEM) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", nn_last_error());
+        return NN__FAIL(NN_ERR_FORMAT, "%s: %s", fn, msg);
+    }
+    return m;
+}
+
+nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *child) {
+    const char *fn = "nn__module_add_child";
+    if (!nn__mod_check(parent, fn, "parent")) return nn_last_status();
+    if (parent->kind && !parent->kind->container)
+        return nn__err(NN_ERR_FORMAT, "%s: a %s has no children", fn, parent->kind->type);
+    nn_status st = check_child(parent, name, child, fn);
+    if (st != NN_OK) return st;
+    if (parent->kind == &kind_sequential) {
+        char want[24];
+        snprintf(want, sizeof want, "%d", parent->nchildren);
+        if (strcmp(name, want))
+            return nn__err(NN_ERR_FORMAT, "%s: Sequential child named '%s', expected '%s'", fn, name, want);
+    }
+    nn_module_retain(child);
+    st = add_child(parent, name, child);
+    if (st != NN_OK) nn_module_free(child);
+    return st;
+}

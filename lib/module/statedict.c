@@ -1,0 +1,295 @@
+/* State dicts (ordered name -> tensor maps) and the module <-> state dict
+ * round trip: nn_module_state_dict, nn_module_load_state_dict. */
+#include "module_priv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NN__SD_MAGIC 0x4e4e4431u /* "NND1" */
+
+struct nn_statedict {
+    uint32_t magic;
+    nn__named_tensor *e;
+    int64_t n, cap;
+};
+
+static bool sd_check(const nn_statedict *sd, const char *fn) {
+    if (!nn__check_ptr(sd, fn, "sd")) return false;
+    if (sd->magic != NN__SD_MAGIC) {
+        nn__err(NN_ERR_BAD_HANDLE, "%s: argument 'sd' is not a live state dict (freed?)", fn);
+        return false;
+    }
+    return true;
+}
+
+nn_statedict *nn_statedict_new(void) {
+    nn_statedict *sd = nn__calloc(1, sizeof *sd);
+    if (sd) sd->magic = NN__SD_MAGIC;
+    return sd;
+}
+
+void nn_statedict_free(nn_statedict *sd) {
+    if (!sd) return;
+    if (sd->magic != NN__SD_MAGIC) {
+        nn__err(NN_ERR_BAD_HANDLE, "nn_statedict_free: argument 'sd' is not a live state dict (freed twice?)");
+        return;
+    }
+    for (int64_t i = 0; i < sd->n; i++) {
+        nn__free(sd->e[i].name);
+        nn__tensor_release(sd->e[i].t);
+    }
+    nn__free(sd->e);
+    sd->magic = 0;
+    nn__free(sd);
+}
+
+int64_t nn_statedict_size(const nn_statedict *sd) {
+    if (!sd_check(sd, "nn_statedict_size")) return -1;
+    return sd->n;
+}
+
+static bool sd_index(const nn_statedict *sd, int64_t i, const char *fn) {
+    if (!sd_check(sd, fn)) return false;
+    if (i < 0 || i >= sd->n) {
+        nn__err(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn, (long long)i, (long long)sd->n);
+        return false;
+    }
+    return true;
+}
+
+const char *nn_statedict_name(const nn_statedict *sd, int64_t i) {
+    return sd_index(sd, i, "nn_statedict_name") ? sd->e[i].name : NULL;
+}
+
+nn_tensor *nn_statedict_tensor(const nn_statedict *sd, int64_t i) {
+    return sd_index(sd, i, "nn_statedict_tensor") ? sd->e[i].t : NULL;
+}
+
+/* Index of name, or -1. Linear scan: state dicts hold at most a few
+ * thousand entries and lookups happen once per load. */
+static int64_t sd_find(const nn_statedict *sd, const char *name) {
+    for (int64_t i = 0; i < sd->n; i++)
+        if (!strcmp(sd->e[i].name, name)) return i;
+    return -1;
+}
+
+nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name) {
+    const char *fn = "nn_statedict_get";
+    if (!sd_check(sd, fn) || !nn__check_ptr(name, fn, "name")) return NULL;
+    int64_t i = sd_find(sd, name);
+    if (i < 0) return NN__FAIL(NN_ERR_NOT_FOUND, "%s: no entry named '%.200s'", fn, name);
+    return sd->e[i].t;
+}
+
+nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t) {
+    const char *fn = "nn_statedict_set";
+    if (!sd_check(sd, fn) || !nn__check_ptr(name, fn, "name")) return nn_last_status();
+    if (!nn__check_tensor(t, fn, "t")) return nn_last_status();
+    if (!name[0]) return nn__err(NN_ERR_INVALID, "%s: empty name", fn);
+    int64_t i = sd_find(sd, name);
+    if (i >= 0) {
+        nn__tensor_retain(t);
+        nn__tensor_release(sd->e[i].t);
+        sd->e[i].t = t;
+        return NN_OK;
+    }
+    if (sd->n == sd->cap) {
+        int64_t ncap = sd->cap ? sd->cap * 2 : 16;
+        size_t bytes;
+        if (!nn__size_mul((size_t)ncap, sizeof *sd->e, &bytes))
+            return nn__err(NN_ERR_OVERFLOW, "%s: too many entries", fn);
+        void *p = nn__realloc(sd->e, bytes);
+        if (!p) return NN_ERR_NOMEM;
+        sd->e = p;
+        sd->cap = ncap;
+    }
+    char *nm = nn__strdup(name);
+    if (!nm) return NN_ERR_NOMEM;
+    nn__tensor_retain(t);
+    sd->e[sd->n].name = nm;
+    sd->e[sd->n].t = t;
+    sd->n++;
+    return NN_OK;
+}
+
+/* ------------------------------------------------ module <-> state dict */
+
+/* Visit every parameter and buffer in PyTorch's state_dict order: a
+ * module's parameters, then its buffers, then each child's, recursively.
+ * visit returns false to stop. */
+typedef bool (*sd_visit_fn)(const char *name, nn_tensor *t, void *ctx);
+
+static bool walk(const nn_module *m, char *prefix, size_t plen, size_t cap, sd_visit_fn visit, void *ctx) {
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass ? m->nbufs : m->nparams;
+        const nn__named_tensor *arr = pass ? m->bufs : m->params;
+        for (int i = 0; i < n; i++) {
+            snprintf(prefix + plen, cap - plen, "%s", arr[i].name);
+            if (!visit(prefix, arr[i].t, ctx)) return false;
+        }
+    }
+    for (int i = 0; i < m->nchildren; i++) {
+        int k = snprintf(prefix + plen, cap - plen, "%s.", m->children[i].name);
+        if (k < 0 || (size_t)k >= cap - plen) {
+            nn__err(NN_ERR_LIMIT, "nn_module_state_dict: names nest deeper than %zu bytes", cap);
+            return false;
+        }
+        if (!walk(m->children[i].m, prefix, plen + (size_t)k, cap, visit, ctx)) return false;
+    }
+    return true;
+}
+
+#define NAME_CAP 4096
+
+static bool walk_module(const nn_module *m, sd_visit_fn visit, void *ctx) {
+    char *buf = nn__malloc(NAME_CAP);
+    if (!buf) return false;
+    buf[0] = '\0';
+    bool ok = walk(m, buf, 0, NAME_CAP, visit, ctx);
+    nn__free(buf);
+    return ok;
+}
+
+static bool add_entry(const char *name, nn_tensor *t, void *ctx) {
+    nn_statedict *sd = ctx;
+    if (sd_find(sd, name) >= 0) return true; /* shared tensor under two names: first wins */
+    nn_tensor *a = nn__alias(t);             /* detached, shares data */
+    if (!a) return false;
+    nn_status st = nn_statedict_set(sd, name, a);
+    nn__tensor_release(a);
+    return st == NN_OK;
+}
+
+nn_statedict *nn_module_state_dict(nn_module *m) {
+    if (!nn__mod_check(m, "nn_module_state_dict", "m")) return NULL;
+    nn_statedict *sd = nn_statedict_new();
+    if (!sd) return NULL;
+    if (!walk_module(m, add_entry, sd)) {
+        nn_statedict_free(sd);
+        return NULL;
+    }
+    return sd;
+}
+
+/* ---------------------------------------------------------- loading */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool fail;
+} strbuf;
+
+static void sb_add(strbuf *b, const char *s) {
+    if (b->fail) return;
+    size_t l = strlen(s);
+    if (b->len + l + 1 > b->cap) {
+        size_t ncap = (b->cap ? b->cap : 128);
+        while (ncap < b->len + l + 1) ncap *= 2;
+        char *p = nn__realloc(b->s, ncap);
+        if (!p) {
+            b->fail = true;
+            return;
+        }
+        b->s = p;
+        b->cap = ncap;
+    }
+    memcpy(b->s + b->len, s, l + 1);
+    b->len += l;
+}
+
+typedef struct {
+    const nn_statedict *sd;
+    bool *seen;       /* sd entries matched by a module name */
+    strbuf missing, shape;
+    int nmissing, nshape;
+    bool apply;       /* copy values (second pass) */
+    nn_status st;
+} load_ctx;
+
+static bool check_entry(const char *name, nn_tensor *t, void *vctx) {
+    load_ctx *c = vctx;
+    int64_t i = sd_find(c->sd, name);
+    if (i < 0) {
+        if (!c->apply) {
+            sb_add(&c->missing, c->nmissing++ ? ", " : "");
+            sb_add(&c->missing, name);
+        }
+        return true;
+    }
+    c->seen[i] = true;
+    nn_tensor *src = c->sd->e[i].t;
+    if (!nn__same_shape(t, src)) {
+        if (!c->apply) {
+            char a[128], b[128], line[400];
+            snprintf(line, sizeof line, "%s%s (module %s, state dict %s)", c->nshape++ ? ", " : "", name,
+                     nn__mod_shape_str(t->shape, t->ndim, a, sizeof a),
+                     nn__mod_shape_str(src->shape, src->ndim, b, sizeof b));
+            sb_add(&c->shape, line);
+        }
+        return true;
+    }
+    if (c->apply) {
+        c->st = nn_tensor_assign(t, src);
+        return c->st == NN_OK;
+    }
+    return true;
+}
+
+/* "missing: a, b\nunexpected: c\nwrong shape: d (...)\n" (empty parts left out). */
+static void build_report(load_ctx *c, strbuf *out, int *nunexpected) {
+    sb_add(out, "");
+    if (c->nmissing) {
+        sb_add(out, "missing: ");
+        sb_add(out, c->missing.s);
+        sb_add(out, "\n");
+    }
+    *nunexpected = 0;
+    for (int64_t i = 0; i < c->sd->n; i++) {
+        if (c->seen[i]) continue;
+        sb_add(out, (*nunexpected)++ ? ", " : "unexpected: ");
+        sb_add(out, c->sd->e[i].name);
+    }
+    if (*nunexpected) sb_add(out, "\n");
+    if (c->nshape) {
+        sb_add(out, "wrong shape: ");
+        sb_add(out, c->shape.s);
+        sb_add(out, "\n");
+    }
+}
+
+nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool strict, char **report) {
+    const char *fn = "nn_module_load_state_dict";
+    if (report) *report = NULL;
+    if (!nn__mod_check(m, fn, "m") || !sd_check(sd, fn)) return nn_last_status();
+    load_ctx c = {.sd = sd};
+    strbuf rep = {0};
+    nn_status st = NN_OK;
+    c.seen = nn__calloc((size_t)(sd->n ? sd->n : 1), sizeof *c.seen);
+    if (!c.seen) return NN_ERR_NOMEM;
+    /* Pass 1: match names and shapes without touching the module. */
+    if (!walk_module(m, check_entry, &c)) st = nn_last_status();
+    int nunexpected = 0;
+    if (st == NN_OK) build_report(&c, &rep, &nunexpected);
+    if (st == NN_OK && (c.missing.fail || c.shape.fail || rep.fail)) st = nn__err(NN_ERR_NOMEM, "%s: out of memory", fn);
+    if (st == NN_OK && strict && (c.nmissing || nunexpected || c.nshape)) {
+        /* Replace newlines for a one-line message. */
+        for (char *p = rep.s; *p; p++)
+            if (*p == '\n') *p = p[1] ? ';' : '\0';
+        st = nn__err(c.nshape && !c.nmissing && !nunexpected ? NN_ERR_SHAPE : NN_ERR_NOT_FOUND,
+                     "%s (strict): %s", fn, rep.s);
+    }
+    if (st == NN_OK) {
+        /* Pass 2: copy every matching entry (shapes already checked). */
+        c.apply = true;
+        if (!walk_module(m, check_entry, &c)) st = c.st != NN_OK ? c.st : nn_last_status();
+    }
+    if (st == NN_OK && report) {
+        *report = rep.s;
+        rep.s = NULL;
+    }
+    nn__free(rep.s);
+    nn__free(c.missing.s);
+    nn__free(c.shape.s);
+    nn__free(c.seen);
+    return st;
+}
