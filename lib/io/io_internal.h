@@ -1,0 +1,271 @@
+/* Internal interface of the model file code (lib/io). See FORMAT.md. */
+#ifndef NN_IO_INTERNAL_H
+#define NN_IO_INTERNAL_H
+
+#include "nn_internal.h"
+
+#include <sys/types.h>
+
+/* ------------------------------------------------------------ constants */
+
+#define NN__IO_MAGIC "\x89NNM\r\n\x1a\n" /* 8 bytes */
+#define NN__IO_END_MAGIC "NEND"          /* 4 bytes */
+#define NN__IO_MAJOR 1
+#define NN__IO_MINOR 0
+#define NN__IO_HEADER_SIZE 32
+#define NN__IO_SECTION_HEADER_SIZE 24
+#define NN__IO_TRAILER_SIZE 8
+#define NN__IO_MAX_SECTIONS 256
+
+enum {
+    NN__SEC_META = 1,
+    NN__SEC_MODULE = 2,
+    NN__SEC_TENSORS = 3,
+    NN__SEC_TRAINING = 4,
+};
+#define NN__SEC_FLAG_SKIPPABLE 1u
+
+#define NN__IO_MAX_NAME 65535u          /* keys, tensor names, module types */
+#define NN__IO_MAX_STRING (16u << 20)   /* metadata string values */
+#define NN__IO_MAX_DEPTH 32             /* module tree nesting */
+#define NN__IO_MAX_NODES 65536          /* module tree nodes */
+#define NN__IO_MAX_ENTRIES 65536u      /* tensors / metadata entries / strings */
+#define NN__IO_ZLIB_MAX_RATIO 1032u     /* deflate's maximum expansion on inflate */
+#define NN__IO_DEFAULT_MAX_BYTES ((int64_t)4 << 30)
+
+/* ----------------------------------------------------------- options */
+
+struct nn_io_options {
+    uint32_t magic;
+    int64_t compression;
+    int64_t module_tree;
+    int64_t max_bytes;
+    int64_t strict;
+    nn_optim *opt; /* attached training state (borrowed) */
+    nn_sched *sched;
+    nn_generator *gen;
+    int64_t epoch, step;
+};
+#define NN__IO_OPTIONS_MAGIC 0x4e4e494fu
+/* opts or the defaults (copied into *tmp); NULL + error if opts is a bad handle. */
+const nn_io_options *nn__io_opts(const nn_io_options *opts, nn_io_options *tmp, const char *fn);
+
+/* ------------------------------------------------------- write buffer */
+
+/* A growable byte buffer; the first failure sticks (status in err). */
+typedef struct nn__wbuf {
+    uint8_t *p;
+    size_t len, cap;
+    nn_status err;
+} nn__wbuf;
+
+void nn__wbuf_bytes(nn__wbuf *w, const void *data, size_t n);
+void nn__wbuf_u8(nn__wbuf *w, uint8_t v);
+void nn__wbuf_u16(nn__wbuf *w, uint16_t v);
+void nn__wbuf_u32(nn__wbuf *w, uint32_t v);
+void nn__wbuf_u64(nn__wbuf *w, uint64_t v);
+void nn__wbuf_f64(nn__wbuf *w, double v);
+/* u32 length + bytes (no terminator). */
+void nn__wbuf_str(nn__wbuf *w, const char *s);
+/* Reserve n bytes and return a pointer to them (NULL on failure). */
+uint8_t *nn__wbuf_reserve(nn__wbuf *w, size_t n);
+void nn__wbuf_free(nn__wbuf *w);
+/* Patch little-endian values at an earlier offset. */
+void nn__put_u32(uint8_t *p, uint32_t v);
+void nn__put_u64(uint8_t *p, uint64_t v);
+
+/* ------------------------------------------------------------- reader */
+
+/* A bounds-checked cursor over bytes that came from a file. Every read
+ * checks the bytes that remain first; failures record an error naming fn
+ * and what (the field) and leave the cursor unusable (ok = false). */
+typedef struct nn__rd {
+    const uint8_t *p;
+    size_t len, pos;
+    const char *fn;   /* public function name, for messages */
+    const char *what; /* section name, for messages */
+    bool ok;
+} nn__rd;
+
+void nn__rd_init(nn__rd *r, const void *p, size_t len, const char *fn, const char *what);
+size_t nn__rd_left(const nn__rd *r);
+bool nn__rd_u8(nn__rd *r, uint8_t *v, const char *field);
+bool nn__rd_u16(nn__rd *r, uint16_t *v, const char *field);
+bool nn__rd_u32(nn__rd *r, uint32_t *v, const char *field);
+bool nn__rd_u64(nn__rd *r, uint64_t *v, const char *field);
+bool nn__rd_i64(nn__rd *r, int64_t *v, const char *field);
+bool nn__rd_f64(nn__rd *r, double *v, const char *field);
+/* Borrow n bytes. */
+bool nn__rd_bytes(nn__rd *r, const uint8_t **p, size_t n, const char *field);
+/* A string: u32 length (<= cap, else NN_ERR_LIMIT; <= bytes left, else
+ * NN_ERR_FORMAT; no NUL byte inside) copied into a new NUL-terminated
+ * allocation (nn__free). */
+bool nn__rd_str(nn__rd *r, char **s, uint32_t cap, const char *field);
+/* A count whose items each take at least min_item bytes: checked against
+ * cap (NN_ERR_LIMIT) and the bytes left (NN_ERR_FORMAT) before any use. */
+bool nn__rd_count(nn__rd *r, uint32_t *n, uint32_t cap, size_t min_item, const char *field);
+/* The whole input must have been consumed (else NN_ERR_FORMAT). */
+bool nn__rd_end(nn__rd *r);
+
+uint32_t nn__get_u32(const uint8_t *p);
+uint64_t nn__get_u64(const uint8_t *p);
+
+/* ------------------------------------------------------ CRC and zlib */
+
+uint32_t nn__crc32(uint32_t crc, const void *data, size_t n);
+/* Compress src at level 1..9 into a new allocation (*out, *out_len). */
+nn_status nn__deflate(const void *src, size_t n, int level, uint8_t **out, size_t *out_len);
+/* Inflate exactly `in_len` bytes into exactly `out_len` bytes (else NN_ERR_FORMAT). */
+nn_status nn__inflate(const uint8_t *in, size_t in_len, void *out, size_t out_len, const char *fn,
+                      const char *name);
+
+/* ---------------------------------------------------------- container */
+
+typedef struct nn__section {
+    uint32_t type, flags;
+    const uint8_t *payload;
+    size_t len;
+} nn__section;
+
+/* Builds a file: header, then sections appended one by one, then finish. */
+typedef struct nn__filew {
+    nn__wbuf w;
+    uint32_t nsections;
+} nn__filew;
+
+void nn__filew_begin(nn__filew *f);
+/* Append a section whose payload is the bytes of body (consumed: freed). */
+void nn__filew_section(nn__filew *f, uint32_t type, uint32_t flags, nn__wbuf *body);
+/* Patch the header, append the trailer; on success the caller owns *data (of *size bytes). */
+nn_status nn__filew_finish(nn__filew *f, uint8_t **data, size_t *size, const char *fn);
+
+/* A parsed container: sections borrow from the input buffer. */
+typedef struct nn__file {
+    uint16_t major, minor;
+    uint32_t nsections;
+    nn__section sec[NN__IO_MAX_SECTIONS];
+} nn__file;
+
+/* Validate header, sizes, CRCs and section framing of a whole file.
+ * Unknown skippable sections are dropped; unknown required ones are
+ * rejected. */
+nn_status nn__file_parse(const uint8_t *data, size_t size, nn__file *f, const char *fn);
+/* The section of a type (NULL if absent). */
+const nn__section *nn__file_find(const nn__file *f, uint32_t type);
+
+/* -------------------------------------------------------- sinks/sources */
+
+/* Write a finished file to path atomically / through a callback. */
+nn_status nn__io_write_path(const char *path, const uint8_t *data, size_t size, const char *fn);
+nn_status nn__io_write_stream(nn_write_fn write, void *user, const uint8_t *data, size_t size,
+                              const char *fn);
+/* Read a whole file (at most max bytes) into a new allocation. */
+nn_status nn__io_read_path(const char *path, int64_t max, uint8_t **data, size_t *size,
+                           const char *fn);
+nn_status nn__io_read_stream(nn_read_fn read, void *user, int64_t max, uint8_t **data,
+                             size_t *size, const char *fn);
+
+/* The system calls used by the atomic save; tests replace them to inject
+ * failures (nn__io_sys_reset restores the real ones). Not thread-safe to
+ * change while saving. */
+typedef struct nn__io_sys {
+    int (*open)(const char *path, int flags, int mode);
+    ssize_t (*write)(int fd, const void *buf, size_t n);
+    int (*fsync)(int fd);
+    int (*close)(int fd);
+    int (*rename)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+} nn__io_sys;
+extern nn__io_sys nn__io_sys_ops;
+void nn__io_sys_reset(void);
+
+/* ----------------------------------------------------------- metadata */
+
+typedef struct nn__meta_entry {
+    char *key;
+    nn_meta_kind kind;
+    char *str;        /* STRING */
+    double num;       /* NUMBER */
+    double *arr;      /* ARRAY */
+    char **strs;      /* STRINGS */
+    int64_t n;        /* ARRAY / STRINGS count */
+} nn__meta_entry;
+
+struct nn_meta {
+    uint32_t magic;
+    int64_t n, cap;
+    nn__meta_entry *e;
+};
+#define NN__META_MAGIC 0x4e4e4d44u
+
+nn_meta *nn__meta_new(void);
+bool nn__meta_check(const nn_meta *m, const char *fn);
+/* Append the META section payload for m (m may be NULL: no entries). */
+void nn__meta_encode(const nn_meta *m, nn__wbuf *w);
+/* Parse a META payload into a new nn_meta. */
+nn_meta *nn__meta_decode(const uint8_t *p, size_t len, const char *fn);
+
+/* ------------------------------------------------------ tensor tables */
+
+/* A flat list of named tensors (names and tensors borrowed when encoding;
+ * owned, untracked, when decoded). */
+typedef struct nn__tlist {
+    int64_t n;
+    char **names;
+    nn_tensor **tensors;
+} nn__tlist;
+
+/* Append a tensor table (FORMAT.md "Tensor table") for the list. */
+nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const char *fn);
+/* Parse a tensor table occupying exactly p[0..len); *budget is the tensor
+ * bytes still allowed (decremented). */
+nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__tlist *out,
+                             const char *fn);
+void nn__tlist_clear(nn__tlist *l);
+
+/* ------------------------------------------------ whole files (file.c) */
+
+/* Where a file comes from: exactly one of path, data (borrowed), read. */
+typedef struct nn__io_src {
+    const char *path;
+    const void *data;
+    size_t size;
+    nn_read_fn read;
+    void *user;
+} nn__io_src;
+
+/* Where a file goes: exactly one of path, out_data/out_size, write. */
+typedef struct nn__io_dst {
+    const char *path;
+    void **out_data;
+    size_t *out_size;
+    nn_write_fn write;
+    void *user;
+} nn__io_dst;
+
+/* The sections of a file being saved; NULL bodies are left out. */
+typedef struct nn__io_parts {
+    const nn_meta *meta;      /* META (always written, maybe empty) */
+    const nn__tlist *tensors; /* TENSORS (required) */
+    nn__wbuf *module;         /* MODULE payload (consumed) */
+    nn__wbuf *training;       /* TRAINING payload (consumed) */
+} nn__io_parts;
+
+/* Encode parts at the compression level and deliver the file to dst. */
+nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *dst, const char *fn);
+
+/* A loaded, validated file: the bytes (owned or borrowed) and its sections. */
+typedef struct nn__io_loaded {
+    uint8_t *owned; /* the bytes, if they were read (freed by nn__io_unload) */
+    nn__file file;
+} nn__io_loaded;
+
+/* Fetch the bytes of src (at most max) and validate the container. */
+nn_status nn__io_load(const nn__io_src *src, int64_t max, nn__io_loaded *out, const char *fn);
+void nn__io_unload(nn__io_loaded *l);
+/* Decode the TENSORS section (required) of a loaded file. */
+nn_status nn__io_load_tensors(const nn__io_loaded *l, int64_t max, nn__tlist *out, const char *fn);
+/* Decode the META section (an empty map when absent). */
+nn_meta *nn__io_load_meta(const nn__io_loaded *l, const char *fn);
+
+#endif

@@ -1,0 +1,598 @@
+/* Models, weights and checkpoints on top of the container: the module tree
+ * section (FORMAT.md 6), the training section (FORMAT.md 7), nn_model. */
+#include "io_internal.h"
+#include "module/module_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NN__MODEL_MAGIC 0x4e4e4d4cu
+#define MAX_CONFIG 256
+
+struct nn_model {
+    uint32_t magic;
+    nn_module *module;
+    nn_meta *meta;
+};
+
+/* ------------------------------------------------- state dict <-> list */
+
+static void list_unborrow(nn__tlist *l) {
+    nn__free(l->names);
+    nn__free(l->tensors);
+    memset(l, 0, sizeof *l);
+}
+
+/* Borrowing view of a state dict as a tensor list. */
+static nn_status list_of_sd(const nn_statedict *sd, nn__tlist *l, const char *fn) {
+    memset(l, 0, sizeof *l);
+    int64_t n = nn_statedict_size(sd);
+    if (n < 0) return nn_last_status();
+    l->names = nn__calloc((size_t)(n ? n : 1), sizeof *l->names);
+    l->tensors = nn__calloc((size_t)(n ? n : 1), sizeof *l->tensors);
+    if (!l->names || !l->tensors) {
+        list_unborrow(l);
+        return NN_ERR_NOMEM;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        l->names[i] = (char *)nn_statedict_name(sd, i);
+        l->tensors[i] = nn_statedict_tensor(sd, i);
+    }
+    l->n = n;
+    (void)fn;
+    return NN_OK;
+}
+
+/* A new state dict holding the list's tensors (the list keeps its own). */
+static nn_statedict *sd_of_list(const nn__tlist *l) {
+    nn_statedict *sd = nn_statedict_new();
+    for (int64_t i = 0; sd && i < l->n; i++) {
+        if (nn_statedict_set(sd, l->names[i], l->tensors[i])) {
+            nn_statedict_free(sd);
+            sd = NULL;
+        }
+    }
+    return sd;
+}
+
+/* ---------------------------------------------------- module tree: save */
+
+static nn_status encode_node(nn_module *m, int depth, nn__wbuf *w, const char *fn) {
+    if (depth >= NN__IO_MAX_DEPTH)
+        return nn__err(NN_ERR_LIMIT, "%s: module tree nesting depth exceeds %d", fn,
+                       NN__IO_MAX_DEPTH);
+    const char *type = nn__module_type(m);
+    int nc = nn__module_config_count(m), nch = nn__module_num_children(m);
+    if (!type || nc < 0 || nch < 0) return nn_last_status();
+    nn__wbuf_str(w, type);
+    nn__wbuf_u32(w, (uint32_t)nc);
+    for (int i = 0; i < nc; i++) {
+        const char *key;
+        double v;
+        nn_status st = nn__module_config_get(m, i, &key, &v);
+        if (st) return st;
+        nn__wbuf_str(w, key);
+        nn__wbuf_f64(w, v);
+    }
+    nn__wbuf_u32(w, (uint32_t)nch);
+    for (int i = 0; i < nch; i++) {
+        const char *name;
+        nn_module *c = nn__module_child(m, i, &name);
+        if (!c) return nn_last_status();
+        nn__wbuf_str(w, name);
+        nn_status st = encode_node(c, depth + 1, w, fn);
+        if (st) return st;
+    }
+    return w->err;
+}
+
+/* ---------------------------------------------------- module tree: load */
+
+typedef struct tree_rd {
+    nn__rd r;
+    int nodes;
+    uint64_t param_budget; /* bytes of tensors in the file */
+} tree_rd;
+
+/* Bytes of the module's own parameters and buffers (children come later). */
+static uint64_t own_bytes(nn_module *m) {
+    uint64_t total = 0;
+    int64_t np = nn_module_num_parameters(m), nb = nn_module_num_buffers(m);
+    for (int64_t i = 0; i < np; i++) {
+        nn_tensor *t = nn_module_parameter(m, i, NULL);
+        if (t) total += (uint64_t)t->numel * nn_dtype_size(t->dtype);
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        nn_tensor *t = nn_module_buffer(m, i, NULL);
+        if (t) total += (uint64_t)t->numel * nn_dtype_size(t->dtype);
+    }
+    return total;
+}
+
+/* Type + hyperparameters -> a fresh module, checked against the budget. */
+static nn_module *create_node(tree_rd *t, const char *fn) {
+    nn__rd *r = &t->r;
+    char *type = NULL, *keys[MAX_CONFIG] = {0};
+    double values[MAX_CONFIG];
+    uint32_t nc = 0, nkeys = 0; /* nkeys: how many keys[] were allocated */
+    nn_module *m = NULL;
+    /* A hyperparameter takes at least 4 (key length) + 8 bytes. */
+    if (!nn__rd_str(r, &type, NN__IO_MAX_NAME, "module type") ||
+        !nn__rd_count(r, &nc, MAX_CONFIG, 12, "hyperparameter count"))
+        goto done;
+    for (; nkeys < nc; nkeys++)
+        if (!nn__rd_str(r, &keys[nkeys], NN__IO_MAX_NAME, "hyperparameter key") ||
+            !nn__rd_f64(r, &values[nkeys], "hyperparameter value"))
+            goto done;
+    m = nn__module_create(type, (const char *const *)keys, values, (int)nc);
+    if (!m) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", nn_last_error());
+        nn_status st = nn_last_status();
+        nn__err(st, "%s: %s", fn, msg);
+        goto done;
+    }
+    uint64_t b = own_bytes(m);
+    if (b > t->param_budget) {
+        nn__err(NN_ERR_FORMAT, "%s: module '%s' needs %llu more parameter bytes than the file's "
+                "tensors hold", fn, type, (unsigned long long)(b - t->param_budget));
+        nn_module_free(m);
+        m = NULL;
+        goto done;
+    }
+    t->param_budget -= b;
+done:
+    nn__free(type);
+    for (uint32_t i = 0; i <= nkeys && i < MAX_CONFIG; i++) nn__free(keys[i]);
+    return m;
+}
+
+static nn_module *decode_node(tree_rd *t, int depth, const char *fn) {
+    if (depth >= NN__IO_MAX_DEPTH)
+        return NN__FAIL(NN_ERR_LIMIT, "%s: module tree nesting depth exceeds %d", fn,
+                        NN__IO_MAX_DEPTH);
+    if (++t->nodes > NN__IO_MAX_NODES)
+        return NN__FAIL(NN_ERR_LIMIT, "%s: module tree has more than %d nodes", fn,
+                        NN__IO_MAX_NODES);
+    nn_module *m = create_node(t, fn);
+    uint32_t nch;
+    /* A child takes at least 4 (name) + 4 (type) + 4 + 4 (counts) bytes. */
+    if (!m || !nn__rd_count(&t->r, &nch, NN__IO_MAX_NODES, 16, "child count")) goto fail;
+    for (uint32_t i = 0; i < nch; i++) {
+        char *name = NULL;
+        if (!nn__rd_str(&t->r, &name, NN__IO_MAX_NAME, "child name")) goto fail;
+        nn_module *c = decode_node(t, depth + 1, fn);
+        nn_status st = c ? nn__module_add_child(m, name, c) : nn_last_status();
+        nn_module_free(c); /* the parent holds its own reference */
+        nn__free(name);
+        if (st) goto fail;
+    }
+    return m;
+fail:
+    nn_module_free(m);
+    return NULL;
+}
+
+static nn_module *decode_tree(const nn__io_loaded *l, uint64_t tensor_bytes, const char *fn) {
+    const nn__section *s = nn__file_find(&l->file, NN__SEC_MODULE);
+    if (!s) return NN__FAIL(NN_ERR_FORMAT, "%s: the file has no module section (a weights-only "
+                            "file: use nn_module_load_weights)", fn);
+    tree_rd t = {.param_budget = tensor_bytes};
+    nn__rd_init(&t.r, s->payload, s->len, fn, "module section");
+    nn_module *m = decode_node(&t, 0, fn);
+    if (m && !nn__rd_end(&t.r)) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ------------------------------------------------------ training state */
+
+typedef struct training {
+    int64_t epoch, step;
+    bool has_sched;
+    uint64_t rng[4];
+    nn__tlist opt, sched;
+} training;
+
+static void training_clear(training *t) {
+    nn__tlist_clear(&t->opt);
+    nn__tlist_clear(&t->sched);
+}
+
+/* Append u64 length + tensor table of a state dict. */
+static nn_status encode_sd(nn_statedict *sd, int level, nn__wbuf *w, const char *fn) {
+    nn__tlist l;
+    nn_status st = list_of_sd(sd, &l, fn);
+    if (st) return st;
+    nn__wbuf body = {0};
+    st = nn__tensors_encode(&l, level, &body, fn);
+    list_unborrow(&l);
+    if (!st) {
+        nn__wbuf_u64(w, body.len);
+        nn__wbuf_bytes(w, body.p, body.len);
+        st = w->err;
+    }
+    nn__wbuf_free(&body);
+    return st;
+}
+
+static nn_status encode_training(const nn_io_options *o, int level, nn__wbuf *w, const char *fn) {
+    uint64_t rng[4];
+    nn_status st = nn_generator_get_state(nn__gen(o->gen), rng);
+    if (st) return st;
+    nn__wbuf_u64(w, (uint64_t)o->epoch);
+    nn__wbuf_u64(w, (uint64_t)o->step);
+    nn__wbuf_u8(w, o->sched != NULL);
+    nn__wbuf_u8(w, 0);
+    nn__wbuf_u16(w, 0);
+    nn__wbuf_u32(w, 0);
+    for (int i = 0; i < 4; i++) nn__wbuf_u64(w, rng[i]);
+    nn_statedict *osd = nn_optim_state_dict(o->opt);
+    if (!osd) return nn_last_status();
+    st = encode_sd(osd, level, w, fn);
+    nn_statedict_free(osd);
+    if (st || !o->sched) return st;
+    nn_statedict *ssd = nn_sched_state_dict(o->sched);
+    if (!ssd) return nn_last_status();
+    st = encode_sd(ssd, level, w, fn);
+    nn_statedict_free(ssd);
+    return st;
+}
+
+static nn_status decode_sd(nn__rd *r, int64_t *budget, nn__tlist *out, const char *field,
+                           const char *fn) {
+    uint64_t len;
+    const uint8_t *p;
+    if (!nn__rd_u64(r, &len, field)) return nn_last_status();
+    if (len > nn__rd_left(r))
+        return nn__err(NN_ERR_FORMAT, "%s: training section: %s length %llu exceeds the %zu "
+                       "bytes left", fn, field, (unsigned long long)len, nn__rd_left(r));
+    nn__rd_bytes(r, &p, (size_t)len, field);
+    return nn__tensors_decode(p, (size_t)len, budget, out, fn);
+}
+
+static nn_status decode_training(const nn__io_loaded *l, int64_t *budget, training *t,
+                                 const char *fn) {
+    memset(t, 0, sizeof *t);
+    const nn__section *s = nn__file_find(&l->file, NN__SEC_TRAINING);
+    if (!s) return nn__err(NN_ERR_FORMAT, "%s: the file has no training section (not a "
+                           "checkpoint)", fn);
+    nn__rd r;
+    nn__rd_init(&r, s->payload, s->len, fn, "training section");
+    uint8_t has_sched, pad8;
+    uint16_t pad16;
+    uint32_t pad32;
+    if (!nn__rd_i64(&r, &t->epoch, "epoch") || !nn__rd_i64(&r, &t->step, "step") ||
+        !nn__rd_u8(&r, &has_sched, "schedule flag") || !nn__rd_u8(&r, &pad8, "reserved") ||
+        !nn__rd_u16(&r, &pad16, "reserved") || !nn__rd_u32(&r, &pad32, "reserved"))
+        return nn_last_status();
+    for (int i = 0; i < 4; i++)
+        if (!nn__rd_u64(&r, &t->rng[i], "RNG state")) return nn_last_status();
+    if (t->epoch < 0 || t->step < 0 || has_sched > 1 || pad8 || pad16 || pad32)
+        return nn__err(NN_ERR_FORMAT, "%s: training section: epoch %lld, step %lld, schedule "
+                       "flag %u or reserved fields invalid", fn, (long long)t->epoch,
+                       (long long)t->step, has_sched);
+    if (!(t->rng[0] | t->rng[1] | t->rng[2] | t->rng[3]))
+        return nn__err(NN_ERR_FORMAT, "%s: training section: RNG state is all zero", fn);
+    t->has_sched = has_sched;
+    nn_status st = decode_sd(&r, budget, &t->opt, "optimizer state", fn);
+    if (!st && has_sched) st = decode_sd(&r, budget, &t->sched, "schedule state", fn);
+    if (!st && !nn__rd_end(&r)) st = nn_last_status();
+    if (st) training_clear(t);
+    return st;
+}
+
+/* -------------------------------------------------------------- saving */
+
+static nn_status save_module(nn_module *m, const nn_meta *meta, const nn_io_options *opts,
+                             const nn__io_dst *dst, const char *fn) {
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return nn_last_status();
+    if (!nn__check_ptr(m, fn, "m")) return nn_last_status();
+    if (meta && !nn__meta_check(meta, fn)) return nn_last_status();
+    nn_statedict *sd = nn_module_state_dict(m);
+    if (!sd) return nn_last_status();
+    nn__tlist l;
+    nn_status st = list_of_sd(sd, &l, fn);
+    nn__wbuf tree = {0}, train = {0};
+    if (!st && o->module_tree) st = encode_node(m, 0, &tree, fn);
+    if (!st && o->opt) st = encode_training(o, (int)o->compression, &train, fn);
+    if (!st) {
+        nn__io_parts parts = {meta, &l, o->module_tree ? &tree : NULL, o->opt ? &train : NULL};
+        st = nn__io_save(&parts, (int)o->compression, dst, fn);
+    }
+    nn__wbuf_free(&tree);
+    nn__wbuf_free(&train);
+    list_unborrow(&l);
+    nn_statedict_free(sd);
+    return st;
+}
+
+nn_status nn_model_save(nn_module *m, const char *path, const nn_meta *meta,
+                        const nn_io_options *opts) {
+    if (!nn__check_ptr(path, "nn_model_save", "path")) return nn_last_status();
+    nn__io_dst dst = {.path = path};
+    return save_module(m, meta, opts, &dst, "nn_model_save");
+}
+
+nn_status nn_model_save_buffer(nn_module *m, const nn_meta *meta, const nn_io_options *opts,
+                               void **data, size_t *size) {
+    const char *fn = "nn_model_save_buffer";
+    if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size")) return nn_last_status();
+    nn__io_dst dst = {.out_data = data, .out_size = size};
+    return save_module(m, meta, opts, &dst, fn);
+}
+
+nn_status nn_model_save_stream(nn_module *m, nn_write_fn write, void *user, const nn_meta *meta,
+                               const nn_io_options *opts) {
+    const char *fn = "nn_model_save_stream";
+    if (!nn__check_ptr((const void *)(uintptr_t)write, fn, "write")) return nn_last_status();
+    nn__io_dst dst = {.write = write, .user = user};
+    return save_module(m, meta, opts, &dst, fn);
+}
+
+static nn_status save_sd(const nn_statedict *sd, const nn_io_options *opts, const nn__io_dst *dst,
+                         const char *fn) {
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return nn_last_status();
+    nn__tlist l;
+    nn_status st = list_of_sd(sd, &l, fn);
+    if (st) return st;
+    nn__io_parts parts = {NULL, &l, NULL, NULL};
+    st = nn__io_save(&parts, (int)o->compression, dst, fn);
+    list_unborrow(&l);
+    return st;
+}
+
+nn_status nn_statedict_save(const nn_statedict *sd, const char *path, const nn_io_options *opts) {
+    if (!nn__check_ptr(path, "nn_statedict_save", "path")) return nn_last_status();
+    nn__io_dst dst = {.path = path};
+    return save_sd(sd, opts, &dst, "nn_statedict_save");
+}
+
+nn_status nn_statedict_save_buffer(const nn_statedict *sd, const nn_io_options *opts, void **data,
+                                   size_t *size) {
+    const char *fn = "nn_statedict_save_buffer";
+    if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size")) return nn_last_status();
+    nn__io_dst dst = {.out_data = data, .out_size = size};
+    return save_sd(sd, opts, &dst, fn);
+}
+
+nn_status nn_statedict_save_stream(const nn_statedict *sd, nn_write_fn write, void *user,
+                                   const nn_io_options *opts) {
+    const char *fn = "nn_statedict_save_stream";
+    if (!nn__check_ptr((const void *)(uintptr_t)write, fn, "write")) return nn_last_status();
+    nn__io_dst dst = {.write = write, .user = user};
+    return save_sd(sd, opts, &dst, fn);
+}
+
+/* ------------------------------------------------------------- loading */
+
+static nn_statedict *load_sd(const nn__io_src *src, const nn_io_options *opts, const char *fn) {
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return NULL;
+    nn__io_loaded l;
+    if (nn__io_load(src, o->max_bytes, &l, fn)) return NULL;
+    nn__tlist tl;
+    nn_statedict *sd = NULL;
+    if (!nn__io_load_tensors(&l, o->max_bytes, &tl, fn)) {
+        sd = sd_of_list(&tl);
+        nn__tlist_clear(&tl);
+    }
+    nn__io_unload(&l);
+    return sd;
+}
+
+nn_statedict *nn_statedict_load(const char *path, const nn_io_options *opts) {
+    if (!nn__check_ptr(path, "nn_statedict_load", "path")) return NULL;
+    nn__io_src src = {.path = path};
+    return load_sd(&src, opts, "nn_statedict_load");
+}
+
+nn_statedict *nn_statedict_load_buffer(const void *data, size_t size, const nn_io_options *opts) {
+    nn__io_src src = {.data = data, .size = size};
+    return load_sd(&src, opts, "nn_statedict_load_buffer");
+}
+
+nn_statedict *nn_statedict_load_stream(nn_read_fn read, void *user, const nn_io_options *opts) {
+    const char *fn = "nn_statedict_load_stream";
+    if (!nn__check_ptr((const void *)(uintptr_t)read, fn, "read")) return NULL;
+    nn__io_src src = {.read = read, .user = user};
+    return load_sd(&src, opts, fn);
+}
+
+static uint64_t list_bytes(const nn__tlist *l) {
+    uint64_t b = 0;
+    for (int64_t i = 0; i < l->n; i++)
+        b += (uint64_t)l->tensors[i]->numel * nn_dtype_size(l->tensors[i]->dtype);
+    return b;
+}
+
+/* Container -> metadata -> tensors -> module tree -> weights into the tree. */
+static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, const char *fn) {
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return NULL;
+    nn__io_loaded l;
+    if (nn__io_load(src, o->max_bytes, &l, fn)) return NULL;
+    nn_model *model = nn__calloc(1, sizeof *model);
+    nn__tlist tl = {0};
+    nn_statedict *sd = NULL;
+    if (!model || !(model->meta = nn__io_load_meta(&l, fn))) goto fail;
+    if (nn__io_load_tensors(&l, o->max_bytes, &tl, fn)) goto fail;
+    if (!(model->module = decode_tree(&l, list_bytes(&tl), fn))) goto fail;
+    if (!(sd = sd_of_list(&tl))) goto fail;
+    if (nn_module_load_state_dict(model->module, sd, true, NULL)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", nn_last_error());
+        nn__err(NN_ERR_FORMAT, "%s: the file's tensors do not fit its module tree: %s", fn, msg);
+        goto fail;
+    }
+    if (nn_module_train(model->module, false)) goto fail;
+    model->magic = NN__MODEL_MAGIC;
+    nn_statedict_free(sd);
+    nn__tlist_clear(&tl);
+    nn__io_unload(&l);
+    return model;
+fail:
+    nn_statedict_free(sd);
+    nn__tlist_clear(&tl);
+    nn__io_unload(&l);
+    if (model) {
+        nn_module_free(model->module);
+        nn_meta_free(model->meta);
+        nn__free(model);
+    }
+    return NULL;
+}
+
+nn_model *nn_model_load(const char *path, const nn_io_options *opts) {
+    if (!nn__check_ptr(path, "nn_model_load", "path")) return NULL;
+    nn__io_src src = {.path = path};
+    return load_model(&src, opts, "nn_model_load");
+}
+
+nn_model *nn_model_load_buffer(const void *data, size_t size, const nn_io_options *opts) {
+    nn__io_src src = {.data = data, .size = size};
+    return load_model(&src, opts, "nn_model_load_buffer");
+}
+
+nn_model *nn_model_load_stream(nn_read_fn read, void *user, const nn_io_options *opts) {
+    const char *fn = "nn_model_load_stream";
+    if (!nn__check_ptr((const void *)(uintptr_t)read, fn, "read")) return NULL;
+    nn__io_src src = {.read = read, .user = user};
+    return load_model(&src, opts, fn);
+}
+
+static bool model_check(const nn_model *m, const char *fn) {
+    if (!nn__check_ptr(m, fn, "model")) return false;
+    if (m->magic != NN__MODEL_MAGIC) {
+        nn__err(NN_ERR_BAD_HANDLE, "%s: model is not a live nn_model (freed?)", fn);
+        return false;
+    }
+    return true;
+}
+
+void nn_model_free(nn_model *model) {
+    if (!model || model->magic != NN__MODEL_MAGIC) return;
+    model->magic = 0;
+    nn_module_free(model->module);
+    nn_meta_free(model->meta);
+    nn__free(model);
+}
+
+nn_module *nn_model_module(const nn_model *model) {
+    return model_check(model, "nn_model_module") ? model->module : NULL;
+}
+
+const nn_meta *nn_model_meta(const nn_model *model) {
+    return model_check(model, "nn_model_meta") ? model->meta : NULL;
+}
+
+nn_tensor *nn_model_predict(const nn_model *model, nn_tensor *x) {
+    if (!model_check(model, "nn_model_predict")) return NULL;
+    if (!nn__check_tensor(x, "nn_model_predict", "x")) return NULL;
+    /* Grad mode is per thread, and an eval-mode forward without grad does
+     * not write to the module: concurrent calls share it safely. */
+    bool prev = nn_set_grad_enabled(false);
+    nn_tensor *y = nn_module_forward(model->module, x);
+    nn_set_grad_enabled(prev);
+    return y;
+}
+
+/* --------------------------------------------- weights into a module */
+
+static nn_status load_weights(nn_module *m, const nn__io_src *src, const nn_io_options *opts,
+                              char **report, const char *fn) {
+    if (report) *report = NULL;
+    if (!nn__check_ptr(m, fn, "m")) return nn_last_status();
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return nn_last_status();
+    nn_statedict *sd = load_sd(src, o, fn);
+    if (!sd) return nn_last_status();
+    nn_status st = nn_module_load_state_dict(m, sd, o->strict != 0, report);
+    nn_statedict_free(sd);
+    return st;
+}
+
+nn_status nn_module_load_weights(nn_module *m, const char *path, const nn_io_options *opts,
+                                 char **report) {
+    if (!nn__check_ptr(path, "nn_module_load_weights", "path")) return nn_last_status();
+    nn__io_src src = {.path = path};
+    return load_weights(m, &src, opts, report, "nn_module_load_weights");
+}
+
+nn_status nn_module_load_weights_buffer(nn_module *m, const void *data, size_t size,
+                                        const nn_io_options *opts, char **report) {
+    nn__io_src src = {.data = data, .size = size};
+    return load_weights(m, &src, opts, report, "nn_module_load_weights_buffer");
+}
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* Everything is decoded and validated first; the objects are then updated
+ * in the order least likely to fail: optimizer, schedule, module, RNG. */
+static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *opt,
+                                 nn_sched *sched, nn_generator *gen, int64_t *epoch,
+                                 int64_t *step, const nn_io_options *opts, const char *fn) {
+    if (!nn__check_ptr(m, fn, "m") || !nn__check_ptr(opt, fn, "opt")) return nn_last_status();
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return nn_last_status();
+    nn_generator *g = nn__gen(gen);
+    if (!g) return nn_last_status();
+    nn__io_loaded l;
+    nn_status st = nn__io_load(src, o->max_bytes, &l, fn);
+    if (st) return st;
+    int64_t budget = o->max_bytes;
+    nn__tlist tl = {0};
+    training t = {0};
+    nn_statedict *msd = NULL, *osd = NULL, *ssd = NULL;
+    st = nn__io_load_tensors(&l, budget, &tl, fn);
+    if (!st) {
+        budget -= (int64_t)list_bytes(&tl);
+        st = decode_training(&l, &budget, &t, fn);
+    }
+    if (!st && sched && !t.has_sched)
+        st = nn__err(NN_ERR_FORMAT, "%s: a schedule was given but the checkpoint has none", fn);
+    if (!st && (!(msd = sd_of_list(&tl)) || !(osd = sd_of_list(&t.opt)) ||
+                (sched && !(ssd = sd_of_list(&t.sched)))))
+        st = nn_last_status();
+    if (!st) st = nn_optim_load_state_dict(opt, osd);
+    if (!st && sched) st = nn_sched_load_state_dict(sched, ssd);
+    if (!st) st = nn_module_load_state_dict(m, msd, true, NULL);
+    if (!st) st = nn_generator_set_state(g, t.rng);
+    if (!st) {
+        if (epoch) *epoch = t.epoch;
+        if (step) *step = t.step;
+    }
+    nn_statedict_free(msd);
+    nn_statedict_free(osd);
+    nn_statedict_free(ssd);
+    training_clear(&t);
+    nn__tlist_clear(&tl);
+    nn__io_unload(&l);
+    return st;
+}
+
+nn_status nn_checkpoint_load(const char *path, nn_module *m, nn_optim *opt, nn_sched *sched,
+                             nn_generator *gen, int64_t *epoch, int64_t *step,
+                             const nn_io_options *opts) {
+    if (!nn__check_ptr(path, "nn_checkpoint_load", "path")) return nn_last_status();
+    nn__io_src src = {.path = path};
+    return load_checkpoint(&src, m, opt, sched, gen, epoch, step, opts, "nn_checkpoint_load");
+}
+
+nn_status nn_checkpoint_load_buffer(const void *data, size_t size, nn_module *m, nn_optim *opt,
+                                    nn_sched *sched, nn_generator *gen, int64_t *epoch,
+                                    int64_t *step, const nn_io_options *opts) {
+    nn__io_src src = {.data = data, .size = size};
+    return load_checkpoint(&src, m, opt, sched, gen, epoch, step, opts,
+                           "nn_checkpoint_load_buffer");
+}

@@ -1,0 +1,357 @@
+/* Writes the catalogue of handcrafted model files in tests/io/malformed/:
+ * one valid file and one file per class of defect, each with correct CRCs
+ * so that the loader reaches the check under test. Independent of libnn
+ * (only zlib): it encodes FORMAT.md by hand, so it doubles as a second
+ * reading of the format document.
+ *
+ *   make_malformed OUTDIR     writes OUTDIR/<name>.nnm and OUTDIR/MANIFEST
+ *
+ * MANIFEST lines: "<file> <expected status> <substring of the message>".
+ * The committed catalogue must equal this program's output (a test checks). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+typedef struct buf {
+    uint8_t *p;
+    size_t len, cap;
+} buf;
+
+static void put(buf *b, const void *d, size_t n) {
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) exit(2);
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+static void u8(buf *b, uint8_t v) { put(b, &v, 1); }
+static void u16(buf *b, uint16_t v) { u8(b, (uint8_t)v); u8(b, (uint8_t)(v >> 8)); }
+static void u32(buf *b, uint32_t v) { u16(b, (uint16_t)v); u16(b, (uint16_t)(v >> 16)); }
+static void u64(buf *b, uint64_t v) { u32(b, (uint32_t)v); u32(b, (uint32_t)(v >> 32)); }
+static void f64(buf *b, double v) { uint64_t u; memcpy(&u, &v, 8); u64(b, u); }
+static void str(buf *b, const char *s) { u32(b, (uint32_t)strlen(s)); put(b, s, strlen(s)); }
+static void patch32(buf *b, size_t at, uint32_t v) {
+    for (int i = 0; i < 4; i++) b->p[at + i] = (uint8_t)(v >> (8 * i));
+}
+static void patch64(buf *b, size_t at, uint64_t v) {
+    for (int i = 0; i < 8; i++) b->p[at + i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ------------------------------------------------------- a whole file */
+
+typedef struct section {
+    uint32_t type, flags;
+    buf body;
+    int bad_crc; /* store a wrong CRC for this section */
+} section;
+
+/* Header, sections, trailer; the declared size and CRCs made consistent. */
+static buf file_of(uint16_t major, uint16_t minor, section *s, int n) {
+    buf f = {0};
+    put(&f, "\x89NNM\r\n\x1a\n", 8);
+    u16(&f, major);
+    u16(&f, minor);
+    u32(&f, 0);
+    u64(&f, 0); /* size, patched */
+    u32(&f, (uint32_t)n);
+    u32(&f, 0);
+    for (int i = 0; i < n; i++) {
+        uint32_t crc = (uint32_t)crc32(0, s[i].body.p, (uInt)s[i].body.len);
+        u32(&f, s[i].type);
+        u32(&f, s[i].flags);
+        u64(&f, s[i].body.len);
+        u32(&f, s[i].bad_crc ? crc ^ 1u : crc);
+        u32(&f, 0);
+        put(&f, s[i].body.p, s[i].body.len);
+        free(s[i].body.p);
+    }
+    put(&f, "NEND", 4);
+    patch64(&f, 16, f.len + 4);
+    uint32_t crc = (uint32_t)crc32(0, f.p, (uInt)f.len);
+    u32(&f, crc);
+    return f;
+}
+
+/* Re-seal the file CRC after editing bytes. */
+static void reseal(buf *f) {
+    patch32(f, f->len - 4, (uint32_t)crc32(0, f->p, (uInt)(f->len - 4)));
+}
+
+/* -------------------------------------------------------- the sections */
+
+static buf meta_body(void) {
+    buf b = {0};
+    u32(&b, 2);
+    str(&b, "description");
+    u8(&b, 1);
+    str(&b, "catalogue model");
+    str(&b, "mean");
+    u8(&b, 3);
+    u64(&b, 2);
+    f64(&b, 0.5);
+    f64(&b, 0.25);
+    return b;
+}
+
+/* Sequential { "0": Linear(2 -> 3, bias) } */
+static void linear_node(buf *b, const char *type) {
+    str(b, type);
+    u32(b, 3);
+    str(b, "in_features");
+    f64(b, 2);
+    str(b, "out_features");
+    f64(b, 3);
+    str(b, "bias");
+    f64(b, 1);
+    u32(b, 0);
+}
+
+static buf module_body(const char *leaf_type) {
+    buf b = {0};
+    str(&b, "Sequential");
+    u32(&b, 0);
+    u32(&b, 1);
+    str(&b, "0");
+    linear_node(&b, leaf_type);
+    return b;
+}
+
+/* Sequential nested `depth` times. */
+static buf deep_module_body(int depth) {
+    buf b = {0};
+    for (int i = 0; i < depth; i++) {
+        str(&b, "Sequential");
+        u32(&b, 0);
+        u32(&b, 1);
+        str(&b, "0");
+    }
+    str(&b, "Sequential");
+    u32(&b, 0);
+    u32(&b, 0);
+    return b;
+}
+
+typedef struct tdesc {
+    const char *name;
+    uint8_t dtype, ndim, codec;
+    int64_t shape[9];
+    uint64_t offset, stored, raw;
+} tdesc;
+
+/* Tensor table of n descriptors and a data area of `data` bytes. */
+static buf tensors_body(const tdesc *t, int n, uint32_t count, const void *data, size_t dlen) {
+    buf b = {0};
+    u32(&b, count);
+    u32(&b, 0);
+    for (int i = 0; i < n; i++) {
+        str(&b, t[i].name);
+        u8(&b, t[i].dtype);
+        u8(&b, t[i].ndim);
+        u8(&b, t[i].codec);
+        u8(&b, 0);
+        for (int d = 0; d < t[i].ndim && d < 9; d++) u64(&b, (uint64_t)t[i].shape[d]);
+        u64(&b, t[i].offset);
+        u64(&b, t[i].stored);
+        u64(&b, t[i].raw);
+    }
+    u64(&b, dlen);
+    put(&b, data, dlen);
+    return b;
+}
+
+static const float W[9] = {0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 1.5f, 0.1f, 0.2f, 0.3f};
+
+/* The valid weights: "0.weight" [3,2] and "0.bias" [3], stored, LE f32. */
+static buf good_tensors(void) {
+    tdesc t[2] = {{"0.weight", 0, 2, 0, {3, 2}, 0, 24, 24}, {"0.bias", 0, 1, 0, {3}, 24, 12, 12}};
+    uint8_t data[36];
+    for (int i = 0; i < 9; i++) {
+        uint32_t u;
+        memcpy(&u, &W[i], 4);
+        for (int k = 0; k < 4; k++) data[4 * i + k] = (uint8_t)(u >> (8 * k));
+    }
+    return tensors_body(t, 2, 2, data, 36);
+}
+
+static buf model_with(buf tensors) {
+    section s[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("Linear"), 0}, {3, 0, tensors, 0}};
+    return file_of(1, 0, s, 3);
+}
+
+/* ------------------------------------------------------------- output */
+
+static const char *g_dir;
+static FILE *g_manifest;
+
+static void emit(const char *name, buf f, const char *status, const char *msg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.nnm", g_dir, name);
+    FILE *o = fopen(path, "wb");
+    if (!o || fwrite(f.p, 1, f.len, o) != f.len || fclose(o) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(1);
+    }
+    fprintf(g_manifest, "%s.nnm %s %s\n", name, status, msg);
+    free(f.p);
+}
+
+/* A single-tensor model whose one descriptor is t (data of dlen bytes). */
+static buf one_tensor(tdesc t, const void *data, size_t dlen) {
+    return model_with(tensors_body(&t, 1, 1, data, dlen));
+}
+
+static void catalogue(void) {
+    emit("valid_linear", model_with(good_tensors()), "NN_OK", "-");
+
+    buf f = model_with(good_tensors());
+    f.p[1] = 'X';
+    emit("bad_magic", f, "NN_ERR_FORMAT", "bad magic");
+
+    section s1[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0}};
+    emit("future_major", file_of(2, 0, s1, 3), "NN_ERR_VERSION", "format version 2.0");
+
+    f = model_with(good_tensors());
+    f.len = f.len / 2;
+    emit("truncated", f, "NN_ERR_TRUNCATED", "its header declares");
+
+    f = model_with(good_tensors());
+    put(&f, "junk!", 5);
+    emit("trailing_garbage", f, "NN_ERR_FORMAT", "5 trailing bytes");
+
+    f = model_with(good_tensors());
+    f.p[f.len - 20] ^= 0x40;
+    emit("byte_flipped", f, "NN_ERR_CHECKSUM", "file CRC-32");
+
+    section s2[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 1}};
+    emit("section_crc", file_of(1, 0, s2, 3), "NN_ERR_CHECKSUM", "tensor section 2 CRC-32");
+
+    /* Metadata key length 0xFFFFFFF0: the llama.cpp calloc(n + 1) class. */
+    buf m = {0};
+    u32(&m, 1);
+    u32(&m, 0xFFFFFFF0u);
+    put(&m, "abcdefgh", 8);
+    section s3[3] = {{1, 0, m, 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0}};
+    emit("huge_string_length", file_of(1, 0, s3, 3), "NN_ERR_LIMIT",
+         "key length 4294967280 exceeds the limit");
+
+    m = (buf){0};
+    u32(&m, 1);
+    u32(&m, 60000);
+    put(&m, "abcdefgh", 8);
+    section s4[3] = {{1, 0, m, 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0}};
+    emit("string_past_section", file_of(1, 0, s4, 3), "NN_ERR_FORMAT",
+         "key length 60000 exceeds the 8 bytes left");
+
+    tdesc w = {"0.weight", 0, 2, 0, {3, 2}, 0, 24, 24};
+    static uint8_t zeros[256];
+    emit("tensor_count_overflow", model_with(tensors_body(&w, 1, 0xFFFFFFFFu, zeros, 24)),
+         "NN_ERR_LIMIT", "tensor count 4294967295 exceeds the limit");
+    emit("tensor_count_past_section", model_with(tensors_body(&w, 1, 5000, zeros, 24)),
+         "NN_ERR_FORMAT", "tensor count 5000 cannot fit");
+
+    tdesc t = w;
+    t.ndim = 200;
+    emit("ndim_too_large", one_tensor(t, zeros, 24), "NN_ERR_LIMIT", "ndim = 200 exceeds");
+
+    t = (tdesc){"0.weight", 0, 3, 0, {1LL << 31, 1LL << 31, 4}, 0, 24, 24};
+    emit("shape_product_overflow", one_tensor(t, zeros, 24), "NN_ERR_OVERFLOW", "too many elements");
+
+    t = (tdesc){"0.weight", 0, 2, 0, {3, -2}, 0, 24, 24};
+    emit("negative_dim", one_tensor(t, zeros, 24), "NN_ERR_SHAPE", "negative");
+
+    t = w;
+    t.dtype = 99;
+    emit("unknown_dtype", one_tensor(t, zeros, 24), "NN_ERR_DTYPE", "unknown dtype 99");
+
+    t = w;
+    t.offset = 0xFFFFFFFFFFFFFFF0ull;
+    emit("offset_out_of_range", one_tensor(t, zeros, 24), "NN_ERR_RANGE",
+         "outside the 24-byte data area");
+
+    tdesc two[2] = {{"0.weight", 0, 2, 0, {3, 2}, 0, 24, 24}, {"0.bias", 0, 1, 0, {3}, 12, 12, 12}};
+    emit("offsets_overlap", model_with(tensors_body(two, 2, 2, zeros, 36)), "NN_ERR_FORMAT",
+         "overlaps the previous tensor");
+
+    tdesc dup[2] = {{"0.weight", 0, 2, 0, {3, 2}, 0, 24, 24}, {"0.weight", 0, 1, 0, {3}, 24, 12, 12}};
+    emit("duplicate_name", model_with(tensors_body(dup, 2, 2, zeros, 36)), "NN_ERR_FORMAT",
+         "'0.weight' is repeated");
+
+    t = w;
+    t.raw = 20;
+    emit("size_mismatch", one_tensor(t, zeros, 24), "NN_ERR_FORMAT", "its shape needs 24");
+
+    /* 1 GiB declared from 100 compressed bytes: over zlib's 1032:1. */
+    t = (tdesc){"0.weight", 0, 1, 1, {1LL << 28}, 0, 100, 1ULL << 30};
+    emit("decompression_bomb", one_tensor(t, zeros, 64 + 36), "NN_ERR_LIMIT", "maximum ratio");
+
+    /* A real stream of 4096 zero bytes declared as 24 (within the ratio). */
+    static uint8_t big[4096];
+    uLongf zlen = compressBound(sizeof big);
+    uint8_t *z = malloc(zlen);
+    compress2(z, &zlen, big, sizeof big, 9);
+    t = (tdesc){"0.weight", 0, 2, 1, {3, 2}, 0, zlen, 24};
+    emit("inflates_past_declared", one_tensor(t, z, zlen), "NN_ERR_FORMAT",
+         "inflates to more than its declared 24 bytes");
+    free(z);
+
+    section s5[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("EvilModule"), 0}, {3, 0, good_tensors(), 0}};
+    emit("unknown_module_type", file_of(1, 0, s5, 3), "NN_ERR_FORMAT",
+         "unknown module type 'EvilModule'");
+
+    section s6[2] = {{2, 0, deep_module_body(40), 0}, {3, 0, good_tensors(), 0}};
+    emit("module_too_deep", file_of(1, 0, s6, 2), "NN_ERR_LIMIT", "nesting depth");
+
+    /* Regression (found by the fuzzer): a hyperparameter count over the cap
+     * once made the cleanup free past the key table. */
+    m = (buf){0};
+    str(&m, "Linear");
+    u32(&m, 1000);
+    for (int i = 0; i < 1000; i++) u8(&m, 0);
+    section s9[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+    emit("hyperparameter_count_too_large", file_of(1, 0, s9, 2), "NN_ERR_LIMIT",
+         "hyperparameter count 1000 exceeds the limit of 256");
+
+    buf extra = {0};
+    str(&extra, "from the future");
+    section s7[4] = {{1, 0, meta_body(), 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0},
+                     {99, 0, extra, 0}};
+    emit("unknown_required_section", file_of(1, 1, s7, 4), "NN_ERR_UNSUPPORTED",
+         "not marked skippable");
+
+    extra = (buf){0};
+    str(&extra, "from the future");
+    section s8[4] = {{1, 0, meta_body(), 0}, {99, 1, extra, 0}, {2, 0, module_body("Linear"), 0},
+                     {3, 0, good_tensors(), 0}};
+    emit("newer_minor_skippable", file_of(1, 7, s8, 4), "NN_OK", "-");
+
+    f = model_with(good_tensors());
+    patch64(&f, 32 + 8, 1u << 30); /* first section's length */
+    reseal(&f);
+    emit("section_length_past_end", f, "NN_ERR_FORMAT", "length 1073741824 exceeds the");
+
+    f = model_with(good_tensors());
+    patch32(&f, 24, 100000);
+    reseal(&f);
+    emit("section_count_too_large", f, "NN_ERR_LIMIT", "section count 100000 exceeds");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+        return 2;
+    }
+    g_dir = argv[1];
+    char path[4096];
+    snprintf(path, sizeof path, "%s/MANIFEST", g_dir);
+    g_manifest = fopen(path, "w");
+    if (!g_manifest) {
+        fprintf(stderr, "cannot write %s\n", path);
+        return 1;
+    }
+    catalogue();
+    return fclose(g_manifest) != 0;
+}

@@ -1,0 +1,119 @@
+/* The committed catalogue of handcrafted malformed model files: each is
+ * rejected with its specific status and message (tests/io/malformed/MANIFEST,
+ * written by make_malformed.c together with the files). */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static nn_status status_of(const char *name) {
+    for (int c = 0; c >= -40; c--) {
+        const char *s = nn_status_string((nn_status)c);
+        size_t n = strlen(name);
+        if (strncmp(s, name, n) == 0 && (s[n] == ':' || s[n] == '\0')) return (nn_status)c;
+    }
+    fail_msg("unknown status name %s", name);
+    return NN_OK;
+}
+
+static void test_catalogue(void **s) {
+    (void)s;
+    FILE *f = fopen(tu_data_path("io/malformed/MANIFEST"), "r");
+    assert_non_null(f);
+    char line[512];
+    int count = 0;
+    while (fgets(line, sizeof line, f)) {
+        char file[128], status[64];
+        int off = 0;
+        if (sscanf(line, "%127s %63s %n", file, status, &off) != 2) continue;
+        char *msg = line + off;
+        msg[strcspn(msg, "\n")] = '\0';
+        char rel[256];
+        snprintf(rel, sizeof rel, "io/malformed/%s", file);
+        nn_clear_error();
+        nn_model *m = nn_model_load(tu_data_path(rel), NULL);
+        nn_status want = status_of(status);
+        if (want == NN_OK) {
+            if (!m) fail_msg("%s: expected success, got %s", file, nn_last_error());
+        } else {
+            if (m) fail_msg("%s: accepted", file);
+            if (nn_last_status() != want || !strstr(nn_last_error(), msg))
+                fail_msg("%s: expected %s '%s', got %d '%s'", file, status, msg,
+                         (int)nn_last_status(), nn_last_error());
+            if (!strstr(nn_last_error(), "nn_model_load"))
+                fail_msg("%s: message does not name the function: %s", file, nn_last_error());
+        }
+        nn_model_free(m);
+        count++;
+    }
+    fclose(f);
+    assert_true(count >= 25);
+}
+
+static const char *g_generator;
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char *p = NULL;
+    size_t cap = 0, k;
+    *n = 0;
+    do {
+        if (*n == cap) p = realloc(p, cap = cap ? cap * 2 : 4096);
+        k = fread(p + *n, 1, cap - *n, f);
+        *n += k;
+    } while (k > 0);
+    fclose(f);
+    return p;
+}
+
+/* The committed files equal what make_malformed.c writes today. */
+static void test_catalogue_up_to_date(void **s) {
+    (void)s;
+    if (!g_generator) skip();
+    char dir[] = "/tmp/nn_malformed_XXXXXX", cmd[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "'%s' '%s'", g_generator, dir);
+    assert_int_equal(system(cmd), 0);
+    char mpath[512];
+    snprintf(mpath, sizeof mpath, "%s/MANIFEST", dir);
+    FILE *mf = fopen(mpath, "r");
+    assert_non_null(mf);
+    char line[512];
+    int files = 0;
+    while (fgets(line, sizeof line, mf)) {
+        char name[128];
+        if (sscanf(line, "%127s", name) != 1) continue;
+        char fresh[512], rel[256];
+        snprintf(fresh, sizeof fresh, "%s/%s", dir, name);
+        snprintf(rel, sizeof rel, "io/malformed/%s", name);
+        size_t na = 0, nb = 0;
+        unsigned char *a = slurp(fresh, &na), *b = slurp(tu_data_path(rel), &nb);
+        if (!a || !b || na != nb || memcmp(a, b, na) != 0)
+            fail_msg("%s differs from the generator's output: regenerate the catalogue", name);
+        free(a);
+        free(b);
+        unlink(fresh);
+        files++;
+    }
+    fclose(mf);
+    size_t na = 0, nb = 0;
+    snprintf(line, sizeof line, "io/malformed/MANIFEST");
+    unsigned char *a = slurp(mpath, &na), *b = slurp(tu_data_path(line), &nb);
+    assert_true(a && b && na == nb && memcmp(a, b, na) == 0);
+    free(a);
+    free(b);
+    unlink(mpath);
+    rmdir(dir);
+    assert_true(files >= 25);
+}
+
+int main(int argc, char **argv) {
+    g_generator = argc > 1 ? argv[1] : NULL;
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_catalogue),
+                                       cmocka_unit_test(test_catalogue_up_to_date)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
