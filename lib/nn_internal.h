@@ -113,6 +113,11 @@ nn_tensor *nn__zeros(nn_dtype dtype, const int64_t *shape, int ndim);
 nn_tensor *nn__empty_like(const nn_tensor *t);   /* same dtype and shape */
 nn_tensor *nn__zeros_like(const nn_tensor *t);
 nn_tensor *nn__scalar_f32(float v);              /* 0-d f32 */
+/* Cap the bytes of tensors this thread creates: each new tensor's size is
+ * taken from *remaining, and creation fails with NN_ERR_LIMIT when it does not
+ * fit. Used while building modules from a file, so a crafted file cannot make
+ * an allocation larger than its data justifies. NULL removes the cap. */
+void nn__tensor_budget(uint64_t *remaining);
 /* A view: new tensor struct sharing t's storage with given geometry. */
 nn_tensor *nn__view(const nn_tensor *t, const int64_t *shape, const int64_t *strides,
                     int ndim, int64_t offset);

@@ -124,7 +124,12 @@ static nn_module *create_node(tree_rd *t, const char *fn) {
         if (!nn__rd_str(r, &keys[nkeys], NN__IO_MAX_NAME, "hyperparameter key") ||
             !nn__rd_f64(r, &values[nkeys], "hyperparameter value"))
             goto done;
+    /* Cap what construction may allocate by what the file's tensors hold, so
+     * e.g. Linear(30000, 30000) in a tiny file fails before allocating. */
+    uint64_t budget = t->param_budget;
+    nn__tensor_budget(&budget);
     m = nn__module_create(type, (const char *const *)keys, values, (int)nc);
+    nn__tensor_budget(NULL);
     if (!m) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", nn_last_error());

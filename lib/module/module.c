@@ -665,9 +665,12 @@ nn_module *nn__module_create(const char *type, const char *const *keys, const do
     nn_clear_error();
     nn_module *m = nn__mod_new_kind(kind, v);
     if (!m && nn_last_status() != NN_ERR_NOMEM) {
+        /* Invalid hyperparameter values are a malformed file; a size cap
+         * (NN_ERR_LIMIT, see nn__tensor_budget) keeps its own code. */
+        nn_status st = nn_last_status() == NN_ERR_LIMIT ? NN_ERR_LIMIT : NN_ERR_FORMAT;
         char msg[400];
         snprintf(msg, sizeof msg, "%s", nn_last_error());
-        return NN__FAIL(NN_ERR_FORMAT, "%s: %s", fn, msg);
+        return NN__FAIL(st, "%s: %s", fn, msg);
     }
     return m;
 }

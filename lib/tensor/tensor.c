@@ -73,6 +73,11 @@ static nn_tensor *tensor_struct(nn_dtype dtype, const int64_t *shape, int ndim, 
     return t;
 }
 
+/* Optional per-thread cap on tensor bytes (see nn__tensor_budget). */
+static _Thread_local uint64_t *tl_budget;
+
+void nn__tensor_budget(uint64_t *remaining) { tl_budget = remaining; }
+
 static nn_tensor *tensor_new(nn_dtype dtype, const int64_t *shape, int ndim, const char *fn) {
     int64_t numel;
     if (!check_dtype(dtype, fn) || !nn__shape_numel(shape, ndim, &numel, fn)) return NULL;
@@ -80,6 +85,14 @@ static nn_tensor *tensor_new(nn_dtype dtype, const int64_t *shape, int ndim, con
     if (!nn__size_mul((size_t)numel, nn_dtype_size(dtype), &nbytes)) {
         nn__err(NN_ERR_OVERFLOW, "%s: tensor byte size overflows", fn);
         return NULL;
+    }
+    if (tl_budget) {
+        if (nbytes > *tl_budget) {
+            nn__err(NN_ERR_LIMIT, "%s: a tensor of %zu bytes exceeds the %llu bytes the input justifies",
+                    fn, nbytes, (unsigned long long)*tl_budget);
+            return NULL;
+        }
+        *tl_budget -= nbytes;
     }
     nn_tensor *t = tensor_struct(dtype, shape, ndim, numel);
     if (!t) return NULL;

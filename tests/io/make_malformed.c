@@ -315,6 +315,23 @@ static void catalogue(void) {
     emit("hyperparameter_count_too_large", file_of(1, 0, s9, 2), "NN_ERR_LIMIT",
          "hyperparameter count 1000 exceeds the limit of 256");
 
+    /* A module whose hyperparameters ask for far more parameter bytes than
+     * the file's tensors hold (3.6 GB for Linear(30000, 30000)): rejected
+     * before the allocation, by the tensor budget. */
+    m = (buf){0};
+    str(&m, "Linear");
+    u32(&m, 3);
+    str(&m, "in_features");
+    f64(&m, 30000);
+    str(&m, "out_features");
+    f64(&m, 30000);
+    str(&m, "bias");
+    f64(&m, 1);
+    u32(&m, 0);
+    section s10[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+    emit("module_bigger_than_tensors", file_of(1, 0, s10, 2), "NN_ERR_LIMIT",
+         "exceeds the");
+
     buf extra = {0};
     str(&extra, "from the future");
     section s7[4] = {{1, 0, meta_body(), 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0},
