@@ -508,6 +508,7 @@ NN_API nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor 
 #include "nn_part_optim.h"
 #include "nn_part_data.h"
 #include "nn_part_io.h"
+#include "nn_part_dist.h"
 
 
 #ifdef __cplusplus

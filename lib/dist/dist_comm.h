@@ -1,0 +1,27 @@
+/* The communication engine behind lib/dist/dist.c: MPI (dist_mpi.c) or a
+ * world of one process (dist_self.c), chosen by the build. dist.c does the
+ * argument checks, the packing and the bookkeeping; the engine only moves
+ * bytes. All functions run on the thread that called nn__comm_init. */
+#ifndef NN_DIST_COMM_H
+#define NN_DIST_COMM_H
+
+#include "nn_internal.h"
+
+/* Whether this build talks to other processes. */
+bool nn__comm_available(void);
+/* Join the world (fn names the public caller in messages). */
+nn_status nn__comm_init(int *argc, char ***argv, const char *fn);
+/* Leave the world (finalise MPI when nn__comm_init initialised it). */
+nn_status nn__comm_finalize(const char *fn);
+int nn__comm_rank(void);
+int nn__comm_size(void);
+nn_status nn__comm_barrier(const char *fn);
+/* Broadcast nbytes of buf from root (any size: chunked below INT_MAX). */
+nn_status nn__comm_bcast(void *buf, size_t nbytes, int root, const char *fn);
+/* Elementwise sum over ranks, in place. */
+nn_status nn__comm_sum_f32(float *buf, size_t n, const char *fn);
+nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn);
+/* Elementwise maximum over ranks, in place. */
+nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn);
+
+#endif /* NN_DIST_COMM_H */

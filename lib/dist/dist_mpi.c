@@ -1,0 +1,141 @@
+/* The MPI engine: libnn's own duplicate of MPI_COMM_WORLD, errors returned
+ * to the caller (MPI_ERRORS_RETURN) instead of aborting the host process.
+ * dist.c calls init once and finalize once, in that order; the state here
+ * only guards the collectives. */
+#include "dist_comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+
+enum { COMM_NONE, COMM_ACTIVE, COMM_DONE };
+
+static int g_state = COMM_NONE;
+static bool g_owns_mpi;          /* MPI_Init_thread was ours: finalise it */
+static MPI_Comm g_comm = MPI_COMM_NULL;
+static int g_rank = 0, g_size = 1;
+
+/* Collectives move at most this many elements per call (MPI counts are int). */
+#define CHUNK ((size_t)1 << 30)
+
+/* NN_ERR_IO naming fn, the MPI call and MPI's own message. */
+static nn_status mpi_fail(int rc, const char *fn, const char *call) {
+    char msg[MPI_MAX_ERROR_STRING + 1];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
+    msg[len] = '\0';
+    return nn__err(NN_ERR_IO, "%s: %s failed (MPI error %d: %s)", fn, call, rc, msg);
+}
+
+bool nn__comm_available(void) { return true; }
+
+/* Our communicator: a duplicate, so user traffic on MPI_COMM_WORLD never
+ * interleaves with ours; errors are returned, not fatal. */
+static nn_status make_comm(const char *fn) {
+    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &g_comm);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Comm_dup");
+    rc = MPI_Comm_set_errhandler(g_comm, MPI_ERRORS_RETURN);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(g_comm, &g_rank);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(g_comm, &g_size);
+    if (rc != MPI_SUCCESS) {
+        MPI_Comm_free(&g_comm);
+        g_comm = MPI_COMM_NULL;
+        return mpi_fail(rc, fn, "MPI_Comm_set_errhandler/rank/size");
+    }
+    return NN_OK;
+}
+
+nn_status nn__comm_init(int *argc, char ***argv, const char *fn) {
+    if (g_state == COMM_ACTIVE) return NN_OK;
+    if (g_state == COMM_DONE)
+        return nn__err(NN_ERR_STATE, "%s: called after nn_dist_finalize (MPI cannot restart)", fn);
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (finalized) return nn__err(NN_ERR_STATE, "%s: MPI was already finalised", fn);
+    if (!inited) {
+        int provided = MPI_THREAD_SINGLE;
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Init_thread");
+        g_owns_mpi = true;
+        if (provided < MPI_THREAD_FUNNELED) {
+            MPI_Finalize();
+            g_state = COMM_DONE;
+            return nn__err(NN_ERR_UNSUPPORTED, "%s: MPI provides thread level %d, need MPI_THREAD_FUNNELED",
+                           fn, provided);
+        }
+    }
+    nn_status st = make_comm(fn);
+    if (st != NN_OK) {
+        if (g_owns_mpi) MPI_Finalize();
+        g_state = g_owns_mpi ? COMM_DONE : COMM_NONE;
+        return st;
+    }
+    g_state = COMM_ACTIVE;
+    return NN_OK;
+}
+
+nn_status nn__comm_finalize(const char *fn) {
+    if (g_state != COMM_ACTIVE) return NN_OK;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    nn_status st = NN_OK;
+    if (!finalized) {
+        MPI_Comm_free(&g_comm);
+        if (g_owns_mpi) {
+            int rc = MPI_Finalize();
+            if (rc != MPI_SUCCESS) st = mpi_fail(rc, fn, "MPI_Finalize");
+        }
+    }
+    g_comm = MPI_COMM_NULL;
+    g_rank = 0;
+    g_size = 1;
+    g_state = COMM_DONE;
+    return st;
+}
+
+int nn__comm_rank(void) { return g_state == COMM_ACTIVE ? g_rank : 0; }
+int nn__comm_size(void) { return g_state == COMM_ACTIVE ? g_size : 1; }
+
+/* Collectives before init / after finalize run in a world of one: no-ops. */
+static bool alone(void) { return g_state != COMM_ACTIVE || g_size == 1; }
+
+nn_status nn__comm_barrier(const char *fn) {
+    if (alone()) return NN_OK;
+    int rc = MPI_Barrier(g_comm);
+    return rc == MPI_SUCCESS ? NN_OK : mpi_fail(rc, fn, "MPI_Barrier");
+}
+
+nn_status nn__comm_bcast(void *buf, size_t nbytes, int root, const char *fn) {
+    if (alone()) return NN_OK;
+    for (size_t off = 0; off < nbytes; off += CHUNK) {
+        size_t n = nbytes - off < CHUNK ? nbytes - off : CHUNK;
+        int rc = MPI_Bcast((unsigned char *)buf + off, (int)n, MPI_BYTE, root, g_comm);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Bcast");
+    }
+    return NN_OK;
+}
+
+/* In-place allreduce of n elements of type, chunked. */
+static nn_status allreduce(void *buf, size_t n, size_t esize, MPI_Datatype type, MPI_Op op,
+                           const char *fn) {
+    if (alone()) return NN_OK;
+    for (size_t off = 0; off < n; off += CHUNK) {
+        size_t k = n - off < CHUNK ? n - off : CHUNK;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (unsigned char *)buf + off * esize, (int)k, type,
+                               op, g_comm);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Allreduce");
+    }
+    return NN_OK;
+}
+
+nn_status nn__comm_sum_f32(float *buf, size_t n, const char *fn) {
+    return allreduce(buf, n, sizeof *buf, MPI_FLOAT, MPI_SUM, fn);
+}
+
+nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn) {
+    return allreduce(buf, n, sizeof *buf, MPI_DOUBLE, MPI_SUM, fn);
+}
+
+nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn) {
+    return allreduce(buf, n, sizeof *buf, MPI_INT64_T, MPI_MAX, fn);
+}
