@@ -466,7 +466,6 @@ NN_API nn_tensor *nn_le(nn_tensor *a, nn_tensor *b);
 NN_API nn_tensor *nn_gt(nn_tensor *a, nn_tensor *b);
 NN_API nn_tensor *nn_ge(nn_tensor *a, nn_tensor *b);
 
-/* NN_SECTIONS: later sections are appended below this line. */
 /* ====================================================================== */
 /*  Handles used by the sections below                                    */
 /* ====================================================================== */
@@ -504,11 +503,1050 @@ NN_API nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name);
 /* Insert or replace name -> t (the map takes its own reference to t). */
 NN_API nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t);
 
-#include "nn_part_module.h"
-#include "nn_part_optim.h"
-#include "nn_part_data.h"
-#include "nn_part_io.h"
-#include "nn_part_dist.h"
+/* ====================================================================== */
+/*  Modules: layers and containers                                        */
+/* ====================================================================== */
+/*
+ * An nn_module is an opaque, reference-counted layer (PyTorch's nn.Module):
+ * constructors return a new reference, released with nn_module_free
+ * (NULL-safe); nn_module_retain adds one. Containers (Sequential,
+ * user-defined modules) hold references to their children.
+ *
+ * Parameters are leaf f32 tensors with requires_grad set; buffers (running
+ * statistics) are tensors without gradient. Both are owned by the module and
+ * borrowed by getters. Names are PyTorch's dotted names ("0.weight",
+ * "features.3.bias"), leaves only, in definition order (a module's own
+ * entries first, then each child's in order); a tensor registered twice is
+ * listed once. Borrowed names stay valid until the module tree changes
+ * (append, register) or is freed.
+ *
+ * Initialisation matches PyTorch's defaults (Linear/Conv: weight and bias
+ * U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. kaiming_uniform(a=sqrt(5));
+ * norms: weight 1, bias 0; Embedding: N(0, 1); RNNs: U(-1/sqrt(hidden),
+ * 1/sqrt(hidden))). Values are drawn from this thread's default generator,
+ * weights before biases, layer by layer: nn_generator_seed(NULL, s) before
+ * building a network makes its weights reproducible (the values differ from
+ * PyTorch's, whose generator differs).
+ *
+ * Modules start in training mode. Threads: nn_module_forward in eval mode
+ * with grad mode off does not modify the module, so one module may serve
+ * concurrent inference from many threads; everything else (training
+ * forward, load, register, train/eval switches) needs exclusive access.
+ */
+
+/* --- generic methods ------------------------------------------------------ */
+
+/* Run the module on x; returns a new tensor (tracked like any op result:
+ * an open scope owns it), NULL on error (shape/channel mismatch, NULL or
+ * freed handles: the message names the layer and both shapes). */
+NN_API nn_tensor *nn_module_forward(nn_module *m, nn_tensor *x);
+/* Add a reference (returns m; NULL-safe). */
+NN_API nn_module *nn_module_retain(nn_module *m);
+/* Drop a reference; the last one frees the module, its parameters and its
+ * children's references. NULL is a no-op. */
+NN_API void nn_module_free(nn_module *m);
+/* PyTorch class name: "Linear", "Conv2d", "Sequential", "Custom:<name>"...
+ * (static or owned by m; NULL for a NULL/freed handle). */
+NN_API const char *nn_module_type_name(const nn_module *m);
+/* Switch training (true) / evaluation (false) mode, recursively. */
+NN_API nn_status nn_module_train(nn_module *m, bool training);
+/* Whether m is in training mode (false for NULL). */
+NN_API bool nn_module_is_training(const nn_module *m);
+
+/* Number of parameter tensors in the tree (-1 on a bad handle). */
+NN_API int64_t nn_module_num_parameters(nn_module *m);
+/* Parameter i (borrowed) and, if name != NULL, its dotted name (borrowed). */
+NN_API nn_tensor *nn_module_parameter(nn_module *m, int64_t i, const char **name);
+/* Number of buffer tensors in the tree (-1 on a bad handle). */
+NN_API int64_t nn_module_num_buffers(nn_module *m);
+/* Buffer i (borrowed) and, if name != NULL, its dotted name (borrowed). */
+NN_API nn_tensor *nn_module_buffer(nn_module *m, int64_t i, const char **name);
+/* Parameter / buffer / submodule by dotted name (borrowed), or NULL and
+ * NN_ERR_NOT_FOUND. */
+NN_API nn_tensor *nn_module_get_parameter(const nn_module *m, const char *name);
+NN_API nn_tensor *nn_module_get_buffer(const nn_module *m, const char *name);
+NN_API nn_module *nn_module_get_module(const nn_module *m, const char *name);
+/* Total number of parameter scalars (PyTorch's sum(p.numel())); -1 on error. */
+NN_API int64_t nn_module_param_count(nn_module *m);
+/* Set requires_grad on every parameter (false freezes the module). */
+NN_API nn_status nn_module_set_requires_grad(nn_module *m, bool requires_grad);
+/* Drop the accumulated gradient of every parameter. */
+NN_API nn_status nn_module_zero_grad(nn_module *m);
+
+/* A new state dict of every parameter and buffer under its dotted name, in
+ * PyTorch's state_dict order. Entries share data with the module (detached
+ * views): free with nn_statedict_free. */
+NN_API nn_statedict *nn_module_state_dict(nn_module *m);
+/* Copy values from sd into the module's parameters and buffers (dtypes are
+ * converted). strict: every name must match both ways with equal shapes,
+ * else nothing is loaded and the error lists all missing, unexpected and
+ * wrongly shaped names. Not strict: matching entries are loaded, the others
+ * skipped. If report != NULL, *report receives a text listing missing,
+ * unexpected and wrongly shaped names ("" when all matched), freed with
+ * nn_free. */
+NN_API nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool strict,
+                                           char **report);
+/* A printable table of the layers run on a zero input of input_shape (the
+ * batch included): name, type, output shape, parameters and estimated FLOPs
+ * (a multiply-add counts 2), then totals. Runs without grad and with
+ * Dropout/BatchNorm in eval behaviour; the module is not modified. Free with
+ * nn_free; NULL on error. */
+NN_API char *nn_module_summary(nn_module *m, const int64_t *input_shape, int ndim);
+
+/* --- user-defined modules -------------------------------------------------- */
+
+/* Forward of a user-defined module: return the output (a result of public
+ * ops). It runs inside a scope opened by nn_module_forward, which releases
+ * every intermediate tensor: do not free them. */
+typedef nn_tensor *(*nn_forward_fn)(nn_module *self, nn_tensor *x, void *user);
+/* Called with `user` when the module is freed. */
+typedef void (*nn_user_free_fn)(void *user);
+
+/* A module computed by `forward`, typed "Custom:<name>". Register its
+ * parameters, buffers and submodules below. free_user (may be NULL) is
+ * called on user when the module is freed, and on failure here. */
+NN_API nn_module *nn_module_custom_new(const char *name, nn_forward_fn forward, void *user,
+                                       nn_user_free_fn free_user);
+/* Register t (f32) as a parameter named name (no '.', unique in m): m takes
+ * its own reference, and sets requires_grad. User-defined modules only. */
+NN_API nn_status nn_module_register_parameter(nn_module *m, const char *name, nn_tensor *t);
+/* Register t as a buffer (saved in state dicts, no gradient); m takes its own
+ * reference. User-defined modules only. */
+NN_API nn_status nn_module_register_buffer(nn_module *m, const char *name, nn_tensor *t);
+/* Register child as a submodule. Takes OVER the caller's reference (also on
+ * failure), so nn_module_register_module(m, "fc", nn_linear_new(...)) never
+ * leaks; a NULL child fails, keeping the constructor's error. */
+NN_API nn_status nn_module_register_module(nn_module *m, const char *name, nn_module *child);
+/* The user pointer given to nn_module_custom_new (NULL for built-ins). */
+NN_API void *nn_module_user(const nn_module *m);
+
+/* --- containers ------------------------------------------------------------ */
+
+/* An empty Sequential: forward runs the children in order. */
+NN_API nn_module *nn_sequential_new(void);
+/* Append child (named "0", "1", ...). Takes OVER the caller's reference,
+ * also on failure; a NULL child fails, keeping the constructor's error. */
+NN_API nn_status nn_sequential_append(nn_module *seq, nn_module *child);
+/* Number of children (-1 on error). */
+NN_API int64_t nn_sequential_length(const nn_module *seq);
+/* Child i (borrowed; negative i counts from the end), or NULL. */
+NN_API nn_module *nn_sequential_get(const nn_module *seq, int64_t i);
+
+/* --- layers ---------------------------------------------------------------- */
+
+/* y = x Wᵀ + b on x [*, in]: weight [out, in], bias [out]. */
+NN_API nn_module *nn_linear_new(int64_t in_features, int64_t out_features, bool bias);
+/* x [N, in, L]: weight [out, in/groups, k], bias [out]. */
+NN_API nn_module *nn_conv1d_new(int64_t in_channels, int64_t out_channels, int kernel_size,
+                                int stride, int padding, int dilation, int groups, bool bias);
+/* Square kernel, dilation 1, groups 1: x [N, in, H, W]. */
+NN_API nn_module *nn_conv2d_new(int64_t in_channels, int64_t out_channels, int kernel_size,
+                                int stride, int padding, bool bias);
+/* Conv2d with every option: weight [out, in/groups, kh, kw]. */
+NN_API nn_module *nn_conv2d_new_ex(int64_t in_channels, int64_t out_channels, int kernel_h,
+                                   int kernel_w, int stride_h, int stride_w, int pad_h,
+                                   int pad_w, int dilation_h, int dilation_w, int groups,
+                                   bool bias);
+/* Transposed convolution, square kernel, dilation 1, groups 1. */
+NN_API nn_module *nn_conv_transpose2d_new(int64_t in_channels, int64_t out_channels,
+                                          int kernel_size, int stride, int padding,
+                                          int output_padding, bool bias);
+/* ConvTranspose2d with every option: weight [in, out/groups, kh, kw]. */
+NN_API nn_module *nn_conv_transpose2d_new_ex(int64_t in_channels, int64_t out_channels,
+                                             int kernel_h, int kernel_w, int stride_h,
+                                             int stride_w, int pad_h, int pad_w,
+                                             int output_pad_h, int output_pad_w,
+                                             int dilation_h, int dilation_w, int groups,
+                                             bool bias);
+/* Max pooling, square window (stride >= 1; PyTorch's default is the kernel). */
+NN_API nn_module *nn_max_pool2d_new(int kernel_size, int stride, int padding);
+NN_API nn_module *nn_max_pool2d_new_ex(int kernel_h, int kernel_w, int stride_h, int stride_w,
+                                       int pad_h, int pad_w, int dilation_h, int dilation_w,
+                                       bool ceil_mode);
+/* Average pooling, square window (count_include_pad true like PyTorch). */
+NN_API nn_module *nn_avg_pool2d_new(int kernel_size, int stride, int padding);
+NN_API nn_module *nn_avg_pool2d_new_ex(int kernel_h, int kernel_w, int stride_h, int stride_w,
+                                       int pad_h, int pad_w, bool ceil_mode,
+                                       bool count_include_pad);
+/* Average pooling to a fixed output size. */
+NN_API nn_module *nn_adaptive_avg_pool2d_new(int64_t out_h, int64_t out_w);
+/* Merge dims start_dim..end_dim (PyTorch's default: 1, -1). */
+NN_API nn_module *nn_flatten_new(int start_dim, int end_dim);
+/* Zero elements with probability p in training (identity in eval). The
+ * module owns a generator, seeded from the default generator at creation. */
+NN_API nn_module *nn_dropout_new(double p);
+/* Reseed a Dropout module's own generator. */
+NN_API nn_status nn_dropout_seed(nn_module *dropout, uint64_t seed);
+/* Batch normalisation over x [N, C] or [N, C, L] (1d) / [N, C, H, W] (2d).
+ * Parameters weight, bias (if affine); buffers running_mean, running_var and
+ * num_batches_tracked (i64, counted in training). PyTorch defaults:
+ * eps 1e-5, momentum 0.1, affine true. */
+NN_API nn_module *nn_batch_norm1d_new(int64_t num_features, double eps, double momentum,
+                                      bool affine);
+NN_API nn_module *nn_batch_norm2d_new(int64_t num_features, double eps, double momentum,
+                                      bool affine);
+/* Normalise over the last ndim dims, which must equal shape (ndim 1..8). */
+NN_API nn_module *nn_layer_norm_new(const int64_t *shape, int ndim, double eps,
+                                    bool elementwise_affine);
+/* Group normalisation of x [N, C, *], C = num_channels divisible by groups. */
+NN_API nn_module *nn_group_norm_new(int groups, int64_t num_channels, double eps, bool affine);
+/* Lookup table weight [num, dim]; input i64 indices of any shape. */
+NN_API nn_module *nn_embedding_new(int64_t num_embeddings, int64_t embedding_dim);
+
+/* --- recurrent layers (batch_first: x [N, T, input_size]) -------------------- */
+
+typedef enum nn_rnn_nonlinearity {
+    NN_RNN_NONLINEARITY_TANH = 0,
+    NN_RNN_NONLINEARITY_RELU = 1
+} nn_rnn_nonlinearity;
+
+/* Elman RNN, LSTM and GRU with PyTorch's gate order (LSTM i,f,g,o; GRU r,z,n)
+ * and parameter names weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>,
+ * bias_hh_l<k>. nn_module_forward returns the output sequence [N, T, H]
+ * from zero initial states. */
+NN_API nn_module *nn_rnn_new(int64_t input_size, int64_t hidden_size, int num_layers,
+                             nn_rnn_nonlinearity nonlinearity, bool bias);
+NN_API nn_module *nn_lstm_new(int64_t input_size, int64_t hidden_size, int num_layers, bool bias);
+NN_API nn_module *nn_gru_new(int64_t input_size, int64_t hidden_size, int num_layers, bool bias);
+/* Run an RNN/LSTM/GRU with optional initial states h0 (and c0, LSTM only),
+ * each [num_layers, N, H] (NULL: zeros). Returns the output [N, T, H];
+ * *h_n and *c_n (if the pointers are non-NULL; c_n LSTM only) receive the
+ * final states [num_layers, N, H]. All results are tracked like op results. */
+NN_API nn_tensor *nn_recurrent_forward(nn_module *m, nn_tensor *x, nn_tensor *h0, nn_tensor *c0,
+                                       nn_tensor **h_n, nn_tensor **c_n);
+
+/* --- activations and simple layers as modules ------------------------------ */
+
+NN_API nn_module *nn_relu_new(void);
+NN_API nn_module *nn_leaky_relu_new(double negative_slope);
+NN_API nn_module *nn_elu_new(double alpha);
+NN_API nn_module *nn_gelu_new(bool tanh_approx);
+NN_API nn_module *nn_silu_new(void);
+NN_API nn_module *nn_sigmoid_new(void);
+NN_API nn_module *nn_tanh_new(void);
+NN_API nn_module *nn_softplus_new(double beta, double threshold);
+NN_API nn_module *nn_hardtanh_new(double min_val, double max_val);
+NN_API nn_module *nn_softmax_new(int dim);
+NN_API nn_module *nn_log_softmax_new(int dim);
+/* Returns its input (a new reference to the same tensor). */
+NN_API nn_module *nn_identity_new(void);
+
+/* ====================================================================== */
+/*  Initialisation (in place, under no-grad; f32 tensors)                 */
+/* ====================================================================== */
+/* g: the generator to draw from (NULL: this thread's default generator).
+ * Fans follow PyTorch: fan_in = size(1) * receptive field, fan_out =
+ * size(0) * receptive field (tensors of 2 dims or more). */
+
+typedef enum nn_fan_mode { NN_FAN_MODE_IN = 0, NN_FAN_MODE_OUT = 1 } nn_fan_mode;
+
+typedef enum nn_nonlinearity {
+    NN_NONLINEARITY_LINEAR = 0, /* also conv and sigmoid: gain 1 */
+    NN_NONLINEARITY_SIGMOID = 1,
+    NN_NONLINEARITY_TANH = 2,   /* 5/3 */
+    NN_NONLINEARITY_RELU = 3,   /* sqrt(2) */
+    NN_NONLINEARITY_LEAKY_RELU = 4, /* sqrt(2 / (1 + param^2)) */
+    NN_NONLINEARITY_SELU = 5    /* 3/4 */
+} nn_nonlinearity;
+
+/* PyTorch's calculate_gain (param: the leaky_relu slope). NaN if unknown. */
+NN_API double nn_init_calculate_gain(nn_nonlinearity nonlinearity, double param);
+NN_API nn_status nn_init_uniform(nn_tensor *t, double low, double high, nn_generator *g);
+NN_API nn_status nn_init_normal(nn_tensor *t, double mean, double std, nn_generator *g);
+NN_API nn_status nn_init_constant(nn_tensor *t, double value);
+NN_API nn_status nn_init_zeros(nn_tensor *t);
+NN_API nn_status nn_init_ones(nn_tensor *t);
+/* U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)). */
+NN_API nn_status nn_init_xavier_uniform(nn_tensor *t, double gain, nn_generator *g);
+/* N(0, gain * sqrt(2 / (fan_in + fan_out))). */
+NN_API nn_status nn_init_xavier_normal(nn_tensor *t, double gain, nn_generator *g);
+/* U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan(mode)). */
+NN_API nn_status nn_init_kaiming_uniform(nn_tensor *t, double a, nn_fan_mode mode,
+                                         nn_nonlinearity nonlinearity, nn_generator *g);
+/* N(0, gain(nonlinearity, a) / sqrt(fan(mode))). */
+NN_API nn_status nn_init_kaiming_normal(nn_tensor *t, double a, nn_fan_mode mode,
+                                        nn_nonlinearity nonlinearity, nn_generator *g);
+/* A (semi-)orthogonal matrix times gain, over t viewed as [size(0), rest]
+ * (Householder QR of a normal matrix, signs fixed like PyTorch). */
+NN_API nn_status nn_init_orthogonal(nn_tensor *t, double gain, nn_generator *g);
+
+/* ====================================================================== */
+/*  Losses                                                                */
+/* ====================================================================== */
+/* Each loss returns a new tensor: a 0-d scalar for NN_REDUCTION_MEAN / SUM
+ * (and BATCHMEAN, accepted by nn_kl_div only), or the per-element (per-sample
+ * for cross-entropy / NLL) losses for NN_REDUCTION_NONE. Semantics follow
+ * PyTorch 1.13. Gradients flow to `input` (and to `target` where PyTorch has
+ * one: the regression losses, nn_kl_div, nn_bce_with_logits and probability
+ * targets of cross-entropy); `weight` / `pos_weight` are constants. Targets
+ * must have the input's shape (no broadcasting), else NN_ERR_SHAPE. */
+
+/* Mean squared error (input - target)^2. */
+NN_API nn_tensor *nn_mse_loss(nn_tensor *input, nn_tensor *target, nn_reduction reduction);
+/* Mean absolute error |input - target|. */
+NN_API nn_tensor *nn_l1_loss(nn_tensor *input, nn_tensor *target, nn_reduction reduction);
+/* 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (beta >= 0; 0 is L1). */
+NN_API nn_tensor *nn_smooth_l1_loss(nn_tensor *input, nn_tensor *target, double beta,
+                                    nn_reduction reduction);
+/* 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (delta > 0). */
+NN_API nn_tensor *nn_huber_loss(nn_tensor *input, nn_tensor *target, double delta,
+                                nn_reduction reduction);
+
+/* Cross-entropy of logits [N, C] (or [C], or [N, C, d1, ...]) against i64
+ * class indices [N] (or [], [N, d1, ...]); mean over the batch. One fused
+ * op: log-softmax + NLL, backward softmax - onehot. */
+NN_API nn_tensor *nn_cross_entropy(nn_tensor *logits, nn_tensor *target);
+/* Full cross-entropy. target: i64 class indices (as above; an index equal to
+ * ignore_index contributes nothing, any other index outside [0, C) is
+ * NN_ERR_RANGE) or f32 class probabilities of the logits' shape. weight: f32
+ * [C] class weights or NULL. label_smoothing in [0, 1]. MEAN with indices is
+ * the weighted mean (divided by the summed weights of the counted targets),
+ * with probabilities the mean over samples, as in PyTorch. */
+NN_API nn_tensor *nn_cross_entropy_ex(nn_tensor *logits, nn_tensor *target, nn_tensor *weight,
+                                      int64_t ignore_index, double label_smoothing,
+                                      nn_reduction reduction);
+/* Negative log-likelihood of log-probabilities [N, C, *] against i64 class
+ * indices, with optional class weights [C] and ignore_index (PyTorch's
+ * default is -100); MEAN is the weighted mean. */
+NN_API nn_tensor *nn_nll_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
+                              int64_t ignore_index, nn_reduction reduction);
+/* Binary cross-entropy of probabilities input in [0, 1] (else
+ * NN_ERR_INVALID) against targets; logs are clamped at -100 like PyTorch.
+ * weight: NULL or broadcastable to input. */
+NN_API nn_tensor *nn_bce_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
+                              nn_reduction reduction);
+/* Sigmoid + binary cross-entropy in one numerically stable op. weight: NULL
+ * or broadcastable to input; pos_weight: NULL or broadcastable to input
+ * (usually [C]), weighting the positive term. */
+NN_API nn_tensor *nn_bce_with_logits(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
+                                     nn_tensor *pos_weight, nn_reduction reduction);
+/* KL divergence with input = log-probabilities: target (log t - input), or
+ * exp(target) (target - input) when log_target. BATCHMEAN divides the sum
+ * by the size of dim 0 (the mathematically correct KL; MEAN divides by numel). */
+NN_API nn_tensor *nn_kl_div(nn_tensor *input, nn_tensor *target, nn_reduction reduction,
+                            bool log_target);
+
+/* ====================================================================== */
+/*  Optimizers                                                            */
+/* ====================================================================== */
+/*
+ * An optimizer holds references to its parameters (f32 leaf tensors), split
+ * into parameter groups, each with its own options. nn_optim_step updates
+ * every parameter that has a gradient (others are skipped, like PyTorch)
+ * with grad mode off; update rules are those of PyTorch 1.13's single-tensor
+ * path. Usage:
+ *
+ *     nn_optim *opt = nn_optim_new(NN_OPTIM_TYPE_ADAM, params, n, 1e-3);
+ *     nn_optim_set(opt, NN_OPTIM_WEIGHT_DECAY, 1e-4);
+ *     ... nn_optim_zero_grad(opt); nn_backward(loss); nn_optim_step(opt);
+ *     nn_optim_free(opt);
+ *
+ * An optimizer must not be used from two threads at once.
+ */
+
+/* Values are pinned. */
+typedef enum nn_optim_type {
+    NN_OPTIM_TYPE_SGD = 0,
+    NN_OPTIM_TYPE_ADAM = 1,
+    NN_OPTIM_TYPE_ADAMW = 2,
+    NN_OPTIM_TYPE_RMSPROP = 3,
+    NN_OPTIM_TYPE_ADAGRAD = 4
+} nn_optim_type;
+
+/* Options, PyTorch's defaults in brackets. Setting one the optimizer type
+ * does not have is NN_ERR_INVALID. Values are pinned. */
+typedef enum nn_optim_option {
+    NN_OPTIM_LR = 0,           /* all: learning rate, >= 0 */
+    NN_OPTIM_MOMENTUM = 1,     /* SGD, RMSprop: >= 0 [0] */
+    NN_OPTIM_DAMPENING = 2,    /* SGD: [0] */
+    NN_OPTIM_NESTEROV = 3,     /* SGD: 0 or 1 [0]; needs momentum > 0, dampening 0 */
+    NN_OPTIM_WEIGHT_DECAY = 4, /* all: >= 0 [0; AdamW 0.01] (AdamW: decoupled) */
+    NN_OPTIM_BETA1 = 5,        /* Adam, AdamW: in [0, 1) [0.9] */
+    NN_OPTIM_BETA2 = 6,        /* Adam, AdamW: in [0, 1) [0.999] */
+    NN_OPTIM_EPS = 7,          /* Adam(W) [1e-8], RMSprop [1e-8], Adagrad [1e-10]: >= 0 */
+    NN_OPTIM_AMSGRAD = 8,      /* Adam, AdamW: 0 or 1 [0] */
+    NN_OPTIM_ALPHA = 9,        /* RMSprop smoothing: >= 0 [0.99] */
+    NN_OPTIM_CENTERED = 10,    /* RMSprop: 0 or 1 [0] */
+    NN_OPTIM_LR_DECAY = 11,    /* Adagrad: >= 0 [0] */
+    NN_OPTIM_INITIAL_ACCUMULATOR_VALUE = 12 /* Adagrad: >= 0 [0]; set before the first step */
+} nn_optim_option;
+
+/* An optimizer of `type` over params[0..n) (one group, learning rate lr).
+ * It takes its own references to the params. NULL on error. */
+NN_API nn_optim *nn_optim_new(nn_optim_type type, nn_tensor *const *params, int64_t n, double lr);
+/* An optimizer over every parameter of module (nn_module_parameter order),
+ * like torch.optim.X(model.parameters(), lr). NULL on error. */
+NN_API nn_optim *nn_optim_new_module(nn_optim_type type, nn_module *module, double lr);
+/* Short forms of nn_optim_new over an explicit parameter list. */
+NN_API nn_optim *nn_sgd(nn_tensor *const *params, int64_t n, double lr, double momentum);
+NN_API nn_optim *nn_adam(nn_tensor *const *params, int64_t n, double lr);
+NN_API nn_optim *nn_adamw(nn_tensor *const *params, int64_t n, double lr, double weight_decay);
+NN_API nn_optim *nn_rmsprop(nn_tensor *const *params, int64_t n, double lr);
+NN_API nn_optim *nn_adagrad(nn_tensor *const *params, int64_t n, double lr);
+/* Release the optimizer (its state and parameter references). NULL is a no-op. */
+NN_API void nn_optim_free(nn_optim *opt);
+/* The optimizer's type. */
+NN_API nn_optim_type nn_optim_get_type(const nn_optim *opt);
+
+/* Add a parameter group with learning rate lr; its other options start as
+ * the optimizer's defaults (see nn_optim_set). A parameter may be in one
+ * group only (NN_ERR_INVALID). The new group's index is num_groups - 1. */
+NN_API nn_status nn_optim_add_group(nn_optim *opt, nn_tensor *const *params, int64_t n, double lr);
+/* Number of parameter groups (-1 on NULL). */
+NN_API int nn_optim_num_groups(const nn_optim *opt);
+/* Total number of parameters over all groups, and parameter i (borrowed),
+ * numbered in group order: the index used by the state dict. */
+NN_API int64_t nn_optim_num_params(const nn_optim *opt);
+NN_API nn_tensor *nn_optim_param(const nn_optim *opt, int64_t i);
+/* Set an option in every group and as the default for groups added later.
+ * Out-of-range values and options of other optimizer types: NN_ERR_INVALID
+ * (nothing changes). */
+NN_API nn_status nn_optim_set(nn_optim *opt, nn_optim_option option, double value);
+/* Set an option in one group. */
+NN_API nn_status nn_optim_set_group(nn_optim *opt, int group, nn_optim_option option,
+                                    double value);
+/* Read an option of one group into *value. */
+NN_API nn_status nn_optim_get(const nn_optim *opt, int group, nn_optim_option option,
+                              double *value);
+
+/* Drop the gradient of every parameter (PyTorch's zero_grad(set_to_none=True)). */
+NN_API nn_status nn_optim_zero_grad(nn_optim *opt);
+/* One update of every parameter that has a gradient (grad mode off inside).
+ * NN_ERR_NO_GRAD if no parameter has one; NN_ERR_INVALID for an invalid
+ * option combination (nesterov without momentum). */
+NN_API nn_status nn_optim_step(nn_optim *opt);
+
+/* The optimizer state as a new map (free with nn_statedict_free): per
+ * parameter i (nn_optim_param order) "state.<i>.step" (0-d f32, as PyTorch)
+ * and its buffers "state.<i>.momentum_buffer", ".exp_avg", ".exp_avg_sq",
+ * ".max_exp_avg_sq", ".square_avg", ".grad_avg", ".sum"; per group g every
+ * option as "param_groups.<g>.<name>" ("lr", "momentum", ...): a [1] i64
+ * tensor holding the IEEE-754 bits of the double, so values restore exactly. */
+NN_API nn_statedict *nn_optim_state_dict(const nn_optim *opt);
+/* Restore state exported by nn_optim_state_dict from an optimizer of the same
+ * type and parameter shapes (copies the tensors). Shape mismatches:
+ * NN_ERR_SHAPE; missing group options: NN_ERR_NOT_FOUND. Nothing changes on error. */
+NN_API nn_status nn_optim_load_state_dict(nn_optim *opt, const nn_statedict *sd);
+
+/* --- gradient clipping ---------------------------------------------------- */
+
+/* Scale the gradients of params[0..n) so that their global norm_type-norm
+ * (2 for Euclidean, INFINITY for max-abs; > 0) is at most max_norm, like
+ * torch.nn.utils.clip_grad_norm_. Returns the norm before clipping (NaN on
+ * error). Parameters without a gradient are skipped. */
+NN_API double nn_clip_grad_norm(nn_tensor *const *params, int64_t n, double max_norm,
+                                double norm_type);
+/* Clamp every gradient element of params[0..n) into [-clip, clip] (clip >= 0). */
+NN_API nn_status nn_clip_grad_value(nn_tensor *const *params, int64_t n, double clip);
+/* nn_clip_grad_norm over all parameters of an optimizer. */
+NN_API double nn_optim_clip_grad_norm(nn_optim *opt, double max_norm, double norm_type);
+
+/* ====================================================================== */
+/*  Learning-rate schedules                                               */
+/* ====================================================================== */
+/*
+ * A schedule drives the learning rate of every group of one optimizer (it
+ * holds a reference to it). Creating it sets the epoch-0 rate, as PyTorch's
+ * constructors do; call nn_sched_step once per epoch after the optimizer
+ * steps. The rates match PyTorch 1.13's schedulers (their chainable forms)
+ * stepped the same way. The base rate of each group is its lr at creation.
+ * A schedule, like its optimizer, must not be used from two threads at once.
+ */
+
+/* lr * gamma every step_size epochs (step_size >= 1). */
+NN_API nn_sched *nn_sched_step_lr(nn_optim *opt, int64_t step_size, double gamma);
+/* lr * gamma at each milestone (increasing epochs, n >= 1). */
+NN_API nn_sched *nn_sched_multistep(nn_optim *opt, const int64_t *milestones, int64_t n,
+                                    double gamma);
+/* lr * gamma every epoch. */
+NN_API nn_sched *nn_sched_exponential(nn_optim *opt, double gamma);
+/* Cosine annealing from the base rate to eta_min over t_max epochs (t_max >= 1). */
+NN_API nn_sched *nn_sched_cosine(nn_optim *opt, int64_t t_max, double eta_min);
+/* Cosine annealing restarted after t_0, t_0 * t_mult, ... epochs (t_0, t_mult >= 1). */
+NN_API nn_sched *nn_sched_cosine_warm_restarts(nn_optim *opt, int64_t t_0, int64_t t_mult,
+                                               double eta_min);
+/* Linear warm-up (LinearLR): factor from start_factor (0 < s <= 1) to
+ * end_factor (0 <= e <= 1) over total_iters epochs. */
+NN_API nn_sched *nn_sched_linear(nn_optim *opt, double start_factor, double end_factor,
+                                 int64_t total_iters);
+
+typedef enum nn_anneal {
+    NN_ANNEAL_COS = 0,
+    NN_ANNEAL_LINEAR = 1
+} nn_anneal;
+
+/* One-cycle policy (two phases; momentum is cycled only after
+ * nn_sched_cycle_momentum): from max_lr /
+ * div_factor up to max_lr over pct_start of total_steps, then down to
+ * max_lr / div_factor / final_div_factor. Stepping past total_steps is
+ * NN_ERR_STATE. PyTorch's defaults: pct_start 0.3, div 25, final_div 1e4. */
+NN_API nn_sched *nn_sched_one_cycle(nn_optim *opt, double max_lr, int64_t total_steps,
+                                    double pct_start, nn_anneal anneal, double div_factor,
+                                    double final_div_factor);
+
+/* Also cycle the momentum of a one-cycle schedule inversely to the rate,
+ * from max_momentum down to base_momentum and back (PyTorch's default
+ * cycle_momentum=True with 0.85 / 0.95): SGD / RMSprop momentum, Adam(W)
+ * beta1. Sets the current value at once. NN_ERR_STATE for other schedules,
+ * NN_ERR_INVALID for Adagrad or 0 <= base <= max < 1 violated. */
+NN_API nn_status nn_sched_cycle_momentum(nn_sched *s, double base_momentum, double max_momentum);
+
+typedef enum nn_sched_mode {
+    NN_SCHED_MODE_MIN = 0, /* the metric should decrease (a loss) */
+    NN_SCHED_MODE_MAX = 1  /* the metric should increase (an accuracy) */
+} nn_sched_mode;
+
+/* ReduceLROnPlateau with relative threshold: multiply every lr by factor
+ * (< 1) when the metric has not improved by more than threshold (relative)
+ * for patience epochs, then wait cooldown epochs; never below min_lr.
+ * Step it with nn_sched_step_metric. */
+NN_API nn_sched *nn_sched_plateau(nn_optim *opt, nn_sched_mode mode, double factor,
+                                  int64_t patience, double threshold, int64_t cooldown,
+                                  double min_lr);
+
+/* Release the schedule (and its optimizer reference). NULL is a no-op. */
+NN_API void nn_sched_free(nn_sched *s);
+/* Advance one epoch and set the new rates (NN_ERR_STATE for plateau). */
+NN_API nn_status nn_sched_step(nn_sched *s);
+/* Advance a plateau schedule with this epoch's metric (NN_ERR_STATE for others;
+ * NN_ERR_INVALID for NaN). */
+NN_API nn_status nn_sched_step_metric(nn_sched *s, double metric);
+/* The current learning rate of group `group` (NaN on error). */
+NN_API double nn_sched_get_lr(const nn_sched *s, int group);
+/* The number of epochs stepped so far (PyTorch's last_epoch; -1 on NULL). */
+NN_API int64_t nn_sched_last_epoch(const nn_sched *s);
+/* Schedule state as a new map ("last_epoch", "base_lr.<g>", and the
+ * schedule's counters), doubles stored as in nn_optim_state_dict. */
+NN_API nn_statedict *nn_sched_state_dict(const nn_sched *s);
+/* Restore state from nn_sched_state_dict of a schedule of the same kind;
+ * nothing changes on error. The optimizer's rates are restored by
+ * nn_optim_load_state_dict, not here. */
+NN_API nn_status nn_sched_load_state_dict(nn_sched *s, const nn_statedict *sd);
+
+/* ====================================================================== */
+/*  Datasets                                                              */
+/* ====================================================================== */
+/*
+ * A dataset is an indexed collection of samples (x, y): x is a tensor of a
+ * fixed sample shape (u8 or f32 in memory), y an integer class label. The
+ * loader turns samples into f32 batches, applying the dataset's transforms.
+ *
+ * Ownership: datasets are reference-counted. Each constructor returns a new
+ * reference released with nn_dataset_free (NULL-safe). Subsets, splits and
+ * loaders hold their own references to the samples, so freeing order never
+ * matters. Subsets share the samples (no copy) and start with a copy of the
+ * parent's transform settings; changing one afterwards does not affect the
+ * other.
+ *
+ * Threads: a dataset may be read by many loaders (and their workers) at
+ * once; do not change its transforms while a loader over it is mid-epoch.
+ */
+
+/* Dataset over in-memory tensors: x [N, ...] (u8 or f32), y [N] (i64 labels,
+ * >= 0; NULL gives all-zero labels). The dataset keeps references (x and y
+ * are made contiguous; contiguous inputs are shared, not copied). */
+NN_API nn_dataset *nn_dataset_from_tensors(nn_tensor *x, nn_tensor *y);
+
+/* MNIST / Fashion-MNIST IDX files (gzip or plain, detected by magic): images
+ * u8 [N, 1, rows, cols] kept as u8, labels as i64 [N]. Every header field is
+ * checked; errors: NN_ERR_IO (open/read), NN_ERR_FORMAT (magic, ndim, count
+ * mismatch, trailing bytes, corrupt gzip), NN_ERR_UNSUPPORTED (an IDX dtype
+ * other than u8), NN_ERR_OVERFLOW (dims product), NN_ERR_TRUNCATED. */
+NN_API nn_dataset *nn_dataset_from_idx(const char *images_path, const char *labels_path);
+
+/* What the CSV reader does with an empty or non-numeric cell. */
+typedef enum nn_csv_policy {
+    NN_CSV_POLICY_ERROR = 0, /* fail with NN_ERR_FORMAT naming line and column */
+    NN_CSV_POLICY_DROP = 1,  /* skip the row */
+    NN_CSV_POLICY_FILL = 2   /* use fill_value for a bad feature cell (a bad label still fails) */
+} nn_csv_policy;
+
+/* Numeric CSV (no quoting; blank lines skipped): x f32 [N, F] (every column but the label), y i64 [N] from
+ * column label_column when has_label (integral, >= 0), else zeros. Rows with
+ * a different field count fail (NN_ERR_FORMAT). n_dropped / n_filled (may be
+ * NULL) receive how many rows were dropped and how many kept rows had
+ * cells filled. */
+NN_API nn_dataset *nn_dataset_from_csv(const char *path, bool header, char delimiter,
+                                       bool has_label, int32_t label_column,
+                                       nn_csv_policy policy, double fill_value,
+                                       int64_t *n_dropped, int64_t *n_filled);
+
+/* Image folder: root/<class>/<image>.png|.jpg|.jpeg, classes in sorted name
+ * order, files sorted; each image decoded, converted to RGB (channels 3) or
+ * gray (channels 1) and resized (bilinear) to height x width: x u8
+ * [N, channels, height, width]. NN_ERR_UNSUPPORTED when built without
+ * libpng/libjpeg; NN_ERR_FORMAT naming a file that does not decode. */
+NN_API nn_dataset *nn_dataset_from_image_folder(const char *root, int64_t height, int64_t width,
+                                                int channels);
+
+/* Add a reference (ds itself is returned; NULL-safe). */
+NN_API nn_dataset *nn_dataset_retain(nn_dataset *ds);
+/* Drop a reference; the last one frees the dataset. NULL is a no-op. */
+NN_API void nn_dataset_free(nn_dataset *ds);
+
+/* Number of samples (-1 on NULL). */
+NN_API int64_t nn_dataset_len(const nn_dataset *ds);
+/* The shape of one sample as stored (before crop): writes up to cap dims
+ * into shape and returns ndim (-1 on error). */
+NN_API int nn_dataset_sample_shape(const nn_dataset *ds, int64_t *shape, int cap);
+/* Number of classes: 1 + the largest label (folder count for image folders). */
+NN_API int64_t nn_dataset_num_classes(const nn_dataset *ds);
+/* Name of class i for image folders (borrowed), else NULL + NN_ERR_NOT_FOUND. */
+NN_API const char *nn_dataset_class_name(const nn_dataset *ds, int64_t i);
+/* Label of sample i (-1 and NN_ERR_RANGE when out of range). */
+NN_API int64_t nn_dataset_label(const nn_dataset *ds, int64_t i);
+/* Sample i after transforms, as a batch of one: *x f32 [1, ...], *y i64 [1]
+ * (or f32 [1, C] with one-hot); new references. Random transforms draw as
+ * in epoch 0, batch position 0. */
+NN_API nn_status nn_dataset_get(const nn_dataset *ds, int64_t i, nn_tensor **x, nn_tensor **y);
+
+/* --- subsets and splits (views: the samples are not copied) -------------- */
+
+/* The samples at indices[0..n-1] (each checked against the length). */
+NN_API nn_dataset *nn_dataset_subset(nn_dataset *ds, const int64_t *indices, int64_t n);
+/* Seeded random split into n parts of sizes floor(fractions[i] * len); when
+ * the fractions sum to 1 the remainder goes one each to the first parts, so
+ * every sample lands in exactly one part. out[0..n-1] receive new datasets. */
+NN_API nn_status nn_dataset_split(nn_dataset *ds, const double *fractions, int n, uint64_t seed,
+                                  nn_dataset **out);
+
+/* --- transforms (applied per batch in this fixed order: scale, random crop,
+ *     random horizontal flip, normalize; labels: one-hot) ------------------ */
+
+/* u8 samples are divided by 255 (on by default for u8 data; f32 data is
+ * never scaled). */
+NN_API nn_status nn_dataset_set_scale(nn_dataset *ds, bool on);
+/* Per-channel (x - mean[c]) / std[c]; channels = dim 0 of a sample of ndim 3
+ * ([C, H, W]), 1 for ndim 2, F for ndim 1 ([F] features). n must match;
+ * n 0 turns normalization off. */
+NN_API nn_status nn_dataset_set_normalize(nn_dataset *ds, const float *mean, const float *std,
+                                          int64_t n);
+/* Compute per-channel mean and population std over every sample (after
+ * scale) and set them as the normalization. Returns the status. */
+NN_API nn_status nn_dataset_compute_normalize(nn_dataset *ds);
+/* Copy the normalization in use into mean/std (cap entries each); returns
+ * the channel count (0 when off, -1 on error). */
+NN_API int64_t nn_dataset_get_normalize(const nn_dataset *ds, float *mean, float *std,
+                                        int64_t cap);
+/* Flip each sample left-right with probability p (samples of ndim 2 or 3);
+ * seeded: the draws depend only on (seed, epoch, position in the epoch). */
+NN_API nn_status nn_dataset_set_random_flip(nn_dataset *ds, double p, uint64_t seed);
+/* Pad each sample by `padding` zeros on every side, then crop a random
+ * window of the original size (padding 0 turns it off). Seeded like flip. */
+NN_API nn_status nn_dataset_set_random_crop(nn_dataset *ds, int64_t padding, uint64_t seed);
+/* Labels become one-hot f32 [B, num_classes] (0 turns it off). */
+NN_API nn_status nn_dataset_set_one_hot(nn_dataset *ds, int64_t num_classes);
+
+/* ====================================================================== */
+/*  Loader                                                                */
+/* ====================================================================== */
+/*
+ *     nn_loader *train = nn_loader_new(ds, 64, true, 42);
+ *     for (epoch ...) {
+ *         nn_loader_reset(train);
+ *         nn_tensor *x, *y;
+ *         while (nn_loader_next(train, &x, &y)) { ... }
+ *         if (nn_loader_status(train)) ... error ...
+ *     }
+ *
+ * Each epoch yields every sample exactly once (a shuffled permutation drawn
+ * from a generator seeded once with `seed`, so epoch k's order depends only
+ * on seed and k). With prefetch (default on) one background thread prepares
+ * the next batch while the caller trains; batches are identical either way.
+ * A loader must be used from one thread at a time.
+ */
+
+/* A loader over ds (it keeps a reference) with batch_size >= 1. */
+NN_API nn_loader *nn_loader_new(nn_dataset *ds, int64_t batch_size, bool shuffle, uint64_t seed);
+/* Stop the worker (joined) and free the loader; NULL is a no-op. */
+NN_API void nn_loader_free(nn_loader *l);
+/* Drop the last incomplete batch (default false). Applies from the next epoch. */
+NN_API nn_status nn_loader_set_drop_last(nn_loader *l, bool drop_last);
+/* Background prefetch on/off (default on). Applies from the next epoch. */
+NN_API nn_status nn_loader_set_prefetch(nn_loader *l, bool prefetch);
+/* Start the next epoch (reshuffled when shuffling). The first nn_loader_next
+ * without a reset starts epoch 0 itself. */
+NN_API nn_status nn_loader_reset(nn_loader *l);
+/* The next batch: *x f32 [B, ...], *y i64 [B] (f32 [B, C] with one-hot),
+ * borrowed until the next nn_loader_next / reset / free (retain to keep).
+ * Returns false at the end of the epoch or on error (see nn_loader_status). */
+NN_API bool nn_loader_next(nn_loader *l, nn_tensor **x, nn_tensor **y);
+/* NN_OK, or the error that ended the last nn_loader_next. */
+NN_API nn_status nn_loader_status(const nn_loader *l);
+/* Batches per epoch with the current settings (-1 on NULL). */
+NN_API int64_t nn_loader_num_batches(const nn_loader *l);
+/* The dataset (borrowed). */
+NN_API nn_dataset *nn_loader_dataset(const nn_loader *l);
+
+/* ====================================================================== */
+/*  Metrics                                                               */
+/* ====================================================================== */
+
+/* Fraction of rows of logits [B, C] whose argmax (first maximum) equals
+ * labels [B] (i64) into *out. */
+NN_API nn_status nn_accuracy(const nn_tensor *logits, const nn_tensor *labels, double *out);
+/* Fraction of rows whose label is among the k highest logits (ties broken
+ * towards the lower class index, as argmax does); 1 <= k <= C. */
+NN_API nn_status nn_topk_accuracy(const nn_tensor *logits, const nn_tensor *labels, int64_t k,
+                                  double *out);
+/* Confusion matrix i64 [C, C]: row = true label, column = prediction.
+ * pred is logits f32 [B, C] (argmax is taken) or predictions i64 [B]. */
+NN_API nn_tensor *nn_confusion_matrix(const nn_tensor *pred, const nn_tensor *labels,
+                                      int64_t num_classes);
+/* Per-class precision and recall from a confusion matrix [C, C] into
+ * precision[C] and recall[C] (either may be NULL); 0 where undefined. */
+NN_API nn_status nn_precision_recall(const nn_tensor *confusion, double *precision,
+                                     double *recall, int64_t num_classes);
+
+/* A running mean (of losses): add values with weights, read the mean. */
+typedef struct nn_meter nn_meter;
+/* A new, empty meter (free with nn_meter_free; NULL on out-of-memory). */
+NN_API nn_meter *nn_meter_new(void);
+/* Free m; NULL is a no-op. */
+NN_API void nn_meter_free(nn_meter *m);
+/* Add `value` with weight `count` (>= 0, e.g. the batch size). */
+NN_API nn_status nn_meter_add(nn_meter *m, double value, double count);
+/* Weighted mean so far (NaN when empty or NULL). */
+NN_API double nn_meter_mean(const nn_meter *m);
+/* Total weight added so far (NaN on NULL). */
+NN_API double nn_meter_count(const nn_meter *m);
+/* Forget every value (the mean becomes NaN). */
+NN_API nn_status nn_meter_reset(nn_meter *m);
+
+/* ====================================================================== */
+/*  Training utilities                                                    */
+/* ====================================================================== */
+/* Meters, progress displays and metrics logs are small single-owner objects
+ * (free / close them once); each must be used from one thread at a time. */
+
+/* Progress display on file descriptor fd (1 stdout, 2 stderr): "epoch e/E
+ * batch i/n loss images/s ETA", redrawn in place on a terminal, plain
+ * lines (about ten per epoch) otherwise. */
+typedef struct nn_progress nn_progress;
+/* A display for `epochs` epochs of batches_per_epoch batches; it does not
+ * own fd. Free with nn_progress_free (NULL-safe). */
+NN_API nn_progress *nn_progress_new(int fd, int64_t epochs, int64_t batches_per_epoch);
+NN_API void nn_progress_free(nn_progress *p);
+/* Start epoch (0-based) and its clock. */
+NN_API nn_status nn_progress_begin_epoch(nn_progress *p, int64_t epoch);
+/* Batch batch_index (0-based) of batch_size samples is done with this loss. */
+NN_API nn_status nn_progress_update(nn_progress *p, int64_t batch_index, double loss,
+                                    int64_t batch_size);
+/* End the epoch with a final line; extra (may be NULL) is appended. */
+NN_API nn_status nn_progress_end_epoch(nn_progress *p, const char *extra);
+
+/* CSV metrics log, one row per epoch:
+ * epoch,train_loss,val_loss,val_acc,lr,seconds (flushed after each row). */
+typedef struct nn_metrics_log nn_metrics_log;
+/* Create or truncate path and write the header (NULL + NN_ERR_IO if it
+ * cannot); close with nn_metrics_log_close. */
+NN_API nn_metrics_log *nn_metrics_log_open(const char *path);
+/* Append one row (NaN values print as "nan"). */
+NN_API nn_status nn_metrics_log_write(nn_metrics_log *log, int64_t epoch, double train_loss,
+                                      double val_loss, double val_acc, double lr,
+                                      double seconds);
+/* Close the file (NULL-safe); returns NN_ERR_IO if the final flush failed. */
+NN_API nn_status nn_metrics_log_close(nn_metrics_log *log);
+
+/* ====================================================================== */
+/*  Fit: a ready-made training loop                                       */
+/* ====================================================================== */
+
+/* The loss nn_fit minimises. Values are pinned. */
+typedef enum nn_fit_loss {
+    NN_FIT_LOSS_CROSS_ENTROPY = 0, /* logits [B, C] against i64 labels [B] or one-hot f32 [B, C] */
+    NN_FIT_LOSS_MSE = 1            /* outputs against f32 targets (e.g. one-hot) */
+} nn_fit_loss;
+
+/* Called after each epoch (0-based) with its results (val_* are NaN without
+ * a validation loader; val_acc is NaN for non-label targets). Return false
+ * to stop training. Step a learning-rate schedule here (nn_sched_step). */
+typedef bool (*nn_fit_epoch_fn)(int64_t epoch, double train_loss, double val_loss,
+                                double val_acc, double seconds, void *user);
+
+/* Train model with opt for `epochs` epochs over train (reset each epoch),
+ * evaluating on val (may be NULL) in eval mode without grad. patience > 0
+ * stops after that many epochs without a better validation accuracy and
+ * restores the best weights (needs val); 0 disables it. progress and log
+ * (may be NULL) receive per-batch / per-epoch updates; on_epoch may be NULL.
+ * Returns the first error of any step (the model keeps its last weights). */
+NN_API nn_status nn_fit(nn_module *model, nn_optim *opt, nn_fit_loss loss, nn_loader *train,
+                        nn_loader *val, int64_t epochs, int64_t patience, nn_progress *progress,
+                        nn_metrics_log *log, nn_fit_epoch_fn on_epoch, void *user);
+
+/* ====================================================================== */
+/*  Model files                                                           */
+/* ====================================================================== */
+/*
+ * One file format (lib/io/FORMAT.md, ".nnm") holds, in CRC-32-checked
+ * sections: metadata, the module tree (type names, hyperparameters, named
+ * children: a model loads without the code that built it), named tensors
+ * (zlib-compressed or stored) and, for checkpoints, the training state.
+ * It is pure data: no code, no callbacks, no references to other files.
+ *
+ * Saving to a path is atomic: a temporary file in the same directory is
+ * written, synced and renamed over the target, then the directory is
+ * synced; on any failure the old file is untouched and the temporary
+ * removed. Files are built in memory before they are written, and read
+ * whole into memory before they are parsed (both bounded by the file).
+ *
+ * Loading rejects anything malformed with NN_ERR_FORMAT, NN_ERR_TRUNCATED,
+ * NN_ERR_CHECKSUM, NN_ERR_VERSION (a future major version), NN_ERR_LIMIT,
+ * NN_ERR_OVERFLOW, NN_ERR_RANGE or NN_ERR_DTYPE, and a message naming the
+ * offending field and values; no allocation exceeds what the file justifies.
+ *
+ * Threads: an nn_model may be shared by any number of threads calling
+ * nn_model_predict (and the getters) concurrently, provided nobody modifies
+ * it meanwhile (no training, no nn_module_* setters on nn_model_module, no
+ * nn_model_free). Options, metadata and state dict handles are not
+ * synchronised: share them read-only or not at all.
+ */
+
+/* ----------------------------------------------------------- callbacks */
+
+/* Writes all `size` bytes of data; returns 0 on success, nonzero on failure. */
+typedef int (*nn_write_fn)(const void *data, size_t size, void *user);
+/* Reads up to `size` bytes into buf; returns the count read (0 at the end),
+ * or a negative value on failure. */
+typedef int64_t (*nn_read_fn)(void *buf, size_t size, void *user);
+
+/* ------------------------------------------------------------- options */
+
+typedef struct nn_io_options nn_io_options;
+
+/* Keys of nn_io_options_set (pinned values). */
+typedef enum nn_io_option {
+    NN_IO_OPTION_COMPRESSION = 0, /* save: zlib level 0..9 (0 = stored); default 6 */
+    NN_IO_OPTION_MODULE_TREE = 1, /* save: 1 = write the module tree (default), 0 = weights only */
+    NN_IO_OPTION_MAX_BYTES = 2,   /* load: cap on file size and on total tensor bytes;
+                                     >= 1, default 4 GiB */
+    NN_IO_OPTION_STRICT = 3       /* load weights: 1 = names must match exactly (default) */
+} nn_io_option;
+
+/* New options holding the defaults; free with nn_io_options_free. NULL
+ * options anywhere below mean the defaults. */
+NN_API nn_io_options *nn_io_options_new(void);
+NN_API void nn_io_options_free(nn_io_options *opts);
+/* Set one option; NN_ERR_INVALID for an unknown key or a value outside its range. */
+NN_API nn_status nn_io_options_set(nn_io_options *opts, nn_io_option key, int64_t value);
+/* Read one option into *value. */
+NN_API nn_status nn_io_options_get(const nn_io_options *opts, nn_io_option key, int64_t *value);
+/* Attach training state so that nn_model_save writes a checkpoint: the
+ * optimizer's state dict, the schedule's state (sched may be NULL), the
+ * generator's state (NULL: this thread's default generator), epoch and step.
+ * The objects are borrowed and must live until the save returns; opt NULL
+ * detaches. */
+NN_API nn_status nn_io_options_set_training(nn_io_options *opts, nn_optim *opt, nn_sched *sched,
+                                            nn_generator *gen, int64_t epoch, int64_t step);
+
+/* ------------------------------------------------------------ metadata */
+
+typedef struct nn_meta nn_meta;
+
+/* Kinds of metadata values (pinned values). */
+typedef enum nn_meta_kind {
+    NN_META_KIND_NONE = 0,    /* no such key */
+    NN_META_KIND_STRING = 1,  /* UTF-8 text, e.g. "description" */
+    NN_META_KIND_NUMBER = 2,  /* one f64 */
+    NN_META_KIND_ARRAY = 3,   /* f64 array, e.g. normalization mean/std */
+    NN_META_KIND_STRINGS = 4  /* string array, e.g. class names */
+} nn_meta_kind;
+
+/* An empty key -> value map (keys kept in insertion order). Free with nn_meta_free. */
+NN_API nn_meta *nn_meta_new(void);
+NN_API void nn_meta_free(nn_meta *meta);
+/* Insert or replace key (non-empty, < 64 KiB) with a copy of the value. */
+NN_API nn_status nn_meta_set_string(nn_meta *meta, const char *key, const char *value);
+NN_API nn_status nn_meta_set_number(nn_meta *meta, const char *key, double value);
+NN_API nn_status nn_meta_set_array(nn_meta *meta, const char *key, const double *values,
+                                   int64_t n);
+NN_API nn_status nn_meta_set_strings(nn_meta *meta, const char *key,
+                                     const char *const *values, int64_t n);
+/* Number of keys (-1 on NULL) and key i in insertion order (borrowed). */
+NN_API int64_t nn_meta_count(const nn_meta *meta);
+NN_API const char *nn_meta_key(const nn_meta *meta, int64_t i);
+/* Kind of the value stored under key (NN_META_KIND_NONE if absent). */
+NN_API nn_meta_kind nn_meta_kind_of(const nn_meta *meta, const char *key);
+/* The string under key (borrowed), or NULL + NN_ERR_NOT_FOUND / NN_ERR_INVALID (other kind). */
+NN_API const char *nn_meta_get_string(const nn_meta *meta, const char *key);
+/* The number under key into *value. */
+NN_API nn_status nn_meta_get_number(const nn_meta *meta, const char *key, double *value);
+/* The array under key: *values (borrowed, valid while meta lives) and *n. */
+NN_API nn_status nn_meta_get_array(const nn_meta *meta, const char *key, const double **values,
+                                   int64_t *n);
+/* Number of strings under key (-1 + error if absent or another kind), and string i (borrowed). */
+NN_API int64_t nn_meta_strings_count(const nn_meta *meta, const char *key);
+NN_API const char *nn_meta_strings_get(const nn_meta *meta, const char *key, int64_t i);
+
+/* ------------------------------------------------- named tensors (weights) */
+
+/* Save a state dict (names -> tensors) as a weights-only file. */
+NN_API nn_status nn_statedict_save(const nn_statedict *sd, const char *path,
+                                   const nn_io_options *opts);
+/* Same, into a new buffer *data of *size bytes (free with nn_free). */
+NN_API nn_status nn_statedict_save_buffer(const nn_statedict *sd, const nn_io_options *opts,
+                                          void **data, size_t *size);
+/* Same, through a write callback. */
+NN_API nn_status nn_statedict_save_stream(const nn_statedict *sd, nn_write_fn write, void *user,
+                                          const nn_io_options *opts);
+/* Load the named tensors of any model, weights or checkpoint file as a new
+ * state dict (free with nn_statedict_free); NULL on error. */
+NN_API nn_statedict *nn_statedict_load(const char *path, const nn_io_options *opts);
+NN_API nn_statedict *nn_statedict_load_buffer(const void *data, size_t size,
+                                              const nn_io_options *opts);
+NN_API nn_statedict *nn_statedict_load_stream(nn_read_fn read, void *user,
+                                              const nn_io_options *opts);
+
+/* --------------------------------------------------------------- models */
+
+/* Save m (module tree + parameters and buffers), meta (may be NULL) and, if
+ * attached to opts, the training state, atomically to path. */
+NN_API nn_status nn_model_save(nn_module *m, const char *path, const nn_meta *meta,
+                               const nn_io_options *opts);
+/* Same, into a new buffer *data of *size bytes (free with nn_free). */
+NN_API nn_status nn_model_save_buffer(nn_module *m, const nn_meta *meta,
+                                      const nn_io_options *opts, void **data, size_t *size);
+/* Same, through a write callback. */
+NN_API nn_status nn_model_save_stream(nn_module *m, nn_write_fn write, void *user,
+                                      const nn_meta *meta, const nn_io_options *opts);
+
+/* Load a whole model (module tree + weights + metadata), put in eval mode.
+ * Returns a new nn_model (free with nn_model_free), or NULL on error. */
+NN_API nn_model *nn_model_load(const char *path, const nn_io_options *opts);
+NN_API nn_model *nn_model_load_buffer(const void *data, size_t size, const nn_io_options *opts);
+NN_API nn_model *nn_model_load_stream(nn_read_fn read, void *user, const nn_io_options *opts);
+/* Free a model (NULL is a no-op); a module retained from it stays valid. */
+NN_API void nn_model_free(nn_model *model);
+/* The model's module (borrowed; nn_module_retain it to keep it longer). */
+NN_API nn_module *nn_model_module(const nn_model *model);
+/* The model's metadata (borrowed; empty, never NULL, for a valid model). */
+NN_API const nn_meta *nn_model_meta(const nn_model *model);
+/* Inference: forward x through the module in eval mode with grad mode off
+ * on the calling thread. Thread-safe (see the contract above). Returns a new
+ * tensor, owned like any op result. */
+NN_API nn_tensor *nn_model_predict(const nn_model *model, nn_tensor *x);
+
+/* Load the named tensors of a file into an existing module by name
+ * (nn_module_load_state_dict); NN_IO_OPTION_STRICT 0 tolerates missing and
+ * unexpected names. If report != NULL it receives a new string listing them
+ * (free with nn_free). */
+NN_API nn_status nn_module_load_weights(nn_module *m, const char *path,
+                                        const nn_io_options *opts, char **report);
+NN_API nn_status nn_module_load_weights_buffer(nn_module *m, const void *data, size_t size,
+                                               const nn_io_options *opts, char **report);
+
+/* ---------------------------------------------------------- checkpoints */
+
+/* Resume from a checkpoint written by nn_model_save with training state:
+ * load the weights into m (strict), the optimizer state into opt, the
+ * schedule state into sched (may be NULL), the RNG state into gen (NULL:
+ * this thread's default generator), and epoch / step (each may be NULL).
+ * The whole file is validated before anything is modified; the objects are
+ * then updated in the order optimizer, schedule, module, generator, and a
+ * mismatch (another architecture) stops there with the error. */
+NN_API nn_status nn_checkpoint_load(const char *path, nn_module *m, nn_optim *opt,
+                                    nn_sched *sched, nn_generator *gen, int64_t *epoch,
+                                    int64_t *step, const nn_io_options *opts);
+NN_API nn_status nn_checkpoint_load_buffer(const void *data, size_t size, nn_module *m,
+                                           nn_optim *opt, nn_sched *sched, nn_generator *gen,
+                                           int64_t *epoch, int64_t *step,
+                                           const nn_io_options *opts);
+
+/* ====================================================================== */
+/*  Distributed data-parallel training (MPI)                              */
+/* ====================================================================== */
+/*
+ * Data parallelism like PyTorch's DistributedDataParallel, explicit and
+ * minimal: every process (rank) holds a full copy of the model, trains on
+ * its own shard of the data, and averages gradients with the others before
+ * each optimizer step, so all copies stay identical.
+ *
+ *     nn_dist_init(&argc, &argv);                    // world of 1 without mpirun
+ *     nn_module *net = ...;
+ *     nn_dist_broadcast_module(net, 0);              // everyone starts as rank 0
+ *     nn_dataset *mine = nn_dist_shard_dataset(train, true);
+ *     nn_loader *l = nn_loader_new(mine, global_batch / nn_dist_size(), true, seed);
+ *     while (nn_loader_next(l, &x, &y)) {
+ *         nn_optim_zero_grad(opt);
+ *         nn_backward(nn_cross_entropy(nn_module_forward(net, x), y));
+ *         nn_dist_allreduce_grads(net);              // mean over ranks
+ *         nn_optim_step(opt);
+ *     }
+ *     nn_dist_finalize();
+ *
+ * Run it with `mpirun -np 2 ./prog`; run alone it is a world of size 1.
+ * Open MPI busy-polls while a rank waits in a collective: on a machine with
+ * fewer free cores than ranks, set OMPI_MCA_mpi_yield_when_idle=1 (measured
+ * 8x faster on a loaded 2-core host).
+ *
+ * The communication engine is MPI (MPI_Init_thread with
+ * MPI_THREAD_FUNNELED). Built without MPI (meson option mpi), every
+ * function below still exists and behaves as a world of size 1 (rank 0):
+ * the ABI does not depend on the build; nn_dist_available tells them apart.
+ * libnn communicates on its own duplicate of MPI_COMM_WORLD, with MPI
+ * errors returned (never aborting): a failure is NN_ERR_IO with MPI's
+ * message.
+ *
+ * Collective calls (broadcast, allreduce, barrier) must be made by every
+ * rank, in the same order, on modules of the same layout (the same
+ * parameter and buffer shapes and dtypes; checked, NN_ERR_STATE otherwise).
+ * Every rank must run the same number of steps: shard with even = true and
+ * give every rank the same batch size.
+ *
+ * Threads: call the nn_dist_* functions from one thread only, the one that
+ * called nn_dist_init (MPI_THREAD_FUNNELED); libnn's other threads (loader
+ * prefetch, BLIS) never communicate.
+ */
+
+/* Whether this build communicates through MPI (false: always a world of 1). */
+NN_API bool nn_dist_available(void);
+/* Join the world: MPI_Init_thread(argc, argv) unless MPI is already
+ * initialised (then libnn uses it and leaves finalising to its owner).
+ * argc/argv may be NULL. Calling it again is a no-op; after
+ * nn_dist_finalize it is NN_ERR_STATE (MPI cannot restart). */
+NN_API nn_status nn_dist_init(int *argc, char ***argv);
+/* Release libnn's communicator and, if nn_dist_init initialised MPI, call
+ * MPI_Finalize. A no-op before nn_dist_init or when called twice. */
+NN_API nn_status nn_dist_finalize(void);
+/* This process's rank in 0..size-1 (0 before init and after finalize). */
+NN_API int nn_dist_rank(void);
+/* Number of processes in the world (1 before init and after finalize). */
+NN_API int nn_dist_size(void);
+/* Wait until every rank has called it (a collective). */
+NN_API nn_status nn_dist_barrier(void);
+
+/* Copy every parameter and buffer of m from rank root to all ranks (one
+ * broadcast of a packed buffer), so every rank starts identical. A
+ * collective. NULL m: NN_ERR_NULL; root outside 0..size-1: NN_ERR_RANGE;
+ * modules of different layouts across ranks: NN_ERR_STATE, nothing changed. */
+NN_API nn_status nn_dist_broadcast_module(nn_module *m, int root);
+/* Replace the gradient of every parameter of m that requires grad with the
+ * mean over ranks (sum / size), in one allreduce of a packed buffer. A rank
+ * without a gradient for a parameter contributes zeros; a parameter that
+ * has a gradient on some rank gets one on every rank, one with none on any
+ * rank keeps none everywhere (the optimizer then skips it on all ranks).
+ * A collective; errors as nn_dist_broadcast_module. */
+NN_API nn_status nn_dist_allreduce_grads(nn_module *m);
+/* Sum v[0..n) over all ranks, in place (for metrics: losses times counts,
+ * correct predictions; divide by nn_dist_size for a mean). A collective;
+ * n 0 is a no-op, n < 0 is NN_ERR_INVALID, v NULL with n > 0 NN_ERR_NULL. */
+NN_API nn_status nn_dist_allreduce_scalar(double *v, int n);
+
+/* The sample indices that rank `rank` of `size` takes from a dataset of n:
+ * rank, rank + size, rank + 2 size, ... (PyTorch's DistributedSampler
+ * interleaving, so the k-th batches of all ranks together are the k-th
+ * global batch). Shards are disjoint and cover 0..n-1; with even, every
+ * rank takes floor(n / size) (the last n % size samples are dropped) so all
+ * ranks run the same number of steps. Writes min(count, cap) indices into
+ * out (out may be NULL to ask the count) and returns count, or -1 on error
+ * (n < 0, size < 1, rank outside 0..size-1, cap < 0, NULL out with cap > 0). */
+NN_API int64_t nn_dist_shard_indices(int64_t n, int rank, int size, bool even, int64_t *out,
+                                     int64_t cap);
+/* This rank's shard of ds (nn_dist_shard_indices for nn_dist_rank and
+ * nn_dist_size, through nn_dataset_subset: a view sharing the samples).
+ * Returns a new reference (free with nn_dataset_free), NULL on error. */
+NN_API nn_dataset *nn_dist_shard_dataset(nn_dataset *ds, bool even);
+
 
 
 #ifdef __cplusplus
