@@ -1,17 +1,19 @@
 /* Activations: pointwise ones through the unary framework (ops_internal.h),
  * softmax / log-softmax along a dim. Forward and backward side by side. */
+#include "backend/backend.h"
 #include "ops_internal.h"
 
 #include <math.h>
 #include <string.h>
 
-/* relu: y = max(x, 0); dy/dx = [x > 0]. */
+/* relu: y = max(x, 0) (NaN stays NaN, as in PyTorch); dy/dx = [x > 0].
+ * Through the backend's threaded SIMD kernels. */
 static void relu_fwd(int64_t n, const float *x, float *y, const double *p) {
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+    nn__kernels()->relu(n, x, y);
 }
 static void relu_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
                      const double *p) {
-    for (int64_t i = 0; i < n; i++) gx[i] = y[i] > 0 ? g[i] : 0.0f;
+    nn__kernels()->relu_bwd(n, y, g, gx);
 }
 static const nn__unary_desc RELU = {"nn_relu", relu_fwd, relu_bwd, false, true};
 nn_tensor *nn_relu(nn_tensor *a) { return nn__track(nn__unary(a, &RELU, NULL, 0)); }

@@ -162,6 +162,80 @@ static float *col_alloc(int64_t rows, int64_t cols, const char *fn) {
     return nn__aligned_alloc(n ? n : sizeof(float));
 }
 
+/* ------------------------------------------------ batched conv (groups 1) */
+
+/* Images per chunk of the batched column layout [C*kh*kw, b*L]: one GEMM
+ * per chunk instead of one per image (BLIS runs far better on a wide N and
+ * threads it), with the column buffer bounded to ~256 KB so it stays in L2
+ * between im2col and the GEMM that reads it. */
+static int64_t conv_chunk(int64_t n, int64_t k, int64_t l) {
+    int64_t per = k * l > 0 ? k * l : 1;
+    int64_t c = ((int64_t)1 << 16) / per;
+    return c < 1 ? 1 : c > n ? n : c;
+}
+
+static nn__win2d conv_win(const col_geom *g) {
+    nn__win2d w = {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->oh, g->ow};
+    return w;
+}
+
+/* y [N, O, L] = conv(x [N, C, H, W], w [O, K]) + bias, K = C*kh*kw. */
+static bool conv_fwd_batched(const col_geom *g, const float *x, int64_t N, const float *w,
+                             int64_t O, const float *bias, float *y, const char *fn) {
+    const nn_kernels *kr = nn__kernels();
+    const int64_t K = g->c * g->kh * g->kw, L = g->oh * g->ow, CHW = g->c * g->h * g->w;
+    const int64_t nb = conv_chunk(N, K, L);
+    const nn__win2d kg = conv_win(g);
+    float *col = col_alloc(K, nb * L, fn);
+    float *tmp = nb > 1 ? col_alloc(O, nb * L, fn) : NULL;
+    bool ok = col && (nb == 1 || tmp);
+    for (int64_t n0 = 0; ok && n0 < N; n0 += nb) {
+        const int64_t b = N - n0 < nb ? N - n0 : nb, bl = b * L;
+        float *out = b > 1 ? tmp : y + n0 * O * L; /* [O, b, L] */
+        kr->im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
+        kr->sgemm(false, false, O, bl, K, 1.0f, w, K, col, bl, 0.0f, out, bl);
+        if (bias) kr->bias_act(O, bl, bias, true, false, out, bl);
+        if (b > 1) kr->swap01(out, O, b, L, y + n0 * O * L); /* -> [b, O, L] */
+    }
+    nn__aligned_free(col);
+    nn__aligned_free(tmp);
+    return ok;
+}
+
+/* Gradients of conv_fwd_batched: gw [O, K] += gy·colᵀ (x given), gx (w
+ * given) overwritten through col2im, gb [O] overwritten (may be NULL). */
+static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const float *w,
+                             int64_t O, const float *gy, float *gx, float *gw, float *gb,
+                             const char *fn) {
+    const nn_kernels *kr = nn__kernels();
+    const int64_t K = g->c * g->kh * g->kw, L = g->oh * g->ow, CHW = g->c * g->h * g->w;
+    const int64_t nb = conv_chunk(N, K, L);
+    const nn__win2d kg = conv_win(g);
+    float *col = col_alloc(K, nb * L, fn);
+    float *gyp = nb > 1 ? col_alloc(O, nb * L, fn) : NULL;
+    bool ok = col && (nb == 1 || gyp);
+    for (int64_t n0 = 0; ok && n0 < N; n0 += nb) {
+        const int64_t b = N - n0 < nb ? N - n0 : nb, bl = b * L;
+        const float *gyc = gy + n0 * O * L;
+        if (b > 1) { /* [b, O, L] -> [O, b, L], the layout of the columns */
+            kr->swap01(gyc, b, O, L, gyp);
+            gyc = gyp;
+        }
+        if (gw) { /* gw [O, K] += gy [O, bL] · colᵀ [bL, K] */
+            kr->im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
+            kr->sgemm(false, true, O, K, bl, 1.0f, gyc, bl, col, bl, 1.0f, gw, K);
+        }
+        if (gx) { /* dcol [K, bL] = wᵀ [K, O] · gy [O, bL], then back to pixels */
+            kr->sgemm(true, false, K, bl, O, 1.0f, w, K, gyc, bl, 0.0f, col, bl);
+            kr->col2im(col, bl, b, g->c, g->h, g->w, &kg, gx + n0 * CHW);
+        }
+        if (gb) kr->sum_cols(O, bl, gyc, bl, gb, n0 > 0);
+    }
+    nn__aligned_free(col);
+    nn__aligned_free(gyp);
+    return ok;
+}
+
 /* ------------------------------------------------------------------ conv2d */
 
 /* Column geometry of conv over x4 [N, C, H, W] with w4 [O, C/g, kh, kw]. */
@@ -208,14 +282,30 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *xc = want_w ? nn__contig(x) : NULL, *wc = want_x ? nn__contig(w) : NULL;
     nn_tensor *gx = want_x ? nn__zeros(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
     nn_tensor *gw = want_w ? nn__zeros(NN_DTYPE_F32, w->shape, w->ndim) : NULL;
-    float *col = ident ? NULL : col_alloc(x4[1] * kk, L, fn);
+    float *col = ident || G == 1 ? NULL : col_alloc(x4[1] * kk, L, fn);
     nn_status st = NN_OK;
-    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && !col)) {
+    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col)) {
         st = nn_last_status() ? nn_last_status() : NN_ERR_NOMEM;
         goto done;
     }
     const nn_kernels *kr = nn__kernels();
     const float *Gy = nn__f32(gout);
+    if (G == 1) { /* the common case: batched columns, one GEMM per chunk */
+        gin[2] = nn__ops_wants(nd, 2) ? nn__tensor_new(NN_DTYPE_F32, &O, 1) : NULL;
+        if ((nn__ops_wants(nd, 2) && !gin[2]) ||
+            !conv_bwd_batched(&g, xc ? nn__f32(xc) : NULL, N, wc ? nn__f32(wc) : NULL, O, Gy,
+                              gx ? nn__f32(gx) : NULL, gw ? nn__f32(gw) : NULL,
+                              gin[2] ? nn__f32(gin[2]) : NULL, fn)) {
+            nn__tensor_release(gin[2]);
+            gin[2] = NULL;
+            st = nn_last_status() ? nn_last_status() : NN_ERR_NOMEM;
+            goto done;
+        }
+        gin[0] = gx;
+        gin[1] = gw;
+        gx = gw = NULL;
+        goto done;
+    }
     for (int64_t n = 0; n < N; n++) {
         const float *gy = Gy + n * O * L;
         if (want_w) { /* dW_g += dY_g [Og, L] · col_gᵀ [L, Cg*kk] */
@@ -296,14 +386,24 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
     const int64_t N = x4[0], Og = O / G, Cg = w4[1], kk = w4[2] * w4[3], L = oh * ow;
     const int64_t HW = x4[2] * x4[3];
     nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
-    float *col = ident ? NULL : col_alloc(C * kk, L, fn);
-    if (!xc || !wc || (b && !bc) || (!ident && !col)) {
+    bool bc_done = false; /* forward (and bias) done by the batched path */
+    float *col = ident || G == 1 ? NULL : col_alloc(C * kk, L, fn);
+    if (!xc || !wc || (b && !bc) || (!ident && G != 1 && !col)) {
         nn__tensor_release(y);
         y = NULL;
         goto done;
     }
     const nn_kernels *kr = nn__kernels();
-    for (int64_t n = 0; n < N; n++) {
+    if (G == 1) { /* the common case: batched columns, bias fused */
+        if (!conv_fwd_batched(&g, nn__f32(xc), N, nn__f32(wc), O, bc ? nn__f32(bc) : NULL,
+                              nn__f32(y), fn)) {
+            nn__tensor_release(y);
+            y = NULL;
+            goto done;
+        }
+        bc_done = true;
+    }
+    for (int64_t n = 0; !bc_done && n < N; n++) {
         /* Y_g [Og, L] = W_g [Og, Cg*kk] · col_g [Cg*kk, L] */
         const float *xn = nn__f32(xc) + n * C * HW;
         const float *cm = xn;
@@ -316,7 +416,7 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
             kr->sgemm(false, false, Og, L, Cg * kk, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
                       cm + gi * Cg * kk * L, L, 0.0f, yn + gi * Og * L, L);
     }
-    if (bc) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, O, L);
+    if (bc && !bc_done) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, O, L);
     nn_node *node = NULL;
     nn_tensor *in[3] = {x, w, b};
     y = nn__ops_record(y, fn, conv_backward, in, 3, &node);

@@ -1,6 +1,7 @@
 /* Elementwise ops: binary arithmetic with NumPy broadcasting, where, scalar
  * ops and unary math. Forward and backward side by side. Also home of the
  * broadcast iterator and the unary-op framework declared in ops_internal.h. */
+#include "backend/backend.h"
 #include "ops_internal.h"
 
 #include <math.h>
@@ -220,7 +221,13 @@ static nn_tensor *bin_forward(binop op, const nn_tensor *a, const nn_tensor *b, 
     nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, nd);
     if (!out) return NULL;
     if (nn__same_shape(a, b) && nn__is_contiguous(a) && nn__is_contiguous(b)) {
-        bin_row(op, out->numel, nn__f32(a), 1, nn__f32(b), 1, nn__f32(out));
+        /* same-shape add/sub/mul: the backend's threaded kernels */
+        const nn_kernels *kr = nn__kernels();
+        const float *x = nn__f32(a), *y = nn__f32(b);
+        if (op == BIN_ADD) kr->add(out->numel, x, y, nn__f32(out));
+        else if (op == BIN_SUB) kr->sub(out->numel, x, y, nn__f32(out));
+        else if (op == BIN_MUL) kr->mul(out->numel, x, y, nn__f32(out));
+        else bin_row(op, out->numel, x, 1, y, 1, nn__f32(out));
         return out;
     }
     nn__bc it;

@@ -192,11 +192,9 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
         if (!gin[1]) return NN_ERR_NOMEM;
     }
     if (nn__ops_wants(nd, 2)) {
-        gin[2] = nn__zeros(NN_DTYPE_F32, &nout, 1);
+        gin[2] = nn__tensor_new(NN_DTYPE_F32, &nout, 1);
         if (!gin[2]) return NN_ERR_NOMEM;
-        float *gb = nn__f32(gin[2]);
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < nout; j++) gb[j] += G[r * nout + j];
+        kr->sum_rows(rows, nout, G, nout, nn__f32(gin[2]), false); /* column sums of dy */
     }
     return NN_OK;
 }
@@ -233,11 +231,7 @@ nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
     float *Y = nn__f32(out);
     nn__kernels()->sgemm(false, true, rows, nout, nin, 1.0f, nn__f32(xc), nin, nn__f32(wc), nin,
                          0.0f, Y, nout);
-    if (bc) {
-        const float *B = nn__f32(bc);
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < nout; j++) Y[r * nout + j] += B[j];
-    }
+    if (bc) nn__kernels()->bias_act(rows, nout, nn__f32(bc), false, false, Y, nout);
     nn__tensor_release(xc);
     nn__tensor_release(wc);
     nn__tensor_release(bc);

@@ -3,6 +3,7 @@
  * Max pooling records the argmax of each window as a flat h*w position in
  * its plane (like PyTorch); backward scatters the gradient to it.
  * Forward and backward side by side. */
+#include "backend/backend.h"
 #include "nn_ops_internal.h"
 
 #include <math.h>
@@ -59,36 +60,21 @@ static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int6
     return out;
 }
 
-/* Range [lo, hi) of kernel taps k with start + k*d inside [0, n). */
-static void tap_range(int64_t start, int64_t d, int64_t k, int64_t n, int64_t *lo, int64_t *hi) {
-    int64_t l = start >= 0 ? 0 : (-start + d - 1) / d;
-    int64_t h = n - start <= 0 ? 0 : (n - start + d - 1) / d;
-    if (h > k) h = k;
-    if (l > h) l = h;
-    *lo = l;
-    *hi = h;
-}
 
 /* -------------------------------------------------------------- max pools */
 
 /* Shared by max_pool2d and adaptive_max_pool2d: dx[plane, idx] += dy. */
 static nn_status max_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *x = nd->inputs[0], *idx = nd->saved[0];
-    nn_tensor *gx = nn__zeros(NN_DTYPE_F32, x->shape, x->ndim);
+    nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim);
     if (!gx) return nn_last_status();
     const int64_t hw = x->shape[x->ndim - 2] * x->shape[x->ndim - 1];
     const int64_t ohw = gout->shape[gout->ndim - 2] * gout->shape[gout->ndim - 1];
     const int64_t planes = ohw ? gout->numel / ohw : 0;
-    const float *g = nn__f32(gout);
-    const int64_t *ix = nn__i64(idx);
-    float *dx = nn__f32(gx);
-    for (int64_t p = 0; p < planes; p++) {
-        float *dp = dx + p * hw;
-        for (int64_t o = 0; o < ohw; o++) {
-            int64_t i = ix[p * ohw + o];
-            if (i >= 0 && i < hw) dp[i] += g[p * ohw + o];
-        }
-    }
+    /* gx is overwritten (zeroed, then scattered) by the threaded kernel. */
+    const int64_t w_ = x->shape[x->ndim - 1], ow_ = gout->shape[gout->ndim - 1];
+    nn__kernels()->maxpool2d_bwd(nn__f32(gout), nn__i64(idx), planes, hw / (w_ ? w_ : 1), w_,
+                                 ohw / (ow_ ? ow_ : 1), ow_, nn__f32(gx));
     gin[0] = gx;
     return NN_OK;
 }
@@ -138,46 +124,6 @@ typedef struct {
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 } pool_geom;
 
-/* One plane of max pooling with PyTorch's comparison (a NaN wins, the last
- * one). Columns whose window lies fully inside the input skip the range
- * arithmetic; the update is written as selects so it compiles branch-free. */
-static void max_pool_plane(const pool_geom *g, const float *src, int64_t h, int64_t w, int64_t oh,
-                           int64_t ow, float *dst, int64_t *ix) {
-    /* ox in [full_lo, full_hi) has every tap inside [0, w) */
-    const int64_t full_lo = g->pw > 0 ? (g->pw + g->sw - 1) / g->sw : 0;
-    const int64_t last = w - 1 - (g->kw - 1) * g->dw + g->pw; /* max xs + pw */
-    int64_t full_hi = last < 0 ? 0 : last / g->sw + 1;
-    if (full_hi > ow) full_hi = ow;
-    for (int64_t oy = 0; oy < oh; oy++) {
-        const int64_t ys = oy * g->sh - g->ph;
-        int64_t klo, khi;
-        tap_range(ys, g->dh, g->kh, h, &klo, &khi);
-        for (int64_t ox = 0; ox < ow; ox++) {
-            const int64_t xs = ox * g->sw - g->pw;
-            int64_t jlo = 0, jhi = g->kw;
-            if (ox < full_lo || ox >= full_hi) tap_range(xs, g->dw, g->kw, w, &jlo, &jhi);
-            float best = -INFINITY;
-            int64_t bi = -1;
-            if (klo < khi && jlo < jhi) {
-                bi = (ys + klo * g->dh) * w + xs + jlo * g->dw;
-                best = src[bi];
-            }
-            for (int64_t ki = klo; ki < khi; ki++) {
-                const int64_t row = (ys + ki * g->dh) * w + xs;
-                for (int64_t kj = jlo; kj < jhi; kj++) {
-                    const int64_t pos = row + kj * g->dw;
-                    const float v = src[pos];
-                    const bool take = (v > best) | isnan(v);
-                    best = take ? v : best;
-                    bi = take ? pos : bi;
-                }
-            }
-            dst[oy * ow + ox] = best;
-            ix[oy * ow + ox] = bi;
-        }
-    }
-}
-
 nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
                          int pad_w, int dilation_h, int dilation_w, bool ceil_mode, nn_tensor **indices) {
     const char *fn = "nn_max_pool2d";
@@ -199,10 +145,13 @@ nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h,
         nn__tensor_release(idx);
         return NULL;
     }
-    const float *src = nn__f32(xc);
-    for (int64_t p = 0; p < planes; p++)
-        max_pool_plane(&g, src + p * h * w, h, w, oh, ow, nn__f32(out) + p * oh * ow,
-                       nn__i64(idx) + p * oh * ow);
+    /* The backend's threaded kernel (a 2x2/stride-2 fast path); its scan
+     * order and NaN rule are PyTorch's (the last NaN of a window wins). Without a graph or a caller asking for them the
+     * indices are not written at all (inference). */
+    const nn__win2d kg = {g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, oh, ow};
+    const bool want_idx = indices || nn__needs_grad(&x, 1);
+    nn__kernels()->maxpool2d(nn__f32(xc), planes, h, w, &kg, nn__f32(out),
+                             want_idx ? nn__i64(idx) : NULL);
     nn__tensor_release(xc);
     return max_pool_finish(x, out, idx, indices, fn, NULL, 0);
 }

@@ -4,6 +4,7 @@
  * same order of float operations where it matters. Each update is a plain
  * contiguous float loop over one parameter (vectorisable; a SIMD kernel can
  * replace it later without changing the bookkeeping around it). */
+#include "backend/backend.h"
 #include "optim_internal.h"
 
 #include <math.h>
@@ -327,23 +328,21 @@ static bool ensure_buf(param_state *ps, int b) {
     return ps->buf[b] != NULL;
 }
 
+/* SGD and Adam/AdamW run in the backend's threaded SIMD kernels; the
+ * per-step coefficients are computed here in double, then rounded, exactly
+ * as the scalar loops did. */
 static nn_status sgd_update(param_state *ps, const double *o, const float *restrict g,
                             float *restrict p, int64_t n) {
-    const float wd = (float)o[NN_OPTIM_WEIGHT_DECAY], mom = (float)o[NN_OPTIM_MOMENTUM];
-    const float damp1 = (float)(1.0 - o[NN_OPTIM_DAMPENING]), nlr = (float)-o[NN_OPTIM_LR];
-    const bool nesterov = o[NN_OPTIM_NESTEROV] != 0.0, first = ps->mom_fresh;
-    if (mom == 0.0f) {
-        for (int64_t i = 0; i < n; i++) p[i] += nlr * (g[i] + wd * p[i]);
-        return NN_OK;
+    const float mom = (float)o[NN_OPTIM_MOMENTUM];
+    nn__sgd_hp hp = {(float)-o[NN_OPTIM_LR], mom, (float)(1.0 - o[NN_OPTIM_DAMPENING]),
+                     (float)o[NN_OPTIM_WEIGHT_DECAY], o[NN_OPTIM_NESTEROV] != 0.0,
+                     ps->mom_fresh, false};
+    float *buf = NULL;
+    if (mom != 0.0f) {
+        ps->mom_fresh = false;
+        buf = nn__f32(ps->buf[BUF_MOMENTUM]);
     }
-    ps->mom_fresh = false;
-    float *restrict buf = nn__f32(ps->buf[BUF_MOMENTUM]);
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
-        buf[i] = first ? d : buf[i] * mom + damp1 * d; /* the first step copies d */
-        d = nesterov ? d + mom * buf[i] : buf[i];
-        p[i] += nlr * d;
-    }
+    nn__kernels()->sgd(n, p, g, buf, &hp);
     return NN_OK;
 }
 
@@ -351,26 +350,14 @@ static nn_status adam_update(param_state *ps, const double *o, const float *rest
                              float *restrict p, int64_t n,
                              bool decoupled) {
     const double lr = o[NN_OPTIM_LR], b1 = o[NN_OPTIM_BETA1], b2 = o[NN_OPTIM_BETA2];
-    const double wd = o[NN_OPTIM_WEIGHT_DECAY];
+    const double wd = o[NN_OPTIM_WEIGHT_DECAY], step = ps->step;
     const bool ams = o[NN_OPTIM_AMSGRAD] != 0.0;
-    float *restrict m = nn__f32(ps->buf[BUF_EXP_AVG]), *restrict v = nn__f32(ps->buf[BUF_EXP_AVG_SQ]);
-    float *restrict vmax = ams ? nn__f32(ps->buf[BUF_MAX_EXP_AVG_SQ]) : NULL;
-    double step = ps->step;
-    const float bc2_sqrt = (float)sqrt(1.0 - pow(b2, step));
-    const float nstep_size = (float)(-(lr / (1.0 - pow(b1, step))));
-    const float fb1 = (float)b1, fb2 = (float)b2, c1 = (float)(1.0 - b1), c2 = (float)(1.0 - b2);
-    const float eps = (float)o[NN_OPTIM_EPS], fwd = (float)wd, decay = (float)(1.0 - lr * wd);
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (decoupled) p[i] *= decay;        /* AdamW: shrink the weights first */
-        else gi = gi + fwd * p[i];           /* Adam: L2 penalty in the gradient */
-        m[i] = m[i] * fb1 + c1 * gi;
-        v[i] = v[i] * fb2 + c2 * gi * gi;
-        float vv = v[i];
-        if (ams) vv = vmax[i] = vmax[i] > v[i] ? vmax[i] : v[i];
-        float denom = sqrtf(vv) / bc2_sqrt + eps;
-        p[i] += nstep_size * (m[i] / denom);
-    }
+    nn__adam_hp hp = {(float)b1, (float)b2, (float)(1.0 - b1), (float)(1.0 - b2),
+                      (float)o[NN_OPTIM_EPS], (float)wd, (float)(1.0 - lr * wd),
+                      (float)(-(lr / (1.0 - pow(b1, step)))), (float)sqrt(1.0 - pow(b2, step)),
+                      decoupled, false};
+    nn__kernels()->adam(n, p, g, nn__f32(ps->buf[BUF_EXP_AVG]), nn__f32(ps->buf[BUF_EXP_AVG_SQ]),
+                        ams ? nn__f32(ps->buf[BUF_MAX_EXP_AVG_SQ]) : NULL, &hp);
     return NN_OK;
 }
 

@@ -1,0 +1,528 @@
+/* Every fast kernel against its reference twin (nn__ref_kernels()), in the
+ * style of dav1d's checkasm: odd, tiny and unaligned (offset by one float)
+ * shapes, at 1 and 2 threads; plus determinism (1 vs 2 threads bit-identical).
+ * Elementwise kernels must match the reference bit for bit; sums within a
+ * rounding bound computed from the operands. */
+#include "testutil.h"
+#include "nn_internal.h"
+#include "backend/backend.h"
+#include "backend/nn_backend_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform [-1, 1) */
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* A buffer of n floats starting one float past a 64-byte boundary (odd
+ * alignment on purpose), filled with random values. Free with buf_free. */
+static float *buf_new(int64_t n) {
+    float *base = aligned_alloc(64, (size_t)(n + 17) * sizeof(float));
+    assert_non_null(base);
+    float *p = base + 1;
+    for (int64_t i = 0; i < n; i++) p[i] = frand();
+    return p;
+}
+static void buf_free(float *p) { free(p - 1); }
+static float *buf_copy(const float *src, int64_t n) {
+    float *p = buf_new(n);
+    memcpy(p, src, (size_t)n * sizeof(float));
+    return p;
+}
+
+static void expect_same(const float *got, const float *want, int64_t n, const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && !(isnan(got[i]) && isnan(want[i])))
+            fail_msg("%s: element %lld is %.9g, reference %.9g", what, (long long)i,
+                     (double)got[i], (double)want[i]);
+}
+
+static const nn_kernels *fast(void) { return nn__kernels(); }
+static const nn_kernels *ref(void) { return nn__ref_kernels(); }
+
+static const int g_threads[] = {1, 2};
+
+/* The AVX2 small-matrix GEMM on its own, when built and runnable here. */
+static bool have_small_path(void) {
+#if NN_HAVE_AVX2
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+static nn__sgemm_fn small_path(void) {
+#if NN_HAVE_AVX2
+    return nn__avx2_sgemm_small;
+#else
+    return nn__ref_sgemm;
+#endif
+}
+
+/* --------------------------------------------------------------- GEMM */
+
+/* Run one GEMM with `fn` and with the reference; compare against a bound of
+ * a few ulps times sum |alpha a b| + |beta c| per entry. */
+static void check_gemm(nn__sgemm_fn fn, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                       float alpha, float beta, int64_t pad) {
+    int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+    int64_t arows = ta ? k : m, brows = tb ? n : k;
+    float *a = buf_new(arows * lda + 1), *b = buf_new(brows * ldb + 1);
+    float *c = buf_new(m * ldc + 1), *c2 = buf_copy(c, m * ldc + 1);
+    if (beta == 0.0f) /* beta 0 must ignore C, even NaN */
+        for (int64_t i = 0; i < m * ldc; i++) c[i] = c2[i] = NAN;
+    float *c0 = buf_copy(c2, m * ldc + 1);
+    fn(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    nn__ref_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double mag = beta != 0.0f ? fabs((double)beta * c0[i * ldc + j]) : 0.0;
+            for (int64_t p = 0; p < k; p++) {
+                double av = ta ? a[p * lda + i] : a[i * lda + p];
+                double bv = tb ? b[j * ldb + p] : b[p * ldb + j];
+                mag += fabs(alpha * av * bv);
+            }
+            double tol = 2.0 * (double)(k + 2) * 1.2e-7 * mag + 1e-30;
+            double got = c[i * ldc + j], want = c2[i * ldc + j];
+            if (!(fabs(got - want) <= tol))
+                fail_msg("sgemm ta=%d tb=%d m=%lld n=%lld k=%lld: C[%lld,%lld] = %.9g, ref %.9g",
+                         ta, tb, (long long)m, (long long)n, (long long)k, (long long)i,
+                         (long long)j, got, want);
+        }
+    /* the padding between rows of C is never written */
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = n; j < ldc; j++)
+            if (memcmp(&c[i * ldc + j], &c0[i * ldc + j], sizeof(float)) != 0)
+                fail_msg("sgemm wrote C padding at [%lld,%lld]", (long long)i, (long long)j);
+    buf_free(a), buf_free(b), buf_free(c), buf_free(c2), buf_free(c0);
+}
+
+static void test_gemm_small_shapes(void **s) {
+    (void)s;
+    static const int64_t dims[] = {1, 3, 17, 65};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (int tr = 0; tr < 4; tr++)
+            for (int im = 0; im < 4; im++)
+                for (int in = 0; in < 4; in++)
+                    for (int ik = 0; ik < 4; ik++) {
+                        bool ta = tr & 1, tb = tr & 2;
+                        int64_t m = dims[im], n = dims[in], k = dims[ik];
+                        check_gemm(fast()->sgemm, ta, tb, m, n, k, 1.0f, 0.0f, 0);
+                        if (have_small_path())
+                            check_gemm(small_path(), ta, tb, m, n, k, 1.5f, 0.5f, 1);
+                    }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_gemm_model_shapes(void **s) {
+    (void)s;
+    /* the demo CNN / MLP shapes (batch 1 and a short batch) and BLIS-sized ones */
+    static const int64_t shapes[][3] = {
+        {1, 256, 784}, {1, 10, 128}, {1, 10, 10}, {3, 128, 256}, {32, 784, 9},
+        {64, 196, 288}, {10, 128, 64}, {100, 70, 90}, {0, 5, 5}, {5, 5, 0}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int tr = 0; tr < 4; tr++) {
+                check_gemm(fast()->sgemm, tr & 1, tr & 2, shapes[i][0], shapes[i][1],
+                           shapes[i][2], 1.0f, 0.0f, 1);
+                check_gemm(fast()->sgemm, tr & 1, tr & 2, shapes[i][0], shapes[i][1],
+                           shapes[i][2], -0.5f, 1.0f, 0);
+            }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* ------------------------------------------------------- convolution */
+
+static void check_im2col(int64_t n, int64_t c, int64_t h, int64_t w, nn__win2d g, bool batched) {
+    g.oh = (h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+    g.ow = (w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+    if (g.oh <= 0 || g.ow <= 0) return;
+    int64_t rows = c * g.kh * g.kw, ohw = g.oh * g.ow;
+    int64_t nimg = batched ? n : 1, ldcol = nimg * ohw + (batched ? 3 : 0);
+    float *x = buf_new(nimg * c * h * w);
+    float *col = buf_new(rows * ldcol), *col2 = buf_copy(col, rows * ldcol);
+    fast()->im2col(x, nimg, c, h, w, &g, col, ldcol);
+    ref()->im2col(x, nimg, c, h, w, &g, col2, ldcol);
+    expect_same(col, col2, rows * ldcol, "im2col");
+    float *gx = buf_new(nimg * c * h * w), *gx2 = buf_new(nimg * c * h * w);
+    fast()->col2im(col, ldcol, nimg, c, h, w, &g, gx);
+    ref()->col2im(col, ldcol, nimg, c, h, w, &g, gx2);
+    expect_same(gx, gx2, nimg * c * h * w, "col2im");
+    buf_free(x), buf_free(col), buf_free(col2), buf_free(gx), buf_free(gx2);
+}
+
+static void test_conv_helpers(void **s) {
+    (void)s;
+    static const nn__win2d geo[] = {
+        {3, 3, 1, 1, 1, 1, 1, 1, 0, 0}, /* the demo CNN's convs */
+        {3, 3, 2, 2, 1, 1, 1, 1, 0, 0}, {3, 3, 1, 2, 2, 0, 2, 1, 0, 0},
+        {1, 1, 1, 1, 0, 0, 1, 1, 0, 0}, {5, 3, 3, 1, 2, 1, 1, 2, 0, 0},
+        {2, 2, 1, 1, 0, 0, 1, 1, 0, 0}};
+    static const int64_t hw[][2] = {{1, 1}, {3, 17}, {7, 9}, {28, 28}, {65, 3}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t gi = 0; gi < sizeof geo / sizeof geo[0]; gi++)
+            for (size_t i = 0; i < sizeof hw / sizeof hw[0]; i++) {
+                check_im2col(3, 2, hw[i][0], hw[i][1], geo[gi], true);
+                check_im2col(1, 3, hw[i][0], hw[i][1], geo[gi], false);
+            }
+        check_im2col(8, 32, 14, 14, geo[0], true); /* big enough to thread */
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_swap01(void **s) {
+    (void)s;
+    static const int64_t shp[][3] = {{1, 1, 1}, {3, 17, 1}, {17, 3, 65}, {64, 64, 196}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < 4; i++) {
+            int64_t n = shp[i][0] * shp[i][1] * shp[i][2];
+            float *x = buf_new(n), *y = buf_new(n), *y2 = buf_new(n);
+            fast()->swap01(x, shp[i][0], shp[i][1], shp[i][2], y);
+            ref()->swap01(x, shp[i][0], shp[i][1], shp[i][2], y2);
+            expect_same(y, y2, n, "swap01");
+            buf_free(x), buf_free(y), buf_free(y2);
+        }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* ------------------------------------------------------- elementwise */
+
+static const int64_t g_lens[] = {0, 1, 3, 17, 65, 100003};
+
+/* Specials sprinkled in: NaN, -0, +-inf (relu must keep NaN, zero -0). */
+static void add_specials(float *x, int64_t n) {
+    static const float sp[] = {NAN, -0.0f, INFINITY, -INFINITY, 0.0f};
+    for (int64_t i = 0; i < n && i < 5; i++) x[i * 7 % n] = sp[i];
+}
+
+static void test_elementwise(void **s) {
+    (void)s;
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t li = 0; li < sizeof g_lens / sizeof g_lens[0]; li++) {
+            int64_t n = g_lens[li];
+            float *a = buf_new(n + 1), *b = buf_new(n + 1);
+            add_specials(a, n);
+            float *y = buf_new(n + 1), *y2 = buf_new(n + 1);
+            const nn_kernels *f = fast(), *r = ref();
+            f->add(n, a, b, y), r->add(n, a, b, y2), expect_same(y, y2, n, "add");
+            f->sub(n, a, b, y), r->sub(n, a, b, y2), expect_same(y, y2, n, "sub");
+            f->mul(n, a, b, y), r->mul(n, a, b, y2), expect_same(y, y2, n, "mul");
+            f->scale(n, 0.3f, a, y), r->scale(n, 0.3f, a, y2), expect_same(y, y2, n, "scale");
+            f->axpy(n, -1.7f, a, y), r->axpy(n, -1.7f, a, y2), expect_same(y, y2, n, "axpy");
+            f->relu(n, a, y), r->relu(n, a, y2), expect_same(y, y2, n, "relu");
+            f->relu_bwd(n, a, b, y), r->relu_bwd(n, a, b, y2);
+            expect_same(y, y2, n, "relu_bwd");
+            memcpy(y, b, (size_t)n * sizeof(float)); /* in place */
+            f->relu(n, y, y);
+            r->relu(n, b, y2), expect_same(y, y2, n, "relu in place");
+            buf_free(a), buf_free(b), buf_free(y), buf_free(y2);
+        }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_bias_act(void **s) {
+    (void)s;
+    static const int64_t shp[][2] = {{1, 1}, {3, 17}, {17, 3}, {65, 65}, {64, 784}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < 5; i++)
+            for (int mode = 0; mode < 8; mode++) {
+                int64_t m = shp[i][0], n = shp[i][1], ld = n + (mode & 1);
+                bool per_row = mode & 2, relu = mode & 4;
+                float *bias = buf_new(per_row ? m : n);
+                float *y = buf_new(m * ld), *y2 = buf_copy(y, m * ld);
+                add_specials(y, m * ld);
+                memcpy(y2, y, (size_t)(m * ld) * sizeof(float));
+                fast()->bias_act(m, n, mode == 3 ? NULL : bias, per_row, relu, y, ld);
+                ref()->bias_act(m, n, mode == 3 ? NULL : bias, per_row, relu, y2, ld);
+                expect_same(y, y2, m * ld, "bias_act");
+                buf_free(bias), buf_free(y), buf_free(y2);
+            }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* ------------------------------------------------------------ pooling */
+
+static void check_pool(int64_t planes, int64_t h, int64_t w, nn__win2d g) {
+    g.oh = (h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+    g.ow = (w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+    if (g.oh <= 0 || g.ow <= 0) return;
+    int64_t no = planes * g.oh * g.ow, ni = planes * h * w;
+    float *x = buf_new(ni), *y = buf_new(no), *y2 = buf_new(no);
+    add_specials(x, ni);
+    for (int64_t i = 0; i < ni; i += 11) x[i] = x[i / 2]; /* ties */
+    int64_t *ix = calloc((size_t)no + 1, sizeof *ix), *ix2 = calloc((size_t)no + 1, sizeof *ix2);
+    fast()->maxpool2d(x, planes, h, w, &g, y, ix + 1);
+    ref()->maxpool2d(x, planes, h, w, &g, y2, ix2 + 1);
+    expect_same(y, y2, no, "maxpool2d");
+    assert_memory_equal(ix + 1, ix2 + 1, (size_t)no * sizeof *ix);
+    fast()->maxpool2d(x, planes, h, w, &g, y, NULL); /* inference: no indices */
+    expect_same(y, y2, no, "maxpool2d without indices");
+    float *gy = buf_new(no), *gx = buf_new(ni), *gx2 = buf_new(ni);
+    fast()->maxpool2d_bwd(gy, ix2 + 1, planes, h, w, g.oh, g.ow, gx);
+    ref()->maxpool2d_bwd(gy, ix2 + 1, planes, h, w, g.oh, g.ow, gx2);
+    expect_same(gx, gx2, ni, "maxpool2d_bwd");
+    buf_free(x), buf_free(y), buf_free(y2), buf_free(gy), buf_free(gx), buf_free(gx2);
+    free(ix), free(ix2);
+}
+
+static void test_maxpool(void **s) {
+    (void)s;
+    static const nn__win2d geo[] = {
+        {2, 2, 2, 2, 0, 0, 1, 1, 0, 0}, /* the demo CNN's pooling */
+        {3, 3, 2, 2, 1, 1, 1, 1, 0, 0}, {2, 3, 1, 2, 1, 1, 2, 1, 0, 0},
+        {1, 1, 1, 1, 0, 0, 1, 1, 0, 0}};
+    static const int64_t hw[][2] = {{1, 1}, {2, 2}, {3, 17}, {7, 9}, {28, 28}, {65, 3}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t gi = 0; gi < 4; gi++)
+            for (size_t i = 0; i < 6; i++) check_pool(3, hw[i][0], hw[i][1], geo[gi]);
+        check_pool(64 * 32, 28, 28, geo[0]); /* the real layer: threads */
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* --------------------------------------------------------- reductions */
+
+static void test_reductions(void **s) {
+    (void)s;
+    static const int64_t shp[][2] = {{1, 1}, {3, 17}, {17, 3}, {65, 1}, {64, 128}, {300, 300}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < 6; i++)
+            for (int acc = 0; acc < 2; acc++) {
+                int64_t m = shp[i][0], n = shp[i][1], ld = n + 1;
+                float *x = buf_new(m * ld);
+                float *y = buf_new(n > m ? n : m), *y2 = buf_copy(y, n > m ? n : m);
+                fast()->sum_rows(m, n, x, ld, y, acc), ref()->sum_rows(m, n, x, ld, y2, acc);
+                expect_same(y, y2, n, "sum_rows"); /* same order: exact */
+                fast()->sum_cols(m, n, x, ld, y, acc), ref()->sum_cols(m, n, x, ld, y2, acc);
+                for (int64_t r = 0; r < m; r++)
+                    assert_true(fabs(y[r] - y2[r]) <= 1e-6 * (n + 4) * (2 + fabs(y2[r])));
+                buf_free(x), buf_free(y), buf_free(y2);
+            }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_softmax(void **s) {
+    (void)s;
+    static const int64_t shp[][2] = {{1, 1}, {3, 17}, {64, 10}, {65, 3}, {2000, 65}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < 5; i++)
+            for (int lg = 0; lg < 2; lg++) {
+                int64_t n = shp[i][0] * shp[i][1];
+                float *x = buf_new(n), *y = buf_new(n), *y2 = buf_new(n);
+                for (int64_t q = 0; q < n; q++) x[q] *= 30.0f;
+                fast()->softmax_rows(shp[i][0], shp[i][1], x, y, lg);
+                ref()->softmax_rows(shp[i][0], shp[i][1], x, y2, lg);
+                expect_same(y, y2, n, "softmax_rows");
+                float *gy = buf_new(n), *gx = buf_new(n), *gx2 = buf_new(n);
+                fast()->softmax_bwd_rows(shp[i][0], shp[i][1], y2, gy, gx, lg);
+                ref()->softmax_bwd_rows(shp[i][0], shp[i][1], y2, gy, gx2, lg);
+                expect_same(gx, gx2, n, "softmax_bwd_rows");
+                buf_free(x), buf_free(y), buf_free(y2), buf_free(gy), buf_free(gx), buf_free(gx2);
+            }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* --------------------------------------------------------- optimizers */
+
+static void test_adam(void **s) {
+    (void)s;
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t li = 1; li < sizeof g_lens / sizeof g_lens[0]; li++)
+            for (int mode = 0; mode < 8; mode++) {
+                int64_t n = g_lens[li];
+                const float wd = (mode & 1) ? 0.01f : 0.0f;
+                nn__adam_hp hp = {0.9f, 0.999f, 0.1f, 0.001f, 1e-8f, wd, 1.0f - 1e-3f * wd,
+                                  -1e-3f / 0.19f, 0.0447101778f, mode & 2, mode & 4};
+                float *p = buf_new(n), *g = buf_new(n), *m = buf_new(n), *v = buf_new(n);
+                float *vm = buf_new(n);
+                for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]), vm[i] = fabsf(vm[i]);
+                float *p2 = buf_copy(p, n), *m2 = buf_copy(m, n), *v2 = buf_copy(v, n);
+                float *vm2 = buf_copy(vm, n);
+                bool ams = mode == 5;
+                for (int step = 0; step < 2; step++) {
+                    fast()->adam(n, p, g, m, v, ams ? vm : NULL, &hp);
+                    ref()->adam(n, p2, g, m2, v2, ams ? vm2 : NULL, &hp);
+                }
+                expect_same(p, p2, n, "adam p");
+                expect_same(m, m2, n, "adam m");
+                expect_same(v, v2, n, "adam v");
+                expect_same(vm, vm2, n, "adam vmax");
+                buf_free(p), buf_free(g), buf_free(m), buf_free(v), buf_free(vm);
+                buf_free(p2), buf_free(m2), buf_free(v2), buf_free(vm2);
+            }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_sgd(void **s) {
+    (void)s;
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t li = 1; li < sizeof g_lens / sizeof g_lens[0]; li++)
+            for (int mode = 0; mode < 16; mode++) {
+                int64_t n = g_lens[li];
+                nn__sgd_hp hp = {-0.1f, (mode & 1) ? 0.9f : 0.0f, (mode & 2) ? 0.9f : 1.0f,
+                                 (mode & 4) ? 1e-4f : 0.0f, mode & 8, false, mode == 5};
+                float *p = buf_new(n), *g = buf_new(n), *b = buf_new(n);
+                float *p2 = buf_copy(p, n), *b2 = buf_copy(b, n);
+                for (int step = 0; step < 2; step++) {
+                    hp.first = step == 0;
+                    fast()->sgd(n, p, g, (mode & 1) ? b : NULL, &hp);
+                    ref()->sgd(n, p2, g, (mode & 1) ? b2 : NULL, &hp);
+                }
+                expect_same(p, p2, n, "sgd p");
+                expect_same(b, b2, n, "sgd buf");
+                buf_free(p), buf_free(g), buf_free(b), buf_free(p2), buf_free(b2);
+            }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* ------------------------------------------------------- determinism */
+
+/* A GEMM and a conv backward at 1 and 2 threads: bit-identical. */
+static void test_thread_determinism(void **s) {
+    (void)s;
+    const int64_t m = 64, n = 3136, k = 128;
+    float *a = buf_new(m * k), *b = buf_new(k * n);
+    float *c[2];
+    nn__win2d g = {3, 3, 1, 1, 1, 1, 1, 1, 14, 14};
+    float *col = buf_new(288 * 8 * 196), *gx[2];
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        c[t] = buf_new(m * n);
+        fast()->sgemm(false, false, m, n, k, 1.0f, a, k, b, n, 0.0f, c[t], n);
+        gx[t] = buf_new(8 * 32 * 196);
+        fast()->col2im(col, 8 * 196, 8, 32, 14, 14, &g, gx[t]);
+    }
+    expect_same(c[1], c[0], m * n, "sgemm 2 threads vs 1");
+    expect_same(gx[1], gx[0], 8 * 32 * 196, "col2im 2 threads vs 1");
+    TU_OK(nn_set_num_threads(1));
+    buf_free(a), buf_free(b), buf_free(col);
+    for (int t = 0; t < 2; t++) buf_free(c[t]), buf_free(gx[t]);
+}
+
+/* End to end: a small CNN trained for a few Adam steps through the public
+ * API (conv, relu, max-pool, linear, cross-entropy: every routed kernel).
+ * Same seed and thread count -> bit-identical parameters (the determinism
+ * target). 1 and 2 threads agree to rounding only: BLIS picks a different
+ * blocking when threaded. */
+static void train_small_cnn(int threads, float *out, int64_t cap) {
+    TU_OK(nn_set_num_threads(threads));
+    TU_OK(nn_generator_seed(NULL, 123));
+    nn_module *net = TU_NN(nn_sequential_new());
+    TU_OK(nn_sequential_append(net, nn_conv2d_new(1, 8, 3, 1, 1, true)));
+    TU_OK(nn_sequential_append(net, nn_relu_new()));
+    TU_OK(nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0)));
+    TU_OK(nn_sequential_append(net, nn_conv2d_new(8, 16, 3, 1, 1, true)));
+    TU_OK(nn_sequential_append(net, nn_relu_new()));
+    TU_OK(nn_sequential_append(net, nn_flatten_new(1, -1)));
+    TU_OK(nn_sequential_append(net, nn_linear_new(16 * 7 * 7, 10, true)));
+    int64_t np = nn_module_num_parameters(net);
+    nn_tensor *ps[16];
+    assert_true(np > 0 && np <= 16);
+    for (int64_t i = 0; i < np; i++) ps[i] = nn_module_parameter(net, i, NULL);
+    nn_optim *opt = TU_NN(nn_adam(ps, np, 1e-2));
+    nn_generator *g = TU_NN(nn_generator_new(7));
+    int64_t xs[4] = {24, 1, 14, 14};
+    nn_tensor *x = TU_NN(nn_rand(g, xs, 4));
+    int64_t lab[24], ys[1] = {24};
+    for (int i = 0; i < 24; i++) lab[i] = i % 10;
+    nn_tensor *y = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, ys, 1, lab));
+    for (int step = 0; step < 3; step++) {
+        nn_scope *sc = TU_NN(nn_scope_begin());
+        TU_OK(nn_optim_zero_grad(opt));
+        nn_tensor *loss = TU_NN(nn_cross_entropy(nn_module_forward(net, x), y));
+        TU_OK(nn_backward(loss));
+        TU_OK(nn_optim_step(opt));
+        TU_OK(nn_scope_end(sc));
+    }
+    int64_t at = 0;
+    for (int64_t i = 0; i < np; i++) {
+        int64_t n = nn_tensor_numel(ps[i]);
+        assert_true(at + n <= cap);
+        TU_OK(nn_tensor_copy_to(ps[i], out + at, (size_t)n * sizeof(float)));
+        at += n;
+    }
+    nn_tensor_free(x), nn_tensor_free(y);
+    nn_generator_free(g);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_training_determinism(void **s) {
+    (void)s;
+    const int64_t cap = 16384;
+    float *a = calloc(cap, sizeof(float)), *b = calloc(cap, sizeof(float));
+    float *c = calloc(cap, sizeof(float));
+    assert_true(a && b && c);
+    train_small_cnn(2, a, cap);
+    train_small_cnn(2, b, cap);
+    train_small_cnn(1, c, cap);
+    expect_same(b, a, cap, "2 threads, run 2 vs run 1");
+    for (int64_t i = 0; i < cap; i++)
+        if (!(fabsf(c[i] - a[i]) <= 1e-4f * (1.0f + fabsf(a[i]))))
+            fail_msg("1 vs 2 threads: parameter %lld is %.9g vs %.9g", (long long)i,
+                     (double)c[i], (double)a[i]);
+    free(a), free(b), free(c);
+}
+
+static void test_table(void **s) {
+    (void)s;
+    const nn_kernels *f = fast(), *r = ref();
+    assert_string_equal(r->name, "reference");
+    assert_ptr_equal(r->sgemm, nn__ref_sgemm);
+    /* every entry of both tables is set */
+    const void *const *fp = (const void *const *)&f->sgemm;
+    const void *const *rp = (const void *const *)&r->sgemm;
+    size_t nent = (sizeof(nn_kernels) - offsetof(nn_kernels, sgemm)) / sizeof(void *);
+    for (size_t i = 0; i < nent; i++) {
+        assert_non_null(fp[i]);
+        assert_non_null(rp[i]);
+    }
+    printf("active kernels: %s\n", f->name);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_gemm_small_shapes),
+        cmocka_unit_test(test_gemm_model_shapes),
+        cmocka_unit_test(test_conv_helpers),
+        cmocka_unit_test(test_swap01),
+        cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_bias_act),
+        cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_adam),
+        cmocka_unit_test(test_sgd),
+        cmocka_unit_test(test_thread_determinism),
+        cmocka_unit_test(test_training_determinism),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,413 @@
+/* libnn benchmark: the cases of the performance issue, measured the same way
+ * as tests/bench/bench_torch.py so tests/bench/compare.py can put them side
+ * by side. Prints one line per figure:
+ *
+ *     BENCH <case> <threads> <value> <unit>
+ *
+ * Synthetic data of Fashion-MNIST shape (fixed seed), a fixed number of
+ * batches, the median over repeats. No arguments: every case at 1 and 2
+ * threads in a few minutes. Options: --quick (fewer repeats), --threads N
+ * (only N), --case NAME (only cases whose name starts with NAME).
+ * --rss-child is internal: the peak-RSS case re-runs this program so that
+ * the figure covers CNN training alone. */
+#include "nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if BENCH_HAVE_BLIS
+#include <blis.h>
+#endif
+
+static int g_reps = 7;            /* repeats per figure (median) */
+static const char *g_only = NULL; /* --case prefix */
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "bench: %s failed: %s\n", what, nn_last_error());
+    exit(1);
+}
+#define CHECK(expr) ((expr) ? (void)0 : die(#expr))
+#define CHECK_OK(expr) ((expr) == NN_OK ? (void)0 : die(#expr))
+
+static bool wanted(const char *name) {
+    return !g_only || strncmp(name, g_only, strlen(g_only)) == 0;
+}
+
+static void report(const char *name, int threads, double value, const char *unit) {
+    printf("BENCH %s %d %.6g %s\n", name, threads, value, unit);
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------- models */
+
+/* conv 1->32 3x3 p1, ReLU, maxpool 2, conv 32->64, ReLU, maxpool 2,
+ * flatten, Linear 3136->128, ReLU, Linear 128->10. */
+static nn_module *make_cnn(void) {
+    nn_module *m = nn_sequential_new();
+    CHECK(m);
+    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(1, 32, 3, 1, 1, true)));
+    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
+    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
+    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(32, 64, 3, 1, 1, true)));
+    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
+    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
+    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
+    CHECK_OK(nn_sequential_append(m, nn_linear_new(3136, 128, true)));
+    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
+    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    return m;
+}
+
+/* flatten, Linear 784->256, ReLU, Linear 256->128, ReLU, Linear 128->10 */
+static nn_module *make_mlp(void) {
+    nn_module *m = nn_sequential_new();
+    CHECK(m);
+    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
+    CHECK_OK(nn_sequential_append(m, nn_linear_new(784, 256, true)));
+    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
+    CHECK_OK(nn_sequential_append(m, nn_linear_new(256, 128, true)));
+    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
+    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    return m;
+}
+
+static nn_optim *make_opt(nn_module *m, bool adam, double lr) {
+    int64_t n = nn_module_num_parameters(m);
+    nn_tensor *ps[64];
+    CHECK(n > 0 && n <= 64);
+    for (int64_t i = 0; i < n; i++) ps[i] = nn_module_parameter(m, i, NULL);
+    nn_optim *o = adam ? nn_adam(ps, n, lr) : nn_sgd(ps, n, lr, 0.0);
+    CHECK(o);
+    return o;
+}
+
+/* Synthetic Fashion-MNIST-shaped batch: x [n, 1, 28, 28] in [0, 1), labels
+ * [n] i64 in 0..9. */
+static void make_batch(nn_generator *g, int64_t n, nn_tensor **x, nn_tensor **y) {
+    int64_t xs[4] = {n, 1, 28, 28}, ys[1] = {n};
+    *x = nn_rand(g, xs, 4);
+    CHECK(*x);
+    int64_t *lab = malloc((size_t)n * sizeof *lab);
+    CHECK(lab);
+    for (int64_t i = 0; i < n; i++) lab[i] = (int64_t)(nn_generator_next(g) % 10);
+    *y = nn_tensor_from_data(NN_DTYPE_I64, ys, 1, lab);
+    free(lab);
+    CHECK(*y);
+}
+
+/* One training step, every temporary released by the scope. */
+static void train_step(nn_module *net, nn_optim *opt, nn_tensor *x, nn_tensor *y) {
+    nn_scope *s = nn_scope_begin();
+    CHECK(s);
+    CHECK_OK(nn_optim_zero_grad(opt));
+    nn_tensor *loss = nn_cross_entropy(nn_module_forward(net, x), y);
+    CHECK(loss);
+    CHECK_OK(nn_backward(loss));
+    CHECK_OK(nn_optim_step(opt));
+    nn_scope_end(s);
+}
+
+#define NBATCH 8 /* distinct synthetic batches cycled through */
+
+/* Training throughput (img/s): median over g_reps runs of `steps` steps. */
+static double bench_train(bool cnn, int steps) {
+    nn_generator *g = nn_generator_new(42);
+    CHECK(g);
+    CHECK_OK(nn_generator_seed(NULL, 1));
+    nn_module *net = cnn ? make_cnn() : make_mlp();
+    nn_optim *opt = make_opt(net, true, 1e-3);
+    nn_tensor *x[NBATCH], *y[NBATCH];
+    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
+    for (int i = 0; i < 3; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]); /* warm-up */
+    double r[64];
+    for (int rep = 0; rep < g_reps; rep++) {
+        double t0 = now_s();
+        for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+        r[rep] = 64.0 * steps / (now_s() - t0);
+    }
+    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_generator_free(g);
+    return median(r, g_reps);
+}
+
+/* Inference: batch-1 latency (us, median of single calls) or batch-n
+ * throughput (img/s). Eval mode, grad recording off. */
+static double bench_infer(bool cnn, int64_t batch, int calls) {
+    nn_generator *g = nn_generator_new(7);
+    nn_module *net = cnn ? make_cnn() : make_mlp();
+    CHECK_OK(nn_module_train(net, false));
+    bool was = nn_set_grad_enabled(false);
+    nn_tensor *x, *y;
+    make_batch(g, batch, &x, &y);
+    for (int i = 0; i < 5; i++) nn_tensor_free(nn_module_forward(net, x));
+    int n = calls * g_reps;
+    double *r = malloc((size_t)n * sizeof *r);
+    CHECK(r);
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        nn_tensor *out = nn_module_forward(net, x);
+        double dt = now_s() - t0;
+        CHECK(out);
+        nn_tensor_free(out);
+        r[i] = batch == 1 ? dt * 1e6 : (double)batch / dt;
+    }
+    double med = median(r, n);
+    free(r);
+    nn_set_grad_enabled(was);
+    nn_tensor_free(x), nn_tensor_free(y);
+    nn_module_free(net);
+    nn_generator_free(g);
+    return med;
+}
+
+/* Linear(10, 10), batch 1, MSE loss, one full SGD step (zero_grad, forward,
+ * loss, backward, update), in us. */
+static double bench_tiny_step(void) {
+    nn_generator *g = nn_generator_new(3);
+    nn_module *net = nn_linear_new(10, 10, true);
+    CHECK(net);
+    nn_optim *opt = make_opt(net, false, 0.01);
+    int64_t s[2] = {1, 10};
+    nn_tensor *x = nn_rand(g, s, 2), *t = nn_rand(g, s, 2);
+    CHECK(x && t);
+    const int n = 400 * g_reps;
+    double *r = malloc((size_t)n * sizeof *r);
+    CHECK(r);
+    for (int i = -50; i < n; i++) {
+        double t0 = now_s();
+        nn_scope *sc = nn_scope_begin();
+        CHECK_OK(nn_optim_zero_grad(opt));
+        nn_tensor *loss = nn_mse_loss(nn_module_forward(net, x), t, NN_REDUCTION_MEAN);
+        CHECK(loss);
+        CHECK_OK(nn_backward(loss));
+        CHECK_OK(nn_optim_step(opt));
+        nn_scope_end(sc);
+        if (i >= 0) r[i] = (now_s() - t0) * 1e6;
+    }
+    double med = median(r, n);
+    free(r);
+    nn_tensor_free(x), nn_tensor_free(t);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_generator_free(g);
+    return med;
+}
+
+/* ------------------------------------------------------ per-layer figures */
+
+typedef nn_tensor *(*layer_fn)(nn_tensor *x, nn_tensor **params);
+
+static nn_tensor *l_conv(nn_tensor *x, nn_tensor **p) {
+    return nn_conv2d(x, p[0], p[1], 1, 1, 1, 1, 1, 1, 1);
+}
+static nn_tensor *l_relu(nn_tensor *x, nn_tensor **p) { (void)p; return nn_relu(x); }
+static nn_tensor *l_pool(nn_tensor *x, nn_tensor **p) {
+    (void)p;
+    return nn_max_pool2d(x, 2, 2, 2, 2, 0, 0, 1, 1, false, NULL);
+}
+static nn_tensor *l_linear(nn_tensor *x, nn_tensor **p) { return nn_linear(x, p[0], p[1]); }
+
+/* Forward and backward time (us, medians) of one layer of the CNN at batch
+ * 64; the input and parameters require grad, as in training. */
+static void bench_layer(const char *name, layer_fn fn, const int64_t *xs, int xn,
+                        const int64_t *ws, int wn, int64_t nb, int threads) {
+    char buf[96];
+    snprintf(buf, sizeof buf, "layer_%s", name);
+    if (!wanted(buf)) return;
+    nn_generator *g = nn_generator_new(5);
+    nn_tensor *x = nn_rand(g, xs, xn), *p[2] = {NULL, NULL};
+    CHECK(x);
+    CHECK_OK(nn_tensor_set_requires_grad(x, true));
+    if (ws) {
+        p[0] = nn_uniform(g, ws, wn, -0.1, 0.1);
+        p[1] = nn_uniform(g, &nb, 1, -0.1, 0.1);
+        CHECK(p[0] && p[1]);
+        CHECK_OK(nn_tensor_set_requires_grad(p[0], true));
+        CHECK_OK(nn_tensor_set_requires_grad(p[1], true));
+    }
+    const int n = 3 * g_reps;
+    double fw[64], bw[64];
+    for (int i = -2; i < n; i++) {
+        nn_scope *s = nn_scope_begin();
+        double t0 = now_s();
+        nn_tensor *y = fn(x, p);
+        double t1 = now_s();
+        CHECK(y);
+        nn_tensor *seed = nn_tensor_ones(NN_DTYPE_F32, nn_tensor_shape(y), nn_tensor_ndim(y));
+        double t2 = now_s();
+        CHECK_OK(nn_backward_ex(y, seed, false));
+        double t3 = now_s();
+        nn_scope_end(s);
+        CHECK_OK(nn_tensor_zero_grad(x));
+        if (p[0]) nn_tensor_zero_grad(p[0]), nn_tensor_zero_grad(p[1]);
+        if (i >= 0) fw[i] = (t1 - t0) * 1e6, bw[i] = (t3 - t2) * 1e6;
+    }
+    snprintf(buf, sizeof buf, "layer_%s_fwd", name);
+    report(buf, threads, median(fw, n), "us");
+    snprintf(buf, sizeof buf, "layer_%s_bwd", name);
+    report(buf, threads, median(bw, n), "us");
+    nn_tensor_free(x), nn_tensor_free(p[0]), nn_tensor_free(p[1]);
+    nn_generator_free(g);
+}
+
+static void bench_layers(int threads) {
+    const int64_t x1[4] = {64, 1, 28, 28}, w1[4] = {32, 1, 3, 3};
+    const int64_t a1[4] = {64, 32, 28, 28}, x2[4] = {64, 32, 14, 14}, w2[4] = {64, 32, 3, 3};
+    const int64_t a2[4] = {64, 64, 14, 14}, x3[2] = {64, 3136}, w3[2] = {128, 3136};
+    const int64_t x4[2] = {64, 128}, w4[2] = {10, 128};
+    bench_layer("conv1", l_conv, x1, 4, w1, 4, 32, threads);
+    bench_layer("relu1", l_relu, a1, 4, NULL, 0, 0, threads);
+    bench_layer("pool1", l_pool, a1, 4, NULL, 0, 0, threads);
+    bench_layer("conv2", l_conv, x2, 4, w2, 4, 64, threads);
+    bench_layer("relu2", l_relu, a2, 4, NULL, 0, 0, threads);
+    bench_layer("pool2", l_pool, a2, 4, NULL, 0, 0, threads);
+    bench_layer("fc1", l_linear, x3, 2, w3, 2, 128, threads);
+    bench_layer("fc2", l_linear, x4, 2, w4, 2, 10, threads);
+}
+
+/* ------------------------------------------------------ matmul vs BLIS */
+
+/* GFLOP/s of nn_matmul at the models' GEMM shapes, and of the same product
+ * straight through bli_sgemm (the ">= 95% of direct BLIS" figure). */
+static void bench_matmul(int threads) {
+    static const int64_t shapes[][3] = {{64, 128, 3136}, {64, 256, 784}, {64, 3136, 128},
+                                        {64, 784, 256},  {128, 3136, 64}, {256, 784, 64}};
+    nn_generator *g = nn_generator_new(9);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+        char name[96];
+        snprintf(name, sizeof name, "matmul_%lldx%lldx%lld", (long long)m, (long long)n,
+                 (long long)k);
+        if (!wanted(name)) continue;
+        int64_t as[2] = {m, k}, bs[2] = {k, n};
+        nn_tensor *a = nn_rand(g, as, 2), *b = nn_rand(g, bs, 2);
+        CHECK(a && b);
+        const double flop = 2.0 * (double)(m * n * k);
+        double r[64], rb[64];
+        for (int i = -2; i < g_reps; i++) {
+            double t0 = now_s();
+            nn_tensor *c = nn_matmul(a, b);
+            double dt = now_s() - t0;
+            CHECK(c);
+            nn_tensor_free(c);
+            if (i >= 0) r[i] = flop / dt * 1e-9;
+        }
+        report(name, threads, median(r, g_reps), "GFLOP/s");
+#if BENCH_HAVE_BLIS
+        float *cbuf = malloc((size_t)(m * n) * sizeof(float));
+        CHECK(cbuf);
+        float one = 1.0f, zero = 0.0f;
+        for (int i = -2; i < g_reps; i++) {
+            double t0 = now_s();
+            bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &one, nn_tensor_data(a), k,
+                      1, nn_tensor_data(b), n, 1, &zero, cbuf, n, 1);
+            double dt = now_s() - t0;
+            if (i >= 0) rb[i] = flop / dt * 1e-9;
+        }
+        free(cbuf);
+        snprintf(name, sizeof name, "blis_%lldx%lldx%lld", (long long)m, (long long)n,
+                 (long long)k);
+        report(name, threads, median(rb, g_reps), "GFLOP/s");
+#else
+        (void)rb;
+#endif
+        nn_tensor_free(a), nn_tensor_free(b);
+    }
+    nn_generator_free(g);
+}
+
+/* ------------------------------------------------------------ peak RSS */
+
+/* In a fresh process: 20 CNN training steps; prints the peak RSS (MB). */
+static int rss_child(void) {
+    CHECK_OK(nn_set_num_threads(1));
+    nn_generator *g = nn_generator_new(42);
+    nn_module *net = make_cnn();
+    nn_optim *opt = make_opt(net, true, 1e-3);
+    nn_tensor *x[NBATCH], *y[NBATCH];
+    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
+    for (int i = 0; i < 20; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_generator_free(g);
+    return 0;
+}
+
+static void bench_rss(void) {
+    const char *self = "/proc/self/exe";
+    if (!wanted("cnn_train_peak_rss")) return;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) return;
+    if (pid == 0) {
+        execl(self, self, "--rss-child", (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    struct rusage ru;
+    if (wait4(pid, &st, 0, &ru) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        report("cnn_train_peak_rss", 1, (double)ru.ru_maxrss / 1024.0, "MB");
+    else
+        fprintf(stderr, "bench: the peak-RSS child failed\n");
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void run_threads(int t, bool quick) {
+    CHECK_OK(nn_set_num_threads(t));
+    int steps = quick ? 4 : 10;
+    if (wanted("cnn_train")) report("cnn_train", t, bench_train(true, steps), "img/s");
+    if (wanted("mlp_train")) report("mlp_train", t, bench_train(false, steps * 4), "img/s");
+    if (wanted("cnn_infer_b1")) report("cnn_infer_b1", t, bench_infer(true, 1, 30), "us");
+    if (wanted("mlp_infer_b1")) report("mlp_infer_b1", t, bench_infer(false, 1, 100), "us");
+    if (wanted("cnn_infer_b256"))
+        report("cnn_infer_b256", t, bench_infer(true, 256, 1), "img/s");
+    if (wanted("tiny_sgd_step")) report("tiny_sgd_step", t, bench_tiny_step(), "us");
+    bench_matmul(t);
+    bench_layers(t);
+}
+
+int main(int argc, char **argv) {
+    bool quick = false;
+    int only_threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--rss-child") == 0) return rss_child();
+        if (strcmp(argv[i], "--quick") == 0) quick = true;
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) g_only = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--threads N] [--case PREFIX]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (quick) g_reps = 3;
+    printf("# libnn %s, %s\n", nn_version(), quick ? "quick" : "full");
+    bench_rss();
+    for (int t = 1; t <= 2; t++)
+        if (!only_threads || only_threads == t) run_threads(t, quick);
+    return 0;
+}
