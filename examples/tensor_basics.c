@@ -13,10 +13,13 @@ int main(void) {
     int64_t shape[] = {2, 3};
     nn_tensor *x = nn_reshape(nn_arange(0, 6, 1, NN_DTYPE_F32), shape, 2);
     nn_tensor *leaf = nn_tensor_clone(x);     /* a leaf we can differentiate */
-    nn_tensor_set_requires_grad(leaf, true);
-
     int64_t idx[] = {1, 2};
-    nn_tensor_set(leaf, idx, 10.0);           /* x[1][2] = 10 */
+    if (!leaf || nn_tensor_set_requires_grad(leaf, true) != NN_OK ||
+        nn_tensor_set(leaf, idx, 10.0) != NN_OK) {   /* x[1][2] = 10 */
+        fprintf(stderr, "error: %s\n", nn_last_error());
+        nn_scope_end(scope);
+        return 1;
+    }
     nn_tensor_print(leaf);
 
     nn_tensor *y = nn_mul(leaf, leaf);
