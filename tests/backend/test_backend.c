@@ -24,7 +24,9 @@ static float frand(void) { /* uniform [-1, 1) */
 /* A buffer of n floats starting one float past a 64-byte boundary (odd
  * alignment on purpose), filled with random values. Free with buf_free. */
 static float *buf_new(int64_t n) {
-    float *base = aligned_alloc(64, (size_t)(n + 17) * sizeof(float));
+    /* C11 aligned_alloc wants the size to be a multiple of the alignment. */
+    size_t bytes = ((size_t)(n + 17) * sizeof(float) + 63) & ~(size_t)63;
+    float *base = aligned_alloc(64, bytes);
     assert_non_null(base);
     float *p = base + 1;
     for (int64_t i = 0; i < n; i++) p[i] = frand();
