@@ -153,17 +153,8 @@ nn_tensor *nn_softplus(nn_tensor *a, double beta, double threshold) {
     return nn__track(nn__unary(a, &SOFTPLUS, p, 2));
 }
 
-/* hardtanh: clamp to [lo, hi]; gradient 1 strictly inside. */
-static void hardtanh_fwd(int64_t n, const float *x, float *y, const double *p) {
-    const float lo = (float)p[0], hi = (float)p[1];
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] < lo ? lo : x[i] > hi ? hi : x[i];
-}
-static void hardtanh_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
-                         const double *p) {
-    const float lo = (float)p[0], hi = (float)p[1];
-    for (int64_t i = 0; i < n; i++) gx[i] = (x[i] > lo && x[i] < hi) ? g[i] : 0.0f;
-}
-static const nn__unary_desc HARDTANH = {"nn_hardtanh", hardtanh_fwd, hardtanh_bwd, true, false};
+/* hardtanh is clamp under another name: same kernels (elementwise.c). */
+static const nn__unary_desc HARDTANH = {"nn_hardtanh", nn__clamp_fwd, nn__clamp_bwd, true, false};
 nn_tensor *nn_hardtanh(nn_tensor *a, double min_val, double max_val) {
     if (!nn__check_f32(a, "nn_hardtanh", "a")) return NULL;
     if (isnan(min_val) || isnan(max_val) || min_val > max_val)

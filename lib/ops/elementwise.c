@@ -554,19 +554,19 @@ static const nn__unary_desc ABS = {"nn_abs", abs_fwd, abs_bwd, true, false};
 nn_tensor *nn_abs(nn_tensor *a) { return nn__track(nn__unary(a, &ABS, NULL, 0)); }
 
 /* y = min(max(x, lo), hi); gradient 1 strictly inside (lo, hi). NaN stays NaN. */
-static void clamp_fwd(int64_t n, const float *x, float *y, const double *p) {
+void nn__clamp_fwd(int64_t n, const float *x, float *y, const double *p) {
     const float lo = (float)p[0], hi = (float)p[1];
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];
         y[i] = v < lo ? lo : v > hi ? hi : v;
     }
 }
-static void clamp_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
-                      const double *p) {
+void nn__clamp_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
+                   const double *p) {
     const float lo = (float)p[0], hi = (float)p[1];
     for (int64_t i = 0; i < n; i++) gx[i] = (x[i] > lo && x[i] < hi) ? g[i] : 0.0f;
 }
-static const nn__unary_desc CLAMP = {"nn_clamp", clamp_fwd, clamp_bwd, true, false};
+static const nn__unary_desc CLAMP = {"nn_clamp", nn__clamp_fwd, nn__clamp_bwd, true, false};
 nn_tensor *nn_clamp(nn_tensor *a, double lo, double hi) {
     if (!nn__check_f32(a, "nn_clamp", "a")) return NULL;
     if (isnan(lo) || isnan(hi) || lo > hi)

@@ -69,6 +69,11 @@ typedef struct nn__unary_desc {
 } nn__unary_desc;
 
 /* Untracked y = f(a) with autograd recorded; np <= 4 params. */
+/* Clamp to [p[0], p[1]]; gradient 1 strictly inside. Shared by nn_clamp and
+ * nn_hardtanh. */
+void nn__clamp_fwd(int64_t n, const float *x, float *y, const double *p);
+void nn__clamp_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
+                   const double *p);
 nn_tensor *nn__unary(nn_tensor *a, const nn__unary_desc *d, const double *p, int np);
 
 #endif /* NN_OPS_INTERNAL_H */
