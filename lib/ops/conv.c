@@ -328,14 +328,7 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
             if (!ident) col2im(&g, col, gxn);
         }
     }
-    if (nn__ops_wants(nd, 2)) {
-        gin[2] = nn__zeros(NN_DTYPE_F32, &O, 1);
-        if (!gin[2]) {
-            st = NN_ERR_NOMEM;
-            goto done;
-        }
-        nn__ops_channel_sum(Gy, N, O, L, nn__f32(gin[2]));
-    }
+    if (nn__ops_wants(nd, 2) && (st = nn__ops_bias_grad(Gy, N, O, L, &gin[2])) != NN_OK) goto done;
     gin[0] = gx;
     gin[1] = gw;
     gx = gw = NULL;
@@ -488,14 +481,7 @@ static nn_status convt_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
                           L, 1.0f, nn__f32(gw) + gi * Cing * R, R);
         }
     }
-    if (nn__ops_wants(nd, 2)) {
-        gin[2] = nn__zeros(NN_DTYPE_F32, &Cout, 1);
-        if (!gin[2]) {
-            st = NN_ERR_NOMEM;
-            goto done;
-        }
-        nn__ops_channel_sum(Gy, N, Cout, OHW, nn__f32(gin[2]));
-    }
+    if (nn__ops_wants(nd, 2) && (st = nn__ops_bias_grad(Gy, N, Cout, OHW, &gin[2])) != NN_OK) goto done;
     gin[0] = gx;
     gin[1] = gw;
     gx = gw = NULL;

@@ -56,6 +56,16 @@ static inline void nn__ops_channel_sum(const float *g, int64_t n, int64_t c, int
         }
 }
 
+/* The bias gradient of g [n, c, l]: a new [c] tensor of channel sums in
+ * *out (NULL + NN_ERR_NOMEM on failure). */
+static inline nn_status nn__ops_bias_grad(const float *g, int64_t n, int64_t c, int64_t l,
+                                          nn_tensor **out) {
+    *out = nn__zeros(NN_DTYPE_F32, &c, 1);
+    if (!*out) return NN_ERR_NOMEM;
+    nn__ops_channel_sum(g, n, c, l, nn__f32(*out));
+    return NN_OK;
+}
+
 /* out[i, c, :] += b[c] for out [n, c, l]. */
 static inline void nn__ops_add_bias(float *out, const float *b, int64_t n, int64_t c, int64_t l) {
     for (int64_t i = 0; i < n; i++)
