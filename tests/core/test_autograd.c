@@ -148,11 +148,30 @@ static void test_deep_chain(void **s) {
     nn_tensor_free(x);
 }
 
+static void test_free_long_chain(void **s) {
+    (void)s;
+    /* Freeing the last reference to the end of a 300,000-node chain must not
+     * recurse once per node (that overflows an 8 MB stack). */
+    nn_tensor *x = tu_rand(7, (int64_t[]){2}, 1, -1, 1);
+    TU_OK(nn_tensor_set_requires_grad(x, true));
+    nn_tensor *cur = nn_tensor_retain(x);
+    for (int i = 0; i < 300000; i++) {
+        nn_tensor *n = TU_NN(nn_unsqueeze(cur, 0));
+        nn_tensor_free(cur);
+        cur = TU_NN(nn_squeeze(n, 0));
+        nn_tensor_free(n);
+    }
+    nn_tensor_free(cur); /* frees 600,000 nodes */
+    assert_int_equal(nn_tensor_numel(x), 2);
+    nn_tensor_free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradcheck_views), cmocka_unit_test(test_expand_grad_sums),
         cmocka_unit_test(test_backward_errors), cmocka_unit_test(test_no_grad_and_detach),
         cmocka_unit_test(test_free_order),      cmocka_unit_test(test_deep_chain),
+        cmocka_unit_test(test_free_long_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
