@@ -50,8 +50,8 @@ bool nn__check_ptr(const void *p, const char *fn, const char *name);
 
 /* --------------------------------------------------------------- memory */
 
-void *nn__malloc(size_t size);            /* sets NN_ERR_NOMEM on failure */
-void *nn__calloc(size_t n, size_t size);  /* overflow-checked, zeroed */
+void *nn__malloc(size_t size);           /* sets NN_ERR_NOMEM on failure */
+void *nn__calloc(size_t n, size_t size); /* overflow-checked, zeroed */
 void *nn__realloc(void *p, size_t size);
 void nn__free(void *p);
 char *nn__strdup(const char *s);
@@ -86,7 +86,7 @@ typedef struct nn_storage {
     size_t nbytes;
     nn_deleter_fn deleter; /* non-NULL for wrapped caller memory */
     void *user;
-    bool owned;            /* data allocated by nn__aligned_alloc */
+    bool owned; /* data allocated by nn__aligned_alloc */
 } nn_storage;
 
 typedef struct nn_node nn_node;
@@ -94,7 +94,7 @@ typedef struct nn_node nn_node;
 struct nn_tensor {
     uint32_t magic;
     _Atomic long refs;
-    long scope_refs;       /* references owned by open scopes */
+    long scope_refs; /* references owned by open scopes */
     nn_dtype dtype;
     int ndim;
     int64_t shape[NN_MAX_DIMS];
@@ -103,24 +103,24 @@ struct nn_tensor {
     int64_t numel;
     nn_storage *storage;
     bool requires_grad;
-    nn_tensor *grad;              /* leaf gradient (owned) */
-    nn_node *grad_fn;             /* owned reference to the producing node */
+    nn_tensor *grad;  /* leaf gradient (owned) */
+    nn_node *grad_fn; /* owned reference to the producing node */
 };
 
 /* New contiguous uninitialised tensor, untracked. */
 nn_tensor *nn__tensor_new(nn_dtype dtype, const int64_t *shape, int ndim);
 nn_tensor *nn__zeros(nn_dtype dtype, const int64_t *shape, int ndim);
-nn_tensor *nn__empty_like(const nn_tensor *t);   /* same dtype and shape */
+nn_tensor *nn__empty_like(const nn_tensor *t); /* same dtype and shape */
 nn_tensor *nn__zeros_like(const nn_tensor *t);
-nn_tensor *nn__scalar_f32(float v);              /* 0-d f32 */
+nn_tensor *nn__scalar_f32(float v); /* 0-d f32 */
 /* Cap the bytes of tensors this thread creates: each new tensor's size is
  * taken from *remaining, and creation fails with NN_ERR_LIMIT when it does not
  * fit. Used while building modules from a file, so a crafted file cannot make
  * an allocation larger than its data justifies. NULL removes the cap. */
 void nn__tensor_budget(uint64_t *remaining);
 /* A view: new tensor struct sharing t's storage with given geometry. */
-nn_tensor *nn__view(const nn_tensor *t, const int64_t *shape, const int64_t *strides,
-                    int ndim, int64_t offset);
+nn_tensor *nn__view(const nn_tensor *t, const int64_t *shape, const int64_t *strides, int ndim,
+                    int64_t offset);
 /* Same data and geometry, no autograd (used to save outputs without cycles). */
 nn_tensor *nn__alias(const nn_tensor *t);
 /* t itself (new reference) if contiguous, else a contiguous copy. Untracked. */
@@ -130,14 +130,12 @@ nn_tensor *nn__clone(const nn_tensor *t);
 /* Convert dtype (untracked copy). */
 nn_tensor *nn__cast(const nn_tensor *t, nn_dtype dtype);
 void nn__tensor_retain(nn_tensor *t);
-void nn__tensor_release(nn_tensor *t);          /* NULL-safe */
+void nn__tensor_release(nn_tensor *t); /* NULL-safe */
 bool nn__is_contiguous(const nn_tensor *t);
 void nn__contiguous_strides(const int64_t *shape, int ndim, int64_t *strides);
 bool nn__same_shape(const nn_tensor *a, const nn_tensor *b);
 /* Element pointer helpers for contiguous tensors. */
-static inline float *nn__f32(const nn_tensor *t) {
-    return (float *)t->storage->data + t->offset;
-}
+static inline float *nn__f32(const nn_tensor *t) { return (float *)t->storage->data + t->offset; }
 static inline int64_t *nn__i64(const nn_tensor *t) {
     return (int64_t *)t->storage->data + t->offset;
 }
@@ -172,14 +170,14 @@ typedef nn_status (*nn_backward_fn)(nn_node *node, nn_tensor *grad_out, nn_tenso
 
 struct nn_node {
     _Atomic long refs;
-    const char *name;          /* op name for messages, e.g. "nn_conv2d" */
+    const char *name; /* op name for messages, e.g. "nn_conv2d" */
     nn_backward_fn backward;
     int ninputs;
-    nn_tensor **inputs;        /* owned references */
+    nn_tensor **inputs;               /* owned references */
     nn_tensor *saved[NN__NODE_SAVED]; /* owned refs, released after backward */
-    double f[NN__NODE_PARAMS]; /* op parameters */
+    double f[NN__NODE_PARAMS];        /* op parameters */
     int64_t i[NN__NODE_PARAMS];
-    void *ctx;                 /* op-specific extra data, freed with ctx_free */
+    void *ctx; /* op-specific extra data, freed with ctx_free */
     void (*ctx_free)(void *ctx);
     bool released;
     /* engine scratch */
@@ -204,8 +202,8 @@ void nn__node_release(nn_node *node);
 /* Sum g over broadcast dims so the result has shape (shape, ndim). Untracked. */
 nn_tensor *nn__sum_to_shape(const nn_tensor *g, const int64_t *shape, int ndim);
 /* out shape of broadcasting a and b; false + NN_ERR_SHAPE naming fn. */
-bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, int64_t *out,
-                          int *on, const char *fn);
+bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, int64_t *out, int *on,
+                          const char *fn);
 
 /* --------------------------------------------------------------- runtime */
 
@@ -220,9 +218,9 @@ struct nn_generator {
 /* g or this thread's default generator. */
 nn_generator *nn__gen(nn_generator *g);
 uint64_t nn__gen_next(nn_generator *g);
-float nn__gen_uniform_f32(nn_generator *g);   /* [0,1) top 24 bits */
-double nn__gen_uniform_f64(nn_generator *g);  /* [0,1) top 53 bits */
-double nn__gen_normal(nn_generator *g);       /* Box-Muller */
+float nn__gen_uniform_f32(nn_generator *g);          /* [0,1) top 24 bits */
+double nn__gen_uniform_f64(nn_generator *g);         /* [0,1) top 53 bits */
+double nn__gen_normal(nn_generator *g);              /* Box-Muller */
 uint64_t nn__gen_below(nn_generator *g, uint64_t n); /* unbiased [0,n) */
 
 #endif /* NN_INTERNAL_H */

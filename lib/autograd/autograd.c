@@ -79,8 +79,10 @@ static _Thread_local bool tl_draining;
 void nn__node_release(nn_node *nd) {
     if (!nd) return;
     if (--nd->refs > 0) return;
-    if (tl_ndying < NN__RELEASE_LIST) tl_dying[tl_ndying++] = nd;
-    else node_destroy(nd);
+    if (tl_ndying < NN__RELEASE_LIST)
+        tl_dying[tl_ndying++] = nd;
+    else
+        node_destroy(nd);
     if (tl_draining) return;
     tl_draining = true;
     while (tl_ndying > 0) node_destroy(tl_dying[--tl_ndying]);
@@ -92,10 +94,12 @@ void nn__node_release(nn_node *nd) {
 nn_status nn_tensor_set_requires_grad(nn_tensor *t, bool requires_grad) {
     if (!nn__check_tensor(t, "nn_tensor_set_requires_grad", "t")) return nn_last_status();
     if (requires_grad && t->dtype != NN_DTYPE_F32)
-        return nn__err(NN_ERR_DTYPE, "nn_tensor_set_requires_grad: only f32 tensors can require grad (got %s)",
+        return nn__err(NN_ERR_DTYPE,
+                       "nn_tensor_set_requires_grad: only f32 tensors can require grad (got %s)",
                        nn_dtype_name(t->dtype));
     if (!requires_grad && t->grad_fn)
-        return nn__err(NN_ERR_STATE, "nn_tensor_set_requires_grad: tensor is not a leaf; use nn_detach");
+        return nn__err(NN_ERR_STATE,
+                       "nn_tensor_set_requires_grad: tensor is not a leaf; use nn_detach");
     t->requires_grad = requires_grad;
     return NN_OK;
 }
@@ -211,7 +215,8 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
     const char *fn = "nn_backward";
     if (!nn__check_tensor(t, fn, "t")) return nn_last_status();
     if (!t->requires_grad)
-        return nn__err(NN_ERR_NO_GRAD, "%s: tensor does not require grad (no graph to differentiate)", fn);
+        return nn__err(NN_ERR_NO_GRAD,
+                       "%s: tensor does not require grad (no graph to differentiate)", fn);
     nn_tensor *g0;
     if (seed) {
         if (!nn__check_f32(seed, fn, "seed")) return nn_last_status();
@@ -225,9 +230,10 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
     } else {
         if (t->numel != 1) {
             char a[128];
-            return nn__err(NN_ERR_SHAPE,
-                           "%s: tensor of shape %s is not a scalar; pass a seed gradient (nn_backward_ex)",
-                           fn, nn__shape_str(t->shape, t->ndim, a, sizeof a));
+            return nn__err(
+                NN_ERR_SHAPE,
+                "%s: tensor of shape %s is not a scalar; pass a seed gradient (nn_backward_ex)", fn,
+                nn__shape_str(t->shape, t->ndim, a, sizeof a));
         }
         g0 = nn__tensor_new(NN_DTYPE_F32, t->shape, t->ndim);
         if (g0) nn__f32(g0)[0] = 1.0f;
@@ -268,7 +274,8 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
         nd->grad_acc = NULL;
         if (!gout) continue; /* no gradient reached this node */
         nn_tensor *gin_stack[8];
-        nn_tensor **gin = nd->ninputs <= 8 ? gin_stack : nn__calloc((size_t)nd->ninputs, sizeof *gin);
+        nn_tensor **gin =
+            nd->ninputs <= 8 ? gin_stack : nn__calloc((size_t)nd->ninputs, sizeof *gin);
         if (!gin) {
             nn__tensor_release(gout);
             st = nn_last_status();
@@ -286,13 +293,16 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
             }
             if (!nn__same_shape(g, in)) {
                 char a[128], b[128];
-                st = nn__err(NN_ERR_STATE, "%s: internal error: %s produced a gradient of shape %s for an input of shape %s",
+                st = nn__err(NN_ERR_STATE,
+                             "%s: internal error: %s produced a gradient of shape %s for an input "
+                             "of shape %s",
                              fn, nd->name, nn__shape_str(g->shape, g->ndim, a, sizeof a),
                              nn__shape_str(in->shape, in->ndim, b, sizeof b));
                 nn__tensor_release(g);
                 continue;
             }
-            nn_status as = in->grad_fn ? accumulate(&in->grad_fn->grad_acc, g) : accumulate(&in->grad, g);
+            nn_status as =
+                in->grad_fn ? accumulate(&in->grad_fn->grad_acc, g) : accumulate(&in->grad, g);
             if (as) st = nn__err(as, "%s: out of memory accumulating gradients", fn);
         }
         if (gin != gin_stack) nn__free(gin);

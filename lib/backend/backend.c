@@ -26,14 +26,14 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
  * i*ld + j, so row stride ld, column stride 1; transposes are flags, never
  * copies. */
 static void blis_1t(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                    float *c, int64_t ldc) {
+                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                    int64_t ldc) {
     rntm_t rntm = BLIS_RNTM_INITIALIZER;
     bli_rntm_set_num_threads(1, &rntm);
     bli_sgemm_ex(trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
-                 trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k,
-                 &alpha, (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb, 1, &beta, c,
-                 (inc_t)ldc, 1, NULL, &rntm);
+                 trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
+                 (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb, 1, &beta, c, (inc_t)ldc, 1,
+                 NULL, &rntm);
 }
 
 /* Threads: libnn splits C into column (or row) blocks itself and runs one
@@ -67,9 +67,8 @@ static void blis_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
                     blis_1t(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
                             trans_b ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc);
                 else
-                    blis_1t(trans_a, trans_b, hi - lo, n, k, alpha,
-                            trans_a ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc,
-                            ldc);
+                    blis_1t(trans_a, trans_b, hi - lo, n, k, alpha, trans_a ? a + lo : a + lo * lda,
+                            lda, b, ldb, beta, c + lo * ldc, ldc);
             }
         }
         return;

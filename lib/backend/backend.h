@@ -58,8 +58,8 @@ typedef struct nn__sgd_hp {
 } nn__sgd_hp;
 
 typedef void (*nn__sgemm_fn)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                             float alpha, const float *a, int64_t lda, const float *b,
-                             int64_t ldb, float beta, float *c, int64_t ldc);
+                             float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                             float beta, float *c, int64_t ldc);
 
 typedef struct nn_kernels {
     const char *name; /* "reference", "blis", "avx2+blis", ... */
@@ -74,12 +74,12 @@ typedef struct nn_kernels {
      * output position s = oy*OW + ox, col[r*ldcol + b*OH*OW + s] (ldcol >=
      * N*OH*OW; ldcol == OH*OW with N == 1 is the per-image layout).
      * Out-of-image taps are 0. */
-    void (*im2col)(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                   const nn__win2d *g, float *col, int64_t ldcol);
+    void (*im2col)(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, const nn__win2d *g,
+                   float *col, int64_t ldcol);
     /* The adjoint of im2col: x [N, C, H, W] is OVERWRITTEN with the sum of
      * every column entry that im2col would have read from each pixel. */
-    void (*col2im)(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h,
-                   int64_t w, const nn__win2d *g, float *x);
+    void (*col2im)(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h, int64_t w,
+                   const nn__win2d *g, float *x);
     /* y[j, i, :] = x[i, j, :] for x [A, B, S] (y [B, A, S]); swaps the batch
      * and channel axes between im2col's layout and NCHW. No aliasing. */
     void (*swap01)(const float *x, int64_t a, int64_t b, int64_t s, float *y);
@@ -91,20 +91,20 @@ typedef struct nn_kernels {
     void (*relu_bwd)(int64_t n, const float *y, const float *gy, float *gx);
     /* In place on Y [M, N] (row stride ldy): Y[i,j] += bias[per_row ? i : j]
      * (bias NULL: no bias), then max(., 0) when relu. */
-    void (*bias_act)(int64_t m, int64_t n, const float *bias, bool per_row, bool relu,
-                     float *y, int64_t ldy);
+    void (*bias_act)(int64_t m, int64_t n, const float *bias, bool per_row, bool relu, float *y,
+                     int64_t ldy);
 
     /* ---- pooling -------------------------------------------------------- */
     /* Max pooling of `planes` planes x [planes, H, W] -> y [planes, OH, OW];
      * idx (may be NULL) receives the flat h*W+w position of each maximum
      * (first one on ties; the last NaN wins, as in PyTorch; -1 when a window
      * has no tap inside the input). Padding acts as -inf. */
-    void (*maxpool2d)(const float *x, int64_t planes, int64_t h, int64_t w,
-                      const nn__win2d *g, float *y, int64_t *idx);
+    void (*maxpool2d)(const float *x, int64_t planes, int64_t h, int64_t w, const nn__win2d *g,
+                      float *y, int64_t *idx);
     /* gx [planes, H, W] is OVERWRITTEN: zero, then gx[idx] += gy (indices
      * outside [0, H*W), e.g. -1 for a window with no tap, are skipped). */
-    void (*maxpool2d_bwd)(const float *gy, const int64_t *idx, int64_t planes, int64_t h,
-                          int64_t w, int64_t oh, int64_t ow, float *gx);
+    void (*maxpool2d_bwd)(const float *gy, const int64_t *idx, int64_t planes, int64_t h, int64_t w,
+                          int64_t oh, int64_t ow, float *gx);
 
     /* ---- elementwise (y may alias an input) ------------------------------ */
     void (*add)(int64_t n, const float *a, const float *b, float *y); /* y = a + b */
@@ -116,19 +116,17 @@ typedef struct nn_kernels {
     /* ---- reductions ------------------------------------------------------ */
     /* y[j] (+)= sum_i X[i, j] over X [M, N] (row stride ldx): bias gradient
      * of a linear layer. accumulate false overwrites y. */
-    void (*sum_rows)(int64_t m, int64_t n, const float *x, int64_t ldx, float *y,
-                     bool accumulate);
+    void (*sum_rows)(int64_t m, int64_t n, const float *x, int64_t ldx, float *y, bool accumulate);
     /* y[i] (+)= sum_j X[i, j]: per-channel sums (conv bias gradient). */
-    void (*sum_cols)(int64_t m, int64_t n, const float *x, int64_t ldx, float *y,
-                     bool accumulate);
+    void (*sum_cols)(int64_t m, int64_t n, const float *x, int64_t ldx, float *y, bool accumulate);
 
     /* ---- softmax over the rows of X [M, N] (contiguous) ------------------ */
     /* y = softmax(x) or log_softmax(x) row by row; y may alias x. */
     void (*softmax_rows)(int64_t m, int64_t n, const float *x, float *y, bool log);
     /* Backward from the output y: softmax gx = y*(gy - sum(gy*y));
      * log-softmax gx = gy - exp(y)*sum(gy). gx may alias gy. */
-    void (*softmax_bwd_rows)(int64_t m, int64_t n, const float *y, const float *gy,
-                             float *gx, bool log);
+    void (*softmax_bwd_rows)(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
+                             bool log);
 
     /* ---- optimizer updates (in place on p and the state buffers) ---------- */
     /* vmax NULL: no amsgrad. */
@@ -146,8 +144,8 @@ void nn__backend_set_threads(int n);
 
 /* Reference kernels (backend/ref_gemm.c, backend/ref_kernels.c). */
 void nn__ref_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                   float *c, int64_t ldc);
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc);
 /* Fill every non-GEMM entry of t with the reference kernels. */
 void nn__ref_fill(nn_kernels *t);
 
@@ -157,9 +155,9 @@ void nn__ref_fill(nn_kernels *t);
  * small-matrix path. */
 void nn__avx2_fill(nn_kernels *t, nn__sgemm_fn large_gemm);
 /* The small-matrix GEMM path on its own (for tests and the benchmark). */
-void nn__avx2_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                          float alpha, const float *a, int64_t lda, const float *b,
-                          int64_t ldb, float beta, float *c, int64_t ldc);
+void nn__avx2_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                          float *c, int64_t ldc);
 /* Direct BLIS (for the benchmark's "same shape, straight to BLIS" figure);
  * NULL when built without BLIS. */
 nn__sgemm_fn nn__blis_sgemm(void);

@@ -92,8 +92,8 @@ NN_INLINE float hsum(__m256 v) {
  * A(i,p) at a[i*ars + p*acs] (covers A and Aᵀ) and B(p,j) at b[p*ldb + j].
  * Accumulators: MR x 2 ymm (MR <= 6: 12 of the 16 registers). */
 NN_INLINE void ker_axpy(const int MR, int64_t k, const float *a, int64_t ars, int64_t acs,
-                        const float *b, int64_t ldb, int64_t nr, float *c, int64_t ldc,
-                        float alpha, float beta) {
+                        const float *b, int64_t ldb, int64_t nr, float *c, int64_t ldc, float alpha,
+                        float beta) {
     __m256 acc[6][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     const bool full = nr == 16;
@@ -202,8 +202,8 @@ NN_INLINE void ker_dot(const int MR, const int NR, int64_t k, const float *a, in
 
 /* One row of C (m == 1 or the last odd row): 8 independent dot products at a
  * time keep both FMA pipes busy. */
-static void dot_row(int64_t j0, int64_t j1, int64_t k, float alpha, const float *a,
-                    const float *b, int64_t ldb, float beta, float *c) {
+static void dot_row(int64_t j0, int64_t j1, int64_t k, float alpha, const float *a, const float *b,
+                    int64_t ldb, float beta, float *c) {
     int64_t j = j0;
     for (; j + 8 <= j1; j += 8) ker_dot(1, 8, k, a, 0, b + j * ldb, ldb, c + j, 0, alpha, beta);
     for (; j + 4 <= j1; j += 4) ker_dot(1, 4, k, a, 0, b + j * ldb, ldb, c + j, 0, alpha, beta);
@@ -211,9 +211,8 @@ static void dot_row(int64_t j0, int64_t j1, int64_t k, float alpha, const float 
 }
 
 /* Columns [j0, j1) of C for A · Bᵀ. */
-static void small_dot(int64_t m, int64_t j0, int64_t j1, int64_t k, float alpha,
-                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                      float *c, int64_t ldc) {
+static void small_dot(int64_t m, int64_t j0, int64_t j1, int64_t k, float alpha, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     int64_t i = 0;
     for (; i + 2 <= m; i += 2) {
         const float *ai = a + i * lda;
@@ -240,13 +239,13 @@ static void gemm_cols(void *ctx, int64_t j0, int64_t j1) {
     if (g->tb)
         small_dot(g->m, j0, j1, g->k, g->alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c, g->ldc);
     else
-        small_axpy(g->ta, g->m, j0, j1, g->k, g->alpha, g->a, g->lda, g->b, g->ldb, g->beta,
-                   g->c, g->ldc);
+        small_axpy(g->ta, g->m, j0, j1, g->k, g->alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c,
+                   g->ldc);
 }
 
-void nn__avx2_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                          float alpha, const float *a, int64_t lda, const float *b,
-                          int64_t ldb, float beta, float *c, int64_t ldc) {
+void nn__avx2_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                          float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
     if (trans_a && trans_b) { /* rare: no fast path of our own */
         nn__ref_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -372,8 +371,8 @@ static void col2im_tasks(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-static void avx2_col2im(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h,
-                        int64_t w, const nn__win2d *g, float *x) {
+static void avx2_col2im(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h, int64_t w,
+                        const nn__win2d *g, float *x) {
     conv_args q = {x, (float *)col, n, c, h, w, ldcol, g};
     int nt = threads_for(n * c * g->kh * g->kw * g->oh * g->ow, 1 << 15);
     parallel_range(n * c, nt, 1, col2im_tasks, &q);
@@ -544,9 +543,7 @@ typedef struct pool_args {
 
 /* The reference rule for one step of the scan (PyTorch's): take v when it
  * is larger or NaN, so the last NaN of a window wins. */
-NN_INLINE bool pool_takes(float v, float best) {
-    return v > best || isnan(v);
-}
+NN_INLINE bool pool_takes(float v, float best) { return v > best || isnan(v); }
 
 /* 2x2 window, stride 2, no padding or dilation: the demo CNN's pooling. Taps
  * in the reference's order (row 0 left, right, row 1 left, right). */
@@ -568,8 +565,8 @@ static void pool2x2_plane(const float *xp, int64_t w, int64_t oh, int64_t ow, fl
     }
 }
 
-static void pool_general_plane(const float *xp, int64_t h, int64_t w, const nn__win2d *g,
-                               float *yp, int64_t *ip) {
+static void pool_general_plane(const float *xp, int64_t h, int64_t w, const nn__win2d *g, float *yp,
+                               int64_t *ip) {
     for (int64_t oy = 0; oy < g->oh; oy++)
         for (int64_t ox = 0; ox < g->ow; ox++) {
             float best = -INFINITY;
@@ -606,8 +603,8 @@ static void pool_planes(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-static void avx2_maxpool2d(const float *x, int64_t planes, int64_t h, int64_t w,
-                           const nn__win2d *g, float *y, int64_t *idx) {
+static void avx2_maxpool2d(const float *x, int64_t planes, int64_t h, int64_t w, const nn__win2d *g,
+                           float *y, int64_t *idx) {
     pool_args q = {x, y, idx, h, w, g, NULL, NULL, NULL};
     int nt = threads_for(planes * g->oh * g->ow * g->kh * g->kw, EW_GRAIN);
     parallel_range(planes, nt, 1, pool_planes, &q);
@@ -714,8 +711,8 @@ static void softmax_bwd_body(void *ctx, int64_t lo, int64_t hi) {
                                         q->y + lo * q->n, q->log);
 }
 
-static void avx2_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const float *gy,
-                                  float *gx, bool log) {
+static void avx2_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
+                                  bool log) {
     sm_args q = {y, gy, gx, n, log};
     parallel_range(m, threads_for(m * n * 4, EW_GRAIN), 1, softmax_bwd_body, &q);
 }
@@ -743,7 +740,10 @@ static void adam_body(void *ctx, int64_t lo, int64_t hi) {
         float *restrict vm = q->vmax;
         for (int64_t i = lo; i < hi; i++) {
             float gi = sg * g[i];
-            if (hp->decoupled) p[i] *= decay; else gi = gi + wd * p[i];
+            if (hp->decoupled)
+                p[i] *= decay;
+            else
+                gi = gi + wd * p[i];
             m[i] = m[i] * b1 + c1 * gi;
             v[i] = v[i] * b2 + c2 * gi * gi;
             float vv = vm[i] = vm[i] > v[i] ? vm[i] : v[i];

@@ -4,8 +4,8 @@
 #include "backend/backend.h"
 
 void nn__ref_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                   float *c, int64_t ldc) {
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc) {
     for (int64_t i = 0; i < m; i++) {
         float *ci = c + i * ldc;
         if (beta == 0.0f)

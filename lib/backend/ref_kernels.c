@@ -31,8 +31,8 @@ static void ref_im2col(const float *x, int64_t n, int64_t c, int64_t h, int64_t 
         }
 }
 
-static void ref_col2im(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h,
-                       int64_t w, const nn__win2d *g, float *x) {
+static void ref_col2im(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h, int64_t w,
+                       const nn__win2d *g, float *x) {
     const int64_t ohw = g->oh * g->ow;
     for (int64_t b = 0; b < n; b++)
         for (int64_t ch = 0; ch < c; ch++) {
@@ -69,8 +69,8 @@ static void ref_relu_bwd(int64_t n, const float *y, const float *gy, float *gx) 
     for (int64_t i = 0; i < n; i++) gx[i] = y[i] > 0.0f ? gy[i] : 0.0f;
 }
 
-static void ref_bias_act(int64_t m, int64_t n, const float *bias, bool per_row, bool relu,
-                         float *y, int64_t ldy) {
+static void ref_bias_act(int64_t m, int64_t n, const float *bias, bool per_row, bool relu, float *y,
+                         int64_t ldy) {
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             float v = y[i * ldy + j];
@@ -82,8 +82,8 @@ static void ref_bias_act(int64_t m, int64_t n, const float *bias, bool per_row, 
 
 /* ---------------------------------------------------------------- pooling */
 
-static void ref_maxpool2d(const float *x, int64_t planes, int64_t h, int64_t w,
-                          const nn__win2d *g, float *y, int64_t *idx) {
+static void ref_maxpool2d(const float *x, int64_t planes, int64_t h, int64_t w, const nn__win2d *g,
+                          float *y, int64_t *idx) {
     for (int64_t p = 0; p < planes; p++) {
         const float *xp = x + p * h * w;
         for (int64_t oy = 0; oy < g->oh; oy++)
@@ -178,8 +178,8 @@ static void ref_softmax_rows(int64_t m, int64_t n, const float *x, float *y, boo
     }
 }
 
-static void ref_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const float *gy,
-                                 float *gx, bool log) {
+static void ref_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
+                                 bool log) {
     for (int64_t i = 0; i < m; i++) {
         const float *yr = y + i * n, *gr = gy + i * n;
         float *xr = gx + i * n;

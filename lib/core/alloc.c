@@ -5,9 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void *default_malloc(size_t n, void *u) { (void)u; return malloc(n); }
-static void *default_realloc(void *p, size_t n, void *u) { (void)u; return realloc(p, n); }
-static void default_free(void *p, void *u) { (void)u; free(p); }
+static void *default_malloc(size_t n, void *u) {
+    (void)u;
+    return malloc(n);
+}
+static void *default_realloc(void *p, size_t n, void *u) {
+    (void)u;
+    return realloc(p, n);
+}
+static void default_free(void *p, void *u) {
+    (void)u;
+    free(p);
+}
 
 static nn_malloc_fn g_malloc = default_malloc;
 static nn_realloc_fn g_realloc = default_realloc;
@@ -98,9 +107,9 @@ char *nn__strdup(const char *s) {
  * back to the hook, so its owner sees exact counts. */
 #define NN__ALIGN 64
 #define NN__HDR (2 * sizeof(void *))
-#define NN__CACHE_MIN ((size_t)64 << 10)    /* only blocks of 64 KiB or more */
+#define NN__CACHE_MIN ((size_t)64 << 10) /* only blocks of 64 KiB or more */
 #define NN__CACHE_SLOTS 32
-#define NN__CACHE_MAX ((size_t)64 << 20)    /* at most 64 MiB kept */
+#define NN__CACHE_MAX ((size_t)64 << 20) /* at most 64 MiB kept */
 
 static struct {
     void *raw[NN__CACHE_SLOTS];

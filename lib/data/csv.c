@@ -181,7 +181,8 @@ nn_dataset *nn_dataset_from_csv(const char *path, bool header, char delimiter, b
     if (n_dropped) *n_dropped = 0;
     if (n_filled) *n_filled = 0;
     if (!nn__check_ptr(path, FN, "path")) return NULL;
-    if (policy != NN_CSV_POLICY_ERROR && policy != NN_CSV_POLICY_DROP && policy != NN_CSV_POLICY_FILL)
+    if (policy != NN_CSV_POLICY_ERROR && policy != NN_CSV_POLICY_DROP &&
+        policy != NN_CSV_POLICY_FILL)
         return NN__FAIL(NN_ERR_INVALID, FN ": unknown policy %d", (int)policy);
     if (delimiter == '\0' || delimiter == '\n' || delimiter == '\r' || delimiter == '"')
         return NN__FAIL(NN_ERR_INVALID, FN ": invalid delimiter 0x%02x", (unsigned char)delimiter);

@@ -9,21 +9,21 @@
 struct nn_dataset {
     uint32_t magic;
     _Atomic long refs;
-    nn_tensor *x;          /* base samples [M, ...], contiguous u8 or f32 (shared by subsets) */
-    nn_tensor *y;          /* base labels [M], contiguous i64 (shared) */
-    int64_t *index;        /* n positions into the base; NULL means identity (n == M) */
+    nn_tensor *x;   /* base samples [M, ...], contiguous u8 or f32 (shared by subsets) */
+    nn_tensor *y;   /* base labels [M], contiguous i64 (shared) */
+    int64_t *index; /* n positions into the base; NULL means identity (n == M) */
     int64_t n;
     int64_t num_classes;
-    char **class_names;    /* image folders: num_classes names (owned copies) */
+    char **class_names; /* image folders: num_classes names (owned copies) */
     /* transforms */
-    bool scale;            /* u8 -> f32 / 255 */
-    int64_t norm_n;        /* channels normalised (0: off) */
+    bool scale;     /* u8 -> f32 / 255 */
+    int64_t norm_n; /* channels normalised (0: off) */
     float *norm_mean, *norm_std;
     double flip_p;
     uint64_t flip_seed;
     int64_t crop_pad;
     uint64_t crop_seed;
-    int64_t one_hot;       /* classes of one-hot labels (0: off) */
+    int64_t one_hot; /* classes of one-hot labels (0: off) */
 };
 
 /* Check a dataset argument (NULL / freed) like nn__check_tensor. */

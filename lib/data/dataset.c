@@ -210,8 +210,8 @@ static nn_status split_sizes(const double *fr, int n, int64_t len, int64_t *size
     double sum = 0;
     for (int i = 0; i < n; i++) {
         if (!(fr[i] >= 0.0 && fr[i] <= 1.0))
-            return nn__err(NN_ERR_INVALID, "nn_dataset_split: fractions[%d] = %g outside [0, 1]",
-                           i, fr[i]);
+            return nn__err(NN_ERR_INVALID, "nn_dataset_split: fractions[%d] = %g outside [0, 1]", i,
+                           fr[i]);
         sum += fr[i];
     }
     if (sum > 1.0 + 1e-9)
@@ -283,8 +283,7 @@ nn_status nn_dataset_set_scale(nn_dataset *ds, bool on) {
     return NN_OK;
 }
 
-nn_status nn_dataset_set_normalize(nn_dataset *ds, const float *mean, const float *std,
-                                   int64_t n) {
+nn_status nn_dataset_set_normalize(nn_dataset *ds, const float *mean, const float *std, int64_t n) {
     const char *fn = "nn_dataset_set_normalize";
     if (!nn__check_dataset(ds, fn)) return nn_last_status();
     if (n == 0) {
@@ -375,7 +374,8 @@ nn_status nn_dataset_compute_normalize(nn_dataset *ds) {
     if (ds->n == 0) return nn__err(NN_ERR_STATE, "%s: the dataset is empty", fn);
     geom g = sample_geom(ds);
     int64_t c = g.channels;
-    if (c < 1 || g.per_channel < 1) return nn__err(NN_ERR_SHAPE, "%s: samples have no elements", fn);
+    if (c < 1 || g.per_channel < 1)
+        return nn__err(NN_ERR_SHAPE, "%s: samples have no elements", fn);
     double *acc = nn__calloc((size_t)c * 2, sizeof(double));
     float *m = nn__calloc((size_t)c, sizeof(float)), *s = nn__calloc((size_t)c, sizeof(float));
     nn_status st = acc && m && s ? NN_OK : NN_ERR_NOMEM;
@@ -407,8 +407,8 @@ int64_t nn_dataset_get_normalize(const nn_dataset *ds, float *mean, float *std, 
 
 static nn_status need_image(const nn_dataset *ds, const char *fn) {
     if (ds->x->ndim - 1 < 2)
-        return nn__err(NN_ERR_SHAPE, "%s: needs image samples [C, H, W] or [H, W], got ndim %d",
-                       fn, ds->x->ndim - 1);
+        return nn__err(NN_ERR_SHAPE, "%s: needs image samples [C, H, W] or [H, W], got ndim %d", fn,
+                       ds->x->ndim - 1);
     return NN_OK;
 }
 
@@ -426,7 +426,8 @@ nn_status nn_dataset_set_random_crop(nn_dataset *ds, int64_t padding, uint64_t s
     const char *fn = "nn_dataset_set_random_crop";
     if (!nn__check_dataset(ds, fn)) return nn_last_status();
     if (padding < 0 || padding > 4096)
-        return nn__err(NN_ERR_INVALID, "%s: padding = %lld outside [0, 4096]", fn, (long long)padding);
+        return nn__err(NN_ERR_INVALID, "%s: padding = %lld outside [0, 4096]", fn,
+                       (long long)padding);
     if (padding > 0 && need_image(ds, fn)) return nn_last_status();
     ds->crop_pad = padding;
     ds->crop_seed = seed;
@@ -474,8 +475,8 @@ static void convert_row(const nn_dataset *ds, const geom *g, int64_t row, float 
 
 /* out(i, j) = padded(i + dy, j' + dx) with j' = flip ? W-1-j : j and zero
  * padding of p on every side; src and dst are [planes, H, W]. */
-static void crop_flip(const geom *g, const float *src, int64_t p, int64_t dy, int64_t dx,
-                      bool flip, float *dst) {
+static void crop_flip(const geom *g, const float *src, int64_t p, int64_t dy, int64_t dx, bool flip,
+                      float *dst) {
     for (int64_t c = 0; c < g->planes; c++)
         for (int64_t i = 0; i < g->h; i++) {
             int64_t si = i + dy - p;

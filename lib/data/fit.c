@@ -80,8 +80,10 @@ static nn_status evaluate(nn_module *m, nn_fit_loss kind, nn_loader *val, double
         nn_tensor *out = nn_module_forward(m, x);
         nn_tensor *loss = compute_loss(kind, out, y);
         double acc = NAN, b = (double)nn_tensor_size(x, 0);
-        if (!loss) st = nn_last_status() ? nn_last_status() : NN_ERR_STATE;
-        else lsum += nn_tensor_item(loss) * b;
+        if (!loss)
+            st = nn_last_status() ? nn_last_status() : NN_ERR_STATE;
+        else
+            lsum += nn_tensor_item(loss) * b;
         labels = labels && nn_tensor_dtype(y) == NN_DTYPE_I64 && nn_tensor_ndim(out) == 2;
         if (!st && labels && (st = nn_accuracy(out, y, &acc)) == NN_OK) asum += acc * b;
         count += b;

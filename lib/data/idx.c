@@ -14,10 +14,10 @@
 typedef struct idx_file {
     gzFile gz;
     const char *path;
-    const char *role;      /* "images" or "labels" */
+    const char *role; /* "images" or "labels" */
     int ndim;
     uint32_t dims[3];
-    size_t payload;        /* bytes after the header (overflow-checked) */
+    size_t payload; /* bytes after the header (overflow-checked) */
 } idx_file;
 
 /* Map a gz read failure to a status with a message. */
@@ -31,10 +31,10 @@ static nn_status gz_fail(const idx_file *f, const char *what) {
         return nn__err(NN_ERR_TRUNCATED, FN ": %s file '%s': compressed data ends early (%s)",
                        f->role, f->path, what);
     if (zerr != Z_OK)
-        return nn__err(NN_ERR_FORMAT, FN ": %s file '%s': corrupt gzip data: %s", f->role,
-                       f->path, msg ? msg : "?");
-    return nn__err(NN_ERR_TRUNCATED, FN ": %s file '%s': file ends inside the %s", f->role,
-                   f->path, what);
+        return nn__err(NN_ERR_FORMAT, FN ": %s file '%s': corrupt gzip data: %s", f->role, f->path,
+                       msg ? msg : "?");
+    return nn__err(NN_ERR_TRUNCATED, FN ": %s file '%s': file ends inside the %s", f->role, f->path,
+                   what);
 }
 
 /* Read exactly n bytes; a short read is a truncation (or the gz error). */
@@ -81,15 +81,16 @@ static nn_status idx_open(idx_file *f, const char *path, const char *role, int w
     if (m[2] != 0x08) {
         const char *dt = idx_dtype_name(m[2]);
         if (dt)
-            return nn__err(NN_ERR_UNSUPPORTED,
-                           FN ": %s file '%s': IDX dtype byte 0x%02x (%s) unsupported, expected 0x08 (u8)",
-                           role, path, m[2], dt);
+            return nn__err(
+                NN_ERR_UNSUPPORTED,
+                FN ": %s file '%s': IDX dtype byte 0x%02x (%s) unsupported, expected 0x08 (u8)",
+                role, path, m[2], dt);
         return nn__err(NN_ERR_FORMAT, FN ": %s file '%s': invalid IDX dtype byte 0x%02x", role,
                        path, m[2]);
     }
     if (m[3] != want_ndim)
-        return nn__err(NN_ERR_FORMAT, FN ": %s file '%s': ndim %u, expected %d", role, path,
-                       m[3], want_ndim);
+        return nn__err(NN_ERR_FORMAT, FN ": %s file '%s': ndim %u, expected %d", role, path, m[3],
+                       want_ndim);
     f->ndim = want_ndim;
     unsigned char d[12];
     if ((st = read_exact(f, d, 4 * (size_t)want_ndim, "header dims"))) return st;
@@ -98,8 +99,9 @@ static nn_status idx_open(idx_file *f, const char *path, const char *role, int w
         f->dims[i] = (uint32_t)d[4 * i] << 24 | (uint32_t)d[4 * i + 1] << 16 |
                      (uint32_t)d[4 * i + 2] << 8 | d[4 * i + 3];
         if (!nn__size_mul(total, f->dims[i], &total) || total > (size_t)INT64_MAX / 8)
-            return nn__err(NN_ERR_OVERFLOW, FN ": %s file '%s': dims product overflows at dim %d = %u",
-                           role, path, i, (unsigned)f->dims[i]);
+            return nn__err(NN_ERR_OVERFLOW,
+                           FN ": %s file '%s': dims product overflows at dim %d = %u", role, path,
+                           i, (unsigned)f->dims[i]);
     }
     f->payload = total;
     return NN_OK;
@@ -140,7 +142,8 @@ static nn_status idx_payload(idx_file *f, unsigned char **out) {
     int got = gzread(f->gz, &extra, 1), zerr = Z_OK;
     if (got == 0) gzerror(f->gz, &zerr);
     if (got != 0 || zerr != Z_OK) {
-        if (got < 0 || zerr != Z_OK) gz_fail(f, "gzip trailer");
+        if (got < 0 || zerr != Z_OK)
+            gz_fail(f, "gzip trailer");
         else
             nn__err(NN_ERR_FORMAT, FN ": %s file '%s': trailing bytes after %zu data bytes",
                     f->role, f->path, f->payload);
@@ -180,7 +183,8 @@ static nn_status read_labels(idx_file *f, nn_tensor **y) {
 }
 
 nn_dataset *nn_dataset_from_idx(const char *images_path, const char *labels_path) {
-    if (!nn__check_ptr(images_path, FN, "images_path") || !nn__check_ptr(labels_path, FN, "labels_path"))
+    if (!nn__check_ptr(images_path, FN, "images_path") ||
+        !nn__check_ptr(labels_path, FN, "labels_path"))
         return NULL;
     idx_file im = {0}, lb = {0};
     nn_tensor *x = NULL, *y = NULL;
@@ -188,7 +192,8 @@ nn_dataset *nn_dataset_from_idx(const char *images_path, const char *labels_path
     if (!st) st = idx_open(&lb, labels_path, "labels", 1);
     /* Compare counts before reading megabytes of payload. */
     if (!st && im.dims[0] != lb.dims[0])
-        st = nn__err(NN_ERR_FORMAT, FN ": images file '%s' has %u images but labels file '%s' has %u labels",
+        st = nn__err(NN_ERR_FORMAT,
+                     FN ": images file '%s' has %u images but labels file '%s' has %u labels",
                      images_path, (unsigned)im.dims[0], labels_path, (unsigned)lb.dims[0]);
     if (!st) st = read_images(&im, &x);
     if (!st) st = read_labels(&lb, &y);

@@ -205,7 +205,8 @@ static int cmp_str(const void *a, const void *b) {
 
 static bool is_image_name(const char *s) {
     const char *dot = strrchr(s, '.');
-    return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+    return dot &&
+           (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
 }
 
 /* Sorted entries of dir that are directories (want_dirs) or image files. */
@@ -237,8 +238,8 @@ static nn_status list_dir(const char *dir, bool want_dirs, names *out) {
 
 typedef struct folder {
     names classes;
-    names *files;    /* per class */
-    int64_t nfiles;  /* entries allocated in files */
+    names *files;   /* per class */
+    int64_t nfiles; /* entries allocated in files */
     int64_t total;
 } folder;
 
@@ -263,7 +264,8 @@ static nn_status scan(const char *root, folder *f) {
         if ((st = list_dir(dir, false, &f->files[c]))) return st;
         f->total += f->files[c].n;
     }
-    if (f->total == 0) return nn__err(NN_ERR_NOT_FOUND, FN ": no .png/.jpg images under '%s'", root);
+    if (f->total == 0)
+        return nn__err(NN_ERR_NOT_FOUND, FN ": no .png/.jpg images under '%s'", root);
     return NN_OK;
 }
 
@@ -292,10 +294,11 @@ nn_dataset *nn_dataset_from_image_folder(const char *root, int64_t height, int64
                                          int channels) {
     if (!nn__check_ptr(root, FN, "root")) return NULL;
     if (channels != 1 && channels != 3)
-        return NN__FAIL(NN_ERR_INVALID, FN ": channels = %d, expected 1 (gray) or 3 (RGB)", channels);
+        return NN__FAIL(NN_ERR_INVALID, FN ": channels = %d, expected 1 (gray) or 3 (RGB)",
+                        channels);
     if (height < 1 || width < 1 || height > 65536 || width > 65536)
-        return NN__FAIL(NN_ERR_INVALID, FN ": size %lldx%lld outside [1, 65536]",
-                        (long long)height, (long long)width);
+        return NN__FAIL(NN_ERR_INVALID, FN ": size %lldx%lld outside [1, 65536]", (long long)height,
+                        (long long)width);
     folder f = {0};
     nn_tensor *x = NULL, *y = NULL;
     nn_dataset *ds = NULL;

@@ -23,9 +23,9 @@ struct nn_loader {
     nn_dataset *ds;
     int64_t batch;
     bool shuffle, drop_last, prefetch;
-    nn_generator gen;      /* the shuffle stream, seeded once */
-    int64_t *perm;         /* this epoch's order: positions in ds */
-    int64_t epoch;         /* epochs started - 1 (-1: none yet) */
+    nn_generator gen; /* the shuffle stream, seeded once */
+    int64_t *perm;    /* this epoch's order: positions in ds */
+    int64_t epoch;    /* epochs started - 1 (-1: none yet) */
     int64_t next_batch, nbatches;
     bool started;
     nn_tensor *cur_x, *cur_y; /* the borrowed batch */
@@ -35,9 +35,9 @@ struct nn_loader {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int64_t want;          /* batch requested (-1: none) */
+    int64_t want; /* batch requested (-1: none) */
     bool busy, quit;
-    int64_t ready_idx;     /* batch waiting in rx/ry (-1: none) */
+    int64_t ready_idx; /* batch waiting in rx/ry (-1: none) */
     nn_tensor *rx, *ry;
     nn_status rst;
     char rmsg[ERRMSG_CAP];

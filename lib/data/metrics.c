@@ -5,8 +5,7 @@
 #include <math.h>
 
 /* logits f32 [B, C] and labels i64 [B], labels in [0, C). */
-static bool check_logits_labels(const nn_tensor *logits, const nn_tensor *labels,
-                                const char *fn) {
+static bool check_logits_labels(const nn_tensor *logits, const nn_tensor *labels, const char *fn) {
     if (!nn__check_f32(logits, fn, "logits") || !nn__check_tensor(labels, fn, "labels"))
         return false;
     if (logits->ndim != 2 || logits->shape[1] < 1)
@@ -96,8 +95,9 @@ nn_tensor *nn_confusion_matrix(const nn_tensor *pred, const nn_tensor *labels,
         int64_t p = is_logits ? argmax_row(pred, i) : (int64_t)nn__get_flat(pred, i);
         if (t < 0 || t >= num_classes || p < 0 || p >= num_classes) {
             nn__tensor_release(cm);
-            return NN__FAIL(NN_ERR_RANGE, "%s: sample %lld has label %lld, prediction %lld outside [0, %lld)",
-                            fn, (long long)i, (long long)t, (long long)p, (long long)num_classes);
+            return NN__FAIL(NN_ERR_RANGE,
+                            "%s: sample %lld has label %lld, prediction %lld outside [0, %lld)", fn,
+                            (long long)i, (long long)t, (long long)p, (long long)num_classes);
         }
         nn__i64(cm)[t * num_classes + p]++;
     }

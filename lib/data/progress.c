@@ -71,7 +71,8 @@ static int format_line(const nn_progress *p, char *buf, size_t cap, double elaps
     double eta = done > 0 ? elapsed / (double)done * (double)(p->batches - done) : 0.0;
     long eta_s = eta > 0 && eta < 1e9 ? (long)(eta + 0.5) : 0;
     double mean = p->loss_n > 0 ? p->loss_sum / p->loss_n : NAN;
-    return snprintf(buf, cap, "epoch %lld/%lld  batch %lld/%lld  loss %.4f  %.0f img/s  ETA %ld:%02ld",
+    return snprintf(buf, cap,
+                    "epoch %lld/%lld  batch %lld/%lld  loss %.4f  %.0f img/s  ETA %ld:%02ld",
                     (long long)p->epoch + 1, (long long)p->epochs, (long long)done,
                     (long long)p->batches, mean, rate, eta_s / 60, eta_s % 60);
 }
@@ -93,7 +94,8 @@ nn_status nn_progress_update(nn_progress *p, int64_t batch_index, double loss, i
     if (!p->tty && !plain_due) return NN_OK;
     char line[256];
     format_line(p, line, sizeof line, now_s() - p->t0);
-    if (p->tty) dprintf(p->fd, "\r%s\033[K", line);
+    if (p->tty)
+        dprintf(p->fd, "\r%s\033[K", line);
     else {
         dprintf(p->fd, "%s\n", line);
         p->last_plain = batch_index;

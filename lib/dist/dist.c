@@ -48,8 +48,7 @@ typedef struct tlist {
 
 /* Collect m's parameters (only those requiring grad when grads_only) and,
  * with buffers, its buffers. Borrowed tensors; free l->v with nn__free. */
-static nn_status collect(nn_module *m, bool grads_only, bool buffers, tlist *l,
-                         const char *fn) {
+static nn_status collect(nn_module *m, bool grads_only, bool buffers, tlist *l, const char *fn) {
     memset(l, 0, sizeof *l);
     int64_t np = nn_module_num_parameters(m);
     int64_t nb = buffers ? nn_module_num_buffers(m) : 0;
@@ -235,13 +234,13 @@ nn_status nn_dist_allreduce_scalar(double *v, int n) {
 
 /* ------------------------------------------------------------- sharding */
 
-int64_t nn_dist_shard_indices(int64_t n, int rank, int size, bool even, int64_t *out,
-                              int64_t cap) {
+int64_t nn_dist_shard_indices(int64_t n, int rank, int size, bool even, int64_t *out, int64_t cap) {
     static const char fn[] = "nn_dist_shard_indices";
     if (n < 0 || size < 1 || rank < 0 || rank >= size || cap < 0) {
-        nn__err(NN_ERR_INVALID, "%s: need n >= 0, size >= 1, 0 <= rank < size, cap >= 0 "
-                "(got n %lld, rank %d, size %d, cap %lld)", fn, (long long)n, rank, size,
-                (long long)cap);
+        nn__err(NN_ERR_INVALID,
+                "%s: need n >= 0, size >= 1, 0 <= rank < size, cap >= 0 "
+                "(got n %lld, rank %d, size %d, cap %lld)",
+                fn, (long long)n, rank, size, (long long)cap);
         return -1;
     }
     if (!out && cap > 0) {

@@ -10,7 +10,7 @@
 enum { COMM_NONE, COMM_ACTIVE, COMM_DONE };
 
 static int g_state = COMM_NONE;
-static bool g_owns_mpi;          /* MPI_Init_thread was ours: finalise it */
+static bool g_owns_mpi; /* MPI_Init_thread was ours: finalise it */
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static int g_rank = 0, g_size = 1;
 
@@ -60,8 +60,9 @@ nn_status nn__comm_init(int *argc, char ***argv, const char *fn) {
         if (provided < MPI_THREAD_FUNNELED) {
             MPI_Finalize();
             g_state = COMM_DONE;
-            return nn__err(NN_ERR_UNSUPPORTED, "%s: MPI provides thread level %d, need MPI_THREAD_FUNNELED",
-                           fn, provided);
+            return nn__err(NN_ERR_UNSUPPORTED,
+                           "%s: MPI provides thread level %d, need MPI_THREAD_FUNNELED", fn,
+                           provided);
         }
     }
     nn_status st = make_comm(fn);
@@ -121,8 +122,8 @@ static nn_status allreduce(void *buf, size_t n, size_t esize, MPI_Datatype type,
     if (alone()) return NN_OK;
     for (size_t off = 0; off < n; off += CHUNK) {
         size_t k = n - off < CHUNK ? n - off : CHUNK;
-        int rc = MPI_Allreduce(MPI_IN_PLACE, (unsigned char *)buf + off * esize, (int)k, type,
-                               op, g_comm);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (unsigned char *)buf + off * esize, (int)k, type, op,
+                               g_comm);
         if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Allreduce");
     }
     return NN_OK;

@@ -19,7 +19,10 @@ uint8_t *nn__wbuf_reserve(nn__wbuf *w, size_t n) {
     if (need > w->cap) {
         size_t cap = w->cap ? w->cap : 256;
         while (cap < need) {
-            if (!nn__size_mul(cap, 2, &cap)) { cap = need; break; }
+            if (!nn__size_mul(cap, 2, &cap)) {
+                cap = need;
+                break;
+            }
         }
         uint8_t *p = nn__realloc(w->p, cap);
         if (!p) {
@@ -320,8 +323,8 @@ nn_status nn__inflate(const uint8_t *in, size_t in_len, void *out, size_t out_le
         inflateEnd(&z);
         if (rc == Z_BUF_ERROR && out_left == 0)
             return nn__err(NN_ERR_FORMAT,
-                           "%s: tensor '%s' inflates to more than its declared %zu bytes", fn,
-                           name, out_len);
+                           "%s: tensor '%s' inflates to more than its declared %zu bytes", fn, name,
+                           out_len);
         if (rc == Z_BUF_ERROR)
             return nn__err(NN_ERR_FORMAT, "%s: tensor '%s': compressed data ends early", fn, name);
         return nn__err(NN_ERR_FORMAT, "%s: tensor '%s': corrupt compressed data (zlib %d)", fn,

@@ -72,14 +72,17 @@ static nn_status parse_header(const uint8_t *d, size_t size, nn__file *f, const 
         return nn__err(NN_ERR_FORMAT, "%s: not a libnn model file (bad magic)", fn);
     }
     if (size < min)
-        return nn__err(NN_ERR_TRUNCATED, "%s: file of %zu bytes is shorter than the %zu-byte "
-                       "header and trailer", fn, size, min);
+        return nn__err(NN_ERR_TRUNCATED,
+                       "%s: file of %zu bytes is shorter than the %zu-byte "
+                       "header and trailer",
+                       fn, size, min);
     f->major = (uint16_t)(d[8] | d[9] << 8);
     f->minor = (uint16_t)(d[10] | d[11] << 8);
     if (f->major != NN__IO_MAJOR)
-        return nn__err(NN_ERR_VERSION, "%s: format version %u.%u, this library reads %d.x "
-                       "(up to %d.%d)", fn, f->major, f->minor, NN__IO_MAJOR, NN__IO_MAJOR,
-                       NN__IO_MINOR);
+        return nn__err(NN_ERR_VERSION,
+                       "%s: format version %u.%u, this library reads %d.x "
+                       "(up to %d.%d)",
+                       fn, f->major, f->minor, NN__IO_MAJOR, NN__IO_MAJOR, NN__IO_MINOR);
     uint32_t flags = nn__get_u32(d + 12), reserved = nn__get_u32(d + 28);
     if (flags != 0 || reserved != 0)
         return nn__err(NN_ERR_FORMAT, "%s: header flags 0x%x / reserved 0x%x must be 0", fn, flags,
@@ -89,9 +92,11 @@ static nn_status parse_header(const uint8_t *d, size_t size, nn__file *f, const 
         return nn__err(NN_ERR_TRUNCATED, "%s: file has %zu bytes, its header declares %llu", fn,
                        size, (unsigned long long)declared);
     if (declared < size)
-        return nn__err(NN_ERR_FORMAT, "%s: %llu trailing bytes after the declared end (%llu of "
-                       "%zu bytes)", fn, (unsigned long long)(size - declared),
-                       (unsigned long long)declared, size);
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: %llu trailing bytes after the declared end (%llu of "
+                       "%zu bytes)",
+                       fn, (unsigned long long)(size - declared), (unsigned long long)declared,
+                       size);
     if (memcmp(d + size - 8, NN__IO_END_MAGIC, 4) != 0)
         return nn__err(NN_ERR_FORMAT, "%s: missing end marker", fn);
     uint32_t want = nn__get_u32(d + size - 4), got = nn__crc32(0, d, size - 4);
@@ -101,9 +106,7 @@ static nn_status parse_header(const uint8_t *d, size_t size, nn__file *f, const 
     return NN_OK;
 }
 
-static bool known_type(uint32_t type) {
-    return type >= NN__SEC_META && type <= NN__SEC_TRAINING;
-}
+static bool known_type(uint32_t type) { return type >= NN__SEC_META && type <= NN__SEC_TRAINING; }
 
 /* One section header at r; appends it to f unless it is skipped. */
 static nn_status parse_section(nn__rd *r, uint32_t idx, nn__file *f, const char *fn) {
@@ -115,11 +118,15 @@ static nn_status parse_section(nn__rd *r, uint32_t idx, nn__file *f, const char 
         !nn__rd_u32(r, &reserved, "section reserved"))
         return nn_last_status();
     if ((flags & ~NN__SEC_FLAG_SKIPPABLE) != 0 || reserved != 0)
-        return nn__err(NN_ERR_FORMAT, "%s: section %u (type %u): flags 0x%x / reserved 0x%x "
-                       "invalid", fn, idx, type, flags, reserved);
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: section %u (type %u): flags 0x%x / reserved 0x%x "
+                       "invalid",
+                       fn, idx, type, flags, reserved);
     if (len > nn__rd_left(r))
-        return nn__err(NN_ERR_FORMAT, "%s: section %u (type %u) length %llu exceeds the %zu "
-                       "bytes left", fn, idx, type, (unsigned long long)len, nn__rd_left(r));
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: section %u (type %u) length %llu exceeds the %zu "
+                       "bytes left",
+                       fn, idx, type, (unsigned long long)len, nn__rd_left(r));
     nn__rd_bytes(r, &payload, (size_t)len, "section payload");
     uint32_t got = nn__crc32(0, payload, (size_t)len);
     if (got != crc)
@@ -127,8 +134,10 @@ static nn_status parse_section(nn__rd *r, uint32_t idx, nn__file *f, const char 
                        section_name(type), idx, got, crc);
     if (!known_type(type)) {
         if (flags & NN__SEC_FLAG_SKIPPABLE) return NN_OK; /* a newer minor's extra: skip */
-        return nn__err(NN_ERR_UNSUPPORTED, "%s: section %u has unknown type %u and is not "
-                       "marked skippable (file version %u.%u)", fn, idx, type, f->major, f->minor);
+        return nn__err(NN_ERR_UNSUPPORTED,
+                       "%s: section %u has unknown type %u and is not "
+                       "marked skippable (file version %u.%u)",
+                       fn, idx, type, f->major, f->minor);
     }
     if (nn__file_find(f, type))
         return nn__err(NN_ERR_FORMAT, "%s: duplicate %s (section %u)", fn, section_name(type), idx);
@@ -150,15 +159,17 @@ nn_status nn__file_parse(const uint8_t *data, size_t size, nn__file *f, const ch
         return nn__err(NN_ERR_LIMIT, "%s: section count %u exceeds the limit of %d", fn, count,
                        NN__IO_MAX_SECTIONS);
     nn__rd r;
-    nn__rd_init(&r, data + NN__IO_HEADER_SIZE, size - NN__IO_HEADER_SIZE - NN__IO_TRAILER_SIZE,
-                fn, "section list");
+    nn__rd_init(&r, data + NN__IO_HEADER_SIZE, size - NN__IO_HEADER_SIZE - NN__IO_TRAILER_SIZE, fn,
+                "section list");
     for (uint32_t i = 0; i < count; i++) {
         st = parse_section(&r, i, f, fn);
         if (st) return st;
     }
     if (nn__rd_left(&r) != 0)
-        return nn__err(NN_ERR_FORMAT, "%s: %zu bytes between the last of %u sections and the "
-                       "trailer", fn, nn__rd_left(&r), count);
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: %zu bytes between the last of %u sections and the "
+                       "trailer",
+                       fn, nn__rd_left(&r), count);
     return NN_OK;
 }
 

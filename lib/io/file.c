@@ -50,8 +50,10 @@ nn_status nn__io_load(const nn__io_src *src, int64_t max, nn__io_loaded *out, co
     } else {
         if (!src->data && src->size) return nn__err(NN_ERR_NULL, "%s: argument 'data' is NULL", fn);
         if (src->size > (uint64_t)max)
-            return nn__err(NN_ERR_LIMIT, "%s: %zu bytes exceed the %lld-byte limit "
-                           "(NN_IO_OPTION_MAX_BYTES)", fn, src->size, (long long)max);
+            return nn__err(NN_ERR_LIMIT,
+                           "%s: %zu bytes exceed the %lld-byte limit "
+                           "(NN_IO_OPTION_MAX_BYTES)",
+                           fn, src->size, (long long)max);
         bytes = src->data;
         size = src->size;
     }

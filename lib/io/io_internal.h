@@ -25,12 +25,12 @@ enum {
 };
 #define NN__SEC_FLAG_SKIPPABLE 1u
 
-#define NN__IO_MAX_NAME 65535u          /* keys, tensor names, module types */
-#define NN__IO_MAX_STRING (16u << 20)   /* metadata string values */
-#define NN__IO_MAX_DEPTH 32             /* module tree nesting */
-#define NN__IO_MAX_NODES 65536          /* module tree nodes */
-#define NN__IO_MAX_ENTRIES 65536u      /* tensors / metadata entries / strings */
-#define NN__IO_ZLIB_MAX_RATIO 1032u     /* deflate's maximum expansion on inflate */
+#define NN__IO_MAX_NAME 65535u        /* keys, tensor names, module types */
+#define NN__IO_MAX_STRING (16u << 20) /* metadata string values */
+#define NN__IO_MAX_DEPTH 32           /* module tree nesting */
+#define NN__IO_MAX_NODES 65536        /* module tree nodes */
+#define NN__IO_MAX_ENTRIES 65536u     /* tensors / metadata entries / strings */
+#define NN__IO_ZLIB_MAX_RATIO 1032u   /* deflate's maximum expansion on inflate */
 #define NN__IO_DEFAULT_MAX_BYTES ((int64_t)4 << 30)
 
 /* ----------------------------------------------------------- options */
@@ -162,8 +162,8 @@ nn_status nn__io_write_stream(nn_write_fn write, void *user, const uint8_t *data
 /* Read a whole file (at most max bytes) into a new allocation. */
 nn_status nn__io_read_path(const char *path, int64_t max, uint8_t **data, size_t *size,
                            const char *fn);
-nn_status nn__io_read_stream(nn_read_fn read, void *user, int64_t max, uint8_t **data,
-                             size_t *size, const char *fn);
+nn_status nn__io_read_stream(nn_read_fn read, void *user, int64_t max, uint8_t **data, size_t *size,
+                             const char *fn);
 
 /* The system calls used by the atomic save; tests replace them to inject
  * failures (nn__io_sys_reset restores the real ones). Not thread-safe to
@@ -184,11 +184,11 @@ void nn__io_sys_reset(void);
 typedef struct nn__meta_entry {
     char *key;
     nn_meta_kind kind;
-    char *str;        /* STRING */
-    double num;       /* NUMBER */
-    double *arr;      /* ARRAY */
-    char **strs;      /* STRINGS */
-    int64_t n;        /* ARRAY / STRINGS count */
+    char *str;   /* STRING */
+    double num;  /* NUMBER */
+    double *arr; /* ARRAY */
+    char **strs; /* STRINGS */
+    int64_t n;   /* ARRAY / STRINGS count */
 } nn__meta_entry;
 
 struct nn_meta {

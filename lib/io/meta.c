@@ -186,8 +186,8 @@ static const nn__meta_entry *get(const nn_meta *m, const char *key, nn_meta_kind
     const nn__meta_entry *e = find(m, key);
     if (!e) return NN__FAIL(NN_ERR_NOT_FOUND, "%s: no key '%s'", fn, key);
     if (e->kind != kind)
-        return NN__FAIL(NN_ERR_INVALID, "%s: key '%s' holds kind %d, not %d", fn, key,
-                        (int)e->kind, (int)kind);
+        return NN__FAIL(NN_ERR_INVALID, "%s: key '%s' holds kind %d, not %d", fn, key, (int)e->kind,
+                        (int)kind);
     return e;
 }
 
@@ -270,8 +270,10 @@ static bool decode_value(nn__rd *r, nn__meta_entry *e) {
         uint64_t n;
         if (!nn__rd_u64(r, &n, "array length")) return false;
         if (n > nn__rd_left(r) / 8) {
-            nn__err(NN_ERR_FORMAT, "%s: metadata '%s': array length %llu exceeds the %zu bytes "
-                    "left", r->fn, e->key, (unsigned long long)n, nn__rd_left(r));
+            nn__err(NN_ERR_FORMAT,
+                    "%s: metadata '%s': array length %llu exceeds the %zu bytes "
+                    "left",
+                    r->fn, e->key, (unsigned long long)n, nn__rd_left(r));
             return r->ok = false;
         }
         if (!(e->arr = nn__malloc(sizeof(double) * (size_t)n))) return r->ok = false;

@@ -139,8 +139,10 @@ static nn_module *create_node(tree_rd *t, const char *fn) {
     }
     uint64_t b = own_bytes(m);
     if (b > t->param_budget) {
-        nn__err(NN_ERR_FORMAT, "%s: module '%s' needs %llu more parameter bytes than the file's "
-                "tensors hold", fn, type, (unsigned long long)(b - t->param_budget));
+        nn__err(NN_ERR_FORMAT,
+                "%s: module '%s' needs %llu more parameter bytes than the file's "
+                "tensors hold",
+                fn, type, (unsigned long long)(b - t->param_budget));
         nn_module_free(m);
         m = NULL;
         goto done;
@@ -180,8 +182,11 @@ fail:
 
 static nn_module *decode_tree(const nn__io_loaded *l, uint64_t tensor_bytes, const char *fn) {
     const nn__section *s = nn__file_find(&l->file, NN__SEC_MODULE);
-    if (!s) return NN__FAIL(NN_ERR_FORMAT, "%s: the file has no module section (a weights-only "
-                            "file: use nn_module_load_weights)", fn);
+    if (!s)
+        return NN__FAIL(NN_ERR_FORMAT,
+                        "%s: the file has no module section (a weights-only "
+                        "file: use nn_module_load_weights)",
+                        fn);
     tree_rd t = {.param_budget = tensor_bytes};
     nn__rd_init(&t.r, s->payload, s->len, fn, "module section");
     nn_module *m = decode_node(&t, 0, fn);
@@ -252,8 +257,10 @@ static nn_status decode_sd(nn__rd *r, int64_t *budget, nn__tlist *out, const cha
     const uint8_t *p;
     if (!nn__rd_u64(r, &len, field)) return nn_last_status();
     if (len > nn__rd_left(r))
-        return nn__err(NN_ERR_FORMAT, "%s: training section: %s length %llu exceeds the %zu "
-                       "bytes left", fn, field, (unsigned long long)len, nn__rd_left(r));
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: training section: %s length %llu exceeds the %zu "
+                       "bytes left",
+                       fn, field, (unsigned long long)len, nn__rd_left(r));
     nn__rd_bytes(r, &p, (size_t)len, field);
     return nn__tensors_decode(p, (size_t)len, budget, out, fn);
 }
@@ -262,8 +269,11 @@ static nn_status decode_training(const nn__io_loaded *l, int64_t *budget, traini
                                  const char *fn) {
     memset(t, 0, sizeof *t);
     const nn__section *s = nn__file_find(&l->file, NN__SEC_TRAINING);
-    if (!s) return nn__err(NN_ERR_FORMAT, "%s: the file has no training section (not a "
-                           "checkpoint)", fn);
+    if (!s)
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: the file has no training section (not a "
+                       "checkpoint)",
+                       fn);
     nn__rd r;
     nn__rd_init(&r, s->payload, s->len, fn, "training section");
     uint8_t has_sched, pad8;
@@ -276,9 +286,10 @@ static nn_status decode_training(const nn__io_loaded *l, int64_t *budget, traini
     for (int i = 0; i < 4; i++)
         if (!nn__rd_u64(&r, &t->rng[i], "RNG state")) return nn_last_status();
     if (t->epoch < 0 || t->step < 0 || has_sched > 1 || pad8 || pad16 || pad32)
-        return nn__err(NN_ERR_FORMAT, "%s: training section: epoch %lld, step %lld, schedule "
-                       "flag %u or reserved fields invalid", fn, (long long)t->epoch,
-                       (long long)t->step, has_sched);
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: training section: epoch %lld, step %lld, schedule "
+                       "flag %u or reserved fields invalid",
+                       fn, (long long)t->epoch, (long long)t->step, has_sched);
     if (!(t->rng[0] | t->rng[1] | t->rng[2] | t->rng[3]))
         return nn__err(NN_ERR_FORMAT, "%s: training section: RNG state is all zero", fn);
     t->has_sched = has_sched;
@@ -326,7 +337,8 @@ nn_status nn_model_save(nn_module *m, const char *path, const nn_meta *meta,
 nn_status nn_model_save_buffer(nn_module *m, const nn_meta *meta, const nn_io_options *opts,
                                void **data, size_t *size) {
     const char *fn = "nn_model_save_buffer";
-    if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size")) return nn_last_status();
+    if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size"))
+        return nn_last_status();
     nn__io_dst dst = {.out_data = data, .out_size = size};
     return save_module(m, meta, opts, &dst, fn);
 }
@@ -362,7 +374,8 @@ nn_status nn_statedict_save(const nn_statedict *sd, const char *path, const nn_i
 nn_status nn_statedict_save_buffer(const nn_statedict *sd, const nn_io_options *opts, void **data,
                                    size_t *size) {
     const char *fn = "nn_statedict_save_buffer";
-    if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size")) return nn_last_status();
+    if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size"))
+        return nn_last_status();
     nn__io_dst dst = {.out_data = data, .out_size = size};
     return save_sd(sd, opts, &dst, fn);
 }
@@ -544,8 +557,8 @@ nn_status nn_module_load_weights_buffer(nn_module *m, const void *data, size_t s
 /* Everything is decoded and validated first; the objects are then updated
  * in the order least likely to fail: optimizer, schedule, module, RNG. */
 static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *opt,
-                                 nn_sched *sched, nn_generator *gen, int64_t *epoch,
-                                 int64_t *step, const nn_io_options *opts, const char *fn) {
+                                 nn_sched *sched, nn_generator *gen, int64_t *epoch, int64_t *step,
+                                 const nn_io_options *opts, const char *fn) {
     if (!nn__check_ptr(m, fn, "m") || !nn__check_ptr(opt, fn, "opt")) return nn_last_status();
     nn_io_options tmp;
     const nn_io_options *o = nn__io_opts(opts, &tmp, fn);

@@ -70,8 +70,10 @@ static int create_temp(const char *path, char **tmp_out, const char *fn) {
 static nn_status sync_dir(const char *path, const char *fn) {
     const char *slash = strrchr(path, '/');
     char *dir;
-    if (!slash) dir = nn__strdup(".");
-    else if (slash == path) dir = nn__strdup("/");
+    if (!slash)
+        dir = nn__strdup(".");
+    else if (slash == path)
+        dir = nn__strdup("/");
     else {
         size_t n = (size_t)(slash - path);
         dir = nn__malloc(n + 1);
@@ -83,7 +85,8 @@ static nn_status sync_dir(const char *path, const char *fn) {
     if (!dir) return NN_ERR_NOMEM;
     int fd = nn__io_sys_ops.open(dir, O_RDONLY | O_CLOEXEC | O_DIRECTORY, 0);
     nn_status st = NN_OK;
-    if (fd < 0) st = nn__err(NN_ERR_IO, "%s: cannot open directory '%s': %s", fn, dir, strerror(errno));
+    if (fd < 0)
+        st = nn__err(NN_ERR_IO, "%s: cannot open directory '%s': %s", fn, dir, strerror(errno));
     else {
         if (nn__io_sys_ops.fsync(fd) != 0 && errno != EINVAL && errno != EROFS)
             st = nn__err(NN_ERR_IO, "%s: fsync of directory '%s' failed: %s", fn, dir,
@@ -139,8 +142,10 @@ nn_status nn__io_read_stream(nn_read_fn read_fn, void *user, int64_t max, uint8_
         if (len == cap) {
             /* Room for one byte beyond the limit, to detect an oversized stream. */
             if (cap > limit) {
-                nn__err(NN_ERR_LIMIT, "%s: stream exceeds the %lld-byte limit "
-                        "(NN_IO_OPTION_MAX_BYTES)", fn, (long long)max);
+                nn__err(NN_ERR_LIMIT,
+                        "%s: stream exceeds the %lld-byte limit "
+                        "(NN_IO_OPTION_MAX_BYTES)",
+                        fn, (long long)max);
                 goto fail;
             }
             size_t c = cap == 0 ? 4096 : (cap > limit / 2 ? limit + 1 : cap * 2);
@@ -183,17 +188,22 @@ nn_status nn__io_read_path(const char *path, int64_t max, uint8_t **data, size_t
     if (fstat(fd, &stt) != 0 || !S_ISREG(stt.st_mode))
         st = nn__err(NN_ERR_IO, "%s: '%s' is not a regular file", fn, path);
     else if ((uint64_t)stt.st_size > (uint64_t)max || (uint64_t)stt.st_size > SIZE_MAX / 2)
-        st = nn__err(NN_ERR_LIMIT, "%s: '%s' has %lld bytes, over the %lld-byte limit "
-                     "(NN_IO_OPTION_MAX_BYTES)", fn, path, (long long)stt.st_size, (long long)max);
+        st = nn__err(NN_ERR_LIMIT,
+                     "%s: '%s' has %lld bytes, over the %lld-byte limit "
+                     "(NN_IO_OPTION_MAX_BYTES)",
+                     fn, path, (long long)stt.st_size, (long long)max);
     uint8_t *buf = NULL;
     size_t n = st ? 0 : (size_t)stt.st_size, got = 0;
     if (!st && !(buf = nn__malloc(n))) st = NN_ERR_NOMEM;
     while (!st && got < n) {
         ssize_t k = read(fd, buf + got, n - got > (1u << 30) ? (1u << 30) : n - got);
         if (k < 0 && errno == EINTR) continue;
-        if (k < 0) st = nn__err(NN_ERR_IO, "%s: reading '%s' failed: %s", fn, path, strerror(errno));
-        else if (k == 0) n = got; /* shrank meanwhile: parse what is there */
-        else got += (size_t)k;
+        if (k < 0)
+            st = nn__err(NN_ERR_IO, "%s: reading '%s' failed: %s", fn, path, strerror(errno));
+        else if (k == 0)
+            n = got; /* shrank meanwhile: parse what is there */
+        else
+            got += (size_t)k;
     }
     close(fd);
     if (st) {

@@ -42,13 +42,14 @@ void nn__tlist_clear(nn__tlist *l) {
 /* ------------------------------------------------------------ encoding */
 
 typedef struct blob {
-    uint8_t *p;       /* owned bytes to write (compressed or a LE copy) */
+    uint8_t *p; /* owned bytes to write (compressed or a LE copy) */
     size_t len, raw;
     uint8_t codec;
 } blob;
 
 /* Little-endian bytes of t, compressed at level if that makes them smaller. */
-static nn_status make_blob(const nn_tensor *t, int level, blob *b, const char *fn, const char *name) {
+static nn_status make_blob(const nn_tensor *t, int level, blob *b, const char *fn,
+                           const char *name) {
     size_t es = nn_dtype_size(t->dtype);
     if (es == 0)
         return nn__err(NN_ERR_DTYPE, "%s: tensor '%s' has unsupported dtype %s", fn, name,
@@ -89,16 +90,18 @@ static nn_status make_blob(const nn_tensor *t, int level, blob *b, const char *f
 
 nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const char *fn) {
     if (l->n > (int64_t)NN__IO_MAX_ENTRIES)
-        return nn__err(NN_ERR_LIMIT, "%s: %lld tensors exceed the limit of %u", fn,
-                       (long long)l->n, NN__IO_MAX_ENTRIES);
+        return nn__err(NN_ERR_LIMIT, "%s: %lld tensors exceed the limit of %u", fn, (long long)l->n,
+                       NN__IO_MAX_ENTRIES);
     blob *b = nn__calloc((size_t)(l->n ? l->n : 1), sizeof *b);
     if (!b) return NN_ERR_NOMEM;
     nn_status st = NN_OK;
     for (int64_t i = 0; i < l->n && !st; i++) {
-        if (!nn__check_tensor(l->tensors[i], fn, "tensor")) st = nn_last_status();
+        if (!nn__check_tensor(l->tensors[i], fn, "tensor"))
+            st = nn_last_status();
         else if (strlen(l->names[i]) == 0 || strlen(l->names[i]) > NN__IO_MAX_NAME)
             st = nn__err(NN_ERR_INVALID, "%s: tensor name of length %zu", fn, strlen(l->names[i]));
-        else st = make_blob(l->tensors[i], level, &b[i], fn, l->names[i]);
+        else
+            st = make_blob(l->tensors[i], level, &b[i], fn, l->names[i]);
     }
     if (!st) {
         nn__wbuf_u32(w, (uint32_t)l->n);
@@ -154,15 +157,18 @@ static nn_status check_entry(const entry *e, int64_t *budget, const char *fn) {
     if (e->codec == CODEC_ZLIB) {
         size_t cap; /* deflate never packs more than 1032 bytes into one */
         if (nn__size_mul((size_t)e->stored, NN__IO_ZLIB_MAX_RATIO, &cap) && raw > cap)
-            return nn__err(NN_ERR_LIMIT, "%s: %zu bytes from %llu compressed exceeds zlib's "
-                           "maximum ratio of %u:1", where, raw, (unsigned long long)e->stored,
-                           NN__IO_ZLIB_MAX_RATIO);
+            return nn__err(NN_ERR_LIMIT,
+                           "%s: %zu bytes from %llu compressed exceeds zlib's "
+                           "maximum ratio of %u:1",
+                           where, raw, (unsigned long long)e->stored, NN__IO_ZLIB_MAX_RATIO);
     } else if (e->codec != CODEC_STORED) {
         return nn__err(NN_ERR_FORMAT, "%s: unknown codec %u", where, e->codec);
     }
     if ((uint64_t)*budget < raw)
-        return nn__err(NN_ERR_LIMIT, "%s: %zu bytes exceed the %lld bytes left of the load limit "
-                       "(NN_IO_OPTION_MAX_BYTES)", where, raw, (long long)*budget);
+        return nn__err(NN_ERR_LIMIT,
+                       "%s: %zu bytes exceed the %lld bytes left of the load limit "
+                       "(NN_IO_OPTION_MAX_BYTES)",
+                       where, raw, (long long)*budget);
     *budget -= (int64_t)raw;
     return NN_OK;
 }
@@ -181,8 +187,8 @@ static bool read_entry(nn__rd *r, entry *e) {
         return r->ok = false;
     }
     if (e->ndim > NN_MAX_DIMS) {
-        nn__err(NN_ERR_LIMIT, "%s: tensor '%s': ndim = %u exceeds the limit of %d", r->fn,
-                e->name, e->ndim, NN_MAX_DIMS);
+        nn__err(NN_ERR_LIMIT, "%s: tensor '%s': ndim = %u exceeds the limit of %d", r->fn, e->name,
+                e->ndim, NN_MAX_DIMS);
         return r->ok = false;
     }
     for (int d = 0; d < e->ndim; d++) nn__rd_i64(r, &e->shape[d], "tensor shape");
@@ -219,13 +225,16 @@ static nn_status check_offsets(const entry *e, uint32_t n, uint64_t data_size, c
         size_t end;
         if (!nn__size_add((size_t)e[i].offset, (size_t)e[i].stored, &end) ||
             e[i].offset > SIZE_MAX || e[i].stored > SIZE_MAX || end > data_size)
-            return nn__err(NN_ERR_RANGE, "%s: tensor '%s': data at offset %llu, %llu bytes, "
-                           "outside the %llu-byte data area", fn, e[i].name,
-                           (unsigned long long)e[i].offset, (unsigned long long)e[i].stored,
-                           (unsigned long long)data_size);
+            return nn__err(NN_ERR_RANGE,
+                           "%s: tensor '%s': data at offset %llu, %llu bytes, "
+                           "outside the %llu-byte data area",
+                           fn, e[i].name, (unsigned long long)e[i].offset,
+                           (unsigned long long)e[i].stored, (unsigned long long)data_size);
         if (e[i].offset != expect)
-            return nn__err(NN_ERR_FORMAT, "%s: tensor '%s': data at offset %llu %s (expected "
-                           "%llu)", fn, e[i].name, (unsigned long long)e[i].offset,
+            return nn__err(NN_ERR_FORMAT,
+                           "%s: tensor '%s': data at offset %llu %s (expected "
+                           "%llu)",
+                           fn, e[i].name, (unsigned long long)e[i].offset,
                            e[i].offset < expect ? "overlaps the previous tensor"
                                                 : "leaves a gap after the previous tensor",
                            (unsigned long long)expect);
@@ -247,8 +256,8 @@ static nn_tensor *load_tensor(const entry *e, const uint8_t *src, const char *fn
         if (e->raw) memcpy(dst, src, (size_t)e->raw);
     } else {
         uint8_t dummy;
-        st = nn__inflate(src, (size_t)e->stored, e->raw ? dst : &dummy, (size_t)e->raw, fn,
-                         e->name);
+        st =
+            nn__inflate(src, (size_t)e->stored, e->raw ? dst : &dummy, (size_t)e->raw, fn, e->name);
     }
     if (st) {
         nn__tensor_release(t);
@@ -276,7 +285,8 @@ nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__
     if (!nn__rd_count(&r, &n, NN__IO_MAX_ENTRIES, MIN_ENTRY, "tensor count") ||
         !nn__rd_u32(&r, &reserved, "reserved"))
         return nn_last_status();
-    if (reserved) return nn__err(NN_ERR_FORMAT, "%s: tensor table reserved field is %u", fn, reserved);
+    if (reserved)
+        return nn__err(NN_ERR_FORMAT, "%s: tensor table reserved field is %u", fn, reserved);
     entry *e = nn__calloc(n ? n : 1, sizeof *e);
     if (!e) return NN_ERR_NOMEM;
     nn_status st = parse_table(&r, e, n, budget, fn);

@@ -25,7 +25,8 @@ typedef struct {
 
 static bool ce_geometry(const nn_tensor *x, ce_geom *g, const char *fn) {
     if (x->ndim == 0)
-        return nn__err(NN_ERR_SHAPE, "%s: input must have a class dimension (got a scalar)", fn), false;
+        return nn__err(NN_ERR_SHAPE, "%s: input must have a class dimension (got a scalar)", fn),
+               false;
     g->outer = x->ndim == 1 ? 1 : x->shape[0];
     g->C = x->ndim == 1 ? x->shape[0] : x->shape[1];
     g->inner = 1;
@@ -52,13 +53,15 @@ static bool check_index_target(const nn_tensor *x, const nn_tensor *t, const ce_
         char s1[128], s2[128];
         nn__err(NN_ERR_SHAPE, "%s: target shape %s does not match input shape %s (expected %s)", fn,
                 nn__shape_str(t->shape, t->ndim, s1, sizeof s1),
-                nn__shape_str(x->shape, x->ndim, s2, sizeof s2), nn__shape_str(shape, n, s1, sizeof s1));
+                nn__shape_str(x->shape, x->ndim, s2, sizeof s2),
+                nn__shape_str(shape, n, s1, sizeof s1));
         return false;
     }
     for (int64_t i = 0; i < t->numel; i++) {
         int64_t y = (int64_t)nn__get_flat(t, i);
         if (y != ignore_index && (y < 0 || y >= g->C)) {
-            nn__err(NN_ERR_RANGE, "%s: target %lld at position %lld is out of range for %lld classes", fn,
+            nn__err(NN_ERR_RANGE,
+                    "%s: target %lld at position %lld is out of range for %lld classes", fn,
                     (long long)y, (long long)i, (long long)g->C);
             return false;
         }
@@ -189,7 +192,8 @@ static double ce_forward(const float *xp, const nn_tensor *t, const float *w, co
                 loss = (1.0 - eps) * -wy * (xp[base + y * g->inner] - l);
                 if (eps > 0.0) {
                     double sm = 0.0;
-                    for (int64_t c = 0; c < g->C; c++) sm -= (w ? w[c] : 1.0) * (xp[base + c * g->inner] - l);
+                    for (int64_t c = 0; c < g->C; c++)
+                        sm -= (w ? w[c] : 1.0) * (xp[base + c * g->inner] - l);
                     loss += eps / C * sm;
                 }
                 denom += wy;
@@ -210,7 +214,8 @@ nn_tensor *nn_cross_entropy_ex(nn_tensor *logits, nn_tensor *target, nn_tensor *
                                int64_t ignore_index, double label_smoothing,
                                nn_reduction reduction) {
     const char *fn = "nn_cross_entropy";
-    if (!nn__check_f32(logits, fn, "logits") || !nn__check_tensor(target, fn, "target")) return NULL;
+    if (!nn__check_f32(logits, fn, "logits") || !nn__check_tensor(target, fn, "target"))
+        return NULL;
     if (!nn__loss_check_reduction(reduction, false, fn)) return NULL;
     if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
         return NN__FAIL(NN_ERR_INVALID, "%s: label_smoothing = %g, expected a value in [0, 1]", fn,
@@ -219,15 +224,18 @@ nn_tensor *nn_cross_entropy_ex(nn_tensor *logits, nn_tensor *target, nn_tensor *
     if (!ce_geometry(logits, &g, fn) || !check_weight(weight, &g, fn)) return NULL;
     bool prob = target->dtype == NN_DTYPE_F32;
     if (prob) {
-        if (!nn__same_shape(logits, target)) return nn__loss_shape_error(fn, "probability target", target, logits);
+        if (!nn__same_shape(logits, target))
+            return nn__loss_shape_error(fn, "probability target", target, logits);
     } else if (target->dtype != NN_DTYPE_I64) {
-        return NN__FAIL(NN_ERR_DTYPE, "%s: target must be i64 class indices or f32 probabilities (got %s)",
-                        fn, nn_dtype_name(target->dtype));
+        return NN__FAIL(NN_ERR_DTYPE,
+                        "%s: target must be i64 class indices or f32 probabilities (got %s)", fn,
+                        nn_dtype_name(target->dtype));
     } else if (!check_index_target(logits, target, &g, ignore_index, fn)) {
         return NULL;
     }
     int64_t ns = g.outer * g.inner;
-    nn_tensor *x = nn__contig(logits), *t = nn__contig(target), *wc = weight ? nn__contig(weight) : NULL;
+    nn_tensor *x = nn__contig(logits), *t = nn__contig(target),
+              *wc = weight ? nn__contig(weight) : NULL;
     int64_t one = ns;
     nn_tensor *lse = nn__tensor_new(NN_DTYPE_F32, &one, 1);
     double *per = nn__calloc(ns ? (size_t)ns : 1, sizeof *per);
@@ -297,8 +305,8 @@ static nn_status nll_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     return NN_OK;
 }
 
-nn_tensor *nn_nll_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
-                       int64_t ignore_index, nn_reduction reduction) {
+nn_tensor *nn_nll_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight, int64_t ignore_index,
+                       nn_reduction reduction) {
     const char *fn = "nn_nll_loss";
     if (!nn__check_f32(input, fn, "input") || !nn__check_tensor(target, fn, "target")) return NULL;
     if (!nn__loss_check_reduction(reduction, false, fn)) return NULL;
@@ -309,7 +317,8 @@ nn_tensor *nn_nll_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
                         nn_dtype_name(target->dtype));
     if (!check_index_target(input, target, &g, ignore_index, fn)) return NULL;
     int64_t ns = g.outer * g.inner;
-    nn_tensor *x = nn__contig(input), *t = nn__contig(target), *wc = weight ? nn__contig(weight) : NULL;
+    nn_tensor *x = nn__contig(input), *t = nn__contig(target),
+              *wc = weight ? nn__contig(weight) : NULL;
     double *per = nn__calloc(ns ? (size_t)ns : 1, sizeof *per);
     nn_tensor *out = NULL;
     if (!x || !t || (weight && !wc) || !per) goto done;

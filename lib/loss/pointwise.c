@@ -110,8 +110,14 @@ static void pw_deriv(const pw_spec *s, double x, double t, double w, double pw, 
     *dx = 0.0;
     *dt = 0.0;
     switch (s->kind) {
-    case PW_MSE: *dx = 2.0 * d; *dt = -*dx; return;
-    case PW_L1: *dx = sgn(d); *dt = -*dx; return;
+    case PW_MSE:
+        *dx = 2.0 * d;
+        *dt = -*dx;
+        return;
+    case PW_L1:
+        *dx = sgn(d);
+        *dt = -*dx;
+        return;
     case PW_SMOOTH_L1:
         *dx = (s->p == 0.0 || ad >= s->p) ? sgn(d) : d / s->p;
         *dt = -*dx;
@@ -184,7 +190,8 @@ static nn_tensor *pw_loss(const char *fn, pw_spec s, nn_tensor *x, nn_tensor *t,
     if (red == NN_REDUCTION_BATCHMEAN && x->ndim == 0)
         return NN__FAIL(NN_ERR_SHAPE, "%s: BATCHMEAN needs an input with a batch dimension", fn);
     if (s.kind == PW_BCE && t->requires_grad && nn_is_grad_enabled())
-        return NN__FAIL(NN_ERR_UNSUPPORTED, "%s: the gradient with respect to target is not supported", fn);
+        return NN__FAIL(NN_ERR_UNSUPPORTED,
+                        "%s: the gradient with respect to target is not supported", fn);
     nn_tensor *wf = NULL, *pf = NULL, *xc = NULL, *tc = NULL, *out = NULL;
     if (w && !(wf = nn__loss_broadcast(w, x, fn, "weight"))) goto fail;
     if (pw && !(pf = nn__loss_broadcast(pw, x, fn, "pos_weight"))) goto fail;
@@ -257,7 +264,8 @@ nn_tensor *nn_l1_loss(nn_tensor *input, nn_tensor *target, nn_reduction reductio
 nn_tensor *nn_smooth_l1_loss(nn_tensor *input, nn_tensor *target, double beta,
                              nn_reduction reduction) {
     if (!(beta >= 0.0) || isinf(beta))
-        return NN__FAIL(NN_ERR_INVALID, "nn_smooth_l1_loss: beta = %g, expected a finite value >= 0", beta);
+        return NN__FAIL(NN_ERR_INVALID,
+                        "nn_smooth_l1_loss: beta = %g, expected a finite value >= 0", beta);
     pw_spec s = {PW_SMOOTH_L1, beta};
     return pw_loss("nn_smooth_l1_loss", s, input, target, NULL, NULL, reduction);
 }
@@ -265,7 +273,8 @@ nn_tensor *nn_smooth_l1_loss(nn_tensor *input, nn_tensor *target, double beta,
 nn_tensor *nn_huber_loss(nn_tensor *input, nn_tensor *target, double delta,
                          nn_reduction reduction) {
     if (!(delta > 0.0) || isinf(delta))
-        return NN__FAIL(NN_ERR_INVALID, "nn_huber_loss: delta = %g, expected a finite value > 0", delta);
+        return NN__FAIL(NN_ERR_INVALID, "nn_huber_loss: delta = %g, expected a finite value > 0",
+                        delta);
     pw_spec s = {PW_HUBER, delta};
     return pw_loss("nn_huber_loss", s, input, target, NULL, NULL, reduction);
 }
@@ -282,8 +291,7 @@ nn_tensor *nn_bce_with_logits(nn_tensor *input, nn_tensor *target, nn_tensor *we
     return pw_loss("nn_bce_with_logits", s, input, target, weight, pos_weight, reduction);
 }
 
-nn_tensor *nn_kl_div(nn_tensor *input, nn_tensor *target, nn_reduction reduction,
-                     bool log_target) {
+nn_tensor *nn_kl_div(nn_tensor *input, nn_tensor *target, nn_reduction reduction, bool log_target) {
     pw_spec s = {log_target ? PW_KL_LOG : PW_KL, 0.0};
     return pw_loss("nn_kl_div", s, input, target, NULL, NULL, reduction);
 }

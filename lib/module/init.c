@@ -25,11 +25,13 @@ static nn_status fill_uniform(nn_tensor *t, double lo, double hi, nn_generator *
     float *buf = scratch(t, fn);
     if (!buf) return nn_last_status();
     g = nn__gen(g);
-    for (int64_t i = 0; i < t->numel; i++) buf[i] = (float)(lo + (hi - lo) * nn__gen_uniform_f64(g));
+    for (int64_t i = 0; i < t->numel; i++)
+        buf[i] = (float)(lo + (hi - lo) * nn__gen_uniform_f64(g));
     return commit(t, buf);
 }
 
-static nn_status fill_normal(nn_tensor *t, double mean, double std, nn_generator *g, const char *fn) {
+static nn_status fill_normal(nn_tensor *t, double mean, double std, nn_generator *g,
+                             const char *fn) {
     float *buf = scratch(t, fn);
     if (!buf) return nn_last_status();
     g = nn__gen(g);
@@ -49,7 +51,8 @@ nn_status nn_init_uniform(nn_tensor *t, double low, double high, nn_generator *g
     const char *fn = "nn_init_uniform";
     if (!gen_ok(g, fn)) return nn_last_status();
     if (!(low <= high) || !isfinite(low) || !isfinite(high))
-        return nn__err(NN_ERR_INVALID, "%s: low %g, high %g: need finite low <= high", fn, low, high);
+        return nn__err(NN_ERR_INVALID, "%s: low %g, high %g: need finite low <= high", fn, low,
+                       high);
     return fill_uniform(t, low, high, g, fn);
 }
 
@@ -57,7 +60,8 @@ nn_status nn_init_normal(nn_tensor *t, double mean, double std, nn_generator *g)
     const char *fn = "nn_init_normal";
     if (!gen_ok(g, fn)) return nn_last_status();
     if (!(std >= 0) || !isfinite(std) || !isfinite(mean))
-        return nn__err(NN_ERR_INVALID, "%s: mean %g, std %g: need finite mean and std >= 0", fn, mean, std);
+        return nn__err(NN_ERR_INVALID, "%s: mean %g, std %g: need finite mean and std >= 0", fn,
+                       mean, std);
     return fill_normal(t, mean, std, g, fn);
 }
 
@@ -122,7 +126,8 @@ static bool kaiming_std(nn_tensor *t, double a, nn_fan_mode mode, nn_nonlinearit
     double fi, fo;
     if (!fans(t, &fi, &fo, fn)) return false;
     if (mode != NN_FAN_MODE_IN && mode != NN_FAN_MODE_OUT) {
-        nn__err(NN_ERR_INVALID, "%s: mode %d, expected NN_FAN_MODE_IN or NN_FAN_MODE_OUT", fn, (int)mode);
+        nn__err(NN_ERR_INVALID, "%s: mode %d, expected NN_FAN_MODE_IN or NN_FAN_MODE_OUT", fn,
+                (int)mode);
         return false;
     }
     double gain = nn_init_calculate_gain(nl, a);
@@ -134,8 +139,8 @@ static bool kaiming_std(nn_tensor *t, double a, nn_fan_mode mode, nn_nonlinearit
     return true;
 }
 
-nn_status nn_init_kaiming_uniform(nn_tensor *t, double a, nn_fan_mode mode, nn_nonlinearity nonlinearity,
-                                  nn_generator *g) {
+nn_status nn_init_kaiming_uniform(nn_tensor *t, double a, nn_fan_mode mode,
+                                  nn_nonlinearity nonlinearity, nn_generator *g) {
     const char *fn = "nn_init_kaiming_uniform";
     double std;
     if (!gen_ok(g, fn) || !kaiming_std(t, a, mode, nonlinearity, &std, fn)) return nn_last_status();
@@ -143,8 +148,8 @@ nn_status nn_init_kaiming_uniform(nn_tensor *t, double a, nn_fan_mode mode, nn_n
     return fill_uniform(t, -bound, bound, g, fn);
 }
 
-nn_status nn_init_kaiming_normal(nn_tensor *t, double a, nn_fan_mode mode, nn_nonlinearity nonlinearity,
-                                 nn_generator *g) {
+nn_status nn_init_kaiming_normal(nn_tensor *t, double a, nn_fan_mode mode,
+                                 nn_nonlinearity nonlinearity, nn_generator *g) {
     const char *fn = "nn_init_kaiming_normal";
     double std;
     if (!gen_ok(g, fn) || !kaiming_std(t, a, mode, nonlinearity, &std, fn)) return nn_last_status();
@@ -202,14 +207,16 @@ static void householder_q(double *a, int64_t r, int64_t c, double *q, double *v)
 nn_status nn_init_orthogonal(nn_tensor *t, double gain, nn_generator *g) {
     const char *fn = "nn_init_orthogonal";
     if (!gen_ok(g, fn) || !nn__check_f32(t, fn, "t")) return nn_last_status();
-    if (t->ndim < 2) return nn__err(NN_ERR_SHAPE, "%s: need a tensor of at least 2 dims, got %d", fn, t->ndim);
+    if (t->ndim < 2)
+        return nn__err(NN_ERR_SHAPE, "%s: need a tensor of at least 2 dims, got %d", fn, t->ndim);
     if (t->numel == 0) return NN_OK;
     int64_t rows = t->shape[0], cols = t->numel / rows;
     /* Factor the tall orientation: QR of [max, min], transposed back if needed. */
     int64_t r = rows > cols ? rows : cols, c = rows > cols ? cols : rows;
     size_t n1, n2, total;
     if (!nn__size_mul((size_t)r, (size_t)c, &n1) || !nn__size_mul(n1, 3, &n2) ||
-        !nn__size_add(n2, (size_t)(2 * r + 3 * c), &total) || !nn__size_mul(total, sizeof(double), &total))
+        !nn__size_add(n2, (size_t)(2 * r + 3 * c), &total) ||
+        !nn__size_mul(total, sizeof(double), &total))
         return nn__err(NN_ERR_OVERFLOW, "%s: tensor too large", fn);
     double *work = nn__malloc(total);
     float *buf = work ? scratch(t, fn) : NULL;
@@ -223,8 +230,10 @@ nn_status nn_init_orthogonal(nn_tensor *t, double gain, nn_generator *g) {
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) {
             double x = nn__gen_normal(g);
-            if (rows >= cols) a[i * c + j] = x;
-            else a[j * c + i] = x;
+            if (rows >= cols)
+                a[i * c + j] = x;
+            else
+                a[j * c + i] = x;
         }
     householder_q(a, r, c, q, v);
     for (int64_t i = 0; i < rows; i++)

@@ -39,7 +39,8 @@ nn_tensor *nn__mod_uniform_param(const int64_t *shape, int ndim, double bound) {
     if (!t) return NULL;
     nn_generator *g = nn__gen(NULL);
     float *p = nn__f32(t);
-    for (int64_t i = 0; i < t->numel; i++) p[i] = (float)(bound * (2.0 * nn__gen_uniform_f64(g) - 1.0));
+    for (int64_t i = 0; i < t->numel; i++)
+        p[i] = (float)(bound * (2.0 * nn__gen_uniform_f64(g) - 1.0));
     return t;
 }
 
@@ -73,7 +74,8 @@ static nn_tensor *bad_input(const nn_module *m, const nn_tensor *x, const char *
 
 static bool need_f32(const nn_module *m, const nn_tensor *x) {
     if (x->dtype == NN_DTYPE_F32) return true;
-    nn__err(NN_ERR_DTYPE, "%s: expected an f32 input, got %s", m->kind->type, nn_dtype_name(x->dtype));
+    nn__err(NN_ERR_DTYPE, "%s: expected an f32 input, got %s", m->kind->type,
+            nn_dtype_name(x->dtype));
     return false;
 }
 
@@ -89,15 +91,15 @@ static double flops_none(const nn_module *m, const nn_tensor *in, const nn_tenso
     return 0;
 }
 
-#define KIND(var, name, keyarr, defarr, buildf, fwd, fl)                                  \
-    static const nn__mod_kind var = {.type = name,                                        \
-                                     .nkeys = (int)(sizeof keyarr / sizeof keyarr[0]),    \
-                                     .keys = keyarr,                                      \
-                                     .defaults = defarr,                                  \
-                                     .build = buildf,                                     \
-                                     .forward = fwd,                                      \
+#define KIND(var, name, keyarr, defarr, buildf, fwd, fl)                                           \
+    static const nn__mod_kind var = {.type = name,                                                 \
+                                     .nkeys = (int)(sizeof keyarr / sizeof keyarr[0]),             \
+                                     .keys = keyarr,                                               \
+                                     .defaults = defarr,                                           \
+                                     .build = buildf,                                              \
+                                     .forward = fwd,                                               \
                                      .flops = fl}
-#define KIND0(var, name, fwd, fl) \
+#define KIND0(var, name, fwd, fl)                                                                  \
     static const nn__mod_kind var = {.type = name, .forward = fwd, .flops = fl}
 
 /* --------------------------------------------------------------- Linear */
@@ -107,7 +109,8 @@ static const char *const linear_keys[] = {"in_features", "out_features", "bias"}
 static const double linear_defaults[] = {NAN, NAN, 1};
 
 static nn_status linear_build(nn_module *m) {
-    if (!cfg_int(m, LIN_IN, 1, MAX_SIZE) || !cfg_int(m, LIN_OUT, 1, MAX_SIZE) || !cfg_bool(m, LIN_BIAS))
+    if (!cfg_int(m, LIN_IN, 1, MAX_SIZE) || !cfg_int(m, LIN_OUT, 1, MAX_SIZE) ||
+        !cfg_bool(m, LIN_BIAS))
         return nn_last_status();
     int64_t shape[2] = {ci(m, LIN_OUT), ci(m, LIN_IN)};
     double bound = 1.0 / sqrt((double)shape[1]);
@@ -130,7 +133,8 @@ static double linear_flops(const nn_module *m, const nn_tensor *in, const nn_ten
     return out_numel(out) * (2.0 * (double)ci(m, LIN_IN) + (ci(m, LIN_BIAS) ? 1 : 0));
 }
 
-KIND(kind_linear, "Linear", linear_keys, linear_defaults, linear_build, linear_forward, linear_flops);
+KIND(kind_linear, "Linear", linear_keys, linear_defaults, linear_build, linear_forward,
+     linear_flops);
 
 nn_module *nn_linear_new(int64_t in_features, int64_t out_features, bool bias) {
     double v[] = {(double)in_features, (double)out_features, bias};
@@ -140,12 +144,26 @@ nn_module *nn_linear_new(int64_t in_features, int64_t out_features, bool bias) {
 /* ----------------------------------------------------------- convolutions */
 
 /* Conv2d / ConvTranspose2d share the first 12 keys. */
-enum { CV_IN, CV_OUT, CV_KH, CV_KW, CV_SH, CV_SW, CV_PH, CV_PW, CV_DH, CV_DW, CV_GROUPS, CV_BIAS,
-       CV_OPH, CV_OPW };
-static const char *const conv2d_keys[] = {"in_channels", "out_channels", "kernel_h", "kernel_w",
-                                          "stride_h", "stride_w", "padding_h", "padding_w",
-                                          "dilation_h", "dilation_w", "groups", "bias",
-                                          "output_padding_h", "output_padding_w"};
+enum {
+    CV_IN,
+    CV_OUT,
+    CV_KH,
+    CV_KW,
+    CV_SH,
+    CV_SW,
+    CV_PH,
+    CV_PW,
+    CV_DH,
+    CV_DW,
+    CV_GROUPS,
+    CV_BIAS,
+    CV_OPH,
+    CV_OPW
+};
+static const char *const conv2d_keys[] = {
+    "in_channels", "out_channels", "kernel_h",         "kernel_w",        "stride_h",
+    "stride_w",    "padding_h",    "padding_w",        "dilation_h",      "dilation_w",
+    "groups",      "bias",         "output_padding_h", "output_padding_w"};
 static const double conv2d_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0};
 
 static bool conv_common_ok(nn_module *m, int nspatial) {
@@ -158,7 +176,8 @@ static bool conv_common_ok(nn_module *m, int nspatial) {
             return false;
     int64_t g = ci(m, CV_GROUPS);
     if (ci(m, CV_IN) % g || ci(m, CV_OUT) % g) {
-        nn__err(NN_ERR_INVALID, "%s: in_channels %lld and out_channels %lld must be divisible by groups %lld",
+        nn__err(NN_ERR_INVALID,
+                "%s: in_channels %lld and out_channels %lld must be divisible by groups %lld",
                 m->kind->type, (long long)ci(m, CV_IN), (long long)ci(m, CV_OUT), (long long)g);
         return false;
     }
@@ -182,7 +201,8 @@ static nn_status conv2d_build(nn_module *m) {
     return conv_params(m, w, 4);
 }
 
-static bool check_channels(const nn_module *m, const nn_tensor *x, int ndim, int64_t c, const char *pat) {
+static bool check_channels(const nn_module *m, const nn_tensor *x, int ndim, int64_t c,
+                           const char *pat) {
     if (x->ndim == ndim && x->shape[1] == c) return true;
     char want[96];
     snprintf(want, sizeof want, pat, (long long)c);
@@ -210,15 +230,29 @@ static double conv_flops(const nn_module *m, const nn_tensor *in, const nn_tenso
     return out_numel(out) * (2.0 * k + (ci(m, CV_BIAS) ? 1 : 0));
 }
 
-static const nn__mod_kind kind_conv2d = {.type = "Conv2d", .nkeys = 12, .keys = conv2d_keys,
-                                         .defaults = conv2d_defaults, .build = conv2d_build,
-                                         .forward = conv2d_forward, .flops = conv_flops};
+static const nn__mod_kind kind_conv2d = {.type = "Conv2d",
+                                         .nkeys = 12,
+                                         .keys = conv2d_keys,
+                                         .defaults = conv2d_defaults,
+                                         .build = conv2d_build,
+                                         .forward = conv2d_forward,
+                                         .flops = conv_flops};
 
 nn_module *nn_conv2d_new_ex(int64_t in_channels, int64_t out_channels, int kernel_h, int kernel_w,
                             int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h,
                             int dilation_w, int groups, bool bias) {
-    double v[] = {(double)in_channels, (double)out_channels, kernel_h, kernel_w, stride_h, stride_w,
-                  pad_h, pad_w, dilation_h, dilation_w, groups, bias};
+    double v[] = {(double)in_channels,
+                  (double)out_channels,
+                  kernel_h,
+                  kernel_w,
+                  stride_h,
+                  stride_w,
+                  pad_h,
+                  pad_w,
+                  dilation_h,
+                  dilation_w,
+                  groups,
+                  bias};
     return nn__mod_new_kind(&kind_conv2d, v);
 }
 
@@ -243,31 +277,46 @@ static nn_tensor *convt2d_forward(nn_module *m, nn_tensor *x) {
                                (int)ci(m, CV_DH), (int)ci(m, CV_DW), (int)ci(m, CV_GROUPS));
 }
 
-static const nn__mod_kind kind_convt2d = {.type = "ConvTranspose2d", .nkeys = 14,
-                                          .keys = conv2d_keys, .defaults = conv2d_defaults,
-                                          .build = convt2d_build, .forward = convt2d_forward,
+static const nn__mod_kind kind_convt2d = {.type = "ConvTranspose2d",
+                                          .nkeys = 14,
+                                          .keys = conv2d_keys,
+                                          .defaults = conv2d_defaults,
+                                          .build = convt2d_build,
+                                          .forward = convt2d_forward,
                                           .flops = conv_flops};
 
 nn_module *nn_conv_transpose2d_new_ex(int64_t in_channels, int64_t out_channels, int kernel_h,
-                                      int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w,
-                                      int output_pad_h, int output_pad_w, int dilation_h,
+                                      int kernel_w, int stride_h, int stride_w, int pad_h,
+                                      int pad_w, int output_pad_h, int output_pad_w, int dilation_h,
                                       int dilation_w, int groups, bool bias) {
-    double v[] = {(double)in_channels, (double)out_channels, kernel_h, kernel_w, stride_h, stride_w,
-                  pad_h, pad_w, dilation_h, dilation_w, groups, bias, output_pad_h, output_pad_w};
+    double v[] = {(double)in_channels,
+                  (double)out_channels,
+                  kernel_h,
+                  kernel_w,
+                  stride_h,
+                  stride_w,
+                  pad_h,
+                  pad_w,
+                  dilation_h,
+                  dilation_w,
+                  groups,
+                  bias,
+                  output_pad_h,
+                  output_pad_w};
     return nn__mod_new_kind(&kind_convt2d, v);
 }
 
 nn_module *nn_conv_transpose2d_new(int64_t in_channels, int64_t out_channels, int kernel_size,
                                    int stride, int padding, int output_padding, bool bias) {
     return nn_conv_transpose2d_new_ex(in_channels, out_channels, kernel_size, kernel_size, stride,
-                                      stride, padding, padding, output_padding, output_padding, 1, 1,
-                                      1, bias);
+                                      stride, padding, padding, output_padding, output_padding, 1,
+                                      1, 1, bias);
 }
 
 /* Conv1d: keys in the Conv2d order with one spatial dim. */
 enum { C1_IN, C1_OUT, C1_K, C1_S, C1_P, C1_D, C1_GROUPS, C1_BIAS };
 static const char *const conv1d_keys[] = {"in_channels", "out_channels", "kernel_size", "stride",
-                                          "padding", "dilation", "groups", "bias"};
+                                          "padding",     "dilation",     "groups",      "bias"};
 static const double conv1d_defaults[] = {NAN, NAN, NAN, 1, 0, 1, 1, 1};
 
 static nn_status conv1d_build(nn_module *m) {
@@ -278,8 +327,10 @@ static nn_status conv1d_build(nn_module *m) {
         return nn_last_status();
     int64_t g = ci(m, C1_GROUPS);
     if (ci(m, C1_IN) % g || ci(m, C1_OUT) % g)
-        return nn__err(NN_ERR_INVALID, "Conv1d: in_channels %lld and out_channels %lld must be divisible by groups %lld",
-                       (long long)ci(m, C1_IN), (long long)ci(m, C1_OUT), (long long)g);
+        return nn__err(
+            NN_ERR_INVALID,
+            "Conv1d: in_channels %lld and out_channels %lld must be divisible by groups %lld",
+            (long long)ci(m, C1_IN), (long long)ci(m, C1_OUT), (long long)g);
     int64_t w[3] = {ci(m, C1_OUT), ci(m, C1_IN) / g, ci(m, C1_K)};
     double bound = 1.0 / sqrt((double)(w[1] * w[2]));
     nn_status st = add_uniform(m, "weight", w, 3, bound);
@@ -299,20 +350,28 @@ static double conv1d_flops(const nn_module *m, const nn_tensor *in, const nn_ten
     return out_numel(out) * (2.0 * k + (ci(m, C1_BIAS) ? 1 : 0));
 }
 
-KIND(kind_conv1d, "Conv1d", conv1d_keys, conv1d_defaults, conv1d_build, conv1d_forward, conv1d_flops);
+KIND(kind_conv1d, "Conv1d", conv1d_keys, conv1d_defaults, conv1d_build, conv1d_forward,
+     conv1d_flops);
 
 nn_module *nn_conv1d_new(int64_t in_channels, int64_t out_channels, int kernel_size, int stride,
                          int padding, int dilation, int groups, bool bias) {
-    double v[] = {(double)in_channels, (double)out_channels, kernel_size, stride, padding, dilation,
-                  groups, bias};
+    double v[] = {(double)in_channels,
+                  (double)out_channels,
+                  kernel_size,
+                  stride,
+                  padding,
+                  dilation,
+                  groups,
+                  bias};
     return nn__mod_new_kind(&kind_conv1d, v);
 }
 
 /* --------------------------------------------------------------- pooling */
 
 enum { MP_KH, MP_KW, MP_SH, MP_SW, MP_PH, MP_PW, MP_DH, MP_DW, MP_CEIL };
-static const char *const maxpool_keys[] = {"kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h",
-                                           "padding_w", "dilation_h", "dilation_w", "ceil_mode"};
+static const char *const maxpool_keys[] = {"kernel_h",   "kernel_w",   "stride_h",
+                                           "stride_w",   "padding_h",  "padding_w",
+                                           "dilation_h", "dilation_w", "ceil_mode"};
 static const double maxpool_defaults[] = {NAN, NAN, NAN, NAN, 0, 0, 1, 1, 0};
 
 static nn_status maxpool_build(nn_module *m) {
@@ -322,17 +381,19 @@ static nn_status maxpool_build(nn_module *m) {
         !cfg_int(m, MP_DH, 1, 1 << 20) || !cfg_int(m, MP_DW, 1, 1 << 20) || !cfg_bool(m, MP_CEIL))
         return nn_last_status();
     if (2 * ci(m, MP_PH) > ci(m, MP_KH) || 2 * ci(m, MP_PW) > ci(m, MP_KW))
-        return nn__err(NN_ERR_INVALID, "MaxPool2d: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
-                       (long long)ci(m, MP_PH), (long long)ci(m, MP_PW), (long long)ci(m, MP_KH),
-                       (long long)ci(m, MP_KW));
+        return nn__err(
+            NN_ERR_INVALID,
+            "MaxPool2d: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
+            (long long)ci(m, MP_PH), (long long)ci(m, MP_PW), (long long)ci(m, MP_KH),
+            (long long)ci(m, MP_KW));
     return NN_OK;
 }
 
 static nn_tensor *maxpool_forward(nn_module *m, nn_tensor *x) {
     if (x->ndim != 4) return bad_input(m, x, "[N, C, H, W]");
-    return nn_max_pool2d(x, (int)ci(m, MP_KH), (int)ci(m, MP_KW), (int)ci(m, MP_SH), (int)ci(m, MP_SW),
-                         (int)ci(m, MP_PH), (int)ci(m, MP_PW), (int)ci(m, MP_DH), (int)ci(m, MP_DW),
-                         ci(m, MP_CEIL) != 0, NULL);
+    return nn_max_pool2d(x, (int)ci(m, MP_KH), (int)ci(m, MP_KW), (int)ci(m, MP_SH),
+                         (int)ci(m, MP_SW), (int)ci(m, MP_PH), (int)ci(m, MP_PW), (int)ci(m, MP_DH),
+                         (int)ci(m, MP_DW), ci(m, MP_CEIL) != 0, NULL);
 }
 
 static double pool_flops(const nn_module *m, const nn_tensor *in, const nn_tensor *out) {
@@ -340,21 +401,25 @@ static double pool_flops(const nn_module *m, const nn_tensor *in, const nn_tenso
     return out_numel(out) * m->cfg[0] * m->cfg[1];
 }
 
-KIND(kind_maxpool, "MaxPool2d", maxpool_keys, maxpool_defaults, maxpool_build, maxpool_forward, pool_flops);
+KIND(kind_maxpool, "MaxPool2d", maxpool_keys, maxpool_defaults, maxpool_build, maxpool_forward,
+     pool_flops);
 
 nn_module *nn_max_pool2d_new_ex(int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
                                 int pad_w, int dilation_h, int dilation_w, bool ceil_mode) {
-    double v[] = {kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, ceil_mode};
+    double v[] = {kernel_h, kernel_w,   stride_h,   stride_w, pad_h,
+                  pad_w,    dilation_h, dilation_w, ceil_mode};
     return nn__mod_new_kind(&kind_maxpool, v);
 }
 
 nn_module *nn_max_pool2d_new(int kernel_size, int stride, int padding) {
-    return nn_max_pool2d_new_ex(kernel_size, kernel_size, stride, stride, padding, padding, 1, 1, false);
+    return nn_max_pool2d_new_ex(kernel_size, kernel_size, stride, stride, padding, padding, 1, 1,
+                                false);
 }
 
 enum { AP_KH, AP_KW, AP_SH, AP_SW, AP_PH, AP_PW, AP_CEIL, AP_CIP };
-static const char *const avgpool_keys[] = {"kernel_h", "kernel_w", "stride_h", "stride_w",
-                                           "padding_h", "padding_w", "ceil_mode", "count_include_pad"};
+static const char *const avgpool_keys[] = {"kernel_h",  "kernel_w",         "stride_h",
+                                           "stride_w",  "padding_h",        "padding_w",
+                                           "ceil_mode", "count_include_pad"};
 static const double avgpool_defaults[] = {NAN, NAN, NAN, NAN, 0, 0, 0, 1};
 
 static nn_status avgpool_build(nn_module *m) {
@@ -364,28 +429,34 @@ static nn_status avgpool_build(nn_module *m) {
         !cfg_bool(m, AP_CIP))
         return nn_last_status();
     if (2 * ci(m, AP_PH) > ci(m, AP_KH) || 2 * ci(m, AP_PW) > ci(m, AP_KW))
-        return nn__err(NN_ERR_INVALID, "AvgPool2d: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
-                       (long long)ci(m, AP_PH), (long long)ci(m, AP_PW), (long long)ci(m, AP_KH),
-                       (long long)ci(m, AP_KW));
+        return nn__err(
+            NN_ERR_INVALID,
+            "AvgPool2d: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
+            (long long)ci(m, AP_PH), (long long)ci(m, AP_PW), (long long)ci(m, AP_KH),
+            (long long)ci(m, AP_KW));
     return NN_OK;
 }
 
 static nn_tensor *avgpool_forward(nn_module *m, nn_tensor *x) {
     if (x->ndim != 4) return bad_input(m, x, "[N, C, H, W]");
-    return nn_avg_pool2d(x, (int)ci(m, AP_KH), (int)ci(m, AP_KW), (int)ci(m, AP_SH), (int)ci(m, AP_SW),
-                         (int)ci(m, AP_PH), (int)ci(m, AP_PW), ci(m, AP_CEIL) != 0, ci(m, AP_CIP) != 0);
+    return nn_avg_pool2d(x, (int)ci(m, AP_KH), (int)ci(m, AP_KW), (int)ci(m, AP_SH),
+                         (int)ci(m, AP_SW), (int)ci(m, AP_PH), (int)ci(m, AP_PW),
+                         ci(m, AP_CEIL) != 0, ci(m, AP_CIP) != 0);
 }
 
-KIND(kind_avgpool, "AvgPool2d", avgpool_keys, avgpool_defaults, avgpool_build, avgpool_forward, pool_flops);
+KIND(kind_avgpool, "AvgPool2d", avgpool_keys, avgpool_defaults, avgpool_build, avgpool_forward,
+     pool_flops);
 
 nn_module *nn_avg_pool2d_new_ex(int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
                                 int pad_w, bool ceil_mode, bool count_include_pad) {
-    double v[] = {kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, ceil_mode, count_include_pad};
+    double v[] = {kernel_h, kernel_w, stride_h,  stride_w,
+                  pad_h,    pad_w,    ceil_mode, count_include_pad};
     return nn__mod_new_kind(&kind_avgpool, v);
 }
 
 nn_module *nn_avg_pool2d_new(int kernel_size, int stride, int padding) {
-    return nn_avg_pool2d_new_ex(kernel_size, kernel_size, stride, stride, padding, padding, false, true);
+    return nn_avg_pool2d_new_ex(kernel_size, kernel_size, stride, stride, padding, padding, false,
+                                true);
 }
 
 static const char *const adapt_keys[] = {"output_h", "output_w"};
@@ -406,7 +477,8 @@ static double adapt_flops(const nn_module *m, const nn_tensor *in, const nn_tens
     return in ? (double)in->numel : 0;
 }
 
-KIND(kind_adapt, "AdaptiveAvgPool2d", adapt_keys, adapt_defaults, adapt_build, adapt_forward, adapt_flops);
+KIND(kind_adapt, "AdaptiveAvgPool2d", adapt_keys, adapt_defaults, adapt_build, adapt_forward,
+     adapt_flops);
 
 nn_module *nn_adaptive_avg_pool2d_new(int64_t out_h, int64_t out_w) {
     double v[] = {(double)out_h, (double)out_w};
@@ -419,7 +491,8 @@ static const char *const flatten_keys[] = {"start_dim", "end_dim"};
 static const double flatten_defaults[] = {1, -1};
 
 static nn_status flatten_build(nn_module *m) {
-    if (!cfg_int(m, 0, -NN_MAX_DIMS, NN_MAX_DIMS - 1) || !cfg_int(m, 1, -NN_MAX_DIMS, NN_MAX_DIMS - 1))
+    if (!cfg_int(m, 0, -NN_MAX_DIMS, NN_MAX_DIMS - 1) ||
+        !cfg_int(m, 1, -NN_MAX_DIMS, NN_MAX_DIMS - 1))
         return nn_last_status();
     return NN_OK;
 }
@@ -428,7 +501,8 @@ static nn_tensor *flatten_forward(nn_module *m, nn_tensor *x) {
     return nn_flatten(x, (int)ci(m, 0), (int)ci(m, 1));
 }
 
-KIND(kind_flatten, "Flatten", flatten_keys, flatten_defaults, flatten_build, flatten_forward, flops_none);
+KIND(kind_flatten, "Flatten", flatten_keys, flatten_defaults, flatten_build, flatten_forward,
+     flops_none);
 
 nn_module *nn_flatten_new(int start_dim, int end_dim) {
     double v[] = {start_dim, end_dim};
@@ -465,7 +539,8 @@ nn_status nn_dropout_seed(nn_module *dropout, uint64_t seed) {
     const char *fn = "nn_dropout_seed";
     if (!nn__mod_check(dropout, fn, "dropout")) return nn_last_status();
     if (dropout->kind != &kind_dropout)
-        return nn__err(NN_ERR_INVALID, "%s: module is a %s, not a Dropout", fn, nn_module_type_name(dropout));
+        return nn__err(NN_ERR_INVALID, "%s: module is a %s, not a Dropout", fn,
+                       nn_module_type_name(dropout));
     return nn_generator_seed(dropout->gen, seed);
 }
 
@@ -498,13 +573,14 @@ static nn_tensor *bn_forward(nn_module *m, nn_tensor *x) {
                     : ((x->ndim == 2 || x->ndim == 3) && x->shape[1] == c);
     if (!ok) {
         char want[96];
-        snprintf(want, sizeof want, two_d ? "[N, %lld, H, W]" : "[N, %lld] or [N, %lld, L]", (long long)c,
-                 (long long)c);
+        snprintf(want, sizeof want, two_d ? "[N, %lld, H, W]" : "[N, %lld] or [N, %lld, L]",
+                 (long long)c, (long long)c);
         return bad_input(m, x, want);
     }
     bool training = nn__mod_training(m);
-    nn_tensor *y = nn_batch_norm(x, m->bufs[0].t, m->bufs[1].t, nn__mod_param(m, "weight"),
-                                 nn__mod_param(m, "bias"), training, m->cfg[BN_MOM], m->cfg[BN_EPS]);
+    nn_tensor *y =
+        nn_batch_norm(x, m->bufs[0].t, m->bufs[1].t, nn__mod_param(m, "weight"),
+                      nn__mod_param(m, "bias"), training, m->cfg[BN_MOM], m->cfg[BN_EPS]);
     if (y && training) nn__i64(m->bufs[2].t)[0]++;
     return y;
 }
@@ -530,8 +606,12 @@ nn_module *nn_batch_norm2d_new(int64_t num_features, double eps, double momentum
 /* ------------------------------------------------------ LayerNorm, GroupNorm */
 
 enum { LN_EPS, LN_AFFINE, LN_NDIM, LN_SHAPE0 };
-static const char *const ln_keys[] = {"eps", "elementwise_affine", "ndim", "shape0", "shape1",
-                                      "shape2", "shape3", "shape4", "shape5", "shape6", "shape7"};
+static const char *const ln_keys[] = {"eps",    "elementwise_affine",
+                                      "ndim",   "shape0",
+                                      "shape1", "shape2",
+                                      "shape3", "shape4",
+                                      "shape5", "shape6",
+                                      "shape7"};
 static const double ln_defaults[] = {1e-5, 1, NAN, 0, 0, 0, 0, 0, 0, 0, 0};
 
 static nn_status ln_build(nn_module *m) {
@@ -566,12 +646,18 @@ static nn_tensor *ln_forward(nn_module *m, nn_tensor *x) {
         snprintf(want, sizeof want, "[*, %s", nn__mod_shape_str(shape, nd, s, sizeof s) + 1);
         return bad_input(m, x, want);
     }
-    return nn_layer_norm(x, shape, nd, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"), m->cfg[LN_EPS]);
+    return nn_layer_norm(x, shape, nd, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"),
+                         m->cfg[LN_EPS]);
 }
 
-static const nn__mod_kind kind_ln = {.type = "LayerNorm", .nkeys = 11, .keys = ln_keys,
-                                     .defaults = ln_defaults, .build = ln_build,
-                                     .forward = ln_forward, .flops = bn_flops, .ncfg = ln_ncfg};
+static const nn__mod_kind kind_ln = {.type = "LayerNorm",
+                                     .nkeys = 11,
+                                     .keys = ln_keys,
+                                     .defaults = ln_defaults,
+                                     .build = ln_build,
+                                     .forward = ln_forward,
+                                     .flops = bn_flops,
+                                     .ncfg = ln_ncfg};
 
 nn_module *nn_layer_norm_new(const int64_t *shape, int ndim, double eps, bool elementwise_affine) {
     const char *fn = "nn_layer_norm_new";
@@ -593,7 +679,8 @@ static nn_status gn_build(nn_module *m) {
         return nn_last_status();
     int64_t c = ci(m, GN_C);
     if (c % ci(m, GN_G))
-        return nn__err(NN_ERR_INVALID, "GroupNorm: num_channels %lld is not divisible by num_groups %lld",
+        return nn__err(NN_ERR_INVALID,
+                       "GroupNorm: num_channels %lld is not divisible by num_groups %lld",
                        (long long)c, (long long)ci(m, GN_G));
     if (!ci(m, GN_AFFINE)) return NN_OK;
     nn_status st = add_filled(m, "weight", NN_DTYPE_F32, &c, 1, 1, true);
@@ -638,7 +725,8 @@ static nn_status emb_build(nn_module *m) {
 
 static nn_tensor *emb_forward(nn_module *m, nn_tensor *x) {
     if (x->dtype != NN_DTYPE_I64)
-        return NN__FAIL(NN_ERR_DTYPE, "Embedding: expected i64 indices, got %s", nn_dtype_name(x->dtype));
+        return NN__FAIL(NN_ERR_DTYPE, "Embedding: expected i64 indices, got %s",
+                        nn_dtype_name(x->dtype));
     return nn_embedding(m->params[0].t, x);
 }
 
@@ -651,18 +739,39 @@ nn_module *nn_embedding_new(int64_t num_embeddings, int64_t embedding_dim) {
 
 /* ------------------------------------------------------------ activations */
 
-static nn_tensor *relu_fwd(nn_module *m, nn_tensor *x) { (void)m; return nn_relu(x); }
-static nn_tensor *silu_fwd(nn_module *m, nn_tensor *x) { (void)m; return nn_silu(x); }
-static nn_tensor *sigmoid_fwd(nn_module *m, nn_tensor *x) { (void)m; return nn_sigmoid(x); }
-static nn_tensor *tanh_fwd(nn_module *m, nn_tensor *x) { (void)m; return nn_tanh(x); }
-static nn_tensor *identity_fwd(nn_module *m, nn_tensor *x) { (void)m; return x; }
+static nn_tensor *relu_fwd(nn_module *m, nn_tensor *x) {
+    (void)m;
+    return nn_relu(x);
+}
+static nn_tensor *silu_fwd(nn_module *m, nn_tensor *x) {
+    (void)m;
+    return nn_silu(x);
+}
+static nn_tensor *sigmoid_fwd(nn_module *m, nn_tensor *x) {
+    (void)m;
+    return nn_sigmoid(x);
+}
+static nn_tensor *tanh_fwd(nn_module *m, nn_tensor *x) {
+    (void)m;
+    return nn_tanh(x);
+}
+static nn_tensor *identity_fwd(nn_module *m, nn_tensor *x) {
+    (void)m;
+    return x;
+}
 static nn_tensor *leaky_fwd(nn_module *m, nn_tensor *x) { return nn_leaky_relu(x, m->cfg[0]); }
 static nn_tensor *elu_fwd(nn_module *m, nn_tensor *x) { return nn_elu(x, m->cfg[0]); }
 static nn_tensor *gelu_fwd(nn_module *m, nn_tensor *x) { return nn_gelu(x, m->cfg[0] != 0); }
-static nn_tensor *softplus_fwd(nn_module *m, nn_tensor *x) { return nn_softplus(x, m->cfg[0], m->cfg[1]); }
-static nn_tensor *hardtanh_fwd(nn_module *m, nn_tensor *x) { return nn_hardtanh(x, m->cfg[0], m->cfg[1]); }
+static nn_tensor *softplus_fwd(nn_module *m, nn_tensor *x) {
+    return nn_softplus(x, m->cfg[0], m->cfg[1]);
+}
+static nn_tensor *hardtanh_fwd(nn_module *m, nn_tensor *x) {
+    return nn_hardtanh(x, m->cfg[0], m->cfg[1]);
+}
 static nn_tensor *softmax_fwd(nn_module *m, nn_tensor *x) { return nn_softmax(x, (int)ci(m, 0)); }
-static nn_tensor *logsoftmax_fwd(nn_module *m, nn_tensor *x) { return nn_log_softmax(x, (int)ci(m, 0)); }
+static nn_tensor *logsoftmax_fwd(nn_module *m, nn_tensor *x) {
+    return nn_log_softmax(x, (int)ci(m, 0));
+}
 
 KIND0(kind_relu, "ReLU", relu_fwd, flops_elementwise);
 KIND0(kind_silu, "SiLU", silu_fwd, flops_elementwise);
@@ -677,7 +786,8 @@ static nn_status finite_build(nn_module *m) {
         if (!cfg_real(m, i, -1e30, 1e30)) return nn_last_status();
     return NN_OK;
 }
-KIND(kind_leaky, "LeakyReLU", leaky_keys, leaky_defaults, finite_build, leaky_fwd, flops_elementwise);
+KIND(kind_leaky, "LeakyReLU", leaky_keys, leaky_defaults, finite_build, leaky_fwd,
+     flops_elementwise);
 
 static const char *const elu_keys[] = {"alpha"};
 static const double elu_defaults[] = {1.0};
@@ -714,14 +824,17 @@ static nn_status dim_build(nn_module *m) {
     return cfg_int(m, 0, -NN_MAX_DIMS, NN_MAX_DIMS - 1) ? NN_OK : nn_last_status();
 }
 KIND(kind_softmax, "Softmax", dim_keys, dim_defaults, dim_build, softmax_fwd, flops_elementwise);
-KIND(kind_logsoftmax, "LogSoftmax", dim_keys, dim_defaults, dim_build, logsoftmax_fwd, flops_elementwise);
+KIND(kind_logsoftmax, "LogSoftmax", dim_keys, dim_defaults, dim_build, logsoftmax_fwd,
+     flops_elementwise);
 
 nn_module *nn_relu_new(void) { return nn__mod_new_kind(&kind_relu, NULL); }
 nn_module *nn_silu_new(void) { return nn__mod_new_kind(&kind_silu, NULL); }
 nn_module *nn_sigmoid_new(void) { return nn__mod_new_kind(&kind_sigmoid, NULL); }
 nn_module *nn_tanh_new(void) { return nn__mod_new_kind(&kind_tanh, NULL); }
 nn_module *nn_identity_new(void) { return nn__mod_new_kind(&kind_identity, NULL); }
-nn_module *nn_leaky_relu_new(double negative_slope) { return nn__mod_new_kind(&kind_leaky, &negative_slope); }
+nn_module *nn_leaky_relu_new(double negative_slope) {
+    return nn__mod_new_kind(&kind_leaky, &negative_slope);
+}
 nn_module *nn_elu_new(double alpha) { return nn__mod_new_kind(&kind_elu, &alpha); }
 nn_module *nn_gelu_new(bool tanh_approx) {
     double v = tanh_approx;
@@ -747,11 +860,11 @@ nn_module *nn_log_softmax_new(int dim) {
 /* ------------------------------------------------------------ type table */
 
 static const nn__mod_kind *const all_kinds[] = {
-    &kind_linear, &kind_conv1d, &kind_conv2d, &kind_convt2d, &kind_maxpool, &kind_avgpool,
-    &kind_adapt, &kind_flatten, &kind_dropout, &kind_bn1d, &kind_bn2d, &kind_ln, &kind_gn,
-    &kind_emb, &kind_relu, &kind_leaky, &kind_elu, &kind_gelu, &kind_silu, &kind_sigmoid,
-    &kind_tanh, &kind_softplus, &kind_hardtanh, &kind_softmax, &kind_logsoftmax, &kind_identity,
-    &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru};
+    &kind_linear,     &kind_conv1d,   &kind_conv2d,  &kind_convt2d,  &kind_maxpool,  &kind_avgpool,
+    &kind_adapt,      &kind_flatten,  &kind_dropout, &kind_bn1d,     &kind_bn2d,     &kind_ln,
+    &kind_gn,         &kind_emb,      &kind_relu,    &kind_leaky,    &kind_elu,      &kind_gelu,
+    &kind_silu,       &kind_sigmoid,  &kind_tanh,    &kind_softplus, &kind_hardtanh, &kind_softmax,
+    &kind_logsoftmax, &kind_identity, &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru};
 
 const nn__mod_kind *nn__mod_find_kind(const char *type) {
     for (size_t i = 0; i < sizeof all_kinds / sizeof all_kinds[0]; i++)

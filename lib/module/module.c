@@ -89,7 +89,8 @@ nn_module *nn_module_retain(nn_module *m) {
 void nn_module_free(nn_module *m) {
     if (!m) return;
     if (m->magic != NN__MODULE_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "nn_module_free: argument 'm' is not a live module (freed twice?)");
+        nn__err(NN_ERR_BAD_HANDLE,
+                "nn_module_free: argument 'm' is not a live module (freed twice?)");
         return;
     }
     if (atomic_fetch_sub(&m->refs, 1) == 1) mod_destroy(m);
@@ -122,7 +123,8 @@ static bool name_taken(const nn_module *m, const char *name) {
 static nn_status check_name(const nn_module *m, const char *name, const char *fn) {
     if (!nn__check_ptr(name, fn, "name")) return nn_last_status();
     if (!name[0] || strchr(name, '.'))
-        return nn__err(NN_ERR_INVALID, "%s: name '%s' must be non-empty and contain no '.'", fn, name);
+        return nn__err(NN_ERR_INVALID, "%s: name '%s' must be non-empty and contain no '.'", fn,
+                       name);
     if (strlen(name) > 255) return nn__err(NN_ERR_LIMIT, "%s: name longer than 255 bytes", fn);
     if (name_taken(m, name))
         return nn__err(NN_ERR_INVALID, "%s: '%s' is already registered in this module", fn, name);
@@ -223,7 +225,8 @@ nn_module *nn_module_custom_new(const char *name, nn_forward_fn forward, void *u
 static nn_status check_custom(const nn_module *m, const char *fn) {
     if (!nn__mod_check(m, fn, "m")) return nn_last_status();
     if (m->kind)
-        return nn__err(NN_ERR_INVALID, "%s: %s is a built-in layer; only user-defined modules accept registrations",
+        return nn__err(NN_ERR_INVALID,
+                       "%s: %s is a built-in layer; only user-defined modules accept registrations",
                        fn, m->kind->type);
     return NN_OK;
 }
@@ -234,11 +237,11 @@ static nn_status register_tensor(nn_module *m, const char *name, nn_tensor *t, b
     if (st != NN_OK) return st;
     if (!nn__check_tensor(t, fn, "t")) return nn_last_status();
     if (param && t->dtype != NN_DTYPE_F32)
-        return nn__err(NN_ERR_DTYPE, "%s: parameter '%s' must be f32, got %s", fn, name ? name : "?",
-                       nn_dtype_name(t->dtype));
+        return nn__err(NN_ERR_DTYPE, "%s: parameter '%s' must be f32, got %s", fn,
+                       name ? name : "?", nn_dtype_name(t->dtype));
     if (param && t->grad_fn)
-        return nn__err(NN_ERR_INVALID, "%s: parameter '%s' is not a leaf tensor (detach it first)", fn,
-                       name ? name : "?");
+        return nn__err(NN_ERR_INVALID, "%s: parameter '%s' is not a leaf tensor (detach it first)",
+                       fn, name ? name : "?");
     if ((st = check_name(m, name, fn)) != NN_OK) return st;
     nn__tensor_retain(t);
     st = param ? nn__mod_add_param(m, name, t) : nn__mod_add_buffer(m, name, t);
@@ -255,7 +258,8 @@ nn_status nn_module_register_buffer(nn_module *m, const char *name, nn_tensor *t
 }
 
 /* Common checks of adding child under parent; consumes nothing. */
-static nn_status check_child(nn_module *parent, const char *name, nn_module *child, const char *fn) {
+static nn_status check_child(nn_module *parent, const char *name, nn_module *child,
+                             const char *fn) {
     if (!child) {
         if (nn_last_status() == NN_OK) nn__err(NN_ERR_NULL, "%s: argument 'child' is NULL", fn);
         return nn_last_status();
@@ -264,7 +268,8 @@ static nn_status check_child(nn_module *parent, const char *name, nn_module *chi
     nn_status st = check_name(parent, name, fn);
     if (st != NN_OK) return st;
     if (contains(child, parent))
-        return nn__err(NN_ERR_INVALID, "%s: adding '%s' would make the module contain itself", fn, name);
+        return nn__err(NN_ERR_INVALID, "%s: adding '%s' would make the module contain itself", fn,
+                       name);
     return NN_OK;
 }
 
@@ -339,8 +344,8 @@ nn_module *nn_sequential_get(const nn_module *seq, int64_t i) {
     if (!is_sequential(seq, fn)) return NULL;
     int64_t n = seq->nchildren;
     if (i < -n || i >= n)
-        return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range for %lld children", fn, (long long)i,
-                        (long long)n);
+        return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range for %lld children", fn,
+                        (long long)i, (long long)n);
     return seq->children[i < 0 ? i + n : i].m;
 }
 
@@ -411,7 +416,8 @@ static void fb_add(flat_builder *b, const char *prefix, const char *name, nn_ten
     if (b->n == b->cap) {
         int64_t ncap = b->cap ? b->cap * 2 : 16;
         size_t bytes;
-        void *p = nn__size_mul((size_t)ncap, sizeof *b->e, &bytes) ? nn__realloc(b->e, bytes) : NULL;
+        void *p =
+            nn__size_mul((size_t)ncap, sizeof *b->e, &bytes) ? nn__realloc(b->e, bytes) : NULL;
         if (!p) {
             b->fail = true;
             return;
@@ -500,13 +506,14 @@ int64_t nn_module_num_buffers(nn_module *m) {
     return m->flat_bufs.n;
 }
 
-static nn_tensor *flat_get(nn_module *m, int64_t i, const char **name, bool params, const char *fn) {
+static nn_tensor *flat_get(nn_module *m, int64_t i, const char **name, bool params,
+                           const char *fn) {
     if (name) *name = NULL;
     if (!nn__mod_check(m, fn, "m") || !flat_refresh(m)) return NULL;
     const nn__flat_list *l = params ? &m->flat_params : &m->flat_bufs;
     if (i < 0 || i >= l->n)
-        return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn, (long long)i,
-                        (long long)l->n);
+        return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn,
+                        (long long)i, (long long)l->n);
     if (name) *name = l->e[i].name;
     return l->e[i].t;
 }
@@ -582,7 +589,8 @@ int64_t nn_module_param_count(nn_module *m) {
 nn_status nn_module_set_requires_grad(nn_module *m, bool requires_grad) {
     if (!nn__mod_check(m, "nn_module_set_requires_grad", "m")) return nn_last_status();
     for (int i = 0; i < m->nparams; i++) m->params[i].t->requires_grad = requires_grad;
-    for (int i = 0; i < m->nchildren; i++) nn_module_set_requires_grad(m->children[i].m, requires_grad);
+    for (int i = 0; i < m->nchildren; i++)
+        nn_module_set_requires_grad(m->children[i].m, requires_grad);
     return NN_OK;
 }
 
@@ -610,7 +618,8 @@ nn_status nn__module_config_get(const nn_module *m, int i, const char **key, dou
     const char *fn = "nn__module_config_get";
     if (!nn__mod_check(m, fn, "m")) return nn_last_status();
     int n = nn__module_config_count(m);
-    if (i < 0 || i >= n) return nn__err(NN_ERR_RANGE, "%s: index %d out of range (%d keys)", fn, i, n);
+    if (i < 0 || i >= n)
+        return nn__err(NN_ERR_RANGE, "%s: index %d out of range (%d keys)", fn, i, n);
     if (key) *key = m->kind->keys[i];
     if (value) *value = m->cfg[i];
     return NN_OK;
@@ -625,21 +634,26 @@ nn_module *nn__module_child(const nn_module *m, int i, const char **name) {
     const char *fn = "nn__module_child";
     if (!nn__mod_check(m, fn, "m")) return NULL;
     if (i < 0 || i >= m->nchildren)
-        return NN__FAIL(NN_ERR_RANGE, "%s: index %d out of range (%d children)", fn, i, m->nchildren);
+        return NN__FAIL(NN_ERR_RANGE, "%s: index %d out of range (%d children)", fn, i,
+                        m->nchildren);
     if (name) *name = m->children[i].name;
     return m->children[i].m;
 }
 
-nn_module *nn__module_create(const char *type, const char *const *keys, const double *values, int n) {
+nn_module *nn__module_create(const char *type, const char *const *keys, const double *values,
+                             int n) {
     const char *fn = "nn__module_create";
     if (!nn__check_ptr(type, fn, "type")) return NULL;
     if (n < 0 || (n > 0 && (!keys || !values)))
         return NN__FAIL(NN_ERR_FORMAT, "%s: %s: bad hyperparameter list (n = %d)", fn, type, n);
     if (!strncmp(type, "Custom:", 7))
         return NN__FAIL(NN_ERR_UNSUPPORTED,
-                        "%s: '%s' is a user-defined module: build it in code and load its weights", fn, type);
+                        "%s: '%s' is a user-defined module: build it in code and load its weights",
+                        fn, type);
     if (!strcmp(type, "Sequential")) {
-        if (n > 0) return NN__FAIL(NN_ERR_FORMAT, "%s: Sequential takes no hyperparameters (got %d)", fn, n);
+        if (n > 0)
+            return NN__FAIL(NN_ERR_FORMAT, "%s: Sequential takes no hyperparameters (got %d)", fn,
+                            n);
         return nn_sequential_new();
     }
     const nn__mod_kind *kind = nn__mod_find_kind(type);
@@ -655,13 +669,15 @@ nn_module *nn__module_create(const char *type, const char *const *keys, const do
             return NN__FAIL(NN_ERR_FORMAT, "%s: %s: %s hyperparameter '%.64s'", fn, type,
                             k < 0 ? "unknown" : "repeated", keys[j] ? keys[j] : "(null)");
         if (!isfinite(values[j]))
-            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: hyperparameter '%s' is not finite", fn, type, keys[j]);
+            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: hyperparameter '%s' is not finite", fn, type,
+                            keys[j]);
         v[k] = values[j];
         set[k] = true;
     }
     for (int i = 0; i < kind->nkeys; i++)
         if (isnan(v[i]))
-            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: hyperparameter '%s' is missing", fn, type, kind->keys[i]);
+            return NN__FAIL(NN_ERR_FORMAT, "%s: %s: hyperparameter '%s' is missing", fn, type,
+                            kind->keys[i]);
     nn_clear_error();
     nn_module *m = nn__mod_new_kind(kind, v);
     if (!m && nn_last_status() != NN_ERR_NOMEM) {
@@ -686,7 +702,8 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
         char want[24];
         snprintf(want, sizeof want, "%d", parent->nchildren);
         if (strcmp(name, want))
-            return nn__err(NN_ERR_FORMAT, "%s: Sequential child named '%s', expected '%s'", fn, name, want);
+            return nn__err(NN_ERR_FORMAT, "%s: Sequential child named '%s', expected '%s'", fn,
+                           name, want);
     }
     nn_module_retain(child);
     st = add_child(parent, name, child);

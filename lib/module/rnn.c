@@ -10,7 +10,8 @@
 #include <string.h>
 
 enum { R_IN, R_HID, R_LAYERS, R_BIAS, R_NONLIN };
-static const char *const rnn_keys[] = {"input_size", "hidden_size", "num_layers", "bias", "nonlinearity"};
+static const char *const rnn_keys[] = {"input_size", "hidden_size", "num_layers", "bias",
+                                       "nonlinearity"};
 static const double rnn_defaults[] = {NAN, NAN, 1, 1, 0};
 
 static int64_t ci(const nn_module *m, int k) { return (int64_t)m->cfg[k]; }
@@ -25,8 +26,8 @@ static nn_status rnn_check_cfg(nn_module *m) {
     for (int k = 0; k < m->kind->nkeys; k++) {
         double v = m->cfg[k];
         if (v != floor(v) || v < lo[k] || v > hi[k])
-            return nn__err(NN_ERR_INVALID, "%s: %s = %g, expected an integer in %.0f..%.0f", m->kind->type,
-                           m->kind->keys[k], v, lo[k], hi[k]);
+            return nn__err(NN_ERR_INVALID, "%s: %s = %g, expected an integer in %.0f..%.0f",
+                           m->kind->type, m->kind->keys[k], v, lo[k], hi[k]);
     }
     return NN_OK;
 }
@@ -40,7 +41,8 @@ static nn_status rnn_build(nn_module *m) {
         int64_t in_l = l == 0 ? ci(m, R_IN) : hid;
         int64_t wih[2] = {gh, in_l}, whh[2] = {gh, hid};
         const int64_t *shapes[4] = {wih, whh, &gh, &gh};
-        static const char *const names[4] = {"weight_ih_l%d", "weight_hh_l%d", "bias_ih_l%d", "bias_hh_l%d"};
+        static const char *const names[4] = {"weight_ih_l%d", "weight_hh_l%d", "bias_ih_l%d",
+                                             "bias_hh_l%d"};
         int np = ci(m, R_BIAS) ? 4 : 2;
         for (int j = 0; j < np && st == NN_OK; j++) {
             char name[32];
@@ -62,7 +64,9 @@ static nn_tensor *rparam(const nn_module *m, int l, int j) {
 }
 
 /* Columns [k*H, (k+1)*H) of a [N, G*H] tensor. */
-static nn_tensor *gate(nn_tensor *g, int k, int64_t h) { return nn_slice(g, 1, k * h, (k + 1) * h, 1); }
+static nn_tensor *gate(nn_tensor *g, int k, int64_t h) {
+    return nn_slice(g, 1, k * h, (k + 1) * h, 1);
+}
 
 /* One time step: returns the new h; *c is replaced for LSTM. All results
  * belong to the open scope. */
@@ -94,7 +98,8 @@ static bool check_state(const nn_module *m, const nn_tensor *s, int64_t n, const
         return true;
     char a[128], b[128];
     nn__err(NN_ERR_SHAPE, "%s: expected %s of shape %s, got %s", m->kind->type, what,
-            nn__mod_shape_str(want, 3, a, sizeof a), nn__mod_shape_str(s->shape, s->ndim, b, sizeof b));
+            nn__mod_shape_str(want, 3, a, sizeof a),
+            nn__mod_shape_str(s->shape, s->ndim, b, sizeof b));
     return false;
 }
 
@@ -119,10 +124,12 @@ static nn_tensor *rnn_run(const nn_module *m, nn_tensor *x, nn_tensor *h0, nn_te
                           nn_tensor **h_n, nn_tensor **c_n) {
     const char *tn = m->kind->type;
     if (x->dtype != NN_DTYPE_F32)
-        return NN__FAIL(NN_ERR_DTYPE, "%s: expected an f32 input, got %s", tn, nn_dtype_name(x->dtype));
+        return NN__FAIL(NN_ERR_DTYPE, "%s: expected an f32 input, got %s", tn,
+                        nn_dtype_name(x->dtype));
     if (x->ndim != 3 || x->shape[2] != ci(m, R_IN) || x->shape[1] < 1) {
         char s[128];
-        return NN__FAIL(NN_ERR_SHAPE, "%s: expected input [N, T, %lld] (batch_first, T >= 1), got %s", tn,
+        return NN__FAIL(NN_ERR_SHAPE,
+                        "%s: expected input [N, T, %lld] (batch_first, T >= 1), got %s", tn,
                         (long long)ci(m, R_IN), nn__mod_shape_str(x->shape, x->ndim, s, sizeof s));
     }
     int64_t n = x->shape[0], steps = x->shape[1];
@@ -157,7 +164,9 @@ static nn_tensor *rnn_run(const nn_module *m, nn_tensor *x, nn_tensor *h0, nn_te
     return inp;
 }
 
-static nn_tensor *rnn_forward(nn_module *m, nn_tensor *x) { return rnn_run(m, x, NULL, NULL, NULL, NULL); }
+static nn_tensor *rnn_forward(nn_module *m, nn_tensor *x) {
+    return rnn_run(m, x, NULL, NULL, NULL, NULL);
+}
 
 static double rnn_flops(const nn_module *m, const nn_tensor *in, const nn_tensor *out) {
     (void)out;
@@ -170,17 +179,33 @@ static double rnn_flops(const nn_module *m, const nn_tensor *in, const nn_tensor
     return f;
 }
 
-const nn__mod_kind nn__kind_rnn = {.type = "RNN", .nkeys = 5, .keys = rnn_keys, .defaults = rnn_defaults,
-                                   .build = rnn_build, .forward = rnn_forward, .flops = rnn_flops};
-const nn__mod_kind nn__kind_lstm = {.type = "LSTM", .nkeys = 4, .keys = rnn_keys, .defaults = rnn_defaults,
-                                    .build = rnn_build, .forward = rnn_forward, .flops = rnn_flops};
-const nn__mod_kind nn__kind_gru = {.type = "GRU", .nkeys = 4, .keys = rnn_keys, .defaults = rnn_defaults,
-                                   .build = rnn_build, .forward = rnn_forward, .flops = rnn_flops};
+const nn__mod_kind nn__kind_rnn = {.type = "RNN",
+                                   .nkeys = 5,
+                                   .keys = rnn_keys,
+                                   .defaults = rnn_defaults,
+                                   .build = rnn_build,
+                                   .forward = rnn_forward,
+                                   .flops = rnn_flops};
+const nn__mod_kind nn__kind_lstm = {.type = "LSTM",
+                                    .nkeys = 4,
+                                    .keys = rnn_keys,
+                                    .defaults = rnn_defaults,
+                                    .build = rnn_build,
+                                    .forward = rnn_forward,
+                                    .flops = rnn_flops};
+const nn__mod_kind nn__kind_gru = {.type = "GRU",
+                                   .nkeys = 4,
+                                   .keys = rnn_keys,
+                                   .defaults = rnn_defaults,
+                                   .build = rnn_build,
+                                   .forward = rnn_forward,
+                                   .flops = rnn_flops};
 
 nn_module *nn_rnn_new(int64_t input_size, int64_t hidden_size, int num_layers,
                       nn_rnn_nonlinearity nonlinearity, bool bias) {
     if (nonlinearity != NN_RNN_NONLINEARITY_TANH && nonlinearity != NN_RNN_NONLINEARITY_RELU)
-        return NN__FAIL(NN_ERR_INVALID, "nn_rnn_new: nonlinearity = %d, expected TANH (0) or RELU (1)",
+        return NN__FAIL(NN_ERR_INVALID,
+                        "nn_rnn_new: nonlinearity = %d, expected TANH (0) or RELU (1)",
                         (int)nonlinearity);
     double v[] = {(double)input_size, (double)hidden_size, num_layers, bias, nonlinearity};
     return nn__mod_new_kind(&nn__kind_rnn, v);
@@ -209,7 +234,8 @@ nn_tensor *nn_recurrent_forward(nn_module *m, nn_tensor *x, nn_tensor *h0, nn_te
     if (c_n) *c_n = NULL;
     if (!nn__mod_check(m, fn, "m") || !nn__check_tensor(x, fn, "x")) return NULL;
     if (m->kind != &nn__kind_rnn && m->kind != &nn__kind_lstm && m->kind != &nn__kind_gru)
-        return NN__FAIL(NN_ERR_INVALID, "%s: module is a %s, not an RNN, LSTM or GRU", fn, nn_module_type_name(m));
+        return NN__FAIL(NN_ERR_INVALID, "%s: module is a %s, not an RNN, LSTM or GRU", fn,
+                        nn_module_type_name(m));
     if (c_n && m->kind != &nn__kind_lstm)
         return NN__FAIL(NN_ERR_INVALID, "%s: c_n is for LSTM only", fn);
     nn_scope *s = nn__compose_begin();

@@ -31,7 +31,8 @@ nn_statedict *nn_statedict_new(void) {
 void nn_statedict_free(nn_statedict *sd) {
     if (!sd) return;
     if (sd->magic != NN__SD_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "nn_statedict_free: argument 'sd' is not a live state dict (freed twice?)");
+        nn__err(NN_ERR_BAD_HANDLE,
+                "nn_statedict_free: argument 'sd' is not a live state dict (freed twice?)");
         return;
     }
     for (int64_t i = 0; i < sd->n; i++) {
@@ -51,7 +52,8 @@ int64_t nn_statedict_size(const nn_statedict *sd) {
 static bool sd_index(const nn_statedict *sd, int64_t i, const char *fn) {
     if (!sd_check(sd, fn)) return false;
     if (i < 0 || i >= sd->n) {
-        nn__err(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn, (long long)i, (long long)sd->n);
+        nn__err(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn, (long long)i,
+                (long long)sd->n);
         return false;
     }
     return true;
@@ -119,7 +121,8 @@ nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t) {
  * visit returns false to stop. */
 typedef bool (*sd_visit_fn)(const char *name, nn_tensor *t, void *ctx);
 
-static bool walk(const nn_module *m, char *prefix, size_t plen, size_t cap, sd_visit_fn visit, void *ctx) {
+static bool walk(const nn_module *m, char *prefix, size_t plen, size_t cap, sd_visit_fn visit,
+                 void *ctx) {
     for (int pass = 0; pass < 2; pass++) {
         int n = pass ? m->nbufs : m->nparams;
         const nn__named_tensor *arr = pass ? m->bufs : m->params;
@@ -199,10 +202,10 @@ static void sb_add(strbuf *b, const char *s) {
 
 typedef struct {
     const nn_statedict *sd;
-    bool *seen;       /* sd entries matched by a module name */
+    bool *seen; /* sd entries matched by a module name */
     strbuf missing, shape;
     int nmissing, nshape;
-    bool apply;       /* copy values (second pass) */
+    bool apply; /* copy values (second pass) */
     nn_status st;
 } load_ctx;
 
@@ -221,8 +224,8 @@ static bool check_entry(const char *name, nn_tensor *t, void *vctx) {
     if (!nn__same_shape(t, src)) {
         if (!c->apply) {
             char a[128], b[128], line[400];
-            snprintf(line, sizeof line, "%s%s (module %s, state dict %s)", c->nshape++ ? ", " : "", name,
-                     nn__mod_shape_str(t->shape, t->ndim, a, sizeof a),
+            snprintf(line, sizeof line, "%s%s (module %s, state dict %s)", c->nshape++ ? ", " : "",
+                     name, nn__mod_shape_str(t->shape, t->ndim, a, sizeof a),
                      nn__mod_shape_str(src->shape, src->ndim, b, sizeof b));
             sb_add(&c->shape, line);
         }
@@ -257,7 +260,8 @@ static void build_report(load_ctx *c, strbuf *out, int *nunexpected) {
     }
 }
 
-nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool strict, char **report) {
+nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool strict,
+                                    char **report) {
     const char *fn = "nn_module_load_state_dict";
     if (report) *report = NULL;
     if (!nn__mod_check(m, fn, "m") || !sd_check(sd, fn)) return nn_last_status();
@@ -270,7 +274,8 @@ nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool s
     if (!walk_module(m, check_entry, &c)) st = nn_last_status();
     int nunexpected = 0;
     if (st == NN_OK) build_report(&c, &rep, &nunexpected);
-    if (st == NN_OK && (c.missing.fail || c.shape.fail || rep.fail)) st = nn__err(NN_ERR_NOMEM, "%s: out of memory", fn);
+    if (st == NN_OK && (c.missing.fail || c.shape.fail || rep.fail))
+        st = nn__err(NN_ERR_NOMEM, "%s: out of memory", fn);
     if (st == NN_OK && strict && (c.nmissing || nunexpected || c.nshape)) {
         /* Replace newlines for a one-line message. */
         for (char *p = rep.s; *p; p++)

@@ -154,24 +154,27 @@ static const char *shape_text(const int64_t *shape, int ndim, char *buf, size_t 
     return buf;
 }
 
-static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64_t *in_shape, int in_ndim) {
+static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64_t *in_shape,
+                         int in_ndim) {
     int wn = 5, wt = 4;
     for (int i = 0; i < r->nrows; i++) {
-        int ln = r->rows[i].name[0] ? (int)strlen(r->rows[i].name) : 6, lt = (int)strlen(r->rows[i].type);
+        int ln = r->rows[i].name[0] ? (int)strlen(r->rows[i].name) : 6,
+            lt = (int)strlen(r->rows[i].type);
         if (ln > wn) wn = ln;
         if (lt > wt) wt = lt;
     }
     int width = wn + wt + 20 + 14 + 18 + 8;
     char sh[160], n1[48], n2[48];
-    sb_printf(b, "%-*s  %-*s  %-20s  %14s  %18s\n", wn, "Layer", wt, "Type", "Output shape", "Params", "FLOPs");
+    sb_printf(b, "%-*s  %-*s  %-20s  %14s  %18s\n", wn, "Layer", wt, "Type", "Output shape",
+              "Params", "FLOPs");
     for (int i = 0; i < width; i++) sb_printf(b, "-");
     sb_printf(b, "\n");
     double total_flops = 0;
     for (int i = 0; i < r->nrows; i++) {
         const row *w = &r->rows[i];
-        sb_printf(b, "%-*s  %-*s  %-20s  %14s  %18s\n", wn, w->name[0] ? w->name : "(root)", wt, w->type,
-                  shape_text(w->shape, w->ndim, sh, sizeof sh), group((double)w->params, n1, sizeof n1),
-                  group(w->flops, n2, sizeof n2));
+        sb_printf(b, "%-*s  %-*s  %-20s  %14s  %18s\n", wn, w->name[0] ? w->name : "(root)", wt,
+                  w->type, shape_text(w->shape, w->ndim, sh, sizeof sh),
+                  group((double)w->params, n1, sizeof n1), group(w->flops, n2, sizeof n2));
         total_flops += w->flops;
     }
     for (int i = 0; i < width; i++) sb_printf(b, "-");

@@ -147,8 +147,9 @@ static const nn__unary_desc SOFTPLUS = {"nn_softplus", softplus_fwd, softplus_bw
 nn_tensor *nn_softplus(nn_tensor *a, double beta, double threshold) {
     if (!nn__check_f32(a, "nn_softplus", "a")) return NULL;
     if (!(beta != 0) || isnan(threshold))
-        return NN__FAIL(NN_ERR_INVALID, "nn_softplus: beta = %g, threshold = %g (beta must be nonzero)",
-                        beta, threshold);
+        return NN__FAIL(NN_ERR_INVALID,
+                        "nn_softplus: beta = %g, threshold = %g (beta must be nonzero)", beta,
+                        threshold);
     double p[2] = {beta, threshold};
     return nn__track(nn__unary(a, &SOFTPLUS, p, 2));
 }
@@ -158,7 +159,8 @@ static const nn__unary_desc HARDTANH = {"nn_hardtanh", nn__clamp_fwd, nn__clamp_
 nn_tensor *nn_hardtanh(nn_tensor *a, double min_val, double max_val) {
     if (!nn__check_f32(a, "nn_hardtanh", "a")) return NULL;
     if (isnan(min_val) || isnan(max_val) || min_val > max_val)
-        return NN__FAIL(NN_ERR_INVALID, "nn_hardtanh: min_val = %g > max_val = %g", min_val, max_val);
+        return NN__FAIL(NN_ERR_INVALID, "nn_hardtanh: min_val = %g > max_val = %g", min_val,
+                        max_val);
     double p[2] = {min_val, max_val};
     return nn__track(nn__unary(a, &HARDTANH, p, 2));
 }
@@ -175,9 +177,12 @@ typedef struct {
 static dim3 split_at(const nn_tensor *t, int dim) {
     dim3 s = {1, 1, 1};
     for (int d = 0; d < t->ndim; d++) {
-        if (d < dim) s.outer *= t->shape[d];
-        else if (d == dim) s.n = t->shape[d];
-        else s.inner *= t->shape[d];
+        if (d < dim)
+            s.outer *= t->shape[d];
+        else if (d == dim)
+            s.n = t->shape[d];
+        else
+            s.inner *= t->shape[d];
     }
     return s;
 }

@@ -3,16 +3,16 @@
 
 #include <string.h>
 
-bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, int64_t *out,
-                          int *on, const char *fn) {
+bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, int64_t *out, int *on,
+                          const char *fn) {
     int n = an > bn ? an : bn;
     for (int i = 0; i < n; i++) {
         int64_t da = i < n - an ? 1 : a[i - (n - an)];
         int64_t db = i < n - bn ? 1 : b[i - (n - bn)];
         if (da != db && da != 1 && db != 1) {
             char sa[128], sb[128];
-            nn__err(NN_ERR_SHAPE, "%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)", fn,
-                    nn__shape_str(a, an, sa, sizeof sa), nn__shape_str(b, bn, sb, sizeof sb), i,
+            nn__err(NN_ERR_SHAPE, "%s: shapes %s and %s cannot be broadcast (dim %d: %lld vs %lld)",
+                    fn, nn__shape_str(a, an, sa, sizeof sa), nn__shape_str(b, bn, sb, sizeof sb), i,
                     (long long)da, (long long)db);
             return false;
         }

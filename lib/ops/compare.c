@@ -16,23 +16,23 @@ typedef struct {
     nn_dtype da, db;
 } cmp_ctx;
 
-#define CMP_LOOP(E)                                                 \
-    do {                                                            \
-        for (int64_t i = 0; i < n; i++) {                           \
-            LOAD_A(x, i * step[1]);                                 \
-            LOAD_B(y, i * step[2]);                                 \
-            o[i * step[0]] = (uint8_t)(E);                          \
-        }                                                           \
+#define CMP_LOOP(E)                                                                                \
+    do {                                                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            LOAD_A(x, i *step[1]);                                                                 \
+            LOAD_B(y, i *step[2]);                                                                 \
+            o[i * step[0]] = (uint8_t)(E);                                                         \
+        }                                                                                          \
     } while (0)
 
-#define CMP_SWITCH()                                  \
-    switch (c->op) {                                  \
-    case CMP_EQ: CMP_LOOP(x == y); break;             \
-    case CMP_NE: CMP_LOOP(x != y); break;             \
-    case CMP_LT: CMP_LOOP(x < y); break;              \
-    case CMP_LE: CMP_LOOP(x <= y); break;             \
-    case CMP_GT: CMP_LOOP(x > y); break;              \
-    case CMP_GE: CMP_LOOP(x >= y); break;             \
+#define CMP_SWITCH()                                                                               \
+    switch (c->op) {                                                                               \
+    case CMP_EQ: CMP_LOOP(x == y); break;                                                          \
+    case CMP_NE: CMP_LOOP(x != y); break;                                                          \
+    case CMP_LT: CMP_LOOP(x < y); break;                                                           \
+    case CMP_LE: CMP_LOOP(x <= y); break;                                                          \
+    case CMP_GT: CMP_LOOP(x > y); break;                                                           \
+    case CMP_GE: CMP_LOOP(x >= y); break;                                                          \
     }
 
 static double load_any(const void *base, nn_dtype dt, int64_t i) {
@@ -70,8 +70,10 @@ static void cmp_row(void *vctx, int64_t n, const int64_t *off, const int64_t *st
 }
 
 static bool check_cmp_dtype(const nn_tensor *t, const char *fn, const char *name) {
-    if (t->dtype == NN_DTYPE_F32 || t->dtype == NN_DTYPE_I64 || t->dtype == NN_DTYPE_U8) return true;
-    nn__err(NN_ERR_DTYPE, "%s: argument '%s' has unsupported dtype %s", fn, name, nn_dtype_name(t->dtype));
+    if (t->dtype == NN_DTYPE_F32 || t->dtype == NN_DTYPE_I64 || t->dtype == NN_DTYPE_U8)
+        return true;
+    nn__err(NN_ERR_DTYPE, "%s: argument '%s' has unsupported dtype %s", fn, name,
+            nn_dtype_name(t->dtype));
     return false;
 }
 

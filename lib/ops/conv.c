@@ -241,9 +241,19 @@ static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const
 /* Column geometry of conv over x4 [N, C, H, W] with w4 [O, C/g, kh, kw]. */
 static col_geom conv_geom(const int64_t x4[4], const int64_t w4[4], const conv_params *p,
                           int64_t oh, int64_t ow) {
-    col_geom g = {.c = x4[1], .h = x4[2], .w = x4[3], .kh = w4[2], .kw = w4[3],
-                  .sh = p->stride[0], .sw = p->stride[1], .ph = p->pad[0], .pw = p->pad[1],
-                  .dh = p->dil[0], .dw = p->dil[1], .oh = oh, .ow = ow};
+    col_geom g = {.c = x4[1],
+                  .h = x4[2],
+                  .w = x4[3],
+                  .kh = w4[2],
+                  .kw = w4[3],
+                  .sh = p->stride[0],
+                  .sw = p->stride[1],
+                  .ph = p->pad[0],
+                  .pw = p->pad[1],
+                  .dh = p->dil[0],
+                  .dw = p->dil[1],
+                  .oh = oh,
+                  .ow = ow};
     return g;
 }
 
@@ -316,15 +326,15 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
                 cm = col;
             }
             for (int64_t gi = 0; gi < G; gi++)
-                kr->sgemm(false, true, Og, Cg * kk, L, 1.0f, gy + gi * Og * L, L, cm + gi * Cg * kk * L,
-                          L, 1.0f, nn__f32(gw) + gi * Og * Cg * kk, Cg * kk);
+                kr->sgemm(false, true, Og, Cg * kk, L, 1.0f, gy + gi * Og * L, L,
+                          cm + gi * Cg * kk * L, L, 1.0f, nn__f32(gw) + gi * Og * Cg * kk, Cg * kk);
         }
         if (want_x) { /* dcol_g = W_gᵀ [Cg*kk, Og] · dY_g [Og, L], then col2im */
             float *gxn = nn__f32(gx) + n * x4[1] * HW;
             float *dcol = ident ? gxn : col;
             for (int64_t gi = 0; gi < G; gi++)
-                kr->sgemm(true, false, Cg * kk, L, Og, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
-                          gy + gi * Og * L, L, 0.0f, dcol + gi * Cg * kk * L, L);
+                kr->sgemm(true, false, Cg * kk, L, Og, 1.0f, nn__f32(wc) + gi * Og * Cg * kk,
+                          Cg * kk, gy + gi * Og * L, L, 0.0f, dcol + gi * Cg * kk * L, L);
             if (!ident) col2im(&g, col, gxn);
         }
     }
@@ -342,8 +352,8 @@ done:
 }
 
 /* Shared front end of conv2d / conv1d: x [N, C, (H,) W], w [O, C/g, (kh,) kw]. */
-static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv_params *p,
-                            int nd_, const char *fn) {
+static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv_params *p, int nd_,
+                            const char *fn) {
     char s1[128], s2[128];
     if (!nn__check_f32(x, fn, "x") || !nn__check_f32(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
         return NULL;
@@ -357,13 +367,14 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
     as_4d(w, w4);
     const int64_t G = p->groups, C = x4[1], O = w4[0];
     if (C % G != 0 || O % G != 0)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: groups = %lld must divide in_channels %lld and out_channels %lld",
-                        fn, (long long)G, (long long)C, (long long)O);
+        return NN__FAIL(NN_ERR_SHAPE,
+                        "%s: groups = %lld must divide in_channels %lld and out_channels %lld", fn,
+                        (long long)G, (long long)C, (long long)O);
     if (w4[1] * G != C)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: x %s has %lld channels but w %s expects %lld (x %lld groups)", fn,
-                        nn__shape_str(x->shape, x->ndim, s1, sizeof s1), (long long)C,
-                        nn__shape_str(w->shape, w->ndim, s2, sizeof s2), (long long)(w4[1] * G),
-                        (long long)G);
+        return NN__FAIL(
+            NN_ERR_SHAPE, "%s: x %s has %lld channels but w %s expects %lld (x %lld groups)", fn,
+            nn__shape_str(x->shape, x->ndim, s1, sizeof s1), (long long)C,
+            nn__shape_str(w->shape, w->ndim, s2, sizeof s2), (long long)(w4[1] * G), (long long)G);
     if (!nn__ops_opt_vec(b, O, fn, "b")) return NULL;
     int64_t oh = conv_out_size(x4[2], w4[2], p->stride[0], p->pad[0], p->dil[0], fn, "height");
     if (oh < 0) return NULL;
@@ -422,9 +433,10 @@ done:
     return y;
 }
 
-nn_tensor *nn_conv2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w, int pad_h,
-                     int pad_w, int dilation_h, int dilation_w, int groups) {
-    conv_params p = {{stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
+nn_tensor *nn_conv2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w,
+                     int pad_h, int pad_w, int dilation_h, int dilation_w, int groups) {
+    conv_params p = {
+        {stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
     return nn__track(conv_impl(x, w, b, &p, 4, "nn_conv2d"));
 }
 
@@ -440,9 +452,18 @@ nn_tensor *nn_conv1d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride, int p
  * geometry is that of a conv over y whose output is x's spatial grid. */
 static col_geom convt_geom(const nn_tensor *x, const nn_tensor *w, const conv_params *p,
                            const int64_t *yshape) {
-    col_geom g = {.c = yshape[1], .h = yshape[2], .w = yshape[3], .kh = w->shape[2],
-                  .kw = w->shape[3], .sh = p->stride[0], .sw = p->stride[1], .ph = p->pad[0],
-                  .pw = p->pad[1], .dh = p->dil[0], .dw = p->dil[1], .oh = x->shape[2],
+    col_geom g = {.c = yshape[1],
+                  .h = yshape[2],
+                  .w = yshape[3],
+                  .kh = w->shape[2],
+                  .kw = w->shape[3],
+                  .sh = p->stride[0],
+                  .sw = p->stride[1],
+                  .ph = p->pad[0],
+                  .pw = p->pad[1],
+                  .dh = p->dil[0],
+                  .dw = p->dil[1],
+                  .oh = x->shape[2],
                   .ow = x->shape[3]};
     return g;
 }
@@ -474,14 +495,15 @@ static nn_status convt_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
         for (int64_t gi = 0; gi < G; gi++) {
             const float *cg = col + gi * R * L;
             if (want_x)
-                kr->sgemm(false, false, Cing, L, R, 1.0f, nn__f32(wc) + gi * Cing * R, R, cg, L, 0.0f,
-                          nn__f32(gx) + (n * Cin + gi * Cing) * L, L);
+                kr->sgemm(false, false, Cing, L, R, 1.0f, nn__f32(wc) + gi * Cing * R, R, cg, L,
+                          0.0f, nn__f32(gx) + (n * Cin + gi * Cing) * L, L);
             if (want_w)
-                kr->sgemm(false, true, Cing, R, L, 1.0f, nn__f32(xc) + (n * Cin + gi * Cing) * L, L, cg,
-                          L, 1.0f, nn__f32(gw) + gi * Cing * R, R);
+                kr->sgemm(false, true, Cing, R, L, 1.0f, nn__f32(xc) + (n * Cin + gi * Cing) * L, L,
+                          cg, L, 1.0f, nn__f32(gw) + gi * Cing * R, R);
         }
     }
-    if (nn__ops_wants(nd, 2) && (st = nn__ops_bias_grad(Gy, N, Cout, OHW, &gin[2])) != NN_OK) goto done;
+    if (nn__ops_wants(nd, 2) && (st = nn__ops_bias_grad(Gy, N, Cout, OHW, &gin[2])) != NN_OK)
+        goto done;
     gin[0] = gx;
     gin[1] = gw;
     gx = gw = NULL;
@@ -498,13 +520,15 @@ done:
 static int64_t convt_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d, int64_t op,
                               const char *fn, const char *axis) {
     int64_t ext = kernel_extent(k, d), v;
-    if (ext < 0 || __builtin_mul_overflow(in - 1, s, &v) || __builtin_add_overflow(v, ext + op, &v)) {
+    if (ext < 0 || __builtin_mul_overflow(in - 1, s, &v) ||
+        __builtin_add_overflow(v, ext + op, &v)) {
         nn__err(NN_ERR_OVERFLOW, "%s: output %s overflows", fn, axis);
         return -1;
     }
     v -= 2 * pad;
     if (v < 1) {
-        nn__err(NN_ERR_SHAPE, "%s: output %s would be %lld (input %lld, kernel %lld, stride %lld, padding %lld)",
+        nn__err(NN_ERR_SHAPE,
+                "%s: output %s would be %lld (input %lld, kernel %lld, stride %lld, padding %lld)",
                 fn, axis, (long long)v, (long long)in, (long long)k, (long long)s, (long long)pad);
         return -1;
     }
@@ -523,26 +547,27 @@ static nn_tensor *convt_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const con
     if (!conv_check_params(p, fn)) return NULL;
     for (int i = 0; i < 2; i++)
         if (p->opad[i] >= p->stride[i] && p->opad[i] >= p->dil[i])
-            return NN__FAIL(NN_ERR_INVALID,
-                            "%s: output_padding %lld must be smaller than stride %lld or dilation %lld", fn,
-                            (long long)p->opad[i], (long long)p->stride[i], (long long)p->dil[i]);
+            return NN__FAIL(
+                NN_ERR_INVALID,
+                "%s: output_padding %lld must be smaller than stride %lld or dilation %lld", fn,
+                (long long)p->opad[i], (long long)p->stride[i], (long long)p->dil[i]);
     const int64_t G = p->groups, Cin = x->shape[1];
     if (w->shape[0] != Cin)
         return NN__FAIL(NN_ERR_SHAPE, "%s: x %s has %lld channels but w %s expects %lld", fn,
                         nn__shape_str(x->shape, 4, s1, sizeof s1), (long long)Cin,
                         nn__shape_str(w->shape, 4, s2, sizeof s2), (long long)w->shape[0]);
     if (Cin % G != 0)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: groups = %lld must divide in_channels %lld", fn, (long long)G,
-                        (long long)Cin);
+        return NN__FAIL(NN_ERR_SHAPE, "%s: groups = %lld must divide in_channels %lld", fn,
+                        (long long)G, (long long)Cin);
     int64_t Cout;
     if (__builtin_mul_overflow(w->shape[1], G, &Cout))
         return NN__FAIL(NN_ERR_OVERFLOW, "%s: out_channels overflows", fn);
     if (!nn__ops_opt_vec(b, Cout, fn, "b")) return NULL;
-    int64_t oh = convt_out_size(x->shape[2], w->shape[2], p->stride[0], p->pad[0], p->dil[0], p->opad[0],
-                                fn, "height");
+    int64_t oh = convt_out_size(x->shape[2], w->shape[2], p->stride[0], p->pad[0], p->dil[0],
+                                p->opad[0], fn, "height");
     if (oh < 0) return NULL;
-    int64_t ow = convt_out_size(x->shape[3], w->shape[3], p->stride[1], p->pad[1], p->dil[1], p->opad[1],
-                                fn, "width");
+    int64_t ow = convt_out_size(x->shape[3], w->shape[3], p->stride[1], p->pad[1], p->dil[1],
+                                p->opad[1], fn, "width");
     if (ow < 0) return NULL;
     int64_t yshape[4] = {x->shape[0], Cout, oh, ow};
     nn_tensor *y = nn__zeros(NN_DTYPE_F32, yshape, 4);
@@ -581,7 +606,10 @@ done:
 nn_tensor *nn_conv_transpose2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w,
                                int pad_h, int pad_w, int output_pad_h, int output_pad_w,
                                int dilation_h, int dilation_w, int groups) {
-    conv_params p = {{stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w},
-                     {output_pad_h, output_pad_w}, groups};
+    conv_params p = {{stride_h, stride_w},
+                     {pad_h, pad_w},
+                     {dilation_h, dilation_w},
+                     {output_pad_h, output_pad_w},
+                     groups};
     return nn__track(convt_impl(x, w, b, &p));
 }

@@ -42,8 +42,7 @@ void nn__bc_done(nn__bc *it) {
         int64_t sz = it->full_shape[d];
         if (sz == 1) continue; /* contributes nothing to any offset */
         bool merge = n > 0;
-        for (int k = 0; k < it->nops && merge; k++)
-            merge = it->str[k][n - 1] == st[k][d] * sz;
+        for (int k = 0; k < it->nops && merge; k++) merge = it->str[k][n - 1] == st[k][d] * sz;
         if (merge) {
             it->shape[n - 1] *= sz;
             for (int k = 0; k < it->nops; k++) it->str[k][n - 1] = st[k][d];
@@ -140,8 +139,10 @@ nn_tensor *nn__unary(nn_tensor *a, const nn__unary_desc *d, const double *p, int
     }
     nd->ctx = (void *)d;
     for (int i = 0; i < 4; i++) nd->f[i] = pp[i];
-    if (d->save_in) nd->saved[0] = x;
-    else nn__tensor_release(x);
+    if (d->save_in)
+        nd->saved[0] = x;
+    else
+        nn__tensor_release(x);
     if (d->save_out) {
         /* An alias without grad_fn: saving y itself would be a cycle. */
         nd->saved[1] = nn__alias(y);
@@ -157,7 +158,7 @@ nn_tensor *nn__unary(nn_tensor *a, const nn__unary_desc *d, const double *p, int
 
 typedef enum { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV, BIN_POW, BIN_MIN, BIN_MAX } binop;
 
-static const char *const bin_names[] = {"nn_add", "nn_sub", "nn_mul", "nn_div",
+static const char *const bin_names[] = {"nn_add", "nn_sub",     "nn_mul",    "nn_div",
                                         "nn_pow", "nn_minimum", "nn_maximum"};
 
 /* NaN-propagating minimum / maximum, like torch.minimum / torch.maximum. */
@@ -174,19 +175,19 @@ static inline float max_nan(float x, float y) { return (x != x || x > y) ? x : y
 
 /* One row, with the stride patterns that matter split out so that each is
  * a plain loop the compiler vectorises: same shape, scalar on either side. */
-#define BIN_ROW(E)                                                          \
-    do {                                                                    \
-        if (sa == 1 && sb == 1) {                                           \
-            for (int64_t i = 0; i < n; i++) o[i] = E(a[i], b[i]);           \
-        } else if (sa == 1 && sb == 0) {                                    \
-            const float y_ = b[0];                                          \
-            for (int64_t i = 0; i < n; i++) o[i] = E(a[i], y_);             \
-        } else if (sa == 0 && sb == 1) {                                    \
-            const float x_ = a[0];                                          \
-            for (int64_t i = 0; i < n; i++) o[i] = E(x_, b[i]);             \
-        } else {                                                            \
-            for (int64_t i = 0; i < n; i++) o[i] = E(a[i * sa], b[i * sb]); \
-        }                                                                   \
+#define BIN_ROW(E)                                                                                 \
+    do {                                                                                           \
+        if (sa == 1 && sb == 1) {                                                                  \
+            for (int64_t i = 0; i < n; i++) o[i] = E(a[i], b[i]);                                  \
+        } else if (sa == 1 && sb == 0) {                                                           \
+            const float y_ = b[0];                                                                 \
+            for (int64_t i = 0; i < n; i++) o[i] = E(a[i], y_);                                    \
+        } else if (sa == 0 && sb == 1) {                                                           \
+            const float x_ = a[0];                                                                 \
+            for (int64_t i = 0; i < n; i++) o[i] = E(x_, b[i]);                                    \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) o[i] = E(a[i * sa], b[i * sb]);                        \
+        }                                                                                          \
     } while (0)
 
 static void bin_row(binop op, int64_t n, const float *a, int64_t sa, const float *b, int64_t sb,
@@ -224,10 +225,14 @@ static nn_tensor *bin_forward(binop op, const nn_tensor *a, const nn_tensor *b, 
         /* same-shape add/sub/mul: the backend's threaded kernels */
         const nn_kernels *kr = nn__kernels();
         const float *x = nn__f32(a), *y = nn__f32(b);
-        if (op == BIN_ADD) kr->add(out->numel, x, y, nn__f32(out));
-        else if (op == BIN_SUB) kr->sub(out->numel, x, y, nn__f32(out));
-        else if (op == BIN_MUL) kr->mul(out->numel, x, y, nn__f32(out));
-        else bin_row(op, out->numel, x, 1, y, 1, nn__f32(out));
+        if (op == BIN_ADD)
+            kr->add(out->numel, x, y, nn__f32(out));
+        else if (op == BIN_SUB)
+            kr->sub(out->numel, x, y, nn__f32(out));
+        else if (op == BIN_MUL)
+            kr->mul(out->numel, x, y, nn__f32(out));
+        else
+            bin_row(op, out->numel, x, 1, y, 1, nn__f32(out));
         return out;
     }
     nn__bc it;
@@ -259,8 +264,14 @@ static void binb_row(void *vctx, int64_t n, const int64_t *off, const int64_t *s
         float gv = g[i * sg], x = a[i * sa], y = b[i * sb];
         float da = 0, db = 0;
         switch (c->op) {
-        case BIN_MUL: da = y; db = x; break;
-        case BIN_DIV: da = 1.0f / y; db = -x / (y * y); break;
+        case BIN_MUL:
+            da = y;
+            db = x;
+            break;
+        case BIN_DIV:
+            da = 1.0f / y;
+            db = -x / (y * y);
+            break;
         case BIN_POW:
             da = y == 0 ? 0.0f : y * powf(x, y - 1.0f);
             /* d/db x^y = x^y log x; defined as 0 at x == 0 for y >= 0 (as PyTorch). */
@@ -272,8 +283,10 @@ static void binb_row(void *vctx, int64_t n, const int64_t *off, const int64_t *s
             /* Ties split the gradient evenly (PyTorch does the same). */
             da = x == y ? 0.5f : a_wins ? 1.0f : 0.0f;
             db = x == y ? 0.5f : a_wins ? 0.0f : 1.0f;
-            if (x != x) da = 1.0f, db = 0.0f;
-            else if (y != y) da = 0.0f, db = 1.0f;
+            if (x != x)
+                da = 1.0f, db = 0.0f;
+            else if (y != y)
+                da = 0.0f, db = 1.0f;
             break;
         }
         default: break;
@@ -319,8 +332,12 @@ static nn_status bin_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     nn__bc_add_tensor(&it, a);
     nn__bc_add_tensor(&it, b);
     nn__bc_done(&it);
-    binb_ctx c = {op, ga ? nn__f32_base(ga) : NULL, gb ? nn__f32_base(gb) : NULL,
-                  nn__f32_base(g), nn__f32_base(a), nn__f32_base(b)};
+    binb_ctx c = {op,
+                  ga ? nn__f32_base(ga) : NULL,
+                  gb ? nn__f32_base(gb) : NULL,
+                  nn__f32_base(g),
+                  nn__f32_base(a),
+                  nn__f32_base(b)};
     nn__bc_run(&it, binb_row, &c);
     if (ga && !(gin[0] = nn__grad_to_shape(ga, a))) {
         nn__tensor_release(gb);
@@ -419,7 +436,8 @@ fail:
 
 nn_tensor *nn_where(nn_tensor *cond, nn_tensor *a, nn_tensor *b) {
     const char *fn = "nn_where";
-    if (!nn__check_tensor(cond, fn, "cond") || !nn__check_f32(a, fn, "a") || !nn__check_f32(b, fn, "b"))
+    if (!nn__check_tensor(cond, fn, "cond") || !nn__check_f32(a, fn, "a") ||
+        !nn__check_f32(b, fn, "b"))
         return NULL;
     if (cond->dtype != NN_DTYPE_U8)
         return NN__FAIL(NN_ERR_DTYPE, "%s: argument 'cond' has dtype %s, expected u8", fn,
@@ -570,7 +588,8 @@ static const nn__unary_desc CLAMP = {"nn_clamp", nn__clamp_fwd, nn__clamp_bwd, t
 nn_tensor *nn_clamp(nn_tensor *a, double lo, double hi) {
     if (!nn__check_f32(a, "nn_clamp", "a")) return NULL;
     if (isnan(lo) || isnan(hi) || lo > hi)
-        return NN__FAIL(NN_ERR_INVALID, "nn_clamp: bounds lo = %g, hi = %g (need lo <= hi)", lo, hi);
+        return NN__FAIL(NN_ERR_INVALID, "nn_clamp: bounds lo = %g, hi = %g (need lo <= hi)", lo,
+                        hi);
     double p[2] = {lo, hi};
     return nn__track(nn__unary(a, &CLAMP, p, 2));
 }

@@ -50,9 +50,11 @@ static nn_tensor *join(nn_tensor *const *ts, int n, int dim, bool stack, const c
     }
     const nn_tensor *t0 = ts[0];
     int ndim = t0->ndim;
-    if (!stack && ndim == 0) return NN__FAIL(NN_ERR_SHAPE, "%s: cannot concatenate 0-d tensors", fn);
+    if (!stack && ndim == 0)
+        return NN__FAIL(NN_ERR_SHAPE, "%s: cannot concatenate 0-d tensors", fn);
     if (stack && ndim >= NN_MAX_DIMS)
-        return NN__FAIL(NN_ERR_LIMIT, "%s: stacking %d-d tensors exceeds %d dims", fn, ndim, NN_MAX_DIMS);
+        return NN__FAIL(NN_ERR_LIMIT, "%s: stacking %d-d tensors exceeds %d dims", fn, ndim,
+                        NN_MAX_DIMS);
     int ondim = stack ? ndim + 1 : ndim;
     if (!nn__norm_dim(&dim, ondim, fn)) return NULL;
     int64_t total = 0;
@@ -62,10 +64,12 @@ static nn_tensor *join(nn_tensor *const *ts, int n, int dim, bool stack, const c
             return NN__FAIL(NN_ERR_DTYPE, "%s: ts[%d] has dtype %s, ts[0] has %s", fn, k,
                             nn_dtype_name(t->dtype), nn_dtype_name(t0->dtype));
         bool ok = t->ndim == ndim;
-        for (int d = 0; ok && d < ndim; d++) ok = (!stack && d == dim) || t->shape[d] == t0->shape[d];
+        for (int d = 0; ok && d < ndim; d++)
+            ok = (!stack && d == dim) || t->shape[d] == t0->shape[d];
         if (!ok) {
             char s1[128], s2[128];
-            return NN__FAIL(NN_ERR_SHAPE, "%s: ts[%d] has shape %s, incompatible with ts[0] %s along dim %d", fn,
+            return NN__FAIL(NN_ERR_SHAPE,
+                            "%s: ts[%d] has shape %s, incompatible with ts[0] %s along dim %d", fn,
                             k, nn__shape_str(t->shape, t->ndim, s1, sizeof s1),
                             nn__shape_str(t0->shape, ndim, s2, sizeof s2), dim);
         }
@@ -73,8 +77,10 @@ static nn_tensor *join(nn_tensor *const *ts, int n, int dim, bool stack, const c
     }
     int64_t oshape[NN_MAX_DIMS];
     for (int d = 0, s = 0; d < ondim; d++) {
-        if (d == dim) oshape[d] = stack ? n : total;
-        else oshape[d] = t0->shape[s];
+        if (d == dim)
+            oshape[d] = stack ? n : total;
+        else
+            oshape[d] = t0->shape[s];
         if (d != dim || !stack) s++;
     }
     nn_tensor *out = nn__tensor_new(t0->dtype, oshape, ondim);
@@ -92,8 +98,8 @@ static nn_tensor *join(nn_tensor *const *ts, int n, int dim, bool stack, const c
         int64_t len = stack ? 1 : x->shape[dim];
         const unsigned char *src = (const unsigned char *)nn__raw_base(x) + (size_t)x->offset * es;
         for (int64_t r = 0; r < outer; r++)
-            memcpy(o + (size_t)((r * total + off) * inner) * es, src + (size_t)(r * len * inner) * es,
-                   (size_t)(len * inner) * es);
+            memcpy(o + (size_t)((r * total + off) * inner) * es,
+                   src + (size_t)(r * len * inner) * es, (size_t)(len * inner) * es);
         off += len;
         nn__tensor_release(x);
     }
@@ -109,8 +115,12 @@ static nn_tensor *join(nn_tensor *const *ts, int n, int dim, bool stack, const c
     return nn__track(out);
 }
 
-nn_tensor *nn_concat(nn_tensor *const *ts, int n, int dim) { return join(ts, n, dim, false, "nn_concat"); }
-nn_tensor *nn_stack(nn_tensor *const *ts, int n, int dim) { return join(ts, n, dim, true, "nn_stack"); }
+nn_tensor *nn_concat(nn_tensor *const *ts, int n, int dim) {
+    return join(ts, n, dim, false, "nn_concat");
+}
+nn_tensor *nn_stack(nn_tensor *const *ts, int n, int dim) {
+    return join(ts, n, dim, true, "nn_stack");
+}
 
 /* ---------------------------------------------------------- index_select */
 /* a viewed as [outer, size, inner]; out [outer, m, inner] with
@@ -126,7 +136,8 @@ static nn_status index_select_backward(nn_node *nd, nn_tensor *g, nn_tensor **gi
         return nn_last_status();
     }
     int dim = (int)nd->i[0];
-    int64_t outer = span(a->shape, 0, dim), size = a->shape[dim], inner = span(a->shape, dim + 1, a->ndim);
+    int64_t outer = span(a->shape, 0, dim), size = a->shape[dim],
+            inner = span(a->shape, dim + 1, a->ndim);
     int64_t m = idx->numel;
     const int64_t *ix = nn__i64(idx);
     const float *gp = nn__f32(g);
@@ -147,8 +158,8 @@ static bool check_index_values(const nn_tensor *idx, int64_t size, const char *f
     for (int64_t i = 0; i < idx->numel; i++) {
         int64_t v = nn__i64(idx)[i];
         if (v < 0 || v >= size)
-            return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range [0, %lld) at position %lld", fn,
-                            (long long)v, (long long)size, (long long)i) != NULL;
+            return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range [0, %lld) at position %lld",
+                            fn, (long long)v, (long long)size, (long long)i) != NULL;
     }
     return true;
 }
@@ -157,7 +168,8 @@ nn_tensor *nn_index_select(nn_tensor *a, int dim, nn_tensor *index) {
     const char *fn = "nn_index_select";
     if (!nn__check_tensor(a, fn, "a") || !nn__check_tensor(index, fn, "index")) return NULL;
     if (index->dtype != NN_DTYPE_I64)
-        return NN__FAIL(NN_ERR_DTYPE, "%s: index has dtype %s, expected i64", fn, nn_dtype_name(index->dtype));
+        return NN__FAIL(NN_ERR_DTYPE, "%s: index has dtype %s, expected i64", fn,
+                        nn_dtype_name(index->dtype));
     if (index->ndim > 1)
         return NN__FAIL(NN_ERR_SHAPE, "%s: index must be 1-D, got %d-d", fn, index->ndim);
     if (a->ndim == 0) return NN__FAIL(NN_ERR_RANGE, "%s: cannot index a 0-d tensor", fn);
@@ -179,14 +191,15 @@ nn_tensor *nn_index_select(nn_tensor *a, int dim, nn_tensor *index) {
         return NULL;
     }
     size_t es = nn_dtype_size(a->dtype);
-    int64_t outer = span(a->shape, 0, dim), size = a->shape[dim], inner = span(a->shape, dim + 1, a->ndim);
+    int64_t outer = span(a->shape, 0, dim), size = a->shape[dim],
+            inner = span(a->shape, dim + 1, a->ndim);
     int64_t m = idx->numel;
     const unsigned char *src = (const unsigned char *)nn__raw_base(x) + (size_t)x->offset * es;
     unsigned char *o = nn__raw_base(out);
     for (int64_t r = 0; r < outer; r++)
         for (int64_t j = 0; j < m; j++)
-            memcpy(o + (size_t)((r * m + j) * inner) * es, src + (size_t)((r * size + nn__i64(idx)[j]) * inner) * es,
-                   (size_t)inner * es);
+            memcpy(o + (size_t)((r * m + j) * inner) * es,
+                   src + (size_t)((r * size + nn__i64(idx)[j]) * inner) * es, (size_t)inner * es);
     nn__tensor_release(x);
     nn__tensor_release(idx);
     nn_tensor *ins[2] = {a, index};
@@ -228,9 +241,11 @@ static nn_status gather_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     return NN_OK;
 }
 
-static bool check_gather_shapes(const nn_tensor *a, const nn_tensor *index, int dim, const char *fn) {
+static bool check_gather_shapes(const nn_tensor *a, const nn_tensor *index, int dim,
+                                const char *fn) {
     if (index->ndim != a->ndim)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: index has %d dims, a has %d", fn, index->ndim, a->ndim) != NULL;
+        return NN__FAIL(NN_ERR_SHAPE, "%s: index has %d dims, a has %d", fn, index->ndim,
+                        a->ndim) != NULL;
     for (int d = 0; d < a->ndim; d++)
         if (d != dim && index->shape[d] > a->shape[d]) {
             char s1[128], s2[128];
@@ -245,7 +260,8 @@ nn_tensor *nn_gather(nn_tensor *a, int dim, nn_tensor *index) {
     const char *fn = "nn_gather";
     if (!nn__check_tensor(a, fn, "a") || !nn__check_tensor(index, fn, "index")) return NULL;
     if (index->dtype != NN_DTYPE_I64)
-        return NN__FAIL(NN_ERR_DTYPE, "%s: index has dtype %s, expected i64", fn, nn_dtype_name(index->dtype));
+        return NN__FAIL(NN_ERR_DTYPE, "%s: index has dtype %s, expected i64", fn,
+                        nn_dtype_name(index->dtype));
     if (!nn__norm_dim(&dim, a->ndim, fn) || !check_gather_shapes(a, index, dim, fn)) return NULL;
     nn_tensor *idx = nn__contig(index);
     if (!idx) return NULL;
@@ -267,7 +283,8 @@ nn_tensor *nn_gather(nn_tensor *a, int dim, nn_tensor *index) {
     size_t es = nn_dtype_size(a->dtype);
     const unsigned char *src = (const unsigned char *)nn__raw_base(x) + (size_t)x->offset * es;
     unsigned char *o = nn__raw_base(out);
-    for (int64_t i = 0; i < out->numel; i++) memcpy(o + (size_t)i * es, src + (size_t)nn__i64(offs)[i] * es, es);
+    for (int64_t i = 0; i < out->numel; i++)
+        memcpy(o + (size_t)i * es, src + (size_t)nn__i64(offs)[i] * es, es);
     nn__tensor_release(x);
     nn_tensor *ins[2] = {a, index};
     nn_node *nd;
@@ -275,8 +292,10 @@ nn_tensor *nn_gather(nn_tensor *a, int dim, nn_tensor *index) {
         nn__tensor_release(offs);
         return NULL;
     }
-    if (nd) nd->saved[0] = offs;
-    else nn__tensor_release(offs);
+    if (nd)
+        nd->saved[0] = offs;
+    else
+        nn__tensor_release(offs);
     return nn__track(out);
 }
 
@@ -299,8 +318,10 @@ static void pad_walk(const int64_t *in_shape, const int64_t *out_shape, int ndim
             inside = j >= 0 && j < out_shape[d];
             off += j * ostr[d];
         }
-        if (backward) out[i] = inside ? in[off] : 0.0f; /* out: gx, in: g */
-        else if (inside) out[off] = in[i];
+        if (backward)
+            out[i] = inside ? in[off] : 0.0f; /* out: gx, in: g */
+        else if (inside)
+            out[off] = in[i];
         for (int d = ndim - 1; d >= 0; d--) {
             if (++pos[d] < in_shape[d]) break;
             pos[d] = 0;
@@ -321,17 +342,20 @@ nn_tensor *nn_pad(nn_tensor *a, const int64_t *pads, int npads, double value) {
     const char *fn = "nn_pad";
     if (!nn__check_f32(a, fn, "a")) return NULL;
     if (npads < 0 || npads % 2 != 0 || npads > 2 * a->ndim)
-        return NN__FAIL(NN_ERR_INVALID, "%s: npads = %d, expected an even number <= 2 * ndim = %d", fn, npads,
-                        2 * a->ndim);
-    if (npads > 0 && !pads) return NN__FAIL(NN_ERR_NULL, "%s: pads is NULL with npads = %d", fn, npads);
+        return NN__FAIL(NN_ERR_INVALID, "%s: npads = %d, expected an even number <= 2 * ndim = %d",
+                        fn, npads, 2 * a->ndim);
+    if (npads > 0 && !pads)
+        return NN__FAIL(NN_ERR_NULL, "%s: pads is NULL with npads = %d", fn, npads);
     int64_t lo[NN_MAX_DIMS] = {0}, oshape[NN_MAX_DIMS];
     memcpy(oshape, a->shape, sizeof oshape);
     for (int k = 0; k < npads / 2; k++) {
         int d = a->ndim - 1 - k;
         int64_t l = pads[2 * k], h = pads[2 * k + 1];
         int64_t sz;
-        if (__builtin_add_overflow(a->shape[d], l, &sz) || __builtin_add_overflow(sz, h, &sz) || sz < 0)
-            return NN__FAIL(NN_ERR_SHAPE, "%s: padding (%lld, %lld) of dim %d (size %lld) gives a bad size", fn,
+        if (__builtin_add_overflow(a->shape[d], l, &sz) || __builtin_add_overflow(sz, h, &sz) ||
+            sz < 0)
+            return NN__FAIL(NN_ERR_SHAPE,
+                            "%s: padding (%lld, %lld) of dim %d (size %lld) gives a bad size", fn,
                             (long long)l, (long long)h, d, (long long)a->shape[d]);
         lo[d] = l;
         oshape[d] = sz;

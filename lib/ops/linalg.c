@@ -17,8 +17,8 @@ typedef struct {
     int nb;
     int64_t bshape[NN_MAX_DIMS];
     int64_t astr[NN_MAX_DIMS], bstr[NN_MAX_DIMS];
-    int64_t batch;   /* product of bshape */
-    bool b_batched;  /* b has batch dims (else b is one matrix for all) */
+    int64_t batch;  /* product of bshape */
+    bool b_batched; /* b has batch dims (else b is one matrix for all) */
     int64_t out_shape[NN_MAX_DIMS];
     int out_ndim;
 } mm_plan;
@@ -44,7 +44,8 @@ static bool mm_plan_make(const nn_tensor *a, const nn_tensor *b, mm_plan *p, con
     char sa[128], sb[128];
     if (an < 1 || bn < 1) {
         nn__err(NN_ERR_SHAPE, "%s: both arguments need at least 1 dim, got shapes %s and %s", fn,
-                nn__shape_str(a->shape, an, sa, sizeof sa), nn__shape_str(b->shape, bn, sb, sizeof sb));
+                nn__shape_str(a->shape, an, sa, sizeof sa),
+                nn__shape_str(b->shape, bn, sb, sizeof sb));
         return false;
     }
     p->m = an == 1 ? 1 : a->shape[an - 2];
@@ -53,8 +54,8 @@ static bool mm_plan_make(const nn_tensor *a, const nn_tensor *b, mm_plan *p, con
     p->n = bn == 1 ? 1 : b->shape[bn - 1];
     if (kb != p->k) {
         nn__err(NN_ERR_SHAPE, "%s: shapes %s and %s are incompatible (inner dims %lld vs %lld)", fn,
-                nn__shape_str(a->shape, an, sa, sizeof sa), nn__shape_str(b->shape, bn, sb, sizeof sb),
-                (long long)p->k, (long long)kb);
+                nn__shape_str(a->shape, an, sa, sizeof sa),
+                nn__shape_str(b->shape, bn, sb, sizeof sb), (long long)p->k, (long long)kb);
         return false;
     }
     int abn = an > 2 ? an - 2 : 0, bbn = bn > 2 ? bn - 2 : 0;
@@ -178,16 +179,18 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
     if (nn__ops_wants(nd, 0)) {
         nn_tensor *wc = nn__contig(w);
         gin[0] = wc ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
-        if (gin[0]) kr->sgemm(false, false, rows, nin, nout, 1.0f, G, nout, nn__f32(wc), nin, 0.0f,
-                              nn__f32(gin[0]), nin);
+        if (gin[0])
+            kr->sgemm(false, false, rows, nin, nout, 1.0f, G, nout, nn__f32(wc), nin, 0.0f,
+                      nn__f32(gin[0]), nin);
         nn__tensor_release(wc);
         if (!gin[0]) return NN_ERR_NOMEM;
     }
     if (nn__ops_wants(nd, 1)) {
         nn_tensor *xc = nn__contig(x);
         gin[1] = xc ? nn__tensor_new(NN_DTYPE_F32, w->shape, w->ndim) : NULL;
-        if (gin[1]) kr->sgemm(true, false, nout, nin, rows, 1.0f, G, nout, nn__f32(xc), nin, 0.0f,
-                              nn__f32(gin[1]), nin);
+        if (gin[1])
+            kr->sgemm(true, false, nout, nin, rows, 1.0f, G, nout, nn__f32(xc), nin, 0.0f,
+                      nn__f32(gin[1]), nin);
         nn__tensor_release(xc);
         if (!gin[1]) return NN_ERR_NOMEM;
     }

@@ -32,7 +32,8 @@ static inline bool nn__ops_opt_f32(const nn_tensor *t, const char *fn, const cha
 }
 
 /* Optional 1-D f32 per-channel argument of length c. */
-static inline bool nn__ops_opt_vec(const nn_tensor *t, int64_t c, const char *fn, const char *name) {
+static inline bool nn__ops_opt_vec(const nn_tensor *t, int64_t c, const char *fn,
+                                   const char *name) {
     if (!t) return true;
     if (!nn__check_f32(t, fn, name)) return false;
     if (t->ndim != 1 || t->shape[0] != c) {
@@ -46,7 +47,8 @@ static inline bool nn__ops_opt_vec(const nn_tensor *t, int64_t c, const char *fn
 
 /* Sum of each channel over the batch and spatial dims of g [n, c, l]
  * into out[c] (+=). Used for every bias gradient. */
-static inline void nn__ops_channel_sum(const float *g, int64_t n, int64_t c, int64_t l, float *out) {
+static inline void nn__ops_channel_sum(const float *g, int64_t n, int64_t c, int64_t l,
+                                       float *out) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) {
             const float *p = g + (i * c + j) * l;

@@ -8,7 +8,8 @@
 
 /* Mean and 1/sqrt(var + eps) of the n values p[0..n) with (optional) the
  * biased variance in *var. Two passes in double. */
-static void row_stats(const float *p, int64_t n, double eps, float *mean, float *invstd, double *var) {
+static void row_stats(const float *p, int64_t n, double eps, float *mean, float *invstd,
+                      double *var) {
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += p[i];
     double m = n ? s / (double)n : 0.0, q = 0.0;
@@ -135,12 +136,15 @@ static void batch_norm_stats(const float *X, int64_t N, int64_t C, int64_t S, bo
         invstd[c] = (float)(1.0 / sqrt(var + eps));
         /* Running stats: the unbiased variance, like PyTorch. */
         if (rm) *vec_at(rm, c) = (float)((1.0 - momentum) * *vec_at(rm, c) + momentum * acc[c]);
-        if (rv) *vec_at(rv, c) = (float)((1.0 - momentum) * *vec_at(rv, c) + momentum * var * M / (M - 1.0));
+        if (rv)
+            *vec_at(rv, c) =
+                (float)((1.0 - momentum) * *vec_at(rv, c) + momentum * var * M / (M - 1.0));
     }
 }
 
-nn_tensor *nn_batch_norm(nn_tensor *x, nn_tensor *running_mean, nn_tensor *running_var, nn_tensor *weight,
-                         nn_tensor *bias, bool training, double momentum, double eps) {
+nn_tensor *nn_batch_norm(nn_tensor *x, nn_tensor *running_mean, nn_tensor *running_var,
+                         nn_tensor *weight, nn_tensor *bias, bool training, double momentum,
+                         double eps) {
     const char *fn = "nn_batch_norm";
     char s1[128];
     if (!nn__check_f32(x, fn, "x")) return NULL;
@@ -148,21 +152,26 @@ nn_tensor *nn_batch_norm(nn_tensor *x, nn_tensor *running_mean, nn_tensor *runni
         return NN__FAIL(NN_ERR_SHAPE, "%s: x must be [N, C, *] (at least 2-D), got %s", fn,
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
     const int64_t N = x->shape[0], C = x->shape[1], S = (N * C) != 0 ? x->numel / (N * C) : 0;
-    if (!running_ok(running_mean, C, fn, "running_mean") || !running_ok(running_var, C, fn, "running_var") ||
+    if (!running_ok(running_mean, C, fn, "running_mean") ||
+        !running_ok(running_var, C, fn, "running_var") ||
         !nn__ops_opt_vec(weight, C, fn, "weight") || !nn__ops_opt_vec(bias, C, fn, "bias"))
         return NULL;
     if (!(eps >= 0.0) || !(momentum >= 0.0 && momentum <= 1.0))
-        return NN__FAIL(NN_ERR_INVALID, "%s: eps %g must be >= 0 and momentum %g in [0, 1]", fn, eps, momentum);
+        return NN__FAIL(NN_ERR_INVALID, "%s: eps %g must be >= 0 and momentum %g in [0, 1]", fn,
+                        eps, momentum);
     if (!training && (!running_mean || !running_var))
-        return NN__FAIL(NN_ERR_INVALID, "%s: running_mean and running_var are required in eval mode", fn);
+        return NN__FAIL(NN_ERR_INVALID,
+                        "%s: running_mean and running_var are required in eval mode", fn);
     if (training && N * S <= 1)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: expected more than 1 value per channel when training, got x %s", fn,
+        return NN__FAIL(NN_ERR_SHAPE,
+                        "%s: expected more than 1 value per channel when training, got x %s", fn,
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
     int64_t sshape[2] = {2, C};
     nn_tensor *stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
     nn_tensor *y = stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
     nn_tensor *xc = y ? nn__contig(x) : NULL;
-    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL, *bc = bias && xc ? nn__contig(bias) : NULL;
+    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL,
+              *bc = bias && xc ? nn__contig(bias) : NULL;
     double *acc = xc ? nn__calloc((size_t)C * 2, sizeof(double)) : NULL;
     if (!acc || (weight && !wc) || (bias && !bc)) {
         nn__tensor_release(y);
@@ -202,8 +211,8 @@ done:
 
 /* dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy*w,
  * for one row of D values; dw, db (may be NULL) accumulate. */
-static void norm_row_backward(const float *x, const float *gy, const float *w, int64_t D, float mean,
-                              float invstd, float *dx, float *dw, float *db) {
+static void norm_row_backward(const float *x, const float *gy, const float *w, int64_t D,
+                              float mean, float invstd, float *dx, float *dw, float *db) {
     double s1 = 0.0, s2 = 0.0;
     for (int64_t j = 0; j < D; j++) {
         const float xh = (x[j] - mean) * invstd;
@@ -228,13 +237,14 @@ static nn_status layer_norm_backward(nn_node *nd, nn_tensor *gout, nn_tensor **g
     nn_tensor *xc = nn__contig(x), *wc = wt ? nn__contig(wt) : NULL;
     nn_status st = NN_ERR_NOMEM;
     if (!xc || (wt && !wc)) goto done;
-    if (nn__ops_wants(nd, 0) && !(gin[0] = nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim))) goto done;
+    if (nn__ops_wants(nd, 0) && !(gin[0] = nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim)))
+        goto done;
     if (nn__ops_wants(nd, 1) && !(gin[1] = nn__zeros(NN_DTYPE_F32, wt->shape, wt->ndim))) goto done;
     if (nn__ops_wants(nd, 2) && !(gin[2] = nn__zeros(NN_DTYPE_F32, bs->shape, bs->ndim))) goto done;
     const float *S = nn__f32(nd->saved[0]);
     for (int64_t r = 0; r < rows; r++)
-        norm_row_backward(nn__f32(xc) + r * D, nn__f32(gout) + r * D, wc ? nn__f32(wc) : NULL, D, S[2 * r],
-                          S[2 * r + 1], gin[0] ? nn__f32(gin[0]) + r * D : NULL,
+        norm_row_backward(nn__f32(xc) + r * D, nn__f32(gout) + r * D, wc ? nn__f32(wc) : NULL, D,
+                          S[2 * r], S[2 * r + 1], gin[0] ? nn__f32(gin[0]) + r * D : NULL,
                           gin[1] ? nn__f32(gin[1]) : NULL, gin[2] ? nn__f32(gin[2]) : NULL);
     st = NN_OK;
 done:
@@ -244,13 +254,15 @@ done:
 }
 
 /* weight / bias, when given, must have exactly normalized_shape. */
-static bool affine_ok(const nn_tensor *t, const int64_t *ns, int n, const char *fn, const char *name) {
+static bool affine_ok(const nn_tensor *t, const int64_t *ns, int n, const char *fn,
+                      const char *name) {
     if (!t) return true;
     if (!nn__check_f32(t, fn, name)) return false;
     if (t->ndim != n || memcmp(t->shape, ns, sizeof(int64_t) * (size_t)n) != 0) {
         char s1[128], s2[128];
         nn__err(NN_ERR_SHAPE, "%s: %s has shape %s, expected normalized_shape %s", fn, name,
-                nn__shape_str(t->shape, t->ndim, s1, sizeof s1), nn__shape_str(ns, n, s2, sizeof s2));
+                nn__shape_str(t->shape, t->ndim, s1, sizeof s1),
+                nn__shape_str(ns, n, s2, sizeof s2));
         return false;
     }
     return true;
@@ -269,7 +281,8 @@ nn_tensor *nn_layer_norm(nn_tensor *x, const int64_t *normalized_shape, int n, n
         return NN__FAIL(NN_ERR_SHAPE, "%s: x %s does not end in normalized_shape %s", fn,
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1),
                         nn__shape_str(normalized_shape, n, s2, sizeof s2));
-    if (!affine_ok(weight, normalized_shape, n, fn, "weight") || !affine_ok(bias, normalized_shape, n, fn, "bias"))
+    if (!affine_ok(weight, normalized_shape, n, fn, "weight") ||
+        !affine_ok(bias, normalized_shape, n, fn, "bias"))
         return NULL;
     if (!(eps >= 0.0)) return NN__FAIL(NN_ERR_INVALID, "%s: eps %g must be >= 0", fn, eps);
     int64_t D = 1;
@@ -279,7 +292,8 @@ nn_tensor *nn_layer_norm(nn_tensor *x, const int64_t *normalized_shape, int n, n
     nn_tensor *stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
     nn_tensor *y = stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
     nn_tensor *xc = y ? nn__contig(x) : NULL;
-    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL, *bc = bias && xc ? nn__contig(bias) : NULL;
+    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL,
+              *bc = bias && xc ? nn__contig(bias) : NULL;
     if (!xc || (weight && !wc) || (bias && !bc)) {
         nn__tensor_release(y);
         y = NULL;
@@ -325,8 +339,9 @@ static nn_status group_norm_backward(nn_node *nd, nn_tensor *gout, nn_tensor **g
     nn_status st = NN_ERR_NOMEM;
     if (!xc || (wt && !wc)) goto done;
     for (int k = 0; k < 3; k++)
-        if (nn__ops_wants(nd, k) && !(gin[k] = k == 0 ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim)
-                                                      : nn__zeros(NN_DTYPE_F32, &C, 1)))
+        if (nn__ops_wants(nd, k) &&
+            !(gin[k] = k == 0 ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim)
+                              : nn__zeros(NN_DTYPE_F32, &C, 1)))
             goto done;
     const float *X = nn__f32(xc), *Gy = nn__f32(gout), *W = wc ? nn__f32(wc) : NULL;
     const float *St = nn__f32(nd->saved[0]);
@@ -354,7 +369,8 @@ static nn_status group_norm_backward(nn_node *nd, nn_tensor *gout, nn_tensor **g
                 const float *xp = X + (n * C + c) * S, *gp = Gy + (n * C + c) * S;
                 float *dp = nn__f32(gin[0]) + (n * C + c) * S;
                 const float wcv = W ? W[c] : 1.0f;
-                for (int64_t s = 0; s < S; s++) dp[s] = is * (gp[s] * wcv - m1 - (xp[s] - m) * is * m2);
+                for (int64_t s = 0; s < S; s++)
+                    dp[s] = is * (gp[s] * wcv - m1 - (xp[s] - m) * is * m2);
             }
         }
     st = NN_OK;
@@ -373,16 +389,18 @@ nn_tensor *nn_group_norm(nn_tensor *x, int groups, nn_tensor *weight, nn_tensor 
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
     const int64_t N = x->shape[0], C = x->shape[1], S = (N * C) != 0 ? x->numel / (N * C) : 0;
     if (groups < 1 || C % groups != 0)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: groups = %d must be >= 1 and divide the %lld channels", fn, groups,
-                        (long long)C);
-    if (!nn__ops_opt_vec(weight, C, fn, "weight") || !nn__ops_opt_vec(bias, C, fn, "bias")) return NULL;
+        return NN__FAIL(NN_ERR_SHAPE, "%s: groups = %d must be >= 1 and divide the %lld channels",
+                        fn, groups, (long long)C);
+    if (!nn__ops_opt_vec(weight, C, fn, "weight") || !nn__ops_opt_vec(bias, C, fn, "bias"))
+        return NULL;
     if (!(eps >= 0.0)) return NN__FAIL(NN_ERR_INVALID, "%s: eps %g must be >= 0", fn, eps);
     const int64_t G = groups, Cg = C / G;
     int64_t sshape[2] = {N * G, 2};
     nn_tensor *stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
     nn_tensor *y = stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
     nn_tensor *xc = y ? nn__contig(x) : NULL;
-    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL, *bc = bias && xc ? nn__contig(bias) : NULL;
+    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL,
+              *bc = bias && xc ? nn__contig(bias) : NULL;
     if (!xc || (weight && !wc) || (bias && !bc)) {
         nn__tensor_release(y);
         y = NULL;
@@ -439,7 +457,8 @@ static nn_status dropout_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin)
 nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g) {
     const char *fn = "nn_dropout";
     if (!nn__check_f32(x, fn, "x")) return NULL;
-    if (!(p >= 0.0 && p <= 1.0)) return NN__FAIL(NN_ERR_INVALID, "%s: p = %g, expected 0 <= p <= 1", fn, p);
+    if (!(p >= 0.0 && p <= 1.0))
+        return NN__FAIL(NN_ERR_INVALID, "%s: p = %g, expected 0 <= p <= 1", fn, p);
     if (g && g->magic != NN__GEN_MAGIC)
         return NN__FAIL(NN_ERR_BAD_HANDLE, "%s: generator is not a live nn_generator", fn);
     nn_tensor *y = nn__clone(x), *mask = NULL;
@@ -491,7 +510,8 @@ static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gi
 nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
     const char *fn = "nn_embedding";
     char s1[128];
-    if (!nn__check_f32(weight, fn, "weight") || !nn__check_tensor(indices, fn, "indices")) return NULL;
+    if (!nn__check_f32(weight, fn, "weight") || !nn__check_tensor(indices, fn, "indices"))
+        return NULL;
     if (indices->dtype != NN_DTYPE_I64)
         return NN__FAIL(NN_ERR_DTYPE, "%s: indices have dtype %s, expected i64", fn,
                         nn_dtype_name(indices->dtype));
@@ -499,8 +519,8 @@ nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
         return NN__FAIL(NN_ERR_SHAPE, "%s: weight must be 2-D [num, dim], got %s", fn,
                         nn__shape_str(weight->shape, weight->ndim, s1, sizeof s1));
     if (indices->ndim >= NN_MAX_DIMS)
-        return NN__FAIL(NN_ERR_LIMIT, "%s: indices have %d dims, at most %d allowed", fn, indices->ndim,
-                        NN_MAX_DIMS - 1);
+        return NN__FAIL(NN_ERR_LIMIT, "%s: indices have %d dims, at most %d allowed", fn,
+                        indices->ndim, NN_MAX_DIMS - 1);
     const int64_t num = weight->shape[0], dim = weight->shape[1];
     nn_tensor *ic = nn__contig(indices);
     if (!ic) return NULL;
@@ -508,7 +528,8 @@ nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
     for (int64_t i = 0; i < ic->numel; i++)
         if (ix[i] < 0 || ix[i] >= num) {
             nn__tensor_release(ic);
-            return NN__FAIL(NN_ERR_RANGE, "%s: index %lld at position %lld is out of range [0, %lld)", fn,
+            return NN__FAIL(NN_ERR_RANGE,
+                            "%s: index %lld at position %lld is out of range [0, %lld)", fn,
                             (long long)ix[i], (long long)i, (long long)num);
         }
     int64_t shape[NN_MAX_DIMS];

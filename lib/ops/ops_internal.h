@@ -16,14 +16,14 @@
 #define NN__BC_MAXOPS 6
 
 typedef struct nn__bc {
-    int ndim;                                  /* after merging; >= 1 */
+    int ndim; /* after merging; >= 1 */
     int nops;
-    bool empty;                                /* some dim has size 0 */
-    int64_t shape[NN_MAX_DIMS];                /* iteration shape */
-    int64_t full_shape[NN_MAX_DIMS];           /* before merging */
+    bool empty;                      /* some dim has size 0 */
+    int64_t shape[NN_MAX_DIMS];      /* iteration shape */
+    int64_t full_shape[NN_MAX_DIMS]; /* before merging */
     int full_ndim;
-    int64_t str[NN__BC_MAXOPS][NN_MAX_DIMS];   /* element strides per operand */
-    int64_t base[NN__BC_MAXOPS];               /* element offset of operand k */
+    int64_t str[NN__BC_MAXOPS][NN_MAX_DIMS]; /* element strides per operand */
+    int64_t base[NN__BC_MAXOPS];             /* element offset of operand k */
 } nn__bc;
 
 /* Innermost loop: n elements; operand k starts at element offset off[k]
@@ -58,14 +58,14 @@ bool nn__record_or_free(nn_tensor *out, const char *name, nn_backward_fn backwar
  * fwd: y[i] = f(x[i]); bwd: gx[i] = g[i] * f'(...) from x and/or y.
  * p holds up to 4 op parameters (slope, bounds, ...). */
 typedef void (*nn__unary_fwd)(int64_t n, const float *x, float *y, const double *p);
-typedef void (*nn__unary_bwd)(int64_t n, const float *g, const float *x, const float *y,
-                              float *gx, const double *p);
+typedef void (*nn__unary_bwd)(int64_t n, const float *g, const float *x, const float *y, float *gx,
+                              const double *p);
 typedef struct nn__unary_desc {
-    const char *name;   /* public function name, for messages */
+    const char *name; /* public function name, for messages */
     nn__unary_fwd fwd;
     nn__unary_bwd bwd;
-    bool save_in;       /* bwd reads x */
-    bool save_out;      /* bwd reads y */
+    bool save_in;  /* bwd reads x */
+    bool save_out; /* bwd reads y */
 } nn__unary_desc;
 
 /* Untracked y = f(a) with autograd recorded; np <= 4 params. */

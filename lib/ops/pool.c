@@ -10,7 +10,8 @@
 #include <string.h>
 
 /* Validate x (3-D or 4-D f32) and split it into planes x H x W. */
-static bool pool_input(const nn_tensor *x, const char *fn, int64_t *planes, int64_t *h, int64_t *w) {
+static bool pool_input(const nn_tensor *x, const char *fn, int64_t *planes, int64_t *h,
+                       int64_t *w) {
     if (!nn__check_f32(x, fn, "x")) return false;
     if (x->ndim != 3 && x->ndim != 4) {
         char s[128];
@@ -33,25 +34,26 @@ static void pool_out_shape(const nn_tensor *x, int64_t oh, int64_t ow, int64_t *
 
 /* PyTorch's pooling output size along one axis; -1 and an error if the
  * kernel does not fit or the padding exceeds half the kernel. */
-static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d, bool ceil_mode,
-                             const char *fn, const char *axis) {
+static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d,
+                             bool ceil_mode, const char *fn, const char *axis) {
     if (k < 1 || s < 1 || d < 1 || pad < 0) {
-        nn__err(NN_ERR_INVALID,
-                "%s: %s kernel %lld, stride %lld, padding %lld, dilation %lld: need kernel, stride, "
-                "dilation >= 1 and padding >= 0",
-                fn, axis, (long long)k, (long long)s, (long long)pad, (long long)d);
+        nn__err(
+            NN_ERR_INVALID,
+            "%s: %s kernel %lld, stride %lld, padding %lld, dilation %lld: need kernel, stride, "
+            "dilation >= 1 and padding >= 0",
+            fn, axis, (long long)k, (long long)s, (long long)pad, (long long)d);
         return -1;
     }
     if (pad > k / 2) {
-        nn__err(NN_ERR_INVALID, "%s: %s padding %lld must be at most half the kernel size %lld", fn, axis,
-                (long long)pad, (long long)k);
+        nn__err(NN_ERR_INVALID, "%s: %s padding %lld must be at most half the kernel size %lld", fn,
+                axis, (long long)pad, (long long)k);
         return -1;
     }
     int64_t ext = (k - 1) * d + 1; /* k, d come from int: no overflow in int64 */
     int64_t span = in + 2 * pad - ext;
     if (span < 0) {
-        nn__err(NN_ERR_SHAPE, "%s: %s kernel extent %lld is bigger than the padded input %lld", fn, axis,
-                (long long)ext, (long long)(in + 2 * pad));
+        nn__err(NN_ERR_SHAPE, "%s: %s kernel extent %lld is bigger than the padded input %lld", fn,
+                axis, (long long)ext, (long long)(in + 2 * pad));
         return -1;
     }
     int64_t out = (span + (ceil_mode ? s - 1 : 0)) / s + 1;
@@ -59,7 +61,6 @@ static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int6
     if (ceil_mode && (out - 1) * s >= in + pad) out--;
     return out;
 }
-
 
 /* -------------------------------------------------------------- max pools */
 
@@ -124,8 +125,9 @@ typedef struct {
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 } pool_geom;
 
-nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
-                         int pad_w, int dilation_h, int dilation_w, bool ceil_mode, nn_tensor **indices) {
+nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w,
+                         int pad_h, int pad_w, int dilation_h, int dilation_w, bool ceil_mode,
+                         nn_tensor **indices) {
     const char *fn = "nn_max_pool2d";
     if (indices) *indices = NULL;
     int64_t planes, h, w;
@@ -146,8 +148,8 @@ nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h,
         return NULL;
     }
     /* The backend's threaded kernel (a 2x2/stride-2 fast path); its scan
-     * order and NaN rule are PyTorch's (the last NaN of a window wins). Without a graph or a caller asking for them the
-     * indices are not written at all (inference). */
+     * order and NaN rule are PyTorch's (the last NaN of a window wins). Without a graph or a caller
+     * asking for them the indices are not written at all (inference). */
     const nn__win2d kg = {g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, oh, ow};
     const bool want_idx = indices || nn__needs_grad(&x, 1);
     nn__kernels()->maxpool2d(nn__f32(xc), planes, h, w, &kg, nn__f32(out),
@@ -177,7 +179,8 @@ static bool adaptive_check(const nn_tensor *x, int64_t oh, int64_t ow, int64_t h
     }
     /* i*in in bin_start/bin_end must not overflow. */
     if (oh > (INT64_MAX / 4) / h || ow > (INT64_MAX / 4) / w) {
-        nn__err(NN_ERR_OVERFLOW, "%s: output size %lldx%lld is too large", fn, (long long)oh, (long long)ow);
+        nn__err(NN_ERR_OVERFLOW, "%s: output size %lldx%lld is too large", fn, (long long)oh,
+                (long long)ow);
         return false;
     }
     return true;
@@ -187,7 +190,8 @@ nn_tensor *nn_adaptive_max_pool2d(nn_tensor *x, int64_t out_h, int64_t out_w, nn
     const char *fn = "nn_adaptive_max_pool2d";
     if (indices) *indices = NULL;
     int64_t planes, h, w;
-    if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn)) return NULL;
+    if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn))
+        return NULL;
     int64_t shape[4];
     pool_out_shape(x, out_h, out_w, shape);
     nn_tensor *out, *idx;
@@ -234,8 +238,8 @@ typedef struct {
     bool count_include_pad;
 } avg_geom;
 
-static int64_t avg_window(const avg_geom *g, int64_t h, int64_t w, int64_t oy, int64_t ox, int64_t *y0,
-                          int64_t *y1, int64_t *x0, int64_t *x1) {
+static int64_t avg_window(const avg_geom *g, int64_t h, int64_t w, int64_t oy, int64_t ox,
+                          int64_t *y0, int64_t *y1, int64_t *x0, int64_t *x1) {
     int64_t hs = oy * g->sh - g->ph, ws = ox * g->sw - g->pw;
     int64_t he = hs + g->kh, we = ws + g->kw;
     if (he > h + g->ph) he = h + g->ph;
@@ -278,7 +282,8 @@ static nn_status avg_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin
         for (int64_t oy = 0; oy < oh; oy++)
             for (int64_t ox = 0; ox < ow; ox++) {
                 int64_t y0, y1, x0, x1;
-                float v = gp[oy * ow + ox] / (float)avg_window(&g, h, w, oy, ox, &y0, &y1, &x0, &x1);
+                float v =
+                    gp[oy * ow + ox] / (float)avg_window(&g, h, w, oy, ox, &y0, &y1, &x0, &x1);
                 for (int64_t yy = y0; yy < y1; yy++)
                     for (int64_t xx = x0; xx < x1; xx++) dp[yy * w + xx] += v;
             }
@@ -287,8 +292,8 @@ static nn_status avg_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin
     return NN_OK;
 }
 
-nn_tensor *nn_avg_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h,
-                         int pad_w, bool ceil_mode, bool count_include_pad) {
+nn_tensor *nn_avg_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w,
+                         int pad_h, int pad_w, bool ceil_mode, bool count_include_pad) {
     const char *fn = "nn_avg_pool2d";
     int64_t planes, h, w;
     if (!pool_input(x, fn, &planes, &h, &w)) return NULL;
@@ -355,7 +360,8 @@ static nn_status adaptive_avg_backward(nn_node *nd, nn_tensor *gout, nn_tensor *
 nn_tensor *nn_adaptive_avg_pool2d(nn_tensor *x, int64_t out_h, int64_t out_w) {
     const char *fn = "nn_adaptive_avg_pool2d";
     int64_t planes, h, w;
-    if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn)) return NULL;
+    if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn))
+        return NULL;
     int64_t shape[4];
     pool_out_shape(x, out_h, out_w, shape);
     nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, x->ndim);

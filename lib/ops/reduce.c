@@ -16,15 +16,17 @@ typedef struct {
     int64_t kshape[NN_MAX_DIMS]; /* keepdim shape (ndim = input ndim) */
     int64_t oshape[NN_MAX_DIMS]; /* result shape */
     int ondim;
-    int64_t count;               /* elements reduced into each output */
+    int64_t count; /* elements reduced into each output */
 } red_plan;
 
 static bool plan_dims(const nn_tensor *a, const int *dims, int ndims, bool keepdim, red_plan *r,
                       const char *fn) {
     memset(r, 0, sizeof *r);
     if (ndims < 0 || ndims > NN_MAX_DIMS)
-        return NN__FAIL(NN_ERR_INVALID, "%s: ndims = %d, expected 0..%d", fn, ndims, NN_MAX_DIMS) != NULL;
-    if (ndims > 0 && !dims) return NN__FAIL(NN_ERR_NULL, "%s: dims is NULL with ndims = %d", fn, ndims) != NULL;
+        return NN__FAIL(NN_ERR_INVALID, "%s: ndims = %d, expected 0..%d", fn, ndims, NN_MAX_DIMS) !=
+               NULL;
+    if (ndims > 0 && !dims)
+        return NN__FAIL(NN_ERR_NULL, "%s: dims is NULL with ndims = %d", fn, ndims) != NULL;
     if (ndims == 0) r->mask = (1u << a->ndim) - 1u;
     for (int k = 0; k < ndims; k++) {
         int d = dims[k];
@@ -125,9 +127,9 @@ typedef struct {
     float *gx;
     const float *g;
     float scale;
-    const float *x;    /* var/std: multiply by (x - mean) */
+    const float *x; /* var/std: multiply by (x - mean) */
     const float *mean;
-    const float *div;  /* std: divide by std */
+    const float *div; /* std: divide by std */
 } bcast_ctx;
 
 static void bcast_row(void *vctx, int64_t n, const int64_t *off, const int64_t *step) {
@@ -154,8 +156,12 @@ static nn_tensor *bcast_grad(const nn_tensor *in, const nn_tensor *g, uint32_t m
     if (!gx) return NULL;
     nn__bc it;
     red_iter(&it, gx, &r, 0);
-    bcast_ctx c = {nn__f32(gx), nn__f32(g), scale, x ? nn__f32(x) : NULL,
-                   mean ? nn__f32(mean) : NULL, div ? nn__f32(div) : NULL};
+    bcast_ctx c = {nn__f32(gx),
+                   nn__f32(g),
+                   scale,
+                   x ? nn__f32(x) : NULL,
+                   mean ? nn__f32(mean) : NULL,
+                   div ? nn__f32(div) : NULL};
     nn__bc_run(&it, bcast_row, &c);
     return gx;
 }
@@ -275,24 +281,27 @@ nn_tensor *nn_std(nn_tensor *a, const int *dims, int ndims, int correction, bool
  * element reduced into output o. NaN wins over numbers (it propagates). */
 
 typedef struct {
-    const void *x;   /* contiguous input base (offset included in off[0]) */
+    const void *x; /* contiguous input base (offset included in off[0]) */
     int64_t *best;
     bool want_max;
     nn_dtype dtype;
 } arg_ctx;
 
-#define ARG_ROW(T, ISNAN)                                                           \
-    do {                                                                            \
-        const T *x = c->x;                                                          \
-        for (int64_t i = 0; i < n; i++) {                                           \
-            int64_t xi = off[0] + i * step[0], o = off[1] + i * step[1];            \
-            T v = x[xi];                                                            \
-            int64_t b = c->best[o];                                                 \
-            if (b < 0) { c->best[o] = xi; continue; }                               \
-            T cur = x[b];                                                           \
-            if (ISNAN(cur)) continue;                                               \
-            if (ISNAN(v) || (c->want_max ? v > cur : v < cur)) c->best[o] = xi;     \
-        }                                                                           \
+#define ARG_ROW(T, ISNAN)                                                                          \
+    do {                                                                                           \
+        const T *x = c->x;                                                                         \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            int64_t xi = off[0] + i * step[0], o = off[1] + i * step[1];                           \
+            T v = x[xi];                                                                           \
+            int64_t b = c->best[o];                                                                \
+            if (b < 0) {                                                                           \
+                c->best[o] = xi;                                                                   \
+                continue;                                                                          \
+            }                                                                                      \
+            T cur = x[b];                                                                          \
+            if (ISNAN(cur)) continue;                                                              \
+            if (ISNAN(v) || (c->want_max ? v > cur : v < cur)) c->best[o] = xi;                    \
+        }                                                                                          \
     } while (0)
 
 #define NEVER_NAN(v) false
@@ -307,7 +316,8 @@ static void arg_row(void *vctx, int64_t n, const int64_t *off, const int64_t *st
 }
 
 /* Flat indices (i64 tensor of the keepdim shape) of the extremes of a. */
-static nn_tensor *arg_extreme(const nn_tensor *a, const red_plan *r, bool want_max, const char *fn) {
+static nn_tensor *arg_extreme(const nn_tensor *a, const red_plan *r, bool want_max,
+                              const char *fn) {
     for (int d = 0; d < a->ndim; d++)
         if ((r->mask & (1u << d)) && a->shape[d] == 0)
             return NN__FAIL(NN_ERR_SHAPE, "%s: cannot reduce dim %d of size 0", fn, d);
@@ -330,7 +340,8 @@ static nn_tensor *arg_extreme(const nn_tensor *a, const red_plan *r, bool want_m
 }
 
 /* Values of a at flat indices best (contiguous copy of a used), shaped oshape. */
-static nn_tensor *take_flat(const nn_tensor *a, const nn_tensor *best, const int64_t *oshape, int ondim) {
+static nn_tensor *take_flat(const nn_tensor *a, const nn_tensor *best, const int64_t *oshape,
+                            int ondim) {
     nn_tensor *x = nn__contig(a);
     if (!x) return NULL;
     nn_tensor *out = nn__tensor_new(a->dtype, oshape, ondim);
@@ -366,7 +377,8 @@ static nn_status extreme_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
 }
 
 static bool check_extreme_dtype(const nn_tensor *a, const char *fn) {
-    if (a->dtype == NN_DTYPE_F32 || a->dtype == NN_DTYPE_I64 || a->dtype == NN_DTYPE_U8) return true;
+    if (a->dtype == NN_DTYPE_F32 || a->dtype == NN_DTYPE_I64 || a->dtype == NN_DTYPE_U8)
+        return true;
     nn__err(NN_ERR_DTYPE, "%s: argument 'a' has dtype %s, expected f32, i64 or u8", fn,
             nn_dtype_name(a->dtype));
     return false;
@@ -387,8 +399,10 @@ static nn_tensor *extreme_values(nn_tensor *a, const red_plan *r, bool want_max,
             nn__tensor_retain(best);
         }
     }
-    if (best_out && out) *best_out = best;
-    else nn__tensor_release(best);
+    if (best_out && out)
+        *best_out = best;
+    else
+        nn__tensor_release(best);
     return out;
 }
 

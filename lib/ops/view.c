@@ -51,8 +51,8 @@ static nn_tensor *reshape_impl(nn_tensor *a, const int64_t *shape_in, int ndim, 
     if (infer >= 0) {
         if (known == 0 || a->numel % known != 0) {
             char s[128];
-            return NN__FAIL(NN_ERR_SHAPE, "%s: cannot infer -1 to reshape %lld elements into %s", fn,
-                            (long long)a->numel, nn__shape_str(shape_in, ndim, s, sizeof s));
+            return NN__FAIL(NN_ERR_SHAPE, "%s: cannot infer -1 to reshape %lld elements into %s",
+                            fn, (long long)a->numel, nn__shape_str(shape_in, ndim, s, sizeof s));
         }
         shape[infer] = a->numel / known;
         known = a->numel;
@@ -65,7 +65,8 @@ static nn_tensor *reshape_impl(nn_tensor *a, const int64_t *shape_in, int ndim, 
     }
     int64_t str[NN_MAX_DIMS];
     nn__contiguous_strides(shape, ndim, str);
-    if (nn__is_contiguous(a)) return make_view(a, shape, str, ndim, a->offset, fn, reshape_backward, NULL);
+    if (nn__is_contiguous(a))
+        return make_view(a, shape, str, ndim, a->offset, fn, reshape_backward, NULL);
     /* Not contiguous: copy, then view the copy; the graph still points at a. */
     nn_tensor *c = nn__clone(a);
     if (!c) return NULL;
@@ -108,7 +109,8 @@ nn_tensor *nn_flatten(nn_tensor *a, int start_dim, int end_dim) {
 nn_tensor *nn_squeeze(nn_tensor *a, int dim) {
     const char *fn = "nn_squeeze";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
-    if (a->ndim == 0) return nn__track(make_view(a, NULL, NULL, 0, a->offset, fn, reshape_backward, NULL));
+    if (a->ndim == 0)
+        return nn__track(make_view(a, NULL, NULL, 0, a->offset, fn, reshape_backward, NULL));
     if (!nn__norm_dim(&dim, a->ndim, fn)) return NULL;
     int64_t shape[NN_MAX_DIMS], str[NN_MAX_DIMS];
     int n = 0;
@@ -126,8 +128,8 @@ nn_tensor *nn_unsqueeze(nn_tensor *a, int dim) {
     if (a->ndim >= NN_MAX_DIMS)
         return NN__FAIL(NN_ERR_LIMIT, "%s: tensor already has %d dims", fn, NN_MAX_DIMS);
     if (dim < -(a->ndim + 1) || dim > a->ndim)
-        return NN__FAIL(NN_ERR_RANGE, "%s: dim %d out of range for inserting into a %d-d tensor", fn, dim,
-                        a->ndim);
+        return NN__FAIL(NN_ERR_RANGE, "%s: dim %d out of range for inserting into a %d-d tensor",
+                        fn, dim, a->ndim);
     if (dim < 0) dim += a->ndim + 1;
     int64_t shape[NN_MAX_DIMS], str[NN_MAX_DIMS];
     int n = 0;
@@ -155,7 +157,8 @@ nn_tensor *nn_expand(nn_tensor *a, const int64_t *shape_in, int ndim) {
     const char *fn = "nn_expand";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (ndim < a->ndim || ndim > NN_MAX_DIMS)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: cannot expand a %d-d tensor to %d dims", fn, a->ndim, ndim);
+        return NN__FAIL(NN_ERR_SHAPE, "%s: cannot expand a %d-d tensor to %d dims", fn, a->ndim,
+                        ndim);
     if (ndim > 0 && !shape_in) return NN__FAIL(NN_ERR_NULL, "%s: shape is NULL", fn);
     int64_t shape[NN_MAX_DIMS], str[NN_MAX_DIMS];
     int lead = ndim - a->ndim;
@@ -163,7 +166,8 @@ nn_tensor *nn_expand(nn_tensor *a, const int64_t *shape_in, int ndim) {
         int ai = i - lead;
         int64_t want = shape_in[i];
         if (ai < 0) {
-            if (want < 0) return NN__FAIL(NN_ERR_SHAPE, "%s: -1 not allowed for a new leading dim %d", fn, i);
+            if (want < 0)
+                return NN__FAIL(NN_ERR_SHAPE, "%s: -1 not allowed for a new leading dim %d", fn, i);
             shape[i] = want;
             str[i] = 0;
         } else if (want == -1 || want == a->shape[ai]) {
@@ -201,7 +205,8 @@ static nn_status permute_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin)
 
 static nn_tensor *permute_impl(nn_tensor *a, const int *perm, int n, const char *fn) {
     if (n != a->ndim)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: permutation of %d dims for a %d-d tensor", fn, n, a->ndim);
+        return NN__FAIL(NN_ERR_SHAPE, "%s: permutation of %d dims for a %d-d tensor", fn, n,
+                        a->ndim);
     if (n > 0 && !perm) return NN__FAIL(NN_ERR_NULL, "%s: perm is NULL", fn);
     bool seen[NN_MAX_DIMS] = {false};
     int p[NN_MAX_DIMS];
@@ -209,7 +214,9 @@ static nn_tensor *permute_impl(nn_tensor *a, const int *perm, int n, const char 
     for (int i = 0; i < n; i++) {
         p[i] = perm[i];
         if (!nn__norm_dim(&p[i], n, fn)) return NULL;
-        if (seen[p[i]]) return NN__FAIL(NN_ERR_INVALID, "%s: dim %d appears twice in the permutation", fn, p[i]);
+        if (seen[p[i]])
+            return NN__FAIL(NN_ERR_INVALID, "%s: dim %d appears twice in the permutation", fn,
+                            p[i]);
         seen[p[i]] = true;
         shape[i] = a->shape[p[i]];
         str[i] = a->strides[p[i]];
@@ -269,7 +276,8 @@ nn_tensor *nn_slice(nn_tensor *a, int dim, int64_t start, int64_t stop, int64_t 
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (a->ndim == 0) return NN__FAIL(NN_ERR_RANGE, "%s: cannot slice a 0-d tensor", fn);
     if (!nn__norm_dim(&dim, a->ndim, fn)) return NULL;
-    if (step < 1) return NN__FAIL(NN_ERR_INVALID, "%s: step %lld, expected >= 1", fn, (long long)step);
+    if (step < 1)
+        return NN__FAIL(NN_ERR_INVALID, "%s: step %lld, expected >= 1", fn, (long long)step);
     int64_t n = a->shape[dim];
     if (start < 0) start += n;
     if (stop < 0) stop += n;

@@ -16,8 +16,10 @@ static double grad_accum(const nn_tensor *g, double p) {
     double acc = 0.0;
     for (int64_t i = 0; i < g->numel; i++) {
         double a = fabs(nn__get_flat(g, i));
-        if (isinf(p)) acc = a > acc || isnan(a) ? a : acc;
-        else acc += p == 2.0 ? a * a : p == 1.0 ? a : pow(a, p);
+        if (isinf(p))
+            acc = a > acc || isnan(a) ? a : acc;
+        else
+            acc += p == 2.0 ? a * a : p == 1.0 ? a : pow(a, p);
     }
     return acc;
 }
@@ -36,7 +38,9 @@ double nn_clip_grad_norm(nn_tensor *const *params, int64_t n, double max_norm, d
     const char *fn = "nn_clip_grad_norm";
     if (!check_list(params, n, fn)) return NAN;
     if (!(norm_type > 0.0))
-        return nn__err(NN_ERR_INVALID, "%s: norm_type = %g, expected > 0 (or INFINITY)", fn, norm_type), NAN;
+        return nn__err(NN_ERR_INVALID, "%s: norm_type = %g, expected > 0 (or INFINITY)", fn,
+                       norm_type),
+               NAN;
     if (!(max_norm >= 0.0))
         return nn__err(NN_ERR_INVALID, "%s: max_norm = %g, expected >= 0", fn, max_norm), NAN;
     double total = 0.0;

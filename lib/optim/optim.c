@@ -15,13 +15,32 @@
 #define NOPT 13                     /* number of nn_optim_option values */
 
 /* Per-parameter state buffers, named as in PyTorch's state dicts. */
-enum { BUF_MOMENTUM, BUF_EXP_AVG, BUF_EXP_AVG_SQ, BUF_MAX_EXP_AVG_SQ, BUF_SQUARE_AVG, BUF_GRAD_AVG, BUF_SUM, NBUF };
-static const char *const buf_names[NBUF] = {"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq",
-                                            "square_avg", "grad_avg", "sum"};
+enum {
+    BUF_MOMENTUM,
+    BUF_EXP_AVG,
+    BUF_EXP_AVG_SQ,
+    BUF_MAX_EXP_AVG_SQ,
+    BUF_SQUARE_AVG,
+    BUF_GRAD_AVG,
+    BUF_SUM,
+    NBUF
+};
+static const char *const buf_names[NBUF] = {
+    "momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "grad_avg", "sum"};
 
-static const char *const opt_names[NOPT] = {
-    "lr", "momentum", "dampening", "nesterov", "weight_decay", "beta1", "beta2",
-    "eps", "amsgrad", "alpha", "centered", "lr_decay", "initial_accumulator_value"};
+static const char *const opt_names[NOPT] = {"lr",
+                                            "momentum",
+                                            "dampening",
+                                            "nesterov",
+                                            "weight_decay",
+                                            "beta1",
+                                            "beta2",
+                                            "eps",
+                                            "amsgrad",
+                                            "alpha",
+                                            "centered",
+                                            "lr_decay",
+                                            "initial_accumulator_value"};
 
 typedef struct {
     nn_tensor *param;
@@ -49,14 +68,18 @@ struct nn_optim {
 static unsigned valid_options(nn_optim_type t) {
     unsigned common = B(NN_OPTIM_LR) | B(NN_OPTIM_WEIGHT_DECAY);
     switch (t) {
-    case NN_OPTIM_TYPE_SGD: return common | B(NN_OPTIM_MOMENTUM) | B(NN_OPTIM_DAMPENING) | B(NN_OPTIM_NESTEROV);
+    case NN_OPTIM_TYPE_SGD:
+        return common | B(NN_OPTIM_MOMENTUM) | B(NN_OPTIM_DAMPENING) | B(NN_OPTIM_NESTEROV);
     case NN_OPTIM_TYPE_ADAM:
     case NN_OPTIM_TYPE_ADAMW:
-        return common | B(NN_OPTIM_BETA1) | B(NN_OPTIM_BETA2) | B(NN_OPTIM_EPS) | B(NN_OPTIM_AMSGRAD);
+        return common | B(NN_OPTIM_BETA1) | B(NN_OPTIM_BETA2) | B(NN_OPTIM_EPS) |
+               B(NN_OPTIM_AMSGRAD);
     case NN_OPTIM_TYPE_RMSPROP:
-        return common | B(NN_OPTIM_MOMENTUM) | B(NN_OPTIM_EPS) | B(NN_OPTIM_ALPHA) | B(NN_OPTIM_CENTERED);
+        return common | B(NN_OPTIM_MOMENTUM) | B(NN_OPTIM_EPS) | B(NN_OPTIM_ALPHA) |
+               B(NN_OPTIM_CENTERED);
     case NN_OPTIM_TYPE_ADAGRAD:
-        return common | B(NN_OPTIM_EPS) | B(NN_OPTIM_LR_DECAY) | B(NN_OPTIM_INITIAL_ACCUMULATOR_VALUE);
+        return common | B(NN_OPTIM_EPS) | B(NN_OPTIM_LR_DECAY) |
+               B(NN_OPTIM_INITIAL_ACCUMULATOR_VALUE);
     }
     return 0;
 }
@@ -78,8 +101,7 @@ static void set_defaults(nn_optim_type t, double *d, double lr) {
 
 /* Bounds of each option; NN_OK or NN_ERR_INVALID naming fn, option and value. */
 static nn_status check_value(const nn_optim *opt, nn_optim_option o, double v, const char *fn) {
-    if ((unsigned)o >= NOPT)
-        return nn__err(NN_ERR_INVALID, "%s: unknown option %d", fn, (int)o);
+    if ((unsigned)o >= NOPT) return nn__err(NN_ERR_INVALID, "%s: unknown option %d", fn, (int)o);
     if (!(valid_options(opt->type) & B(o)))
         return nn__err(NN_ERR_INVALID, "%s: option '%s' is not valid for %s", fn, opt_names[o],
                        type_name(opt->type));
@@ -88,11 +110,20 @@ static nn_status check_value(const nn_optim *opt, nn_optim_option o, double v, c
     switch (o) {
     case NN_OPTIM_NESTEROV:
     case NN_OPTIM_AMSGRAD:
-    case NN_OPTIM_CENTERED: ok = v == 0.0 || v == 1.0; want = "0 or 1"; break;
+    case NN_OPTIM_CENTERED:
+        ok = v == 0.0 || v == 1.0;
+        want = "0 or 1";
+        break;
     case NN_OPTIM_BETA1:
-    case NN_OPTIM_BETA2: ok = v >= 0.0 && v < 1.0; want = "a value in [0, 1)"; break;
+    case NN_OPTIM_BETA2:
+        ok = v >= 0.0 && v < 1.0;
+        want = "a value in [0, 1)";
+        break;
     case NN_OPTIM_DAMPENING: break;
-    default: ok = ok && v >= 0.0; want = "a finite value >= 0"; break;
+    default:
+        ok = ok && v >= 0.0;
+        want = "a finite value >= 0";
+        break;
     }
     if (!ok) return nn__err(NN_ERR_INVALID, "%s: %s = %g, expected %s", fn, opt_names[o], v, want);
     return NN_OK;
@@ -138,15 +169,18 @@ void nn_optim_free(nn_optim *opt) {
 }
 
 /* Validate params[0..n) for a new group: f32, contiguous leaves, no duplicates. */
-static nn_status check_params(const nn_optim *opt, nn_tensor *const *params, int64_t n, const char *fn) {
-    if (n <= 0) return nn__err(NN_ERR_INVALID, "%s: empty parameter list (n = %lld)", fn, (long long)n);
+static nn_status check_params(const nn_optim *opt, nn_tensor *const *params, int64_t n,
+                              const char *fn) {
+    if (n <= 0)
+        return nn__err(NN_ERR_INVALID, "%s: empty parameter list (n = %lld)", fn, (long long)n);
     if (!params) return nn__err(NN_ERR_NULL, "%s: argument 'params' is NULL", fn);
     for (int64_t i = 0; i < n; i++) {
         char what[48];
         snprintf(what, sizeof what, "params[%lld]", (long long)i);
         if (!nn__check_f32(params[i], fn, what)) return nn_last_status();
         if (params[i]->grad_fn)
-            return nn__err(NN_ERR_INVALID, "%s: %s is not a leaf tensor (cannot be optimized)", fn, what);
+            return nn__err(NN_ERR_INVALID, "%s: %s is not a leaf tensor (cannot be optimized)", fn,
+                           what);
         if (!nn__is_contiguous(params[i]))
             return nn__err(NN_ERR_INVALID, "%s: %s is not contiguous", fn, what);
         for (int64_t j = 0; j < i; j++)
@@ -154,15 +188,18 @@ static nn_status check_params(const nn_optim *opt, nn_tensor *const *params, int
                 return nn__err(NN_ERR_INVALID, "%s: %s appears twice in the list", fn, what);
         for (int64_t j = 0; opt && j < opt->np; j++)
             if (opt->ps[j].param == params[i])
-                return nn__err(NN_ERR_INVALID, "%s: %s is already in group %d", fn, what, opt->ps[j].group);
+                return nn__err(NN_ERR_INVALID, "%s: %s is already in group %d", fn, what,
+                               opt->ps[j].group);
     }
     return NN_OK;
 }
 
-static nn_status add_group(nn_optim *opt, nn_tensor *const *params, int64_t n, double lr, const char *fn) {
+static nn_status add_group(nn_optim *opt, nn_tensor *const *params, int64_t n, double lr,
+                           const char *fn) {
     nn_status st = check_params(opt, params, n, fn);
     if (st) return st;
-    if (!isfinite(lr) || lr < 0) return nn__err(NN_ERR_INVALID, "%s: lr = %g, expected a finite value >= 0", fn, lr);
+    if (!isfinite(lr) || lr < 0)
+        return nn__err(NN_ERR_INVALID, "%s: lr = %g, expected a finite value >= 0", fn, lr);
     size_t total;
     if (!nn__size_add((size_t)opt->np, (size_t)n, &total) || total > (size_t)INT32_MAX)
         return nn__err(NN_ERR_LIMIT, "%s: too many parameters", fn);
@@ -271,8 +308,8 @@ int64_t nn_optim_num_params(const nn_optim *opt) {
 nn_tensor *nn_optim_param(const nn_optim *opt, int64_t i) {
     if (!nn__optim_check(opt, "nn_optim_param")) return NULL;
     if (i < 0 || i >= opt->np)
-        return NN__FAIL(NN_ERR_RANGE, "nn_optim_param: index %lld out of range [0, %lld)", (long long)i,
-                        (long long)opt->np);
+        return NN__FAIL(NN_ERR_RANGE, "nn_optim_param: index %lld out of range [0, %lld)",
+                        (long long)i, (long long)opt->np);
     return opt->ps[i].param;
 }
 
@@ -309,7 +346,8 @@ nn_status nn_optim_get(const nn_optim *opt, int group, nn_optim_option option, d
     nn_status st = check_group(opt, group, fn);
     if (st) return st;
     if ((unsigned)option >= NOPT || !(valid_options(opt->type) & B(option)))
-        return nn__err(NN_ERR_INVALID, "%s: option %d is not valid for %s", fn, (int)option, type_name(opt->type));
+        return nn__err(NN_ERR_INVALID, "%s: option %d is not valid for %s", fn, (int)option,
+                       type_name(opt->type));
     *value = opt->groups[group][option];
     return NN_OK;
 }
@@ -334,9 +372,13 @@ static bool ensure_buf(param_state *ps, int b) {
 static nn_status sgd_update(param_state *ps, const double *o, const float *restrict g,
                             float *restrict p, int64_t n) {
     const float mom = (float)o[NN_OPTIM_MOMENTUM];
-    nn__sgd_hp hp = {(float)-o[NN_OPTIM_LR], mom, (float)(1.0 - o[NN_OPTIM_DAMPENING]),
-                     (float)o[NN_OPTIM_WEIGHT_DECAY], o[NN_OPTIM_NESTEROV] != 0.0,
-                     ps->mom_fresh, false};
+    nn__sgd_hp hp = {(float)-o[NN_OPTIM_LR],
+                     mom,
+                     (float)(1.0 - o[NN_OPTIM_DAMPENING]),
+                     (float)o[NN_OPTIM_WEIGHT_DECAY],
+                     o[NN_OPTIM_NESTEROV] != 0.0,
+                     ps->mom_fresh,
+                     false};
     float *buf = NULL;
     if (mom != 0.0f) {
         ps->mom_fresh = false;
@@ -347,15 +389,21 @@ static nn_status sgd_update(param_state *ps, const double *o, const float *restr
 }
 
 static nn_status adam_update(param_state *ps, const double *o, const float *restrict g,
-                             float *restrict p, int64_t n,
-                             bool decoupled) {
+                             float *restrict p, int64_t n, bool decoupled) {
     const double lr = o[NN_OPTIM_LR], b1 = o[NN_OPTIM_BETA1], b2 = o[NN_OPTIM_BETA2];
     const double wd = o[NN_OPTIM_WEIGHT_DECAY], step = ps->step;
     const bool ams = o[NN_OPTIM_AMSGRAD] != 0.0;
-    nn__adam_hp hp = {(float)b1, (float)b2, (float)(1.0 - b1), (float)(1.0 - b2),
-                      (float)o[NN_OPTIM_EPS], (float)wd, (float)(1.0 - lr * wd),
-                      (float)(-(lr / (1.0 - pow(b1, step)))), (float)sqrt(1.0 - pow(b2, step)),
-                      decoupled, false};
+    nn__adam_hp hp = {(float)b1,
+                      (float)b2,
+                      (float)(1.0 - b1),
+                      (float)(1.0 - b2),
+                      (float)o[NN_OPTIM_EPS],
+                      (float)wd,
+                      (float)(1.0 - lr * wd),
+                      (float)(-(lr / (1.0 - pow(b1, step)))),
+                      (float)sqrt(1.0 - pow(b2, step)),
+                      decoupled,
+                      false};
     nn__kernels()->adam(n, p, g, nn__f32(ps->buf[BUF_EXP_AVG]), nn__f32(ps->buf[BUF_EXP_AVG_SQ]),
                         ams ? nn__f32(ps->buf[BUF_MAX_EXP_AVG_SQ]) : NULL, &hp);
     return NN_OK;
@@ -420,7 +468,8 @@ static bool prepare_buffers(const nn_optim *opt, param_state *ps) {
         return ensure_buf(ps, BUF_EXP_AVG) && ensure_buf(ps, BUF_EXP_AVG_SQ) &&
                (o[NN_OPTIM_AMSGRAD] == 0.0 || ensure_buf(ps, BUF_MAX_EXP_AVG_SQ));
     case NN_OPTIM_TYPE_RMSPROP:
-        return ensure_buf(ps, BUF_SQUARE_AVG) && (o[NN_OPTIM_CENTERED] == 0.0 || ensure_buf(ps, BUF_GRAD_AVG)) &&
+        return ensure_buf(ps, BUF_SQUARE_AVG) &&
+               (o[NN_OPTIM_CENTERED] == 0.0 || ensure_buf(ps, BUF_GRAD_AVG)) &&
                (o[NN_OPTIM_MOMENTUM] <= 0.0 || ensure_buf(ps, BUF_MOMENTUM));
     case NN_OPTIM_TYPE_ADAGRAD:
         if (!ps->buf[BUF_SUM]) {
@@ -467,15 +516,18 @@ nn_status nn_optim_step(nn_optim *opt) {
         if (!ps->param->grad) continue;
         any = true;
         if (!nn__same_shape(ps->param->grad, ps->param))
-            return nn__err(NN_ERR_SHAPE, "%s: gradient of parameter %lld has a different shape", fn, (long long)i);
+            return nn__err(NN_ERR_SHAPE, "%s: gradient of parameter %lld has a different shape", fn,
+                           (long long)i);
     }
     if (!any)
-        return nn__err(NN_ERR_NO_GRAD, "%s: no parameter has a gradient (call nn_backward first)", fn);
+        return nn__err(NN_ERR_NO_GRAD, "%s: no parameter has a gradient (call nn_backward first)",
+                       fn);
     for (int g = 0; g < opt->ngroups; g++) {
         const double *o = opt->groups[g];
         if (opt->type == NN_OPTIM_TYPE_SGD && o[NN_OPTIM_NESTEROV] != 0.0 &&
             (o[NN_OPTIM_MOMENTUM] <= 0.0 || o[NN_OPTIM_DAMPENING] != 0.0))
-            return nn__err(NN_ERR_INVALID, "%s: nesterov needs momentum > 0 and dampening = 0 (group %d: %g, %g)",
+            return nn__err(NN_ERR_INVALID,
+                           "%s: nesterov needs momentum > 0 and dampening = 0 (group %d: %g, %g)",
                            fn, g, o[NN_OPTIM_MOMENTUM], o[NN_OPTIM_DAMPENING]);
     }
     for (int64_t i = 0; i < opt->np; i++)
@@ -526,7 +578,8 @@ nn_status nn__sd_get_i64(const nn_statedict *sd, const char *name, int64_t *v, c
     nn_tensor *t = nn__sd_find(sd, name);
     if (!t) return nn__err(NN_ERR_NOT_FOUND, "%s: state entry '%s' is missing", fn, name);
     if (t->dtype != NN_DTYPE_I64 || t->numel != 1)
-        return nn__err(NN_ERR_FORMAT, "%s: state entry '%s' is not a one-element i64 tensor", fn, name);
+        return nn__err(NN_ERR_FORMAT, "%s: state entry '%s' is not a one-element i64 tensor", fn,
+                       name);
     *v = (int64_t)nn__get_flat(t, 0);
     if (nn__is_contiguous(t)) *v = nn__i64(t)[0]; /* exact, beyond 2^53 */
     return NN_OK;
@@ -605,8 +658,8 @@ static void staged_free(staged *s, int64_t n) {
     nn__free(s);
 }
 
-static nn_status load_param_state(const nn_optim *opt, const nn_statedict *sd, int64_t i, staged *out,
-                                  const char *fn) {
+static nn_status load_param_state(const nn_optim *opt, const nn_statedict *sd, int64_t i,
+                                  staged *out, const char *fn) {
     char name[96];
     snprintf(name, sizeof name, "state.%lld.step", (long long)i);
     nn_tensor *s = nn__sd_find(sd, name);
@@ -622,16 +675,18 @@ static nn_status load_param_state(const nn_optim *opt, const nn_statedict *sd, i
         if (!t) continue;
         if (t->dtype != NN_DTYPE_F32 || !nn__same_shape(t, p)) {
             char s1[128], s2[128];
-            return nn__err(NN_ERR_SHAPE, "%s: '%s' has shape %s (%s), parameter %lld has %s (f32)", fn, name,
-                           nn__shape_str(t->shape, t->ndim, s1, sizeof s1), nn_dtype_name(t->dtype),
-                           (long long)i, nn__shape_str(p->shape, p->ndim, s2, sizeof s2));
+            return nn__err(NN_ERR_SHAPE, "%s: '%s' has shape %s (%s), parameter %lld has %s (f32)",
+                           fn, name, nn__shape_str(t->shape, t->ndim, s1, sizeof s1),
+                           nn_dtype_name(t->dtype), (long long)i,
+                           nn__shape_str(p->shape, p->ndim, s2, sizeof s2));
         }
         if (!(out->buf[b] = nn__clone(t))) return NN_ERR_NOMEM;
     }
     return NN_OK;
 }
 
-static nn_status load_groups(const nn_optim *opt, const nn_statedict *sd, double (*gv)[NOPT], const char *fn) {
+static nn_status load_groups(const nn_optim *opt, const nn_statedict *sd, double (*gv)[NOPT],
+                             const char *fn) {
     char name[96];
     unsigned valid = valid_options(opt->type);
     for (int g = 0; g < opt->ngroups; g++) {
@@ -651,7 +706,8 @@ static nn_status load_groups(const nn_optim *opt, const nn_statedict *sd, double
         for (int64_t i = 0; ok && i < opt->np; i++)
             if (opt->ps[i].group == g) ok = k < idx->numel && (int64_t)nn__get_flat(idx, k++) == i;
         if (!ok || k != idx->numel)
-            return nn__err(NN_ERR_INVALID, "%s: '%s' does not match this optimizer's group %d", fn, name, g);
+            return nn__err(NN_ERR_INVALID, "%s: '%s' does not match this optimizer's group %d", fn,
+                           name, g);
     }
     return NN_OK;
 }
@@ -663,7 +719,8 @@ nn_status nn_optim_load_state_dict(nn_optim *opt, const nn_statedict *sd) {
     char name[96];
     snprintf(name, sizeof name, "param_groups.%d.lr", opt->ngroups);
     if (nn__sd_find(sd, name))
-        return nn__err(NN_ERR_INVALID, "%s: the state has more than %d parameter groups", fn, opt->ngroups);
+        return nn__err(NN_ERR_INVALID, "%s: the state has more than %d parameter groups", fn,
+                       opt->ngroups);
     staged *stg = nn__calloc((size_t)opt->np, sizeof *stg);
     double(*gv)[NOPT] = nn__calloc((size_t)opt->ngroups, sizeof *gv);
     nn_status st = (stg && gv) ? NN_OK : NN_ERR_NOMEM;

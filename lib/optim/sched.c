@@ -9,7 +9,16 @@
 
 #define NN__SCHED_MAGIC 0x4e4e5331u /* "NNS1" */
 
-typedef enum { K_STEP, K_MULTISTEP, K_EXP, K_COSINE, K_WARM, K_LINEAR, K_ONECYCLE, K_PLATEAU } sched_kind;
+typedef enum {
+    K_STEP,
+    K_MULTISTEP,
+    K_EXP,
+    K_COSINE,
+    K_WARM,
+    K_LINEAR,
+    K_ONECYCLE,
+    K_PLATEAU
+} sched_kind;
 
 struct nn_sched {
     uint32_t magic;
@@ -24,11 +33,11 @@ struct nn_sched {
     int64_t *milestones;
     int64_t nmilestones;
     /* counters */
-    double t_cur, t_i;                      /* warm restarts */
-    bool cycle_momentum;                    /* one-cycle */
+    double t_cur, t_i;   /* warm restarts */
+    bool cycle_momentum; /* one-cycle */
     int mom_option;
     double mom_base, mom_max;
-    double best;                            /* plateau */
+    double best;                              /* plateau */
     int64_t num_bad_epochs, cooldown_counter; /* plateau */
 };
 
@@ -48,14 +57,16 @@ static int64_t pymod(int64_t a, int64_t b) {
 
 /* One-cycle interpolation at `step` between per-phase start and end values
  * (two phases: warm-up to step pct_start * total - 1, then annealing). */
-static double one_cycle_anneal(const nn_sched *s, int64_t step, const double *from, const double *to) {
+static double one_cycle_anneal(const nn_sched *s, int64_t step, const double *from,
+                               const double *to) {
     /* i0 total_steps, f1 pct_start, i1 anneal */
     double ends[2] = {s->f1 * (double)s->i0 - 1.0, (double)(s->i0 - 1)};
     double start_step = 0.0;
     for (int i = 0; i < 2; i++) {
         if ((double)step <= ends[i] || i == 1) {
             double pct = ((double)step - start_step) / (ends[i] - start_step);
-            if (s->i1 == NN_ANNEAL_COS) return to[i] + (from[i] - to[i]) / 2.0 * (cos(M_PI * pct) + 1.0);
+            if (s->i1 == NN_ANNEAL_COS)
+                return to[i] + (from[i] - to[i]) / 2.0 * (cos(M_PI * pct) + 1.0);
             return (to[i] - from[i]) * pct + from[i];
         }
         start_step = ends[i];
@@ -98,10 +109,12 @@ static double next_lr(const nn_sched *s, int g, double lr) {
         if (e == 0) return lr;
         if (pymod(e - 1 - T, 2 * T) == 0)
             return lr + (base - s->eta_min) * (1.0 - cos(M_PI / (double)T)) / 2.0;
-        return (1.0 + cos(M_PI * (double)e / (double)T)) / (1.0 + cos(M_PI * (double)(e - 1) / (double)T)) *
-                   (lr - s->eta_min) + s->eta_min;
+        return (1.0 + cos(M_PI * (double)e / (double)T)) /
+                   (1.0 + cos(M_PI * (double)(e - 1) / (double)T)) * (lr - s->eta_min) +
+               s->eta_min;
     }
-    case K_WARM: return s->eta_min + (base - s->eta_min) * (1.0 + cos(M_PI * s->t_cur / s->t_i)) / 2.0;
+    case K_WARM:
+        return s->eta_min + (base - s->eta_min) * (1.0 + cos(M_PI * s->t_cur / s->t_i)) / 2.0;
     case K_LINEAR: {
         double sf = s->f0, ef = s->f1;
         if (e == 0) return lr * sf;
@@ -179,7 +192,8 @@ static bool bad(bool cond, const char *fn, const char *what, double v) {
 
 nn_sched *nn_sched_step_lr(nn_optim *opt, int64_t step_size, double gamma) {
     const char *fn = "nn_sched_step_lr";
-    if (bad(step_size < 1, fn, "step_size", (double)step_size) || bad(!isfinite(gamma) || gamma < 0, fn, "gamma", gamma))
+    if (bad(step_size < 1, fn, "step_size", (double)step_size) ||
+        bad(!isfinite(gamma) || gamma < 0, fn, "gamma", gamma))
         return NULL;
     nn_sched *s = sched_new(opt, K_STEP, fn);
     if (s) {
@@ -191,7 +205,8 @@ nn_sched *nn_sched_step_lr(nn_optim *opt, int64_t step_size, double gamma) {
 
 nn_sched *nn_sched_multistep(nn_optim *opt, const int64_t *milestones, int64_t n, double gamma) {
     const char *fn = "nn_sched_multistep";
-    if (bad(n < 0 || n > 1000000, fn, "n", (double)n) || bad(!isfinite(gamma) || gamma < 0, fn, "gamma", gamma))
+    if (bad(n < 0 || n > 1000000, fn, "n", (double)n) ||
+        bad(!isfinite(gamma) || gamma < 0, fn, "gamma", gamma))
         return NULL;
     if (n > 0 && !milestones) return NN__FAIL(NN_ERR_NULL, "%s: argument 'milestones' is NULL", fn);
     nn_sched *s = sched_new(opt, K_MULTISTEP, fn);
@@ -217,7 +232,8 @@ nn_sched *nn_sched_exponential(nn_optim *opt, double gamma) {
 
 nn_sched *nn_sched_cosine(nn_optim *opt, int64_t t_max, double eta_min) {
     const char *fn = "nn_sched_cosine";
-    if (bad(t_max < 1, fn, "t_max", (double)t_max) || bad(!isfinite(eta_min) || eta_min < 0, fn, "eta_min", eta_min))
+    if (bad(t_max < 1, fn, "t_max", (double)t_max) ||
+        bad(!isfinite(eta_min) || eta_min < 0, fn, "eta_min", eta_min))
         return NULL;
     nn_sched *s = sched_new(opt, K_COSINE, fn);
     if (s) {
@@ -227,7 +243,8 @@ nn_sched *nn_sched_cosine(nn_optim *opt, int64_t t_max, double eta_min) {
     return sched_start(s, fn);
 }
 
-nn_sched *nn_sched_cosine_warm_restarts(nn_optim *opt, int64_t t_0, int64_t t_mult, double eta_min) {
+nn_sched *nn_sched_cosine_warm_restarts(nn_optim *opt, int64_t t_0, int64_t t_mult,
+                                        double eta_min) {
     const char *fn = "nn_sched_cosine_warm_restarts";
     if (bad(t_0 < 1, fn, "t_0", (double)t_0) || bad(t_mult < 1, fn, "t_mult", (double)t_mult) ||
         bad(!isfinite(eta_min) || eta_min < 0, fn, "eta_min", eta_min))
@@ -241,7 +258,8 @@ nn_sched *nn_sched_cosine_warm_restarts(nn_optim *opt, int64_t t_0, int64_t t_mu
     return sched_start(s, fn);
 }
 
-nn_sched *nn_sched_linear(nn_optim *opt, double start_factor, double end_factor, int64_t total_iters) {
+nn_sched *nn_sched_linear(nn_optim *opt, double start_factor, double end_factor,
+                          int64_t total_iters) {
     const char *fn = "nn_sched_linear";
     if (bad(!(start_factor > 0 && start_factor <= 1), fn, "start_factor", start_factor) ||
         bad(!(end_factor >= 0 && end_factor <= 1), fn, "end_factor", end_factor) ||
@@ -264,7 +282,8 @@ nn_sched *nn_sched_one_cycle(nn_optim *opt, double max_lr, int64_t total_steps, 
         bad(!(pct_start >= 0 && pct_start <= 1), fn, "pct_start", pct_start) ||
         bad(anneal != NN_ANNEAL_COS && anneal != NN_ANNEAL_LINEAR, fn, "anneal", (double)anneal) ||
         bad(!(div_factor > 0) || isinf(div_factor), fn, "div_factor", div_factor) ||
-        bad(!(final_div_factor > 0) || isinf(final_div_factor), fn, "final_div_factor", final_div_factor))
+        bad(!(final_div_factor > 0) || isinf(final_div_factor), fn, "final_div_factor",
+            final_div_factor))
         return NULL;
     nn_sched *s = sched_new(opt, K_ONECYCLE, fn);
     if (!s) return NULL;
@@ -310,15 +329,19 @@ nn_sched *nn_sched_plateau(nn_optim *opt, nn_sched_mode mode, double factor, int
 nn_status nn_sched_cycle_momentum(nn_sched *s, double base_momentum, double max_momentum) {
     const char *fn = "nn_sched_cycle_momentum";
     if (!s) return nn__err(NN_ERR_NULL, "%s: argument 's' is NULL", fn);
-    if (s->magic != NN__SCHED_MAGIC) return nn__err(NN_ERR_BAD_HANDLE, "%s: 's' is not a live schedule", fn);
-    if (s->kind != K_ONECYCLE) return nn__err(NN_ERR_STATE, "%s: only one-cycle schedules cycle momentum", fn);
+    if (s->magic != NN__SCHED_MAGIC)
+        return nn__err(NN_ERR_BAD_HANDLE, "%s: 's' is not a live schedule", fn);
+    if (s->kind != K_ONECYCLE)
+        return nn__err(NN_ERR_STATE, "%s: only one-cycle schedules cycle momentum", fn);
     if (!(base_momentum >= 0 && base_momentum <= max_momentum && max_momentum < 1))
-        return nn__err(NN_ERR_INVALID, "%s: base_momentum = %g, max_momentum = %g, expected 0 <= base <= max < 1",
+        return nn__err(NN_ERR_INVALID,
+                       "%s: base_momentum = %g, max_momentum = %g, expected 0 <= base <= max < 1",
                        fn, base_momentum, max_momentum);
     nn_optim_type t = nn_optim_get_type(s->opt);
     if (t == NN_OPTIM_TYPE_ADAGRAD)
         return nn__err(NN_ERR_INVALID, "%s: the optimizer has neither momentum nor beta1", fn);
-    s->mom_option = (t == NN_OPTIM_TYPE_ADAM || t == NN_OPTIM_TYPE_ADAMW) ? NN_OPTIM_BETA1 : NN_OPTIM_MOMENTUM;
+    s->mom_option =
+        (t == NN_OPTIM_TYPE_ADAM || t == NN_OPTIM_TYPE_ADAMW) ? NN_OPTIM_BETA1 : NN_OPTIM_MOMENTUM;
     s->mom_base = base_momentum;
     s->mom_max = max_momentum;
     s->cycle_momentum = true;
@@ -354,7 +377,8 @@ nn_status nn_sched_step(nn_sched *s) {
     const char *fn = "nn_sched_step";
     if (!sched_check(s, fn)) return nn_last_status();
     if (s->kind == K_PLATEAU)
-        return nn__err(NN_ERR_STATE, "%s: a plateau schedule needs a metric: use nn_sched_step_metric", fn);
+        return nn__err(NN_ERR_STATE,
+                       "%s: a plateau schedule needs a metric: use nn_sched_step_metric", fn);
     return advance(s, fn);
 }
 
@@ -367,7 +391,8 @@ nn_status nn_sched_step_metric(nn_sched *s, double metric) {
     const char *fn = "nn_sched_step_metric";
     if (!sched_check(s, fn)) return nn_last_status();
     if (s->kind != K_PLATEAU)
-        return nn__err(NN_ERR_STATE, "%s: only plateau schedules take a metric: use nn_sched_step", fn);
+        return nn__err(NN_ERR_STATE, "%s: only plateau schedules take a metric: use nn_sched_step",
+                       fn);
     if (isnan(metric)) return nn__err(NN_ERR_INVALID, "%s: metric is NaN", fn);
     s->last_epoch++;
     if (plateau_better(s, metric)) {
@@ -398,7 +423,8 @@ double nn_sched_get_lr(const nn_sched *s, int group) {
     const char *fn = "nn_sched_get_lr";
     if (!sched_check(s, fn)) return NAN;
     if (group < 0 || group >= s->ngroups)
-        return nn__err(NN_ERR_RANGE, "%s: group %d out of range [0, %d)", fn, group, s->ngroups), NAN;
+        return nn__err(NN_ERR_RANGE, "%s: group %d out of range [0, %d)", fn, group, s->ngroups),
+               NAN;
     return group_lr(s, group);
 }
 
@@ -441,8 +467,8 @@ nn_status nn_sched_load_state_dict(nn_sched *s, const nn_statedict *sd) {
     int64_t kind;
     nn_status st = nn__sd_get_i64(sd, "kind", &kind, fn);
     if (!st && kind != (int64_t)s->kind)
-        return nn__err(NN_ERR_INVALID, "%s: state is of schedule kind %lld, this schedule is %d", fn,
-                       (long long)kind, (int)s->kind);
+        return nn__err(NN_ERR_INVALID, "%s: state is of schedule kind %lld, this schedule is %d",
+                       fn, (long long)kind, (int)s->kind);
     if (!st) st = nn__sd_get_i64(sd, "last_epoch", &t.last_epoch, fn);
     if (!st) st = nn__sd_get_double(sd, "t_cur", &t.t_cur, fn);
     if (!st) st = nn__sd_get_double(sd, "t_i", &t.t_i, fn);

@@ -39,7 +39,8 @@ bool nn_tensor_is_contiguous(const nn_tensor *t) {
 void *nn_tensor_data(nn_tensor *t) {
     if (!nn__check_tensor(t, "nn_tensor_data", "t")) return NULL;
     if (!nn__is_contiguous(t))
-        return NN__FAIL(NN_ERR_STATE, "nn_tensor_data: tensor is not contiguous; call nn_tensor_contiguous");
+        return NN__FAIL(NN_ERR_STATE,
+                        "nn_tensor_data: tensor is not contiguous; call nn_tensor_contiguous");
     return (unsigned char *)t->storage->data + (size_t)t->offset * nn_dtype_size(t->dtype);
 }
 
@@ -48,10 +49,13 @@ nn_status nn_tensor_copy_to(const nn_tensor *t, void *dst, size_t nbytes) {
     size_t need = (size_t)t->numel * nn_dtype_size(t->dtype);
     if (need && !dst) return nn__err(NN_ERR_NULL, "nn_tensor_copy_to: dst is NULL");
     if (nbytes < need)
-        return nn__err(NN_ERR_RANGE, "nn_tensor_copy_to: buffer of %zu bytes, need %zu", nbytes, need);
+        return nn__err(NN_ERR_RANGE, "nn_tensor_copy_to: buffer of %zu bytes, need %zu", nbytes,
+                       need);
     nn_tensor *c = nn__contig(t);
     if (!c) return nn_last_status();
-    if (need) memcpy(dst, (unsigned char *)c->storage->data + (size_t)c->offset * nn_dtype_size(c->dtype), need);
+    if (need)
+        memcpy(dst, (unsigned char *)c->storage->data + (size_t)c->offset * nn_dtype_size(c->dtype),
+               need);
     nn__tensor_release(c);
     return NN_OK;
 }
@@ -61,7 +65,8 @@ nn_status nn_tensor_copy_from(nn_tensor *t, const void *src, size_t nbytes) {
     size_t es = nn_dtype_size(t->dtype), need = (size_t)t->numel * es;
     if (need && !src) return nn__err(NN_ERR_NULL, "nn_tensor_copy_from: src is NULL");
     if (nbytes < need)
-        return nn__err(NN_ERR_RANGE, "nn_tensor_copy_from: %zu bytes given, need %zu", nbytes, need);
+        return nn__err(NN_ERR_RANGE, "nn_tensor_copy_from: %zu bytes given, need %zu", nbytes,
+                       need);
     if (nn__is_contiguous(t)) {
         if (need) memcpy((unsigned char *)t->storage->data + (size_t)t->offset * es, src, need);
         return NN_OK;
@@ -75,7 +80,8 @@ nn_status nn_tensor_copy_from(nn_tensor *t, const void *src, size_t nbytes) {
 double nn_tensor_item(const nn_tensor *t) {
     if (!nn__check_tensor(t, "nn_tensor_item", "t")) return NAN;
     if (t->numel != 1) {
-        nn__err(NN_ERR_SHAPE, "nn_tensor_item: tensor has %lld elements, expected 1", (long long)t->numel);
+        nn__err(NN_ERR_SHAPE, "nn_tensor_item: tensor has %lld elements, expected 1",
+                (long long)t->numel);
         return NAN;
     }
     return nn__get_flat(t, 0);
@@ -135,7 +141,8 @@ nn_status nn_tensor_fill(nn_tensor *t, double value) {
 }
 
 nn_status nn_tensor_assign(nn_tensor *t, const nn_tensor *src) {
-    if (!nn__check_tensor(t, "nn_tensor_assign", "t") || !nn__check_tensor(src, "nn_tensor_assign", "src"))
+    if (!nn__check_tensor(t, "nn_tensor_assign", "t") ||
+        !nn__check_tensor(src, "nn_tensor_assign", "src"))
         return nn_last_status();
     if (!nn__same_shape(t, src)) {
         char a[128], b[128];
@@ -159,7 +166,8 @@ nn_status nn_tensor_assign(nn_tensor *t, const nn_tensor *src) {
 }
 
 bool nn_tensor_equal(const nn_tensor *a, const nn_tensor *b) {
-    if (!nn__check_tensor(a, "nn_tensor_equal", "a") || !nn__check_tensor(b, "nn_tensor_equal", "b"))
+    if (!nn__check_tensor(a, "nn_tensor_equal", "a") ||
+        !nn__check_tensor(b, "nn_tensor_equal", "b"))
         return false;
     if (a->dtype != b->dtype || !nn__same_shape(a, b)) return false;
     for (int64_t i = 0; i < a->numel; i++) {
@@ -170,7 +178,8 @@ bool nn_tensor_equal(const nn_tensor *a, const nn_tensor *b) {
 }
 
 bool nn_tensor_allclose(const nn_tensor *a, const nn_tensor *b, double rtol, double atol) {
-    if (!nn__check_tensor(a, "nn_tensor_allclose", "a") || !nn__check_tensor(b, "nn_tensor_allclose", "b"))
+    if (!nn__check_tensor(a, "nn_tensor_allclose", "a") ||
+        !nn__check_tensor(b, "nn_tensor_allclose", "b"))
         return false;
     if (!nn__same_shape(a, b)) return false;
     for (int64_t i = 0; i < a->numel; i++) {
@@ -197,11 +206,20 @@ static void sb_put(strbuf *sb, const char *fmt, ...) {
         va_start(ap, fmt);
         int n = vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap);
         va_end(ap);
-        if (n < 0) { sb->failed = true; return; }
-        if ((size_t)n < sb->cap - sb->len) { sb->len += (size_t)n; return; }
+        if (n < 0) {
+            sb->failed = true;
+            return;
+        }
+        if ((size_t)n < sb->cap - sb->len) {
+            sb->len += (size_t)n;
+            return;
+        }
         size_t ncap = sb->cap * 2 + (size_t)n;
         char *nb = nn__realloc(sb->buf, ncap);
-        if (!nb) { sb->failed = true; return; }
+        if (!nb) {
+            sb->failed = true;
+            return;
+        }
         sb->buf = nb;
         sb->cap = ncap;
     }
@@ -210,8 +228,10 @@ static void sb_put(strbuf *sb, const char *fmt, ...) {
 static void format_rec(strbuf *sb, const nn_tensor *t, int dim, int64_t base, int max_items) {
     if (dim == t->ndim) {
         double v = nn__get_flat(t, base);
-        if (t->dtype == NN_DTYPE_F32) sb_put(sb, "%.6g", v);
-        else sb_put(sb, "%lld", (long long)v);
+        if (t->dtype == NN_DTYPE_F32)
+            sb_put(sb, "%.6g", v);
+        else
+            sb_put(sb, "%lld", (long long)v);
         return;
     }
     int64_t n = t->shape[dim], stride = 1;

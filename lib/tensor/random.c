@@ -144,13 +144,15 @@ nn_tensor *nn_randn(nn_generator *g, const int64_t *shape, int ndim) {
 
 nn_tensor *nn_uniform(nn_generator *g, const int64_t *shape, int ndim, double low, double high) {
     if (!(isfinite(low) && isfinite(high) && low <= high))
-        return NN__FAIL(NN_ERR_INVALID, "nn_uniform: need finite low <= high, got %g, %g", low, high);
+        return NN__FAIL(NN_ERR_INVALID, "nn_uniform: need finite low <= high, got %g, %g", low,
+                        high);
     return random_tensor(g, shape, ndim, R_UNIFORM, low, high, "nn_uniform");
 }
 
 nn_tensor *nn_normal(nn_generator *g, const int64_t *shape, int ndim, double mean, double std) {
     if (!(isfinite(mean) && isfinite(std) && std >= 0))
-        return NN__FAIL(NN_ERR_INVALID, "nn_normal: need finite mean and std >= 0, got %g, %g", mean, std);
+        return NN__FAIL(NN_ERR_INVALID, "nn_normal: need finite mean and std >= 0, got %g, %g",
+                        mean, std);
     return random_tensor(g, shape, ndim, R_NORMAL, mean, std, "nn_normal");
 }
 

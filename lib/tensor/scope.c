@@ -5,7 +5,7 @@
 
 struct nn_scope {
     uint32_t magic;
-    size_t start;        /* index into the thread's tracked list */
+    size_t start; /* index into the thread's tracked list */
     nn_scope *parent;
 };
 

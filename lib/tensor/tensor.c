@@ -88,8 +88,9 @@ static nn_tensor *tensor_new(nn_dtype dtype, const int64_t *shape, int ndim, con
     }
     if (tl_budget) {
         if (nbytes > *tl_budget) {
-            nn__err(NN_ERR_LIMIT, "%s: a tensor of %zu bytes exceeds the %llu bytes the input justifies",
-                    fn, nbytes, (unsigned long long)*tl_budget);
+            nn__err(NN_ERR_LIMIT,
+                    "%s: a tensor of %zu bytes exceeds the %llu bytes the input justifies", fn,
+                    nbytes, (unsigned long long)*tl_budget);
             return NULL;
         }
         *tl_budget -= nbytes;
@@ -120,7 +121,9 @@ nn_tensor *nn__zeros(nn_dtype dtype, const int64_t *shape, int ndim) {
     return t;
 }
 
-nn_tensor *nn__empty_like(const nn_tensor *t) { return nn__tensor_new(t->dtype, t->shape, t->ndim); }
+nn_tensor *nn__empty_like(const nn_tensor *t) {
+    return nn__tensor_new(t->dtype, t->shape, t->ndim);
+}
 nn_tensor *nn__zeros_like(const nn_tensor *t) { return nn__zeros(t->dtype, t->shape, t->ndim); }
 
 nn_tensor *nn__scalar_f32(float v) {
@@ -132,8 +135,10 @@ nn_tensor *nn__scalar_f32(float v) {
 static void storage_release(nn_storage *s) {
     if (!s) return;
     if (--s->refs > 0) return;
-    if (s->owned) nn__aligned_free(s->data);
-    else if (s->deleter) s->deleter(s->data, s->user);
+    if (s->owned)
+        nn__aligned_free(s->data);
+    else if (s->deleter)
+        s->deleter(s->data, s->user);
     nn__free(s);
 }
 
@@ -167,8 +172,9 @@ void nn_tensor_free(nn_tensor *t) {
         return;
     }
     if (t->refs <= t->scope_refs) {
-        nn__err(NN_ERR_STATE,
-                "nn_tensor_free: this reference belongs to an open scope; nn_scope_end releases it");
+        nn__err(
+            NN_ERR_STATE,
+            "nn_tensor_free: this reference belongs to an open scope; nn_scope_end releases it");
         return;
     }
     nn__tensor_release(t);
@@ -267,10 +273,14 @@ static void store_elem(nn_dtype dt, void *base, int64_t i, double v) {
     switch (dt) {
     case NN_DTYPE_F32: ((float *)base)[i] = (float)v; break;
     case NN_DTYPE_I64:
-        ((int64_t *)base)[i] = isnan(v) ? 0 : v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN
-                                                                                    : (int64_t)v;
+        ((int64_t *)base)[i] = isnan(v)       ? 0
+                               : v >= 9.2e18  ? INT64_MAX
+                               : v <= -9.2e18 ? INT64_MIN
+                                              : (int64_t)v;
         break;
-    case NN_DTYPE_U8: ((uint8_t *)base)[i] = isnan(v) || v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)v; break;
+    case NN_DTYPE_U8:
+        ((uint8_t *)base)[i] = isnan(v) || v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)v;
+        break;
     default: break;
     }
 }
@@ -339,23 +349,24 @@ nn_tensor *nn_tensor_full(nn_dtype dtype, const int64_t *shape, int ndim, double
 
 nn_tensor *nn_arange(double start, double end, double step, nn_dtype dtype) {
     if (!isfinite(start) || !isfinite(end) || !isfinite(step) || step == 0)
-        return NN__FAIL(NN_ERR_INVALID, "nn_arange: start %g, end %g, step %g: need finite values, step != 0",
+        return NN__FAIL(NN_ERR_INVALID,
+                        "nn_arange: start %g, end %g, step %g: need finite values, step != 0",
                         start, end, step);
     double count = ceil((end - start) / step);
     if (count < 0) count = 0;
-    if (count > 1e15)
-        return NN__FAIL(NN_ERR_LIMIT, "nn_arange: %g elements is too many", count);
+    if (count > 1e15) return NN__FAIL(NN_ERR_LIMIT, "nn_arange: %g elements is too many", count);
     int64_t n = (int64_t)count;
     nn_tensor *t = tensor_new(dtype, &n, 1, "nn_arange");
     if (!t) return NULL;
-    for (int64_t i = 0; i < n; i++) store_elem(dtype, t->storage->data, i, start + (double)i * step);
+    for (int64_t i = 0; i < n; i++)
+        store_elem(dtype, t->storage->data, i, start + (double)i * step);
     return nn__track(t);
 }
 
 nn_tensor *nn_linspace(double start, double end, int64_t steps) {
     if (steps < 0 || !isfinite(start) || !isfinite(end))
-        return NN__FAIL(NN_ERR_INVALID, "nn_linspace: steps %lld, start %g, end %g", (long long)steps,
-                        start, end);
+        return NN__FAIL(NN_ERR_INVALID, "nn_linspace: steps %lld, start %g, end %g",
+                        (long long)steps, start, end);
     nn_tensor *t = tensor_new(NN_DTYPE_F32, &steps, 1, "nn_linspace");
     if (!t) return NULL;
     float *p = nn__f32(t);
