@@ -374,18 +374,27 @@ static const char *const maxpool_keys[] = {"kernel_h",   "kernel_w",   "stride_h
                                            "dilation_h", "dilation_w", "ceil_mode"};
 static const double maxpool_defaults[] = {NAN, NAN, NAN, NAN, 0, 0, 1, 1, 0};
 
+/* The window shared by MaxPool2d and AvgPool2d: config slots 0..5 hold
+ * kernel_h, kernel_w, stride_h, stride_w, padding_h, padding_w; padding may
+ * be at most half the kernel (PyTorch's rule). */
+static bool pool_window_ok(nn_module *m) {
+    for (int k = 0; k <= 3; k++)
+        if (!cfg_int(m, k, 1, 1 << 20)) return false;
+    if (!cfg_int(m, 4, 0, 1 << 20) || !cfg_int(m, 5, 0, 1 << 20)) return false;
+    if (2 * ci(m, 4) > ci(m, 0) || 2 * ci(m, 5) > ci(m, 1)) {
+        nn__err(NN_ERR_INVALID,
+                "%s: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
+                m->kind->type, (long long)ci(m, 4), (long long)ci(m, 5), (long long)ci(m, 0),
+                (long long)ci(m, 1));
+        return false;
+    }
+    return true;
+}
+
 static nn_status maxpool_build(nn_module *m) {
-    for (int k = MP_KH; k <= MP_SW; k++)
-        if (!cfg_int(m, k, 1, 1 << 20)) return nn_last_status();
-    if (!cfg_int(m, MP_PH, 0, 1 << 20) || !cfg_int(m, MP_PW, 0, 1 << 20) ||
-        !cfg_int(m, MP_DH, 1, 1 << 20) || !cfg_int(m, MP_DW, 1, 1 << 20) || !cfg_bool(m, MP_CEIL))
+    if (!pool_window_ok(m) || !cfg_int(m, MP_DH, 1, 1 << 20) || !cfg_int(m, MP_DW, 1, 1 << 20) ||
+        !cfg_bool(m, MP_CEIL))
         return nn_last_status();
-    if (2 * ci(m, MP_PH) > ci(m, MP_KH) || 2 * ci(m, MP_PW) > ci(m, MP_KW))
-        return nn__err(
-            NN_ERR_INVALID,
-            "MaxPool2d: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
-            (long long)ci(m, MP_PH), (long long)ci(m, MP_PW), (long long)ci(m, MP_KH),
-            (long long)ci(m, MP_KW));
     return NN_OK;
 }
 
@@ -423,17 +432,8 @@ static const char *const avgpool_keys[] = {"kernel_h",  "kernel_w",         "str
 static const double avgpool_defaults[] = {NAN, NAN, NAN, NAN, 0, 0, 0, 1};
 
 static nn_status avgpool_build(nn_module *m) {
-    for (int k = AP_KH; k <= AP_SW; k++)
-        if (!cfg_int(m, k, 1, 1 << 20)) return nn_last_status();
-    if (!cfg_int(m, AP_PH, 0, 1 << 20) || !cfg_int(m, AP_PW, 0, 1 << 20) || !cfg_bool(m, AP_CEIL) ||
-        !cfg_bool(m, AP_CIP))
+    if (!pool_window_ok(m) || !cfg_bool(m, AP_CEIL) || !cfg_bool(m, AP_CIP))
         return nn_last_status();
-    if (2 * ci(m, AP_PH) > ci(m, AP_KH) || 2 * ci(m, AP_PW) > ci(m, AP_KW))
-        return nn__err(
-            NN_ERR_INVALID,
-            "AvgPool2d: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)",
-            (long long)ci(m, AP_PH), (long long)ci(m, AP_PW), (long long)ci(m, AP_KH),
-            (long long)ci(m, AP_KW));
     return NN_OK;
 }
 
