@@ -250,13 +250,10 @@ def save_state_dict(state, path, compression=None):
 
 def load_state_dict(path, max_bytes=None):
     """The named tensors of any model/weights/checkpoint file, as a dict."""
-    from .nn import _sd_to_dict
+    from .nn import _take_sd
     with _Options(max_bytes=max_bytes) as o:
         sd = check_ptr(lib.nn_statedict_load(_b(path), o))
-    try:
-        return _sd_to_dict(sd)
-    finally:
-        lib.nn_statedict_free(sd)
+    return _take_sd(sd)
 
 
 def load_weights(module, path, strict=True):
@@ -350,7 +347,7 @@ def save_state_dict_to(state, fileobj, compression=None):
 
 
 def load_state_dict_from(fileobj, max_bytes=None):
-    from .nn import _sd_to_dict
+    from .nn import _take_sd
     errors = []
     cb = _reader(fileobj, errors)
     with _Options(max_bytes=max_bytes) as o:
@@ -360,10 +357,7 @@ def load_state_dict_from(fileobj, max_bytes=None):
         lib.nn_statedict_free(sd)
         raise errors[0]
     sd = check_ptr(sd)
-    try:
-        return _sd_to_dict(sd)
-    finally:
-        lib.nn_statedict_free(sd)
+    return _take_sd(sd)
 
 
 def state_dict_bytes(state, compression=None):
@@ -379,14 +373,11 @@ def state_dict_bytes(state, compression=None):
 
 
 def load_state_dict_bytes(data, max_bytes=None):
-    from .nn import _sd_to_dict
+    from .nn import _take_sd
     data = bytes(data)
     with _Options(max_bytes=max_bytes) as o:
         sd = check_ptr(lib.nn_statedict_load_buffer(data, len(data), o))
-    try:
-        return _sd_to_dict(sd)
-    finally:
-        lib.nn_statedict_free(sd)
+    return _take_sd(sd)
 
 
 def load_weights_bytes(module, data, strict=True):

@@ -302,11 +302,7 @@ class Module:
 
     def state_dict(self):
         """OrderedDict name -> Tensor sharing data with the module."""
-        sd = check_ptr(lib.nn_module_state_dict(self._handle()))
-        try:
-            return _sd_to_dict(sd)
-        finally:
-            lib.nn_statedict_free(sd)
+        return _take_sd(check_ptr(lib.nn_module_state_dict(self._handle())))
 
     def load_state_dict(self, state, strict=True):
         """Copy values in; returns the report ('' when everything matched)."""
@@ -404,6 +400,23 @@ def _sd_to_dict(sd):
         out[text(lib.nn_statedict_name(sd, i))] = _wrap_borrowed(
             check_ptr(lib.nn_statedict_tensor(sd, i)))
     return out
+
+
+def _take_sd(sd):
+    """The dict of a NEW nn_statedict handle, which is then freed."""
+    try:
+        return _sd_to_dict(sd)
+    finally:
+        lib.nn_statedict_free(sd)
+
+
+def _call_with_sd(state, fn):
+    """fn(sd) with a temporary nn_statedict built from state; returns fn's result."""
+    sd = _dict_to_sd(state)
+    try:
+        return fn(sd)
+    finally:
+        lib.nn_statedict_free(sd)
 
 
 def _dict_to_sd(state):

@@ -186,20 +186,12 @@ class Optimizer:
         check(lib.nn_optim_step(self._handle()))
 
     def state_dict(self):
-        from .nn import _sd_to_dict
-        sd = check_ptr(lib.nn_optim_state_dict(self._handle()))
-        try:
-            return _sd_to_dict(sd)
-        finally:
-            lib.nn_statedict_free(sd)
+        from .nn import _take_sd
+        return _take_sd(check_ptr(lib.nn_optim_state_dict(self._handle())))
 
     def load_state_dict(self, state):
-        from .nn import _dict_to_sd
-        sd = _dict_to_sd(state)
-        try:
-            check(lib.nn_optim_load_state_dict(self._handle(), sd))
-        finally:
-            lib.nn_statedict_free(sd)
+        from .nn import _call_with_sd
+        _call_with_sd(state, lambda sd: check(lib.nn_optim_load_state_dict(self._handle(), sd)))
 
     def clip_grad_norm_(self, max_norm, norm_type=2.0):
         v = lib.nn_optim_clip_grad_norm(self._handle(), float(max_norm), float(norm_type))
@@ -297,20 +289,12 @@ class _Scheduler:
         return lib.nn_sched_last_epoch(self._handle())
 
     def state_dict(self):
-        from .nn import _sd_to_dict
-        sd = check_ptr(lib.nn_sched_state_dict(self._handle()))
-        try:
-            return _sd_to_dict(sd)
-        finally:
-            lib.nn_statedict_free(sd)
+        from .nn import _take_sd
+        return _take_sd(check_ptr(lib.nn_sched_state_dict(self._handle())))
 
     def load_state_dict(self, state):
-        from .nn import _dict_to_sd
-        sd = _dict_to_sd(state)
-        try:
-            check(lib.nn_sched_load_state_dict(self._handle(), sd))
-        finally:
-            lib.nn_statedict_free(sd)
+        from .nn import _call_with_sd
+        _call_with_sd(state, lambda sd: check(lib.nn_sched_load_state_dict(self._handle(), sd)))
 
     def close(self):
         h, self._h = self._h, None
