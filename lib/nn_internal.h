@@ -58,8 +58,6 @@ char *nn__strdup(const char *s);
 /* 64-byte aligned blocks (built on the hook); free with nn__aligned_free. */
 void *nn__aligned_alloc(size_t size);
 void nn__aligned_free(void *p);
-/* Allocation counter for leak checks in tests (live blocks). */
-int64_t nn__live_allocations(void);
 
 /* ----------------------------------------------------------- size checks */
 
@@ -142,6 +140,8 @@ static inline int64_t *nn__i64(const nn_tensor *t) {
 static inline uint8_t *nn__u8(const nn_tensor *t) {
     return (uint8_t *)t->storage->data + t->offset;
 }
+/* Store v (converted and saturated to dtype) at element offset i of base. */
+void nn__store_elem(nn_dtype dt, void *base, int64_t i, double v);
 /* Read element i (row-major logical index, any layout) as double. */
 double nn__get_flat(const nn_tensor *t, int64_t i);
 /* Element offset (in elements, from storage base) of logical flat index i. */

@@ -22,7 +22,6 @@ static nn_malloc_fn g_malloc = default_malloc;
 static nn_realloc_fn g_realloc = default_realloc;
 static nn_free_fn g_free = default_free;
 static void *g_user = NULL;
-static _Atomic int64_t g_live = 0;
 
 static void cache_flush(void);
 
@@ -53,7 +52,6 @@ void *nn__malloc(size_t size) {
         nn__err(NN_ERR_NOMEM, "out of memory allocating %zu bytes", size);
         return NULL;
     }
-    g_live++;
     return p;
 }
 
@@ -78,13 +76,11 @@ void *nn__realloc(void *p, size_t size) {
 
 void nn__free(void *p) {
     if (!p) return;
-    g_live--;
     g_free(p, g_user);
 }
 
 void nn_free(void *ptr) { nn__free(ptr); }
 
-int64_t nn__live_allocations(void) { return g_live; }
 
 char *nn__strdup(const char *s) {
     if (!s) s = "";

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-void nn__store_elem(nn_dtype dt, void *base, int64_t i, double v);
 
 int nn_tensor_ndim(const nn_tensor *t) {
     return nn__check_tensor(t, "nn_tensor_ndim", "t") ? t->ndim : -1;

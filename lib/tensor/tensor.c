@@ -312,7 +312,6 @@ nn_tensor *nn__cast(const nn_tensor *t, nn_dtype dtype) {
     return c;
 }
 
-void nn__store_elem(nn_dtype dt, void *base, int64_t i, double v);
 void nn__store_elem(nn_dtype dt, void *base, int64_t i, double v) { store_elem(dt, base, i, v); }
 
 /* ------------------------------------------------------------ public API */
