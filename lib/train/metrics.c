@@ -1,6 +1,6 @@
 /* Classification metrics and a running mean. Metrics are evaluation only:
  * they read tensors (any layout) and never record autograd nodes. */
-#include "data_internal.h"
+#include "nn_internal.h"
 
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /* Training utilities: a progress line and a CSV metrics log. */
-#include "data_internal.h"
+#include "nn_internal.h"
 
 #include <errno.h>
 #include <math.h>

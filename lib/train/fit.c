@@ -2,7 +2,7 @@
  * progress, a metrics log and early stopping that keeps the best weights.
  * Built only from the public API (modules, losses, optimizers), inside
  * scopes so every temporary of a step is released at its end. */
-#include "data_internal.h"
+#include "nn_internal.h"
 
 #include <math.h>
 #include <stdio.h>
