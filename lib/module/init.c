@@ -1,7 +1,7 @@
 /* In-place initialisers (PyTorch's torch.nn.init) on f32 tensors. Values
  * are generated into a scratch buffer and copied in, so strided views work
  * too; nothing is recorded by autograd. */
-#include "module_priv.h"
+#include "module_internal.h"
 
 #include <math.h>
 #include <string.h>

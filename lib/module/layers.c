@@ -1,6 +1,6 @@
 /* Built-in layers: hyperparameter tables, default init, forward (through the
  * public ops), FLOP estimates and the public constructors. */
-#include "module_priv.h"
+#include "module_internal.h"
 
 #include <math.h>
 #include <stdio.h>

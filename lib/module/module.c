@@ -1,6 +1,6 @@
 /* Modules: lifetime, registration, dotted names, modes, forward dispatch,
  * user-defined modules and the internal interface of module_internal.h. */
-#include "module_priv.h"
+#include "module_internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,5 +1,7 @@
-/* Internal interface of modules, used by io/ (model files) and data/ (fit).
- * Owned by module/. Contract agreed before implementation:
+/* Internal interface of modules. The first part is what other areas (io/
+ * model files, train/ fit) use; the second, the layout of nn_module and the
+ * helpers shared by the files of lib/module/, is for lib/module/ only.
+ * Contract of the first part:
  *
  *  - Every built-in module has a type name ("Linear", "Conv2d", "Sequential",
  *    ... the PyTorch class name) and a flat list of hyperparameters as
@@ -35,5 +37,111 @@ nn_module *nn__module_create(const char *type, const char *const *keys, const do
                              int n);
 /* Append a child (the parent takes its own reference). */
 nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *child);
+
+/* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
+
+#include <pthread.h>
+
+#define NN__MODULE_MAGIC 0x4e4e4d31u /* "NNM1" */
+#define NN__MOD_MAX_CFG 16
+
+/* One built-in layer type. Hyperparameters live in m->cfg[] in the order of
+ * keys[]; defaults[] gives each one's default (NAN: required). */
+typedef struct nn__mod_kind {
+    const char *type;
+    int nkeys;
+    const char *const *keys;
+    const double *defaults;
+    /* Check cfg and create parameters/buffers with default init. Messages
+     * start with the type name ("Linear: ..."). */
+    nn_status (*build)(nn_module *m);
+    /* Runs inside a compose scope: may call public ops freely; returns a
+     * tensor owned by that scope (or borrowed x), or NULL with an error. */
+    nn_tensor *(*forward)(nn_module *m, nn_tensor *x);
+    /* Estimated FLOPs of one forward (a multiply-add counts as 2). */
+    double (*flops)(const nn_module *m, const nn_tensor *in, const nn_tensor *out);
+    /* Number of keys this instance reports (NULL: nkeys). */
+    int (*ncfg)(const nn_module *m);
+    bool container; /* accepts children through nn__module_add_child */
+} nn__mod_kind;
+
+typedef struct {
+    char *name;
+    nn_tensor *t;
+} nn__named_tensor;
+
+typedef struct {
+    char *name;
+    nn_module *m;
+} nn__named_module;
+
+/* A flattened, dotted-name view of a tree (names owned, tensors borrowed). */
+typedef struct {
+    nn__named_tensor *e;
+    int64_t n;
+} nn__flat_list;
+
+struct nn_module {
+    uint32_t magic;
+    _Atomic long refs;
+    const nn__mod_kind *kind; /* NULL for user-defined modules */
+    char *type_name;          /* "Custom:<name>" for user-defined modules */
+    bool training;
+    double cfg[NN__MOD_MAX_CFG];
+
+    nn__named_tensor *params;
+    int nparams, cap_params;
+    nn__named_tensor *bufs;
+    int nbufs, cap_bufs;
+    nn__named_module *children;
+    int nchildren, cap_children;
+
+    /* user-defined modules */
+    nn_forward_fn user_forward;
+    void *user;
+    nn_user_free_fn user_free;
+
+    nn_generator *gen; /* Dropout's own generator */
+
+    /* Flattened parameter / buffer lists, rebuilt when any module's
+     * structure changed since (global generation counter). */
+    pthread_mutex_t lock;
+    uint64_t flat_gen;
+    bool flat_valid;
+    nn__flat_list flat_params, flat_bufs;
+};
+
+/* ---- module.c */
+bool nn__mod_check(const nn_module *m, const char *fn, const char *name);
+/* A fresh module of a kind with cfg = values (nkeys entries), built. */
+nn_module *nn__mod_new_kind(const nn__mod_kind *kind, const double *values);
+/* Add an owned (untracked) tensor; the module takes the reference. */
+nn_status nn__mod_add_param(nn_module *m, const char *name, nn_tensor *t);
+nn_status nn__mod_add_buffer(nn_module *m, const char *name, nn_tensor *t);
+/* Forward with an untracked result (the dispatch behind nn_module_forward). */
+nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x);
+/* Whether m should behave as in training (false while a summary runs). */
+bool nn__mod_training(const nn_module *m);
+/* Direct parameter by name, or NULL. */
+nn_tensor *nn__mod_param(const nn_module *m, const char *name);
+/* Own-parameter scalar count. */
+int64_t nn__mod_own_param_count(const nn_module *m);
+void nn__mod_bump_generation(void);
+/* "[2, 4, 8, 8]" (PyTorch's spacing) into buf; returns buf. */
+const char *nn__mod_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
+/* Walk children; callbacks in PyTorch's state_dict order. */
+
+/* ---- layers.c */
+const nn__mod_kind *nn__mod_find_kind(const char *type);
+/* Uniform(-bound, bound) fill from the default generator (f32, contiguous). */
+nn_tensor *nn__mod_uniform_param(const int64_t *shape, int ndim, double bound);
+
+/* ---- rnn.c */
+extern const nn__mod_kind nn__kind_rnn, nn__kind_lstm, nn__kind_gru;
+
+/* ---- summary.c: recorder hooks used by nn__mod_forward */
+bool nn__summary_active(void);
+void nn__summary_enter(nn_module *m);
+void nn__summary_leave(nn_module *m, const nn_tensor *x, const nn_tensor *y);
 
 #endif

@@ -3,7 +3,7 @@
  * Gate order and parameter names follow PyTorch:
  *   LSTM: i, f, g, o      c' = f*c + i*g,  h' = o*tanh(c')
  *   GRU:  r, z, n         n = tanh(x_n + r*(W_hn h + b_hn)),  h' = n + z*(h - n) */
-#include "module_priv.h"
+#include "module_internal.h"
 
 #include <math.h>
 #include <stdio.h>

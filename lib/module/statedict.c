@@ -1,6 +1,6 @@
 /* State dicts (ordered name -> tensor maps) and the module <-> state dict
  * round trip: nn_module_state_dict, nn_module_load_state_dict. */
-#include "module_priv.h"
+#include "module_internal.h"
 
 #include <stdio.h>
 #include <string.h>

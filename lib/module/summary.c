@@ -1,6 +1,6 @@
 /* nn_module_summary: run a zero input through the module with a per-thread
  * recorder hooked into nn__mod_forward, one row per layer. */
-#include "module_priv.h"
+#include "module_internal.h"
 
 #include <stdio.h>
 #include <string.h>
