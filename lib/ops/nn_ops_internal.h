@@ -1,7 +1,7 @@
 /* Helpers shared by the neural-network ops (linalg.c, conv.c, pool.c,
  * norm.c). Internal: never installed. */
-#ifndef NN_OPS_INTERNAL_H
-#define NN_OPS_INTERNAL_H
+#ifndef NN_NN_OPS_INTERNAL_H
+#define NN_NN_OPS_INTERNAL_H
 
 #include "nn_internal.h"
 
@@ -78,4 +78,4 @@ static inline void nn__ops_add_bias(float *out, const float *b, int64_t n, int64
         }
 }
 
-#endif /* NN_OPS_INTERNAL_H */
+#endif /* NN_NN_OPS_INTERNAL_H */
