@@ -1,0 +1,351 @@
+/* libnn's thread pool: see threadpool.h for the contract.
+ *
+ * One call runs at a time (g_pool.lock is held by its caller from start to
+ * end). A call publishes a job (fn, ctx, n, thread limit), bumps the 32-bit
+ * generation word `gen` and wakes sleeping workers; every participant then
+ * claims task indices from the atomic counter `next` until they run out.
+ * The thread that completes the last task sets `finished` and wakes the
+ * caller if it went to sleep. Nothing ever waits at a barrier for a thread
+ * that has no task: a worker that arrives late finds no task and leaves.
+ *
+ * Job lifetime: a worker announces itself in `users` before it looks at the
+ * job (`open`), and leaves `users` when done with it. The next call waits
+ * for `users` to drop to zero before it rewrites the job, so a straggler
+ * never reads half-written fields; a straggler that arrives after a job was
+ * closed sees `open == 0` and goes back to waiting, or sees the next job
+ * (published with a release store of `open`) and takes part in that one.
+ *
+ * Waiting is a short spin (cheap to resume when kernels follow each other
+ * closely, as in a training step) followed by a futex sleep, so an idle pool
+ * costs no CPU and a busy machine gets its cores back quickly. */
+#include "backend/threadpool.h"
+#include "nn_internal.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+/* How long a worker spins for the next job, and the caller for the last
+ * running tasks, before sleeping in the kernel. Long enough to bridge the
+ * serial gaps between the kernels of a training step, short enough that a
+ * contended machine loses little to it. */
+#define WORKER_SPIN_NS 50000u
+#define CALLER_SPIN_NS 50000u
+
+/* nn_set_num_threads allows 1..1024 threads: the caller plus 1023 workers. */
+#define MAX_WORKERS 1023
+
+/* --------------------------------------------------------- wait and wake */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+#ifdef __linux__
+/* Sleep while *w == val (may return early: callers re-check). */
+static void word_wait(_Atomic uint32_t *w, uint32_t val) {
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+static void word_wake(_Atomic uint32_t *w, int n) {
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+#else
+/* Portable fallback: one mutex and condition variable for every word. The
+ * waker changed *w before calling word_wake; taking the mutex there orders
+ * the change against a waiter between its check and its sleep. */
+static pthread_mutex_t g_wait_mx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wait_cv = PTHREAD_COND_INITIALIZER;
+static void word_wait(_Atomic uint32_t *w, uint32_t val) {
+    pthread_mutex_lock(&g_wait_mx);
+    while (atomic_load(w) == val) pthread_cond_wait(&g_wait_cv, &g_wait_mx);
+    pthread_mutex_unlock(&g_wait_mx);
+}
+static void word_wake(_Atomic uint32_t *w, int n) {
+    (void)w, (void)n;
+    pthread_mutex_lock(&g_wait_mx);
+    pthread_cond_broadcast(&g_wait_cv);
+    pthread_mutex_unlock(&g_wait_mx);
+}
+#endif
+
+/* Spin until *w != val (true) or spin_ns have passed (false). */
+static bool spin_while(_Atomic uint32_t *w, uint32_t val, uint64_t spin_ns) {
+    uint64_t t0 = 0;
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(w, memory_order_acquire) != val) return true;
+        cpu_relax();
+        if ((i & 63) == 0) {
+            uint64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 >= spin_ns) return false;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ pool */
+
+typedef struct job {
+    nn__task_fn fn;
+    void *ctx;
+    int64_t n;    /* tasks */
+    int nthreads; /* participants allowed, caller included */
+} job;
+
+static struct {
+    pthread_mutex_t lock; /* held by the running call; guards tid/n_workers */
+    pthread_t tid[MAX_WORKERS];
+    int n_workers;
+    bool dead;        /* unloaded: every later call runs serially */
+    bool fork_locked; /* the atfork prepare handler took `lock` */
+    job job;
+
+    alignas(64) _Atomic uint32_t gen; /* bumped per job and to stop; futex word */
+    _Atomic int sleepers;             /* workers asleep on gen */
+    _Atomic int stop;                 /* workers exit at the next gen */
+    _Atomic int open;                 /* the job accepts workers */
+    _Atomic int users;                /* workers looking at the job */
+    _Atomic int slots;                /* thread indices handed out (minus the caller's) */
+
+    alignas(64) _Atomic int64_t next; /* next task to claim */
+    alignas(64) _Atomic int64_t done; /* tasks completed */
+    _Atomic uint32_t finished;        /* done == n; futex word of the caller */
+    _Atomic int caller_sleeping;
+} g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Set while this thread runs tasks (permanently on workers). */
+static _Thread_local int tls_in_task;
+
+static void run_serial(int64_t n, nn__task_fn fn, void *ctx) {
+    int was = tls_in_task;
+    tls_in_task = 1;
+    for (int64_t t = 0; t < n; t++) fn(ctx, t, 0);
+    tls_in_task = was;
+}
+
+/* Claim and run tasks of j until none is left. */
+static void run_tasks(const job *j, int thread) {
+    for (;;) {
+        int64_t t = atomic_fetch_add_explicit(&g_pool.next, 1, memory_order_relaxed);
+        if (t >= j->n) return;
+        j->fn(j->ctx, t, thread);
+        if (atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_acq_rel) == j->n - 1) {
+            atomic_store(&g_pool.finished, 1);
+            if (atomic_load(&g_pool.caller_sleeping)) word_wake(&g_pool.finished, 1);
+        }
+    }
+}
+
+static void *worker_main(void *arg) {
+    uint32_t seen = (uint32_t)(uintptr_t)arg;
+    tls_in_task = 1;
+    for (;;) {
+        if (!spin_while(&g_pool.gen, seen, WORKER_SPIN_NS)) {
+            atomic_fetch_add(&g_pool.sleepers, 1);
+            while (atomic_load(&g_pool.gen) == seen) word_wait(&g_pool.gen, seen);
+            atomic_fetch_sub(&g_pool.sleepers, 1);
+        }
+        seen = atomic_load(&g_pool.gen);
+        if (atomic_load(&g_pool.stop)) break;
+        atomic_fetch_add(&g_pool.users, 1);
+        if (atomic_load(&g_pool.open)) {
+            int slot = atomic_fetch_add(&g_pool.slots, 1) + 1;
+            if (slot < g_pool.job.nthreads) run_tasks(&g_pool.job, slot);
+        }
+        atomic_fetch_sub(&g_pool.users, 1);
+    }
+    return NULL;
+}
+
+/* Join every worker. Caller holds the lock (or is the only thread left). */
+static void stop_workers(void) {
+    if (g_pool.n_workers == 0) return;
+    atomic_store(&g_pool.stop, 1);
+    atomic_fetch_add(&g_pool.gen, 1);
+    word_wake(&g_pool.gen, INT_MAX);
+    for (int i = 0; i < g_pool.n_workers; i++) pthread_join(g_pool.tid[i], NULL);
+    g_pool.n_workers = 0;
+    atomic_store(&g_pool.stop, 0);
+}
+
+static void fork_prepare(void) {
+    g_pool.fork_locked = false;
+    if (tls_in_task) return; /* forking from a task: documented as unsupported */
+    pthread_mutex_lock(&g_pool.lock);
+    g_pool.fork_locked = true;
+}
+static void fork_parent(void) {
+    if (g_pool.fork_locked) pthread_mutex_unlock(&g_pool.lock);
+}
+static void fork_child(void) {
+    /* The workers did not survive the fork: forget them. */
+    g_pool.n_workers = 0;
+    atomic_store(&g_pool.sleepers, 0);
+    atomic_store(&g_pool.users, 0);
+    atomic_store(&g_pool.open, 0);
+    atomic_store(&g_pool.stop, 0);
+    if (g_pool.fork_locked) pthread_mutex_unlock(&g_pool.lock);
+    else pthread_mutex_init(&g_pool.lock, NULL);
+}
+
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+static void register_atfork(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+/* Make the pool hold `want` workers (fewer if the system refuses threads).
+ * Caller holds the lock. */
+static void resize_workers(int want) {
+    if (want > MAX_WORKERS) want = MAX_WORKERS;
+    if (want < 0) want = 0;
+    if (g_pool.n_workers == want) return;
+    stop_workers();
+    if (want == 0) return;
+    pthread_once(&g_atfork_once, register_atfork);
+    /* Workers block every signal: the host's handlers run on its own threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    uint32_t gen = atomic_load(&g_pool.gen);
+    for (int i = 0; i < want; i++) {
+        if (pthread_create(&g_pool.tid[i], NULL, worker_main, (void *)(uintptr_t)gen) != 0) break;
+        g_pool.n_workers = i + 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Wait until no worker looks at the previous job. Normally already true; a
+ * straggler is a worker between its last claim and leaving. */
+static void wait_users(void) {
+    for (unsigned i = 0; atomic_load(&g_pool.users) != 0; i++) {
+        if (i < 4096) cpu_relax();
+        else sched_yield();
+    }
+}
+
+void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void *ctx) {
+    if (n_tasks <= 0 || !fn) return;
+    const int configured = nn__num_threads();
+    int nt = max_threads < configured ? max_threads : configured;
+    if ((int64_t)nt > n_tasks) nt = (int)n_tasks;
+    if (nt <= 1 || tls_in_task || pthread_mutex_trylock(&g_pool.lock) != 0) {
+        run_serial(n_tasks, fn, ctx);
+        return;
+    }
+    if (!g_pool.dead) resize_workers(configured - 1);
+    if (nt > g_pool.n_workers + 1) nt = g_pool.n_workers + 1;
+    if (nt <= 1) {
+        pthread_mutex_unlock(&g_pool.lock);
+        run_serial(n_tasks, fn, ctx);
+        return;
+    }
+
+    wait_users();
+    g_pool.job = (job){.fn = fn, .ctx = ctx, .n = n_tasks, .nthreads = nt};
+    atomic_store_explicit(&g_pool.next, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.slots, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.caller_sleeping, 0, memory_order_relaxed);
+    atomic_store(&g_pool.open, 1);
+    atomic_fetch_add(&g_pool.gen, 1);
+    if (atomic_load(&g_pool.sleepers) > 0) word_wake(&g_pool.gen, nt - 1);
+
+    tls_in_task = 1;
+    run_tasks(&g_pool.job, 0);
+    tls_in_task = 0;
+
+    /* Wait for the tasks other threads are still running. */
+    if (!spin_while(&g_pool.finished, 0, CALLER_SPIN_NS)) {
+        atomic_store(&g_pool.caller_sleeping, 1);
+        while (atomic_load(&g_pool.finished) == 0) word_wait(&g_pool.finished, 0);
+    }
+    atomic_store(&g_pool.open, 0);
+    pthread_mutex_unlock(&g_pool.lock);
+}
+
+void nn__parallel_for(int64_t n_tasks, nn__task_fn fn, void *ctx) {
+    nn__parallel_for_max(n_tasks, INT_MAX, fn, ctx);
+}
+
+typedef struct blocks_ctx {
+    nn__block_fn body;
+    void *ctx;
+    int64_t n, block;
+} blocks_ctx;
+
+static void block_task(void *c, int64_t t, int thread) {
+    const blocks_ctx *b = c;
+    int64_t lo = t * b->block, hi = b->n - lo < b->block ? b->n : lo + b->block;
+    b->body(b->ctx, lo, hi, thread);
+}
+
+void nn__parallel_blocks(int64_t n, int64_t block, nn__block_fn body, void *ctx) {
+    if (n <= 0 || !body) return;
+    if (block < 1 || block > n) block = n;
+    const int64_t tasks = (n - 1) / block + 1;
+    if (tasks == 1) {
+        int was = tls_in_task;
+        tls_in_task = 1;
+        body(ctx, 0, n, 0);
+        tls_in_task = was;
+        return;
+    }
+    blocks_ctx b = {.body = body, .ctx = ctx, .n = n, .block = block};
+    nn__parallel_for(tasks, block_task, &b);
+}
+
+int64_t nn__block_size(int64_t n, int64_t grain, int64_t align) {
+    if (n <= 1) return 1;
+    if (grain < 1) grain = 1;
+    if (align < 1) align = 1;
+    if (n < 2 * grain) return n;
+    int64_t b = (n - 1) / 32 + 1;
+    if (b < grain) b = grain;
+    b = (b - 1) / align * align + align;
+    return b < n ? b : n;
+}
+
+int nn__pool_threads(void) { return tls_in_task ? 1 : nn__num_threads(); }
+
+int nn__in_parallel(void) { return tls_in_task; }
+
+void nn__pool_shutdown(void) {
+    pthread_mutex_lock(&g_pool.lock);
+    stop_workers();
+    pthread_mutex_unlock(&g_pool.lock);
+}
+
+int nn__pool_workers(void) {
+    pthread_mutex_lock(&g_pool.lock);
+    int n = g_pool.n_workers;
+    pthread_mutex_unlock(&g_pool.lock);
+    return n;
+}
+
+/* At unload, join the workers (valgrind then sees no thread stacks). A call
+ * still running on another thread keeps its pool: the process is exiting. */
+__attribute__((destructor)) static void pool_unload(void) {
+    if (pthread_mutex_trylock(&g_pool.lock) != 0) return;
+    stop_workers();
+    g_pool.dead = true;
+    pthread_mutex_unlock(&g_pool.lock);
+}
