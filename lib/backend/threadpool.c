@@ -28,6 +28,7 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <time.h>
 
 #ifdef __linux__
@@ -341,11 +342,63 @@ int nn__pool_workers(void) {
     return n;
 }
 
+/* ---------------------------------------------------- per-thread scratch */
+
+typedef struct scratch {
+    void *p[NN__SCRATCH_SLOTS];
+    size_t cap[NN__SCRATCH_SLOTS];
+} scratch;
+
+static _Thread_local scratch *tls_scratch;
+static pthread_key_t g_scratch_key; /* frees a thread's buffers at its exit */
+static bool g_scratch_key_ok;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *arg) {
+    scratch *s = arg;
+    if (!s) return;
+    for (int i = 0; i < NN__SCRATCH_SLOTS; i++) free(s->p[i]);
+    free(s);
+}
+
+static void scratch_key(void) { g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_free) == 0; }
+
+void *nn__thread_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= NN__SCRATCH_SLOTS || bytes > SIZE_MAX / 2) return NULL;
+    scratch *s = tls_scratch;
+    if (!s) {
+        pthread_once(&g_scratch_once, scratch_key);
+        s = calloc(1, sizeof *s);
+        if (!s) return NULL;
+        tls_scratch = s;
+        if (g_scratch_key_ok) pthread_setspecific(g_scratch_key, s);
+    }
+    if (s->cap[slot] < bytes || !s->p[slot]) {
+        size_t want = bytes < 64 ? 64 : (bytes + 63) & ~(size_t)63;
+        void *p = NULL;
+        free(s->p[slot]);
+        s->p[slot] = NULL, s->cap[slot] = 0;
+        if (posix_memalign(&p, 64, want) != 0) return NULL;
+        s->p[slot] = p, s->cap[slot] = want;
+    }
+    return s->p[slot];
+}
+
 /* At unload, join the workers (valgrind then sees no thread stacks). A call
  * still running on another thread keeps its pool: the process is exiting. */
 __attribute__((destructor)) static void pool_unload(void) {
-    if (pthread_mutex_trylock(&g_pool.lock) != 0) return;
-    stop_workers();
-    g_pool.dead = true;
-    pthread_mutex_unlock(&g_pool.lock);
+    if (pthread_mutex_trylock(&g_pool.lock) == 0) {
+        stop_workers(); /* their scratch is freed as they exit */
+        g_pool.dead = true;
+        pthread_mutex_unlock(&g_pool.lock);
+    }
+    /* This thread's scratch; then no key destructor may call into unloaded
+     * code (buffers of host threads still alive are not freed). */
+    if (g_scratch_key_ok) {
+        pthread_setspecific(g_scratch_key, NULL);
+        pthread_key_delete(g_scratch_key);
+        g_scratch_key_ok = false;
+    }
+    scratch_free(tls_scratch);
+    tls_scratch = NULL;
 }

@@ -44,6 +44,7 @@
 #ifndef NN_THREADPOOL_H
 #define NN_THREADPOOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef void (*nn__task_fn)(void *ctx, int64_t task, int thread);
@@ -76,6 +77,16 @@ int nn__pool_threads(void);
 
 /* Nonzero while the calling thread runs a task of a parallel call. */
 int nn__in_parallel(void);
+
+/* A 64-byte-aligned buffer of at least `bytes` bytes owned by the calling OS
+ * thread, one per slot (0..NN__SCRATCH_SLOTS-1), for scratch that outlives
+ * one call (packing buffers). Grown on demand (old contents are not kept
+ * when it grows); NULL when slot is out of range or allocation fails.
+ * Freed when the thread exits and, for the thread that unloads the library,
+ * at unload. Safe under any concurrency: no two threads share a buffer. A
+ * task must not hold one slot across a nested call that may use it. */
+#define NN__SCRATCH_SLOTS 4
+void *nn__thread_scratch(int slot, size_t bytes);
 
 /* Join every worker now (the next parallel call starts them again). The
  * unload destructor does this; tests use it to check for leaks. */
