@@ -221,13 +221,12 @@ def selected_peak(nn_res, nn_notes):
 
 
 def print_backend(nn_res, nn_notes):
-    print()
-    print("backend")
+    lines = []
     tier, peak = selected_peak(nn_res, nn_notes)
     for (case, thr), (v, unit) in sorted(nn_res.items()):
         if case.startswith("fma_peak_"):
             sel = " (selected tier)" if case == f"fma_peak_{tier}" else ""
-            print(f"{case:34} {thr:>3} {v:>11.4g} {unit}{sel}")
+            lines.append(f"{case:34} {thr:>3} {v:>11.4g} {unit}{sel}")
     for (case, thr), (v, unit) in sorted(nn_res.items()):
         if not case.startswith("sgemm_"):
             continue
@@ -240,7 +239,7 @@ def print_backend(nn_res, nn_notes):
                      f"{'MET' if share >= SGEMM_PEAK_SHARE else 'NOT MET'})")
         else:
             line += "  (no fma_peak_* figure)"
-        print(line)
+        lines.append(line)
     for case, need, what in (("cnn_train", CNN_SCALING, "idle machine"),
                              ("mlp_train", None, "idle machine"),
                              ("cnn_train_contended", CONTENDED_SCALING, "beside a busy process")):
@@ -248,8 +247,13 @@ def print_backend(nn_res, nn_notes):
         if one and two:
             s = two[0] / one[0]
             tgt = f" (>={need}x: {'MET' if s >= need else 'NOT MET'})" if need else ""
-            print(f"scaling {case}: 2 threads {two[0]:.4g} / 1 thread {one[0]:.4g} {one[1]} "
-                  f"= {s:.2f}x, {what}{tgt}")
+            lines.append(f"scaling {case}: 2 threads {two[0]:.4g} / 1 thread {one[0]:.4g} "
+                         f"{one[1]} = {s:.2f}x, {what}{tgt}")
+    print()
+    print("backend" if lines else "backend: no fma_peak_*, sgemm_* or 1/2-thread training "
+          "figures in this run")
+    for line in lines:
+        print(line)
 
 
 def main():
