@@ -3,6 +3,7 @@
 #define NN_IO_INTERNAL_H
 
 #include "nn_internal.h"
+#include "core/index.h"
 
 #include <sys/types.h>
 
@@ -195,6 +196,7 @@ struct nn_meta {
     uint32_t magic;
     int64_t n, cap;
     nn__meta_entry *e;
+    nn__index keys; /* key -> entry, once past NN__INDEX_MIN entries */
 };
 #define NN__META_MAGIC 0x4e4e4d44u
 

@@ -32,6 +32,7 @@ void nn_meta_free(nn_meta *meta) {
         nn__free(meta->e[i].key);
     }
     nn__free(meta->e);
+    nn__index_free(&meta->keys);
     meta->magic = 0;
     nn__free(meta);
 }
@@ -45,10 +46,47 @@ bool nn__meta_check(const nn_meta *m, const char *fn) {
     return true;
 }
 
+typedef struct {
+    const nn_meta *m;
+    const char *key;
+} meta_key;
+
+static bool key_eq(const void *ctx, int64_t i) {
+    const meta_key *k = ctx;
+    return strcmp(k->m->e[i].key, k->key) == 0;
+}
+
+/* Small maps are scanned; past NN__INDEX_MIN keys a hash index answers (a
+ * scan per key made decoding a section of 65,536 keys quadratic). */
 static nn__meta_entry *find(const nn_meta *m, const char *key) {
+    if (m->keys.cap) {
+        meta_key k = {m, key};
+        int64_t i = nn__index_find(&m->keys, nn__hash_str(key), key_eq, &k);
+        return i >= 0 ? &m->e[i] : NULL;
+    }
     for (int64_t i = 0; i < m->n; i++)
         if (strcmp(m->e[i].key, key) == 0) return &m->e[i];
     return NULL;
+}
+
+/* Room to index one more key (the index is built on crossing NN__INDEX_MIN). */
+static bool keys_reserve(nn_meta *m) {
+    if (!m->keys.cap && m->n + 1 <= NN__INDEX_MIN) return true;
+    bool build = !m->keys.cap;
+    if (nn__index_reserve(&m->keys, m->n + 1)) return false;
+    for (int64_t i = 0; build && i < m->n; i++)
+        nn__index_add(&m->keys, nn__hash_str(m->e[i].key), i);
+    return true;
+}
+
+/* Append an entry for key (owned by m from now on); after keys_reserve. */
+static nn__meta_entry *append(nn_meta *m, char *key) {
+    nn__meta_entry *e = &m->e[m->n];
+    memset(e, 0, sizeof *e);
+    e->key = key;
+    if (m->keys.cap) nn__index_add(&m->keys, nn__hash_str(key), m->n);
+    m->n++;
+    return e;
 }
 
 /* The entry for key, created empty if new; NULL + error on bad arguments. */
@@ -60,6 +98,7 @@ static nn__meta_entry *slot(nn_meta *m, const char *key, const char *fn) {
                         NN__IO_MAX_NAME);
     nn__meta_entry *e = find(m, key);
     if (e) return e;
+    if (!keys_reserve(m)) return NULL;
     if (m->n == m->cap) {
         int64_t cap = m->cap ? m->cap * 2 : 8;
         nn__meta_entry *ne = nn__realloc(m->e, sizeof *ne * (size_t)cap);
@@ -69,17 +108,15 @@ static nn__meta_entry *slot(nn_meta *m, const char *key, const char *fn) {
     }
     char *k = nn__strdup(key);
     if (!k) return NULL;
-    e = &m->e[m->n++];
-    memset(e, 0, sizeof *e);
-    e->key = k;
-    return e;
+    return append(m, k);
 }
 
 /* Drop a just-created entry whose value could not be stored. */
 static void unslot(nn_meta *m, nn__meta_entry *e) {
     if (e->kind != NN_META_KIND_NONE) return; /* an old value stays */
-    nn__free(e->key);
     int64_t i = e - m->e;
+    nn__index_remove(&m->keys, nn__hash_str(e->key), i);
+    nn__free(e->key);
     memmove(&m->e[i], &m->e[i + 1], sizeof *e * (size_t)(m->n - i - 1));
     m->n--;
 }
@@ -316,8 +353,11 @@ nn_meta *nn__meta_decode(const uint8_t *p, size_t len, const char *fn) {
             nn__free(key);
             goto fail;
         }
-        nn__meta_entry *e = &m->e[m->n++];
-        e->key = key;
+        if (!keys_reserve(m)) {
+            nn__free(key);
+            goto fail;
+        }
+        nn__meta_entry *e = append(m, key);
         if (!nn__rd_u8(&r, &kind, "kind")) goto fail;
         e->kind = (nn_meta_kind)kind;
         if (!decode_value(&r, e)) {

@@ -69,6 +69,7 @@ static void mod_destroy(nn_module *m) {
     nn__free(m->params);
     nn__free(m->bufs);
     nn__free(m->children);
+    nn__index_free(&m->names);
     flat_clear(&m->flat_params);
     flat_clear(&m->flat_bufs);
     if (m->user_free) m->user_free(m->user);
@@ -110,14 +111,68 @@ nn_module *nn__mod_new_kind(const nn__mod_kind *kind, const double *values) {
 
 /* ---------------------------------------------------------- registration */
 
-static bool name_taken(const nn_module *m, const char *name) {
+/* Parameters, buffers and children share one namespace. A name's entry is
+ * slot i of one of the three arrays, encoded as i * 4 + kind. Small modules
+ * are scanned; past NN__INDEX_MIN names a hash index answers (a scan per
+ * added child made loading a 65,535-child Sequential quadratic). */
+enum { NAME_PARAM, NAME_BUF, NAME_CHILD };
+
+static const char *name_at(const nn_module *m, int64_t e) {
+    int i = (int)(e >> 2);
+    switch ((int)(e & 3)) {
+    case NAME_PARAM: return m->params[i].name;
+    case NAME_BUF: return m->bufs[i].name;
+    default: return m->children[i].name;
+    }
+}
+
+typedef struct {
+    const nn_module *m;
+    const char *name;
+} name_key;
+
+static bool name_eq(const void *ctx, int64_t e) {
+    const name_key *k = ctx;
+    return !strcmp(name_at(k->m, e), k->name);
+}
+
+/* The entry called name (encoded as above), or -1. */
+static int64_t name_find(const nn_module *m, const char *name) {
+    if (m->names.cap) {
+        name_key k = {m, name};
+        return nn__index_find(&m->names, nn__hash_str(name), name_eq, &k);
+    }
     for (int i = 0; i < m->nparams; i++)
-        if (!strcmp(m->params[i].name, name)) return true;
+        if (!strcmp(m->params[i].name, name)) return (int64_t)i << 2 | NAME_PARAM;
     for (int i = 0; i < m->nbufs; i++)
-        if (!strcmp(m->bufs[i].name, name)) return true;
+        if (!strcmp(m->bufs[i].name, name)) return (int64_t)i << 2 | NAME_BUF;
     for (int i = 0; i < m->nchildren; i++)
-        if (!strcmp(m->children[i].name, name)) return true;
-    return false;
+        if (!strcmp(m->children[i].name, name)) return (int64_t)i << 2 | NAME_CHILD;
+    return -1;
+}
+
+/* Room to index one more name; builds the index when the module crosses
+ * NN__INDEX_MIN names. Called before an array changes, so a failure leaves
+ * the module as it was. */
+static nn_status name_reserve(nn_module *m) {
+    int64_t n = (int64_t)m->nparams + m->nbufs + m->nchildren + 1;
+    if (!m->names.cap && n <= NN__INDEX_MIN) return NN_OK;
+    bool build = !m->names.cap;
+    nn_status st = nn__index_reserve(&m->names, n);
+    if (st || !build) return st;
+    for (int i = 0; i < m->nparams; i++)
+        nn__index_add(&m->names, nn__hash_str(m->params[i].name), (int64_t)i << 2 | NAME_PARAM);
+    for (int i = 0; i < m->nbufs; i++)
+        nn__index_add(&m->names, nn__hash_str(m->bufs[i].name), (int64_t)i << 2 | NAME_BUF);
+    for (int i = 0; i < m->nchildren; i++)
+        nn__index_add(&m->names, nn__hash_str(m->children[i].name),
+                      (int64_t)i << 2 | NAME_CHILD);
+    return NN_OK;
+}
+
+/* Index the entry just appended (after name_reserve: cannot fail). */
+static void name_record(nn_module *m, int64_t e) {
+    if (m->names.cap) nn__index_add(&m->names, nn__hash_str(name_at(m, e)), e);
 }
 
 static nn_status check_name(const nn_module *m, const char *name, const char *fn) {
@@ -126,7 +181,7 @@ static nn_status check_name(const nn_module *m, const char *name, const char *fn
         return nn__err(NN_ERR_INVALID, "%s: name '%s' must be non-empty and contain no '.'", fn,
                        name);
     if (strlen(name) > 255) return nn__err(NN_ERR_LIMIT, "%s: name longer than 255 bytes", fn);
-    if (name_taken(m, name))
+    if (name_find(m, name) >= 0)
         return nn__err(NN_ERR_INVALID, "%s: '%s' is already registered in this module", fn, name);
     return NN_OK;
 }
@@ -142,13 +197,18 @@ static bool grow(void **arr, int n, int *cap, size_t elem) {
     return true;
 }
 
-static nn_status add_tensor(nn__named_tensor **arr, int *n, int *cap, const char *name,
-                            nn_tensor *t) {
-    if (!grow((void **)arr, *n, cap, sizeof **arr)) return NN_ERR_NOMEM;
+static nn_status add_tensor(nn_module *m, bool param, const char *name, nn_tensor *t) {
+    nn__named_tensor **arr = param ? &m->params : &m->bufs;
+    int *n = param ? &m->nparams : &m->nbufs;
+    nn_status st = name_reserve(m);
+    if (st) return st;
+    if (!grow((void **)arr, *n, param ? &m->cap_params : &m->cap_bufs, sizeof **arr))
+        return NN_ERR_NOMEM;
     char *nm = nn__strdup(name);
     if (!nm) return NN_ERR_NOMEM;
     (*arr)[*n].name = nm;
     (*arr)[*n].t = t;
+    name_record(m, (int64_t)*n << 2 | (param ? NAME_PARAM : NAME_BUF));
     (*n)++;
     nn__mod_bump_generation();
     return NN_OK;
@@ -156,21 +216,24 @@ static nn_status add_tensor(nn__named_tensor **arr, int *n, int *cap, const char
 
 nn_status nn__mod_add_param(nn_module *m, const char *name, nn_tensor *t) {
     t->requires_grad = true;
-    return add_tensor(&m->params, &m->nparams, &m->cap_params, name, t);
+    return add_tensor(m, true, name, t);
 }
 
 nn_status nn__mod_add_buffer(nn_module *m, const char *name, nn_tensor *t) {
-    return add_tensor(&m->bufs, &m->nbufs, &m->cap_bufs, name, t);
+    return add_tensor(m, false, name, t);
 }
 
 /* Add child (the parent takes over the reference only on success). */
 static nn_status add_child(nn_module *m, const char *name, nn_module *child) {
+    nn_status st = name_reserve(m);
+    if (st) return st;
     if (!grow((void **)&m->children, m->nchildren, &m->cap_children, sizeof *m->children))
         return NN_ERR_NOMEM;
     char *nm = nn__strdup(name);
     if (!nm) return NN_ERR_NOMEM;
     m->children[m->nchildren].name = nm;
     m->children[m->nchildren].m = child;
+    name_record(m, (int64_t)m->nchildren << 2 | NAME_CHILD);
     m->nchildren++;
     nn__mod_bump_generation();
     return NN_OK;
@@ -185,9 +248,8 @@ static bool contains(const nn_module *root, const nn_module *m) {
 }
 
 nn_tensor *nn__mod_param(const nn_module *m, const char *name) {
-    for (int i = 0; i < m->nparams; i++)
-        if (!strcmp(m->params[i].name, name)) return m->params[i].t;
-    return NULL;
+    int64_t e = name_find(m, name);
+    return e >= 0 && (e & 3) == NAME_PARAM ? m->params[e >> 2].t : NULL;
 }
 
 int64_t nn__mod_own_param_count(const nn_module *m) {
@@ -406,13 +468,47 @@ bool nn__mod_training(const nn_module *m) { return m->training && !nn__summary_a
 typedef struct {
     nn__named_tensor *e;
     int64_t n, cap;
+    nn__index listed; /* tensor -> entry, once past NN__INDEX_MIN entries */
     bool fail;
 } flat_builder;
 
+typedef struct {
+    const flat_builder *b;
+    const nn_tensor *t;
+} tensor_key;
+
+static bool tensor_eq(const void *ctx, int64_t i) {
+    const tensor_key *k = ctx;
+    return k->b->e[i].t == k->t;
+}
+
+static bool fb_listed(const flat_builder *b, const nn_tensor *t) {
+    if (b->listed.cap) {
+        tensor_key k = {b, t};
+        return nn__index_find(&b->listed, nn__hash_ptr(t), tensor_eq, &k) >= 0;
+    }
+    for (int64_t i = 0; i < b->n; i++)
+        if (b->e[i].t == t) return true;
+    return false;
+}
+
+/* Room to index one more entry (the index is built on crossing NN__INDEX_MIN). */
+static bool fb_reserve(flat_builder *b) {
+    if (!b->listed.cap && b->n + 1 <= NN__INDEX_MIN) return true;
+    bool build = !b->listed.cap;
+    if (nn__index_reserve(&b->listed, b->n + 1)) return false;
+    for (int64_t i = 0; build && i < b->n; i++)
+        nn__index_add(&b->listed, nn__hash_ptr(b->e[i].t), i);
+    return true;
+}
+
 static void fb_add(flat_builder *b, const char *prefix, const char *name, nn_tensor *t) {
     if (b->fail) return;
-    for (int64_t i = 0; i < b->n; i++)
-        if (b->e[i].t == t) return; /* shared tensor: listed once, like PyTorch */
+    if (fb_listed(b, t)) return; /* shared tensor: listed once, like PyTorch */
+    if (!fb_reserve(b)) {
+        b->fail = true;
+        return;
+    }
     if (b->n == b->cap) {
         int64_t ncap = b->cap ? b->cap * 2 : 16;
         size_t bytes;
@@ -435,6 +531,7 @@ static void fb_add(flat_builder *b, const char *prefix, const char *name, nn_ten
     memcpy(s + lp, name, ln + 1);
     b->e[b->n].name = s;
     b->e[b->n].t = t;
+    if (b->listed.cap) nn__index_add(&b->listed, nn__hash_ptr(t), b->n);
     b->n++;
 }
 
@@ -463,6 +560,7 @@ static void fb_walk(flat_builder *b, const nn_module *m, const char *prefix, boo
 static bool flat_build(const nn_module *m, bool params, nn__flat_list *out) {
     flat_builder b = {0};
     fb_walk(&b, m, "", params);
+    nn__index_free(&b.listed);
     if (b.fail) {
         nn__flat_list tmp = {b.e, b.n};
         flat_clear(&tmp);
@@ -536,12 +634,13 @@ static const nn_module *resolve(const nn_module *m, const char *path, const char
             return m;
         }
         size_t len = (size_t)(dot - p);
-        const nn_module *next = NULL;
-        for (int i = 0; i < m->nchildren; i++)
-            if (strlen(m->children[i].name) == len && !memcmp(m->children[i].name, p, len))
-                next = m->children[i].m;
-        if (!next) return NULL;
-        m = next;
+        char seg[256]; /* registered names are at most 255 bytes */
+        if (len >= sizeof seg) return NULL;
+        memcpy(seg, p, len);
+        seg[len] = '\0';
+        int64_t e = name_find(m, seg);
+        if (e < 0 || (e & 3) != NAME_CHILD) return NULL;
+        m = m->children[e >> 2].m;
         p = dot + 1;
     }
 }
@@ -550,17 +649,12 @@ static void *get_named(const nn_module *m, const char *name, int what, const cha
     if (!nn__mod_check(m, fn, "m") || !nn__check_ptr(name, fn, "name")) return NULL;
     const char *last;
     const nn_module *owner = resolve(m, name, &last);
-    if (owner) {
-        if (what == 0) {
-            nn_tensor *t = nn__mod_param(owner, last);
-            if (t) return t;
-        } else if (what == 1) {
-            for (int i = 0; i < owner->nbufs; i++)
-                if (!strcmp(owner->bufs[i].name, last)) return owner->bufs[i].t;
-        } else {
-            for (int i = 0; i < owner->nchildren; i++)
-                if (!strcmp(owner->children[i].name, last)) return owner->children[i].m;
-        }
+    int64_t e = owner ? name_find(owner, last) : -1;
+    if (e >= 0 && (e & 3) == what) { /* what: NAME_PARAM, NAME_BUF or NAME_CHILD */
+        int i = (int)(e >> 2);
+        if (what == NAME_PARAM) return owner->params[i].t;
+        if (what == NAME_BUF) return owner->bufs[i].t;
+        return owner->children[i].m;
     }
     static const char *const kinds[] = {"parameter", "buffer", "submodule"};
     return NN__FAIL(NN_ERR_NOT_FOUND, "%s: no %s named '%s' in %s", fn, kinds[what], name,

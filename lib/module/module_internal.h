@@ -40,6 +40,8 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
 
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 
+#include "core/index.h"
+
 #include <pthread.h>
 
 #define NN__MODULE_MAGIC 0x4e4e4d31u /* "NNM1" */
@@ -95,6 +97,9 @@ struct nn_module {
     int nbufs, cap_bufs;
     nn__named_module *children;
     int nchildren, cap_children;
+    /* params, bufs and children share one namespace; past NN__INDEX_MIN
+     * names this index finds them (module.c: name_find). */
+    nn__index names;
 
     /* user-defined modules */
     nn_forward_fn user_forward;

@@ -11,6 +11,7 @@ struct nn_statedict {
     uint32_t magic;
     nn__named_tensor *e;
     int64_t n, cap;
+    nn__index names; /* name -> entry, once past NN__INDEX_MIN entries */
 };
 
 static bool sd_check(const nn_statedict *sd, const char *fn) {
@@ -40,6 +41,7 @@ void nn_statedict_free(nn_statedict *sd) {
         nn__tensor_release(sd->e[i].t);
     }
     nn__free(sd->e);
+    nn__index_free(&sd->names);
     sd->magic = 0;
     nn__free(sd);
 }
@@ -67,12 +69,37 @@ nn_tensor *nn_statedict_tensor(const nn_statedict *sd, int64_t i) {
     return sd_index(sd, i, "nn_statedict_tensor") ? sd->e[i].t : NULL;
 }
 
-/* Index of name, or -1. Linear scan: state dicts hold at most a few
- * thousand entries and lookups happen once per load. */
+typedef struct {
+    const nn_statedict *sd;
+    const char *name;
+} sd_key;
+
+static bool sd_eq(const void *ctx, int64_t i) {
+    const sd_key *k = ctx;
+    return !strcmp(k->sd->e[i].name, k->name);
+}
+
+/* Index of name, or -1. Small dicts are scanned; past NN__INDEX_MIN
+ * entries a hash index answers (a scan per entry made loading a file of
+ * 65,536 tensors quadratic). */
 static int64_t sd_find(const nn_statedict *sd, const char *name) {
+    if (sd->names.cap) {
+        sd_key k = {sd, name};
+        return nn__index_find(&sd->names, nn__hash_str(name), sd_eq, &k);
+    }
     for (int64_t i = 0; i < sd->n; i++)
         if (!strcmp(sd->e[i].name, name)) return i;
     return -1;
+}
+
+/* Room to index one more entry; builds the index on crossing NN__INDEX_MIN. */
+static nn_status sd_reserve(nn_statedict *sd) {
+    if (!sd->names.cap && sd->n + 1 <= NN__INDEX_MIN) return NN_OK;
+    bool build = !sd->names.cap;
+    nn_status st = nn__index_reserve(&sd->names, sd->n + 1);
+    for (int64_t i = 0; !st && build && i < sd->n; i++)
+        nn__index_add(&sd->names, nn__hash_str(sd->e[i].name), i);
+    return st;
 }
 
 nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name) {
@@ -95,6 +122,8 @@ nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t) {
         sd->e[i].t = t;
         return NN_OK;
     }
+    nn_status st = sd_reserve(sd);
+    if (st) return st;
     if (sd->n == sd->cap) {
         int64_t ncap = sd->cap ? sd->cap * 2 : 16;
         size_t bytes;
@@ -110,6 +139,7 @@ nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t) {
     nn__tensor_retain(t);
     sd->e[sd->n].name = nm;
     sd->e[sd->n].t = t;
+    if (sd->names.cap) nn__index_add(&sd->names, nn__hash_str(nm), sd->n);
     sd->n++;
     return NN_OK;
 }
