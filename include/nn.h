@@ -56,6 +56,10 @@ extern "C" {
 /* The library version as "MAJOR.MINOR.PATCH"; a static string. */
 NN_API const char *nn_version(void);
 
+/* The compute backend in use, as a static string: the ISA tier picked for
+ * this CPU, the GEMM provider and the cache sizes its blocking planned for. */
+NN_API const char *nn_backend_info(void);
+
 /* ====================================================================== */
 /*  Status codes (pinned: values never change, new codes are appended)    */
 /* ====================================================================== */

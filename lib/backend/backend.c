@@ -1,124 +1,211 @@
-/* Kernel table: reference kernels first, then faster ones chosen at run time
- * by CPU detection. BLIS's thread count always follows nn_set_num_threads
- * (set explicitly here, never read from BLIS_NUM_THREADS/OMP_NUM_THREADS). */
+/* Kernel tables: reference kernels first, then the best ISA tier this CPU
+ * runs (tier.h), chosen once at first use. BLIS's thread count always follows
+ * nn_set_num_threads (set explicitly here, never read from BLIS_NUM_THREADS or
+ * OMP_NUM_THREADS); nothing here reads the environment.
+ *
+ * GEMM provider rule, per tier (documented in the README's design section):
+ *   - reference tier: BLIS when built with it, else the reference loop;
+ *   - SIMD tiers: libnn's own blocked GEMM (gemm_blocked.c with the tier's
+ *     micro-kernel) when the build has no BLIS, when BLIS reports its
+ *     `generic` configuration (it does not know this CPU: 34 GFLOP/s against
+ *     a 229 GFLOP/s AVX-512 peak on Zen 5), or when the tier is AVX-512 and
+ *     BLIS's configuration has no AVX-512 kernels (half the vector width);
+ *     otherwise BLIS knows the CPU at this tier's width and both are timed
+ *     once on a 256^3 product at start-up: libnn's GEMM replaces BLIS only
+ *     when it is at least 1.25x faster (the margin keeps a noisy host from
+ *     flipping the choice, and so the rounding of results, between runs).
+ *   Small shapes and batch-1 rows always take the tier's small-matrix path.
+ */
 #include "backend/backend.h"
-#include "nn_config.h"
 #include "backend/nn_backend_config.h"
+#include "backend/ref/ref.h"
+#include "backend/tier.h"
+#include "nn.h"
+#include "nn_config.h"
 #include "nn_internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-#if NN_HAVE_OPENMP
-#include <omp.h>
+#if NN_HAVE_AVX2
+#include "backend/x86/avx2/avx2.h"
 #endif
-
-#if NN_HAVE_BLIS
-#include <blis.h>
+#if NN_HAVE_AVX512
+#include "backend/x86/avx512/avx512.h"
 #endif
 
 static nn_kernels g_ref;
-static nn_kernels g_active;
+static nn_kernels g_tier[NN_TIER_COUNT];
+static bool g_runnable[NN_TIER_COUNT];
+static const char *g_provider[NN_TIER_COUNT];
+static const char *g_provider_why[NN_TIER_COUNT];
+static int g_best;
+static const nn_kernels *volatile g_active;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static char g_info[512];
 
-#if NN_HAVE_BLIS
-/* One BLIS call on the calling thread only (an explicit 1-thread runtime
- * object, whatever BLIS's global setting). Row-major: element (i,j) at
- * i*ld + j, so row stride ld, column stride 1; transposes are flags, never
- * copies. */
-static void blis_1t(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                    int64_t ldc) {
-    rntm_t rntm = BLIS_RNTM_INITIALIZER;
-    bli_rntm_set_num_threads(1, &rntm);
-    bli_sgemm_ex(trans_a ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
-                 trans_b ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
-                 (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb, 1, &beta, c, (inc_t)ldc, 1,
-                 NULL, &rntm);
+static const char *const g_tier_names[NN_TIER_COUNT] = {"reference", "avx2", "avx512"};
+
+const char *nn__tier_name(int tier) {
+    return tier >= 0 && tier < NN_TIER_COUNT ? g_tier_names[tier] : "unknown";
 }
 
-/* Threads: libnn splits C into column (or row) blocks itself and runs one
- * single-threaded BLIS call per thread. Measured on the shared 2-vCPU host:
- * BLIS's own OpenMP threading spin-waits in its barriers and collapsed to
- * 2-4 GFLOP/s at 2 threads whenever the host was oversubscribed, while one
- * fork-join per GEMM (libgomp, which sleeps) kept ~2x. Each block is a whole
- * sub-GEMM over the full K, so results depend only on the thread count. */
-static void blis_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                       float *c, int64_t ldc) {
-    if (m == 0 || n == 0) return;
-    if (k == 0) { /* keep the beta == 0 contract explicit */
-        nn__ref_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
+/* ------------------------------------------------------- provider choice */
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Best of 2 single-threaded 256^3 products through f (seconds), after one
+ * that warms caches and packing buffers. */
+static double time_gemm(nn__sgemm_nt_fn f, float *a, float *b, float *c) {
+    const int64_t n = 256;
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        f(1, false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = now_s() - t0;
+        if (rep > 0 && dt < best) best = dt;
     }
-    int nt = nn__num_threads();
-#if NN_HAVE_OPENMP
-    const bool split_n = n >= 32 * (int64_t)nt;
-    const int64_t dim = split_n ? n : m, align = split_n ? 16 : 6; /* BLIS zen3 NR / MR */
-    if ((int64_t)nt > (dim + align - 1) / align) nt = (int)((dim + align - 1) / align);
-    if (nt > 1 && (double)m * (double)n * (double)k >= 1e6) {
-#pragma omp parallel num_threads(nt)
-        {
-            const int t = omp_get_thread_num(), got = omp_get_num_threads();
-            const int64_t blocks = (dim + align - 1) / align;
-            const int64_t lo = blocks * t / got * align, hi0 = blocks * (t + 1) / got * align;
-            const int64_t hi = hi0 < dim ? hi0 : dim;
-            if (lo < hi) {
-                if (split_n)
-                    blis_1t(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
-                            trans_b ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc);
-                else
-                    blis_1t(trans_a, trans_b, hi - lo, n, k, alpha, trans_a ? a + lo : a + lo * lda,
-                            lda, b, ldb, beta, c + lo * ldc, ldc);
-            }
-        }
-        return;
-    }
-#endif
-    blis_1t(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-#endif
-
-nn__sgemm_fn nn__blis_sgemm(void) {
-#if NN_HAVE_BLIS
-    return blis_sgemm;
-#else
-    return NULL;
-#endif
+    return best;
 }
 
-/* True when this CPU runs the AVX2/FMA kernels compiled into this build. */
-static bool use_avx2(void) {
 #if NN_HAVE_AVX2
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
+/* Decide between BLIS and libnn's blocked GEMM for a SIMD tier whose blocked
+ * GEMM is `own` (see the rule at the top). Returns the large-shape provider
+ * to install (NULL: libnn's own). */
+static nn__sgemm_nt_fn choose_large(int tier, nn__sgemm_nt_fn own) {
+    nn__sgemm_nt_fn blis = nn__blis_sgemm_nt();
+    g_provider[tier] = "libnn";
+    if (!blis) {
+        g_provider_why[tier] = "built without BLIS";
+        return NULL;
+    }
+    const char *arch = nn__blis_arch();
+    if (strcmp(arch, "generic") == 0) {
+        g_provider_why[tier] = "BLIS picked its generic configuration";
+        return NULL;
+    }
+    if (tier == NN_TIER_AVX512 && strcmp(arch, "skx") != 0 && strcmp(arch, "knl") != 0) {
+        g_provider_why[tier] = "BLIS's configuration has no AVX-512 kernels";
+        return NULL;
+    }
+    const size_t bytes = 256 * 256 * sizeof(float);
+    float *a = malloc(bytes), *b = malloc(bytes), *c = malloc(bytes);
+    nn__sgemm_nt_fn pick = blis;
+    g_provider[tier] = "blis";
+    g_provider_why[tier] = "BLIS knows this CPU";
+    if (a && b && c) {
+        for (size_t i = 0; i < 256 * 256; i++)
+            a[i] = (float)(i % 7) * 0.25f, b[i] = (float)(i % 5) * 0.5f;
+        double t_blis = time_gemm(blis, a, b, c), t_own = time_gemm(own, a, b, c);
+        if (t_own > 0 && t_own * 1.25 < t_blis) {
+            pick = NULL;
+            g_provider[tier] = "libnn";
+            g_provider_why[tier] = "faster than BLIS at start-up";
+        } else {
+            g_provider_why[tier] = "BLIS knows this CPU and measured as fast";
+        }
+    }
+    free(a), free(b), free(c);
+    return pick;
 }
+
+static void blocked_avx2_nt(int nt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                            const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                            float *c, int64_t ldc) {
+    nn__gemm_blocked(nn__avx2_gemm_plan(), nt, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                     ldc);
+}
+#endif
+
+#if NN_HAVE_AVX512
+static void blocked_avx512_nt(int nt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                              float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                              float beta, float *c, int64_t ldc) {
+    nn__gemm_blocked(nn__avx512_gemm_plan(), nt, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                     ldc);
+}
+#endif
+
+/* --------------------------------------------------------------- tables */
+
+static void ref_fill(nn_kernels *t) {
+    t->name = "reference";
+    t->gemm.sgemm = nn__ref_sgemm;
+    t->gemm.sgemm_batched = nn__ref_sgemm_batched;
+    nn__ref_fill_conv(&t->conv);
+    nn__ref_fill_pool(&t->pool);
+    nn__ref_fill_eltwise(&t->eltwise);
+    nn__ref_fill_optim(&t->optim);
+}
+
+#if NN_HAVE_BLIS
+static void blis_batched(int64_t batch, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                         float alpha, const float *a, int64_t lda, int64_t sa, const float *b,
+                         int64_t ldb, int64_t sb, float beta, float *c, int64_t ldc, int64_t sc) {
+    nn__gemm_batched(nn__blis_sgemm_nt(), batch, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb,
+                     beta, c, ldc, sc);
+}
+#endif
 
 static void init_kernels(void) {
-    g_ref.name = "reference";
-    g_ref.sgemm = nn__ref_sgemm;
-    nn__ref_fill(&g_ref);
-    g_active = g_ref;
-    nn__sgemm_fn large = nn__ref_sgemm;
+    const nn__cpu_info *cpu = nn__cpu();
+    ref_fill(&g_ref);
+
+    /* reference tier: the reference kernels, BLIS's GEMM when built with it */
+    g_tier[NN_TIER_REF] = g_ref;
+    g_runnable[NN_TIER_REF] = true;
+    g_provider[NN_TIER_REF] = "reference";
+    g_provider_why[NN_TIER_REF] = "built without BLIS";
 #if NN_HAVE_BLIS
-    bli_thread_set_num_threads(nn__num_threads());
-    large = blis_sgemm;
-    g_active.sgemm = blis_sgemm;
-    g_active.name = "blis";
+    nn__blis_set_threads(nn__num_threads());
+    g_tier[NN_TIER_REF].gemm.sgemm = nn__blis_sgemm();
+    g_tier[NN_TIER_REF].gemm.sgemm_batched = blis_batched;
+    g_provider[NN_TIER_REF] = "blis";
+    g_provider_why[NN_TIER_REF] = "no SIMD tier";
 #endif
+
 #if NN_HAVE_AVX2
-    if (use_avx2()) {
-        nn__avx2_fill(&g_active, large);
-        g_active.name = NN_HAVE_BLIS ? "avx2+blis" : "avx2";
+    if (cpu->avx2_fma) {
+        nn_kernels *t = &g_tier[NN_TIER_AVX2];
+        *t = g_ref;
+        t->name = "avx2";
+        nn__avx2_fill_gemm(&t->gemm, NULL, cpu->l1d, cpu->l2, cpu->l3);
+        nn__avx2_fill_conv(&t->conv);
+        nn__avx2_fill_pool(&t->pool);
+        nn__avx2_fill_eltwise(&t->eltwise);
+        nn__avx2_fill_optim(&t->optim);
+        nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX2, blocked_avx2_nt);
+        nn__avx2_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
+        g_runnable[NN_TIER_AVX2] = true;
     }
 #endif
+#if NN_HAVE_AVX512
+    if (cpu->avx512 && g_runnable[NN_TIER_AVX2]) {
+        nn_kernels *t = &g_tier[NN_TIER_AVX512];
+        *t = g_tier[NN_TIER_AVX2];
+        t->name = "avx512";
+        nn__avx512_fill_gemm(&t->gemm, NULL, cpu->l1d, cpu->l2, cpu->l3);
+        nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX512, blocked_avx512_nt);
+        nn__avx512_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
+        g_runnable[NN_TIER_AVX512] = true;
+    }
+#endif
+    g_best = NN_TIER_REF;
+    for (int i = 0; i < NN_TIER_COUNT; i++)
+        if (g_runnable[i]) g_best = i;
+    g_active = &g_tier[g_best];
 }
 
 const nn_kernels *nn__kernels(void) {
     pthread_once(&g_once, init_kernels);
-    return &g_active;
+    return g_active;
 }
 
 const nn_kernels *nn__ref_kernels(void) {
@@ -126,19 +213,84 @@ const nn_kernels *nn__ref_kernels(void) {
     return &g_ref;
 }
 
-#if NN_HAVE_BLIS
-/* At unload, hand BLIS's packing-buffer pools back (otherwise memcheck
- * reports them as "possibly lost" in every program that ran a GEMM). BLIS
- * re-initialises itself if the host calls it again afterwards. */
-__attribute__((destructor)) static void release_blis(void) {
-    if (g_active.sgemm) bli_finalize();
+bool nn__tier_runnable(int tier) {
+    pthread_once(&g_once, init_kernels);
+    return tier >= 0 && tier < NN_TIER_COUNT && g_runnable[tier];
 }
-#endif
 
-void nn__backend_set_threads(int n) {
-#if NN_HAVE_BLIS
-    bli_thread_set_num_threads(n);
-#else
-    (void)n;
+const nn_kernels *nn__tier_kernels(int tier) {
+    return nn__tier_runnable(tier) ? &g_tier[tier] : NULL;
+}
+
+int nn__backend_tier(void) {
+    const nn_kernels *k = nn__kernels();
+    return (int)(k - g_tier);
+}
+
+bool nn__backend_force_tier(int tier) {
+    pthread_once(&g_once, init_kernels);
+    if (tier < 0) tier = g_best;
+    if (!nn__tier_runnable(tier)) return false;
+    g_active = &g_tier[tier];
+    return true;
+}
+
+const char *nn__tier_gemm_provider(int tier) {
+    return nn__tier_runnable(tier) ? g_provider[tier] : "none";
+}
+
+nn__sgemm_fn nn__tier_blocked_sgemm(int tier) {
+    if (!nn__tier_runnable(tier)) return NULL;
+#if NN_HAVE_AVX2
+    if (tier == NN_TIER_AVX2) return nn__avx2_sgemm_blocked;
 #endif
+#if NN_HAVE_AVX512
+    if (tier == NN_TIER_AVX512) return nn__avx512_sgemm_blocked;
+#endif
+    return NULL;
+}
+
+void nn__backend_set_threads(int n) { nn__blis_set_threads(n); }
+
+/* ------------------------------------------------------------------ info */
+
+static const nn__gemm_plan *tier_plan(int tier) {
+#if NN_HAVE_AVX2
+    if (tier == NN_TIER_AVX2) return nn__avx2_gemm_plan();
+#endif
+#if NN_HAVE_AVX512
+    if (tier == NN_TIER_AVX512) return nn__avx512_gemm_plan();
+#endif
+    (void)tier;
+    return NULL;
+}
+
+static void info_init(void) {
+    pthread_once(&g_once, init_kernels);
+    const nn__cpu_info *cpu = nn__cpu();
+    const int t = g_best;
+    char gemm[224];
+    const nn__gemm_plan *p = tier_plan(t);
+    if (strcmp(g_provider[t], "libnn") == 0 && p)
+        snprintf(gemm, sizeof gemm, "libnn %s, blocks mc %lld kc %lld nc %lld (%s", p->name,
+                 (long long)p->mc, (long long)p->kc, (long long)p->nc, g_provider_why[t]);
+    else
+        snprintf(gemm, sizeof gemm, "%s (%s", g_provider[t], g_provider_why[t]);
+#if NN_HAVE_BLIS
+    char blis[96];
+    snprintf(blis, sizeof blis, "; BLIS %s, configuration %s)", nn__blis_version(),
+             nn__blis_arch());
+#else
+    const char *blis = ")";
+#endif
+    snprintf(g_info, sizeof g_info,
+             "tier %s; gemm %s%s; caches L1d %lld KiB, L2 %lld KiB, L3 %lld KiB (%s)",
+             g_tier_names[t], gemm, blis, (long long)(cpu->l1d / 1024), (long long)(cpu->l2 / 1024),
+             (long long)(cpu->l3 / 1024), cpu->cache_source);
+}
+
+const char *nn_backend_info(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, info_init);
+    return g_info;
 }

@@ -9,11 +9,11 @@
 /* relu: y = max(x, 0) (NaN stays NaN, as in PyTorch); dy/dx = [x > 0].
  * Through the backend's threaded SIMD kernels. */
 static void relu_fwd(int64_t n, const float *x, float *y, const double *p) {
-    nn__kernels()->relu(n, x, y);
+    nn__kernels()->eltwise.relu(n, x, y);
 }
 static void relu_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
                      const double *p) {
-    nn__kernels()->relu_bwd(n, y, g, gx);
+    nn__kernels()->eltwise.relu_bwd(n, y, g, gx);
 }
 static const nn__unary_desc RELU = {"nn_relu", relu_fwd, relu_bwd, false, true};
 nn_tensor *nn_relu(nn_tensor *a) { return nn__track(nn__unary(a, &RELU, NULL, 0)); }

@@ -192,10 +192,10 @@ static bool conv_fwd_batched(const col_geom *g, const float *x, int64_t N, const
     for (int64_t n0 = 0; ok && n0 < N; n0 += nb) {
         const int64_t b = N - n0 < nb ? N - n0 : nb, bl = b * L;
         float *out = b > 1 ? tmp : y + n0 * O * L; /* [O, b, L] */
-        kr->im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
-        kr->sgemm(false, false, O, bl, K, 1.0f, w, K, col, bl, 0.0f, out, bl);
-        if (bias) kr->bias_act(O, bl, bias, true, false, out, bl);
-        if (b > 1) kr->swap01(out, O, b, L, y + n0 * O * L); /* -> [b, O, L] */
+        kr->conv.im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
+        kr->gemm.sgemm(false, false, O, bl, K, 1.0f, w, K, col, bl, 0.0f, out, bl);
+        if (bias) kr->eltwise.bias_act(O, bl, bias, true, false, out, bl);
+        if (b > 1) kr->conv.swap01(out, O, b, L, y + n0 * O * L); /* -> [b, O, L] */
     }
     nn__aligned_free(col);
     nn__aligned_free(tmp);
@@ -218,18 +218,18 @@ static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const
         const int64_t b = N - n0 < nb ? N - n0 : nb, bl = b * L;
         const float *gyc = gy + n0 * O * L;
         if (b > 1) { /* [b, O, L] -> [O, b, L], the layout of the columns */
-            kr->swap01(gyc, b, O, L, gyp);
+            kr->conv.swap01(gyc, b, O, L, gyp);
             gyc = gyp;
         }
         if (gw) { /* gw [O, K] += gy [O, bL] · colᵀ [bL, K] */
-            kr->im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
-            kr->sgemm(false, true, O, K, bl, 1.0f, gyc, bl, col, bl, 1.0f, gw, K);
+            kr->conv.im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
+            kr->gemm.sgemm(false, true, O, K, bl, 1.0f, gyc, bl, col, bl, 1.0f, gw, K);
         }
         if (gx) { /* dcol [K, bL] = wᵀ [K, O] · gy [O, bL], then back to pixels */
-            kr->sgemm(true, false, K, bl, O, 1.0f, w, K, gyc, bl, 0.0f, col, bl);
-            kr->col2im(col, bl, b, g->c, g->h, g->w, &kg, gx + n0 * CHW);
+            kr->gemm.sgemm(true, false, K, bl, O, 1.0f, w, K, gyc, bl, 0.0f, col, bl);
+            kr->conv.col2im(col, bl, b, g->c, g->h, g->w, &kg, gx + n0 * CHW);
         }
-        if (gb) kr->sum_cols(O, bl, gyc, bl, gb, n0 > 0);
+        if (gb) kr->eltwise.sum_cols(O, bl, gyc, bl, gb, n0 > 0);
     }
     nn__aligned_free(col);
     nn__aligned_free(gyp);
@@ -326,14 +326,14 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
                 cm = col;
             }
             for (int64_t gi = 0; gi < G; gi++)
-                kr->sgemm(false, true, Og, Cg * kk, L, 1.0f, gy + gi * Og * L, L,
+                kr->gemm.sgemm(false, true, Og, Cg * kk, L, 1.0f, gy + gi * Og * L, L,
                           cm + gi * Cg * kk * L, L, 1.0f, nn__f32(gw) + gi * Og * Cg * kk, Cg * kk);
         }
         if (want_x) { /* dcol_g = W_gᵀ [Cg*kk, Og] · dY_g [Og, L], then col2im */
             float *gxn = nn__f32(gx) + n * x4[1] * HW;
             float *dcol = ident ? gxn : col;
             for (int64_t gi = 0; gi < G; gi++)
-                kr->sgemm(true, false, Cg * kk, L, Og, 1.0f, nn__f32(wc) + gi * Og * Cg * kk,
+                kr->gemm.sgemm(true, false, Cg * kk, L, Og, 1.0f, nn__f32(wc) + gi * Og * Cg * kk,
                           Cg * kk, gy + gi * Og * L, L, 0.0f, dcol + gi * Cg * kk * L, L);
             if (!ident) col2im(&g, col, gxn);
         }
@@ -417,7 +417,7 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
         }
         float *yn = nn__f32(y) + n * O * L;
         for (int64_t gi = 0; gi < G; gi++)
-            kr->sgemm(false, false, Og, L, Cg * kk, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
+            kr->gemm.sgemm(false, false, Og, L, Cg * kk, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
                       cm + gi * Cg * kk * L, L, 0.0f, yn + gi * Og * L, L);
     }
     if (bc && !bc_done) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, O, L);
@@ -495,10 +495,10 @@ static nn_status convt_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
         for (int64_t gi = 0; gi < G; gi++) {
             const float *cg = col + gi * R * L;
             if (want_x)
-                kr->sgemm(false, false, Cing, L, R, 1.0f, nn__f32(wc) + gi * Cing * R, R, cg, L,
+                kr->gemm.sgemm(false, false, Cing, L, R, 1.0f, nn__f32(wc) + gi * Cing * R, R, cg, L,
                           0.0f, nn__f32(gx) + (n * Cin + gi * Cing) * L, L);
             if (want_w)
-                kr->sgemm(false, true, Cing, R, L, 1.0f, nn__f32(xc) + (n * Cin + gi * Cing) * L, L,
+                kr->gemm.sgemm(false, true, Cing, R, L, 1.0f, nn__f32(xc) + (n * Cin + gi * Cing) * L, L,
                           cg, L, 1.0f, nn__f32(gw) + gi * Cing * R, R);
         }
     }
@@ -586,7 +586,7 @@ static nn_tensor *convt_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const con
     for (int64_t n = 0; n < N; n++) {
         /* col_g [R, L] = W_gᵀ [R, Cin_g] · x_g [Cin_g, L], then scatter into y */
         for (int64_t gi = 0; gi < G; gi++)
-            kr->sgemm(true, false, R, L, Cing, 1.0f, nn__f32(wc) + gi * Cing * R, R,
+            kr->gemm.sgemm(true, false, R, L, Cing, 1.0f, nn__f32(wc) + gi * Cing * R, R,
                       nn__f32(xc) + (n * Cin + gi * Cing) * L, L, 0.0f, col + gi * R * L, L);
         col2im(&g, col, nn__f32(y) + n * Cout * OHW);
     }

@@ -226,11 +226,11 @@ static nn_tensor *bin_forward(binop op, const nn_tensor *a, const nn_tensor *b, 
         const nn_kernels *kr = nn__kernels();
         const float *x = nn__f32(a), *y = nn__f32(b);
         if (op == BIN_ADD)
-            kr->add(out->numel, x, y, nn__f32(out));
+            kr->eltwise.add(out->numel, x, y, nn__f32(out));
         else if (op == BIN_SUB)
-            kr->sub(out->numel, x, y, nn__f32(out));
+            kr->eltwise.sub(out->numel, x, y, nn__f32(out));
         else if (op == BIN_MUL)
-            kr->mul(out->numel, x, y, nn__f32(out));
+            kr->eltwise.mul(out->numel, x, y, nn__f32(out));
         else
             bin_row(op, out->numel, x, 1, y, 1, nn__f32(out));
         return out;

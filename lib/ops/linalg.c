@@ -92,13 +92,13 @@ static void mm_forward(const mm_plan *p, const float *A, const float *B, float *
     const nn_kernels *kr = nn__kernels();
     int64_t m = p->m, k = p->k, n = p->n;
     if (!p->b_batched) { /* one B for all: fold the batch into M */
-        kr->sgemm(false, false, p->batch * m, n, k, 1.0f, A, k, B, n, 0.0f, C, n);
+        kr->gemm.sgemm(false, false, p->batch * m, n, k, 1.0f, A, k, B, n, 0.0f, C, n);
         return;
     }
     for (int64_t i = 0; i < p->batch; i++) {
         int64_t ai, bi;
         mm_offsets(p, i, &ai, &bi);
-        kr->sgemm(false, false, m, n, k, 1.0f, A + ai * m * k, k, B + bi * k * n, n, 0.0f,
+        kr->gemm.sgemm(false, false, m, n, k, 1.0f, A + ai * m * k, k, B + bi * k * n, n, 0.0f,
                   C + i * m * n, n);
     }
 }
@@ -122,18 +122,18 @@ static nn_status matmul_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
     const float *A = nn__f32(ac), *B = nn__f32(bc), *G = nn__f32(gout);
     int64_t m = p.m, k = p.k, n = p.n;
     if (!p.b_batched) {
-        if (ga) kr->sgemm(false, true, p.batch * m, k, n, 1.0f, G, n, B, n, 0.0f, nn__f32(ga), k);
-        if (gb) kr->sgemm(true, false, k, n, p.batch * m, 1.0f, A, k, G, n, 0.0f, nn__f32(gb), n);
+        if (ga) kr->gemm.sgemm(false, true, p.batch * m, k, n, 1.0f, G, n, B, n, 0.0f, nn__f32(ga), k);
+        if (gb) kr->gemm.sgemm(true, false, k, n, p.batch * m, 1.0f, A, k, G, n, 0.0f, nn__f32(gb), n);
     } else {
         for (int64_t i = 0; i < p.batch; i++) {
             int64_t ai, bi;
             mm_offsets(&p, i, &ai, &bi);
             const float *Gi = G + i * m * n;
             if (ga)
-                kr->sgemm(false, true, m, k, n, 1.0f, Gi, n, B + bi * k * n, n, 1.0f,
+                kr->gemm.sgemm(false, true, m, k, n, 1.0f, Gi, n, B + bi * k * n, n, 1.0f,
                           nn__f32(ga) + ai * m * k, k);
             if (gb)
-                kr->sgemm(true, false, k, n, m, 1.0f, A + ai * m * k, k, Gi, n, 1.0f,
+                kr->gemm.sgemm(true, false, k, n, m, 1.0f, A + ai * m * k, k, Gi, n, 1.0f,
                           nn__f32(gb) + bi * k * n, n);
         }
     }
@@ -180,7 +180,7 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
         nn_tensor *wc = nn__contig(w);
         gin[0] = wc ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
         if (gin[0])
-            kr->sgemm(false, false, rows, nin, nout, 1.0f, G, nout, nn__f32(wc), nin, 0.0f,
+            kr->gemm.sgemm(false, false, rows, nin, nout, 1.0f, G, nout, nn__f32(wc), nin, 0.0f,
                       nn__f32(gin[0]), nin);
         nn__tensor_release(wc);
         if (!gin[0]) return NN_ERR_NOMEM;
@@ -189,7 +189,7 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
         nn_tensor *xc = nn__contig(x);
         gin[1] = xc ? nn__tensor_new(NN_DTYPE_F32, w->shape, w->ndim) : NULL;
         if (gin[1])
-            kr->sgemm(true, false, nout, nin, rows, 1.0f, G, nout, nn__f32(xc), nin, 0.0f,
+            kr->gemm.sgemm(true, false, nout, nin, rows, 1.0f, G, nout, nn__f32(xc), nin, 0.0f,
                       nn__f32(gin[1]), nin);
         nn__tensor_release(xc);
         if (!gin[1]) return NN_ERR_NOMEM;
@@ -197,7 +197,7 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
     if (nn__ops_wants(nd, 2)) {
         gin[2] = nn__tensor_new(NN_DTYPE_F32, &nout, 1);
         if (!gin[2]) return NN_ERR_NOMEM;
-        kr->sum_rows(rows, nout, G, nout, nn__f32(gin[2]), false); /* column sums of dy */
+        kr->eltwise.sum_rows(rows, nout, G, nout, nn__f32(gin[2]), false); /* column sums of dy */
     }
     return NN_OK;
 }
@@ -232,9 +232,9 @@ nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
         return NULL;
     }
     float *Y = nn__f32(out);
-    nn__kernels()->sgemm(false, true, rows, nout, nin, 1.0f, nn__f32(xc), nin, nn__f32(wc), nin,
+    nn__kernels()->gemm.sgemm(false, true, rows, nout, nin, 1.0f, nn__f32(xc), nin, nn__f32(wc), nin,
                          0.0f, Y, nout);
-    if (bc) nn__kernels()->bias_act(rows, nout, nn__f32(bc), false, false, Y, nout);
+    if (bc) nn__kernels()->eltwise.bias_act(rows, nout, nn__f32(bc), false, false, Y, nout);
     nn__tensor_release(xc);
     nn__tensor_release(wc);
     nn__tensor_release(bc);

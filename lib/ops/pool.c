@@ -74,7 +74,7 @@ static nn_status max_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin
     const int64_t planes = ohw ? gout->numel / ohw : 0;
     /* gx is overwritten (zeroed, then scattered) by the threaded kernel. */
     const int64_t w_ = x->shape[x->ndim - 1], ow_ = gout->shape[gout->ndim - 1];
-    nn__kernels()->maxpool2d_bwd(nn__f32(gout), nn__i64(idx), planes, hw / (w_ ? w_ : 1), w_,
+    nn__kernels()->pool.maxpool2d_bwd(nn__f32(gout), nn__i64(idx), planes, hw / (w_ ? w_ : 1), w_,
                                  ohw / (ow_ ? ow_ : 1), ow_, nn__f32(gx));
     gin[0] = gx;
     return NN_OK;
@@ -152,7 +152,7 @@ nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h,
      * asking for them the indices are not written at all (inference). */
     const nn__win2d kg = {g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, oh, ow};
     const bool want_idx = indices || nn__needs_grad(&x, 1);
-    nn__kernels()->maxpool2d(nn__f32(xc), planes, h, w, &kg, nn__f32(out),
+    nn__kernels()->pool.maxpool2d(nn__f32(xc), planes, h, w, &kg, nn__f32(out),
                              want_idx ? nn__i64(idx) : NULL);
     nn__tensor_release(xc);
     return max_pool_finish(x, out, idx, indices, fn, NULL, 0);

@@ -384,7 +384,7 @@ static nn_status sgd_update(param_state *ps, const double *o, const float *restr
         ps->mom_fresh = false;
         buf = nn__f32(ps->buf[BUF_MOMENTUM]);
     }
-    nn__kernels()->sgd(n, p, g, buf, &hp);
+    nn__kernels()->optim.sgd(n, p, g, buf, &hp);
     return NN_OK;
 }
 
@@ -404,7 +404,7 @@ static nn_status adam_update(param_state *ps, const double *o, const float *rest
                       (float)sqrt(1.0 - pow(b2, step)),
                       decoupled,
                       false};
-    nn__kernels()->adam(n, p, g, nn__f32(ps->buf[BUF_EXP_AVG]), nn__f32(ps->buf[BUF_EXP_AVG_SQ]),
+    nn__kernels()->optim.adam(n, p, g, nn__f32(ps->buf[BUF_EXP_AVG]), nn__f32(ps->buf[BUF_EXP_AVG_SQ]),
                         ams ? nn__f32(ps->buf[BUF_MAX_EXP_AVG_SQ]) : NULL, &hp);
     return NN_OK;
 }

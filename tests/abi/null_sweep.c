@@ -9,6 +9,9 @@ static void test_null_sweep(void **s) {
     (void)nn_version();
     calls++;
     nn_clear_error();
+    (void)nn_backend_info();
+    calls++;
+    nn_clear_error();
     (void)nn_status_string(0);
     calls++;
     nn_clear_error();

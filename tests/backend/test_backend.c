@@ -1,12 +1,22 @@
-/* Every fast kernel against its reference twin (nn__ref_kernels()), in the
- * style of dav1d's checkasm: odd, tiny and unaligned (offset by one float)
- * shapes, at 1 and 2 threads; plus determinism (1 vs 2 threads bit-identical).
- * Elementwise kernels must match the reference bit for bit; sums within a
- * rounding bound computed from the operands. */
+/* Every fast kernel against its reference twin (nn__ref_kernels()), for
+ * every ISA tier this machine runs (forced through nn__backend_force_tier),
+ * in the style of dav1d's checkasm: odd, tiny and unaligned shapes, at 1 and
+ * 2 threads; plus determinism (1 vs 2 threads bit-identical). Elementwise
+ * kernels must match the reference bit for bit; sums within a rounding bound
+ * computed from the operands. */
 #include "testutil.h"
 #include "nn_internal.h"
 #include "backend/backend.h"
+#include "backend/gemm_blocked.h"
 #include "backend/nn_backend_config.h"
+#include "backend/ref/ref.h"
+#include "backend/tier.h"
+#if NN_HAVE_AVX2
+#include "backend/x86/avx2/avx2.h"
+#endif
+#if NN_HAVE_AVX512
+#include "backend/x86/avx512/avx512.h"
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -21,18 +31,22 @@ static float frand(void) { /* uniform [-1, 1) */
     return (float)((g_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
 
-/* A buffer of n floats starting one float past a 64-byte boundary (odd
- * alignment on purpose), filled with random values. Free with buf_free. */
-static float *buf_new(int64_t n) {
+/* A buffer of n floats starting `off` (0..15) floats past a 64-byte
+ * boundary, filled with random values; the float before it records the
+ * offset. Free with buf_free. */
+static float *buf_new_at(int64_t n, int off) {
     /* C11 aligned_alloc wants the size to be a multiple of the alignment. */
-    size_t bytes = ((size_t)(n + 17) * sizeof(float) + 63) & ~(size_t)63;
+    size_t bytes = ((size_t)(n + 33) * sizeof(float) + 63) & ~(size_t)63;
     float *base = aligned_alloc(64, bytes);
     assert_non_null(base);
-    float *p = base + 1;
+    float *p = base + 16 + off;
+    p[-1] = (float)(16 + off);
     for (int64_t i = 0; i < n; i++) p[i] = frand();
     return p;
 }
-static void buf_free(float *p) { free(p - 1); }
+/* One float past a 64-byte boundary: odd alignment on purpose. */
+static float *buf_new(int64_t n) { return buf_new_at(n, 1); }
+static void buf_free(float *p) { free(p - (int)p[-1]); }
 static float *buf_copy(const float *src, int64_t n) {
     float *p = buf_new(n);
     memcpy(p, src, (size_t)n * sizeof(float));
@@ -42,46 +56,58 @@ static float *buf_copy(const float *src, int64_t n) {
 static void expect_same(const float *got, const float *want, int64_t n, const char *what) {
     for (int64_t i = 0; i < n; i++)
         if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && !(isnan(got[i]) && isnan(want[i])))
-            fail_msg("%s: element %lld is %.9g, reference %.9g", what, (long long)i,
-                     (double)got[i], (double)want[i]);
+            fail_msg("%s: element %lld is %.9g, reference %.9g", what, (long long)i, (double)got[i],
+                     (double)want[i]);
 }
 
+/* The tier under test: every tiered test runs once per runnable tier, with
+ * that tier forced active (so the public API runs it too). */
+static int g_tier = NN_TIER_REF;
 static const nn_kernels *fast(void) { return nn__kernels(); }
 static const nn_kernels *ref(void) { return nn__ref_kernels(); }
 
-static const int g_threads[] = {1, 2};
+static void for_each_tier(void (*fn)(void **), void **s) {
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        if (!nn__tier_runnable(t)) continue;
+        assert_true(nn__backend_force_tier(t));
+        assert_int_equal(nn__backend_tier(), t);
+        assert_ptr_equal(fast(), nn__tier_kernels(t));
+        g_tier = t;
+        fn(s);
+    }
+    assert_true(nn__backend_force_tier(-1));
+    g_tier = nn__backend_tier();
+}
+#define TIERED(name)                                                                               \
+    static void name##_tiers(void **s) { for_each_tier(name, s); }
 
-/* The AVX2 small-matrix GEMM on its own, when built and runnable here. */
-static bool have_small_path(void) {
-#if NN_HAVE_AVX2
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-static nn__sgemm_fn small_path(void) {
-#if NN_HAVE_AVX2
-    return nn__avx2_sgemm_small;
-#else
-    return nn__ref_sgemm;
-#endif
-}
+static const int g_threads[] = {1, 2};
 
 /* --------------------------------------------------------------- GEMM */
 
-/* Run one GEMM with `fn` and with the reference; compare against a bound of
- * a few ulps times sum |alpha a b| + |beta c| per entry. */
-static void check_gemm(nn__sgemm_fn fn, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                       float alpha, float beta, int64_t pad) {
-    int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-    int64_t arows = ta ? k : m, brows = tb ? n : k;
-    float *a = buf_new(arows * lda + 1), *b = buf_new(brows * ldb + 1);
-    float *c = buf_new(m * ldc + 1), *c2 = buf_copy(c, m * ldc + 1);
-    if (beta == 0.0f) /* beta 0 must ignore C, even NaN */
-        for (int64_t i = 0; i < m * ldc; i++) c[i] = c2[i] = NAN;
-    float *c0 = buf_copy(c2, m * ldc + 1);
-    fn(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    nn__ref_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
+/* The GEMM functions a tier has: its table entry, its blocked GEMM alone
+ * (whatever the provider) and the small-matrix path alone. */
+typedef struct gemm_impl {
+    const char *name;
+    nn__sgemm_fn fn;
+} gemm_impl;
+
+static int tier_gemms(gemm_impl out[3]) {
+    int n = 0;
+    out[n++] = (gemm_impl){"table", fast()->gemm.sgemm};
+    if (nn__tier_blocked_sgemm(g_tier))
+        out[n++] = (gemm_impl){"blocked", nn__tier_blocked_sgemm(g_tier)};
+#if NN_HAVE_AVX2
+    if (g_tier >= NN_TIER_AVX2) out[n++] = (gemm_impl){"small", nn__avx2_sgemm_small};
+#endif
+    return n;
+}
+
+/* The tolerance: a few ulps times sum |alpha a b| + |beta c| per entry. */
+static void expect_gemm_close(const char *what, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                              float alpha, float beta, const float *a, int64_t lda, const float *b,
+                              int64_t ldb, const float *c0, const float *got, const float *want,
+                              int64_t ldc) {
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             double mag = beta != 0.0f ? fabs((double)beta * c0[i * ldc + j]) : 0.0;
@@ -91,57 +117,212 @@ static void check_gemm(nn__sgemm_fn fn, bool ta, bool tb, int64_t m, int64_t n, 
                 mag += fabs(alpha * av * bv);
             }
             double tol = 2.0 * (double)(k + 2) * 1.2e-7 * mag + 1e-30;
-            double got = c[i * ldc + j], want = c2[i * ldc + j];
-            if (!(fabs(got - want) <= tol))
-                fail_msg("sgemm ta=%d tb=%d m=%lld n=%lld k=%lld: C[%lld,%lld] = %.9g, ref %.9g",
-                         ta, tb, (long long)m, (long long)n, (long long)k, (long long)i,
-                         (long long)j, got, want);
+            double g = got[i * ldc + j], w = want[i * ldc + j];
+            if (!(fabs(g - w) <= tol))
+                fail_msg("%s (tier %s) ta=%d tb=%d m=%lld n=%lld k=%lld alpha=%g beta=%g: "
+                         "C[%lld,%lld] = %.9g, ref %.9g",
+                         what, nn__tier_name(g_tier), ta, tb, (long long)m, (long long)n,
+                         (long long)k, (double)alpha, (double)beta, (long long)i, (long long)j, g,
+                         w);
         }
     /* the padding between rows of C is never written */
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = n; j < ldc; j++)
-            if (memcmp(&c[i * ldc + j], &c0[i * ldc + j], sizeof(float)) != 0)
-                fail_msg("sgemm wrote C padding at [%lld,%lld]", (long long)i, (long long)j);
+            if (memcmp(&got[i * ldc + j], &c0[i * ldc + j], sizeof(float)) != 0)
+                fail_msg("%s wrote C padding at [%lld,%lld]", what, (long long)i, (long long)j);
+}
+
+/* Run one GEMM with `fn` and with the reference and compare. pad: extra
+ * leading-dimension elements; off: misalignment (floats past 64 bytes). */
+static void check_gemm_at(const char *what, nn__sgemm_fn fn, bool ta, bool tb, int64_t m, int64_t n,
+                          int64_t k, float alpha, float beta, int64_t pad, int off) {
+    int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+    int64_t arows = ta ? k : m, brows = tb ? n : k;
+    float *a = buf_new_at(arows * lda + 1, off), *b = buf_new_at(brows * ldb + 1, (off * 3) % 16);
+    float *c = buf_new_at(m * ldc + 1, (off * 5) % 16), *c2 = buf_copy(c, m * ldc + 1);
+    if (beta == 0.0f) /* beta 0 must ignore C, even NaN */
+        for (int64_t i = 0; i < m * ldc; i++) c[i] = c2[i] = NAN;
+    float *c0 = buf_copy(c2, m * ldc + 1);
+    fn(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    nn__ref_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc);
+    expect_gemm_close(what, ta, tb, m, n, k, alpha, beta, a, lda, b, ldb, c0, c, c2, ldc);
     buf_free(a), buf_free(b), buf_free(c), buf_free(c2), buf_free(c0);
 }
 
-static void test_gemm_small_shapes(void **s) {
+/* Odd, tiny and register-tile-edge sizes (the AVX2 tile is 6x16, the AVX-512
+ * one 14x32). */
+static const int64_t g_dims[] = {1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 64, 65, 127};
+#define NDIMS ((int)(sizeof g_dims / sizeof g_dims[0]))
+static const float g_alphas[] = {1.0f, -0.5f, 1.5f};
+static const float g_betas[] = {0.0f, 1.0f, 0.5f};
+
+/* Every (M, N) pair of g_dims with a K that cycles through g_dims, every
+ * transpose combination; alpha, beta (0 with NaN garbage in C), leading
+ * dimension padding and misalignment vary with the case number. */
+static void test_gemm_shapes(void **s) {
     (void)s;
-    static const int64_t dims[] = {1, 3, 17, 65};
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
-        for (int tr = 0; tr < 4; tr++)
-            for (int im = 0; im < 4; im++)
-                for (int in = 0; in < 4; in++)
-                    for (int ik = 0; ik < 4; ik++) {
-                        bool ta = tr & 1, tb = tr & 2;
-                        int64_t m = dims[im], n = dims[in], k = dims[ik];
-                        check_gemm(fast()->sgemm, ta, tb, m, n, k, 1.0f, 0.0f, 0);
-                        if (have_small_path())
-                            check_gemm(small_path(), ta, tb, m, n, k, 1.5f, 0.5f, 1);
-                    }
+        int64_t case_no = 0;
+        for (int im = 0; im < NDIMS; im++)
+            for (int in = 0; in < NDIMS; in++)
+                for (int tr = 0; tr < 4; tr++, case_no++) {
+                    const int64_t m = g_dims[im], n = g_dims[in];
+                    const int64_t k = g_dims[(im * 5 + in * 3 + tr + t) % NDIMS];
+                    if (m * n * k > 200000 && t == 1) continue; /* threads: a sample */
+                    const float alpha = g_alphas[case_no % 3], beta = g_betas[(case_no / 3) % 3];
+                    const int64_t pad = (case_no % 4 == 1) ? 3 : 0;
+                    const int off = (int)(case_no % 16);
+                    for (int i = 0; i < ni; i++)
+                        check_gemm_at(impl[i].name, impl[i].fn, tr & 1, tr & 2, m, n, k, alpha,
+                                      beta, pad, off);
+                }
     }
     TU_OK(nn_set_num_threads(1));
 }
+TIERED(test_gemm_shapes)
 
 static void test_gemm_model_shapes(void **s) {
     (void)s;
-    /* the demo CNN / MLP shapes (batch 1 and a short batch) and BLIS-sized ones */
+    /* the demo CNN / MLP shapes (batch 1 and a short batch), K past one
+     * cache block, and empty products */
     static const int64_t shapes[][3] = {
-        {1, 256, 784}, {1, 10, 128}, {1, 10, 10}, {3, 128, 256}, {32, 784, 9},
-        {64, 196, 288}, {10, 128, 64}, {100, 70, 90}, {0, 5, 5}, {5, 5, 0}};
+        {1, 256, 784},  {1, 10, 128},   {1, 10, 10},   {3, 128, 256}, {32, 784, 9},
+        {64, 196, 288}, {10, 128, 64},  {100, 70, 90}, {0, 5, 5},     {5, 5, 0},
+        {5, 0, 5},      {40, 50, 1100}, {7, 9, 2}};
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            for (int tr = 0; tr < 4; tr++) {
-                check_gemm(fast()->sgemm, tr & 1, tr & 2, shapes[i][0], shapes[i][1],
-                           shapes[i][2], 1.0f, 0.0f, 1);
-                check_gemm(fast()->sgemm, tr & 1, tr & 2, shapes[i][0], shapes[i][1],
-                           shapes[i][2], -0.5f, 1.0f, 0);
-            }
+            for (int tr = 0; tr < 4; tr++)
+                for (int f = 0; f < ni; f++) {
+                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
+                                  shapes[i][1], shapes[i][2], 1.0f, 0.0f, 1, 0);
+                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
+                                  shapes[i][1], shapes[i][2], -0.5f, 1.0f, 0, 3);
+                }
     }
     TU_OK(nn_set_num_threads(1));
 }
+TIERED(test_gemm_model_shapes)
+
+/* The blocked driver with tiny cache blocks (MC = 2 MR, KC = 8, NC = 2 NR):
+ * every block edge of the loops on small shapes, against the reference. */
+static const nn__gemm_plan *g_tiny_plan;
+static void tiny_plan_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                           float *c, int64_t ldc) {
+    nn__gemm_blocked(g_tiny_plan, nn__num_threads(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
+                     c, ldc);
+}
+
+static void test_gemm_blocking_edges(void **s) {
+    (void)s;
+    const nn__gemm_plan *base = NULL;
+#if NN_HAVE_AVX2
+    if (g_tier == NN_TIER_AVX2) base = nn__avx2_gemm_plan();
+#endif
+#if NN_HAVE_AVX512
+    if (g_tier == NN_TIER_AVX512) base = nn__avx512_gemm_plan();
+#endif
+    if (!base) return; /* the reference tier has no blocked GEMM */
+    assert_true(base->kc >= 8 && base->kc % 4 == 0);
+    assert_true(base->mc >= base->mr && base->mc % base->mr == 0);
+    assert_true(base->nc >= base->nr && base->nc % base->nr == 0);
+    nn__gemm_plan tiny = *base;
+    tiny.mc = 2 * tiny.mr, tiny.kc = 8, tiny.nc = 2 * tiny.nr;
+    g_tiny_plan = &tiny;
+    static const int64_t shapes[][3] = {{1, 1, 1},     {29, 67, 17}, {30, 64, 16}, {31, 65, 9},
+                                        {59, 131, 33}, {3, 200, 41}, {100, 3, 23}};
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int tr = 0; tr < 4; tr++)
+                for (int ab = 0; ab < 3; ab++)
+                    check_gemm_at("blocked, tiny blocks", tiny_plan_gemm, tr & 1, tr & 2,
+                                  shapes[i][0], shapes[i][1], shapes[i][2], g_alphas[ab],
+                                  g_betas[ab], ab, (int)i);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+TIERED(test_gemm_blocking_edges)
+
+/* Batched GEMM: against the reference batch (rounding bound), products that
+ * share an operand (stride 0), and 1 vs 2 threads bit-identical. */
+static void test_gemm_batched(void **s) {
+    (void)s;
+    static const int64_t shp[][4] = {/* batch, m, n, k */
+                                     {1, 5, 7, 3},   {3, 17, 16, 9},  {4, 8, 64, 16},
+                                     {7, 33, 31, 5}, {2, 64, 65, 64}, {12, 4, 20, 8},
+                                     {0, 3, 3, 3},   {5, 1, 1, 1}};
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++)
+        for (int tr = 0; tr < 4; tr++)
+            for (int share = 0; share < 2; share++) {
+                const bool ta = tr & 1, tb = tr & 2;
+                const int64_t bt = shp[si][0], m = shp[si][1], n = shp[si][2], k = shp[si][3];
+                const int64_t lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 1;
+                const int64_t sa = (ta ? k : m) * lda + 3, sb = share ? 0 : (tb ? n : k) * ldb + 1;
+                const int64_t sc = m * ldc + 5;
+                const float alpha = share ? 0.75f : 1.0f, beta = (tr + share) % 2 ? 0.5f : 0.0f;
+                float *a = buf_new(bt * sa + 1),
+                      *b = buf_new((share ? 1 : bt) * (sb + 1) + (tb ? n : k) * ldb);
+                float *c[2], *want = buf_new(bt * sc + 1);
+                float *c0 = buf_copy(want, bt * sc + 1);
+                if (beta == 0.0f)
+                    for (int64_t i = 0; i < bt * sc; i++) c0[i] = NAN;
+                memcpy(want, c0, (size_t)(bt * sc) * sizeof(float));
+                nn__ref_sgemm_batched(bt, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta,
+                                      want, ldc, sc);
+                for (int t = 0; t < 2; t++) {
+                    TU_OK(nn_set_num_threads(g_threads[t]));
+                    c[t] = buf_copy(c0, bt * sc + 1);
+                    fast()->gemm.sgemm_batched(bt, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb,
+                                               beta, c[t], ldc, sc);
+                }
+                for (int64_t i = 0; i < bt; i++)
+                    expect_gemm_close("sgemm_batched", ta, tb, m, n, k, alpha, beta, a + i * sa,
+                                      lda, b + i * sb, ldb, c0 + i * sc, c[0] + i * sc,
+                                      want + i * sc, ldc);
+                /* between products (past each C's last row) nothing is written */
+                for (int64_t i = 0; i < bt; i++)
+                    for (int64_t q = m * ldc; q < sc; q++)
+                        if (memcmp(&c[0][i * sc + q], &c0[i * sc + q], sizeof(float)) != 0)
+                            fail_msg("sgemm_batched wrote between products");
+                expect_same(c[1], c[0], bt * sc, "sgemm_batched 2 threads vs 1");
+                buf_free(a), buf_free(b), buf_free(want), buf_free(c0);
+                buf_free(c[0]), buf_free(c[1]);
+            }
+    TU_OK(nn_set_num_threads(1));
+}
+TIERED(test_gemm_batched)
+
+/* GEMM at 1 and 2 threads is bit-identical for every provider and path. */
+static void test_gemm_thread_determinism(void **s) {
+    (void)s;
+    static const int64_t shp[][3] = {
+        {64, 3136, 128}, {200, 300, 400}, {129, 65, 700}, {7, 999, 33}};
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++)
+        for (int tr = 0; tr < 4; tr++)
+            for (int f = 0; f < ni; f++) {
+                const bool ta = tr & 1, tb = tr & 2;
+                const int64_t m = shp[si][0], n = shp[si][1], k = shp[si][2];
+                float *a = buf_new(m * k), *b = buf_new(k * n), *c0 = buf_new(m * n), *c[2];
+                for (int t = 0; t < 2; t++) {
+                    TU_OK(nn_set_num_threads(g_threads[t]));
+                    c[t] = buf_copy(c0, m * n);
+                    impl[f].fn(ta, tb, m, n, k, 1.0f, a, ta ? m : k, b, tb ? k : n, 0.5f, c[t], n);
+                }
+                expect_same(c[1], c[0], m * n, impl[f].name);
+                buf_free(a), buf_free(b), buf_free(c0), buf_free(c[0]), buf_free(c[1]);
+            }
+    TU_OK(nn_set_num_threads(1));
+}
+TIERED(test_gemm_thread_determinism)
 
 /* ------------------------------------------------------- convolution */
 
@@ -153,23 +334,22 @@ static void check_im2col(int64_t n, int64_t c, int64_t h, int64_t w, nn__win2d g
     int64_t nimg = batched ? n : 1, ldcol = nimg * ohw + (batched ? 3 : 0);
     float *x = buf_new(nimg * c * h * w);
     float *col = buf_new(rows * ldcol), *col2 = buf_copy(col, rows * ldcol);
-    fast()->im2col(x, nimg, c, h, w, &g, col, ldcol);
-    ref()->im2col(x, nimg, c, h, w, &g, col2, ldcol);
+    fast()->conv.im2col(x, nimg, c, h, w, &g, col, ldcol);
+    ref()->conv.im2col(x, nimg, c, h, w, &g, col2, ldcol);
     expect_same(col, col2, rows * ldcol, "im2col");
     float *gx = buf_new(nimg * c * h * w), *gx2 = buf_new(nimg * c * h * w);
-    fast()->col2im(col, ldcol, nimg, c, h, w, &g, gx);
-    ref()->col2im(col, ldcol, nimg, c, h, w, &g, gx2);
+    fast()->conv.col2im(col, ldcol, nimg, c, h, w, &g, gx);
+    ref()->conv.col2im(col, ldcol, nimg, c, h, w, &g, gx2);
     expect_same(gx, gx2, nimg * c * h * w, "col2im");
     buf_free(x), buf_free(col), buf_free(col2), buf_free(gx), buf_free(gx2);
 }
 
 static void test_conv_helpers(void **s) {
     (void)s;
-    static const nn__win2d geo[] = {
-        {3, 3, 1, 1, 1, 1, 1, 1, 0, 0}, /* the demo CNN's convs */
-        {3, 3, 2, 2, 1, 1, 1, 1, 0, 0}, {3, 3, 1, 2, 2, 0, 2, 1, 0, 0},
-        {1, 1, 1, 1, 0, 0, 1, 1, 0, 0}, {5, 3, 3, 1, 2, 1, 1, 2, 0, 0},
-        {2, 2, 1, 1, 0, 0, 1, 1, 0, 0}};
+    static const nn__win2d geo[] = {{3, 3, 1, 1, 1, 1, 1, 1, 0, 0}, /* the demo CNN's convs */
+                                    {3, 3, 2, 2, 1, 1, 1, 1, 0, 0}, {3, 3, 1, 2, 2, 0, 2, 1, 0, 0},
+                                    {1, 1, 1, 1, 0, 0, 1, 1, 0, 0}, {5, 3, 3, 1, 2, 1, 1, 2, 0, 0},
+                                    {2, 2, 1, 1, 0, 0, 1, 1, 0, 0}};
     static const int64_t hw[][2] = {{1, 1}, {3, 17}, {7, 9}, {28, 28}, {65, 3}};
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
@@ -191,8 +371,8 @@ static void test_swap01(void **s) {
         for (size_t i = 0; i < 4; i++) {
             int64_t n = shp[i][0] * shp[i][1] * shp[i][2];
             float *x = buf_new(n), *y = buf_new(n), *y2 = buf_new(n);
-            fast()->swap01(x, shp[i][0], shp[i][1], shp[i][2], y);
-            ref()->swap01(x, shp[i][0], shp[i][1], shp[i][2], y2);
+            fast()->conv.swap01(x, shp[i][0], shp[i][1], shp[i][2], y);
+            ref()->conv.swap01(x, shp[i][0], shp[i][1], shp[i][2], y2);
             expect_same(y, y2, n, "swap01");
             buf_free(x), buf_free(y), buf_free(y2);
         }
@@ -220,17 +400,19 @@ static void test_elementwise(void **s) {
             add_specials(a, n);
             float *y = buf_new(n + 1), *y2 = buf_new(n + 1);
             const nn_kernels *f = fast(), *r = ref();
-            f->add(n, a, b, y), r->add(n, a, b, y2), expect_same(y, y2, n, "add");
-            f->sub(n, a, b, y), r->sub(n, a, b, y2), expect_same(y, y2, n, "sub");
-            f->mul(n, a, b, y), r->mul(n, a, b, y2), expect_same(y, y2, n, "mul");
-            f->scale(n, 0.3f, a, y), r->scale(n, 0.3f, a, y2), expect_same(y, y2, n, "scale");
-            f->axpy(n, -1.7f, a, y), r->axpy(n, -1.7f, a, y2), expect_same(y, y2, n, "axpy");
-            f->relu(n, a, y), r->relu(n, a, y2), expect_same(y, y2, n, "relu");
-            f->relu_bwd(n, a, b, y), r->relu_bwd(n, a, b, y2);
+            f->eltwise.add(n, a, b, y), r->eltwise.add(n, a, b, y2), expect_same(y, y2, n, "add");
+            f->eltwise.sub(n, a, b, y), r->eltwise.sub(n, a, b, y2), expect_same(y, y2, n, "sub");
+            f->eltwise.mul(n, a, b, y), r->eltwise.mul(n, a, b, y2), expect_same(y, y2, n, "mul");
+            f->eltwise.scale(n, 0.3f, a, y), r->eltwise.scale(n, 0.3f, a, y2),
+                expect_same(y, y2, n, "scale");
+            f->eltwise.axpy(n, -1.7f, a, y), r->eltwise.axpy(n, -1.7f, a, y2),
+                expect_same(y, y2, n, "axpy");
+            f->eltwise.relu(n, a, y), r->eltwise.relu(n, a, y2), expect_same(y, y2, n, "relu");
+            f->eltwise.relu_bwd(n, a, b, y), r->eltwise.relu_bwd(n, a, b, y2);
             expect_same(y, y2, n, "relu_bwd");
             memcpy(y, b, (size_t)n * sizeof(float)); /* in place */
-            f->relu(n, y, y);
-            r->relu(n, b, y2), expect_same(y, y2, n, "relu in place");
+            f->eltwise.relu(n, y, y);
+            r->eltwise.relu(n, b, y2), expect_same(y, y2, n, "relu in place");
             buf_free(a), buf_free(b), buf_free(y), buf_free(y2);
         }
     }
@@ -250,8 +432,8 @@ static void test_bias_act(void **s) {
                 float *y = buf_new(m * ld), *y2 = buf_copy(y, m * ld);
                 add_specials(y, m * ld);
                 memcpy(y2, y, (size_t)(m * ld) * sizeof(float));
-                fast()->bias_act(m, n, mode == 3 ? NULL : bias, per_row, relu, y, ld);
-                ref()->bias_act(m, n, mode == 3 ? NULL : bias, per_row, relu, y2, ld);
+                fast()->eltwise.bias_act(m, n, mode == 3 ? NULL : bias, per_row, relu, y, ld);
+                ref()->eltwise.bias_act(m, n, mode == 3 ? NULL : bias, per_row, relu, y2, ld);
                 expect_same(y, y2, m * ld, "bias_act");
                 buf_free(bias), buf_free(y), buf_free(y2);
             }
@@ -270,15 +452,15 @@ static void check_pool(int64_t planes, int64_t h, int64_t w, nn__win2d g) {
     add_specials(x, ni);
     for (int64_t i = 0; i < ni; i += 11) x[i] = x[i / 2]; /* ties */
     int64_t *ix = calloc((size_t)no + 1, sizeof *ix), *ix2 = calloc((size_t)no + 1, sizeof *ix2);
-    fast()->maxpool2d(x, planes, h, w, &g, y, ix + 1);
-    ref()->maxpool2d(x, planes, h, w, &g, y2, ix2 + 1);
+    fast()->pool.maxpool2d(x, planes, h, w, &g, y, ix + 1);
+    ref()->pool.maxpool2d(x, planes, h, w, &g, y2, ix2 + 1);
     expect_same(y, y2, no, "maxpool2d");
     assert_memory_equal(ix + 1, ix2 + 1, (size_t)no * sizeof *ix);
-    fast()->maxpool2d(x, planes, h, w, &g, y, NULL); /* inference: no indices */
+    fast()->pool.maxpool2d(x, planes, h, w, &g, y, NULL); /* inference: no indices */
     expect_same(y, y2, no, "maxpool2d without indices");
     float *gy = buf_new(no), *gx = buf_new(ni), *gx2 = buf_new(ni);
-    fast()->maxpool2d_bwd(gy, ix2 + 1, planes, h, w, g.oh, g.ow, gx);
-    ref()->maxpool2d_bwd(gy, ix2 + 1, planes, h, w, g.oh, g.ow, gx2);
+    fast()->pool.maxpool2d_bwd(gy, ix2 + 1, planes, h, w, g.oh, g.ow, gx);
+    ref()->pool.maxpool2d_bwd(gy, ix2 + 1, planes, h, w, g.oh, g.ow, gx2);
     expect_same(gx, gx2, ni, "maxpool2d_bwd");
     buf_free(x), buf_free(y), buf_free(y2), buf_free(gy), buf_free(gx), buf_free(gx2);
     free(ix), free(ix2);
@@ -286,10 +468,10 @@ static void check_pool(int64_t planes, int64_t h, int64_t w, nn__win2d g) {
 
 static void test_maxpool(void **s) {
     (void)s;
-    static const nn__win2d geo[] = {
-        {2, 2, 2, 2, 0, 0, 1, 1, 0, 0}, /* the demo CNN's pooling */
-        {3, 3, 2, 2, 1, 1, 1, 1, 0, 0}, {2, 3, 1, 2, 1, 1, 2, 1, 0, 0},
-        {1, 1, 1, 1, 0, 0, 1, 1, 0, 0}};
+    static const nn__win2d geo[] = {{2, 2, 2, 2, 0, 0, 1, 1, 0, 0}, /* the demo CNN's pooling */
+                                    {3, 3, 2, 2, 1, 1, 1, 1, 0, 0},
+                                    {2, 3, 1, 2, 1, 1, 2, 1, 0, 0},
+                                    {1, 1, 1, 1, 0, 0, 1, 1, 0, 0}};
     static const int64_t hw[][2] = {{1, 1}, {2, 2}, {3, 17}, {7, 9}, {28, 28}, {65, 3}};
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
@@ -312,9 +494,11 @@ static void test_reductions(void **s) {
                 int64_t m = shp[i][0], n = shp[i][1], ld = n + 1;
                 float *x = buf_new(m * ld);
                 float *y = buf_new(n > m ? n : m), *y2 = buf_copy(y, n > m ? n : m);
-                fast()->sum_rows(m, n, x, ld, y, acc), ref()->sum_rows(m, n, x, ld, y2, acc);
+                fast()->eltwise.sum_rows(m, n, x, ld, y, acc),
+                    ref()->eltwise.sum_rows(m, n, x, ld, y2, acc);
                 expect_same(y, y2, n, "sum_rows"); /* same order: exact */
-                fast()->sum_cols(m, n, x, ld, y, acc), ref()->sum_cols(m, n, x, ld, y2, acc);
+                fast()->eltwise.sum_cols(m, n, x, ld, y, acc),
+                    ref()->eltwise.sum_cols(m, n, x, ld, y2, acc);
                 for (int64_t r = 0; r < m; r++)
                     assert_true(fabs(y[r] - y2[r]) <= 1e-6 * (n + 4) * (2 + fabs(y2[r])));
                 buf_free(x), buf_free(y), buf_free(y2);
@@ -333,12 +517,12 @@ static void test_softmax(void **s) {
                 int64_t n = shp[i][0] * shp[i][1];
                 float *x = buf_new(n), *y = buf_new(n), *y2 = buf_new(n);
                 for (int64_t q = 0; q < n; q++) x[q] *= 30.0f;
-                fast()->softmax_rows(shp[i][0], shp[i][1], x, y, lg);
-                ref()->softmax_rows(shp[i][0], shp[i][1], x, y2, lg);
+                fast()->eltwise.softmax_rows(shp[i][0], shp[i][1], x, y, lg);
+                ref()->eltwise.softmax_rows(shp[i][0], shp[i][1], x, y2, lg);
                 expect_same(y, y2, n, "softmax_rows");
                 float *gy = buf_new(n), *gx = buf_new(n), *gx2 = buf_new(n);
-                fast()->softmax_bwd_rows(shp[i][0], shp[i][1], y2, gy, gx, lg);
-                ref()->softmax_bwd_rows(shp[i][0], shp[i][1], y2, gy, gx2, lg);
+                fast()->eltwise.softmax_bwd_rows(shp[i][0], shp[i][1], y2, gy, gx, lg);
+                ref()->eltwise.softmax_bwd_rows(shp[i][0], shp[i][1], y2, gy, gx2, lg);
                 expect_same(gx, gx2, n, "softmax_bwd_rows");
                 buf_free(x), buf_free(y), buf_free(y2), buf_free(gy), buf_free(gx), buf_free(gx2);
             }
@@ -356,8 +540,9 @@ static void test_adam(void **s) {
             for (int mode = 0; mode < 8; mode++) {
                 int64_t n = g_lens[li];
                 const float wd = (mode & 1) ? 0.01f : 0.0f;
-                nn__adam_hp hp = {0.9f, 0.999f, 0.1f, 0.001f, 1e-8f, wd, 1.0f - 1e-3f * wd,
-                                  -1e-3f / 0.19f, 0.0447101778f, mode & 2, mode & 4};
+                nn__adam_hp hp = {
+                    0.9f,           0.999f,        0.1f,     0.001f,  1e-8f, wd, 1.0f - 1e-3f * wd,
+                    -1e-3f / 0.19f, 0.0447101778f, mode & 2, mode & 4};
                 float *p = buf_new(n), *g = buf_new(n), *m = buf_new(n), *v = buf_new(n);
                 float *vm = buf_new(n);
                 for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]), vm[i] = fabsf(vm[i]);
@@ -365,8 +550,8 @@ static void test_adam(void **s) {
                 float *vm2 = buf_copy(vm, n);
                 bool ams = mode == 5;
                 for (int step = 0; step < 2; step++) {
-                    fast()->adam(n, p, g, m, v, ams ? vm : NULL, &hp);
-                    ref()->adam(n, p2, g, m2, v2, ams ? vm2 : NULL, &hp);
+                    fast()->optim.adam(n, p, g, m, v, ams ? vm : NULL, &hp);
+                    ref()->optim.adam(n, p2, g, m2, v2, ams ? vm2 : NULL, &hp);
                 }
                 expect_same(p, p2, n, "adam p");
                 expect_same(m, m2, n, "adam m");
@@ -386,14 +571,19 @@ static void test_sgd(void **s) {
         for (size_t li = 1; li < sizeof g_lens / sizeof g_lens[0]; li++)
             for (int mode = 0; mode < 16; mode++) {
                 int64_t n = g_lens[li];
-                nn__sgd_hp hp = {-0.1f, (mode & 1) ? 0.9f : 0.0f, (mode & 2) ? 0.9f : 1.0f,
-                                 (mode & 4) ? 1e-4f : 0.0f, mode & 8, false, mode == 5};
+                nn__sgd_hp hp = {-0.1f,
+                                 (mode & 1) ? 0.9f : 0.0f,
+                                 (mode & 2) ? 0.9f : 1.0f,
+                                 (mode & 4) ? 1e-4f : 0.0f,
+                                 mode & 8,
+                                 false,
+                                 mode == 5};
                 float *p = buf_new(n), *g = buf_new(n), *b = buf_new(n);
                 float *p2 = buf_copy(p, n), *b2 = buf_copy(b, n);
                 for (int step = 0; step < 2; step++) {
                     hp.first = step == 0;
-                    fast()->sgd(n, p, g, (mode & 1) ? b : NULL, &hp);
-                    ref()->sgd(n, p2, g, (mode & 1) ? b2 : NULL, &hp);
+                    fast()->optim.sgd(n, p, g, (mode & 1) ? b : NULL, &hp);
+                    ref()->optim.sgd(n, p2, g, (mode & 1) ? b2 : NULL, &hp);
                 }
                 expect_same(p, p2, n, "sgd p");
                 expect_same(b, b2, n, "sgd buf");
@@ -416,9 +606,9 @@ static void test_thread_determinism(void **s) {
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
         c[t] = buf_new(m * n);
-        fast()->sgemm(false, false, m, n, k, 1.0f, a, k, b, n, 0.0f, c[t], n);
+        fast()->gemm.sgemm(false, false, m, n, k, 1.0f, a, k, b, n, 0.0f, c[t], n);
         gx[t] = buf_new(8 * 32 * 196);
-        fast()->col2im(col, 8 * 196, 8, 32, 14, 14, &g, gx[t]);
+        fast()->conv.col2im(col, 8 * 196, 8, 32, 14, 14, &g, gx[t]);
     }
     expect_same(c[1], c[0], m * n, "sgemm 2 threads vs 1");
     expect_same(gx[1], gx[0], 8 * 32 * 196, "col2im 2 threads vs 1");
@@ -488,43 +678,107 @@ static void test_training_determinism(void **s) {
     expect_same(b, a, cap, "2 threads, run 2 vs run 1");
     for (int64_t i = 0; i < cap; i++)
         if (!(fabsf(c[i] - a[i]) <= 1e-4f * (1.0f + fabsf(a[i]))))
-            fail_msg("1 vs 2 threads: parameter %lld is %.9g vs %.9g", (long long)i,
-                     (double)c[i], (double)a[i]);
+            fail_msg("1 vs 2 threads: parameter %lld is %.9g vs %.9g", (long long)i, (double)c[i],
+                     (double)a[i]);
     free(a), free(b), free(c);
+}
+
+/* Every entry of every runnable tier's table (and the reference's) is set. */
+static void expect_full_table(const nn_kernels *t) {
+    assert_non_null(t);
+    assert_non_null(t->name);
+    const char *p = (const char *)&t->gemm, *end = (const char *)(t + 1);
+    for (; p + sizeof(void (*)(void)) <= end; p += sizeof(void (*)(void))) {
+        void (*fp)(void);
+        memcpy(&fp, p, sizeof fp);
+        if (!fp)
+            fail_msg("table %s: entry at byte %d is NULL", t->name, (int)(p - (const char *)t));
+    }
 }
 
 static void test_table(void **s) {
     (void)s;
-    const nn_kernels *f = fast(), *r = ref();
+    const nn_kernels *r = ref();
     assert_string_equal(r->name, "reference");
-    assert_ptr_equal(r->sgemm, nn__ref_sgemm);
-    /* every entry of both tables is set */
-    const void *const *fp = (const void *const *)&f->sgemm;
-    const void *const *rp = (const void *const *)&r->sgemm;
-    size_t nent = (sizeof(nn_kernels) - offsetof(nn_kernels, sgemm)) / sizeof(void *);
-    for (size_t i = 0; i < nent; i++) {
-        assert_non_null(fp[i]);
-        assert_non_null(rp[i]);
-    }
-    printf("active kernels: %s\n", f->name);
+    assert_ptr_equal(r->gemm.sgemm, nn__ref_sgemm);
+    assert_ptr_equal(r->gemm.sgemm_batched, nn__ref_sgemm_batched);
+    expect_full_table(r);
+    int best = NN_TIER_REF;
+    for (int t = 0; t < NN_TIER_COUNT; t++)
+        if (nn__tier_runnable(t)) {
+            expect_full_table(nn__tier_kernels(t));
+            assert_string_equal(nn__tier_kernels(t)->name, nn__tier_name(t));
+            best = t;
+        } else {
+            assert_null(nn__tier_kernels(t));
+            assert_false(nn__backend_force_tier(t));
+        }
+    /* the best runnable tier is the default; unknown tiers are refused */
+    assert_int_equal(nn__backend_tier(), best);
+    assert_false(nn__backend_force_tier(NN_TIER_COUNT));
+    assert_false(nn__backend_force_tier(1000));
+    assert_int_equal(nn__backend_tier(), best);
+    /* the CPU facts the tiers rest on */
+    const nn__cpu_info *cpu = nn__cpu();
+    assert_true(cpu->l1d >= 8 * 1024 && cpu->l2 >= cpu->l1d && cpu->l3 >= cpu->l2);
+    if (cpu->avx512) assert_true(cpu->avx2_fma);
+#if NN_HAVE_AVX2
+    assert_int_equal(nn__tier_runnable(NN_TIER_AVX2), cpu->avx2_fma);
+#endif
+#if NN_HAVE_AVX512
+    assert_int_equal(nn__tier_runnable(NN_TIER_AVX512), cpu->avx512);
+#endif
+    printf("active kernels: %s\n", fast()->name);
 }
+
+/* nn_backend_info names the tier in use, the GEMM provider and the caches. */
+static void test_backend_info(void **s) {
+    (void)s;
+    const char *info = nn_backend_info();
+    assert_non_null(info);
+    assert_ptr_equal(info, nn_backend_info()); /* a static string */
+    char want[64];
+    snprintf(want, sizeof want, "tier %s;", nn__tier_name(nn__backend_tier()));
+    if (!strstr(info, want)) fail_msg("nn_backend_info() = '%s' lacks '%s'", info, want);
+    snprintf(want, sizeof want, "gemm %s", nn__tier_gemm_provider(nn__backend_tier()));
+    if (!strstr(info, want)) fail_msg("nn_backend_info() = '%s' lacks '%s'", info, want);
+    snprintf(want, sizeof want, "L1d %lld KiB", (long long)(nn__cpu()->l1d / 1024));
+    if (!strstr(info, want)) fail_msg("nn_backend_info() = '%s' lacks '%s'", info, want);
+    printf("%s\n", info);
+}
+
+TIERED(test_conv_helpers)
+TIERED(test_swap01)
+TIERED(test_elementwise)
+TIERED(test_bias_act)
+TIERED(test_maxpool)
+TIERED(test_reductions)
+TIERED(test_softmax)
+TIERED(test_adam)
+TIERED(test_sgd)
+TIERED(test_thread_determinism)
+TIERED(test_training_determinism)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
-        cmocka_unit_test(test_gemm_small_shapes),
-        cmocka_unit_test(test_gemm_model_shapes),
-        cmocka_unit_test(test_conv_helpers),
-        cmocka_unit_test(test_swap01),
-        cmocka_unit_test(test_elementwise),
-        cmocka_unit_test(test_bias_act),
-        cmocka_unit_test(test_maxpool),
-        cmocka_unit_test(test_reductions),
-        cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_adam),
-        cmocka_unit_test(test_sgd),
-        cmocka_unit_test(test_thread_determinism),
-        cmocka_unit_test(test_training_determinism),
+        cmocka_unit_test(test_backend_info),
+        cmocka_unit_test(test_gemm_shapes_tiers),
+        cmocka_unit_test(test_gemm_model_shapes_tiers),
+        cmocka_unit_test(test_gemm_blocking_edges_tiers),
+        cmocka_unit_test(test_gemm_batched_tiers),
+        cmocka_unit_test(test_gemm_thread_determinism_tiers),
+        cmocka_unit_test(test_conv_helpers_tiers),
+        cmocka_unit_test(test_swap01_tiers),
+        cmocka_unit_test(test_elementwise_tiers),
+        cmocka_unit_test(test_bias_act_tiers),
+        cmocka_unit_test(test_maxpool_tiers),
+        cmocka_unit_test(test_reductions_tiers),
+        cmocka_unit_test(test_softmax_tiers),
+        cmocka_unit_test(test_adam_tiers),
+        cmocka_unit_test(test_sgd_tiers),
+        cmocka_unit_test(test_thread_determinism_tiers),
+        cmocka_unit_test(test_training_determinism_tiers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,6 +156,7 @@ CALLBACKS = {'nn_malloc_fn': nn_malloc_fn, 'nn_realloc_fn': nn_realloc_fn, 'nn_f
 # Functions: (name, restype, argtypes, argnames, header).
 FUNCTIONS = (
     ('nn_version', c_char_p, (), (), 'nn.h'),
+    ('nn_backend_info', c_char_p, (), (), 'nn.h'),
     ('nn_status_string', c_char_p, (c_int, ), ('status',), 'nn.h'),
     ('nn_last_error', c_char_p, (), (), 'nn.h'),
     ('nn_last_status', c_int, (), (), 'nn.h'),

@@ -1,0 +1,43 @@
+/* Backend domain: elementwise work, activations, reductions and softmax (see
+ * backend.h for the conventions). */
+#ifndef NN_BACKEND_ELTWISE_H
+#define NN_BACKEND_ELTWISE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct nn__eltwise_kernels {
+    /* ---- activations ---------------------------------------------------- */
+    /* y = max(x, 0) (NaN propagates); y may alias x. */
+    void (*relu)(int64_t n, const float *x, float *y);
+    /* gx = y > 0 ? gy : 0, with y the relu output (or input); gx may alias gy. */
+    void (*relu_bwd)(int64_t n, const float *y, const float *gy, float *gx);
+    /* In place on Y [M, N] (row stride ldy): Y[i,j] += bias[per_row ? i : j]
+     * (bias NULL: no bias), then max(., 0) when relu. */
+    void (*bias_act)(int64_t m, int64_t n, const float *bias, bool per_row, bool relu, float *y,
+                     int64_t ldy);
+
+    /* ---- elementwise (y may alias an input) ------------------------------ */
+    void (*add)(int64_t n, const float *a, const float *b, float *y); /* y = a + b */
+    void (*sub)(int64_t n, const float *a, const float *b, float *y); /* y = a - b */
+    void (*mul)(int64_t n, const float *a, const float *b, float *y); /* y = a * b */
+    void (*axpy)(int64_t n, float alpha, const float *x, float *y);   /* y += alpha x */
+    void (*scale)(int64_t n, float alpha, const float *x, float *y);  /* y = alpha x */
+
+    /* ---- reductions ------------------------------------------------------ */
+    /* y[j] (+)= sum_i X[i, j] over X [M, N] (row stride ldx): bias gradient
+     * of a linear layer. accumulate false overwrites y. */
+    void (*sum_rows)(int64_t m, int64_t n, const float *x, int64_t ldx, float *y, bool accumulate);
+    /* y[i] (+)= sum_j X[i, j]: per-channel sums (conv bias gradient). */
+    void (*sum_cols)(int64_t m, int64_t n, const float *x, int64_t ldx, float *y, bool accumulate);
+
+    /* ---- softmax over the rows of X [M, N] (contiguous) ------------------ */
+    /* y = softmax(x) or log_softmax(x) row by row; y may alias x. */
+    void (*softmax_rows)(int64_t m, int64_t n, const float *x, float *y, bool log);
+    /* Backward from the output y: softmax gx = y*(gy - sum(gy*y));
+     * log-softmax gx = gy - exp(y)*sum(gy). gx may alias gy. */
+    void (*softmax_bwd_rows)(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
+                             bool log);
+} nn__eltwise_kernels;
+
+#endif

@@ -1,0 +1,170 @@
+/* The cache-blocked, packed GEMM driver (see gemm_blocked.h), the per-thread
+ * packing buffers it runs in, and the batched GEMM built on any sgemm. */
+#include "backend/gemm_blocked.h"
+#include "backend/parallel.h"
+#include "backend/ref/ref.h"
+
+#include "backend/threadpool.h"
+#include "nn_internal.h"
+
+/* Packing buffers: this OS thread's scratch slot 0 (threadpool.h), 64-byte
+ * aligned, allocated at first use, grown when a larger one is needed and
+ * kept for the next call; freed at thread exit and unload. Never the
+ * library's allocator hook, whose allocation counts belong to the caller's
+ * objects. */
+#define PACK_SLOT 0
+
+/* ---------------------------------------------------------------- plan */
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void nn__gemm_plan_init(nn__gemm_plan *p, int64_t l1d, int64_t l2, int64_t l3) {
+    const int64_t f = (int64_t)sizeof(float);
+    /* B micro-panel (KC x NR) in half of L1d, next to the A micro-panels that
+     * stream through the other half. */
+    int64_t kc = clamp64(l1d / 2 / (p->nr * f), 64, 1024) / 8 * 8;
+    /* A block (MC x KC) in half of L2. */
+    int64_t mc = clamp64(l2 / 2 / (kc * f), p->mr, 4096) / p->mr * p->mr;
+    /* B panel (KC x NC) in a quarter of L3 (shared with the other cores). */
+    int64_t nc = clamp64(l3 / 4 / (kc * f), 4 * p->nr, 8192) / p->nr * p->nr;
+    p->kc = kc, p->mc = mc, p->nc = nc;
+}
+
+/* --------------------------------------------------------------- driver */
+
+typedef struct gemm_job {
+    const nn__gemm_plan *p;
+    bool ta, tb;
+    int64_t m, n, k, kc; /* kc: the equal K block actually used */
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int64_t lda, ldb, ldc;
+    int64_t tr, tc; /* C is split into tr x tc rectangles (tasks) */
+} gemm_job;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+/* C[i0:i1, j0:j1] through the blocked loops. */
+static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const nn__gemm_plan *p = J->p;
+    const int64_t mr = p->mr, nr = p->nr, kc = J->kc;
+    const int64_t mcap = min64(p->mc, round_up(i1 - i0, mr));
+    const int64_t ncap = min64(p->nc, round_up(j1 - j0, nr));
+    /* A block, then B panel; each 64-byte aligned (mcap*kc floats is a
+     * multiple of 16 since kc is a multiple of 8 or mr... round anyway). */
+    const size_t a_floats = (size_t)round_up(mcap * kc, 16);
+    float *buf =
+        nn__thread_scratch(PACK_SLOT, (a_floats + (size_t)(ncap * kc) + 16) * sizeof(float));
+    if (!buf) { /* no memory for packing: the reference path, never a failure */
+        const float *ar = J->ta ? J->a + i0 : J->a + i0 * J->lda;
+        const float *bc = J->tb ? J->b + j0 * J->ldb : J->b + j0;
+        nn__ref_sgemm(J->ta, J->tb, i1 - i0, j1 - j0, J->k, J->alpha, ar, J->lda, bc, J->ldb,
+                      J->beta, J->c + i0 * J->ldc + j0, J->ldc);
+        return;
+    }
+    float *ap = buf, *bp = buf + a_floats;
+    for (int64_t jc = j0; jc < j1; jc += ncap) {
+        const int64_t nb = min64(ncap, j1 - jc);
+        for (int64_t pc = 0; pc < J->k; pc += kc) {
+            const int64_t kb = min64(kc, J->k - pc);
+            const float *bsrc = J->tb ? J->b + jc * J->ldb + pc : J->b + pc * J->ldb + jc;
+            p->pack(bsrc, J->ldb, !J->tb, nb, kb, p->nr, bp);
+            const float beta = pc == 0 ? J->beta : 1.0f;
+            for (int64_t ic = i0; ic < i1; ic += mcap) {
+                const int64_t mb = min64(mcap, i1 - ic);
+                const float *asrc = J->ta ? J->a + pc * J->lda + ic : J->a + ic * J->lda + pc;
+                p->pack(asrc, J->lda, J->ta, mb, kb, p->mr, ap);
+                for (int64_t jr = 0; jr < nb; jr += nr) {
+                    const float *bpp = bp + jr * kb;
+                    const int nrr = (int)min64(nr, nb - jr);
+                    for (int64_t ir = 0; ir < mb; ir += mr)
+                        p->kernel(kb, ap + ir * kb, bpp, J->c + (ic + ir) * J->ldc + jc + jr,
+                                  J->ldc, (int)min64(mr, mb - ir), nrr, J->alpha, beta);
+                }
+            }
+        }
+    }
+}
+
+static void run_task(void *ctx, int64_t t, int thread) {
+    const gemm_job *J = ctx;
+    (void)thread;
+    int64_t i0, i1, j0, j1;
+    nn__chunk(J->m, J->tr, (int)(t / J->tc), J->p->mr, &i0, &i1);
+    nn__chunk(J->n, J->tc, (int)(t % J->tc), J->p->nr, &j0, &j1);
+    if (i0 < i1 && j0 < j1) run_rect(J, i0, i1, j0, j1);
+}
+
+void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool trans_b, int64_t m,
+                      int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                      const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) { /* C = beta C (beta == 0: zeros, old C ignored) */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    gemm_job J = {p, trans_a, trans_b, m, n, k, 0, alpha, beta, a, b, c, lda, ldb, ldc, 1, 1};
+    const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
+    J.kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
+    /* Threads take rectangles of C: about 4 per thread, so that a thread the
+     * OS deschedules holds up a small part of the call, each of at least
+     * 2^20 multiply-adds, and column stripes (which share nothing but A)
+     * before row stripes. Each C element gets the same arithmetic in any
+     * rectangle, so the split never changes the result. */
+    int nt = nn__threads_cap(threads, (m * n / 64 + 1) * k, (int64_t)1 << 14);
+    if (nt <= 1) {
+        run_rect(&J, 0, m, 0, n);
+        return;
+    }
+    const int64_t ncols = (n + p->nr - 1) / p->nr, nrows = (m + p->mr - 1) / p->mr;
+    int64_t want = 4 * (int64_t)nt, most = (m * n / 64 + 1) * k / ((int64_t)1 << 14);
+    if (want > most) want = most;
+    if (want < nt) want = nt;
+    J.tc = want < ncols ? want : ncols;
+    J.tr = want / J.tc < nrows ? want / J.tc : nrows;
+    if (J.tr < 1) J.tr = 1;
+    nn__parallel_for_max(J.tr * J.tc, nt, run_task, &J);
+}
+
+/* ------------------------------------------------------------- batched */
+
+typedef struct batch_job {
+    nn__sgemm_nt_fn f;
+    bool ta, tb;
+    int64_t m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int64_t lda, ldb, ldc, sa, sb, sc;
+} batch_job;
+
+static void run_batch(void *ctx, int64_t i, int thread) {
+    const batch_job *J = ctx;
+    (void)thread;
+    J->f(1, J->ta, J->tb, J->m, J->n, J->k, J->alpha, J->a + i * J->sa, J->lda, J->b + i * J->sb,
+         J->ldb, J->beta, J->c + i * J->sc, J->ldc);
+}
+
+void nn__gemm_batched(nn__sgemm_nt_fn f, int64_t batch, bool trans_a, bool trans_b, int64_t m,
+                      int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                      int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b, float beta,
+                      float *c, int64_t ldc, int64_t stride_c) {
+    if (batch <= 0 || m <= 0 || n <= 0) return;
+    batch_job J = {f, trans_a, trans_b, m,   n,   k,        alpha,    beta,    a,
+                   b, c,       lda,     ldb, ldc, stride_a, stride_b, stride_c};
+    const int64_t per = (m * n / 64 + 1) * (k + 1); /* ~ multiply-adds / 64 per product */
+    const int nt = nn__threads_for(per * batch, (int64_t)1 << 12);
+    /* Whole products as tasks when there are at least two per thread (the
+     * pool balances them); otherwise each product in turn on every thread. */
+    if (nt <= 1 || batch >= 2 * (int64_t)nt) {
+        nn__parallel_for_max(batch, nt, run_batch, &J);
+        return;
+    }
+    for (int64_t i = 0; i < batch; i++)
+        f(nt, trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
+          c + i * stride_c, ldc);
+}

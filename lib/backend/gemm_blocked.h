@@ -1,0 +1,68 @@
+/* The cache-blocked, packed GEMM driver (Goto / BLIS style), portable C run
+ * with a tier's micro-kernel and packing routines:
+ *
+ *   for jc over N in steps of NC:            B panel  KC x NC  (L3)
+ *     for pc over K in steps of KC:          pack op(B)[pc.., jc..]
+ *       for ic over M in steps of MC:        A block  MC x KC  (L2)
+ *         pack op(A)[ic.., pc..]
+ *         for jr over the panel in NR steps: B micro-panel KC x NR (L1)
+ *           for ir over the block in MR steps:
+ *             C[ir.., jr..] (+)= micro-kernel(A micro-panel, B micro-panel)
+ *
+ * Block sizes come from the CPU's cache sizes (nn__gemm_plan_init). K is cut
+ * into equal blocks of at most KC that depend on K and the plan only, and
+ * each C element is accumulated over them in order: the result never depends
+ * on how C is split over threads (threads take independent rectangles of C).
+ */
+#ifndef NN_BACKEND_GEMM_BLOCKED_H
+#define NN_BACKEND_GEMM_BLOCKED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Pack rows [0, rows) and columns [0, kc) of X into ceil(rows/w) panels of
+ * kc x w floats: dst[q*kc*w + p*w + r] = X(q*w + r, p), zero for rows past
+ * `rows`. X(r, p) = kmajor ? x[p*ld + r] : x[r*ld + p]. */
+typedef void (*nn__gemm_pack_fn)(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc,
+                                 int w, float *dst);
+/* C[mr x nr] = alpha * Ap Bp + beta * C for packed micro-panels Ap (kc x MR)
+ * and Bp (kc x NR), 1 <= mr <= MR, 1 <= nr <= NR; beta == 0: C not read. */
+typedef void (*nn__gemm_ukr_fn)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                                int mr, int nr, float alpha, float beta);
+
+typedef struct nn__gemm_plan {
+    const char *name;   /* e.g. "avx512 14x32" */
+    int mr, nr;         /* register tile */
+    int64_t mc, kc, nc; /* cache blocks: mc % mr == 0, nc % nr == 0 */
+    nn__gemm_pack_fn pack;
+    nn__gemm_ukr_fn kernel;
+} nn__gemm_plan;
+
+/* Fill p->mc/kc/nc for p->mr x p->nr tiles from the CPU's caches (bytes):
+ * KC so that a B micro-panel fills about half of L1d, MC so that an A block
+ * fills about half of L2, NC so that a B panel fills a share of L3. */
+void nn__gemm_plan_init(nn__gemm_plan *p, int64_t l1d, int64_t l2, int64_t l3);
+
+/* C = alpha op(A) op(B) + beta C with the plan, on up to `threads` threads.
+ * Never fails: if a packing buffer cannot be allocated, that part is
+ * computed by the reference GEMM. */
+void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool trans_b, int64_t m,
+                      int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                      const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* An sgemm that runs on at most `threads` threads (1: the calling thread
+ * only). Tiers build their table entries from one of these. */
+typedef void (*nn__sgemm_nt_fn)(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                                int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                                int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* Batched GEMM on top of any nn__sgemm_nt_fn: threads over the batch, each
+ * product on one thread; a batch too short to share out evenly runs its
+ * products one after another, each on all threads. Either way each product
+ * is the same computation, so results do not depend on the thread count. */
+void nn__gemm_batched(nn__sgemm_nt_fn f, int64_t batch, bool trans_a, bool trans_b, int64_t m,
+                      int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                      int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b, float beta,
+                      float *c, int64_t ldc, int64_t stride_c);
+
+#endif

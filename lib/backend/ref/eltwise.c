@@ -1,0 +1,117 @@
+/* Reference elementwise kernels, activations, reductions and softmax: plain,
+ * single-threaded C that says what each kernel means. They are the oracle the
+ * fast kernels (x86/...) are tested against, and the fallback on CPUs without
+ * a SIMD tier. */
+#include "backend/ref/ref.h"
+
+#include <math.h>
+
+/* ------------------------------------------------------------ activations */
+
+static void ref_relu(int64_t n, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f || isnan(x[i]) ? x[i] : 0.0f;
+}
+
+static void ref_relu_bwd(int64_t n, const float *y, const float *gy, float *gx) {
+    for (int64_t i = 0; i < n; i++) gx[i] = y[i] > 0.0f ? gy[i] : 0.0f;
+}
+
+static void ref_bias_act(int64_t m, int64_t n, const float *bias, bool per_row, bool relu, float *y,
+                         int64_t ldy) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float v = y[i * ldy + j];
+            if (bias) v += bias[per_row ? i : j];
+            if (relu && !(v > 0.0f) && !isnan(v)) v = 0.0f;
+            y[i * ldy + j] = v;
+        }
+}
+
+/* ------------------------------------------------------------ elementwise */
+
+static void ref_add(int64_t n, const float *a, const float *b, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+static void ref_sub(int64_t n, const float *a, const float *b, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] - b[i];
+}
+static void ref_mul(int64_t n, const float *a, const float *b, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+static void ref_axpy(int64_t n, float alpha, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+static void ref_scale(int64_t n, float alpha, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * x[i];
+}
+
+/* ------------------------------------------------------------- reductions */
+
+static void ref_sum_rows(int64_t m, int64_t n, const float *x, int64_t ldx, float *y,
+                         bool accumulate) {
+    for (int64_t j = 0; j < n; j++) {
+        float s = accumulate ? y[j] : 0.0f;
+        for (int64_t i = 0; i < m; i++) s += x[i * ldx + j];
+        y[j] = s;
+    }
+}
+
+static void ref_sum_cols(int64_t m, int64_t n, const float *x, int64_t ldx, float *y,
+                         bool accumulate) {
+    for (int64_t i = 0; i < m; i++) {
+        float s = 0.0f;
+        for (int64_t j = 0; j < n; j++) s += x[i * ldx + j];
+        y[i] = accumulate ? y[i] + s : s;
+    }
+}
+
+/* ---------------------------------------------------------------- softmax */
+
+static void ref_softmax_rows(int64_t m, int64_t n, const float *x, float *y, bool log) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *xr = x + i * n;
+        float *yr = y + i * n;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) mx = xr[j] > mx ? xr[j] : mx;
+        double s = 0.0;
+        for (int64_t j = 0; j < n; j++) s += exp((double)xr[j] - mx);
+        if (log) {
+            float lse = mx + (float)logf((float)s);
+            for (int64_t j = 0; j < n; j++) yr[j] = xr[j] - lse;
+        } else {
+            float inv = (float)(1.0 / s);
+            for (int64_t j = 0; j < n; j++) yr[j] = expf(xr[j] - mx) * inv;
+        }
+    }
+}
+
+static void ref_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
+                                 bool log) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *yr = y + i * n, *gr = gy + i * n;
+        float *xr = gx + i * n;
+        double s = 0.0;
+        if (log) {
+            for (int64_t j = 0; j < n; j++) s += gr[j];
+            for (int64_t j = 0; j < n; j++) xr[j] = gr[j] - expf(yr[j]) * (float)s;
+        } else {
+            for (int64_t j = 0; j < n; j++) s += (double)gr[j] * yr[j];
+            for (int64_t j = 0; j < n; j++) xr[j] = yr[j] * (gr[j] - (float)s);
+        }
+    }
+}
+
+void nn__ref_fill_eltwise(nn__eltwise_kernels *t) {
+    t->relu = ref_relu;
+    t->relu_bwd = ref_relu_bwd;
+    t->bias_act = ref_bias_act;
+    t->add = ref_add;
+    t->sub = ref_sub;
+    t->mul = ref_mul;
+    t->axpy = ref_axpy;
+    t->scale = ref_scale;
+    t->sum_rows = ref_sum_rows;
+    t->sum_cols = ref_sum_cols;
+    t->softmax_rows = ref_softmax_rows;
+    t->softmax_bwd_rows = ref_softmax_bwd_rows;
+}

@@ -1,0 +1,56 @@
+/* ISA tiers and CPU facts (backend-internal; the hooks marked "tests" are for
+ * tests/backend and the benchmark only, never for the library itself). */
+#ifndef NN_BACKEND_TIER_H
+#define NN_BACKEND_TIER_H
+
+#include "backend/backend.h"
+#include "backend/gemm_blocked.h"
+
+/* Kernel tiers, in increasing order of preference. */
+typedef enum nn__tier {
+    NN_TIER_REF = 0,    /* portable C (GEMM: BLIS when built with it) */
+    NN_TIER_AVX2 = 1,   /* AVX2 + FMA */
+    NN_TIER_AVX512 = 2, /* AVX-512 F/BW/VL/DQ */
+    NN_TIER_COUNT = 3
+} nn__tier;
+
+/* What this CPU and OS support, and its cache sizes (cpu.c). */
+typedef struct nn__cpu_info {
+    bool avx2_fma;            /* AVX2 and FMA, and the OS saves YMM state */
+    bool avx512;              /* AVX-512 F/BW/VL/DQ, and the OS saves ZMM and opmask state */
+    int64_t l1d, l2, l3;      /* data cache bytes per core (L3: the whole shared cache) */
+    const char *cache_source; /* "cpuid leaf 4", "cpuid 0x8000001d", ... or "defaults" */
+} nn__cpu_info;
+const nn__cpu_info *nn__cpu(void);
+
+/* "reference", "avx2", "avx512". */
+const char *nn__tier_name(int tier);
+/* Built into this library and runnable on this CPU. */
+bool nn__tier_runnable(int tier);
+/* The tier nn__kernels() currently uses. */
+int nn__backend_tier(void);
+/* The kernel table of one tier (NULL when not runnable here). */
+const nn_kernels *nn__tier_kernels(int tier);
+/* Tests: make `tier` the active one (-1: back to the best runnable). Returns
+ * false (and changes nothing) when the tier is not runnable here. Not
+ * thread-safe against concurrent kernel calls. */
+bool nn__backend_force_tier(int tier);
+/* Tests: the blocked GEMM of a tier (libnn's own, whatever the provider of
+ * the tier's table is); NULL for the reference tier or when not runnable. */
+nn__sgemm_fn nn__tier_blocked_sgemm(int tier);
+/* The GEMM provider a tier's table uses for large shapes: "libnn" or "blis". */
+const char *nn__tier_gemm_provider(int tier);
+
+/* BLIS as a GEMM provider (blis.c). nn__blis_sgemm_nt is NULL when built
+ * without BLIS; nn__blis_arch names the configuration BLIS picked for this
+ * CPU ("generic" when it does not know it); nn__blis_version its version. */
+nn__sgemm_nt_fn nn__blis_sgemm_nt(void);
+const char *nn__blis_arch(void);
+const char *nn__blis_version(void);
+/* BLIS's own thread count (a no-op without BLIS). */
+void nn__blis_set_threads(int n);
+/* Direct BLIS with libnn's thread count (the benchmark's "same shape,
+ * straight to BLIS" figure); NULL when built without BLIS. */
+nn__sgemm_fn nn__blis_sgemm(void);
+
+#endif

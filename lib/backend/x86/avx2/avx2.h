@@ -1,0 +1,40 @@
+/* The AVX2+FMA tier (x86-64): every file in this folder is compiled with
+ * -mavx2 -mfma -O3 and runs only when backend.c found AVX2, FMA and the OS's
+ * YMM state support at run time. Threads: backend/parallel.h. This header
+ * only declares (backend.c includes it); simd.h has the intrinsics helpers. */
+#ifndef NN_BACKEND_X86_AVX2_H
+#define NN_BACKEND_X86_AVX2_H
+
+#include "backend/backend.h"
+#include "backend/gemm_blocked.h"
+#include "backend/parallel.h"
+#include "backend/ref/ref.h"
+#include "nn_internal.h"
+
+/* Fill the tier's entries of each domain table (x86/avx2/<domain>.c). */
+/* GEMM: `large` (BLIS, when it is the provider) takes the shapes the
+ * small-matrix path does not; NULL: libnn's blocked GEMM, with block sizes
+ * planned for the given cache sizes (bytes). */
+void nn__avx2_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
+                        int64_t l3);
+void nn__avx2_fill_conv(nn__conv_kernels *t);
+void nn__avx2_fill_pool(nn__pool_kernels *t);
+void nn__avx2_fill_eltwise(nn__eltwise_kernels *t);
+void nn__avx2_fill_optim(nn__optim_kernels *t);
+
+/* The small-matrix GEMM path on its own (gemm_small.c; tests, benchmark);
+ * _nt: on at most `threads` threads. */
+void nn__avx2_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                             int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                             int64_t ldb, float beta, float *c, int64_t ldc);
+void nn__avx2_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                          float *c, int64_t ldc);
+/* The packed, cache-blocked GEMM with the 6x16 micro-kernel (gemm.c). */
+void nn__avx2_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                            float beta, float *c, int64_t ldc);
+/* Its micro-kernel plan (block sizes set by nn__avx2_fill_gemm). */
+const nn__gemm_plan *nn__avx2_gemm_plan(void);
+
+#endif

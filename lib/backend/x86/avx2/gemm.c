@@ -1,0 +1,132 @@
+/* AVX2 tier: GEMM. A 6x16 register tile (12 ymm accumulators, two B vectors
+ * and one broadcast A value: 15 of the 16 ymm registers) for the packed,
+ * cache-blocked driver (backend/gemm_blocked.c), and the dispatch between
+ * the small-matrix path (gemm_small.c), the blocked GEMM and BLIS. */
+#include "backend/x86/avx2/simd.h"
+#include "backend/x86/avx2/pack.h"
+
+#define MRP 6  /* rows of a register tile (A panel width) */
+#define NVP 2  /* ymm vectors across a tile */
+#define NRP 16 /* columns of a register tile (B panel width) */
+
+/* C[MR x nr] (nr <= 8*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP. */
+NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict ap,
+                   const float *restrict bp, float *c, int64_t ldc, int nr, float alpha,
+                   float beta) {
+    __m256 acc[MRP][NVP];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 bv[NVP];
+        for (int v = 0; v < NV; v++) bv[v] = _mm256_load_ps(bp + p * NRP + 8 * v);
+        for (int r = 0; r < MR; r++) {
+            const __m256 av = _mm256_broadcast_ss(ap + p * MRP + r);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const int last = nr - 8 * (NV - 1); /* 1..8 columns in the last vector */
+    const __m256i lm = lane_mask(last);
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        for (int v = 0; v < NV; v++) {
+            __m256 o = _mm256_mul_ps(va, acc[r][v]);
+            if (v < NV - 1 || last == 8) {
+                if (beta != 0.0f) o = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8 * v), o);
+                _mm256_storeu_ps(cr + 8 * v, o);
+            } else {
+                if (beta != 0.0f) o = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8 * v, lm), o);
+                _mm256_maskstore_ps(cr + 8 * v, lm, o);
+            }
+        }
+    }
+}
+
+#define UKR_NV(R)                                                                                  \
+    case R:                                                                                        \
+        if (nv == 1)                                                                               \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else                                                                                       \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        break;
+
+static void avx2_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
+                     int nr, float alpha, float beta) {
+    if (mr == MRP && nr == NRP) {
+        ukr(MRP, NVP, kc, ap, bp, c, ldc, nr, alpha, beta);
+        return;
+    }
+    const int nv = (nr + 7) / 8;
+    switch (mr) {
+        UKR_NV(1)
+        UKR_NV(2)
+        UKR_NV(3)
+        UKR_NV(4)
+        UKR_NV(5)
+        UKR_NV(6)
+    default: break;
+    }
+}
+
+static void avx2_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
+                      float *dst) {
+    if (w == MRP)
+        pack_panels(MRP, x, ld, kmajor, rows, kc, dst);
+    else
+        pack_panels(NRP, x, ld, kmajor, rows, kc, dst);
+}
+
+static nn__gemm_plan g_plan = {"avx2 6x16", MRP, NRP, 0, 0, 0, avx2_pack, avx2_ukr};
+static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
+
+const nn__gemm_plan *nn__avx2_gemm_plan(void) { return &g_plan; }
+
+void nn__avx2_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                            float beta, float *c, int64_t ldc) {
+    nn__gemm_blocked(&g_plan, nn__num_threads(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                     beta, c, ldc);
+}
+
+/* Below this many multiply-adds the packed GEMM's fixed cost (packing, ~1 us
+ * per call) outweighs its better blocking (measured on Zen 3, see
+ * tests/bench); a handful of rows (batch-1 inference) streams B once instead
+ * of packing all of it for them. */
+#define SMALL_GEMM_WORK (64 * 64 * 64)
+
+static void avx2_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                          float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    const double work = (double)m * (double)n * (double)k;
+    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK))
+        nn__avx2_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else if (g_large)
+        g_large(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        nn__gemm_blocked(&g_plan, nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                         ldc);
+}
+
+static void avx2_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                       float *c, int64_t ldc) {
+    avx2_sgemm_nt(nn__num_threads(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                  ldc);
+}
+
+static void avx2_sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                               int64_t k, float alpha, const float *a, int64_t lda,
+                               int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                               float beta, float *c, int64_t ldc, int64_t stride_c) {
+    nn__gemm_batched(avx2_sgemm_nt, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b,
+                     ldb, stride_b, beta, c, ldc, stride_c);
+}
+
+void nn__avx2_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
+                        int64_t l3) {
+    nn__gemm_plan_init(&g_plan, l1d, l2, l3);
+    g_large = large;
+    t->sgemm = avx2_sgemm;
+    t->sgemm_batched = avx2_sgemm_batched;
+}

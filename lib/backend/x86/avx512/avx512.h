@@ -1,0 +1,21 @@
+/* The AVX-512 tier (x86-64): every file in this folder is compiled with
+ * -mavx512f -mavx512bw -mavx512vl -mavx512dq (and AVX2/FMA) and runs only
+ * when backend.c found those extensions and the OS's ZMM/opmask state support
+ * at run time. It starts from the AVX2 tier's table and overrides the entries
+ * it speeds up. */
+#ifndef NN_BACKEND_X86_AVX512_H
+#define NN_BACKEND_X86_AVX512_H
+
+#include "backend/x86/avx2/avx2.h"
+
+/* GEMM (gemm.c): as nn__avx2_fill_gemm, with the 14x32 AVX-512 tile. */
+void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
+                          int64_t l3);
+
+/* The packed, cache-blocked GEMM with the AVX-512 micro-kernel on its own. */
+void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                              float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                              float beta, float *c, int64_t ldc);
+const nn__gemm_plan *nn__avx512_gemm_plan(void);
+
+#endif

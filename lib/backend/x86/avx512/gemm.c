@@ -1,0 +1,182 @@
+/* AVX-512 tier: GEMM. The register tile is MRP x (16*NVP): MRP*NVP zmm
+ * accumulators, NVP B vectors and one broadcast A value within the 32 zmm
+ * registers. Measured choices are in the README's design section; the tile
+ * is one #define here. Dispatch between the small-matrix path (AVX2's),
+ * the blocked GEMM and BLIS as in the AVX2 tier. */
+#include "backend/x86/avx512/avx512.h"
+#include "backend/x86/avx2/simd.h"
+#include "backend/x86/avx2/pack.h"
+
+#include <stdio.h>
+
+#ifndef NN_AVX512_MR
+#define NN_AVX512_MR 14
+#endif
+#ifndef NN_AVX512_NV
+#define NN_AVX512_NV 2
+#endif
+#define MRP NN_AVX512_MR
+#define NVP NN_AVX512_NV
+#define NRP (16 * NVP)
+
+/* C[MR x nr] (nr <= 16*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP. */
+NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict ap,
+                   const float *restrict bp, float *c, int64_t ldc, int nr, float alpha,
+                   float beta) {
+    __m512 acc[MRP][NVP];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 bv[NVP];
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(bp + p * NRP + 16 * v);
+        for (int r = 0; r < MR; r++) {
+            const __m512 av = _mm512_set1_ps(ap[p * MRP + r]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const int last = nr - 16 * (NV - 1); /* 1..16 columns in the last vector */
+    const __mmask16 lm = (__mmask16)((1u << last) - 1u);
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        for (int v = 0; v < NV; v++) {
+            const __mmask16 m = v < NV - 1 ? (__mmask16)0xFFFF : lm;
+            __m512 o = _mm512_mul_ps(va, acc[r][v]);
+            if (beta != 0.0f) o = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * v), o);
+            _mm512_mask_storeu_ps(cr + 16 * v, m, o);
+        }
+    }
+}
+
+#if NVP == 1
+#define UKR_NV(R)                                                                                  \
+    case R:                                                                                        \
+        ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                            \
+        break;
+#elif NVP == 2
+#define UKR_NV(R)                                                                                  \
+    case R:                                                                                        \
+        if (nv == 1)                                                                               \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else                                                                                       \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        break;
+#elif NVP == 3
+#define UKR_NV(R)                                                                                  \
+    case R:                                                                                        \
+        if (nv == 1)                                                                               \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else if (nv == 2)                                                                          \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else                                                                                       \
+            ukr(R, 3, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        break;
+#else
+#define UKR_NV(R)                                                                                  \
+    case R:                                                                                        \
+        if (nv == 1)                                                                               \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else if (nv == 2)                                                                          \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else if (nv == 3)                                                                          \
+            ukr(R, 3, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        else                                                                                       \
+            ukr(R, 4, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+        break;
+#endif
+
+static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
+                       int nr, float alpha, float beta) {
+    if (mr == MRP && nr == NRP) {
+        ukr(MRP, NVP, kc, ap, bp, c, ldc, nr, alpha, beta);
+        return;
+    }
+    const int nv = (nr + 15) / 16;
+    (void)nv;
+    switch (mr) {
+        UKR_NV(1)
+        UKR_NV(2)
+        UKR_NV(3)
+        UKR_NV(4)
+        UKR_NV(5)
+        UKR_NV(6)
+#if MRP > 6
+        UKR_NV(7)
+        UKR_NV(8)
+#endif
+#if MRP > 8
+        UKR_NV(9)
+        UKR_NV(10)
+        UKR_NV(11)
+        UKR_NV(12)
+#endif
+#if MRP > 12
+        UKR_NV(13)
+        UKR_NV(14)
+#endif
+    default: break;
+    }
+}
+
+static void avx512_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
+                        float *dst) {
+    if (w == MRP)
+        pack_panels(MRP, x, ld, kmajor, rows, kc, dst);
+    else
+        pack_panels(NRP, x, ld, kmajor, rows, kc, dst);
+}
+
+static char g_plan_name[32];
+static nn__gemm_plan g_plan = {g_plan_name, MRP, NRP, 0, 0, 0, avx512_pack, avx512_ukr};
+static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
+
+const nn__gemm_plan *nn__avx512_gemm_plan(void) { return &g_plan; }
+
+void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                              float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                              float beta, float *c, int64_t ldc) {
+    nn__gemm_blocked(&g_plan, nn__num_threads(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                     beta, c, ldc);
+}
+
+/* The small-matrix path (AVX2's) below this many multiply-adds or for a
+ * handful of rows; see tests/bench for the crossover. */
+#define SMALL_GEMM_WORK (32 * 32 * 32)
+
+static void avx512_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                            float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    const double work = (double)m * (double)n * (double)k;
+    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK))
+        nn__avx2_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else if (g_large)
+        g_large(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        nn__gemm_blocked(&g_plan, nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                         ldc);
+}
+
+static void avx512_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                         float *c, int64_t ldc) {
+    avx512_sgemm_nt(nn__num_threads(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                    ldc);
+}
+
+static void avx512_sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                                 int64_t k, float alpha, const float *a, int64_t lda,
+                                 int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                                 float beta, float *c, int64_t ldc, int64_t stride_c) {
+    nn__gemm_batched(avx512_sgemm_nt, batch, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b,
+                     ldb, stride_b, beta, c, ldc, stride_c);
+}
+
+void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
+                          int64_t l3) {
+    snprintf(g_plan_name, sizeof g_plan_name, "avx512 %dx%d", MRP, NRP);
+    nn__gemm_plan_init(&g_plan, l1d, l2, l3);
+    g_large = large;
+    t->sgemm = avx512_sgemm;
+    t->sgemm_batched = avx512_sgemm_batched;
+}
