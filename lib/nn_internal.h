@@ -17,6 +17,7 @@
 #define NN_INTERNAL_H
 
 #include "nn.h"
+#include "core/handle.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -76,8 +77,6 @@ const char *nn__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
 
 /* -------------------------------------------------------------- tensors */
 
-#define NN__TENSOR_MAGIC 0x4e4e5431u /* "NNT1" */
-
 typedef struct nn_storage {
     _Atomic long refs;
     void *data;
@@ -90,7 +89,7 @@ typedef struct nn_storage {
 typedef struct nn_node nn_node;
 
 struct nn_tensor {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_TENSOR */
     _Atomic long refs;
     long scope_refs; /* references owned by open scopes */
     nn_dtype dtype;
@@ -104,6 +103,7 @@ struct nn_tensor {
     nn_tensor *grad;  /* leaf gradient (owned) */
     nn_node *grad_fn; /* owned reference to the producing node */
 };
+NN__HANDLE_FIRST(struct nn_tensor, handle);
 
 /* New contiguous uninitialised tensor, untracked. */
 nn_tensor *nn__tensor_new(nn_dtype dtype, const int64_t *shape, int ndim);
@@ -211,10 +211,13 @@ int nn__num_threads(void);
 
 /* xoshiro256** generator */
 struct nn_generator {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_GENERATOR */
     uint64_t s[4];
 };
-#define NN__GEN_MAGIC 0x4e4e4731u
+NN__HANDLE_FIRST(struct nn_generator, handle);
+/* An optional generator argument: NULL (the default generator) or a live
+ * generator; anything else records NN_ERR_BAD_HANDLE. */
+bool nn__check_gen(const nn_generator *g, const char *fn);
 /* g or this thread's default generator. */
 nn_generator *nn__gen(nn_generator *g);
 uint64_t nn__gen_next(nn_generator *g);

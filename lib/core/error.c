@@ -65,11 +65,7 @@ bool nn__check_tensor(const nn_tensor *t, const char *fn, const char *name) {
         if (tl_status == NN_OK) nn__err(NN_ERR_NULL, "%s: argument '%s' is NULL", fn, name);
         return false;
     }
-    if (t->magic != NN__TENSOR_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: argument '%s' is not a live tensor (freed?)", fn, name);
-        return false;
-    }
-    return true;
+    return nn__handle_check(t, NN__KIND_TENSOR, fn, name);
 }
 
 bool nn__check_f32(const nn_tensor *t, const char *fn, const char *name) {

@@ -4,10 +4,8 @@
 
 #include "nn_internal.h"
 
-#define NN__DATASET_MAGIC 0x4e4e4431u /* "NND1" */
-
 struct nn_dataset {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_DATASET */
     _Atomic long refs;
     nn_tensor *x;   /* base samples [M, ...], contiguous u8 or f32 (shared by subsets) */
     nn_tensor *y;   /* base labels [M], contiguous i64 (shared) */
@@ -25,6 +23,7 @@ struct nn_dataset {
     uint64_t crop_seed;
     int64_t one_hot; /* classes of one-hot labels (0: off) */
 };
+NN__HANDLE_FIRST(struct nn_dataset, handle);
 
 /* Check a dataset argument (NULL / freed) like nn__check_tensor. */
 bool nn__check_dataset(const nn_dataset *ds, const char *fn);

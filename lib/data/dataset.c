@@ -8,12 +8,7 @@
 /* ------------------------------------------------------------ lifecycle */
 
 bool nn__check_dataset(const nn_dataset *ds, const char *fn) {
-    if (!ds) return nn__check_ptr(ds, fn, "ds");
-    if (ds->magic != NN__DATASET_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: argument 'ds' is not a live dataset (freed?)", fn);
-        return false;
-    }
-    return true;
+    return nn__handle_check(ds, NN__KIND_DATASET, fn, "ds");
 }
 
 static bool labels_valid(const nn_tensor *y, int64_t *num_classes, const char *fn) {
@@ -36,7 +31,7 @@ nn_dataset *nn__dataset_new(nn_tensor *x, nn_tensor *y, const char *fn) {
     if (!labels_valid(y, &classes, fn)) goto fail;
     nn_dataset *ds = nn__calloc(1, sizeof *ds);
     if (!ds) goto fail;
-    ds->magic = NN__DATASET_MAGIC;
+    nn__handle_set(&ds->handle, NN__KIND_DATASET);
     ds->refs = 1;
     ds->x = x;
     ds->y = y;
@@ -79,12 +74,9 @@ nn_dataset *nn_dataset_retain(nn_dataset *ds) {
 
 void nn_dataset_free(nn_dataset *ds) {
     if (!ds) return;
-    if (ds->magic != NN__DATASET_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "nn_dataset_free: not a live dataset (double free?)");
-        return;
-    }
+    if (!nn__check_dataset(ds, "nn_dataset_free")) return;
     if (--ds->refs > 0) return;
-    ds->magic = 0;
+    nn__handle_clear(&ds->handle);
     nn__tensor_release(ds->x);
     nn__tensor_release(ds->y);
     nn__free(ds->index);
@@ -187,7 +179,7 @@ static nn_dataset *subset_of(nn_dataset *ds, const int64_t *pos, int64_t n) {
     return s;
 fail:
     s->x = s->y = NULL; /* not yet retained */
-    s->magic = NN__DATASET_MAGIC;
+    nn__handle_set(&s->handle, NN__KIND_DATASET);
     s->refs = 1;
     nn_dataset_free(s);
     return NULL;
@@ -240,7 +232,7 @@ nn_status nn_dataset_split(nn_dataset *ds, const double *fractions, int n, uint6
     int64_t *perm = nn__calloc(ds->n > 0 ? (size_t)ds->n : 1, sizeof(int64_t));
     if (!perm) return NN_ERR_NOMEM;
     /* Fisher-Yates with a private generator: the split depends only on seed. */
-    nn_generator g = {.magic = NN__GEN_MAGIC};
+    nn_generator g = {.handle = NN__HANDLE_INIT(NN__KIND_GENERATOR)};
     nn_generator_seed(&g, seed);
     for (int64_t i = 0; i < ds->n; i++) perm[i] = i;
     for (int64_t i = ds->n - 1; i > 0; i--) {

@@ -15,11 +15,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NN__LOADER_MAGIC 0x4e4e4c31u /* "NNL1" */
 #define ERRMSG_CAP 512
 
 struct nn_loader {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_LOADER */
     nn_dataset *ds;
     int64_t batch;
     bool shuffle, drop_last, prefetch;
@@ -42,14 +41,10 @@ struct nn_loader {
     nn_status rst;
     char rmsg[ERRMSG_CAP];
 };
+NN__HANDLE_FIRST(struct nn_loader, handle);
 
 static bool check_loader(const nn_loader *l, const char *fn) {
-    if (!l) return nn__check_ptr(l, fn, "l");
-    if (l->magic != NN__LOADER_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: argument 'l' is not a live loader (freed?)", fn);
-        return false;
-    }
-    return true;
+    return nn__handle_check(l, NN__KIND_LOADER, fn, "l");
 }
 
 static int64_t count_batches(const nn_loader *l) {
@@ -159,13 +154,13 @@ nn_loader *nn_loader_new(nn_dataset *ds, int64_t batch_size, bool shuffle, uint6
         pthread_mutex_destroy(&l->mu);
         goto fail;
     }
-    l->magic = NN__LOADER_MAGIC;
+    nn__handle_set(&l->handle, NN__KIND_LOADER);
     l->ds = ds;
     ds->refs++;
     l->batch = batch_size;
     l->shuffle = shuffle;
     l->prefetch = true;
-    l->gen.magic = NN__GEN_MAGIC;
+    nn__handle_set(&l->gen.handle, NN__KIND_GENERATOR);
     nn_generator_seed(&l->gen, seed);
     l->epoch = -1;
     l->want = l->ready_idx = -1;
@@ -179,10 +174,7 @@ fail:
 
 void nn_loader_free(nn_loader *l) {
     if (!l) return;
-    if (l->magic != NN__LOADER_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "nn_loader_free: not a live loader (double free?)");
-        return;
-    }
+    if (!check_loader(l, "nn_loader_free")) return;
     if (l->thread_up) {
         pthread_mutex_lock(&l->mu);
         l->quit = true;
@@ -195,7 +187,7 @@ void nn_loader_free(nn_loader *l) {
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);
     drop_current(l);
-    l->magic = 0;
+    nn__handle_clear(&l->handle);
     nn_dataset_free(l->ds);
     nn__free(l->perm);
     nn__free(l);

@@ -37,7 +37,7 @@ enum {
 /* ----------------------------------------------------------- options */
 
 struct nn_io_options {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_IO_OPTIONS */
     int64_t compression;
     int64_t module_tree;
     int64_t max_bytes;
@@ -47,7 +47,7 @@ struct nn_io_options {
     nn_generator *gen;
     int64_t epoch, step;
 };
-#define NN__IO_OPTIONS_MAGIC 0x4e4e494fu
+NN__HANDLE_FIRST(struct nn_io_options, handle);
 /* opts or the defaults (copied into *tmp); NULL + error if opts is a bad handle. */
 const nn_io_options *nn__io_opts(const nn_io_options *opts, nn_io_options *tmp, const char *fn);
 
@@ -193,12 +193,12 @@ typedef struct nn__meta_entry {
 } nn__meta_entry;
 
 struct nn_meta {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_META */
     int64_t n, cap;
     nn__meta_entry *e;
     nn__index keys; /* key -> entry, once past NN__INDEX_MIN entries */
 };
-#define NN__META_MAGIC 0x4e4e4d44u
+NN__HANDLE_FIRST(struct nn_meta, handle);
 
 nn_meta *nn__meta_new(void);
 bool nn__meta_check(const nn_meta *m, const char *fn);

@@ -19,31 +19,26 @@ static void entry_clear(nn__meta_entry *e) {
 
 nn_meta *nn__meta_new(void) {
     nn_meta *m = nn__calloc(1, sizeof *m);
-    if (m) m->magic = NN__META_MAGIC;
+    if (m) nn__handle_set(&m->handle, NN__KIND_META);
     return m;
 }
 
 nn_meta *nn_meta_new(void) { return nn__meta_new(); }
 
 void nn_meta_free(nn_meta *meta) {
-    if (!meta || meta->magic != NN__META_MAGIC) return;
+    if (!meta || !nn__meta_check(meta, "nn_meta_free")) return;
     for (int64_t i = 0; i < meta->n; i++) {
         entry_clear(&meta->e[i]);
         nn__free(meta->e[i].key);
     }
     nn__free(meta->e);
     nn__index_free(&meta->keys);
-    meta->magic = 0;
+    nn__handle_clear(&meta->handle);
     nn__free(meta);
 }
 
 bool nn__meta_check(const nn_meta *m, const char *fn) {
-    if (!nn__check_ptr(m, fn, "meta")) return false;
-    if (m->magic != NN__META_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: meta is not a live nn_meta", fn);
-        return false;
-    }
-    return true;
+    return nn__handle_check(m, NN__KIND_META, fn, "meta");
 }
 
 typedef struct {

@@ -3,7 +3,7 @@
 
 static void defaults(nn_io_options *o) {
     *o = (nn_io_options){0};
-    o->magic = NN__IO_OPTIONS_MAGIC;
+    nn__handle_set(&o->handle, NN__KIND_IO_OPTIONS);
     o->compression = 6;
     o->module_tree = 1;
     o->max_bytes = NN__IO_DEFAULT_MAX_BYTES;
@@ -15,9 +15,7 @@ const nn_io_options *nn__io_opts(const nn_io_options *opts, nn_io_options *tmp, 
         defaults(tmp);
         return tmp;
     }
-    if (opts->magic != NN__IO_OPTIONS_MAGIC)
-        return NN__FAIL(NN_ERR_BAD_HANDLE, "%s: opts is not a live nn_io_options", fn);
-    return opts;
+    return nn__handle_check(opts, NN__KIND_IO_OPTIONS, fn, "opts") ? opts : NULL;
 }
 
 nn_io_options *nn_io_options_new(void) {
@@ -27,18 +25,14 @@ nn_io_options *nn_io_options_new(void) {
 }
 
 void nn_io_options_free(nn_io_options *opts) {
-    if (!opts || opts->magic != NN__IO_OPTIONS_MAGIC) return;
-    opts->magic = 0;
+    if (!opts || !nn__handle_check(opts, NN__KIND_IO_OPTIONS, "nn_io_options_free", "opts"))
+        return;
+    nn__handle_clear(&opts->handle);
     nn__free(opts);
 }
 
 static bool check(const nn_io_options *o, const char *fn) {
-    if (!nn__check_ptr(o, fn, "opts")) return false;
-    if (o->magic != NN__IO_OPTIONS_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: opts is not a live nn_io_options", fn);
-        return false;
-    }
-    return true;
+    return nn__handle_check(o, NN__KIND_IO_OPTIONS, fn, "opts");
 }
 
 nn_status nn_io_options_set(nn_io_options *opts, nn_io_option key, int64_t value) {

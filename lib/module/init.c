@@ -39,17 +39,10 @@ static nn_status fill_normal(nn_tensor *t, double mean, double std, nn_generator
     return commit(t, buf);
 }
 
-static bool gen_ok(const nn_generator *g, const char *fn) {
-    if (g && g->magic != NN__GEN_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: argument 'g' is not a live generator", fn);
-        return false;
-    }
-    return true;
-}
 
 nn_status nn_init_uniform(nn_tensor *t, double low, double high, nn_generator *g) {
     const char *fn = "nn_init_uniform";
-    if (!gen_ok(g, fn)) return nn_last_status();
+    if (!nn__check_gen(g, fn)) return nn_last_status();
     if (!(low <= high) || !isfinite(low) || !isfinite(high))
         return nn__err(NN_ERR_INVALID, "%s: low %g, high %g: need finite low <= high", fn, low,
                        high);
@@ -58,7 +51,7 @@ nn_status nn_init_uniform(nn_tensor *t, double low, double high, nn_generator *g
 
 nn_status nn_init_normal(nn_tensor *t, double mean, double std, nn_generator *g) {
     const char *fn = "nn_init_normal";
-    if (!gen_ok(g, fn)) return nn_last_status();
+    if (!nn__check_gen(g, fn)) return nn_last_status();
     if (!(std >= 0) || !isfinite(std) || !isfinite(mean))
         return nn__err(NN_ERR_INVALID, "%s: mean %g, std %g: need finite mean and std >= 0", fn,
                        mean, std);
@@ -109,7 +102,7 @@ static bool fans(const nn_tensor *t, double *fan_in, double *fan_out, const char
 nn_status nn_init_xavier_uniform(nn_tensor *t, double gain, nn_generator *g) {
     const char *fn = "nn_init_xavier_uniform";
     double fi, fo;
-    if (!gen_ok(g, fn) || !fans(t, &fi, &fo, fn)) return nn_last_status();
+    if (!nn__check_gen(g, fn) || !fans(t, &fi, &fo, fn)) return nn_last_status();
     double a = gain * sqrt(6.0 / (fi + fo));
     return fill_uniform(t, -a, a, g, fn);
 }
@@ -117,7 +110,7 @@ nn_status nn_init_xavier_uniform(nn_tensor *t, double gain, nn_generator *g) {
 nn_status nn_init_xavier_normal(nn_tensor *t, double gain, nn_generator *g) {
     const char *fn = "nn_init_xavier_normal";
     double fi, fo;
-    if (!gen_ok(g, fn) || !fans(t, &fi, &fo, fn)) return nn_last_status();
+    if (!nn__check_gen(g, fn) || !fans(t, &fi, &fo, fn)) return nn_last_status();
     return fill_normal(t, 0, gain * sqrt(2.0 / (fi + fo)), g, fn);
 }
 
@@ -143,7 +136,8 @@ nn_status nn_init_kaiming_uniform(nn_tensor *t, double a, nn_fan_mode mode,
                                   nn_nonlinearity nonlinearity, nn_generator *g) {
     const char *fn = "nn_init_kaiming_uniform";
     double std;
-    if (!gen_ok(g, fn) || !kaiming_std(t, a, mode, nonlinearity, &std, fn)) return nn_last_status();
+    if (!nn__check_gen(g, fn) || !kaiming_std(t, a, mode, nonlinearity, &std, fn))
+        return nn_last_status();
     double bound = sqrt(3.0) * std;
     return fill_uniform(t, -bound, bound, g, fn);
 }
@@ -152,7 +146,8 @@ nn_status nn_init_kaiming_normal(nn_tensor *t, double a, nn_fan_mode mode,
                                  nn_nonlinearity nonlinearity, nn_generator *g) {
     const char *fn = "nn_init_kaiming_normal";
     double std;
-    if (!gen_ok(g, fn) || !kaiming_std(t, a, mode, nonlinearity, &std, fn)) return nn_last_status();
+    if (!nn__check_gen(g, fn) || !kaiming_std(t, a, mode, nonlinearity, &std, fn))
+        return nn_last_status();
     return fill_normal(t, 0, std, g, fn);
 }
 
@@ -206,7 +201,7 @@ static void householder_q(double *a, int64_t r, int64_t c, double *q, double *v)
 
 nn_status nn_init_orthogonal(nn_tensor *t, double gain, nn_generator *g) {
     const char *fn = "nn_init_orthogonal";
-    if (!gen_ok(g, fn) || !nn__check_f32(t, fn, "t")) return nn_last_status();
+    if (!nn__check_gen(g, fn) || !nn__check_f32(t, fn, "t")) return nn_last_status();
     if (t->ndim < 2)
         return nn__err(NN_ERR_SHAPE, "%s: need a tensor of at least 2 dims, got %d", fn, t->ndim);
     if (t->numel == 0) return NN_OK;

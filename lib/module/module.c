@@ -23,12 +23,7 @@ const char *nn__mod_shape_str(const int64_t *shape, int ndim, char *buf, size_t 
 }
 
 bool nn__mod_check(const nn_module *m, const char *fn, const char *name) {
-    if (!m) return nn__check_ptr(NULL, fn, name);
-    if (m->magic != NN__MODULE_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: argument '%s' is not a live module (freed?)", fn, name);
-        return false;
-    }
-    return true;
+    return nn__handle_check(m, NN__KIND_MODULE, fn, name);
 }
 
 /* ------------------------------------------------------------- lifetime */
@@ -40,7 +35,7 @@ static nn_module *mod_alloc(void) {
         nn__free(m);
         return NN__FAIL(NN_ERR_NOMEM, "nn_module: cannot create a mutex");
     }
-    m->magic = NN__MODULE_MAGIC;
+    nn__handle_set(&m->handle, NN__KIND_MODULE);
     m->refs = 1;
     m->training = true;
     return m;
@@ -76,7 +71,7 @@ static void mod_destroy(nn_module *m) {
     nn_generator_free(m->gen);
     nn__free(m->type_name);
     pthread_mutex_destroy(&m->lock);
-    m->magic = 0;
+    nn__handle_clear(&m->handle);
     nn__free(m);
 }
 
@@ -89,11 +84,7 @@ nn_module *nn_module_retain(nn_module *m) {
 
 void nn_module_free(nn_module *m) {
     if (!m) return;
-    if (m->magic != NN__MODULE_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE,
-                "nn_module_free: argument 'm' is not a live module (freed twice?)");
-        return;
-    }
+    if (!nn__mod_check(m, "nn_module_free", "m")) return;
     if (atomic_fetch_sub(&m->refs, 1) == 1) mod_destroy(m);
 }
 
@@ -340,7 +331,7 @@ nn_status nn_module_register_module(nn_module *m, const char *name, nn_module *c
     nn_status st = check_custom(m, fn);
     if (st == NN_OK) st = check_child(m, name, child, fn);
     if (st == NN_OK) st = add_child(m, name, child);
-    if (st != NN_OK && child && child->magic == NN__MODULE_MAGIC) nn_module_free(child);
+    if (st != NN_OK && nn__handle_is(child, NN__KIND_MODULE)) nn_module_free(child);
     return st;
 }
 
@@ -392,7 +383,7 @@ nn_status nn_sequential_append(nn_module *seq, nn_module *child) {
         st = check_child(seq, name, child, fn);
     }
     if (st == NN_OK) st = add_child(seq, name, child);
-    if (st != NN_OK && child && child->magic == NN__MODULE_MAGIC) nn_module_free(child);
+    if (st != NN_OK && nn__handle_is(child, NN__KIND_MODULE)) nn_module_free(child);
     return st;
 }
 

@@ -44,7 +44,6 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
 
 #include <pthread.h>
 
-#define NN__MODULE_MAGIC 0x4e4e4d31u /* "NNM1" */
 #define NN__MOD_MAX_CFG 16
 
 /* One built-in layer type. Hyperparameters live in m->cfg[] in the order of
@@ -84,7 +83,7 @@ typedef struct {
 } nn__flat_list;
 
 struct nn_module {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_MODULE */
     _Atomic long refs;
     const nn__mod_kind *kind; /* NULL for user-defined modules */
     char *type_name;          /* "Custom:<name>" for user-defined modules */
@@ -115,6 +114,7 @@ struct nn_module {
     bool flat_valid;
     nn__flat_list flat_params, flat_bufs;
 };
+NN__HANDLE_FIRST(struct nn_module, handle);
 
 /* ---- module.c */
 bool nn__mod_check(const nn_module *m, const char *fn, const char *name);

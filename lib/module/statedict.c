@@ -5,44 +5,34 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NN__SD_MAGIC 0x4e4e4431u /* "NND1" */
-
 struct nn_statedict {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_STATEDICT */
     nn__named_tensor *e;
     int64_t n, cap;
     nn__index names; /* name -> entry, once past NN__INDEX_MIN entries */
 };
+NN__HANDLE_FIRST(struct nn_statedict, handle);
 
 static bool sd_check(const nn_statedict *sd, const char *fn) {
-    if (!nn__check_ptr(sd, fn, "sd")) return false;
-    if (sd->magic != NN__SD_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: argument 'sd' is not a live state dict (freed?)", fn);
-        return false;
-    }
-    return true;
+    return nn__handle_check(sd, NN__KIND_STATEDICT, fn, "sd");
 }
 
 nn_statedict *nn_statedict_new(void) {
     nn_statedict *sd = nn__calloc(1, sizeof *sd);
-    if (sd) sd->magic = NN__SD_MAGIC;
+    if (sd) nn__handle_set(&sd->handle, NN__KIND_STATEDICT);
     return sd;
 }
 
 void nn_statedict_free(nn_statedict *sd) {
     if (!sd) return;
-    if (sd->magic != NN__SD_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE,
-                "nn_statedict_free: argument 'sd' is not a live state dict (freed twice?)");
-        return;
-    }
+    if (!sd_check(sd, "nn_statedict_free")) return;
     for (int64_t i = 0; i < sd->n; i++) {
         nn__free(sd->e[i].name);
         nn__tensor_release(sd->e[i].t);
     }
     nn__free(sd->e);
     nn__index_free(&sd->names);
-    sd->magic = 0;
+    nn__handle_clear(&sd->handle);
     nn__free(sd);
 }
 

@@ -459,8 +459,7 @@ nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g) {
     if (!nn__check_f32(x, fn, "x")) return NULL;
     if (!(p >= 0.0 && p <= 1.0))
         return NN__FAIL(NN_ERR_INVALID, "%s: p = %g, expected 0 <= p <= 1", fn, p);
-    if (g && g->magic != NN__GEN_MAGIC)
-        return NN__FAIL(NN_ERR_BAD_HANDLE, "%s: generator is not a live nn_generator", fn);
+    if (!nn__check_gen(g, fn)) return NULL;
     nn_tensor *y = nn__clone(x), *mask = NULL;
     if (!y) return NULL;
     if (training && p > 0.0) {

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NN__OPTIM_MAGIC 0x4e4e4f31u /* "NNO1" */
 #define NOPT 13                     /* number of nn_optim_option values */
 
 /* Per-parameter state buffers, named as in PyTorch's state dicts. */
@@ -52,7 +51,7 @@ typedef struct {
 } param_state;
 
 struct nn_optim {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_OPTIM */
     long refs;
     nn_optim_type type;
     double defaults[NOPT];
@@ -61,6 +60,7 @@ struct nn_optim {
     param_state *ps;
     int64_t np;
 };
+NN__HANDLE_FIRST(struct nn_optim, handle);
 
 /* ------------------------------------------------------ option tables */
 
@@ -132,15 +132,7 @@ static nn_status check_value(const nn_optim *opt, nn_optim_option o, double v, c
 /* -------------------------------------------------- handles and groups */
 
 bool nn__optim_check(const nn_optim *opt, const char *fn) {
-    if (!opt) {
-        if (nn_last_status() == NN_OK) nn__err(NN_ERR_NULL, "%s: argument 'opt' is NULL", fn);
-        return false;
-    }
-    if (opt->magic != NN__OPTIM_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: 'opt' is not a live optimizer", fn);
-        return false;
-    }
-    return true;
+    return nn__handle_check(opt, NN__KIND_OPTIM, fn, "opt");
 }
 
 void nn__optim_retain(nn_optim *opt) { opt->refs++; }
@@ -156,7 +148,7 @@ static void free_state(param_state *ps) {
 }
 
 void nn_optim_free(nn_optim *opt) {
-    if (!opt || opt->magic != NN__OPTIM_MAGIC) return;
+    if (!opt || !nn__optim_check(opt, "nn_optim_free")) return;
     if (--opt->refs > 0) return;
     for (int64_t i = 0; i < opt->np; i++) {
         free_state(&opt->ps[i]);
@@ -164,7 +156,7 @@ void nn_optim_free(nn_optim *opt) {
     }
     nn__free(opt->ps);
     nn__free(opt->groups);
-    opt->magic = 0;
+    nn__handle_clear(&opt->handle);
     nn__free(opt);
 }
 
@@ -229,7 +221,7 @@ nn_optim *nn_optim_new(nn_optim_type type, nn_tensor *const *params, int64_t n, 
         return NN__FAIL(NN_ERR_INVALID, "%s: unknown optimizer type %d", fn, (int)type);
     nn_optim *opt = nn__calloc(1, sizeof *opt);
     if (!opt) return NULL;
-    opt->magic = NN__OPTIM_MAGIC;
+    nn__handle_set(&opt->handle, NN__KIND_OPTIM);
     opt->refs = 1;
     opt->type = type;
     set_defaults(type, opt->defaults, lr);

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NN__SCHED_MAGIC 0x4e4e5331u /* "NNS1" */
 
 typedef enum {
     K_STEP,
@@ -21,7 +20,7 @@ typedef enum {
 } sched_kind;
 
 struct nn_sched {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_SCHED */
     sched_kind kind;
     nn_optim *opt;
     int ngroups;
@@ -40,6 +39,7 @@ struct nn_sched {
     double best;                              /* plateau */
     int64_t num_bad_epochs, cooldown_counter; /* plateau */
 };
+NN__HANDLE_FIRST(struct nn_sched, handle);
 
 static double group_lr(const nn_sched *s, int g) {
     double v = NAN;
@@ -164,7 +164,7 @@ static nn_sched *sched_new(nn_optim *opt, sched_kind kind, const char *fn) {
         nn__free(s);
         return NULL;
     }
-    s->magic = NN__SCHED_MAGIC;
+    nn__handle_set(&s->handle, NN__KIND_SCHED);
     s->kind = kind;
     s->opt = opt;
     nn__optim_retain(opt);
@@ -326,11 +326,13 @@ nn_sched *nn_sched_plateau(nn_optim *opt, nn_sched_mode mode, double factor, int
     return s;
 }
 
+static bool sched_check(const nn_sched *s, const char *fn) {
+    return nn__handle_check(s, NN__KIND_SCHED, fn, "s");
+}
+
 nn_status nn_sched_cycle_momentum(nn_sched *s, double base_momentum, double max_momentum) {
     const char *fn = "nn_sched_cycle_momentum";
-    if (!s) return nn__err(NN_ERR_NULL, "%s: argument 's' is NULL", fn);
-    if (s->magic != NN__SCHED_MAGIC)
-        return nn__err(NN_ERR_BAD_HANDLE, "%s: 's' is not a live schedule", fn);
+    if (!sched_check(s, fn)) return nn_last_status();
     if (s->kind != K_ONECYCLE)
         return nn__err(NN_ERR_STATE, "%s: only one-cycle schedules cycle momentum", fn);
     if (!(base_momentum >= 0 && base_momentum <= max_momentum && max_momentum < 1))
@@ -351,24 +353,12 @@ nn_status nn_sched_cycle_momentum(nn_sched *s, double base_momentum, double max_
 }
 
 void nn_sched_free(nn_sched *s) {
-    if (!s || s->magic != NN__SCHED_MAGIC) return;
-    s->magic = 0;
+    if (!s || !sched_check(s, "nn_sched_free")) return;
+    nn__handle_clear(&s->handle);
     nn_optim_free(s->opt);
     nn__free(s->base_lrs);
     nn__free(s->milestones);
     nn__free(s);
-}
-
-static bool sched_check(const nn_sched *s, const char *fn) {
-    if (!s) {
-        if (nn_last_status() == NN_OK) nn__err(NN_ERR_NULL, "%s: argument 's' is NULL", fn);
-        return false;
-    }
-    if (s->magic != NN__SCHED_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: 's' is not a live schedule", fn);
-        return false;
-    }
-    return true;
 }
 
 /* ------------------------------------------------------- stepping */

@@ -57,43 +57,39 @@ static _Thread_local bool tl_default_ready;
 nn_generator *nn__gen(nn_generator *g) {
     if (g) return g;
     if (!tl_default_ready) {
-        tl_default.magic = NN__GEN_MAGIC;
+        nn__handle_set(&tl_default.handle, NN__KIND_GENERATOR);
         gen_seed(&tl_default, 0);
         tl_default_ready = true;
     }
     return &tl_default;
 }
 
-static bool check_gen(const nn_generator *g, const char *fn) {
-    if (g && g->magic != NN__GEN_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "%s: not a live generator", fn);
-        return false;
-    }
-    return true;
+bool nn__check_gen(const nn_generator *g, const char *fn) {
+    return !g || nn__handle_check(g, NN__KIND_GENERATOR, fn, "g");
 }
 
 nn_generator *nn_generator_new(uint64_t seed) {
     nn_generator *g = nn__calloc(1, sizeof *g);
     if (!g) return NULL;
-    g->magic = NN__GEN_MAGIC;
+    nn__handle_set(&g->handle, NN__KIND_GENERATOR);
     gen_seed(g, seed);
     return g;
 }
 
 void nn_generator_free(nn_generator *g) {
-    if (!g || !check_gen(g, "nn_generator_free")) return;
-    g->magic = 0;
+    if (!g || !nn__check_gen(g, "nn_generator_free")) return;
+    nn__handle_clear(&g->handle);
     nn__free(g);
 }
 
 nn_status nn_generator_seed(nn_generator *g, uint64_t seed) {
-    if (!check_gen(g, "nn_generator_seed")) return nn_last_status();
+    if (!nn__check_gen(g, "nn_generator_seed")) return nn_last_status();
     gen_seed(nn__gen(g), seed);
     return NN_OK;
 }
 
 nn_status nn_generator_get_state(const nn_generator *g, uint64_t state[4]) {
-    if (!check_gen(g, "nn_generator_get_state")) return nn_last_status();
+    if (!nn__check_gen(g, "nn_generator_get_state")) return nn_last_status();
     if (!state) return nn__err(NN_ERR_NULL, "nn_generator_get_state: state is NULL");
     const nn_generator *s = nn__gen((nn_generator *)g);
     for (int i = 0; i < 4; i++) state[i] = s->s[i];
@@ -101,7 +97,7 @@ nn_status nn_generator_get_state(const nn_generator *g, uint64_t state[4]) {
 }
 
 nn_status nn_generator_set_state(nn_generator *g, const uint64_t state[4]) {
-    if (!check_gen(g, "nn_generator_set_state")) return nn_last_status();
+    if (!nn__check_gen(g, "nn_generator_set_state")) return nn_last_status();
     if (!state) return nn__err(NN_ERR_NULL, "nn_generator_set_state: state is NULL");
     if (!(state[0] | state[1] | state[2] | state[3]))
         return nn__err(NN_ERR_INVALID, "nn_generator_set_state: the all-zero state is invalid");
@@ -111,7 +107,7 @@ nn_status nn_generator_set_state(nn_generator *g, const uint64_t state[4]) {
 }
 
 uint64_t nn_generator_next(nn_generator *g) {
-    if (!check_gen(g, "nn_generator_next")) return 0;
+    if (!nn__check_gen(g, "nn_generator_next")) return 0;
     return nn__gen_next(nn__gen(g));
 }
 
@@ -119,7 +115,7 @@ typedef enum { R_UNIFORM, R_NORMAL, R_BERNOULLI } rkind;
 
 static nn_tensor *random_tensor(nn_generator *g, const int64_t *shape, int ndim, rkind kind,
                                 double a, double b, const char *fn) {
-    if (!check_gen(g, fn)) return NULL;
+    if (!nn__check_gen(g, fn)) return NULL;
     g = nn__gen(g);
     nn_tensor *t = nn__tensor_new(NN_DTYPE_F32, shape, ndim);
     if (!t) return NULL;
@@ -163,7 +159,7 @@ nn_tensor *nn_bernoulli(nn_generator *g, const int64_t *shape, int ndim, double 
 }
 
 nn_tensor *nn_randperm(nn_generator *g, int64_t n) {
-    if (!check_gen(g, "nn_randperm")) return NULL;
+    if (!nn__check_gen(g, "nn_randperm")) return NULL;
     if (n < 0) return NN__FAIL(NN_ERR_INVALID, "nn_randperm: n = %lld < 0", (long long)n);
     g = nn__gen(g);
     nn_tensor *t = nn__tensor_new(NN_DTYPE_I64, &n, 1);

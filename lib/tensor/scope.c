@@ -1,13 +1,12 @@
 /* Scopes: per-thread stacks of tensor references released together. */
 #include "nn_internal.h"
 
-#define NN__SCOPE_MAGIC 0x4e4e5331u
-
 struct nn_scope {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_SCOPE */
     size_t start; /* index into the thread's tracked list */
     nn_scope *parent;
 };
+NN__HANDLE_FIRST(struct nn_scope, handle);
 
 static _Thread_local nn_tensor **tl_tracked;
 static _Thread_local size_t tl_len, tl_cap;
@@ -33,7 +32,7 @@ nn_tensor *nn__track(nn_tensor *t) {
 nn_scope *nn_scope_begin(void) {
     nn_scope *s = nn__malloc(sizeof *s);
     if (!s) return NULL;
-    s->magic = NN__SCOPE_MAGIC;
+    nn__handle_set(&s->handle, NN__KIND_SCOPE);
     s->start = tl_len;
     s->parent = tl_top;
     tl_top = s;
@@ -55,12 +54,12 @@ nn_status nn_scope_end(nn_scope *scope) {
     while (tl_top != scope) {
         nn_scope *inner = tl_top;
         tl_top = inner->parent;
-        inner->magic = 0;
+        nn__handle_clear(&inner->handle);
         nn__free(inner);
     }
     size_t start = scope->start;
     tl_top = scope->parent;
-    scope->magic = 0;
+    nn__handle_clear(&scope->handle);
     nn__free(scope);
     /* Release newest first. */
     while (tl_len > start) {

@@ -63,7 +63,7 @@ bool nn__same_shape(const nn_tensor *a, const nn_tensor *b) {
 static nn_tensor *tensor_struct(nn_dtype dtype, const int64_t *shape, int ndim, int64_t numel) {
     nn_tensor *t = nn__calloc(1, sizeof *t);
     if (!t) return NULL;
-    t->magic = NN__TENSOR_MAGIC;
+    nn__handle_set(&t->handle, NN__KIND_TENSOR);
     t->refs = 1;
     t->dtype = dtype;
     t->ndim = ndim;
@@ -152,7 +152,7 @@ void nn__tensor_release(nn_tensor *t) {
     nn_node *fn = t->grad_fn;
     nn_tensor *g = t->grad;
     nn_storage *s = t->storage;
-    t->magic = 0;
+    nn__handle_clear(&t->handle);
     nn__free(t);
     storage_release(s);
     nn__tensor_release(g);
@@ -167,10 +167,7 @@ nn_tensor *nn_tensor_retain(nn_tensor *t) {
 
 void nn_tensor_free(nn_tensor *t) {
     if (!t) return;
-    if (t->magic != NN__TENSOR_MAGIC) {
-        nn__err(NN_ERR_BAD_HANDLE, "nn_tensor_free: not a live tensor (double free?)");
-        return;
-    }
+    if (!nn__handle_check(t, NN__KIND_TENSOR, "nn_tensor_free", "t")) return;
     if (t->refs <= t->scope_refs) {
         nn__err(
             NN_ERR_STATE,

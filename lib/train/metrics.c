@@ -126,29 +126,25 @@ nn_status nn_precision_recall(const nn_tensor *confusion, double *precision, dou
 
 /* ---------------------------------------------------------------- meter */
 
-#define NN__METER_MAGIC 0x4e4e4d31u
-
 struct nn_meter {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_METER */
     double sum, count;
 };
+NN__HANDLE_FIRST(struct nn_meter, handle);
 
 static bool check_meter(const nn_meter *m, const char *fn) {
-    if (!m) return nn__check_ptr(m, fn, "m");
-    if (m->magic != NN__METER_MAGIC)
-        return nn__err(NN_ERR_BAD_HANDLE, "%s: not a live meter", fn) == NN_OK;
-    return true;
+    return nn__handle_check(m, NN__KIND_METER, fn, "m");
 }
 
 nn_meter *nn_meter_new(void) {
     nn_meter *m = nn__calloc(1, sizeof *m);
-    if (m) m->magic = NN__METER_MAGIC;
+    if (m) nn__handle_set(&m->handle, NN__KIND_METER);
     return m;
 }
 
 void nn_meter_free(nn_meter *m) {
     if (!m || !check_meter(m, "nn_meter_free")) return;
-    m->magic = 0;
+    nn__handle_clear(&m->handle);
     nn__free(m);
 }
 

@@ -8,16 +8,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NN__PROGRESS_MAGIC 0x4e4e5031u
-#define NN__MLOG_MAGIC 0x4e4e4f31u
-
 struct nn_progress {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_PROGRESS */
     int fd;
     bool tty;
     int64_t epochs, batches, epoch, last_batch, samples, last_plain;
     double t0, loss_sum, loss_n;
 };
+NN__HANDLE_FIRST(struct nn_progress, handle);
 
 static double now_s(void) {
     struct timespec ts;
@@ -26,10 +24,7 @@ static double now_s(void) {
 }
 
 static bool check_progress(const nn_progress *p, const char *fn) {
-    if (!p) return nn__check_ptr(p, fn, "p");
-    if (p->magic != NN__PROGRESS_MAGIC)
-        return nn__err(NN_ERR_BAD_HANDLE, "%s: not a live progress display", fn) == NN_OK;
-    return true;
+    return nn__handle_check(p, NN__KIND_PROGRESS, fn, "p");
 }
 
 nn_progress *nn_progress_new(int fd, int64_t epochs, int64_t batches_per_epoch) {
@@ -38,7 +33,7 @@ nn_progress *nn_progress_new(int fd, int64_t epochs, int64_t batches_per_epoch) 
                         fd, (long long)epochs, (long long)batches_per_epoch);
     nn_progress *p = nn__calloc(1, sizeof *p);
     if (!p) return NULL;
-    p->magic = NN__PROGRESS_MAGIC;
+    nn__handle_set(&p->handle, NN__KIND_PROGRESS);
     p->fd = fd;
     p->tty = isatty(fd) == 1;
     p->epochs = epochs;
@@ -49,7 +44,7 @@ nn_progress *nn_progress_new(int fd, int64_t epochs, int64_t batches_per_epoch) 
 
 void nn_progress_free(nn_progress *p) {
     if (!p || !check_progress(p, "nn_progress_free")) return;
-    p->magic = 0;
+    nn__handle_clear(&p->handle);
     nn__free(p);
 }
 
@@ -118,9 +113,14 @@ nn_status nn_progress_end_epoch(nn_progress *p, const char *extra) {
 /* ------------------------------------------------------------ metrics log */
 
 struct nn_metrics_log {
-    uint32_t magic;
+    nn__handle handle; /* NN__KIND_METRICS_LOG */
     FILE *f;
 };
+NN__HANDLE_FIRST(struct nn_metrics_log, handle);
+
+static bool check_log(const nn_metrics_log *log, const char *fn) {
+    return nn__handle_check(log, NN__KIND_METRICS_LOG, fn, "log");
+}
 
 nn_metrics_log *nn_metrics_log_open(const char *path) {
     if (!nn__check_ptr(path, "nn_metrics_log_open", "path")) return NULL;
@@ -132,7 +132,7 @@ nn_metrics_log *nn_metrics_log_open(const char *path) {
         return NN__FAIL(NN_ERR_IO, "nn_metrics_log_open: cannot create '%s': %s", path,
                         strerror(errno));
     }
-    log->magic = NN__MLOG_MAGIC;
+    nn__handle_set(&log->handle, NN__KIND_METRICS_LOG);
     if (fputs("epoch,train_loss,val_loss,val_acc,lr,seconds\n", log->f) < 0 || fflush(log->f)) {
         fclose(log->f);
         nn__free(log);
@@ -144,8 +144,7 @@ nn_metrics_log *nn_metrics_log_open(const char *path) {
 nn_status nn_metrics_log_write(nn_metrics_log *log, int64_t epoch, double train_loss,
                                double val_loss, double val_acc, double lr, double seconds) {
     const char *fn = "nn_metrics_log_write";
-    if (!log) return nn__check_ptr(log, fn, "log") ? NN_OK : NN_ERR_NULL;
-    if (log->magic != NN__MLOG_MAGIC) return nn__err(NN_ERR_BAD_HANDLE, "%s: not a live log", fn);
+    if (!check_log(log, fn)) return nn_last_status();
     /* %.9g round-trips f32 values; NaN prints as "nan" (an unknown value). */
     if (fprintf(log->f, "%lld,%.9g,%.9g,%.9g,%.9g,%.3f\n", (long long)epoch, train_loss, val_loss,
                 val_acc, lr, seconds) < 0 ||
@@ -156,9 +155,8 @@ nn_status nn_metrics_log_write(nn_metrics_log *log, int64_t epoch, double train_
 
 nn_status nn_metrics_log_close(nn_metrics_log *log) {
     if (!log) return NN_OK;
-    if (log->magic != NN__MLOG_MAGIC)
-        return nn__err(NN_ERR_BAD_HANDLE, "nn_metrics_log_close: not a live log");
-    log->magic = 0;
+    if (!check_log(log, "nn_metrics_log_close")) return nn_last_status();
+    nn__handle_clear(&log->handle);
     int rc = fclose(log->f);
     nn__free(log);
     return rc ? nn__err(NN_ERR_IO, "nn_metrics_log_close: flush failed") : NN_OK;
