@@ -8,7 +8,9 @@ trap 'rm -rf "$prefix"' EXIT
 meson configure "$build" -Dprefix="$prefix" >/dev/null
 meson install -C "$build" --quiet
 pcdir=$(dirname "$(find "$prefix" -name libnn.pc | head -n1)")
-export PKG_CONFIG_PATH="$pcdir"
+# Only libnn's own .pc is visible, as on a machine without zlib1g-dev,
+# libpng-dev, libopenmpi-dev...: libnn.pc must not need theirs.
+export PKG_CONFIG_LIBDIR="$pcdir" PKG_CONFIG_PATH=
 cat > "$prefix/prog.c" <<'C'
 #include <nn.h>
 #include <stdio.h>
