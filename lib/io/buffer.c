@@ -106,53 +106,67 @@ void nn__rd_init(nn__rd *r, const void *p, size_t len, const char *fn, const cha
     r->fn = fn;
     r->what = what;
     r->ok = true;
+    r->ld = NULL;
+}
+
+void nn__rd_init_ld(nn__rd *r, nn__ld *ld, size_t len, const char *fn, const char *what) {
+    nn__rd_init(r, NULL, len, fn, what);
+    r->ld = ld;
 }
 
 size_t nn__rd_left(const nn__rd *r) { return r->len - r->pos; }
 
-/* Check that n more bytes exist; the common truncation check. */
-static bool need(nn__rd *r, size_t n, const char *field) {
-    if (!r->ok) return false;
+/* Check that n more bytes exist (the common truncation check), consume
+ * them and return where they are. */
+static const uint8_t *need(nn__rd *r, size_t n, const char *field) {
+    if (!r->ok) return NULL;
     if (n > r->len - r->pos) {
         nn__err(NN_ERR_FORMAT, "%s: %s: %s needs %zu bytes at offset %zu, only %zu left", r->fn,
                 r->what, field, n, r->pos, r->len - r->pos);
         r->ok = false;
-        return false;
+        return NULL;
     }
-    return true;
+    const uint8_t *at = r->p + r->pos;
+    if (r->ld && nn__ld_take(r->ld, n, &at)) {
+        r->ok = false;
+        return NULL;
+    }
+    r->pos += n;
+    return at;
 }
 
 bool nn__rd_bytes(nn__rd *r, const uint8_t **p, size_t n, const char *field) {
-    if (!need(r, n, field)) return false;
-    *p = r->p + r->pos;
-    r->pos += n;
+    const uint8_t *at = need(r, n, field);
+    if (!at) return false;
+    *p = at;
     return true;
 }
 
 bool nn__rd_u8(nn__rd *r, uint8_t *v, const char *field) {
-    if (!need(r, 1, field)) return false;
-    *v = r->p[r->pos++];
+    const uint8_t *at = need(r, 1, field);
+    if (!at) return false;
+    *v = at[0];
     return true;
 }
 
 bool nn__rd_u16(nn__rd *r, uint16_t *v, const char *field) {
-    if (!need(r, 2, field)) return false;
-    *v = (uint16_t)(r->p[r->pos] | r->p[r->pos + 1] << 8);
-    r->pos += 2;
+    const uint8_t *at = need(r, 2, field);
+    if (!at) return false;
+    *v = (uint16_t)(at[0] | at[1] << 8);
     return true;
 }
 
 bool nn__rd_u32(nn__rd *r, uint32_t *v, const char *field) {
-    if (!need(r, 4, field)) return false;
-    *v = nn__get_u32(r->p + r->pos);
-    r->pos += 4;
+    const uint8_t *at = need(r, 4, field);
+    if (!at) return false;
+    *v = nn__get_u32(at);
     return true;
 }
 
 bool nn__rd_u64(nn__rd *r, uint64_t *v, const char *field) {
-    if (!need(r, 8, field)) return false;
-    *v = nn__get_u64(r->p + r->pos);
-    r->pos += 8;
+    const uint8_t *at = need(r, 8, field);
+    if (!at) return false;
+    *v = nn__get_u64(at);
     return true;
 }
 
@@ -183,7 +197,8 @@ bool nn__rd_str(nn__rd *r, char **s, uint32_t cap, const char *field) {
                 field, n, nn__rd_left(r));
         return r->ok = false;
     }
-    const uint8_t *src = r->p + r->pos;
+    const uint8_t *src = need(r, n, field);
+    if (!src) return false;
     if (memchr(src, 0, n)) {
         nn__err(NN_ERR_FORMAT, "%s: %s: %s contains a NUL byte", r->fn, r->what, field);
         return r->ok = false;
@@ -192,7 +207,6 @@ bool nn__rd_str(nn__rd *r, char **s, uint32_t cap, const char *field) {
     if (!d) return r->ok = false;
     memcpy(d, src, n);
     d[n] = '\0';
-    r->pos += n;
     *s = d;
     return true;
 }
@@ -213,6 +227,46 @@ bool nn__rd_count(nn__rd *r, uint32_t *n, uint32_t cap, size_t min_item, const c
     }
     *n = v;
     return true;
+}
+
+bool nn__rd_sub(nn__rd *r, nn__rd *sub, uint64_t n, const char *what, const char *field) {
+    if (!r->ok) return false;
+    if (n > nn__rd_left(r)) {
+        nn__err(NN_ERR_FORMAT, "%s: %s: %s length %llu exceeds the %zu bytes left", r->fn, r->what,
+                field, (unsigned long long)n, nn__rd_left(r));
+        return r->ok = false;
+    }
+    nn__rd_init(sub, r->ld ? NULL : r->p + r->pos, (size_t)n, r->fn, what);
+    sub->ld = r->ld;
+    r->pos += (size_t)n; /* the sub-cursor consumes them from a file */
+    return true;
+}
+
+bool nn__rd_chunk(nn__rd *r, size_t max, const uint8_t **p, size_t *n, const char *field) {
+    *n = 0;
+    size_t k = nn__rd_left(r) < max ? nn__rd_left(r) : max;
+    if (!r->ok) return false;
+    if (r->ld) {
+        if (nn__ld_chunk(r->ld, k, p, n)) return r->ok = false;
+        r->pos += *n;
+        return true;
+    }
+    *p = need(r, k, field);
+    *n = k;
+    return *p != NULL;
+}
+
+bool nn__rd_copy(nn__rd *r, void *dst, size_t n, const char *field) {
+    if (!r->ok) return false;
+    if (r->ld) {
+        if (n > nn__rd_left(r)) return need(r, n, field) != NULL; /* the error */
+        if (nn__ld_copy(r->ld, dst, n)) return r->ok = false;
+        r->pos += n;
+        return true;
+    }
+    const uint8_t *src = need(r, n, field);
+    if (src && dst && n) memcpy(dst, src, n);
+    return src != NULL;
 }
 
 bool nn__rd_end(nn__rd *r) {
@@ -294,48 +348,63 @@ nn_status nn__deflate(const void *src, size_t n, int level, uint8_t **out, size_
     return NN_OK;
 }
 
-nn_status nn__inflate(const uint8_t *in, size_t in_len, void *out, size_t out_len, const char *fn,
-                      const char *name) {
+nn_status nn__inflate_rd(nn__rd *r, size_t in_len, void *out, size_t out_len, const char *fn,
+                         const char *name) {
     z_stream z;
     memset(&z, 0, sizeof z);
     z.zalloc = z_alloc;
     z.zfree = z_free;
     int rc = inflateInit(&z);
     if (rc != Z_OK) return z_error(rc, fn);
-    size_t in_left = in_len, out_left = out_len;
-    z.next_in = (Bytef *)(uintptr_t)in;
+    size_t in_left = in_len, out_left = out_len; /* not yet fetched / not yet written */
     z.next_out = out;
+    nn_status st = NN_OK;
     for (;;) {
-        /* Feed at most what remains; avail_out never exceeds the declared
-         * size, so a stream that inflates further cannot write past it. */
-        z.avail_in = in_left > (1u << 30) ? (1u << 30) : (uInt)in_left;
-        z.avail_out = out_left > (1u << 30) ? (1u << 30) : (uInt)out_left;
-        uInt ai = z.avail_in, ao = z.avail_out;
-        rc = inflate(&z, Z_NO_FLUSH);
-        in_left -= ai - z.avail_in;
-        out_left -= ao - z.avail_out;
-        if (rc == Z_STREAM_END) break;
-        if (rc == Z_MEM_ERROR) {
-            inflateEnd(&z);
-            return z_error(rc, fn);
+        if (z.avail_in == 0 && in_left > 0) {
+            /* The next piece of input (a window's worth from a file). */
+            const uint8_t *p;
+            size_t n;
+            if (!nn__rd_chunk(r, in_left > (1u << 30) ? (1u << 30) : in_left, &p, &n,
+                              "compressed data")) {
+                st = nn_last_status();
+                break;
+            }
+            z.next_in = (Bytef *)(uintptr_t)p;
+            z.avail_in = (uInt)n;
+            in_left -= n;
         }
-        if (rc == Z_OK) continue;
-        inflateEnd(&z);
-        if (rc == Z_BUF_ERROR && out_left == 0)
-            return nn__err(NN_ERR_FORMAT,
-                           "%s: tensor '%s' inflates to more than its declared %zu bytes", fn, name,
-                           out_len);
-        if (rc == Z_BUF_ERROR)
-            return nn__err(NN_ERR_FORMAT, "%s: tensor '%s': compressed data ends early", fn, name);
-        return nn__err(NN_ERR_FORMAT, "%s: tensor '%s': corrupt compressed data (zlib %d)", fn,
-                       name, rc);
+        /* avail_out never exceeds the declared size, so a stream that
+         * inflates further cannot write past it. */
+        z.avail_out = out_left > (1u << 30) ? (1u << 30) : (uInt)out_left;
+        uInt ao = z.avail_out;
+        rc = inflate(&z, Z_NO_FLUSH);
+        out_left -= ao - z.avail_out;
+        if (rc == Z_STREAM_END || rc == Z_OK) {
+            if (rc == Z_STREAM_END) break;
+            continue;
+        }
+        if (rc == Z_BUF_ERROR && out_left > 0 && z.avail_in == 0 && in_left > 0)
+            continue; /* more input to come */
+        if (rc == Z_MEM_ERROR)
+            st = z_error(rc, fn);
+        else if (rc == Z_BUF_ERROR && out_left == 0)
+            st = nn__err(NN_ERR_FORMAT, "%s: tensor '%s' inflates to more than its declared %zu bytes",
+                         fn, name, out_len);
+        else if (rc == Z_BUF_ERROR)
+            st = nn__err(NN_ERR_FORMAT, "%s: tensor '%s': compressed data ends early", fn, name);
+        else
+            st = nn__err(NN_ERR_FORMAT, "%s: tensor '%s': corrupt compressed data (zlib %d)", fn,
+                         name, rc);
+        break;
     }
+    size_t unused = z.avail_in + in_left;
     inflateEnd(&z);
+    if (st) return st;
     if (out_left != 0)
         return nn__err(NN_ERR_FORMAT, "%s: tensor '%s' inflates to %zu bytes, %zu declared", fn,
                        name, out_len - out_left, out_len);
-    if (in_left != 0)
+    if (unused != 0)
         return nn__err(NN_ERR_FORMAT, "%s: tensor '%s': %zu bytes after the compressed stream", fn,
-                       name, in_left);
+                       name, unused);
     return NN_OK;
 }

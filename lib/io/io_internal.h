@@ -77,15 +77,20 @@ void nn__put_u64(uint8_t *p, uint64_t v);
 
 /* ------------------------------------------------------------- reader */
 
+typedef struct nn__ld nn__ld; /* a file being read in one pass (load.c) */
+
 /* A bounds-checked cursor over bytes that came from a file. Every read
  * checks the bytes that remain first; failures record an error naming fn
- * and what (the field) and leave the cursor unusable (ok = false). */
+ * and what (the field) and leave the cursor unusable (ok = false). The
+ * bytes are either in memory (p) or the next len bytes of a section of a
+ * file being read (ld): then a borrowed pointer lasts until the next read. */
 typedef struct nn__rd {
     const uint8_t *p;
     size_t len, pos;
     const char *fn;   /* public function name, for messages */
     const char *what; /* section name, for messages */
     bool ok;
+    nn__ld *ld;
 } nn__rd;
 
 void nn__rd_init(nn__rd *r, const void *p, size_t len, const char *fn, const char *what);
@@ -107,6 +112,15 @@ bool nn__rd_str(nn__rd *r, char **s, uint32_t cap, const char *field);
 bool nn__rd_count(nn__rd *r, uint32_t *n, uint32_t cap, size_t min_item, const char *field);
 /* The whole input must have been consumed (else NN_ERR_FORMAT). */
 bool nn__rd_end(nn__rd *r);
+/* A cursor over the next len bytes of ld's current section. */
+void nn__rd_init_ld(nn__rd *r, nn__ld *ld, size_t len, const char *fn, const char *what);
+/* Carve the next n bytes off r as the cursor sub (r moves past them); n
+ * longer than what is left is NN_ERR_FORMAT naming field. */
+bool nn__rd_sub(nn__rd *r, nn__rd *sub, uint64_t n, const char *what, const char *field);
+/* Borrow the next 1..max bytes (*n of them; 0 only when none are left). */
+bool nn__rd_chunk(nn__rd *r, size_t max, const uint8_t **p, size_t *n, const char *field);
+/* Copy the next n bytes to dst (NULL: skip them). */
+bool nn__rd_copy(nn__rd *r, void *dst, size_t n, const char *field);
 
 uint32_t nn__get_u32(const uint8_t *p);
 uint64_t nn__get_u64(const uint8_t *p);
@@ -116,9 +130,10 @@ uint64_t nn__get_u64(const uint8_t *p);
 uint32_t nn__crc32(uint32_t crc, const void *data, size_t n);
 /* Compress src at level 1..9 into a new allocation (*out, *out_len). */
 nn_status nn__deflate(const void *src, size_t n, int level, uint8_t **out, size_t *out_len);
-/* Inflate exactly `in_len` bytes into exactly `out_len` bytes (else NN_ERR_FORMAT). */
-nn_status nn__inflate(const uint8_t *in, size_t in_len, void *out, size_t out_len, const char *fn,
-                      const char *name);
+/* Inflate exactly the next in_len bytes of r into exactly out_len bytes
+ * (else NN_ERR_FORMAT naming tensor `name`). */
+nn_status nn__inflate_rd(nn__rd *r, size_t in_len, void *out, size_t out_len, const char *fn,
+                         const char *name);
 
 /* ---------------------------------------------------------- container */
 
@@ -225,6 +240,37 @@ nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__
                              const char *fn);
 void nn__tlist_clear(nn__tlist *l);
 
+/* One tensor of a table, as declared (checked by nn__ttable_read). */
+typedef struct nn__tentry {
+    char *name;
+    uint8_t dtype, ndim, codec;
+    int64_t shape[NN_MAX_DIMS];
+    uint64_t offset, stored, raw;
+} nn__tentry;
+
+/* A tensor table whose entries are read and checked and whose data area
+ * is still to come, in table order (FORMAT.md 5). */
+typedef struct nn__ttable {
+    uint32_t n, next; /* entries; entries whose data has been consumed */
+    nn__tentry *e;
+    uint64_t raw_bytes; /* sum of the entries' raw sizes */
+    nn__rd data;        /* the data area */
+} nn__ttable;
+
+/* Read the table that occupies all of r: header, entries, data size, every
+ * rule of FORMAT.md 5 checked before any data is touched. *budget: tensor
+ * bytes still allowed (decremented). */
+nn_status nn__ttable_read(nn__rd *r, int64_t *budget, nn__ttable *t, const char *fn);
+/* Decode the data of entry t->next into dst (its raw bytes, host order), or
+ * skip it (dst NULL). Entries are consumed in order. */
+nn_status nn__ttable_data(nn__ttable *t, void *dst, const char *fn);
+/* Decode every remaining entry into new tensors appended to out (names
+ * move to out). */
+nn_status nn__ttable_list(nn__ttable *t, nn__tlist *out, const char *fn);
+/* Skip the rest of the data area (it must end exactly there). */
+nn_status nn__ttable_finish(nn__ttable *t, const char *fn);
+void nn__ttable_free(nn__ttable *t);
+
 /* ------------------------------------------------ whole files (file.c) */
 
 /* Where a file comes from: exactly one of path, data (borrowed), read. */
@@ -269,5 +315,61 @@ void nn__io_unload(nn__io_loaded *l);
 nn_status nn__io_load_tensors(const nn__io_loaded *l, int64_t max, nn__tlist *out, const char *fn);
 /* Decode the META section (an empty map when absent). */
 nn_meta *nn__io_load_meta(const nn__io_loaded *l, const char *fn);
+
+/* ------------------------------------------------ one-pass reading (load.c) */
+
+/* A section seen by the walk: its raw header, and its payload's CRC once
+ * the payload has been consumed. */
+typedef struct nn__ld_rec {
+    uint8_t hdr[24];
+    bool done;
+    uint32_t crc;
+} nn__ld_rec;
+
+struct nn__ld {
+    const char *fn;
+    int kind; /* buffer, file or callback */
+    int fd;
+    const char *path;
+    nn_read_fn read;
+    void *user;
+    int64_t max;
+    uint64_t fetched; /* bytes taken from a file or callback */
+    uint8_t *win;     /* the window (a buffer source: the buffer itself) */
+    size_t wpos, wlen;
+    bool eof;
+    uint64_t pos;     /* bytes consumed */
+    uint32_t crc;     /* CRC-32 of the consumed bytes but the last nheld */
+    uint8_t held[4], tail[8], hdr[NN__IO_HEADER_SIZE];
+    int nheld, ntail;
+    uint64_t declared, left; /* file size in the header; payload bytes left */
+    uint32_t count, next, cur, seen, sec_crc;
+    bool in_payload, broken, finished, fatal;
+    uint8_t *whole; /* nn__ld_whole's copy */
+    nn__ld_rec rec[NN__IO_MAX_SECTIONS];
+};
+
+/* Start reading src (at most max bytes): the header checks that need no
+ * more than the header (and a file's size and last 8 bytes) are made here. */
+nn_status nn__ld_open(nn__ld *ld, const nn__io_src *src, int64_t max, const char *fn);
+/* The next section to read (unknown skippable ones are passed over); the
+ * rest of the previous one is skipped and its CRC checked. *type = 0 at the
+ * end of the file, once every whole-file check has passed. */
+nn_status nn__ld_next(nn__ld *ld, uint32_t *type);
+/* Payload bytes of the current section not yet consumed. */
+uint64_t nn__ld_left(const nn__ld *ld);
+/* The rest of the current section in memory, CRC-checked (borrowed until
+ * the next call). */
+nn_status nn__ld_whole(nn__ld *ld, const uint8_t **p, size_t *len);
+/* Consume n (<= 256 KiB) bytes of the current section, borrowed until the next read. */
+nn_status nn__ld_take(nn__ld *ld, size_t n, const uint8_t **p);
+/* Consume 1..max bytes of the current section (*n; 0 if none are left). */
+nn_status nn__ld_chunk(nn__ld *ld, size_t max, const uint8_t **p, size_t *n);
+/* Consume n bytes of the current section into dst (NULL: skip). */
+nn_status nn__ld_copy(nn__ld *ld, void *dst, uint64_t n);
+/* Finish with st, the consumer's status: on an error, the rest of the
+ * input is read (CRC only) and the first failure in FORMAT.md's check order
+ * is returned, the consumer's own error when the container is sound. */
+nn_status nn__ld_close(nn__ld *ld, nn_status st);
 
 #endif

@@ -180,15 +180,11 @@ fail:
     return NULL;
 }
 
-static nn_module *decode_tree(const nn__io_loaded *l, uint64_t tensor_bytes, const char *fn) {
-    const nn__section *s = nn__file_find(&l->file, NN__SEC_MODULE);
-    if (!s)
-        return NN__FAIL(NN_ERR_FORMAT,
-                        "%s: the file has no module section (a weights-only "
-                        "file: use nn_module_load_weights)",
-                        fn);
+/* The module section's payload -> a module tree whose parameters and
+ * buffers may take at most tensor_bytes (what the file's tensors hold). */
+static nn_module *decode_tree(const uint8_t *p, size_t len, uint64_t tensor_bytes, const char *fn) {
     tree_rd t = {.param_budget = tensor_bytes};
-    nn__rd_init(&t.r, s->payload, s->len, fn, "module section");
+    nn__rd_init(&t.r, p, len, fn, "module section");
     nn_module *m = decode_node(&t, 0, fn);
     if (m && !nn__rd_end(&t.r)) {
         nn_module_free(m);
@@ -251,31 +247,36 @@ static nn_status encode_training(const nn_io_options *o, int level, nn__wbuf *w,
     return st;
 }
 
+/* Decode every tensor of the table that fills r into new tensors (out). */
+static nn_status table_to_list(nn__rd *r, int64_t *budget, nn__tlist *out, const char *fn) {
+    nn__ttable t;
+    nn_status st = nn__ttable_read(r, budget, &t, fn);
+    if (st) return st;
+    st = nn__ttable_list(&t, out, fn);
+    if (!st) st = nn__ttable_finish(&t, fn);
+    nn__ttable_free(&t);
+    return st;
+}
+
 static nn_status decode_sd(nn__rd *r, int64_t *budget, nn__tlist *out, const char *field,
                            const char *fn) {
     uint64_t len;
-    const uint8_t *p;
+    nn__rd sub;
     if (!nn__rd_u64(r, &len, field)) return nn_last_status();
     if (len > nn__rd_left(r))
         return nn__err(NN_ERR_FORMAT,
                        "%s: training section: %s length %llu exceeds the %zu "
                        "bytes left",
                        fn, field, (unsigned long long)len, nn__rd_left(r));
-    nn__rd_bytes(r, &p, (size_t)len, field);
-    return nn__tensors_decode(p, (size_t)len, budget, out, fn);
+    if (!nn__rd_sub(r, &sub, len, "tensor table", field)) return nn_last_status();
+    return table_to_list(&sub, budget, out, fn);
 }
 
-static nn_status decode_training(const nn__io_loaded *l, int64_t *budget, training *t,
-                                 const char *fn) {
+/* The training section, the current section of ld. */
+static nn_status decode_training(nn__ld *ld, int64_t *budget, training *t, const char *fn) {
     memset(t, 0, sizeof *t);
-    const nn__section *s = nn__file_find(&l->file, NN__SEC_TRAINING);
-    if (!s)
-        return nn__err(NN_ERR_FORMAT,
-                       "%s: the file has no training section (not a "
-                       "checkpoint)",
-                       fn);
     nn__rd r;
-    nn__rd_init(&r, s->payload, s->len, fn, "training section");
+    nn__rd_init_ld(&r, ld, (size_t)nn__ld_left(ld), fn, "training section");
     uint8_t has_sched, pad8;
     uint16_t pad16;
     uint32_t pad32;
@@ -390,19 +391,48 @@ nn_status nn_statedict_save_stream(const nn_statedict *sd, nn_write_fn write, vo
 
 /* ------------------------------------------------------------- loading */
 
+/* The tensor section (the current section of ld) decoded into a new state
+ * dict, each tensor straight into its own storage. */
+static nn_status read_sd(nn__ld *ld, int64_t *budget, nn_statedict **out, const char *fn) {
+    nn__rd r;
+    nn__rd_init_ld(&r, ld, (size_t)nn__ld_left(ld), fn, "tensor table");
+    nn__ttable t;
+    nn_status st = nn__ttable_read(&r, budget, &t, fn);
+    if (st) return st;
+    nn_statedict *sd = nn_statedict_new();
+    if (!sd) st = NN_ERR_NOMEM;
+    while (!st && t.next < t.n) {
+        const nn__tentry *e = &t.e[t.next];
+        nn_tensor *x = nn__tensor_new((nn_dtype)e->dtype, e->shape, e->ndim);
+        uint8_t dummy;
+        if (!x) st = nn_last_status();
+        if (!st) st = nn__ttable_data(&t, e->raw ? (void *)x->storage->data : &dummy, fn);
+        if (!st) st = nn_statedict_set(sd, e->name, x);
+        nn__tensor_release(x);
+    }
+    if (!st) st = nn__ttable_finish(&t, fn);
+    nn__ttable_free(&t);
+    if (st) nn_statedict_free(sd);
+    else *out = sd;
+    return st;
+}
+
 static nn_statedict *load_sd(const nn__io_src *src, const nn_io_options *opts, const char *fn) {
     nn_io_options tmp;
     const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
     if (!o) return NULL;
-    nn__io_loaded l;
-    if (nn__io_load(src, o->max_bytes, &l, fn)) return NULL;
-    nn__tlist tl;
+    nn__ld ld;
+    nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
     nn_statedict *sd = NULL;
-    if (!nn__io_load_tensors(&l, o->max_bytes, &tl, fn)) {
-        sd = sd_of_list(&tl);
-        nn__tlist_clear(&tl);
+    int64_t budget = o->max_bytes;
+    uint32_t type;
+    while (!st && !(st = nn__ld_next(&ld, &type)) && type)
+        if (type == NN__SEC_TENSORS) st = read_sd(&ld, &budget, &sd, fn);
+    if (!st && !sd) st = nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
+    if (nn__ld_close(&ld, st)) {
+        nn_statedict_free(sd);
+        return NULL;
     }
-    nn__io_unload(&l);
     return sd;
 }
 
@@ -431,42 +461,192 @@ static uint64_t list_bytes(const nn__tlist *l) {
     return b;
 }
 
-/* Container -> metadata -> tensors -> module tree -> weights into the tree. */
+/* "a, b, c and 4 more" into a bounded message part. */
+static void name_list(char *buf, size_t cap, const char *what, const char *const *names, int n,
+                      int total) {
+    size_t o = strlen(buf);
+    int k = snprintf(buf + o, cap - o, "%s%s ", o ? "; " : "", what);
+    for (int i = 0; i < n && k >= 0 && (o += (size_t)k) < cap; i++)
+        k = snprintf(buf + o, cap - o, "%s%s", i ? ", " : "", names[i]);
+    if (k >= 0 && (o += (size_t)k) < cap && total > n)
+        snprintf(buf + o, cap - o, " and %d more", total - n);
+}
+
+#define SHOWN 4 /* names listed per kind of mismatch */
+
+/* Where each table entry goes: the module's tensor of that name and shape
+ * (every parameter and buffer exactly once, nothing extra), found before
+ * any data is decoded. */
+static nn_status match_tree(nn_statedict *msd, const nn__ttable *t, nn_tensor **dst,
+                            const char *fn) {
+    int64_t n = nn_statedict_size(msd);
+    bool *used = nn__calloc((size_t)(n ? n : 1), sizeof *used);
+    if (!used) return NN_ERR_NOMEM;
+    const char *extra[SHOWN], *missing[SHOWN], *shape[SHOWN];
+    int nextra = 0, nmissing = 0, nshape = 0;
+    char detail[200] = "";
+    for (uint32_t i = 0; i < t->n; i++) {
+        const nn__tentry *e = &t->e[i];
+        int64_t j = nn__statedict_find(msd, e->name);
+        dst[i] = j >= 0 ? nn_statedict_tensor(msd, j) : NULL;
+        if (!dst[i]) {
+            if (nextra < SHOWN) extra[nextra] = e->name;
+            nextra++;
+            continue;
+        }
+        used[j] = true;
+        bool same = dst[i]->ndim == e->ndim;
+        for (int d = 0; same && d < e->ndim; d++) same = dst[i]->shape[d] == e->shape[d];
+        if (!same) {
+            if (nshape < SHOWN) shape[nshape] = e->name;
+            if (!nshape++) {
+                char a[128], b[128];
+                snprintf(detail, sizeof detail, " (%s: module %s, file %s)", e->name,
+                         nn__shape_str(dst[i]->shape, dst[i]->ndim, a, sizeof a),
+                         nn__shape_str(e->shape, e->ndim, b, sizeof b));
+            }
+        }
+    }
+    for (int64_t j = 0; j < n; j++) {
+        if (used[j]) continue;
+        if (nmissing < SHOWN) missing[nmissing] = nn_statedict_name(msd, j);
+        nmissing++;
+    }
+    nn_status st = NN_OK;
+    if (nextra || nmissing || nshape) {
+        char msg[1024] = "";
+        if (nmissing) name_list(msg, sizeof msg, "missing", missing, nmissing < SHOWN ? nmissing : SHOWN, nmissing);
+        if (nextra) name_list(msg, sizeof msg, "unexpected", extra, nextra < SHOWN ? nextra : SHOWN, nextra);
+        if (nshape) name_list(msg, sizeof msg, "wrong shape", shape, nshape < SHOWN ? nshape : SHOWN, nshape);
+        st = nn__err(NN_ERR_FORMAT, "%s: the file's tensors do not fit its module tree: %s%s", fn,
+                     msg, detail);
+    }
+    nn__free(used);
+    return st;
+}
+
+/* The tensor section (the current one of ld) of a file whose module
+ * section came first: the table, then the tree (its allocations capped by
+ * the table's bytes), then a strict name and shape match, and only then the
+ * data, decoded straight into the parameters and buffers. */
+static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_len,
+                                   int64_t *budget, nn_module **out, const char *fn) {
+    nn__rd r;
+    nn__rd_init_ld(&r, ld, (size_t)nn__ld_left(ld), fn, "tensor table");
+    nn__ttable t;
+    nn_status st = nn__ttable_read(&r, budget, &t, fn);
+    if (st) return st;
+    nn_module *m = decode_tree(tree, tree_len, t.raw_bytes, fn);
+    nn_statedict *msd = m ? nn_module_state_dict(m) : NULL;
+    nn_tensor **dst = msd ? nn__calloc(t.n ? t.n : 1, sizeof *dst) : NULL;
+    if (!dst) st = nn_last_status();
+    if (!st) st = match_tree(msd, &t, dst, fn);
+    while (!st && t.next < t.n) {
+        nn_tensor *d = dst[t.next];
+        const nn__tentry *e = &t.e[t.next];
+        if (d->dtype == (nn_dtype)e->dtype && nn__is_contiguous(d)) {
+            uint8_t dummy;
+            void *p = (uint8_t *)d->storage->data + (size_t)d->offset * nn_dtype_size(d->dtype);
+            st = nn__ttable_data(&t, e->raw ? p : &dummy, fn);
+        } else { /* another dtype (converted) or a strided view: via a copy */
+            nn_tensor *x = nn__tensor_new((nn_dtype)e->dtype, e->shape, e->ndim);
+            uint8_t dummy;
+            st = x ? nn__ttable_data(&t, e->raw ? (void *)x->storage->data : &dummy, fn)
+                   : nn_last_status();
+            if (!st) st = nn_tensor_assign(d, x);
+            nn__tensor_release(x);
+        }
+    }
+    if (!st) st = nn__ttable_finish(&t, fn);
+    nn__free(dst);
+    nn_statedict_free(msd);
+    nn__ttable_free(&t);
+    if (st) nn_module_free(m);
+    else *out = m;
+    return st;
+}
+
+/* A file whose tensor section comes before its module section (allowed,
+ * written by no version of libnn): the tensors are kept decoded until the
+ * tree is known, then copied in. */
+static nn_status tree_from_list(const uint8_t *tree, size_t tree_len, const nn__tlist *tl,
+                                nn_module **out, const char *fn) {
+    nn_module *m = decode_tree(tree, tree_len, list_bytes(tl), fn);
+    if (!m) return nn_last_status();
+    nn_statedict *sd = sd_of_list(tl);
+    nn_status st = sd ? nn_module_load_state_dict(m, sd, true, NULL) : nn_last_status();
+    if (st && sd) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", nn_last_error());
+        st = nn__err(NN_ERR_FORMAT, "%s: the file's tensors do not fit its module tree: %s", fn,
+                     msg);
+    }
+    nn_statedict_free(sd);
+    if (st) nn_module_free(m);
+    else *out = m;
+    return st;
+}
+
+/* One pass over the file: metadata, module tree (kept as bytes), then the
+ * tensor section, decoded into the tree built from those bytes. */
 static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, const char *fn) {
     nn_io_options tmp;
     const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
     if (!o) return NULL;
-    nn__io_loaded l;
-    if (nn__io_load(src, o->max_bytes, &l, fn)) return NULL;
-    nn_model *model = nn__calloc(1, sizeof *model);
-    nn__tlist tl = {0};
-    nn_statedict *sd = NULL;
-    if (!model || !(model->meta = nn__io_load_meta(&l, fn))) goto fail;
-    if (nn__io_load_tensors(&l, o->max_bytes, &tl, fn)) goto fail;
-    if (!(model->module = decode_tree(&l, list_bytes(&tl), fn))) goto fail;
-    if (!(sd = sd_of_list(&tl))) goto fail;
-    if (nn_module_load_state_dict(model->module, sd, true, NULL)) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "%s", nn_last_error());
-        nn__err(NN_ERR_FORMAT, "%s: the file's tensors do not fit its module tree: %s", fn, msg);
-        goto fail;
+    nn__ld ld;
+    nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
+    nn_model *model = st ? NULL : nn__calloc(1, sizeof *model);
+    uint8_t *tree = NULL;
+    size_t tree_len = 0;
+    nn__tlist staged = {0};
+    bool have_tensors = false;
+    int64_t budget = o->max_bytes;
+    uint32_t type;
+    if (!st && !model) st = NN_ERR_NOMEM;
+    while (!st && !(st = nn__ld_next(&ld, &type)) && type) {
+        const uint8_t *p;
+        size_t len;
+        if (type == NN__SEC_META) {
+            st = nn__ld_whole(&ld, &p, &len);
+            if (!st && !(model->meta = nn__meta_decode(p, len, fn))) st = nn_last_status();
+        } else if (type == NN__SEC_MODULE) {
+            st = nn__ld_whole(&ld, &p, &len);
+            if (!st && !(tree = nn__malloc(len))) st = NN_ERR_NOMEM;
+            if (!st) memcpy(tree, p, len);
+            tree_len = len;
+        } else if (type == NN__SEC_TENSORS) {
+            have_tensors = true;
+            if (tree) {
+                st = tensors_into_tree(&ld, tree, tree_len, &budget, &model->module, fn);
+            } else {
+                nn__rd r;
+                nn__rd_init_ld(&r, &ld, (size_t)nn__ld_left(&ld), fn, "tensor table");
+                st = table_to_list(&r, &budget, &staged, fn);
+            }
+        }
     }
-    if (nn_module_train(model->module, false)) goto fail;
+    if (!st && !have_tensors) st = nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
+    if (!st && !tree)
+        st = nn__err(NN_ERR_FORMAT,
+                     "%s: the file has no module section (a weights-only file: use "
+                     "nn_module_load_weights)",
+                     fn);
+    if (!st && !model->module) st = tree_from_list(tree, tree_len, &staged, &model->module, fn);
+    if (!st && !model->meta && !(model->meta = nn__meta_new())) st = NN_ERR_NOMEM;
+    if (!st) st = nn_module_train(model->module, false);
+    st = nn__ld_close(&ld, st);
+    nn__tlist_clear(&staged);
+    nn__free(tree);
+    if (st) {
+        if (model) {
+            nn_module_free(model->module);
+            nn_meta_free(model->meta);
+            nn__free(model);
+        }
+        return NULL;
+    }
     nn__handle_set(&model->handle, NN__KIND_MODEL);
-    nn_statedict_free(sd);
-    nn__tlist_clear(&tl);
-    nn__io_unload(&l);
     return model;
-fail:
-    nn_statedict_free(sd);
-    nn__tlist_clear(&tl);
-    nn__io_unload(&l);
-    if (model) {
-        nn_module_free(model->module);
-        nn_meta_free(model->meta);
-        nn__free(model);
-    }
-    return NULL;
 }
 
 nn_model *nn_model_load(const char *path, const nn_io_options *opts) {
@@ -560,18 +740,29 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     if (!o) return nn_last_status();
     nn_generator *g = nn__gen(gen);
     if (!g) return nn_last_status();
-    nn__io_loaded l;
-    nn_status st = nn__io_load(src, o->max_bytes, &l, fn);
-    if (st) return st;
+    nn__ld ld;
+    nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
     int64_t budget = o->max_bytes;
     nn__tlist tl = {0};
     training t = {0};
     nn_statedict *msd = NULL, *osd = NULL, *ssd = NULL;
-    st = nn__io_load_tensors(&l, budget, &tl, fn);
-    if (!st) {
-        budget -= (int64_t)list_bytes(&tl);
-        st = decode_training(&l, &budget, &t, fn);
+    bool have_tensors = false, have_training = false;
+    uint32_t type;
+    while (!st && !(st = nn__ld_next(&ld, &type)) && type) {
+        if (type == NN__SEC_TENSORS) {
+            nn__rd r;
+            nn__rd_init_ld(&r, &ld, (size_t)nn__ld_left(&ld), fn, "tensor table");
+            st = table_to_list(&r, &budget, &tl, fn);
+            have_tensors = true;
+        } else if (type == NN__SEC_TRAINING) {
+            st = decode_training(&ld, &budget, &t, fn);
+            have_training = true;
+        }
     }
+    if (!st && !have_tensors) st = nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
+    if (!st && !have_training)
+        st = nn__err(NN_ERR_FORMAT, "%s: the file has no training section (not a checkpoint)", fn);
+    st = nn__ld_close(&ld, st);
     if (!st && sched && !t.has_sched)
         st = nn__err(NN_ERR_FORMAT, "%s: a schedule was given but the checkpoint has none", fn);
     if (!st && (!(msd = sd_of_list(&tl)) || !(osd = sd_of_list(&t.opt)) ||
@@ -590,7 +781,6 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     nn_statedict_free(ssd);
     training_clear(&t);
     nn__tlist_clear(&tl);
-    nn__io_unload(&l);
     return st;
 }
 

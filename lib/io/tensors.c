@@ -129,15 +129,8 @@ nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const c
 
 /* ------------------------------------------------------------ decoding */
 
-typedef struct entry {
-    char *name;
-    uint8_t dtype, ndim, codec;
-    int64_t shape[NN_MAX_DIMS];
-    uint64_t offset, stored, raw;
-} entry;
-
 /* Dtype, ndim, shape, sizes and codec of one entry, checked in that order. */
-static nn_status check_entry(const entry *e, int64_t *budget, const char *fn) {
+static nn_status check_entry(const nn__tentry *e, int64_t *budget, const char *fn) {
     nn_dtype dt = (nn_dtype)e->dtype;
     if (dt != NN_DTYPE_F32 && dt != NN_DTYPE_I64 && dt != NN_DTYPE_U8)
         return nn__err(NN_ERR_DTYPE, "%s: tensor '%s' has unknown dtype %u", fn, e->name, e->dtype);
@@ -173,7 +166,7 @@ static nn_status check_entry(const entry *e, int64_t *budget, const char *fn) {
     return NN_OK;
 }
 
-static bool read_entry(nn__rd *r, entry *e) {
+static bool read_entry(nn__rd *r, nn__tentry *e) {
     uint8_t hdr[4];
     const uint8_t *h;
     if (!nn__rd_str(r, &e->name, NN__IO_MAX_NAME, "tensor name")) return false;
@@ -199,13 +192,13 @@ static bool read_entry(nn__rd *r, entry *e) {
 }
 
 static int cmp_name(const void *a, const void *b) {
-    return strcmp((*(const entry *const *)a)->name, (*(const entry *const *)b)->name);
+    return strcmp((*(const nn__tentry *const *)a)->name, (*(const nn__tentry *const *)b)->name);
 }
 
 /* Names unique (sorted neighbours: O(n log n) even for a hostile count). */
-static nn_status check_unique(entry *e, uint32_t n, const char *fn) {
+static nn_status check_unique(nn__tentry *e, uint32_t n, const char *fn) {
     if (n < 2) return NN_OK;
-    entry **s = nn__malloc(sizeof *s * n);
+    nn__tentry **s = nn__malloc(sizeof *s * n);
     if (!s) return NN_ERR_NOMEM;
     for (uint32_t i = 0; i < n; i++) s[i] = &e[i];
     qsort(s, n, sizeof *s, cmp_name);
@@ -218,8 +211,10 @@ static nn_status check_unique(entry *e, uint32_t n, const char *fn) {
 }
 
 /* Offsets must tile the data area exactly: each tensor starts where the
- * previous ended, so no two overlap and every byte belongs to one. */
-static nn_status check_offsets(const entry *e, uint32_t n, uint64_t data_size, const char *fn) {
+ * previous ended, so no two overlap, every byte belongs to one, and the
+ * data can be read front to back in table order. */
+static nn_status check_offsets(const nn__tentry *e, uint32_t n, uint64_t data_size,
+                               const char *fn) {
     uint64_t expect = 0;
     for (uint32_t i = 0; i < n; i++) {
         size_t end;
@@ -246,34 +241,89 @@ static nn_status check_offsets(const entry *e, uint32_t n, uint64_t data_size, c
     return NN_OK;
 }
 
-/* Allocate and fill the tensor of entry e from its bytes. */
-static nn_tensor *load_tensor(const entry *e, const uint8_t *src, const char *fn) {
-    nn_tensor *t = nn__tensor_new((nn_dtype)e->dtype, e->shape, e->ndim);
-    if (!t) return NULL;
-    uint8_t *dst = (uint8_t *)t->storage->data;
-    nn_status st = NN_OK;
-    if (e->codec == CODEC_STORED) {
-        if (e->raw) memcpy(dst, src, (size_t)e->raw);
-    } else {
-        uint8_t dummy;
-        st =
-            nn__inflate(src, (size_t)e->stored, e->raw ? dst : &dummy, (size_t)e->raw, fn, e->name);
-    }
-    if (st) {
-        nn__tensor_release(t);
-        return NULL;
-    }
-    if (!host_is_le()) swap_elems(dst, (size_t)e->raw, nn_dtype_size(t->dtype));
-    return t;
+void nn__ttable_free(nn__ttable *t) {
+    for (uint32_t i = 0; t->e && i < t->n; i++) nn__free(t->e[i].name);
+    nn__free(t->e);
+    t->e = NULL;
+    t->n = t->next = 0;
 }
 
-static nn_status parse_table(nn__rd *r, entry *e, uint32_t n, int64_t *budget, const char *fn) {
-    for (uint32_t i = 0; i < n; i++) {
-        if (!read_entry(r, &e[i])) return nn_last_status();
-        nn_status st = check_entry(&e[i], budget, fn);
+nn_status nn__ttable_read(nn__rd *r, int64_t *budget, nn__ttable *t, const char *fn) {
+    memset(t, 0, sizeof *t);
+    uint32_t n, reserved;
+    if (!nn__rd_count(r, &n, NN__IO_MAX_ENTRIES, MIN_ENTRY, "tensor count") ||
+        !nn__rd_u32(r, &reserved, "reserved"))
+        return nn_last_status();
+    if (reserved)
+        return nn__err(NN_ERR_FORMAT, "%s: tensor table reserved field is %u", fn, reserved);
+    if (!(t->e = nn__calloc(n ? n : 1, sizeof *t->e))) return NN_ERR_NOMEM;
+    t->n = n;
+    nn_status st = NN_OK;
+    for (uint32_t i = 0; i < n && !st; i++) {
+        if (!read_entry(r, &t->e[i])) st = nn_last_status();
+        if (!st) st = check_entry(&t->e[i], budget, fn);
+        if (!st) t->raw_bytes += t->e[i].raw;
+    }
+    if (!st) st = check_unique(t->e, n, fn);
+    uint64_t data_size = 0;
+    if (!st && !nn__rd_u64(r, &data_size, "data area size")) st = nn_last_status();
+    if (!st && data_size != nn__rd_left(r))
+        st = nn__err(NN_ERR_FORMAT, "%s: data area declares %llu bytes, %zu remain", fn,
+                     (unsigned long long)data_size, nn__rd_left(r));
+    if (!st) st = check_offsets(t->e, n, data_size, fn);
+    if (!st && !nn__rd_sub(r, &t->data, data_size, "data area", "data area")) st = nn_last_status();
+    if (st) nn__ttable_free(t);
+    return st;
+}
+
+nn_status nn__ttable_data(nn__ttable *t, void *dst, const char *fn) {
+    if (t->next >= t->n)
+        return nn__err(NN_ERR_RANGE, "%s: tensor table: all %u entries read", fn, t->n);
+    const nn__tentry *e = &t->e[t->next++];
+    if (!dst) return nn__rd_copy(&t->data, NULL, (size_t)e->stored, "tensor data")
+                         ? NN_OK
+                         : nn_last_status();
+    nn_status st = NN_OK;
+    if (e->codec == CODEC_STORED) {
+        if (!nn__rd_copy(&t->data, dst, (size_t)e->stored, "tensor data")) st = nn_last_status();
+    } else {
+        st = nn__inflate_rd(&t->data, (size_t)e->stored, dst, (size_t)e->raw, fn, e->name);
+    }
+    if (!st && !host_is_le()) swap_elems(dst, (size_t)e->raw, nn_dtype_size((nn_dtype)e->dtype));
+    return st;
+}
+
+nn_status nn__ttable_list(nn__ttable *t, nn__tlist *out, const char *fn) {
+    int64_t n = (int64_t)(t->n - t->next);
+    char **names = nn__realloc(out->names, sizeof *names * (size_t)(out->n + n + 1));
+    if (!names) return NN_ERR_NOMEM;
+    out->names = names;
+    nn_tensor **ts = nn__realloc(out->tensors, sizeof *ts * (size_t)(out->n + n + 1));
+    if (!ts) return NN_ERR_NOMEM;
+    out->tensors = ts;
+    while (t->next < t->n) {
+        nn__tentry *e = &t->e[t->next];
+        nn_tensor *x = nn__tensor_new((nn_dtype)e->dtype, e->shape, e->ndim);
+        if (!x) return nn_last_status();
+        uint8_t dummy;
+        nn_status st = nn__ttable_data(t, e->raw ? (void *)x->storage->data : &dummy, fn);
+        if (st) {
+            nn__tensor_release(x);
+            return st;
+        }
+        out->names[out->n] = e->name; /* ownership moves to out */
+        out->tensors[out->n++] = x;
+        e->name = NULL;
+    }
+    return NN_OK;
+}
+
+nn_status nn__ttable_finish(nn__ttable *t, const char *fn) {
+    while (t->next < t->n) {
+        nn_status st = nn__ttable_data(t, NULL, fn);
         if (st) return st;
     }
-    return check_unique(e, n, fn);
+    return nn__rd_end(&t->data) ? NN_OK : nn_last_status();
 }
 
 nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__tlist *out,
@@ -281,39 +331,12 @@ nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__
     memset(out, 0, sizeof *out);
     nn__rd r;
     nn__rd_init(&r, p, len, fn, "tensor table");
-    uint32_t n, reserved;
-    if (!nn__rd_count(&r, &n, NN__IO_MAX_ENTRIES, MIN_ENTRY, "tensor count") ||
-        !nn__rd_u32(&r, &reserved, "reserved"))
-        return nn_last_status();
-    if (reserved)
-        return nn__err(NN_ERR_FORMAT, "%s: tensor table reserved field is %u", fn, reserved);
-    entry *e = nn__calloc(n ? n : 1, sizeof *e);
-    if (!e) return NN_ERR_NOMEM;
-    nn_status st = parse_table(&r, e, n, budget, fn);
-    uint64_t data_size = 0;
-    const uint8_t *data = NULL;
-    if (!st && !nn__rd_u64(&r, &data_size, "data area size")) st = nn_last_status();
-    if (!st && data_size != nn__rd_left(&r))
-        st = nn__err(NN_ERR_FORMAT, "%s: data area declares %llu bytes, %zu remain", fn,
-                     (unsigned long long)data_size, nn__rd_left(&r));
-    if (!st) {
-        nn__rd_bytes(&r, &data, (size_t)data_size, "data area");
-        st = check_offsets(e, n, data_size, fn);
-    }
-    if (!st) {
-        out->names = nn__calloc(n ? n : 1, sizeof *out->names);
-        out->tensors = nn__calloc(n ? n : 1, sizeof *out->tensors);
-        if (!out->names || !out->tensors) st = NN_ERR_NOMEM;
-    }
-    for (uint32_t i = 0; !st && i < n; i++) {
-        out->tensors[i] = load_tensor(&e[i], data + e[i].offset, fn);
-        if (!out->tensors[i]) st = nn_last_status();
-        out->names[i] = e[i].name; /* ownership moves to out */
-        e[i].name = NULL;
-        out->n = (int64_t)i + 1;
-    }
-    for (uint32_t i = 0; i < n; i++) nn__free(e[i].name);
-    nn__free(e);
+    nn__ttable t;
+    nn_status st = nn__ttable_read(&r, budget, &t, fn);
+    if (st) return st;
+    st = nn__ttable_list(&t, out, fn);
+    if (!st) st = nn__ttable_finish(&t, fn);
+    nn__ttable_free(&t);
     if (st) nn__tlist_clear(out);
     return st;
 }

@@ -37,6 +37,8 @@ nn_module *nn__module_create(const char *type, const char *const *keys, const do
                              int n);
 /* Append a child (the parent takes its own reference). */
 nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *child);
+/* Index of the entry called name in a live state dict, or -1 (no error). */
+int64_t nn__statedict_find(const nn_statedict *sd, const char *name);
 
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 

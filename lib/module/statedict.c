@@ -92,6 +92,8 @@ static nn_status sd_reserve(nn_statedict *sd) {
     return st;
 }
 
+int64_t nn__statedict_find(const nn_statedict *sd, const char *name) { return sd_find(sd, name); }
+
 nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name) {
     const char *fn = "nn_statedict_get";
     if (!sd_check(sd, fn) || !nn__check_ptr(name, fn, "name")) return NULL;

@@ -6,13 +6,28 @@
  *
  *   make_malformed OUTDIR     writes OUTDIR/<name>.nnm and OUTDIR/MANIFEST
  *
+ *   make_malformed --big OUTDIR MIB
+ *                              writes the large cases (not committed, MIB
+ *                              mebibytes of tensor or image data each) and
+ *                              OUTDIR/BIG_MANIFEST, for tests/io/test_memory_rule.c
+ *                              and tests/bench/hostile_load.c
+ *
  * MANIFEST lines: "<file> <expected status> <substring of the message>".
+ * IDX_MANIFEST lines: "<images> <labels> <expected status> <substring>", for
+ * nn_dataset_from_idx (IDX files: big-endian header, then u8 data).
+ * BIG_MANIFEST lines: "<loader> <file(s)> <status> <bytes a load returns> <substring>",
+ * loader being model, statedict or idx (two files).
  * The committed catalogue must equal this program's output (a test checks). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+
+static void die(const char *what) {
+    fprintf(stderr, "make_malformed: %s\n", what);
+    exit(1);
+}
 
 typedef struct buf {
     uint8_t *p;
@@ -182,21 +197,177 @@ static buf model_with(buf tensors) {
     return file_of(1, 0, s, 3);
 }
 
+static buf model_with_tree(buf tree, buf tensors) {
+    section s[3] = {{1, 0, meta_body(), 0}, {2, 0, tree, 0}, {3, 0, tensors, 0}};
+    return file_of(1, 0, s, 3);
+}
+
+/* One zlib stream (level 9) of n zero bytes, made in pieces. */
+static buf zlib_zeros(uint64_t n) {
+    static uint8_t zero[1 << 16];
+    buf b = {0};
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit(&z, 9) != Z_OK) die("deflateInit");
+    uint8_t out[1 << 16];
+    int flush;
+    do {
+        size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
+        n -= k;
+        flush = n ? Z_NO_FLUSH : Z_FINISH;
+        z.next_in = zero;
+        z.avail_in = (uInt)k;
+        do {
+            z.next_out = out;
+            z.avail_out = sizeof out;
+            if (deflate(&z, flush) == Z_STREAM_ERROR) die("deflate");
+            put(&b, out, sizeof out - z.avail_out);
+        } while (z.avail_out == 0);
+    } while (flush != Z_FINISH);
+    deflateEnd(&z);
+    return b;
+}
+
+/* The two tensors of Sequential{0: Linear}: 0.weight [rows, cols] f32 and
+ * 0.bias [rows], all zeros, compressed (codec 1) or stored (codec 0). */
+static buf linear_tensors(int64_t rows, int64_t cols, int codec) {
+    uint64_t wraw = (uint64_t)rows * (uint64_t)cols * 4, braw = (uint64_t)rows * 4;
+    buf w = {0}, bias = {0};
+    if (codec) {
+        w = zlib_zeros(wraw);
+        bias = zlib_zeros(braw);
+    }
+    uint64_t wlen = codec ? w.len : wraw, blen = codec ? bias.len : braw;
+    tdesc t[2] = {{"0.weight", 0, 2, (uint8_t)codec, {rows, cols}, 0, wlen, wraw},
+                  {"0.bias", 0, 1, (uint8_t)codec, {rows}, wlen, blen, braw}};
+    buf b = tensors_body(t, 2, 2, "", 0);
+    b.len -= 8; /* the data size, rewritten with the data */
+    u64(&b, wlen + blen);
+    static uint8_t zero[1 << 16];
+    if (codec) {
+        put(&b, w.p, w.len);
+        put(&b, bias.p, bias.len);
+    } else {
+        for (uint64_t n = wlen + blen; n;) {
+            size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
+            put(&b, zero, k);
+            n -= k;
+        }
+    }
+    free(w.p);
+    free(bias.p);
+    return b;
+}
+
+/* Sequential { "0": Linear(in, out, bias) } */
+static buf linear_module(int64_t in, int64_t out) {
+    buf b = {0};
+    str(&b, "Sequential");
+    u32(&b, 0);
+    u32(&b, 1);
+    str(&b, "0");
+    str(&b, "Linear");
+    u32(&b, 3);
+    str(&b, "in_features");
+    f64(&b, (double)in);
+    str(&b, "out_features");
+    f64(&b, (double)out);
+    str(&b, "bias");
+    f64(&b, 1);
+    u32(&b, 0);
+    return b;
+}
+
 /* ------------------------------------------------------------- output */
 
 static const char *g_dir;
 static FILE *g_manifest;
 
-static void emit(const char *name, buf f, const char *status, const char *msg) {
+static void write_file(const char *name, const buf *f) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s.nnm", g_dir, name);
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
     FILE *o = fopen(path, "wb");
-    if (!o || fwrite(f.p, 1, f.len, o) != f.len || fclose(o) != 0) {
+    if (!o || (f->len && fwrite(f->p, 1, f->len, o) != f->len) || fclose(o) != 0) {
         fprintf(stderr, "cannot write %s\n", path);
         exit(1);
     }
+}
+
+static void emit(const char *name, buf f, const char *status, const char *msg) {
+    char file[256];
+    snprintf(file, sizeof file, "%s.nnm", name);
+    write_file(file, &f);
     fprintf(g_manifest, "%s.nnm %s %s\n", name, status, msg);
     free(f.p);
+}
+
+/* An IDX file (magic 00 00 08 <ndim>, big-endian dims) of zero pixels or
+ * labels: plain, or gzip-compressed (level 9, zlib's fixed header). `data`
+ * bytes follow the header whatever the dims say. */
+static void idx_file(const char *name, int ndim, const uint32_t *dims, uint64_t data, int gz) {
+    buf h = {0};
+    uint8_t m[4] = {0, 0, 8, (uint8_t)ndim};
+    put(&h, m, 4);
+    for (int i = 0; i < ndim; i++) {
+        uint8_t d[4] = {(uint8_t)(dims[i] >> 24), (uint8_t)(dims[i] >> 16), (uint8_t)(dims[i] >> 8),
+                        (uint8_t)dims[i]};
+        put(&h, d, 4);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    static uint8_t zero[1 << 16];
+    if (gz) {
+        gzFile g = gzopen(path, "wb9");
+        if (!g || gzwrite(g, h.p, (unsigned)h.len) != (int)h.len) die("gzwrite");
+        for (uint64_t n = data; n;) {
+            unsigned k = n > sizeof zero ? (unsigned)sizeof zero : (unsigned)n;
+            if (gzwrite(g, zero, k) != (int)k) die("gzwrite");
+            n -= k;
+        }
+        if (gzclose(g) != Z_OK) die("gzclose");
+    } else {
+        for (uint64_t n = data; n;) {
+            size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
+            put(&h, zero, k);
+            n -= k;
+        }
+        write_file(name, &h);
+    }
+    free(h.p);
+}
+
+static FILE *g_idx_manifest;
+
+/* Images of n 28x28 zero pixels (gzip) with four labels files: valid
+ * (gzip), header only, zero bytes, and a count one short. */
+static void idx_set(const char *prefix, uint32_t n, FILE *manifest, int big) {
+    char im[128], lb[128], hd[128], em[128], mm[128];
+    snprintf(im, sizeof im, "%s_images.idx.gz", prefix);
+    snprintf(lb, sizeof lb, "%s_labels.idx.gz", prefix);
+    snprintf(hd, sizeof hd, "%s_labels_header_only.idx", prefix);
+    snprintf(em, sizeof em, "%s_labels_empty.idx", prefix);
+    snprintf(mm, sizeof mm, "%s_labels_short.idx.gz", prefix);
+    uint32_t dims[3] = {n, 28, 28}, one = n - 1;
+    idx_file(im, 3, dims, (uint64_t)n * 784, 1);
+    idx_file(lb, 1, &n, n, 1);
+    idx_file(hd, 1, &n, 0, 0);
+    write_file(em, &(buf){0}); /* zero bytes: not even a magic */
+    idx_file(mm, 1, &one, one, 1);
+    char promise[96], count[96];
+    snprintf(promise, sizeof promise, "header promises %u data bytes, file has 0", n);
+    snprintf(count, sizeof count, "has %u images but labels file", n);
+    unsigned long long ret = (unsigned long long)n * 784 + (unsigned long long)n * 8;
+    if (big) {
+        fprintf(manifest, "idx %s %s NN_OK %llu -\n", im, lb, ret);
+        fprintf(manifest, "idx %s %s NN_ERR_TRUNCATED 0 %s\n", im, hd, promise);
+        fprintf(manifest, "idx %s %s NN_ERR_TRUNCATED 0 ends inside the 4-byte magic\n", im, em);
+        fprintf(manifest, "idx %s %s NN_ERR_FORMAT 0 %s\n", im, mm, count);
+    } else {
+        fprintf(manifest, "%s %s NN_OK -\n", im, lb);
+        fprintf(manifest, "%s %s NN_ERR_TRUNCATED %s\n", im, hd, promise);
+        fprintf(manifest, "%s %s NN_ERR_TRUNCATED ends inside the 4-byte magic\n", im, em);
+        fprintf(manifest, "%s %s NN_ERR_FORMAT %s\n", im, mm, count);
+    }
 }
 
 /* A single-tensor model whose one descriptor is t (data of dlen bytes). */
@@ -288,15 +459,23 @@ static void catalogue(void) {
     t = (tdesc){"0.weight", 0, 1, 1, {1LL << 28}, 0, 100, 1ULL << 30};
     emit("decompression_bomb", one_tensor(t, zeros, 64 + 36), "NN_ERR_LIMIT", "maximum ratio");
 
-    /* A real stream of 4096 zero bytes declared as 24 (within the ratio). */
-    static uint8_t big[4096];
-    uLongf zlen = compressBound(sizeof big);
-    uint8_t *z = malloc(zlen);
-    compress2(z, &zlen, big, sizeof big, 9);
-    t = (tdesc){"0.weight", 0, 2, 1, {3, 2}, 0, zlen, 24};
-    emit("inflates_past_declared", one_tensor(t, z, zlen), "NN_ERR_FORMAT",
-         "inflates to more than its declared 24 bytes");
+    /* A real stream of 4096 zero bytes declared as 24 (within the ratio);
+     * the bias is there, so the tree matches and the data is decoded. */
+    static uint8_t big[4096 + 12];
+    uLongf zlen = compressBound(4096);
+    uint8_t *z = malloc(zlen + 12);
+    compress2(z, &zlen, big, 4096, 9);
+    memset(z + zlen, 0, 12);
+    tdesc wb[2] = {{"0.weight", 0, 2, 1, {3, 2}, 0, zlen, 24}, {"0.bias", 0, 1, 0, {3}, zlen, 12, 12}};
+    emit("inflates_past_declared", model_with(tensors_body(wb, 2, 2, z, zlen + 12)),
+         "NN_ERR_FORMAT", "inflates to more than its declared 24 bytes");
     free(z);
+
+    /* A 64 MiB tensor (a real 65 KB zlib stream, within every limit) where
+     * the module tree, Linear(2, 3), wants [3, 2]: rejected by the name and
+     * shape match, before anything is inflated or allocated. */
+    emit("tensor_bigger_than_module", model_with(linear_tensors(4096, 4096, 1)), "NN_ERR_FORMAT",
+         "wrong shape 0.weight, 0.bias (0.weight: module [3,2], file [4096,4096])");
 
     section s5[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("EvilModule"), 0}, {3, 0, good_tensors(), 0}};
     emit("unknown_module_type", file_of(1, 0, s5, 3), "NN_ERR_FORMAT",
@@ -356,19 +535,58 @@ static void catalogue(void) {
     emit("section_count_too_large", f, "NN_ERR_LIMIT", "section count 100000 exceeds");
 }
 
+/* The large cases, MIB mebibytes of data each. */
+static void big(int64_t mib) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/BIG_MANIFEST", g_dir);
+    FILE *m = fopen(path, "w");
+    if (!m) die("cannot write BIG_MANIFEST");
+    int64_t rows = mib * 256; /* Linear(1024, rows): rows KiB of weights */
+    unsigned long long ret = (unsigned long long)rows * 1024 * 4 + (unsigned long long)rows * 4;
+    buf f = model_with_tree(linear_module(1024, rows), linear_tensors(rows, 1024, 1));
+    write_file("big_compressed.nnm", &f);
+    free(f.p);
+    f = model_with_tree(linear_module(1024, rows), linear_tensors(rows, 1024, 0));
+    write_file("big_stored.nnm", &f);
+    free(f.p);
+    f = model_with(linear_tensors(rows, 1024, 1));
+    write_file("huge_tensor_small_tree.nnm", &f);
+    free(f.p);
+    fprintf(m, "model big_compressed.nnm NN_OK %llu -\n", ret);
+    fprintf(m, "model big_stored.nnm NN_OK %llu -\n", ret);
+    fprintf(m, "statedict big_compressed.nnm NN_OK %llu -\n", ret);
+    fprintf(m, "statedict big_stored.nnm NN_OK %llu -\n", ret);
+    fprintf(m, "model huge_tensor_small_tree.nnm NN_ERR_FORMAT 0 wrong shape 0.weight\n");
+    idx_set("big", (uint32_t)(mib * 1337), m, 1); /* 1337 x 784 bytes ~ 1 MiB */
+    if (fclose(m) != 0) die("cannot write BIG_MANIFEST");
+}
+
+static FILE *open_manifest(const char *name) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) die("cannot write a manifest");
+    return f;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--big")) {
+        g_dir = argv[2];
+        long long mib = atoll(argv[3]);
+        if (mib < 1 || mib > 2048) die("MIB must be in [1, 2048]");
+        big(mib);
+        return 0;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+        fprintf(stderr, "usage: %s OUTDIR | --big OUTDIR MIB\n", argv[0]);
         return 2;
     }
     g_dir = argv[1];
-    char path[4096];
-    snprintf(path, sizeof path, "%s/MANIFEST", g_dir);
-    g_manifest = fopen(path, "w");
-    if (!g_manifest) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return 1;
-    }
+    g_manifest = open_manifest("MANIFEST");
     catalogue();
-    return fclose(g_manifest) != 0;
+    /* IDX pairs: 60,000 zero images (47 MB inflated, 46 KB gzip) whose
+     * labels file is valid, only a header, empty or one label short. */
+    g_idx_manifest = open_manifest("IDX_MANIFEST");
+    idx_set("idx", 60000, g_idx_manifest, 0);
+    return (fclose(g_manifest) != 0) | (fclose(g_idx_manifest) != 0);
 }

@@ -1,6 +1,7 @@
 /* The committed catalogue of handcrafted malformed model files: each is
  * rejected with its specific status and message (tests/io/malformed/MANIFEST,
- * written by make_malformed.c together with the files). */
+ * written by make_malformed.c together with the files); likewise the IDX
+ * image/label pairs of IDX_MANIFEST. */
 #include "testutil.h"
 
 #include <stdio.h>
@@ -52,6 +53,43 @@ static void test_catalogue(void **s) {
     assert_true(count >= 25);
 }
 
+/* IDX pairs: "<images> <labels> <status> <substring>". */
+static void test_idx_catalogue(void **s) {
+    (void)s;
+    FILE *f = fopen(tu_data_path("io/malformed/IDX_MANIFEST"), "r");
+    assert_non_null(f);
+    char line[512];
+    int count = 0;
+    while (fgets(line, sizeof line, f)) {
+        char images[128], labels[128], status[64], im[4096], lb[4096], rel[256];
+        int off = 0;
+        if (sscanf(line, "%127s %127s %63s %n", images, labels, status, &off) != 3) continue;
+        char *msg = line + off;
+        msg[strcspn(msg, "\n")] = '\0';
+        snprintf(rel, sizeof rel, "io/malformed/%s", images);
+        snprintf(im, sizeof im, "%s", tu_data_path(rel));
+        snprintf(rel, sizeof rel, "io/malformed/%s", labels);
+        snprintf(lb, sizeof lb, "%s", tu_data_path(rel));
+        nn_clear_error();
+        nn_dataset *ds = nn_dataset_from_idx(im, lb);
+        nn_status want = status_of(status);
+        if (want == NN_OK) {
+            if (!ds) fail_msg("%s + %s: expected success, got %s", images, labels, nn_last_error());
+            assert_int_equal(nn_dataset_len(ds), 60000);
+            assert_int_equal(nn_dataset_label(ds, 59999), 0);
+        } else {
+            if (ds) fail_msg("%s + %s: accepted", images, labels);
+            if (nn_last_status() != want || !strstr(nn_last_error(), msg))
+                fail_msg("%s + %s: expected %s '%s', got %d '%s'", images, labels, status, msg,
+                         (int)nn_last_status(), nn_last_error());
+        }
+        nn_dataset_free(ds);
+        count++;
+    }
+    fclose(f);
+    assert_true(count >= 4);
+}
+
 static const char *g_generator;
 
 static unsigned char *slurp(const char *path, size_t *n) {
@@ -78,42 +116,48 @@ static void test_catalogue_up_to_date(void **s) {
     assert_non_null(mkdtemp(dir));
     snprintf(cmd, sizeof cmd, "'%s' '%s'", g_generator, dir);
     assert_int_equal(system(cmd), 0);
-    char mpath[512];
-    snprintf(mpath, sizeof mpath, "%s/MANIFEST", dir);
-    FILE *mf = fopen(mpath, "r");
-    assert_non_null(mf);
-    char line[512];
     int files = 0;
-    while (fgets(line, sizeof line, mf)) {
-        char name[128];
-        if (sscanf(line, "%127s", name) != 1) continue;
-        char fresh[512], rel[256];
-        snprintf(fresh, sizeof fresh, "%s/%s", dir, name);
-        snprintf(rel, sizeof rel, "io/malformed/%s", name);
+    const char *manifests[2] = {"MANIFEST", "IDX_MANIFEST"};
+    for (int k = 0; k < 2; k++) {
+        char mpath[512], line[512];
+        snprintf(mpath, sizeof mpath, "%s/%s", dir, manifests[k]);
+        FILE *mf = fopen(mpath, "r");
+        assert_non_null(mf);
+        while (fgets(line, sizeof line, mf)) {
+            char name[2][128];
+            int nn = sscanf(line, "%127s %127s", name[0], name[1]);
+            for (int j = 0; j < (k ? nn : 1); j++) {
+                char fresh[512], rel[256];
+                snprintf(fresh, sizeof fresh, "%s/%s", dir, name[j]);
+                snprintf(rel, sizeof rel, "io/malformed/%s", name[j]);
+                size_t na = 0, nb = 0;
+                unsigned char *a = slurp(fresh, &na), *b = slurp(tu_data_path(rel), &nb);
+                if (!a || !b || na != nb || memcmp(a, b, na) != 0)
+                    fail_msg("%s differs from the generator's output: regenerate the catalogue",
+                             name[j]);
+                free(a);
+                free(b);
+                files++;
+            }
+        }
+        fclose(mf);
         size_t na = 0, nb = 0;
-        unsigned char *a = slurp(fresh, &na), *b = slurp(tu_data_path(rel), &nb);
-        if (!a || !b || na != nb || memcmp(a, b, na) != 0)
-            fail_msg("%s differs from the generator's output: regenerate the catalogue", name);
+        snprintf(line, sizeof line, "io/malformed/%s", manifests[k]);
+        unsigned char *a = slurp(mpath, &na), *b = slurp(tu_data_path(line), &nb);
+        assert_true(a && b && na == nb && memcmp(a, b, na) == 0);
         free(a);
         free(b);
-        unlink(fresh);
-        files++;
     }
-    fclose(mf);
-    size_t na = 0, nb = 0;
-    snprintf(line, sizeof line, "io/malformed/MANIFEST");
-    unsigned char *a = slurp(mpath, &na), *b = slurp(tu_data_path(line), &nb);
-    assert_true(a && b && na == nb && memcmp(a, b, na) == 0);
-    free(a);
-    free(b);
-    unlink(mpath);
-    rmdir(dir);
+    char cmd2[1200];
+    snprintf(cmd2, sizeof cmd2, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd2), 0);
     assert_true(files >= 25);
 }
 
 int main(int argc, char **argv) {
     g_generator = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_catalogue),
+                                       cmocka_unit_test(test_idx_catalogue),
                                        cmocka_unit_test(test_catalogue_up_to_date)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
