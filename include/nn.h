@@ -1291,7 +1291,8 @@ NN_API nn_status nn_fit(nn_module *model, nn_optim *opt, nn_fit_loss loss, nn_lo
  * Saving to a path is atomic: a temporary file in the same directory is
  * written, synced and renamed over the target, then the directory is
  * synced; on any failure the old file is untouched and the temporary
- * removed. Files are built in memory before they are written, and read
+ * removed (see nn_model_save for modes, symlinks and stale temporaries).
+ * Files are built in memory before they are written, and read
  * whole into memory before they are parsed (both bounded by the file).
  *
  * Loading rejects anything malformed with NN_ERR_FORMAT, NN_ERR_TRUNCATED,
@@ -1404,7 +1405,20 @@ NN_API nn_statedict *nn_statedict_load_stream(nn_read_fn read, void *user,
 /* --------------------------------------------------------------- models */
 
 /* Save m (module tree + parameters and buffers), meta (may be NULL) and, if
- * attached to opts, the training state, atomically to path. */
+ * attached to opts, the training state, atomically to path.
+ * Saving to a path (here and in every *_save to a path):
+ * - the file replaced keeps its permission bits (and owner and group where
+ *   the saver may set them; if the group cannot be kept, the group bits are
+ *   cleared); a new file gets 0666 minus the umask, like fopen;
+ * - symlinks are followed: the temporary file is written beside the link's
+ *   final target and renamed over it, so the link stays a link; a target
+ *   that exists and is not a regular file (directory, FIFO, device) is
+ *   refused with NN_ERR_IO, and so is a link loop;
+ * - the temporary file is "<target>.nnm-tmp.<pid>.<16 hex digits>", locked
+ *   with flock(2) until the rename; each save first removes the temporaries
+ *   of the same target whose lock nobody holds (left by a killed process;
+ *   where the file system has no flock, those whose pid is gone), never a
+ *   live saver's, in this process or another. */
 NN_API nn_status nn_model_save(nn_module *m, const char *path, const nn_meta *meta,
                                const nn_io_options *opts);
 /* Same, into a new buffer *data of *size bytes (free with nn_free). */
