@@ -1065,11 +1065,16 @@ typedef enum nn_csv_policy {
     NN_CSV_POLICY_FILL = 2   /* use fill_value for a bad feature cell (a bad label still fails) */
 } nn_csv_policy;
 
-/* Numeric CSV (no quoting; blank lines skipped): x f32 [N, F] (every column but the label), y i64 [N] from
- * column label_column when has_label (integral, >= 0), else zeros. Rows with
- * a different field count fail (NN_ERR_FORMAT). n_dropped / n_filled (may be
- * NULL) receive how many rows were dropped and how many kept rows had
- * cells filled. */
+/* Numeric CSV: x f32 [N, F] (every column but the label), y i64 [N] from
+ * column label_column when has_label (integral, >= 0), else zeros. RFC 4180
+ * quoting ("" is a quote; delimiters and newlines may sit inside quotes);
+ * blanks around cells, a UTF-8 byte-order mark and blank lines are skipped;
+ * a cell over 4096 bytes is not a number. Rows with a different field count,
+ * bad quoting and NUL bytes fail under every policy (NN_ERR_FORMAT, naming
+ * line and column). path must be a regular file (read twice: counted, then
+ * parsed straight into x and y, so memory is the result + ~70 KiB).
+ * n_dropped / n_filled (may be NULL) receive how many rows were dropped and
+ * how many kept rows had cells filled. */
 NN_API nn_dataset *nn_dataset_from_csv(const char *path, bool header, char delimiter,
                                        bool has_label, int32_t label_column,
                                        nn_csv_policy policy, double fill_value,
