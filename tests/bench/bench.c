@@ -8,11 +8,15 @@
  * batches, the median over repeats. No arguments: every case at 1 and 2
  * threads in a few minutes. Options: --quick (fewer repeats), --threads N
  * (only N), --case NAME (only cases whose name starts with NAME).
+ * cnn_train_contended runs last: CNN training at 1 and 2 threads beside a
+ * busy child process that the benchmark starts and kills itself.
  * --rss-child is internal: the peak-RSS case re-runs this program so that
  * the figure covers CNN training alone. */
+#include "bench_backend.h"
 #include "nn.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,6 +343,52 @@ static void bench_matmul(int threads) {
     nn_generator_free(g);
 }
 
+/* ------------------------------------------------ training beside a busy process */
+
+/* CNN training throughput (img/s) while another process keeps one core
+ * busy, as when a host program does not own the machine: the benchmark forks
+ * a child that spins until it is killed, then times 1 and 2 threads in
+ * alternation (same model, same batches) and reports the median of each. */
+static void bench_contended(int only_threads) {
+    if (!wanted("cnn_train_contended")) return;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "bench: fork failed; no contended figures\n");
+        return;
+    }
+    if (pid == 0) {
+        volatile unsigned long spin = 0;
+        for (;;) spin++;
+    }
+    nn_generator *g = nn_generator_new(42);
+    CHECK(g);
+    CHECK_OK(nn_generator_seed(NULL, 1));
+    nn_module *net = make_cnn();
+    nn_optim *opt = make_opt(net, true, 1e-3);
+    nn_tensor *x[NBATCH], *y[NBATCH];
+    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
+    const int steps = g_reps > 3 ? 10 : 4;
+    double r[2][64];
+    for (int rep = -1; rep < g_reps; rep++) /* rep -1: warm-up at each count */
+        for (int t = 1; t <= 2; t++) {
+            if (only_threads && only_threads != t) continue;
+            CHECK_OK(nn_set_num_threads(t));
+            double t0 = now_s();
+            for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+            if (rep >= 0) r[t - 1][rep] = 64.0 * steps / (now_s() - t0);
+        }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    for (int t = 1; t <= 2; t++)
+        if (!only_threads || only_threads == t)
+            report("cnn_train_contended", t, median(r[t - 1], g_reps), "img/s");
+    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_generator_free(g);
+}
+
 /* ------------------------------------------------------------ peak RSS */
 
 /* In a fresh process: 20 CNN training steps; prints the peak RSS (MB). */
@@ -387,6 +437,7 @@ static void run_threads(int t, bool quick) {
     if (wanted("cnn_infer_b256"))
         report("cnn_infer_b256", t, bench_infer(true, 256, 1), "img/s");
     if (wanted("tiny_sgd_step")) report("tiny_sgd_step", t, bench_tiny_step(), "us");
+    bench_backend(t, g_reps, g_only);
     bench_matmul(t);
     bench_layers(t);
 }
@@ -406,8 +457,10 @@ int main(int argc, char **argv) {
     }
     if (quick) g_reps = 3;
     printf("# libnn %s, %s\n", nn_version(), quick ? "quick" : "full");
+    printf("# backend: %s\n", nn_backend_info());
     bench_rss();
     for (int t = 1; t <= 2; t++)
         if (!only_threads || only_threads == t) run_threads(t, quick);
+    bench_contended(only_threads);
     return 0;
 }

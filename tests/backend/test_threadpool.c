@@ -1,0 +1,466 @@
+/* libnn's thread pool (lib/backend/threadpool.h): every task runs exactly
+ * once, thread indices stay in range and unique within a call, nested calls
+ * and calls from several host threads complete, the pool follows
+ * nn_set_num_threads, an idle pool uses no CPU, fork() is safe, and a small
+ * CNN trains to bit-identical parameters on 1, 2, 3 and 8 threads. */
+#include "testutil.h"
+#include "nn_internal.h"
+#include "backend/threadpool.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ helpers */
+
+#define MAX_TASKS 5000
+#define MAX_THREADS 16
+
+/* One call's record: how often each task ran, which thread ran it, and
+ * which threads were busy at the same time (to check index uniqueness). */
+typedef struct record {
+    _Atomic int hits[MAX_TASKS];
+    _Atomic int busy[MAX_THREADS]; /* tasks running now per thread index */
+    _Atomic int clash;             /* a thread index ran two tasks at once */
+    _Atomic int bad_thread;        /* an index >= limit was seen */
+    _Atomic int used[MAX_THREADS];
+    int limit;
+    int spin; /* busy work per task */
+} record;
+
+static void record_reset(record *r, int limit, int spin) {
+    for (int i = 0; i < MAX_TASKS; i++) atomic_store(&r->hits[i], 0);
+    for (int i = 0; i < MAX_THREADS; i++) atomic_store(&r->busy[i], 0), atomic_store(&r->used[i], 0);
+    atomic_store(&r->clash, 0);
+    atomic_store(&r->bad_thread, 0);
+    r->limit = limit;
+    r->spin = spin;
+}
+
+static void burn(int spin) {
+    volatile double x = 0;
+    for (int i = 0; i < spin; i++) x += sqrt((double)i);
+}
+
+static void record_task(void *ctx, int64_t t, int thread) {
+    record *r = ctx;
+    if (thread < 0 || thread >= r->limit || thread >= MAX_THREADS) {
+        atomic_store(&r->bad_thread, 1);
+        return;
+    }
+    if (atomic_fetch_add(&r->busy[thread], 1) != 0) atomic_store(&r->clash, 1);
+    atomic_fetch_add(&r->hits[t], 1);
+    atomic_fetch_add(&r->used[thread], 1);
+    burn(r->spin);
+    atomic_fetch_sub(&r->busy[thread], 1);
+}
+
+static void expect_each_once(record *r, int64_t n, const char *what) {
+    assert_int_equal(atomic_load(&r->bad_thread), 0);
+    if (atomic_load(&r->clash)) fail_msg("%s: one thread index ran two tasks at once", what);
+    for (int64_t t = 0; t < n; t++)
+        if (atomic_load(&r->hits[t]) != 1)
+            fail_msg("%s: task %lld ran %d times", what, (long long)t, atomic_load(&r->hits[t]));
+    for (int64_t t = n; t < MAX_TASKS; t++)
+        if (atomic_load(&r->hits[t]) != 0) fail_msg("%s: task %lld out of range ran", what, (long long)t);
+}
+
+static record g_rec;
+
+/* ------------------------------------------------------------- tests */
+
+static void test_each_task_once(void **s) {
+    (void)s;
+    static const int threads[] = {1, 2, 3, 8};
+    static const int64_t sizes[] = {1, 2, 3, 7, 64, 1000, MAX_TASKS};
+    for (size_t ti = 0; ti < sizeof threads / sizeof *threads; ti++) {
+        TU_OK(nn_set_num_threads(threads[ti]));
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            for (int rep = 0; rep < 3; rep++) {
+                record_reset(&g_rec, threads[ti], rep == 0 ? 2000 : 0);
+                nn__parallel_for(sizes[si], record_task, &g_rec);
+                char what[64];
+                snprintf(what, sizeof what, "%d threads, %lld tasks", threads[ti],
+                         (long long)sizes[si]);
+                expect_each_once(&g_rec, sizes[si], what);
+            }
+        }
+    }
+    /* The pool follows the configured count: 8 threads -> 7 workers. */
+    assert_int_equal(nn__pool_workers(), 7);
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_zero_and_negative_tasks(void **s) {
+    (void)s;
+    TU_OK(nn_set_num_threads(2));
+    record_reset(&g_rec, 2, 0);
+    nn__parallel_for(0, record_task, &g_rec);
+    nn__parallel_for(-5, record_task, &g_rec);
+    nn__parallel_for_max(0, 2, record_task, &g_rec);
+    nn__parallel_blocks(0, 4, NULL, NULL);
+    expect_each_once(&g_rec, 0, "no tasks");
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_max_threads(void **s) {
+    (void)s;
+    TU_OK(nn_set_num_threads(8));
+    for (int lim = -1; lim <= 10; lim++) {
+        int want = lim < 1 ? 1 : lim > 8 ? 8 : lim;
+        record_reset(&g_rec, want, 500);
+        nn__parallel_for_max(400, lim, record_task, &g_rec);
+        expect_each_once(&g_rec, 400, "parallel_for_max");
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* Blocks: consecutive, of the requested size, covering [0, n) once. */
+typedef struct blocks_rec {
+    _Atomic int hits[MAX_TASKS];
+    int64_t n, block;
+    _Atomic int bad;
+} blocks_rec;
+
+static void blocks_body(void *ctx, int64_t lo, int64_t hi, int thread) {
+    blocks_rec *b = ctx;
+    (void)thread;
+    int64_t want_hi = lo + b->block < b->n ? lo + b->block : b->n;
+    if (lo % b->block != 0 || hi != want_hi || lo >= hi) atomic_store(&b->bad, 1);
+    for (int64_t i = lo; i < hi && i < MAX_TASKS; i++) atomic_fetch_add(&b->hits[i], 1);
+}
+
+static void test_blocks(void **s) {
+    (void)s;
+    static blocks_rec b;
+    static const int64_t ns[] = {1, 5, 63, 64, 65, 1000, 4999};
+    static const int64_t blocks[] = {1, 3, 64, 100, 5000};
+    for (int nt = 1; nt <= 3; nt++) {
+        TU_OK(nn_set_num_threads(nt));
+        for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
+            for (size_t j = 0; j < sizeof blocks / sizeof *blocks; j++) {
+                memset(&b, 0, sizeof b);
+                b.n = ns[i];
+                b.block = blocks[j] > ns[i] ? ns[i] : blocks[j];
+                nn__parallel_blocks(ns[i], blocks[j], blocks_body, &b);
+                assert_int_equal(atomic_load(&b.bad), 0);
+                for (int64_t k = 0; k < ns[i]; k++) assert_int_equal(atomic_load(&b.hits[k]), 1);
+            }
+    }
+    /* Block sizes come from the problem alone. */
+    int64_t seen[3];
+    for (int nt = 1; nt <= 3; nt++) {
+        TU_OK(nn_set_num_threads(nt));
+        seen[nt - 1] = nn__block_size(1 << 20, 4096, 64);
+    }
+    assert_true(seen[0] == seen[1] && seen[1] == seen[2]);
+    assert_int_equal(seen[0] % 64, 0);
+    assert_true(seen[0] >= 4096 && (1 << 20) / seen[0] <= 32);
+    assert_int_equal(nn__block_size(1000, 4096, 64), 1000); /* too small to split */
+    assert_int_equal(nn__block_size(0, 16, 8), 1);
+    assert_int_equal(nn__block_size(100, 0, 0) >= 1, 1);
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* A task that itself calls nn__parallel_for: the inner call runs serially
+ * on the task's thread, with thread index 0. */
+typedef struct nest_ctx {
+    _Atomic int inner_hits[64 * 64];
+    _Atomic int bad;
+} nest_ctx;
+typedef struct inner_ctx {
+    nest_ctx *outer;
+    int64_t row;
+} inner_ctx;
+
+static void inner_task(void *ctx, int64_t t, int thread) {
+    inner_ctx *ic = ctx;
+    if (thread != 0 || !nn__in_parallel() || nn__pool_threads() != 1) atomic_store(&ic->outer->bad, 1);
+    atomic_fetch_add(&ic->outer->inner_hits[ic->row * 64 + t], 1);
+}
+
+static void outer_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    inner_ctx ic = {.outer = ctx, .row = t};
+    nn__parallel_for(64, inner_task, &ic);
+    burn(300);
+}
+
+static void test_nested(void **s) {
+    (void)s;
+    static nest_ctx nc;
+    for (int nt = 1; nt <= 3; nt++) {
+        TU_OK(nn_set_num_threads(nt));
+        memset(&nc, 0, sizeof nc);
+        assert_false(nn__in_parallel());
+        nn__parallel_for(64, outer_task, &nc);
+        assert_false(nn__in_parallel());
+        assert_int_equal(atomic_load(&nc.bad), 0);
+        for (int i = 0; i < 64 * 64; i++) assert_int_equal(atomic_load(&nc.inner_hits[i]), 1);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* Several host threads call the pool at once (one gets it, the others run
+ * their own tasks inline); every call still runs each task exactly once. */
+#define HOSTS 4
+static record g_host_rec[HOSTS];
+static _Atomic int g_host_fail;
+
+static void *host_main(void *arg) {
+    record *r = arg;
+    for (int call = 0; call < 60; call++) {
+        int64_t n = 1 + (call * 97) % 700;
+        record_reset(r, 8, call % 3 ? 0 : 300);
+        nn__parallel_for(n, record_task, r);
+        if (atomic_load(&r->bad_thread) || atomic_load(&r->clash)) atomic_store(&g_host_fail, 1);
+        for (int64_t t = 0; t < MAX_TASKS; t++)
+            if (atomic_load(&r->hits[t]) != (t < n)) atomic_store(&g_host_fail, 1);
+    }
+    return NULL;
+}
+
+static void *flip_threads(void *arg) {
+    _Atomic int *stop = arg;
+    for (int i = 0; !atomic_load(stop); i++) {
+        if (nn_set_num_threads(1 + (i * 5) % 8) != NN_OK) atomic_store(&g_host_fail, 1);
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void test_many_host_threads(void **s) {
+    (void)s;
+    for (int flip = 0; flip < 2; flip++) {
+        TU_OK(nn_set_num_threads(3));
+        atomic_store(&g_host_fail, 0);
+        _Atomic int stop = 0;
+        pthread_t h[HOSTS], f;
+        if (flip) assert_int_equal(pthread_create(&f, NULL, flip_threads, &stop), 0);
+        for (int i = 0; i < HOSTS; i++)
+            assert_int_equal(pthread_create(&h[i], NULL, host_main, &g_host_rec[i]), 0);
+        for (int i = 0; i < HOSTS; i++) pthread_join(h[i], NULL);
+        atomic_store(&stop, 1);
+        if (flip) pthread_join(f, NULL);
+        assert_int_equal(atomic_load(&g_host_fail), 0);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* Changing the thread count between calls resizes the pool. */
+static void test_resize(void **s) {
+    (void)s;
+    static const int seq[] = {2, 8, 3, 1, 5, 2, 4};
+    for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
+        TU_OK(nn_set_num_threads(seq[i]));
+        record_reset(&g_rec, seq[i], 200);
+        nn__parallel_for(300, record_task, &g_rec);
+        expect_each_once(&g_rec, 300, "after a resize");
+        if (seq[i] > 1) assert_int_equal(nn__pool_workers(), seq[i] - 1);
+    }
+    nn__pool_shutdown();
+    assert_int_equal(nn__pool_workers(), 0);
+    TU_OK(nn_set_num_threads(2));
+    record_reset(&g_rec, 2, 0);
+    nn__parallel_for(50, record_task, &g_rec); /* starts again after a shutdown */
+    expect_each_once(&g_rec, 50, "after shutdown");
+    assert_int_equal(nn__pool_workers(), 1);
+    TU_OK(nn_set_num_threads(1));
+}
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* After work, an idle pool sleeps: the process uses (almost) no CPU while
+ * the host sleeps 200 ms. A spinning pool would use ~200 ms per worker. A
+ * functional check, not a speed test: three tries, the best one counts. */
+static void test_idle_uses_no_cpu(void **s) {
+    (void)s;
+    TU_OK(nn_set_num_threads(4));
+    double best = 1e9;
+    for (int attempt = 0; attempt < 3 && best > 0.04; attempt++) {
+        for (int i = 0; i < 20; i++) {
+            record_reset(&g_rec, 4, 100);
+            nn__parallel_for(200, record_task, &g_rec);
+        }
+        assert_int_equal(nn__pool_workers(), 3);
+        double c0 = cpu_seconds();
+        struct timespec ts = {0, 200000000};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+        double used = cpu_seconds() - c0;
+        if (used < best) best = used;
+    }
+    printf("CPU used by the process while idle for 200 ms: %.1f ms\n", best * 1e3);
+    assert_true(best < 0.04);
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* Scratch: per OS thread and slot, aligned, growing. */
+typedef struct scratch_rec {
+    void *p[MAX_THREADS];
+    _Atomic int bad;
+} scratch_rec;
+
+static void scratch_task(void *ctx, int64_t t, int thread) {
+    scratch_rec *r = ctx;
+    (void)t;
+    float *a = nn__thread_scratch(0, 1000 * sizeof(float));
+    float *b = nn__thread_scratch(1, 10);
+    if (!a || !b || a == (float *)b || ((uintptr_t)a & 63) || ((uintptr_t)b & 63)) {
+        atomic_store(&r->bad, 1);
+        return;
+    }
+    for (int i = 0; i < 1000; i++) a[i] = (float)thread; /* a race would show under TSan */
+    for (int i = 0; i < 1000; i++)
+        if (a[i] != (float)thread) atomic_store(&r->bad, 1);
+    r->p[thread] = a;
+}
+
+static void test_thread_scratch(void **s) {
+    (void)s;
+    assert_null(nn__thread_scratch(-1, 16));
+    assert_null(nn__thread_scratch(NN__SCRATCH_SLOTS, 16));
+    char *p = nn__thread_scratch(2, 100);
+    assert_non_null(p);
+    memset(p, 1, 100);
+    assert_ptr_equal(nn__thread_scratch(2, 50), p); /* no shrink, same buffer */
+    char *q = nn__thread_scratch(2, 1 << 20);       /* grows */
+    assert_non_null(q);
+    memset(q, 2, 1 << 20);
+    static scratch_rec r;
+    memset(&r, 0, sizeof r);
+    TU_OK(nn_set_num_threads(3));
+    nn__parallel_for(300, scratch_task, &r);
+    assert_int_equal(atomic_load(&r.bad), 0);
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* fork() with a live pool: the child gets a working pool of its own. */
+static void test_fork(void **s) {
+    (void)s;
+    TU_OK(nn_set_num_threads(3));
+    record_reset(&g_rec, 3, 100);
+    nn__parallel_for(500, record_task, &g_rec);
+    assert_int_equal(nn__pool_workers(), 2);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int ok = nn__pool_workers() == 0;
+        record_reset(&g_rec, 3, 100);
+        nn__parallel_for(500, record_task, &g_rec);
+        for (int t = 0; t < 500; t++) ok &= atomic_load(&g_rec.hits[t]) == 1;
+        ok &= !atomic_load(&g_rec.bad_thread) && !atomic_load(&g_rec.clash);
+        ok &= nn__pool_workers() == 2;
+        nn__pool_shutdown();
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    /* the parent's pool still works */
+    record_reset(&g_rec, 3, 0);
+    nn__parallel_for(500, record_task, &g_rec);
+    expect_each_once(&g_rec, 500, "parent after fork");
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* A small CNN (conv, relu, max-pool, conv, relu, pool, linear, cross
+ * entropy, Adam) trained for a few steps through the public API: the
+ * parameters must be bit-identical for 1, 2, 3 and 8 threads, since every
+ * kernel splits its work into blocks chosen from the shapes only. */
+static void train_cnn(int threads, float *out, int64_t cap) {
+    TU_OK(nn_set_num_threads(threads));
+    TU_OK(nn_generator_seed(NULL, 321));
+    nn_module *net = TU_NN(nn_sequential_new());
+    TU_OK(nn_sequential_append(net, nn_conv2d_new(1, 16, 3, 1, 1, true)));
+    TU_OK(nn_sequential_append(net, nn_relu_new()));
+    TU_OK(nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0)));
+    TU_OK(nn_sequential_append(net, nn_conv2d_new(16, 32, 3, 1, 1, true)));
+    TU_OK(nn_sequential_append(net, nn_relu_new()));
+    TU_OK(nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0)));
+    TU_OK(nn_sequential_append(net, nn_flatten_new(1, -1)));
+    TU_OK(nn_sequential_append(net, nn_linear_new(32 * 7 * 7, 64, true)));
+    TU_OK(nn_sequential_append(net, nn_relu_new()));
+    TU_OK(nn_sequential_append(net, nn_linear_new(64, 10, true)));
+    int64_t np = nn_module_num_parameters(net);
+    nn_tensor *ps[16];
+    assert_true(np > 0 && np <= 16);
+    for (int64_t i = 0; i < np; i++) ps[i] = nn_module_parameter(net, i, NULL);
+    nn_optim *opt = TU_NN(nn_adam(ps, np, 1e-2));
+    nn_generator *g = TU_NN(nn_generator_new(11));
+    int64_t xs[4] = {32, 1, 28, 28};
+    nn_tensor *x = TU_NN(nn_rand(g, xs, 4));
+    int64_t lab[32], ys[1] = {32};
+    for (int i = 0; i < 32; i++) lab[i] = (i * 7) % 10;
+    nn_tensor *y = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, ys, 1, lab));
+    for (int step = 0; step < 2; step++) {
+        nn_scope *sc = TU_NN(nn_scope_begin());
+        TU_OK(nn_optim_zero_grad(opt));
+        nn_tensor *loss = TU_NN(nn_cross_entropy(nn_module_forward(net, x), y));
+        TU_OK(nn_backward(loss));
+        TU_OK(nn_optim_step(opt));
+        TU_OK(nn_scope_end(sc));
+    }
+    int64_t at = 0;
+    for (int64_t i = 0; i < np; i++) {
+        int64_t n = nn_tensor_numel(ps[i]);
+        assert_true(at + n <= cap);
+        TU_OK(nn_tensor_copy_to(ps[i], out + at, (size_t)n * sizeof(float)));
+        at += n;
+    }
+    nn_tensor_free(x), nn_tensor_free(y);
+    nn_generator_free(g);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    TU_OK(nn_set_num_threads(1));
+}
+
+static void test_cnn_bit_identical(void **s) {
+    (void)s;
+    const int64_t cap = 120000;
+    static const int threads[] = {1, 2, 3, 8};
+    float *base = calloc(cap, sizeof(float)), *other = calloc(cap, sizeof(float));
+    assert_true(base && other);
+    train_cnn(1, base, cap);
+    for (size_t i = 1; i < sizeof threads / sizeof *threads; i++) {
+        memset(other, 0, (size_t)cap * sizeof(float));
+        train_cnn(threads[i], other, cap);
+        for (int64_t k = 0; k < cap; k++)
+            if (memcmp(&other[k], &base[k], sizeof(float)) != 0)
+                fail_msg("%d threads vs 1: parameter %lld is %.9g vs %.9g", threads[i],
+                         (long long)k, (double)other[k], (double)base[k]);
+    }
+    free(base), free(other);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_task_once),
+        cmocka_unit_test(test_zero_and_negative_tasks),
+        cmocka_unit_test(test_max_threads),
+        cmocka_unit_test(test_blocks),
+        cmocka_unit_test(test_nested),
+        cmocka_unit_test(test_many_host_threads),
+        cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_idle_uses_no_cpu),
+        cmocka_unit_test(test_thread_scratch),
+        cmocka_unit_test(test_fork),
+        cmocka_unit_test(test_cnn_bit_identical),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
