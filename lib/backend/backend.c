@@ -252,6 +252,29 @@ nn__sgemm_fn nn__tier_blocked_sgemm(int tier) {
 
 void nn__backend_set_threads(int n) { nn__blis_set_threads(n); }
 
+double nn__tier_fma_peak(int tier) {
+    if (!nn__tier_runnable(tier)) return 0.0;
+    float (*loop)(int64_t) = NULL;
+    double lanes = 0;
+#if NN_HAVE_AVX2
+    if (tier == NN_TIER_AVX2) loop = nn__avx2_fma_loop, lanes = 8;
+#endif
+#if NN_HAVE_AVX512
+    if (tier == NN_TIER_AVX512) loop = nn__avx512_fma_loop, lanes = 16;
+#endif
+    if (!loop) return 0.0;
+    const int64_t iters = 2000000; /* 2e6 x 12 FMAs: ~20 ms at full speed */
+    volatile float sink = 0.0f;
+    double best = 0.0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_s();
+        sink = sink + loop(iters);
+        double dt = now_s() - t0, g = (double)iters * 12.0 * lanes * 2.0 / dt * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
 /* ------------------------------------------------------------------ info */
 
 static const nn__gemm_plan *tier_plan(int tier) {

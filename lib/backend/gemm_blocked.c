@@ -20,9 +20,11 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo :
 
 void nn__gemm_plan_init(nn__gemm_plan *p, int64_t l1d, int64_t l2, int64_t l3) {
     const int64_t f = (int64_t)sizeof(float);
-    /* B micro-panel (KC x NR) in half of L1d, next to the A micro-panels that
-     * stream through the other half. */
-    int64_t kc = clamp64(l1d / 2 / (p->nr * f), 64, 1024) / 8 * 8;
+    /* B micro-panel (KC x NR) about the size of L1d (the A micro-panels
+     * stream past it from L2), at most 384: on Zen 5, 8x48 tiles ran 1024^3
+     * at 141-147 GFLOP/s with KC 128 and 164-178 with KC 256-512; AVX2 6x16
+     * tiles the same with KC 256-512. */
+    int64_t kc = clamp64(l1d / (p->nr * f), 128, 384) / 8 * 8;
     /* A block (MC x KC) in half of L2. */
     int64_t mc = clamp64(l2 / 2 / (kc * f), p->mr, 4096) / p->mr * p->mr;
     /* B panel (KC x NC) in a quarter of L3 (shared with the other cores). */

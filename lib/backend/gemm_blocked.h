@@ -39,7 +39,7 @@ typedef struct nn__gemm_plan {
 } nn__gemm_plan;
 
 /* Fill p->mc/kc/nc for p->mr x p->nr tiles from the CPU's caches (bytes):
- * KC so that a B micro-panel fills about half of L1d, MC so that an A block
+ * KC so that a B micro-panel about fills L1d, MC so that an A block
  * fills about half of L2, NC so that a B panel fills a share of L3. */
 void nn__gemm_plan_init(nn__gemm_plan *p, int64_t l1d, int64_t l2, int64_t l3);
 

@@ -150,8 +150,8 @@ static void check_gemm_at(const char *what, nn__sgemm_fn fn, bool ta, bool tb, i
 }
 
 /* Odd, tiny and register-tile-edge sizes (the AVX2 tile is 6x16, the AVX-512
- * one 14x32). */
-static const int64_t g_dims[] = {1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 64, 65, 127};
+ * one 8x48). */
+static const int64_t g_dims[] = {1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 47, 49, 64, 65, 127};
 #define NDIMS ((int)(sizeof g_dims / sizeof g_dims[0]))
 static const float g_alphas[] = {1.0f, -0.5f, 1.5f};
 static const float g_betas[] = {0.0f, 1.0f, 0.5f};

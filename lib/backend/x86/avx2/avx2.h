@@ -34,6 +34,8 @@ void nn__avx2_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 void nn__avx2_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                             float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                             float beta, float *c, int64_t ldc);
+/* FMA throughput probe: iters x 12 independent 8-lane FMAs (gemm.c). */
+float nn__avx2_fma_loop(int64_t iters);
 /* Its micro-kernel plan (block sizes set by nn__avx2_fill_gemm). */
 const nn__gemm_plan *nn__avx2_gemm_plan(void);
 

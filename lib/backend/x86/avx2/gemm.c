@@ -11,24 +11,32 @@
 
 /* C[MR x nr] (nr <= 8*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP. */
 NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict ap,
-                   const float *restrict bp, float *c, int64_t ldc, int nr, float alpha,
-                   float beta) {
+                   const float *restrict bp, float *c, int64_t ldc, int nr,
+                   const volatile float *ab) {
     __m256 acc[MRP][NVP];
+#pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
+#pragma GCC unroll 16
         for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
     for (int64_t p = 0; p < kc; p++) {
         __m256 bv[NVP];
+#pragma GCC unroll 16
         for (int v = 0; v < NV; v++) bv[v] = _mm256_load_ps(bp + p * NRP + 8 * v);
+#pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
             const __m256 av = _mm256_broadcast_ss(ap + p * MRP + r);
+#pragma GCC unroll 16
             for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
         }
     }
+    const float alpha = ab[0], beta = ab[1];
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     const int last = nr - 8 * (NV - 1); /* 1..8 columns in the last vector */
     const __m256i lm = lane_mask(last);
+#pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
         float *cr = c + r * ldc;
+#pragma GCC unroll 16
         for (int v = 0; v < NV; v++) {
             __m256 o = _mm256_mul_ps(va, acc[r][v]);
             if (v < NV - 1 || last == 8) {
@@ -45,15 +53,19 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
 #define UKR_NV(R)                                                                                  \
     case R:                                                                                        \
         if (nv == 1)                                                                               \
-            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else                                                                                       \
-            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, ab);                                                 \
         break;
 
 static void avx2_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
                      int nr, float alpha, float beta) {
+    /* alpha and beta wait in memory: kept in registers across the K loop
+     * they push accumulators out of them (gcc then stores every accumulator
+     * on every iteration). */
+    const volatile float ab[2] = {alpha, beta};
     if (mr == MRP && nr == NRP) {
-        ukr(MRP, NVP, kc, ap, bp, c, ldc, nr, alpha, beta);
+        ukr(MRP, NVP, kc, ap, bp, c, ldc, nr, ab);
         return;
     }
     const int nv = (nr + 7) / 8;
@@ -99,7 +111,8 @@ static void avx2_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t
                           float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
     const double work = (double)m * (double)n * (double)k;
-    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK))
+    const bool few_cols_dot = trans_b && !trans_a && n <= 16;
+    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK || few_cols_dot))
         nn__avx2_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else if (g_large)
         g_large(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -129,4 +142,18 @@ void nn__avx2_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d,
     g_large = large;
     t->sgemm = avx2_sgemm;
     t->sgemm_batched = avx2_sgemm_batched;
+}
+
+/* The FMA throughput probe (nn__tier_fma_peak): 12 independent accumulator
+ * chains, enough to cover the FMA latency on both pipes. Returns a value
+ * derived from every lane so the loop cannot be dropped. */
+float nn__avx2_fma_loop(int64_t iters) {
+    const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-6f);
+    __m256 a[12];
+    for (int j = 0; j < 12; j++) a[j] = _mm256_set1_ps((float)j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm256_fmadd_ps(a[j], x, y);
+    __m256 s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_ps(s, a[j]);
+    return hsum(s);
 }

@@ -8,7 +8,7 @@
 
 #include "backend/x86/avx2/avx2.h"
 
-/* GEMM (gemm.c): as nn__avx2_fill_gemm, with the 14x32 AVX-512 tile. */
+/* GEMM (gemm.c): as nn__avx2_fill_gemm, with the 8x48 AVX-512 tile. */
 void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
                           int64_t l3);
 
@@ -17,5 +17,7 @@ void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, 
                               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                               float beta, float *c, int64_t ldc);
 const nn__gemm_plan *nn__avx512_gemm_plan(void);
+/* FMA throughput probe: iters x 12 independent 16-lane FMAs (gemm.c). */
+float nn__avx512_fma_loop(int64_t iters);
 
 #endif

@@ -1,19 +1,23 @@
 /* AVX-512 tier: GEMM. The register tile is MRP x (16*NVP): MRP*NVP zmm
  * accumulators, NVP B vectors and one broadcast A value within the 32 zmm
- * registers. Measured choices are in the README's design section; the tile
- * is one #define here. Dispatch between the small-matrix path (AVX2's),
- * the blocked GEMM and BLIS as in the AVX2 tier. */
+ * registers; the tile is one #define here (NN_AVX512_MR, NN_AVX512_NV). Dispatch between the
+ * small-matrix path (AVX2's), the blocked GEMM and BLIS as in the AVX2 tier. */
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx2/simd.h"
 #include "backend/x86/avx2/pack.h"
 
 #include <stdio.h>
 
+/* 8x48: 24 accumulators, 3 B vectors and a broadcast. Measured on Zen 5
+ * (thread CPU time, 3 interleaved rounds, the models' shapes and 1024^3):
+ * 8x48, 6x64, 12x32 and 10x48 all within noise of each other at 78-90% of
+ * the FMA peak, 8x48 slightly ahead; 14x32 behind (M = 64 wastes 6 of 70
+ * rows). 8 divides the models' M (32, 64, 128, 256, 288). */
 #ifndef NN_AVX512_MR
-#define NN_AVX512_MR 14
+#define NN_AVX512_MR 8
 #endif
 #ifndef NN_AVX512_NV
-#define NN_AVX512_NV 2
+#define NN_AVX512_NV 3
 #endif
 #define MRP NN_AVX512_MR
 #define NVP NN_AVX512_NV
@@ -21,24 +25,32 @@
 
 /* C[MR x nr] (nr <= 16*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP. */
 NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict ap,
-                   const float *restrict bp, float *c, int64_t ldc, int nr, float alpha,
-                   float beta) {
+                   const float *restrict bp, float *c, int64_t ldc, int nr,
+                   const volatile float *ab) {
     __m512 acc[MRP][NVP];
+#pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
+#pragma GCC unroll 16
         for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
     for (int64_t p = 0; p < kc; p++) {
         __m512 bv[NVP];
+#pragma GCC unroll 16
         for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(bp + p * NRP + 16 * v);
+#pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
             const __m512 av = _mm512_set1_ps(ap[p * MRP + r]);
+#pragma GCC unroll 16
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
         }
     }
+    const float alpha = ab[0], beta = ab[1];
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int last = nr - 16 * (NV - 1); /* 1..16 columns in the last vector */
     const __mmask16 lm = (__mmask16)((1u << last) - 1u);
+#pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
         float *cr = c + r * ldc;
+#pragma GCC unroll 16
         for (int v = 0; v < NV; v++) {
             const __mmask16 m = v < NV - 1 ? (__mmask16)0xFFFF : lm;
             __m512 o = _mm512_mul_ps(va, acc[r][v]);
@@ -51,44 +63,48 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
 #if NVP == 1
 #define UKR_NV(R)                                                                                  \
     case R:                                                                                        \
-        ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                            \
+        ukr(R, 1, kc, ap, bp, c, ldc, nr, ab);                                                     \
         break;
 #elif NVP == 2
 #define UKR_NV(R)                                                                                  \
     case R:                                                                                        \
         if (nv == 1)                                                                               \
-            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else                                                                                       \
-            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, ab);                                                 \
         break;
 #elif NVP == 3
 #define UKR_NV(R)                                                                                  \
     case R:                                                                                        \
         if (nv == 1)                                                                               \
-            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else if (nv == 2)                                                                          \
-            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else                                                                                       \
-            ukr(R, 3, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 3, kc, ap, bp, c, ldc, nr, ab);                                                 \
         break;
 #else
 #define UKR_NV(R)                                                                                  \
     case R:                                                                                        \
         if (nv == 1)                                                                               \
-            ukr(R, 1, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 1, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else if (nv == 2)                                                                          \
-            ukr(R, 2, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 2, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else if (nv == 3)                                                                          \
-            ukr(R, 3, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 3, kc, ap, bp, c, ldc, nr, ab);                                                 \
         else                                                                                       \
-            ukr(R, 4, kc, ap, bp, c, ldc, nr, alpha, beta);                                        \
+            ukr(R, 4, kc, ap, bp, c, ldc, nr, ab);                                                 \
         break;
 #endif
 
 static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
                        int nr, float alpha, float beta) {
+    /* alpha and beta wait in memory: kept in registers across the K loop
+     * they push accumulators out of them (gcc then stores every accumulator
+     * on every iteration). */
+    const volatile float ab[2] = {alpha, beta};
     if (mr == MRP && nr == NRP) {
-        ukr(MRP, NVP, kc, ap, bp, c, ldc, nr, alpha, beta);
+        ukr(MRP, NVP, kc, ap, bp, c, ldc, nr, ab);
         return;
     }
     const int nv = (nr + 15) / 16;
@@ -139,8 +155,11 @@ void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, 
                      beta, c, ldc);
 }
 
-/* The small-matrix path (AVX2's) below this many multiply-adds or for a
- * handful of rows; see tests/bench for the crossover. */
+/* The small-matrix path (AVX2's, no packing) wins below this many
+ * multiply-adds, for a handful of rows (batch-1 inference: 1x256x784 NT 47
+ * vs 16 GFLOP/s blocked on Zen 5), and for A·Bᵀ with a few columns and a long
+ * K, where it runs dot products straight on both operands (32x9x7056 NT: 65
+ * vs 37 GFLOP/s). Measured on Zen 5 (EPYC, AVX-512), thread CPU time. */
 #define SMALL_GEMM_WORK (32 * 32 * 32)
 
 static void avx512_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
@@ -148,7 +167,8 @@ static void avx512_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64
                             float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
     const double work = (double)m * (double)n * (double)k;
-    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK))
+    const bool few_cols_dot = trans_b && !trans_a && n <= 16;
+    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK || few_cols_dot))
         nn__avx2_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else if (g_large)
         g_large(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -179,4 +199,17 @@ void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1
     g_large = large;
     t->sgemm = avx512_sgemm;
     t->sgemm_batched = avx512_sgemm_batched;
+}
+
+/* The FMA throughput probe (nn__tier_fma_peak), as nn__avx2_fma_loop with
+ * zmm registers: 12 chains x 16 lanes. */
+float nn__avx512_fma_loop(int64_t iters) {
+    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-6f);
+    __m512 a[12];
+    for (int j = 0; j < 12; j++) a[j] = _mm512_set1_ps((float)j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm512_fmadd_ps(a[j], x, y);
+    __m512 s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_ps(s, a[j]);
+    return _mm512_reduce_add_ps(s);
 }

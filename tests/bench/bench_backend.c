@@ -1,0 +1,127 @@
+/* Backend figures for the benchmark (bench.c calls bench_backend): the FMA
+ * peak of the selected ISA tier, and sgemm at 1024^3 and at the demo models'
+ * GEMM shapes (with the transposes the layers really use) through libnn's
+ * kernel table and straight through BLIS in the same run. Medians of
+ * repeats; each repeat loops a shape for at least ~2 ms. */
+#include "bench_backend.h"
+
+#include "backend/backend.h"
+#include "backend/tier.h"
+#include "nn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static bool wanted(const char *only, const char *name) {
+    return !only || strncmp(name, only, strlen(only)) == 0;
+}
+
+static float *rand_buf(int64_t n, unsigned seed) {
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, (size_t)n * sizeof(float) + 64) != 0) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        p[i] = (float)(seed >> 8) * (1.0f / 16777216.0f) - 0.5f;
+    }
+    return p;
+}
+
+/* GFLOP/s of f on one shape: median over `reps` repeats, each as many
+ * calls as fill ~2 ms (at least one). */
+static double time_shape(nn__sgemm_fn f, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                         const float *a, const float *b, float *c, int reps) {
+    const int64_t lda = ta ? m : k, ldb = tb ? k : n;
+    const double flop = 2.0 * (double)m * (double)n * (double)k;
+    double t0 = now_s();
+    f(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n); /* warm up: buffers, caches */
+    double one = now_s() - t0;
+    int calls = one > 0 ? (int)(2e-3 / one) : 1;
+    if (calls < 1) calls = 1;
+    if (calls > 10000) calls = 10000;
+    double r[64];
+    if (reps > 64) reps = 64;
+    for (int i = 0; i < reps; i++) {
+        t0 = now_s();
+        for (int j = 0; j < calls; j++) f(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+        r[i] = flop * calls / (now_s() - t0) * 1e-9;
+    }
+    return median(r, reps);
+}
+
+typedef struct gemm_shape {
+    const char *layer; /* where the models run it */
+    bool ta, tb;
+    int64_t m, n, k;
+} gemm_shape;
+
+/* The GEMMs of one CNN / MLP training step at batch 64 (tests/bench's
+ * models; conv layers as im2col + GEMM: conv1 in chunks of 9 images, conv2
+ * per image), plus the 1024^3 reference product. */
+static const gemm_shape g_shapes[] = {
+    {"1024", false, false, 1024, 1024, 1024},       {"cnn_conv1_fwd", false, false, 32, 7056, 9},
+    {"cnn_conv1_bwd_w", false, true, 32, 9, 7056},  {"cnn_conv2_fwd", false, false, 64, 196, 288},
+    {"cnn_conv2_bwd_w", false, true, 64, 288, 196}, {"cnn_conv2_bwd_x", true, false, 288, 196, 64},
+    {"cnn_fc1_fwd", false, true, 64, 128, 3136},    {"cnn_fc1_bwd_x", false, false, 64, 3136, 128},
+    {"cnn_fc1_bwd_w", true, false, 128, 3136, 64},  {"mlp_fc1_fwd", false, true, 64, 256, 784},
+    {"mlp_fc1_bwd_x", false, false, 64, 784, 256},  {"mlp_fc1_bwd_w", true, false, 256, 784, 64},
+    {"mlp_fc2_fwd", false, true, 64, 128, 256},     {"mlp_fc2_bwd_w", true, false, 128, 256, 64},
+};
+
+void bench_backend(int threads, int reps, const char *only) {
+    const int tier = nn__backend_tier();
+    char name[128];
+    if (threads == 1) {
+        snprintf(name, sizeof name, "fma_peak_%s", nn__tier_name(tier));
+        if (wanted(only, name) && tier != NN_TIER_REF) {
+            printf("BENCH %s 1 %.6g GFLOP/s\n", name, nn__tier_fma_peak(tier));
+            fflush(stdout);
+        }
+    }
+    nn__sgemm_fn ours = nn__kernels()->gemm.sgemm, blis = nn__blis_sgemm();
+    for (size_t i = 0; i < sizeof g_shapes / sizeof g_shapes[0]; i++) {
+        const gemm_shape *s = &g_shapes[i];
+        snprintf(name, sizeof name, "sgemm_%s", s->layer);
+        char bname[128];
+        snprintf(bname, sizeof bname, "blis_sgemm_%s", s->layer);
+        if (!wanted(only, name) && !wanted(only, bname)) continue;
+        float *a = rand_buf(s->m * s->k, 1), *b = rand_buf(s->k * s->n, 2);
+        float *c = rand_buf(s->m * s->n, 3);
+        if (!a || !b || !c) {
+            fprintf(stderr, "bench: out of memory for %s\n", name);
+            free(a), free(b), free(c);
+            continue;
+        }
+        char shape[64];
+        snprintf(shape, sizeof shape, "%s%s %lldx%lldx%lld", s->ta ? "T" : "N", s->tb ? "T" : "N",
+                 (long long)s->m, (long long)s->n, (long long)s->k);
+        /* interleave the two providers so both see the same machine load */
+        double g_ours = 0, g_blis = 0;
+        if (wanted(only, name))
+            g_ours = time_shape(ours, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps);
+        if (blis && wanted(only, bname))
+            g_blis = time_shape(blis, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps);
+        if (g_ours > 0) printf("BENCH %s %d %.6g GFLOP/s\n", name, threads, g_ours);
+        if (g_blis > 0) printf("BENCH %s %d %.6g GFLOP/s\n", bname, threads, g_blis);
+        printf("# %s: %s\n", s->layer, shape);
+        fflush(stdout);
+        free(a), free(b), free(c);
+    }
+}

@@ -1,0 +1,10 @@
+/* Backend figures of the benchmark (bench_backend.c). */
+#ifndef NN_BENCH_BACKEND_H
+#define NN_BENCH_BACKEND_H
+
+/* Prints BENCH lines: fma_peak_<tier> (threads == 1 only), sgemm_<case> and
+ * blis_sgemm_<case> in GFLOP/s at the current thread count. `only`: a case
+ * name prefix (NULL: all). */
+void bench_backend(int threads, int reps, const char *only);
+
+#endif
