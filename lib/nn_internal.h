@@ -195,7 +195,12 @@ bool nn__needs_grad(nn_tensor *const *inputs, int n);
  * left untouched, caller frees it). */
 nn_status nn__record(nn_tensor *out, const char *name, nn_backward_fn backward,
                      nn_tensor *const *inputs, int n, nn_node **node);
+/* Release a node reference (tensor/node.c): at zero its saved tensors, its
+ * inputs and the nodes they alone kept alive are freed without recursion. */
 void nn__node_release(nn_node *node);
+/* Release a node's saved tensors and op context (after a backward that does
+ * not retain the graph). */
+void nn__node_free_saved(nn_node *node);
 
 /* ------------------------------------------------------- ops helpers (ops/) */
 
@@ -207,7 +212,12 @@ bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, in
 
 /* --------------------------------------------------------------- runtime */
 
+/* The thread count set by nn_set_num_threads (core/runtime.c owns it). */
 int nn__num_threads(void);
+/* Register the function nn_set_num_threads calls with each new count (one
+ * hook; the backend registers one at load so BLIS's count follows). */
+typedef void (*nn__threads_hook)(int n);
+void nn__on_num_threads(nn__threads_hook hook);
 
 /* xoshiro256** generator */
 struct nn_generator {

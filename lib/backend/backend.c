@@ -250,7 +250,11 @@ nn__sgemm_fn nn__tier_blocked_sgemm(int tier) {
     return NULL;
 }
 
-void nn__backend_set_threads(int n) { nn__blis_set_threads(n); }
+/* BLIS's thread count follows nn_set_num_threads through the one hook core
+ * offers (core owns the count and never calls into the backend). */
+__attribute__((constructor)) static void follow_num_threads(void) {
+    nn__on_num_threads(nn__blis_set_threads);
+}
 
 double nn__tier_fma_peak(int tier) {
     if (!nn__tier_runnable(tier)) return 0.0;

@@ -65,7 +65,5 @@ typedef struct nn_kernels {
 const nn_kernels *nn__kernels(void);
 /* The portable reference kernels (the test oracle). */
 const nn_kernels *nn__ref_kernels(void);
-/* Tell the backend the thread count changed (sets BLIS's count). */
-void nn__backend_set_threads(int n);
 
 #endif

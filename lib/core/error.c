@@ -67,13 +67,3 @@ bool nn__check_tensor(const nn_tensor *t, const char *fn, const char *name) {
     }
     return nn__handle_check(t, NN__KIND_TENSOR, fn, name);
 }
-
-bool nn__check_f32(const nn_tensor *t, const char *fn, const char *name) {
-    if (!nn__check_tensor(t, fn, name)) return false;
-    if (t->dtype != NN_DTYPE_F32) {
-        nn__err(NN_ERR_DTYPE, "%s: argument '%s' has dtype %s, expected f32", fn, name,
-                nn_dtype_name(t->dtype));
-        return false;
-    }
-    return true;
-}

@@ -1,20 +1,26 @@
 /* Version, thread count, dims and shape helpers. */
 #include "nn_internal.h"
 #include "nn_config.h"
-#include "backend/backend.h"
 
 #include <stdio.h>
 #include <string.h>
 
 const char *nn_version(void) { return NN_VERSION_STRING; }
 
+/* The thread count lives here and only here: the backend reads it through
+ * nn__num_threads(); the one thing it needs pushed (BLIS's own count) comes
+ * through the hook it registers, so core never calls into the backend. */
 static _Atomic int g_threads = 1;
+static _Atomic(nn__threads_hook) g_threads_hook;
+
+void nn__on_num_threads(nn__threads_hook hook) { g_threads_hook = hook; }
 
 nn_status nn_set_num_threads(int n) {
     if (n < 1 || n > 1024)
         return nn__err(NN_ERR_INVALID, "nn_set_num_threads: n = %d, expected 1..1024", n);
     g_threads = n;
-    nn__backend_set_threads(n);
+    nn__threads_hook hook = g_threads_hook;
+    if (hook) hook(n);
     return NN_OK;
 }
 

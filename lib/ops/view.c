@@ -86,6 +86,19 @@ nn_tensor *nn_reshape(nn_tensor *a, const int64_t *shape, int ndim) {
     return nn__track(reshape_impl(a, shape, ndim, "nn_reshape"));
 }
 
+/* An op, not a tensor method: a copy is a reshape to the same shape, so
+ * contiguous(x) is differentiable like clone. */
+nn_tensor *nn_tensor_contiguous(nn_tensor *t) {
+    if (!nn__check_tensor(t, "nn_tensor_contiguous", "t")) return NULL;
+    if (nn__is_contiguous(t)) {
+        t->refs++;
+        return nn__track(t);
+    }
+    int64_t shp[NN_MAX_DIMS];
+    memcpy(shp, t->shape, sizeof shp);
+    return nn__track(reshape_impl(t, shp, t->ndim, "nn_tensor_contiguous"));
+}
+
 nn_tensor *nn_flatten(nn_tensor *a, int start_dim, int end_dim) {
     const char *fn = "nn_flatten";
     if (!nn__check_tensor(a, fn, "a")) return NULL;

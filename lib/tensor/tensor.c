@@ -4,27 +4,14 @@
 #include <math.h>
 #include <string.h>
 
-size_t nn_dtype_size(nn_dtype dtype) {
-    switch (dtype) {
-    case NN_DTYPE_F32: return 4;
-    case NN_DTYPE_I64: return 8;
-    case NN_DTYPE_U8: return 1;
-    default: return 0;
+bool nn__check_f32(const nn_tensor *t, const char *fn, const char *name) {
+    if (!nn__check_tensor(t, fn, name)) return false;
+    if (t->dtype != NN_DTYPE_F32) {
+        nn__err(NN_ERR_DTYPE, "%s: argument '%s' has dtype %s, expected f32", fn, name,
+                nn_dtype_name(t->dtype));
+        return false;
     }
-}
-
-const char *nn_dtype_name(nn_dtype dtype) {
-    switch (dtype) {
-    case NN_DTYPE_F32: return "f32";
-    case NN_DTYPE_F64: return "f64";
-    case NN_DTYPE_F16: return "f16";
-    case NN_DTYPE_BF16: return "bf16";
-    case NN_DTYPE_I64: return "i64";
-    case NN_DTYPE_I32: return "i32";
-    case NN_DTYPE_I8: return "i8";
-    case NN_DTYPE_U8: return "u8";
-    }
-    return "unknown";
+    return true;
 }
 
 static bool check_dtype(nn_dtype dtype, const char *fn) {
@@ -407,18 +394,6 @@ nn_tensor *nn_tensor_from_blob(nn_dtype dtype, const int64_t *shape, int ndim, v
     t->storage->deleter = deleter;
     t->storage->user = user;
     return nn__track(t);
-}
-
-nn_tensor *nn_tensor_contiguous(nn_tensor *t) {
-    if (!nn__check_tensor(t, "nn_tensor_contiguous", "t")) return NULL;
-    if (nn__is_contiguous(t)) {
-        t->refs++;
-        return nn__track(t);
-    }
-    /* A copy keeps the graph: contiguous(x) is differentiable like clone. */
-    int64_t shp[NN_MAX_DIMS];
-    memcpy(shp, t->shape, sizeof shp);
-    return nn_reshape(t, shp, t->ndim);
 }
 
 nn_tensor *nn_tensor_clone(const nn_tensor *t) {

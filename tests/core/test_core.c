@@ -1,6 +1,11 @@
 /* Status codes, errors, version, threads, allocator hook, size helpers. */
 #include "testutil.h"
+#include "nn_config.h"
 #include "nn_internal.h"
+
+#if NN_HAVE_BLIS
+#include <blis.h>
+#endif
 
 #include <stdio.h>
 #include <string.h>
@@ -41,7 +46,18 @@ static void test_threads(void **s) {
     assert_int_equal(nn_get_num_threads(), 1);
     TU_OK(nn_set_num_threads(2));
     assert_int_equal(nn_get_num_threads(), 2);
+#if NN_HAVE_BLIS
+    /* BLIS's own count follows, through the hook the backend registers with
+     * core/runtime.c when the library loads (core never calls the backend).
+     * nn_backend_info links the backend into this statically linked test;
+     * libnn.so always carries it. */
+    assert_non_null(nn_backend_info());
+    assert_int_equal(bli_thread_get_num_threads(), 2);
+#endif
     TU_OK(nn_set_num_threads(1));
+#if NN_HAVE_BLIS
+    assert_int_equal(bli_thread_get_num_threads(), 1);
+#endif
 }
 
 static void test_size_helpers(void **s) {
