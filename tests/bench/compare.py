@@ -210,19 +210,19 @@ def print_ort(nn_res, ort_res, notes):
 
 
 def selected_peak(nn_res, nn_notes):
-    """(tier, GFLOP/s per thread count) of the selected tier's FMA peak: the one
-    fma_peak_* line, or the tier named in the benchmark's '#' header, or the
-    highest peak when several are printed."""
+    """(tier, GFLOP/s per thread count) of the selected tier's FMA peak: the
+    tier the benchmark's '# backend: tier NAME; ...' header names, else the one
+    fma_peak_* line, else the highest peak."""
     peaks = {}
     for (case, thr), (v, _) in nn_res.items():
         if case.startswith("fma_peak_"):
             peaks.setdefault(case[len("fma_peak_"):], {})[thr] = v
     if not peaks:
         return None, {}
-    if len(peaks) > 1:
-        named = [t for t in peaks if any(re.search(rf"\b{re.escape(t)}\b", n) for n in nn_notes)]
-        if len(named) == 1:
-            return named[0], peaks[named[0]]
+    for n in nn_notes:
+        m = re.search(r"\btier (\w+)", n)
+        if m and m.group(1) in peaks:
+            return m.group(1), peaks[m.group(1)]
     tier = max(peaks, key=lambda t: peaks[t].get(1, max(peaks[t].values())))
     return tier, peaks[tier]
 
