@@ -247,9 +247,9 @@ def print_backend(nn_res, nn_notes):
         else:
             line += "  (no fma_peak_* figure)"
         lines.append(line)
-    for case, need, what in (("cnn_train", CNN_SCALING, "idle machine"),
-                             ("mlp_train", None, "idle machine"),
-                             ("cnn_train_contended", CONTENDED_SCALING, "beside a busy process")):
+    for case, need, what in (("cnn_train", CNN_SCALING, "no competing process (target: idle machine)"),
+                             ("mlp_train", None, "no competing process"),
+                             ("cnn_train_contended", CONTENDED_SCALING, "beside the benchmark's busy process")):
         one, two = nn_res.get((case, 1)), nn_res.get((case, 2))
         if one and two:
             s = two[0] / one[0]
