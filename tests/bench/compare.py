@@ -15,10 +15,10 @@ Sections:
 - vs ONNX Runtime: the inference cases run by tests/bench/ort_bench.js under
   onnxruntime-node (needs `node` and the npm package: `npm install
   --ignore-scripts --no-save --prefix tests/bench onnxruntime-node@1.20.1`, git
-  ignores it; or an install named by --ort-dir). Every figure is time per call in us: ORT's raw time, the
-  binding overhead (an Identity model of the same input shape), ORT's compute
-  time (raw minus overhead), and libnn's gain against the raw and the compute
-  time. The targets are against compute time. The models are written to a
+  ignores it; or an install named by --ort-dir). Every figure is time per
+  call in us: ORT's raw time, the binding overhead (an Identity model of the
+  same input shape), ORT's compute time (raw minus overhead), and libnn's gain
+  against the raw and the compute time. The targets are against compute time. The models are written to a
   temporary directory by tests/bench/make_onnx.py. At batch 256 the Identity
   model returns its 800 KB input where the CNN returns 10 KB, so its overhead
   is an upper bound and ORT's compute time a lower bound (libnn's gain is
@@ -247,9 +247,10 @@ def print_backend(nn_res, nn_notes):
         else:
             line += "  (no fma_peak_* figure)"
         lines.append(line)
-    for case, need, what in (("cnn_train", CNN_SCALING, "no competing process (target: idle machine)"),
-                             ("mlp_train", None, "no competing process"),
-                             ("cnn_train_contended", CONTENDED_SCALING, "beside the benchmark's busy process")):
+    scalings = (("cnn_train", CNN_SCALING, "no competing process (target: idle machine)"),
+                ("mlp_train", None, "no competing process"),
+                ("cnn_train_contended", CONTENDED_SCALING, "beside the benchmark's busy process"))
+    for case, need, what in scalings:
         one, two = nn_res.get((case, 1)), nn_res.get((case, 2))
         if one and two:
             s = two[0] / one[0]

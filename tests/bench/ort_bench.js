@@ -126,8 +126,8 @@ async function benchCase(ort, models, opts, model, batch, calls, reps) {
   const ident = await load('identity');
   const x = readF32(path.join(models, `input_b${batch}.f32`));
   const feeds = { x: new ort.Tensor('float32', x, [batch, 1, 28, 28]) };
-  checkOutput((await net.run(feeds)).y.data, readF32(path.join(models, `${model}_b${batch}.out.f32`)),
-              `${model}_b${batch}`);
+  const want = readF32(path.join(models, `${model}_b${batch}.out.f32`));
+  checkOutput((await net.run(feeds)).y.data, want, `${model}_b${batch}`);
   checkOutput((await ident.run(feeds)).y.data, x, `identity_b${batch}`);
   const warm = [];
   await timeCalls(net, feeds, 5, warm);
