@@ -98,7 +98,10 @@ static int tier_gemms(gemm_impl out[3]) {
     if (nn__tier_blocked_sgemm(g_tier))
         out[n++] = (gemm_impl){"blocked", nn__tier_blocked_sgemm(g_tier)};
 #if NN_HAVE_AVX2
-    if (g_tier >= NN_TIER_AVX2) out[n++] = (gemm_impl){"small", nn__avx2_sgemm_small};
+    if (g_tier == NN_TIER_AVX2) out[n++] = (gemm_impl){"small", nn__avx2_sgemm_small};
+#endif
+#if NN_HAVE_AVX512
+    if (g_tier == NN_TIER_AVX512) out[n++] = (gemm_impl){"small", nn__avx512_sgemm_small};
 #endif
     return n;
 }

@@ -12,6 +12,17 @@
 void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
                           int64_t l3);
 
+/* The small-matrix path with 16-lane vectors (gemm_small.c); _nt: on at
+ * most `threads` threads. */
+void nn__avx512_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                               int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                               int64_t ldb, float beta, float *c, int64_t ldc);
+void nn__avx512_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                            float beta, float *c, int64_t ldc);
+/* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
+void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
+
 /* The packed, cache-blocked GEMM with the AVX-512 micro-kernel on its own. */
 void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,

@@ -1,7 +1,8 @@
 /* AVX-512 tier: GEMM. The register tile is MRP x (16*NVP): MRP*NVP zmm
  * accumulators, NVP B vectors and one broadcast A value within the 32 zmm
  * registers; the tile is one #define here (NN_AVX512_MR, NN_AVX512_NV). Dispatch between the
- * small-matrix path (AVX2's), the blocked GEMM and BLIS as in the AVX2 tier. */
+ * small-matrix path (gemm_small.c), the blocked GEMM and BLIS as in the AVX2
+ * tier. */
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx2/simd.h"
 #include "backend/x86/avx2/pack.h"
@@ -155,7 +156,7 @@ void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, 
                      beta, c, ldc);
 }
 
-/* The small-matrix path (AVX2's, no packing) wins below this many
+/* The small-matrix path (no packing) wins below this many
  * multiply-adds, for a handful of rows (batch-1 inference: 1x256x784 NT 47
  * vs 16 GFLOP/s blocked on Zen 5), and for A·Bᵀ with a few columns and a long
  * K, where it runs dot products straight on both operands (32x9x7056 NT: 65
@@ -169,7 +170,8 @@ static void avx512_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64
     const double work = (double)m * (double)n * (double)k;
     const bool few_cols_dot = trans_b && !trans_a && n <= 16;
     if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK || few_cols_dot))
-        nn__avx2_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        nn__avx512_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                                  ldc);
     else if (g_large)
         g_large(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else

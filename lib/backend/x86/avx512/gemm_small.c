@@ -1,0 +1,184 @@
+/* AVX-512 small-matrix GEMM: the AVX2 tier's unpacked path (gemm_small.c in
+ * x86/avx2) with 16-lane vectors and masked tails. For batch-1 rows the
+ * operands stream once from L2 and the vector width halves the loads and
+ * FMAs per element. Threads split columns; each column block is computed the
+ * same way whatever the split, so results do not depend on the thread
+ * count. */
+#include "backend/x86/avx512/avx512.h"
+#include "backend/x86/avx2/simd.h"
+
+/* Lanes [0, r) set, r in 0..16. */
+NN_INLINE __mmask16 mask16(int64_t r) {
+    return r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (r < 0 ? 0 : r)) - 1u);
+}
+
+/* ------------------------------------------ op(B) = B (axpy form) */
+
+/* C[MR x nr] block (nr <= 32) = alpha * A[MR x k] B[k x nr] + beta * C, with
+ * A(i,p) at a[i*ars + p*acs] (covers A and Aᵀ) and B(p,j) at b[p*ldb + j]. */
+NN_INLINE void ker_axpy(const int MR, int64_t k, const float *a, int64_t ars, int64_t acs,
+                        const float *b, int64_t ldb, int64_t nr, float *c, int64_t ldc,
+                        const volatile float *ab) {
+    __m512 acc[6][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const __mmask16 m0 = mask16(nr), m1 = mask16(nr - 16);
+    for (int64_t p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb);
+        const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            const __m512 av = _mm512_set1_ps(a[r * ars + p * acs]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    const float alpha = ab[0], beta = ab[1];
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        __m512 v0 = _mm512_mul_ps(va, acc[r][0]), v1 = _mm512_mul_ps(va, acc[r][1]);
+        if (beta != 0.0f) {
+            v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
+            v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), v1);
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+}
+
+/* Columns [j0, j1) of C for op(B) = B; A or Aᵀ by strides. */
+static void small_axpy(bool trans_a, int64_t m, int64_t j0, int64_t j1, int64_t k, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+                       const volatile float *ab) {
+    const int64_t ars = trans_a ? 1 : lda, acs = trans_a ? lda : 1;
+    for (int64_t j = j0; j < j1; j += 32) {
+        const int64_t nr = j1 - j < 32 ? j1 - j : 32;
+        const float *bj = b + j;
+        int64_t i = 0;
+        for (; i + 6 <= m; i += 6)
+            ker_axpy(6, k, a + i * ars, ars, acs, bj, ldb, nr, c + i * ldc + j, ldc, ab);
+        const float *ai = a + i * ars;
+        float *ci = c + i * ldc + j;
+        switch (m - i) {
+        case 5: ker_axpy(5, k, ai, ars, acs, bj, ldb, nr, ci, ldc, ab); break;
+        case 4: ker_axpy(4, k, ai, ars, acs, bj, ldb, nr, ci, ldc, ab); break;
+        case 3: ker_axpy(3, k, ai, ars, acs, bj, ldb, nr, ci, ldc, ab); break;
+        case 2: ker_axpy(2, k, ai, ars, acs, bj, ldb, nr, ci, ldc, ab); break;
+        case 1: ker_axpy(1, k, ai, ars, acs, bj, ldb, nr, ci, ldc, ab); break;
+        default: break;
+        }
+    }
+}
+
+/* ------------------------------------------ op(B) = Bᵀ (dot form) */
+
+/* C[MR x NR] = alpha * A[MR x k] · B[NR x k]ᵀ + beta * C: each entry a dot
+ * product of two contiguous rows (a Linear layer's x · Wᵀ). */
+NN_INLINE void ker_dot(const int MR, const int NR, int64_t k, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float *c, int64_t ldc,
+                       const volatile float *ab) {
+    __m512 acc[2][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 8
+        for (int s = 0; s < NR; s++) acc[r][s] = _mm512_setzero_ps();
+    int64_t p = 0;
+    for (; p + 16 <= k; p += 16) {
+        __m512 av[2];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) av[r] = _mm512_loadu_ps(a + r * lda + p);
+#pragma GCC unroll 8
+        for (int s = 0; s < NR; s++) {
+            const __m512 bv = _mm512_loadu_ps(b + s * ldb + p);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) acc[r][s] = _mm512_fmadd_ps(av[r], bv, acc[r][s]);
+        }
+    }
+    if (p < k) {
+        const __mmask16 mk = mask16(k - p);
+        __m512 av[2];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) av[r] = _mm512_maskz_loadu_ps(mk, a + r * lda + p);
+#pragma GCC unroll 8
+        for (int s = 0; s < NR; s++) {
+            const __m512 bv = _mm512_maskz_loadu_ps(mk, b + s * ldb + p);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) acc[r][s] = _mm512_fmadd_ps(av[r], bv, acc[r][s]);
+        }
+    }
+    const float alpha = ab[0], beta = ab[1];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 8
+        for (int s = 0; s < NR; s++) {
+            float v = alpha * _mm512_reduce_add_ps(acc[r][s]);
+            float *cp = c + r * ldc + s;
+            *cp = beta != 0.0f ? v + beta * *cp : v;
+        }
+}
+
+/* One row of C: 8 independent dot products at a time keep both FMA pipes
+ * busy. */
+static void dot_row(int64_t j0, int64_t j1, int64_t k, const float *a, const float *b, int64_t ldb,
+                    float *c, const volatile float *ab) {
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) ker_dot(1, 8, k, a, 0, b + j * ldb, ldb, c + j, 0, ab);
+    for (; j + 4 <= j1; j += 4) ker_dot(1, 4, k, a, 0, b + j * ldb, ldb, c + j, 0, ab);
+    for (; j < j1; j++) ker_dot(1, 1, k, a, 0, b + j * ldb, ldb, c + j, 0, ab);
+}
+
+/* Columns [j0, j1) of C for A · Bᵀ. */
+static void small_dot(int64_t m, int64_t j0, int64_t j1, int64_t k, const float *a, int64_t lda,
+                      const float *b, int64_t ldb, float *c, int64_t ldc,
+                      const volatile float *ab) {
+    int64_t i = 0;
+    for (; i + 2 <= m; i += 2) {
+        const float *ai = a + i * lda;
+        float *ci = c + i * ldc;
+        int64_t j = j0;
+        for (; j + 4 <= j1; j += 4) ker_dot(2, 4, k, ai, lda, b + j * ldb, ldb, ci + j, ldc, ab);
+        for (; j < j1; j++) ker_dot(2, 1, k, ai, lda, b + j * ldb, ldb, ci + j, ldc, ab);
+    }
+    if (i < m) dot_row(j0, j1, k, a + i * lda, b, ldb, c + i * ldc, ab);
+}
+
+typedef struct gemm_args {
+    bool ta, tb;
+    int64_t m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int64_t lda, ldb, ldc;
+} gemm_args;
+
+static void gemm_cols(void *ctx, int64_t j0, int64_t j1) {
+    const gemm_args *g = ctx;
+    /* alpha and beta wait in memory (see x86/avx2/gemm.c) */
+    const volatile float ab[2] = {g->alpha, g->beta};
+    if (g->tb)
+        small_dot(g->m, j0, j1, g->k, g->a, g->lda, g->b, g->ldb, g->c, g->ldc, ab);
+    else
+        small_axpy(g->ta, g->m, j0, j1, g->k, g->a, g->lda, g->b, g->ldb, g->c, g->ldc, ab);
+}
+
+void nn__avx512_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                               int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                               int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (trans_a && trans_b) { /* rare: no fast path of our own */
+        nn__ref_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    gemm_args g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc};
+    int nt = nn__threads_cap(threads, m * n * k, 1 << 17);
+    nn__parallel_range(n, nt, 32, gemm_cols, &g);
+}
+
+void nn__avx512_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                            float beta, float *c, int64_t ldc) {
+    nn__avx512_sgemm_small_nt(nn__num_threads(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                              beta, c, ldc);
+}
