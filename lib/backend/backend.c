@@ -267,10 +267,12 @@ double nn__tier_fma_peak(int tier) {
     if (tier == NN_TIER_AVX512) loop = nn__avx512_fma_loop, lanes = 16;
 #endif
     if (!loop) return 0.0;
-    const int64_t iters = 2000000; /* 2e6 x 12 FMAs: ~20 ms at full speed */
+    /* Best of 40 runs of ~1 ms: short enough that most runs escape
+     * preemption on a busy host, long enough for the timer. */
+    const int64_t iters = 500000;
     volatile float sink = 0.0f;
     double best = 0.0;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 40; rep++) {
         double t0 = now_s();
         sink = sink + loop(iters);
         double dt = now_s() - t0, g = (double)iters * 12.0 * lanes * 2.0 / dt * 1e-9;

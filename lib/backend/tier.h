@@ -39,7 +39,7 @@ bool nn__backend_force_tier(int tier);
  * the tier's table is); NULL for the reference tier or when not runnable. */
 nn__sgemm_fn nn__tier_blocked_sgemm(int tier);
 /* Benchmark: the single-thread fp32 FMA throughput of a tier's vector
- * width (GFLOP/s, best of a few ~20 ms runs of independent FMA chains); 0
+ * width (GFLOP/s, best of 40 ~1 ms runs of independent FMA chains); 0
  * for the reference tier or when not runnable. */
 double nn__tier_fma_peak(int tier);
 /* The GEMM provider a tier's table uses for large shapes: "libnn" or "blis". */
