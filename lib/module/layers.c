@@ -69,7 +69,7 @@ static nn_status add_filled(nn_module *m, const char *name, nn_dtype dt, const i
 static nn_tensor *bad_input(const nn_module *m, const nn_tensor *x, const char *want) {
     char s[128];
     return NN__FAIL(NN_ERR_SHAPE, "%s: expected input %s, got %s", m->kind->type, want,
-                    nn__mod_shape_str(x->shape, x->ndim, s, sizeof s));
+                    nn__shape_str(x->shape, x->ndim, s, sizeof s));
 }
 
 static bool need_f32(const nn_module *m, const nn_tensor *x) {
@@ -122,7 +122,7 @@ static nn_status linear_build(nn_module *m) {
 static nn_tensor *linear_forward(nn_module *m, nn_tensor *x) {
     if (x->ndim < 1 || x->shape[x->ndim - 1] != ci(m, LIN_IN)) {
         char want[64];
-        snprintf(want, sizeof want, "[*, %lld]", (long long)ci(m, LIN_IN));
+        snprintf(want, sizeof want, "[*,%lld]", (long long)ci(m, LIN_IN));
         return bad_input(m, x, want);
     }
     return nn_linear(x, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"));
@@ -211,7 +211,7 @@ static bool check_channels(const nn_module *m, const nn_tensor *x, int ndim, int
 }
 
 static nn_tensor *conv2d_forward(nn_module *m, nn_tensor *x) {
-    if (!check_channels(m, x, 4, ci(m, CV_IN), "[N, %lld, H, W]")) return NULL;
+    if (!check_channels(m, x, 4, ci(m, CV_IN), "[N,%lld,H,W]")) return NULL;
     return nn_conv2d(x, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"), (int)ci(m, CV_SH),
                      (int)ci(m, CV_SW), (int)ci(m, CV_PH), (int)ci(m, CV_PW), (int)ci(m, CV_DH),
                      (int)ci(m, CV_DW), (int)ci(m, CV_GROUPS));
@@ -270,7 +270,7 @@ static nn_status convt2d_build(nn_module *m) {
 }
 
 static nn_tensor *convt2d_forward(nn_module *m, nn_tensor *x) {
-    if (!check_channels(m, x, 4, ci(m, CV_IN), "[N, %lld, H, W]")) return NULL;
+    if (!check_channels(m, x, 4, ci(m, CV_IN), "[N,%lld,H,W]")) return NULL;
     return nn_conv_transpose2d(x, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"),
                                (int)ci(m, CV_SH), (int)ci(m, CV_SW), (int)ci(m, CV_PH),
                                (int)ci(m, CV_PW), (int)ci(m, CV_OPH), (int)ci(m, CV_OPW),
@@ -339,7 +339,7 @@ static nn_status conv1d_build(nn_module *m) {
 }
 
 static nn_tensor *conv1d_forward(nn_module *m, nn_tensor *x) {
-    if (!check_channels(m, x, 3, ci(m, C1_IN), "[N, %lld, L]")) return NULL;
+    if (!check_channels(m, x, 3, ci(m, C1_IN), "[N,%lld,L]")) return NULL;
     return nn_conv1d(x, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"), (int)ci(m, C1_S),
                      (int)ci(m, C1_P), (int)ci(m, C1_D), (int)ci(m, C1_GROUPS));
 }
@@ -399,7 +399,7 @@ static nn_status maxpool_build(nn_module *m) {
 }
 
 static nn_tensor *maxpool_forward(nn_module *m, nn_tensor *x) {
-    if (x->ndim != 4) return bad_input(m, x, "[N, C, H, W]");
+    if (x->ndim != 4) return bad_input(m, x, "[N,C,H,W]");
     return nn_max_pool2d(x, (int)ci(m, MP_KH), (int)ci(m, MP_KW), (int)ci(m, MP_SH),
                          (int)ci(m, MP_SW), (int)ci(m, MP_PH), (int)ci(m, MP_PW), (int)ci(m, MP_DH),
                          (int)ci(m, MP_DW), ci(m, MP_CEIL) != 0, NULL);
@@ -438,7 +438,7 @@ static nn_status avgpool_build(nn_module *m) {
 }
 
 static nn_tensor *avgpool_forward(nn_module *m, nn_tensor *x) {
-    if (x->ndim != 4) return bad_input(m, x, "[N, C, H, W]");
+    if (x->ndim != 4) return bad_input(m, x, "[N,C,H,W]");
     return nn_avg_pool2d(x, (int)ci(m, AP_KH), (int)ci(m, AP_KW), (int)ci(m, AP_SH),
                          (int)ci(m, AP_SW), (int)ci(m, AP_PH), (int)ci(m, AP_PW),
                          ci(m, AP_CEIL) != 0, ci(m, AP_CIP) != 0);
@@ -468,7 +468,7 @@ static nn_status adapt_build(nn_module *m) {
 }
 
 static nn_tensor *adapt_forward(nn_module *m, nn_tensor *x) {
-    if (x->ndim != 4) return bad_input(m, x, "[N, C, H, W]");
+    if (x->ndim != 4) return bad_input(m, x, "[N,C,H,W]");
     return nn_adaptive_avg_pool2d(x, ci(m, 0), ci(m, 1));
 }
 
@@ -573,7 +573,7 @@ static nn_tensor *bn_forward(nn_module *m, nn_tensor *x) {
                     : ((x->ndim == 2 || x->ndim == 3) && x->shape[1] == c);
     if (!ok) {
         char want[96];
-        snprintf(want, sizeof want, two_d ? "[N, %lld, H, W]" : "[N, %lld] or [N, %lld, L]",
+        snprintf(want, sizeof want, two_d ? "[N,%lld,H,W]" : "[N,%lld] or [N,%lld,L]",
                  (long long)c, (long long)c);
         return bad_input(m, x, want);
     }
@@ -643,7 +643,7 @@ static nn_tensor *ln_forward(nn_module *m, nn_tensor *x) {
     }
     if (!ok) {
         char s[128], want[160];
-        snprintf(want, sizeof want, "[*, %s", nn__mod_shape_str(shape, nd, s, sizeof s) + 1);
+        snprintf(want, sizeof want, "[*,%s", nn__shape_str(shape, nd, s, sizeof s) + 1);
         return bad_input(m, x, want);
     }
     return nn_layer_norm(x, shape, nd, nn__mod_param(m, "weight"), nn__mod_param(m, "bias"),
@@ -691,7 +691,7 @@ static nn_status gn_build(nn_module *m) {
 static nn_tensor *gn_forward(nn_module *m, nn_tensor *x) {
     if (x->ndim < 2 || x->shape[1] != ci(m, GN_C)) {
         char want[64];
-        snprintf(want, sizeof want, "[N, %lld, *]", (long long)ci(m, GN_C));
+        snprintf(want, sizeof want, "[N,%lld,*]", (long long)ci(m, GN_C));
         return bad_input(m, x, want);
     }
     return nn_group_norm(x, (int)ci(m, GN_G), nn__mod_param(m, "weight"), nn__mod_param(m, "bias"),

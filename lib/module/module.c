@@ -12,16 +12,6 @@ static _Atomic uint64_t g_struct_gen = 1;
 
 void nn__mod_bump_generation(void) { atomic_fetch_add(&g_struct_gen, 1); }
 
-const char *nn__mod_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap) {
-    size_t o = 0;
-    buf[0] = '\0';
-    int k = snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && k >= 0 && (o += (size_t)k) < cap; i++)
-        k = snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (k >= 0 && (o += (size_t)k) < cap) snprintf(buf + o, cap - o, "]");
-    return buf;
-}
-
 bool nn__mod_check(const nn_module *m, const char *fn, const char *name) {
     return nn__handle_check(m, NN__KIND_MODULE, fn, name);
 }

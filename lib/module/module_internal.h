@@ -37,6 +37,16 @@ nn_module *nn__module_create(const char *type, const char *const *keys, const do
                              int n);
 /* Append a child (the parent takes its own reference). */
 nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *child);
+
+/* Scalar state-dict entries (statedict.c; optimizer and schedule state). A
+ * double is stored as a [1] i64 tensor holding its IEEE-754 bits. */
+nn_status nn__sd_put_double(nn_statedict *sd, const char *name, double v);
+nn_status nn__sd_put_i64(nn_statedict *sd, const char *name, int64_t v);
+/* Borrowed tensor named `name`, or NULL (also for a bad sd; no error recorded). */
+nn_tensor *nn__sd_find(const nn_statedict *sd, const char *name);
+/* Read back; NN_ERR_NOT_FOUND / NN_ERR_FORMAT naming fn on a missing or malformed entry. */
+nn_status nn__sd_get_double(const nn_statedict *sd, const char *name, double *v, const char *fn);
+nn_status nn__sd_get_i64(const nn_statedict *sd, const char *name, int64_t *v, const char *fn);
 /* Index of the entry called name in a live state dict, or -1 (no error). */
 int64_t nn__statedict_find(const nn_statedict *sd, const char *name);
 
@@ -134,8 +144,6 @@ nn_tensor *nn__mod_param(const nn_module *m, const char *name);
 /* Own-parameter scalar count. */
 int64_t nn__mod_own_param_count(const nn_module *m);
 void nn__mod_bump_generation(void);
-/* "[2, 4, 8, 8]" (PyTorch's spacing) into buf; returns buf. */
-const char *nn__mod_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
 /* Walk children; callbacks in PyTorch's state_dict order. */
 
 /* ---- layers.c */

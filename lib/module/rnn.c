@@ -98,8 +98,8 @@ static bool check_state(const nn_module *m, const nn_tensor *s, int64_t n, const
         return true;
     char a[128], b[128];
     nn__err(NN_ERR_SHAPE, "%s: expected %s of shape %s, got %s", m->kind->type, what,
-            nn__mod_shape_str(want, 3, a, sizeof a),
-            nn__mod_shape_str(s->shape, s->ndim, b, sizeof b));
+            nn__shape_str(want, 3, a, sizeof a),
+            nn__shape_str(s->shape, s->ndim, b, sizeof b));
     return false;
 }
 
@@ -129,8 +129,8 @@ static nn_tensor *rnn_run(const nn_module *m, nn_tensor *x, nn_tensor *h0, nn_te
     if (x->ndim != 3 || x->shape[2] != ci(m, R_IN) || x->shape[1] < 1) {
         char s[128];
         return NN__FAIL(NN_ERR_SHAPE,
-                        "%s: expected input [N, T, %lld] (batch_first, T >= 1), got %s", tn,
-                        (long long)ci(m, R_IN), nn__mod_shape_str(x->shape, x->ndim, s, sizeof s));
+                        "%s: expected input [N,T,%lld] (batch_first, T >= 1), got %s", tn,
+                        (long long)ci(m, R_IN), nn__shape_str(x->shape, x->ndim, s, sizeof s));
     }
     int64_t n = x->shape[0], steps = x->shape[1];
     if (!check_state(m, h0, n, "h0") || !check_state(m, c0, n, "c0")) return NULL;

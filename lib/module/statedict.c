@@ -247,8 +247,8 @@ static bool check_entry(const char *name, nn_tensor *t, void *vctx) {
         if (!c->apply) {
             char a[128], b[128], line[400];
             snprintf(line, sizeof line, "%s%s (module %s, state dict %s)", c->nshape++ ? ", " : "",
-                     name, nn__mod_shape_str(t->shape, t->ndim, a, sizeof a),
-                     nn__mod_shape_str(src->shape, src->ndim, b, sizeof b));
+                     name, nn__shape_str(t->shape, t->ndim, a, sizeof a),
+                     nn__shape_str(src->shape, src->ndim, b, sizeof b));
             sb_add(&c->shape, line);
         }
         return true;
@@ -318,5 +318,48 @@ nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool s
     nn__free(c.missing.s);
     nn__free(c.shape.s);
     nn__free(c.seen);
+    return st;
+}
+
+/* ------------------------------------------------ scalar entries (optim/) */
+
+nn_status nn__sd_put_double(nn_statedict *sd, const char *name, double v) {
+    int64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return nn__sd_put_i64(sd, name, bits);
+}
+
+nn_status nn__sd_put_i64(nn_statedict *sd, const char *name, int64_t v) {
+    int64_t one = 1;
+    nn_tensor *t = nn__tensor_new(NN_DTYPE_I64, &one, 1);
+    if (!t) return NN_ERR_NOMEM;
+    nn__i64(t)[0] = v;
+    nn_status st = nn_statedict_set(sd, name, t);
+    nn__tensor_release(t);
+    return st;
+}
+
+nn_tensor *nn__sd_find(const nn_statedict *sd, const char *name) {
+    if (!nn__handle_is(sd, NN__KIND_STATEDICT)) return NULL;
+    int64_t i = sd_find(sd, name);
+    return i < 0 ? NULL : sd->e[i].t;
+}
+
+nn_status nn__sd_get_i64(const nn_statedict *sd, const char *name, int64_t *v, const char *fn) {
+    if (!nn__handle_check(sd, NN__KIND_STATEDICT, fn, "sd")) return nn_last_status();
+    nn_tensor *t = nn__sd_find(sd, name);
+    if (!t) return nn__err(NN_ERR_NOT_FOUND, "%s: state entry '%s' is missing", fn, name);
+    if (t->dtype != NN_DTYPE_I64 || t->numel != 1)
+        return nn__err(NN_ERR_FORMAT, "%s: state entry '%s' is not a one-element i64 tensor", fn,
+                       name);
+    *v = (int64_t)nn__get_flat(t, 0);
+    if (nn__is_contiguous(t)) *v = nn__i64(t)[0]; /* exact, beyond 2^53 */
+    return NN_OK;
+}
+
+nn_status nn__sd_get_double(const nn_statedict *sd, const char *name, double *v, const char *fn) {
+    int64_t bits = 0;
+    nn_status st = nn__sd_get_i64(sd, name, &bits, fn);
+    if (!st) memcpy(v, &bits, sizeof *v);
     return st;
 }

@@ -145,15 +145,6 @@ static const char *group(double v, char *buf, size_t cap) {
     return buf;
 }
 
-static const char *shape_text(const int64_t *shape, int ndim, char *buf, size_t cap) {
-    size_t o = 0;
-    o += (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && o < cap; i++)
-        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (o < cap) snprintf(buf + o, cap - o, "]");
-    return buf;
-}
-
 static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64_t *in_shape,
                          int in_ndim) {
     int wn = 5, wt = 4;
@@ -173,7 +164,7 @@ static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64
     for (int i = 0; i < r->nrows; i++) {
         const row *w = &r->rows[i];
         sb_printf(b, "%-*s  %-*s  %-20s  %14s  %18s\n", wn, w->name[0] ? w->name : "(root)", wt,
-                  w->type, shape_text(w->shape, w->ndim, sh, sizeof sh),
+                  w->type, nn__shape_str(w->shape, w->ndim, sh, sizeof sh),
                   group((double)w->params, n1, sizeof n1), group(w->flops, n2, sizeof n2));
         total_flops += w->flops;
     }
@@ -184,7 +175,7 @@ static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64
         nn_tensor *p = nn_module_parameter(m, i, NULL);
         if (p && p->requires_grad) trainable += p->numel;
     }
-    sb_printf(b, "Input shape: %s\n", shape_text(in_shape, in_ndim, sh, sizeof sh));
+    sb_printf(b, "Input shape: %s\n", nn__shape_str(in_shape, in_ndim, sh, sizeof sh));
     sb_printf(b, "Total params: %s\n", group((double)total, n1, sizeof n1));
     sb_printf(b, "Trainable params: %s\n", group((double)trainable, n1, sizeof n1));
     sb_printf(b, "Non-trainable params: %s\n", group((double)(total - trainable), n1, sizeof n1));

@@ -536,54 +536,6 @@ nn_status nn_optim_step(nn_optim *opt) {
 
 /* ------------------------------------------------------ state dicts */
 
-nn_status nn__sd_put_double(nn_statedict *sd, const char *name, double v) {
-    int64_t bits, one = 1;
-    memcpy(&bits, &v, sizeof bits);
-    nn_tensor *t = nn__tensor_new(NN_DTYPE_I64, &one, 1);
-    if (!t) return NN_ERR_NOMEM;
-    nn__i64(t)[0] = bits;
-    nn_status st = nn_statedict_set(sd, name, t);
-    nn__tensor_release(t);
-    return st;
-}
-
-nn_status nn__sd_put_i64(nn_statedict *sd, const char *name, int64_t v) {
-    int64_t one = 1;
-    nn_tensor *t = nn__tensor_new(NN_DTYPE_I64, &one, 1);
-    if (!t) return NN_ERR_NOMEM;
-    nn__i64(t)[0] = v;
-    nn_status st = nn_statedict_set(sd, name, t);
-    nn__tensor_release(t);
-    return st;
-}
-
-nn_tensor *nn__sd_find(const nn_statedict *sd, const char *name) {
-    int64_t n = nn_statedict_size(sd);
-    for (int64_t i = 0; i < n; i++) {
-        const char *k = nn_statedict_name(sd, i);
-        if (k && strcmp(k, name) == 0) return nn_statedict_tensor(sd, i);
-    }
-    return NULL;
-}
-
-nn_status nn__sd_get_i64(const nn_statedict *sd, const char *name, int64_t *v, const char *fn) {
-    nn_tensor *t = nn__sd_find(sd, name);
-    if (!t) return nn__err(NN_ERR_NOT_FOUND, "%s: state entry '%s' is missing", fn, name);
-    if (t->dtype != NN_DTYPE_I64 || t->numel != 1)
-        return nn__err(NN_ERR_FORMAT, "%s: state entry '%s' is not a one-element i64 tensor", fn,
-                       name);
-    *v = (int64_t)nn__get_flat(t, 0);
-    if (nn__is_contiguous(t)) *v = nn__i64(t)[0]; /* exact, beyond 2^53 */
-    return NN_OK;
-}
-
-nn_status nn__sd_get_double(const nn_statedict *sd, const char *name, double *v, const char *fn) {
-    int64_t bits = 0;
-    nn_status st = nn__sd_get_i64(sd, name, &bits, fn);
-    if (!st) memcpy(v, &bits, sizeof *v);
-    return st;
-}
-
 static nn_status put_tensor_copy(nn_statedict *sd, const char *name, const nn_tensor *t) {
     nn_tensor *c = nn__clone(t);
     if (!c) return NN_ERR_NOMEM;
@@ -707,7 +659,7 @@ static nn_status load_groups(const nn_optim *opt, const nn_statedict *sd, double
 nn_status nn_optim_load_state_dict(nn_optim *opt, const nn_statedict *sd) {
     const char *fn = "nn_optim_load_state_dict";
     if (!nn__optim_check(opt, fn)) return nn_last_status();
-    if (!sd) return nn__err(NN_ERR_NULL, "%s: argument 'sd' is NULL", fn);
+    if (!nn__handle_check(sd, NN__KIND_STATEDICT, fn, "sd")) return nn_last_status();
     char name[96];
     snprintf(name, sizeof name, "param_groups.%d.lr", opt->ngroups);
     if (nn__sd_find(sd, name))

@@ -452,7 +452,7 @@ nn_statedict *nn_sched_state_dict(const nn_sched *s) {
 nn_status nn_sched_load_state_dict(nn_sched *s, const nn_statedict *sd) {
     const char *fn = "nn_sched_load_state_dict";
     if (!sched_check(s, fn)) return nn_last_status();
-    if (!sd) return nn__err(NN_ERR_NULL, "%s: argument 'sd' is NULL", fn);
+    if (!nn__handle_check(sd, NN__KIND_STATEDICT, fn, "sd")) return nn_last_status();
     nn_sched t = *s; /* staged copy: commit only if every entry is valid */
     int64_t kind;
     nn_status st = nn__sd_get_i64(sd, "kind", &kind, fn);

@@ -159,7 +159,7 @@ static void test_load_strict_and_lenient(void **s) {
     assert_non_null(strstr(msg, "0.bias"));
     assert_non_null(strstr(msg, "extra.thing"));
     assert_non_null(strstr(msg, "1.weight"));
-    assert_non_null(strstr(msg, "1.weight (module [2, 3], state dict [2, 5])"));
+    assert_non_null(strstr(msg, "1.weight (module [2,3], state dict [2,5])"));
     nn_clear_error();
     /* Strict failure loads nothing. */
     assert_true(nn_tensor_equal(before, nn_module_get_parameter(m, "0.weight")));
@@ -349,8 +349,8 @@ static void test_summary_cnn(void **s) {
     assert_non_null(strstr(txt, "Total params: 421,642\n"));
     assert_non_null(strstr(txt, "Trainable params: 421,322\n"));
     assert_non_null(strstr(txt, "Non-trainable params: 320\n"));
-    assert_non_null(strstr(txt, "[1, 32, 28, 28]"));
-    assert_non_null(strstr(txt, "[1, 3136]"));
+    assert_non_null(strstr(txt, "[1,32,28,28]"));
+    assert_non_null(strstr(txt, "[1,3136]"));
     assert_non_null(strstr(txt, "401,536")); /* 7.weight + 7.bias */
     /* Conv 1->32 3x3 on 28x28: 25,088 outputs x (2*9 + 1) FLOPs. */
     assert_non_null(strstr(txt, "476,672"));
@@ -361,7 +361,7 @@ static void test_summary_cnn(void **s) {
     /* Module untouched (training mode kept) and wrong input reported. */
     assert_true(nn_module_is_training(m));
     assert_null(nn_module_summary(m, shp4(1, 3, 28, 28), 4));
-    tu_expect_error(NN_ERR_SHAPE, "Conv2d: expected input [N, 1, H, W], got [1, 3, 28, 28]");
+    tu_expect_error(NN_ERR_SHAPE, "Conv2d: expected input [N,1,H,W], got [1,3,28,28]");
     nn_module_free(m);
 }
 
@@ -375,14 +375,14 @@ static void test_misuse(void **s) {
     nn_scope *sc = nn_scope_begin();
     nn_module *c = TU_NN(nn_conv2d_new(3, 8, 3, 1, 1, true));
     assert_null(nn_module_forward(c, nn_tensor_zeros(NN_DTYPE_F32, shp4(2, 4, 8, 8), 4)));
-    tu_expect_error(NN_ERR_SHAPE, "Conv2d: expected input [N, 3, H, W], got [2, 4, 8, 8]");
+    tu_expect_error(NN_ERR_SHAPE, "Conv2d: expected input [N,3,H,W], got [2,4,8,8]");
     int64_t s3[3] = {3, 8, 8};
     assert_null(nn_module_forward(c, nn_tensor_zeros(NN_DTYPE_F32, s3, 3)));
-    tu_expect_error(NN_ERR_SHAPE, "got [3, 8, 8]");
+    tu_expect_error(NN_ERR_SHAPE, "got [3,8,8]");
     nn_module *l = TU_NN(nn_linear_new(5, 2, true));
     int64_t s2[2] = {2, 4};
     assert_null(nn_module_forward(l, nn_tensor_zeros(NN_DTYPE_F32, s2, 2)));
-    tu_expect_error(NN_ERR_SHAPE, "Linear: expected input [*, 5], got [2, 4]");
+    tu_expect_error(NN_ERR_SHAPE, "Linear: expected input [*,5], got [2,4]");
     /* NULL handles. */
     assert_null(nn_module_forward(NULL, nn_tensor_zeros(NN_DTYPE_F32, s2, 2)));
     tu_expect_error(NN_ERR_NULL, "nn_module_forward");
@@ -436,9 +436,9 @@ static void test_misuse(void **s) {
     int64_t xs[3] = {2, 5, 3}, hs[3] = {1, 2, 4};
     assert_null(nn_recurrent_forward(lstm, nn_tensor_zeros(NN_DTYPE_F32, xs, 3),
                                      nn_tensor_zeros(NN_DTYPE_F32, hs, 3), NULL, NULL, NULL));
-    tu_expect_error(NN_ERR_SHAPE, "LSTM: expected h0 of shape [2, 2, 4], got [1, 2, 4]");
+    tu_expect_error(NN_ERR_SHAPE, "LSTM: expected h0 of shape [2,2,4], got [1,2,4]");
     assert_null(nn_module_forward(lstm, nn_tensor_zeros(NN_DTYPE_F32, s2, 2)));
-    tu_expect_error(NN_ERR_SHAPE, "LSTM: expected input [N, T, 3]");
+    tu_expect_error(NN_ERR_SHAPE, "LSTM: expected input [N,T,3]");
     nn_module_free(lstm);
     nn_module_free(seq);
     nn_module_free(l);
