@@ -470,6 +470,21 @@ NN_API nn_tensor *nn_le(nn_tensor *a, nn_tensor *b);
 NN_API nn_tensor *nn_gt(nn_tensor *a, nn_tensor *b);
 NN_API nn_tensor *nn_ge(nn_tensor *a, nn_tensor *b);
 
+/* --- attention and transformer ops ----------------------------------------- */
+/* softmax(scale · q kᵀ + mask) v like torch's scaled_dot_product_attention:
+ * q [*, Tq, D], k [*, Tk, D], v [*, Tk, Dv] -> [*, Tq, Dv] (batch dims *
+ * broadcast). attn_mask (NULL: none) broadcasts to [*, Tq, Tk]: u8 (1 =
+ * attend, 0 = hide) or f32 added to the scores (it gets a gradient).
+ * is_causal hides key j from query i when j > i (top-left aligned, as
+ * torch's tril(ones(Tq, Tk))); with a mask both apply. dropout_p > 0 drops
+ * attention weights (pass 0 in eval) using one draw from g (NULL: default);
+ * scale <= 0 means 1/sqrt(D). Computed in tiles: memory grows with T, not
+ * T². A query that sees no key gives zeros (PyTorch gives NaN). */
+NN_API nn_tensor *nn_scaled_dot_product_attention(nn_tensor *q, nn_tensor *k, nn_tensor *v,
+                                                  nn_tensor *attn_mask, bool is_causal,
+                                                  double dropout_p, double scale,
+                                                  nn_generator *g);
+
 /* ====================================================================== */
 /*  Handles used by the sections below                                    */
 /* ====================================================================== */

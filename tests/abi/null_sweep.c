@@ -420,6 +420,9 @@ static void test_null_sweep(void **s) {
     { nn_tensor *r = nn_ge(NULL, NULL); nn_tensor_free(r); }
     calls++;
     nn_clear_error();
+    { nn_tensor *r = nn_scaled_dot_product_attention(NULL, NULL, NULL, NULL, 0, 0, 0, NULL); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
     { nn_statedict *r = nn_statedict_new(); nn_statedict_free(r); }
     calls++;
     nn_clear_error();

@@ -294,6 +294,7 @@ FUNCTIONS = (
     ('nn_le', c_void_p, (c_void_p, c_void_p, ), ('a', 'b'), 'nn.h'),
     ('nn_gt', c_void_p, (c_void_p, c_void_p, ), ('a', 'b'), 'nn.h'),
     ('nn_ge', c_void_p, (c_void_p, c_void_p, ), ('a', 'b'), 'nn.h'),
+    ('nn_scaled_dot_product_attention', c_void_p, (c_void_p, c_void_p, c_void_p, c_void_p, c_bool, c_double, c_double, c_void_p, ), ('q', 'k', 'v', 'attn_mask', 'is_causal', 'dropout_p', 'scale', 'g'), 'nn.h'),
     ('nn_statedict_new', c_void_p, (), (), 'nn.h'),
     ('nn_statedict_free', None, (c_void_p, ), ('sd',), 'nn.h'),
     ('nn_statedict_size', c_int64, (c_void_p, ), ('sd',), 'nn.h'),

@@ -459,6 +459,24 @@ def ge(a, b):
     return _binary(lib.nn_ge, a, b)
 
 
+# ----------------------------------------- attention and transformer ops
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, generator=None):
+    """softmax(query keyᵀ · scale + mask) value, computed in tiles (memory
+    grows with the sequence length, not its square). attn_mask: a uint8/bool
+    mask (1 = attend) or a float mask added to the scores, broadcast to
+    [..., L, S]; is_causal: query i sees keys j <= i (top-left aligned);
+    scale None: 1/sqrt(E). Batch dims broadcast. A query that sees no key
+    gives zeros (PyTorch gives NaN)."""
+    s = 0.0 if scale is None else _pyfloat(scale)
+    if scale is not None and s <= 0.0:
+        raise ValueError('scale must be > 0, got %r' % (scale,))
+    return _wrap(lib.nn_scaled_dot_product_attention(
+        _h(_t(query)), _h(_t(key)), _h(_t(value)), _opt(attn_mask), bool(is_causal),
+        _pyfloat(dropout_p), s, _gen(generator)))
+
+
 # C name -> functional name where they differ (the tests check that every op
 # of the header's Ops section is reachable from here).
 C_NAMES = {'nn_concat': 'concat'}

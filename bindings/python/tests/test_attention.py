@@ -1,0 +1,82 @@
+"""Attention and transformer ops through the bindings, against PyTorch when it
+can be imported (Debian's python3-torch 1.13) and against NumPy formulas."""
+import math
+
+import pytest
+
+import libnn
+import libnn.functional as F
+from conftest import needs_numpy
+
+np = pytest.importorskip('numpy')
+pytestmark = needs_numpy
+
+
+def T(a, requires_grad=False):
+    return libnn.tensor(np.asarray(a, dtype=np.float32), requires_grad=requires_grad)
+
+
+def close(t, want, tol=1e-5):
+    got = t.numpy() if isinstance(t, libnn.Tensor) else np.asarray(t)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(4321)
+
+
+def np_sdpa(q, k, v, mask=None, causal=False, scale=None):
+    s = q @ np.swapaxes(k, -1, -2) * (scale or 1 / math.sqrt(q.shape[-1]))
+    if causal:
+        s = np.where(np.tril(np.ones((q.shape[-2], k.shape[-2]), bool)), s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask
+    s = np.exp(s - s.max(-1, keepdims=True))
+    return (s / s.sum(-1, keepdims=True)) @ v
+
+
+def test_sdpa_matches_formula(rng):
+    q, k, v = (rng.standard_normal((2, 3, n, 8)).astype('f') for n in (5, 7, 7))
+    close(F.scaled_dot_product_attention(T(q), T(k), T(v)), np_sdpa(q, k, v))
+    close(F.scaled_dot_product_attention(T(q), T(k), T(v), is_causal=True, scale=0.5),
+          np_sdpa(q, k, v, causal=True, scale=0.5))
+    m = rng.random((5, 7)) < 0.6
+    m[:, 0] = True
+    mask = libnn.tensor(m.astype(np.uint8), dtype=libnn.uint8)
+    close(F.scaled_dot_product_attention(T(q), T(k), T(v), attn_mask=mask), np_sdpa(q, k, v, m))
+    add = rng.standard_normal((2, 1, 5, 7)).astype('f')
+    close(F.scaled_dot_product_attention(T(q), T(k), T(v), attn_mask=T(add)),
+          np_sdpa(q, k, v, add), tol=1e-4)
+    with pytest.raises(ValueError):
+        F.scaled_dot_product_attention(T(q), T(k), T(v), scale=-1.0)
+    with pytest.raises(libnn.LibnnError):
+        F.scaled_dot_product_attention(T(q), T(k[..., :4]), T(v))
+
+
+def test_sdpa_against_torch(rng):
+    torch = pytest.importorskip('torch')
+    q, k, v = (rng.standard_normal((2, 2, n, 4)).astype('f') for n in (6, 9, 9))
+    m = rng.random((6, 9)) < 0.7
+    m[:, 0] = True
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    want, _ = torch.nn.functional._scaled_dot_product_attention(
+        tq, tk, tv, torch.tensor(m), 0.0, False, False)
+    g = rng.standard_normal(want.shape).astype('f')
+    want.backward(torch.tensor(g))
+    lq, lk, lv = (T(a, requires_grad=True) for a in (q, k, v))
+    mask = libnn.tensor(m.astype(np.uint8), dtype=libnn.uint8)
+    got = F.scaled_dot_product_attention(lq, lk, lv, attn_mask=mask)
+    got.backward(T(g))
+    close(got, want.detach().numpy())
+    for ours, theirs in ((lq, tq), (lk, tk), (lv, tv)):
+        close(ours.grad, theirs.grad.numpy(), tol=1e-4)
+
+
+def test_sdpa_dropout_is_seeded(rng):
+    q = T(rng.standard_normal((1, 4, 8, 4)))
+    a = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5, generator=libnn.Generator(3))
+    b = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5, generator=libnn.Generator(3))
+    close(a, b.numpy(), tol=0)
