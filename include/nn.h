@@ -16,11 +16,26 @@
  * unless a scope is open on the calling thread, in which case the scope owns
  * that reference and `nn_scope_end` releases it; getters only borrow.
  *
+ * Misuse that is detected (an error code and a message, never a crash): a
+ * NULL handle or pointer where one is required (NN_ERR_NULL), and a handle
+ * of the wrong kind, e.g. a module passed as an optimizer (NN_ERR_BAD_HANDLE).
+ * Misuse that is undefined behaviour, as with free() in C: using a handle
+ * after the last reference to it was released (including a scope-owned
+ * tensor after its `nn_scope_end`), releasing a reference twice, and passing
+ * a pointer that libnn never returned. A freed handle is marked dead first,
+ * so such bugs are often reported as NN_ERR_BAD_HANDLE, but that is a
+ * diagnostic aid, not a promise: the memory may already be reused.
+ *
  * Errors: functions returning `nn_status` return NN_OK (0) or a negative
  * code; functions returning a handle return NULL on error. Either way
  * `nn_last_error()` holds a message naming the function and the offending
- * values. An op handed a NULL tensor returns NULL and keeps the first error,
- * so a chain of calls reports its root cause.
+ * values, until the next error or `nn_clear_error()`. The error of a failed
+ * call stays *pending* until a later call on the same thread succeeds in
+ * returning a tensor (or NN_OK from a tensor or autograd function): a
+ * function handed a NULL argument while an error is pending returns NULL (or
+ * that error's code) and keeps the error, so a chain such as
+ * `nn_relu(nn_add(a, b))` reports its root cause; with nothing pending the
+ * NULL itself is reported (NN_ERR_NULL), never an older, unrelated error.
  *
  * Threads: error state, grad mode and scopes are per thread. A tensor may be
  * read from many threads at once; it must not be written (fill, set, an
@@ -154,7 +169,10 @@ NN_API const char *nn_dtype_name(nn_dtype dtype);
 
 /* --- creation (each returns a new, contiguous tensor; data is 64-byte aligned) --- */
 
-/* Uninitialised tensor of the given shape (ndim 0..8; ndim 0 is a scalar). */
+/* Uninitialised tensor of the given shape (ndim 0..8; ndim 0 is a scalar).
+ * NN_ERR_OVERFLOW when the element count times 8, or the product of the
+ * non-zero sizes (the largest stride, even when another size is 0), would
+ * not fit in int64_t; the same bound holds for every shape libnn accepts. */
 NN_API nn_tensor *nn_tensor_empty(nn_dtype dtype, const int64_t *shape, int ndim);
 /* Tensor filled with zeros. */
 NN_API nn_tensor *nn_tensor_zeros(nn_dtype dtype, const int64_t *shape, int ndim);
@@ -796,8 +814,8 @@ NN_API nn_status nn_init_orthogonal(nn_tensor *t, double gain, nn_generator *g);
  * (and BATCHMEAN, accepted by nn_kl_div only), or the per-element (per-sample
  * for cross-entropy / NLL) losses for NN_REDUCTION_NONE. Semantics follow
  * PyTorch 1.13. Gradients flow to `input` (and to `target` where PyTorch has
- * one: the regression losses, nn_kl_div, nn_bce_with_logits and probability
- * targets of cross-entropy); `weight` / `pos_weight` are constants. Targets
+ * one: the regression losses, nn_kl_div, nn_bce_loss, nn_bce_with_logits and
+ * probability targets of cross-entropy); `weight` / `pos_weight` are constants. Targets
  * must have the input's shape (no broadcasting), else NN_ERR_SHAPE. */
 
 /* Mean squared error (input - target)^2. */
@@ -831,7 +849,9 @@ NN_API nn_tensor *nn_nll_loss(nn_tensor *input, nn_tensor *target, nn_tensor *we
                               int64_t ignore_index, nn_reduction reduction);
 /* Binary cross-entropy of probabilities input in [0, 1] (else
  * NN_ERR_INVALID) against targets; logs are clamped at -100 like PyTorch.
- * weight: NULL or broadcastable to input. */
+ * weight: NULL or broadcastable to input. The target gradient
+ * -(log x - log(1 - x)) uses the clamped logs too, so it is finite at
+ * input 0 or 1 (where PyTorch 1.13 gives +-inf). */
 NN_API nn_tensor *nn_bce_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
                               nn_reduction reduction);
 /* Sigmoid + binary cross-entropy in one numerically stable op. weight: NULL

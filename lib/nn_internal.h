@@ -39,14 +39,41 @@
 nn_status nn__err(nn_status status, const char *fmt, ...) NN__PRINTF(2, 3);
 #define NN__FAIL(status, ...) (nn__err((status), __VA_ARGS__), (void *)0)
 
-/* Check a required tensor argument. On NULL: keep an earlier error if one is
- * pending on this thread (root cause of a chain), else record
- * NN_ERR_NULL "fn: argument 'name' is NULL". Also rejects freed handles
+/* The pending error. nn__err makes its error pending; it stays pending until
+ * a public call succeeds on this thread (a public function that returns a
+ * tensor does so through nn__track, which ends it; status-returning public
+ * functions end it with `return nn__ok();`). Only a pending error may be
+ * reported as the root cause of a NULL argument, so a chain such as
+ * nn_relu(nn_add(a, NULL)) reports nn_add's message, but an error left over
+ * from an unrelated, earlier call is never blamed. */
+bool nn__err_pending(void);
+/* A public call succeeded: the pending error (if any) is no longer pending. */
+void nn__call_ok(void);
+/* nn__call_ok(), then NN_OK: the success return of a public nn_status function. */
+nn_status nn__ok(void);
+/* The status to return after a callee failed: the pending error's status, or,
+ * when the callee failed without recording one (a libnn bug), NN_ERR_STATE
+ * with a message naming fn -- never NN_OK and never a stale error. */
+nn_status nn__forward(const char *fn);
+/* For a required argument that is NULL: keep the pending error (the root
+ * cause), else record NN_ERR_NULL "fn: argument 'name' is NULL". Returns the
+ * status now recorded. */
+nn_status nn__err_null(const char *fn, const char *name);
+/* zstd's FORWARD_IF_ERROR: when cond holds, return the callee's error from
+ * the current nn_status function (see nn__forward). */
+#define NN__FORWARD_IF(cond, fn)                                                                   \
+    do {                                                                                           \
+        if (cond) return nn__forward(fn);                                                          \
+    } while (0)
+
+/* Check a required tensor argument. On NULL: keep the pending error if there
+ * is one (root cause of a chain), else record NN_ERR_NULL
+ * "fn: argument 'name' is NULL". Also rejects freed handles
  * (NN_ERR_BAD_HANDLE). Returns true when t is usable. */
 bool nn__check_tensor(const nn_tensor *t, const char *fn, const char *name);
 /* Same, and require dtype f32 (NN_ERR_DTYPE otherwise). */
 bool nn__check_f32(const nn_tensor *t, const char *fn, const char *name);
-/* Generic non-tensor pointer check: NN_ERR_NULL "fn: argument 'name' is NULL". */
+/* Generic non-tensor pointer check: on NULL, nn__err_null(fn, name). */
 bool nn__check_ptr(const void *p, const char *fn, const char *name);
 
 /* --------------------------------------------------------------- memory */

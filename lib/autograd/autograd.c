@@ -59,7 +59,7 @@ nn_status nn_tensor_set_requires_grad(nn_tensor *t, bool requires_grad) {
         return nn__err(NN_ERR_STATE,
                        "nn_tensor_set_requires_grad: tensor is not a leaf; use nn_detach");
     t->requires_grad = requires_grad;
-    return NN_OK;
+    return nn__ok();
 }
 
 bool nn_tensor_requires_grad(const nn_tensor *t) {
@@ -79,7 +79,7 @@ nn_status nn_tensor_zero_grad(nn_tensor *t) {
     if (!nn__check_tensor(t, "nn_tensor_zero_grad", "t")) return nn_last_status();
     nn__tensor_release(t->grad);
     t->grad = NULL;
-    return NN_OK;
+    return nn__ok();
 }
 
 nn_tensor *nn_detach(nn_tensor *t) {
@@ -200,7 +200,7 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
 
     if (!t->grad_fn) { /* a leaf: its gradient is the seed */
         nn_status st = accumulate(&t->grad, g0);
-        return st ? nn__err(st, "%s: out of memory", fn) : NN_OK;
+        return st ? nn__err(st, "%s: out of memory", fn) : nn__ok();
     }
 
     nodevec order = {0};
@@ -276,8 +276,8 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
         order.v[i]->grad_acc = NULL;
     }
     nn__free(order.v);
-    if (st != NN_OK && nn_last_status() == NN_OK) st = nn__err(st, "%s: backward failed", fn);
-    return st;
+    if (st != NN_OK && !nn__err_pending()) st = nn__err(st, "%s: backward failed", fn);
+    return st != NN_OK ? st : nn__ok();
 }
 
 nn_status nn_backward(nn_tensor *loss) { return nn_backward_ex(loss, NULL, false); }

@@ -8,6 +8,10 @@
 
 static _Thread_local nn_status tl_status = NN_OK;
 static _Thread_local char tl_message[NN__ERRMSG_CAP];
+/* True while the last error is "pending": raised since the last public call
+ * that succeeded on this thread. Only a pending error may be reported as the
+ * root cause of a NULL argument; tl_status itself stays until cleared. */
+static _Thread_local bool tl_pending;
 
 const char *nn_status_string(nn_status status) {
     switch (status) {
@@ -41,7 +45,29 @@ nn_status nn__err(nn_status status, const char *fmt, ...) {
     int n = vsnprintf(tl_message, sizeof tl_message, fmt, ap);
     va_end(ap);
     if (n < 0) tl_message[0] = '\0';
+    tl_pending = true;
     return status;
+}
+
+bool nn__err_pending(void) { return tl_pending; }
+
+void nn__call_ok(void) { tl_pending = false; }
+
+nn_status nn__ok(void) {
+    tl_pending = false;
+    return NN_OK;
+}
+
+nn_status nn__forward(const char *fn) {
+    if (tl_pending && tl_status != NN_OK) return tl_status;
+    /* A callee failed without recording why: a libnn bug, but the caller
+     * still gets a status and a message instead of NN_OK or a stale error. */
+    return nn__err(NN_ERR_STATE, "%s: failed without an error message (internal error)", fn);
+}
+
+nn_status nn__err_null(const char *fn, const char *name) {
+    if (tl_pending && tl_status != NN_OK) return tl_status;
+    return nn__err(NN_ERR_NULL, "%s: argument '%s' is NULL", fn, name);
 }
 
 const char *nn_last_error(void) { return tl_message; }
@@ -50,19 +76,19 @@ nn_status nn_last_status(void) { return tl_status; }
 
 void nn_clear_error(void) {
     tl_status = NN_OK;
+    tl_pending = false;
     tl_message[0] = '\0';
 }
 
 bool nn__check_ptr(const void *p, const char *fn, const char *name) {
     if (p) return true;
-    if (tl_status == NN_OK) nn__err(NN_ERR_NULL, "%s: argument '%s' is NULL", fn, name);
+    nn__err_null(fn, name);
     return false;
 }
 
 bool nn__check_tensor(const nn_tensor *t, const char *fn, const char *name) {
     if (!t) {
-        /* Keep a pending error: it is the root cause of this NULL. */
-        if (tl_status == NN_OK) nn__err(NN_ERR_NULL, "%s: argument '%s' is NULL", fn, name);
+        nn__err_null(fn, name); /* a pending error is the root cause of this NULL */
         return false;
     }
     return nn__handle_check(t, NN__KIND_TENSOR, fn, name);

@@ -36,20 +36,24 @@ bool nn__shape_numel(const int64_t *shape, int ndim, int64_t *numel, const char 
         nn__err(NN_ERR_NULL, "%s: shape is NULL with ndim = %d", fn, ndim);
         return false;
     }
-    /* Bound so that numel * 8 bytes fits in both size_t and int64_t. */
-    const uint64_t limit = (uint64_t)INT64_MAX / 8;
-    uint64_t n = 1;
+    /* Bound so that numel * 8 bytes fits in both size_t and int64_t. The
+     * same bound applies to the product of the non-zero sizes: it is the
+     * largest row-major stride, so a tensor with a zero size ([0, 2^62, 4])
+     * still has strides (and stride x index sums) that fit in int64_t. */
+    const uint64_t limit = (uint64_t)INT64_MAX / 8 < (uint64_t)SIZE_MAX / 8
+                               ? (uint64_t)INT64_MAX / 8
+                               : (uint64_t)SIZE_MAX / 8;
+    uint64_t n = 1, span = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) {
             nn__err(NN_ERR_SHAPE, "%s: dimension %d has negative size %lld", fn, i,
                     (long long)shape[i]);
             return false;
         }
-        uint64_t r;
-        if (__builtin_mul_overflow(n, (uint64_t)shape[i], &r) || r > limit ||
-            r > (uint64_t)SIZE_MAX / 8) {
+        uint64_t d = (uint64_t)shape[i], r = n * d; /* n * d <= span * d: checked below */
+        if (d > 1 && (__builtin_mul_overflow(span, d, &span) || span > limit)) {
             char buf[160];
-            nn__err(NN_ERR_OVERFLOW, "%s: shape %s has too many elements", fn,
+            nn__err(NN_ERR_OVERFLOW, "%s: shape %s has too many elements (or strides)", fn,
                     nn__shape_str(shape, ndim, buf, sizeof buf));
             return false;
         }

@@ -126,7 +126,16 @@ static void pw_deriv(const pw_spec *s, double x, double t, double w, double pw, 
         *dx = ad < s->p ? d : s->p * sgn(d);
         *dt = -*dx;
         return;
-    case PW_BCE: *dx = w * (x - t) / fmax((1.0 - x) * x, 1e-12); return;
+    case PW_BCE: {
+        /* dx: PyTorch's form, its denominator clamped at 1e-12. dt: the exact
+         * derivative of the value above, logs clamped at -100 like it, so a
+         * probability of 0 or 1 gives a finite gradient (PyTorch 1.13's
+         * -logit(x) is +-inf there; elsewhere the two agree). */
+        double lx = fmax(log(x), -100.0), l1x = fmax(log1p(-x), -100.0);
+        *dx = w * (x - t) / fmax((1.0 - x) * x, 1e-12);
+        *dt = -w * (lx - l1x);
+        return;
+    }
     case PW_BCE_LOGITS: {
         double lw = 1.0 + (pw - 1.0) * t;
         double sig_neg = 1.0 / (1.0 + exp(x)); /* sigmoid(-x) */
@@ -161,7 +170,7 @@ static nn_status pw_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
         nn__tensor_release(x);
         nn__tensor_release(t);
         nn__tensor_release(gx);
-        return nn_last_status() ? nn_last_status() : NN_ERR_NOMEM;
+        return nn__forward(nd->name);
     }
     const float *xp = nn__f32(x), *tp = nn__f32(t), *go = nn__f32(gout);
     const float *wp = nd->saved[0] ? nn__f32(nd->saved[0]) : NULL;
@@ -189,9 +198,6 @@ static nn_tensor *pw_loss(const char *fn, pw_spec s, nn_tensor *x, nn_tensor *t,
     if (!nn__same_shape(x, t)) return nn__loss_shape_error(fn, "target", t, x);
     if (red == NN_REDUCTION_BATCHMEAN && x->ndim == 0)
         return NN__FAIL(NN_ERR_SHAPE, "%s: BATCHMEAN needs an input with a batch dimension", fn);
-    if (s.kind == PW_BCE && t->requires_grad && nn_is_grad_enabled())
-        return NN__FAIL(NN_ERR_UNSUPPORTED,
-                        "%s: the gradient with respect to target is not supported", fn);
     nn_tensor *wf = NULL, *pf = NULL, *xc = NULL, *tc = NULL, *out = NULL;
     if (w && !(wf = nn__loss_broadcast(w, x, fn, "weight"))) goto fail;
     if (pw && !(pf = nn__loss_broadcast(pw, x, fn, "pos_weight"))) goto fail;

@@ -213,7 +213,7 @@ static nn_status softmax_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     bool log_form = nd->i[1] != 0;
     dim3 s = {nd->i[2], nd->i[3], nd->i[4]};
     nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, g->shape, g->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const float *gp = nn__f32(g), *y = nn__f32(nd->saved[0]);
     float *o = nn__f32(gx);
     for (int64_t a = 0; a < s.outer; a++) {

@@ -171,15 +171,12 @@ static float *col_alloc(int64_t rows, int64_t cols, const char *fn) {
 static int64_t conv_chunk(int64_t n, int64_t k, int64_t l) {
     int64_t per = k * l > 0 ? k * l : 1;
     int64_t c = ((int64_t)1 << 16) / per;
-    return c < 1 ? 1 : c > n ? n : c;
-}
-
-static nn__win2d conv_win(const col_geom *g) {
-    nn__win2d w = {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->oh, g->ow};
-    return w;
+    if (c > n) c = n;
+    return c < 1 ? 1 : c; /* >= 1 even for an empty batch (n = 0) */
 }
 
 /* y [N, O, L] = conv(x [N, C, H, W], w [O, K]) + bias, K = C*kh*kw. */
+    if (ok && gb && N == 0) memset(gb, 0, sizeof(float) * (size_t)O); /* empty batch: db = 0 */
 static bool conv_fwd_batched(const col_geom *g, const float *x, int64_t N, const float *w,
                              int64_t O, const float *bias, float *y, const char *fn) {
     const nn_kernels *kr = nn__kernels();
@@ -294,8 +291,9 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *gw = want_w ? nn__zeros(NN_DTYPE_F32, w->shape, w->ndim) : NULL;
     float *col = ident || G == 1 ? NULL : col_alloc(x4[1] * kk, L, fn);
     nn_status st = NN_OK;
-    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col)) {
-        st = nn_last_status() ? nn_last_status() : NN_ERR_NOMEM;
+    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col) ||
+        (relu_y && G != 1 && !gm)) {
+        st = nn__forward(fn);
         goto done;
     }
     const nn_kernels *kr = nn__kernels();
@@ -308,7 +306,7 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
                               gin[2] ? nn__f32(gin[2]) : NULL, fn)) {
             nn__tensor_release(gin[2]);
             gin[2] = NULL;
-            st = nn_last_status() ? nn_last_status() : NN_ERR_NOMEM;
+            st = nn__forward(fn);
             goto done;
         }
         gin[0] = gx;
@@ -390,11 +388,9 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
     const int64_t N = x4[0], Og = O / G, Cg = w4[1], kk = w4[2] * w4[3], L = oh * ow;
     const int64_t HW = x4[2] * x4[3];
     nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
-    bool bc_done = false; /* forward (and bias) done by the batched path */
-    float *col = ident || G == 1 ? NULL : col_alloc(C * kk, L, fn);
-    if (!xc || !wc || (b && !bc) || (!ident && G != 1 && !col)) {
-        nn__tensor_release(y);
-        y = NULL;
+    nn_tensor *y = NULL, *yp = NULL;
+    if (!xc || !wc || (b && !bc)) {
+        nn__forward(fn);
         goto done;
     }
     const nn_kernels *kr = nn__kernels();
@@ -405,20 +401,20 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
             y = NULL;
             goto done;
         }
-        bc_done = true;
-    }
-    for (int64_t n = 0; !bc_done && n < N; n++) {
-        /* Y_g [Og, L] = W_g [Og, Cg*kk] · col_g [Cg*kk, L] */
-        const float *xn = nn__f32(xc) + n * C * HW;
-        const float *cm = xn;
-        if (!ident) {
-            im2col(&g, xn, col);
-            cm = col;
+        if (!ok) {
+            nn__forward(fn); /* every NULL result carries an error */
+            nn__tensor_release(yp);
+            yp = NULL;
         }
-        float *yn = nn__f32(y) + n * O * L;
-        for (int64_t gi = 0; gi < G; gi++)
-            kr->gemm.sgemm(false, false, Og, L, Cg * kk, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
-                      cm + gi * Cg * kk * L, L, 0.0f, yn + gi * Og * L, L);
+        y = yp;
+        goto done;
+    }
+    y = nn__tensor_new(NN_DTYPE_F32, yshape, nd_);
+    if (!y || !conv_fwd_any(&g, p, nn__f32(xc), nn__f32(wc), bp, relu, nn__f32(y), NULL, fn)) {
+        nn__forward(fn);
+        nn__tensor_release(y);
+        y = NULL;
+        goto done;
     }
     if (bc && !bc_done) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, O, L);
     nn_node *node = NULL;
@@ -485,7 +481,7 @@ static nn_status convt_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     float *col = (want_x || want_w) ? col_alloc(Cout * kk, L, fn) : NULL;
     nn_status st = NN_OK;
     if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || ((want_x || want_w) && !col)) {
-        st = nn_last_status() ? nn_last_status() : NN_ERR_NOMEM;
+        st = nn__forward(fn);
         goto done;
     }
     const nn_kernels *kr = nn__kernels();

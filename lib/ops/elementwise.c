@@ -108,7 +108,7 @@ bool nn__record_or_free(nn_tensor *out, const char *name, nn_backward_fn backwar
 static nn_status unary_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     const nn__unary_desc *d = nd->ctx;
     nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, g->shape, g->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const float *x = nd->saved[0] ? nn__f32(nd->saved[0]) : NULL;
     const float *y = nd->saved[1] ? nn__f32(nd->saved[1]) : NULL;
     d->bwd(g->numel, nn__f32(g), x, y, nn__f32(gx), nd->f);
@@ -304,17 +304,17 @@ static nn_status bin_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
         if (need_a) {
             nn__tensor_retain(g);
             gin[0] = nn__grad_to_shape(g, a);
-            if (!gin[0]) return nn_last_status();
+            NN__FORWARD_IF(!gin[0], nd->name);
         }
         if (need_b) {
             nn_tensor *gb = nn__clone(g);
-            if (!gb) return nn_last_status();
+            NN__FORWARD_IF(!gb, nd->name);
             if (op == BIN_SUB) {
                 float *p = nn__f32(gb);
                 for (int64_t i = 0; i < gb->numel; i++) p[i] = -p[i];
             }
             gin[1] = nn__grad_to_shape(gb, b);
-            if (!gin[1]) return nn_last_status();
+            NN__FORWARD_IF(!gin[1], nd->name);
         }
         return NN_OK;
     }
@@ -323,7 +323,7 @@ static nn_status bin_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     if ((need_a && !ga) || (need_b && !gb)) {
         nn__tensor_release(ga);
         nn__tensor_release(gb);
-        return nn_last_status();
+        return nn__forward(nd->name);
     }
     nn__bc it;
     nn__bc_begin(&it, g->shape, g->ndim);
@@ -341,9 +341,9 @@ static nn_status bin_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     nn__bc_run(&it, binb_row, &c);
     if (ga && !(gin[0] = nn__grad_to_shape(ga, a))) {
         nn__tensor_release(gb);
-        return nn_last_status();
+        return nn__forward(nd->name);
     }
-    if (gb && !(gin[1] = nn__grad_to_shape(gb, b))) return nn_last_status();
+    NN__FORWARD_IF(gb && !(gin[1] = nn__grad_to_shape(gb, b)), nd->name);
     return NN_OK;
 }
 
@@ -431,7 +431,7 @@ fail:
     nn__tensor_release(ga);
     nn__tensor_release(gb);
     nn__tensor_release(gc);
-    return nn_last_status();
+    return nn__forward(nd->name);
 }
 
 nn_tensor *nn_where(nn_tensor *cond, nn_tensor *a, nn_tensor *b) {

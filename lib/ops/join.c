@@ -28,7 +28,7 @@ static nn_status join_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
         int64_t len = stack ? 1 : in->shape[dim];
         if (in->requires_grad) {
             nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, in->shape, in->ndim);
-            if (!gx) return nn_last_status();
+            NN__FORWARD_IF(!gx, nd->name);
             float *o = nn__f32(gx);
             for (int64_t r = 0; r < outer; r++)
                 memcpy(o + r * len * inner, gp + (r * total + off) * inner,
@@ -133,7 +133,7 @@ static nn_status index_select_backward(nn_node *nd, nn_tensor *g, nn_tensor **gi
     if (!idx || !gx) {
         nn__tensor_release(idx);
         nn__tensor_release(gx);
-        return nn_last_status();
+        return nn__forward(nd->name);
     }
     int dim = (int)nd->i[0];
     int64_t outer = span(a->shape, 0, dim), size = a->shape[dim],
@@ -232,7 +232,7 @@ static void gather_offsets(const nn_tensor *a, const nn_tensor *idx, int dim, in
 static nn_status gather_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     const nn_tensor *a = nd->inputs[0];
     nn_tensor *gx = nn__zeros(NN_DTYPE_F32, a->shape, a->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const int64_t *offs = nn__i64(nd->saved[0]);
     const float *gp = nn__f32(g);
     float *o = nn__f32(gx);
@@ -332,7 +332,7 @@ static void pad_walk(const int64_t *in_shape, const int64_t *out_shape, int ndim
 static nn_status pad_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     const nn_tensor *a = nd->inputs[0];
     nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, a->shape, a->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     pad_walk(a->shape, g->shape, a->ndim, nd->i, nn__f32(gx), nn__f32(g), true);
     gin[0] = gx;
     return NN_OK;

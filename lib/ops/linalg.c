@@ -107,7 +107,7 @@ static void mm_forward(const mm_plan *p, const float *A, const float *B, float *
 static nn_status matmul_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *a = nd->inputs[0], *b = nd->inputs[1];
     mm_plan p;
-    if (!mm_plan_make(a, b, &p, "nn_matmul")) return nn_last_status();
+    NN__FORWARD_IF(!mm_plan_make(a, b, &p, "nn_matmul"), nd->name);
     nn_tensor *ac = nn__contig(a), *bc = nn__contig(b);
     nn_tensor *ga = nn__ops_wants(nd, 0) ? nn__zeros(NN_DTYPE_F32, a->shape, a->ndim) : NULL;
     nn_tensor *gb = nn__ops_wants(nd, 1) ? nn__zeros(NN_DTYPE_F32, b->shape, b->ndim) : NULL;

@@ -442,7 +442,7 @@ done:
 /* dx = dy * mask (saved[0]; NULL means the identity). */
 static nn_status dropout_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     gin[0] = nn__tensor_new(NN_DTYPE_F32, gout->shape, gout->ndim);
-    if (!gin[0]) return nn_last_status();
+    NN__FORWARD_IF(!gin[0], nd->name);
     const float *g = nn__f32(gout);
     float *d = nn__f32(gin[0]);
     if (!nd->saved[0]) {
@@ -493,7 +493,7 @@ nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g) {
 static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *w = nd->inputs[0], *idx = nd->saved[0];
     gin[0] = nn__zeros(NN_DTYPE_F32, w->shape, 2);
-    if (!gin[0]) return nn_last_status();
+    NN__FORWARD_IF(!gin[0], nd->name);
     const int64_t dim = w->shape[1];
     const int64_t *ix = nn__i64(idx);
     const float *g = nn__f32(gout);

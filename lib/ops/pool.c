@@ -68,7 +68,7 @@ static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int6
 static nn_status max_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *x = nd->inputs[0], *idx = nd->saved[0];
     nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const int64_t hw = x->shape[x->ndim - 2] * x->shape[x->ndim - 1];
     const int64_t ohw = gout->shape[gout->ndim - 2] * gout->shape[gout->ndim - 1];
     const int64_t planes = ohw ? gout->numel / ohw : 0;
@@ -272,7 +272,7 @@ static nn_status avg_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin
     avg_geom g;
     avg_geom_from_node(nd, &g);
     nn_tensor *gx = nn__zeros(NN_DTYPE_F32, x->shape, x->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1];
     const int64_t oh = gout->shape[gout->ndim - 2], ow = gout->shape[gout->ndim - 1];
     const int64_t planes = (oh * ow) != 0 ? gout->numel / (oh * ow) : 0;
@@ -336,7 +336,7 @@ nn_tensor *nn_avg_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h,
 static nn_status adaptive_avg_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *x = nd->inputs[0];
     nn_tensor *gx = nn__zeros(NN_DTYPE_F32, x->shape, x->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1];
     const int64_t oh = gout->shape[gout->ndim - 2], ow = gout->shape[gout->ndim - 1];
     const int64_t planes = gout->numel / (oh * ow);

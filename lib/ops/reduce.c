@@ -144,7 +144,12 @@ static void bcast_row(void *vctx, int64_t n, const int64_t *off, const int64_t *
     const float *x = c->x + off[0], *m = c->mean + off[1];
     for (int64_t i = 0; i < n; i++) {
         float v = g[i * so] * c->scale * (x[i] - m[i * so]);
-        gx[i] = c->div ? v / c->div[off[1] + i * so] : v;
+        if (c->div) {
+            /* std = 0 (all equal): gradient 0, as PyTorch (0/0 would be NaN). */
+            float d = c->div[off[1] + i * so];
+            v = d == 0.0f ? 0.0f : v / d;
+        }
+        gx[i] = v;
     }
 }
 
@@ -168,7 +173,7 @@ static nn_tensor *bcast_grad(const nn_tensor *in, const nn_tensor *g, uint32_t m
 
 static nn_status sum_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     gin[0] = bcast_grad(nd->inputs[0], g, (uint32_t)nd->i[0], (float)nd->f[0], NULL, NULL, NULL);
-    return gin[0] ? NN_OK : nn_last_status();
+    return gin[0] ? NN_OK : nn__forward(nd->name);
 }
 
 static nn_tensor *acc_to_tensor(const double *acc, const red_plan *r, double scale) {
@@ -211,17 +216,18 @@ nn_tensor *nn_mean(nn_tensor *a, const int *dims, int ndims, bool keepdim) {
 
 /* ------------------------------------------------------------ var / std */
 /* var = sum((x - mean)^2) / max(0, N - correction)
- * dvar/dx = 2 (x - mean) / denom;  dstd/dx = (x - mean) / (denom * std). */
+ * dvar/dx = 2 (x - mean) / denom;  dstd/dx = (x - mean) / (denom * std),
+ * and 0 where std = 0 (PyTorch's choice at the kink of sqrt). */
 
 static nn_status var_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     bool is_std = nd->i[1] != 0;
     nn_tensor *x = nn__contig(nd->inputs[0]);
-    if (!x) return nn_last_status();
+    NN__FORWARD_IF(!x, nd->name);
     float scale = (float)(is_std ? 1.0 / nd->f[0] : 2.0 / nd->f[0]);
     gin[0] = bcast_grad(nd->inputs[0], g, (uint32_t)nd->i[0], scale, x, nd->saved[0],
                         is_std ? nd->saved[1] : NULL);
     nn__tensor_release(x);
-    return gin[0] ? NN_OK : nn_last_status();
+    return gin[0] ? NN_OK : nn__forward(nd->name);
 }
 
 static nn_tensor *var_std(nn_tensor *a, const int *dims, int ndims, int correction, bool keepdim,
@@ -367,7 +373,7 @@ static nn_tensor *take_flat(const nn_tensor *a, const nn_tensor *best, const int
 static nn_status extreme_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
     const nn_tensor *in = nd->inputs[0];
     nn_tensor *gx = nn__zeros(NN_DTYPE_F32, in->shape, in->ndim);
-    if (!gx) return nn_last_status();
+    NN__FORWARD_IF(!gx, nd->name);
     const int64_t *b = nn__i64(nd->saved[0]);
     const float *gv = nn__f32(g);
     float *o = nn__f32(gx);

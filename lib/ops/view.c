@@ -12,7 +12,7 @@ static nn_status reshape_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin)
     int64_t str[NN_MAX_DIMS];
     nn__contiguous_strides(in->shape, in->ndim, str);
     gin[0] = nn__view(gout, in->shape, str, in->ndim, gout->offset);
-    return gin[0] ? NN_OK : nn_last_status();
+    return gin[0] ? NN_OK : nn__forward(nd->name);
 }
 
 /* Make a view of a with the given geometry and record `backward`. */
@@ -63,7 +63,8 @@ static nn_tensor *reshape_impl(nn_tensor *a, const int64_t *shape_in, int ndim, 
                         nn__shape_str(a->shape, a->ndim, s1, sizeof s1), (long long)a->numel,
                         nn__shape_str(shape, ndim, s2, sizeof s2));
     }
-    int64_t str[NN_MAX_DIMS];
+    int64_t numel, str[NN_MAX_DIMS];
+    if (!nn__shape_numel(shape, ndim, &numel, fn)) return NULL; /* strides must fit too */
     nn__contiguous_strides(shape, ndim, str);
     if (nn__is_contiguous(a))
         return make_view(a, shape, str, ndim, a->offset, fn, reshape_backward, NULL);
@@ -163,7 +164,7 @@ nn_tensor *nn_unsqueeze(nn_tensor *a, int dim) {
 static nn_status expand_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *in = nd->inputs[0];
     gin[0] = nn__sum_to_shape(gout, in->shape, in->ndim);
-    return gin[0] ? NN_OK : nn_last_status();
+    return gin[0] ? NN_OK : nn__forward(nd->name);
 }
 
 nn_tensor *nn_expand(nn_tensor *a, const int64_t *shape_in, int ndim) {
@@ -210,10 +211,10 @@ static nn_status permute_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin)
         str[src] = gout->strides[i];
     }
     nn_tensor *v = nn__view(gout, shape, str, nd_, gout->offset);
-    if (!v) return nn_last_status();
+    NN__FORWARD_IF(!v, nd->name);
     gin[0] = nn__clone(v);
     nn__tensor_release(v);
-    return gin[0] ? NN_OK : nn_last_status();
+    return gin[0] ? NN_OK : nn__forward(nd->name);
 }
 
 static nn_tensor *permute_impl(nn_tensor *a, const int *perm, int n, const char *fn) {
@@ -262,7 +263,7 @@ nn_tensor *nn_transpose(nn_tensor *a, int d0, int d1) {
 static nn_status slice_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *in = nd->inputs[0];
     nn_tensor *z = nn__zeros(NN_DTYPE_F32, in->shape, in->ndim);
-    if (!z) return nn_last_status();
+    NN__FORWARD_IF(!z, nd->name);
     int dim = (int)nd->i[0];
     int64_t start = nd->i[1], step = nd->i[2];
     int64_t shape[NN_MAX_DIMS], str[NN_MAX_DIMS];
@@ -272,7 +273,7 @@ static nn_status slice_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *v = nn__view(z, shape, str, in->ndim, start * z->strides[dim]);
     if (!v) {
         nn__tensor_release(z);
-        return nn_last_status();
+        return nn__forward(nd->name);
     }
     nn_status st = nn_tensor_copy_from(v, nn__f32(gout), (size_t)gout->numel * sizeof(float));
     nn__tensor_release(v);
@@ -298,12 +299,20 @@ nn_tensor *nn_slice(nn_tensor *a, int dim, int64_t start, int64_t stop, int64_t 
     if (start > n) start = n;
     if (stop > n) stop = n;
     if (stop < start) stop = start;
-    int64_t len = (stop - start + step - 1) / step;
+    /* ceil((stop - start) / step) without forming stop - start + step - 1,
+     * which overflows for a huge step (0 <= start <= stop <= n here). */
+    int64_t len = stop == start ? 0 : (stop - start - 1) / step + 1;
+    /* With at most one element the step never moves: use 1, so that neither
+     * stride * step here nor the backward's view can overflow. With two or
+     * more, step < n and stride * step is a distance inside the tensor. */
+    if (len <= 1) step = 1;
     int64_t shape[NN_MAX_DIMS], str[NN_MAX_DIMS];
     memcpy(shape, a->shape, sizeof shape);
     memcpy(str, a->strides, sizeof str);
     shape[dim] = len;
-    str[dim] = a->strides[dim] * step;
+    if (__builtin_mul_overflow(a->strides[dim], step, &str[dim]))
+        return NN__FAIL(NN_ERR_OVERFLOW, "%s: stride %lld x step %lld overflows", fn,
+                        (long long)a->strides[dim], (long long)step);
     nn_node *nd = NULL;
     nn_tensor *v = make_view(a, shape, str, a->ndim, a->offset + start * a->strides[dim], fn,
                              slice_backward, &nd);

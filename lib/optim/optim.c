@@ -530,7 +530,7 @@ nn_status nn_optim_step(nn_optim *opt) {
     for (int64_t i = 0; i < opt->np && st == NN_OK; i++)
         if (opt->ps[i].param->grad) st = update_one(opt, &opt->ps[i]);
     nn_set_grad_enabled(prev);
-    if (st && nn_last_status() == NN_OK) st = nn__err(st, "%s: update failed", fn);
+    if (st && !nn__err_pending()) st = nn__err(st, "%s: update failed", fn);
     return st;
 }
 
@@ -583,7 +583,7 @@ nn_statedict *nn_optim_state_dict(const nn_optim *opt) {
     }
     if (st) {
         nn_statedict_free(sd);
-        if (nn_last_status() == NN_OK) nn__err(st, "%s: could not build the state dict", fn);
+        if (!nn__err_pending()) nn__err(st, "%s: could not build the state dict", fn);
         return NULL;
     }
     return sd;

@@ -443,7 +443,7 @@ nn_statedict *nn_sched_state_dict(const nn_sched *s) {
     }
     if (st) {
         nn_statedict_free(sd);
-        if (nn_last_status() == NN_OK) nn__err(st, "%s: could not build the state dict", fn);
+        if (!nn__err_pending()) nn__err(st, "%s: could not build the state dict", fn);
         return NULL;
     }
     return sd;

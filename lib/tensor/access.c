@@ -56,7 +56,7 @@ nn_status nn_tensor_copy_to(const nn_tensor *t, void *dst, size_t nbytes) {
         memcpy(dst, (unsigned char *)c->storage->data + (size_t)c->offset * nn_dtype_size(c->dtype),
                need);
     nn__tensor_release(c);
-    return NN_OK;
+    return nn__ok();
 }
 
 nn_status nn_tensor_copy_from(nn_tensor *t, const void *src, size_t nbytes) {
@@ -68,12 +68,12 @@ nn_status nn_tensor_copy_from(nn_tensor *t, const void *src, size_t nbytes) {
                        need);
     if (nn__is_contiguous(t)) {
         if (need) memcpy((unsigned char *)t->storage->data + (size_t)t->offset * es, src, need);
-        return NN_OK;
+        return nn__ok();
     }
     for (int64_t i = 0; i < t->numel; i++)
         memcpy((unsigned char *)t->storage->data + (size_t)nn__flat_offset(t, i) * es,
                (const unsigned char *)src + (size_t)i * es, es);
-    return NN_OK;
+    return nn__ok();
 }
 
 double nn_tensor_item(const nn_tensor *t) {
@@ -116,7 +116,7 @@ nn_status nn_tensor_get(const nn_tensor *t, const int64_t *idx, double *out) {
     case NN_DTYPE_I64: *out = (double)((const int64_t *)t->storage->data)[off]; break;
     default: *out = ((const uint8_t *)t->storage->data)[off]; break;
     }
-    return NN_OK;
+    return nn__ok();
 }
 
 nn_status nn_tensor_set(nn_tensor *t, const int64_t *idx, double value) {
@@ -124,7 +124,7 @@ nn_status nn_tensor_set(nn_tensor *t, const int64_t *idx, double value) {
     int64_t off;
     if (!elem_offset(t, idx, &off, "nn_tensor_set")) return nn_last_status();
     nn__store_elem(t->dtype, t->storage->data, off, value);
-    return NN_OK;
+    return nn__ok();
 }
 
 nn_status nn_tensor_fill(nn_tensor *t, double value) {
@@ -132,11 +132,11 @@ nn_status nn_tensor_fill(nn_tensor *t, double value) {
     if (t->dtype == NN_DTYPE_F32 && nn__is_contiguous(t)) {
         float *p = nn__f32(t), v = (float)value;
         for (int64_t i = 0; i < t->numel; i++) p[i] = v;
-        return NN_OK;
+        return nn__ok();
     }
     for (int64_t i = 0; i < t->numel; i++)
         nn__store_elem(t->dtype, t->storage->data, nn__flat_offset(t, i), value);
-    return NN_OK;
+    return nn__ok();
 }
 
 nn_status nn_tensor_assign(nn_tensor *t, const nn_tensor *src) {
@@ -154,7 +154,7 @@ nn_status nn_tensor_assign(nn_tensor *t, const nn_tensor *src) {
         memmove((unsigned char *)t->storage->data + (size_t)t->offset * es,
                 (const unsigned char *)src->storage->data + (size_t)src->offset * es,
                 (size_t)t->numel * es);
-        return NN_OK;
+        return nn__ok();
     }
     /* Read everything first so that overlapping views behave. */
     nn_tensor *c = nn__cast(src, t->dtype);
@@ -273,5 +273,5 @@ nn_status nn_tensor_print(const nn_tensor *t) {
     if (!s) return nn_last_status();
     puts(s);
     nn__free(s);
-    return NN_OK;
+    return nn__ok();
 }

@@ -13,7 +13,9 @@ static _Thread_local size_t tl_len, tl_cap;
 static _Thread_local nn_scope *tl_top;
 
 nn_tensor *nn__track(nn_tensor *t) {
-    if (!t || !tl_top) return t;
+    if (!t) return NULL;
+    nn__call_ok(); /* every public tensor result passes here: the call succeeded */
+    if (!tl_top) return t;
     if (tl_len == tl_cap) {
         size_t ncap = tl_cap ? tl_cap * 2 : 256;
         nn_tensor **n = nn__realloc(tl_tracked, ncap * sizeof *n);
@@ -72,6 +74,8 @@ nn_status nn_scope_end(nn_scope *scope) {
         tl_tracked = NULL;
         tl_len = tl_cap = 0;
     }
+    /* NN_OK without ending a pending error: nn__compose_end comes here
+     * right after a composite op's step failed. */
     return NN_OK;
 }
 

@@ -23,19 +23,23 @@ static bool check_dtype(nn_dtype dtype, const char *fn) {
     return true;
 }
 
+/* Shapes accepted by nn__shape_numel have non-zero sizes whose product fits
+ * in int64_t / 8, so these strides fit. The arithmetic is unsigned so that a
+ * shape not yet checked cannot cause signed overflow (undefined behaviour)
+ * before nn__shape_numel rejects it. */
 void nn__contiguous_strides(const int64_t *shape, int ndim, int64_t *strides) {
-    int64_t s = 1;
+    uint64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
-        strides[i] = s;
-        s *= shape[i] > 0 ? shape[i] : 1;
+        strides[i] = (int64_t)s;
+        s *= shape[i] > 0 ? (uint64_t)shape[i] : 1;
     }
 }
 
 bool nn__is_contiguous(const nn_tensor *t) {
-    int64_t s = 1;
+    uint64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->strides[i] != s) return false;
-        s *= t->shape[i];
+        if (t->shape[i] != 1 && (uint64_t)t->strides[i] != s) return false;
+        s *= (uint64_t)t->shape[i];
     }
     return true;
 }

@@ -132,3 +132,17 @@ case("index_select1", lambda a, i: torch.index_select(a, 1, i), [rnd(3, 4, 2), t
 case("gather0", lambda a, i: torch.gather(a, 0, i), [rnd(3, 4), torch.randint(0, 3, (2, 4))])
 case("pad", lambda x: F.pad(x, (1, 2, 0, 1), value=0.25), [rnd(2, 3, 4)])
 case("pad_neg", lambda x: F.pad(x, (-1, 2, 1, -1), value=-1.0), [rnd(2, 3, 4)])
+
+
+# --- std where the standard deviation is 0 (constant rows): PyTorch's
+# gradient is 0 there, not 0/0 (appended last so earlier draws are unchanged)
+def with_const_rows(x):
+    x[0, 1, :] = 0.7
+    x[2, 3, :] = -1.25
+    return x
+
+
+case("std_const_d2", lambda x: x.std(dim=2), [with_const_rows(rnd(*R))])
+case("std_const_d2k0", lambda x: x.std(dim=2, unbiased=False, keepdim=True),
+     [with_const_rows(rnd(*R))])
+case("std_const_all", lambda x: x.std(), [torch.full((2, 3), -1.5)])

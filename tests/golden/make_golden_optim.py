@@ -112,6 +112,22 @@ def losses():
             w.put("%s.%s.out" % (name, red), out)
             w.put("%s.%s.grad" % (name, red), x.grad)
 
+    # BCE with a target that requires grad: PyTorch 1.13 differentiates the
+    # target too (-logit(x) * weight, scaled by the reduction). No new random
+    # draws here, so the later sections see the same generator state.
+    for name, weight in (("bce_tgt", None), ("bce_w_tgt", I["w_bce"])):
+        for red in ("none", "mean", "sum"):
+            x = I["p_bce"].clone().requires_grad_(True)
+            t = I["t_bce"].clone().requires_grad_(True)
+            out = F.binary_cross_entropy(x, t, weight=weight, reduction=red)
+            if red == "none":
+                out.backward(torch.linspace(0.5, 1.5, out.numel()).reshape(out.shape))
+            else:
+                out.backward()
+            w.put("%s.%s.out" % (name, red), out)
+            w.put("%s.%s.grad" % (name, red), x.grad)
+            w.put("%s.%s.tgrad" % (name, red), t.grad)
+
 
 # ---------------------------------------------------------- optimizers
 def mlp_params():

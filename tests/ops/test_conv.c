@@ -190,6 +190,67 @@ static void test_conv_errors(void **s) {
     th_free_all(objs, 7);
 }
 
+/* ------------------------------------------------------- empty batch */
+
+/* y must have shape want; then sum(y) backward: x gets an empty gradient of
+ * its shape, w and b (if given) gradients of zeros, like PyTorch. */
+static void check_empty(nn_tensor *y, const int64_t *want, int nd, nn_tensor *x, nn_tensor *w,
+                        nn_tensor *b) {
+    if (!y) fail_msg("empty batch: NULL (status %d): %s", (int)nn_last_status(), nn_last_error());
+    assert_int_equal(nn_tensor_ndim(y), nd);
+    for (int i = 0; i < nd; i++) assert_int_equal(nn_tensor_shape(y)[i], want[i]);
+    nn_tensor *l = TU_NN(nn_sum(y, NULL, 0, false));
+    TU_OK(nn_backward(l));
+    nn_tensor_free(l);
+    nn_tensor *gx = TU_NN(nn_tensor_grad(x));
+    assert_int_equal(nn_tensor_ndim(gx), nn_tensor_ndim(x));
+    assert_int_equal(nn_tensor_numel(gx), 0);
+    nn_tensor *ps[2] = {w, b};
+    for (int k = 0; k < 2; k++) {
+        if (!ps[k]) continue;
+        nn_tensor *g = TU_NN(nn_tensor_grad(ps[k]));
+        assert_int_equal(nn_tensor_numel(g), nn_tensor_numel(ps[k]));
+        const float *gp = nn_tensor_data(g);
+        for (int64_t i = 0; i < nn_tensor_numel(g); i++) assert_true(gp[i] == 0.0f);
+    }
+}
+
+/* Regression: N = 0 returned NULL with status NN_OK and no message. PyTorch
+ * returns an empty [0, C_out, OH, OW] output and backward gives zero weight
+ * and bias gradients (shapes checked against torch 1.13). */
+static void test_conv_empty_batch(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    /* conv2d, groups 1 (the batched path), stride and padding per axis */
+    int64_t xs[] = {0, 3, 5, 6}, ws[] = {4, 3, 3, 2}, bs[] = {4}, y1[] = {0, 4, 3, 5};
+    nn_tensor *x = th_param(1, xs, 4), *w = th_param(2, ws, 4), *b = th_param(3, bs, 1);
+    check_empty(nn_conv2d(x, w, b, 2, 1, 1, 0, 1, 1, 1), y1, 4, x, w, b);
+    /* conv2d, groups 2 (the per-image path) */
+    int64_t xg[] = {0, 4, 5, 5}, wg[] = {6, 2, 3, 3}, bg[] = {6}, y2[] = {0, 6, 3, 3};
+    x = th_param(4, xg, 4), w = th_param(5, wg, 4), b = th_param(6, bg, 1);
+    check_empty(nn_conv2d(x, w, b, 1, 1, 0, 0, 1, 1, 2), y2, 4, x, w, b);
+    /* conv2d 1x1 (no im2col) */
+    int64_t w1[] = {5, 4, 1, 1}, y3[] = {0, 5, 5, 5};
+    x = th_param(7, xg, 4), w = th_param(8, w1, 4);
+    check_empty(nn_conv2d(x, w, NULL, 1, 1, 0, 0, 1, 1, 1), y3, 4, x, w, NULL);
+    /* conv1d, groups 2 */
+    int64_t x1[] = {0, 4, 9}, wc1[] = {6, 2, 3}, y4[] = {0, 6, 7};
+    x = th_param(9, x1, 3), w = th_param(10, wc1, 3), b = th_param(11, bg, 1);
+    check_empty(nn_conv1d(x, w, b, 1, 0, 1, 2), y4, 3, x, w, b);
+    /* conv_transpose2d, stride 2 */
+    int64_t xt[] = {0, 4, 5, 6}, wt[] = {4, 3, 3, 3}, bt[] = {3}, y5[] = {0, 3, 11, 13};
+    x = th_param(12, xt, 4), w = th_param(13, wt, 4), b = th_param(14, bt, 1);
+    check_empty(nn_conv_transpose2d(x, w, b, 2, 2, 0, 0, 0, 0, 1, 1, 1), y5, 4, x, w, b);
+    /* the Conv2d module */
+    nn_module *m = TU_NN(nn_conv2d_new(3, 4, 3, 1, 1, true));
+    int64_t xm[] = {0, 3, 8, 8}, y6[] = {0, 4, 8, 8};
+    x = th_param(15, xm, 4);
+    check_empty(nn_module_forward(m, x), y6, 4, x, nn_module_get_parameter(m, "weight"),
+                nn_module_get_parameter(m, "bias"));
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
 /* ---------------------------------------------------------- OOM sweep */
 
 /* conv -> max_pool -> linear, forward and backward, everything created
@@ -239,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_conv_transpose_is_adjoint),
         cmocka_unit_test(test_conv_golden),
         cmocka_unit_test(test_conv_errors),
+        cmocka_unit_test(test_conv_empty_batch),
         cmocka_unit_test(test_oom_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,7 +55,9 @@ static nn_tensor *run(const char *c, nn_tensor **in) {
     if (IS("var_d02")) return nn_var(in[0], d02, 2, 1, false);
     if (IS("var_all0")) return nn_var(in[0], NULL, 0, 0, false);
     if (IS("std_d1k")) return nn_std(in[0], d1, 1, 0, true);
-    if (IS("std_d2")) return nn_std(in[0], d2, 1, 1, false);
+    if (IS("std_d2") || IS("std_const_d2")) return nn_std(in[0], d2, 1, 1, false);
+    if (IS("std_const_d2k0")) return nn_std(in[0], d2, 1, 0, true);
+    if (IS("std_const_all")) return nn_std(in[0], NULL, 0, 1, false);
     if (IS("amax_d1")) return nn_amax(in[0], d1, 1, false);
     if (IS("amin_all")) return nn_amin(in[0], NULL, 0, false);
     if (IS("amax_d02k")) return nn_amax(in[0], d02, 2, true);
@@ -104,6 +106,7 @@ static const char *const cases[] = {
     "argmin_d0k",
     "eq", "ne", "lt", "le", "gt", "ge",
     "concat1", "stack1", "index_select1", "gather0", "pad", "pad_neg",
+    "std_const_d2", "std_const_d2k0", "std_const_all", /* std = 0: gradient 0, not NaN */
 };
 
 static void check_case(tu_golden *g, const char *c) {

@@ -3,6 +3,7 @@
  * (including target gradients) and error reporting. */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -166,6 +167,18 @@ static nn_tensor *g_bce(nn_tensor **in, void *ctx) {
     (void)ctx;
     return nn_bce_loss(in[0], gt("t_bce"), gt("w_bce"), NN_REDUCTION_MEAN);
 }
+static nn_tensor *g_bce_xt(nn_tensor **in, void *ctx) {
+    (void)ctx;
+    return nn_bce_loss(in[0], in[1], gt("w_bce"), NN_REDUCTION_SUM);
+}
+/* ctx: a fixed input of probabilities; in[0]: the target; weight 2. */
+static nn_tensor *g_bce_t_only(nn_tensor **in, void *ctx) {
+    nn_tensor *x = ctx;
+    nn_tensor *w = nn_tensor_full(NN_DTYPE_F32, nn_tensor_shape(x), nn_tensor_ndim(x), 2.0);
+    nn_tensor *l = nn_bce_loss(x, in[0], w, NN_REDUCTION_NONE);
+    nn_tensor_free(w);
+    return l;
+}
 static nn_tensor *g_kl(nn_tensor **in, void *ctx) {
     (void)ctx;
     return nn_kl_div(in[0], in[1], NN_REDUCTION_BATCHMEAN, false);
@@ -213,6 +226,60 @@ static void test_gradcheck(void **st) {
     check2(g_ce_prob, "x_ce", "p_ce", true);
     check2(g_ce_kdim, "x_ce3", NULL, false);
     check2(g_nll, "x_nll", NULL, false);
+}
+
+/* BCE with a target that requires grad (regression: it was refused with
+ * NN_ERR_UNSUPPORTED). Values and both gradients vs PyTorch 1.13, a
+ * finite-difference check of both, and the target gradient at inputs 0 and 1,
+ * where it is the derivative of the loss with its logs clamped at -100. */
+static void test_bce_target_grad(void **st) {
+    (void)st;
+    static const char *const names[] = {"bce_tgt", "bce_w_tgt"};
+    for (int c = 0; c < 2; c++)
+        for (int r = 0; r < 3; r++) {
+            char what[64], name[96];
+            nn_scope *s = nn_scope_begin();
+            nn_tensor *x = TU_NN(nn_tensor_clone(gt("p_bce"))), *t = TU_NN(nn_tensor_clone(gt("t_bce")));
+            TU_OK(nn_tensor_set_requires_grad(x, true));
+            TU_OK(nn_tensor_set_requires_grad(t, true));
+            nn_tensor *out = TU_NN(nn_bce_loss(x, t, c ? gt("w_bce") : NULL, (nn_reduction)r));
+            snprintf(what, sizeof what, "%s.%s", names[c], RED_NAMES[r]);
+            snprintf(name, sizeof name, "%s.out", what);
+            tu_assert_close(out, gt(name), 1e-5, 1e-6, name);
+            if (r == NN_REDUCTION_NONE) {
+                int64_t n = nn_tensor_numel(out);
+                nn_tensor *seed = TU_NN(nn_reshape(nn_linspace(0.5, 1.5, n), nn_tensor_shape(out), 2));
+                TU_OK(nn_backward_ex(out, seed, false));
+            } else {
+                TU_OK(nn_backward(out));
+            }
+            snprintf(name, sizeof name, "%s.grad", what);
+            tu_assert_close(nn_tensor_grad(x), gt(name), 1e-5, 1e-6, name);
+            snprintf(name, sizeof name, "%s.tgrad", what);
+            tu_assert_close(nn_tensor_grad(t), gt(name), 1e-5, 1e-6, name);
+            nn_scope_end(s);
+        }
+    check2(g_bce_xt, "p_bce", "t_bce", true);
+
+    /* Probabilities 0 and 1 (and one in between): only the target varies. */
+    nn_scope *s = nn_scope_begin();
+    int64_t sh[] = {2, 3};
+    const float xv[] = {0.0f, 1.0f, 0.25f, 1.0f, 0.0f, 0.5f}, tv[] = {0.3f, 0.6f, 0.1f, 0.9f, 0.0f, 1.0f};
+    nn_tensor *in[1] = {tu_tensor(sh, 2, tv)};
+    TU_OK(nn_tensor_set_requires_grad(in[0], true));
+    nn_tensor *x01 = tu_tensor(sh, 2, xv);
+    tu_gradcheck(g_bce_t_only, in, 1, x01, 1e-2, 1e-3, 1e-3);
+    /* d/dt of -w (t max(log x, -100) + (1 - t) max(log(1 - x), -100)), weight 2 */
+    TU_OK(nn_tensor_zero_grad(in[0])); /* drop what the gradcheck accumulated */
+    nn_tensor *l = TU_NN(g_bce_t_only(in, x01));
+    TU_OK(nn_backward_ex(l, nn_tensor_ones(NN_DTYPE_F32, sh, 2), false));
+    const float *g = nn_tensor_data(nn_tensor_grad(in[0]));
+    for (int i = 0; i < 6; i++) {
+        double lx = fmax(log(xv[i]), -100.0), l1x = fmax(log1p(-(double)xv[i]), -100.0);
+        assert_true(isfinite(g[i]));
+        assert_float_equal(g[i], -2.0 * (lx - l1x), 1e-4 * fmax(1.0, fabs(lx - l1x)));
+    }
+    nn_scope_end(s); /* owns x01, in[0] and the rest */
 }
 
 /* ------------------------------------------------------------- errors */
@@ -306,7 +373,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_losses), cmocka_unit_test(test_short_form),
         cmocka_unit_test(test_gradcheck),     cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_oom),           cmocka_unit_test(test_bce_target_grad),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -235,7 +235,9 @@ def _from_buffer(obj, dt):
 def _from_numpy(a, dt):
     dt = dt or as_dtype(a.dtype)
     npdt = {float32: 'float32', int64: 'int64', uint8: 'uint8'}[dt]
-    a = _np.ascontiguousarray(a, dtype=npdt)
+    # np.require, not np.ascontiguousarray: the latter turns a 0-d array
+    # (or numpy scalar) into shape (1,).
+    a = _np.require(a, dtype=npdt, requirements='C')
     sh, n = _shape_arg(a.shape)
     if a.size == 0:
         return _wrap(lib.nn_tensor_zeros(dt.value, sh, n))

@@ -168,3 +168,17 @@ def test_gradient_of_composite_against_numpy(rng):
     close(ta.grad, g @ w.T, tol=1e-4)
     close(tw.grad, a.T @ g, tol=1e-4)
     close(loss, (h ** 2).mean(), tol=1e-5)
+
+
+def test_zero_dim_numpy_keeps_shape():
+    # Regression: np.ascontiguousarray made 0-d arrays and numpy scalars (1,).
+    for value, dt in ((np.float32(2.5), libnn.float32), (np.asarray(2.5), libnn.float32),
+                      (np.int64(-7), libnn.int64), (np.asarray(3, dtype=np.int64), libnn.int64),
+                      (np.asarray(True), libnn.uint8)):
+        t = libnn.tensor(value)
+        assert t.shape == () and t.ndim == 0 and t.numel() == 1, (value, t.shape)
+        assert t.dtype is dt and t.item() == value.item()
+        assert t.numpy().shape == np.asarray(value).shape == ()
+    # Explicit dtype conversion keeps 0-d too; 1-d of one element stays (1,).
+    assert libnn.tensor(np.float64(1.25), dtype=libnn.float32).shape == ()
+    assert libnn.tensor(np.asarray([1.25], dtype=np.float32)).shape == (1,)
