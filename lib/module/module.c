@@ -398,36 +398,6 @@ nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x) {
     bool rec = nn__summary_active();
     if (rec) nn__summary_enter(m);
     nn_scope *s = nn__compose_begin();
-/* ------------------------------------- containers (containers.c) helpers */
-
-nn_status nn__mod_attach(nn_module *m, const char *name, nn_module *child, const char *fn) {
-    nn_status st = check_child(m, name, child, fn);
-    if (st == NN_OK) st = add_child(m, name, child);
-    if (st != NN_OK && nn__handle_is(child, NN__KIND_MODULE)) nn_module_free(child);
-    return st;
-}
-
-nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child,
-                                const char *fn) {
-    int64_t e = name ? name_find(m, name) : -1;
-    if (e < 0 || (e & 3) != NAME_CHILD) return nn__mod_attach(m, name, child, fn);
-    nn_module *old = m->children[e >> 2].m;
-    nn_status st = NN_OK;
-    if (!child) st = nn__err_null(fn, "child");
-    else if (!nn__mod_check(child, fn, "child")) st = nn_last_status();
-    else if (child != old && contains(child, m))
-        st = nn__err(NN_ERR_INVALID, "%s: adding '%s' would make the module contain itself", fn,
-                     name);
-    if (st != NN_OK) {
-        if (nn__handle_is(child, NN__KIND_MODULE)) nn_module_free(child);
-        return st;
-    }
-    m->children[e >> 2].m = child;
-    nn_module_free(old);
-    nn__mod_bump_generation();
-    return NN_OK;
-}
-
     nn_tensor *y = NULL;
     if (s) {
         if (m->kind) {

@@ -175,8 +175,12 @@ static int64_t conv_chunk(int64_t n, int64_t k, int64_t l) {
     return c < 1 ? 1 : c; /* >= 1 even for an empty batch (n = 0) */
 }
 
+static nn__win2d conv_win(const col_geom *g) {
+    nn__win2d w = {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->oh, g->ow};
+    return w;
+}
+
 /* y [N, O, L] = conv(x [N, C, H, W], w [O, K]) + bias, K = C*kh*kw. */
-    if (ok && gb && N == 0) memset(gb, 0, sizeof(float) * (size_t)O); /* empty batch: db = 0 */
 static bool conv_fwd_batched(const col_geom *g, const float *x, int64_t N, const float *w,
                              int64_t O, const float *bias, float *y, const char *fn) {
     const nn_kernels *kr = nn__kernels();
@@ -228,6 +232,7 @@ static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const
         }
         if (gb) kr->eltwise.sum_cols(O, bl, gyc, bl, gb, n0 > 0);
     }
+    if (ok && gb && N == 0) memset(gb, 0, sizeof(float) * (size_t)O); /* empty batch: db = 0 */
     nn__aligned_free(col);
     nn__aligned_free(gyp);
     return ok;
@@ -291,8 +296,7 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *gw = want_w ? nn__zeros(NN_DTYPE_F32, w->shape, w->ndim) : NULL;
     float *col = ident || G == 1 ? NULL : col_alloc(x4[1] * kk, L, fn);
     nn_status st = NN_OK;
-    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col) ||
-        (relu_y && G != 1 && !gm)) {
+    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col)) {
         st = nn__forward(fn);
         goto done;
     }
@@ -388,33 +392,37 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
     const int64_t N = x4[0], Og = O / G, Cg = w4[1], kk = w4[2] * w4[3], L = oh * ow;
     const int64_t HW = x4[2] * x4[3];
     nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
-    nn_tensor *y = NULL, *yp = NULL;
-    if (!xc || !wc || (b && !bc)) {
+    bool bc_done = false; /* forward (and bias) done by the batched path */
+    float *col = ident || G == 1 ? NULL : col_alloc(C * kk, L, fn);
+    if (!xc || !wc || (b && !bc) || (!ident && G != 1 && !col)) {
         nn__forward(fn);
+        nn__tensor_release(y);
+        y = NULL;
         goto done;
     }
     const nn_kernels *kr = nn__kernels();
     if (G == 1) { /* the common case: batched columns, bias fused */
         if (!conv_fwd_batched(&g, nn__f32(xc), N, nn__f32(wc), O, bc ? nn__f32(bc) : NULL,
                               nn__f32(y), fn)) {
+            nn__forward(fn); /* every NULL result carries an error */
             nn__tensor_release(y);
             y = NULL;
             goto done;
         }
-        if (!ok) {
-            nn__forward(fn); /* every NULL result carries an error */
-            nn__tensor_release(yp);
-            yp = NULL;
-        }
-        y = yp;
-        goto done;
+        bc_done = true;
     }
-    y = nn__tensor_new(NN_DTYPE_F32, yshape, nd_);
-    if (!y || !conv_fwd_any(&g, p, nn__f32(xc), nn__f32(wc), bp, relu, nn__f32(y), NULL, fn)) {
-        nn__forward(fn);
-        nn__tensor_release(y);
-        y = NULL;
-        goto done;
+    for (int64_t n = 0; !bc_done && n < N; n++) {
+        /* Y_g [Og, L] = W_g [Og, Cg*kk] · col_g [Cg*kk, L] */
+        const float *xn = nn__f32(xc) + n * C * HW;
+        const float *cm = xn;
+        if (!ident) {
+            im2col(&g, xn, col);
+            cm = col;
+        }
+        float *yn = nn__f32(y) + n * O * L;
+        for (int64_t gi = 0; gi < G; gi++)
+            kr->gemm.sgemm(false, false, Og, L, Cg * kk, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
+                      cm + gi * Cg * kk * L, L, 0.0f, yn + gi * Og * L, L);
     }
     if (bc && !bc_done) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, O, L);
     nn_node *node = NULL;
