@@ -336,7 +336,7 @@ struct nn__ld {
     int64_t max;
     uint64_t fetched; /* bytes taken from a file or callback */
     uint8_t *win;     /* the window (a buffer source: the buffer itself) */
-    size_t wpos, wlen;
+    size_t wpos, wlen, csync; /* consumed up to wpos, CRC'd up to csync */
     bool eof;
     uint64_t pos;     /* bytes consumed */
     uint32_t crc;     /* CRC-32 of the consumed bytes but the last nheld */

@@ -74,12 +74,16 @@ static nn_status src_read(nn__ld *ld, uint8_t *dst, size_t n, size_t *got) {
     return NN_OK;
 }
 
+static void crc_sync(nn__ld *ld);
+
 /* Make at least n (<= WIN_CAP) unconsumed bytes available in the window;
  * fewer only at the end of the input. */
 static nn_status fill(nn__ld *ld, size_t n) {
     if (ld->kind == SRC_BUF) return NN_OK;
     if (ld->wlen - ld->wpos >= n || ld->eof) return NN_OK;
     if (ld->wpos > 0) { /* keep the unconsumed bytes, at the front */
+        crc_sync(ld);
+        ld->csync = 0;
         memmove(ld->win, ld->win + ld->wpos, ld->wlen - ld->wpos);
         ld->wlen -= ld->wpos;
         ld->wpos = 0;
@@ -97,7 +101,10 @@ static size_t avail(const nn__ld *ld) { return ld->wlen - ld->wpos; }
 
 /* Account for n consumed bytes p: the file CRC (which leaves out the last 4
  * bytes, the stored CRC itself, so it lags 4 bytes behind), the last 8
- * bytes (the trailer, at the end) and the current section's CRC. */
+ * bytes (the trailer, at the end) and the current section's CRC. Bytes
+ * consumed from the window are accounted in bulk by crc_sync, before they
+ * move, at section boundaries and at the end: a table of 65,536 small
+ * fields costs one CRC call per window, not several per field. */
 static void account(nn__ld *ld, const uint8_t *p, size_t n) {
     if (n == 0) return;
     if (n >= 4) {
@@ -124,7 +131,19 @@ static void account(nn__ld *ld, const uint8_t *p, size_t n) {
         ld->ntail = (int)(keep + n);
     }
     if (ld->in_payload) ld->sec_crc = nn__crc32(ld->sec_crc, p, n);
+}
+
+/* Account for the window bytes consumed since the last sync. */
+static void crc_sync(nn__ld *ld) {
+    account(ld, ld->win + ld->csync, ld->wpos - ld->csync);
+    ld->csync = ld->wpos;
+}
+
+/* Consume n bytes of the window. */
+static void consume(nn__ld *ld, size_t n) {
+    ld->wpos += n;
     ld->pos += n;
+    if (ld->wpos - ld->csync >= IO_CHUNK) crc_sync(ld); /* while they are in cache */
 }
 
 /* The input ended before the bytes the structure promised: the verdict
@@ -140,8 +159,7 @@ static nn_status take(nn__ld *ld, size_t n, const uint8_t **p) {
     if (st) return st;
     if (avail(ld) < n) return ended(ld);
     *p = ld->win + ld->wpos;
-    ld->wpos += n;
-    account(ld, *p, n);
+    consume(ld, n);
     return NN_OK;
 }
 
@@ -151,18 +169,18 @@ static nn_status copy(nn__ld *ld, uint8_t *dst, uint64_t n) {
         size_t k = avail(ld) < n ? avail(ld) : (size_t)n;
         if (ld->kind == SRC_BUF && k > IO_CHUNK) k = IO_CHUNK; /* CRC while in cache */
         if (k > 0) {
-            const uint8_t *src = ld->win + ld->wpos;
-            if (dst) memcpy(dst, src, k);
-            ld->wpos += k;
-            account(ld, dst ? dst : src, k);
+            if (dst) memcpy(dst, ld->win + ld->wpos, k);
+            consume(ld, k);
             if (dst) dst += k;
             n -= k;
         } else if (dst && n >= DIRECT_MIN && ld->kind != SRC_BUF) {
             size_t want = n > IO_CHUNK ? IO_CHUNK : (size_t)n, got;
+            crc_sync(ld);
             nn_status st = src_read(ld, dst, want, &got);
             if (st) return st;
             if (got == 0) return ended(ld);
-            account(ld, dst, got);
+            account(ld, dst, got); /* straight into dst: not in the window */
+            ld->pos += got;
             dst += got;
             n -= got;
         } else {
@@ -180,10 +198,7 @@ static nn_status drain(nn__ld *ld) {
         nn_status st = avail(ld) ? NN_OK : fill(ld, 1);
         if (st) return st;
         if (avail(ld) == 0) return NN_OK;
-        const uint8_t *p = ld->win + ld->wpos;
-        size_t k = avail(ld) > IO_CHUNK ? IO_CHUNK : avail(ld);
-        ld->wpos += k;
-        account(ld, p, k);
+        consume(ld, avail(ld) > IO_CHUNK ? IO_CHUNK : avail(ld));
     }
 }
 
@@ -343,6 +358,7 @@ static uint64_t list_end(const nn__ld *ld) { return ld->declared - NN__IO_TRAILE
 static nn_status finish_section(nn__ld *ld) {
     nn_status st = copy(ld, NULL, ld->left);
     if (st) return st;
+    crc_sync(ld);
     ld->left = 0;
     ld->in_payload = false;
     nn__ld_rec *r = &ld->rec[ld->cur];
@@ -359,6 +375,7 @@ static nn_status finish_file(nn__ld *ld) {
     nn_status st = take(ld, NN__IO_TRAILER_SIZE, &p);
     if (st) return st;
     if ((st = fill(ld, 1))) return st;
+    crc_sync(ld);
     if (avail(ld) > 0) return broke(ld); /* trailing bytes */
     ld->finished = true;
     return verdict(ld);
@@ -384,6 +401,7 @@ static nn_status advance(nn__ld *ld, bool deliver, uint32_t *type) {
         if (framing(ld, i, 0, have, r->hdr, false)) return broke(ld);
         uint32_t t = nn__get_u32(r->hdr), flags = nn__get_u32(r->hdr + 4);
         ld->cur = i;
+        crc_sync(ld); /* the header is not part of the payload's CRC */
         ld->in_payload = true;
         ld->left = nn__get_u64(r->hdr + 8);
         ld->sec_crc = 0;
@@ -549,6 +567,7 @@ nn_status nn__ld_close(nn__ld *ld, nn_status st) {
         nn_status w = NN_OK;
         if (!ld->broken) w = advance(ld, false, &type);
         if (!ld->fatal && (w == NN_OK || ld->broken)) w = drain(ld);
+        crc_sync(ld);
         if (ld->fatal) {
             out = w; /* an I/O error or the limit while draining */
         } else {

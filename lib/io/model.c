@@ -94,20 +94,6 @@ typedef struct tree_rd {
     uint64_t param_budget; /* bytes of tensors in the file */
 } tree_rd;
 
-/* Bytes of the module's own parameters and buffers (children come later). */
-static uint64_t own_bytes(nn_module *m) {
-    uint64_t total = 0;
-    int64_t np = nn_module_num_parameters(m), nb = nn_module_num_buffers(m);
-    for (int64_t i = 0; i < np; i++) {
-        nn_tensor *t = nn_module_parameter(m, i, NULL);
-        if (t) total += (uint64_t)t->numel * nn_dtype_size(t->dtype);
-    }
-    for (int64_t i = 0; i < nb; i++) {
-        nn_tensor *t = nn_module_buffer(m, i, NULL);
-        if (t) total += (uint64_t)t->numel * nn_dtype_size(t->dtype);
-    }
-    return total;
-}
 
 /* Type + hyperparameters -> a fresh module, checked against the budget. */
 static nn_module *create_node(tree_rd *t, const char *fn) {
@@ -137,7 +123,7 @@ static nn_module *create_node(tree_rd *t, const char *fn) {
         nn__err(st, "%s: %s", fn, msg);
         goto done;
     }
-    uint64_t b = own_bytes(m);
+    uint64_t b = nn__module_own_bytes(m); /* its children come later */
     if (b > t->param_budget) {
         nn__err(NN_ERR_FORMAT,
                 "%s: module '%s' needs %llu more parameter bytes than the file's "
@@ -474,55 +460,72 @@ static void name_list(char *buf, size_t cap, const char *what, const char *const
 
 #define SHOWN 4 /* names listed per kind of mismatch */
 
-/* Where each table entry goes: the module's tensor of that name and shape
- * (every parameter and buffer exactly once, nothing extra), found before
- * any data is decoded. */
-static nn_status match_tree(nn_statedict *msd, const nn__ttable *t, nn_tensor **dst,
-                            const char *fn) {
-    int64_t n = nn_statedict_size(msd);
-    bool *used = nn__calloc((size_t)(n ? n : 1), sizeof *used);
-    if (!used) return NN_ERR_NOMEM;
-    const char *extra[SHOWN], *missing[SHOWN], *shape[SHOWN];
-    int nextra = 0, nmissing = 0, nshape = 0;
-    char detail[200] = "";
-    for (uint32_t i = 0; i < t->n; i++) {
-        const nn__tentry *e = &t->e[i];
-        int64_t j = nn__statedict_find(msd, e->name);
-        dst[i] = j >= 0 ? nn_statedict_tensor(msd, j) : NULL;
-        if (!dst[i]) {
-            if (nextra < SHOWN) extra[nextra] = e->name;
-            nextra++;
-            continue;
+/* Matching a module's tensors to a table's entries: every parameter and
+ * buffer exactly once, with its shape, nothing extra. */
+typedef struct match {
+    const nn__ttable *t;
+    nn__index names; /* entry name -> entry */
+    nn_tensor **dst; /* per entry: the module's tensor */
+    char missing[SHOWN][128], shape_msg[200];
+    int nmissing, nshape;
+    const char *shape[SHOWN];
+    bool nomem;
+} match;
+
+static bool entry_eq(const void *ctx, int64_t i) {
+    const void *const *k = ctx; /* {table, name} */
+    return !strcmp(((const nn__ttable *)k[0])->e[i].name, (const char *)k[1]);
+}
+
+static bool match_one(const char *name, nn_tensor *x, void *ctx) {
+    match *c = ctx;
+    const void *key[2] = {c->t, name};
+    int64_t i = nn__index_find(&c->names, nn__hash_str(name), entry_eq, key);
+    if (i < 0 || c->dst[i]) { /* not in the file (or a second name of one already matched) */
+        if (c->nmissing < SHOWN) snprintf(c->missing[c->nmissing], 128, "%s", name);
+        c->nmissing++;
+        return true;
+    }
+    const nn__tentry *e = &c->t->e[i];
+    c->dst[i] = x;
+    bool same = x->ndim == e->ndim;
+    for (int d = 0; same && d < e->ndim; d++) same = x->shape[d] == e->shape[d];
+    if (!same) {
+        if (c->nshape < SHOWN) c->shape[c->nshape] = e->name;
+        if (!c->nshape++) {
+            char a[128], b[128];
+            snprintf(c->shape_msg, sizeof c->shape_msg, " (%s: module %s, file %s)", e->name,
+                     nn__shape_str(x->shape, x->ndim, a, sizeof a),
+                     nn__shape_str(e->shape, e->ndim, b, sizeof b));
         }
-        used[j] = true;
-        bool same = dst[i]->ndim == e->ndim;
-        for (int d = 0; same && d < e->ndim; d++) same = dst[i]->shape[d] == e->shape[d];
-        if (!same) {
-            if (nshape < SHOWN) shape[nshape] = e->name;
-            if (!nshape++) {
-                char a[128], b[128];
-                snprintf(detail, sizeof detail, " (%s: module %s, file %s)", e->name,
-                         nn__shape_str(dst[i]->shape, dst[i]->ndim, a, sizeof a),
-                         nn__shape_str(e->shape, e->ndim, b, sizeof b));
-            }
-        }
     }
-    for (int64_t j = 0; j < n; j++) {
-        if (used[j]) continue;
-        if (nmissing < SHOWN) missing[nmissing] = nn_statedict_name(msd, j);
-        nmissing++;
-    }
-    nn_status st = NN_OK;
-    if (nextra || nmissing || nshape) {
-        char msg[1024] = "";
-        if (nmissing) name_list(msg, sizeof msg, "missing", missing, nmissing < SHOWN ? nmissing : SHOWN, nmissing);
-        if (nextra) name_list(msg, sizeof msg, "unexpected", extra, nextra < SHOWN ? nextra : SHOWN, nextra);
-        if (nshape) name_list(msg, sizeof msg, "wrong shape", shape, nshape < SHOWN ? nshape : SHOWN, nshape);
-        st = nn__err(NN_ERR_FORMAT, "%s: the file's tensors do not fit its module tree: %s%s", fn,
-                     msg, detail);
-    }
-    nn__free(used);
-    return st;
+    return true;
+}
+
+/* Where each table entry goes (dst[i]), found before any data is decoded. */
+static nn_status match_tree(nn_module *m, const nn__ttable *t, nn_tensor **dst, const char *fn) {
+    match c = {.t = t, .dst = dst};
+    nn_status st = nn__index_reserve(&c.names, t->n);
+    for (uint32_t i = 0; !st && i < t->n; i++) nn__index_add(&c.names, nn__hash_str(t->e[i].name), i);
+    if (!st && !nn__module_visit(m, match_one, &c)) st = nn_last_status();
+    nn__index_free(&c.names);
+    if (st) return st;
+    const char *extra[SHOWN], *missing[SHOWN];
+    int nextra = 0;
+    for (uint32_t i = 0; i < t->n; i++)
+        if (!dst[i] && nextra++ < SHOWN) extra[nextra - 1] = t->e[i].name;
+    if (!nextra && !c.nmissing && !c.nshape) return NN_OK;
+    for (int i = 0; i < SHOWN; i++) missing[i] = c.missing[i];
+    char msg[1024] = "";
+    if (c.nmissing)
+        name_list(msg, sizeof msg, "missing", missing, c.nmissing < SHOWN ? c.nmissing : SHOWN,
+                  c.nmissing);
+    if (nextra) name_list(msg, sizeof msg, "unexpected", extra, nextra < SHOWN ? nextra : SHOWN, nextra);
+    if (c.nshape)
+        name_list(msg, sizeof msg, "wrong shape", c.shape, c.nshape < SHOWN ? c.nshape : SHOWN,
+                  c.nshape);
+    return nn__err(NN_ERR_FORMAT, "%s: the file's tensors do not fit its module tree: %s%s", fn, msg,
+                   c.shape_msg);
 }
 
 /* The tensor section (the current one of ld) of a file whose module
@@ -537,10 +540,9 @@ static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_
     nn_status st = nn__ttable_read(&r, budget, &t, fn);
     if (st) return st;
     nn_module *m = decode_tree(tree, tree_len, t.raw_bytes, fn);
-    nn_statedict *msd = m ? nn_module_state_dict(m) : NULL;
-    nn_tensor **dst = msd ? nn__calloc(t.n ? t.n : 1, sizeof *dst) : NULL;
+    nn_tensor **dst = m ? nn__calloc(t.n ? t.n : 1, sizeof *dst) : NULL;
     if (!dst) st = nn_last_status();
-    if (!st) st = match_tree(msd, &t, dst, fn);
+    if (!st) st = match_tree(m, &t, dst, fn);
     while (!st && t.next < t.n) {
         nn_tensor *d = dst[t.next];
         const nn__tentry *e = &t.e[t.next];
@@ -559,7 +561,6 @@ static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_
     }
     if (!st) st = nn__ttable_finish(&t, fn);
     nn__free(dst);
-    nn_statedict_free(msd);
     nn__ttable_free(&t);
     if (st) nn_module_free(m);
     else *out = m;

@@ -233,6 +233,15 @@ nn_tensor *nn__mod_param(const nn_module *m, const char *name) {
     return e >= 0 && (e & 3) == NAME_PARAM ? m->params[e >> 2].t : NULL;
 }
 
+uint64_t nn__module_own_bytes(const nn_module *m) {
+    uint64_t b = 0;
+    for (int i = 0; i < m->nparams; i++)
+        b += (uint64_t)m->params[i].t->numel * nn_dtype_size(m->params[i].t->dtype);
+    for (int i = 0; i < m->nbufs; i++)
+        b += (uint64_t)m->bufs[i].t->numel * nn_dtype_size(m->bufs[i].t->dtype);
+    return b;
+}
+
 int64_t nn__mod_own_param_count(const nn_module *m) {
     int64_t n = 0;
     for (int i = 0; i < m->nparams; i++) n += m->params[i].t->numel;

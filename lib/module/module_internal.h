@@ -47,8 +47,13 @@ nn_tensor *nn__sd_find(const nn_statedict *sd, const char *name);
 /* Read back; NN_ERR_NOT_FOUND / NN_ERR_FORMAT naming fn on a missing or malformed entry. */
 nn_status nn__sd_get_double(const nn_statedict *sd, const char *name, double *v, const char *fn);
 nn_status nn__sd_get_i64(const nn_statedict *sd, const char *name, int64_t *v, const char *fn);
-/* Index of the entry called name in a live state dict, or -1 (no error). */
-int64_t nn__statedict_find(const nn_statedict *sd, const char *name);
+/* Every parameter and buffer of m with its dotted name (borrowed for the
+ * call), in state_dict order; visit returns false to stop. False when
+ * stopped or on an error (recorded). */
+bool nn__module_visit(const nn_module *m, bool (*visit)(const char *name, nn_tensor *t, void *ctx),
+                      void *ctx);
+/* Bytes of m's own parameters and buffers (its children's not counted). */
+uint64_t nn__module_own_bytes(const nn_module *m);
 
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 

@@ -92,8 +92,6 @@ static nn_status sd_reserve(nn_statedict *sd) {
     return st;
 }
 
-int64_t nn__statedict_find(const nn_statedict *sd, const char *name) { return sd_find(sd, name); }
-
 nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name) {
     const char *fn = "nn_statedict_get";
     if (!sd_check(sd, fn) || !nn__check_ptr(name, fn, "name")) return NULL;
@@ -173,6 +171,11 @@ static bool walk_module(const nn_module *m, sd_visit_fn visit, void *ctx) {
     bool ok = walk(m, buf, 0, NAME_CAP, visit, ctx);
     nn__free(buf);
     return ok;
+}
+
+bool nn__module_visit(const nn_module *m, bool (*visit)(const char *name, nn_tensor *t, void *ctx),
+                      void *ctx) {
+    return walk_module(m, visit, ctx);
 }
 
 static bool add_entry(const char *name, nn_tensor *t, void *ctx) {
