@@ -192,6 +192,8 @@ static void init_kernels(void) {
         *t = g_tier[NN_TIER_AVX2];
         t->name = "avx512";
         nn__avx512_fill_gemm(&t->gemm, NULL, cpu->l1d, cpu->l2, cpu->l3);
+        nn__avx512_fill_eltwise(&t->eltwise);
+        nn__avx512_fill_pool(&t->pool);
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX512, blocked_avx512_nt);
         nn__avx512_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX512] = true;

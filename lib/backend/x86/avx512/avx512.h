@@ -12,6 +12,11 @@
 void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
                           int64_t l3);
 
+/* ReLU forward/backward and bias(+ReLU) (eltwise.c); 2x2 max pooling
+ * (pool.c, other windows fall back to the AVX2 tier's, filled before). */
+void nn__avx512_fill_eltwise(nn__eltwise_kernels *t);
+void nn__avx512_fill_pool(nn__pool_kernels *t);
+
 /* The small-matrix path with 16-lane vectors (gemm_small.c); _nt: on at
  * most `threads` threads. */
 void nn__avx512_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
