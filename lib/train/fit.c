@@ -31,7 +31,7 @@ static nn_status train_step(nn_module *m, nn_optim *opt, nn_fit_loss kind, nn_te
     if (!s) return nn_last_status();
     nn_status st = nn_optim_zero_grad(opt);
     nn_tensor *loss = st ? NULL : compute_loss(kind, nn_module_forward(m, x), y);
-    if (!st && !loss) st = nn_last_status() ? nn_last_status() : NN_ERR_STATE;
+    if (!st && !loss) st = nn__forward(FN);
     if (!st) st = nn_backward(loss);
     if (!st) st = nn_optim_step(opt);
     if (!st) *loss_value = nn_tensor_item(loss);
@@ -81,7 +81,7 @@ static nn_status evaluate(nn_module *m, nn_fit_loss kind, nn_loader *val, double
         nn_tensor *loss = compute_loss(kind, out, y);
         double acc = NAN, b = (double)nn_tensor_size(x, 0);
         if (!loss)
-            st = nn_last_status() ? nn_last_status() : NN_ERR_STATE;
+            st = nn__forward(FN);
         else
             lsum += nn_tensor_item(loss) * b;
         labels = labels && nn_tensor_dtype(y) == NN_DTYPE_I64 && nn_tensor_ndim(out) == 2;
