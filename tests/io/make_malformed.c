@@ -588,5 +588,13 @@ int main(int argc, char **argv) {
      * labels file is valid, only a header, empty or one label short. */
     g_idx_manifest = open_manifest("IDX_MANIFEST");
     idx_set("idx", 60000, g_idx_manifest, 0);
+    /* 10^7 images claimed by a 30-byte gzip file: more than deflate can
+     * expand to, rejected from the file's size before anything is read. */
+    uint32_t claim[3] = {10000000, 28, 28};
+    idx_file("idx_images_claim.idx.gz", 3, claim, 0, 1);
+    idx_file("idx_labels_claim.idx", 1, claim, 0, 0);
+    fprintf(g_idx_manifest,
+            "idx_images_claim.idx.gz idx_labels_claim.idx NN_ERR_TRUNCATED header promises "
+            "7840000000 data bytes, more than a\n");
     return (fclose(g_manifest) != 0) | (fclose(g_idx_manifest) != 0);
 }

@@ -1,6 +1,8 @@
 /* Loading and building at the format's limits: 65,535 children, 65,536
  * tensors, and in memory a million names. Each load is checked entry by
- * entry against the model it came from.
+ * entry against the model it came from. Also: a file whose tensor section
+ * comes before its module section (allowed; no writer does it) loads the
+ * same.
  *
  * Why these sizes: every name lookup on these paths used to scan its array,
  * so n entries cost O(n^2) string compares. At these n that took 16 s to 44 s
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define CHILDREN 65535     /* + the root: the format's 65,536 nodes */
 #define LINEARS 32768      /* x (weight, bias): the format's 65,536 tensors */
@@ -285,6 +288,68 @@ static void test_meta_many_keys(void **s) {
     nn_meta_free(saved);
 }
 
+/* ------------------------------------------------------ section order */
+
+static uint64_t get64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* The same file with its sections in the order given (indices into the
+ * original order), the file CRC made right again. */
+static uint8_t *reorder(const uint8_t *d, size_t n, const int *order, int count) {
+    size_t at[8], len[8], pos = 32;
+    for (int i = 0; i < count; i++) {
+        at[i] = pos;
+        len[i] = 24 + (size_t)get64(d + pos + 8);
+        pos += len[i];
+    }
+    assert_int_equal(pos, n - 8);
+    uint8_t *o = malloc(n);
+    memcpy(o, d, 32);
+    pos = 32;
+    for (int i = 0; i < count; i++) {
+        memcpy(o + pos, d + at[order[i]], len[order[i]]);
+        pos += len[order[i]];
+    }
+    memcpy(o + pos, d + pos, 4); /* NEND */
+    uint32_t crc = (uint32_t)crc32(0, o, (uInt)(n - 4));
+    for (int i = 0; i < 4; i++) o[n - 4 + i] = (uint8_t)(crc >> (8 * i));
+    return o;
+}
+
+static void test_tensor_section_first(void **s) {
+    (void)s;
+    nn_module *net = nn_sequential_new();
+    TU_OK(nn_sequential_append(net, nn_linear_new(5, 4, true)));
+    TU_OK(nn_sequential_append(net, nn_batch_norm1d_new(4, 1e-5, 0.1, true)));
+    nn_meta *meta = nn_meta_new();
+    TU_OK(nn_meta_set_string(meta, "description", "order"));
+    void *buf;
+    size_t n;
+    TU_OK(nn_model_save_buffer(net, meta, NULL, &buf, &n));
+    const int orders[2][3] = {{2, 1, 0}, {0, 2, 1}}; /* tensors, module, meta / meta, tensors, module */
+    for (int k = 0; k < 2; k++) {
+        uint8_t *o = reorder(buf, n, orders[k], 3);
+        nn_model *m = TU_NN(nn_model_load_buffer(o, n, NULL));
+        nn_statedict *a = TU_NN(nn_module_state_dict(net)), *b = TU_NN(nn_module_state_dict(nn_model_module(m)));
+        assert_int_equal(nn_statedict_size(a), nn_statedict_size(b));
+        for (int64_t i = 0; i < nn_statedict_size(a); i++) {
+            assert_string_equal(nn_statedict_name(a, i), nn_statedict_name(b, i));
+            assert_true(nn_tensor_equal(nn_statedict_tensor(a, i), nn_statedict_tensor(b, i)));
+        }
+        assert_string_equal(nn_meta_get_string(nn_model_meta(m), "description"), "order");
+        nn_statedict_free(a);
+        nn_statedict_free(b);
+        nn_model_free(m);
+        free(o);
+    }
+    nn_free(buf);
+    nn_meta_free(meta);
+    nn_module_free(net);
+}
+
 static int setup(void **s) {
     (void)s;
     return mkdtemp(g_dir) ? 0 : -1;
@@ -302,6 +367,7 @@ int main(void) {
         cmocka_unit_test(test_children),         cmocka_unit_test(test_tensors),
         cmocka_unit_test(test_statedict_million), cmocka_unit_test(test_module_million),
         cmocka_unit_test(test_flat_list),         cmocka_unit_test(test_meta_many_keys),
+        cmocka_unit_test(test_tensor_section_first),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

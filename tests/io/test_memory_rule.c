@@ -92,11 +92,14 @@ static long long tensor_bytes(nn_tensor *t, bool *zeros) {
     return n;
 }
 
+/* Report from the child without allocating (it may be out of address space). */
 #define CHILD_FAIL(...)                                                                            \
     do {                                                                                           \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+        char m_[1024];                                                                             \
+        int n_ = snprintf(m_, sizeof m_ - 1, __VA_ARGS__);                                         \
+        n_ = n_ < 0 ? 0 : n_ > (int)sizeof m_ - 2 ? (int)sizeof m_ - 2 : n_;                       \
+        m_[n_++] = '\n';                                                                           \
+        if (write(1, m_, (size_t)n_) < 0) _exit(2);                                                \
         _exit(1);                                                                                  \
     } while (0)
 
