@@ -305,8 +305,8 @@ TIERED(test_gemm_batched)
 /* GEMM at 1 and 2 threads is bit-identical for every provider and path. */
 static void test_gemm_thread_determinism(void **s) {
     (void)s;
-    static const int64_t shp[][3] = {
-        {64, 3136, 128}, {200, 300, 400}, {129, 65, 700}, {7, 999, 33}};
+    /* each big enough to run on 2 threads (> 2^21 multiply-adds) */
+    static const int64_t shp[][3] = {{64, 784, 64}, {96, 200, 150}, {129, 65, 300}, {7, 999, 330}};
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);
     for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++)
