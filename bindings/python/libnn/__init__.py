@@ -47,13 +47,18 @@ __all__ = [
     'add', 'cat', 'clamp', 'concat', 'exp', 'log', 'matmul', 'maximum', 'minimum', 'relu',
     'sigmoid', 'softmax', 'sqrt', 'stack', 'tanh', 'where', 'nn', 'optim', 'data', 'io', 'dist',
     'save', 'load', 'save_bytes', 'load_bytes', 'DataLoader', 'Dataset', 'TensorDataset',
-    'fit', 'version', 'set_num_threads', 'get_num_threads', 'summary']
+    'fit', 'version', 'backend_info', 'set_num_threads', 'get_num_threads', 'summary']
 __all__.extend(sorted(_ERRORS))
 
 
 def version():
     """The loaded library's version string."""
     return _lib.text(_lib.lib.nn_version())
+
+
+def backend_info():
+    """The compute backend in use: ISA tier, GEMM provider, cache sizes."""
+    return _lib.text(_lib.lib.nn_backend_info())
 
 
 def set_num_threads(n):

@@ -199,3 +199,9 @@ def test_dtype_conversion_and_compare():
     c = a.clone()
     c.fill_(3)
     assert c.tolist() == [3.0, 3.0] and a.tolist() != c.tolist()
+
+
+def test_backend_info_names_the_tier():
+    info = libnn.backend_info()
+    assert isinstance(info, str)
+    assert any(t in info for t in ('reference', 'avx2', 'avx512')), info
