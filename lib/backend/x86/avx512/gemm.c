@@ -156,20 +156,36 @@ void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, 
                      beta, c, ldc);
 }
 
-/* The small-matrix path (no packing) wins below this many
- * multiply-adds, for a handful of rows (batch-1 inference: 1x256x784 NT 47
- * vs 16 GFLOP/s blocked on Zen 5), and for A·Bᵀ with a few columns and a long
- * K, where it runs dot products straight on both operands (32x9x7056 NT: 65
- * vs 37 GFLOP/s). Measured on Zen 5 (EPYC, AVX-512), thread CPU time. */
+/* When the unpacked small-matrix path (gemm_small.c) beats packing.
+ * Measured on Zen 5 (EPYC, AVX-512; thread CPU time, GFLOP/s small vs
+ * blocked):
+ *  - any form below 32^3 multiply-adds (fixed costs);
+ *  - a handful of rows (batch-1 inference): 1x256x784 NT 47 vs 16, 8x256x784
+ *    NT 100 vs 82, 8x784x256 NN 156 vs 94, 16x256x784 TN 176 vs 134;
+ *  - A·Bᵀ with <= 16 columns and a long K, as dot products on both operands:
+ *    32x9x7056 NT 85 vs 37;
+ *  - A·B when A fits in L1d and a 32-column panel of B does too: the 6x32
+ *    axpy tile then runs from L1 (64x3136x128 206 vs 191, 32x784x256 196 vs
+ *    167); beyond that the blocked GEMM wins (512x2048x128 124 vs 200: B's
+ *    panel is evicted between the 85 row groups).
+ * The choice depends on the shape and the cache sizes only, never on the
+ * thread count. */
 #define SMALL_GEMM_WORK (32 * 32 * 32)
+static int64_t g_l1d = 32 * 1024;
+
+static bool use_small(bool ta, bool tb, int64_t m, int64_t n, int64_t k) {
+    if (ta && tb) return false; /* no small path of its own */
+    if ((double)m * (double)n * (double)k <= SMALL_GEMM_WORK) return true;
+    if (tb) return m <= 8 || n <= 16;
+    if (ta) return m <= 16;
+    return m <= 8 || (m * k * 4 <= g_l1d && k * 32 * 4 <= g_l1d);
+}
 
 static void avx512_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                             float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                             float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
-    const double work = (double)m * (double)n * (double)k;
-    const bool few_cols_dot = trans_b && !trans_a && n <= 16;
-    if (!(trans_a && trans_b) && (m <= 4 || work <= SMALL_GEMM_WORK || few_cols_dot))
+    if (use_small(trans_a, trans_b, m, n, k))
         nn__avx512_sgemm_small_nt(nt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
                                   ldc);
     else if (g_large)
@@ -199,6 +215,7 @@ void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1
     snprintf(g_plan_name, sizeof g_plan_name, "avx512 %dx%d", MRP, NRP);
     nn__gemm_plan_init(&g_plan, l1d, l2, l3);
     g_large = large;
+    g_l1d = l1d;
     t->sgemm = avx512_sgemm;
     t->sgemm_batched = avx512_sgemm_batched;
 }
