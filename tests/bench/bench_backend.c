@@ -44,10 +44,19 @@ static float *rand_buf(int64_t n, unsigned seed) {
     return p;
 }
 
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 /* GFLOP/s of f on one shape: median over `reps` repeats, each as many
- * calls as fill ~2 ms (at least one). */
+ * calls as fill ~2 ms (at least one). *cpu_gflops: the same from the calling
+ * thread's CPU time (what the kernel runs at when it runs: on a busy host
+ * the wall figure also counts the time other processes held the core; only
+ * meaningful at 1 thread). */
 static double time_shape(nn__sgemm_fn f, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                         const float *a, const float *b, float *c, int reps) {
+                         const float *a, const float *b, float *c, int reps, double *cpu_gflops) {
     const int64_t lda = ta ? m : k, ldb = tb ? k : n;
     const double flop = 2.0 * (double)m * (double)n * (double)k;
     double t0 = now_s();
@@ -56,13 +65,16 @@ static double time_shape(nn__sgemm_fn f, bool ta, bool tb, int64_t m, int64_t n,
     int calls = one > 0 ? (int)(2e-3 / one) : 1;
     if (calls < 1) calls = 1;
     if (calls > 10000) calls = 10000;
-    double r[64];
+    double r[64], rc[64];
     if (reps > 64) reps = 64;
     for (int i = 0; i < reps; i++) {
+        double c0 = cpu_s();
         t0 = now_s();
         for (int j = 0; j < calls; j++) f(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
         r[i] = flop * calls / (now_s() - t0) * 1e-9;
+        rc[i] = flop * calls / (cpu_s() - c0) * 1e-9;
     }
+    *cpu_gflops = median(rc, reps);
     return median(r, reps);
 }
 
@@ -113,14 +125,18 @@ void bench_backend(int threads, int reps, const char *only) {
         snprintf(shape, sizeof shape, "%s%s %lldx%lldx%lld", s->ta ? "T" : "N", s->tb ? "T" : "N",
                  (long long)s->m, (long long)s->n, (long long)s->k);
         /* interleave the two providers so both see the same machine load */
-        double g_ours = 0, g_blis = 0;
+        double g_ours = 0, g_blis = 0, c_ours = 0, c_blis = 0;
         if (wanted(only, name))
-            g_ours = time_shape(ours, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps);
+            g_ours = time_shape(ours, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_ours);
         if (blis && wanted(only, bname))
-            g_blis = time_shape(blis, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps);
+            g_blis = time_shape(blis, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_blis);
         if (g_ours > 0) printf("BENCH %s %d %.6g GFLOP/s\n", name, threads, g_ours);
         if (g_blis > 0) printf("BENCH %s %d %.6g GFLOP/s\n", bname, threads, g_blis);
-        printf("# %s: %s\n", s->layer, shape);
+        if (threads == 1)
+            printf("# %s: %s; by thread CPU time: libnn %.4g, BLIS %.4g GFLOP/s\n", s->layer, shape,
+                   c_ours, c_blis);
+        else
+            printf("# %s: %s\n", s->layer, shape);
         fflush(stdout);
         free(a), free(b), free(c);
     }
