@@ -61,6 +61,7 @@ static double now_s(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+#if NN_HAVE_AVX2
 /* Best of 2 single-threaded 256^3 products through f (seconds), after one
  * that warms caches and packing buffers. */
 static double time_gemm(nn__sgemm_nt_fn f, float *a, float *b, float *c) {
@@ -75,7 +76,6 @@ static double time_gemm(nn__sgemm_nt_fn f, float *a, float *b, float *c) {
     return best;
 }
 
-#if NN_HAVE_AVX2
 /* Decide between BLIS and libnn's blocked GEMM for a SIMD tier whose blocked
  * GEMM is `own` (see the rule at the top). Returns the large-shape provider
  * to install (NULL: libnn's own). */
@@ -156,6 +156,7 @@ static void blis_batched(int64_t batch, bool ta, bool tb, int64_t m, int64_t n, 
 
 static void init_kernels(void) {
     const nn__cpu_info *cpu = nn__cpu();
+    (void)cpu; /* unused in builds without SIMD tiers */
     ref_fill(&g_ref);
 
     /* reference tier: the reference kernels, BLIS's GEMM when built with it */
