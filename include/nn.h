@@ -479,6 +479,9 @@ NN_API nn_tensor *nn_group_norm(nn_tensor *x, int groups, nn_tensor *weight, nn_
 NN_API nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g);
 /* Rows of weight [num, dim] at the i64 indices (any shape) -> [*, dim]. */
 NN_API nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices);
+/* nn_embedding whose row padding_idx (negative: from the end) gets no
+ * gradient, like torch's F.embedding(padding_idx=); its output is still the row. */
+NN_API nn_tensor *nn_embedding_padded(nn_tensor *weight, nn_tensor *indices, int64_t padding_idx);
 
 /* --- comparisons (any dtype, broadcast; u8 mask of 0/1) -------------------- */
 NN_API nn_tensor *nn_eq(nn_tensor *a, nn_tensor *b);
@@ -748,7 +751,8 @@ NN_API nn_module *nn_gru_new(int64_t input_size, int64_t hidden_size, int num_la
 /* Run an RNN/LSTM/GRU with optional initial states h0 (and c0, LSTM only),
  * each [num_layers, N, H] (NULL: zeros). Returns the output [N, T, H];
  * *h_n and *c_n (if the pointers are non-NULL; c_n LSTM only) receive the
- * final states [num_layers, N, H]. All results are tracked like op results. */
+ * final states [num_layers, N, H]. All results are tracked like op results.
+ * (Layers from nn_recurrent_new: see there for the layouts.) */
 NN_API nn_tensor *nn_recurrent_forward(nn_module *m, nn_tensor *x, nn_tensor *h0, nn_tensor *c0,
                                        nn_tensor **h_n, nn_tensor **c_n);
 
@@ -767,6 +771,62 @@ NN_API nn_module *nn_softmax_new(int dim);
 NN_API nn_module *nn_log_softmax_new(int dim);
 /* Returns its input (a new reference to the same tensor). */
 NN_API nn_module *nn_identity_new(void);
+
+/* --- sequence models and containers without a forward ------------------- */
+/* Built-in kinds, so nn_model_load rebuilds them with no user code. */
+
+/* x[..., index, ...] along dim, the dim removed (PyTorch's x.select(dim,
+ * index), e.g. x[:, -1]); negative dim and index count from the end. An
+ * index out of range for the input fails in forward (NN_ERR_RANGE). */
+NN_API nn_module *nn_select_new(int dim, int64_t index);
+/* PyTorch's ModuleList: children named "0", "1", ...; nn_module_forward on
+ * it fails (NN_ERR_UNSUPPORTED): run its children. */
+NN_API nn_module *nn_module_list_new(void);
+/* Append child. Takes OVER the caller's reference, also on failure. */
+NN_API nn_status nn_module_list_append(nn_module *list, nn_module *child);
+/* PyTorch's ModuleDict: children under keys (no '.'), in insertion order; no
+ * forward of its own, like ModuleList. */
+NN_API nn_module *nn_module_dict_new(void);
+/* Put child under key, replacing (and releasing) the child already there.
+ * Takes OVER the caller's reference, also on failure. */
+NN_API nn_status nn_module_dict_set(nn_module *dict, const char *key, nn_module *child);
+/* Number of direct children of any module (-1 on error). */
+NN_API int64_t nn_module_num_children(const nn_module *m);
+/* Direct child i (borrowed; negative i counts from the end) and, if name !=
+ * NULL, its name (borrowed); NULL + NN_ERR_RANGE out of range. By name:
+ * nn_module_get_module. */
+NN_API nn_module *nn_module_child(const nn_module *m, int64_t i, const char **name);
+/* Embedding whose row padding_idx (negative: counted from the end, stored
+ * as 0..num-1) starts at zero and gets no gradient, like PyTorch's
+ * nn.Embedding(num, dim, padding_idx=...). */
+NN_API nn_module *nn_embedding_new_padded(int64_t num_embeddings, int64_t embedding_dim,
+                                          int64_t padding_idx);
+
+/* Which recurrence nn_recurrent_new builds (Elman RNN with tanh or ReLU). */
+typedef enum nn_rnn_mode {
+    NN_RNN_MODE_RNN_TANH = 0,
+    NN_RNN_MODE_RNN_RELU = 1,
+    NN_RNN_MODE_LSTM = 2,
+    NN_RNN_MODE_GRU = 3
+} nn_rnn_mode;
+
+/* PyTorch's nn.RNN / LSTM / GRU with every option: num_layers stacked
+ * layers, dropout p in [0, 1] on the outputs of every layer but the last in
+ * training, bidirectional (parameters of the backward direction named
+ * weight_ih_l<k>_reverse, ...; output [.., 2*H], forward then backward).
+ * batch_first: x [N, T, in] (else [T, N, in], PyTorch's default); states
+ * h0/c0/h_n/c_n are [num_layers * num_directions, N, H] either way, layer
+ * by layer, forward direction first. Run with nn_recurrent_forward. */
+NN_API nn_module *nn_recurrent_new(nn_rnn_mode mode, int64_t input_size, int64_t hidden_size,
+                                   int num_layers, bool bias, bool batch_first, double dropout,
+                                   bool bidirectional);
+/* Weight tying: parameter dst (dotted name under m) becomes the tensor of
+ * parameter src (same dtype and shape, else NN_ERR_SHAPE); dst's old tensor
+ * is released. Both names then read and train one tensor: it is listed once
+ * by nn_module_parameter (first name), under both names by
+ * nn_module_state_dict (like PyTorch), and stored once in model files,
+ * whose loaders tie it again. */
+NN_API nn_status nn_module_tie(nn_module *m, const char *dst, const char *src);
 
 /* ====================================================================== */
 /*  Initialisation (in place, under no-grad; f32 tensors)                 */

@@ -372,4 +372,32 @@ nn_status nn__ld_copy(nn__ld *ld, void *dst, uint64_t n);
  * is returned, the consumer's own error when the container is sound. */
 nn_status nn__ld_close(nn__ld *ld, nn_status st);
 
+/* ---- ties.c: tied parameters in the module section (FORMAT.md, 6) */
+typedef struct nn__ties {
+    uint32_t n;
+    char **dst, **src;  /* tie i: parameter dst is the tensor of src (owned names) */
+    nn_tensor **src_t;  /* reading: per source (first tie naming it), once created */
+    bool *done;         /* reading: tie i applied */
+    uint64_t src_bytes; /* reading: bytes of the sources made so far */
+    nn__index by_dst;   /* dst name -> tie */
+    nn__index by_src;   /* reading: source name -> first tie naming it */
+} nn__ties;
+/* Saving: every tensor of m listed a second time (by pre-order name) is a
+ * tie to its first name. */
+nn_status nn__ties_collect(nn_module *m, nn__ties *out);
+/* The ties prefix of the module section (nothing when there are none). */
+void nn__ties_encode(const nn__ties *t, nn__wbuf *w);
+/* Reading: the optional ties prefix (out->n = 0 without one). */
+nn_status nn__ties_decode(nn__rd *r, nn__ties *out, const char *fn);
+/* Module m, just created at dotted prefix path ("" or "a.b."): note its
+ * parameters that are sources, tie those that are destinations (their own
+ * bytes, now freed, in *tied_bytes). NN_ERR_FORMAT on a bad tie. */
+nn_status nn__ties_attach(nn__ties *t, const char *path, nn_module *m, uint64_t *tied_bytes,
+                          const char *fn);
+/* After the whole tree: every tie applied, else NN_ERR_FORMAT. */
+nn_status nn__ties_check_done(const nn__ties *t, const char *fn);
+/* Whether name is the destination of a tie (NULL t: no). */
+bool nn__ties_is_dst(const nn__ties *t, const char *name);
+void nn__ties_free(nn__ties *t);
+
 #endif

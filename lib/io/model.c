@@ -92,6 +92,9 @@ typedef struct tree_rd {
     nn__rd r;
     int nodes;
     uint64_t param_budget; /* bytes of tensors in the file */
+    nn__ties ties;         /* tied parameters, applied as their modules are made */
+    char *path;            /* dotted prefix of the node being read ("" or "a.b.") */
+    size_t plen, pcap;
 } tree_rd;
 
 
@@ -112,7 +115,9 @@ static nn_module *create_node(tree_rd *t, const char *fn) {
             goto done;
     /* Cap what construction may allocate by what the file's tensors hold, so
      * e.g. Linear(30000, 30000) in a tiny file fails before allocating. */
-    uint64_t budget = t->param_budget;
+    /* A module with a tied parameter makes its own copy first (freed once
+     * tied): the sources made so far may be allocated again, briefly. */
+    uint64_t budget = t->param_budget + t->ties.src_bytes;
     nn__tensor_budget(&budget);
     m = nn__module_create(type, (const char *const *)keys, values, (int)nc);
     nn__tensor_budget(NULL);
@@ -123,7 +128,14 @@ static nn_module *create_node(tree_rd *t, const char *fn) {
         nn__err(st, "%s: %s", fn, msg);
         goto done;
     }
-    uint64_t b = nn__module_own_bytes(m); /* its children come later */
+    /* Tied parameters share a tensor charged where it was first made. */
+    uint64_t tied = 0;
+    if (nn__ties_attach(&t->ties, t->path, m, &tied, fn)) {
+        nn_module_free(m);
+        m = NULL;
+        goto done;
+    }
+    uint64_t b = nn__module_own_bytes(m) - tied; /* its children come later */
     if (b > t->param_budget) {
         nn__err(NN_ERR_FORMAT,
                 "%s: module '%s' needs %llu more parameter bytes than the file's "
@@ -154,8 +166,31 @@ static nn_module *decode_node(tree_rd *t, int depth, const char *fn) {
     for (uint32_t i = 0; i < nch; i++) {
         char *name = NULL;
         if (!nn__rd_str(&t->r, &name, NN__IO_MAX_NAME, "child name")) goto fail;
+        size_t plen = t->plen, ln = strlen(name);
+        if (t->ties.n) { /* the path, needed only to find tied names */
+            if (plen + ln + 2 > t->pcap) {
+                size_t cap = (plen + ln + 2) * 2;
+                char *p = nn__realloc(t->path, cap);
+                if (!p) {
+                    nn__free(name);
+                    goto fail;
+                }
+                t->path = p;
+                t->pcap = cap;
+            }
+            memcpy(t->path + plen, name, ln);
+            t->path[plen + ln] = '.';
+            t->path[plen + ln + 1] = '\0';
+            t->plen = plen + ln + 1;
+        }
         nn_module *c = decode_node(t, depth + 1, fn);
+        if (t->ties.n) t->path[t->plen = plen] = '\0';
         nn_status st = c ? nn__module_add_child(m, name, c) : nn_last_status();
+        if (c && st) { /* name the public function, as every load error does */
+            char msg[400];
+            snprintf(msg, sizeof msg, "%s", nn_last_error());
+            st = nn__err(st, "%s: %s", fn, msg);
+        }
         nn_module_free(c); /* the parent holds its own reference */
         nn__free(name);
         if (st) goto fail;
@@ -168,14 +203,20 @@ fail:
 
 /* The module section's payload -> a module tree whose parameters and
  * buffers may take at most tensor_bytes (what the file's tensors hold). */
-static nn_module *decode_tree(const uint8_t *p, size_t len, uint64_t tensor_bytes, const char *fn) {
+static nn_module *decode_tree(const uint8_t *p, size_t len, uint64_t tensor_bytes,
+                              nn__ties *ties, const char *fn) {
     tree_rd t = {.param_budget = tensor_bytes};
     nn__rd_init(&t.r, p, len, fn, "module section");
-    nn_module *m = decode_node(&t, 0, fn);
-    if (m && !nn__rd_end(&t.r)) {
+    nn_module *m = NULL;
+    if (!nn__ties_decode(&t.r, &t.ties, fn) && (!t.ties.n || (t.path = nn__calloc(1, 1))))
+        m = decode_node(&t, 0, fn);
+    if (m && (!nn__rd_end(&t.r) || nn__ties_check_done(&t.ties, fn))) {
         nn_module_free(m);
-        return NULL;
+        m = NULL;
     }
+    nn__free(t.path);
+    if (m && ties) *ties = t.ties; /* the caller matches names past the tied ones */
+    else nn__ties_free(&t.ties);
     return m;
 }
 
@@ -298,10 +339,25 @@ static nn_status save_module(nn_module *m, const nn_meta *meta, const nn_io_opti
     if (meta && !nn__meta_check(meta, fn)) return nn_last_status();
     nn_statedict *sd = nn_module_state_dict(m);
     if (!sd) return nn_last_status();
-    nn__tlist l;
-    nn_status st = list_of_sd(sd, &l, fn);
+    nn__ties ties;
+    nn_status st = nn__ties_collect(m, &ties);
+    if (!st && ties.n) { /* a tied tensor is stored once, under its first name */
+        nn_statedict *once = nn_statedict_new();
+        for (int64_t i = 0; once && i < nn_statedict_size(sd) && !st; i++)
+            if (!nn__ties_is_dst(&ties, nn_statedict_name(sd, i)))
+                st = nn_statedict_set(once, nn_statedict_name(sd, i), nn_statedict_tensor(sd, i));
+        if (!once) st = nn_last_status();
+        nn_statedict_free(sd);
+        sd = once;
+    }
+    nn__tlist l = {0};
+    if (!st) st = list_of_sd(sd, &l, fn);
     nn__wbuf tree = {0}, train = {0};
-    if (!st && o->module_tree) st = encode_node(m, 0, &tree, fn);
+    if (!st && o->module_tree) {
+        nn__ties_encode(&ties, &tree);
+        st = encode_node(m, 0, &tree, fn);
+    }
+    nn__ties_free(&ties);
     if (!st && o->opt) st = encode_training(o, (int)o->compression, &train, fn);
     if (!st) {
         nn__io_parts parts = {meta, &l, o->module_tree ? &tree : NULL, o->opt ? &train : NULL};
@@ -464,6 +520,7 @@ static void name_list(char *buf, size_t cap, const char *what, const char *const
  * buffer exactly once, with its shape, nothing extra. */
 typedef struct match {
     const nn__ttable *t;
+    const nn__ties *ties; /* their destinations are matched through their sources */
     nn__index names; /* entry name -> entry */
     nn_tensor **dst; /* per entry: the module's tensor */
     char missing[SHOWN][128], shape_msg[200];
@@ -479,6 +536,7 @@ static bool entry_eq(const void *ctx, int64_t i) {
 
 static bool match_one(const char *name, nn_tensor *x, void *ctx) {
     match *c = ctx;
+    if (nn__ties_is_dst(c->ties, name)) return true;
     const void *key[2] = {c->t, name};
     int64_t i = nn__index_find(&c->names, nn__hash_str(name), entry_eq, key);
     if (i < 0 || c->dst[i]) { /* not in the file (or a second name of one already matched) */
@@ -503,8 +561,9 @@ static bool match_one(const char *name, nn_tensor *x, void *ctx) {
 }
 
 /* Where each table entry goes (dst[i]), found before any data is decoded. */
-static nn_status match_tree(nn_module *m, const nn__ttable *t, nn_tensor **dst, const char *fn) {
-    match c = {.t = t, .dst = dst};
+static nn_status match_tree(nn_module *m, const nn__ttable *t, const nn__ties *ties,
+                            nn_tensor **dst, const char *fn) {
+    match c = {.t = t, .ties = ties, .dst = dst};
     nn_status st = nn__index_reserve(&c.names, t->n);
     for (uint32_t i = 0; !st && i < t->n; i++) nn__index_add(&c.names, nn__hash_str(t->e[i].name), i);
     if (!st && !nn__module_visit(m, match_one, &c)) st = nn_last_status();
@@ -539,10 +598,12 @@ static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_
     nn__ttable t;
     nn_status st = nn__ttable_read(&r, budget, &t, fn);
     if (st) return st;
-    nn_module *m = decode_tree(tree, tree_len, t.raw_bytes, fn);
+    nn__ties ties = {0};
+    nn_module *m = decode_tree(tree, tree_len, t.raw_bytes, &ties, fn);
     nn_tensor **dst = m ? nn__calloc(t.n ? t.n : 1, sizeof *dst) : NULL;
     if (!dst) st = nn_last_status();
-    if (!st) st = match_tree(m, &t, dst, fn);
+    if (!st) st = match_tree(m, &t, &ties, dst, fn);
+    nn__ties_free(&ties);
     while (!st && t.next < t.n) {
         nn_tensor *d = dst[t.next];
         const nn__tentry *e = &t.e[t.next];
@@ -572,9 +633,20 @@ static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_
  * tree is known, then copied in. */
 static nn_status tree_from_list(const uint8_t *tree, size_t tree_len, const nn__tlist *tl,
                                 nn_module **out, const char *fn) {
-    nn_module *m = decode_tree(tree, tree_len, list_bytes(tl), fn);
+    nn__ties ties = {0};
+    nn_module *m = decode_tree(tree, tree_len, list_bytes(tl), &ties, fn);
     if (!m) return nn_last_status();
     nn_statedict *sd = sd_of_list(tl);
+    /* A tied parameter is in the file once: give it its other names too. */
+    for (uint32_t i = 0; sd && i < ties.n; i++) {
+        nn_tensor *x = nn_statedict_get(sd, ties.src[i]);
+        nn_clear_error();
+        if (x && nn_statedict_set(sd, ties.dst[i], x)) {
+            nn_statedict_free(sd);
+            sd = NULL;
+        }
+    }
+    nn__ties_free(&ties);
     nn_status st = sd ? nn_module_load_state_dict(m, sd, true, NULL) : nn_last_status();
     if (st && sd) {
         char msg[400];
@@ -710,7 +782,16 @@ static nn_status load_weights(nn_module *m, const nn__io_src *src, const nn_io_o
     if (!o) return nn_last_status();
     nn_statedict *sd = load_sd(src, o, fn);
     if (!sd) return nn_last_status();
-    nn_status st = nn_module_load_state_dict(m, sd, o->strict != 0, report);
+    /* A model file stores a tied tensor once: m's other names for it read
+     * the same entry. */
+    nn__ties ties;
+    nn_status st = nn__ties_collect(m, &ties);
+    for (uint32_t i = 0; !st && i < ties.n; i++) {
+        nn_tensor *x = nn__sd_find(sd, ties.src[i]);
+        if (x && !nn__sd_find(sd, ties.dst[i])) st = nn_statedict_set(sd, ties.dst[i], x);
+    }
+    nn__ties_free(&ties);
+    if (!st) st = nn_module_load_state_dict(m, sd, o->strict != 0, report);
     nn_statedict_free(sd);
     return st;
 }

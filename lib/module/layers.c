@@ -707,33 +707,63 @@ nn_module *nn_group_norm_new(int groups, int64_t num_channels, double eps, bool 
 
 /* ------------------------------------------------------------- Embedding */
 
-static const char *const emb_keys[] = {"num_embeddings", "embedding_dim"};
-static const double emb_defaults[] = {NAN, NAN};
+/* padding_idx: the row (normalised to 0..num-1) that starts at zero and
+ * gets no gradient; -1: none (also for files written before it existed). */
+enum { EMB_NUM, EMB_DIM, EMB_PAD };
+static const char *const emb_keys[] = {"num_embeddings", "embedding_dim", "padding_idx"};
+static const double emb_defaults[] = {NAN, NAN, -1};
 
 static nn_status emb_build(nn_module *m) {
-    if (!cfg_int(m, 0, 1, MAX_SIZE) || !cfg_int(m, 1, 1, MAX_SIZE)) return nn_last_status();
-    int64_t shape[2] = {ci(m, 0), ci(m, 1)};
+    if (!cfg_int(m, EMB_NUM, 1, MAX_SIZE) || !cfg_int(m, EMB_DIM, 1, MAX_SIZE) ||
+        !cfg_int(m, EMB_PAD, -1, m->cfg[EMB_NUM] - 1))
+        return nn_last_status();
+    int64_t shape[2] = {ci(m, EMB_NUM), ci(m, EMB_DIM)};
     nn_tensor *w = nn__tensor_new(NN_DTYPE_F32, shape, 2);
     if (!w) return nn_last_status();
     nn_generator *g = nn__gen(NULL);
     float *p = nn__f32(w);
     for (int64_t i = 0; i < w->numel; i++) p[i] = (float)nn__gen_normal(g);
+    if (ci(m, EMB_PAD) >= 0) /* PyTorch zeroes the padding row */
+        memset(p + ci(m, EMB_PAD) * shape[1], 0, sizeof(float) * (size_t)shape[1]);
     nn_status st = nn__mod_add_param(m, "weight", w);
     if (st != NN_OK) nn__tensor_release(w);
     return st;
 }
 
+/* Written only when set, so files of unpadded tables stay as they were. */
+static int emb_ncfg(const nn_module *m) { return ci(m, EMB_PAD) >= 0 ? 3 : 2; }
+
 static nn_tensor *emb_forward(nn_module *m, nn_tensor *x) {
     if (x->dtype != NN_DTYPE_I64)
         return NN__FAIL(NN_ERR_DTYPE, "Embedding: expected i64 indices, got %s",
                         nn_dtype_name(x->dtype));
+    if (ci(m, EMB_PAD) >= 0) return nn_embedding_padded(m->params[0].t, x, ci(m, EMB_PAD));
     return nn_embedding(m->params[0].t, x);
 }
 
-KIND(kind_emb, "Embedding", emb_keys, emb_defaults, emb_build, emb_forward, flops_none);
+static const nn__mod_kind kind_emb = {.type = "Embedding",
+                                      .nkeys = 3,
+                                      .keys = emb_keys,
+                                      .defaults = emb_defaults,
+                                      .build = emb_build,
+                                      .forward = emb_forward,
+                                      .flops = flops_none,
+                                      .ncfg = emb_ncfg};
 
 nn_module *nn_embedding_new(int64_t num_embeddings, int64_t embedding_dim) {
-    double v[] = {(double)num_embeddings, (double)embedding_dim};
+    double v[] = {(double)num_embeddings, (double)embedding_dim, -1};
+    return nn__mod_new_kind(&kind_emb, v);
+}
+
+nn_module *nn_embedding_new_padded(int64_t num_embeddings, int64_t embedding_dim,
+                                   int64_t padding_idx) {
+    if (padding_idx < -num_embeddings || padding_idx >= num_embeddings)
+        return NN__FAIL(NN_ERR_INVALID,
+                        "nn_embedding_new_padded: padding_idx %lld out of range [%lld, %lld)",
+                        (long long)padding_idx, (long long)-num_embeddings,
+                        (long long)num_embeddings);
+    double v[] = {(double)num_embeddings, (double)embedding_dim,
+                  (double)(padding_idx < 0 ? padding_idx + num_embeddings : padding_idx)};
     return nn__mod_new_kind(&kind_emb, v);
 }
 
@@ -864,7 +894,8 @@ static const nn__mod_kind *const all_kinds[] = {
     &kind_adapt,      &kind_flatten,  &kind_dropout, &kind_bn1d,     &kind_bn2d,     &kind_ln,
     &kind_gn,         &kind_emb,      &kind_relu,    &kind_leaky,    &kind_elu,      &kind_gelu,
     &kind_silu,       &kind_sigmoid,  &kind_tanh,    &kind_softplus, &kind_hardtanh, &kind_softmax,
-    &kind_logsoftmax, &kind_identity, &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru};
+    &kind_logsoftmax, &kind_identity, &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru,
+    &nn__kind_select, &nn__kind_module_list, &nn__kind_module_dict};
 
 const nn__mod_kind *nn__mod_find_kind(const char *type) {
     for (size_t i = 0; i < sizeof all_kinds / sizeof all_kinds[0]; i++)

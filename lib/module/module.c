@@ -398,6 +398,71 @@ nn_module *nn_sequential_get(const nn_module *seq, int64_t i) {
     return seq->children[i < 0 ? i + n : i].m;
 }
 
+/* ------------------------------------- containers (containers.c) helpers */
+
+nn_status nn__mod_attach(nn_module *m, const char *name, nn_module *child, const char *fn) {
+    nn_status st = check_child(m, name, child, fn);
+    if (st == NN_OK) st = add_child(m, name, child);
+    if (st != NN_OK && nn__handle_is(child, NN__KIND_MODULE)) nn_module_free(child);
+    return st;
+}
+
+nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child,
+                                const char *fn) {
+    int64_t e = name ? name_find(m, name) : -1;
+    if (e < 0 || (e & 3) != NAME_CHILD) return nn__mod_attach(m, name, child, fn);
+    nn_module *old = m->children[e >> 2].m;
+    nn_status st = NN_OK;
+    if (!child) st = nn__err_null(fn, "child");
+    else if (!nn__mod_check(child, fn, "child")) st = nn_last_status();
+    else if (child != old && contains(child, m))
+        st = nn__err(NN_ERR_INVALID, "%s: adding '%s' would make the module contain itself", fn,
+                     name);
+    if (st != NN_OK) {
+        if (nn__handle_is(child, NN__KIND_MODULE)) nn_module_free(child);
+        return st;
+    }
+    m->children[e >> 2].m = child;
+    nn_module_free(old);
+    nn__mod_bump_generation();
+    return NN_OK;
+}
+
+/* ------------------------------------------------------- tied parameters */
+
+int nn__module_own_count(const nn_module *m) { return m->nparams + m->nbufs; }
+
+nn_tensor *nn__module_own(const nn_module *m, int i, const char **name, bool *param) {
+    bool p = i < m->nparams;
+    const nn__named_tensor *e = p ? &m->params[i] : &m->bufs[i - m->nparams];
+    if (name) *name = e->name;
+    if (param) *param = p;
+    return e->t;
+}
+
+nn_status nn__module_tie_own(nn_module *m, const char *name, nn_tensor *t, const char *fn) {
+    int64_t e = name_find(m, name);
+    if (e < 0 || (e & 3) != NAME_PARAM)
+        return nn__err(NN_ERR_NOT_FOUND, "%s: no parameter named '%s' in %s", fn, name,
+                       nn_module_type_name(m));
+    nn__named_tensor *slot = &m->params[e >> 2];
+    if (slot->t == t) return NN_OK;
+    bool same = slot->t->dtype == t->dtype && slot->t->ndim == t->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = slot->t->shape[d] == t->shape[d];
+    if (!same) {
+        char a[128], b[128];
+        return nn__err(NN_ERR_SHAPE, "%s: cannot tie '%s' (%s %s) to a %s %s tensor", fn, name,
+                       nn_dtype_name(slot->t->dtype),
+                       nn__shape_str(slot->t->shape, slot->t->ndim, a, sizeof a),
+                       nn_dtype_name(t->dtype), nn__shape_str(t->shape, t->ndim, b, sizeof b));
+    }
+    nn__tensor_retain(t);
+    nn__tensor_release(slot->t);
+    slot->t = t;
+    nn__mod_bump_generation();
+    return NN_OK;
+}
+
 /* --------------------------------------------------------------- forward */
 
 nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x) {
@@ -779,12 +844,12 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
         return nn__err(NN_ERR_FORMAT, "%s: a %s has no children", fn, parent->kind->type);
     nn_status st = check_child(parent, name, child, fn);
     if (st != NN_OK) return st;
-    if (parent->kind == &kind_sequential) {
+    if (parent->kind == &kind_sequential || parent->kind == &nn__kind_module_list) {
         char want[24];
         snprintf(want, sizeof want, "%d", parent->nchildren);
         if (strcmp(name, want))
-            return nn__err(NN_ERR_FORMAT, "%s: Sequential child named '%s', expected '%s'", fn,
-                           name, want);
+            return nn__err(NN_ERR_FORMAT, "%s: %s child named '%s', expected '%s'", fn,
+                           parent->kind->type, name, want);
     }
     nn_module_retain(child);
     st = add_child(parent, name, child);

@@ -54,6 +54,14 @@ bool nn__module_visit(const nn_module *m, bool (*visit)(const char *name, nn_ten
                       void *ctx);
 /* Bytes of m's own parameters and buffers (its children's not counted). */
 uint64_t nn__module_own_bytes(const nn_module *m);
+/* m's own parameters, then buffers: count, and entry i (name and tensor
+ * borrowed; *param tells which). */
+int nn__module_own_count(const nn_module *m);
+nn_tensor *nn__module_own(const nn_module *m, int i, const char **name, bool *param);
+/* Make m's own parameter `name` the tensor t (same dtype and shape, else
+ * NN_ERR_SHAPE; no such parameter: NN_ERR_NOT_FOUND): m takes a reference
+ * and releases the tensor it held (weight tying). */
+nn_status nn__module_tie_own(nn_module *m, const char *name, nn_tensor *t, const char *fn);
 
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 
@@ -150,6 +158,18 @@ nn_tensor *nn__mod_param(const nn_module *m, const char *name);
 int64_t nn__mod_own_param_count(const nn_module *m);
 void nn__mod_bump_generation(void);
 /* Walk children; callbacks in PyTorch's state_dict order. */
+
+/* ---- module.c, for containers.c */
+/* Append child under name after the checks of registration (unique name,
+ * no cycle); consumes the caller's reference, also on failure. */
+nn_status nn__mod_attach(nn_module *m, const char *name, nn_module *child, const char *fn);
+/* Put child under name, replacing (and releasing) a child of that name if
+ * there is one, else appending; consumes the reference like nn__mod_attach. */
+nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child,
+                                const char *fn);
+
+/* ---- containers.c: Select, ModuleList, ModuleDict */
+extern const nn__mod_kind nn__kind_select, nn__kind_module_list, nn__kind_module_dict;
 
 /* ---- layers.c */
 const nn__mod_kind *nn__mod_find_kind(const char *type);

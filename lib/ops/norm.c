@@ -489,7 +489,8 @@ nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g) {
 
 /* --------------------------------------------------------------- embedding */
 
-/* dW[idx[i], :] += dy[i, :] (saved[0] = the contiguous indices). */
+/* dW[idx[i], :] += dy[i, :] (saved[0] = the contiguous indices), except
+ * for the padding row i[0] (-1: none), which gets no gradient. */
 static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *w = nd->inputs[0], *idx = nd->saved[0];
     gin[0] = nn__zeros(NN_DTYPE_F32, w->shape, 2);
@@ -499,6 +500,7 @@ static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gi
     const float *g = nn__f32(gout);
     float *d = nn__f32(gin[0]);
     for (int64_t i = 0; i < idx->numel; i++) {
+        if (ix[i] == nd->i[0]) continue;
         float *row = d + ix[i] * dim;
         const float *gr = g + i * dim;
         for (int64_t j = 0; j < dim; j++) row[j] += gr[j];
@@ -506,8 +508,8 @@ static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gi
     return NN_OK;
 }
 
-nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
-    const char *fn = "nn_embedding";
+static nn_tensor *embedding(nn_tensor *weight, nn_tensor *indices, int64_t padding_idx,
+                            const char *fn) {
     char s1[128];
     if (!nn__check_f32(weight, fn, "weight") || !nn__check_tensor(indices, fn, "indices"))
         return NULL;
@@ -548,8 +550,23 @@ nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
     y = nn__ops_record(y, fn, embedding_backward, &weight, 1, &node);
     if (node) {
         node->saved[0] = ic;
+        node->i[0] = padding_idx;
         ic = NULL;
     }
     nn__tensor_release(ic);
     return nn__track(y);
+}
+
+nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
+    return embedding(weight, indices, -1, "nn_embedding");
+}
+
+nn_tensor *nn_embedding_padded(nn_tensor *weight, nn_tensor *indices, int64_t padding_idx) {
+    const char *fn = "nn_embedding_padded";
+    if (!nn__check_f32(weight, fn, "weight")) return NULL;
+    int64_t num = weight->ndim == 2 ? weight->shape[0] : 0;
+    if (weight->ndim == 2 && (padding_idx < -num || padding_idx >= num))
+        return NN__FAIL(NN_ERR_RANGE, "%s: padding_idx %lld is out of range [%lld, %lld)", fn,
+                        (long long)padding_idx, (long long)-num, (long long)num);
+    return embedding(weight, indices, padding_idx < 0 ? padding_idx + num : padding_idx, fn);
 }

@@ -402,6 +402,9 @@ static void test_null_sweep(void **s) {
     { nn_tensor *r = nn_embedding(NULL, NULL); nn_tensor_free(r); }
     calls++;
     nn_clear_error();
+    { nn_tensor *r = nn_embedding_padded(NULL, NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
     { nn_tensor *r = nn_eq(NULL, NULL); nn_tensor_free(r); }
     calls++;
     nn_clear_error();
@@ -641,6 +644,39 @@ static void test_null_sweep(void **s) {
     calls++;
     nn_clear_error();
     { nn_module *r = nn_identity_new(); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_select_new(0, 0); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_module_list_new(); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_list_append(NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_list_append: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_module_dict_new(); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_dict_set(NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_dict_set: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_module_num_children(NULL);
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_module_child(NULL, 0, NULL); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_embedding_new_padded(0, 0, 0); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_recurrent_new(0, 0, 0, 0, 0, 0, 0, 0); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_tie(NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_tie: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
     (void)nn_init_calculate_gain(0, 0);

@@ -202,6 +202,34 @@ static buf model_with_tree(buf tree, buf tensors) {
     return file_of(1, 0, s, 3);
 }
 
+/* A node of type `type` with n hyperparameters and no children. */
+static buf leaf_node(const char *type, int n, const char *const *keys, const double *vals) {
+    buf b = {0};
+    str(&b, type);
+    u32(&b, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        str(&b, keys[i]);
+        f64(&b, vals[i]);
+    }
+    u32(&b, 0);
+    return b;
+}
+
+/* Sequential { "0": Linear(2 -> 3, bias), "1": node } (the tensors of
+ * good_tensors fit it); node is consumed. */
+static buf linear_then(buf node) {
+    buf b = {0};
+    str(&b, "Sequential");
+    u32(&b, 0);
+    u32(&b, 2);
+    str(&b, "0");
+    linear_node(&b, "Linear");
+    str(&b, "1");
+    put(&b, node.p, node.len);
+    free(node.p);
+    return b;
+}
+
 /* One zlib stream (level 9) of n zero bytes, made in pieces. */
 static buf zlib_zeros(uint64_t n) {
     static uint8_t zero[1 << 16];
@@ -483,6 +511,86 @@ static void catalogue(void) {
 
     section s6[2] = {{2, 0, deep_module_body(40), 0}, {3, 0, good_tensors(), 0}};
     emit("module_too_deep", file_of(1, 0, s6, 2), "NN_ERR_LIMIT", "nesting depth");
+
+    /* The sequence-model kinds (Select, ModuleList, ModuleDict, Embedding
+     * padding_idx, recurrent options): hyperparameters out of their domain
+     * and children a ModuleList cannot have are malformed files. */
+    {
+        static const char *const sel[] = {"dim", "index"};
+        static const double bad_dim[] = {9, 0}, frac_index[] = {1, 0.5};
+        static const char *const emb[] = {"num_embeddings", "embedding_dim", "padding_idx"};
+        static const double bad_pad[] = {4, 2, 4};
+        static const char *const rec[] = {"input_size", "hidden_size", "bidirectional"};
+        static const double bad_bidir[] = {3, 2, 2};
+        static const char *const drop[] = {"input_size", "hidden_size", "num_layers", "dropout"};
+        static const double bad_drop[] = {3, 2, 2, 1.5};
+        static const char *const extra[] = {"length"};
+        static const double one[] = {1};
+        struct {
+            const char *name;
+            buf tree;
+            const char *msg;
+        } cases[] = {
+            {"select_bad_dim", linear_then(leaf_node("Select", 2, sel, bad_dim)),
+             "Select: dim = 9, expected an integer in -8..7"},
+            {"select_fractional_index", linear_then(leaf_node("Select", 2, sel, frac_index)),
+             "Select: index = 0.5"},
+            {"embedding_padding_idx_out_of_range",
+             linear_then(leaf_node("Embedding", 3, emb, bad_pad)),
+             "Embedding: padding_idx = 4, expected an integer in -1..3"},
+            {"lstm_bidirectional_out_of_range", linear_then(leaf_node("LSTM", 3, rec, bad_bidir)),
+             "LSTM: bidirectional = 2, expected an integer in 0..1"},
+            {"gru_dropout_out_of_range", linear_then(leaf_node("GRU", 4, drop, bad_drop)),
+             "GRU: dropout = 1.5, expected a value in [0, 1]"},
+            {"module_list_hyperparameter", linear_then(leaf_node("ModuleList", 1, extra, one)),
+             "ModuleList: unknown hyperparameter 'length'"},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};
+            emit(cases[i].name, file_of(1, 0, sc, 2), "NN_ERR_FORMAT", cases[i].msg);
+        }
+        /* Ties (a "#ties" list before the root node, FORMAT.md 6): each must
+         * name an existing parameter, tied to an earlier one of its shape. */
+        static const struct {
+            const char *name, *dst, *src, *status, *msg;
+        } ties[] = {
+            {"tie_to_nonexistent_parameter", "0.nothing", "0.weight", "NN_ERR_FORMAT",
+             "no parameter '0.nothing' in the module tree"},
+            {"tie_source_missing", "0.weight", "7.weight", "NN_ERR_FORMAT",
+             "tie '0.weight' <- '7.weight': no such parameter before it"},
+            {"tie_shape_mismatch", "0.weight", "0.bias", "NN_ERR_FORMAT",
+             "cannot tie 'weight' (f32 [3,2]) to a f32 [3] tensor"},
+            {"tie_to_itself", "0.bias", "0.bias", "NN_ERR_FORMAT", "'0.bias' is tied to itself"},
+        };
+        for (size_t i = 0; i < sizeof ties / sizeof ties[0]; i++) {
+            m = (buf){0};
+            str(&m, "#ties");
+            u32(&m, 1);
+            str(&m, ties[i].dst);
+            str(&m, ties[i].src);
+            buf tree = module_body("Linear");
+            put(&m, tree.p, tree.len);
+            free(tree.p);
+            section st[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+            emit(ties[i].name, file_of(1, 0, st, 2), ties[i].status, ties[i].msg);
+        }
+        m = (buf){0};
+        str(&m, "#ties");
+        u32(&m, 0xFFFFFFFFu);
+        section sh[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+        emit("tie_count_too_large", file_of(1, 0, sh, 2), "NN_ERR_LIMIT", "tie count 4294967295");
+
+        /* A ModuleList's children are "0", "1", ... like a Sequential's. */
+        m = (buf){0};
+        str(&m, "ModuleList");
+        u32(&m, 0);
+        u32(&m, 1);
+        str(&m, "first");
+        linear_node(&m, "Linear");
+        section sl[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+        emit("module_list_child_name", file_of(1, 0, sl, 2), "NN_ERR_FORMAT",
+             "ModuleList child named 'first', expected '0'");
+    }
 
     /* Regression (found by the fuzzer): a hyperparameter count over the cap
      * once made the cleanup free past the key table. */

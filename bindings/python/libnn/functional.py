@@ -427,10 +427,16 @@ def dropout(x, p=0.5, training=True, generator=None):
     return _wrap(lib.nn_dropout(_h(_t(x)), _pyfloat(p), bool(training), _gen(generator)))
 
 
-def embedding(indices, weight):
-    """Rows of weight at the int64 indices (torch.nn.functional.embedding order)."""
+def embedding(indices, weight, padding_idx=None):
+    """Rows of weight at the int64 indices (torch.nn.functional.embedding
+    order); row padding_idx (negative: from the end) gets no gradient."""
     indices = indices if isinstance(indices, Tensor) else tensor(indices, dtype=int64)
+    if padding_idx is not None:
+        return _wrap(lib.nn_embedding_padded(_h(_t(weight)), _h(indices), int(padding_idx)))
     return _wrap(lib.nn_embedding(_h(_t(weight)), _h(indices)))
+
+
+C_NAMES = {'nn_embedding_padded': 'embedding'}
 
 
 # ------------------------------------------------------------- comparisons
@@ -479,7 +485,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 # C name -> functional name where they differ (the tests check that every op
 # of the header's Ops section is reachable from here).
-C_NAMES = {'nn_concat': 'concat'}
+C_NAMES['nn_concat'] = 'concat'
 
 
 def _scalar_like(v, t):

@@ -22,8 +22,8 @@ _is_finalizing = sys.is_finalizing
 __all__ = ['Module', 'Parameter', 'Sequential', 'Linear', 'Conv1d', 'Conv2d',
            'ConvTranspose2d', 'MaxPool2d', 'AvgPool2d', 'AdaptiveAvgPool2d', 'Flatten',
            'Dropout', 'BatchNorm1d', 'BatchNorm2d', 'LayerNorm', 'GroupNorm', 'Embedding',
-           'RNN', 'LSTM', 'GRU', 'ReLU', 'LeakyReLU', 'ELU', 'GELU', 'SiLU', 'Sigmoid',
-           'Tanh', 'Softplus', 'Hardtanh', 'Softmax', 'LogSoftmax', 'Identity',
+           'RNN', 'LSTM', 'GRU', 'Select', 'ModuleList', 'ModuleDict', 'ReLU', 'LeakyReLU',
+           'ELU', 'GELU', 'SiLU', 'Sigmoid', 'Tanh', 'Softplus', 'Hardtanh', 'Softmax', 'LogSoftmax', 'Identity',
            'MSELoss', 'L1Loss', 'SmoothL1Loss', 'HuberLoss', 'CrossEntropyLoss', 'NLLLoss',
            'BCELoss', 'BCEWithLogitsLoss', 'KLDivLoss', 'init', 'utils', 'functional']
 functional = F
@@ -334,6 +334,13 @@ class Module:
     def children(self):
         return list(self._children.values())
 
+    def tie(self, dst, src):
+        """Weight tying: parameter dst (a dotted name) becomes the tensor of
+        parameter src, as `head.weight = emb.weight` does in PyTorch; kept
+        through save and load (the file stores it once)."""
+        check(lib.nn_module_tie(self._handle(), _b(dst), _b(src)))
+        return self
+
     def __repr__(self):
         try:
             return '%s(%s)' % (self.type_name, self.extra_repr())
@@ -595,19 +602,36 @@ class GroupNorm(_Builtin):
 
 
 class Embedding(_Builtin):
-    def __init__(self, num_embeddings, embedding_dim):
-        super().__init__(lib.nn_embedding_new(int(num_embeddings), int(embedding_dim)),
-                         num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        if padding_idx is None:
+            ptr = lib.nn_embedding_new(int(num_embeddings), int(embedding_dim))
+        else:
+            ptr = lib.nn_embedding_new_padded(int(num_embeddings), int(embedding_dim),
+                                              int(padding_idx))
+        super().__init__(ptr, num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+        if padding_idx is not None:
+            self._extra['padding_idx'] = padding_idx
 
 
 class _Recurrent(_Builtin):
-    """batch_first only: x [N, T, input_size]."""
+    """PyTorch's layouts: x [T, N, input_size], or [N, T, input_size] with
+    batch_first=True; states [num_layers * num_directions, N, H]."""
 
     _lstm = False
+    _mode = None
 
-    def _check_batch_first(self, batch_first):
-        if not batch_first:
-            raise NotImplementedError('libnn recurrent layers are batch_first only')
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, _mode=None):
+        mode = self._mode if _mode is None else _mode
+        super().__init__(lib.nn_recurrent_new(mode, int(input_size), int(hidden_size),
+                                              int(num_layers), bool(bias), bool(batch_first),
+                                              float(dropout), bool(bidirectional)),
+                         input_size=input_size, hidden_size=hidden_size,
+                         num_layers=num_layers, batch_first=bool(batch_first))
+        if dropout:
+            self._extra['dropout'] = dropout
+        if bidirectional:
+            self._extra['bidirectional'] = True
 
     def __call__(self, x, hx=None):
         return self.forward(x, hx)
@@ -629,30 +653,153 @@ class _Recurrent(_Builtin):
 
 class RNN(_Recurrent):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
-                 batch_first=True):
-        self._check_batch_first(batch_first)
-        nl = {'tanh': 0, 'relu': 1}[nonlinearity]
-        super().__init__(lib.nn_rnn_new(int(input_size), int(hidden_size), int(num_layers),
-                                        nl, bool(bias)),
-                         input_size=input_size, hidden_size=hidden_size)
+                 batch_first=False, dropout=0.0, bidirectional=False):
+        if nonlinearity not in ('tanh', 'relu'):
+            raise ValueError("RNN: nonlinearity must be 'tanh' or 'relu', got %r"
+                             % (nonlinearity,))
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, _mode=1 if nonlinearity == 'relu' else 0)
 
 
 class LSTM(_Recurrent):
     _lstm = True
-
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True):
-        self._check_batch_first(batch_first)
-        super().__init__(lib.nn_lstm_new(int(input_size), int(hidden_size), int(num_layers),
-                                         bool(bias)),
-                         input_size=input_size, hidden_size=hidden_size)
+    _mode = 2
 
 
 class GRU(_Recurrent):
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True):
-        self._check_batch_first(batch_first)
-        super().__init__(lib.nn_gru_new(int(input_size), int(hidden_size), int(num_layers),
-                                        bool(bias)),
-                         input_size=input_size, hidden_size=hidden_size)
+    _mode = 3
+
+
+class Select(_Builtin):
+    """x.select(dim, index): one step along dim, the dim removed (index -1:
+    the last time step, x[:, -1] for batch_first sequences). Saved in model
+    files, so LSTM -> Select -> Linear reloads without Python code."""
+
+    def __init__(self, dim, index):
+        super().__init__(lib.nn_select_new(int(dim), int(index)), dim=dim, index=index)
+
+
+def _child(h, i):
+    """Direct child i of a C module (our Python object where we have one)."""
+    return Module._from_handle(lib.nn_module_child(h, int(i), None), borrowed=True)
+
+
+class ModuleList(_Builtin):
+    """Holds submodules in a list (named "0", "1", ...); like PyTorch's, it
+    has no forward: iterate it in your own forward."""
+
+    def __init__(self, modules=None):
+        super().__init__(lib.nn_module_list_new())
+        if modules is not None:
+            self.extend(modules)
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError('ModuleList.append: expected a Module, got %s'
+                            % type(module).__name__)
+        check(lib.nn_module_list_append(self._handle(), lib.nn_module_retain(module._handle())))
+        self._children[str(len(self) - 1)] = module
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __len__(self):
+        n = lib.nn_module_num_children(self._handle())
+        if n < 0:
+            raise_last()
+        return n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError('ModuleList index %d out of range for %d modules' % (i, n))
+        key = str(i if i >= 0 else n + i)
+        if key in self._children:
+            return self._children[key]
+        return _child(self._handle(), i)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def forward(self, *args):
+        raise NotImplementedError('ModuleList has no forward: iterate it in your forward')
+
+    __call__ = forward
+
+    def extra_repr(self):
+        return ', '.join(repr(m) for m in self)
+
+
+class ModuleDict(_Builtin):
+    """Holds submodules by key in insertion order (keys without '.'); like
+    PyTorch's, it has no forward."""
+
+    def __init__(self, modules=None):
+        super().__init__(lib.nn_module_dict_new())
+        if modules is not None:
+            self.update(modules)
+
+    def __setitem__(self, key, module):
+        if not isinstance(module, Module):
+            raise TypeError('ModuleDict: expected a Module, got %s' % type(module).__name__)
+        check(lib.nn_module_dict_set(self._handle(), _b(key),
+                                     lib.nn_module_retain(module._handle())))
+        self._children[key] = module
+
+    def __getitem__(self, key):
+        if key in self._children:
+            return self._children[key]
+        for k, m in self.items():
+            if k == key:
+                return m
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        return key in self.keys()
+
+    def __len__(self):
+        n = lib.nn_module_num_children(self._handle())
+        if n < 0:
+            raise_last()
+        return n
+
+    def keys(self):
+        h = self._handle()
+        out = []
+        for i in range(len(self)):
+            name = c_char_p()
+            check_ptr(lib.nn_module_child(h, i, byref(name)))
+            out.append(text(name.value))
+        return out
+
+    def items(self):
+        return [(k, self._children[k] if k in self._children else _child(self._handle(), i))
+                for i, k in enumerate(self.keys())]
+
+    def values(self):
+        return [m for _, m in self.items()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def update(self, modules):
+        items = modules.items() if hasattr(modules, 'items') else modules
+        for k, m in items:
+            self[k] = m
+
+    def forward(self, *args):
+        raise NotImplementedError('ModuleDict has no forward: index it in your forward')
+
+    __call__ = forward
+
+    def extra_repr(self):
+        return ', '.join('%s: %r' % kv for kv in self.items())
 
 
 def _simple(name, cfn, params=(), ints=()):

@@ -45,7 +45,8 @@ def test_state_dict_roundtrip_and_strict_errors():
 def _constructors_in_header():
     text = header_section('Modules', 'Initialisation')
     return sorted(set(re.findall(r'\b(nn_\w+_new(?:_ex)?)\s*\(', text)) - {
-        'nn_module_custom_new', 'nn_sequential_new'})
+        'nn_module_custom_new', 'nn_sequential_new', 'nn_module_list_new',
+        'nn_module_dict_new'})   # containers without a forward: tested below
 
 
 # C constructor -> (Python layer, input) exercising it.
@@ -72,6 +73,10 @@ LAYERS = {
     'nn_layer_norm_new': (lambda: nn.LayerNorm(4), (2, 4)),
     'nn_group_norm_new': (lambda: nn.GroupNorm(2, 4), (2, 4, 3)),
     'nn_embedding_new': (lambda: nn.Embedding(10, 3), None),
+    'nn_embedding_new_padded': (lambda: nn.Embedding(10, 3, padding_idx=0), None),
+    'nn_select_new': (lambda: nn.Select(1, -1), (2, 5, 3)),
+    'nn_recurrent_new': (lambda: nn.LSTM(3, 4, 2, dropout=0.2, bidirectional=True),
+                         (5, 2, 3)),
     'nn_rnn_new': (lambda: nn.RNN(3, 4, nonlinearity='relu'), (2, 5, 3)),
     'nn_lstm_new': (lambda: nn.LSTM(3, 4, num_layers=2), (2, 5, 3)),
     'nn_gru_new': (lambda: nn.GRU(3, 4), (2, 5, 3)),
@@ -112,11 +117,96 @@ def test_layer_runs(cname):
 
 
 def test_recurrent_states():
-    lstm = nn.LSTM(3, 4, num_layers=2)
+    lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True)
     out, (h, c) = lstm(libnn.randn(2, 5, 3))
     assert out.shape == (2, 5, 4) and h.shape == (2, 2, 4) and c.shape == (2, 2, 4)
     out2, _ = lstm(libnn.randn(2, 5, 3), (h, c))
     assert out2.shape == (2, 5, 4)
+    # PyTorch's default layout: [T, N, C]; bidirectional doubles the features
+    # and the state rows.
+    gru = nn.GRU(3, 4, num_layers=2, bidirectional=True)
+    out, h = gru(libnn.randn(7, 2, 3))
+    assert out.shape == (7, 2, 8) and h.shape == (4, 2, 4)
+
+
+def test_recurrent_defaults_match_torch():
+    torch = pytest.importorskip('torch')
+    np = pytest.importorskip('numpy')
+    x = np.random.RandomState(0).randn(5, 2, 3).astype('float32')   # [T, N, C]
+    for cls, kw in ((nn.LSTM, {}), (nn.GRU, {}), (nn.RNN, {'nonlinearity': 'relu'})):
+        torch.manual_seed(0)
+        ref = getattr(torch.nn, cls.__name__)(3, 4, num_layers=2, bidirectional=True, **kw)
+        m = cls(3, 4, num_layers=2, bidirectional=True, **kw)
+        assert [n for n, _ in m.named_parameters()] == [n for n, _ in ref.named_parameters()]
+        m.load_state_dict({k: libnn.tensor(v.detach().numpy())
+                           for k, v in ref.state_dict().items()})
+        want, h_want = ref(torch.from_numpy(x))
+        got, h_got = m(libnn.tensor(x))
+        if cls is nn.LSTM:
+            h_want, h_got = h_want[0], h_got[0]
+        assert_close(got.tolist(), want.detach().numpy().tolist(), 1e-4)
+        assert_close(h_got.tolist(), h_want.detach().numpy().tolist(), 1e-4)
+
+
+def test_select_modulelist_moduledict_save_and_load(tmp_path):
+    libnn.manual_seed(0)
+    net = nn.Sequential(nn.LSTM(3, 5, batch_first=True), nn.Select(1, -1), nn.Linear(5, 2))
+    x = libnn.randn(4, 6, 3)
+    want = net.eval()(x).tolist()
+    path = str(tmp_path / 'clf.nnm')
+    net.save(path)
+    m = libnn.load(path)
+    assert m.predict(x).tolist() == want
+    assert isinstance(m.module[1], nn.Select)
+
+    blocks = nn.ModuleList([nn.Linear(3, 3), nn.Tanh()])
+    blocks.append(nn.Linear(3, 1))
+    assert len(blocks) == 3 and isinstance(blocks[-1], nn.Linear) and len(blocks[:2]) == 2
+    heads = nn.ModuleDict({'a': nn.Linear(3, 2)})
+    heads['b'] = blocks
+    assert heads.keys() == ['a', 'b'] and 'b' in heads and heads['b'] is blocks
+    assert [n for n, _ in heads.named_parameters()] == [
+        'a.weight', 'a.bias', 'b.0.weight', 'b.0.bias', 'b.2.weight', 'b.2.bias']
+    with pytest.raises(NotImplementedError):
+        blocks(x)
+    path = str(tmp_path / 'dict.nnm')
+    heads.save(path)
+    got = libnn.load(path).module
+    assert isinstance(got, nn.ModuleDict) and got.keys() == ['a', 'b']
+    assert isinstance(got['b'], nn.ModuleList) and len(got['b']) == 3
+    assert got['b'][0].weight.tolist() == blocks[0].weight.tolist()
+
+
+class Stack(nn.Module):
+    """A Python forward over a ModuleList, as in PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return x
+
+
+def test_modulelist_in_python_module():
+    m = Stack()
+    assert len(m.parameters()) == 6
+    x = libnn.randn(2, 4)
+    y = x
+    for layer in m.layers:
+        y = F.relu(layer(y))
+    assert m(x).tolist() == y.tolist()
+
+
+def test_embedding_padding_idx():
+    emb = nn.Embedding(5, 3, padding_idx=-1)
+    assert emb.weight.tolist()[4] == [0.0, 0.0, 0.0]
+    idx = libnn.tensor([[4, 1], [4, 4]])
+    emb(idx).sum().backward()
+    g = emb.weight.grad.tolist()
+    assert g[4] == [0.0, 0.0, 0.0] and g[1] == [1.0, 1.0, 1.0]
 
 
 class Scaled(nn.Module):
@@ -310,3 +400,20 @@ def test_init_and_clipping():
     (p * p).sum().backward()                     # grad = [6, 8], norm 10
     assert_close(nn.utils.clip_grad_norm_([p], 5.0), 10.0)
     assert_close(p.grad.tolist(), [3.0, 4.0], tol=1e-4)
+
+
+def test_weight_tying_survives_save_and_load(tmp_path):
+    libnn.manual_seed(3)
+    net = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 6, bias=False))
+    net.tie('1.weight', '0.weight')
+    assert len(net.parameters()) == 1
+    assert list(net.state_dict()) == ['0.weight', '1.weight']
+    idx = libnn.tensor([[1, 5, 0]])
+    want = net(idx).tolist()
+    path = str(tmp_path / 'tied.nnm')
+    net.save(path)
+    got = libnn.load(path).module
+    assert len(got.parameters()) == 1
+    assert got(idx).tolist() == want
+    with pytest.raises(libnn.LibnnError):
+        net.tie('1.weight', '0.nope')
