@@ -546,10 +546,23 @@ nn_status nn__ld_whole(nn__ld *ld, const uint8_t **p, size_t *len) {
         *p = ld->win + ld->wpos;
         st = nn__ld_copy(ld, NULL, n);
     } else {
+        /* A callback's real length is unknown until it ends: the buffer
+         * grows with the bytes that actually arrive, never ahead of them
+         * by more than itself. */
+        size_t have = 0, cap = 0;
         nn__free(ld->whole);
-        if (!(ld->whole = nn__malloc((size_t)n))) return fatal(ld, NN_ERR_NOMEM);
-        *p = ld->whole;
-        st = nn__ld_copy(ld, ld->whole, n);
+        ld->whole = NULL;
+        while (!st && have < n) {
+            if (have == cap) {
+                cap = n - have < (cap ? cap : WIN_CAP) ? (size_t)n : have + (cap ? cap : WIN_CAP);
+                uint8_t *w = nn__realloc(ld->whole, cap);
+                if (!w) return fatal(ld, NN_ERR_NOMEM);
+                ld->whole = w;
+            }
+            st = nn__ld_copy(ld, ld->whole + have, cap - have);
+            have = cap;
+        }
+        *p = ld->whole ? ld->whole : (const uint8_t *)"";
     }
     if (st) return st;
     *len = (size_t)n;
