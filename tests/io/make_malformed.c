@@ -417,6 +417,15 @@ static void catalogue(void) {
     f.len = f.len / 2;
     emit("truncated", f, "NN_ERR_TRUNCATED", "its header declares");
 
+    /* Cut after its metadata section's header, which (like the file's)
+     * declares 1 GiB: read from a callback, whose length is unknown until it
+     * ends, the section must not be allocated at its declared size. */
+    f = model_with(good_tensors());
+    patch64(&f, 16, f.len + (1u << 30));
+    patch64(&f, 32 + 8, 1u << 30);
+    f.len = 32 + 24 + 16;
+    emit("truncated_huge_section", f, "NN_ERR_TRUNCATED", "its header declares 1073742270");
+
     f = model_with(good_tensors());
     put(&f, "junk!", 5);
     emit("trailing_garbage", f, "NN_ERR_FORMAT", "5 trailing bytes");
