@@ -53,8 +53,19 @@ static void blis_stripe(void *ctx, int64_t t, int thread) {
                 J->lda, J->b, J->ldb, J->beta, J->c + lo * J->ldc, J->ldc);
 }
 
-/* Stripes: about 4 per thread (a descheduled thread holds up a small part of
- * the call), whole BLIS register tiles wide. */
+/* Stripes come from the shape alone, never from the thread count: BLIS
+ * picks its kernels and blocking by shape (its small-matrix "sup" path
+ * included), so a split that followed the thread count would change the
+ * rounding with it. Column stripes of at least BLIS_MIN_COLS columns (whole
+ * NR = 16 tiles) when there are two or more, else row stripes of at least
+ * BLIS_MIN_ROWS rows (whole MR = 6 tiles), at most BLIS_MAX_STRIPES, for
+ * products of at least 2^20 multiply-adds; one stripe per task, claimed by
+ * the pool's threads one at a time (a descheduled thread holds up one
+ * stripe). With one thread the same stripes run in turn. */
+#define BLIS_MIN_COLS 64
+#define BLIS_MIN_ROWS 48
+#define BLIS_MAX_STRIPES 8
+
 static void blis_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                           float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                           float beta, float *c, int64_t ldc) {
@@ -63,13 +74,12 @@ static void blis_sgemm_nt(int nt, bool trans_a, bool trans_b, int64_t m, int64_t
         nn__ref_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    const bool split_n = n >= 32 * (int64_t)nt;
-    const int64_t dim = split_n ? n : m, align = split_n ? 16 : 6; /* BLIS zen3 NR / MR */
-    const int64_t blocks = (dim + align - 1) / align;
-    if (nt > 1 && blocks > 1 && (double)m * (double)n * (double)k >= 1e6) {
-        int64_t tasks = 4 * (int64_t)nt < blocks ? 4 * (int64_t)nt : blocks;
-        blis_job J = {trans_a, trans_b, split_n, m, n, k,   align, tasks,
-                      alpha,   beta,    a,       b, c, lda, ldb,   ldc};
+    const bool split_n = n >= 2 * BLIS_MIN_COLS;
+    int64_t tasks = split_n ? n / BLIS_MIN_COLS : m / BLIS_MIN_ROWS;
+    if (tasks > BLIS_MAX_STRIPES) tasks = BLIS_MAX_STRIPES;
+    if (tasks > 1 && (double)m * (double)n * (double)k >= (double)(1 << 20)) {
+        blis_job J = {trans_a, trans_b, split_n, m, n, k,   split_n ? 16 : 6, tasks,
+                      alpha,   beta,    a,       b, c, lda, ldb,              ldc};
         nn__parallel_for_max(tasks, nt, blis_stripe, &J);
         return;
     }

@@ -104,6 +104,82 @@ static bool spin_while(_Atomic uint32_t *w, uint32_t val, uint64_t spin_ns) {
     }
 }
 
+/* ---------------------------------------------------- per-thread scratch */
+
+typedef struct scratch {
+    void *p[NN__SCRATCH_SLOTS];
+    size_t cap[NN__SCRATCH_SLOTS];
+    struct scratch *prev, *next; /* every thread's scratch, for unload and fork */
+} scratch;
+
+static _Thread_local scratch *tls_scratch;
+static scratch *g_scratch_all;
+static pthread_mutex_t g_scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t g_scratch_key; /* frees a thread's buffers at its exit */
+static bool g_scratch_key_ok;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_unlink(scratch *s) {
+    if (s->prev) s->prev->next = s->next;
+    else g_scratch_all = s->next;
+    if (s->next) s->next->prev = s->prev;
+}
+
+static void scratch_release(scratch *s) {
+    for (int i = 0; i < NN__SCRATCH_SLOTS; i++) free(s->p[i]);
+    free(s);
+}
+
+/* Key destructor: the thread is exiting. */
+static void scratch_thread_exit(void *arg) {
+    scratch *s = arg;
+    if (!s) return;
+    pthread_mutex_lock(&g_scratch_lock);
+    scratch_unlink(s);
+    pthread_mutex_unlock(&g_scratch_lock);
+    scratch_release(s);
+}
+
+static void scratch_key(void) {
+    g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_thread_exit) == 0;
+}
+
+void *nn__thread_scratch(int slot, size_t bytes) {
+    if (slot < 0 || slot >= NN__SCRATCH_SLOTS || bytes > SIZE_MAX / 2) return NULL;
+    scratch *s = tls_scratch;
+    if (!s) {
+        pthread_once(&g_scratch_once, scratch_key);
+        s = calloc(1, sizeof *s);
+        if (!s) return NULL;
+        pthread_mutex_lock(&g_scratch_lock);
+        s->next = g_scratch_all;
+        if (g_scratch_all) g_scratch_all->prev = s;
+        g_scratch_all = s;
+        pthread_mutex_unlock(&g_scratch_lock);
+        tls_scratch = s;
+        if (g_scratch_key_ok) pthread_setspecific(g_scratch_key, s);
+    }
+    if (s->cap[slot] < bytes || !s->p[slot]) {
+        size_t want = bytes < 64 ? 64 : (bytes + 63) & ~(size_t)63;
+        void *p = NULL;
+        free(s->p[slot]);
+        s->p[slot] = NULL, s->cap[slot] = 0;
+        if (posix_memalign(&p, 64, want) != 0) return NULL;
+        s->p[slot] = p, s->cap[slot] = want;
+    }
+    return s->p[slot];
+}
+
+/* Free every thread's scratch but `keep`. Caller holds g_scratch_lock. */
+static void scratch_free_others(const scratch *keep) {
+    for (scratch *s = g_scratch_all, *next; s; s = next) {
+        next = s->next;
+        if (s == keep) continue;
+        scratch_unlink(s);
+        scratch_release(s);
+    }
+}
+
 /* ------------------------------------------------------------------ pool */
 
 typedef struct job {
@@ -189,14 +265,19 @@ static void stop_workers(void) {
     atomic_store(&g_pool.stop, 0);
 }
 
+/* Lock order: the pool's lock (waits for a running call), then the scratch
+ * registry's (its holders never wait for anything). */
 static void fork_prepare(void) {
     g_pool.fork_locked = false;
-    if (tls_in_task) return; /* forking from a task: documented as unsupported */
-    pthread_mutex_lock(&g_pool.lock);
-    g_pool.fork_locked = true;
+    if (!tls_in_task) { /* forking from a task: documented as unsupported */
+        pthread_mutex_lock(&g_pool.lock);
+        g_pool.fork_locked = true;
+    }
+    pthread_mutex_lock(&g_scratch_lock);
 }
 static void fork_parent(void) {
     if (g_pool.fork_locked) pthread_mutex_unlock(&g_pool.lock);
+    pthread_mutex_unlock(&g_scratch_lock);
 }
 static void fork_child(void) {
     /* The workers did not survive the fork: forget them. */
@@ -207,6 +288,9 @@ static void fork_child(void) {
     atomic_store(&g_pool.stop, 0);
     if (g_pool.fork_locked) pthread_mutex_unlock(&g_pool.lock);
     else pthread_mutex_init(&g_pool.lock, NULL);
+    /* Only this thread survived: the others' scratch is unreachable now. */
+    scratch_free_others(tls_scratch);
+    pthread_mutex_unlock(&g_scratch_lock);
 }
 
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
@@ -342,63 +426,24 @@ int nn__pool_workers(void) {
     return n;
 }
 
-/* ---------------------------------------------------- per-thread scratch */
-
-typedef struct scratch {
-    void *p[NN__SCRATCH_SLOTS];
-    size_t cap[NN__SCRATCH_SLOTS];
-} scratch;
-
-static _Thread_local scratch *tls_scratch;
-static pthread_key_t g_scratch_key; /* frees a thread's buffers at its exit */
-static bool g_scratch_key_ok;
-static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *arg) {
-    scratch *s = arg;
-    if (!s) return;
-    for (int i = 0; i < NN__SCRATCH_SLOTS; i++) free(s->p[i]);
-    free(s);
-}
-
-static void scratch_key(void) { g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_free) == 0; }
-
-void *nn__thread_scratch(int slot, size_t bytes) {
-    if (slot < 0 || slot >= NN__SCRATCH_SLOTS || bytes > SIZE_MAX / 2) return NULL;
-    scratch *s = tls_scratch;
-    if (!s) {
-        pthread_once(&g_scratch_once, scratch_key);
-        s = calloc(1, sizeof *s);
-        if (!s) return NULL;
-        tls_scratch = s;
-        if (g_scratch_key_ok) pthread_setspecific(g_scratch_key, s);
-    }
-    if (s->cap[slot] < bytes || !s->p[slot]) {
-        size_t want = bytes < 64 ? 64 : (bytes + 63) & ~(size_t)63;
-        void *p = NULL;
-        free(s->p[slot]);
-        s->p[slot] = NULL, s->cap[slot] = 0;
-        if (posix_memalign(&p, 64, want) != 0) return NULL;
-        s->p[slot] = p, s->cap[slot] = want;
-    }
-    return s->p[slot];
-}
-
-/* At unload, join the workers (valgrind then sees no thread stacks). A call
- * still running on another thread keeps its pool: the process is exiting. */
+/* At unload, join the workers (valgrind then sees no thread stacks; their
+ * scratch is freed as they exit). A call still running on another thread
+ * keeps its pool: the process is exiting. Then every scratch buffer still
+ * held (threads still alive must not run kernels past this point), and no
+ * key destructor may call into unloaded code afterwards. */
 __attribute__((destructor)) static void pool_unload(void) {
     if (pthread_mutex_trylock(&g_pool.lock) == 0) {
-        stop_workers(); /* their scratch is freed as they exit */
+        stop_workers();
         g_pool.dead = true;
         pthread_mutex_unlock(&g_pool.lock);
     }
-    /* This thread's scratch; then no key destructor may call into unloaded
-     * code (buffers of host threads still alive are not freed). */
     if (g_scratch_key_ok) {
         pthread_setspecific(g_scratch_key, NULL);
         pthread_key_delete(g_scratch_key);
         g_scratch_key_ok = false;
     }
-    scratch_free(tls_scratch);
+    pthread_mutex_lock(&g_scratch_lock);
+    scratch_free_others(NULL);
+    pthread_mutex_unlock(&g_scratch_lock);
     tls_scratch = NULL;
 }
