@@ -505,6 +505,34 @@ NN_API nn_tensor *nn_scaled_dot_product_attention(nn_tensor *q, nn_tensor *k, nn
                                                   nn_tensor *attn_mask, bool is_causal,
                                                   double dropout_p, double scale,
                                                   nn_generator *g);
+/* Rotary position embedding, GPT-NeoX/LLaMA "rotate half" form, on x
+ * [..., T, D]: with R = rotary_dim (0: D; even), h = R/2, angle_k = pos ·
+ * base^(-2k/R): y[k] = x[k]cos - x[k+h]sin, y[k+h] = x[k+h]cos + x[k]sin;
+ * features >= R pass through. pos = offset + (positions ? positions[row] :
+ * t), positions i64 broadcast to x's shape without its last dim. */
+NN_API nn_tensor *nn_rope(nn_tensor *x, nn_tensor *positions, int64_t offset, double base,
+                          int64_t rotary_dim);
+/* x / sqrt(mean(x²) + eps) · weight over the last n dims (normalized_shape);
+ * weight (that shape) may be NULL. */
+NN_API nn_tensor *nn_rms_norm(nn_tensor *x, const int64_t *normalized_shape, int n,
+                              nn_tensor *weight, double eps);
+NN_API nn_tensor *nn_sin(nn_tensor *a);
+NN_API nn_tensor *nn_cos(nn_tensor *a);
+/* x with value where the u8 mask (broadcast to x's shape) is 1; any dtype. */
+NN_API nn_tensor *nn_masked_fill(nn_tensor *x, nn_tensor *mask, double value);
+/* 1-D tensor of the elements of x where the u8 mask is 1 (both broadcast),
+ * in row-major order; gradients flow back to x. */
+NN_API nn_tensor *nn_masked_select(nn_tensor *x, nn_tensor *mask);
+/* i64 [..., num_classes] with 1 at each i64 index (num_classes < 0: max + 1). */
+NN_API nn_tensor *nn_one_hot(nn_tensor *indices, int64_t num_classes);
+/* a OP s elementwise as a u8 mask of 0/1, like the tensor comparisons (f32
+ * compares with s rounded to f32, i64 exactly). */
+NN_API nn_tensor *nn_eq_scalar(nn_tensor *a, double s);
+NN_API nn_tensor *nn_ne_scalar(nn_tensor *a, double s);
+NN_API nn_tensor *nn_lt_scalar(nn_tensor *a, double s);
+NN_API nn_tensor *nn_le_scalar(nn_tensor *a, double s);
+NN_API nn_tensor *nn_gt_scalar(nn_tensor *a, double s);
+NN_API nn_tensor *nn_ge_scalar(nn_tensor *a, double s);
 
 /* ====================================================================== */
 /*  Handles used by the sections below                                    */

@@ -426,6 +426,45 @@ static void test_null_sweep(void **s) {
     { nn_tensor *r = nn_scaled_dot_product_attention(NULL, NULL, NULL, NULL, 0, 0, 0, NULL); nn_tensor_free(r); }
     calls++;
     nn_clear_error();
+    { nn_tensor *r = nn_rope(NULL, NULL, 0, 0, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_rms_norm(NULL, NULL, 0, NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_sin(NULL); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_cos(NULL); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_masked_fill(NULL, NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_masked_select(NULL, NULL); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_one_hot(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_eq_scalar(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_ne_scalar(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_lt_scalar(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_le_scalar(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_gt_scalar(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_ge_scalar(NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
     { nn_statedict *r = nn_statedict_new(); nn_statedict_free(r); }
     calls++;
     nn_clear_error();

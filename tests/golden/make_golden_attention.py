@@ -129,6 +129,39 @@ sdpa_case(rnd(2, 3, 5, 4), rnd(2, 1, 6, 4), rnd(2, 1, 6, 4), torch_fn=False)    
 sdpa_case(rnd(1, 1, 130, 4), rnd(1, 1, 260, 4), rnd(1, 1, 260, 4), mask=keep_mask(130, 260))
 sdpa_case(rnd(1, 1, 150, 4), rnd(1, 1, 150, 4), rnd(1, 1, 150, 4), causal=True)
 
+
+# ------------------------------------------------------------ mask ops
+# masked_fill: params = [value * 1e6]; mask broadcast to x
+x = rnd(3, 4, 5)
+m = torch.rand(4, 1) < 0.5
+case("masked_fill_0", [x, m.long()], lambda a, mm: a.masked_fill(m, -2.5), params=[-2500000])
+m2 = torch.rand(3, 4, 5) < 0.3
+case("masked_fill_1", [x, m2.long()], lambda a, mm: a.masked_fill(m2, 0.75), params=[750000])
+case("masked_fill_2", [torch.randint(-5, 5, (4, 5)), m.long()],
+     lambda a, mm: a.masked_fill(m, 7), params=[7000000], grads=False)
+# masked_select: x broadcast against the mask
+ms = torch.rand(2, 4, 5) < 0.5
+case("masked_select_0", [rnd(4, 5), ms.long()], lambda a, mm: torch.masked_select(a, ms))
+case("masked_select_1", [rnd(2, 4, 5), (torch.rand(5) < 0.5).long()],
+     lambda a, mm: torch.masked_select(a, mm.bool()))
+# one_hot: params = [num_classes]
+case("one_hot_0", [torch.randint(0, 6, (3, 4))], lambda i: F.one_hot(i, 6), params=[6], grads=False)
+case("one_hot_1", [torch.tensor([2, 0, 4])], lambda i: F.one_hot(i), params=[-1], grads=False)
+# sin, cos
+xs = rnd(4, 7, lo=-6, hi=6)
+case("sin_0", [xs], torch.sin)
+case("cos_0", [xs], torch.cos)
+# scalar comparisons: params = [op (0 eq .. 5 ge), scalar * 1e6]
+ops = [torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge]
+xf = torch.tensor([0.1, 0.2, -1.0, 0.0, 2.5, 0.1 + 1e-8, float("nan")], dtype=torch.float32)
+xi = torch.tensor([-3, -1, 0, 1, 2, 3, 1 << 40])
+k = 0
+for x_, scal in ((xf, 0.1), (xf, 0.0), (xi, 2.5), (xi, -1.0), (xi, 2.0)):
+    for o, fn in enumerate(ops):
+        case("cmp_scalar_%d" % k, [x_], lambda a: fn(a, scal), params=[o, int(round(scal * 1e6))],
+             grads=False)
+        k += 1
+
 with open(OUT, "w") as f:
     f.writelines(records)
 print("wrote", OUT, len(records), "records")

@@ -329,8 +329,7 @@ static void test_sdpa_strided_inputs(void **s) {
         nn_tensor *gpart = nn_permute(nn_squeeze(nn_slice(gx, 2, i, i + 1, 1), 2), perm, 4);
         tu_assert_close(gpart, nn_tensor_grad(cont[i]), 1e-5, 1e-6, "strided grad");
     }
-    nn_scope_end(sc);
-    for (int i = 0; i < 3; i++) nn_tensor_free(cont[i]);
+    nn_scope_end(sc); /* owns the views and the contiguous copies */
     nn_tensor_free(x);
 }
 
@@ -459,6 +458,249 @@ static void test_sdpa_oom_sweep(void **s) {
     assert_true(sites > 8);
 }
 
+
+/* ------------------------------------------------------------------ rope */
+
+/* Direct formula in double: rows of D at position pos[row]. */
+static void rope_ref(const float *x, const int64_t *pos, int64_t rows, int64_t d, int64_t rd,
+                     double base, double *y) {
+    const int64_t h = rd / 2;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < d; j++) {
+            if (j >= rd) {
+                y[r * d + j] = x[r * d + j];
+                continue;
+            }
+            const int64_t k = j < h ? j : j - h;
+            const double a = (double)pos[r] / pow(base, 2.0 * (double)k / (double)rd);
+            const double x1 = x[r * d + k], x2 = x[r * d + k + h];
+            y[r * d + j] = j < h ? x1 * cos(a) - x2 * sin(a) : x2 * cos(a) + x1 * sin(a);
+        }
+}
+
+typedef struct {
+    nn_tensor *pos;
+    int64_t offset, rd;
+    double base;
+} rope_cfg;
+
+static nn_tensor *f_rope(nn_tensor **in, void *ctx) {
+    const rope_cfg *c = ctx;
+    return nn_rope(in[0], c->pos, c->offset, c->base, c->rd);
+}
+
+static void test_rope(void **s) {
+    (void)s;
+    const int64_t B = 2, H = 3, T = 5, D = 8;
+    int64_t xs[] = {B, H, T, D};
+    nn_tensor *x = th_param(21, xs, 4);
+    const float *xd = nn_tensor_data(x);
+    const int64_t rows = B * H * T;
+    int64_t *pos = malloc(sizeof(int64_t) * (size_t)rows);
+    double *want = malloc(sizeof(double) * (size_t)(rows * D));
+    /* implicit positions offset + t, full and partial rotary dims */
+    const int64_t rds[] = {0, 4};
+    for (int v = 0; v < 2; v++) {
+        const int64_t rd = rds[v] ? rds[v] : D;
+        for (int64_t r = 0; r < rows; r++) pos[r] = 1000 + r % T;
+        rope_ref(xd, pos, rows, D, rd, 10000.0, want);
+        nn_tensor *y = TU_NN(nn_rope(x, NULL, 1000, 10000.0, rds[v]));
+        const float *yd = nn_tensor_data(y);
+        for (int64_t i = 0; i < rows * D; i++)
+            if (fabs(yd[i] - want[i]) > 1e-6 + 1e-5 * fabs(want[i]))
+                fail_msg("rope element %lld: %.8g vs %.8g", (long long)i, yd[i], want[i]);
+        nn_tensor_free(y);
+    }
+    /* explicit positions [B, 1, T] broadcast over heads, base 500 */
+    int64_t ps[] = {B, 1, T};
+    nn_tensor *pt = TU_NN(nn_tensor_empty(NN_DTYPE_I64, ps, 3));
+    int64_t *pp = nn_tensor_data(pt);
+    for (int64_t i = 0; i < B * T; i++) pp[i] = (i * 7) % 11;
+    for (int64_t r = 0; r < rows; r++) pos[r] = 3 + pp[(r / (H * T)) * T + r % T];
+    rope_ref(xd, pos, rows, D, D, 500.0, want);
+    nn_tensor *y = TU_NN(nn_rope(x, pt, 3, 500.0, 0));
+    const float *yd = nn_tensor_data(y);
+    for (int64_t i = 0; i < rows * D; i++)
+        if (fabs(yd[i] - want[i]) > 1e-6 + 1e-5 * fabs(want[i]))
+            fail_msg("rope (positions) element %lld: %.8g vs %.8g", (long long)i, yd[i], want[i]);
+    nn_tensor_free(y);
+    /* gradients */
+    rope_cfg c1 = {NULL, 7, 0, 10000.0}, c2 = {pt, 0, 4, 100.0};
+    nn_tensor *in[1] = {x};
+    tu_gradcheck(f_rope, in, 1, &c1, 1e-3, 1e-3, 1e-2);
+    tu_gradcheck(f_rope, in, 1, &c2, 1e-3, 1e-3, 1e-2);
+    /* errors */
+    assert_null(nn_rope(x, NULL, 0, 10000.0, 3));
+    tu_expect_error(NN_ERR_INVALID, "nn_rope: rotary_dim 3 must be even");
+    assert_null(nn_rope(x, NULL, 0, -1.0, 0));
+    tu_expect_error(NN_ERR_INVALID, "nn_rope: base -1");
+    int64_t bad[] = {4};
+    nn_tensor *pb = TU_NN(nn_tensor_zeros(NN_DTYPE_I64, bad, 1));
+    assert_null(nn_rope(x, pb, 0, 10000.0, 0));
+    tu_expect_error(NN_ERR_SHAPE, "nn_rope: positions [4] does not broadcast to x's rows [2,3,5]");
+    nn_tensor_free(pb);
+    free(pos);
+    free(want);
+    nn_tensor_free(pt);
+    nn_tensor_free(x);
+}
+
+/* ------------------------------------------------------------- rms_norm */
+
+typedef struct {
+    const int64_t *ns;
+    int n;
+    double eps;
+} rms_cfg;
+
+static nn_tensor *f_rms(nn_tensor **in, void *ctx) {
+    const rms_cfg *c = ctx;
+    return nn_rms_norm(in[0], c->ns, c->n, in[1], c->eps);
+}
+
+static void test_rms_norm(void **s) {
+    (void)s;
+    int64_t xs[] = {3, 4, 6}, ws[] = {4, 6};
+    nn_tensor *x = th_param(31, xs, 3), *w = th_param(32, ws, 2);
+    const float *xd = nn_tensor_data(x), *wd = nn_tensor_data(w);
+    /* over the last two dims, with weight */
+    nn_tensor *y = TU_NN(nn_rms_norm(x, ws, 2, w, 1e-5));
+    const float *yd = nn_tensor_data(y);
+    for (int r = 0; r < 3; r++) {
+        double ms = 0;
+        for (int j = 0; j < 24; j++) ms += (double)xd[r * 24 + j] * xd[r * 24 + j] / 24.0;
+        for (int j = 0; j < 24; j++) {
+            double want = xd[r * 24 + j] / sqrt(ms + 1e-5) * wd[j];
+            if (fabs(yd[r * 24 + j] - want) > 1e-5 * (1 + fabs(want)))
+                fail_msg("rms_norm element %d: %.8g vs %.8g", r * 24 + j, yd[r * 24 + j], want);
+        }
+    }
+    nn_tensor_free(y);
+    rms_cfg c1 = {ws, 2, 1e-5}, c2 = {ws + 1, 1, 0.1};
+    nn_tensor *in[2] = {x, w};
+    tu_gradcheck(f_rms, in, 2, &c1, 1e-3, 2e-3, 1e-2);
+    nn_tensor *in2[2] = {x, NULL};
+    tu_gradcheck(f_rms, in2, 2, &c2, 1e-3, 2e-3, 1e-2);
+    assert_null(nn_rms_norm(x, ws + 1, 1, w, 1e-5));
+    tu_expect_error(NN_ERR_SHAPE, "nn_rms_norm: weight [4,6] must have the shape normalized_shape [6]");
+    int64_t bad[] = {5};
+    assert_null(nn_rms_norm(x, bad, 1, NULL, 1e-5));
+    tu_expect_error(NN_ERR_SHAPE, "nn_rms_norm: x [3,4,6] does not end in normalized_shape [5]");
+    assert_null(nn_rms_norm(x, ws, 2, NULL, -1.0));
+    tu_expect_error(NN_ERR_INVALID, "nn_rms_norm: eps -1");
+    nn_tensor_free(x);
+    nn_tensor_free(w);
+}
+
+/* -------------------------------------------- mask ops, sin/cos golden */
+
+static nn_tensor *u8_of(nn_tensor *t) {
+    nn_tensor *zero = TU_NN(nn_tensor_zeros(NN_DTYPE_I64, NULL, 0));
+    nn_tensor *m = TU_NN(nn_ne(t, zero));
+    nn_tensor_free(zero);
+    return m;
+}
+
+static nn_tensor *f_masked_fill(nn_tensor **in, void *ctx) {
+    const int64_t *p = ctx;
+    nn_tensor *m = u8_of(in[1]);
+    nn_tensor *out = nn_masked_fill(in[0], m, (double)p[0] * 1e-6);
+    nn_tensor_free(m);
+    return out;
+}
+
+static nn_tensor *f_masked_select(nn_tensor **in, void *ctx) {
+    (void)ctx;
+    nn_tensor *m = u8_of(in[1]);
+    nn_tensor *out = nn_masked_select(in[0], m);
+    nn_tensor_free(m);
+    return out;
+}
+
+static nn_tensor *f_one_hot(nn_tensor **in, void *ctx) {
+    return nn_one_hot(in[0], ((const int64_t *)ctx)[0]);
+}
+
+static nn_tensor *f_sin(nn_tensor **in, void *ctx) { return ctx ? nn_cos(in[0]) : nn_sin(in[0]); }
+
+static nn_tensor *f_cmp(nn_tensor **in, void *ctx) {
+    const int64_t *p = ctx;
+    nn_tensor *(*const fns[])(nn_tensor *, double) = {nn_eq_scalar, nn_ne_scalar, nn_lt_scalar,
+                                                      nn_le_scalar, nn_gt_scalar, nn_ge_scalar};
+    nn_tensor *r = fns[p[0]](in[0], (double)p[1] * 1e-6);
+    if (!r) return NULL;
+    assert_int_equal(nn_tensor_dtype(r), NN_DTYPE_U8);
+    nn_tensor *w = nn_tensor_to(r, NN_DTYPE_I64); /* golden masks are i64 */
+    nn_tensor_free(r);
+    return w;
+}
+
+static void golden_family(tu_golden *g, const char *prefix, int nin, th_fn fn, int min_cases) {
+    int k;
+    for (k = 0;; k++) {
+        char cs[48], nm[64];
+        snprintf(cs, sizeof cs, "%s_%d", prefix, k);
+        snprintf(nm, sizeof nm, "%s_out", cs);
+        if (!tu_golden_has(g, nm)) break;
+        snprintf(nm, sizeof nm, "%s_params", cs);
+        int64_t np = 0;
+        const int64_t *p = tu_golden_has(g, nm) ? th_params(g, nm, &np) : NULL;
+        th_golden_case(g, cs, nin, fn, (void *)p, 1e-5, 1e-6);
+    }
+    if (k < min_cases) fail_msg("golden family %s: %d cases, expected %d", prefix, k, min_cases);
+}
+
+static void test_mask_ops_golden(void **s) {
+    (void)s;
+    tu_golden *g = tu_golden_open("attention.txt");
+    golden_family(g, "masked_fill", 2, f_masked_fill, 3);
+    golden_family(g, "masked_select", 2, f_masked_select, 2);
+    golden_family(g, "one_hot", 1, f_one_hot, 2);
+    golden_family(g, "sin", 1, f_sin, 1);
+    golden_family(g, "cmp_scalar", 1, f_cmp, 30);
+    /* cos: ctx non-NULL selects cos in f_sin */
+    th_golden_case(g, "cos_0", 1, f_sin, (void *)1, 1e-5, 1e-6);
+    tu_golden_close(g);
+}
+
+static nn_tensor *f_sel_grad(nn_tensor **in, void *ctx) {
+    return ctx ? nn_masked_select(in[0], ctx) : nn_sin(in[0]);
+}
+
+static void test_mask_ops_grad_and_errors(void **s) {
+    (void)s;
+    int64_t xs[] = {3, 4}, ms[] = {2, 3, 4};
+    nn_tensor *x = th_param(41, xs, 2);
+    nn_tensor *m = make_u8(42, ms, 3, 0.5, -1, 3, 4);
+    nn_tensor *in[1] = {x};
+    tu_gradcheck(f_sel_grad, in, 1, m, 1e-3, 1e-3, 1e-2);
+    tu_gradcheck(f_sel_grad, in, 1, NULL, 1e-3, 1e-3, 1e-2);
+    nn_scope *sc = nn_scope_begin();
+    assert_null(nn_masked_fill(x, x, 0));
+    tu_expect_error(NN_ERR_DTYPE, "nn_masked_fill: argument 'mask' has dtype f32, expected u8");
+    assert_null(nn_masked_fill(x, m, 0));
+    tu_expect_error(NN_ERR_SHAPE, "nn_masked_fill: mask [2,3,4] must broadcast to x [3,4]");
+    int64_t is[] = {3};
+    nn_tensor *idx = TU_NN(nn_tensor_zeros(NN_DTYPE_I64, is, 1));
+    TU_OK(nn_tensor_fill(idx, 4));
+    assert_null(nn_one_hot(idx, 3));
+    tu_expect_error(NN_ERR_RANGE, "nn_one_hot: index 4 is out of range for 3 classes");
+    TU_OK(nn_tensor_fill(idx, -1));
+    assert_null(nn_one_hot(idx, 3));
+    tu_expect_error(NN_ERR_RANGE, "nn_one_hot: index -1");
+    assert_null(nn_one_hot(x, 3));
+    tu_expect_error(NN_ERR_DTYPE, "nn_one_hot: indices has dtype f32");
+    /* i64 comparisons are exact beyond 2^53 */
+    int64_t big = ((int64_t)1 << 60) + 1;
+    nn_tensor *bt = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, is, 1, (int64_t[]){big, big - 1, 0}));
+    nn_tensor *eq = TU_NN(nn_gt_scalar(bt, (double)((int64_t)1 << 60)));
+    const uint8_t *e = nn_tensor_data(eq);
+    assert_true(e[0] == 1 && e[1] == 0 && e[2] == 0);
+    nn_scope_end(sc);
+    nn_tensor_free(x);
+    nn_tensor_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sdpa_double_reference),
@@ -469,6 +711,10 @@ int main(void) {
         cmocka_unit_test(test_sdpa_dropout),
         cmocka_unit_test(test_sdpa_errors),
         cmocka_unit_test(test_sdpa_oom_sweep),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_rms_norm),
+        cmocka_unit_test(test_mask_ops_golden),
+        cmocka_unit_test(test_mask_ops_grad_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

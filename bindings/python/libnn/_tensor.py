@@ -876,9 +876,16 @@ class Tensor:
         return t
 
     def __getitem__(self, key):
+        if isinstance(key, Tensor) and key.dtype is uint8:
+            return F.masked_select(self, key)  # t[mask], like torch
         return self._index(key)
 
     def __setitem__(self, key, value):
+        if isinstance(key, Tensor) and key.dtype is uint8:  # t[mask] = value
+            with no_grad():
+                filled = F.masked_fill(self, key, _pyfloat(value))
+                check(lib.nn_tensor_assign(_h(self), _h(filled)))
+            return
         with no_grad():
             view = self._index(key)
         if isinstance(value, (int, _pyfloat, bool)):
@@ -1063,8 +1070,12 @@ def _unary_method(name):
     return method
 
 
-for _n in ('neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'relu', 'sigmoid', 'tanh', 'silu'):
+for _n in ('neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'relu', 'sigmoid', 'tanh', 'silu',
+           'sin', 'cos'):
     setattr(Tensor, _n, _unary_method(_n))
+
+Tensor.masked_fill = lambda self, mask, value: F.masked_fill(self, mask, value)
+Tensor.masked_select = lambda self, mask: F.masked_select(self, mask)
 
 for _n in ('add', 'sub', 'mul', 'div', 'minimum', 'maximum', 'eq', 'ne', 'lt', 'le',
            'gt', 'ge'):

@@ -7,7 +7,7 @@ from ctypes import byref, c_void_p
 
 from ._lib import lib
 from ._tensor import (Tensor, _dims_arg, _gen, _h, _opt, _shape_arg, _wrap, as_tensor,
-                      full, int64, tensor)
+                      full, int64, tensor, uint8)
 
 _pyfloat = builtins.float
 _pyslice = builtins.slice
@@ -441,28 +441,36 @@ C_NAMES = {'nn_embedding_padded': 'embedding'}
 
 # ------------------------------------------------------------- comparisons
 
+def _compare(cfn, sfn, a, b):
+    """A tensor against a Python number goes through the scalar form (exact
+    for int64, the number rounded to float32 for float32, like torch)."""
+    if isinstance(a, Tensor) and isinstance(b, _NUM):
+        return _wrap(sfn(_h(a), _pyfloat(b)))
+    return _binary(cfn, a, b)
+
+
 def eq(a, b):
-    return _binary(lib.nn_eq, a, b)
+    return _compare(lib.nn_eq, lib.nn_eq_scalar, a, b)
 
 
 def ne(a, b):
-    return _binary(lib.nn_ne, a, b)
+    return _compare(lib.nn_ne, lib.nn_ne_scalar, a, b)
 
 
 def lt(a, b):
-    return _binary(lib.nn_lt, a, b)
+    return _compare(lib.nn_lt, lib.nn_lt_scalar, a, b)
 
 
 def le(a, b):
-    return _binary(lib.nn_le, a, b)
+    return _compare(lib.nn_le, lib.nn_le_scalar, a, b)
 
 
 def gt(a, b):
-    return _binary(lib.nn_gt, a, b)
+    return _compare(lib.nn_gt, lib.nn_gt_scalar, a, b)
 
 
 def ge(a, b):
-    return _binary(lib.nn_ge, a, b)
+    return _compare(lib.nn_ge, lib.nn_ge_scalar, a, b)
 
 
 # ----------------------------------------- attention and transformer ops
@@ -483,9 +491,58 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         _pyfloat(dropout_p), s, _gen(generator)))
 
 
+def rope(x, positions=None, offset=0, base=10000.0, rotary_dim=0):
+    """Rotary position embedding on x [..., T, D] (GPT-NeoX / LLaMA "rotate
+    half": the first and second halves of the rotated features form the
+    pairs). Positions: offset + t, or offset + positions (int64, broadcast to
+    x.shape[:-1]); rotary_dim 0 rotates all D features."""
+    pos = None
+    if positions is not None:
+        pos = positions if isinstance(positions, Tensor) else tensor(positions, dtype=int64)
+    return _wrap(lib.nn_rope(_h(_t(x)), _opt(pos), int(offset), _pyfloat(base), int(rotary_dim)))
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):  # noqa: A002
+    """x / sqrt(mean(x**2) + eps) * weight over the trailing normalized_shape
+    (eps None: float32 machine epsilon, like torch.nn.functional.rms_norm)."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    sh, n = _shape_arg(normalized_shape)
+    e = 1.1920928955078125e-07 if eps is None else _pyfloat(eps)
+    return _wrap(lib.nn_rms_norm(_h(_t(input)), sh, n, _opt(weight), e))
+
+
+sin = _unary(lib.nn_sin)
+cos = _unary(lib.nn_cos)
+sin.__name__, cos.__name__ = 'sin', 'cos'
+sin.__doc__, cos.__doc__ = 'Elementwise sin (nn_sin).', 'Elementwise cos (nn_cos).'
+
+
+def _mask(m, like):
+    m = m if isinstance(m, Tensor) else tensor(m, dtype=uint8)
+    return m
+
+
+def masked_fill(input, mask, value):  # noqa: A002
+    """input with value where the uint8/bool mask (broadcast to input) is 1."""
+    return _wrap(lib.nn_masked_fill(_h(_t(input)), _h(_mask(mask, input)), _pyfloat(value)))
+
+
+def masked_select(input, mask):  # noqa: A002
+    """1-D tensor of input's elements where mask is 1 (both broadcast)."""
+    return _wrap(lib.nn_masked_select(_h(_t(input)), _h(_mask(mask, input))))
+
+
+def one_hot(tensor_, num_classes=-1):
+    """int64 [..., num_classes] one-hot encoding (num_classes -1: max + 1)."""
+    idx = tensor_ if isinstance(tensor_, Tensor) else tensor(tensor_, dtype=int64)
+    return _wrap(lib.nn_one_hot(_h(idx), int(num_classes)))
+
+
 # C name -> functional name where they differ (the tests check that every op
 # of the header's Ops section is reachable from here).
 C_NAMES['nn_concat'] = 'concat'
+C_NAMES.update({'nn_%s_scalar' % _c: _c for _c in ('eq', 'ne', 'lt', 'le', 'gt', 'ge')})
 
 
 def _scalar_like(v, t):

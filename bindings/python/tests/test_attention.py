@@ -80,3 +80,39 @@ def test_sdpa_dropout_is_seeded(rng):
     a = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5, generator=libnn.Generator(3))
     b = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5, generator=libnn.Generator(3))
     close(a, b.numpy(), tol=0)
+
+
+def test_rope_rms_norm_trig(rng):
+    x = rng.standard_normal((2, 3, 5, 8)).astype('f')
+    # rotate-half with positions 2 + t
+    h, pos = 4, 2 + np.arange(5)[:, None]
+    ang = pos / 10000.0 ** (2 * np.arange(h) / 8)
+    c, s = np.cos(ang), np.sin(ang)
+    want = np.concatenate([x[..., :h] * c - x[..., h:] * s, x[..., h:] * c + x[..., :h] * s], -1)
+    close(F.rope(T(x), offset=2), want, tol=1e-5)
+    close(F.rope(T(x), positions=[2, 3, 4, 5, 6]), want, tol=1e-5)
+    w = rng.standard_normal(8).astype('f')
+    close(F.rms_norm(T(x), 8, T(w), eps=1e-6),
+          x / np.sqrt((x.astype('d') ** 2).mean(-1, keepdims=True) + 1e-6) * w, tol=1e-5)
+    close(T(x).sin(), np.sin(x))
+    close(F.cos(T(x)), np.cos(x))
+
+
+def test_mask_ops(rng):
+    x = rng.standard_normal((3, 4)).astype('f')
+    t = T(x, requires_grad=True)
+    m = t > 0.2
+    assert m.dtype is libnn.uint8
+    close(t.masked_fill(m, -1.0), np.where(x > 0.2, -1.0, x))
+    sel = t[m]
+    close(sel, x[x > np.float32(0.2)])
+    sel.sum().backward()
+    close(t.grad, (x > np.float32(0.2)).astype('f'))
+    close(F.one_hot(libnn.tensor([0, 2, 1], dtype=libnn.int64), 4).to(libnn.float32),
+          np.eye(4)[[0, 2, 1]])
+    i = libnn.tensor([1, 5, 9], dtype=libnn.int64)
+    close((i >= 5).to(libnn.int64), [0, 1, 1])
+    close((i == 5.5).to(libnn.int64), [0, 0, 0])
+    y = T(x)
+    y[y < 0] = 0.0
+    close(y, np.maximum(x, 0))
