@@ -511,6 +511,37 @@ static void test_weight_tying(void **s) {
     nn_scope_end(sc);
 }
 
+/* A checkpoint of a tied net resumes into a tied net built in code. */
+static void test_weight_tying_checkpoint(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    nn_generator_seed(NULL, 21);
+    nn_module *net = tied_lm(true);
+    nn_tensor *w = nn_module_get_parameter(net, "0.weight");
+    nn_optim *opt = TU_NN(nn_adam(&w, 1, 1e-2));
+    int64_t xs[2] = {1, 3}, idx[3] = {2, 5, 7};
+    nn_tensor *x = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, xs, 2, idx));
+    TU_OK(nn_backward(nn_sum(nn_module_forward(net, x), NULL, 0, false)));
+    TU_OK(nn_optim_step(opt));
+    nn_io_options *o = TU_NN(nn_io_options_new());
+    TU_OK(nn_io_options_set_training(o, opt, NULL, NULL, 1, 1));
+    void *buf;
+    size_t n;
+    TU_OK(nn_model_save_buffer(net, NULL, o, &buf, &n));
+    nn_module *again = tied_lm(true);
+    nn_tensor *w2 = nn_module_get_parameter(again, "0.weight");
+    nn_optim *opt2 = TU_NN(nn_adam(&w2, 1, 1e-2));
+    TU_OK(nn_checkpoint_load_buffer(buf, n, again, opt2, NULL, NULL, NULL, NULL, NULL));
+    assert_same(nn_module_get_parameter(again, "1.weight"), w);
+    nn_free(buf);
+    nn_io_options_free(o);
+    nn_optim_free(opt2);
+    nn_optim_free(opt);
+    nn_module_free(again);
+    nn_module_free(net);
+    nn_scope_end(sc);
+}
+
 static void test_weight_tying_errors(void **s) {
     (void)s;
     nn_module *net = tied_lm(false);
@@ -542,6 +573,7 @@ int main(void) {
         cmocka_unit_test(test_recurrent_names_and_misuse),
         cmocka_unit_test(test_recurrent_dropout),
         cmocka_unit_test(test_weight_tying),
+        cmocka_unit_test(test_weight_tying_checkpoint),
         cmocka_unit_test(test_weight_tying_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
