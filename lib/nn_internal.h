@@ -174,6 +174,23 @@ double nn__get_flat(const nn_tensor *t, int64_t i);
 /* Element offset (in elements, from storage base) of logical flat index i. */
 int64_t nn__flat_offset(const nn_tensor *t, int64_t i);
 
+/* A list of named tensors: the one form that module parameter lists,
+ * flattened module lists and state dicts share. Names are owned by the
+ * list; whether the tensors are is up to its owner (see clear). */
+typedef struct nn__named_tensor {
+    char *name;
+    nn_tensor *t;
+} nn__named_tensor;
+typedef struct nn__named_list {
+    nn__named_tensor *e;
+    int64_t n, cap;
+} nn__named_list;
+/* Append (name, t): the name is copied, t stored as given (retain it first
+ * to own it). NN_ERR_NOMEM / NN_ERR_OVERFLOW naming fn; l unchanged then. */
+nn_status nn__named_list_push(nn__named_list *l, const char *name, nn_tensor *t, const char *fn);
+/* Free the names (and release the tensors when owned), then the array. */
+void nn__named_list_clear(nn__named_list *l, bool owned);
+
 /* --------------------------------------------------------------- scopes */
 
 /* Hand t to the innermost open scope of this thread (if any) and return it.

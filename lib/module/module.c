@@ -31,12 +31,7 @@ static nn_module *mod_alloc(void) {
     return m;
 }
 
-static void flat_clear(nn__flat_list *l) {
-    for (int64_t i = 0; i < l->n; i++) nn__free(l->e[i].name);
-    nn__free(l->e);
-    l->e = NULL;
-    l->n = 0;
-}
+static void flat_clear(nn__named_list *l) { nn__named_list_clear(l, false); }
 
 static void mod_destroy(nn_module *m) {
     for (int i = 0; i < m->nparams; i++) {
@@ -609,17 +604,18 @@ static void fb_walk(flat_builder *b, const nn_module *m, const char *prefix, boo
     }
 }
 
-static bool flat_build(const nn_module *m, bool params, nn__flat_list *out) {
+static bool flat_build(const nn_module *m, bool params, nn__named_list *out) {
     flat_builder b = {0};
     fb_walk(&b, m, "", params);
     nn__index_free(&b.listed);
     if (b.fail) {
-        nn__flat_list tmp = {b.e, b.n};
+        nn__named_list tmp = {b.e, b.n, b.cap};
         flat_clear(&tmp);
         return false;
     }
     out->e = b.e;
     out->n = b.n;
+    out->cap = b.cap;
     return true;
 }
 
@@ -629,7 +625,7 @@ static bool flat_refresh(nn_module *m) {
     pthread_mutex_lock(&m->lock);
     bool ok = true;
     if (!m->flat_valid || m->flat_gen != gen) {
-        nn__flat_list p = {0}, b = {0};
+        nn__named_list p = {0}, b = {0};
         ok = flat_build(m, true, &p) && flat_build(m, false, &b);
         if (ok) {
             flat_clear(&m->flat_params);
@@ -660,7 +656,7 @@ static nn_tensor *flat_get(nn_module *m, int64_t i, const char **name, bool para
                            const char *fn) {
     if (name) *name = NULL;
     if (!nn__mod_check(m, fn, "m") || !flat_refresh(m)) return NULL;
-    const nn__flat_list *l = params ? &m->flat_params : &m->flat_bufs;
+    const nn__named_list *l = params ? &m->flat_params : &m->flat_bufs;
     if (i < 0 || i >= l->n)
         return NN__FAIL(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn,
                         (long long)i, (long long)l->n);

@@ -93,19 +93,8 @@ typedef struct nn__mod_kind {
 
 typedef struct {
     char *name;
-    nn_tensor *t;
-} nn__named_tensor;
-
-typedef struct {
-    char *name;
     nn_module *m;
 } nn__named_module;
-
-/* A flattened, dotted-name view of a tree (names owned, tensors borrowed). */
-typedef struct {
-    nn__named_tensor *e;
-    int64_t n;
-} nn__flat_list;
 
 struct nn_module {
     nn__handle handle; /* NN__KIND_MODULE */
@@ -137,7 +126,7 @@ struct nn_module {
     pthread_mutex_t lock;
     uint64_t flat_gen;
     bool flat_valid;
-    nn__flat_list flat_params, flat_bufs;
+    nn__named_list flat_params, flat_bufs; /* dotted names owned, tensors borrowed */
 };
 NN__HANDLE_FIRST(struct nn_module, handle);
 

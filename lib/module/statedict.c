@@ -7,8 +7,7 @@
 
 struct nn_statedict {
     nn__handle handle; /* NN__KIND_STATEDICT */
-    nn__named_tensor *e;
-    int64_t n, cap;
+    nn__named_list list; /* entries in insertion order (names and tensors owned) */
     nn__index names; /* name -> entry, once past NN__INDEX_MIN entries */
 };
 NN__HANDLE_FIRST(struct nn_statedict, handle);
@@ -26,11 +25,7 @@ nn_statedict *nn_statedict_new(void) {
 void nn_statedict_free(nn_statedict *sd) {
     if (!sd) return;
     if (!sd_check(sd, "nn_statedict_free")) return;
-    for (int64_t i = 0; i < sd->n; i++) {
-        nn__free(sd->e[i].name);
-        nn__tensor_release(sd->e[i].t);
-    }
-    nn__free(sd->e);
+    nn__named_list_clear(&sd->list, true);
     nn__index_free(&sd->names);
     nn__handle_clear(&sd->handle);
     nn__free(sd);
@@ -38,25 +33,25 @@ void nn_statedict_free(nn_statedict *sd) {
 
 int64_t nn_statedict_size(const nn_statedict *sd) {
     if (!sd_check(sd, "nn_statedict_size")) return -1;
-    return sd->n;
+    return sd->list.n;
 }
 
 static bool sd_index(const nn_statedict *sd, int64_t i, const char *fn) {
     if (!sd_check(sd, fn)) return false;
-    if (i < 0 || i >= sd->n) {
+    if (i < 0 || i >= sd->list.n) {
         nn__err(NN_ERR_RANGE, "%s: index %lld out of range (%lld entries)", fn, (long long)i,
-                (long long)sd->n);
+                (long long)sd->list.n);
         return false;
     }
     return true;
 }
 
 const char *nn_statedict_name(const nn_statedict *sd, int64_t i) {
-    return sd_index(sd, i, "nn_statedict_name") ? sd->e[i].name : NULL;
+    return sd_index(sd, i, "nn_statedict_name") ? sd->list.e[i].name : NULL;
 }
 
 nn_tensor *nn_statedict_tensor(const nn_statedict *sd, int64_t i) {
-    return sd_index(sd, i, "nn_statedict_tensor") ? sd->e[i].t : NULL;
+    return sd_index(sd, i, "nn_statedict_tensor") ? sd->list.e[i].t : NULL;
 }
 
 typedef struct {
@@ -66,7 +61,7 @@ typedef struct {
 
 static bool sd_eq(const void *ctx, int64_t i) {
     const sd_key *k = ctx;
-    return !strcmp(k->sd->e[i].name, k->name);
+    return !strcmp(k->sd->list.e[i].name, k->name);
 }
 
 /* Index of name, or -1. Small dicts are scanned; past NN__INDEX_MIN
@@ -77,18 +72,18 @@ static int64_t sd_find(const nn_statedict *sd, const char *name) {
         sd_key k = {sd, name};
         return nn__index_find(&sd->names, nn__hash_str(name), sd_eq, &k);
     }
-    for (int64_t i = 0; i < sd->n; i++)
-        if (!strcmp(sd->e[i].name, name)) return i;
+    for (int64_t i = 0; i < sd->list.n; i++)
+        if (!strcmp(sd->list.e[i].name, name)) return i;
     return -1;
 }
 
 /* Room to index one more entry; builds the index on crossing NN__INDEX_MIN. */
 static nn_status sd_reserve(nn_statedict *sd) {
-    if (!sd->names.cap && sd->n + 1 <= NN__INDEX_MIN) return NN_OK;
+    if (!sd->names.cap && sd->list.n + 1 <= NN__INDEX_MIN) return NN_OK;
     bool build = !sd->names.cap;
-    nn_status st = nn__index_reserve(&sd->names, sd->n + 1);
-    for (int64_t i = 0; !st && build && i < sd->n; i++)
-        nn__index_add(&sd->names, nn__hash_str(sd->e[i].name), i);
+    nn_status st = nn__index_reserve(&sd->names, sd->list.n + 1);
+    for (int64_t i = 0; !st && build && i < sd->list.n; i++)
+        nn__index_add(&sd->names, nn__hash_str(sd->list.e[i].name), i);
     return st;
 }
 
@@ -97,7 +92,7 @@ nn_tensor *nn_statedict_get(const nn_statedict *sd, const char *name) {
     if (!sd_check(sd, fn) || !nn__check_ptr(name, fn, "name")) return NULL;
     int64_t i = sd_find(sd, name);
     if (i < 0) return NN__FAIL(NN_ERR_NOT_FOUND, "%s: no entry named '%.200s'", fn, name);
-    return sd->e[i].t;
+    return sd->list.e[i].t;
 }
 
 nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t) {
@@ -108,29 +103,16 @@ nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor *t) {
     int64_t i = sd_find(sd, name);
     if (i >= 0) {
         nn__tensor_retain(t);
-        nn__tensor_release(sd->e[i].t);
-        sd->e[i].t = t;
+        nn__tensor_release(sd->list.e[i].t);
+        sd->list.e[i].t = t;
         return NN_OK;
     }
     nn_status st = sd_reserve(sd);
     if (st) return st;
-    if (sd->n == sd->cap) {
-        int64_t ncap = sd->cap ? sd->cap * 2 : 16;
-        size_t bytes;
-        if (!nn__size_mul((size_t)ncap, sizeof *sd->e, &bytes))
-            return nn__err(NN_ERR_OVERFLOW, "%s: too many entries", fn);
-        void *p = nn__realloc(sd->e, bytes);
-        if (!p) return NN_ERR_NOMEM;
-        sd->e = p;
-        sd->cap = ncap;
-    }
-    char *nm = nn__strdup(name);
-    if (!nm) return NN_ERR_NOMEM;
+    st = nn__named_list_push(&sd->list, name, t, fn);
+    if (st) return st;
     nn__tensor_retain(t);
-    sd->e[sd->n].name = nm;
-    sd->e[sd->n].t = t;
-    if (sd->names.cap) nn__index_add(&sd->names, nn__hash_str(nm), sd->n);
-    sd->n++;
+    if (sd->names.cap) nn__index_add(&sd->names, nn__hash_str(name), sd->list.n - 1);
     return NN_OK;
 }
 
@@ -245,7 +227,7 @@ static bool check_entry(const char *name, nn_tensor *t, void *vctx) {
         return true;
     }
     c->seen[i] = true;
-    nn_tensor *src = c->sd->e[i].t;
+    nn_tensor *src = c->sd->list.e[i].t;
     if (!nn__same_shape(t, src)) {
         if (!c->apply) {
             char a[128], b[128], line[400];
@@ -272,10 +254,10 @@ static void build_report(load_ctx *c, strbuf *out, int *nunexpected) {
         sb_add(out, "\n");
     }
     *nunexpected = 0;
-    for (int64_t i = 0; i < c->sd->n; i++) {
+    for (int64_t i = 0; i < c->sd->list.n; i++) {
         if (c->seen[i]) continue;
         sb_add(out, (*nunexpected)++ ? ", " : "unexpected: ");
-        sb_add(out, c->sd->e[i].name);
+        sb_add(out, c->sd->list.e[i].name);
     }
     if (*nunexpected) sb_add(out, "\n");
     if (c->nshape) {
@@ -293,7 +275,7 @@ nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool s
     load_ctx c = {.sd = sd};
     strbuf rep = {0};
     nn_status st = NN_OK;
-    c.seen = nn__calloc((size_t)(sd->n ? sd->n : 1), sizeof *c.seen);
+    c.seen = nn__calloc((size_t)(sd->list.n ? sd->list.n : 1), sizeof *c.seen);
     if (!c.seen) return NN_ERR_NOMEM;
     /* Pass 1: match names and shapes without touching the module. */
     if (!walk_module(m, check_entry, &c)) st = nn_last_status();
@@ -345,7 +327,7 @@ nn_status nn__sd_put_i64(nn_statedict *sd, const char *name, int64_t v) {
 nn_tensor *nn__sd_find(const nn_statedict *sd, const char *name) {
     if (!nn__handle_is(sd, NN__KIND_STATEDICT)) return NULL;
     int64_t i = sd_find(sd, name);
-    return i < 0 ? NULL : sd->e[i].t;
+    return i < 0 ? NULL : sd->list.e[i].t;
 }
 
 nn_status nn__sd_get_i64(const nn_statedict *sd, const char *name, int64_t *v, const char *fn) {
