@@ -1,6 +1,5 @@
-/* The container: header, CRC-checked sections, trailer (FORMAT.md 1-3).
- * Reading is load.c's one-pass reader; nn__file_parse keeps a whole
- * buffer's sections. */
+/* Writing the container: header, CRC-checked sections, trailer
+ * (FORMAT.md 1-3). Reading is load.c's one-pass reader. */
 #include "io_internal.h"
 
 #include <string.h>
@@ -50,31 +49,4 @@ nn_status nn__filew_finish(nn__filew *f, uint8_t **data, size_t *size, const cha
     f->w.p = NULL;
     (void)fn;
     return NN_OK;
-}
-
-/* ------------------------------------------------------------- reading */
-
-/* The one-pass reader of load.c over a buffer, keeping every section. */
-nn_status nn__file_parse(const uint8_t *data, size_t size, nn__file *f, const char *fn) {
-    memset(f, 0, sizeof *f);
-    nn__io_src src = {.data = data, .size = size};
-    nn__ld ld;
-    nn_status st = nn__ld_open(&ld, &src, INT64_MAX, fn);
-    uint32_t type;
-    while (!st && !(st = nn__ld_next(&ld, &type)) && type) {
-        nn__section *s = &f->sec[f->nsections++];
-        s->type = type;
-        s->flags = nn__get_u32(ld.rec[ld.cur].hdr + 4);
-        s->payload = data + ld.pos;
-        s->len = (size_t)nn__ld_left(&ld);
-    }
-    f->major = (uint16_t)(ld.hdr[8] | ld.hdr[9] << 8);
-    f->minor = (uint16_t)(ld.hdr[10] | ld.hdr[11] << 8);
-    return nn__ld_close(&ld, st);
-}
-
-const nn__section *nn__file_find(const nn__file *f, uint32_t type) {
-    for (uint32_t i = 0; i < f->nsections; i++)
-        if (f->sec[i].type == type) return &f->sec[i];
-    return NULL;
 }

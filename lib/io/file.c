@@ -1,7 +1,7 @@
 /* Whole files: assemble sections and deliver them to a path (the atomic
- * save), a buffer or a callback; fetch bytes from the same three and
- * validate the container. The system calls of the save go through
- * nn__io_sys_ops so tests can inject a failure at each step. */
+ * save), a buffer or a callback (reading is load.c's one-pass reader). The
+ * system calls of the save go through nn__io_sys_ops so tests can inject a
+ * failure at each step. */
 #include "io_internal.h"
 
 #include <dirent.h>
@@ -351,47 +351,4 @@ nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *ds
     st = nn__filew_finish(&f, &data, &size, fn);
     if (st) return st;
     return deliver(dst, data, size, fn);
-}
-
-nn_status nn__io_load(const nn__io_src *src, int64_t max, nn__io_loaded *out, const char *fn) {
-    memset(out, 0, sizeof *out);
-    const uint8_t *bytes;
-    size_t size;
-    nn_status st;
-    if (src->path || src->read) {
-        st = src->path ? nn__io_read_path(src->path, max, &out->owned, &size, fn)
-                       : nn__io_read_stream(src->read, src->user, max, &out->owned, &size, fn);
-        if (st) return st;
-        bytes = out->owned;
-    } else {
-        if (!src->data && src->size) return nn__err(NN_ERR_NULL, "%s: argument 'data' is NULL", fn);
-        if (src->size > (uint64_t)max)
-            return nn__err(NN_ERR_LIMIT,
-                           "%s: %zu bytes exceed the %lld-byte limit "
-                           "(NN_IO_OPTION_MAX_BYTES)",
-                           fn, src->size, (long long)max);
-        bytes = src->data;
-        size = src->size;
-    }
-    st = nn__file_parse(bytes, size, &out->file, fn);
-    if (st) nn__io_unload(out);
-    return st;
-}
-
-void nn__io_unload(nn__io_loaded *l) {
-    nn__free(l->owned);
-    l->owned = NULL;
-}
-
-nn_status nn__io_load_tensors(const nn__io_loaded *l, int64_t max, nn__tlist *out, const char *fn) {
-    const nn__section *s = nn__file_find(&l->file, NN__SEC_TENSORS);
-    if (!s) return nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
-    int64_t budget = max;
-    return nn__tensors_decode(s->payload, s->len, &budget, out, fn);
-}
-
-nn_meta *nn__io_load_meta(const nn__io_loaded *l, const char *fn) {
-    const nn__section *s = nn__file_find(&l->file, NN__SEC_META);
-    if (!s) return nn__meta_new();
-    return nn__meta_decode(s->payload, s->len, fn);
 }

@@ -137,12 +137,6 @@ nn_status nn__inflate_rd(nn__rd *r, size_t in_len, void *out, size_t out_len, co
 
 /* ---------------------------------------------------------- container */
 
-typedef struct nn__section {
-    uint32_t type, flags;
-    const uint8_t *payload;
-    size_t len;
-} nn__section;
-
 /* Builds a file: header, then sections appended one by one, then finish. */
 typedef struct nn__filew {
     nn__wbuf w;
@@ -155,31 +149,12 @@ void nn__filew_section(nn__filew *f, uint32_t type, uint32_t flags, nn__wbuf *bo
 /* Patch the header, append the trailer; on success the caller owns *data (of *size bytes). */
 nn_status nn__filew_finish(nn__filew *f, uint8_t **data, size_t *size, const char *fn);
 
-/* A parsed container: sections borrow from the input buffer. */
-typedef struct nn__file {
-    uint16_t major, minor;
-    uint32_t nsections;
-    nn__section sec[NN__IO_MAX_SECTIONS];
-} nn__file;
-
-/* Validate header, sizes, CRCs and section framing of a whole file.
- * Unknown skippable sections are dropped; unknown required ones are
- * rejected. */
-nn_status nn__file_parse(const uint8_t *data, size_t size, nn__file *f, const char *fn);
-/* The section of a type (NULL if absent). */
-const nn__section *nn__file_find(const nn__file *f, uint32_t type);
-
 /* -------------------------------------------------------- sinks/sources */
 
 /* Write a finished file to path atomically / through a callback. */
 nn_status nn__io_write_path(const char *path, const uint8_t *data, size_t size, const char *fn);
 nn_status nn__io_write_stream(nn_write_fn write, void *user, const uint8_t *data, size_t size,
                               const char *fn);
-/* Read a whole file (at most max bytes) into a new allocation. */
-nn_status nn__io_read_path(const char *path, int64_t max, uint8_t **data, size_t *size,
-                           const char *fn);
-nn_status nn__io_read_stream(nn_read_fn read, void *user, int64_t max, uint8_t **data, size_t *size,
-                             const char *fn);
 
 /* The system calls used by the atomic save; tests replace them to inject
  * failures (nn__io_sys_reset restores the real ones). Not thread-safe to
@@ -234,10 +209,6 @@ typedef struct nn__tlist {
 
 /* Append a tensor table (FORMAT.md "Tensor table") for the list. */
 nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const char *fn);
-/* Parse a tensor table occupying exactly p[0..len); *budget is the tensor
- * bytes still allowed (decremented). */
-nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__tlist *out,
-                             const char *fn);
 void nn__tlist_clear(nn__tlist *l);
 
 /* One tensor of a table, as declared (checked by nn__ttable_read). */
@@ -301,20 +272,6 @@ typedef struct nn__io_parts {
 
 /* Encode parts at the compression level and deliver the file to dst. */
 nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *dst, const char *fn);
-
-/* A loaded, validated file: the bytes (owned or borrowed) and its sections. */
-typedef struct nn__io_loaded {
-    uint8_t *owned; /* the bytes, if they were read (freed by nn__io_unload) */
-    nn__file file;
-} nn__io_loaded;
-
-/* Fetch the bytes of src (at most max) and validate the container. */
-nn_status nn__io_load(const nn__io_src *src, int64_t max, nn__io_loaded *out, const char *fn);
-void nn__io_unload(nn__io_loaded *l);
-/* Decode the TENSORS section (required) of a loaded file. */
-nn_status nn__io_load_tensors(const nn__io_loaded *l, int64_t max, nn__tlist *out, const char *fn);
-/* Decode the META section (an empty map when absent). */
-nn_meta *nn__io_load_meta(const nn__io_loaded *l, const char *fn);
 
 /* ------------------------------------------------ one-pass reading (load.c) */
 

@@ -325,18 +325,3 @@ nn_status nn__ttable_finish(nn__ttable *t, const char *fn) {
     }
     return nn__rd_end(&t->data) ? NN_OK : nn_last_status();
 }
-
-nn_status nn__tensors_decode(const uint8_t *p, size_t len, int64_t *budget, nn__tlist *out,
-                             const char *fn) {
-    memset(out, 0, sizeof *out);
-    nn__rd r;
-    nn__rd_init(&r, p, len, fn, "tensor table");
-    nn__ttable t;
-    nn_status st = nn__ttable_read(&r, budget, &t, fn);
-    if (st) return st;
-    st = nn__ttable_list(&t, out, fn);
-    if (!st) st = nn__ttable_finish(&t, fn);
-    nn__ttable_free(&t);
-    if (st) nn__tlist_clear(out);
-    return st;
-}
