@@ -193,6 +193,28 @@ static nn_module *module_zoo(int i) {
     case 27: return nn_sigmoid_new();
     case 28: return nn_tanh_new();
     case 29: return nn_relu_new();
+    case 30: return nn_select_new(1, -1);
+    case 31: return nn_embedding_new_padded(10, 4, -2);
+    case 32: return nn_recurrent_new(NN_RNN_MODE_LSTM, 3, 4, 2, true, false, 0.3, true);
+    case 33: return nn_recurrent_new(NN_RNN_MODE_RNN_RELU, 3, 4, 1, false, true, 0, true);
+    case 34: {
+        nn_module *l = nn_module_list_new();
+        if (l && nn_module_list_append(l, nn_linear_new(2, 3, true))) {
+            nn_module_free(l);
+            return NULL;
+        }
+        return l;
+    }
+    case 35: {
+        nn_module *d = nn_module_dict_new();
+        if (!d) return NULL;
+        if (nn_module_dict_set(d, "gru",
+                               nn_recurrent_new(NN_RNN_MODE_GRU, 2, 3, 2, true, true, 0, false))) {
+            nn_module_free(d);
+            return NULL;
+        }
+        return d;
+    }
     }
     return NULL;
 }
@@ -200,7 +222,7 @@ static nn_module *module_zoo(int i) {
 static void test_roundtrip_every_module(void **s) {
     (void)s;
     nn_io_options *o = TU_NN(nn_io_options_new());
-    for (int i = 0; i < 30; i++) {
+    for (int i = 0; i < 36; i++) {
         nn_generator_seed(NULL, (uint64_t)i + 1);
         nn_module *seq = nn_sequential_new();
         TU_OK(nn_sequential_append(seq, TU_NN(module_zoo(i))));
