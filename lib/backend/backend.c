@@ -22,7 +22,7 @@
 #include "backend/tier.h"
 #include "nn.h"
 #include "nn_config.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -154,6 +154,8 @@ static void blis_batched(int64_t batch, bool ta, bool tb, int64_t m, int64_t n, 
 }
 #endif
 
+static void wrap_conv_rules(void);
+
 static void init_kernels(void) {
     const nn__cpu_info *cpu = nn__cpu();
     (void)cpu; /* unused in builds without SIMD tiers */
@@ -179,6 +181,7 @@ static void init_kernels(void) {
         t->name = "avx2";
         nn__avx2_fill_gemm(&t->gemm, NULL, cpu->l1d, cpu->l2, cpu->l3);
         nn__avx2_fill_conv(&t->conv);
+        nn__avx2_fill_conv_direct(&t->conv);
         nn__avx2_fill_pool(&t->pool);
         nn__avx2_fill_eltwise(&t->eltwise);
         nn__avx2_fill_optim(&t->optim);
@@ -195,11 +198,13 @@ static void init_kernels(void) {
         nn__avx512_fill_gemm(&t->gemm, NULL, cpu->l1d, cpu->l2, cpu->l3);
         nn__avx512_fill_eltwise(&t->eltwise);
         nn__avx512_fill_pool(&t->pool);
+        nn__avx512_fill_conv_direct(&t->conv);
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX512, blocked_avx512_nt);
         nn__avx512_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX512] = true;
     }
 #endif
+    wrap_conv_rules();
     g_best = NN_TIER_REF;
     for (int i = 0; i < NN_TIER_COUNT; i++)
         if (g_runnable[i]) g_best = i;
@@ -228,6 +233,32 @@ const nn_kernels *nn__tier_kernels(int tier) {
 int nn__backend_tier(void) {
     const nn_kernels *k = nn__kernels();
     return (int)(k - g_tier);
+}
+
+/* The direct-convolution rule of each tier, behind nn__backend_force_conv. */
+static unsigned (*g_conv_rule[NN_TIER_COUNT])(const nn__conv2d *d);
+static int g_conv_force = -1;
+#define CONV_RULE(T)                                                                               \
+    static unsigned conv_rule_##T(const nn__conv2d *d) {                                           \
+        return g_conv_force < 0 ? g_conv_rule[T](d) : (unsigned)g_conv_force;                      \
+    }
+CONV_RULE(0)
+CONV_RULE(1)
+CONV_RULE(2)
+_Static_assert(NN_TIER_COUNT == 3, "one conv_rule_<tier> per tier");
+static unsigned (*const g_conv_wrap[NN_TIER_COUNT])(const nn__conv2d *) = {conv_rule_0, conv_rule_1,
+                                                                           conv_rule_2};
+
+static void wrap_conv_rules(void) {
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        g_conv_rule[t] = g_tier[t].conv.direct_passes;
+        if (g_conv_rule[t]) g_tier[t].conv.direct_passes = g_conv_wrap[t];
+    }
+}
+
+void nn__backend_force_conv(int passes) {
+    pthread_once(&g_once, init_kernels);
+    g_conv_force = passes < 0 ? -1 : passes;
 }
 
 bool nn__backend_force_tier(int tier) {

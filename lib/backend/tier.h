@@ -35,6 +35,11 @@ const nn_kernels *nn__tier_kernels(int tier);
  * false (and changes nothing) when the tier is not runnable here. Not
  * thread-safe against concurrent kernel calls. */
 bool nn__backend_force_tier(int tier);
+/* Tests and benchmark: which convolution passes run direct (NN_CONV_* bits
+ * of backend/conv.h) in every tier: -1 (the default) the tier's own rule,
+ * else exactly `passes` (a kernel that does not take a shape still falls
+ * back to im2col + GEMM). Not thread-safe against concurrent kernel calls. */
+void nn__backend_force_conv(int passes);
 /* Tests: the blocked GEMM of a tier (libnn's own, whatever the provider of
  * the tier's table is); NULL for the reference tier or when not runnable. */
 nn__sgemm_fn nn__tier_blocked_sgemm(int tier);

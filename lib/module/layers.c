@@ -1,6 +1,7 @@
 /* Built-in layers: hyperparameter tables, default init, forward (through the
  * public ops), FLOP estimates and the public constructors. */
 #include "module_internal.h"
+#include "ops/conv_fuse.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -885,6 +886,42 @@ nn_module *nn_softmax_new(int dim) {
 nn_module *nn_log_softmax_new(int dim) {
     double v = dim;
     return nn__mod_new_kind(&kind_logsoftmax, &v);
+}
+
+/* ----------------------------------------------------- Sequential fusion */
+
+/* Conv2d -> ReLU (-> MaxPool2d 2x2, stride 2, no padding, floor) at the
+ * head of ch[0..n) runs as one fused op (ops/conv_fuse.h): one pass over
+ * the activations instead of two or three, the pool only when no graph is
+ * recorded (its indices are not kept). Not while a summary runs (it reports
+ * per layer), and not for inputs the Conv2d would reject (its own forward
+ * reports those). Returns the children consumed (0: none; *y untouched). */
+int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y) {
+    if (n < 2 || nn__summary_active()) return 0;
+    nn_module *cv = ch[0].m;
+    if (cv->kind != &kind_conv2d || ch[1].m->kind != &kind_relu) return 0;
+    if (x->ndim != 4 || x->shape[1] != ci(cv, CV_IN)) return 0;
+    nn_tensor *w = nn__mod_param(cv, "weight"), *b = nn__mod_param(cv, "bias");
+    nn_tensor *in[3] = {x, w, b};
+    bool pool = false;
+    if (n >= 3 && ch[2].m->kind == &kind_maxpool && !nn__needs_grad(in, 3)) {
+        const nn_module *mp = ch[2].m;
+        /* the conv's output plane: (in + 2 pad - dil (k - 1) - 1) / stride + 1 */
+        int64_t o[2];
+        for (int a = 0; a < 2; a++)
+            o[a] = (x->shape[2 + a] + 2 * ci(cv, CV_PH + a) -
+                    ci(cv, CV_DH + a) * (ci(cv, CV_KH + a) - 1) - 1) /
+                       ci(cv, CV_SH + a) +
+                   1;
+        const int64_t oh = o[0], ow = o[1];
+        pool = ci(mp, MP_KH) == 2 && ci(mp, MP_KW) == 2 && ci(mp, MP_SH) == 2 &&
+               ci(mp, MP_SW) == 2 && ci(mp, MP_PH) == 0 && ci(mp, MP_PW) == 0 &&
+               ci(mp, MP_DH) == 1 && ci(mp, MP_DW) == 1 && !ci(mp, MP_CEIL) && oh >= 2 && ow >= 2;
+    }
+    *y = nn__conv2d_relu(x, w, b, (int)ci(cv, CV_SH), (int)ci(cv, CV_SW), (int)ci(cv, CV_PH),
+                         (int)ci(cv, CV_PW), (int)ci(cv, CV_DH), (int)ci(cv, CV_DW),
+                         (int)ci(cv, CV_GROUPS), pool);
+    return pool ? 3 : 2;
 }
 
 /* ------------------------------------------------------------ type table */

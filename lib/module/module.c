@@ -339,7 +339,12 @@ static nn_tensor *sequential_forward(nn_module *m, nn_tensor *x) {
     nn_tensor *cur = x;
     nn__tensor_retain(cur);
     for (int i = 0; i < m->nchildren && cur; i++) {
-        nn_tensor *next = nn__mod_forward(m->children[i].m, cur);
+        nn_tensor *next = NULL;
+        const int fused = nn__mod_fuse_conv(m->children + i, m->nchildren - i, cur, &next);
+        if (fused)
+            i += fused - 1; /* conv -> relu (-> pool) in one op */
+        else
+            next = nn__mod_forward(m->children[i].m, cur);
         nn__tensor_release(cur);
         cur = next;
     }

@@ -139,6 +139,9 @@ nn_status nn__mod_add_param(nn_module *m, const char *name, nn_tensor *t);
 nn_status nn__mod_add_buffer(nn_module *m, const char *name, nn_tensor *t);
 /* Forward with an untracked result (the dispatch behind nn_module_forward). */
 nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x);
+/* ---- layers.c: Sequential's fusion of Conv2d -> ReLU (-> MaxPool2d(2)):
+ * the number of children ch[0..n) consumed (0: none), result in *y. */
+int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y);
 /* Whether m should behave as in training (false while a summary runs). */
 bool nn__mod_training(const nn_module *m);
 /* Direct parameter by name, or NULL. */

@@ -1,9 +1,20 @@
 /* Convolutions: conv2d, conv1d (conv2d with H = 1) and conv_transpose2d.
  *
- * im2col + sgemm, one image of the batch at a time so memory stays bounded
- * by one column buffer [C*kh*kw, L] per call. conv_transpose2d is the
+ * conv2d with groups = 1 runs the backend's direct kernels for the passes
+ * the tier's rule takes (conv.direct_passes: forward, data gradient, weight
+ * gradient; no column matrix), and im2col + GEMM for the others: images in
+ * chunks whose column buffer stays in L2, one GEMM per chunk. Grouped convs
+ * run im2col + one GEMM per group and image. conv_transpose2d is the
  * data-gradient of conv2d: its forward is a GEMM followed by col2im, its
- * backward an im2col followed by GEMMs. Forward and backward side by side. */
+ * backward an im2col followed by GEMMs. nn__conv2d_fused (ops/conv_fuse.h)
+ * is conv2d + ReLU (+ 2x2 max pool without a graph) in one pass, for the
+ * Sequential layers that allow it. Forward and backward side by side.
+ *
+ * One geometry type for all of them, the backend's nn__conv2d: the image
+ * [c, h, w] that columns are cut from, the window, and the grid of window
+ * positions (g.oh, g.ow); im2col / col2im are the kernel table's. */
+#include "ops/conv_fuse.h"
+
 #include "backend/backend.h"
 #include "nn_ops_internal.h"
 
@@ -11,80 +22,21 @@
 
 /* ---------------------------------------------------------- im2col/col2im */
 
-/* Geometry linking an image [c, h, w] and its column matrix
- * [c*kh*kw, oh*ow]: column (oh_i, ow_i) of row (ci, ki, kj) holds
- * img[ci, oh_i*sh - ph + ki*dh, ow_i*sw - pw + kj*dw] (0 outside). */
-typedef struct {
-    int64_t c, h, w;
-    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
-    int64_t oh, ow;
-} col_geom;
-
-/* Range [lo, hi) of output columns whose input column ow*sw + off is inside [0, w). */
-static void valid_range(int64_t off, int64_t s, int64_t w, int64_t ow, int64_t *lo, int64_t *hi) {
-    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
-    int64_t h = w - off <= 0 ? 0 : (w - off + s - 1) / s;
-    if (l > ow) l = ow;
-    if (h > ow) h = ow;
-    if (h < l) h = l;
-    *lo = l;
-    *hi = h;
-}
-
-static void im2col(const col_geom *g, const float *img, float *col) {
-    const int64_t L = g->oh * g->ow;
-    for (int64_t c = 0; c < g->c; c++)
-        for (int64_t ki = 0; ki < g->kh; ki++)
-            for (int64_t kj = 0; kj < g->kw; kj++) {
-                float *row = col + ((c * g->kh + ki) * g->kw + kj) * L;
-                const int64_t xoff = kj * g->dw - g->pw;
-                int64_t lo, hi;
-                valid_range(xoff, g->sw, g->w, g->ow, &lo, &hi);
-                for (int64_t oy = 0; oy < g->oh; oy++) {
-                    float *dst = row + oy * g->ow;
-                    const int64_t iy = oy * g->sh - g->ph + ki * g->dh;
-                    if (iy < 0 || iy >= g->h) {
-                        memset(dst, 0, sizeof(float) * (size_t)g->ow);
-                        continue;
-                    }
-                    const float *src = img + (c * g->h + iy) * g->w;
-                    for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
-                    if (g->sw == 1) {
-                        memcpy(dst + lo, src + lo + xoff, sizeof(float) * (size_t)(hi - lo));
-                    } else {
-                        const int64_t s = g->sw;
-                        for (int64_t ox = lo; ox < hi; ox++) dst[ox] = src[ox * s + xoff];
-                    }
-                    for (int64_t ox = hi; ox < g->ow; ox++) dst[ox] = 0.0f;
-                }
-            }
+/* col [c*kh*kw, oh*ow] of one image [c, h, w] (the table's im2col, N = 1). */
+static void im2col(const nn__conv2d *d, const float *img, float *col) {
+    nn__kernels()->conv.im2col(img, 1, d->c, d->h, d->w, &d->g, col, d->g.oh * d->g.ow);
 }
 
 /* img += the columns scattered back to their pixels (adjoint of im2col). */
-static void col2im(const col_geom *g, const float *col, float *img) {
-    const int64_t L = g->oh * g->ow;
-    for (int64_t c = 0; c < g->c; c++)
-        for (int64_t ki = 0; ki < g->kh; ki++)
-            for (int64_t kj = 0; kj < g->kw; kj++) {
-                const float *row = col + ((c * g->kh + ki) * g->kw + kj) * L;
-                const int64_t xoff = kj * g->dw - g->pw;
-                int64_t lo, hi;
-                valid_range(xoff, g->sw, g->w, g->ow, &lo, &hi);
-                for (int64_t oy = 0; oy < g->oh; oy++) {
-                    const int64_t iy = oy * g->sh - g->ph + ki * g->dh;
-                    if (iy < 0 || iy >= g->h) continue;
-                    const float *src = row + oy * g->ow;
-                    float *dst = img + (c * g->h + iy) * g->w;
-                    const int64_t s = g->sw;
-                    for (int64_t ox = lo; ox < hi; ox++) dst[ox * s + xoff] += src[ox];
-                }
-            }
+static void col2im_add(const nn__conv2d *d, const float *col, float *img) {
+    nn__kernels()->conv.col2im(col, d->g.oh * d->g.ow, 1, d->c, d->h, d->w, &d->g, img, true);
 }
 
 /* A 1x1 kernel with unit stride and no padding: the image is its own column matrix. */
-static bool col_is_identity(const col_geom *g) {
+static bool col_is_identity(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 &&
-           g->oh == g->h && g->ow == g->w;
+           g->oh == d->h && g->ow == d->w;
 }
 
 /* ------------------------------------------------------------ parameters */
@@ -165,9 +117,9 @@ static float *col_alloc(int64_t rows, int64_t cols, const char *fn) {
 /* ------------------------------------------------ batched conv (groups 1) */
 
 /* Images per chunk of the batched column layout [C*kh*kw, b*L]: one GEMM
- * per chunk instead of one per image (BLIS runs far better on a wide N and
- * threads it), with the column buffer bounded to ~256 KB so it stays in L2
- * between im2col and the GEMM that reads it. */
+ * per chunk instead of one per image (a wide N runs better and threads),
+ * with the column buffer bounded to ~256 KB so it stays in L2 between
+ * im2col and the GEMM that reads it. */
 static int64_t conv_chunk(int64_t n, int64_t k, int64_t l) {
     int64_t per = k * l > 0 ? k * l : 1;
     int64_t c = ((int64_t)1 << 16) / per;
@@ -175,25 +127,19 @@ static int64_t conv_chunk(int64_t n, int64_t k, int64_t l) {
     return c < 1 ? 1 : c; /* >= 1 even for an empty batch (n = 0) */
 }
 
-static nn__win2d conv_win(const col_geom *g) {
-    nn__win2d w = {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->oh, g->ow};
-    return w;
-}
-
 /* y [N, O, L] = conv(x [N, C, H, W], w [O, K]) + bias, K = C*kh*kw. */
-static bool conv_fwd_batched(const col_geom *g, const float *x, int64_t N, const float *w,
-                             int64_t O, const float *bias, float *y, const char *fn) {
+static bool conv_fwd_batched(const nn__conv2d *d, const float *x, const float *w, const float *bias,
+                             float *y, const char *fn) {
     const nn_kernels *kr = nn__kernels();
-    const int64_t K = g->c * g->kh * g->kw, L = g->oh * g->ow, CHW = g->c * g->h * g->w;
-    const int64_t nb = conv_chunk(N, K, L);
-    const nn__win2d kg = conv_win(g);
+    const int64_t N = d->n, O = d->o, K = d->c * d->g.kh * d->g.kw, L = d->g.oh * d->g.ow;
+    const int64_t CHW = d->c * d->h * d->w, nb = conv_chunk(N, K, L);
     float *col = col_alloc(K, nb * L, fn);
     float *tmp = nb > 1 ? col_alloc(O, nb * L, fn) : NULL;
     bool ok = col && (nb == 1 || tmp);
     for (int64_t n0 = 0; ok && n0 < N; n0 += nb) {
         const int64_t b = N - n0 < nb ? N - n0 : nb, bl = b * L;
         float *out = b > 1 ? tmp : y + n0 * O * L; /* [O, b, L] */
-        kr->conv.im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
+        kr->conv.im2col(x + n0 * CHW, b, d->c, d->h, d->w, &d->g, col, bl);
         kr->gemm.sgemm(false, false, O, bl, K, 1.0f, w, K, col, bl, 0.0f, out, bl);
         if (bias) kr->eltwise.bias_act(O, bl, bias, true, false, out, bl);
         if (b > 1) kr->conv.swap01(out, O, b, L, y + n0 * O * L); /* -> [b, O, L] */
@@ -205,16 +151,14 @@ static bool conv_fwd_batched(const col_geom *g, const float *x, int64_t N, const
 
 /* Gradients of conv_fwd_batched: gw [O, K] += gy·colᵀ (x given), gx (w
  * given) overwritten through col2im, gb [O] overwritten (may be NULL). */
-static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const float *w,
-                             int64_t O, const float *gy, float *gx, float *gw, float *gb,
-                             const char *fn) {
+static bool conv_bwd_batched(const nn__conv2d *d, const float *x, const float *w, const float *gy,
+                             float *gx, float *gw, float *gb, const char *fn) {
     const nn_kernels *kr = nn__kernels();
-    const int64_t K = g->c * g->kh * g->kw, L = g->oh * g->ow, CHW = g->c * g->h * g->w;
-    const int64_t nb = conv_chunk(N, K, L);
-    const nn__win2d kg = conv_win(g);
-    float *col = col_alloc(K, nb * L, fn);
+    const int64_t N = d->n, O = d->o, K = d->c * d->g.kh * d->g.kw, L = d->g.oh * d->g.ow;
+    const int64_t CHW = d->c * d->h * d->w, nb = conv_chunk(N, K, L);
+    float *col = gx || gw ? col_alloc(K, nb * L, fn) : NULL;
     float *gyp = nb > 1 ? col_alloc(O, nb * L, fn) : NULL;
-    bool ok = col && (nb == 1 || gyp);
+    bool ok = (col || !(gx || gw)) && (nb == 1 || gyp);
     for (int64_t n0 = 0; ok && n0 < N; n0 += nb) {
         const int64_t b = N - n0 < nb ? N - n0 : nb, bl = b * L;
         const float *gyc = gy + n0 * O * L;
@@ -223,12 +167,12 @@ static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const
             gyc = gyp;
         }
         if (gw) { /* gw [O, K] += gy [O, bL] · colᵀ [bL, K] */
-            kr->conv.im2col(x + n0 * CHW, b, g->c, g->h, g->w, &kg, col, bl);
+            kr->conv.im2col(x + n0 * CHW, b, d->c, d->h, d->w, &d->g, col, bl);
             kr->gemm.sgemm(false, true, O, K, bl, 1.0f, gyc, bl, col, bl, 1.0f, gw, K);
         }
         if (gx) { /* dcol [K, bL] = wᵀ [K, O] · gy [O, bL], then back to pixels */
             kr->gemm.sgemm(true, false, K, bl, O, 1.0f, w, K, gyc, bl, 0.0f, col, bl);
-            kr->conv.col2im(col, bl, b, g->c, g->h, g->w, &kg, gx + n0 * CHW);
+            kr->conv.col2im(col, bl, b, d->c, d->h, d->w, &d->g, gx + n0 * CHW, false);
         }
         if (gb) kr->eltwise.sum_cols(O, bl, gyc, bl, gb, n0 > 0);
     }
@@ -240,23 +184,25 @@ static bool conv_bwd_batched(const col_geom *g, const float *x, int64_t N, const
 
 /* ------------------------------------------------------------------ conv2d */
 
-/* Column geometry of conv over x4 [N, C, H, W] with w4 [O, C/g, kh, kw]. */
-static col_geom conv_geom(const int64_t x4[4], const int64_t w4[4], const conv_params *p,
-                          int64_t oh, int64_t ow) {
-    col_geom g = {.c = x4[1],
-                  .h = x4[2],
-                  .w = x4[3],
-                  .kh = w4[2],
-                  .kw = w4[3],
-                  .sh = p->stride[0],
-                  .sw = p->stride[1],
-                  .ph = p->pad[0],
-                  .pw = p->pad[1],
-                  .dh = p->dil[0],
-                  .dw = p->dil[1],
-                  .oh = oh,
-                  .ow = ow};
-    return g;
+/* Geometry of conv over x4 [N, C, H, W] with w4 [O, C/g, kh, kw]. */
+static nn__conv2d conv_geom(const int64_t x4[4], const int64_t w4[4], const conv_params *p,
+                            int64_t oh, int64_t ow) {
+    nn__conv2d d = {.n = x4[0],
+                    .c = x4[1],
+                    .h = x4[2],
+                    .w = x4[3],
+                    .o = w4[0],
+                    .g = {.kh = w4[2],
+                          .kw = w4[3],
+                          .sh = p->stride[0],
+                          .sw = p->stride[1],
+                          .ph = p->pad[0],
+                          .pw = p->pad[1],
+                          .dh = p->dil[0],
+                          .dw = p->dil[1],
+                          .oh = oh,
+                          .ow = ow}};
+    return d;
 }
 
 /* Output spatial size of a convolution; -1 and an error when the kernel
@@ -276,7 +222,38 @@ static int64_t conv_out_size(int64_t in, int64_t k, int64_t s, int64_t pad, int6
     return (padded - ext) / s + 1;
 }
 
-/* dx, dw, db of y = conv(x, w) + b, one image at a time. */
+/* A copy of gy zeroed where relu_y <= 0 (the ReLU backward), for the
+ * paths that do not take the mask themselves. */
+static nn_tensor *relu_masked(const nn_tensor *gy, const float *relu_y) {
+    nn_tensor *m = nn__tensor_new(NN_DTYPE_F32, gy->shape, gy->ndim);
+    if (m) nn__kernels()->eltwise.relu_bwd(gy->numel, relu_y, nn__f32(gy), nn__f32(m));
+    return m;
+}
+
+/* Gradients of groups = 1: the direct kernels for the passes the tier's
+ * rule takes, im2col + GEMM for the rest. gx, gw, gb may be NULL (not
+ * wanted); relu_y: the fused ReLU's output, or NULL. */
+static bool conv_bwd_g1(const nn__conv2d *d, const nn_tensor *gout, const float *relu_y,
+                        const float *x, const float *w, float *gx, float *gw, float *gb,
+                        const char *fn) {
+    const nn_kernels *kr = nn__kernels();
+    const float *gy = nn__f32(gout);
+    const unsigned passes = kr->conv.direct_passes(d);
+    if (gx && (passes & NN_CONV_BWD_DATA) && kr->conv.direct_bwd_data(d, gy, relu_y, w, gx))
+        gx = NULL;
+    if (gw && (passes & NN_CONV_BWD_WEIGHTS) &&
+        kr->conv.direct_bwd_weights(d, x, gy, relu_y, gw, gb))
+        gw = gb = NULL;
+    if (!gx && !gw && !gb) return true;
+    nn_tensor *gm = relu_y ? relu_masked(gout, relu_y) : NULL;
+    if (relu_y && !gm) return false;
+    bool ok = conv_bwd_batched(d, x, w, gm ? nn__f32(gm) : gy, gx, gw, gb, fn);
+    nn__tensor_release(gm);
+    return ok;
+}
+
+/* dx, dw, db of y = conv(x, w) + b, or of y = relu(conv(x, w) + b) when the
+ * node is a fused conv + ReLU (i[9] = 1, saved[0] = y). */
 static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const char *fn = nd->name;
     nn_tensor *x = nd->inputs[0], *w = nd->inputs[1];
@@ -288,26 +265,29 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     as_4d(gout, y4);
     const int64_t N = x4[0], G = p.groups, O = w4[0], Og = O / G, Cg = w4[1];
     const int64_t kk = w4[2] * w4[3], L = y4[2] * y4[3], HW = x4[2] * x4[3];
-    col_geom g = conv_geom(x4, w4, &p, y4[2], y4[3]);
+    const nn__conv2d g = conv_geom(x4, w4, &p, y4[2], y4[3]);
+    const float *relu_y = nd->i[9] ? nn__f32(nd->saved[0]) : NULL;
     const bool want_x = nn__ops_wants(nd, 0), want_w = nn__ops_wants(nd, 1);
     const bool ident = col_is_identity(&g);
     nn_tensor *xc = want_w ? nn__contig(x) : NULL, *wc = want_x ? nn__contig(w) : NULL;
     nn_tensor *gx = want_x ? nn__zeros(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
     nn_tensor *gw = want_w ? nn__zeros(NN_DTYPE_F32, w->shape, w->ndim) : NULL;
+    nn_tensor *gm = relu_y && G != 1 ? relu_masked(gout, relu_y) : NULL;
     float *col = ident || G == 1 ? NULL : col_alloc(x4[1] * kk, L, fn);
     nn_status st = NN_OK;
-    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col)) {
+    if ((want_w && (!xc || !gw)) || (want_x && (!wc || !gx)) || (!ident && G != 1 && !col) ||
+        (relu_y && G != 1 && !gm)) {
         st = nn__forward(fn);
         goto done;
     }
     const nn_kernels *kr = nn__kernels();
-    const float *Gy = nn__f32(gout);
-    if (G == 1) { /* the common case: batched columns, one GEMM per chunk */
+    const float *Gy = gm ? nn__f32(gm) : nn__f32(gout);
+    if (G == 1) { /* the common case */
         gin[2] = nn__ops_wants(nd, 2) ? nn__tensor_new(NN_DTYPE_F32, &O, 1) : NULL;
         if ((nn__ops_wants(nd, 2) && !gin[2]) ||
-            !conv_bwd_batched(&g, xc ? nn__f32(xc) : NULL, N, wc ? nn__f32(wc) : NULL, O, Gy,
-                              gx ? nn__f32(gx) : NULL, gw ? nn__f32(gw) : NULL,
-                              gin[2] ? nn__f32(gin[2]) : NULL, fn)) {
+            !conv_bwd_g1(&g, gout, relu_y, xc ? nn__f32(xc) : NULL, wc ? nn__f32(wc) : NULL,
+                         gx ? nn__f32(gx) : NULL, gw ? nn__f32(gw) : NULL,
+                         gin[2] ? nn__f32(gin[2]) : NULL, fn)) {
             nn__tensor_release(gin[2]);
             gin[2] = NULL;
             st = nn__forward(fn);
@@ -329,15 +309,16 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
             }
             for (int64_t gi = 0; gi < G; gi++)
                 kr->gemm.sgemm(false, true, Og, Cg * kk, L, 1.0f, gy + gi * Og * L, L,
-                          cm + gi * Cg * kk * L, L, 1.0f, nn__f32(gw) + gi * Og * Cg * kk, Cg * kk);
+                               cm + gi * Cg * kk * L, L, 1.0f, nn__f32(gw) + gi * Og * Cg * kk,
+                               Cg * kk);
         }
         if (want_x) { /* dcol_g = W_gᵀ [Cg*kk, Og] · dY_g [Og, L], then col2im */
             float *gxn = nn__f32(gx) + n * x4[1] * HW;
             float *dcol = ident ? gxn : col;
             for (int64_t gi = 0; gi < G; gi++)
                 kr->gemm.sgemm(true, false, Cg * kk, L, Og, 1.0f, nn__f32(wc) + gi * Og * Cg * kk,
-                          Cg * kk, gy + gi * Og * L, L, 0.0f, dcol + gi * Cg * kk * L, L);
-            if (!ident) col2im(&g, col, gxn);
+                               Cg * kk, gy + gi * Og * L, L, 0.0f, dcol + gi * Cg * kk * L, L);
+            if (!ident) col2im_add(&g, col, gxn); /* gxn is still zero */
         }
     }
     if (nn__ops_wants(nd, 2) && (st = nn__ops_bias_grad(Gy, N, O, L, &gin[2])) != NN_OK) goto done;
@@ -346,6 +327,7 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     gx = gw = NULL;
 done:
     nn__aligned_free(col);
+    nn__tensor_release(gm);
     nn__tensor_release(xc);
     nn__tensor_release(wc);
     nn__tensor_release(gx);
@@ -353,9 +335,55 @@ done:
     return st;
 }
 
-/* Shared front end of conv2d / conv1d: x [N, C, (H,) W], w [O, C/g, (kh,) kw]. */
+/* y = conv(x, w) + b into y [N, O, OH, OW] (contiguous inputs): direct when
+ * the tier's rule takes it, else im2col + GEMM; then the ReLU when `relu`
+ * and the 2x2 max pool into yp when `yp` (both fused in the direct kernel
+ * when it takes them; y is then unused and may be NULL). */
+static bool conv_fwd_any(const nn__conv2d *d, const conv_params *p, const float *x, const float *w,
+                         const float *b, bool relu, float *y, float *yp, const char *fn) {
+    const nn_kernels *kr = nn__kernels();
+    const int64_t G = p->groups, O = d->o, Og = O / G, Cg = d->c / G;
+    const int64_t kk = d->g.kh * d->g.kw, L = d->g.oh * d->g.ow, HW = d->h * d->w;
+    if (G == 1) {
+        const unsigned passes = kr->conv.direct_passes(d);
+        if ((passes & (yp ? NN_CONV_FWD_POOL : NN_CONV_FWD)) &&
+            kr->conv.direct_fwd(d, x, w, b, relu, yp != NULL, yp ? yp : y))
+            return true;
+        if (!y) return false; /* the caller provides y when it may be needed */
+        if (!conv_fwd_batched(d, x, w, b, y, fn)) return false;
+    } else {
+        const bool ident = col_is_identity(d);
+        float *col = ident ? NULL : col_alloc(d->c * kk, L, fn);
+        if (!ident && !col) return false;
+        for (int64_t n = 0; n < d->n; n++) {
+            /* Y_g [Og, L] = W_g [Og, Cg*kk] · col_g [Cg*kk, L] */
+            const float *xn = x + n * d->c * HW;
+            const float *cm = xn;
+            if (!ident) {
+                im2col(d, xn, col);
+                cm = col;
+            }
+            float *yn = y + n * O * L;
+            for (int64_t gi = 0; gi < G; gi++)
+                kr->gemm.sgemm(false, false, Og, L, Cg * kk, 1.0f, w + gi * Og * Cg * kk, Cg * kk,
+                               cm + gi * Cg * kk * L, L, 0.0f, yn + gi * Og * L, L);
+        }
+        nn__aligned_free(col);
+        if (b) nn__ops_add_bias(y, b, d->n, O, L);
+    }
+    if (relu) kr->eltwise.relu(d->n * O * L, y, y);
+    if (yp) {
+        const nn__win2d pg = {2, 2, 2, 2, 0, 0, 1, 1, d->g.oh / 2, d->g.ow / 2};
+        kr->pool.maxpool2d(y, d->n * O, d->g.oh, d->g.ow, &pg, yp, NULL);
+    }
+    return true;
+}
+
+/* Shared front end of conv2d / conv1d: x [N, C, (H,) W], w [O, C/g, (kh,) kw].
+ * relu: y = relu(conv) recorded as one node; pool (only without a graph):
+ * y = max_pool2d(relu(conv), 2). */
 static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv_params *p, int nd_,
-                            const char *fn) {
+                            bool relu, bool pool, const char *fn) {
     char s1[128], s2[128];
     if (!nn__check_f32(x, fn, "x") || !nn__check_f32(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
         return NULL;
@@ -384,53 +412,57 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
     if (ow < 0) return NULL;
     int64_t yshape[4] = {x4[0], O, oh, ow};
     if (nd_ == 3) yshape[2] = ow;
-    nn_tensor *y = nn__tensor_new(NN_DTYPE_F32, yshape, nd_);
-    if (!y) return NULL;
-
-    col_geom g = conv_geom(x4, w4, p, oh, ow);
-    const bool ident = col_is_identity(&g);
-    const int64_t N = x4[0], Og = O / G, Cg = w4[1], kk = w4[2] * w4[3], L = oh * ow;
-    const int64_t HW = x4[2] * x4[3];
+    nn_tensor *in[3] = {x, w, b};
+    if (pool && (nd_ != 4 || nn__needs_grad(in, 3) || oh < 2 || ow < 2))
+        return NN__FAIL(NN_ERR_INVALID,
+                        "%s: the fused 2x2 pool needs a 4-D output of at least 2x2 and no graph",
+                        fn);
+    const nn__conv2d g = conv_geom(x4, w4, p, oh, ow);
     nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
-    bool bc_done = false; /* forward (and bias) done by the batched path */
-    float *col = ident || G == 1 ? NULL : col_alloc(C * kk, L, fn);
-    if (!xc || !wc || (b && !bc) || (!ident && G != 1 && !col)) {
+    nn_tensor *y = NULL, *yp = NULL;
+    if (!xc || !wc || (b && !bc)) {
+        nn__forward(fn);
+        goto done;
+    }
+    const float *bp = bc ? nn__f32(bc) : NULL;
+    if (pool) {
+        int64_t pshape[4] = {x4[0], O, oh / 2, ow / 2};
+        yp = nn__tensor_new(NN_DTYPE_F32, pshape, 4);
+        bool ok =
+            yp && conv_fwd_any(&g, p, nn__f32(xc), nn__f32(wc), bp, relu, NULL, nn__f32(yp), fn);
+        if (yp && !ok) { /* the direct kernel did not take it: through a full-size y */
+            y = nn__tensor_new(NN_DTYPE_F32, yshape, nd_);
+            ok = y && conv_fwd_any(&g, p, nn__f32(xc), nn__f32(wc), bp, relu, nn__f32(y),
+                                   nn__f32(yp), fn);
+            nn__tensor_release(y);
+            y = NULL;
+        }
+        if (!ok) {
+            nn__forward(fn); /* every NULL result carries an error */
+            nn__tensor_release(yp);
+            yp = NULL;
+        }
+        y = yp;
+        goto done;
+    }
+    y = nn__tensor_new(NN_DTYPE_F32, yshape, nd_);
+    if (!y || !conv_fwd_any(&g, p, nn__f32(xc), nn__f32(wc), bp, relu, nn__f32(y), NULL, fn)) {
         nn__forward(fn);
         nn__tensor_release(y);
         y = NULL;
         goto done;
     }
-    const nn_kernels *kr = nn__kernels();
-    if (G == 1) { /* the common case: batched columns, bias fused */
-        if (!conv_fwd_batched(&g, nn__f32(xc), N, nn__f32(wc), O, bc ? nn__f32(bc) : NULL,
-                              nn__f32(y), fn)) {
-            nn__forward(fn); /* every NULL result carries an error */
-            nn__tensor_release(y);
-            y = NULL;
-            goto done;
-        }
-        bc_done = true;
-    }
-    for (int64_t n = 0; !bc_done && n < N; n++) {
-        /* Y_g [Og, L] = W_g [Og, Cg*kk] · col_g [Cg*kk, L] */
-        const float *xn = nn__f32(xc) + n * C * HW;
-        const float *cm = xn;
-        if (!ident) {
-            im2col(&g, xn, col);
-            cm = col;
-        }
-        float *yn = nn__f32(y) + n * O * L;
-        for (int64_t gi = 0; gi < G; gi++)
-            kr->gemm.sgemm(false, false, Og, L, Cg * kk, 1.0f, nn__f32(wc) + gi * Og * Cg * kk, Cg * kk,
-                      cm + gi * Cg * kk * L, L, 0.0f, yn + gi * Og * L, L);
-    }
-    if (bc && !bc_done) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, O, L);
     nn_node *node = NULL;
-    nn_tensor *in[3] = {x, w, b};
     y = nn__ops_record(y, fn, conv_backward, in, 3, &node);
     params_to_node(node, p);
+    if (node && relu) { /* the fused ReLU's backward reads its output */
+        node->i[9] = 1;
+        if (!(node->saved[0] = nn__alias(y))) {
+            nn__tensor_release(y);
+            y = NN__FAIL(NN_ERR_NOMEM, "%s: out of memory recording the graph", fn);
+        }
+    }
 done:
-    nn__aligned_free(col);
     nn__tensor_release(xc);
     nn__tensor_release(wc);
     nn__tensor_release(bc);
@@ -441,34 +473,44 @@ nn_tensor *nn_conv2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int
                      int pad_h, int pad_w, int dilation_h, int dilation_w, int groups) {
     conv_params p = {
         {stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
-    return nn__track(conv_impl(x, w, b, &p, 4, "nn_conv2d"));
+    return nn__track(conv_impl(x, w, b, &p, 4, false, false, "nn_conv2d"));
+}
+
+nn_tensor *nn__conv2d_relu(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w,
+                           int pad_h, int pad_w, int dilation_h, int dilation_w, int groups,
+                           bool pool) {
+    conv_params p = {
+        {stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
+    return conv_impl(x, w, b, &p, 4, true, pool, "nn_conv2d");
 }
 
 nn_tensor *nn_conv1d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride, int pad, int dilation,
                      int groups) {
     conv_params p = {{1, stride}, {0, pad}, {1, dilation}, {0, 0}, groups};
-    return nn__track(conv_impl(x, w, b, &p, 3, "nn_conv1d"));
+    return nn__track(conv_impl(x, w, b, &p, 3, false, false, "nn_conv1d"));
 }
 
 /* -------------------------------------------------------- conv_transpose2d */
 
 /* x [N, Cin, H, W], w [Cin, Cout/g, kh, kw], y [N, Cout, OH, OW]. The column
  * geometry is that of a conv over y whose output is x's spatial grid. */
-static col_geom convt_geom(const nn_tensor *x, const nn_tensor *w, const conv_params *p,
-                           const int64_t *yshape) {
-    col_geom g = {.c = yshape[1],
-                  .h = yshape[2],
-                  .w = yshape[3],
-                  .kh = w->shape[2],
-                  .kw = w->shape[3],
-                  .sh = p->stride[0],
-                  .sw = p->stride[1],
-                  .ph = p->pad[0],
-                  .pw = p->pad[1],
-                  .dh = p->dil[0],
-                  .dw = p->dil[1],
-                  .oh = x->shape[2],
-                  .ow = x->shape[3]};
+static nn__conv2d convt_geom(const nn_tensor *x, const nn_tensor *w, const conv_params *p,
+                             const int64_t *yshape) {
+    nn__conv2d g = {.n = 1,
+                    .c = yshape[1],
+                    .h = yshape[2],
+                    .w = yshape[3],
+                    .o = x->shape[1],
+                    .g = {.kh = w->shape[2],
+                          .kw = w->shape[3],
+                          .sh = p->stride[0],
+                          .sw = p->stride[1],
+                          .ph = p->pad[0],
+                          .pw = p->pad[1],
+                          .dh = p->dil[0],
+                          .dw = p->dil[1],
+                          .oh = x->shape[2],
+                          .ow = x->shape[3]}};
     return g;
 }
 
@@ -478,10 +520,10 @@ static nn_status convt_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *x = nd->inputs[0], *w = nd->inputs[1];
     conv_params p;
     params_from_node(nd, &p);
-    col_geom g = convt_geom(x, w, &p, gout->shape);
+    const nn__conv2d g = convt_geom(x, w, &p, gout->shape);
     const int64_t N = x->shape[0], Cin = x->shape[1], G = p.groups, Cing = Cin / G;
-    const int64_t Coutg = w->shape[1], Cout = gout->shape[1], kk = g.kh * g.kw;
-    const int64_t L = g.oh * g.ow, OHW = g.h * g.w, R = Coutg * kk;
+    const int64_t Coutg = w->shape[1], Cout = gout->shape[1], kk = g.g.kh * g.g.kw;
+    const int64_t L = g.g.oh * g.g.ow, OHW = g.h * g.w, R = Coutg * kk;
     const bool want_x = nn__ops_wants(nd, 0), want_w = nn__ops_wants(nd, 1);
     nn_tensor *xc = want_w ? nn__contig(x) : NULL, *wc = want_x ? nn__contig(w) : NULL;
     nn_tensor *gx = want_x ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
@@ -576,9 +618,9 @@ static nn_tensor *convt_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const con
     int64_t yshape[4] = {x->shape[0], Cout, oh, ow};
     nn_tensor *y = nn__zeros(NN_DTYPE_F32, yshape, 4);
     if (!y) return NULL;
-    col_geom g = convt_geom(x, w, p, yshape);
-    const int64_t N = x->shape[0], Cing = Cin / G, kk = g.kh * g.kw, R = w->shape[1] * kk;
-    const int64_t L = g.oh * g.ow, OHW = oh * ow;
+    const nn__conv2d g = convt_geom(x, w, p, yshape);
+    const int64_t N = x->shape[0], Cing = Cin / G, kk = g.g.kh * g.g.kw, R = w->shape[1] * kk;
+    const int64_t L = g.g.oh * g.g.ow, OHW = oh * ow;
     nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
     float *col = col_alloc(Cout * kk, L, fn);
     if (!xc || !wc || (b && !bc) || !col) {
@@ -592,7 +634,7 @@ static nn_tensor *convt_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const con
         for (int64_t gi = 0; gi < G; gi++)
             kr->gemm.sgemm(true, false, R, L, Cing, 1.0f, nn__f32(wc) + gi * Cing * R, R,
                       nn__f32(xc) + (n * Cin + gi * Cing) * L, L, 0.0f, col + gi * R * L, L);
-        col2im(&g, col, nn__f32(y) + n * Cout * OHW);
+        col2im_add(&g, col, nn__f32(y) + n * Cout * OHW);
     }
     if (bc) nn__ops_add_bias(nn__f32(y), nn__f32(bc), N, Cout, OHW);
     nn_node *node = NULL;

@@ -341,8 +341,8 @@ static void check_im2col(int64_t n, int64_t c, int64_t h, int64_t w, nn__win2d g
     ref()->conv.im2col(x, nimg, c, h, w, &g, col2, ldcol);
     expect_same(col, col2, rows * ldcol, "im2col");
     float *gx = buf_new(nimg * c * h * w), *gx2 = buf_new(nimg * c * h * w);
-    fast()->conv.col2im(col, ldcol, nimg, c, h, w, &g, gx);
-    ref()->conv.col2im(col, ldcol, nimg, c, h, w, &g, gx2);
+    fast()->conv.col2im(col, ldcol, nimg, c, h, w, &g, gx, false);
+    ref()->conv.col2im(col, ldcol, nimg, c, h, w, &g, gx2, false);
     expect_same(gx, gx2, nimg * c * h * w, "col2im");
     buf_free(x), buf_free(col), buf_free(col2), buf_free(gx), buf_free(gx2);
 }
@@ -613,7 +613,7 @@ static void test_thread_determinism(void **s) {
         c[t] = buf_new(m * n);
         fast()->gemm.sgemm(false, false, m, n, k, 1.0f, a, k, b, n, 0.0f, c[t], n);
         gx[t] = buf_new(8 * 32 * 196);
-        fast()->conv.col2im(col, 8 * 196, 8, 32, 14, 14, &g, gx[t]);
+        fast()->conv.col2im(col, 8 * 196, 8, 32, 14, 14, &g, gx[t], false);
     }
     expect_same(c[1], c[0], m * n, "sgemm 2 threads vs 1");
     expect_same(gx[1], gx[0], 8 * 32 * 196, "col2im 2 threads vs 1");

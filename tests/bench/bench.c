@@ -438,6 +438,7 @@ static void run_threads(int t, bool quick) {
         report("cnn_infer_b256", t, bench_infer(true, 256, 1), "img/s");
     if (wanted("tiny_sgd_step")) report("tiny_sgd_step", t, bench_tiny_step(), "us");
     bench_backend(t, g_reps, g_only);
+    bench_conv(t, g_reps, g_only);
     bench_matmul(t);
     bench_layers(t);
 }

@@ -7,4 +7,9 @@
  * name prefix (NULL: all). */
 void bench_backend(int threads, int reps, const char *only);
 
+/* Prints BENCH conv_<layer>_b<N>_<pass>_<method> lines (bench_conv.c): the
+ * direct convolution kernels against im2col + GEMM, and the fused inference
+ * layer against separate ops, per pass of the demo CNN's conv layers. */
+void bench_conv(int threads, int reps, const char *only);
+
 #endif

@@ -9,7 +9,7 @@
 #include "backend/gemm_blocked.h"
 #include "backend/parallel.h"
 #include "backend/ref/ref.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 /* Fill the tier's entries of each domain table (x86/avx2/<domain>.c). */
 /* GEMM: `large` (BLIS, when it is the provider) takes the shapes the
@@ -18,6 +18,8 @@
 void nn__avx2_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
                         int64_t l3);
 void nn__avx2_fill_conv(nn__conv_kernels *t);
+/* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
+void nn__avx2_fill_conv_direct(nn__conv_kernels *t);
 void nn__avx2_fill_pool(nn__pool_kernels *t);
 void nn__avx2_fill_eltwise(nn__eltwise_kernels *t);
 void nn__avx2_fill_optim(nn__optim_kernels *t);

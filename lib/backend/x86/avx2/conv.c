@@ -12,6 +12,7 @@ typedef struct conv_args {
     float *col;
     int64_t n, c, h, w, ldcol;
     const nn__win2d *g;
+    bool accumulate; /* col2im: add to x instead of overwriting it */
 } conv_args;
 
 /* im2col rows for tasks [lo, hi), task t = (b, ch): every tap of one channel
@@ -61,7 +62,7 @@ static void im2col_tasks(void *ctx, int64_t lo, int64_t hi) {
 
 static void avx2_im2col(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                         const nn__win2d *g, float *col, int64_t ldcol) {
-    conv_args q = {x, col, n, c, h, w, ldcol, g};
+    conv_args q = {x, col, n, c, h, w, ldcol, g, false};
     int nt = nn__threads_for(n * c * g->kh * g->kw * g->oh * g->ow, 1 << 15);
     nn__parallel_range(n * c, nt, 1, im2col_tasks, &q);
 }
@@ -75,7 +76,7 @@ static void col2im_tasks(void *ctx, int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; t++) {
         const int64_t b = t / q->c, ch = t % q->c;
         float *xp = (float *)q->x + t * h * w;
-        memset(xp, 0, (size_t)(h * w) * sizeof(float));
+        if (!q->accumulate) memset(xp, 0, (size_t)(h * w) * sizeof(float));
         for (int64_t i = 0; i < g->kh; i++)
             for (int64_t j = 0; j < g->kw; j++) {
                 const float *src = q->col + ((ch * g->kh + i) * g->kw + j) * q->ldcol + b * ohw;
@@ -88,6 +89,7 @@ static void col2im_tasks(void *ctx, int64_t lo, int64_t hi) {
                     if (g->sw == 1) {
                         int64_t ox0 = dx < 0 ? -dx : 0;
                         int64_t ox1 = w - dx < g->ow ? w - dx : g->ow;
+                        if (ox1 < ox0) ox1 = ox0;
                         for (int64_t ox = ox0; ox < ox1; ox++) xr[ox + dx] += s[ox];
                     } else {
                         for (int64_t ox = 0; ox < g->ow; ox++) {
@@ -101,8 +103,8 @@ static void col2im_tasks(void *ctx, int64_t lo, int64_t hi) {
 }
 
 static void avx2_col2im(const float *col, int64_t ldcol, int64_t n, int64_t c, int64_t h, int64_t w,
-                        const nn__win2d *g, float *x) {
-    conv_args q = {x, (float *)col, n, c, h, w, ldcol, g};
+                        const nn__win2d *g, float *x, bool accumulate) {
+    conv_args q = {x, (float *)col, n, c, h, w, ldcol, g, accumulate};
     int nt = nn__threads_for(n * c * g->kh * g->kw * g->oh * g->ow, 1 << 15);
     nn__parallel_range(n * c, nt, 1, col2im_tasks, &q);
 }

@@ -1,0 +1,48 @@
+/* AVX2 tier: direct convolution (the template x86/conv_direct.h with 8-lane
+ * vectors and 16 registers). Forward tile: up to 6 pixels x 2 channel
+ * vectors (12 accumulators); weight-gradient tile: up to 12 accumulators. */
+#include "backend/x86/avx2/pack.h"
+#include "backend/x86/avx2/simd.h"
+
+#define CD_VL 8    /* lanes */
+#define CD_REGS 16 /* vector registers */
+#define CD_MR 6    /* pixels per forward tile */
+#define CD_WACC 12 /* taps per weight-gradient tile */
+#define CD_WG 4    /* (c, ky) rows per weight-gradient tile */
+
+typedef __m256 cd_vec;
+NN_INLINE cd_vec cd_zero(void) { return _mm256_setzero_ps(); }
+NN_INLINE cd_vec cd_load(const float *p) { return _mm256_load_ps(p); }
+NN_INLINE cd_vec cd_loadu(const float *p) { return _mm256_loadu_ps(p); }
+NN_INLINE void cd_storeu(float *p, cd_vec v) { _mm256_storeu_ps(p, v); }
+NN_INLINE cd_vec cd_set1(float x) { return _mm256_set1_ps(x); }
+NN_INLINE cd_vec cd_fma(cd_vec a, cd_vec b, cd_vec c) { return _mm256_fmadd_ps(a, b, c); }
+NN_INLINE cd_vec cd_add(cd_vec a, cd_vec b) { return _mm256_add_ps(a, b); }
+/* max(v, 0), NaN stays (the relu kernel's rule) */
+NN_INLINE cd_vec cd_relu(cd_vec v) {
+    return _mm256_and_ps(v, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NLE_UQ));
+}
+/* v replaces m when v > m or v is NaN (the max-pool kernel's rule) */
+NN_INLINE cd_vec cd_max_nan(cd_vec m, cd_vec v) {
+    const cd_vec take =
+        _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    return _mm256_blendv_ps(m, v, take);
+}
+/* g where m > 0, else 0 (the relu backward's rule) */
+NN_INLINE cd_vec cd_gate(cd_vec g, cd_vec m) {
+    return _mm256_and_ps(g, _mm256_cmp_ps(m, _mm256_setzero_ps(), _CMP_GT_OQ));
+}
+NN_INLINE cd_vec cd_load_n(const float *p, int n) {
+    return n >= CD_VL ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask(n));
+}
+NN_INLINE void cd_store_n(float *p, cd_vec v, int n) {
+    if (n >= CD_VL)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, lane_mask(n), v);
+}
+NN_INLINE void cd_transpose(cd_vec r[CD_VL]) { pack_transpose8(r); }
+
+#include "backend/x86/conv_direct.h"
+
+void nn__avx2_fill_conv_direct(nn__conv_kernels *t) { cd_fill(t); }

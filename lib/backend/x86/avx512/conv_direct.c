@@ -1,0 +1,68 @@
+/* AVX-512 tier: direct convolution (the template x86/conv_direct.h with
+ * 16-lane vectors and 32 registers). Forward tile: up to 14 pixels x 2
+ * channel vectors (28 accumulators); weight-gradient tile: up to 28. */
+#include "backend/x86/avx512/avx512.h"
+#include "backend/x86/avx2/simd.h"
+
+#define CD_VL 16   /* lanes */
+#define CD_REGS 32 /* vector registers */
+#define CD_MR 14   /* pixels per forward tile */
+#define CD_WACC 28 /* taps per weight-gradient tile */
+#define CD_WG 6    /* (c, ky) rows per weight-gradient tile */
+
+typedef __m512 cd_vec;
+NN_INLINE cd_vec cd_zero(void) { return _mm512_setzero_ps(); }
+NN_INLINE cd_vec cd_load(const float *p) { return _mm512_load_ps(p); }
+NN_INLINE cd_vec cd_loadu(const float *p) { return _mm512_loadu_ps(p); }
+NN_INLINE void cd_storeu(float *p, cd_vec v) { _mm512_storeu_ps(p, v); }
+NN_INLINE cd_vec cd_set1(float x) { return _mm512_set1_ps(x); }
+NN_INLINE cd_vec cd_fma(cd_vec a, cd_vec b, cd_vec c) { return _mm512_fmadd_ps(a, b, c); }
+NN_INLINE cd_vec cd_add(cd_vec a, cd_vec b) { return _mm512_add_ps(a, b); }
+/* max(v, 0), NaN stays (the relu kernel's rule) */
+NN_INLINE cd_vec cd_relu(cd_vec v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
+}
+/* v replaces m when v > m or v is NaN (the max-pool kernel's rule) */
+NN_INLINE cd_vec cd_max_nan(cd_vec m, cd_vec v) {
+    const __mmask16 take =
+        _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_mov_ps(m, take, v);
+}
+/* g where m > 0, else 0 (the relu backward's rule) */
+NN_INLINE cd_vec cd_gate(cd_vec g, cd_vec m) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+}
+NN_INLINE __mmask16 cd_mask(int n) { return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
+NN_INLINE cd_vec cd_load_n(const float *p, int n) { return _mm512_maskz_loadu_ps(cd_mask(n), p); }
+NN_INLINE void cd_store_n(float *p, cd_vec v, int n) { _mm512_mask_storeu_ps(p, cd_mask(n), v); }
+
+/* r[j] <- column j of the 16x16 block whose rows are r[0..15]. */
+NN_INLINE void cd_transpose(cd_vec r[16]) {
+    cd_vec t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) { /* r[4i + j], 128-bit lane L: rows 4i..4i+3 of column 4L + j */
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
+    }
+}
+
+#include "backend/x86/conv_direct.h"
+
+void nn__avx512_fill_conv_direct(nn__conv_kernels *t) { cd_fill(t); }

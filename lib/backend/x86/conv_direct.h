@@ -1,0 +1,732 @@
+/* Direct convolution (no column matrix) for the x86 SIMD tiers: one template,
+ * included by x86/<tier>/conv_direct.c after it defines the vector layer
+ * (CD_* macros and cd_* functions, see x86/avx2/conv_direct.c). NCHW tensors,
+ * groups = 1.
+ *
+ * Forward: the output channels are vectorised. Weights are packed once per
+ * call as [oc block][c][ky][kx][NV*VL] (zero past the last channel); the
+ * register tile is M output pixels of one row x NV vectors of output
+ * channels; every tap loads NV weight vectors and broadcasts M input pixels
+ * (embedded-broadcast FMAs). The input is read through a zero-padded copy of
+ * the rows a task needs, so padding costs no branches. The tile ends as
+ * pixel-major vectors [M][NV*VL] (+ bias, ReLU) that a VLxVL transpose writes
+ * into the NCHW output, or, with the 2x2 max pool fused, into a two-row
+ * buffer that is pooled in channel vectors before the (4x smaller)
+ * transpose.
+ *
+ * Backward data (stride 1): the forward kernel on gy padded by
+ * (k-1)*d - p, with the weights transposed and flipped: packed as
+ * [c block][o][ky'][kx'] = w[o][c][kh-1-ky'][kw-1-kx'].
+ *
+ * Backward weights: gwᵀ[(c, ky, kx)][o] += sum over pixels of x(tap) *
+ * gyᵀ[pixel][o]. The register tile is G (c, ky) rows x KW taps x NV channel
+ * vectors, accumulated over every pixel of an image in registers; gy is
+ * transposed to pixel-major per image (the fused ReLU mask and the bias sums
+ * ride on that transpose). Images are cut into chunks fixed by the batch
+ * size alone, each with its own partial sum, added in chunk order: the
+ * result is the same for any thread count.
+ *
+ * Every output element is summed over (c, ky, kx) (forward, backward data)
+ * or over (image, oy, ox) (weights, within a chunk) in a fixed order that
+ * does not depend on the tiling or the threads. */
+#ifndef NN_BACKEND_X86_CONV_DIRECT_H
+#define NN_BACKEND_X86_CONV_DIRECT_H
+
+#include "backend/parallel.h"
+#include "backend/threadpool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Scratch slots (threadpool.h): the calling thread keeps the packed weights
+ * and the partial sums' bookkeeping in slot 3; each task its padded input
+ * rows in slot 1 and its row / gyᵀ buffer in slot 2. Slot 0 is the GEMM's. */
+enum { CD_SLOT_PAD = 1, CD_SLOT_ROWS = 2, CD_SLOT_PACK = 3 };
+
+/* The most vectors of channels a tile holds. */
+#define CD_NVMAX 4
+
+static inline int64_t cd_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t cd_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t cd_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* A tile of M x NV fits the register file: M*NV accumulators, NV weight
+ * vectors and one broadcast. */
+#define CD_FITS(M, NV) ((M) * (NV) + (NV) + 1 <= CD_REGS && (NV) <= CD_NVMAX)
+
+/* --------------------------------------------------------------- helpers */
+
+/* dst[c][r][x] for r in [0, rows), x in [0, wp): the padded input rows
+ * [r0, r0 + rows) of one image src [cin][ih][iw] (pad pt on top, pl on the
+ * left, zeros outside), times (mask > 0) when mask is given. */
+static void cd_pad_rows(const float *src, const float *mask, int64_t cin, int64_t ih, int64_t iw,
+                        int64_t pt, int64_t pl, int64_t r0, int64_t rows, int64_t wp, float *dst) {
+    const int64_t x0 = cd_max(0, pl), x1 = cd_min(wp, iw + pl); /* columns from the image */
+    for (int64_t c = 0; c < cin; c++)
+        for (int64_t r = 0; r < rows; r++) {
+            float *d = dst + (c * rows + r) * wp;
+            const int64_t sy = r0 + r - pt;
+            if (sy < 0 || sy >= ih || x1 <= x0) {
+                memset(d, 0, (size_t)wp * sizeof(float));
+                continue;
+            }
+            const float *s = src + (c * ih + sy) * iw; /* column x of d is s[x - pl] */
+            for (int64_t x = 0; x < x0; x++) d[x] = 0.0f;
+            if (mask) {
+                const float *m = mask + (c * ih + sy) * iw;
+                for (int64_t x = x0; x < x1; x++) d[x] = m[x - pl] > 0.0f ? s[x - pl] : 0.0f;
+            } else {
+                memcpy(d + x0, s + x0 - pl, (size_t)(x1 - x0) * sizeof(float));
+            }
+            for (int64_t x = x1; x < wp; x++) d[x] = 0.0f;
+        }
+}
+
+/* dst[oc * ostride + p] = src[p * lds + oc] for p < npx, oc < noc: a
+ * pixel-major tile into NCHW planes, VL x VL blocks at a time. */
+static void cd_store_t(const float *src, int64_t lds, int64_t npx, int64_t noc, float *dst,
+                       int64_t ostride) {
+    for (int64_t p0 = 0; p0 < npx; p0 += CD_VL) {
+        const int np = (int)cd_min(CD_VL, npx - p0);
+        for (int64_t o0 = 0; o0 < noc; o0 += CD_VL) {
+            cd_vec r[CD_VL];
+            for (int i = 0; i < CD_VL; i++)
+                r[i] = i < np ? cd_loadu(src + (p0 + i) * lds + o0) : cd_zero();
+            cd_transpose(r);
+            const int no = (int)cd_min(CD_VL, noc - o0);
+            for (int j = 0; j < no; j++) cd_store_n(dst + (o0 + j) * ostride + p0, r[j], np);
+        }
+    }
+}
+
+/* --------------------------------------------------------------- forward */
+
+/* Geometry of the forward tile over one padded image view. */
+typedef struct cd_geo {
+    int64_t cin, kh, kw; /* taps: cin x kh x kw */
+    int64_t cs;          /* channel stride of the view */
+    int64_t tys, txs;    /* input step between taps ky (dh * row stride) and kx (dw) */
+} cd_geo;
+
+/* out[i * ldo + j] (i < M, j < NV*VL) = bias + sum over taps of
+ * x0[tap + i] * wp[tap][j], then the ReLU. */
+NN_INLINE void cd_fwd_tile(const int M, const int NV, const cd_geo *q, const float *x0,
+                           const float *restrict wp, const float *bias, bool relu,
+                           float *restrict out, int64_t ldo) {
+    cd_vec acc[CD_MR][CD_NVMAX];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[i][v] = cd_zero();
+    const int64_t cin = q->cin, kh = q->kh, kw = q->kw, cs = q->cs, tys = q->tys, txs = q->txs;
+    const float *xc = x0;
+    for (int64_t c = 0; c < cin; c++, xc += cs) {
+        const float *xr = xc;
+        for (int64_t ky = 0; ky < kh; ky++, xr += tys) {
+            const float *xq = xr;
+            for (int64_t kx = 0; kx < kw; kx++, xq += txs, wp += NV * CD_VL) {
+                cd_vec wv[CD_NVMAX];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) wv[v] = cd_load(wp + v * CD_VL);
+#pragma GCC unroll 16
+                for (int i = 0; i < M; i++) {
+                    const cd_vec b = cd_set1(xq[i]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; v++) acc[i][v] = cd_fma(b, wv[v], acc[i][v]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        const cd_vec bv = bias ? cd_loadu(bias + v * CD_VL) : cd_zero();
+#pragma GCC unroll 16
+        for (int i = 0; i < M; i++) {
+            cd_vec a = acc[i][v];
+            if (bias) a = cd_add(a, bv);
+            if (relu) a = cd_relu(a);
+            cd_storeu(out + i * ldo + v * CD_VL, a);
+        }
+    }
+}
+
+/* One forward tile of runtime size m x nv (CD_FITS(m, nv)). */
+#define CD_FWD_NV(M)                                                                               \
+    case M:                                                                                        \
+        switch (nv) {                                                                              \
+        case 1: cd_fwd_tile(M, 1, q, x0, wp, bias, relu, out, ldo); break;                         \
+        case 2:                                                                                    \
+            if (CD_FITS(M, 2)) cd_fwd_tile(M, 2, q, x0, wp, bias, relu, out, ldo);                 \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            if (CD_FITS(M, 3)) cd_fwd_tile(M, 3, q, x0, wp, bias, relu, out, ldo);                 \
+            break;                                                                                 \
+        default:                                                                                   \
+            if (CD_FITS(M, 4)) cd_fwd_tile(M, 4, q, x0, wp, bias, relu, out, ldo);                 \
+            break;                                                                                 \
+        }                                                                                          \
+        break;
+
+static void cd_fwd_call(int m, int nv, const cd_geo *q, const float *x0, const float *wp,
+                        const float *bias, bool relu, float *out, int64_t ldo) {
+    switch (m) {
+        CD_FWD_NV(1)
+        CD_FWD_NV(2)
+        CD_FWD_NV(3)
+        CD_FWD_NV(4)
+        CD_FWD_NV(5)
+        CD_FWD_NV(6)
+#if CD_MR > 6
+        CD_FWD_NV(7)
+        CD_FWD_NV(8)
+        CD_FWD_NV(9)
+        CD_FWD_NV(10)
+        CD_FWD_NV(11)
+        CD_FWD_NV(12)
+        CD_FWD_NV(13)
+        CD_FWD_NV(14)
+#endif
+    default: break;
+    }
+}
+
+/* The most channel vectors a tile of m pixels holds. */
+static int cd_nv_cap(int64_t m) {
+    int nv = 1;
+    while (nv < CD_NVMAX && CD_FITS(m, nv + 1)) nv++;
+    return nv;
+}
+
+/* Tiles along a row of ow pixels (*mt of at most *m pixels each) and channel
+ * blocks of *nv vectors (the last may be narrower) for nvec vectors. */
+static void cd_plan_tiles(int64_t ow, int64_t nvec, int *mt, int *m, int *nv) {
+    *mt = (int)cd_cdiv(ow, CD_MR);
+    *m = (int)cd_cdiv(ow, *mt);
+    const int cap = cd_nv_cap(*m);
+    const int64_t nblk = cd_cdiv(nvec, cap);
+    *nv = (int)cd_cdiv(nvec, nblk);
+}
+
+/* A forward-shaped job: out = conv(in) over an input padded on the fly. */
+typedef struct cd_job {
+    const float *x, *mask; /* input images [n][cin][ih][iw]; mask: ReLU output gating x, or NULL */
+    int64_t n, cin, ih, iw, pt, pl;
+    int64_t hp, wp; /* padded rows / columns the convolution reads */
+    bool copy;      /* read through a padded copy (else x itself, row stride iw) */
+    int64_t kh, kw, dh, dw, sh;
+    int64_t cout, oh, ow; /* output [n][cout][oh][ow] (pooled: [oh/2][ow/2]) */
+    float *y;
+    const float *wpk, *bias; /* packed weights; bias padded to nvec*VL, or NULL */
+    bool relu, pool;
+    int mt, m, nv;   /* row tiles and channel blocks */
+    int64_t nvec;    /* channel vectors: ceil(cout / VL) */
+    int64_t rchunks; /* row chunks per image (tasks: n * rchunks) */
+    bool failed;     /* a task could not get its scratch */
+} cd_job;
+
+/* Output rows [oy0, oy1) (pooled rows when pooling) of image n, every
+ * channel block. Returns false when scratch memory is missing. */
+static bool cd_fwd_rows(cd_job *j, int64_t n, int64_t oy0, int64_t oy1) {
+    const int64_t krows = (j->kh - 1) * j->dh + 1;
+    const int64_t cr0 = j->pool ? 2 * oy0 : oy0, cr1 = j->pool ? 2 * oy1 : oy1; /* conv rows */
+    const int64_t r0 = cr0 * j->sh, rows = (cr1 - 1) * j->sh + krows - r0;      /* input rows */
+    const float *xv; /* the view's row r0 */
+    int64_t cs, rs;
+    if (j->copy) {
+        float *buf =
+            nn__thread_scratch(CD_SLOT_PAD, (size_t)(j->cin * rows * j->wp) * sizeof(float));
+        if (!buf) return false;
+        cd_pad_rows(j->x + n * j->cin * j->ih * j->iw,
+                    j->mask ? j->mask + n * j->cin * j->ih * j->iw : NULL, j->cin, j->ih, j->iw,
+                    j->pt, j->pl, r0, rows, j->wp, buf);
+        xv = buf, cs = rows * j->wp, rs = j->wp;
+    } else {
+        xv = j->x + n * j->cin * j->ih * j->iw + r0 * j->iw, cs = j->ih * j->iw, rs = j->iw;
+    }
+    const int64_t nbw = (int64_t)j->nv * CD_VL, kt = j->cin * j->kh * j->kw;
+    float *rb = NULL;
+    if (j->pool) {
+        rb = nn__thread_scratch(CD_SLOT_ROWS, (size_t)(2 * j->ow * nbw) * sizeof(float));
+        if (!rb) return false;
+    }
+    _Alignas(64) float tb[CD_MR * CD_NVMAX * CD_VL];
+    const cd_geo q = {j->cin, j->kh, j->kw, cs, j->dh * rs, j->dw};
+    const int64_t py = j->oh / 2, px = j->ow / 2;
+    for (int64_t ob = 0; ob < j->cout; ob += nbw) {
+        const int nv = (int)cd_min(j->nv, j->nvec - ob / CD_VL);
+        const int64_t noc = cd_min(nbw, j->cout - ob);
+        const float *wp = j->wpk + ob * kt, *bias = j->bias ? j->bias + ob : NULL;
+        for (int64_t oy = oy0; oy < oy1; oy++) {
+            for (int64_t r = 0; r < (j->pool ? 2 : 1); r++) {
+                const int64_t cy = j->pool ? 2 * oy + r : oy;
+                const float *xrow = xv + (cy * j->sh - r0) * rs;
+                int64_t ox0 = 0;
+                for (int t = 0; t < j->mt; t++) {
+                    /* balanced tiles: the first ow % mt hold one pixel more */
+                    const int m = (int)(j->ow / j->mt + (t < j->ow % j->mt));
+                    if (j->pool) {
+                        cd_fwd_call(m, nv, &q, xrow + ox0, wp, bias, j->relu,
+                                    rb + (r * j->ow + ox0) * nbw, nbw);
+                    } else {
+                        cd_fwd_call(m, nv, &q, xrow + ox0, wp, bias, j->relu, tb, nv * CD_VL);
+                        cd_store_t(tb, nv * CD_VL, m, noc,
+                                   j->y + ((n * j->cout + ob) * j->oh + oy) * j->ow + ox0,
+                                   j->oh * j->ow);
+                    }
+                    ox0 += m;
+                }
+            }
+            if (j->pool) { /* max over 2x2 in channel vectors, in place into row 0 */
+                for (int64_t p = 0; p < px; p++)
+                    for (int v = 0; v < nv; v++) {
+                        const float *a = rb + 2 * p * nbw + v * CD_VL, *b = a + j->ow * nbw;
+                        cd_vec mx = cd_loadu(a);
+                        mx = cd_max_nan(mx, cd_loadu(a + nbw));
+                        mx = cd_max_nan(mx, cd_loadu(b));
+                        mx = cd_max_nan(mx, cd_loadu(b + nbw));
+                        cd_storeu(rb + p * nbw + v * CD_VL, mx);
+                    }
+                cd_store_t(rb, nbw, px, noc, j->y + ((n * j->cout + ob) * py + oy) * px, py * px);
+            }
+        }
+    }
+    return true;
+}
+
+static void cd_fwd_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    cd_job *j = ctx;
+    const int64_t n = t / j->rchunks, c = t % j->rchunks;
+    const int64_t rows = j->pool ? j->oh / 2 : j->oh;
+    const int64_t per = cd_cdiv(rows, j->rchunks);
+    const int64_t lo = c * per, hi = cd_min(rows, lo + per);
+    if (lo < hi && !cd_fwd_rows(j, n, lo, hi)) __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
+}
+
+/* Pack weights for the forward tile: block b (channels [ob, ob + nv*VL))
+ * as [c][ky][kx][nv*VL] at wpk + ob * cin*kh*kw; zero past cout. get(o, c,
+ * ky, kx) reads w [cout][cin][kh][kw] (transposed = false) or, for the
+ * data gradient, w [cin][cout][kh][kw] flipped in both axes. */
+static void cd_pack(const float *w, bool transposed, int64_t cout, int64_t cin, int64_t kh,
+                    int64_t kw, int nv, int64_t nvec, float *wpk) {
+    const int64_t khw = kh * kw, kt = cin * khw, nbw = (int64_t)nv * CD_VL;
+    for (int64_t ob = 0; ob < nvec * CD_VL; ob += nbw) {
+        const int64_t wid = cd_min(nbw, nvec * CD_VL - ob);
+        float *dst = wpk + ob * kt;
+        for (int64_t c = 0; c < cin; c++)
+            for (int64_t k = 0; k < khw; k++) {
+                float *d = dst + (c * khw + k) * wid;
+                for (int64_t jj = 0; jj < wid; jj++) {
+                    const int64_t o = ob + jj;
+                    float v = 0.0f;
+                    if (o < cout)
+                        v = transposed ? w[(c * cout + o) * khw + (khw - 1 - k)]
+                                       : w[(o * cin + c) * khw + k];
+                    d[jj] = v;
+                }
+            }
+    }
+}
+
+/* Row chunks per image: one when the batch alone feeds the threads, else
+ * enough for ~2^20 multiply-adds per task (from the shape only). */
+static int64_t cd_rchunks(int64_t n, int64_t rows, double work_per_image) {
+    if (n >= 8) return 1;
+    return cd_max(1, cd_min(rows, (int64_t)(work_per_image / (double)(1 << 20))));
+}
+
+/* Run a forward-shaped job: pack, then tasks (image, row chunk). */
+static bool cd_run(cd_job *j, const float *w, bool transposed, const float *bias) {
+    j->nvec = cd_cdiv(j->cout, CD_VL);
+    cd_plan_tiles(j->ow, j->nvec, &j->mt, &j->m, &j->nv);
+    const int64_t kt = j->cin * j->kh * j->kw, wfl = kt * j->nvec * CD_VL;
+    float *pk = nn__thread_scratch(CD_SLOT_PACK, (size_t)(wfl + j->nvec * CD_VL) * sizeof(float));
+    if (!pk) return false;
+    cd_pack(w, transposed, j->cout, j->cin, j->kh, j->kw, j->nv, j->nvec, pk);
+    j->wpk = pk;
+    j->bias = NULL;
+    if (bias) {
+        float *bp = pk + wfl;
+        for (int64_t o = 0; o < j->nvec * CD_VL; o++) bp[o] = o < j->cout ? bias[o] : 0.0f;
+        j->bias = bp;
+    }
+    const int64_t rows = j->pool ? j->oh / 2 : j->oh;
+    j->rchunks = cd_rchunks(j->n, rows, (double)(kt * j->cout * j->oh * j->ow));
+    j->failed = false;
+    const int64_t tasks = j->n * j->rchunks;
+    if (tasks == 1)
+        cd_fwd_task(j, 0, 0);
+    else
+        nn__parallel_for_max(tasks, nn__threads_for(tasks * kt * j->cout * rows * j->ow, 1 << 18),
+                             cd_fwd_task, j);
+    return !j->failed;
+}
+
+/* Columns the padded view needs: the last tap of the last output. */
+static int64_t cd_span(int64_t out, int64_t s, int64_t k, int64_t d) {
+    return (out - 1) * s + (k - 1) * d + 1;
+}
+
+static bool cd_direct_fwd(const nn__conv2d *d, const float *x, const float *w, const float *bias,
+                          bool relu, bool pool, float *y) {
+    const nn__win2d *g = &d->g;
+    if (g->sw != 1 || (pool && (g->oh < 2 || g->ow < 2))) return false;
+    if (d->n == 0 || d->o == 0) return true;
+    cd_job j = {.x = x,
+                .n = d->n,
+                .cin = d->c,
+                .ih = d->h,
+                .iw = d->w,
+                .pt = g->ph,
+                .pl = g->pw,
+                .kh = g->kh,
+                .kw = g->kw,
+                .dh = g->dh,
+                .dw = g->dw,
+                .sh = g->sh,
+                .cout = d->o,
+                .oh = g->oh,
+                .ow = g->ow,
+                .y = y,
+                .relu = relu,
+                .pool = pool};
+    j.hp = cd_span(g->oh, g->sh, g->kh, g->dh);
+    j.wp = cd_span(g->ow, 1, g->kw, g->dw);
+    j.copy = g->ph > 0 || g->pw > 0 || j.hp > d->h || j.wp > d->w;
+    if (d->c == 0) { /* no taps: bias (+ ReLU) only */
+        for (int64_t i = 0; i < d->n * d->o; i++) {
+            const int64_t ohw = pool ? (g->oh / 2) * (g->ow / 2) : g->oh * g->ow;
+            float v = bias ? bias[i % d->o] : 0.0f;
+            if (relu && !(v > 0.0f) && v == v) v = 0.0f;
+            for (int64_t p = 0; p < ohw; p++) y[i * ohw + p] = v;
+        }
+        return true;
+    }
+    return cd_run(&j, w, false, bias);
+}
+
+static bool cd_direct_bwd_data(const nn__conv2d *d, const float *gy, const float *relu_y,
+                               const float *w, float *gx) {
+    const nn__win2d *g = &d->g;
+    const int64_t pt = (g->kh - 1) * g->dh - g->ph, pl = (g->kw - 1) * g->dw - g->pw;
+    if (g->sh != 1 || g->sw != 1 || pt < 0 || pl < 0) return false;
+    if (d->n == 0 || d->c == 0) return true;
+    if (d->o == 0) {
+        memset(gx, 0, (size_t)(d->n * d->c * d->h * d->w) * sizeof(float));
+        return true;
+    }
+    cd_job j = {.x = gy,
+                .mask = relu_y,
+                .n = d->n,
+                .cin = d->o,
+                .ih = g->oh,
+                .iw = g->ow,
+                .pt = pt,
+                .pl = pl,
+                .kh = g->kh,
+                .kw = g->kw,
+                .dh = g->dh,
+                .dw = g->dw,
+                .sh = 1,
+                .cout = d->c,
+                .oh = d->h,
+                .ow = d->w,
+                .y = gx};
+    j.hp = cd_span(d->h, 1, g->kh, g->dh);
+    j.wp = cd_span(d->w, 1, g->kw, g->dw);
+    j.copy = true;
+    return cd_run(&j, w, true, NULL);
+}
+
+/* ------------------------------------------------------ weight gradient */
+
+/* gp[(g*KW + kx) * ldg + v*VL ..] += sum over the image's pixels of
+ * x(row offset roff[g] + kx) * dyT[pixel][v*VL ..]. */
+NN_INLINE void cd_w_tile(const int G, const int KW, const int NV, const float *xc,
+                         const int64_t *roff, const float *restrict dyt, int64_t ldd, int64_t oh,
+                         int64_t ow, int64_t rsh, int64_t sw, float *restrict gp, int64_t ldg) {
+    cd_vec acc[CD_WACC][CD_NVMAX];
+    int64_t off[CD_WACC];
+#pragma GCC unroll 16
+    for (int g = 0; g < G; g++) off[g] = roff[g];
+#pragma GCC unroll 16
+    for (int t = 0; t < G * KW; t++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[t][v] = cd_loadu(gp + t * ldg + v * CD_VL);
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const float *xr = xc + oy * rsh;
+        const float *dr = dyt + oy * ow * ldd;
+        for (int64_t ox = 0; ox < ow; ox++, xr += sw, dr += ldd) {
+            cd_vec dv[CD_NVMAX];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) dv[v] = cd_load(dr + v * CD_VL);
+#pragma GCC unroll 16
+            for (int g = 0; g < G; g++)
+#pragma GCC unroll 4
+                for (int kx = 0; kx < KW; kx++) {
+                    const cd_vec b = cd_set1(xr[off[g] + kx]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; v++)
+                        acc[g * KW + kx][v] = cd_fma(b, dv[v], acc[g * KW + kx][v]);
+                }
+        }
+    }
+#pragma GCC unroll 16
+    for (int t = 0; t < G * KW; t++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) cd_storeu(gp + t * ldg + v * CD_VL, acc[t][v]);
+}
+
+/* The weight tile of G rows x KW taps x NV vectors fits: accumulators, NV
+ * gy vectors and a broadcast in the registers, and at most CD_WG rows (one
+ * general register each). */
+#define CD_WFITS(G, KW, NV) ((G) * (KW) <= CD_WACC && (G) <= CD_WG && CD_FITS((G) * (KW), NV))
+
+#define CD_W_NV(G, KW)                                                                             \
+    case G:                                                                                        \
+        switch (nv) {                                                                              \
+        case 1:                                                                                    \
+            if (CD_WFITS(G, KW, 1)) cd_w_tile(G, KW, 1, CD_WARGS);                                 \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            if (CD_WFITS(G, KW, 2)) cd_w_tile(G, KW, 2, CD_WARGS);                                 \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            if (CD_WFITS(G, KW, 3)) cd_w_tile(G, KW, 3, CD_WARGS);                                 \
+            break;                                                                                 \
+        default:                                                                                   \
+            if (CD_WFITS(G, KW, 4)) cd_w_tile(G, KW, 4, CD_WARGS);                                 \
+            break;                                                                                 \
+        }                                                                                          \
+        break;
+#define CD_WARGS xc, roff, dyt, ldd, oh, ow, rsh, sw, gp, ldg
+
+#define CD_W_SWITCH(KW)                                                                            \
+    switch (g) {                                                                                   \
+        CD_W_NV(1, KW)                                                                             \
+        CD_W_NV(2, KW)                                                                             \
+        CD_W_NV(3, KW)                                                                             \
+        CD_W_NV(4, KW)                                                                             \
+        CD_W_NV(5, KW)                                                                             \
+        CD_W_NV(6, KW)                                                                             \
+    default: break;                                                                                \
+    }
+
+static void cd_w_call(int g, int kw, int nv, const float *xc, const int64_t *roff, const float *dyt,
+                      int64_t ldd, int64_t oh, int64_t ow, int64_t rsh, int64_t sw, float *gp,
+                      int64_t ldg) {
+    if (kw == 3) {
+        CD_W_SWITCH(3)
+    } else {
+        CD_W_SWITCH(1)
+    }
+}
+
+/* Rows (c, ky) per weight tile and channel vectors per block for kw taps
+ * per row and nvec vectors: the most accumulators that fit. */
+static void cd_w_plan(int64_t kw, int64_t nvec, int64_t rows_total, int *g, int *nv) {
+    int best = 0;
+    *g = 1, *nv = 1;
+    for (int cnv = 1; cnv <= CD_NVMAX; cnv++) {
+        const int64_t nblk = cd_cdiv(nvec, cnv), bnv = cd_cdiv(nvec, nblk);
+        if (bnv != cnv) continue; /* balanced blocks only */
+        for (int cg = 1; cg <= CD_WG && cg <= rows_total; cg++) {
+            if (!(cg * kw <= CD_WACC && CD_FITS(cg * kw, cnv))) continue;
+            const int score = (int)(cg * kw * cnv);
+            if (score > best) best = score, *g = cg, *nv = cnv;
+        }
+    }
+}
+
+typedef struct cd_wjob {
+    const float *x, *gy, *mask;
+    int64_t n, cin, ih, iw, ph, pw, hp, wp;
+    int64_t kh, kw, dh, sh, sw;
+    int64_t cout, oh, ow;
+    int64_t nvec, ldd;   /* channel vectors; gyᵀ row length nvec*VL */
+    int g, nv;           /* tile: g rows (c, ky) x kw taps x nv vectors */
+    int64_t per, chunks; /* images per chunk, chunks */
+    int64_t kt, pstride; /* taps cin*kh*kw; floats per partial: (kt + 1) * ldd */
+    float *part;         /* chunks partials [kt + 1][ldd]; row kt: bias sums */
+    bool failed;
+} cd_wjob;
+
+/* dyt[p][o] = gy[o][p] (0 past cout; 0 where mask <= 0) for one image, and
+ * bsum[o] += sum over p. */
+static void cd_gy_t(const cd_wjob *j, const float *gy, const float *mask, float *dyt, float *bsum) {
+    const int64_t P = j->oh * j->ow;
+    for (int64_t o0 = 0; o0 < j->ldd; o0 += CD_VL) {
+        cd_vec s = cd_loadu(bsum + o0);
+        for (int64_t p0 = 0; p0 < P; p0 += CD_VL) {
+            const int np = (int)cd_min(CD_VL, P - p0);
+            cd_vec r[CD_VL];
+            for (int i = 0; i < CD_VL; i++) {
+                const int64_t o = o0 + i;
+                r[i] = cd_zero();
+                if (o < j->cout) {
+                    r[i] = cd_load_n(gy + o * P + p0, np);
+                    if (mask) r[i] = cd_gate(r[i], cd_load_n(mask + o * P + p0, np));
+                }
+            }
+            cd_transpose(r);
+            for (int i = 0; i < np; i++) {
+                cd_storeu(dyt + (p0 + i) * j->ldd + o0, r[i]);
+                s = cd_add(s, r[i]);
+            }
+        }
+        cd_storeu(bsum + o0, s);
+    }
+}
+
+static void cd_w_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    cd_wjob *j = ctx;
+    float *part = j->part + t * j->pstride;
+    memset(part, 0, (size_t)j->pstride * sizeof(float));
+    const int64_t P = j->oh * j->ow;
+    float *pad = nn__thread_scratch(CD_SLOT_PAD, (size_t)(j->cin * j->hp * j->wp) * sizeof(float));
+    float *dyt = nn__thread_scratch(CD_SLOT_ROWS, (size_t)(P * j->ldd) * sizeof(float));
+    if (!pad || !dyt) {
+        __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
+        return;
+    }
+    const int64_t nbw = (int64_t)j->nv * CD_VL;
+    int64_t roff[CD_WG];
+    for (int64_t n = t * j->per; n < cd_min(j->n, (t + 1) * j->per); n++) {
+        const int64_t ihw = j->ih * j->iw;
+        cd_pad_rows(j->x + n * j->cin * ihw, NULL, j->cin, j->ih, j->iw, j->ph, j->pw, 0, j->hp,
+                    j->wp, pad);
+        cd_gy_t(j, j->gy + n * j->cout * P, j->mask ? j->mask + n * j->cout * P : NULL, dyt,
+                part + j->kt * j->ldd);
+        const int64_t rows_total = j->cin * j->kh; /* (c, ky) rows */
+        for (int64_t r0 = 0; r0 < rows_total; r0 += j->g) {
+            const int g = (int)cd_min(j->g, rows_total - r0);
+            for (int i = 0; i < g; i++) {
+                const int64_t c = (r0 + i) / j->kh, ky = (r0 + i) % j->kh;
+                roff[i] = (c * j->hp + ky * j->dh) * j->wp;
+            }
+            for (int64_t ob = 0; ob < j->ldd; ob += nbw) {
+                const int nv = (int)cd_min(j->nv, (j->ldd - ob) / CD_VL);
+                cd_w_call(g, (int)j->kw, nv, pad, roff, dyt + ob, j->ldd, j->oh, j->ow,
+                          j->sh * j->wp, j->sw, part + r0 * j->kw * j->ldd + ob, j->ldd);
+            }
+        }
+    }
+}
+
+typedef struct cd_wsum {
+    const cd_wjob *j;
+    float *gw;
+} cd_wsum;
+
+/* gw[o][tap] += sum over chunks (in order) of part[tap][o], taps [lo, hi). */
+static void cd_w_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
+    (void)thread;
+    const cd_wsum *s = ctx;
+    const cd_wjob *j = s->j;
+    float acc[256];
+    for (int64_t k = lo; k < hi; k++)
+        for (int64_t o0 = 0; o0 < j->cout; o0 += 256) {
+            const int64_t no = cd_min(256, j->cout - o0);
+            const float *p = j->part + k * j->ldd + o0;
+            for (int64_t o = 0; o < no; o++) acc[o] = p[o];
+            for (int64_t ch = 1; ch < j->chunks; ch++)
+                for (int64_t o = 0; o < no; o++) acc[o] += p[ch * j->pstride + o];
+            for (int64_t o = 0; o < no; o++) s->gw[(o0 + o) * j->kt + k] += acc[o];
+        }
+}
+
+static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const float *gy,
+                                  const float *relu_y, float *gw, float *gb) {
+    const nn__win2d *g = &d->g;
+    if ((g->kw != 1 && g->kw != 3) || g->dw != 1) return false;
+    if (d->o == 0) return true;
+    if (d->n == 0 || d->c == 0) {
+        if (gb) memset(gb, 0, (size_t)d->o * sizeof(float));
+        return true;
+    }
+    cd_wjob j = {.x = x,
+                 .gy = gy,
+                 .mask = relu_y,
+                 .n = d->n,
+                 .cin = d->c,
+                 .ih = d->h,
+                 .iw = d->w,
+                 .ph = g->ph,
+                 .pw = g->pw,
+                 .kh = g->kh,
+                 .kw = g->kw,
+                 .dh = g->dh,
+                 .sh = g->sh,
+                 .sw = g->sw,
+                 .cout = d->o,
+                 .oh = g->oh,
+                 .ow = g->ow};
+    j.hp = cd_span(g->oh, g->sh, g->kh, g->dh);
+    j.wp = cd_span(g->ow, g->sw, g->kw, 1);
+    j.nvec = cd_cdiv(d->o, CD_VL);
+    j.ldd = j.nvec * CD_VL;
+    cd_w_plan(g->kw, j.nvec, d->c * g->kh, &j.g, &j.nv);
+    j.kt = d->c * g->kh * g->kw;
+    j.pstride = (j.kt + 1) * j.ldd;
+    /* chunks: fixed by the shape (~2^22 multiply-adds each, at most 16);
+     * their partial sums live in the caller's scratch (kept between calls:
+     * fresh pages would cost more than the sums) */
+    const double work = (double)(j.kt * d->o * g->oh * g->ow);
+    j.chunks = cd_max(1, cd_min(cd_min(d->n, 16), (int64_t)(work * (double)d->n / (1 << 22))));
+    j.per = cd_cdiv(d->n, j.chunks);
+    j.chunks = cd_cdiv(d->n, j.per);
+    j.part = nn__thread_scratch(CD_SLOT_PACK, (size_t)(j.chunks * j.pstride) * sizeof(float));
+    if (!j.part) return false;
+    j.failed = false;
+    if (j.chunks == 1)
+        cd_w_task(&j, 0, 0);
+    else
+        nn__parallel_for_max(j.chunks, nn__threads_for((int64_t)(work * (double)d->n), 1 << 18),
+                             cd_w_task, &j);
+    if (!j.failed) {
+        cd_wsum s = {&j, gw};
+        nn__parallel_blocks(j.kt, nn__block_size(j.kt, 64, 1), cd_w_reduce, &s);
+        if (gb)
+            for (int64_t o = 0; o < d->o; o++) {
+                float acc = 0.0f;
+                for (int64_t ch = 0; ch < j.chunks; ch++)
+                    acc += j.part[ch * j.pstride + j.kt * j.ldd + o];
+                gb[o] = acc;
+            }
+    }
+    return !j.failed;
+}
+
+/* ------------------------------------------------------------- the rule */
+
+/* Which passes the direct kernels take; the front end runs im2col + GEMM
+ * for the rest. Measured against im2col + the tier's GEMM through nn_conv2d
+ * in the same run (tests/bench: conv_* cases; the README has the figures):
+ *  - forward (and the fused ReLU / pool): unit column stride and at least
+ *    half a vector of output channels (the vectorised axis: 1 output channel
+ *    would use 1 lane in 16);
+ *  - data gradient: unit stride, padding within the window's extent (it is
+ *    the forward on gy padded by (k-1)*d - p), and at least half a vector of
+ *    input channels (its output channels);
+ *  - weight gradient: windows 1 or 3 wide without column dilation (the
+ *    register tile's taps), any stride, padding and channel count. */
+static unsigned cd_direct_passes(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
+    unsigned p = 0;
+    if (g->sw == 1 && 2 * d->o >= CD_VL) p |= NN_CONV_FWD | NN_CONV_FWD_POOL;
+    if (g->sh == 1 && g->sw == 1 && g->ph <= (g->kh - 1) * g->dh && g->pw <= (g->kw - 1) * g->dw &&
+        2 * d->c >= CD_VL)
+        p |= NN_CONV_BWD_DATA;
+    if ((g->kw == 1 || g->kw == 3) && g->dw == 1) p |= NN_CONV_BWD_WEIGHTS;
+    return p;
+}
+
+static void cd_fill(nn__conv_kernels *t) {
+    t->direct_passes = cd_direct_passes;
+    t->direct_fwd = cd_direct_fwd;
+    t->direct_bwd_data = cd_direct_bwd_data;
+    t->direct_bwd_weights = cd_direct_bwd_weights;
+}
+
+#endif
