@@ -22,7 +22,7 @@
 #include "backend/tier.h"
 #include "nn.h"
 #include "nn_config.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 #include <pthread.h>
 #include <stdio.h>

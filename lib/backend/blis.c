@@ -10,7 +10,7 @@
 #include "backend/threadpool.h"
 #include "backend/ref/ref.h"
 #include "nn_config.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 #if NN_HAVE_BLIS
 #include <blis.h>

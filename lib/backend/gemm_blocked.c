@@ -5,7 +5,7 @@
 #include "backend/ref/ref.h"
 
 #include "backend/threadpool.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 /* Packing buffers: this OS thread's scratch slot 0 (threadpool.h), 64-byte
  * aligned, allocated at first use, grown when a larger one is needed and

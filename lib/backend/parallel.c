@@ -5,7 +5,7 @@
  * up one block, not a share of the call. */
 #include "backend/parallel.h"
 #include "backend/threadpool.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 int nn__threads_for(int64_t work, int64_t grain) {
     int nt = nn__pool_threads();

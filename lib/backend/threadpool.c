@@ -19,7 +19,7 @@
  * closely, as in a training step) followed by a futex sleep, so an idle pool
  * costs no CPU and a busy machine gets its cores back quickly. */
 #include "backend/threadpool.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 #include <limits.h>
 #include <pthread.h>

@@ -1,5 +1,5 @@
 /* The allocator hook, aligned blocks and overflow-checked size arithmetic. */
-#include "nn_internal.h"
+#include "core/core.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* The dtype table: each dtype's name and element size. Reserved dtypes have
  * a name but size 0 (no tensor can hold them yet). */
-#include "nn_internal.h"
+#include "core/core.h"
 
 static const struct {
     const char *name;

@@ -1,5 +1,5 @@
 /* Status strings and the thread-local last error. */
-#include "nn_internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <string.h>

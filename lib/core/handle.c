@@ -1,5 +1,5 @@
 /* The registry of handle kinds (see handle.h): names and the one check. */
-#include "nn_internal.h"
+#include "core/core.h"
 
 static const char *const kind_names[NN__KIND_COUNT] = {
     [NN__KIND_TENSOR] = "a tensor",

@@ -1,6 +1,6 @@
 /* The hash index of index.h: SipHash-1-3 for strings, open addressing with
  * linear probing and backward-shift deletion. */
-#include "nn_internal.h"
+#include "core/core.h"
 #include "core/index.h"
 
 #include <pthread.h>

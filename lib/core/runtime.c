@@ -1,5 +1,5 @@
 /* Version, thread count, dims and shape helpers. */
-#include "nn_internal.h"
+#include "core/core.h"
 #include "nn_config.h"
 
 #include <stdio.h>

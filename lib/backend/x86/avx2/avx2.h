@@ -9,7 +9,7 @@
 #include "backend/gemm_blocked.h"
 #include "backend/parallel.h"
 #include "backend/ref/ref.h"
-#include "nn_internal.h"
+#include "core/core.h"
 
 /* Fill the tier's entries of each domain table (x86/avx2/<domain>.c). */
 /* GEMM: `large` (BLIS, when it is the provider) takes the shapes the
