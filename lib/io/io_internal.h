@@ -199,17 +199,12 @@ nn_meta *nn__meta_decode(const uint8_t *p, size_t len, const char *fn);
 
 /* ------------------------------------------------------ tensor tables */
 
-/* A flat list of named tensors (names and tensors borrowed when encoding;
- * owned, untracked, when decoded). */
-typedef struct nn__tlist {
-    int64_t n;
-    char **names;
-    nn_tensor **tensors;
-} nn__tlist;
+/* Tensor lists are nn__named_list (nn_internal.h): names and tensors
+ * borrowed when encoding; owned, untracked, when decoded (clear with
+ * nn__named_list_clear(l, true)). */
 
 /* Append a tensor table (FORMAT.md "Tensor table") for the list. */
-nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const char *fn);
-void nn__tlist_clear(nn__tlist *l);
+nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, const char *fn);
 
 /* One tensor of a table, as declared (checked by nn__ttable_read). */
 typedef struct nn__tentry {
@@ -237,7 +232,7 @@ nn_status nn__ttable_read(nn__rd *r, int64_t *budget, nn__ttable *t, const char 
 nn_status nn__ttable_data(nn__ttable *t, void *dst, const char *fn);
 /* Decode every remaining entry into new tensors appended to out (names
  * move to out). */
-nn_status nn__ttable_list(nn__ttable *t, nn__tlist *out, const char *fn);
+nn_status nn__ttable_list(nn__ttable *t, nn__named_list *out, const char *fn);
 /* Skip the rest of the data area (it must end exactly there). */
 nn_status nn__ttable_finish(nn__ttable *t, const char *fn);
 void nn__ttable_free(nn__ttable *t);
@@ -265,7 +260,7 @@ typedef struct nn__io_dst {
 /* The sections of a file being saved; NULL bodies are left out. */
 typedef struct nn__io_parts {
     const nn_meta *meta;      /* META (always written, maybe empty) */
-    const nn__tlist *tensors; /* TENSORS (required) */
+    const nn__named_list *tensors; /* TENSORS (required) */
     nn__wbuf *module;         /* MODULE payload (consumed) */
     nn__wbuf *training;       /* TRAINING payload (consumed) */
 } nn__io_parts;

@@ -17,26 +17,22 @@ NN__HANDLE_FIRST(struct nn_model, handle);
 
 /* ------------------------------------------------- state dict <-> list */
 
-static void list_unborrow(nn__tlist *l) {
-    nn__free(l->names);
-    nn__free(l->tensors);
+static void list_unborrow(nn__named_list *l) {
+    nn__free(l->e); /* the names and tensors are the state dict's */
     memset(l, 0, sizeof *l);
 }
 
 /* Borrowing view of a state dict as a tensor list. */
-static nn_status list_of_sd(const nn_statedict *sd, nn__tlist *l, const char *fn) {
+static nn_status list_of_sd(const nn_statedict *sd, nn__named_list *l, const char *fn) {
     memset(l, 0, sizeof *l);
     int64_t n = nn_statedict_size(sd);
     if (n < 0) return nn_last_status();
-    l->names = nn__calloc((size_t)(n ? n : 1), sizeof *l->names);
-    l->tensors = nn__calloc((size_t)(n ? n : 1), sizeof *l->tensors);
-    if (!l->names || !l->tensors) {
-        list_unborrow(l);
-        return NN_ERR_NOMEM;
-    }
+    l->e = nn__calloc((size_t)(n ? n : 1), sizeof *l->e);
+    if (!l->e) return NN_ERR_NOMEM;
+    l->cap = n;
     for (int64_t i = 0; i < n; i++) {
-        l->names[i] = (char *)nn_statedict_name(sd, i);
-        l->tensors[i] = nn_statedict_tensor(sd, i);
+        l->e[i].name = (char *)nn_statedict_name(sd, i);
+        l->e[i].t = nn_statedict_tensor(sd, i);
     }
     l->n = n;
     (void)fn;
@@ -44,10 +40,10 @@ static nn_status list_of_sd(const nn_statedict *sd, nn__tlist *l, const char *fn
 }
 
 /* A new state dict holding the list's tensors (the list keeps its own). */
-static nn_statedict *sd_of_list(const nn__tlist *l) {
+static nn_statedict *sd_of_list(const nn__named_list *l) {
     nn_statedict *sd = nn_statedict_new();
     for (int64_t i = 0; sd && i < l->n; i++) {
-        if (nn_statedict_set(sd, l->names[i], l->tensors[i])) {
+        if (nn_statedict_set(sd, l->e[i].name, l->e[i].t)) {
             nn_statedict_free(sd);
             sd = NULL;
         }
@@ -226,17 +222,17 @@ typedef struct training {
     int64_t epoch, step;
     bool has_sched;
     uint64_t rng[4];
-    nn__tlist opt, sched;
+    nn__named_list opt, sched;
 } training;
 
 static void training_clear(training *t) {
-    nn__tlist_clear(&t->opt);
-    nn__tlist_clear(&t->sched);
+    nn__named_list_clear(&t->opt, true);
+    nn__named_list_clear(&t->sched, true);
 }
 
 /* Append u64 length + tensor table of a state dict. */
 static nn_status encode_sd(nn_statedict *sd, int level, nn__wbuf *w, const char *fn) {
-    nn__tlist l;
+    nn__named_list l;
     nn_status st = list_of_sd(sd, &l, fn);
     if (st) return st;
     nn__wbuf body = {0};
@@ -275,7 +271,7 @@ static nn_status encode_training(const nn_io_options *o, int level, nn__wbuf *w,
 }
 
 /* Decode every tensor of the table that fills r into new tensors (out). */
-static nn_status table_to_list(nn__rd *r, int64_t *budget, nn__tlist *out, const char *fn) {
+static nn_status table_to_list(nn__rd *r, int64_t *budget, nn__named_list *out, const char *fn) {
     nn__ttable t;
     nn_status st = nn__ttable_read(r, budget, &t, fn);
     if (st) return st;
@@ -285,7 +281,7 @@ static nn_status table_to_list(nn__rd *r, int64_t *budget, nn__tlist *out, const
     return st;
 }
 
-static nn_status decode_sd(nn__rd *r, int64_t *budget, nn__tlist *out, const char *field,
+static nn_status decode_sd(nn__rd *r, int64_t *budget, nn__named_list *out, const char *field,
                            const char *fn) {
     uint64_t len;
     nn__rd sub;
@@ -350,7 +346,7 @@ static nn_status save_module(nn_module *m, const nn_meta *meta, const nn_io_opti
         nn_statedict_free(sd);
         sd = once;
     }
-    nn__tlist l = {0};
+    nn__named_list l = {0};
     if (!st) st = list_of_sd(sd, &l, fn);
     nn__wbuf tree = {0}, train = {0};
     if (!st && o->module_tree) {
@@ -399,7 +395,7 @@ static nn_status save_sd(const nn_statedict *sd, const nn_io_options *opts, cons
     nn_io_options tmp;
     const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
     if (!o) return nn_last_status();
-    nn__tlist l;
+    nn__named_list l;
     nn_status st = list_of_sd(sd, &l, fn);
     if (st) return st;
     nn__io_parts parts = {NULL, &l, NULL, NULL};
@@ -496,10 +492,10 @@ nn_statedict *nn_statedict_load_stream(nn_read_fn read, void *user, const nn_io_
     return load_sd(&src, opts, fn);
 }
 
-static uint64_t list_bytes(const nn__tlist *l) {
+static uint64_t list_bytes(const nn__named_list *l) {
     uint64_t b = 0;
     for (int64_t i = 0; i < l->n; i++)
-        b += (uint64_t)l->tensors[i]->numel * nn_dtype_size(l->tensors[i]->dtype);
+        b += (uint64_t)l->e[i].t->numel * nn_dtype_size(l->e[i].t->dtype);
     return b;
 }
 
@@ -631,7 +627,7 @@ static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_
 /* A file whose tensor section comes before its module section (allowed,
  * written by no version of libnn): the tensors are kept decoded until the
  * tree is known, then copied in. */
-static nn_status tree_from_list(const uint8_t *tree, size_t tree_len, const nn__tlist *tl,
+static nn_status tree_from_list(const uint8_t *tree, size_t tree_len, const nn__named_list *tl,
                                 nn_module **out, const char *fn) {
     nn__ties ties = {0};
     nn_module *m = decode_tree(tree, tree_len, list_bytes(tl), &ties, fn);
@@ -671,7 +667,7 @@ static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, co
     nn_model *model = st ? NULL : nn__calloc(1, sizeof *model);
     uint8_t *tree = NULL;
     size_t tree_len = 0;
-    nn__tlist staged = {0};
+    nn__named_list staged = {0};
     bool have_tensors = false;
     int64_t budget = o->max_bytes;
     uint32_t type;
@@ -708,7 +704,7 @@ static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, co
     if (!st && !model->meta && !(model->meta = nn__meta_new())) st = NN_ERR_NOMEM;
     if (!st) st = nn_module_train(model->module, false);
     st = nn__ld_close(&ld, st);
-    nn__tlist_clear(&staged);
+    nn__named_list_clear(&staged, true);
     nn__free(tree);
     if (st) {
         if (model) {
@@ -830,7 +826,7 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     nn__ld ld;
     nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
     int64_t budget = o->max_bytes;
-    nn__tlist tl = {0};
+    nn__named_list tl = {0};
     training t = {0};
     nn_statedict *msd = NULL, *osd = NULL, *ssd = NULL;
     bool have_tensors = false, have_training = false;
@@ -868,7 +864,7 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     nn_statedict_free(osd);
     nn_statedict_free(ssd);
     training_clear(&t);
-    nn__tlist_clear(&tl);
+    nn__named_list_clear(&tl, true);
     return st;
 }
 

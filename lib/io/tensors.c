@@ -27,18 +27,6 @@ static void swap_elems(uint8_t *p, size_t nbytes, size_t es) {
         }
 }
 
-void nn__tlist_clear(nn__tlist *l) {
-    for (int64_t i = 0; i < l->n; i++) {
-        if (l->names) nn__free(l->names[i]);
-        if (l->tensors) nn__tensor_release(l->tensors[i]);
-    }
-    nn__free(l->names);
-    nn__free(l->tensors);
-    l->names = NULL;
-    l->tensors = NULL;
-    l->n = 0;
-}
-
 /* ------------------------------------------------------------ encoding */
 
 typedef struct blob {
@@ -88,7 +76,7 @@ static nn_status make_blob(const nn_tensor *t, int level, blob *b, const char *f
     return NN_OK;
 }
 
-nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const char *fn) {
+nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, const char *fn) {
     if (l->n > (int64_t)NN__IO_MAX_ENTRIES)
         return nn__err(NN_ERR_LIMIT, "%s: %lld tensors exceed the limit of %u", fn, (long long)l->n,
                        NN__IO_MAX_ENTRIES);
@@ -96,20 +84,20 @@ nn_status nn__tensors_encode(const nn__tlist *l, int level, nn__wbuf *w, const c
     if (!b) return NN_ERR_NOMEM;
     nn_status st = NN_OK;
     for (int64_t i = 0; i < l->n && !st; i++) {
-        if (!nn__check_tensor(l->tensors[i], fn, "tensor"))
+        if (!nn__check_tensor(l->e[i].t, fn, "tensor"))
             st = nn_last_status();
-        else if (strlen(l->names[i]) == 0 || strlen(l->names[i]) > NN__IO_MAX_NAME)
-            st = nn__err(NN_ERR_INVALID, "%s: tensor name of length %zu", fn, strlen(l->names[i]));
+        else if (strlen(l->e[i].name) == 0 || strlen(l->e[i].name) > NN__IO_MAX_NAME)
+            st = nn__err(NN_ERR_INVALID, "%s: tensor name of length %zu", fn, strlen(l->e[i].name));
         else
-            st = make_blob(l->tensors[i], level, &b[i], fn, l->names[i]);
+            st = make_blob(l->e[i].t, level, &b[i], fn, l->e[i].name);
     }
     if (!st) {
         nn__wbuf_u32(w, (uint32_t)l->n);
         nn__wbuf_u32(w, 0);
         uint64_t off = 0;
         for (int64_t i = 0; i < l->n; i++) {
-            const nn_tensor *t = l->tensors[i];
-            nn__wbuf_str(w, l->names[i]);
+            const nn_tensor *t = l->e[i].t;
+            nn__wbuf_str(w, l->e[i].name);
             uint8_t hdr[4] = {(uint8_t)t->dtype, (uint8_t)t->ndim, b[i].codec, 0};
             nn__wbuf_bytes(w, hdr, 4);
             for (int d = 0; d < t->ndim; d++) nn__wbuf_u64(w, (uint64_t)t->shape[d]);
@@ -293,14 +281,12 @@ nn_status nn__ttable_data(nn__ttable *t, void *dst, const char *fn) {
     return st;
 }
 
-nn_status nn__ttable_list(nn__ttable *t, nn__tlist *out, const char *fn) {
+nn_status nn__ttable_list(nn__ttable *t, nn__named_list *out, const char *fn) {
     int64_t n = (int64_t)(t->n - t->next);
-    char **names = nn__realloc(out->names, sizeof *names * (size_t)(out->n + n + 1));
-    if (!names) return NN_ERR_NOMEM;
-    out->names = names;
-    nn_tensor **ts = nn__realloc(out->tensors, sizeof *ts * (size_t)(out->n + n + 1));
-    if (!ts) return NN_ERR_NOMEM;
-    out->tensors = ts;
+    nn__named_tensor *e0 = nn__realloc(out->e, sizeof *e0 * (size_t)(out->n + n + 1));
+    if (!e0) return NN_ERR_NOMEM;
+    out->e = e0;
+    out->cap = out->n + n + 1;
     while (t->next < t->n) {
         nn__tentry *e = &t->e[t->next];
         nn_tensor *x = nn__tensor_new((nn_dtype)e->dtype, e->shape, e->ndim);
@@ -311,8 +297,8 @@ nn_status nn__ttable_list(nn__ttable *t, nn__tlist *out, const char *fn) {
             nn__tensor_release(x);
             return st;
         }
-        out->names[out->n] = e->name; /* ownership moves to out */
-        out->tensors[out->n++] = x;
+        out->e[out->n].name = e->name; /* ownership moves to out */
+        out->e[out->n++].t = x;
         e->name = NULL;
     }
     return NN_OK;

@@ -454,7 +454,7 @@ static uint8_t *container_with(uint16_t minor, uint32_t extra_type, uint32_t ext
     nn__filew f;
     nn__filew_begin(&f);
     nn__wbuf t = {0}, x = {0};
-    nn__tlist empty = {0};
+    nn__named_list empty = {0};
     TU_OK(nn__tensors_encode(&empty, 0, &t, "test"));
     nn__filew_section(&f, NN__SEC_TENSORS, 0, &t);
     nn__wbuf_str(&x, "future");
