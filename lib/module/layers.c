@@ -221,7 +221,7 @@ static nn_tensor *conv2d_forward(nn_module *m, nn_tensor *x) {
 static double conv_flops(const nn_module *m, const nn_tensor *in, const nn_tensor *out) {
     (void)in;
     /* Each output element: (in/groups) * kernel multiply-adds. */
-    const nn_tensor *w = m->params[0].t;
+    const nn_tensor *w = m->params.e[0].t;
     double k = 1;
     for (int i = 1; i < w->ndim; i++) k *= (double)w->shape[i];
     if (!strcmp(m->kind->type, "ConvTranspose2d")) {
@@ -580,9 +580,9 @@ static nn_tensor *bn_forward(nn_module *m, nn_tensor *x) {
     }
     bool training = nn__mod_training(m);
     nn_tensor *y =
-        nn_batch_norm(x, m->bufs[0].t, m->bufs[1].t, nn__mod_param(m, "weight"),
+        nn_batch_norm(x, m->bufs.e[0].t, m->bufs.e[1].t, nn__mod_param(m, "weight"),
                       nn__mod_param(m, "bias"), training, m->cfg[BN_MOM], m->cfg[BN_EPS]);
-    if (y && training) nn__i64(m->bufs[2].t)[0]++;
+    if (y && training) nn__i64(m->bufs.e[2].t)[0]++;
     return y;
 }
 
@@ -738,8 +738,8 @@ static nn_tensor *emb_forward(nn_module *m, nn_tensor *x) {
     if (x->dtype != NN_DTYPE_I64)
         return NN__FAIL(NN_ERR_DTYPE, "Embedding: expected i64 indices, got %s",
                         nn_dtype_name(x->dtype));
-    if (ci(m, EMB_PAD) >= 0) return nn_embedding_padded(m->params[0].t, x, ci(m, EMB_PAD));
-    return nn_embedding(m->params[0].t, x);
+    if (ci(m, EMB_PAD) >= 0) return nn_embedding_padded(m->params.e[0].t, x, ci(m, EMB_PAD));
+    return nn_embedding(m->params.e[0].t, x);
 }
 
 static const nn__mod_kind kind_emb = {.type = "Embedding",

@@ -34,20 +34,12 @@ static nn_module *mod_alloc(void) {
 static void flat_clear(nn__named_list *l) { nn__named_list_clear(l, false); }
 
 static void mod_destroy(nn_module *m) {
-    for (int i = 0; i < m->nparams; i++) {
-        nn__free(m->params[i].name);
-        nn__tensor_release(m->params[i].t);
-    }
-    for (int i = 0; i < m->nbufs; i++) {
-        nn__free(m->bufs[i].name);
-        nn__tensor_release(m->bufs[i].t);
-    }
+    nn__named_list_clear(&m->params, true);
+    nn__named_list_clear(&m->bufs, true);
     for (int i = 0; i < m->nchildren; i++) {
         nn__free(m->children[i].name);
         nn_module_free(m->children[i].m);
     }
-    nn__free(m->params);
-    nn__free(m->bufs);
     nn__free(m->children);
     nn__index_free(&m->names);
     flat_clear(&m->flat_params);
@@ -96,8 +88,8 @@ enum { NAME_PARAM, NAME_BUF, NAME_CHILD };
 static const char *name_at(const nn_module *m, int64_t e) {
     int i = (int)(e >> 2);
     switch ((int)(e & 3)) {
-    case NAME_PARAM: return m->params[i].name;
-    case NAME_BUF: return m->bufs[i].name;
+    case NAME_PARAM: return m->params.e[i].name;
+    case NAME_BUF: return m->bufs.e[i].name;
     default: return m->children[i].name;
     }
 }
@@ -118,10 +110,10 @@ static int64_t name_find(const nn_module *m, const char *name) {
         name_key k = {m, name};
         return nn__index_find(&m->names, nn__hash_str(name), name_eq, &k);
     }
-    for (int i = 0; i < m->nparams; i++)
-        if (!strcmp(m->params[i].name, name)) return (int64_t)i << 2 | NAME_PARAM;
-    for (int i = 0; i < m->nbufs; i++)
-        if (!strcmp(m->bufs[i].name, name)) return (int64_t)i << 2 | NAME_BUF;
+    for (int i = 0; i < m->params.n; i++)
+        if (!strcmp(m->params.e[i].name, name)) return (int64_t)i << 2 | NAME_PARAM;
+    for (int i = 0; i < m->bufs.n; i++)
+        if (!strcmp(m->bufs.e[i].name, name)) return (int64_t)i << 2 | NAME_BUF;
     for (int i = 0; i < m->nchildren; i++)
         if (!strcmp(m->children[i].name, name)) return (int64_t)i << 2 | NAME_CHILD;
     return -1;
@@ -131,15 +123,15 @@ static int64_t name_find(const nn_module *m, const char *name) {
  * NN__INDEX_MIN names. Called before an array changes, so a failure leaves
  * the module as it was. */
 static nn_status name_reserve(nn_module *m) {
-    int64_t n = (int64_t)m->nparams + m->nbufs + m->nchildren + 1;
+    int64_t n = (int64_t)m->params.n + m->bufs.n + m->nchildren + 1;
     if (!m->names.cap && n <= NN__INDEX_MIN) return NN_OK;
     bool build = !m->names.cap;
     nn_status st = nn__index_reserve(&m->names, n);
     if (st || !build) return st;
-    for (int i = 0; i < m->nparams; i++)
-        nn__index_add(&m->names, nn__hash_str(m->params[i].name), (int64_t)i << 2 | NAME_PARAM);
-    for (int i = 0; i < m->nbufs; i++)
-        nn__index_add(&m->names, nn__hash_str(m->bufs[i].name), (int64_t)i << 2 | NAME_BUF);
+    for (int i = 0; i < m->params.n; i++)
+        nn__index_add(&m->names, nn__hash_str(m->params.e[i].name), (int64_t)i << 2 | NAME_PARAM);
+    for (int i = 0; i < m->bufs.n; i++)
+        nn__index_add(&m->names, nn__hash_str(m->bufs.e[i].name), (int64_t)i << 2 | NAME_BUF);
     for (int i = 0; i < m->nchildren; i++)
         nn__index_add(&m->names, nn__hash_str(m->children[i].name),
                       (int64_t)i << 2 | NAME_CHILD);
@@ -174,18 +166,11 @@ static bool grow(void **arr, int n, int *cap, size_t elem) {
 }
 
 static nn_status add_tensor(nn_module *m, bool param, const char *name, nn_tensor *t) {
-    nn__named_tensor **arr = param ? &m->params : &m->bufs;
-    int *n = param ? &m->nparams : &m->nbufs;
+    nn__named_list *l = param ? &m->params : &m->bufs;
     nn_status st = name_reserve(m);
+    if (!st) st = nn__named_list_push(l, name, t, "nn_module");
     if (st) return st;
-    if (!grow((void **)arr, *n, param ? &m->cap_params : &m->cap_bufs, sizeof **arr))
-        return NN_ERR_NOMEM;
-    char *nm = nn__strdup(name);
-    if (!nm) return NN_ERR_NOMEM;
-    (*arr)[*n].name = nm;
-    (*arr)[*n].t = t;
-    name_record(m, (int64_t)*n << 2 | (param ? NAME_PARAM : NAME_BUF));
-    (*n)++;
+    name_record(m, (l->n - 1) << 2 | (param ? NAME_PARAM : NAME_BUF));
     nn__mod_bump_generation();
     return NN_OK;
 }
@@ -225,21 +210,21 @@ static bool contains(const nn_module *root, const nn_module *m) {
 
 nn_tensor *nn__mod_param(const nn_module *m, const char *name) {
     int64_t e = name_find(m, name);
-    return e >= 0 && (e & 3) == NAME_PARAM ? m->params[e >> 2].t : NULL;
+    return e >= 0 && (e & 3) == NAME_PARAM ? m->params.e[e >> 2].t : NULL;
 }
 
 uint64_t nn__module_own_bytes(const nn_module *m) {
     uint64_t b = 0;
-    for (int i = 0; i < m->nparams; i++)
-        b += (uint64_t)m->params[i].t->numel * nn_dtype_size(m->params[i].t->dtype);
-    for (int i = 0; i < m->nbufs; i++)
-        b += (uint64_t)m->bufs[i].t->numel * nn_dtype_size(m->bufs[i].t->dtype);
+    for (int i = 0; i < m->params.n; i++)
+        b += (uint64_t)m->params.e[i].t->numel * nn_dtype_size(m->params.e[i].t->dtype);
+    for (int i = 0; i < m->bufs.n; i++)
+        b += (uint64_t)m->bufs.e[i].t->numel * nn_dtype_size(m->bufs.e[i].t->dtype);
     return b;
 }
 
 int64_t nn__mod_own_param_count(const nn_module *m) {
     int64_t n = 0;
-    for (int i = 0; i < m->nparams; i++) n += m->params[i].t->numel;
+    for (int i = 0; i < m->params.n; i++) n += m->params.e[i].t->numel;
     return n;
 }
 
@@ -430,11 +415,11 @@ nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child
 
 /* ------------------------------------------------------- tied parameters */
 
-int nn__module_own_count(const nn_module *m) { return m->nparams + m->nbufs; }
+int nn__module_own_count(const nn_module *m) { return m->params.n + m->bufs.n; }
 
 nn_tensor *nn__module_own(const nn_module *m, int i, const char **name, bool *param) {
-    bool p = i < m->nparams;
-    const nn__named_tensor *e = p ? &m->params[i] : &m->bufs[i - m->nparams];
+    bool p = i < m->params.n;
+    const nn__named_tensor *e = p ? &m->params.e[i] : &m->bufs.e[i - m->params.n];
     if (name) *name = e->name;
     if (param) *param = p;
     return e->t;
@@ -445,7 +430,7 @@ nn_status nn__module_tie_own(nn_module *m, const char *name, nn_tensor *t, const
     if (e < 0 || (e & 3) != NAME_PARAM)
         return nn__err(NN_ERR_NOT_FOUND, "%s: no parameter named '%s' in %s", fn, name,
                        nn_module_type_name(m));
-    nn__named_tensor *slot = &m->params[e >> 2];
+    nn__named_tensor *slot = &m->params.e[e >> 2];
     if (slot->t == t) return NN_OK;
     bool same = slot->t->dtype == t->dtype && slot->t->ndim == t->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = slot->t->shape[d] == t->shape[d];
@@ -518,8 +503,7 @@ bool nn__mod_training(const nn_module *m) { return m->training && !nn__summary_a
 /* ------------------------------------------------------- dotted-name lists */
 
 typedef struct {
-    nn__named_tensor *e;
-    int64_t n, cap;
+    nn__named_list l; /* the list being built (names owned, tensors borrowed) */
     nn__index listed; /* tensor -> entry, once past NN__INDEX_MIN entries */
     bool fail;
 } flat_builder;
@@ -531,7 +515,7 @@ typedef struct {
 
 static bool tensor_eq(const void *ctx, int64_t i) {
     const tensor_key *k = ctx;
-    return k->b->e[i].t == k->t;
+    return k->b->l.e[i].t == k->t;
 }
 
 static bool fb_listed(const flat_builder *b, const nn_tensor *t) {
@@ -539,18 +523,18 @@ static bool fb_listed(const flat_builder *b, const nn_tensor *t) {
         tensor_key k = {b, t};
         return nn__index_find(&b->listed, nn__hash_ptr(t), tensor_eq, &k) >= 0;
     }
-    for (int64_t i = 0; i < b->n; i++)
-        if (b->e[i].t == t) return true;
+    for (int64_t i = 0; i < b->l.n; i++)
+        if (b->l.e[i].t == t) return true;
     return false;
 }
 
 /* Room to index one more entry (the index is built on crossing NN__INDEX_MIN). */
 static bool fb_reserve(flat_builder *b) {
-    if (!b->listed.cap && b->n + 1 <= NN__INDEX_MIN) return true;
+    if (!b->listed.cap && b->l.n + 1 <= NN__INDEX_MIN) return true;
     bool build = !b->listed.cap;
-    if (nn__index_reserve(&b->listed, b->n + 1)) return false;
-    for (int64_t i = 0; build && i < b->n; i++)
-        nn__index_add(&b->listed, nn__hash_ptr(b->e[i].t), i);
+    if (nn__index_reserve(&b->listed, b->l.n + 1)) return false;
+    for (int64_t i = 0; build && i < b->l.n; i++)
+        nn__index_add(&b->listed, nn__hash_ptr(b->l.e[i].t), i);
     return true;
 }
 
@@ -561,17 +545,17 @@ static void fb_add(flat_builder *b, const char *prefix, const char *name, nn_ten
         b->fail = true;
         return;
     }
-    if (b->n == b->cap) {
-        int64_t ncap = b->cap ? b->cap * 2 : 16;
+    if (b->l.n == b->l.cap) {
+        int64_t ncap = b->l.cap ? b->l.cap * 2 : 16;
         size_t bytes;
         void *p =
-            nn__size_mul((size_t)ncap, sizeof *b->e, &bytes) ? nn__realloc(b->e, bytes) : NULL;
+            nn__size_mul((size_t)ncap, sizeof *b->l.e, &bytes) ? nn__realloc(b->l.e, bytes) : NULL;
         if (!p) {
             b->fail = true;
             return;
         }
-        b->e = p;
-        b->cap = ncap;
+        b->l.e = p;
+        b->l.cap = ncap;
     }
     size_t lp = strlen(prefix), ln = strlen(name);
     char *s = nn__malloc(lp + ln + 1);
@@ -581,16 +565,16 @@ static void fb_add(flat_builder *b, const char *prefix, const char *name, nn_ten
     }
     memcpy(s, prefix, lp);
     memcpy(s + lp, name, ln + 1);
-    b->e[b->n].name = s;
-    b->e[b->n].t = t;
-    if (b->listed.cap) nn__index_add(&b->listed, nn__hash_ptr(t), b->n);
-    b->n++;
+    b->l.e[b->l.n].name = s;
+    b->l.e[b->l.n].t = t;
+    if (b->listed.cap) nn__index_add(&b->listed, nn__hash_ptr(t), b->l.n);
+    b->l.n++;
 }
 
 /* Append m's tensors (params or buffers) and its children's, pre-order. */
 static void fb_walk(flat_builder *b, const nn_module *m, const char *prefix, bool params) {
-    int n = params ? m->nparams : m->nbufs;
-    const nn__named_tensor *arr = params ? m->params : m->bufs;
+    int n = params ? m->params.n : m->bufs.n;
+    const nn__named_tensor *arr = params ? m->params.e : m->bufs.e;
     for (int i = 0; i < n; i++) fb_add(b, prefix, arr[i].name, arr[i].t);
     size_t lp = strlen(prefix);
     for (int i = 0; i < m->nchildren && !b->fail; i++) {
@@ -614,13 +598,10 @@ static bool flat_build(const nn_module *m, bool params, nn__named_list *out) {
     fb_walk(&b, m, "", params);
     nn__index_free(&b.listed);
     if (b.fail) {
-        nn__named_list tmp = {b.e, b.n, b.cap};
-        flat_clear(&tmp);
+        flat_clear(&b.l);
         return false;
     }
-    out->e = b.e;
-    out->n = b.n;
-    out->cap = b.cap;
+    *out = b.l;
     return true;
 }
 
@@ -705,8 +686,8 @@ static void *get_named(const nn_module *m, const char *name, int what, const cha
     int64_t e = owner ? name_find(owner, last) : -1;
     if (e >= 0 && (e & 3) == what) { /* what: NAME_PARAM, NAME_BUF or NAME_CHILD */
         int i = (int)(e >> 2);
-        if (what == NAME_PARAM) return owner->params[i].t;
-        if (what == NAME_BUF) return owner->bufs[i].t;
+        if (what == NAME_PARAM) return owner->params.e[i].t;
+        if (what == NAME_BUF) return owner->bufs.e[i].t;
         return owner->children[i].m;
     }
     static const char *const kinds[] = {"parameter", "buffer", "submodule"};
@@ -735,7 +716,7 @@ int64_t nn_module_param_count(nn_module *m) {
 
 nn_status nn_module_set_requires_grad(nn_module *m, bool requires_grad) {
     if (!nn__mod_check(m, "nn_module_set_requires_grad", "m")) return nn_last_status();
-    for (int i = 0; i < m->nparams; i++) m->params[i].t->requires_grad = requires_grad;
+    for (int i = 0; i < m->params.n; i++) m->params.e[i].t->requires_grad = requires_grad;
     for (int i = 0; i < m->nchildren; i++)
         nn_module_set_requires_grad(m->children[i].m, requires_grad);
     return NN_OK;
@@ -743,9 +724,9 @@ nn_status nn_module_set_requires_grad(nn_module *m, bool requires_grad) {
 
 nn_status nn_module_zero_grad(nn_module *m) {
     if (!nn__mod_check(m, "nn_module_zero_grad", "m")) return nn_last_status();
-    for (int i = 0; i < m->nparams; i++) {
-        nn__tensor_release(m->params[i].t->grad);
-        m->params[i].t->grad = NULL;
+    for (int i = 0; i < m->params.n; i++) {
+        nn__tensor_release(m->params.e[i].t->grad);
+        m->params.e[i].t->grad = NULL;
     }
     for (int i = 0; i < m->nchildren; i++) nn_module_zero_grad(m->children[i].m);
     return NN_OK;

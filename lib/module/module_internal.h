@@ -104,10 +104,7 @@ struct nn_module {
     bool training;
     double cfg[NN__MOD_MAX_CFG];
 
-    nn__named_tensor *params;
-    int nparams, cap_params;
-    nn__named_tensor *bufs;
-    int nbufs, cap_bufs;
+    nn__named_list params, bufs; /* own parameters and buffers (names, tensors owned) */
     nn__named_module *children;
     int nchildren, cap_children;
     /* params, bufs and children share one namespace; past NN__INDEX_MIN

@@ -93,7 +93,7 @@ static nn_status rnn_build(nn_module *m) {
 static nn_tensor *rparam(const nn_module *m, int l, int d, int j) {
     int np = ci(m, R_BIAS) ? 4 : 2;
     if (j >= np) return NULL;
-    return m->params[(l * dirs(m) + d) * np + j].t;
+    return m->params.e[(l * dirs(m) + d) * np + j].t;
 }
 
 /* Columns [k*H, (k+1)*H) of a [N, G*H] tensor. */

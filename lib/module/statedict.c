@@ -126,8 +126,8 @@ typedef bool (*sd_visit_fn)(const char *name, nn_tensor *t, void *ctx);
 static bool walk(const nn_module *m, char *prefix, size_t plen, size_t cap, sd_visit_fn visit,
                  void *ctx) {
     for (int pass = 0; pass < 2; pass++) {
-        int n = pass ? m->nbufs : m->nparams;
-        const nn__named_tensor *arr = pass ? m->bufs : m->params;
+        int n = pass ? m->bufs.n : m->params.n;
+        const nn__named_tensor *arr = pass ? m->bufs.e : m->params.e;
         for (int i = 0; i < n; i++) {
             snprintf(prefix + plen, cap - plen, "%s", arr[i].name);
             if (!visit(prefix, arr[i].t, ctx)) return false;

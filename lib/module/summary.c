@@ -86,7 +86,7 @@ void nn__summary_leave(nn_module *m, const nn_tensor *x, const nn_tensor *y) {
     char *path = r->paths[r->depth];
     r->paths[r->depth] = NULL;
     /* Rows for leaves and for containers holding parameters of their own. */
-    bool show = m->nchildren == 0 || m->nparams > 0;
+    bool show = m->nchildren == 0 || m->params.n > 0;
     if (!y || !path || !show || r->fail) {
         nn__free(path);
         return;
@@ -184,7 +184,7 @@ static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64
 
 /* Embedding first: the zero input must be i64 indices. */
 static nn_dtype input_dtype(const nn_module *m) {
-    while (m->nchildren > 0 && m->nparams == 0) m = m->children[0].m;
+    while (m->nchildren > 0 && m->params.n == 0) m = m->children[0].m;
     return m->kind && !strcmp(m->kind->type, "Embedding") ? NN_DTYPE_I64 : NN_DTYPE_F32;
 }
 

@@ -4,7 +4,7 @@
 
 nn_status nn__named_list_push(nn__named_list *l, const char *name, nn_tensor *t, const char *fn) {
     if (l->n == l->cap) {
-        int64_t ncap = l->cap ? l->cap * 2 : 16;
+        int64_t ncap = l->cap ? l->cap * 2 : 4;
         size_t bytes;
         if (ncap < l->cap || !nn__size_mul((size_t)ncap, sizeof *l->e, &bytes))
             return nn__err(NN_ERR_OVERFLOW, "%s: too many entries", fn);
