@@ -110,18 +110,25 @@ def check_includes(libdir, errors):
                               f'is not below it)')
 
 
-def member_folder(member, builddir_lib):
+def member_folder(member, builddir_lib, libdir):
     """Folder of lib/ an archive member was compiled from: objects of lib/X's
-    own static libraries sit under <build>/lib/X/; the main archive's objects
-    are named <folder>_<file>.c.o."""
+    own static libraries sit under <build>/lib/X/ (thin archives name them by
+    path); the main archive's objects are named <folder>_<file>.c.o, and a
+    subfolder's (x86_avx2_gemm.c.o) by the subfolder, found under lib/."""
     d = os.path.dirname(member)
-    sub = os.path.relpath(os.path.dirname(d), builddir_lib) if builddir_lib else '.'
-    if sub not in ('.', '') and not sub.startswith('..'):
-        return sub.split('/')[0]
-    return os.path.basename(member).split('_')[0]
+    if d:
+        sub = os.path.relpath(os.path.dirname(os.path.abspath(d)), builddir_lib)
+        if sub not in ('.', '') and not sub.startswith('..'):
+            return sub.split('/')[0]
+    first = os.path.basename(member).split('_')[0]
+    if first not in USES:
+        for folder in USES:
+            if os.path.isdir(os.path.join(libdir, folder, first)):
+                return folder
+    return first
 
 
-def check_calls(archive, errors):
+def check_calls(archive, libdir, errors):
     nm = shutil.which('nm')
     if not nm:
         print('nm not found: call check skipped')
@@ -137,7 +144,7 @@ def check_calls(archive, errors):
         if not m:
             continue
         member, kind, sym = m.group(2), m.group(3), m.group(4)
-        folder = member_folder(member, builddir_lib)
+        folder = member_folder(member, builddir_lib, libdir)
         if kind in 'TDBRVWC':
             defined[sym] = folder
         elif kind == 'U':
@@ -179,7 +186,7 @@ def main(argv):
     errors = []
     check_includes(libdir, errors)
     if len(argv) == 3:
-        check_calls(argv[2], errors)
+        check_calls(argv[2], libdir, errors)
     check_guards(libdir, errors)
     for e in errors:
         print(e)
