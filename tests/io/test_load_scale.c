@@ -7,7 +7,7 @@
  * Why these sizes: every name lookup on these paths used to scan its array,
  * so n entries cost O(n^2) string compares. At these n that took 16 s to 44 s
  * per file and hours for the million-name maps, far beyond this test's
- * meson timeout (60 s; valgrind's multiplier 10); with the hash indexes the
+ * meson timeout (300 s, x10 under valgrind); with the hash indexes the
  * whole test takes a few seconds. Timing figures are measured by
  * tests/bench/hostile_load.c, not here. */
 #include "testutil.h"
