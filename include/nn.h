@@ -608,6 +608,19 @@ NN_API nn_status nn_statedict_set(nn_statedict *sd, const char *name, nn_tensor 
  * an open scope owns it), NULL on error (shape/channel mismatch, NULL or
  * freed handles: the message names the layer and both shapes). */
 NN_API nn_tensor *nn_module_forward(nn_module *m, nn_tensor *x);
+/* Most inputs nn_module_forward_n passes on. */
+#define NN_MODULE_MAX_INPUTS 16
+/* Run m on inputs[0..n), PyTorch's module(*inputs): a single-input module
+ * takes n == 1 (then it is nn_module_forward); MultiheadAttention takes
+ * (query, key, value[, key_padding_mask[, attn_mask]]), the transformer
+ * layers their own lists (see there). An optional input may be NULL
+ * (absent), unless a pending error says the call that made it failed: then
+ * that error is returned. A wrong n: NULL and NN_ERR_INVALID naming the
+ * accepted range. Result tracked like nn_module_forward's. */
+NN_API nn_tensor *nn_module_forward_n(nn_module *m, nn_tensor *const *inputs, int n);
+/* The number of inputs m accepts: *min_inputs..*max_inputs (1..1 for a
+ * single-input module). */
+NN_API nn_status nn_module_num_inputs(const nn_module *m, int *min_inputs, int *max_inputs);
 /* Add a reference (returns m; NULL-safe). */
 NN_API nn_module *nn_module_retain(nn_module *m);
 /* Drop a reference; the last one frees the module, its parameters and its
@@ -687,6 +700,15 @@ NN_API nn_status nn_module_register_buffer(nn_module *m, const char *name, nn_te
 NN_API nn_status nn_module_register_module(nn_module *m, const char *name, nn_module *child);
 /* The user pointer given to nn_module_custom_new (NULL for built-ins). */
 NN_API void *nn_module_user(const nn_module *m);
+/* Multi-input forward of a user-defined module: inputs[0..n), 1 <= n <=
+ * NN_MODULE_MAX_INPUTS, entries after the first may be NULL (absent). Same
+ * scope rules as nn_forward_fn. */
+typedef nn_tensor *(*nn_forward_n_fn)(nn_module *self, nn_tensor *const *inputs, int n,
+                                      void *user);
+/* Give a user-defined module a multi-input forward, run by
+ * nn_module_forward_n (nn_module_forward keeps the one-input callback);
+ * NULL removes it. User-defined modules only (NN_ERR_INVALID otherwise). */
+NN_API nn_status nn_module_custom_set_forward_n(nn_module *m, nn_forward_n_fn forward_n);
 
 /* --- containers ------------------------------------------------------------ */
 

@@ -191,6 +191,7 @@ static nn_module *decode_node(tree_rd *t, int depth, const char *fn) {
         nn__free(name);
         if (st) goto fail;
     }
+    if (nn__module_finish(m, fn)) goto fail;
     return m;
 fail:
     nn_module_free(m);

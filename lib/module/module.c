@@ -476,6 +476,84 @@ nn_tensor *nn_module_forward(nn_module *m, nn_tensor *x) {
     return nn__track(nn__mod_forward(m, x));
 }
 
+/* The inputs m accepts: [*lo, *hi], and whether it has a multi-input forward. */
+static bool input_range(const nn_module *m, int *lo, int *hi) {
+    *lo = *hi = 1;
+    if (m->kind && m->kind->forward_n) {
+        *lo = m->kind->min_inputs;
+        *hi = m->kind->max_inputs;
+        return true;
+    }
+    if (!m->kind && m->user_forward_n) {
+        *hi = NN_MODULE_MAX_INPUTS;
+        return true;
+    }
+    return false;
+}
+
+nn_tensor *nn__mod_forward_n(nn_module *m, nn_tensor *const *xs, int n) {
+    const char *fn = "nn_module_forward_n";
+    if (!nn__mod_check(m, fn, "m")) return NULL;
+    if (!xs) return nn__err_null(fn, "inputs"), NULL;
+    const char *tn = nn_module_type_name(m);
+    int lo, hi;
+    bool multi = input_range(m, &lo, &hi);
+    if (n < lo || n > hi) {
+        if (lo == hi)
+            return NN__FAIL(NN_ERR_INVALID, "%s: %s takes %d input%s, got n = %d", fn, tn, lo,
+                            lo == 1 ? "" : "s", n);
+        return NN__FAIL(NN_ERR_INVALID, "%s: %s takes %d to %d inputs, got n = %d", fn, tn, lo,
+                        hi, n);
+    }
+    for (int i = 0; i < n; i++) {
+        /* An optional input may be absent (NULL), unless the call that was
+         * to make it failed: then its error is the root cause. */
+        if (!xs[i] && i >= lo && !nn__err_pending()) continue;
+        char name[32];
+        snprintf(name, sizeof name, "inputs[%d]", i);
+        if (!nn__check_tensor(xs[i], fn, name)) return NULL;
+    }
+    if (!multi) return nn__mod_forward(m, xs[0]);
+    bool rec = nn__summary_active();
+    if (rec) nn__summary_enter(m);
+    nn_scope *s = nn__compose_begin();
+    nn_tensor *y = NULL;
+    if (s) {
+        if (m->kind) {
+            y = m->kind->forward_n(m, xs, n);
+        } else {
+            y = m->user_forward_n(m, xs, n, m->user);
+            if (!y && !nn__err_pending())
+                nn__err(NN_ERR_INVALID, "%s: forward_n callback returned NULL without an error",
+                        tn);
+        }
+        y = nn__compose_end(s, y);
+    }
+    if (rec) nn__summary_leave(m, xs[0], y);
+    return y;
+}
+
+nn_tensor *nn_module_forward_n(nn_module *m, nn_tensor *const *inputs, int n) {
+    return nn__track(nn__mod_forward_n(m, inputs, n));
+}
+
+nn_status nn_module_num_inputs(const nn_module *m, int *min_inputs, int *max_inputs) {
+    const char *fn = "nn_module_num_inputs";
+    if (!nn__mod_check(m, fn, "m") || !nn__check_ptr(min_inputs, fn, "min_inputs") ||
+        !nn__check_ptr(max_inputs, fn, "max_inputs"))
+        return nn_last_status();
+    input_range(m, min_inputs, max_inputs);
+    return nn__ok();
+}
+
+nn_status nn_module_custom_set_forward_n(nn_module *m, nn_forward_n_fn forward_n) {
+    const char *fn = "nn_module_custom_set_forward_n";
+    nn_status st = check_custom(m, fn);
+    if (st != NN_OK) return st;
+    m->user_forward_n = forward_n;
+    return nn__ok();
+}
+
 /* ---------------------------------------------------------------- modes */
 
 const char *nn_module_type_name(const nn_module *m) {
@@ -825,6 +903,8 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
     if (parent->kind && !parent->kind->container)
         return nn__err(NN_ERR_FORMAT, "%s: a %s has no children", fn, parent->kind->type);
     nn_status st = check_child(parent, name, child, fn);
+    if (st == NN_OK && parent->kind && parent->kind->check_child)
+        st = parent->kind->check_child(parent, name, child);
     if (st != NN_OK) return st;
     if (parent->kind == &kind_sequential || parent->kind == &nn__kind_module_list) {
         char want[24];
@@ -837,4 +917,14 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
     st = add_child(parent, name, child);
     if (st != NN_OK) nn_module_free(child);
     return st;
+}
+
+nn_status nn__module_finish(const nn_module *m, const char *fn) {
+    if (!nn__mod_check(m, fn, "m")) return nn_last_status();
+    if (!m->kind || !m->kind->check_complete) return NN_OK;
+    nn_status st = m->kind->check_complete(m);
+    if (st == NN_OK) return NN_OK;
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s", nn_last_error());
+    return nn__err(NN_ERR_FORMAT, "%s: %s", fn, msg);
 }

@@ -35,8 +35,12 @@ nn_module *nn__module_child(const nn_module *m, int i, const char **name);
  * nn__module_add_child. */
 nn_module *nn__module_create(const char *type, const char *const *keys, const double *values,
                              int n);
-/* Append a child (the parent takes its own reference). */
+/* Append a child (the parent takes its own reference). Composite kinds
+ * (TransformerEncoderLayer, ...) check that the child is one they expect. */
 nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *child);
+/* After a file's children were attached: a composite kind checks that every
+ * child it needs is there (NN_ERR_FORMAT naming fn otherwise). */
+nn_status nn__module_finish(const nn_module *m, const char *fn);
 
 /* Scalar state-dict entries (statedict.c; optimizer and schedule state). A
  * double is stored as a [1] i64 tensor holding its IEEE-754 bits. */
@@ -89,6 +93,18 @@ typedef struct nn__mod_kind {
     /* Number of keys this instance reports (NULL: nkeys). */
     int (*ncfg)(const nn_module *m);
     bool container; /* accepts children through nn__module_add_child */
+    /* Several inputs (nn_module_forward_n): inputs[0..n), n within
+     * [min_inputs, max_inputs]; entries from min_inputs on may be NULL
+     * (absent). NULL: the kind takes one input, through forward. Same scope
+     * rules as forward. */
+    nn_tensor *(*forward_n)(nn_module *m, nn_tensor *const *xs, int n);
+    int min_inputs, max_inputs;
+    /* Composite kinds (container, fixed children built by their
+     * constructor): whether a file's child fits under `name` (expected name,
+     * kind and sizes), and whether every child needed is there once the
+     * file's children are attached. NULL: anything goes. */
+    nn_status (*check_child)(const nn_module *m, const char *name, const nn_module *child);
+    nn_status (*check_complete)(const nn_module *m);
 } nn__mod_kind;
 
 typedef struct {
@@ -113,6 +129,7 @@ struct nn_module {
 
     /* user-defined modules */
     nn_forward_fn user_forward;
+    nn_forward_n_fn user_forward_n; /* NULL: one input */
     void *user;
     nn_user_free_fn user_free;
 
@@ -136,6 +153,8 @@ nn_status nn__mod_add_param(nn_module *m, const char *name, nn_tensor *t);
 nn_status nn__mod_add_buffer(nn_module *m, const char *name, nn_tensor *t);
 /* Forward with an untracked result (the dispatch behind nn_module_forward). */
 nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x);
+/* Same for several inputs (the dispatch behind nn_module_forward_n). */
+nn_tensor *nn__mod_forward_n(nn_module *m, nn_tensor *const *xs, int n);
 /* ---- layers.c: Sequential's fusion of Conv2d -> ReLU (-> MaxPool2d(2)):
  * the number of children ch[0..n) consumed (0: none), result in *y. */
 int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y);

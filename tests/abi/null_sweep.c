@@ -490,6 +490,13 @@ static void test_null_sweep(void **s) {
     { nn_tensor *r = nn_module_forward(NULL, NULL); nn_tensor_free(r); }
     calls++;
     nn_clear_error();
+    { nn_tensor *r = nn_module_forward_n(NULL, NULL, 0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_num_inputs(NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_num_inputs: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     { nn_module *r = nn_module_retain(NULL); nn_module_free(r); }
     calls++;
     nn_clear_error();
@@ -564,6 +571,10 @@ static void test_null_sweep(void **s) {
     calls++;
     nn_clear_error();
     (void)nn_module_user(NULL);
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_custom_set_forward_n(NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_custom_set_forward_n: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
     { nn_module *r = nn_sequential_new(); nn_module_free(r); }

@@ -8,6 +8,7 @@ from ctypes import (
 # Integer constants (#define NN_*).
 DEFINES = {
     'NN_MAX_DIMS': 8,
+    'NN_MODULE_MAX_INPUTS': 16,
     'NN_VERSION_MAJOR': 0,
     'NN_VERSION_MINOR': 1,
     'NN_VERSION_PATCH': 0,
@@ -154,10 +155,11 @@ nn_free_fn = CFUNCTYPE(None, c_void_p, c_void_p)
 nn_deleter_fn = CFUNCTYPE(None, c_void_p, c_void_p)
 nn_forward_fn = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p)
 nn_user_free_fn = CFUNCTYPE(None, c_void_p)
+nn_forward_n_fn = CFUNCTYPE(c_void_p, c_void_p, POINTER(c_void_p), c_int, c_void_p)
 nn_fit_epoch_fn = CFUNCTYPE(c_bool, c_int64, c_double, c_double, c_double, c_double, c_void_p)
 nn_write_fn = CFUNCTYPE(c_int, c_void_p, c_size_t, c_void_p)
 nn_read_fn = CFUNCTYPE(c_int64, c_void_p, c_size_t, c_void_p)
-CALLBACKS = {'nn_malloc_fn': nn_malloc_fn, 'nn_realloc_fn': nn_realloc_fn, 'nn_free_fn': nn_free_fn, 'nn_deleter_fn': nn_deleter_fn, 'nn_forward_fn': nn_forward_fn, 'nn_user_free_fn': nn_user_free_fn, 'nn_fit_epoch_fn': nn_fit_epoch_fn, 'nn_write_fn': nn_write_fn, 'nn_read_fn': nn_read_fn}
+CALLBACKS = {'nn_malloc_fn': nn_malloc_fn, 'nn_realloc_fn': nn_realloc_fn, 'nn_free_fn': nn_free_fn, 'nn_deleter_fn': nn_deleter_fn, 'nn_forward_fn': nn_forward_fn, 'nn_user_free_fn': nn_user_free_fn, 'nn_forward_n_fn': nn_forward_n_fn, 'nn_fit_epoch_fn': nn_fit_epoch_fn, 'nn_write_fn': nn_write_fn, 'nn_read_fn': nn_read_fn}
 
 # Functions: (name, restype, argtypes, argnames, header).
 FUNCTIONS = (
@@ -323,6 +325,8 @@ FUNCTIONS = (
     ('nn_statedict_get', c_void_p, (c_void_p, c_char_p, ), ('sd', 'name'), 'nn.h'),
     ('nn_statedict_set', c_int, (c_void_p, c_char_p, c_void_p, ), ('sd', 'name', 't'), 'nn.h'),
     ('nn_module_forward', c_void_p, (c_void_p, c_void_p, ), ('m', 'x'), 'nn.h'),
+    ('nn_module_forward_n', c_void_p, (c_void_p, POINTER(c_void_p), c_int, ), ('m', 'inputs', 'n'), 'nn.h'),
+    ('nn_module_num_inputs', c_int, (c_void_p, POINTER(c_int), POINTER(c_int), ), ('m', 'min_inputs', 'max_inputs'), 'nn.h'),
     ('nn_module_retain', c_void_p, (c_void_p, ), ('m',), 'nn.h'),
     ('nn_module_free', None, (c_void_p, ), ('m',), 'nn.h'),
     ('nn_module_type_name', c_char_p, (c_void_p, ), ('m',), 'nn.h'),
@@ -346,6 +350,7 @@ FUNCTIONS = (
     ('nn_module_register_buffer', c_int, (c_void_p, c_char_p, c_void_p, ), ('m', 'name', 't'), 'nn.h'),
     ('nn_module_register_module', c_int, (c_void_p, c_char_p, c_void_p, ), ('m', 'name', 'child'), 'nn.h'),
     ('nn_module_user', c_void_p, (c_void_p, ), ('m',), 'nn.h'),
+    ('nn_module_custom_set_forward_n', c_int, (c_void_p, nn_forward_n_fn, ), ('m', 'forward_n'), 'nn.h'),
     ('nn_sequential_new', c_void_p, (), (), 'nn.h'),
     ('nn_sequential_append', c_int, (c_void_p, c_void_p, ), ('seq', 'child'), 'nn.h'),
     ('nn_sequential_length', c_int64, (c_void_p, ), ('seq',), 'nn.h'),

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from ctypes import byref, c_char_p, c_void_p
 
 from . import functional as F
-from ._decls import nn_forward_fn, nn_user_free_fn
+from ._decls import nn_forward_fn, nn_forward_n_fn, nn_user_free_fn
 from ._lib import check, check_ptr, error_class, lib, raise_last, text, tls
 from ._tensor import Tensor, _closed_error, _h, _shape_arg, _wrap, _wrap_borrowed
 
@@ -80,11 +80,40 @@ def _forward_trampoline(self_ptr, x_ptr, user):
         tls.depth -= 1
 
 
+def _forward_n_trampoline(self_ptr, inputs, n, user):
+    """C calls this inside nn_module_forward_n: forward(*inputs), None for
+    an absent input."""
+    tls.depth = getattr(tls, 'depth', 0) + 1
+    try:
+        ref = _registry.get(user or 0)
+        mod = ref() if ref is not None else None
+        if mod is None:
+            raise error_class(-16)('libnn: the Python object of a user-defined module is '
+                                   'gone', -16)
+        xs = [_wrap_borrowed(inputs[i]) if inputs[i] else None for i in range(n)]
+        out = mod.forward(*xs)
+        if not isinstance(out, Tensor):
+            raise TypeError('%s.forward must return a libnn.Tensor, got %s'
+                            % (type(mod).__name__, type(out).__name__))
+        if not hasattr(tls, 'keep'):
+            tls.keep = []
+        tls.keep.append(out)
+        if not out._h:
+            raise _closed_error()
+        return out._h
+    except BaseException as e:  # noqa: B902  (re-raised by the caller)
+        tls.pending = e
+        return None
+    finally:
+        tls.depth -= 1
+
+
 def _user_free(user):
     _registry.pop(user or 0, None)
 
 
 _forward_cb = nn_forward_fn(_forward_trampoline)   # module-level: lives forever
+_forward_n_cb = nn_forward_n_fn(_forward_n_trampoline)
 _free_cb = nn_user_free_fn(_user_free)
 
 
@@ -110,6 +139,13 @@ def _forward(mh, x):
         return _wrap(lib.nn_module_forward(mh, _h(x)))
 
 
+def _forward_n(mh, xs):
+    """nn_module_forward_n from Python (None: an absent optional input)."""
+    arr = (c_void_p * max(len(xs), 1))(*[None if x is None else _h(x) for x in xs])
+    with _CallFrame():
+        return _wrap(lib.nn_module_forward_n(mh, arr, len(xs)))
+
+
 # ------------------------------------------------------------------ Module
 
 
@@ -130,6 +166,7 @@ class Module:
             _registry.pop(key, None)
             raise_last()
         object.__setattr__(self, '_h', ptr)
+        check(lib.nn_module_custom_set_forward_n(ptr, _forward_n_cb))
 
     def _init_bare(self):
         object.__setattr__(self, '_children', OrderedDict())
@@ -235,6 +272,18 @@ class Module:
         if len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
             return _forward(self._handle(), args[0])
         return self.forward(*args, **kwargs)
+
+    def forward_n(self, *inputs):
+        """Run the C multi-input forward (nn_module_forward_n) on inputs
+        (None: an absent optional input)."""
+        return _forward_n(self._handle(), inputs)
+
+    @property
+    def num_inputs(self):
+        """(min, max) number of inputs the module's forward takes."""
+        lo, hi = ctypes.c_int(), ctypes.c_int()
+        check(lib.nn_module_num_inputs(self._handle(), byref(lo), byref(hi)))
+        return lo.value, hi.value
 
     # -- introspection
     @property
