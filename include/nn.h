@@ -878,6 +878,88 @@ NN_API nn_module *nn_recurrent_new(nn_rnn_mode mode, int64_t input_size, int64_t
  * whose loaders tie it again. */
 NN_API nn_status nn_module_tie(nn_module *m, const char *dst, const char *src);
 
+/* --- attention and transformer layers (PyTorch semantics and names) ------ */
+/* Built-in kinds: nn_model_load rebuilds them with no user code, and a
+ * PyTorch state dict loads into them by name. Layouts as PyTorch: [T, N, E]
+ * (sequence first) unless batch_first ([N, T, E]). Boolean masks are u8. */
+
+/* PyTorch's nn.MultiheadAttention(embed_dim, num_heads, dropout, bias,
+ * kdim, vdim, batch_first) (kdim/vdim 0: embed_dim). Parameters
+ * in_proj_weight [3E, E] (q_proj_weight, k_proj_weight, v_proj_weight when
+ * kdim or vdim differ from E), in_proj_bias [3E], out_proj.weight,
+ * out_proj.bias; PyTorch's init (xavier_uniform, zero biases). embed_dim
+ * must be divisible by num_heads. nn_module_forward_n takes (query, key,
+ * value[, key_padding_mask[, attn_mask]]): query [L, N, E], key
+ * [S, N, kdim], value [S, N, vdim] (or unbatched [L, E] ...);
+ * key_padding_mask [N, S], u8 (1 = ignore that key) or f32 (added);
+ * attn_mask [L, S] or [N * num_heads, L, S], u8 (1 = not allowed) or f32
+ * (added). Returns the output [L, N, E] (PyTorch's need_weights=False path,
+ * through the tiled nn_scaled_dot_product_attention); nn_module_forward(x)
+ * is self-attention (x, x, x). A query that sees no key gives zeros. */
+NN_API nn_module *nn_multihead_attention_new(int64_t embed_dim, int64_t num_heads,
+                                             double dropout, bool bias, int64_t kdim,
+                                             int64_t vdim, bool batch_first);
+/* PyTorch's forward with every argument: masks may be NULL; need_weights
+ * also returns in *attn_weights the attention weights [N, L, S] averaged
+ * over heads (average_attn_weights) or [N, num_heads, L, S], computed
+ * explicitly (memory grows with L x S; a query that sees no key gives NaN
+ * like PyTorch). Both results tracked like op results. */
+NN_API nn_tensor *nn_multihead_attention_forward(nn_module *m, nn_tensor *query,
+                                                 nn_tensor *key, nn_tensor *value,
+                                                 nn_tensor *key_padding_mask,
+                                                 nn_tensor *attn_mask, bool need_weights,
+                                                 bool average_attn_weights,
+                                                 nn_tensor **attn_weights);
+
+/* The feed-forward activation of the transformer layers. */
+typedef enum nn_transformer_activation {
+    NN_TRANSFORMER_ACTIVATION_RELU = 0,
+    NN_TRANSFORMER_ACTIVATION_GELU = 1,     /* exact (erf) GELU, PyTorch's "gelu" */
+    NN_TRANSFORMER_ACTIVATION_GELU_TANH = 2 /* GELU with the tanh approximation */
+} nn_transformer_activation;
+
+/* PyTorch's nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward,
+ * dropout, activation, layer_norm_eps, batch_first, norm_first) (PyTorch's
+ * defaults: 2048, 0.1, relu, 1e-5, false, false), children self_attn,
+ * linear1, dropout, linear2, norm1, norm2, dropout1, dropout2.
+ * nn_module_forward_n takes (src[, src_mask[, src_key_padding_mask]]),
+ * masks as MultiheadAttention's attn_mask / key_padding_mask. */
+NN_API nn_module *nn_transformer_encoder_layer_new(int64_t d_model, int64_t nhead,
+                                                   int64_t dim_feedforward, double dropout,
+                                                   nn_transformer_activation activation,
+                                                   double layer_norm_eps, bool batch_first,
+                                                   bool norm_first);
+/* PyTorch's nn.TransformerDecoderLayer (same arguments), children
+ * self_attn, multihead_attn, linear1, dropout, linear2, norm1..3,
+ * dropout1..3. nn_module_forward_n takes (tgt, memory[, tgt_mask[,
+ * memory_mask[, tgt_key_padding_mask[, memory_key_padding_mask]]]]);
+ * nn_module_forward fails (it needs memory). */
+NN_API nn_module *nn_transformer_decoder_layer_new(int64_t d_model, int64_t nhead,
+                                                   int64_t dim_feedforward, double dropout,
+                                                   nn_transformer_activation activation,
+                                                   double layer_norm_eps, bool batch_first,
+                                                   bool norm_first);
+/* PyTorch's nn.TransformerEncoder(encoder_layer, num_layers, norm):
+ * children layers.0 .. layers.<num_layers-1> (layers.0 is encoder_layer,
+ * the others copies of it, weights included, as PyTorch's clones) and norm
+ * (a LayerNorm(d_model), or NULL for none). Takes OVER the references to
+ * encoder_layer and norm, also on failure. Inputs as the encoder layer's;
+ * every layer gets the same masks. */
+NN_API nn_module *nn_transformer_encoder_new(nn_module *encoder_layer, int num_layers,
+                                             nn_module *norm);
+/* PyTorch's nn.TransformerDecoder(decoder_layer, num_layers, norm): the
+ * same for decoder layers; inputs as the decoder layer's. */
+NN_API nn_module *nn_transformer_decoder_new(nn_module *decoder_layer, int num_layers,
+                                             nn_module *norm);
+/* Make every self-attention under m (a MultiheadAttention, a transformer
+ * layer or stack; a decoder's cross-attention excepted) causal or not: key j
+ * is hidden from query i when j > i, as with
+ * nn_transformer_causal_mask, without building a mask. Saved in model files. */
+NN_API nn_status nn_transformer_set_causal(nn_module *m, bool causal);
+/* PyTorch's Transformer.generate_square_subsequent_mask(size): f32
+ * [size, size], 0 on and below the diagonal, -inf above (1 <= size <= 2^20). */
+NN_API nn_tensor *nn_transformer_causal_mask(int64_t size);
+
 /* ====================================================================== */
 /*  Initialisation (in place, under no-grad; f32 tensors)                 */
 /* ====================================================================== */

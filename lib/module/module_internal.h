@@ -187,6 +187,10 @@ nn_tensor *nn__mod_uniform_param(const int64_t *shape, int ndim, double bound);
 /* ---- rnn.c */
 extern const nn__mod_kind nn__kind_rnn, nn__kind_lstm, nn__kind_gru;
 
+/* ---- transformer.c */
+extern const nn__mod_kind nn__kind_mha, nn__kind_enc_layer, nn__kind_dec_layer,
+    nn__kind_encoder, nn__kind_decoder;
+
 /* ---- summary.c: recorder hooks used by nn__mod_forward */
 bool nn__summary_active(void);
 void nn__summary_enter(nn_module *m);

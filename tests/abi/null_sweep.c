@@ -729,6 +729,31 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_module_tie: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_module *r = nn_multihead_attention_new(0, 0, 0, 0, 0, 0, 0); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_multihead_attention_forward(NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_transformer_encoder_layer_new(0, 0, 0, 0, 0, 0, 0, 0); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_transformer_decoder_layer_new(0, 0, 0, 0, 0, 0, 0, 0); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_transformer_encoder_new(NULL, 0, NULL); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_transformer_decoder_new(NULL, 0, NULL); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_transformer_set_causal(NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_transformer_set_causal: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_tensor *r = nn_transformer_causal_mask(0); nn_tensor_free(r); }
+    calls++;
+    nn_clear_error();
     (void)nn_init_calculate_gain(0, 0);
     calls++;
     nn_clear_error();

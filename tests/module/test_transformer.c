@@ -86,9 +86,330 @@ static void test_forward_n_single_and_custom(void **s) {
     nn_scope_end(sc);
 }
 
+/* ------------------------------------------------------ golden helpers */
+
+static tu_golden *G;
+
+static nn_tensor *gold(const char *prefix, const char *suffix) {
+    char key[160];
+    snprintf(key, sizeof key, "%s%s", prefix, suffix);
+    return tu_golden_get(G, key);
+}
+
+/* A golden tensor as a fresh leaf that requires grad (owned by the scope). */
+static nn_tensor *leaf(const char *prefix, const char *suffix) {
+    nn_tensor *t = TU_NN(nn_tensor_clone(gold(prefix, suffix)));
+    TU_OK(nn_tensor_set_requires_grad(t, true));
+    return t;
+}
+
+/* A golden boolean mask (stored as 0/1) as u8. */
+static nn_tensor *mask_u8(const char *prefix, const char *suffix) {
+    return TU_NN(nn_ne_scalar(gold(prefix, suffix), 0));
+}
+
+/* Load PyTorch's state dict (prefix.<name>) into m: every entry of m's state
+ * dict must be there (strict), and the count must equal PyTorch's. */
+static void load_torch(nn_module *m, const char *prefix) {
+    nn_statedict *mine = TU_NN(nn_module_state_dict(m));
+    int64_t n = nn_statedict_size(mine);
+    nn_statedict *sd = TU_NN(nn_statedict_new());
+    for (int64_t i = 0; i < n; i++) {
+        char key[200];
+        snprintf(key, sizeof key, "%s.%s", prefix, nn_statedict_name(mine, i));
+        if (!tu_golden_has(G, key)) fail_msg("PyTorch has no entry %s", key);
+        TU_OK(nn_statedict_set(sd, nn_statedict_name(mine, i), tu_golden_get(G, key)));
+    }
+    const int64_t *want = nn_tensor_data(gold(prefix, "_nsd"));
+    assert_int_equal(n, want[0]);
+    TU_OK(nn_module_load_state_dict(m, sd, true, NULL));
+    nn_statedict_free(sd);
+    nn_statedict_free(mine);
+}
+
+#define RTOL 2e-4
+#define ATOL 2e-5
+
+/* y equals PyTorch's; then backward of sum(y * r) and every gradient (the
+ * named inputs' and every parameter's) equals PyTorch's. */
+static void check_against_torch(nn_module *m, const char *prefix, nn_tensor *y,
+                                nn_tensor *const *ins, const char *const *names, int n) {
+    char what[200];
+    snprintf(what, sizeof what, "%s output", prefix);
+    tu_assert_close(y, gold(prefix, "_y"), RTOL, ATOL, what);
+    nn_tensor *loss = TU_NN(nn_sum(TU_NN(nn_mul(y, gold(prefix, "_r"))), NULL, 0, false));
+    TU_OK(nn_module_zero_grad(m));
+    TU_OK(nn_backward(loss));
+    for (int i = 0; i < n; i++) {
+        char suffix[64];
+        snprintf(suffix, sizeof suffix, "_grad_%s", names[i]);
+        snprintf(what, sizeof what, "%s d/d%s", prefix, names[i]);
+        tu_assert_close(TU_NN(nn_tensor_grad(ins[i])), gold(prefix, suffix), RTOL, ATOL, what);
+    }
+    int64_t np = nn_module_num_parameters(m);
+    assert_true(np > 0);
+    for (int64_t i = 0; i < np; i++) {
+        const char *name;
+        nn_tensor *p = TU_NN(nn_module_parameter(m, i, &name));
+        char suffix[160];
+        snprintf(suffix, sizeof suffix, ".grad.%s", name);
+        snprintf(what, sizeof what, "%s d/d%s", prefix, name);
+        tu_assert_close(TU_NN(nn_tensor_grad(p)), gold(prefix, suffix), RTOL, ATOL, what);
+    }
+}
+
+/* Save m to a buffer, load it back: the same module kinds rebuilt with no
+ * user code, and the same output for inputs xs[0..n). */
+static void check_roundtrip(nn_module *m, nn_tensor *const *xs, int n, nn_tensor *want) {
+    void *buf;
+    size_t len;
+    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &len));
+    nn_model *model = nn_model_load_buffer(buf, len, NULL);
+    if (!model) fail_msg("nn_model_load_buffer: %s", nn_last_error());
+    nn_free(buf);
+    nn_module *back = TU_NN(nn_model_module(model));
+    assert_string_equal(nn_module_type_name(back), nn_module_type_name(m));
+    assert_int_equal(nn_module_num_parameters(back), nn_module_num_parameters(m));
+    nn_tensor *y = TU_NN(nn_module_forward_n(back, xs, n));
+    tu_assert_close(y, want, 0, 0, "output after a save/load round trip");
+    nn_model_free(model);
+}
+
+/* ------------------------------------------------- MultiheadAttention */
+
+static void test_mha_self(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    nn_module *m = TU_NN(nn_multihead_attention_new(8, 2, 0, true, 0, 0, false));
+    load_torch(m, "mha_self");
+    nn_tensor *x = leaf("mha_self", "_x");
+    int lo, hi;
+    TU_OK(nn_module_num_inputs(m, &lo, &hi));
+    assert_int_equal(lo, 3);
+    assert_int_equal(hi, 5);
+    nn_tensor *y = TU_NN(nn_module_forward(m, x)); /* self-attention convenience */
+    const char *names[] = {"x"};
+    check_against_torch(m, "mha_self", y, &x, names, 1);
+    nn_tensor *xs[3] = {x, x, x};
+    tu_assert_close(TU_NN(nn_module_forward_n(m, xs, 3)), y, 0, 0, "forward_n(x, x, x)");
+    check_roundtrip(m, xs, 3, y);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_mha_cross_bool_masks(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const char *p = "mha_cross";
+    nn_module *m = TU_NN(nn_multihead_attention_new(8, 2, 0, true, 0, 0, true));
+    load_torch(m, p);
+    nn_tensor *q = leaf(p, "_q"), *k = leaf(p, "_k"), *v = leaf(p, "_v");
+    nn_tensor *kpm = mask_u8(p, "_kpm"), *am = mask_u8(p, "_am");
+    nn_tensor *xs[5] = {q, k, v, kpm, am};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 5));
+    nn_tensor *ins[3] = {q, k, v};
+    const char *names[] = {"q", "k", "v"};
+    check_against_torch(m, p, y, ins, names, 3);
+    /* need_weights: the explicit path gives the same output and the weights */
+    nn_tensor *w = NULL, *wh = NULL;
+    nn_tensor *y2 = TU_NN(nn_multihead_attention_forward(m, q, k, v, kpm, am, true, true, &w));
+    tu_assert_close(y2, y, RTOL, ATOL, "need_weights output");
+    tu_assert_close(w, gold(p, "_w"), RTOL, ATOL, "averaged attention weights");
+    TU_NN(nn_multihead_attention_forward(m, q, k, v, kpm, am, true, false, &wh));
+    tu_assert_close(wh, gold(p, "_wheads"), RTOL, ATOL, "per-head attention weights");
+    nn_tensor *y3 = TU_NN(nn_multihead_attention_forward(m, q, k, v, kpm, am, false, true, NULL));
+    tu_assert_close(y3, y, 0, 0, "need_weights=false");
+    check_roundtrip(m, xs, 5, y);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_mha_float_masks(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const char *p = "mha_fmask";
+    nn_module *m = TU_NN(nn_multihead_attention_new(8, 2, 0, true, 0, 0, false));
+    load_torch(m, p);
+    nn_tensor *q = leaf(p, "_q"), *k = leaf(p, "_k");
+    nn_tensor *xs[5] = {q, k, k, mask_u8(p, "_kpm"), gold(p, "_am")};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 5));
+    nn_tensor *ins[2] = {q, k};
+    const char *names[] = {"q", "k"};
+    check_against_torch(m, p, y, ins, names, 2);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_mha_kdim_vdim(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const char *p = "mha_kv";
+    nn_module *m = TU_NN(nn_multihead_attention_new(8, 2, 0, true, 5, 6, false));
+    load_torch(m, p);
+    nn_tensor *q = leaf(p, "_q"), *k = leaf(p, "_k"), *v = leaf(p, "_v");
+    nn_tensor *xs[4] = {q, k, v, gold(p, "_kpm")};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 4));
+    nn_tensor *ins[3] = {q, k, v};
+    const char *names[] = {"q", "k", "v"};
+    check_against_torch(m, p, y, ins, names, 3);
+    check_roundtrip(m, xs, 4, y);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_mha_nobias_unbatched(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const char *p = "mha_nobias";
+    nn_module *m = TU_NN(nn_multihead_attention_new(8, 2, 0, false, 0, 0, false));
+    load_torch(m, p);
+    nn_tensor *x = leaf(p, "_x");
+    nn_tensor *y = TU_NN(nn_module_forward(m, x));
+    const char *names[] = {"x"};
+    check_against_torch(m, p, y, &x, names, 1);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+/* ---------------------------------------------------- transformer layers */
+
+static void run_encoder_layer(const char *p, nn_transformer_activation act, bool bf, bool nf) {
+    nn_scope *sc = nn_scope_begin();
+    nn_module *m = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.0, act, 1e-5, bf, nf));
+    load_torch(m, p);
+    nn_tensor *x = leaf(p, "_x");
+    nn_tensor *xs[3] = {x, mask_u8(p, "_mask"), mask_u8(p, "_kpm")};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 3));
+    const char *names[] = {"x"};
+    check_against_torch(m, p, y, &x, names, 1);
+    /* a causal float mask, and the same through is_causal */
+    nn_tensor *xc[2] = {x, TU_NN(nn_transformer_causal_mask(5))};
+    assert_true(nn_tensor_equal(xc[1], gold("causal5", ""))); /* generate_square_subsequent_mask */
+    nn_tensor *yc = TU_NN(nn_module_forward_n(m, xc, 2));
+    char what[96];
+    snprintf(what, sizeof what, "%s with the causal mask", p);
+    tu_assert_close(yc, gold(p, "_ycausal"), RTOL, ATOL, what);
+    TU_OK(nn_transformer_set_causal(m, true));
+    tu_assert_close(TU_NN(nn_module_forward(m, x)), yc, RTOL, ATOL, "is_causal");
+    check_roundtrip(m, &x, 1, TU_NN(nn_module_forward(m, x))); /* causal survives */
+    TU_OK(nn_transformer_set_causal(m, false));
+    check_roundtrip(m, xs, 3, y);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_encoder_layer_post_relu(void **s) {
+    (void)s;
+    run_encoder_layer("enc_post_relu", NN_TRANSFORMER_ACTIVATION_RELU, false, false);
+}
+
+static void test_encoder_layer_pre_gelu(void **s) {
+    (void)s;
+    run_encoder_layer("enc_pre_gelu", NN_TRANSFORMER_ACTIVATION_GELU, true, true);
+}
+
+static void run_decoder_layer(const char *p, nn_transformer_activation act, bool bf, bool nf) {
+    nn_scope *sc = nn_scope_begin();
+    nn_module *m = TU_NN(nn_transformer_decoder_layer_new(8, 2, 16, 0.0, act, 1e-5, bf, nf));
+    load_torch(m, p);
+    nn_tensor *tgt = leaf(p, "_tgt"), *mem = leaf(p, "_mem");
+    nn_tensor *xs[6] = {tgt, mem, gold("causal5", ""), NULL, NULL, mask_u8(p, "_mkpm")};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 6));
+    nn_tensor *ins[2] = {tgt, mem};
+    const char *names[] = {"tgt", "mem"};
+    check_against_torch(m, p, y, ins, names, 2);
+    /* is_causal instead of the mask tensor */
+    TU_OK(nn_transformer_set_causal(m, true));
+    nn_tensor *xc[6] = {tgt, mem, NULL, NULL, NULL, xs[5]};
+    tu_assert_close(TU_NN(nn_module_forward_n(m, xc, 6)), y, RTOL, ATOL, "decoder is_causal");
+    check_roundtrip(m, xc, 6, TU_NN(nn_module_forward_n(m, xc, 6)));
+    assert_null(nn_module_forward(m, tgt));
+    tu_expect_error(NN_ERR_INVALID, "needs (tgt, memory)");
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_decoder_layer_post_relu(void **s) {
+    (void)s;
+    run_decoder_layer("dec_post_relu", NN_TRANSFORMER_ACTIVATION_RELU, false, false);
+}
+
+static void test_decoder_layer_pre_gelu(void **s) {
+    (void)s;
+    run_decoder_layer("dec_pre_gelu", NN_TRANSFORMER_ACTIVATION_GELU, true, true);
+}
+
+/* ---------------------------------------------------------------- stacks */
+
+static void test_encoder_stack(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const char *p = "encoder2";
+    nn_module *layer = TU_NN(nn_transformer_encoder_layer_new(
+        8, 2, 16, 0.0, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5, false, false));
+    int64_t d = 8;
+    nn_module *m = TU_NN(nn_transformer_encoder_new(layer, 2, nn_layer_norm_new(&d, 1, 1e-5, true)));
+    /* the clone starts equal to the layer given, like PyTorch's deep copies */
+    tu_assert_close(TU_NN(nn_module_get_parameter(m, "layers.1.linear1.weight")),
+                    TU_NN(nn_module_get_parameter(m, "layers.0.linear1.weight")), 0, 0, "clone");
+    load_torch(m, p);
+    nn_tensor *x = leaf(p, "_x");
+    nn_tensor *xs[3] = {x, NULL, mask_u8(p, "_kpm")};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 3));
+    const char *names[] = {"x"};
+    check_against_torch(m, p, y, &x, names, 1);
+    check_roundtrip(m, xs, 3, y);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_decoder_stack(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const char *p = "decoder2";
+    int64_t d = 8;
+    nn_module *m = TU_NN(nn_transformer_decoder_new(
+        nn_transformer_decoder_layer_new(8, 2, 16, 0.0, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5,
+                                         true, true),
+        2, nn_layer_norm_new(&d, 1, 1e-5, true)));
+    load_torch(m, p);
+    nn_tensor *tgt = leaf(p, "_tgt"), *mem = leaf(p, "_mem");
+    nn_tensor *xs[3] = {tgt, mem, gold("causal5", "")};
+    nn_tensor *y = TU_NN(nn_module_forward_n(m, xs, 3));
+    nn_tensor *ins[2] = {tgt, mem};
+    const char *names[] = {"tgt", "mem"};
+    check_against_torch(m, p, y, ins, names, 2);
+    check_roundtrip(m, xs, 3, y);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static int setup(void **s) {
+    (void)s;
+    G = tu_golden_open("transformer.txt");
+    return 0;
+}
+
+static int teardown(void **s) {
+    (void)s;
+    tu_golden_close(G);
+    return 0;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_n_single_and_custom),
+        cmocka_unit_test(test_mha_self),
+        cmocka_unit_test(test_mha_cross_bool_masks),
+        cmocka_unit_test(test_mha_float_masks),
+        cmocka_unit_test(test_mha_kdim_vdim),
+        cmocka_unit_test(test_mha_nobias_unbatched),
+        cmocka_unit_test(test_encoder_layer_post_relu),
+        cmocka_unit_test(test_encoder_layer_pre_gelu),
+        cmocka_unit_test(test_decoder_layer_post_relu),
+        cmocka_unit_test(test_decoder_layer_pre_gelu),
+        cmocka_unit_test(test_encoder_stack),
+        cmocka_unit_test(test_decoder_stack),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }
