@@ -54,9 +54,12 @@ class MultiheadAttention(_Composite):
             int(vdim or 0), bool(batch_first)), embed_dim=embed_dim, num_heads=num_heads,
             batch_first=bool(batch_first))
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+    def forward(self, query, key=None, value=None, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True):
-        """(attn_output, attn_weights or None), like PyTorch."""
+        """(attn_output, attn_weights or None), like PyTorch; key and value
+        default to query (self-attention)."""
+        key = query if key is None else key
+        value = key if value is None else value
         w = c_void_p()
         with _nn._CallFrame():
             out = _wrap(lib.nn_multihead_attention_forward(

@@ -92,7 +92,28 @@ LAYERS = {
     'nn_softmax_new': (lambda: nn.Softmax(dim=1), (2, 3)),
     'nn_log_softmax_new': (lambda: nn.LogSoftmax(1), (2, 3)),
     'nn_identity_new': (nn.Identity, (3,)),
+    # attention and transformer layers (test_transformer.py checks them against PyTorch)
+    'nn_multihead_attention_new': (lambda: nn.MultiheadAttention(4, 2), (3, 2, 4)),
+    'nn_transformer_encoder_layer_new': (lambda: nn.TransformerEncoderLayer(4, 2, 8),
+                                         (3, 2, 4)),
+    'nn_transformer_encoder_new': (lambda: nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(4, 2, 8), 2), (3, 2, 4)),
+    'nn_transformer_decoder_layer_new': (lambda: _SelfMemory(nn.TransformerDecoderLayer(4, 2, 8)),
+                                         (3, 2, 4)),
+    'nn_transformer_decoder_new': (lambda: _SelfMemory(nn.TransformerDecoder(
+        nn.TransformerDecoderLayer(4, 2, 8), 2)), (3, 2, 4)),
 }
+
+
+class _SelfMemory(nn.Module):
+    """A decoder run on x with x as its memory (one input, for the table)."""
+
+    def __init__(self, dec):
+        super().__init__()
+        self.dec = dec
+
+    def forward(self, x):
+        return self.dec(x, x)
 
 
 def test_every_c_layer_has_a_python_class():
