@@ -601,6 +601,79 @@ static void catalogue(void) {
              "ModuleList child named 'first', expected '0'");
     }
 
+    /* Attention and transformer kinds: hyperparameters out of their domain
+     * (heads not dividing the width, absurd sizes) and composite modules
+     * whose children are missing, unexpected or of the wrong size. */
+    {
+        static const char *const mha[] = {"embed_dim", "num_heads", "bias"};
+        static const double mha_10_3[] = {10, 3, 1}, mha_huge[] = {1e6, 1, 0},
+                            mha_1_1[] = {1, 1, 0};
+        static const char *const tl[] = {"d_model", "nhead", "dim_feedforward"};
+        static const double tl_8_3[] = {8, 3, 16}, tl_1_1[] = {1, 1, 1};
+        static const char *const st[] = {"num_layers", "norm"};
+        static const double st_huge[] = {1e9, 0}, st_2[] = {2, 0};
+        struct {
+            const char *name;
+            buf tree;
+            const char *status, *msg;
+        } cases[] = {
+            {"mha_heads_not_dividing", leaf_node("MultiheadAttention", 3, mha, mha_10_3),
+             "NN_ERR_FORMAT", "MultiheadAttention: embed_dim = 10 is not divisible by num_heads = 3"},
+            {"mha_huge_embed_dim", leaf_node("MultiheadAttention", 3, mha, mha_huge),
+             "NN_ERR_LIMIT", "exceeds the"},
+            {"mha_missing_out_proj", leaf_node("MultiheadAttention", 3, mha, mha_1_1),
+             "NN_ERR_FORMAT", "MultiheadAttention: child 'out_proj' is missing"},
+            {"encoder_layer_nhead_not_dividing",
+             leaf_node("TransformerEncoderLayer", 3, tl, tl_8_3), "NN_ERR_FORMAT",
+             "TransformerEncoderLayer: d_model = 8 is not divisible by nhead = 3"},
+            {"encoder_layer_missing_children",
+             leaf_node("TransformerEncoderLayer", 3, tl, tl_1_1), "NN_ERR_FORMAT",
+             "TransformerEncoderLayer: child 'self_attn' is missing"},
+            {"decoder_layer_missing_children",
+             leaf_node("TransformerDecoderLayer", 3, tl, tl_1_1), "NN_ERR_FORMAT",
+             "TransformerDecoderLayer: child 'self_attn' is missing"},
+            {"encoder_num_layers_huge", leaf_node("TransformerEncoder", 2, st, st_huge),
+             "NN_ERR_FORMAT", "TransformerEncoder: num_layers = 1e+09, expected an integer in "
+             "1..65536"},
+            {"encoder_missing_layers", leaf_node("TransformerEncoder", 2, st, st_2),
+             "NN_ERR_FORMAT", "TransformerEncoder: child 'layers' must be a ModuleList of 2 "
+             "TransformerEncoderLayers"},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};
+            emit(cases[i].name, file_of(1, 0, sc, 2), cases[i].status, cases[i].msg);
+        }
+        /* An encoder layer with a child it does not have (a Linear named "extra"). */
+        m = (buf){0};
+        str(&m, "TransformerEncoderLayer");
+        u32(&m, 3);
+        for (int i = 0; i < 3; i++) {
+            str(&m, tl[i]);
+            f64(&m, tl_1_1[i]);
+        }
+        u32(&m, 1);
+        str(&m, "extra");
+        linear_node(&m, "Linear");
+        section se[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+        emit("encoder_layer_unexpected_child", file_of(1, 0, se, 2), "NN_ERR_FORMAT",
+             "TransformerEncoderLayer: unexpected child 'extra'");
+        /* MultiheadAttention(2, 1) whose out_proj is a Linear(2 -> 3). */
+        m = (buf){0};
+        str(&m, "MultiheadAttention");
+        u32(&m, 3);
+        static const double mha_2_1[] = {2, 1, 0};
+        for (int i = 0; i < 3; i++) {
+            str(&m, mha[i]);
+            f64(&m, mha_2_1[i]);
+        }
+        u32(&m, 1);
+        str(&m, "out_proj");
+        linear_node(&m, "Linear");
+        section so[2] = {{2, 0, m, 0}, {3, 0, linear_tensors(6, 4, 0), 0}};
+        emit("mha_out_proj_wrong_size", file_of(1, 0, so, 2), "NN_ERR_FORMAT",
+             "MultiheadAttention: child 'out_proj' is a Linear, expected Linear(2, 2, bias=False)");
+    }
+
     /* Regression (found by the fuzzer): a hyperparameter count over the cap
      * once made the cleanup free past the key table. */
     m = (buf){0};

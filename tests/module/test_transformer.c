@@ -384,6 +384,165 @@ static void test_decoder_stack(void **s) {
     nn_scope_end(sc);
 }
 
+/* ------------------------------------------------------- errors, misuse */
+
+static void test_mha_errors(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    assert_null(nn_multihead_attention_new(10, 3, 0, true, 0, 0, false));
+    tu_expect_error(NN_ERR_INVALID, "embed_dim = 10 is not divisible by num_heads = 3");
+    assert_null(nn_multihead_attention_new(8, 2, 1.0, true, 0, 0, false));
+    tu_expect_error(NN_ERR_INVALID, "dropout = 1, expected a value in [0, 1)");
+    assert_null(nn_multihead_attention_new(8, 2, 0, true, -1, 0, false));
+    tu_expect_error(NN_ERR_INVALID, "kdim = -1");
+    nn_module *m = TU_NN(nn_multihead_attention_new(8, 2, 0, true, 0, 0, false));
+    int64_t sq[3] = {3, 2, 8}, sk[3] = {4, 2, 8}, bad[3] = {3, 2, 6}, sb[3] = {4, 3, 8};
+    nn_tensor *q = tu_rand(1, sq, 3, -1, 1), *k = tu_rand(2, sk, 3, -1, 1);
+    nn_tensor *xs[5] = {q, k, k, NULL, NULL};
+    assert_null(nn_module_forward_n(m, xs, 2));
+    tu_expect_error(NN_ERR_INVALID, "MultiheadAttention takes 3 to 5 inputs, got n = 2");
+    xs[0] = tu_rand(3, bad, 3, -1, 1);
+    assert_null(nn_module_forward_n(m, xs, 3));
+    tu_expect_error(NN_ERR_SHAPE, "query [3,2,6], key [4,2,8] and value [4,2,8] do not fit "
+                                  "embed_dim 8");
+    xs[0] = q;
+    xs[1] = tu_rand(4, sb, 3, -1, 1); /* batch 3 against 2 */
+    assert_null(nn_module_forward_n(m, xs, 3));
+    tu_expect_error(NN_ERR_SHAPE, "do not fit");
+    xs[1] = k;
+    int64_t kb[2] = {2, 3}, amb[2] = {3, 3}, am3[3] = {2, 3, 4};
+    xs[3] = TU_NN(nn_tensor_zeros(NN_DTYPE_U8, kb, 2));
+    assert_null(nn_module_forward_n(m, xs, 4));
+    tu_expect_error(NN_ERR_SHAPE, "key_padding_mask is [2,3], expected [2, 4]");
+    int64_t kg[2] = {2, 4};
+    xs[3] = TU_NN(nn_tensor_zeros(NN_DTYPE_I64, kg, 2));
+    assert_null(nn_module_forward_n(m, xs, 4));
+    tu_expect_error(NN_ERR_DTYPE, "key_padding_mask must be u8 (1 = ignore) or f32, got i64");
+    xs[3] = NULL;
+    xs[4] = TU_NN(nn_tensor_zeros(NN_DTYPE_U8, amb, 2));
+    assert_null(nn_module_forward_n(m, xs, 5));
+    tu_expect_error(NN_ERR_SHAPE, "attn_mask is [3,3], expected [3, 4] or [4, 3, 4]");
+    xs[4] = TU_NN(nn_tensor_zeros(NN_DTYPE_F32, am3, 3)); /* N * H = 4, not 2 */
+    assert_null(nn_module_forward_n(m, xs, 5));
+    tu_expect_error(NN_ERR_SHAPE, "attn_mask is [2,3,4]");
+    nn_tensor *qi = TU_NN(nn_tensor_zeros(NN_DTYPE_I64, sq, 3));
+    assert_null(nn_module_forward(m, qi));
+    tu_expect_error(NN_ERR_DTYPE, "query must be f32, got i64");
+    nn_tensor *w;
+    assert_null(nn_multihead_attention_forward(m, q, k, k, NULL, NULL, true, true, NULL));
+    tu_expect_error(NN_ERR_NULL, "attn_weights");
+    nn_module *lin = TU_NN(nn_linear_new(8, 8, true));
+    assert_null(nn_multihead_attention_forward(lin, q, k, k, NULL, NULL, true, true, &w));
+    tu_expect_error(NN_ERR_INVALID, "module is a Linear, not a MultiheadAttention");
+    assert_null(w);
+    assert_int_equal(nn_transformer_set_causal(lin, true), NN_ERR_INVALID);
+    tu_expect_error(NN_ERR_INVALID, "Linear, not a MultiheadAttention or transformer");
+    assert_null(nn_transformer_causal_mask(0));
+    tu_expect_error(NN_ERR_INVALID, "size = 0");
+    /* A failed mask computation is the root cause, not a silently absent mask. */
+    assert_null(nn_multihead_attention_forward(m, q, k, k, nn_matmul(q, q), NULL, true, true,
+                                               &w));
+    tu_expect_error(NN_ERR_SHAPE, "nn_matmul");
+    xs[3] = nn_matmul(q, q);
+    xs[4] = NULL;
+    assert_null(nn_module_forward_n(m, xs, 5));
+    tu_expect_error(NN_ERR_SHAPE, "nn_matmul");
+    nn_module_free(lin);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_layer_errors(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const nn_transformer_activation relu = NN_TRANSFORMER_ACTIVATION_RELU;
+    assert_null(nn_transformer_encoder_layer_new(8, 3, 16, 0.1, relu, 1e-5, false, false));
+    tu_expect_error(NN_ERR_INVALID, "TransformerEncoderLayer: d_model = 8 is not divisible by "
+                                    "nhead = 3");
+    assert_null(nn_transformer_decoder_layer_new(8, 2, 0, 0.1, relu, 1e-5, false, false));
+    tu_expect_error(NN_ERR_INVALID, "dim_feedforward = 0");
+    assert_null(nn_transformer_encoder_layer_new(8, 2, 16, 0.1, (nn_transformer_activation)7,
+                                                 1e-5, false, false));
+    tu_expect_error(NN_ERR_INVALID, "activation = 7");
+    nn_module *l = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.1, relu, 1e-5, false, false));
+    int64_t sx[3] = {5, 2, 6};
+    nn_tensor *x = tu_rand(1, sx, 3, -1, 1);
+    assert_null(nn_module_forward(l, x));
+    tu_expect_error(NN_ERR_SHAPE, "do not fit embed_dim 8");
+    nn_tensor *xs[4] = {x, NULL, NULL, NULL};
+    assert_null(nn_module_forward_n(l, xs, 4));
+    tu_expect_error(NN_ERR_INVALID, "TransformerEncoderLayer takes 1 to 3 inputs, got n = 4");
+    /* stacks: the layer kind, the norm's size, a failed constructor */
+    int64_t d = 6;
+    assert_null(nn_transformer_decoder_new(l, 2, NULL)); /* consumes l */
+    tu_expect_error(NN_ERR_INVALID, "layer is a TransformerEncoderLayer, expected a "
+                                    "TransformerDecoderLayer");
+    l = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.1, relu, 1e-5, false, false));
+    assert_null(nn_transformer_encoder_new(l, 2, nn_layer_norm_new(&d, 1, 1e-5, true)));
+    tu_expect_error(NN_ERR_INVALID, "norm is a LayerNorm, expected LayerNorm(8)");
+    assert_null(nn_transformer_encoder_new(
+        nn_transformer_encoder_layer_new(8, 3, 16, 0.1, relu, 1e-5, false, false), 2, NULL));
+    tu_expect_error(NN_ERR_INVALID, "d_model = 8 is not divisible by nhead = 3");
+    l = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.1, relu, 1e-5, false, false));
+    assert_null(nn_transformer_encoder_new(l, 2, nn_layer_norm_new(&d, 0, 1e-5, true)));
+    tu_expect_error(NN_ERR_INVALID, "nn_layer_norm_new: ndim = 0");
+    l = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.1, relu, 1e-5, false, false));
+    assert_null(nn_transformer_encoder_new(l, 0, NULL));
+    tu_expect_error(NN_ERR_INVALID, "num_layers = 0");
+    nn_scope_end(sc);
+}
+
+/* Dropout acts in training only: in eval the layer is deterministic and
+ * equals the same weights with dropout 0. */
+static void test_dropout_train_eval(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    const nn_transformer_activation gelu = NN_TRANSFORMER_ACTIVATION_GELU;
+    nn_module *a = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.5, gelu, 1e-5, true, false));
+    nn_module *b = TU_NN(nn_transformer_encoder_layer_new(8, 2, 16, 0.0, gelu, 1e-5, true, false));
+    nn_statedict *sd = TU_NN(nn_module_state_dict(a));
+    TU_OK(nn_module_load_state_dict(b, sd, true, NULL));
+    nn_statedict_free(sd);
+    int64_t sx[3] = {2, 5, 8};
+    nn_tensor *x = tu_rand(5, sx, 3, -1, 1);
+    nn_tensor *ya = TU_NN(nn_module_forward(a, x)), *yb = TU_NN(nn_module_forward(b, x));
+    assert_false(nn_tensor_allclose(ya, yb, 1e-3, 1e-3));
+    TU_OK(nn_module_train(a, false));
+    tu_assert_close(TU_NN(nn_module_forward(a, x)), yb, 0, 0, "eval == dropout 0");
+    nn_module_free(a);
+    nn_module_free(b);
+    nn_scope_end(sc);
+}
+
+/* Build an encoder stack (a layer and its clone), forward with a mask and
+ * backward under failing allocations. */
+static int oom_body(void *ctx) {
+    (void)ctx;
+    int rc = 1;
+    nn_scope *sc = nn_scope_begin();
+    if (!sc) return 1;
+    nn_module *m = nn_transformer_encoder_new(
+        nn_transformer_encoder_layer_new(4, 2, 8, 0.0, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5,
+                                         false, true),
+        2, NULL);
+    int64_t sx[3] = {3, 2, 4}, sk[2] = {2, 3};
+    nn_tensor *x = nn_tensor_ones(NN_DTYPE_F32, sx, 3);
+    nn_tensor *kpm = nn_tensor_zeros(NN_DTYPE_U8, sk, 2);
+    nn_tensor *xs[3] = {x, NULL, kpm};
+    nn_tensor *y = m && x && kpm ? nn_module_forward_n(m, xs, 3) : NULL;
+    nn_tensor *loss = y ? nn_sum(y, NULL, 0, false) : NULL;
+    if (loss && !nn_backward(loss)) rc = 0;
+    nn_module_free(m);
+    nn_scope_end(sc);
+    return rc;
+}
+
+static void test_oom_sweep(void **s) {
+    (void)s;
+    long n = tu_oom_sweep(oom_body, NULL);
+    assert_true(n > 100);
+}
+
 static int setup(void **s) {
     (void)s;
     G = tu_golden_open("transformer.txt");
@@ -410,6 +569,10 @@ int main(void) {
         cmocka_unit_test(test_decoder_layer_pre_gelu),
         cmocka_unit_test(test_encoder_stack),
         cmocka_unit_test(test_decoder_stack),
+        cmocka_unit_test(test_mha_errors),
+        cmocka_unit_test(test_layer_errors),
+        cmocka_unit_test(test_dropout_train_eval),
+        cmocka_unit_test(test_oom_sweep),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
