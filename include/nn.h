@@ -143,15 +143,20 @@ NN_API int nn_get_num_threads(void);
 /*  Tensors                                                               */
 /* ====================================================================== */
 
-/* Values are pinned; the gaps are reserved for future dtypes. */
+/* Values are pinned; the gaps are reserved for future dtypes. f16, bf16 and
+ * i8 are storage dtypes: tensors of them are created, viewed, copied,
+ * converted (nn_tensor_to), read and written element-wise, saved and loaded;
+ * Linear / Conv2d / Embedding weights and nn_matmul's right operand may be
+ * f16 or bf16 (f32 activations, f32 accumulation). Every other op takes f32
+ * and answers NN_ERR_DTYPE for them. */
 typedef enum nn_dtype {
     NN_DTYPE_F32 = 0, /* 32-bit float: the compute type */
     NN_DTYPE_F64 = 1, /* reserved */
-    NN_DTYPE_F16 = 2, /* reserved */
-    NN_DTYPE_BF16 = 3,/* reserved */
+    NN_DTYPE_F16 = 2, /* IEEE binary16 (storage) */
+    NN_DTYPE_BF16 = 3,/* bfloat16: f32's top 16 bits (storage) */
     NN_DTYPE_I64 = 4, /* labels and indices */
     NN_DTYPE_I32 = 5, /* reserved */
-    NN_DTYPE_I8 = 6,  /* reserved */
+    NN_DTYPE_I8 = 6,  /* signed 8-bit integer (storage) */
     NN_DTYPE_U8 = 7   /* raw images and boolean masks (0 or 1) */
 } nn_dtype;
 
@@ -270,7 +275,9 @@ NN_API nn_status nn_tensor_fill(nn_tensor *t, double value);
 NN_API nn_status nn_tensor_assign(nn_tensor *t, const nn_tensor *src);
 /* A contiguous copy with its own data (not part of any graph). */
 NN_API nn_tensor *nn_tensor_clone(const nn_tensor *t);
-/* A copy converted to dtype (float to integer truncates toward zero). */
+/* A copy converted to dtype (float to integer truncates toward zero and
+ * saturates; NaN gives 0). To f16 / bf16: round to nearest, ties to even;
+ * overflow gives +-Inf, NaN stays NaN; f16 / bf16 to f32 is exact. */
 NN_API nn_tensor *nn_tensor_to(const nn_tensor *t, nn_dtype dtype);
 /* True when shapes, dtypes and every element are equal. */
 NN_API bool nn_tensor_equal(const nn_tensor *a, const nn_tensor *b);

@@ -90,6 +90,13 @@ static inline int64_t *nn__i64(const nn_tensor *t) {
 static inline uint8_t *nn__u8(const nn_tensor *t) {
     return (uint8_t *)t->storage->data + t->offset;
 }
+/* f16 / bf16 elements (raw bits). */
+static inline uint16_t *nn__u16(const nn_tensor *t) {
+    return (uint16_t *)t->storage->data + t->offset;
+}
+static inline int8_t *nn__i8(const nn_tensor *t) { return (int8_t *)t->storage->data + t->offset; }
+/* Element at offset i of base (dtype dt) as double (NaN for a dtype no tensor holds). */
+double nn__load_elem(nn_dtype dt, const void *base, int64_t i);
 /* Store v (converted and saturated to dtype) at element offset i of base. */
 void nn__store_elem(nn_dtype dt, void *base, int64_t i, double v);
 /* Read element i (row-major logical index, any layout) as double. */

@@ -143,6 +143,7 @@ static void ref_fill(nn_kernels *t) {
     nn__ref_fill_pool(&t->pool);
     nn__ref_fill_eltwise(&t->eltwise);
     nn__ref_fill_optim(&t->optim);
+    nn__ref_fill_half(&t->half);
 }
 
 #if NN_HAVE_BLIS
@@ -185,6 +186,7 @@ static void init_kernels(void) {
         nn__avx2_fill_pool(&t->pool);
         nn__avx2_fill_eltwise(&t->eltwise);
         nn__avx2_fill_optim(&t->optim);
+        if (cpu->f16c) nn__avx2_fill_half(&t->half);
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX2, blocked_avx2_nt);
         nn__avx2_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX2] = true;
@@ -199,6 +201,10 @@ static void init_kernels(void) {
         nn__avx512_fill_eltwise(&t->eltwise);
         nn__avx512_fill_pool(&t->pool);
         nn__avx512_fill_conv_direct(&t->conv);
+        nn__avx512_fill_half(&t->half);
+#if NN_HAVE_AVX512_BF16
+        if (cpu->avx512_bf16) nn__avx512bf16_fill_half(&t->half);
+#endif
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX512, blocked_avx512_nt);
         nn__avx512_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX512] = true;
@@ -289,6 +295,11 @@ nn__sgemm_fn nn__tier_blocked_sgemm(int tier) {
 __attribute__((constructor)) static void follow_num_threads(void) {
     nn__on_num_threads(nn__blis_set_threads);
 }
+
+/* The tensor layer converts f32 <-> f16 / bf16 through core (nn__convert),
+ * which reaches the active tier's kernels through this hook. */
+static const nn__cvt_kernels *active_cvt(void) { return &nn__kernels()->half.cvt; }
+__attribute__((constructor)) static void offer_conversions(void) { nn__on_convert(active_cvt); }
 
 double nn__tier_fma_peak(int tier) {
     if (!nn__tier_runnable(tier)) return 0.0;

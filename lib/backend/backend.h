@@ -9,6 +9,7 @@
  *     nn__kernels()->pool.maxpool2d(...)  backend/pool.h
  *     nn__kernels()->eltwise.relu(...)    backend/eltwise.h
  *     nn__kernels()->optim.adam(...)      backend/optim.h
+ *     nn__kernels()->half.gemm(...)       backend/half.h (f16 / bf16)
  *
  * Layout of the sources (a new ISA is a new folder plus one line in
  * backend.c and meson.build):
@@ -49,6 +50,7 @@
 #include "backend/conv.h"
 #include "backend/eltwise.h"
 #include "backend/gemm.h"
+#include "backend/half.h"
 #include "backend/optim.h"
 #include "backend/pool.h"
 
@@ -59,6 +61,7 @@ typedef struct nn_kernels {
     nn__pool_kernels pool;
     nn__eltwise_kernels eltwise;
     nn__optim_kernels optim;
+    nn__half_kernels half;
 } nn_kernels;
 
 /* The active kernel table (initialised on first use, thread-safe). */

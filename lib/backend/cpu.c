@@ -77,6 +77,10 @@ static void detect(nn__cpu_info *ci) {
                    vl = (r[1] >> 31) & 1;
         ci->avx2_fma = avx && avx2 && fma && ymm_os;
         ci->avx512 = ci->avx2_fma && f && dq && bw && vl && zmm_os;
+        cpuid(1, 0, r);
+        ci->f16c = ci->avx2_fma && ((r[2] >> 29) & 1);
+        cpuid(7, 1, r);
+        ci->avx512_bf16 = ci->avx512 && ((r[0] >> 5) & 1);
     }
     /* Cross-check with the compiler runtime's view (it also consults XCR0). */
     __builtin_cpu_init();

@@ -120,7 +120,8 @@ nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, co
 /* Dtype, ndim, shape, sizes and codec of one entry, checked in that order. */
 static nn_status check_entry(const nn__tentry *e, int64_t *budget, const char *fn) {
     nn_dtype dt = (nn_dtype)e->dtype;
-    if (dt != NN_DTYPE_F32 && dt != NN_DTYPE_I64 && dt != NN_DTYPE_U8)
+    if (dt != NN_DTYPE_F32 && dt != NN_DTYPE_I64 && dt != NN_DTYPE_U8 && dt != NN_DTYPE_F16 &&
+        dt != NN_DTYPE_BF16 && dt != NN_DTYPE_I8)
         return nn__err(NN_ERR_DTYPE, "%s: tensor '%s' has unknown dtype %u", fn, e->name, e->dtype);
     char where[96];
     snprintf(where, sizeof where, "%s: tensor '%.40s'", fn, e->name);

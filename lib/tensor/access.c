@@ -111,11 +111,7 @@ nn_status nn_tensor_get(const nn_tensor *t, const int64_t *idx, double *out) {
     if (!out) return nn__err(NN_ERR_NULL, "nn_tensor_get: out is NULL");
     int64_t off;
     if (!elem_offset(t, idx, &off, "nn_tensor_get")) return nn_last_status();
-    switch (t->dtype) {
-    case NN_DTYPE_F32: *out = ((const float *)t->storage->data)[off]; break;
-    case NN_DTYPE_I64: *out = (double)((const int64_t *)t->storage->data)[off]; break;
-    default: *out = ((const uint8_t *)t->storage->data)[off]; break;
-    }
+    *out = nn__load_elem(t->dtype, t->storage->data, off);
     return nn__ok();
 }
 
@@ -227,7 +223,7 @@ static void sb_put(strbuf *sb, const char *fmt, ...) {
 static void format_rec(strbuf *sb, const nn_tensor *t, int dim, int64_t base, int max_items) {
     if (dim == t->ndim) {
         double v = nn__get_flat(t, base);
-        if (t->dtype == NN_DTYPE_F32)
+        if (t->dtype == NN_DTYPE_F32 || t->dtype == NN_DTYPE_F16 || t->dtype == NN_DTYPE_BF16)
             sb_put(sb, "%.6g", v);
         else
             sb_put(sb, "%lld", (long long)v);

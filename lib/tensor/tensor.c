@@ -1,5 +1,6 @@
 /* Tensor storage, creation, views, reference counting. */
 #include "nn_internal.h"
+#include "core/half.h"
 
 #include <math.h>
 #include <string.h>
@@ -195,14 +196,21 @@ int64_t nn__flat_offset(const nn_tensor *t, int64_t i) {
     return off;
 }
 
-double nn__get_flat(const nn_tensor *t, int64_t i) {
-    int64_t off = nn__is_contiguous(t) ? t->offset + i : nn__flat_offset(t, i);
-    switch (t->dtype) {
-    case NN_DTYPE_F32: return ((const float *)t->storage->data)[off];
-    case NN_DTYPE_I64: return (double)((const int64_t *)t->storage->data)[off];
-    case NN_DTYPE_U8: return ((const uint8_t *)t->storage->data)[off];
+double nn__load_elem(nn_dtype dt, const void *base, int64_t off) {
+    switch (dt) {
+    case NN_DTYPE_F32: return ((const float *)base)[off];
+    case NN_DTYPE_I64: return (double)((const int64_t *)base)[off];
+    case NN_DTYPE_U8: return ((const uint8_t *)base)[off];
+    case NN_DTYPE_F16: return nn__f16_to_f32(((const uint16_t *)base)[off]);
+    case NN_DTYPE_BF16: return nn__bf16_to_f32(((const uint16_t *)base)[off]);
+    case NN_DTYPE_I8: return ((const int8_t *)base)[off];
     default: return NAN;
     }
+}
+
+double nn__get_flat(const nn_tensor *t, int64_t i) {
+    int64_t off = nn__is_contiguous(t) ? t->offset + i : nn__flat_offset(t, i);
+    return nn__load_elem(t->dtype, t->storage->data, off);
 }
 
 /* Copy t's elements (any layout) into dense row-major dst of t's dtype. */
@@ -229,6 +237,10 @@ static void gather_dense(const nn_tensor *t, void *dst) {
         } else if (es == 8) {
             const int64_t *s = (const int64_t *)base + off;
             int64_t *o = (int64_t *)out;
+            for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
+        } else if (es == 2) {
+            const uint16_t *s = (const uint16_t *)base + off;
+            uint16_t *o = (uint16_t *)out;
             for (int64_t j = 0; j < inner; j++) o[j] = s[j * istride];
         } else {
             const uint8_t *s = base + off;
@@ -269,6 +281,12 @@ static void store_elem(nn_dtype dt, void *base, int64_t i, double v) {
     case NN_DTYPE_U8:
         ((uint8_t *)base)[i] = isnan(v) || v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)v;
         break;
+    /* A double goes to f16 / bf16 through f32: correct to nearest except
+     * for doubles within half an f32 ulp of a 16-bit tie (double rounding);
+     * every value an f32 tensor holds converts exactly as nn_tensor_to does. */
+    case NN_DTYPE_F16: ((uint16_t *)base)[i] = nn__f32_to_f16((float)v); break;
+    case NN_DTYPE_BF16: ((uint16_t *)base)[i] = nn__f32_to_bf16((float)v); break;
+    case NN_DTYPE_I8: ((int8_t *)base)[i] = nn__double_to_i8(v); break;
     default: break;
     }
 }
@@ -285,7 +303,15 @@ nn_tensor *nn__cast(const nn_tensor *t, nn_dtype dtype) {
     }
     void *d = c->storage->data;
     int64_t n = t->numel;
-    if (src->dtype == NN_DTYPE_U8 && dtype == NN_DTYPE_F32) {
+    const void *sp = (const unsigned char *)src->storage->data +
+                     (size_t)src->offset * nn_dtype_size(src->dtype);
+    if (nn__convert(src->dtype, dtype, sp, d, (size_t)n)) {
+        /* f32 <-> f16 / bf16: the backend's conversion kernels */
+    } else if ((src->dtype == NN_DTYPE_F16 || src->dtype == NN_DTYPE_BF16) &&
+               (dtype == NN_DTYPE_F16 || dtype == NN_DTYPE_BF16)) {
+        /* f16 <-> bf16: through f32 (exact), then rounded once */
+        for (int64_t i = 0; i < n; i++) store_elem(dtype, d, i, nn__get_flat(src, i));
+    } else if (src->dtype == NN_DTYPE_U8 && dtype == NN_DTYPE_F32) {
         const uint8_t *s = nn__u8(src);
         float *o = d;
         for (int64_t i = 0; i < n; i++) o[i] = s[i];

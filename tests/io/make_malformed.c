@@ -474,6 +474,17 @@ static void catalogue(void) {
     t = w;
     t.dtype = 99;
     emit("unknown_dtype", one_tensor(t, zeros, 24), "NN_ERR_DTYPE", "unknown dtype 99");
+    /* The codes nn_dtype reserves but no tensor holds (f64, i32), and the
+     * first code past the table, next to the storage dtypes f16 / bf16 / i8. */
+    t.dtype = 1;
+    emit("reserved_dtype_f64", one_tensor(t, zeros, 24), "NN_ERR_DTYPE", "unknown dtype 1");
+    t.dtype = 5;
+    emit("reserved_dtype_i32", one_tensor(t, zeros, 24), "NN_ERR_DTYPE", "unknown dtype 5");
+    t.dtype = 8;
+    emit("dtype_past_table", one_tensor(t, zeros, 24), "NN_ERR_DTYPE", "unknown dtype 8");
+    /* A [3,2] bf16 tensor sized as if it were f32: 12 bytes, not 24. */
+    t.dtype = 3;
+    emit("half_size_mismatch", one_tensor(t, zeros, 24), "NN_ERR_FORMAT", "its shape needs 12");
 
     t = w;
     t.offset = 0xFFFFFFFFFFFFFFF0ull;

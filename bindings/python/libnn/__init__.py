@@ -24,7 +24,7 @@ from ._tensor import (Generator, Tensor, arange, as_tensor, bernoulli, bool_, dt
                       enable_grad, float, float32, from_numpy, full, full_like, int64,
                       is_grad_enabled, linspace, long, manual_seed, no_grad, normal, ones,
                       ones_like, rand, randn, randperm, set_grad_enabled, tensor, uint8,
-                      uniform, zeros, zeros_like)
+                      uniform, zeros, zeros_like, float16, bfloat16, int8, half)
 from . import functional
 from .functional import (add, cat, clamp, concat, exp, log, matmul, maximum, minimum, relu,
                          sigmoid, softmax, sqrt, stack, tanh, where)

@@ -22,14 +22,18 @@ _nn_tensor_free = lib.nn_tensor_free
 
 
 class dtype:
-    """A libnn element type (libnn.float32, libnn.int64, libnn.uint8)."""
+    """A libnn element type (libnn.float32, int64, uint8; the storage dtypes
+    float16, bfloat16 and int8). ctype / typecode describe the raw elements
+    (f16 and bf16: their 16 bits); np_name is the numpy dtype of .numpy()
+    (bfloat16, which numpy lacks, shows its bits as uint16)."""
 
     __slots__ = ('name', 'value', 'itemsize', 'ctype', 'typecode', 'is_floating_point',
-                 'c_name')
+                 'c_name', 'np_name')
 
-    def __init__(self, name, value, itemsize, ctype, typecode, is_float):
+    def __init__(self, name, value, itemsize, ctype, typecode, is_float, np_name=None):
         self.name, self.value, self.itemsize = name, value, itemsize
         self.ctype, self.typecode, self.is_floating_point = ctype, typecode, is_float
+        self.np_name = np_name or name
 
     def __repr__(self):
         return 'libnn.' + self.name
@@ -41,17 +45,23 @@ class dtype:
 float32 = dtype('float32', 0, 4, ctypes.c_float, 'f', True)
 int64 = dtype('int64', 4, 8, ctypes.c_int64, 'q', False)
 uint8 = dtype('uint8', 7, 1, ctypes.c_uint8, 'B', False)
+float16 = dtype('float16', 2, 2, ctypes.c_uint16, 'H', True)
+bfloat16 = dtype('bfloat16', 3, 2, ctypes.c_uint16, 'H', True, 'uint16')
+int8 = dtype('int8', 6, 1, ctypes.c_int8, 'b', False)
+half = float16
 float = float32  # noqa: A001  (libnn.float like torch.float)
 long = int64
 bool_ = uint8    # masks are u8 0/1
-_DTYPES = {d.value: d for d in (float32, int64, uint8)}
+_DTYPES = {d.value: d for d in (float32, int64, uint8, float16, bfloat16, int8)}
 for _d in _DTYPES.values():   # the table above must agree with the library
     if lib.nn_dtype_size(_d.value) != _d.itemsize:
         raise ImportError('libnn: dtype %s has size %d in the library, %d here'
                           % (_d.name, lib.nn_dtype_size(_d.value), _d.itemsize))
     _d.c_name = lib.nn_dtype_name(_d.value).decode()
 _ALIASES = {'float32': float32, 'f32': float32, 'float': float32, 'int64': int64,
-            'i64': int64, 'long': int64, 'uint8': uint8, 'u8': uint8, 'bool': uint8}
+            'i64': int64, 'long': int64, 'uint8': uint8, 'u8': uint8, 'bool': uint8,
+            'float16': float16, 'f16': float16, 'half': float16, 'bfloat16': bfloat16,
+            'bf16': bfloat16, 'int8': int8, 'i8': int8}
 
 
 def _dtype_by_name(name):
@@ -81,12 +91,15 @@ def as_dtype(d):
             nd = None
         if nd is not None:
             if nd.kind == 'f':
-                return float32
+                return float16 if nd.itemsize == 2 else float32
+            if nd.kind == 'i' and nd.itemsize == 1:
+                return int8
             if nd.kind == 'b' or (nd.kind == 'u' and nd.itemsize == 1):
                 return uint8
             if nd.kind in 'iu':
                 return int64
-    raise TypeError('libnn: unsupported dtype %r (float32, int64 or uint8)' % (d,))
+    raise TypeError('libnn: unsupported dtype %r (float32, int64, uint8, float16, bfloat16 or int8)'
+                    % (d,))
 
 
 # ------------------------------------------------------------ small helpers
@@ -197,7 +210,9 @@ def _infer_dtype(flat):
 
 
 def _from_flat(flat, shape, dt):
-    code = {float32: 'f', int64: 'q', uint8: 'B'}[dt]
+    if dt is float16 or dt is bfloat16:  # values round once, from f32, in C
+        return _from_flat(flat, shape, float32).to(dt)
+    code = {float32: 'f', int64: 'q', uint8: 'B', int8: 'b'}[dt]
     conv = _pyfloat if dt is float32 else int
     try:
         buf = array.array(code, flat)
@@ -210,7 +225,7 @@ def _from_flat(flat, shape, dt):
     return _wrap(lib.nn_tensor_from_data(dt.value, sh, n, addr))
 
 
-_FORMAT_DTYPES = {'f': float32, 'q': int64, 'B': uint8, '?': uint8}
+_FORMAT_DTYPES = {'f': float32, 'q': int64, 'B': uint8, '?': uint8, 'e': float16, 'b': int8}
 
 
 def _from_buffer(obj, dt):
@@ -234,7 +249,9 @@ def _from_buffer(obj, dt):
 
 def _from_numpy(a, dt):
     dt = dt or as_dtype(a.dtype)
-    npdt = {float32: 'float32', int64: 'int64', uint8: 'uint8'}[dt]
+    if dt is bfloat16 and a.dtype != _np.uint16:  # values: round from f32 in C
+        return _from_numpy(a, float32).to(bfloat16)
+    npdt = dt.np_name  # bfloat16 from uint16: the array holds the bits
     # np.require, not np.ascontiguousarray: the latter turns a 0-d array
     # (or numpy scalar) into shape (1,).
     a = _np.require(a, dtype=npdt, requirements='C')
@@ -302,7 +319,7 @@ def from_numpy(a):
         raise ImportError('libnn.from_numpy needs numpy')
     a = _np.asarray(a)
     dt = as_dtype(a.dtype)
-    if (not a.flags['C_CONTIGUOUS'] or a.dtype != _np.dtype(dt.name)
+    if (not a.flags['C_CONTIGUOUS'] or a.dtype != _np.dtype(dt.np_name)
             or a.size == 0 or not a.flags['ALIGNED'] or not a.flags['WRITEABLE']):
         return _from_numpy(a, dt)
     key = _blob_next[0]
@@ -677,7 +694,7 @@ class Tensor:
             raise error_class(-4)('Tensor.item: tensor has %d elements, expected 1'
                                   % lib.nn_tensor_numel(h), -4)
         v = lib.nn_tensor_item(h)
-        return _pyfloat(v) if self.dtype is float32 else int(v)
+        return _pyfloat(v) if self.dtype.is_floating_point else int(v)
 
     def _raw_array(self):
         """(ctypes array over the data, tensor owning it); no copy when contiguous."""
@@ -693,6 +710,8 @@ class Tensor:
         return buf, t
 
     def tolist(self):
+        if self.dtype is float16 or self.dtype is bfloat16:  # values, not bits
+            return self.to(float32).tolist()
         n = self.numel()
         dt = self.dtype
         buf = (dt.ctype * max(n, 1))()
@@ -719,8 +738,8 @@ class Tensor:
         buf, t = self._raw_array()
         shape = t.shape
         if not len(buf):
-            return _np.zeros(shape, dtype=t.dtype.name)
-        return _np.frombuffer(buf, dtype=t.dtype.name).reshape(shape)
+            return _np.zeros(shape, dtype=t.dtype.np_name)
+        return _np.frombuffer(buf, dtype=t.dtype.np_name).reshape(shape)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -823,6 +842,15 @@ class Tensor:
 
     def byte(self):
         return self.to(uint8)
+
+    def half(self):
+        return self.to(float16)
+
+    def bfloat16(self):
+        return self.to(bfloat16)
+
+    def char(self):
+        return self.to(int8)
 
     def equal(self, other):
         return bool(lib.nn_tensor_equal(_h(self), _h(as_tensor(other, like=self))))

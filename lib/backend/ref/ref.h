@@ -19,5 +19,6 @@ void nn__ref_fill_conv(nn__conv_kernels *t);
 void nn__ref_fill_pool(nn__pool_kernels *t);
 void nn__ref_fill_eltwise(nn__eltwise_kernels *t);
 void nn__ref_fill_optim(nn__optim_kernels *t);
+void nn__ref_fill_half(nn__half_kernels *t);
 
 #endif

@@ -23,6 +23,9 @@ void nn__avx2_fill_conv_direct(nn__conv_kernels *t);
 void nn__avx2_fill_pool(nn__pool_kernels *t);
 void nn__avx2_fill_eltwise(nn__eltwise_kernels *t);
 void nn__avx2_fill_optim(nn__optim_kernels *t);
+/* Half-precision domain (half.c, built with -mf16c too: fill only when the
+ * CPU has F16C). */
+void nn__avx2_fill_half(nn__half_kernels *t);
 
 /* The small-matrix GEMM path on its own (gemm_small.c; tests, benchmark);
  * _nt: on at most `threads` threads. */

@@ -8,6 +8,8 @@
 
 #include "backend/x86/avx2/avx2.h"
 
+#include <immintrin.h>
+
 /* GEMM (gemm.c): as nn__avx2_fill_gemm, with the 8x48 AVX-512 tile. */
 void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d, int64_t l2,
                           int64_t l3);
@@ -27,6 +29,12 @@ void nn__avx512_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, in
                             float beta, float *c, int64_t ldc);
 /* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
 void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
+/* Half-precision domain (half.c); half_bf16.c, built with -mavx512bf16,
+ * adds what needs AVX-512 BF16 (fill only when the CPU has it). */
+void nn__avx512_fill_half(nn__half_kernels *t);
+void nn__avx512bf16_fill_half(nn__half_kernels *t);
+/* 16 floats (as integers) -> 16 bf16, the reference's rounding (half.c). */
+__m256i nn__avx512_bf16_round16(__m512i x);
 
 /* The packed, cache-blocked GEMM with the AVX-512 micro-kernel on its own. */
 void nn__avx512_sgemm_blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,

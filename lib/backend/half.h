@@ -1,0 +1,33 @@
+/* Backend domain: the 16-bit storage dtypes f16 and bf16 (see backend.h for
+ * the conventions): conversions to and from f32 (core/half.h defines the
+ * rounding every tier reproduces bit for bit) and products of f32
+ * activations with half-precision weights, accumulated in f32. */
+#ifndef NN_BACKEND_HALF_H
+#define NN_BACKEND_HALF_H
+
+#include "core/half.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct nn__half_kernels {
+    /* f32 <-> f16 / bf16 over n contiguous elements (dst never aliases src).
+     * Bit-identical in every tier. */
+    nn__cvt_kernels cvt;
+    /* C[M, N] (row stride ldc) = A[M, K] (lda, f32) x op(B), B half bits
+     * (bf16 true: bfloat16, else f16): trans_b, B is [N, K] (ldb; Linear's
+     * weight, C = A B^T); else B is [K, N] (ldb; matmul's right operand).
+     * C is overwritten; sums are f32. Meant for small M (batch-1 rows and
+     * GEMV): B is read and converted in registers once per block of rows,
+     * never stored as f32. The reference sums k in order; the SIMD tiers sum
+     * in vector lanes (results agree up to f32 rounding of the sum), except
+     * that where AVX-512 BF16 exists the bf16, trans_b case rounds A to bf16
+     * and multiplies with vdpbf16ps: each product then carries A's rounding
+     * too (relative 2^-9 per term; see half_gemm_tol in the tests). */
+    void (*gemm)(bool bf16, bool trans_b, int64_t m, int64_t n, int64_t k, const float *a,
+                 int64_t lda, const uint16_t *b, int64_t ldb, float *c, int64_t ldc);
+    /* True when gemm rounds A to bf16 for bf16 trans_b (vdpbf16ps in use). */
+    bool (*gemm_rounds_a)(void);
+} nn__half_kernels;
+
+#endif

@@ -1,0 +1,118 @@
+/* The half-precision domain of every tier this machine runs (backend/half.h)
+ * against the reference kernels: conversions bit for bit on every length
+ * 0..70 and a long run, from unaligned pointers, over values that exercise
+ * every rounding case (NaN payloads, infinities, f16 and f32 denormals, the
+ * overflow edges, exact ties). */
+#include "testutil.h"
+#include "nn_internal.h"
+#include "core/half.h"
+#include "backend/backend.h"
+#include "backend/tier.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd32(void) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 32);
+}
+static float bitsf(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* A value from one of the interesting classes. */
+static float special(void) {
+    static const uint32_t edge[] = {0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000,
+                                    0xffc00001, 0x7f800001, 0x7fa5a5a5, 0x00000001, 0x807fffff,
+                                    0x00400000, 0x477ff000, 0x477fefff, 0xc77ff000, 0x33000000,
+                                    0x33000001, 0x38800000, 0x387fffff, 0x3f801000, 0x3f803000,
+                                    0x3f808000, 0x3f818000, 0x7f7fffff, 0x7f7f8000, 0xff7f7fff};
+    switch (rnd32() % 5) {
+    case 0: return bitsf(edge[rnd32() % (sizeof edge / sizeof edge[0])]);
+    case 1: return bitsf(rnd32());                                 /* anything */
+    case 2: return bitsf((rnd32() & 0x80000000u) | (rnd32() % 0x00800000u)); /* f32 denormal */
+    case 3: return bitsf((rnd32() & 0x80000000u) | (0x33000000u + rnd32() % 0x14800000u));
+    default: return bitsf((rnd32() & 0xffff0000u) | (rnd32() & 1 ? 0x8000u : 0x7fffu));
+    }
+}
+
+static void check_cvt(const nn__half_kernels *k, const nn__half_kernels *r, const char *tier) {
+    const size_t maxn = 4099;
+    float *fin = malloc((maxn + 2) * 4), *fo = malloc((maxn + 2) * 4), *fr = malloc(maxn * 4);
+    uint16_t *hin = malloc((maxn + 2) * 2), *ho = malloc((maxn + 2) * 2), *hr = malloc(maxn * 2);
+    for (size_t n = 0; n <= maxn; n = n < 70 ? n + 1 : n == 70 ? 1000 : n == 1000 ? maxn : maxn + 1) {
+        float *x = fin + 1; /* unaligned on purpose */
+        uint16_t *h = hin + 1;
+        for (size_t i = 0; i < n; i++) x[i] = special(), h[i] = (uint16_t)rnd32();
+        for (int bf = 0; bf < 2; bf++) {
+            const char *what = bf ? "bf16" : "f16";
+            (bf ? k->cvt.f32_to_bf16 : k->cvt.f32_to_f16)(x, ho + 1, n);
+            (bf ? r->cvt.f32_to_bf16 : r->cvt.f32_to_f16)(x, hr, n);
+            for (size_t i = 0; i < n; i++)
+                if (ho[1 + i] != hr[i])
+                    fail_msg("%s f32->%s n=%zu [%zu]: %.9g -> %04x, reference %04x", tier, what,
+                             n, i, (double)x[i], ho[1 + i], hr[i]);
+            (bf ? k->cvt.bf16_to_f32 : k->cvt.f16_to_f32)(h, fo + 1, n);
+            (bf ? r->cvt.bf16_to_f32 : r->cvt.f16_to_f32)(h, fr, n);
+            if (n && memcmp(fo + 1, fr, n * 4) != 0)
+                fail_msg("%s %s->f32 n=%zu differs from the reference", tier, what, n);
+            /* the kernel wrote nothing past n */
+            ho[1 + n] = 0xabcd;
+            (bf ? k->cvt.f32_to_bf16 : k->cvt.f32_to_f16)(x, ho + 1, n);
+            assert_int_equal(ho[1 + n], 0xabcd);
+        }
+    }
+    free(fin), free(fo), free(fr), free(hin), free(ho), free(hr);
+}
+
+static void test_conversions(void **state) {
+    (void)state;
+    const nn_kernels *ref = nn__ref_kernels();
+    int ran = 0;
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *k = nn__tier_kernels(t);
+        if (!k) continue;
+        check_cvt(&k->half, &ref->half, nn__tier_name(t));
+        ran++;
+    }
+    assert_true(ran >= 1);
+    printf("conversions checked on %d tier(s); AVX-512 BF16 %s\n", ran,
+           nn__cpu()->avx512_bf16 ? "present" : "absent");
+}
+
+/* nn_tensor_to reaches the active tier's kernels through core's hook: force
+ * each tier in turn and compare with the reference formulas. */
+static void test_tensor_to_every_tier(void **state) {
+    (void)state;
+    int64_t n = 1031;
+    float *x = malloc((size_t)n * 4);
+    uint16_t *got = malloc((size_t)n * 2), *want = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) x[i] = special();
+    nn_tensor *f = TU_NN(nn_tensor_from_data(NN_DTYPE_F32, &n, 1, x));
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        if (!nn__backend_force_tier(t)) continue;
+        for (int bf = 0; bf < 2; bf++) {
+            nn_tensor *h = TU_NN(nn_tensor_to(f, bf ? NN_DTYPE_BF16 : NN_DTYPE_F16));
+            TU_OK(nn_tensor_copy_to(h, got, (size_t)n * 2));
+            for (int64_t i = 0; i < n; i++) want[i] = bf ? nn__f32_to_bf16(x[i]) : nn__f32_to_f16(x[i]);
+            assert_memory_equal(got, want, (size_t)n * 2);
+            nn_tensor_free(h);
+        }
+    }
+    nn__backend_force_tier(-1);
+    nn_tensor_free(f);
+    free(x), free(got), free(want);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conversions),
+        cmocka_unit_test(test_tensor_to_every_tier),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
