@@ -75,6 +75,9 @@ nn_tensor *nn__alias(const nn_tensor *t);
 nn_tensor *nn__contig(const nn_tensor *t);
 /* A contiguous copy (untracked, no graph). */
 nn_tensor *nn__clone(const nn_tensor *t);
+/* Write dense row-major src (t's dtype, t->numel elements) into t's
+ * elements, whatever t's layout. */
+void nn__scatter_dense(nn_tensor *t, const void *src);
 /* Convert dtype (untracked copy). */
 nn_tensor *nn__cast(const nn_tensor *t, nn_dtype dtype);
 void nn__tensor_retain(nn_tensor *t);

@@ -66,13 +66,7 @@ nn_status nn_tensor_copy_from(nn_tensor *t, const void *src, size_t nbytes) {
     if (nbytes < need)
         return nn__err(NN_ERR_RANGE, "nn_tensor_copy_from: %zu bytes given, need %zu", nbytes,
                        need);
-    if (nn__is_contiguous(t)) {
-        if (need) memcpy((unsigned char *)t->storage->data + (size_t)t->offset * es, src, need);
-        return nn__ok();
-    }
-    for (int64_t i = 0; i < t->numel; i++)
-        memcpy((unsigned char *)t->storage->data + (size_t)nn__flat_offset(t, i) * es,
-               (const unsigned char *)src + (size_t)i * es, es);
+    if (need) nn__scatter_dense(t, src);
     return nn__ok();
 }
 

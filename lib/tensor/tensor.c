@@ -254,6 +254,38 @@ static void gather_dense(const nn_tensor *t, void *dst) {
     }
 }
 
+void nn__scatter_dense(nn_tensor *t, const void *src) {
+    size_t es = nn_dtype_size(t->dtype);
+    unsigned char *base = t->storage->data;
+    const unsigned char *in = src;
+    if (nn__is_contiguous(t)) {
+        memcpy(base + (size_t)t->offset * es, in, (size_t)t->numel * es);
+        return;
+    }
+    /* gather_dense's walk, writing: rows of the innermost dim at a time
+     * (a slice's gradient scattered with one flat_offset per element took
+     * 3% of a transformer layer's training step). */
+    int nd = t->ndim;
+    int64_t idx[NN_MAX_DIMS] = {0};
+    int64_t inner = t->shape[nd - 1], istride = t->strides[nd - 1];
+    int64_t rows = t->numel / (inner ? inner : 1);
+    for (int64_t r = 0; r < rows && inner > 0; r++) {
+        int64_t off = t->offset;
+        for (int d = 0; d < nd - 1; d++) off += idx[d] * t->strides[d];
+        if (istride == 1) {
+            memcpy(base + (size_t)off * es, in, (size_t)inner * es);
+        } else {
+            for (int64_t j = 0; j < inner; j++)
+                memcpy(base + (size_t)(off + j * istride) * es, in + (size_t)j * es, es);
+        }
+        in += (size_t)inner * es;
+        for (int d = nd - 2; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
 nn_tensor *nn__clone(const nn_tensor *t) {
     nn_tensor *c = nn__tensor_new(t->dtype, t->shape, t->ndim);
     if (c) gather_dense(t, c->storage->data);

@@ -543,6 +543,42 @@ static void test_oom_sweep(void **s) {
     assert_true(n > 100);
 }
 
+/* The slices of a packed projection scatter their gradients into strided
+ * views (nn__scatter_dense, row by row): every slice geometry gives the
+ * gradient of a direct formula (1 where the element was taken, else 0, times
+ * the upstream gradient). */
+static void test_slice_gradient_scatter(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    int64_t shape[3] = {3, 4, 6};
+    struct {
+        int dim;
+        int64_t start, stop, step;
+    } cases[] = {{2, 2, 4, 1}, {2, 1, 6, 2}, {1, 1, 4, 2}, {0, 1, 3, 1}, {2, 0, 6, 5}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        nn_tensor *x = tu_rand(7, shape, 3, -1, 1);
+        TU_OK(nn_tensor_set_requires_grad(x, true));
+        nn_tensor *y = TU_NN(nn_slice(x, cases[c].dim, cases[c].start, cases[c].stop, cases[c].step));
+        nn_tensor *r = tu_rand(8 + c, nn_tensor_shape(y), 3, -1, 1);
+        TU_OK(nn_backward(TU_NN(nn_sum(TU_NN(nn_mul(y, r)), NULL, 0, false))));
+        const float *g = nn_tensor_data(TU_NN(nn_tensor_grad(x)));
+        const float *pr = nn_tensor_data(r);
+        const int64_t *ys = nn_tensor_shape(y);
+        for (int64_t i = 0; i < 3; i++)
+            for (int64_t j = 0; j < 4; j++)
+                for (int64_t k = 0; k < 6; k++) {
+                    int64_t at[3] = {i, j, k}, d = cases[c].dim, v = at[d] - cases[c].start;
+                    float want = 0;
+                    if (v >= 0 && v % cases[c].step == 0 && at[d] < cases[c].stop) {
+                        at[d] = v / cases[c].step;
+                        want = pr[(at[0] * ys[1] + at[1]) * ys[2] + at[2]];
+                    }
+                    assert_true(g[(i * 4 + j) * 6 + k] == want);
+                }
+    }
+    nn_scope_end(sc);
+}
+
 static int setup(void **s) {
     (void)s;
     G = tu_golden_open("transformer.txt");
@@ -573,6 +609,7 @@ int main(void) {
         cmocka_unit_test(test_layer_errors),
         cmocka_unit_test(test_dropout_train_eval),
         cmocka_unit_test(test_oom_sweep),
+        cmocka_unit_test(test_slice_gradient_scatter),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
