@@ -35,6 +35,9 @@ USES = {
     'io': {'core', 'tensor', 'autograd', 'ops', 'module', 'optim'},
     'dist': {'core', 'tensor', 'autograd', 'ops', 'module', 'data'},
     'train': {'core', 'tensor', 'autograd', 'ops', 'loss', 'module', 'optim', 'data'},
+    'quant': {'core', 'tensor', 'autograd', 'ops', 'backend', 'module', 'data'},
+    'onnx': {'core', 'tensor', 'autograd', 'ops', 'loss', 'module', 'io'},
+    'generate': {'core', 'tensor', 'autograd', 'ops', 'module', 'io'},
 }
 
 # Headers outside the folders: the public header, the generated build
