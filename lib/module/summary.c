@@ -33,14 +33,25 @@ bool nn__summary_active(void) { return tl_rec != NULL; }
 static char *child_path(recorder *r, const nn_module *m) {
     if (r->depth == 0) return nn__strdup("");
     const nn_module *parent = r->stack[r->depth - 1];
-    const char *pp = r->paths[r->depth - 1], *cn = "?";
+    const char *pp = r->paths[r->depth - 1], *cn = "?", *gn = NULL;
     if (!pp) return NULL; /* the parent's path failed already */
     for (int i = 0; i < parent->nchildren; i++)
         if (parent->children[i].m == m) cn = parent->children[i].name;
-    size_t lp = strlen(pp), lc = strlen(cn);
-    char *s = nn__malloc(lp + lc + 2);
+    /* A child of a container the parent runs itself (a transformer stack's
+     * layers.N, held by a ModuleList that has no forward): "layers.N". */
+    for (int i = 0; i < parent->nchildren && !strcmp(cn, "?"); i++) {
+        const nn_module *c = parent->children[i].m;
+        for (int j = 0; j < c->nchildren; j++)
+            if (c->children[j].m == m) {
+                cn = parent->children[i].name;
+                gn = c->children[j].name;
+            }
+    }
+    size_t lp = strlen(pp), lc = strlen(cn), lg = gn ? strlen(gn) + 1 : 0;
+    char *s = nn__malloc(lp + lc + lg + 2);
     if (!s) return NULL;
-    snprintf(s, lp + lc + 2, "%s%s%s", pp, lp ? "." : "", cn);
+    snprintf(s, lp + lc + lg + 2, "%s%s%s%s%s", pp, lp ? "." : "", cn, gn ? "." : "",
+             gn ? gn : "");
     return s;
 }
 

@@ -579,6 +579,26 @@ static void test_slice_gradient_scatter(void **s) {
     nn_scope_end(sc);
 }
 
+/* The summary names the layers of a stack by their dotted paths (the
+ * ModuleList between the stack and its layers has no forward of its own). */
+static void test_summary_names(void **s) {
+    (void)s;
+    nn_module *m = TU_NN(nn_transformer_encoder_new(
+        nn_transformer_encoder_layer_new(8, 2, 16, 0.1, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5,
+                                         false, false),
+        2, NULL));
+    int64_t shape[3] = {5, 2, 8};
+    char *txt = TU_NN(nn_module_summary(m, shape, 3));
+    assert_non_null(strstr(txt, "layers.1.self_attn.out_proj  Linear"));
+    assert_non_null(strstr(txt, "layers.0.linear2"));
+    assert_null(strstr(txt, "?."));
+    /* per layer: in_proj 3*8*8 + 24, out_proj 72, linear1 144, linear2 136, norms 32 */
+    assert_int_equal(nn_module_param_count(m), 2 * (216 + 72 + 144 + 136 + 32));
+    assert_non_null(strstr(txt, "Total params: 1,200"));
+    nn_free(txt);
+    nn_module_free(m);
+}
+
 static int setup(void **s) {
     (void)s;
     G = tu_golden_open("transformer.txt");
@@ -610,6 +630,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_train_eval),
         cmocka_unit_test(test_oom_sweep),
         cmocka_unit_test(test_slice_gradient_scatter),
+        cmocka_unit_test(test_summary_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
