@@ -1806,6 +1806,120 @@ NN_API nn_dataset *nn_dist_shard_dataset(nn_dataset *ds, bool even);
 
 
 
+/* ====================================================================== */
+/*  GPT: a decoder-only transformer, byte tokenizer and generation         */
+/* ====================================================================== */
+/*
+ * nn_gpt_new builds a GPT-2 / nanoGPT model: token and position embeddings,
+ * n_layer pre-LayerNorm blocks (fused QKV projection c_attn, causal
+ * scaled-dot-product attention, output projection c_proj; an MLP of 4 C
+ * with GELU's tanh approximation), a final LayerNorm and an LM head tied to
+ * the token embedding. It is an ordinary module: nn_module_forward takes i64
+ * token ids [B, T] (T <= block_size) and returns logits [B, T, vocab_size];
+ * train it with nn_cross_entropy on logits reshaped to [B*T, V]. Its state
+ * dict uses nanoGPT's names (transformer.wte.weight, transformer.wpe.weight,
+ * transformer.h.N.ln_1.weight, .attn.c_attn.weight, .attn.c_proj.weight,
+ * .ln_2, .mlp.c_fc, .mlp.c_proj, transformer.ln_f, lm_head.weight) with
+ * Linear weights [out, in]; Hugging Face's GPT-2 stores the four Conv1D
+ * weights transposed ([in, out]). nn_model_save/nn_model_load keep it (kind
+ * "GPT"), ties included.
+ *
+ *     nn_gpt_config cfg;
+ *     nn_gpt_config_init(&cfg);              // GPT-2 124M defaults
+ *     cfg.vocab_size = 256; cfg.n_layer = 4; ...
+ *     nn_module *gpt = nn_gpt_new(&cfg);
+ */
+
+/* Hyperparameters of nn_gpt_new. Fill with nn_gpt_config_init first: it
+ * sets struct_size, which lets later versions append fields and still read
+ * structs from programs built against this one. */
+typedef struct nn_gpt_config {
+    uint32_t struct_size; /* sizeof(nn_gpt_config), set by nn_gpt_config_init */
+    int32_t bias;         /* 1: Linear and LayerNorm biases (GPT-2); 0: none */
+    int64_t vocab_size;   /* token ids are 0..vocab_size-1 */
+    int64_t block_size;   /* longest sequence (positions) */
+    int64_t n_layer;      /* transformer blocks */
+    int64_t n_head;       /* attention heads; must divide n_embd */
+    int64_t n_embd;       /* channels C */
+    double dropout;       /* on embeddings, attention weights, residual branches */
+    int32_t tie_weights;  /* 1: lm_head.weight is transformer.wte.weight */
+    int32_t reserved;     /* 0 */
+} nn_gpt_config;
+
+/* Fill cfg with GPT-2 124M's hyperparameters (vocab 50257, block 1024, 12
+ * layers, 12 heads, 768 channels, dropout 0, bias, tied) and struct_size. */
+NN_API nn_status nn_gpt_config_init(nn_gpt_config *cfg);
+/* A new GPT with nanoGPT's init (normal(0, 0.02) weights, c_proj weights
+ * scaled by 1/sqrt(2 n_layer), zero biases) from the default generator.
+ * Bad values: NN_ERR_INVALID naming the field; struct_size not one this
+ * library knows: NN_ERR_VERSION. Returns a new reference. */
+NN_API nn_module *nn_gpt_new(const nn_gpt_config *cfg);
+/* Read a GPT module's hyperparameters back into cfg (struct_size set).
+ * A module of another kind: NN_ERR_INVALID. */
+NN_API nn_status nn_gpt_get_config(const nn_module *gpt, nn_gpt_config *cfg);
+
+/* Byte-level tokenizer: token i is byte i (256 ids). Writes min(n, cap)
+ * ids of text[0..len) into out (out may be NULL with cap 0 to ask the
+ * count) and returns n = len, or -1 on error. */
+NN_API int64_t nn_byte_encode(const char *text, size_t len, int64_t *out, int64_t cap);
+/* Bytes of ids[0..n) into out (cap bytes; out NULL with cap 0 asks the
+ * count); no terminating NUL is written. Returns n, or -1 on error: an id
+ * outside 0..255 (NN_ERR_RANGE naming it) or NULL pointers. */
+NN_API int64_t nn_byte_decode(const int64_t *ids, int64_t n, char *out, int64_t cap);
+
+/* A generation session: one conversation over a loaded GPT, with its own
+ * key/value cache. Many sessions, on any threads, may share one nn_model
+ * (it is only read); one session is used by one thread at a time. The
+ * session keeps the model's module alive (nn_model_free may come first). */
+typedef struct nn_session nn_session;
+
+/* Sampling settings of a session. Fill with nn_sampling_init first. */
+typedef struct nn_sampling {
+    uint32_t struct_size; /* sizeof(nn_sampling), set by nn_sampling_init */
+    int32_t top_k;        /* keep the k most likely tokens; 0: all */
+    double temperature;   /* 0: greedy (argmax); else logits / temperature */
+    double top_p;         /* keep the smallest set of probability >= top_p; 1: all */
+    uint64_t seed;        /* the session's generator seed */
+    int64_t max_tokens;   /* most tokens nn_session_generate makes; 0: until full */
+} nn_sampling;
+
+/* Called by nn_session_generate with each new token; return nonzero to stop. */
+typedef int (*nn_token_fn)(int64_t token, void *user);
+
+/* Greedy defaults: temperature 0, top_k 0, top_p 1, seed 0, max_tokens 0. */
+NN_API nn_status nn_sampling_init(nn_sampling *s);
+/* A new session over model's GPT (a module of another kind: NN_ERR_INVALID)
+ * with settings opts (NULL: nn_sampling_init's). Free with nn_session_free. */
+NN_API nn_session *nn_session_new(const nn_model *model, const nn_sampling *opts);
+/* Free a session (NULL is a no-op). */
+NN_API void nn_session_free(nn_session *s);
+/* Forget every token (the cache empties, the generator is reseeded). */
+NN_API nn_status nn_session_reset(nn_session *s);
+/* Tokens in the cache (prompt plus generated so far); -1 on error. */
+NN_API int64_t nn_session_length(const nn_session *s);
+/* Run tokens[0..n) through the model after those already cached (prefill,
+ * or one step with n = 1); the logits of the last one become current.
+ * More than block_size tokens in all: NN_ERR_LIMIT, nothing added; an id
+ * outside the vocabulary: NN_ERR_RANGE. */
+NN_API nn_status nn_session_append(nn_session *s, const int64_t *tokens, int64_t n);
+/* Copy the current logits (vocab_size floats) into out (cap floats).
+ * Before any token: NN_ERR_STATE. */
+NN_API nn_status nn_session_logits(const nn_session *s, float *out, int64_t cap);
+/* Pick the next token from the current logits by the session's sampling
+ * settings (nothing is appended). */
+NN_API nn_status nn_session_sample(nn_session *s, int64_t *token);
+/* Append prompt[0..n) (n may be 0 to continue), then sample and append one
+ * token at a time until max_tokens, a token in stop[0..nstop) (not
+ * appended nor reported), a full cache, cap tokens in out, or on_token
+ * returning nonzero. New tokens go to out (may be NULL with cap 0 to only
+ * stream) and *n_out (may be NULL); on_token (may be NULL) sees each. */
+NN_API nn_status nn_session_generate(nn_session *s, const int64_t *prompt, int64_t n,
+                                     const int64_t *stop, int64_t nstop, int64_t *out,
+                                     int64_t cap, int64_t *n_out, nn_token_fn on_token,
+                                     void *user);
+
+
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,7 @@ static const char *const kind_names[NN__KIND_COUNT] = {
     [NN__KIND_METRICS_LOG] = "a metrics log",
     [NN__KIND_IO_OPTIONS] = "an I/O options object",
     [NN__KIND_META] = "a metadata object",
+    [NN__KIND_SESSION] = "a generation session",
 };
 
 const char *nn__kind_name(nn__kind kind) {

@@ -606,18 +606,20 @@ nn_module *nn_batch_norm2d_new(int64_t num_features, double eps, double momentum
 
 /* ------------------------------------------------------ LayerNorm, GroupNorm */
 
-enum { LN_EPS, LN_AFFINE, LN_NDIM, LN_SHAPE0 };
+/* bias (PyTorch's LayerNorm(bias=False), as nanoGPT uses it): written only
+ * when 0, after the eight shape slots, so older files read as before. */
+enum { LN_EPS, LN_AFFINE, LN_NDIM, LN_SHAPE0, LN_BIAS = LN_SHAPE0 + NN_MAX_DIMS };
 static const char *const ln_keys[] = {"eps",    "elementwise_affine",
                                       "ndim",   "shape0",
                                       "shape1", "shape2",
                                       "shape3", "shape4",
                                       "shape5", "shape6",
-                                      "shape7"};
-static const double ln_defaults[] = {1e-5, 1, NAN, 0, 0, 0, 0, 0, 0, 0, 0};
+                                      "shape7", "bias"};
+static const double ln_defaults[] = {1e-5, 1, NAN, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 
 static nn_status ln_build(nn_module *m) {
     if (!cfg_real(m, LN_EPS, 1e-300, 1) || !cfg_bool(m, LN_AFFINE) ||
-        !cfg_int(m, LN_NDIM, 1, NN_MAX_DIMS))
+        !cfg_int(m, LN_NDIM, 1, NN_MAX_DIMS) || !cfg_bool(m, LN_BIAS))
         return nn_last_status();
     int nd = (int)ci(m, LN_NDIM);
     int64_t shape[NN_MAX_DIMS];
@@ -628,11 +630,13 @@ static nn_status ln_build(nn_module *m) {
     for (int i = nd; i < NN_MAX_DIMS; i++) m->cfg[LN_SHAPE0 + i] = 0;
     if (!ci(m, LN_AFFINE)) return NN_OK;
     nn_status st = add_filled(m, "weight", NN_DTYPE_F32, shape, nd, 1, true);
-    if (st == NN_OK) st = add_filled(m, "bias", NN_DTYPE_F32, shape, nd, 0, true);
+    if (st == NN_OK && ci(m, LN_BIAS)) st = add_filled(m, "bias", NN_DTYPE_F32, shape, nd, 0, true);
     return st;
 }
 
-static int ln_ncfg(const nn_module *m) { return LN_SHAPE0 + (int)ci(m, LN_NDIM); }
+static int ln_ncfg(const nn_module *m) {
+    return ci(m, LN_BIAS) ? LN_SHAPE0 + (int)ci(m, LN_NDIM) : LN_BIAS + 1;
+}
 
 static nn_tensor *ln_forward(nn_module *m, nn_tensor *x) {
     int nd = (int)ci(m, LN_NDIM);
@@ -652,7 +656,7 @@ static nn_tensor *ln_forward(nn_module *m, nn_tensor *x) {
 }
 
 static const nn__mod_kind kind_ln = {.type = "LayerNorm",
-                                     .nkeys = 11,
+                                     .nkeys = LN_BIAS + 1,
                                      .keys = ln_keys,
                                      .defaults = ln_defaults,
                                      .build = ln_build,
@@ -665,8 +669,14 @@ nn_module *nn_layer_norm_new(const int64_t *shape, int ndim, double eps, bool el
     if (ndim < 1 || ndim > NN_MAX_DIMS)
         return NN__FAIL(NN_ERR_INVALID, "%s: ndim = %d, expected 1..%d", fn, ndim, NN_MAX_DIMS);
     if (!nn__check_ptr(shape, fn, "shape")) return NULL;
-    double v[11] = {eps, elementwise_affine, ndim};
+    double v[LN_BIAS + 1] = {eps, elementwise_affine, ndim};
     for (int i = 0; i < ndim; i++) v[LN_SHAPE0 + i] = (double)shape[i];
+    v[LN_BIAS] = 1;
+    return nn__mod_new_kind(&kind_ln, v);
+}
+
+nn_module *nn__layer_norm_new_nobias(int64_t features, double eps) {
+    double v[LN_BIAS + 1] = {eps, 1, 1, (double)features};
     return nn__mod_new_kind(&kind_ln, v);
 }
 
@@ -933,7 +943,7 @@ static const nn__mod_kind *const all_kinds[] = {
     &kind_silu,       &kind_sigmoid,  &kind_tanh,    &kind_softplus, &kind_hardtanh, &kind_softmax,
     &kind_logsoftmax, &kind_identity, &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru,
     &nn__kind_select, &nn__kind_module_list, &nn__kind_module_dict, &nn__kind_mha,
-    &nn__kind_enc_layer, &nn__kind_dec_layer, &nn__kind_encoder, &nn__kind_decoder};
+    &nn__kind_enc_layer, &nn__kind_dec_layer, &nn__kind_encoder, &nn__kind_decoder, &nn__kind_gpt};
 
 const nn__mod_kind *nn__mod_find_kind(const char *type) {
     for (size_t i = 0; i < sizeof all_kinds / sizeof all_kinds[0]; i++)

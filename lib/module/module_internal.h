@@ -67,6 +67,27 @@ nn_tensor *nn__module_own(const nn_module *m, int i, const char **name, bool *pa
  * and releases the tensor it held (weight tying). */
 nn_status nn__module_tie_own(nn_module *m, const char *name, nn_tensor *t, const char *fn);
 
+/* GPT (gpt.c): the tensors of a "GPT" module, found by name and checked
+ * (dtype f32, contiguous, shapes from its hyperparameters), for code that
+ * runs it directly (lib/generate). The pointers are borrowed from m. */
+typedef struct nn__gpt_block {
+    nn_tensor *ln1_w, *ln1_b, *attn_w, *attn_b, *aproj_w, *aproj_b;
+    nn_tensor *ln2_w, *ln2_b, *fc_w, *fc_b, *mproj_w, *mproj_b; /* biases NULL without bias */
+} nn__gpt_block;
+typedef struct nn__gpt_view {
+    int64_t V, T, L, H, C; /* vocab, block size, layers, heads, channels */
+    double dropout, eps;
+    bool bias;
+    nn_tensor *wte, *wpe, *lnf_w, *lnf_b, *head;
+    nn__gpt_block *blk; /* [L], owned by the view */
+} nn__gpt_view;
+/* Whether m is a GPT module. */
+bool nn__is_gpt(const nn_module *m);
+/* Fill v from m; an error naming fn (NN_ERR_INVALID: not a GPT;
+ * NN_ERR_FORMAT: a missing or malformed tensor). Free with nn__gpt_view_free. */
+nn_status nn__gpt_view_get(const nn_module *m, nn__gpt_view *v, const char *fn);
+void nn__gpt_view_free(nn__gpt_view *v);
+
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 
 #include "core/index.h"
@@ -183,6 +204,11 @@ extern const nn__mod_kind nn__kind_select, nn__kind_module_list, nn__kind_module
 const nn__mod_kind *nn__mod_find_kind(const char *type);
 /* Uniform(-bound, bound) fill from the default generator (f32, contiguous). */
 nn_tensor *nn__mod_uniform_param(const int64_t *shape, int ndim, double bound);
+
+/* ---- gpt.c */
+extern const nn__mod_kind nn__kind_gpt;
+/* LayerNorm(features) with a weight and no bias (PyTorch's bias=False). */
+nn_module *nn__layer_norm_new_nobias(int64_t features, double eps);
 
 /* ---- rnn.c */
 extern const nn__mod_kind nn__kind_rnn, nn__kind_lstm, nn__kind_gru;

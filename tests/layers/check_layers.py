@@ -37,7 +37,7 @@ USES = {
     'train': {'core', 'tensor', 'autograd', 'ops', 'loss', 'module', 'optim', 'data'},
     'quant': {'core', 'tensor', 'autograd', 'ops', 'backend', 'module', 'data'},
     'onnx': {'core', 'tensor', 'autograd', 'ops', 'loss', 'module', 'io'},
-    'generate': {'core', 'tensor', 'autograd', 'ops', 'module', 'io'},
+    'generate': {'core', 'tensor', 'autograd', 'ops', 'backend', 'module', 'io'},
 }
 
 # Headers outside the folders: the public header, the generated build

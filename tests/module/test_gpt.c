@@ -1,0 +1,664 @@
+/* GPT: PyTorch parity of a 2-layer model (loss, logits, every gradient and
+ * every weight after one AdamW step; tests/golden/gpt.txt, written by
+ * tests/golden/make_golden_gpt.py), model-file round trips, the byte
+ * tokenizer, generation sessions (cached logits against recomputing the
+ * whole sequence, sampling rules, stop/max tokens, streaming, threads) and
+ * clear errors for bad configurations, ids and damaged models. */
+#include "testutil.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tu_golden *G;
+
+static int setup(void **s) {
+    (void)s;
+    G = tu_golden_open("gpt.txt");
+    return 0;
+}
+
+static int teardown(void **s) {
+    (void)s;
+    tu_golden_close(G);
+    return 0;
+}
+
+/* The golden model's configuration (make_golden_gpt.py). */
+static nn_gpt_config golden_cfg(void) {
+    nn_gpt_config c;
+    TU_OK(nn_gpt_config_init(&c));
+    c.vocab_size = 40;
+    c.block_size = 16;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.n_embd = 16;
+    return c;
+}
+
+/* The golden model with PyTorch's weights. */
+static nn_module *golden_gpt(void) {
+    nn_gpt_config c = golden_cfg();
+    nn_module *m = TU_NN(nn_gpt_new(&c));
+    nn_statedict *mine = TU_NN(nn_module_state_dict(m));
+    nn_statedict *sd = TU_NN(nn_statedict_new());
+    for (int64_t i = 0; i < nn_statedict_size(mine); i++) {
+        char key[256];
+        snprintf(key, sizeof key, "w.%s", nn_statedict_name(mine, i));
+        TU_OK(nn_statedict_set(sd, nn_statedict_name(mine, i), tu_golden_get(G, key)));
+    }
+    TU_OK(nn_module_load_state_dict(m, sd, true, NULL));
+    nn_statedict_free(sd);
+    nn_statedict_free(mine);
+    return m;
+}
+
+static nn_tensor *loss_of(nn_module *m, nn_tensor *idx, nn_tensor *tgt) {
+    nn_tensor *logits = nn_module_forward(m, idx);
+    if (!logits) return NULL;
+    int64_t s2[2] = {-1, nn_tensor_shape(logits)[2]}, s1[1] = {-1};
+    return nn_cross_entropy(nn_reshape(logits, s2, 2), nn_reshape(tgt, s1, 1));
+}
+
+/* ------------------------------------------------------------- parity */
+
+static void test_state_dict_names(void **st) {
+    (void)st;
+    nn_scope *sc = nn_scope_begin();
+    nn_module *m = golden_gpt();
+    nn_statedict *sd = TU_NN(nn_module_state_dict(m));
+    /* Exactly PyTorch's names, in PyTorch's order. */
+    int64_t i = 0;
+    for (; i < nn_statedict_size(sd); i++) {
+        char key[256];
+        snprintf(key, sizeof key, "w.%s", nn_statedict_name(sd, i));
+        assert_true(tu_golden_has(G, key));
+    }
+    assert_int_equal(i, 29);
+    assert_string_equal(nn_statedict_name(sd, 0), "transformer.wte.weight");
+    assert_string_equal(nn_statedict_name(sd, 4), "transformer.h.0.attn.c_attn.weight");
+    assert_string_equal(nn_statedict_name(sd, 28), "lm_head.weight");
+    /* Tied: one tensor under both names; the parameter list has it once. */
+    assert_ptr_equal(nn_module_get_parameter(m, "lm_head.weight"),
+                     nn_module_get_parameter(m, "transformer.wte.weight"));
+    assert_int_equal(nn_module_num_parameters(m), 28);
+    nn_statedict_free(sd);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_golden_loss_grads_adamw(void **st) {
+    (void)st;
+    nn_scope *sc = nn_scope_begin();
+    nn_module *m = golden_gpt();
+    nn_tensor *idx = tu_golden_get(G, "idx"), *tgt = tu_golden_get(G, "tgt");
+    nn_tensor *logits = TU_NN(nn_module_forward(m, idx));
+    tu_assert_close(logits, tu_golden_get(G, "logits"), 1e-4, 1e-5, "logits");
+    nn_tensor *loss = TU_NN(loss_of(m, idx, tgt));
+    int64_t one = 1;
+    tu_assert_close(nn_reshape(loss, &one, 1), tu_golden_get(G, "loss"), 1e-5, 1e-6, "loss");
+    TU_OK(nn_backward(loss));
+    /* Every parameter's gradient; matrices decay, the rest do not. */
+    int64_t np = nn_module_num_parameters(m);
+    nn_tensor *decay[64], *nodecay[64];
+    int nd = 0, nn_ = 0;
+    for (int64_t i = 0; i < np; i++) {
+        const char *name;
+        nn_tensor *p = nn_module_parameter(m, i, &name);
+        char key[256];
+        snprintf(key, sizeof key, "g.%s", name);
+        nn_tensor *g = TU_NN(nn_tensor_grad(p));
+        tu_assert_close(g, tu_golden_get(G, key), 1e-3, 2e-5, key);
+        if (nn_tensor_ndim(p) >= 2) decay[nd++] = p;
+        else nodecay[nn_++] = p;
+    }
+    nn_optim *opt = TU_NN(nn_adamw(decay, nd, 1e-2, 0.1));
+    TU_OK(nn_optim_add_group(opt, nodecay, nn_, 1e-2));
+    TU_OK(nn_optim_set_group(opt, 1, NN_OPTIM_WEIGHT_DECAY, 0));
+    TU_OK(nn_optim_set(opt, NN_OPTIM_BETA2, 0.95));
+    TU_OK(nn_optim_step(opt));
+    for (int64_t i = 0; i < np; i++) {
+        const char *name;
+        nn_tensor *p = nn_module_parameter(m, i, &name);
+        char key[256];
+        snprintf(key, sizeof key, "a.%s", name);
+        nn_tensor *want = tu_golden_get(G, key);
+        if (!strstr(name, "c_attn.bias")) {
+            tu_assert_close(p, want, 1e-5, 1e-6, key);
+            continue;
+        }
+        /* The key bias's gradient is zero in exact arithmetic (softmax over
+         * keys ignores q·b_k, the same for every key), so both sides hold
+         * rounding noise that Adam scales up to ±lr: compare the query and
+         * value thirds, and bound the key third's step by lr. */
+        const int64_t C = 16;
+        tu_assert_close(nn_slice(p, 0, 0, C, 1), nn_slice(want, 0, 0, C, 1), 1e-5, 1e-6, key);
+        tu_assert_close(nn_slice(p, 0, 2 * C, 3 * C, 1), nn_slice(want, 0, 2 * C, 3 * C, 1), 1e-5,
+                        1e-6, key);
+        snprintf(key, sizeof key, "w.%s", name);
+        nn_tensor *before = tu_golden_get(G, key);
+        for (int64_t j = C; j < 2 * C; j++) {
+            double x, x0;
+            TU_OK(nn_tensor_get(p, &j, &x));
+            TU_OK(nn_tensor_get(before, &j, &x0));
+            assert_true(fabs(x - x0) <= 1e-2 * 1.001);
+        }
+    }
+    nn_optim_free(opt);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+/* ---------------------------------------------------------- model files */
+
+static nn_model *save_load(nn_module *m) {
+    void *buf = NULL;
+    size_t len = 0;
+    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &len));
+    nn_model *md = TU_NN(nn_model_load_buffer(buf, len, NULL));
+    nn_free(buf);
+    return md;
+}
+
+static void test_save_load(void **st) {
+    (void)st;
+    nn_scope *sc = nn_scope_begin();
+    nn_module *m = golden_gpt();
+    nn_model *md = save_load(m);
+    nn_module *m2 = nn_model_module(md);
+    assert_string_equal(nn_module_type_name(m2), "GPT");
+    nn_gpt_config a = golden_cfg(), b;
+    TU_OK(nn_gpt_get_config(m2, &b));
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_ptr_equal(nn_module_get_parameter(m2, "lm_head.weight"),
+                     nn_module_get_parameter(m2, "transformer.wte.weight"));
+    nn_tensor *idx = tu_golden_get(G, "idx");
+    nn_tensor *y1 = TU_NN(nn_module_forward(m, idx)), *y2 = TU_NN(nn_model_predict(md, idx));
+    assert_true(nn_tensor_equal(y1, y2));
+    nn_model_free(md);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+static void test_no_bias_untied(void **st) {
+    (void)st;
+    nn_scope *sc = nn_scope_begin();
+    nn_gpt_config c = golden_cfg();
+    c.bias = 0;
+    c.tie_weights = 0;
+    c.dropout = 0.1;
+    nn_module *m = TU_NN(nn_gpt_new(&c));
+    assert_null(nn_module_get_parameter(m, "transformer.ln_f.bias"));
+    nn_clear_error();
+    assert_null(nn_module_get_parameter(m, "transformer.h.1.mlp.c_fc.bias"));
+    nn_clear_error();
+    assert_non_null(nn_module_get_parameter(m, "transformer.ln_f.weight"));
+    assert_true(nn_module_get_parameter(m, "lm_head.weight") !=
+                nn_module_get_parameter(m, "transformer.wte.weight"));
+    /* 2 embeddings + 2 x (2 LN weights + 4 matrices) + ln_f + head */
+    assert_int_equal(nn_module_num_parameters(m), 2 + 2 * 6 + 1 + 1);
+    TU_OK(nn_module_train(m, false));
+    nn_model *md = save_load(m);
+    nn_gpt_config b;
+    TU_OK(nn_gpt_get_config(nn_model_module(md), &b));
+    assert_memory_equal(&c, &b, sizeof c);
+    nn_tensor *idx = tu_golden_get(G, "idx");
+    assert_true(nn_tensor_equal(TU_NN(nn_module_forward(m, idx)), TU_NN(nn_model_predict(md, idx))));
+    /* Training mode with dropout: a different forward, and a gradient. */
+    TU_OK(nn_module_train(m, true));
+    nn_tensor *loss = TU_NN(loss_of(m, idx, tu_golden_get(G, "tgt")));
+    TU_OK(nn_backward(loss));
+    assert_non_null(nn_tensor_grad(nn_module_get_parameter(m, "transformer.wpe.weight")));
+    nn_model_free(md);
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+/* ------------------------------------------------------------ tokenizer */
+
+static void test_tokenizer(void **st) {
+    (void)st;
+    char text[256], back[256];
+    int64_t ids[256];
+    for (int i = 0; i < 256; i++) text[i] = (char)i;
+    assert_int_equal(nn_byte_encode(text, 256, NULL, 0), 256);
+    assert_int_equal(nn_byte_encode(text, 256, ids, 256), 256);
+    for (int i = 0; i < 256; i++) assert_int_equal(ids[i], i);
+    assert_int_equal(nn_byte_decode(ids, 256, back, 256), 256);
+    assert_memory_equal(text, back, 256);
+    /* "héllo" (UTF-8) round-trips byte by byte; a short buffer truncates. */
+    const char *s = "h\xc3\xa9llo";
+    assert_int_equal(nn_byte_encode(s, strlen(s), ids, 3), 6);
+    assert_int_equal(ids[1], 0xc3);
+    assert_int_equal(nn_byte_encode(s, strlen(s), ids, 6), 6);
+    assert_int_equal(nn_byte_decode(ids, 6, back, 6), 6);
+    assert_memory_equal(back, s, 6);
+    assert_int_equal(nn_byte_decode(ids, 6, NULL, 0), 6);
+    /* errors */
+    ids[2] = 256;
+    assert_int_equal(nn_byte_decode(ids, 6, back, 6), -1);
+    tu_expect_error(NN_ERR_RANGE, "ids[2] = 256");
+    ids[2] = -1;
+    assert_int_equal(nn_byte_decode(ids, 6, back, 6), -1);
+    tu_expect_error(NN_ERR_RANGE, "not a byte");
+    assert_int_equal(nn_byte_encode(NULL, 3, ids, 3), -1);
+    tu_expect_error(NN_ERR_NULL, "text");
+    assert_int_equal(nn_byte_encode(s, 3, NULL, 3), -1);
+    tu_expect_error(NN_ERR_NULL, "nn_byte_encode");
+    assert_int_equal(nn_byte_decode(ids, -1, back, 6), -1);
+    tu_expect_error(NN_ERR_INVALID, "n = -1");
+}
+
+/* ------------------------------------------------------------- sessions */
+
+static nn_model *golden_model(void) {
+    nn_module *m = golden_gpt();
+    nn_model *md = save_load(m);
+    nn_module_free(m);
+    return md;
+}
+
+/* Logits of the last position of tokens[0..n), recomputed from scratch. */
+static void full_logits(nn_model *md, const int64_t *tokens, int64_t n, float *out, int64_t V) {
+    nn_scope *sc = nn_scope_begin();
+    int64_t shape[2] = {1, n};
+    nn_tensor *x = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, shape, 2, tokens));
+    nn_tensor *y = TU_NN(nn_model_predict(md, x));
+    nn_tensor *last = TU_NN(nn_tensor_contiguous(nn_slice(y, 1, n - 1, n, 1)));
+    TU_OK(nn_tensor_copy_to(last, out, sizeof(float) * (size_t)V));
+    nn_scope_end(sc);
+}
+
+static void test_cache_equals_recompute(void **st) {
+    (void)st;
+    nn_model *md = golden_model();
+    const int64_t V = 40;
+    nn_session *s = TU_NN(nn_session_new(md, NULL));
+    int64_t toks[16] = {3, 17, 39, 0, 5, 22, 8};
+    float a[40], b[40];
+    TU_OK(nn_session_append(s, toks, 7)); /* prefill */
+    int64_t n = 7;
+    double worst = 0;
+    for (;;) {
+        TU_OK(nn_session_logits(s, a, V));
+        full_logits(md, toks, n, b, V);
+        for (int64_t i = 0; i < V; i++) {
+            double d = fabs((double)a[i] - b[i]);
+            if (d > worst) worst = d;
+        }
+        if (n == 16) break;
+        int64_t t;
+        TU_OK(nn_session_sample(s, &t)); /* greedy: the argmax */
+        for (int64_t i = 0; i < V; i++) assert_true(a[i] <= a[t]);
+        toks[n++] = t;
+        TU_OK(nn_session_append(s, &t, 1));
+    }
+    assert_true(worst <= 1e-5);
+    assert_int_equal(nn_session_length(s), 16);
+    /* The cache is full: one more token is refused, nothing added. */
+    TU_OK(nn_session_append(s, toks, 0));
+    assert_int_equal(nn_session_append(s, toks, 1), NN_ERR_LIMIT);
+    tu_expect_error(NN_ERR_LIMIT, "block_size 16");
+    assert_int_equal(nn_session_length(s), 16);
+    /* A prefill in several chunks equals token-by-token appends. */
+    TU_OK(nn_session_reset(s));
+    assert_int_equal(nn_session_logits(s, a, V), NN_ERR_STATE);
+    TU_OK(nn_session_append(s, toks, 16));
+    TU_OK(nn_session_logits(s, a, V));
+    full_logits(md, toks, 16, b, V);
+    for (int64_t i = 0; i < V; i++) assert_true(fabs((double)a[i] - b[i]) <= 1e-5);
+    nn_session_free(s);
+    nn_model_free(md);
+}
+
+/* A bigger random model whose prefill spans several chunks. */
+static void test_cache_long_prompt(void **st) {
+    (void)st;
+    nn_gpt_config c;
+    TU_OK(nn_gpt_config_init(&c));
+    c.vocab_size = 256;
+    c.block_size = 96;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_embd = 32;
+    nn_module *m = TU_NN(nn_gpt_new(&c));
+    nn_model *md = save_load(m);
+    nn_module_free(m);
+    int64_t toks[96];
+    for (int i = 0; i < 96; i++) toks[i] = (i * 37 + 11) % 256;
+    nn_session *s = TU_NN(nn_session_new(md, NULL));
+    float a[256], b[256];
+    TU_OK(nn_session_append(s, toks, 70));
+    for (int64_t n = 70; n <= 96; n += 13) {
+        if (n > 70) TU_OK(nn_session_append(s, toks + n - 13, 13));
+        TU_OK(nn_session_logits(s, a, 256));
+        full_logits(md, toks, n, b, 256);
+        for (int i = 0; i < 256; i++) assert_true(fabs((double)a[i] - b[i]) <= 1e-5);
+    }
+    nn_session_free(s);
+    nn_model_free(md);
+}
+
+typedef struct {
+    int64_t seen[64];
+    int n, stop_after;
+} stream;
+
+static int on_tok(int64_t t, void *user) {
+    stream *s = user;
+    s->seen[s->n++] = t;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static void test_sampling_rules(void **st) {
+    (void)st;
+    nn_model *md = golden_model();
+    const int64_t prompt[3] = {1, 2, 3};
+    int64_t out[16], out2[16], n1, n2;
+    nn_sampling o;
+    TU_OK(nn_sampling_init(&o));
+    o.max_tokens = 10;
+    /* greedy, top_k 1 and a tiny top_p all take the argmax */
+    nn_session *g = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_generate(g, prompt, 3, NULL, 0, out, 16, &n1, NULL, NULL));
+    assert_int_equal(n1, 10);
+    o.temperature = 1.5;
+    o.top_k = 1;
+    o.seed = 9;
+    nn_session *k1 = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_generate(k1, prompt, 3, NULL, 0, out2, 16, &n2, NULL, NULL));
+    assert_memory_equal(out, out2, sizeof(int64_t) * 10);
+    o.top_k = 0;
+    o.top_p = 1e-6;
+    nn_session *p0 = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_generate(p0, prompt, 3, NULL, 0, out2, 16, &n2, NULL, NULL));
+    assert_memory_equal(out, out2, sizeof(int64_t) * 10);
+    /* seeded sampling repeats after a reset; another seed differs somewhere */
+    o.top_p = 0.9;
+    o.top_k = 20;
+    o.temperature = 2.0;
+    o.seed = 123;
+    nn_session *a = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_generate(a, prompt, 3, NULL, 0, out, 16, &n1, NULL, NULL));
+    TU_OK(nn_session_reset(a));
+    TU_OK(nn_session_generate(a, prompt, 3, NULL, 0, out2, 16, &n2, NULL, NULL));
+    assert_int_equal(n1, n2);
+    assert_memory_equal(out, out2, sizeof(int64_t) * (size_t)n1);
+    /* top-k: each sampled token is among the k most likely */
+    o.top_k = 3;
+    o.top_p = 1;
+    nn_session *k3 = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_append(k3, prompt, 3));
+    for (int step = 0; step < 12; step++) {
+        float lg[40];
+        int64_t t;
+        TU_OK(nn_session_logits(k3, lg, 40));
+        TU_OK(nn_session_sample(k3, &t));
+        int above = 0;
+        for (int i = 0; i < 40; i++) above += lg[i] > lg[t];
+        assert_true(above < 3);
+        TU_OK(nn_session_append(k3, &t, 1));
+    }
+    /* top-p: the token lies in the smallest prefix holding p of the mass */
+    o.top_k = 0;
+    o.top_p = 0.5;
+    o.temperature = 1;
+    nn_session *pp = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_append(pp, prompt, 3));
+    for (int step = 0; step < 12; step++) {
+        float lg[40];
+        double pr[40], mx = -1e30, sum = 0;
+        int64_t t;
+        TU_OK(nn_session_logits(pp, lg, 40));
+        TU_OK(nn_session_sample(pp, &t));
+        for (int i = 0; i < 40; i++) mx = lg[i] > mx ? lg[i] : mx;
+        for (int i = 0; i < 40; i++) sum += pr[i] = exp(lg[i] - mx);
+        double higher = 0; /* mass strictly above the chosen token's */
+        for (int i = 0; i < 40; i++)
+            if (pr[i] > pr[t]) higher += pr[i] / sum;
+        assert_true(higher < 0.5 + 1e-6);
+        TU_OK(nn_session_append(pp, &t, 1));
+    }
+    /* stop tokens end generation (not emitted), the callback sees each token
+     * and can stop, out's capacity bounds the count */
+    o.top_p = 1;
+    o.top_k = 0;
+    o.temperature = 0;
+    o.max_tokens = 0;
+    nn_session *sg = TU_NN(nn_session_new(md, &o));
+    TU_OK(nn_session_generate(sg, prompt, 3, NULL, 0, out, 16, &n1, NULL, NULL));
+    assert_int_equal(n1, 13); /* the cache (16) fills first */
+    TU_OK(nn_session_reset(sg));
+    int64_t stop = out[4];
+    int first = 0;
+    while (out[first] != stop) first++;
+    TU_OK(nn_session_generate(sg, prompt, 3, &stop, 1, out2, 16, &n2, NULL, NULL));
+    assert_int_equal(n2, first);
+    assert_memory_equal(out, out2, sizeof(int64_t) * (size_t)first);
+    TU_OK(nn_session_reset(sg));
+    stream str = {.stop_after = 4};
+    TU_OK(nn_session_generate(sg, prompt, 3, NULL, 0, NULL, 0, &n2, on_tok, &str));
+    assert_int_equal(n2, 4);
+    assert_int_equal(str.n, 4);
+    assert_memory_equal(out, str.seen, sizeof(int64_t) * 4);
+    /* continue the conversation without a new prompt */
+    TU_OK(nn_session_generate(sg, NULL, 0, NULL, 0, out2, 2, &n2, NULL, NULL));
+    assert_int_equal(n2, 2);
+    assert_memory_equal(out + 4, out2, sizeof(int64_t) * 2);
+    assert_int_equal(nn_session_length(sg), 3 + 6);
+    nn_session *all[] = {g, k1, p0, a, k3, pp, sg};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) nn_session_free(all[i]);
+    nn_model_free(md);
+}
+
+/* -------------------------------------------------------------- threads */
+
+typedef struct {
+    nn_model *md;
+    uint64_t seed;
+    int64_t out[64], n;
+    nn_status st;
+} job;
+
+static void run_job(job *j) {
+    nn_sampling o;
+    nn_sampling_init(&o);
+    o.temperature = 0.9;
+    o.top_k = 30;
+    o.top_p = 0.95;
+    o.seed = j->seed;
+    o.max_tokens = 40;
+    nn_session *s = nn_session_new(j->md, &o);
+    int64_t prompt[4] = {5, 6, 7, (int64_t)(j->seed % 200)};
+    j->st = s ? nn_session_generate(s, prompt, 4, NULL, 0, j->out, 64, &j->n, NULL, NULL)
+              : nn_last_status();
+    nn_session_free(s);
+}
+
+static void *thread_main(void *p) {
+    run_job(p);
+    return NULL;
+}
+
+static void test_threads_share_model(void **st) {
+    (void)st;
+    nn_gpt_config c;
+    TU_OK(nn_gpt_config_init(&c));
+    c.vocab_size = 256;
+    c.block_size = 64;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.n_embd = 32;
+    nn_module *m = TU_NN(nn_gpt_new(&c));
+    nn_model *md = save_load(m);
+    nn_module_free(m);
+    enum { N = 6 };
+    job ref[N], par[N];
+    for (int i = 0; i < N; i++) {
+        ref[i] = (job){.md = md, .seed = 100 + (uint64_t)i};
+        par[i] = ref[i];
+        run_job(&ref[i]);
+        TU_OK(ref[i].st);
+        assert_int_equal(ref[i].n, 40);
+    }
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) assert_int_equal(pthread_create(&th[i], NULL, thread_main, &par[i]), 0);
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        TU_OK(par[i].st);
+        assert_int_equal(par[i].n, ref[i].n);
+        assert_memory_equal(par[i].out, ref[i].out, sizeof(int64_t) * (size_t)ref[i].n);
+    }
+    /* different seeds gave different texts */
+    assert_true(memcmp(ref[0].out, ref[1].out, sizeof(int64_t) * 40) != 0);
+    nn_model_free(md);
+}
+
+/* --------------------------------------------------------------- errors */
+
+static void test_bad_configs(void **st) {
+    (void)st;
+    nn_gpt_config c;
+    TU_OK(nn_gpt_config_init(&c));
+    c.n_embd = 30;
+    c.n_head = 4;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_INVALID, "n_embd 30 is not divisible by n_head 4");
+    TU_OK(nn_gpt_config_init(&c));
+    c.vocab_size = 0;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_INVALID, "vocab_size = 0");
+    TU_OK(nn_gpt_config_init(&c));
+    c.n_layer = -2;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_INVALID, "n_layer = -2");
+    TU_OK(nn_gpt_config_init(&c));
+    c.dropout = 1.0;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_INVALID, "dropout = 1");
+    TU_OK(nn_gpt_config_init(&c));
+    c.bias = 2;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_INVALID, "bias = 2");
+    TU_OK(nn_gpt_config_init(&c));
+    c.block_size = (int64_t)1 << 40;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_INVALID, "block_size");
+    TU_OK(nn_gpt_config_init(&c));
+    c.struct_size = 8;
+    assert_null(nn_gpt_new(&c));
+    tu_expect_error(NN_ERR_VERSION, "struct_size = 8");
+    assert_null(nn_gpt_new(NULL));
+    tu_expect_error(NN_ERR_NULL, "nn_gpt_new");
+    /* a module of another kind */
+    nn_module *lin = TU_NN(nn_linear_new(2, 3, true));
+    assert_int_equal(nn_gpt_get_config(lin, &c), NN_ERR_INVALID);
+    tu_expect_error(NN_ERR_INVALID, "Linear, not a GPT");
+    nn_model *md = save_load(lin);
+    assert_null(nn_session_new(md, NULL));
+    tu_expect_error(NN_ERR_INVALID, "not a GPT");
+    nn_model_free(md);
+    nn_module_free(lin);
+    /* sampling settings */
+    nn_model *gm = golden_model();
+    nn_sampling o;
+    TU_OK(nn_sampling_init(&o));
+    o.top_p = 0;
+    assert_null(nn_session_new(gm, &o));
+    tu_expect_error(NN_ERR_INVALID, "top_p = 0");
+    TU_OK(nn_sampling_init(&o));
+    o.temperature = -1;
+    assert_null(nn_session_new(gm, &o));
+    tu_expect_error(NN_ERR_INVALID, "temperature = -1");
+    TU_OK(nn_sampling_init(&o));
+    o.struct_size = 4;
+    assert_null(nn_session_new(gm, &o));
+    tu_expect_error(NN_ERR_VERSION, "struct_size = 4");
+    nn_model_free(gm);
+}
+
+static void test_bad_ids(void **st) {
+    (void)st;
+    nn_scope *sc = nn_scope_begin();
+    nn_model *md = golden_model();
+    nn_module *m = nn_model_module(md);
+    int64_t s2[2] = {1, 3}, big[2] = {1, 17};
+    int64_t bad[3] = {1, 40, 2};
+    nn_tensor *x = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, s2, 2, bad));
+    assert_null(nn_module_forward(m, x));
+    tu_expect_error(NN_ERR_RANGE, "40");
+    assert_null(nn_module_forward(m, nn_tensor_zeros(NN_DTYPE_I64, big, 2)));
+    tu_expect_error(NN_ERR_SHAPE, "sequence length 17, expected 1..16");
+    assert_null(nn_module_forward(m, nn_tensor_zeros(NN_DTYPE_F32, s2, 2)));
+    tu_expect_error(NN_ERR_SHAPE, "expected i64 token ids [B, T], got f32");
+    assert_null(nn_module_forward(m, nn_tensor_zeros(NN_DTYPE_I64, s2, 1)));
+    tu_expect_error(NN_ERR_SHAPE, "expected i64 token ids");
+    nn_session *s = TU_NN(nn_session_new(md, NULL));
+    assert_int_equal(nn_session_append(s, bad, 3), NN_ERR_RANGE);
+    tu_expect_error(NN_ERR_RANGE, "tokens[1] = 40 is outside the vocabulary 0..39");
+    assert_int_equal(nn_session_length(s), 0);
+    int64_t t;
+    assert_int_equal(nn_session_sample(s, &t), NN_ERR_STATE);
+    assert_int_equal(nn_session_generate(s, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, NULL),
+                     NN_ERR_STATE);
+    tu_expect_error(NN_ERR_STATE, "give a prompt");
+    int64_t ok[1] = {2};
+    assert_int_equal(nn_session_generate(s, ok, 1, NULL, 2, NULL, 0, NULL, NULL, NULL),
+                     NN_ERR_NULL);
+    assert_int_equal(nn_session_append(s, ok, -1), NN_ERR_INVALID);
+    float lg[8];
+    TU_OK(nn_session_append(s, ok, 1));
+    assert_int_equal(nn_session_logits(s, lg, 8), NN_ERR_INVALID);
+    tu_expect_error(NN_ERR_INVALID, "the vocabulary needs 40");
+    /* the wrong handle kind */
+    assert_int_equal(nn_session_reset((nn_session *)m), NN_ERR_BAD_HANDLE);
+    tu_expect_error(NN_ERR_BAD_HANDLE, "is a module, expected a generation session");
+    nn_session_free(s);
+    nn_model_free(md);
+    nn_scope_end(sc);
+}
+
+/* A GPT whose file lost a tensor, or holds one of another shape: the load
+ * may succeed (the children are containers), but every use reports it. */
+static void test_damaged_structure(void **st) {
+    (void)st;
+    nn_scope *sc = nn_scope_begin();
+    nn_gpt_config c = golden_cfg();
+    nn_module *m = TU_NN(nn_gpt_new(&c));
+    /* swap block 1's MLP for an empty dict */
+    nn_module *h1 = TU_NN(nn_module_get_module(m, "transformer.h.1"));
+    TU_OK(nn_module_dict_set(h1, "mlp", nn_module_dict_new()));
+    nn_model *md = save_load(m);
+    assert_null(nn_session_new(md, NULL));
+    tu_expect_error(NN_ERR_FORMAT, "no parameter 'transformer.h.1.mlp.c_fc.weight'");
+    assert_null(nn_model_predict(md, tu_golden_get(G, "idx")));
+    tu_expect_error(NN_ERR_FORMAT, "transformer.h.1.mlp.c_fc.weight");
+    nn_model_free(md);
+    /* a c_attn of the wrong width */
+    nn_module *a0 = TU_NN(nn_module_get_module(m, "transformer.h.0.attn"));
+    TU_OK(nn_module_dict_set(a0, "c_attn", nn_linear_new(16, 40, true)));
+    assert_null(nn_module_forward(m, tu_golden_get(G, "idx")));
+    tu_expect_error(NN_ERR_FORMAT, "'transformer.h.0.attn.c_attn.weight' is f32 [40,16]");
+    nn_module_free(m);
+    nn_scope_end(sc);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_dict_names),
+        cmocka_unit_test(test_golden_loss_grads_adamw),
+        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_no_bias_untied),
+        cmocka_unit_test(test_tokenizer),
+        cmocka_unit_test(test_cache_equals_recompute),
+        cmocka_unit_test(test_cache_long_prompt),
+        cmocka_unit_test(test_sampling_rules),
+        cmocka_unit_test(test_threads_share_model),
+        cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_bad_ids),
+        cmocka_unit_test(test_damaged_structure),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
