@@ -1292,6 +1292,56 @@ static void test_null_sweep(void **s) {
     nn_clear_error();
     { nn_dataset *r = nn_dist_shard_dataset(NULL, 0); nn_dataset_free(r); }
     calls++;
+    nn_clear_error();
+    { nn_status st = nn_gpt_config_init(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_gpt_config_init: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_module *r = nn_gpt_new(NULL); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_gpt_get_config(NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_gpt_get_config: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_byte_encode(NULL, 0, NULL, 0);
+    calls++;
+    nn_clear_error();
+    (void)nn_byte_decode(NULL, 0, NULL, 0);
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_sampling_init(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_sampling_init: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_session_new(NULL, NULL);
+    calls++;
+    nn_clear_error();
+    nn_session_free(NULL);
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_session_reset(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_session_reset: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_session_length(NULL);
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_session_append(NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_session_append: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_session_logits(NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_session_logits: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_session_sample(NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_session_sample: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_session_generate(NULL, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_session_generate: status %d without a message", (int)st); }
+    calls++;
     print_message("%ld functions called with NULL / zero arguments\n", calls);
     assert_true(calls > 300);
 }

@@ -78,6 +78,15 @@ static void load_all(const uint8_t *data, size_t size) {
     if (m) {
         const nn_meta *meta = nn_model_meta(m);
         for (int64_t i = 0; i < nn_meta_count(meta); i++) nn_meta_kind_of(meta, nn_meta_key(meta, i));
+        /* A GPT's children come from the file: a session checks every
+         * tensor it will read (other kinds: a clean NN_ERR_INVALID). */
+        nn_session *s = nn_session_new(m, NULL);
+        const int64_t tok = 1;
+        if (s && nn_session_append(s, &tok, 1) == NN_OK) {
+            int64_t next;
+            nn_session_sample(s, &next);
+        }
+        nn_session_free(s);
     }
     nn_model_free(m);
     nn_statedict_free(nn_statedict_load_buffer(data, size, g_opts));

@@ -546,6 +546,15 @@ static void catalogue(void) {
         static const double bad_drop[] = {3, 2, 2, 1.5};
         static const char *const extra[] = {"length"};
         static const double one[] = {1};
+        /* GPT (a container kind): its hyperparameters are all a file can
+         * get wrong at load; missing or misshapen tensors under it are
+         * reported where it is used (tests/module/test_gpt.c). */
+        static const char *const gpt[] = {"vocab_size", "block_size", "n_layer", "n_head",
+                                          "n_embd",     "dropout",    "bias",    "tie_weights"};
+        static const double gpt_heads[] = {10, 8, 1, 4, 30, 0, 1, 1},
+                            gpt_drop[] = {10, 8, 1, 2, 16, 1.5, 1, 1},
+                            gpt_block[] = {10, 1e12, 1, 2, 16, 0, 1, 1},
+                            gpt_tie[] = {10, 8, 1, 2, 16, 0, 1, 0.5};
         struct {
             const char *name;
             buf tree;
@@ -564,6 +573,16 @@ static void catalogue(void) {
              "GRU: dropout = 1.5, expected a value in [0, 1]"},
             {"module_list_hyperparameter", linear_then(leaf_node("ModuleList", 1, extra, one)),
              "ModuleList: unknown hyperparameter 'length'"},
+            {"gpt_heads_not_dividing", linear_then(leaf_node("GPT", 8, gpt, gpt_heads)),
+             "GPT: n_embd 30 is not divisible by n_head 4"},
+            {"gpt_dropout_out_of_range", linear_then(leaf_node("GPT", 8, gpt, gpt_drop)),
+             "GPT: dropout = 1.5, expected a value in [0, 1)"},
+            {"gpt_block_size_too_large", linear_then(leaf_node("GPT", 8, gpt, gpt_block)),
+             "GPT: block_size = 1e+12, expected an integer in 1..16777216"},
+            {"gpt_tie_not_boolean", linear_then(leaf_node("GPT", 8, gpt, gpt_tie)),
+             "GPT: tie_weights = 0.5, expected 0 or 1"},
+            {"gpt_missing_hyperparameter", linear_then(leaf_node("GPT", 4, gpt, gpt_heads)),
+             "GPT: hyperparameter 'n_embd' is missing"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};

@@ -118,6 +118,10 @@ def parse(files):
             h.enums[m.group(3)] = consts
         for m in re.finditer(r'typedef\s+struct\s+(\w+)\s+(\w+)\s*;', text):
             h.handles.append(m.group(2))
+        # Versioned option structs (typedef struct x { ... } x;): passed by
+        # pointer as c_void_p; the Pythonic layer defines their Structure.
+        for m in re.finditer(r'typedef\s+struct\s+(\w+)\s*\{[^{}]*\}\s*(\w+)\s*;', text):
+            h.handles.append(m.group(2))
         for m in re.finditer(r'typedef\s+([^;{}()]+?)\(\s*\*\s*(\w+)\s*\)\s*\(([^;]*?)\)\s*;',
                              text, re.S):
             h.callbacks[m.group(2)] = (' '.join(m.group(1).split()),
