@@ -212,6 +212,23 @@ static double gpt_flops(const nn_module *m, const nn_tensor *in, const nn_tensor
     return B * T * (2.0 * (12.0 * C * C * L + V * C) + 4.0 * T * C * L / 2.0);
 }
 
+/* A model file's GPT: only its two children, and (once attached) every
+ * tensor the forward reads, of the shapes its hyperparameters give. */
+static nn_status gpt_check_child(const nn_module *m, const char *name, const nn_module *child) {
+    (void)m, (void)child;
+    if (strcmp(name, "transformer") && strcmp(name, "lm_head"))
+        return nn__err(NN_ERR_FORMAT, "GPT: unexpected child '%.64s' (transformer, lm_head)",
+                       name);
+    return NN_OK;
+}
+
+static nn_status gpt_check_complete(const nn_module *m) {
+    nn__gpt_view v;
+    nn_status st = nn__gpt_view_get(m, &v, "GPT");
+    nn__gpt_view_free(&v);
+    return st;
+}
+
 const nn__mod_kind nn__kind_gpt = {.type = "GPT",
                                    .nkeys = G_NKEYS,
                                    .keys = gpt_keys,
@@ -219,7 +236,9 @@ const nn__mod_kind nn__kind_gpt = {.type = "GPT",
                                    .build = gpt_build,
                                    .forward = gpt_forward,
                                    .flops = gpt_flops,
-                                   .container = true};
+                                   .container = true,
+                                   .check_child = gpt_check_child,
+                                   .check_complete = gpt_check_complete};
 
 /* ------------------------------------------------------------ builder */
 

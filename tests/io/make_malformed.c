@@ -554,7 +554,8 @@ static void catalogue(void) {
         static const double gpt_heads[] = {10, 8, 1, 4, 30, 0, 1, 1},
                             gpt_drop[] = {10, 8, 1, 2, 16, 1.5, 1, 1},
                             gpt_block[] = {10, 1e12, 1, 2, 16, 0, 1, 1},
-                            gpt_tie[] = {10, 8, 1, 2, 16, 0, 1, 0.5};
+                            gpt_tie[] = {10, 8, 1, 2, 16, 0, 1, 0.5},
+                            gpt_drop_ok[] = {10, 8, 1, 2, 16, 0.1, 1, 1};
         struct {
             const char *name;
             buf tree;
@@ -583,6 +584,8 @@ static void catalogue(void) {
              "GPT: tie_weights = 0.5, expected 0 or 1"},
             {"gpt_missing_hyperparameter", linear_then(leaf_node("GPT", 4, gpt, gpt_heads)),
              "GPT: hyperparameter 'n_embd' is missing"},
+            {"gpt_without_children", linear_then(leaf_node("GPT", 8, gpt, gpt_drop_ok)),
+             "GPT: GPT has no parameter 'transformer.wte.weight'"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};

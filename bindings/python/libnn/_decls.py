@@ -151,6 +151,9 @@ HANDLES = (
     'nn_metrics_log',
     'nn_io_options',
     'nn_meta',
+    'nn_session',
+    'nn_gpt_config',
+    'nn_sampling',
 )
 
 # Callback types.
@@ -164,7 +167,8 @@ nn_forward_n_fn = CFUNCTYPE(c_void_p, c_void_p, POINTER(c_void_p), c_int, c_void
 nn_fit_epoch_fn = CFUNCTYPE(c_bool, c_int64, c_double, c_double, c_double, c_double, c_void_p)
 nn_write_fn = CFUNCTYPE(c_int, c_void_p, c_size_t, c_void_p)
 nn_read_fn = CFUNCTYPE(c_int64, c_void_p, c_size_t, c_void_p)
-CALLBACKS = {'nn_malloc_fn': nn_malloc_fn, 'nn_realloc_fn': nn_realloc_fn, 'nn_free_fn': nn_free_fn, 'nn_deleter_fn': nn_deleter_fn, 'nn_forward_fn': nn_forward_fn, 'nn_user_free_fn': nn_user_free_fn, 'nn_forward_n_fn': nn_forward_n_fn, 'nn_fit_epoch_fn': nn_fit_epoch_fn, 'nn_write_fn': nn_write_fn, 'nn_read_fn': nn_read_fn}
+nn_token_fn = CFUNCTYPE(c_int, c_int64, c_void_p)
+CALLBACKS = {'nn_malloc_fn': nn_malloc_fn, 'nn_realloc_fn': nn_realloc_fn, 'nn_free_fn': nn_free_fn, 'nn_deleter_fn': nn_deleter_fn, 'nn_forward_fn': nn_forward_fn, 'nn_user_free_fn': nn_user_free_fn, 'nn_forward_n_fn': nn_forward_n_fn, 'nn_fit_epoch_fn': nn_fit_epoch_fn, 'nn_write_fn': nn_write_fn, 'nn_read_fn': nn_read_fn, 'nn_token_fn': nn_token_fn}
 
 # Functions: (name, restype, argtypes, argnames, header).
 FUNCTIONS = (
@@ -572,4 +576,18 @@ FUNCTIONS = (
     ('nn_dist_allreduce_scalar', c_int, (POINTER(c_double), c_int, ), ('v', 'n'), 'nn.h'),
     ('nn_dist_shard_indices', c_int64, (c_int64, c_int, c_int, c_bool, POINTER(c_int64), c_int64, ), ('n', 'rank', 'size', 'even', 'out', 'cap'), 'nn.h'),
     ('nn_dist_shard_dataset', c_void_p, (c_void_p, c_bool, ), ('ds', 'even'), 'nn.h'),
+    ('nn_gpt_config_init', c_int, (c_void_p, ), ('cfg',), 'nn.h'),
+    ('nn_gpt_new', c_void_p, (c_void_p, ), ('cfg',), 'nn.h'),
+    ('nn_gpt_get_config', c_int, (c_void_p, c_void_p, ), ('gpt', 'cfg'), 'nn.h'),
+    ('nn_byte_encode', c_int64, (c_char_p, c_size_t, POINTER(c_int64), c_int64, ), ('text', 'len', 'out', 'cap'), 'nn.h'),
+    ('nn_byte_decode', c_int64, (POINTER(c_int64), c_int64, c_char_p, c_int64, ), ('ids', 'n', 'out', 'cap'), 'nn.h'),
+    ('nn_sampling_init', c_int, (c_void_p, ), ('s',), 'nn.h'),
+    ('nn_session_new', c_void_p, (c_void_p, c_void_p, ), ('model', 'opts'), 'nn.h'),
+    ('nn_session_free', None, (c_void_p, ), ('s',), 'nn.h'),
+    ('nn_session_reset', c_int, (c_void_p, ), ('s',), 'nn.h'),
+    ('nn_session_length', c_int64, (c_void_p, ), ('s',), 'nn.h'),
+    ('nn_session_append', c_int, (c_void_p, POINTER(c_int64), c_int64, ), ('s', 'tokens', 'n'), 'nn.h'),
+    ('nn_session_logits', c_int, (c_void_p, POINTER(c_float), c_int64, ), ('s', 'out', 'cap'), 'nn.h'),
+    ('nn_session_sample', c_int, (c_void_p, POINTER(c_int64), ), ('s', 'token'), 'nn.h'),
+    ('nn_session_generate', c_int, (c_void_p, POINTER(c_int64), c_int64, POINTER(c_int64), c_int64, POINTER(c_int64), c_int64, POINTER(c_int64), nn_token_fn, c_void_p, ), ('s', 'prompt', 'n', 'stop', 'nstop', 'out', 'cap', 'n_out', 'on_token', 'user'), 'nn.h'),
 )
