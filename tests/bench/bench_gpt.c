@@ -1,0 +1,290 @@
+/* GPT benchmark (never a unit test). Lines:
+ *     BENCH <case> <threads> <value> <unit>
+ *
+ * gpt_mini_train: ms per training step (forward, cross-entropy, backward,
+ *   AdamW) of the mini GPT of the Transformers issue (4 layers, 4 heads, 256
+ *   channels, vocabulary 256, batch 8, sequence 128), median of the steps
+ *   after a warm-up, at 1 and 2 threads. With --torch, PyTorch runs the
+ *   identical model (tests/bench/bench_gpt_torch.py, /usr/bin/python3) in
+ *   the same run, rounds interleaved with libnn's so both see the same load;
+ *   the ratio line is PyTorch's median / libnn's (> 1: libnn is faster).
+ * gpt_mini_profile: with --profile, one step split into forward, backward
+ *   and optimizer (ms, median).
+ * gpt_decode_<mini|124m>: tokens/s of a session generating with the KV cache
+ *   (batch 1, greedy), the memory bandwidth measured in the same run (a
+ *   streaming read of 1 GiB), the bound it sets (bandwidth / bytes of the
+ *   weights read per token) and the fraction of it reached.
+ *
+ * Usage: bench_gpt [--torch SCRIPT] [--steps N] [--rounds N] [--profile]
+ *                  [--no-124m] [--no-decode] [--no-train] [--threads LIST]
+ * (LIST: e.g. 1,2) */
+#include "nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_gpt: %s: %s\n", what, nn_last_error());
+    exit(1);
+}
+
+enum { V = 256, T = 128, B = 8, L = 4, H = 4, C = 256 };
+
+typedef struct trainer {
+    nn_module *gpt;
+    nn_optim *opt;
+    nn_tensor *x, *y;
+} trainer;
+
+static trainer trainer_new(void) {
+    trainer t;
+    nn_gpt_config cfg;
+    nn_gpt_config_init(&cfg);
+    cfg.vocab_size = V;
+    cfg.block_size = T;
+    cfg.n_layer = L;
+    cfg.n_head = H;
+    cfg.n_embd = C;
+    nn_generator_seed(NULL, 1);
+    t.gpt = nn_gpt_new(&cfg);
+    if (!t.gpt) die("nn_gpt_new");
+    int64_t np = nn_module_num_parameters(t.gpt);
+    nn_tensor *ps[64];
+    for (int64_t i = 0; i < np && i < 64; i++) ps[i] = nn_module_parameter(t.gpt, i, NULL);
+    t.opt = nn_adamw(ps, np, 3e-4, 0.1);
+    if (!t.opt) die("nn_adamw");
+    nn_generator *g = nn_generator_new(7);
+    int64_t s[2] = {B, T};
+    int64_t xs[B * T], ys[B * T];
+    for (int i = 0; i < B * T; i++) {
+        xs[i] = (int64_t)(nn_generator_next(g) % V);
+        ys[i] = (int64_t)(nn_generator_next(g) % V);
+    }
+    int64_t s1 = B * T;
+    t.x = nn_tensor_from_data(NN_DTYPE_I64, s, 2, xs);
+    t.y = nn_tensor_from_data(NN_DTYPE_I64, &s1, 1, ys);
+    nn_generator_free(g);
+    return t;
+}
+
+static void trainer_free(trainer *t) {
+    nn_tensor_free(t->x);
+    nn_tensor_free(t->y);
+    nn_optim_free(t->opt);
+    nn_module_free(t->gpt);
+}
+
+/* One step; times of its three phases added to ph[0..3) when ph. */
+static void train_step(trainer *t, double *ph) {
+    nn_scope *sc = nn_scope_begin();
+    double t0 = now_s();
+    nn_optim_zero_grad(t->opt);
+    int64_t s2[2] = {B * T, V};
+    nn_tensor *loss = nn_cross_entropy(nn_reshape(nn_module_forward(t->gpt, t->x), s2, 2), t->y);
+    if (!loss) die("forward");
+    double t1 = now_s();
+    if (nn_backward(loss)) die("backward");
+    double t2 = now_s();
+    if (nn_optim_step(t->opt)) die("step");
+    double t3 = now_s();
+    nn_scope_end(sc);
+    if (ph) {
+        ph[0] = 1e3 * (t1 - t0);
+        ph[1] = 1e3 * (t2 - t1);
+        ph[2] = 1e3 * (t3 - t2);
+    }
+}
+
+/* Median ms/step of `steps` steps after 2 warm-up steps. */
+static double libnn_round(trainer *t, int steps) {
+    double v[256];
+    for (int i = 0; i < 2; i++) train_step(t, NULL);
+    for (int i = 0; i < steps; i++) {
+        double a = now_s();
+        train_step(t, NULL);
+        v[i] = 1e3 * (now_s() - a);
+    }
+    return median(v, steps);
+}
+
+/* PyTorch's median ms/step, from the script's "MEDIAN_MS x" line. */
+static double torch_round(const char *script, int threads, int steps) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s --threads %d --steps %d 2>&1", script,
+             threads, steps);
+    FILE *p = popen(cmd, "r");
+    if (!p) return NAN;
+    char line[512];
+    double ms = NAN;
+    while (fgets(line, sizeof line, p))
+        if (!strncmp(line, "MEDIAN_MS ", 10)) ms = atof(line + 10);
+    pclose(p);
+    return ms;
+}
+
+static void bench_train(const char *torch, const int *threads, int nthreads, int steps,
+                        int rounds, bool profile) {
+    trainer t = trainer_new();
+    for (int ti = 0; ti < nthreads; ti++) {
+        int th = threads[ti];
+        nn_set_num_threads(th);
+        double mine[16], ref[16];
+        int nref = 0;
+        for (int r = 0; r < rounds; r++) {
+            mine[r] = libnn_round(&t, steps);
+            if (torch) {
+                double ms = torch_round(torch, th, steps);
+                if (isfinite(ms)) ref[nref++] = ms;
+            }
+        }
+        double m = median(mine, rounds);
+        printf("BENCH gpt_mini_train %d %.1f ms/step\n", th, m);
+        if (nref) {
+            double pm = median(ref, nref);
+            printf("BENCH gpt_mini_train_torch %d %.1f ms/step\n", th, pm);
+            printf("BENCH gpt_mini_train_ratio %d %.2f x (PyTorch / libnn, >1: libnn faster)\n", th,
+                   pm / m);
+        }
+        if (profile) {
+            double ph[3][64], one[3];
+            for (int i = 0; i < steps; i++) {
+                train_step(&t, one);
+                for (int k = 0; k < 3; k++) ph[k][i] = one[k];
+            }
+            printf("BENCH gpt_mini_profile %d forward %.1f backward %.1f adamw %.1f ms\n", th,
+                   median(ph[0], steps), median(ph[1], steps), median(ph[2], steps));
+        }
+        fflush(stdout);
+    }
+    trainer_free(&t);
+}
+
+/* GB/s of a streaming read of 1 GiB (sum of floats), best of 3. */
+static double bandwidth_gbs(void) {
+    const size_t n = (size_t)1 << 28; /* floats: 1 GiB */
+    float *a = malloc(n * sizeof *a);
+    if (!a) return NAN;
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7);
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_s();
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        for (size_t i = 0; i < n; i += 8) {
+            s0 += a[i], s1 += a[i + 1], s2 += a[i + 2], s3 += a[i + 3];
+            s4 += a[i + 4], s5 += a[i + 5], s6 += a[i + 6], s7 += a[i + 7];
+        }
+        sink = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+        double gbs = (double)(n * sizeof *a) / (now_s() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    (void)sink;
+    free(a);
+    return best;
+}
+
+static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t layers,
+                         int64_t heads, int64_t channels, int64_t prompt_len, int64_t tokens,
+                         double gbs, const int *threads, int nthreads) {
+    nn_gpt_config cfg;
+    nn_gpt_config_init(&cfg);
+    cfg.vocab_size = vocab;
+    cfg.block_size = block;
+    cfg.n_layer = layers;
+    cfg.n_head = heads;
+    cfg.n_embd = channels;
+    nn_generator_seed(NULL, 3);
+    nn_module *m = nn_gpt_new(&cfg);
+    if (!m) die("nn_gpt_new");
+    void *buf = NULL;
+    size_t len = 0;
+    if (nn_model_save_buffer(m, NULL, NULL, &buf, &len)) die("save");
+    nn_module_free(m);
+    nn_model *model = nn_model_load_buffer(buf, len, NULL);
+    nn_free(buf);
+    if (!model) die("load");
+    /* bytes read per token: every weight matrix once (the tied head is the
+     * embedding, read in full; the embedding rows themselves are one row) */
+    const double ch = (double)channels;
+    const double wbytes = 4.0 * ((double)layers * (12.0 * ch * ch + 13.0 * ch) + (double)vocab * ch);
+    int64_t *prompt = malloc(sizeof(int64_t) * (size_t)prompt_len);
+    for (int64_t i = 0; i < prompt_len; i++) prompt[i] = (i * 31 + 7) % vocab;
+    for (int ti = 0; ti < nthreads; ti++) {
+        nn_set_num_threads(threads[ti]);
+        double tps[5];
+        for (int r = 0; r < 5; r++) {
+            nn_sampling o;
+            nn_sampling_init(&o);
+            o.max_tokens = tokens;
+            nn_session *s = nn_session_new(model, &o);
+            if (!s || nn_session_append(s, prompt, prompt_len)) die("prefill");
+            int64_t n = 0;
+            double t0 = now_s();
+            if (nn_session_generate(s, NULL, 0, NULL, 0, NULL, 0, &n, NULL, NULL)) die("generate");
+            tps[r] = (double)n / (now_s() - t0);
+            nn_session_free(s);
+        }
+        double v = median(tps, 5), bound = gbs * 1e9 / wbytes;
+        printf("BENCH gpt_decode_%s %d %.1f tokens/s (bound %.1f at %.1f GB/s for %.1f MB of "
+               "weights: %.0f%%)\n",
+               name, threads[ti], v, bound, gbs, wbytes / 1e6, 100.0 * v / bound);
+        fflush(stdout);
+    }
+    free(prompt);
+    nn_model_free(model);
+}
+
+int main(int argc, char **argv) {
+    const char *torch = NULL;
+    int steps = 10, rounds = 3, threads[8] = {1, 2}, nthreads = 2;
+    bool profile = false, big = true, decode = true, train = true;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--torch") && i + 1 < argc) torch = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--profile")) profile = true;
+        else if (!strcmp(argv[i], "--no-124m")) big = false;
+        else if (!strcmp(argv[i], "--no-decode")) decode = false;
+        else if (!strcmp(argv[i], "--no-train")) train = false;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            nthreads = 0;
+            for (char *tok = strtok(argv[++i], ","); tok && nthreads < 8; tok = strtok(NULL, ","))
+                threads[nthreads++] = atoi(tok);
+        } else {
+            fprintf(stderr, "usage: %s [--torch SCRIPT] [--steps N] [--rounds N] [--profile] "
+                            "[--no-124m] [--no-decode] [--no-train] [--threads 1,2]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (steps < 1 || steps > 64 || rounds < 1 || rounds > 16) {
+        fprintf(stderr, "bench_gpt: --steps 1..64, --rounds 1..16\n");
+        return 2;
+    }
+    printf("# %s\n", nn_backend_info());
+    if (train) bench_train(torch, threads, nthreads, steps, rounds, profile);
+    if (!decode) return 0;
+    double gbs = bandwidth_gbs();
+    printf("BENCH memory_read_bandwidth 1 %.1f GB/s\n", gbs);
+    bench_decode("mini", V, T, L, H, C, 16, 100, gbs, threads, nthreads);
+    if (big) bench_decode("124m", 50257, 1024, 12, 12, 768, 16, 32, gbs, threads, nthreads);
+    return 0;
+}
