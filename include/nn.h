@@ -1710,6 +1710,43 @@ NN_API nn_status nn_checkpoint_load_buffer(const void *data, size_t size, nn_mod
                                            const nn_io_options *opts);
 
 /* ====================================================================== */
+/*  ONNX: import and export                                               */
+/* ====================================================================== */
+/*
+ * Import: an ONNX model (opsets 11 to 17, the default domain) becomes an
+ * nn_model whose module ("Custom:onnx") runs the graph through libnn's ops,
+ * in eval mode; nn_model_predict and nn_module_forward feed its one input.
+ * Float initializers become the module's parameters under their names in
+ * the file (dotted names nest, so "fc1.weight" reads like PyTorch's state
+ * dict; BatchNormalization statistics are buffers): the model can be
+ * fine-tuned when every op has a gradient. Constants and the nodes that
+ * depend only on them are folded at import. Threads: like any nn_model.
+ * Errors: NN_ERR_UNSUPPORTED naming the operator, the node and the opset
+ * for an operator (or attribute) libnn cannot run; NN_ERR_FORMAT for a
+ * graph that does not hold together (undefined or twice-defined names,
+ * cycles, initializers whose data does not match their shape) or bytes that
+ * are not an ONNX protobuf; NN_ERR_LIMIT past NN_IO_OPTION_MAX_BYTES or a
+ * documented cap. Built without ONNX (-Donnx=disabled): NN_ERR_UNSUPPORTED.
+ * Returns a new nn_model (free with nn_model_free), or NULL on error.
+ */
+NN_API nn_model *nn_onnx_load(const char *path, const nn_io_options *opts);
+NN_API nn_model *nn_onnx_load_buffer(const void *data, size_t size, const nn_io_options *opts);
+NN_API nn_model *nn_onnx_load_stream(nn_read_fn read, void *user, const nn_io_options *opts);
+
+/* Export: write module m as an ONNX model (opset 17) traced on an input of
+ * dtype input_dtype (f32, or i64 token ids for an Embedding first) and
+ * input_shape (ndim entries; dim 0, the batch, is left symbolic). Built-in
+ * kinds and Sequential export; a kind with no ONNX form, or a user-defined
+ * module, fails with NN_ERR_UNSUPPORTED naming it. Saving to a path is
+ * atomic like nn_model_save; the buffer form returns a new allocation in
+ * *data (free with nn_free). */
+NN_API nn_status nn_onnx_save(nn_module *m, const char *path, nn_dtype input_dtype,
+                              const int64_t *input_shape, int ndim, const nn_io_options *opts);
+NN_API nn_status nn_onnx_save_buffer(nn_module *m, nn_dtype input_dtype,
+                                     const int64_t *input_shape, int ndim,
+                                     const nn_io_options *opts, void **data, size_t *size);
+
+/* ====================================================================== */
 /*  Distributed data-parallel training (MPI)                              */
 /* ====================================================================== */
 /*

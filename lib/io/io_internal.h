@@ -324,6 +324,11 @@ nn_status nn__ld_copy(nn__ld *ld, void *dst, uint64_t n);
  * is returned, the consumer's own error when the container is sound. */
 nn_status nn__ld_close(nn__ld *ld, nn_status st);
 
+/* ---- model.c: an nn_model around module m and metadata meta (both taken
+ * over, also on failure: then freed and NULL returned), for importers of
+ * other formats (lib/onnx). */
+nn_model *nn__model_wrap(nn_module *m, nn_meta *meta);
+
 /* ---- ties.c: tied parameters in the module section (FORMAT.md, 6) */
 typedef struct nn__ties {
     uint32_t n;

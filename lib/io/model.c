@@ -737,6 +737,19 @@ nn_model *nn_model_load_stream(nn_read_fn read, void *user, const nn_io_options 
     return load_model(&src, opts, fn);
 }
 
+nn_model *nn__model_wrap(nn_module *m, nn_meta *meta) {
+    nn_model *model = m && meta ? nn__calloc(1, sizeof *model) : NULL;
+    if (!model) {
+        nn_module_free(m);
+        nn_meta_free(meta);
+        return NULL;
+    }
+    model->module = m;
+    model->meta = meta;
+    nn__handle_set(&model->handle, NN__KIND_MODEL);
+    return model;
+}
+
 static bool model_check(const nn_model *m, const char *fn) {
     return nn__handle_check(m, NN__KIND_MODEL, fn, "model");
 }
