@@ -931,9 +931,13 @@ static bool is_rnn_weight(const nn__onnx_node *n, int k) {
 
 /* Fold node i (all inputs constant, none a parameter): run it now, with
  * grad off, and keep its outputs as constants. */
-static nn_status fold_node(nn__onnx_graph *g, nn__onnx_node *n, const char *fn) {
+static nn_status fold_node(nn__onnx_graph *g, nn__onnx_node *n, uint64_t *budget,
+                           const char *fn) {
     nn_tensor *outs[NN__ONNX_MAX_IO] = {0};
     bool prev = nn_set_grad_enabled(false);
+    /* What folding may allocate is capped (NN_ERR_LIMIT past it): a small
+     * file must not expand to gigabytes of constants at import. */
+    nn__tensor_budget(budget);
     nn_scope *s = nn_scope_begin();
     nn_status st = s ? nn__onnx_run_node(g, n, g->fixed, outs, fn) : NN_ERR_NOMEM;
     for (int k = 0; !st && k < n->nout; k++) {
@@ -945,12 +949,13 @@ static nn_status fold_node(nn__onnx_graph *g, nn__onnx_node *n, const char *fn) 
         else g->fixed[v] = d;
     }
     nn_scope_end(s);
+    nn__tensor_budget(NULL);
     nn_set_grad_enabled(prev);
     if (!st) n->op = NN__OP_COUNT;
     return st;
 }
 
-nn_module *nn__onnx_build(const Onnx__ModelProto *mp, const char *fn) {
+nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const char *fn) {
     int64_t opset;
     if (opset_of(mp, &opset, fn)) return NULL;
     const Onnx__GraphProto *gp = mp->graph;
@@ -960,6 +965,7 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, const char *fn) {
                         NN__ONNX_MAX_NODES);
     if (gp->n_output < 1) return NN__FAIL(NN_ERR_FORMAT, "%s: the graph has no output", fn);
     builder b = {.fn = fn};
+    uint64_t fold_budget = (uint64_t)file_len * 16 + ((uint64_t)64 << 20);
     nn__onnx_graph *g = nn__calloc(1, sizeof *g);
     nn_tensor **init = nn__calloc(gp->n_initializer + 1, sizeof *init);
     int32_t *init_id = nn__calloc(gp->n_initializer + 1, sizeof *init_id);
@@ -1090,7 +1096,7 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, const char *fn) {
         bool foldable = true;
         for (int k = 0; k < n->nin; k++)
             if (n->in[k] >= 0 && (!g->fixed[n->in[k]] || param[n->in[k]])) foldable = false;
-        if (n->op == NN__OP_CONSTANT || foldable) st = fold_node(g, n, fn);
+        if (n->op == NN__OP_CONSTANT || foldable) st = fold_node(g, n, &fold_budget, fn);
     }
     /* Last use of each value by a node that still runs. */
     for (int32_t v = 0; !st && v < g->nvalues; v++) g->last_use[v] = -1;

@@ -169,7 +169,7 @@ static nn_model *import(const bytes *b, const char *fn) {
         return NN__FAIL(NN_ERR_FORMAT, "%s: not an ONNX model (the protobuf does not parse, %zu bytes)",
                         fn, b->len);
     }
-    nn_module *m = nn__onnx_build(mp, fn);
+    nn_module *m = nn__onnx_build(mp, b->len, fn);
     nn_meta *meta = m ? nn_meta_new() : NULL;
     if (meta) {
         meta_str(meta, "onnx.producer_name", mp->producer_name);

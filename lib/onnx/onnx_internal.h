@@ -134,8 +134,9 @@ int nn__onnx_dtype(int32_t onnx_type);
  * data; `what` names it in messages. */
 nn_tensor *nn__onnx_tensor(const Onnx__TensorProto *tp, const char *what, const char *fn);
 /* The graph of a parsed model as a new module ("Custom:onnx", eval mode),
- * or NULL with an error naming fn. */
-nn_module *nn__onnx_build(const Onnx__ModelProto *mp, const char *fn);
+ * or NULL with an error naming fn. file_len (the protobuf's size) bounds
+ * what constant folding may allocate: 16 x file_len + 64 MiB. */
+nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const char *fn);
 #endif
 
 #endif

@@ -1262,6 +1262,23 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_checkpoint_load_buffer: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_model *r = nn_onnx_load(NULL, NULL); nn_model_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_model *r = nn_onnx_load_buffer(NULL, 0, NULL); nn_model_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_model *r = nn_onnx_load_stream(NULL, NULL, NULL); nn_model_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_onnx_save(NULL, NULL, 0, NULL, 0, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_onnx_save: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_onnx_save_buffer(NULL, 0, NULL, 0, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_onnx_save_buffer: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     (void)nn_dist_available();
     calls++;
     nn_clear_error();

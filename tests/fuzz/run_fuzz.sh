@@ -1,6 +1,8 @@
 #!/bin/sh
 # Fuzz the model file loader for MINUTES minutes with libFuzzer + ASan/UBSan.
 #   tests/fuzz/run_fuzz.sh MINUTES [BUILD_DIR]
+# FUZZ_TARGET=fuzz_onnx fuzzes the ONNX importer instead (corpus_onnx, the
+# hostile catalogue and the models of tests/onnx as seeds).
 # Builds with clang-14 in its own build dir (default build-fuzz), starts from
 # a copy of the committed corpus and the malformed catalogue, and leaves new
 # inputs in BUILD_DIR/fuzz-corpus and any crash in BUILD_DIR/fuzz-artifacts.
@@ -16,11 +18,17 @@ if [ ! -d "$build" ]; then
     -Db_sanitize=address,undefined -Db_lundef=false -Dexamples=false -Dpython=disabled \
     -Dc_args='-fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer'
 fi
-ninja -C "$build" tests/fuzz/fuzz_load
+target=${FUZZ_TARGET:-fuzz_load}
+ninja -C "$build" tests/fuzz/$target
 mkdir -p "$build/fuzz-corpus" "$build/fuzz-artifacts"
-cp "$src"/tests/fuzz/corpus/* "$src"/tests/io/malformed/*.nnm "$build/fuzz-corpus/"
+if [ "$target" = fuzz_onnx ]; then
+  cp "$src"/tests/fuzz/corpus_onnx/* "$src"/tests/onnx/hostile/*.onnx "$src"/tests/onnx/models/*.onnx \
+    "$build/fuzz-corpus/"
+else
+  cp "$src"/tests/fuzz/corpus/* "$src"/tests/io/malformed/*.nnm "$build/fuzz-corpus/"
+fi
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-exec "$build/tests/fuzz/fuzz_load" "$build/fuzz-corpus" \
+exec "$build/tests/fuzz/$target" "$build/fuzz-corpus" \
   -max_total_time=$((minutes * 60)) -max_len=65536 -malloc_limit_mb=80 -rss_limit_mb=2048 \
   -timeout=10 -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/"

@@ -170,9 +170,85 @@ def randomize_bn(model, g):
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
+def write_handmade(out, hostile):
+    """Graphs written with onnx.helper (Debian's python3-onnx): an operator
+    libnn does not run (for the error test) and the hostile catalogue
+    (tests/onnx/hostile: each breaks one rule of the importer's checks)."""
+    from onnx import TensorProto, helper
+
+    def model(nodes, inputs, outputs, inits=(), opset=17):
+        g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+                                 producer_name="libnn-tests")
+
+    def raw_tensor(name, dims, raw=None, floats=None):
+        t = TensorProto()  # by hand: helper.make_tensor refuses inconsistent sizes
+        t.name, t.data_type = name, TensorProto.FLOAT
+        t.dims.extend(dims)
+        if raw is not None:
+            t.raw_data = raw
+        else:
+            t.float_data.extend(floats)
+        return t
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], [0.5] * 9)
+    files = {
+        os.path.join(out, "unsupported_op17.onnx"): model(
+            [helper.make_node("Relu", ["x"], ["r"], name="first"),
+             helper.make_node("Hardmax", ["r"], ["y"], name="my_hardmax")], [x], [y]),
+        os.path.join(hostile, "dangling_input.onnx"): model(
+            [helper.make_node("Relu", ["nowhere"], ["y"], name="r")], [x], [y]),
+        os.path.join(hostile, "cycle.onnx"): model(
+            [helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
+             helper.make_node("Relu", ["a"], ["b"], name="n2"),
+             helper.make_node("Identity", ["a"], ["y"], name="n3")], [x], [y]),
+        os.path.join(hostile, "defined_twice.onnx"): model(
+            [helper.make_node("Relu", ["x"], ["y"], name="n1"),
+             helper.make_node("Neg", ["x"], ["y"], name="n2")], [x], [y]),
+        os.path.join(hostile, "raw_data_short.onnx"): model(
+            [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [x], [y],
+            [raw_tensor("w", [3, 3], raw=b"\0" * 35)]),
+        os.path.join(hostile, "huge_dims.onnx"): model(
+            [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [x], [y],
+            [raw_tensor("w", [1 << 40, 1 << 40], raw=b"")]),
+        os.path.join(hostile, "old_opset.onnx"): model(
+            [helper.make_node("Relu", ["x"], ["y"], name="r")], [x], [y], opset=7),
+        os.path.join(hostile, "undefined_output.onnx"): model(
+            [helper.make_node("Relu", ["x"], ["r"], name="r")], [x], [y]),
+        os.path.join(hostile, "bad_axis.onnx"): model(
+            [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=9)], [x], [y]),
+        os.path.join(hostile, "reshape_bad.onnx"): model(
+            [helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")], [x], [y],
+            [helper.make_tensor("s", TensorProto.INT64, [2], [4, 4])]),
+        os.path.join(hostile, "float_data_short.onnx"): model(
+            [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [x], [y],
+            [raw_tensor("w", [3, 3], floats=[1.0] * 8)]),
+        os.path.join(hostile, "valid_matmul.onnx"): model(
+            [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [x], [y], [w]),
+    }
+    for path, m in files.items():
+        with open(path, "wb") as f:
+            f.write(m.SerializeToString())
+    # Messages nested past the importer's bound (graph -> node -> attribute
+    # -> graph ...), a few bytes per level: the protobuf walk must refuse it
+    # before protobuf-c recurses.
+    g = helper.make_graph([], "leaf", [], [])
+    for _ in range(40):
+        n = helper.make_node("If", [], [], then_branch=g)
+        g = helper.make_graph([n], "g", [], [])
+    with open(os.path.join(hostile, "deep_nesting.onnx"), "wb") as f:
+        f.write(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+                .SerializeToString())
+
+
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(
-        os.path.abspath(__file__)), "models")
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "models")
+    hostile = os.path.join(here, "hostile")
+    os.makedirs(hostile, exist_ok=True)
+    write_handmade(out, hostile)
     os.makedirs(out, exist_ok=True)
     g = torch.Generator().manual_seed(11)
     xs = inputs(g)

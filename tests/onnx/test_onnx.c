@@ -28,7 +28,7 @@ static nn_tensor *read_array(const char *rel) {
     return t;
 }
 
-static __attribute__((unused)) void *read_file(const char *rel, size_t *len) {
+static void *read_file(const char *rel, size_t *len) {
     FILE *f = fopen(tu_data_path(rel), "rb");
     if (!f) fail_msg("cannot open %s", rel);
     fseek(f, 0, SEEK_END);
@@ -99,11 +99,219 @@ static void test_gpt(void **state) {
     check_model("gpt", 17);
 }
 
+/* An operator libnn does not run: the error names it, the node and the opset. */
+static void test_unsupported_op(void **state) {
+    (void)state;
+    nn_model *m = nn_onnx_load(tu_data_path("onnx/models/unsupported_op17.onnx"), NULL);
+    assert_null(m);
+    const char *msg = nn_last_error();
+    if (!strstr(msg, "my_hardmax") || !strstr(msg, "opset 17")) fail_msg("message: %s", msg);
+    tu_expect_error(NN_ERR_UNSUPPORTED, "operator Hardmax");
+}
+
+/* The hostile catalogue: each file breaks one rule and gets its own error. */
+static void test_hostile(void **state) {
+    (void)state;
+    static const struct {
+        const char *file;
+        nn_status st;
+        const char *msg;
+    } cases[] = {
+        {"dangling_input.onnx", NN_ERR_FORMAT, "'nowhere', which nothing defines"},
+        {"cycle.onnx", NN_ERR_FORMAT, "cycle"},
+        {"defined_twice.onnx", NN_ERR_FORMAT, "defined twice"},
+        {"raw_data_short.onnx", NN_ERR_FORMAT, "35 bytes of raw data"},
+        {"huge_dims.onnx", NN_ERR_OVERFLOW, "overflows"},
+        {"old_opset.onnx", NN_ERR_UNSUPPORTED, "opset 7"},
+        {"undefined_output.onnx", NN_ERR_FORMAT, "graph output 'y' is not defined"},
+        {"float_data_short.onnx", NN_ERR_FORMAT, "holds 8 elements"},
+        {"deep_nesting.onnx", NN_ERR_LIMIT, "nest deeper"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "onnx/hostile/%s", cases[i].file);
+        nn_model *m = nn_onnx_load(tu_data_path(rel), NULL);
+        if (m) fail_msg("%s loaded", cases[i].file);
+        if (nn_last_status() != cases[i].st || !strstr(nn_last_error(), cases[i].msg))
+            fail_msg("%s: got %d '%s'", cases[i].file, (int)nn_last_status(), nn_last_error());
+    }
+    /* Errors found when running: an axis out of range, a reshape that does not fit. */
+    const char *run_fail[] = {"bad_axis.onnx", "reshape_bad.onnx"};
+    for (int i = 0; i < 2; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "onnx/hostile/%s", run_fail[i]);
+        nn_model *m = TU_NN(nn_onnx_load(tu_data_path(rel), NULL));
+        nn_tensor *x = TU_NN(nn_tensor_ones(NN_DTYPE_F32, (int64_t[]){2, 3}, 2));
+        assert_null(nn_model_predict(m, x));
+        assert_true(nn_last_status() == NN_ERR_RANGE || nn_last_status() == NN_ERR_SHAPE);
+        nn_tensor_free(x);
+        nn_model_free(m);
+    }
+    /* Not a protobuf; an empty buffer is a model without a graph. */
+    assert_null(nn_onnx_load_buffer("\xff\xff\xff\xff", 4, NULL));
+    tu_expect_error(NN_ERR_FORMAT, "not an ONNX model");
+    assert_null(nn_onnx_load_buffer("", 0, NULL));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT);
+    assert_null(nn_onnx_load("/nonexistent/model.onnx", NULL));
+    assert_int_equal(nn_last_status(), NN_ERR_IO);
+}
+
+/* Every prefix and every single-byte flip of a small valid model: an error
+ * or a model, never a crash (run under ASan/valgrind in CI). */
+static void test_truncate_flip(void **state) {
+    (void)state;
+    size_t len;
+    uint8_t *p = read_file("onnx/hostile/valid_matmul.onnx", &len);
+    nn_tensor *x = TU_NN(nn_tensor_ones(NN_DTYPE_F32, (int64_t[]){2, 3}, 2));
+    int loaded = 0;
+    for (size_t cut = 0; cut <= len; cut++) {
+        nn_model *m = nn_onnx_load_buffer(p, cut, NULL);
+        if (m) {
+            nn_tensor_free(nn_model_predict(m, x));
+            loaded++;
+        }
+        nn_model_free(m);
+    }
+    assert_true(loaded >= 1); /* the whole file */
+    for (size_t i = 0; i < len; i++) {
+        for (int bit = 0; bit < 8; bit += 3) {
+            p[i] ^= (uint8_t)(1u << bit);
+            nn_model *m = nn_onnx_load_buffer(p, len, NULL);
+            if (m) nn_tensor_free(nn_model_predict(m, x));
+            nn_model_free(m);
+            p[i] ^= (uint8_t)(1u << bit);
+        }
+    }
+    nn_tensor_free(x);
+    free(p);
+}
+
+/* Path, buffer and stream load the same model; metadata names the producer. */
+static size_t g_pos, g_len;
+static const uint8_t *g_data;
+static int64_t read_cb(void *buf, size_t size, void *user) {
+    (void)user;
+    size_t n = g_len - g_pos < size ? g_len - g_pos : size;
+    if (n > 7) n = 7; /* short reads */
+    memcpy(buf, g_data + g_pos, n);
+    g_pos += n;
+    return (int64_t)n;
+}
+
+static void test_sources_and_meta(void **state) {
+    (void)state;
+    size_t len;
+    void *p = read_file("onnx/models/mlp_op13.onnx", &len);
+    nn_model *a = TU_NN(nn_onnx_load_buffer(p, len, NULL));
+    g_pos = 0, g_len = len, g_data = p;
+    nn_model *b = TU_NN(nn_onnx_load_stream(read_cb, NULL, NULL));
+    nn_tensor *x = read_array("onnx/models/mlp.in");
+    nn_tensor *ya = TU_NN(nn_model_predict(a, x)), *yb = TU_NN(nn_model_predict(b, x));
+    assert_true(nn_tensor_equal(ya, yb));
+    const nn_meta *meta = nn_model_meta(a);
+    assert_string_equal(nn_meta_get_string(meta, "onnx.producer_name"), "pytorch");
+    double opset = 0;
+    TU_OK(nn_meta_get_number(meta, "onnx.opset", &opset));
+    assert_true(opset == 13);
+    /* The cap on bytes applies to every source. */
+    nn_io_options *o = TU_NN(nn_io_options_new());
+    TU_OK(nn_io_options_set(o, NN_IO_OPTION_MAX_BYTES, 1000));
+    assert_null(nn_onnx_load_buffer(p, len, o));
+    tu_expect_error(NN_ERR_LIMIT, "limit");
+    g_pos = 0;
+    assert_null(nn_onnx_load_stream(read_cb, NULL, o));
+    tu_expect_error(NN_ERR_LIMIT, "limit");
+    assert_null(nn_onnx_load(tu_data_path("onnx/models/mlp_op13.onnx"), o));
+    tu_expect_error(NN_ERR_LIMIT, "limit");
+    nn_io_options_free(o);
+    nn_tensor_free(ya);
+    nn_tensor_free(yb);
+    nn_tensor_free(x);
+    nn_model_free(a);
+    nn_model_free(b);
+    free(p);
+}
+
+/* Initializers are parameters under PyTorch's names; an imported model
+ * trains: its gradients equal those of the same network built from libnn
+ * layers with the same weights. */
+static void test_parameters_train(void **state) {
+    (void)state;
+    nn_model *model = TU_NN(nn_onnx_load(tu_data_path("onnx/models/mlp_op17.onnx"), NULL));
+    nn_module *m = nn_model_module(model);
+    nn_tensor *w1 = TU_NN(nn_module_get_parameter(m, "1.weight"));
+    assert_int_equal(nn_tensor_size(w1, 0), 16);
+    assert_int_equal(nn_module_num_parameters(m), 6);
+    /* The same MLP from libnn layers, weights copied through the state dict. */
+    nn_module *ref = TU_NN(nn_sequential_new());
+    TU_OK(nn_sequential_append(ref, nn_flatten_new(1, -1)));
+    TU_OK(nn_sequential_append(ref, nn_linear_new(784, 16, true)));
+    TU_OK(nn_sequential_append(ref, nn_relu_new()));
+    TU_OK(nn_sequential_append(ref, nn_linear_new(16, 16, true)));
+    TU_OK(nn_sequential_append(ref, nn_relu_new()));
+    TU_OK(nn_sequential_append(ref, nn_linear_new(16, 10, true)));
+    nn_statedict *sd = TU_NN(nn_module_state_dict(m));
+    TU_OK(nn_module_load_state_dict(ref, sd, true, NULL));
+    nn_statedict_free(sd);
+    nn_tensor *x = read_array("onnx/models/mlp.in");
+    nn_tensor *lbl = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, (int64_t[]){3}, 1,
+                                               (int64_t[]){1, 7, 3}));
+    TU_OK(nn_module_train(m, true));
+    nn_module *nets[2] = {m, ref};
+    for (int k = 0; k < 2; k++) {
+        nn_scope *s = nn_scope_begin();
+        nn_tensor *loss = nn_cross_entropy(nn_module_forward(nets[k], x), lbl);
+        TU_OK(nn_backward(loss));
+        nn_scope_end(s);
+    }
+    for (int64_t i = 0; i < nn_module_num_parameters(m); i++) {
+        const char *name;
+        nn_tensor *p = nn_module_parameter(m, i, &name);
+        nn_tensor *q = TU_NN(nn_module_get_parameter(ref, name));
+        assert_non_null(nn_tensor_grad(p));
+        tu_assert_close(nn_tensor_grad(p), nn_tensor_grad(q), 1e-5, 1e-7, name);
+    }
+    nn_tensor_free(x);
+    nn_tensor_free(lbl);
+    nn_module_free(ref);
+    nn_model_free(model);
+}
+
+/* Out of memory at every allocation of an import and a forward: a clean
+ * NN_ERR_NOMEM, no leak. */
+static void *g_oom_data;
+static size_t g_oom_len;
+static int oom_body(void *ctx) {
+    (void)ctx;
+    nn_model *m = nn_onnx_load_buffer(g_oom_data, g_oom_len, NULL);
+    if (!m) return 1;
+    nn_tensor *x = nn_tensor_ones(NN_DTYPE_F32, (int64_t[]){2, 3}, 2);
+    nn_tensor *y = x ? nn_model_predict(m, x) : NULL;
+    int rc = y ? 0 : 1;
+    nn_tensor_free(y);
+    nn_tensor_free(x);
+    nn_model_free(m);
+    return rc;
+}
+
+static void test_oom(void **state) {
+    (void)state;
+    g_oom_data = read_file("onnx/hostile/valid_matmul.onnx", &g_oom_len);
+    tu_alloc_install();
+    long sites = tu_oom_sweep(oom_body, NULL);
+    tu_alloc_uninstall();
+    assert_true(sites > 10);
+    free(g_oom_data);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cnn),     cmocka_unit_test(test_mlp),
         cmocka_unit_test(test_residual), cmocka_unit_test(test_lstm),
         cmocka_unit_test(test_encoder), cmocka_unit_test(test_gpt),
+        cmocka_unit_test(test_unsupported_op), cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_truncate_flip), cmocka_unit_test(test_sources_and_meta),
+        cmocka_unit_test(test_parameters_train), cmocka_unit_test(test_oom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,62 @@
+"""ONNX import and export: load a model exported by torch.onnx.export (or
+any ONNX file of opsets 11-17 whose operators libnn runs) as a Model, and
+write libnn modules as ONNX files for ONNX Runtime and friends."""
+from ctypes import byref, c_int64, c_size_t, c_void_p
+
+from . import _decls
+from ._lib import check, lib
+from .io import Model, _b, _Options, _reader, _take_buffer
+
+__all__ = ['load', 'load_bytes', 'load_from', 'save', 'save_bytes']
+
+_DTYPES = {k[len('NN_DTYPE_'):].lower(): v for k, v in _decls.ENUMS['nn_dtype']}
+
+
+def load(path, max_bytes=None):
+    """Import an ONNX file; raises UnsupportedError naming the operator, the
+    node and the opset for what libnn cannot run, FormatError for a broken
+    graph."""
+    with _Options(max_bytes=max_bytes) as o:
+        return Model(lib.nn_onnx_load(_b(path), o))
+
+
+def load_bytes(data, max_bytes=None):
+    """Import an ONNX model held in memory."""
+    data = bytes(data)
+    with _Options(max_bytes=max_bytes) as o:
+        return Model(lib.nn_onnx_load_buffer(data, len(data), o))
+
+
+def load_from(fileobj, max_bytes=None):
+    """Import an ONNX model from a binary file object (anything with .read)."""
+    errors = []
+    cb = _reader(fileobj, errors)
+    with _Options(max_bytes=max_bytes) as o:
+        ptr = lib.nn_onnx_load_stream(cb, None, o)
+    if errors:
+        lib.nn_clear_error()
+        if ptr:
+            lib.nn_model_free(ptr)
+        raise errors[0]
+    return Model(ptr)
+
+
+def _shape(input_shape):
+    shape = [int(d) for d in input_shape]
+    return (c_int64 * max(len(shape), 1))(*shape), len(shape)
+
+
+def save(module, path, input_shape, dtype='f32'):
+    """Export module as an ONNX file (opset 17) traced on an input of this
+    shape (the batch dim stays symbolic); dtype 'i64' for token ids."""
+    arr, n = _shape(input_shape)
+    check(lib.nn_onnx_save(module._handle(), _b(path), _DTYPES[dtype], arr, n, None))
+
+
+def save_bytes(module, input_shape, dtype='f32'):
+    """The ONNX export of module as bytes."""
+    arr, n = _shape(input_shape)
+    data, size = c_void_p(), c_size_t()
+    check(lib.nn_onnx_save_buffer(module._handle(), _DTYPES[dtype], arr, n, None, byref(data),
+                                  byref(size)))
+    return _take_buffer(data, size)
