@@ -135,6 +135,9 @@ static const op_info OPS[] = {
     {"Expand", NN__OP_EXPAND, 2, 2, 1, 1},
     {"LSTM", NN__OP_LSTM, 3, 8, 0, 3},
     {"GRU", NN__OP_GRU, 3, 6, 0, 2},
+    {"RNN", NN__OP_RNN, 3, 6, 0, 2},
+    {"Elu", NN__OP_ELU, 1, 1, 1, 1},
+    {"Clip", NN__OP_CLIP, 1, 3, 1, 1},
 };
 
 const char *nn__onnx_op_name(nn__onnx_op op) {
@@ -401,6 +404,9 @@ static nn_status parse_attrs(const attr_ctx *c, nn__onnx_node *n, int64_t opset)
     case NN__OP_LEAKY_RELU:
         if ((st = attr_float(c, "alpha", 0.01, &n->f[0]))) return st;
         break;
+    case NN__OP_ELU:
+        if ((st = attr_float(c, "alpha", 1.0, &n->f[0]))) return st;
+        break;
     case NN__OP_SOFTMAX:
     case NN__OP_LOG_SOFTMAX:
         if ((st = attr_int(c, "axis", opset >= 13 ? -1 : 1, &n->a[0]))) return st;
@@ -476,7 +482,8 @@ static nn_status parse_attrs(const attr_ctx *c, nn__onnx_node *n, int64_t opset)
                            c->fn, c->node, s);
         break;
     case NN__OP_LSTM:
-    case NN__OP_GRU: {
+    case NN__OP_GRU:
+    case NN__OP_RNN: {
         int64_t hs;
         if ((st = attr_int(c, "hidden_size", 0, &hs)) ||
             (st = attr_string(c, "direction", "forward", s, sizeof s)) ||
@@ -493,7 +500,24 @@ static nn_status parse_attrs(const attr_ctx *c, nn__onnx_node *n, int64_t opset)
         else
             return nn__err(NN_ERR_UNSUPPORTED, "%s: node '%s' (%s): direction '%s'", c->fn,
                            c->node, c->np->op_type, s);
-        if (attr_find(c->np, "activations") || attr_find(c->np, "clip") || n->a[4])
+        const Onnx__AttributeProto *acts = attr_find(c->np, "activations");
+        n->a[5] = 0; /* RNN: 0 tanh, 1 relu */
+        if (n->op == NN__OP_RNN && acts) {
+            bool ok = acts->n_strings >= 1 && acts->n_strings <= 2;
+            for (size_t i = 0; ok && i < acts->n_strings; i++) {
+                const ProtobufCBinaryData *a = &acts->strings[i];
+                bool relu = a->len == 4 && !memcmp(a->data, "Relu", 4);
+                bool tanh_ = a->len == 4 && !memcmp(a->data, "Tanh", 4);
+                if (!relu && !tanh_) ok = false;
+                if (i == 0) n->a[5] = relu;
+                else if (relu != (n->a[5] != 0)) ok = false;
+            }
+            if (!ok)
+                return nn__err(NN_ERR_UNSUPPORTED, "%s: node '%s' (RNN): activations other than "
+                               "one Tanh or Relu for every direction", c->fn, c->node);
+            acts = NULL;
+        }
+        if (acts || attr_find(c->np, "clip") || n->a[4])
             return nn__err(NN_ERR_UNSUPPORTED,
                            "%s: node '%s' (%s): custom activations, clip or input_forget", c->fn,
                            c->node, c->np->op_type);
@@ -788,10 +812,10 @@ static nn_status register_named(nn_module *root, const char *name, nn_tensor *t,
  * ONNX's gate order (LSTM i,o,f,c; GRU z,r,h) become an nn_recurrent
  * module in PyTorch's (LSTM i,f,g,o; GRU r,z,n). */
 static nn_status build_rnn(nn__onnx_graph *g, nn__onnx_node *n, const char *fn) {
-    bool lstm = n->op == NN__OP_LSTM;
-    int G = lstm ? 4 : 3;
-    static const int lstm_perm[4] = {0, 2, 3, 1}, gru_perm[3] = {1, 0, 2};
-    const int *perm = lstm ? lstm_perm : gru_perm;
+    bool lstm = n->op == NN__OP_LSTM, gru = n->op == NN__OP_GRU;
+    int G = lstm ? 4 : gru ? 3 : 1;
+    static const int lstm_perm[4] = {0, 2, 3, 1}, gru_perm[3] = {1, 0, 2}, one[1] = {0};
+    const int *perm = lstm ? lstm_perm : gru ? gru_perm : one;
     int64_t H = n->a[0], dirs = n->a[1];
     nn_tensor *W = n->in[1] >= 0 ? g->fixed[n->in[1]] : NULL;
     nn_tensor *R = n->in[2] >= 0 ? g->fixed[n->in[2]] : NULL;
@@ -810,8 +834,11 @@ static nn_status build_rnn(nn__onnx_graph *g, nn__onnx_node *n, const char *fn) 
                        "%lld and %lld direction(s)", fn, n->name, nn__onnx_op_name(n->op),
                        (long long)H, (long long)dirs);
     int64_t I = W->shape[2];
-    nn_module *m = nn_recurrent_new(lstm ? NN_RNN_MODE_LSTM : NN_RNN_MODE_GRU, I, H, 1, true,
-                                    n->a[2] == 1, 0.0, dirs == 2);
+    nn_rnn_mode mode = lstm  ? NN_RNN_MODE_LSTM
+                       : gru ? NN_RNN_MODE_GRU
+                       : n->a[5] ? NN_RNN_MODE_RNN_RELU
+                                 : NN_RNN_MODE_RNN_TANH;
+    nn_module *m = nn_recurrent_new(mode, I, H, 1, true, n->a[2] == 1, 0.0, dirs == 2);
     if (!m) return nn_last_status();
     for (int64_t d = 0; d < dirs; d++) {
         const char *sfx = d ? "_reverse" : "";
@@ -926,7 +953,7 @@ static nn_status opset_of(const Onnx__ModelProto *mp, int64_t *opset, const char
 }
 
 static bool is_rnn_weight(const nn__onnx_node *n, int k) {
-    return (n->op == NN__OP_LSTM || n->op == NN__OP_GRU) && k >= 1 && k <= 3;
+    return (n->op == NN__OP_LSTM || n->op == NN__OP_GRU || n->op == NN__OP_RNN) && k >= 1 && k <= 3;
 }
 
 /* Fold node i (all inputs constant, none a parameter): run it now, with
@@ -1089,7 +1116,7 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const cha
     for (int32_t i = 0; !st && i < g->nnodes; i++) {
         nn__onnx_node *n = &g->nodes[i];
         if (n->op == NN__OP_COUNT) continue;
-        if (n->op == NN__OP_LSTM || n->op == NN__OP_GRU) {
+        if (n->op == NN__OP_LSTM || n->op == NN__OP_GRU || n->op == NN__OP_RNN) {
             st = build_rnn(g, n, fn);
             continue;
         }

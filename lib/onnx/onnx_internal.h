@@ -77,6 +77,9 @@ typedef enum nn__onnx_op {
     NN__OP_EXPAND,
     NN__OP_LSTM,
     NN__OP_GRU,
+    NN__OP_RNN,
+    NN__OP_ELU,
+    NN__OP_CLIP,
     NN__OP_COUNT
 } nn__onnx_op;
 

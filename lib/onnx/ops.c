@@ -67,6 +67,7 @@ static nn_status read_ints(const ctx *c, const nn_tensor *t, int64_t *out, int m
 }
 
 static nn_status norm_axis(const ctx *c, int64_t axis, int ndim, int *out) {
+    *out = 0;
     if (axis < -ndim || axis >= (ndim ? ndim : 1))
         return fail(c, NN_ERR_RANGE, "axis %lld out of range for %d dims", (long long)axis, ndim);
     *out = (int)(axis < 0 ? axis + ndim : axis);
@@ -513,7 +514,7 @@ static nn_status run_slice(const ctx *c, nn_tensor **outs) {
         for (int i = 0; i < ns; i++) sp[i] = 1;
     }
     for (int i = 0; i < ns; i++) {
-        int a;
+        int a = 0;
         if ((st = norm_axis(c, ax[i], x->ndim, &a))) return st;
         if (sp[i] < 1) return fail(c, NN_ERR_UNSUPPORTED, "step %lld (only positive steps)", (long long)sp[i]);
         NEED(x = nn_slice(x, a, st_[i], en[i], sp[i]));
@@ -824,7 +825,19 @@ nn_status nn__onnx_run_node(const nn__onnx_graph *g, const nn__onnx_node *n, nn_
     case NN__OP_PAD: return run_pad(c, outs);
     case NN__OP_EXPAND: return run_expand(c, outs);
     case NN__OP_LSTM:
-    case NN__OP_GRU: return run_rnn(c, outs);
+    case NN__OP_GRU:
+    case NN__OP_RNN: return run_rnn(c, outs);
+    case NN__OP_ELU: NEED(outs[0] = nn_elu(x, n->f[0])); return NN_OK;
+    case NN__OP_CLIP: {
+        double lo = -INFINITY, hi = INFINITY;
+        nn_tensor *a = in(c, 1), *b = in(c, 2);
+        if ((a && a->numel != 1) || (b && b->numel != 1))
+            return fail(c, NN_ERR_FORMAT, "min and max must be scalars");
+        if (a) lo = nn__get_flat(a, 0);
+        if (b) hi = nn__get_flat(b, 0);
+        NEED(outs[0] = nn_clamp(x, lo, hi));
+        return NN_OK;
+    }
     case NN__OP_COUNT: break;
     }
     return fail(c, NN_ERR_STATE, "no implementation");

@@ -304,6 +304,119 @@ static void test_oom(void **state) {
     free(g_oom_data);
 }
 
+/* --------------------------------------------------------------- export */
+
+static nn_module *seq(nn_module **layers, int n) {
+    nn_module *s = TU_NN(nn_sequential_new());
+    for (int i = 0; i < n; i++) TU_OK(nn_sequential_append(s, layers[i]));
+    return s;
+}
+
+/* libnn export -> libnn import: the imported graph computes what the module
+ * does (same kernels, so within f32 rounding of a different op order), and
+ * its state dict has the module's names and values. */
+static void round_trip(nn_module *m, nn_dtype dt, const int64_t *shape, int ndim, nn_tensor *x) {
+    TU_OK(nn_module_train(m, false));
+    void *data;
+    size_t len;
+    TU_OK(nn_onnx_save_buffer(m, dt, shape, ndim, NULL, &data, &len));
+    nn_model *back = nn_onnx_load_buffer(data, len, NULL);
+    if (!back) fail_msg("%s", nn_last_error());
+    nn_free(data);
+    bool prev = nn_set_grad_enabled(false);
+    nn_tensor *want = TU_NN(nn_module_forward(m, x));
+    nn_tensor *got = TU_NN(nn_model_predict(back, x));
+    nn_set_grad_enabled(prev);
+    tu_assert_close(got, want, 1e-5, 1e-6, nn_module_type_name(nn_sequential_get(m, 0)));
+    /* Parameters under the same names (recurrent layers excepted: ONNX
+     * stores their gates in another order). */
+    nn_module *im = nn_model_module(back);
+    for (int64_t i = 0; i < nn_module_num_parameters(m); i++) {
+        const char *name;
+        nn_tensor *p = nn_module_parameter(m, i, &name);
+        if (strstr(name, "_l0") || strstr(name, "_l1")) continue;
+        nn_tensor *q = nn_module_get_parameter(im, name);
+        if (!q) fail_msg("parameter %s missing after the round trip: %s", name, nn_last_error());
+        assert_true(nn_tensor_equal(p, q));
+    }
+    nn_tensor_free(want);
+    nn_tensor_free(got);
+    nn_model_free(back);
+}
+
+static void test_export_round_trip(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 5);
+    int64_t img[4] = {2, 3, 12, 12};
+    nn_tensor *x = TU_NN(nn_randn(NULL, img, 4));
+    nn_module *bn = TU_NN(nn_batch_norm2d_new(8, 1e-5, 0.1, true));
+    TU_OK(nn_init_uniform(nn_module_get_buffer(bn, "running_var"), 0.5, 1.5, NULL));
+    TU_OK(nn_init_uniform(nn_module_get_buffer(bn, "running_mean"), -0.2, 0.2, NULL));
+    nn_module *cnn[] = {nn_conv2d_new(3, 8, 3, 1, 1, true), bn, nn_leaky_relu_new(0.1),
+                        nn_max_pool2d_new(2, 2, 0), nn_conv_transpose2d_new(8, 4, 2, 2, 0, 0, true),
+                        nn_elu_new(1.0), nn_avg_pool2d_new(3, 1, 1), nn_silu_new(),
+                        nn_adaptive_avg_pool2d_new(3, 3), nn_flatten_new(1, -1),
+                        nn_dropout_new(0.5), nn_linear_new(36, 10, true), nn_gelu_new(false),
+                        nn_hardtanh_new(-0.5, 0.5), nn_log_softmax_new(1)};
+    nn_module *m = seq(cnn, 15);
+    round_trip(m, NN_DTYPE_F32, img, 4, x);
+    nn_module_free(m);
+    nn_tensor_free(x);
+
+    int64_t seqs[3] = {3, 5, 6};
+    x = TU_NN(nn_randn(NULL, seqs, 3));
+    int64_t ln_shape[1] = {16};
+    nn_module *rnn[] = {nn_recurrent_new(NN_RNN_MODE_GRU, 6, 8, 2, true, true, 0.0, true),
+                        nn_layer_norm_new(ln_shape, 1, 1e-5, true), nn_gelu_new(true),
+                        nn_recurrent_new(NN_RNN_MODE_LSTM, 16, 4, 1, true, true, 0.0, false),
+                        nn_recurrent_new(NN_RNN_MODE_RNN_TANH, 4, 5, 1, false, true, 0.0, false),
+                        nn_select_new(1, -1), nn_linear_new(5, 3, false), nn_softmax_new(-1)};
+    m = seq(rnn, 8);
+    round_trip(m, NN_DTYPE_F32, seqs, 3, x);
+    nn_module_free(m);
+    nn_tensor_free(x);
+
+    int64_t tok[2] = {2, 7};
+    x = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, tok, 2,
+                                  (int64_t[]){1, 4, 0, 9, 3, 3, 7, 2, 8, 8, 1, 0, 5, 6}));
+    nn_module *lstm[] = {nn_embedding_new(10, 6), nn_lstm_new(6, 8, 1, true), nn_select_new(1, -1),
+                         nn_linear_new(8, 3, true), nn_sigmoid_new(), nn_tanh_new(), nn_relu_new(),
+                         nn_identity_new()};
+    m = seq(lstm, 8);
+    round_trip(m, NN_DTYPE_I64, tok, 2, x);
+    nn_module_free(m);
+    nn_tensor_free(x);
+}
+
+/* What has no ONNX form fails naming the module; bad arguments are refused. */
+static nn_tensor *fwd_twice(nn_module *self, nn_tensor *x, void *user) {
+    (void)self, (void)user;
+    return nn_add(x, x);
+}
+
+static void test_export_errors(void **state) {
+    (void)state;
+    nn_module *c = TU_NN(nn_module_custom_new("twice", fwd_twice, NULL, NULL));
+    void *data = (void *)1;
+    size_t len = 1;
+    int64_t shape[2] = {2, 3};
+    assert_int_equal(nn_onnx_save_buffer(c, NN_DTYPE_F32, shape, 2, NULL, &data, &len),
+                     NN_ERR_UNSUPPORTED);
+    tu_expect_error(NN_ERR_UNSUPPORTED, "Custom:twice");
+    assert_null(data);
+    nn_module_free(c);
+    nn_module *l = TU_NN(nn_linear_new(3, 2, true));
+    assert_int_equal(nn_onnx_save_buffer(l, NN_DTYPE_F32, shape, 0, NULL, &data, &len),
+                     NN_ERR_INVALID);
+    assert_int_equal(nn_onnx_save_buffer(l, NN_DTYPE_U8, shape, 2, NULL, &data, &len),
+                     NN_ERR_DTYPE);
+    assert_int_equal(nn_onnx_save_buffer(l, NN_DTYPE_F32, (int64_t[]){2, 4}, 2, NULL, &data, &len),
+                     NN_ERR_SHAPE);
+    assert_int_equal(nn_onnx_save(l, "/nonexistent/dir/x.onnx", NN_DTYPE_F32, shape, 2, NULL),
+                     NN_ERR_IO);
+    nn_module_free(l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cnn),     cmocka_unit_test(test_mlp),
@@ -312,6 +425,7 @@ int main(void) {
         cmocka_unit_test(test_unsupported_op), cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_truncate_flip), cmocka_unit_test(test_sources_and_meta),
         cmocka_unit_test(test_parameters_train), cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_export_round_trip), cmocka_unit_test(test_export_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,3 +46,72 @@ def test_unsupported_operator():
 def test_not_onnx():
     with pytest.raises(libnn.FormatError):
         onnx.load_bytes(b'\xff\xff\xff\xff')
+
+
+# ------------------------------------------------------------------ export
+
+
+def write_array(path, a):
+    import numpy as np
+    kind = 'i64' if a.dtype == np.int64 else 'f32'
+    with open(path, 'wb') as f:
+        f.write((' '.join([kind] + [str(d) for d in a.shape]) + '\n').encode())
+        f.write(np.ascontiguousarray(a).tobytes())
+
+
+def export_cases():
+    from libnn import nn
+    libnn.manual_seed(3) if hasattr(libnn, 'manual_seed') else None
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, 1, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 8, 3, 1, 1), nn.LeakyReLU(0.1), nn.AvgPool2d(2),
+                        nn.Flatten(1, -1), nn.Linear(8 * 7 * 7, 16), nn.GELU(), nn.Dropout(0.5),
+                        nn.Linear(16, 10), nn.LogSoftmax(1))
+    mlp = nn.Sequential(nn.Flatten(1, -1), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 16),
+                        nn.Tanh(), nn.Linear(16, 10))
+    lstm = nn.Sequential(nn.Embedding(20, 8), nn.LSTM(8, 12, batch_first=True),
+                         nn.Select(1, -1), nn.Linear(12, 3))
+    gru = nn.Sequential(nn.GRU(6, 8, num_layers=2, batch_first=True, bidirectional=True),
+                        nn.LayerNorm(16), nn.SiLU(), nn.Select(1, -1), nn.Linear(16, 4),
+                        nn.Softmax(-1))
+    return [('cnn', cnn, 'f32', (3, 1, 28, 28)), ('mlp', mlp, 'f32', (2, 1, 28, 28)),
+            ('lstm', lstm, 'i64', (2, 6)), ('gru', gru, 'f32', (2, 5, 6))]
+
+
+@pytest.mark.skipif(not HAVE_NUMPY, reason='needs numpy')
+@pytest.mark.parametrize('case', range(4))
+def test_export_checker_ort(case, tmp_path):
+    """libnn export -> onnx.checker -> ONNX Runtime within 1e-5 of libnn ->
+    libnn import equal to libnn."""
+    import shutil
+    import subprocess
+    import numpy as np
+    name, model, dtype, shape = export_cases()[case]
+    model.eval()
+    rng = np.random.default_rng(7)
+    if dtype == 'i64':
+        x = rng.integers(0, 20, size=shape).astype(np.int64)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
+    want = model(libnn.from_numpy(x)).numpy()
+    path = str(tmp_path / (name + '.onnx'))
+    onnx.save(model, path, shape, dtype)
+    back = onnx.load(path).predict(libnn.from_numpy(x)).numpy()
+    np.testing.assert_allclose(back, want, rtol=1e-5, atol=1e-6)
+    try:
+        import onnx as onnx_pkg
+    except ImportError:
+        onnx_pkg = None
+    if onnx_pkg is not None:
+        onnx_pkg.checker.check_model(onnx_pkg.load(path), full_check=True)
+    node = shutil.which('node')
+    if node is None:
+        pytest.skip('node not installed: ONNX Runtime comparison skipped')
+    write_array(str(tmp_path / 'x.bin'), x)
+    script = os.path.join(SOURCE_ROOT, 'tests', 'onnx', 'ort_run.js')
+    r = subprocess.run([node, script, path, str(tmp_path / 'x.bin'), str(tmp_path / 'y.bin')],
+                       capture_output=True, text=True)
+    if r.returncode == 77:
+        pytest.skip('onnxruntime-node not installed')
+    assert r.returncode == 0, r.stderr
+    got = read_array(str(tmp_path / 'y.bin'))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
