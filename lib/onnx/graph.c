@@ -873,20 +873,25 @@ static nn_status build_rnn(nn__onnx_graph *g, nn__onnx_node *n, const char *fn) 
 
 /* ------------------------------------------------------------- forward */
 
-static nn_tensor *graph_forward(nn_module *self, nn_tensor *x, void *user) {
-    (void)self;
-    const char *fn = "nn_module_forward";
-    const nn__onnx_graph *g = user;
-    if (g->ninputs != 1)
-        return NN__FAIL(NN_ERR_UNSUPPORTED,
-                        "%s: the imported ONNX graph takes %d inputs; nn_module_forward feeds one",
-                        fn, (int)g->ninputs);
+/* Run the graph on inputs[0..n) (the graph's runtime inputs in order; n
+ * must match, absent (NULL) inputs are errors). */
+static nn_tensor *graph_run(const nn__onnx_graph *g, nn_tensor *const *inputs, int ninputs,
+                            const char *fn) {
+    int n_in = ninputs;
+    if (n_in != g->ninputs)
+        return NN__FAIL(NN_ERR_INVALID, "%s: the imported ONNX graph takes %d input(s), got %d%s",
+                        fn, (int)g->ninputs, n_in,
+                        g->ninputs > 1 ? " (use nn_module_forward_n)" : "");
+    for (int i = 0; i < n_in; i++)
+        if (!inputs[i])
+            return NN__FAIL(NN_ERR_NULL, "%s: graph input %d ('%s') is NULL", fn, i,
+                            g->names[g->inputs[i]]);
     nn_tensor **vals = nn__calloc((size_t)g->nvalues + 1, sizeof *vals);
     bool *own = nn__calloc((size_t)g->nvalues + 1, sizeof *own);
     nn_tensor *outs[NN__ONNX_MAX_IO];
     nn_status st = vals && own ? NN_OK : NN_ERR_NOMEM;
     for (int32_t v = 0; !st && v < g->nvalues; v++) vals[v] = g->fixed[v];
-    if (!st) vals[g->inputs[0]] = x;
+    for (int i = 0; !st && i < n_in; i++) vals[g->inputs[i]] = inputs[i];
     for (int32_t i = 0; !st && i < g->nnodes; i++) {
         const nn__onnx_node *n = &g->nodes[i];
         if (n->op == NN__OP_COUNT) continue; /* folded or fused away */
@@ -930,6 +935,16 @@ static nn_tensor *graph_forward(nn_module *self, nn_tensor *x, void *user) {
     nn__free(own);
     if (st) return NULL;
     return nn__track(y);
+}
+
+static nn_tensor *graph_forward(nn_module *self, nn_tensor *x, void *user) {
+    (void)self;
+    return graph_run(user, &x, 1, "nn_module_forward");
+}
+
+static nn_tensor *graph_forward_n(nn_module *self, nn_tensor *const *inputs, int n, void *user) {
+    (void)self;
+    return graph_run(user, inputs, n, "nn_module_forward_n");
 }
 
 static void graph_free(void *user) { nn__onnx_graph_free(user); }
@@ -991,6 +1006,9 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const cha
         return NN__FAIL(NN_ERR_LIMIT, "%s: %zu nodes (at most %d)", fn, gp->n_node,
                         NN__ONNX_MAX_NODES);
     if (gp->n_output < 1) return NN__FAIL(NN_ERR_FORMAT, "%s: the graph has no output", fn);
+    if (gp->n_input > NN_MODULE_MAX_INPUTS + gp->n_initializer)
+        return NN__FAIL(NN_ERR_LIMIT, "%s: %zu graph inputs (at most %d besides initializers)", fn,
+                        gp->n_input, NN_MODULE_MAX_INPUTS);
     builder b = {.fn = fn};
     uint64_t fold_budget = (uint64_t)file_len * 16 + ((uint64_t)64 << 20);
     nn__onnx_graph *g = nn__calloc(1, sizeof *g);
@@ -1028,6 +1046,10 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const cha
         }
         int32_t v = value_find(&b, vi->name);
         if (v >= 0 && v < ninit_values) continue; /* an initializer listed as an input */
+        if (g->ninputs == NN_MODULE_MAX_INPUTS) {
+            st = nn__err(NN_ERR_LIMIT, "%s: more than %d graph inputs", fn, NN_MODULE_MAX_INPUTS);
+            break;
+        }
         if ((st = value_add(&b, vi->name, "graph input", &v))) break;
         g->inputs[g->ninputs++] = v;
     }
@@ -1136,6 +1158,7 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const cha
         mod = nn_module_custom_new("onnx", graph_forward, g, graph_free);
         if (!mod) g = NULL; /* freed by the constructor's failure path */
         if (!mod) st = nn_last_status();
+        else st = nn_module_custom_set_forward_n(mod, graph_forward_n);
     }
     for (size_t i = 0; !st && i < gp->n_initializer; i++) {
         int32_t v = init_id[i];

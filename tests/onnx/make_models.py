@@ -225,6 +225,10 @@ def write_handmade(out, hostile):
         os.path.join(hostile, "float_data_short.onnx"): model(
             [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [x], [y],
             [raw_tensor("w", [3, 3], floats=[1.0] * 8)]),
+        os.path.join(out, "two_inputs_op17.onnx"): model(
+            [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "b"], ["y"], name="add")],
+            [x, helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])], [y], [w]),
         os.path.join(hostile, "valid_matmul.onnx"): model(
             [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [x], [y], [w]),
     }

@@ -304,6 +304,25 @@ static void test_oom(void **state) {
     free(g_oom_data);
 }
 
+/* A graph of two inputs runs through nn_module_forward_n; one input is an error. */
+static void test_two_inputs(void **state) {
+    (void)state;
+    nn_model *m = TU_NN(nn_onnx_load(tu_data_path("onnx/models/two_inputs_op17.onnx"), NULL));
+    nn_module *g = nn_model_module(m);
+    int lo, hi;
+    TU_OK(nn_module_num_inputs(g, &lo, &hi));
+    nn_tensor *x = TU_NN(nn_tensor_ones(NN_DTYPE_F32, (int64_t[]){2, 3}, 2));
+    nn_tensor *b = TU_NN(nn_tensor_full(NN_DTYPE_F32, (int64_t[]){2, 3}, 2, 0.25));
+    nn_tensor *y = TU_NN(nn_module_forward_n(g, (nn_tensor *[]){x, b}, 2));
+    for (int i = 0; i < 6; i++) assert_float_equal(((float *)nn_tensor_data(y))[i], 1.75, 1e-6);
+    assert_null(nn_module_forward(g, x));
+    tu_expect_error(NN_ERR_INVALID, "takes 2 input(s)");
+    nn_tensor_free(y);
+    nn_tensor_free(x);
+    nn_tensor_free(b);
+    nn_model_free(m);
+}
+
 /* --------------------------------------------------------------- export */
 
 static nn_module *seq(nn_module **layers, int n) {
@@ -426,6 +445,7 @@ int main(void) {
         cmocka_unit_test(test_truncate_flip), cmocka_unit_test(test_sources_and_meta),
         cmocka_unit_test(test_parameters_train), cmocka_unit_test(test_oom),
         cmocka_unit_test(test_export_round_trip), cmocka_unit_test(test_export_errors),
+        cmocka_unit_test(test_two_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
