@@ -355,6 +355,125 @@ static const char *emit_rnn(ex *e, nn_module *m, const char *prefix, const char 
 static const char *emit(ex *e, nn_module *m, const char *prefix, const char *x,
                         const nn_tensor *xin, const nn_tensor *yout);
 
+/* x Wᵀ (+ b) for a parameter pair of m (W [out, in]) on x [.., in]. */
+static const char *linear_of(ex *e, const char *w, const char *b, const char *x) {
+    Onnx__NodeProto *n;
+    const char *wt = ex_op(e, "Transpose", (const char *[]){w}, 1, &n);
+    attr_is(e, n, "perm", (int64_t[]){1, 0}, 2);
+    const char *y = ex_op(e, "MatMul", (const char *[]){x, wt}, 2, NULL);
+    return b ? ex_op(e, "Add", (const char *[]){y, b}, 2, NULL) : y;
+}
+
+static const char *child_emit(ex *e, nn_module *m, const char *prefix, const char *name,
+                              const char *x, const nn_tensor *xin) {
+    nn_module *c = nn_module_get_module(m, name);
+    if (!c) return e->err = nn_last_status(), NULL;
+    char p[600];
+    snprintf(p, sizeof p, "%s%s.", prefix, name);
+    return emit(e, c, p, x, xin, xin);
+}
+
+/* Self-attention of a MultiheadAttention on x [N, T, E] (batch_first) or
+ * [T, N, E]: the projections, softmax(q kᵀ / sqrt(Dh) [+ causal mask]) v
+ * per head, the output projection. */
+static const char *emit_mha(ex *e, nn_module *m, const char *prefix, const char *x,
+                            const nn_tensor *xin) {
+    int64_t E = (int64_t)cfg(m, "embed_dim", 0), H = (int64_t)cfg(m, "num_heads", 1);
+    bool bf = cfg(m, "batch_first", 0) != 0, bias = cfg(m, "bias", 1) != 0;
+    if (xin->ndim != 3) return unsupported(e, m, "unbatched input"), NULL;
+    int64_t T = xin->shape[bf ? 1 : 0], Dh = E / H;
+    Onnx__NodeProto *n;
+    if (!bf) {
+        x = ex_op(e, "Transpose", (const char *[]){x}, 1, &n);
+        attr_is(e, n, "perm", (int64_t[]){1, 0, 2}, 3);
+    }
+    const char *q, *k, *v;
+    if (nn_module_get_parameter(m, "in_proj_weight")) {
+        const char *w = param(e, m, prefix, "in_proj_weight");
+        const char *b = bias ? param(e, m, prefix, "in_proj_bias") : NULL;
+        const char *qkv = linear_of(e, w, b, x);
+        Onnx__NodeProto *sp = ex_node(e, "Split", (const char *[]){qkv, ex_ints(e, (int64_t[]){E, E, E}, 3)}, 2, "");
+        char **outs = ex_alloc(e, 3 * sizeof *outs);
+        if (!sp || !outs) return NULL;
+        outs[0] = ex_name(e, "q"), outs[1] = ex_name(e, "k"), outs[2] = ex_name(e, "v");
+        sp->n_output = 3;
+        sp->output = outs;
+        attr_i(e, sp, "axis", -1);
+        q = outs[0], k = outs[1], v = outs[2];
+    } else {
+        nn_clear_error();
+        return unsupported(e, m, "separate q/k/v projections (kdim/vdim)"), NULL;
+    }
+    const char *heads = ex_ints(e, (int64_t[]){0, 0, H, Dh}, 4);
+    const char *qh = ex_op(e, "Transpose", (const char *[]){ex_op(e, "Reshape", (const char *[]){q, heads}, 2, NULL)}, 1, &n);
+    attr_is(e, n, "perm", (int64_t[]){0, 2, 1, 3}, 4);
+    const char *kh = ex_op(e, "Transpose", (const char *[]){ex_op(e, "Reshape", (const char *[]){k, heads}, 2, NULL)}, 1, &n);
+    attr_is(e, n, "perm", (int64_t[]){0, 2, 3, 1}, 4);
+    const char *vh = ex_op(e, "Transpose", (const char *[]){ex_op(e, "Reshape", (const char *[]){v, heads}, 2, NULL)}, 1, &n);
+    attr_is(e, n, "perm", (int64_t[]){0, 2, 1, 3}, 4);
+    const char *sc = ex_op(e, "Mul", (const char *[]){ex_op(e, "MatMul", (const char *[]){qh, kh}, 2, NULL), ex_scalar(e, (float)(1.0 / sqrt((double)Dh)))}, 2, NULL);
+    if (cfg(m, "is_causal", 0) != 0) {
+        int64_t tt[2] = {T, T};
+        nn_tensor *mask = nn__zeros(NN_DTYPE_F32, tt, 2);
+        for (int64_t i = 0; mask && i < T; i++)
+            for (int64_t j = i + 1; j < T; j++) nn__f32(mask)[i * T + j] = -INFINITY;
+        const char *mk = mask ? ex_const(e, "causal", nn__f32(mask), NULL, tt, 2) : NULL;
+        if (!mask) e->err = NN_ERR_NOMEM;
+        nn__tensor_release(mask);
+        sc = ex_op(e, "Add", (const char *[]){sc, mk}, 2, NULL);
+    }
+    const char *pr = ex_op(e, "Softmax", (const char *[]){sc}, 1, &n);
+    attr_i(e, n, "axis", -1);
+    const char *o = ex_op(e, "Transpose", (const char *[]){ex_op(e, "MatMul", (const char *[]){pr, vh}, 2, NULL)}, 1, &n);
+    attr_is(e, n, "perm", (int64_t[]){0, 2, 1, 3}, 4);
+    o = ex_op(e, "Reshape", (const char *[]){o, ex_ints(e, (int64_t[]){0, 0, E}, 3)}, 2, NULL);
+    o = child_emit(e, m, prefix, "out_proj", o, xin);
+    if (!bf) {
+        o = ex_op(e, "Transpose", (const char *[]){o}, 1, &n);
+        attr_is(e, n, "perm", (int64_t[]){1, 0, 2}, 3);
+    }
+    return o;
+}
+
+/* TransformerEncoderLayer: x + sa(norm1(x)), + ff(norm2(.)) (norm_first)
+ * or norm1(x + sa(x)), norm2(. + ff(.)); ff = linear2(act(linear1(.))). */
+static const char *emit_enc_layer(ex *e, nn_module *m, const char *prefix, const char *x,
+                                  const nn_tensor *xin) {
+    bool pre = cfg(m, "norm_first", 0) != 0;
+    int act = (int)cfg(m, "activation", 0);
+    const char *h = pre ? child_emit(e, m, prefix, "norm1", x, xin) : x;
+    h = child_emit(e, m, prefix, "self_attn", h, xin);
+    x = ex_op(e, "Add", (const char *[]){x, h}, 2, NULL);
+    if (!pre) x = child_emit(e, m, prefix, "norm1", x, xin);
+    h = pre ? child_emit(e, m, prefix, "norm2", x, xin) : x;
+    h = child_emit(e, m, prefix, "linear1", h, xin);
+    if (act == 0) h = ex_op(e, "Relu", (const char *[]){h}, 1, NULL);
+    else {
+        nn_module *g = nn_gelu_new(act == 2);
+        h = g ? emit(e, g, prefix, h, xin, xin) : NULL;
+        nn_module_free(g);
+    }
+    h = child_emit(e, m, prefix, "linear2", h, xin);
+    x = ex_op(e, "Add", (const char *[]){x, h}, 2, NULL);
+    return pre ? x : child_emit(e, m, prefix, "norm2", x, xin);
+}
+
+static const char *emit_encoder(ex *e, nn_module *m, const char *prefix, const char *x,
+                                const nn_tensor *xin) {
+    nn_module *ls = nn_module_get_module(m, "layers");
+    if (!ls) return e->err = nn_last_status(), NULL;
+    int n = nn__module_num_children(ls);
+    for (int i = 0; i < n && x; i++) {
+        const char *nm;
+        nn_module *l = nn__module_child(ls, i, &nm);
+        char p[600];
+        snprintf(p, sizeof p, "%slayers.%s.", prefix, nm);
+        x = l ? emit_enc_layer(e, l, p, x, xin) : NULL;
+    }
+    if (x && cfg(m, "norm", 0) != 0) x = child_emit(e, m, prefix, "norm", x, xin);
+    return x;
+}
+
 /* A Sequential: children in order, each on the previous one's example output. */
 static const char *emit_seq(ex *e, nn_module *m, const char *prefix, const char *x,
                             nn_tensor *xin) {
@@ -543,6 +662,9 @@ static const char *emit(ex *e, nn_module *m, const char *prefix, const char *x,
         const char *w = param(e, m, prefix, "weight");
         return ex_op(e, "Gather", (const char *[]){w, x}, 2, NULL);
     }
+    if (!strcmp(t, "MultiheadAttention")) return emit_mha(e, m, prefix, x, xin);
+    if (!strcmp(t, "TransformerEncoderLayer")) return emit_enc_layer(e, m, prefix, x, xin);
+    if (!strcmp(t, "TransformerEncoder")) return emit_encoder(e, m, prefix, x, xin);
     if (!strcmp(t, "RNN") || !strcmp(t, "LSTM") || !strcmp(t, "GRU")) {
         if (cfg(m, "num_layers", 1) < 1) return unsupported(e, m, NULL), NULL;
         return emit_rnn(e, m, prefix, x);

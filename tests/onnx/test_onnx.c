@@ -395,6 +395,24 @@ static void test_export_round_trip(void **state) {
     nn_module_free(m);
     nn_tensor_free(x);
 
+    /* A 2-layer encoder (post-norm, relu) then a causal pre-norm GELU layer
+     * and a MultiheadAttention of sequence-first layout. */
+    int64_t tshape[3] = {2, 5, 8};
+    x = TU_NN(nn_randn(NULL, tshape, 3));
+    nn_module *enc = TU_NN(nn_transformer_encoder_new(
+        nn_transformer_encoder_layer_new(8, 2, 16, 0.1, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5, true,
+                                         false),
+        2, nn_layer_norm_new((int64_t[]){8}, 1, 1e-5, true)));
+    nn_module *causal = TU_NN(nn_transformer_encoder_layer_new(
+        8, 4, 12, 0.0, NN_TRANSFORMER_ACTIVATION_GELU, 1e-6, true, true));
+    TU_OK(nn_transformer_set_causal(causal, true));
+    nn_module *tf[] = {enc, causal, nn_multihead_attention_new(8, 2, 0.0, true, 0, 0, false),
+                       nn_linear_new(8, 3, true)};
+    m = seq(tf, 4);
+    round_trip(m, NN_DTYPE_F32, tshape, 3, x);
+    nn_module_free(m);
+    nn_tensor_free(x);
+
     int64_t tok[2] = {2, 7};
     x = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, tok, 2,
                                   (int64_t[]){1, 4, 0, 9, 3, 3, 7, 2, 8, 8, 1, 0, 5, 6}));

@@ -73,12 +73,15 @@ def export_cases():
     gru = nn.Sequential(nn.GRU(6, 8, num_layers=2, batch_first=True, bidirectional=True),
                         nn.LayerNorm(16), nn.SiLU(), nn.Select(1, -1), nn.Linear(16, 4),
                         nn.Softmax(-1))
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True)
+    enc = nn.Sequential(nn.TransformerEncoder(layer, 2), nn.Linear(16, 4))
     return [('cnn', cnn, 'f32', (3, 1, 28, 28)), ('mlp', mlp, 'f32', (2, 1, 28, 28)),
-            ('lstm', lstm, 'i64', (2, 6)), ('gru', gru, 'f32', (2, 5, 6))]
+            ('lstm', lstm, 'i64', (2, 6)), ('gru', gru, 'f32', (2, 5, 6)),
+            ('encoder', enc, 'f32', (2, 5, 16))]
 
 
 @pytest.mark.skipif(not HAVE_NUMPY, reason='needs numpy')
-@pytest.mark.parametrize('case', range(4))
+@pytest.mark.parametrize('case', range(5))
 def test_export_checker_ort(case, tmp_path):
     """libnn export -> onnx.checker -> ONNX Runtime within 1e-5 of libnn ->
     libnn import equal to libnn."""
