@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,6 +324,40 @@ static void test_two_inputs(void **state) {
     nn_model_free(m);
 }
 
+/* One imported model shared by 4 threads, each predicting 10 times: every
+ * result bit-identical to the single-threaded one (the graph is immutable
+ * after import; values live per call). */
+typedef struct shared {
+    nn_model *m;
+    nn_tensor *x, *want;
+    int bad;
+} shared;
+
+static void *predict_loop(void *arg) {
+    shared *s = arg;
+    for (int i = 0; i < 10; i++) {
+        nn_tensor *y = nn_model_predict(s->m, s->x);
+        if (!y || !nn_tensor_equal(y, s->want)) __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED);
+        nn_tensor_free(y);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    shared s = {0};
+    s.m = TU_NN(nn_onnx_load(tu_data_path("onnx/models/gpt_op17.onnx"), NULL));
+    s.x = read_array("onnx/models/gpt.in");
+    s.want = TU_NN(nn_model_predict(s.m, s.x));
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, predict_loop, &s), 0);
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    assert_int_equal(s.bad, 0);
+    nn_tensor_free(s.want);
+    nn_tensor_free(s.x);
+    nn_model_free(s.m);
+}
+
 /* --------------------------------------------------------------- export */
 
 static nn_module *seq(nn_module **layers, int n) {
@@ -463,7 +498,7 @@ int main(void) {
         cmocka_unit_test(test_truncate_flip), cmocka_unit_test(test_sources_and_meta),
         cmocka_unit_test(test_parameters_train), cmocka_unit_test(test_oom),
         cmocka_unit_test(test_export_round_trip), cmocka_unit_test(test_export_errors),
-        cmocka_unit_test(test_two_inputs),
+        cmocka_unit_test(test_two_inputs),      cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
