@@ -694,27 +694,42 @@ static bool const_scalar(const nn__onnx_graph *g, int32_t v, double *out) {
     return true;
 }
 
-/* The node reading value v, when exactly one node does (else -1). */
-static int32_t sole_consumer(const nn__onnx_graph *g, const int32_t *uses, int32_t v) {
+/* Per value: the node producing it and the one node reading it (-1 when
+ * none or several), both as indices into the sorted nodes; computed once
+ * so the fusion below stays linear in the graph. */
+typedef struct links {
+    int32_t *prod, *cons;
+} links;
+
+static int32_t sole_consumer(const nn__onnx_graph *g, const links *lk, const int32_t *uses,
+                             int32_t v) {
     if (v < 0 || uses[v] != 1 || g->is_output[v]) return -1;
-    for (int32_t i = 0; i < g->nnodes; i++)
-        for (int k = 0; k < g->nodes[i].nin; k++)
-            if (g->nodes[i].in[k] == v) return i;
-    return -1;
+    return lk->cons[v];
 }
 
 /* x * 0.5 * (1 + erf(x / sqrt 2)) in torch's export order (Div or Mul by
  * 1/sqrt 2, Erf, Add 1, Mul x, Mul 0.5, either operand order) becomes one
  * exact GELU node; the four others are marked dead (op NN__OP_COUNT). */
-static void fuse_gelu(nn__onnx_graph *g, const int32_t *uses) {
+static nn_status fuse_gelu(nn__onnx_graph *g, const int32_t *uses) {
+    links lk = {nn__malloc(((size_t)g->nvalues + 1) * sizeof *lk.prod),
+                nn__malloc(((size_t)g->nvalues + 1) * sizeof *lk.cons)};
+    if (!lk.prod || !lk.cons) {
+        nn__free(lk.prod);
+        nn__free(lk.cons);
+        return NN_ERR_NOMEM;
+    }
+    for (int32_t v = 0; v < g->nvalues; v++) lk.prod[v] = lk.cons[v] = -1;
+    for (int32_t i = 0; i < g->nnodes; i++) {
+        for (int k = 0; k < g->nodes[i].nout; k++)
+            if (g->nodes[i].out[k] >= 0) lk.prod[g->nodes[i].out[k]] = i;
+        for (int k = 0; k < g->nodes[i].nin; k++)
+            if (g->nodes[i].in[k] >= 0) lk.cons[g->nodes[i].in[k]] = i;
+    }
     for (int32_t e = 0; e < g->nnodes; e++) {
         nn__onnx_node *erf = &g->nodes[e];
         if (erf->op != NN__OP_ERF) continue;
         int32_t dv = erf->in[0];
-        int32_t d = -1;
-        for (int32_t i = 0; i < e; i++)
-            for (int k = 0; k < g->nodes[i].nout; k++)
-                if (g->nodes[i].out[k] == dv) d = i;
+        int32_t d = dv >= 0 ? lk.prod[dv] : -1;
         if (d < 0 || uses[dv] != 1 || g->is_output[dv]) continue;
         nn__onnx_node *div = &g->nodes[d];
         double c;
@@ -724,19 +739,19 @@ static void fuse_gelu(nn__onnx_graph *g, const int32_t *uses) {
               fabs(c - sqrt(0.5)) < 1e-4))
             continue;
         int32_t x = div->in[0];
-        int32_t a = sole_consumer(g, uses, erf->out[0]);
+        int32_t a = sole_consumer(g, &lk, uses, erf->out[0]);
         if (a < 0 || g->nodes[a].op != NN__OP_ADD) continue;
         nn__onnx_node *add = &g->nodes[a];
         int32_t other = add->in[0] == erf->out[0] ? add->in[1] : add->in[0];
         if (!const_scalar(g, other, &c) || c != 1.0) continue;
-        int32_t m1 = sole_consumer(g, uses, add->out[0]);
+        int32_t m1 = sole_consumer(g, &lk, uses, add->out[0]);
         if (m1 < 0 || g->nodes[m1].op != NN__OP_MUL) continue;
         nn__onnx_node *mul1 = &g->nodes[m1];
         other = mul1->in[0] == add->out[0] ? mul1->in[1] : mul1->in[0];
         int32_t m2 = -1;
         nn__onnx_node *mul2 = NULL;
         if (other == x) { /* Mul(x, 1 + erf) then Mul(., 0.5) */
-            m2 = sole_consumer(g, uses, mul1->out[0]);
+            m2 = sole_consumer(g, &lk, uses, mul1->out[0]);
             if (m2 < 0 || g->nodes[m2].op != NN__OP_MUL) continue;
             mul2 = &g->nodes[m2];
             int32_t h = mul2->in[0] == mul1->out[0] ? mul2->in[1] : mul2->in[0];
@@ -750,6 +765,9 @@ static void fuse_gelu(nn__onnx_graph *g, const int32_t *uses) {
         mul2->nin = 1;
         div->op = erf->op = add->op = mul1->op = NN__OP_COUNT;
     }
+    nn__free(lk.prod);
+    nn__free(lk.cons);
+    return NN_OK;
 }
 
 /* ------------------------------------------------------------ module */
@@ -1134,7 +1152,7 @@ nn_module *nn__onnx_build(const Onnx__ModelProto *mp, size_t file_len, const cha
         int32_t v = init_id[i];
         param[v] = g->fixed[v]->dtype == NN_DTYPE_F32 && !bn_stat[v] && other_use[v];
     }
-    if (!st) fuse_gelu(g, uses);
+    if (!st) st = fuse_gelu(g, uses);
     for (int32_t i = 0; !st && i < g->nnodes; i++) {
         nn__onnx_node *n = &g->nodes[i];
         if (n->op == NN__OP_COUNT) continue;

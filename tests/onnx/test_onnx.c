@@ -4,6 +4,7 @@
  * PyTorch's outputs (the golden .out files written by the same script);
  * unsupported operators and broken graphs fail with clear errors. */
 #include "testutil.h"
+#include "onnx/onnx.pb-c.h" /* generated in the build tree: the scale test builds a graph */
 
 #include <math.h>
 #include <pthread.h>
@@ -358,6 +359,67 @@ static void test_threads(void **state) {
     nn_model_free(s.m);
 }
 
+/* A chain of 200,000 alternating Erf and Relu nodes, listed in reverse
+ * order (the file's order is not trusted): import and run stay linear (a
+ * quadratic step anywhere would blow the test's timeout). */
+static void test_scale(void **state) {
+    (void)state;
+    enum { N = 200000 };
+    Onnx__NodeProto *nodes = calloc(N, sizeof *nodes);
+    Onnx__NodeProto **np = calloc(N, sizeof *np);
+    char (*names)[16] = calloc(N + 1, sizeof *names);
+    char **ins = calloc(N, sizeof *ins), **outs = calloc(N, sizeof *outs);
+    for (int i = 0; i <= N; i++) snprintf(names[i], 16, i == 0 ? "x" : i == N ? "y" : "v%d", i);
+    for (int i = 0; i < N; i++) {
+        Onnx__NodeProto *n = &nodes[i];
+        onnx__node_proto__init(n);
+        ins[i] = names[i];
+        outs[i] = names[i + 1];
+        n->n_input = n->n_output = 1;
+        n->input = &ins[i];
+        n->output = &outs[i];
+        n->op_type = i % 2 ? "Relu" : "Erf";
+        np[N - 1 - i] = n;
+    }
+    Onnx__TensorShapeProto__Dimension d1 = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__INIT, *dp = &d1;
+    d1.value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+    d1.dim_value = 4;
+    Onnx__TensorShapeProto shp = ONNX__TENSOR_SHAPE_PROTO__INIT;
+    shp.n_dim = 1;
+    shp.dim = &dp;
+    Onnx__TypeProto__Tensor tt = ONNX__TYPE_PROTO__TENSOR__INIT;
+    tt.has_elem_type = 1;
+    tt.elem_type = 1;
+    tt.shape = &shp;
+    Onnx__TypeProto ty = ONNX__TYPE_PROTO__INIT;
+    ty.value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    ty.tensor_type = &tt;
+    Onnx__ValueInfoProto vx = ONNX__VALUE_INFO_PROTO__INIT, vy = ONNX__VALUE_INFO_PROTO__INIT;
+    vx.name = "x", vx.type = &ty, vy.name = "y", vy.type = &ty;
+    Onnx__ValueInfoProto *pvx = &vx, *pvy = &vy;
+    Onnx__GraphProto g = ONNX__GRAPH_PROTO__INIT;
+    g.n_node = N, g.node = np, g.n_input = 1, g.input = &pvx, g.n_output = 1, g.output = &pvy;
+    Onnx__OperatorSetIdProto os = ONNX__OPERATOR_SET_ID_PROTO__INIT, *pos = &os;
+    os.domain = "", os.has_version = 1, os.version = 17;
+    Onnx__ModelProto mp = ONNX__MODEL_PROTO__INIT;
+    mp.has_ir_version = 1, mp.ir_version = 8, mp.n_opset_import = 1, mp.opset_import = &pos;
+    mp.graph = &g;
+    size_t len = onnx__model_proto__get_packed_size(&mp);
+    uint8_t *buf = malloc(len);
+    onnx__model_proto__pack(&mp, buf);
+    nn_model *m = nn_onnx_load_buffer(buf, len, NULL);
+    if (!m) fail_msg("%s", nn_last_error());
+    nn_tensor *x = TU_NN(nn_tensor_full(NN_DTYPE_F32, (int64_t[]){4}, 1, 0.5));
+    nn_tensor *y = TU_NN(nn_model_predict(m, x));
+    /* relu(erf(.)) of a positive value stays in (0, 1) */
+    float v = ((float *)nn_tensor_data(y))[0];
+    assert_true(v > 0 && v < 1);
+    nn_tensor_free(y);
+    nn_tensor_free(x);
+    nn_model_free(m);
+    free(buf), free(nodes), free(np), free(names), free(ins), free(outs);
+}
+
 /* --------------------------------------------------------------- export */
 
 static nn_module *seq(nn_module **layers, int n) {
@@ -499,6 +561,7 @@ int main(void) {
         cmocka_unit_test(test_parameters_train), cmocka_unit_test(test_oom),
         cmocka_unit_test(test_export_round_trip), cmocka_unit_test(test_export_errors),
         cmocka_unit_test(test_two_inputs),      cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
