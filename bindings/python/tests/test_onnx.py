@@ -13,6 +13,19 @@ from conftest import HAVE_NUMPY, SOURCE_ROOT
 MODELS = os.path.join(SOURCE_ROOT, 'tests', 'onnx', 'models')
 
 
+def _have_onnx():
+    try:
+        onnx.load_bytes(b'')
+    except libnn.UnsupportedError:
+        return False
+    except libnn.LibnnError:
+        return True
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _have_onnx(), reason='libnn built without ONNX (-Donnx)')
+
+
 def read_array(path):
     import numpy as np
     with open(path, 'rb') as f:
