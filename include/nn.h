@@ -674,6 +674,16 @@ NN_API nn_statedict *nn_module_state_dict(nn_module *m);
  * nn_free. */
 NN_API nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool strict,
                                            char **report);
+/* Convert the weights of every Linear, Conv2d and Embedding in m's tree to
+ * dtype (NN_DTYPE_F16 or NN_DTYPE_BF16 for inference; NN_DTYPE_F32 converts
+ * back): the 16-bit weights take half the memory and file bytes and are
+ * read directly by batch-1 / GEMV products (f32 activations and sums).
+ * Biases, norms, recurrent and attention weights and buffers stay f32;
+ * tied weights stay tied. Half weights take no gradient (train in f32, then
+ * convert); model files store them natively and nn_model_load rebuilds them.
+ * NN_ERR_DTYPE for another dtype; on any error nothing changes. Not while
+ * other threads run m. */
+NN_API nn_status nn_module_convert(nn_module *m, nn_dtype dtype);
 /* A printable table of the layers run on a zero input of input_shape (the
  * batch included): name, type, output shape, parameters and estimated FLOPs
  * (a multiply-add counts 2), then totals. Runs without grad and with

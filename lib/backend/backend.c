@@ -186,7 +186,10 @@ static void init_kernels(void) {
         nn__avx2_fill_pool(&t->pool);
         nn__avx2_fill_eltwise(&t->eltwise);
         nn__avx2_fill_optim(&t->optim);
-        if (cpu->f16c) nn__avx2_fill_half(&t->half);
+        if (cpu->f16c) {
+            nn__avx2_fill_half(&t->half);
+            nn__avx2_fill_half_gemm(&t->half);
+        }
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX2, blocked_avx2_nt);
         nn__avx2_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX2] = true;
@@ -202,9 +205,14 @@ static void init_kernels(void) {
         nn__avx512_fill_pool(&t->pool);
         nn__avx512_fill_conv_direct(&t->conv);
         nn__avx512_fill_half(&t->half);
+        nn__avx512_hg_nt_fn dp = NULL;
 #if NN_HAVE_AVX512_BF16
-        if (cpu->avx512_bf16) nn__avx512bf16_fill_half(&t->half);
+        if (cpu->avx512_bf16) {
+            nn__avx512bf16_fill_half(&t->half);
+            dp = nn__avx512bf16_gemm_nt;
+        }
 #endif
+        nn__avx512_fill_half_gemm(&t->half, dp);
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX512, blocked_avx512_nt);
         nn__avx512_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX512] = true;

@@ -66,6 +66,32 @@ static nn_status add_filled(nn_module *m, const char *name, nn_dtype dt, const i
     return st;
 }
 
+/* weight_dtype (cfg[k]): the dtype of the weight of the layers that compute
+ * with half weights (Linear, Conv2d, Embedding): 0 f32, 2 f16, 3 bf16. Set
+ * by nn_module_convert (convert.c); written to model files only when not
+ * f32, so a file rebuilds the layer with a weight of that dtype. */
+static bool cfg_wdt(nn_module *m, int k) {
+    double v = m->cfg[k];
+    if (v == NN_DTYPE_F32 || v == NN_DTYPE_F16 || v == NN_DTYPE_BF16) return true;
+    nn__err(NN_ERR_INVALID, "%s: weight_dtype = %g, expected 0 (f32), 2 (f16) or 3 (bf16)",
+            m->kind->type, v);
+    return false;
+}
+
+/* Register the weight: uniform init for f32; for f16 / bf16 zeros, which a
+ * model file or nn_module_convert fills (no f32 copy is made, so a half
+ * model's load stays within the bytes its file holds). */
+static nn_status add_weight(nn_module *m, int wdt_key, const int64_t *shape, int ndim,
+                            double bound) {
+    nn_dtype dt = (nn_dtype)m->cfg[wdt_key];
+    if (dt == NN_DTYPE_F32) return add_uniform(m, "weight", shape, ndim, bound);
+    nn_tensor *t = nn__zeros(dt, shape, ndim);
+    if (!t) return nn_last_status();
+    nn_status st = nn__mod_add_param(m, "weight", t);
+    if (st != NN_OK) nn__tensor_release(t);
+    return st;
+}
+
 /* Fail with "<Type>: expected input <want>, got [..]". */
 static nn_tensor *bad_input(const nn_module *m, const nn_tensor *x, const char *want) {
     char s[128];
@@ -105,17 +131,17 @@ static double flops_none(const nn_module *m, const nn_tensor *in, const nn_tenso
 
 /* --------------------------------------------------------------- Linear */
 
-enum { LIN_IN, LIN_OUT, LIN_BIAS };
-static const char *const linear_keys[] = {"in_features", "out_features", "bias"};
-static const double linear_defaults[] = {NAN, NAN, 1};
+enum { LIN_IN, LIN_OUT, LIN_BIAS, LIN_WDT };
+static const char *const linear_keys[] = {"in_features", "out_features", "bias", "weight_dtype"};
+static const double linear_defaults[] = {NAN, NAN, 1, 0};
 
 static nn_status linear_build(nn_module *m) {
     if (!cfg_int(m, LIN_IN, 1, MAX_SIZE) || !cfg_int(m, LIN_OUT, 1, MAX_SIZE) ||
-        !cfg_bool(m, LIN_BIAS))
+        !cfg_bool(m, LIN_BIAS) || !cfg_wdt(m, LIN_WDT))
         return nn_last_status();
     int64_t shape[2] = {ci(m, LIN_OUT), ci(m, LIN_IN)};
     double bound = 1.0 / sqrt((double)shape[1]);
-    nn_status st = add_uniform(m, "weight", shape, 2, bound);
+    nn_status st = add_weight(m, LIN_WDT, shape, 2, bound);
     if (st == NN_OK && ci(m, LIN_BIAS)) st = add_uniform(m, "bias", shape, 1, bound);
     return st;
 }
@@ -134,11 +160,20 @@ static double linear_flops(const nn_module *m, const nn_tensor *in, const nn_ten
     return out_numel(out) * (2.0 * (double)ci(m, LIN_IN) + (ci(m, LIN_BIAS) ? 1 : 0));
 }
 
-KIND(kind_linear, "Linear", linear_keys, linear_defaults, linear_build, linear_forward,
-     linear_flops);
+/* weight_dtype is written only when not f32: f32 files stay as they were. */
+static int linear_ncfg(const nn_module *m) { return ci(m, LIN_WDT) ? 4 : 3; }
+
+static const nn__mod_kind kind_linear = {.type = "Linear",
+                                         .nkeys = 4,
+                                         .keys = linear_keys,
+                                         .defaults = linear_defaults,
+                                         .build = linear_build,
+                                         .forward = linear_forward,
+                                         .flops = linear_flops,
+                                         .ncfg = linear_ncfg};
 
 nn_module *nn_linear_new(int64_t in_features, int64_t out_features, bool bias) {
-    double v[] = {(double)in_features, (double)out_features, bias};
+    double v[] = {(double)in_features, (double)out_features, bias, 0};
     return nn__mod_new_kind(&kind_linear, v);
 }
 
@@ -166,6 +201,13 @@ static const char *const conv2d_keys[] = {
     "stride_w",    "padding_h",    "padding_w",        "dilation_h",      "dilation_w",
     "groups",      "bias",         "output_padding_h", "output_padding_w"};
 static const double conv2d_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0};
+/* Conv2d's own keys: the first 12 above, then weight_dtype (index CV2_WDT). */
+enum { CV2_WDT = 12 };
+static const char *const conv2d_only_keys[] = {
+    "in_channels", "out_channels", "kernel_h",   "kernel_w", "stride_h",
+    "stride_w",    "padding_h",    "padding_w",  "dilation_h", "dilation_w",
+    "groups",      "bias",         "weight_dtype"};
+static const double conv2d_only_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 1, 1, 1, 0};
 
 static bool conv_common_ok(nn_module *m, int nspatial) {
     if (!cfg_int(m, CV_IN, 1, MAX_SIZE) || !cfg_int(m, CV_OUT, 1, MAX_SIZE) ||
@@ -197,10 +239,16 @@ static nn_status conv_params(nn_module *m, const int64_t *wshape, int nd) {
 }
 
 static nn_status conv2d_build(nn_module *m) {
-    if (!conv_common_ok(m, 2)) return nn_last_status();
+    if (!conv_common_ok(m, 2) || !cfg_wdt(m, CV2_WDT)) return nn_last_status();
     int64_t w[4] = {ci(m, CV_OUT), ci(m, CV_IN) / ci(m, CV_GROUPS), ci(m, CV_KH), ci(m, CV_KW)};
-    return conv_params(m, w, 4);
+    if (ci(m, CV2_WDT) == NN_DTYPE_F32) return conv_params(m, w, 4);
+    nn_status st = add_weight(m, CV2_WDT, w, 4, 0);
+    int64_t nb = ci(m, CV_OUT);
+    if (st == NN_OK && ci(m, CV_BIAS)) st = add_filled(m, "bias", NN_DTYPE_F32, &nb, 1, 0, true);
+    return st;
 }
+
+static int conv2d_ncfg(const nn_module *m) { return ci(m, CV2_WDT) ? 13 : 12; }
 
 static bool check_channels(const nn_module *m, const nn_tensor *x, int ndim, int64_t c,
                            const char *pat) {
@@ -232,12 +280,13 @@ static double conv_flops(const nn_module *m, const nn_tensor *in, const nn_tenso
 }
 
 static const nn__mod_kind kind_conv2d = {.type = "Conv2d",
-                                         .nkeys = 12,
-                                         .keys = conv2d_keys,
-                                         .defaults = conv2d_defaults,
+                                         .nkeys = 13,
+                                         .keys = conv2d_only_keys,
+                                         .defaults = conv2d_only_defaults,
                                          .build = conv2d_build,
                                          .forward = conv2d_forward,
-                                         .flops = conv_flops};
+                                         .flops = conv_flops,
+                                         .ncfg = conv2d_ncfg};
 
 nn_module *nn_conv2d_new_ex(int64_t in_channels, int64_t out_channels, int kernel_h, int kernel_w,
                             int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h,
@@ -253,7 +302,8 @@ nn_module *nn_conv2d_new_ex(int64_t in_channels, int64_t out_channels, int kerne
                   dilation_h,
                   dilation_w,
                   groups,
-                  bias};
+                  bias,
+                  NN_DTYPE_F32};
     return nn__mod_new_kind(&kind_conv2d, v);
 }
 
@@ -720,15 +770,17 @@ nn_module *nn_group_norm_new(int groups, int64_t num_channels, double eps, bool 
 
 /* padding_idx: the row (normalised to 0..num-1) that starts at zero and
  * gets no gradient; -1: none (also for files written before it existed). */
-enum { EMB_NUM, EMB_DIM, EMB_PAD };
-static const char *const emb_keys[] = {"num_embeddings", "embedding_dim", "padding_idx"};
-static const double emb_defaults[] = {NAN, NAN, -1};
+enum { EMB_NUM, EMB_DIM, EMB_PAD, EMB_WDT };
+static const char *const emb_keys[] = {"num_embeddings", "embedding_dim", "padding_idx",
+                                       "weight_dtype"};
+static const double emb_defaults[] = {NAN, NAN, -1, 0};
 
 static nn_status emb_build(nn_module *m) {
     if (!cfg_int(m, EMB_NUM, 1, MAX_SIZE) || !cfg_int(m, EMB_DIM, 1, MAX_SIZE) ||
-        !cfg_int(m, EMB_PAD, -1, m->cfg[EMB_NUM] - 1))
+        !cfg_int(m, EMB_PAD, -1, m->cfg[EMB_NUM] - 1) || !cfg_wdt(m, EMB_WDT))
         return nn_last_status();
     int64_t shape[2] = {ci(m, EMB_NUM), ci(m, EMB_DIM)};
+    if (ci(m, EMB_WDT) != NN_DTYPE_F32) return add_weight(m, EMB_WDT, shape, 2, 0);
     nn_tensor *w = nn__tensor_new(NN_DTYPE_F32, shape, 2);
     if (!w) return nn_last_status();
     nn_generator *g = nn__gen(NULL);
@@ -742,7 +794,9 @@ static nn_status emb_build(nn_module *m) {
 }
 
 /* Written only when set, so files of unpadded tables stay as they were. */
-static int emb_ncfg(const nn_module *m) { return ci(m, EMB_PAD) >= 0 ? 3 : 2; }
+static int emb_ncfg(const nn_module *m) {
+    return ci(m, EMB_WDT) ? 4 : ci(m, EMB_PAD) >= 0 ? 3 : 2;
+}
 
 static nn_tensor *emb_forward(nn_module *m, nn_tensor *x) {
     if (x->dtype != NN_DTYPE_I64)
@@ -753,7 +807,7 @@ static nn_tensor *emb_forward(nn_module *m, nn_tensor *x) {
 }
 
 static const nn__mod_kind kind_emb = {.type = "Embedding",
-                                      .nkeys = 3,
+                                      .nkeys = 4,
                                       .keys = emb_keys,
                                       .defaults = emb_defaults,
                                       .build = emb_build,
@@ -762,7 +816,7 @@ static const nn__mod_kind kind_emb = {.type = "Embedding",
                                       .ncfg = emb_ncfg};
 
 nn_module *nn_embedding_new(int64_t num_embeddings, int64_t embedding_dim) {
-    double v[] = {(double)num_embeddings, (double)embedding_dim, -1};
+    double v[] = {(double)num_embeddings, (double)embedding_dim, -1, NN_DTYPE_F32};
     return nn__mod_new_kind(&kind_emb, v);
 }
 
@@ -774,7 +828,8 @@ nn_module *nn_embedding_new_padded(int64_t num_embeddings, int64_t embedding_dim
                         (long long)padding_idx, (long long)-num_embeddings,
                         (long long)num_embeddings);
     double v[] = {(double)num_embeddings, (double)embedding_dim,
-                  (double)(padding_idx < 0 ? padding_idx + num_embeddings : padding_idx)};
+                  (double)(padding_idx < 0 ? padding_idx + num_embeddings : padding_idx),
+                  NN_DTYPE_F32};
     return nn__mod_new_kind(&kind_emb, v);
 }
 
@@ -896,6 +951,13 @@ nn_module *nn_softmax_new(int dim) {
 nn_module *nn_log_softmax_new(int dim) {
     double v = dim;
     return nn__mod_new_kind(&kind_logsoftmax, &v);
+}
+
+int nn__mod_weight_dtype_key(const nn_module *m) {
+    if (m->kind == &kind_linear) return LIN_WDT;
+    if (m->kind == &kind_conv2d) return CV2_WDT;
+    if (m->kind == &kind_emb) return EMB_WDT;
+    return -1;
 }
 
 /* ----------------------------------------------------- Sequential fusion */

@@ -186,6 +186,9 @@ nn_tensor *nn__mod_param(const nn_module *m, const char *name);
 /* Own-parameter scalar count. */
 int64_t nn__mod_own_param_count(const nn_module *m);
 void nn__mod_bump_generation(void);
+/* The cfg index of `weight_dtype` for the kinds whose weight may be f16 /
+ * bf16 (Linear, Conv2d, Embedding: layers.c); -1 for any other module. */
+int nn__mod_weight_dtype_key(const nn_module *m);
 /* Walk children; callbacks in PyTorch's state_dict order. */
 
 /* ---- module.c, for containers.c */

@@ -385,7 +385,11 @@ static bool conv_fwd_any(const nn__conv2d *d, const conv_params *p, const float 
 static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv_params *p, int nd_,
                             bool relu, bool pool, const char *fn) {
     char s1[128], s2[128];
-    if (!nn__check_f32(x, fn, "x") || !nn__check_f32(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
+    /* conv2d takes f16 / bf16 weights too: converted once per call to an
+     * f32 copy (half_weights.c) that the kernels and the node use */
+    if (!nn__check_f32(x, fn, "x") ||
+        !(nd_ == 4 ? nn__check_weight(w, fn, "w") : nn__check_f32(w, fn, "w")) ||
+        !nn__ops_opt_f32(b, fn, "b"))
         return NULL;
     if (x->ndim != nd_ || w->ndim != nd_)
         return NN__FAIL(NN_ERR_SHAPE, "%s: x %s and w %s must both be %d-D", fn,
@@ -418,7 +422,8 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
                         "%s: the fused 2x2 pool needs a 4-D output of at least 2x2 and no graph",
                         fn);
     const nn__conv2d g = conv_geom(x4, w4, p, oh, ow);
-    nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
+    nn_tensor *xc = nn__contig(x), *wc = nn__weight_f32(w), *bc = b ? nn__contig(b) : NULL;
+    if (wc && nn__is_half(w->dtype)) in[1] = wc; /* a half w's f32 copy */
     nn_tensor *y = NULL, *yp = NULL;
     if (!xc || !wc || (b && !bc)) {
         nn__forward(fn);

@@ -146,23 +146,32 @@ static nn_status matmul_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
 
 nn_tensor *nn_matmul(nn_tensor *a, nn_tensor *b) {
     const char *fn = "nn_matmul";
-    if (!nn__check_f32(a, fn, "a") || !nn__check_f32(b, fn, "b")) return NULL;
+    if (!nn__check_f32(a, fn, "a") || !nn__check_weight(b, fn, "b")) return NULL;
     mm_plan p;
     if (!mm_plan_make(a, b, &p, fn)) return NULL;
     nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, p.out_shape, p.out_ndim);
     if (!out) return NULL;
-    nn_tensor *ac = nn__contig(a), *bc = nn__contig(b);
+    /* half b (f32 a): one matrix, few rows, a needing no gradient: read
+     * directly; else an f32 copy of b (half_weights.c), recorded instead */
+    nn_tensor *in[2] = {a, b};
+    const bool direct = nn__is_half(b->dtype) && !p.b_batched &&
+                        p.batch * p.m < NN__HALF_ROWS && !nn__needs_grad(&a, 1);
+    nn_tensor *ac = nn__contig(a), *bc = direct ? nn__contig(b) : nn__weight_f32(b);
     if (!ac || !bc) {
         nn__tensor_release(ac);
         nn__tensor_release(bc);
         nn__tensor_release(out);
         return NULL;
     }
-    mm_forward(&p, nn__f32(ac), nn__f32(bc), nn__f32(out));
+    if (direct)
+        nn__half_gemm(false, p.batch * p.m, p.n, p.k, nn__f32(ac), p.k, bc, p.n, nn__f32(out), p.n);
+    else
+        mm_forward(&p, nn__f32(ac), nn__f32(bc), nn__f32(out));
+    if (!direct && nn__is_half(b->dtype)) in[1] = bc;
+    out = nn__ops_record(out, fn, matmul_backward, in, 2, NULL);
     nn__tensor_release(ac);
     nn__tensor_release(bc);
-    nn_tensor *in[2] = {a, b};
-    return nn__track(nn__ops_record(out, fn, matmul_backward, in, 2, NULL));
+    return nn__track(out);
 }
 
 /* ------------------------------------------------------------------ linear */
@@ -204,7 +213,7 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
 
 nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
     const char *fn = "nn_linear";
-    if (!nn__check_f32(x, fn, "x") || !nn__check_f32(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
+    if (!nn__check_f32(x, fn, "x") || !nn__check_weight(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
         return NULL;
     char s1[128], s2[128];
     if (w->ndim != 2)
@@ -223,7 +232,13 @@ nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
     if (!out) return NULL;
     int64_t rows = 1;
     for (int i = 0; i < x->ndim - 1; i++) rows *= x->shape[i];
-    nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL;
+    /* half w: read directly for few rows unless x needs a gradient (the
+     * node may then keep w: backward reads it only for dx), else an f32
+     * copy (half_weights.c), on which the node is recorded */
+    nn_tensor *in[3] = {x, w, b};
+    const bool direct = nn__is_half(w->dtype) && rows < NN__HALF_ROWS && !nn__needs_grad(&x, 1);
+    nn_tensor *xc = nn__contig(x), *wc = direct ? nn__contig(w) : nn__weight_f32(w),
+              *bc = b ? nn__contig(b) : NULL;
     if (!xc || !wc || (b && !bc)) {
         nn__tensor_release(xc);
         nn__tensor_release(wc);
@@ -232,12 +247,16 @@ nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
         return NULL;
     }
     float *Y = nn__f32(out);
-    nn__kernels()->gemm.sgemm(false, true, rows, nout, nin, 1.0f, nn__f32(xc), nin, nn__f32(wc), nin,
-                         0.0f, Y, nout);
+    if (direct)
+        nn__half_gemm(true, rows, nout, nin, nn__f32(xc), nin, wc, nin, Y, nout);
+    else
+        nn__kernels()->gemm.sgemm(false, true, rows, nout, nin, 1.0f, nn__f32(xc), nin,
+                                  nn__f32(wc), nin, 0.0f, Y, nout);
     if (bc) nn__kernels()->eltwise.bias_act(rows, nout, nn__f32(bc), false, false, Y, nout);
+    if (!direct && nn__is_half(w->dtype)) in[1] = wc;
+    out = nn__ops_record(out, fn, linear_backward, in, 3, NULL);
     nn__tensor_release(xc);
     nn__tensor_release(wc);
     nn__tensor_release(bc);
-    nn_tensor *in[3] = {x, w, b};
-    return nn__track(nn__ops_record(out, fn, linear_backward, in, 3, NULL));
+    return nn__track(out);
 }

@@ -20,6 +20,21 @@ static inline nn_tensor *nn__ops_record(nn_tensor *out, const char *name, nn_bac
     return out;
 }
 
+/* ---- half-precision weights (half_weights.c) */
+static inline bool nn__is_half(nn_dtype d) { return d == NN_DTYPE_F16 || d == NN_DTYPE_BF16; }
+/* Products with fewer rows than this read half weights directly. */
+#define NN__HALF_ROWS 16
+/* A weight argument: a usable f32, f16 or bf16 tensor (NN_ERR_DTYPE naming
+ * fn and name otherwise). */
+bool nn__check_weight(const nn_tensor *w, const char *fn, const char *name);
+/* w as a contiguous f32 tensor: w itself (a new reference) or a converted /
+ * contiguous copy; NULL on failure (error recorded). */
+nn_tensor *nn__weight_f32(const nn_tensor *w);
+/* C[m, n] = A x op(B) through the backend's half GEMM; b a contiguous f16 /
+ * bf16 tensor (trans_b: [n, k], else [k, n]) with row stride ldb. */
+void nn__half_gemm(bool trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                   const nn_tensor *b, int64_t ldb, float *c, int64_t ldc);
+
 /* Whether backward has to produce a gradient for input k of nd. */
 static inline bool nn__ops_wants(const nn_node *nd, int k) {
     return nd->inputs[k] && nd->inputs[k]->requires_grad;

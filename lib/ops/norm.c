@@ -1,6 +1,7 @@
 /* Normalization and regularization: batch_norm, layer_norm, group_norm,
  * dropout, embedding. Statistics are accumulated in double (two passes) so
  * large reductions stay accurate in f32. Forward and backward side by side. */
+#include "backend/backend.h"
 #include "nn_ops_internal.h"
 
 #include <math.h>
@@ -511,7 +512,7 @@ static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gi
 static nn_tensor *embedding(nn_tensor *weight, nn_tensor *indices, int64_t padding_idx,
                             const char *fn) {
     char s1[128];
-    if (!nn__check_f32(weight, fn, "weight") || !nn__check_tensor(indices, fn, "indices"))
+    if (!nn__check_weight(weight, fn, "weight") || !nn__check_tensor(indices, fn, "indices"))
         return NULL;
     if (indices->dtype != NN_DTYPE_I64)
         return NN__FAIL(NN_ERR_DTYPE, "%s: indices have dtype %s, expected i64", fn,
@@ -543,8 +544,15 @@ static nn_tensor *embedding(nn_tensor *weight, nn_tensor *indices, int64_t paddi
         nn__tensor_release(ic);
         return NULL;
     }
-    for (int64_t i = 0; i < ic->numel; i++)
-        memcpy(nn__f32(y) + i * dim, nn__f32(wc) + ix[i] * dim, sizeof(float) * (size_t)dim);
+    if (nn__is_half(wc->dtype)) { /* gather rows, converted (a half weight needs no node) */
+        const nn__cvt_kernels *cv = &nn__kernels()->half.cvt;
+        nn__cvt_from_half_fn cvt = wc->dtype == NN_DTYPE_F16 ? cv->f16_to_f32 : cv->bf16_to_f32;
+        for (int64_t i = 0; i < ic->numel; i++)
+            cvt(nn__u16(wc) + ix[i] * dim, nn__f32(y) + i * dim, (size_t)dim);
+    } else {
+        for (int64_t i = 0; i < ic->numel; i++)
+            memcpy(nn__f32(y) + i * dim, nn__f32(wc) + ix[i] * dim, sizeof(float) * (size_t)dim);
+    }
     nn__tensor_release(wc);
     nn_node *node = NULL;
     y = nn__ops_record(y, fn, embedding_backward, &weight, 1, &node);

@@ -552,6 +552,10 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_module_load_state_dict: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_status st = nn_module_convert(NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_convert: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     nn_free(nn_module_summary(NULL, NULL, 0));
     calls++;
     nn_clear_error();

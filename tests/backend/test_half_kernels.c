@@ -109,10 +109,107 @@ static void test_tensor_to_every_tier(void **state) {
     free(x), free(got), free(want);
 }
 
+
+/* ------------------------------------------------------------ half GEMM */
+
+/* Per-element bound for a sum of k products: 4 (k + 2) eps sum |a||b|, plus,
+ * where the kernel rounds A to bf16 (vdpbf16ps), 2^-8 sum |a||b| (A's
+ * relative rounding 2^-9, doubled for margin). */
+static void check_gemm_case(const nn__half_kernels *hk, const nn__half_kernels *rk, bool bf16,
+                            bool trans_b, int64_t m, int64_t n, int64_t k, const char *tier) {
+    const int64_t lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
+    const int64_t brows = trans_b ? n : k;
+    float *a = malloc(sizeof(float) * (size_t)(m * lda + 1)) , *c = malloc(sizeof(float) * (size_t)(m * ldc + 1));
+    float *cr = malloc(sizeof(float) * (size_t)(m * ldc + 1)), *bound = malloc(sizeof(float) * (size_t)(m * ldc + 1));
+    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)(brows * ldb + 1));
+    float *af = malloc(sizeof(float) * (size_t)(m * lda + 1));
+    uint16_t *babs = malloc(sizeof(uint16_t) * (size_t)(brows * ldb + 1));
+    float *ap = a + 1; /* unaligned */
+    uint16_t *bp = b + 1;
+    for (int64_t i = 0; i < m * lda; i++) ap[i] = (float)((int)(rnd32() % 2001) - 1000) / 250.0f;
+    for (int64_t i = 0; i < brows * ldb; i++) {
+        float v = (float)((int)(rnd32() % 2001) - 1000) / 500.0f;
+        bp[i] = bf16 ? nn__f32_to_bf16(v) : nn__f32_to_f16(v);
+        babs[i] = bp[i] & 0x7fff;
+    }
+    for (int64_t i = 0; i < m * lda; i++) af[i] = fabsf(ap[i]);
+    for (int64_t i = 0; i < m * ldc; i++) c[i] = cr[i] = 12345.0f;
+    hk->gemm(bf16, trans_b, m, n, k, ap, lda, bp, ldb, c, ldc);
+    rk->gemm(bf16, trans_b, m, n, k, ap, lda, bp, ldb, cr, ldc);
+    rk->gemm(bf16, trans_b, m, n, k, af, lda, babs, ldb, bound, ldc);
+    const bool rounds = bf16 && trans_b && hk->gemm_rounds_a();
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < ldc; j++) {
+            const int64_t e = i * ldc + j;
+            if (j >= n) { /* padding between rows is untouched */
+                if (c[e] != 12345.0f) fail_msg("%s: wrote C[%lld, %lld] past n", tier, (long long)i, (long long)j);
+                continue;
+            }
+            double tol = 4.0 * (double)(k + 2) * 1.2e-7 * bound[e] + 1e-30;
+            if (rounds) tol += bound[e] / 256.0;
+            if (!(fabs((double)c[e] - (double)cr[e]) <= tol))
+                fail_msg("%s %s %s m=%lld n=%lld k=%lld: C[%lld,%lld] = %.9g, reference %.9g (tol %.3g)",
+                         tier, bf16 ? "bf16" : "f16", trans_b ? "NT" : "NN", (long long)m,
+                         (long long)n, (long long)k, (long long)i, (long long)j, (double)c[e],
+                         (double)cr[e], tol);
+        }
+    free(a), free(c), free(cr), free(bound), free(b), free(af), free(babs);
+}
+
+static void test_gemm_every_tier(void **state) {
+    (void)state;
+    const nn_kernels *ref = nn__ref_kernels();
+    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 9, 17};
+    static const int64_t ns[] = {1, 3, 4, 5, 15, 17, 33, 65, 130};
+    static const int64_t ks[] = {0, 1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 257};
+    int cases = 0;
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *k = nn__tier_kernels(t);
+        if (!k) continue;
+        for (int bf = 0; bf < 2; bf++)
+            for (int tb = 0; tb < 2; tb++)
+                for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+                    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki += 1 + (ni + mi) % 2) {
+                            check_gemm_case(&k->half, &ref->half, bf, tb, ms[mi], ns[ni], ks[ki],
+                                            nn__tier_name(t));
+                            cases++;
+                        }
+    }
+    printf("half GEMM: %d cases\n", cases);
+}
+
+/* Results do not depend on the thread count (N is split, each output summed
+ * by one thread). */
+static void test_gemm_threads(void **state) {
+    (void)state;
+    const int64_t m = 3, n = 1001, k = 517;
+    float *a = malloc(sizeof(float) * (size_t)(m * k)), *c1 = malloc(sizeof(float) * (size_t)(m * n)),
+          *c2 = malloc(sizeof(float) * (size_t)(m * n));
+    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)(n * k));
+    for (int64_t i = 0; i < m * k; i++) a[i] = (float)((int)(rnd32() % 200) - 100) / 64.0f;
+    for (int64_t i = 0; i < n * k; i++) b[i] = nn__f32_to_bf16((float)((int)(rnd32() % 200) - 100) / 32.0f);
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *kt = nn__tier_kernels(t);
+        if (!kt) continue;
+        for (int tb = 0; tb < 2; tb++) {
+            nn_set_num_threads(1);
+            kt->half.gemm(true, tb, m, n, k, a, k, b, tb ? k : n, c1, n);
+            nn_set_num_threads(2);
+            kt->half.gemm(true, tb, m, n, k, a, k, b, tb ? k : n, c2, n);
+            assert_memory_equal(c1, c2, sizeof(float) * (size_t)(m * n));
+        }
+    }
+    nn_set_num_threads(1);
+    free(a), free(c1), free(c2), free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conversions),
         cmocka_unit_test(test_tensor_to_every_tier),
+        cmocka_unit_test(test_gemm_every_tier),
+        cmocka_unit_test(test_gemm_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -403,8 +403,50 @@ static buf one_tensor(tdesc t, const void *data, size_t dlen) {
     return model_with(tensors_body(&t, 1, 1, data, dlen));
 }
 
+/* The valid weights with a bf16 "0.weight" (the values of W rounded: all
+ * exact in bf16), for a Linear whose weight_dtype says bf16. */
+static buf bf16_tensors(void) {
+    tdesc t[2] = {{"0.weight", 3, 2, 0, {3, 2}, 0, 12, 12}, {"0.bias", 0, 1, 0, {3}, 12, 12, 12}};
+    uint8_t data[24];
+    for (int i = 0; i < 9; i++) {
+        uint32_t u;
+        memcpy(&u, &W[i], 4);
+        if (i < 6)
+            for (int k = 0; k < 2; k++) data[2 * i + k] = (uint8_t)(u >> (16 + 8 * k));
+        else
+            for (int k = 0; k < 4; k++) data[12 + 4 * (i - 6) + k] = (uint8_t)(u >> (8 * k));
+    }
+    return tensors_body(t, 2, 2, data, 24);
+}
+
+/* Sequential { "0": Linear(2 -> 3, bias, weight_dtype bf16) } */
+static buf bf16_linear_body(void) {
+    buf b = {0};
+    str(&b, "Sequential");
+    u32(&b, 0);
+    u32(&b, 1);
+    str(&b, "0");
+    str(&b, "Linear");
+    u32(&b, 4);
+    str(&b, "in_features");
+    f64(&b, 2);
+    str(&b, "out_features");
+    f64(&b, 3);
+    str(&b, "bias");
+    f64(&b, 1);
+    str(&b, "weight_dtype");
+    f64(&b, 3);
+    u32(&b, 0);
+    return b;
+}
+
 static void catalogue(void) {
     emit("valid_linear", model_with(good_tensors()), "NN_OK", "-");
+    emit("valid_bf16_linear", model_with_tree(bf16_linear_body(), bf16_tensors()), "NN_OK", "-");
+    /* bf16 tensors for an f32 Linear: the module asks for twice the weight
+     * bytes the file holds, refused before the allocation that exceeds them. */
+    emit("half_tensor_for_f32_linear", model_with(bf16_tensors()), "NN_ERR_LIMIT",
+         "exceeds the 0 bytes the input justifies");
 
     buf f = model_with(good_tensors());
     f.p[1] = 'X';
@@ -545,6 +587,12 @@ static void catalogue(void) {
         static const char *const drop[] = {"input_size", "hidden_size", "num_layers", "dropout"};
         static const double bad_drop[] = {3, 2, 2, 1.5};
         static const char *const extra[] = {"length"};
+        static const char *const lin_wdt[] = {"in_features", "out_features", "bias",
+                                              "weight_dtype"};
+        static const double bad_wdt[] = {2, 3, 0, 5};
+        static const char *const conv_wdt[] = {"in_channels", "out_channels", "kernel_h",
+                                               "kernel_w", "weight_dtype"};
+        static const double frac_wdt[] = {1, 1, 1, 1, 2.5};
         static const double one[] = {1};
         /* GPT (a container kind): its hyperparameters are all a file can
          * get wrong at load; missing or misshapen tensors under it are
@@ -586,6 +634,11 @@ static void catalogue(void) {
              "GPT: hyperparameter 'n_embd' is missing"},
             {"gpt_without_children", linear_then(leaf_node("GPT", 8, gpt, gpt_drop_ok)),
              "GPT: GPT has no parameter 'transformer.wte.weight'"},
+            {"linear_bad_weight_dtype", linear_then(leaf_node("Linear", 4, lin_wdt, bad_wdt)),
+             "Linear: weight_dtype = 5, expected 0 (f32), 2 (f16) or 3 (bf16)"},
+            {"conv2d_fractional_weight_dtype",
+             linear_then(leaf_node("Conv2d", 5, conv_wdt, frac_wdt)),
+             "Conv2d: weight_dtype = 2.5"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};

@@ -204,7 +204,8 @@ static void test_committed_catalogue(void **s) {
         snprintf(c.msg, sizeof c.msg, "%s", line + off);
         c.msg[strcspn(c.msg, "\n")] = '\0';
         in_dir(c.file, sizeof c.file, dir, file);
-        c.ret = 36; /* Linear(2, 3) when the file is valid */
+        /* Linear(2, 3) when the file is valid: 36 bytes, 24 with a bf16 weight */
+        c.ret = strstr(file, "bf16") ? 24 : 36;
         bad += run_all(&c, 3);
         count++;
     }

@@ -353,6 +353,7 @@ FUNCTIONS = (
     ('nn_module_zero_grad', c_int, (c_void_p, ), ('m',), 'nn.h'),
     ('nn_module_state_dict', c_void_p, (c_void_p, ), ('m',), 'nn.h'),
     ('nn_module_load_state_dict', c_int, (c_void_p, c_void_p, c_bool, POINTER(c_void_p), ), ('m', 'sd', 'strict', 'report'), 'nn.h'),
+    ('nn_module_convert', c_int, (c_void_p, c_int, ), ('m', 'dtype'), 'nn.h'),
     ('nn_module_summary', c_void_p, (c_void_p, POINTER(c_int64), c_int, ), ('m', 'input_shape', 'ndim'), 'nn.h'),
     ('nn_module_custom_new', c_void_p, (c_char_p, nn_forward_fn, c_void_p, nn_user_free_fn, ), ('name', 'forward', 'user', 'free_user'), 'nn.h'),
     ('nn_module_register_parameter', c_int, (c_void_p, c_char_p, c_void_p, ), ('m', 'name', 't'), 'nn.h'),

@@ -26,6 +26,8 @@ void nn__avx2_fill_optim(nn__optim_kernels *t);
 /* Half-precision domain (half.c, built with -mf16c too: fill only when the
  * CPU has F16C). */
 void nn__avx2_fill_half(nn__half_kernels *t);
+/* Its GEMM with half weights (half_gemm.c, also built with -mf16c). */
+void nn__avx2_fill_half_gemm(nn__half_kernels *t);
 
 /* The small-matrix GEMM path on its own (gemm_small.c; tests, benchmark);
  * _nt: on at most `threads` threads. */

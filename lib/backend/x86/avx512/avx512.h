@@ -33,6 +33,16 @@ void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
  * adds what needs AVX-512 BF16 (fill only when the CPU has it). */
 void nn__avx512_fill_half(nn__half_kernels *t);
 void nn__avx512bf16_fill_half(nn__half_kernels *t);
+/* C[i, j] = A[i, :] . B[j, :] for j in [lo, hi), B bf16 [N, K] (half.h's
+ * gemm, trans_b, for rows lo..hi of B): the vdpbf16ps kernel (half_bf16.c). */
+typedef void (*nn__avx512_hg_nt_fn)(int64_t m, int64_t k, const float *a, int64_t lda,
+                                    const uint16_t *b, int64_t ldb, float *c, int64_t ldc,
+                                    int64_t lo, int64_t hi);
+void nn__avx512bf16_gemm_nt(int64_t m, int64_t k, const float *a, int64_t lda, const uint16_t *b,
+                            int64_t ldb, float *c, int64_t ldc, int64_t lo, int64_t hi);
+/* The GEMM with half weights (half_gemm.c); dp: the vdpbf16ps kernel for
+ * bf16 trans_b (NULL: FMA on converted weights, as for f16). */
+void nn__avx512_fill_half_gemm(nn__half_kernels *t, nn__avx512_hg_nt_fn dp);
 /* 16 floats (as integers) -> 16 bf16, the reference's rounding (half.c). */
 __m256i nn__avx512_bf16_round16(__m512i x);
 

@@ -35,3 +35,66 @@ static void f32_to_bf16(const float *s, uint16_t *d, size_t n) {
 }
 
 void nn__avx512bf16_fill_half(nn__half_kernels *t) { t->cvt.f32_to_bf16 = f32_to_bf16; }
+
+NN_INLINE __m512bh si_to_bh(__m512i v) {
+    __m512bh r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+
+/* C[i, j] = sum_p A[i, p] B[j, p] for j in [lo, hi), B bf16 [N, K]: A is
+ * rounded to bf16 32 values at a time (vcvtne2ps2bf16) and multiplied with
+ * vdpbf16ps, which sums pairs of products into 16 f32 lanes. Blocks of 4
+ * rows of A x 4 rows of B; masked tails read zeros. */
+/* MB rows of A x NB rows of B (br): see nn__avx512bf16_gemm_nt. */
+NN_INLINE void dp_block(int64_t k, const float *a, int64_t lda, const uint16_t *const *br,
+                        float *c, int64_t ldc, int64_t jb, int MB, int NB) {
+    __m512 acc[4][8];
+    for (int x = 0; x < 4; x++) /* all of it: unused ones cost nothing */
+        for (int y = 0; y < 8; y++) acc[x][y] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; p += 32) {
+        const int64_t r = k - p;
+        const __mmask16 mlo = mask16(r > 0 ? (size_t)r : 0),
+                        mhi = mask16(r > 16 ? (size_t)(r - 16) : 0);
+        const __mmask32 m32 = r >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << r) - 1u);
+        __m512bh w[8];
+        for (int y = 0; y < NB; y++) w[y] = si_to_bh(_mm512_maskz_loadu_epi16(m32, br[y] + p));
+        for (int x = 0; x < MB; x++) {
+            const __m512 vlo = _mm512_maskz_loadu_ps(mlo, a + x * lda + p);
+            const __m512 vhi = _mm512_maskz_loadu_ps(mhi, a + x * lda + p + 16);
+            const __m512bh v = _mm512_cvtne2ps_pbh(vhi, vlo);
+            for (int y = 0; y < NB; y++) acc[x][y] = _mm512_dpbf16_ps(acc[x][y], v, w[y]);
+        }
+    }
+    for (int x = 0; x < MB; x++)
+        for (int64_t y = 0; y < jb; y++) c[x * ldc + y] = _mm512_reduce_add_ps(acc[x][y]);
+}
+
+/* C[i, j] = sum_p A[i, p] B[j, p] for j in [lo, hi), B bf16 [N, K]: A is
+ * rounded to bf16 32 values at a time (vcvtne2ps2bf16) and multiplied with
+ * vdpbf16ps, which sums pairs of products into 16 f32 lanes. Blocks of up
+ * to 4 rows of A x 4 rows of B (1 x 8 for one row); masked tails read zeros. */
+void nn__avx512bf16_gemm_nt(int64_t m, int64_t k, const float *a, int64_t lda, const uint16_t *b,
+                            int64_t ldb, float *c, int64_t ldc, int64_t lo, int64_t hi) {
+    const int NB = m == 1 ? 8 : 4; /* batch 1: eight independent chains */
+    for (int64_t j = lo; j < hi; j += NB) {
+        const int64_t jb = hi - j < NB ? hi - j : NB;
+        const uint16_t *br[8];
+        for (int y = 0; y < NB; y++) br[y] = b + (j + (y < jb ? y : 0)) * ldb;
+        if (NB == 8) {
+            dp_block(k, a, lda, br, c + j, ldc, jb, 1, 8);
+            continue;
+        }
+        int64_t i = 0;
+        for (; i + 4 <= m; i += 4)
+            dp_block(k, a + i * lda, lda, br, c + i * ldc + j, ldc, jb, 4, 4);
+        const float *ai = a + i * lda;
+        float *ci = c + i * ldc + j;
+        switch (m - i) {
+        case 3: dp_block(k, ai, lda, br, ci, ldc, jb, 3, 4); break;
+        case 2: dp_block(k, ai, lda, br, ci, ldc, jb, 2, 4); break;
+        case 1: dp_block(k, ai, lda, br, ci, ldc, jb, 1, 4); break;
+        default: break;
+        }
+    }
+}
