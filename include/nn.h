@@ -1574,7 +1574,10 @@ typedef enum nn_io_option {
     NN_IO_OPTION_MODULE_TREE = 1, /* save: 1 = write the module tree (default), 0 = weights only */
     NN_IO_OPTION_MAX_BYTES = 2,   /* load: cap on file size and on total tensor bytes;
                                      >= 1, default 4 GiB */
-    NN_IO_OPTION_STRICT = 3       /* load weights: 1 = names must match exactly (default) */
+    NN_IO_OPTION_STRICT = 3,      /* load weights: 1 = names must match exactly (default) */
+    NN_IO_OPTION_MMAP = 5         /* load safetensors from a path: 0 = read and copy
+                                     (default); 1 = map the file: tensors view it (see
+                                     "Memory-mapped loading") */
 } nn_io_option;
 
 /* New options holding the defaults; free with nn_io_options_free. NULL
@@ -1701,6 +1704,62 @@ NN_API nn_status nn_module_load_weights(nn_module *m, const char *path,
                                         const nn_io_options *opts, char **report);
 NN_API nn_status nn_module_load_weights_buffer(nn_module *m, const void *data, size_t size,
                                                const nn_io_options *opts, char **report);
+
+/* ------------------------------------------------------------ safetensors */
+/*
+ * safetensors files (Hugging Face's format: u64 header length, a JSON
+ * header, raw little-endian tensor data) hold state dicts. The header is
+ * parsed and written by json-c; built without it (meson option json),
+ * these functions fail with NN_ERR_UNSUPPORTED. Dtypes F32, I64 and U8 load
+ * as themselves; F16 and BF16 are widened to f32 exactly. Names are kept
+ * as they are (PyTorch's dotted state_dict names are libnn's). The file is
+ * checked whole before any tensor is made: header length (<= 16 MiB), JSON
+ * nesting, every entry's dtype, shape and offsets, the entries tiling the
+ * data area exactly; errors as for model files (NN_ERR_FORMAT, _TRUNCATED,
+ * _RANGE, _LIMIT, _DTYPE, _OVERFLOW) with a message naming the tensor.
+ *
+ * Memory-mapped loading (NN_IO_OPTION_MMAP 1, from a path): the file
+ * is mapped privately; every F32/I64/U8 tensor whose data is aligned for
+ * its dtype is a view of the mapping (others are copied). Pages are shared
+ * with every other process mapping the file and nothing is read until
+ * used. Writing to such a tensor is allowed: the written page gets a
+ * private copy (copy-on-write), so the file and other processes never see
+ * the write. The mapping lives until the last tensor viewing it is freed.
+ * Do not truncate or rewrite a file in place while it is mapped (libnn's
+ * saves replace files by rename, which is safe).
+ */
+
+/* Load every tensor of a safetensors file as a new state dict (in the order
+ * of their data; free with nn_statedict_free), NULL on error. If meta is
+ * not NULL, *meta receives the file's __metadata__ as string entries (a new
+ * nn_meta, empty without any; free with nn_meta_free), NULL on error. */
+NN_API nn_statedict *nn_safetensors_load(const char *path, const nn_io_options *opts,
+                                         nn_meta **meta);
+/* Same from memory (always copied; NN_IO_OPTION_MMAP does not apply). */
+NN_API nn_statedict *nn_safetensors_load_buffer(const void *data, size_t size,
+                                                const nn_io_options *opts, nn_meta **meta);
+/* Save sd as a safetensors file, atomically like nn_model_save: tensors in
+ * sd's order, meta (may be NULL; string entries only, else NN_ERR_INVALID)
+ * as __metadata__, the header padded with spaces so the data starts at a
+ * multiple of 8. */
+NN_API nn_status nn_safetensors_save(const nn_statedict *sd, const char *path,
+                                     const nn_meta *meta, const nn_io_options *opts);
+/* Same, into a new buffer *data of *size bytes (free with nn_free). */
+NN_API nn_status nn_safetensors_save_buffer(const nn_statedict *sd, const nn_meta *meta,
+                                            const nn_io_options *opts, void **data,
+                                            size_t *size);
+/* Load a safetensors file into m by name (strict unless NN_IO_OPTION_STRICT
+ * is 0; report as nn_module_load_weights). A file whose every name starts
+ * with "module." (saved from DataParallel) has that prefix dropped when m
+ * has no child "module"; tied parameters are filled from the one name the
+ * file has. The module's tensors take over the loaded storage instead of
+ * copying it (PyTorch's load_state_dict(assign=True)): with
+ * NN_IO_OPTION_MMAP they view the mapping; views of m's parameters taken
+ * before the load keep the old values. */
+NN_API nn_status nn_module_load_safetensors(nn_module *m, const char *path,
+                                            const nn_io_options *opts, char **report);
+NN_API nn_status nn_module_load_safetensors_buffer(nn_module *m, const void *data, size_t size,
+                                                   const nn_io_options *opts, char **report);
 
 /* ---------------------------------------------------------- checkpoints */
 

@@ -66,6 +66,14 @@ nn_tensor *nn__scalar_f32(float v); /* 0-d f32 */
  * fit. Used while building modules from a file, so a crafted file cannot make
  * an allocation larger than its data justifies. NULL removes the cap. */
 void nn__tensor_budget(uint64_t *remaining);
+/* An untracked tensor wrapping caller memory (nn_tensor_from_blob's rules;
+ * messages name fn); deleter(data, user) runs when its storage goes. */
+nn_tensor *nn__tensor_wrap(nn_dtype dtype, const int64_t *shape, int ndim, void *data,
+                           nn_deleter_fn deleter, void *user, const char *fn);
+/* dst drops its storage and shares src's from now on (PyTorch's
+ * load_state_dict(assign=True)): same dtype and shape, both contiguous, else
+ * NN_ERR_STATE. Views of dst taken before keep the old storage. */
+nn_status nn__tensor_adopt(nn_tensor *dst, nn_tensor *src, const char *fn);
 /* A view: new tensor struct sharing t's storage with given geometry. */
 nn_tensor *nn__view(const nn_tensor *t, const int64_t *shape, const int64_t *strides, int ndim,
                     int64_t offset);

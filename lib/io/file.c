@@ -320,7 +320,7 @@ nn_status nn__io_write_path(const char *path, const uint8_t *data, size_t size, 
 
 /* ---------------------------------------------------- files in memory */
 
-static nn_status deliver(const nn__io_dst *dst, uint8_t *data, size_t size, const char *fn) {
+nn_status nn__io_deliver(const nn__io_dst *dst, uint8_t *data, size_t size, const char *fn) {
     nn_status st;
     if (dst->path) {
         st = nn__io_write_path(dst->path, data, size, fn);
@@ -350,5 +350,5 @@ nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *ds
     size_t size;
     st = nn__filew_finish(&f, &data, &size, fn);
     if (st) return st;
-    return deliver(dst, data, size, fn);
+    return nn__io_deliver(dst, data, size, fn);
 }

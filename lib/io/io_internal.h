@@ -42,6 +42,8 @@ struct nn_io_options {
     int64_t module_tree;
     int64_t max_bytes;
     int64_t strict;
+    int64_t aligned; /* save: stored tensors at 64-byte file offsets (FORMAT.md 5) */
+    int64_t mmap;    /* load from a path: 0 copy, 1 map, 2 map and verify CRCs */
     nn_optim *opt; /* attached training state (borrowed) */
     nn_sched *sched;
     nn_generator *gen;
@@ -265,6 +267,8 @@ typedef struct nn__io_parts {
     nn__wbuf *training;       /* TRAINING payload (consumed) */
 } nn__io_parts;
 
+/* Hand a finished file (data, consumed: freed or given to the caller) to dst. */
+nn_status nn__io_deliver(const nn__io_dst *dst, uint8_t *data, size_t size, const char *fn);
 /* Encode parts at the compression level and deliver the file to dst. */
 nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *dst, const char *fn);
 
@@ -356,5 +360,23 @@ nn_status nn__ties_check_done(const nn__ties *t, const char *fn);
 /* Whether name is the destination of a tie (NULL t: no). */
 bool nn__ties_is_dst(const nn__ties *t, const char *name);
 void nn__ties_free(nn__ties *t);
+
+/* model.c: give sd m's other names for the tensors it stores once (the
+ * destinations of m's ties read their source's entry). */
+nn_status nn__io_add_tied_names(nn_module *m, nn_statedict *sd);
+
+/* ---- mapped.c: a whole file mapped privately (copy-on-write) */
+typedef struct nn__map nn__map;
+/* Map the regular file at path (min..max bytes, at least 1, else
+ * NN_ERR_TRUNCATED / NN_ERR_LIMIT; NN_ERR_IO naming the path otherwise). */
+nn_status nn__map_open(const char *path, size_t min, int64_t max, nn__map **out,
+                       const uint8_t **base, size_t *size, const char *fn);
+/* Drop the caller's reference (the mapping goes with the last tensor). NULL-safe. */
+void nn__map_release(nn__map *m);
+/* An untracked tensor viewing the mapping at byte offset off (its bytes
+ * checked against the mapping's size; data aligned for dtype, else
+ * NN_ERR_INVALID); it holds a reference to the mapping. */
+nn_tensor *nn__map_tensor(nn__map *m, uint64_t off, nn_dtype dtype, const int64_t *shape,
+                          int ndim, const char *fn);
 
 #endif

@@ -785,7 +785,7 @@ nn_tensor *nn_model_predict(const nn_model *model, nn_tensor *x) {
 
 /* A model file stores a tied tensor once: m's other names for it (its tie
  * destinations) read the same entry of sd. */
-static nn_status add_tied_names(nn_module *m, nn_statedict *sd) {
+nn_status nn__io_add_tied_names(nn_module *m, nn_statedict *sd) {
     nn__ties ties;
     nn_status st = nn__ties_collect(m, &ties);
     for (uint32_t i = 0; !st && i < ties.n; i++) {
@@ -805,7 +805,7 @@ static nn_status load_weights(nn_module *m, const nn__io_src *src, const nn_io_o
     if (!o) return nn_last_status();
     nn_statedict *sd = load_sd(src, o, fn);
     if (!sd) return nn_last_status();
-    nn_status st = add_tied_names(m, sd);
+    nn_status st = nn__io_add_tied_names(m, sd);
     if (!st) st = nn_module_load_state_dict(m, sd, o->strict != 0, report);
     nn_statedict_free(sd);
     return st;
@@ -867,7 +867,7 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
         st = nn_last_status();
     if (!st) st = nn_optim_load_state_dict(opt, osd);
     if (!st && sched) st = nn_sched_load_state_dict(sched, ssd);
-    if (!st) st = add_tied_names(m, msd);
+    if (!st) st = nn__io_add_tied_names(m, msd);
     if (!st) st = nn_module_load_state_dict(m, msd, true, NULL);
     if (!st) st = nn_generator_set_state(g, t.rng);
     if (!st) {

@@ -42,6 +42,11 @@ nn_status nn__module_add_child(nn_module *parent, const char *name, nn_module *c
  * child it needs is there (NN_ERR_FORMAT naming fn otherwise). */
 nn_status nn__module_finish(const nn_module *m, const char *fn);
 
+/* nn_module_load_state_dict; with assign, a matching entry of the same
+ * dtype (both contiguous) is not copied: the module's tensor takes its
+ * storage (nn__tensor_adopt; PyTorch's assign=True). */
+nn_status nn__module_load_state_dict_ex(nn_module *m, const nn_statedict *sd, bool strict,
+                                        char **report, bool assign);
 /* Scalar state-dict entries (statedict.c; optimizer and schedule state). A
  * double is stored as a [1] i64 tensor holding its IEEE-754 bits. */
 nn_status nn__sd_put_double(nn_statedict *sd, const char *name, double v);

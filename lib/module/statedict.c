@@ -212,7 +212,8 @@ typedef struct {
     bool *seen; /* sd entries matched by a module name */
     strbuf missing, shape;
     int nmissing, nshape;
-    bool apply; /* copy values (second pass) */
+    bool apply;  /* copy values (second pass) */
+    bool assign; /* take the entries' storage instead of copying when possible */
     nn_status st;
 } load_ctx;
 
@@ -239,7 +240,10 @@ static bool check_entry(const char *name, nn_tensor *t, void *vctx) {
         return true;
     }
     if (c->apply) {
-        c->st = nn_tensor_assign(t, src);
+        if (c->assign && t->dtype == src->dtype && nn__is_contiguous(t) && nn__is_contiguous(src))
+            c->st = nn__tensor_adopt(t, src, "nn_module_load_state_dict");
+        else
+            c->st = nn_tensor_assign(t, src);
         return c->st == NN_OK;
     }
     return true;
@@ -269,10 +273,15 @@ static void build_report(load_ctx *c, strbuf *out, int *nunexpected) {
 
 nn_status nn_module_load_state_dict(nn_module *m, const nn_statedict *sd, bool strict,
                                     char **report) {
+    return nn__module_load_state_dict_ex(m, sd, strict, report, false);
+}
+
+nn_status nn__module_load_state_dict_ex(nn_module *m, const nn_statedict *sd, bool strict,
+                                        char **report, bool assign) {
     const char *fn = "nn_module_load_state_dict";
     if (report) *report = NULL;
     if (!nn__mod_check(m, fn, "m") || !sd_check(sd, fn)) return nn_last_status();
-    load_ctx c = {.sd = sd};
+    load_ctx c = {.sd = sd, .assign = assign};
     strbuf rep = {0};
     nn_status st = NN_OK;
     c.seen = nn__calloc((size_t)(sd->list.n ? sd->list.n : 1), sizeof *c.seen);

@@ -434,9 +434,8 @@ nn_tensor *nn_tensor_from_data(nn_dtype dtype, const int64_t *shape, int ndim, c
     return nn__track(t);
 }
 
-nn_tensor *nn_tensor_from_blob(nn_dtype dtype, const int64_t *shape, int ndim, void *data,
-                               nn_deleter_fn deleter, void *user) {
-    const char *fn = "nn_tensor_from_blob";
+nn_tensor *nn__tensor_wrap(nn_dtype dtype, const int64_t *shape, int ndim, void *data,
+                           nn_deleter_fn deleter, void *user, const char *fn) {
     int64_t numel;
     if (!check_dtype(dtype, fn) || !nn__shape_numel(shape, ndim, &numel, fn)) return NULL;
     if (!data) return NN__FAIL(NN_ERR_NULL, "%s: data is NULL", fn);
@@ -455,7 +454,26 @@ nn_tensor *nn_tensor_from_blob(nn_dtype dtype, const int64_t *shape, int ndim, v
     t->storage->nbytes = (size_t)numel * nn_dtype_size(dtype);
     t->storage->deleter = deleter;
     t->storage->user = user;
-    return nn__track(t);
+    return t;
+}
+
+nn_tensor *nn_tensor_from_blob(nn_dtype dtype, const int64_t *shape, int ndim, void *data,
+                               nn_deleter_fn deleter, void *user) {
+    return nn__track(
+        nn__tensor_wrap(dtype, shape, ndim, data, deleter, user, "nn_tensor_from_blob"));
+}
+
+nn_status nn__tensor_adopt(nn_tensor *dst, nn_tensor *src, const char *fn) {
+    if (dst->dtype != src->dtype || !nn__same_shape(dst, src) || !nn__is_contiguous(dst) ||
+        !nn__is_contiguous(src))
+        return nn__err(NN_ERR_STATE, "%s: cannot adopt the storage of a %s tensor", fn,
+                       nn_dtype_name(src->dtype));
+    if (dst->storage == src->storage && dst->offset == src->offset) return NN_OK;
+    src->storage->refs++;
+    storage_release(dst->storage);
+    dst->storage = src->storage;
+    dst->offset = src->offset;
+    return NN_OK;
 }
 
 nn_tensor *nn_tensor_clone(const nn_tensor *t) {

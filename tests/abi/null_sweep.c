@@ -1258,6 +1258,28 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_module_load_weights_buffer: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_statedict *r = nn_safetensors_load(NULL, NULL, NULL); nn_statedict_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_statedict *r = nn_safetensors_load_buffer(NULL, 0, NULL, NULL); nn_statedict_free(r); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_safetensors_save(NULL, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_safetensors_save: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_safetensors_save_buffer(NULL, NULL, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_safetensors_save_buffer: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_load_safetensors(NULL, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_load_safetensors: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_module_load_safetensors_buffer(NULL, NULL, 0, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_module_load_safetensors_buffer: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     { nn_status st = nn_checkpoint_load(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
         fail_msg("nn_checkpoint_load: status %d without a message", (int)st); }
     calls++;
