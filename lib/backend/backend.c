@@ -144,6 +144,7 @@ static void ref_fill(nn_kernels *t) {
     nn__ref_fill_eltwise(&t->eltwise);
     nn__ref_fill_optim(&t->optim);
     nn__ref_fill_half(&t->half);
+    nn__ref_fill_int8(&t->int8);
 }
 
 #if NN_HAVE_BLIS
@@ -190,6 +191,7 @@ static void init_kernels(void) {
             nn__avx2_fill_half(&t->half);
             nn__avx2_fill_half_gemm(&t->half);
         }
+        nn__avx2_fill_int8(&t->int8);
         nn__sgemm_nt_fn large = choose_large(NN_TIER_AVX2, blocked_avx2_nt);
         nn__avx2_fill_gemm(&t->gemm, large, cpu->l1d, cpu->l2, cpu->l3);
         g_runnable[NN_TIER_AVX2] = true;
@@ -204,6 +206,9 @@ static void init_kernels(void) {
         nn__avx512_fill_eltwise(&t->eltwise);
         nn__avx512_fill_pool(&t->pool);
         nn__avx512_fill_conv_direct(&t->conv);
+#if NN_HAVE_AVX512_VNNI
+        if (cpu->avx512_vnni) nn__avx512vnni_fill_int8(&t->int8);
+#endif
         nn__avx512_fill_half(&t->half);
         nn__avx512_hg_nt_fn dp = NULL;
 #if NN_HAVE_AVX512_BF16

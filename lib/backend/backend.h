@@ -10,6 +10,7 @@
  *     nn__kernels()->eltwise.relu(...)    backend/eltwise.h
  *     nn__kernels()->optim.adam(...)      backend/optim.h
  *     nn__kernels()->half.gemm(...)       backend/half.h (f16 / bf16)
+ *     nn__kernels()->int8.gemm(...)       backend/int8.h
  *
  * Layout of the sources (a new ISA is a new folder plus one line in
  * backend.c and meson.build):
@@ -51,6 +52,7 @@
 #include "backend/eltwise.h"
 #include "backend/gemm.h"
 #include "backend/half.h"
+#include "backend/int8.h"
 #include "backend/optim.h"
 #include "backend/pool.h"
 
@@ -62,6 +64,7 @@ typedef struct nn_kernels {
     nn__eltwise_kernels eltwise;
     nn__optim_kernels optim;
     nn__half_kernels half;
+    nn__int8_kernels int8;
 } nn_kernels;
 
 /* The active kernel table (initialised on first use, thread-safe). */

@@ -77,6 +77,7 @@ static void detect(nn__cpu_info *ci) {
                    vl = (r[1] >> 31) & 1;
         ci->avx2_fma = avx && avx2 && fma && ymm_os;
         ci->avx512 = ci->avx2_fma && f && dq && bw && vl && zmm_os;
+        ci->avx512_vnni = ci->avx512 && ((r[2] >> 11) & 1);
         cpuid(1, 0, r);
         ci->f16c = ci->avx2_fma && ((r[2] >> 29) & 1);
         cpuid(7, 1, r);
@@ -88,6 +89,7 @@ static void detect(nn__cpu_info *ci) {
     if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
         ci->avx512 = false;
+    if (!ci->avx512 || !__builtin_cpu_supports("avx512vnni")) ci->avx512_vnni = false;
 
     /* ---- caches */
     int64_t l1d = 0, l2 = 0, l3 = 0;

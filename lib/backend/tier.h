@@ -20,6 +20,7 @@ typedef struct nn__cpu_info {
     bool avx512;              /* AVX-512 F/BW/VL/DQ, and the OS saves ZMM and opmask state */
     bool f16c;                /* F16C (with avx2_fma: the AVX2 tier's f16 conversions) */
     bool avx512_bf16;         /* AVX512_BF16 (with avx512: vcvtneps2bf16, vdpbf16ps) */
+    bool avx512_vnni;         /* and AVX-512 VNNI (vpdpbusd) */
     int64_t l1d, l2, l3;      /* data cache bytes per core (L3: the whole shared cache) */
     const char *cache_source; /* "cpuid leaf 4", "cpuid 0x8000001d", ... or "defaults" */
 } nn__cpu_info;

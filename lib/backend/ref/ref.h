@@ -20,5 +20,6 @@ void nn__ref_fill_pool(nn__pool_kernels *t);
 void nn__ref_fill_eltwise(nn__eltwise_kernels *t);
 void nn__ref_fill_optim(nn__optim_kernels *t);
 void nn__ref_fill_half(nn__half_kernels *t);
+void nn__ref_fill_int8(nn__int8_kernels *t);
 
 #endif

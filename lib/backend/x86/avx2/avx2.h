@@ -28,6 +28,8 @@ void nn__avx2_fill_optim(nn__optim_kernels *t);
 void nn__avx2_fill_half(nn__half_kernels *t);
 /* Its GEMM with half weights (half_gemm.c, also built with -mf16c). */
 void nn__avx2_fill_half_gemm(nn__half_kernels *t);
+/* int8 GEMM and activation quantization (int8.c; vpmaddwd, see int8.h). */
+void nn__avx2_fill_int8(nn__int8_kernels *t);
 
 /* The small-matrix GEMM path on its own (gemm_small.c; tests, benchmark);
  * _nt: on at most `threads` threads. */

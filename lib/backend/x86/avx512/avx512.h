@@ -27,6 +27,9 @@ void nn__avx512_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t 
 void nn__avx512_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                             float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                             float beta, float *c, int64_t ldc);
+/* int8 kernels with AVX-512 VNNI (int8_vnni.c, its own archive built with
+ * -mavx512vnni): installed only when the CPU has VNNI. */
+void nn__avx512vnni_fill_int8(nn__int8_kernels *t);
 /* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
 void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
 /* Half-precision domain (half.c); half_bf16.c, built with -mavx512bf16,

@@ -1,0 +1,113 @@
+/* Backend domain: int8 inference (see backend.h for the conventions every
+ * kernel follows). Post-training quantization runs Linear and Conv2d as
+ *
+ *     y[m, n] = sa[m] * sw[n] * sum_k (qa[m, k] - za[m]) * qw[n, k] + bias[n]
+ *
+ * with activations qa unsigned 8-bit (scale sa, zero point za, per row or one
+ * for all rows) and weights qw signed 8-bit in [-127, 127], symmetric per
+ * output channel (scale sw[n]). The sum is exact in 32-bit integers for
+ * k <= NN__QK_MAX (255 * 127 * 65536 < 2^31), and computed as
+ * sum qa*qw - za * sum_k qw[n, k] (the column sums wsum, once per call).
+ *
+ * Instructions per tier, all with the same integer results:
+ *   reference  plain C (int64 sums);
+ *   avx2       vpmovsxbw + vpmaddwd: u8 x s8 products summed in pairs in
+ *              32 bits. vpmaddubsw (u8 x s8 -> s16, pairs added with
+ *              saturation) would run twice the products per instruction, but
+ *              255 * 127 * 2 = 64770 overflows int16: it needs 7-bit
+ *              activations or weights, which costs accuracy, so this tier
+ *              widens to 16 bits first and takes the exact path;
+ *   avx512     with AVX-512 VNNI, vpdpbusd (4 u8 x s8 products added into
+ *              each 32-bit lane, no intermediate saturation); without VNNI
+ *              the AVX2 kernels.
+ *
+ * Packed weights: output channels in panels of NN__QNR = 16, depth padded to
+ * a multiple of 4 (kp = nn__qk_pad(k)); panel p holds, for each group of 4
+ * depths g, 16 channels x 4 bytes:
+ *     packed[((p * kp/4 + g) * 16 + j) * 4 + i] = qw[p*16 + j, g*4 + i]
+ * (0 past n or k). This one layout serves every tier (a 64-byte zmm per
+ * panel and depth group for vpdpbusd, two ymm for AVX2), so a packed tensor
+ * saved on one machine runs on any other; model files store it as is. */
+#ifndef NN_BACKEND_INT8_H
+#define NN_BACKEND_INT8_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define NN__QNR 16             /* output channels per packed panel */
+#define NN__QK_MAX (1 << 16)   /* the largest depth k whose sums fit int32 */
+
+/* Depth padded to the packing's multiple of 4. */
+static inline int64_t nn__qk_pad(int64_t k) { return (k + 3) & ~(int64_t)3; }
+/* Bytes of a packed [n, k] weight matrix. */
+static inline int64_t nn__qpacked_bytes(int64_t n, int64_t k) {
+    return (n + NN__QNR - 1) / NN__QNR * NN__QNR * nn__qk_pad(k);
+}
+
+/* Activation quantization parameters for values in [mn, mx] (the range is
+ * widened to hold 0, so 0 is exact): scale = (hi - lo) / 255 (1 when the
+ * range is empty or not finite) and zero point round(-lo / scale) in
+ * [0, 255]. Shared by every tier, so every tier quantizes alike. */
+static inline void nn__qparams_u8(float mn, float mx, float *scale, int32_t *zp) {
+    float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+    float s = (hi - lo) / 255.0f;
+    if (!(s > 0.0f) || !isfinite(s)) {
+        *scale = 1.0f;
+        *zp = 0;
+        return;
+    }
+    float z = nearbyintf(-lo / s);
+    *scale = s;
+    *zp = z >= 255.0f ? 255 : z > 0.0f ? (int32_t)z : 0;
+}
+
+/* One quantized product (see the top of this file):
+ *   a     [m rows of kp bytes] u8 activations, row i at a + i*lda; bytes
+ *         [k, kp) of each row must be initialised (any value: the packed
+ *         weights are 0 there);
+ *   w     packed weights [n, k] (layout above), wsum[n] their column sums;
+ *   a_scale[i * a_step], a_zp[i * a_step]: row i's parameters (a_step 0: one
+ *         pair for all rows);
+ *   w_scale[n], bias[n] (NULL: none); relu: max(y, 0), NaN kept;
+ *   c     [m, n] f32, row i at c + i*ldc.
+ * The epilogue in every tier: y = (float)(acc - za*wsum) * (sa * sw) (+ bias)
+ * with float products and sums in that order, so results are bit-identical. */
+typedef struct nn__qgemm {
+    int64_t m, n, k;
+    const uint8_t *a;
+    int64_t lda;
+    const int8_t *w;
+    const int32_t *wsum;
+    const float *a_scale;
+    const int32_t *a_zp;
+    int64_t a_step;
+    const float *w_scale, *bias;
+    bool relu;
+    float *c;
+    int64_t ldc;
+} nn__qgemm;
+
+typedef struct nn__int8_kernels {
+    /* *mn, *mx = the least and greatest of x[0..n) (n >= 1; NaNs skipped
+     * unless all are NaN, then NaN). */
+    void (*minmax)(int64_t n, const float *x, float *mn, float *mx);
+    /* q[i] = clamp(round_half_even(x[i] * inv_scale) + zp, 0, 255), computed
+     * in float (NaN -> 0, +inf -> 255). */
+    void (*quantize_u8)(int64_t n, const float *x, float inv_scale, int32_t zp, uint8_t *q);
+    /* wsum[j] = sum_k qw[j, k] of packed weights [n, k]. */
+    void (*colsum)(int64_t n, int64_t k, const int8_t *w, int32_t *wsum);
+    /* The product above, on up to nn__num_threads() threads (split over
+     * independent outputs: the same bits on any count). */
+    void (*gemm)(const nn__qgemm *p);
+    /* Pack row-major s8 weights qw [n, k] (row stride ldw) into w. */
+    void (*pack)(int64_t n, int64_t k, const int8_t *qw, int64_t ldw, int8_t *w);
+    /* u8 im2col for one image x [c, h, w] (window g): row s = oy*OW + ox of
+     * `col` (stride ldcol >= kp) holds the patch (c*KH + i)*KW + j, with
+     * `pad` for taps outside the image and 0 in [k, ldcol). */
+    void (*im2row)(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t oh, int64_t ow,
+                   uint8_t pad, uint8_t *col, int64_t ldcol);
+} nn__int8_kernels;
+
+#endif

@@ -1,0 +1,113 @@
+/* Reference int8 kernels (backend/int8.h): plain C that says what each one
+ * means; the oracle of the AVX2 and AVX-512 VNNI kernels, which must give the
+ * same integers and the same floats. Packing and im2row are shared by every
+ * tier (they run once per model, or are memory-bound). */
+#include "backend/int8.h"
+#include "backend/ref/ref.h"
+
+#include <string.h>
+
+static void ref_minmax(int64_t n, const float *x, float *mn, float *mx) {
+    /* NaN compares false, so it is skipped; the min/max of a set does not
+     * depend on the order the SIMD tiers visit it in. */
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        if (x[i] < lo) lo = x[i];
+        if (x[i] > hi) hi = x[i];
+    }
+    if (lo > hi) lo = hi = NAN; /* every value NaN */
+    *mn = lo, *mx = hi;
+}
+
+static void ref_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t zp, uint8_t *q) {
+    const float z = (float)zp;
+    for (int64_t i = 0; i < n; i++) {
+        float r = nearbyintf(x[i] * inv_scale) + z;
+        q[i] = r >= 255.0f ? 255 : r > 0.0f ? (uint8_t)r : 0;
+    }
+}
+
+static void ref_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+    const int64_t kp = nn__qk_pad(k);
+    for (int64_t j = 0; j < n; j++) {
+        const int8_t *panel = w + j / NN__QNR * NN__QNR * kp;
+        int32_t s = 0;
+        for (int64_t p = 0; p < kp; p++) s += panel[(p / 4 * NN__QNR + j % NN__QNR) * 4 + p % 4];
+        wsum[j] = s;
+    }
+}
+
+/* Element (j, p) of packed weights. */
+static inline int32_t packed_at(const int8_t *w, int64_t kp, int64_t j, int64_t p) {
+    return w[(j / NN__QNR * kp / 4 + p / 4) * NN__QNR * 4 + (j % NN__QNR) * 4 + p % 4];
+}
+
+/* The epilogue every tier computes, in this order. */
+static inline float epilogue(int32_t acc, int32_t za, int32_t wsum, float sa, float sw,
+                             const float *bias, int64_t j, bool relu) {
+    /* acc - za*wsum equals the exact sum of (qa - za)*qw, which fits int32;
+     * the intermediate may wrap, so compute it in uint32 (defined). */
+    int32_t v = (int32_t)((uint32_t)acc - (uint32_t)za * (uint32_t)wsum);
+    float y = (float)v * (sa * sw);
+    if (bias) y += bias[j];
+    if (relu && !(y > 0.0f) && !isnan(y)) y = 0.0f;
+    return y;
+}
+
+static void ref_gemm(const nn__qgemm *p) {
+    const int64_t kp = nn__qk_pad(p->k);
+    for (int64_t i = 0; i < p->m; i++) {
+        const uint8_t *a = p->a + i * p->lda;
+        const float sa = p->a_scale[i * p->a_step];
+        const int32_t za = p->a_zp[i * p->a_step];
+        for (int64_t j = 0; j < p->n; j++) {
+            int64_t acc = 0;
+            for (int64_t q = 0; q < p->k; q++) acc += (int64_t)a[q] * packed_at(p->w, kp, j, q);
+            p->c[i * p->ldc + j] =
+                epilogue((int32_t)acc, za, p->wsum[j], sa, p->w_scale[j], p->bias, j, p->relu);
+        }
+    }
+}
+
+static void ref_pack(int64_t n, int64_t k, const int8_t *qw, int64_t ldw, int8_t *w) {
+    const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR;
+    memset(w, 0, (size_t)(np * NN__QNR * kp));
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t q = 0; q < k; q++)
+            w[(j / NN__QNR * kp / 4 + q / 4) * NN__QNR * 4 + (j % NN__QNR) * 4 + q % 4] =
+                qw[j * ldw + q];
+}
+
+static void ref_im2row(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t oh, int64_t ow,
+                       uint8_t pad, uint8_t *col, int64_t ldcol) {
+    const int64_t k = c * kh * kw;
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++) {
+            uint8_t *row = col + (oy * ow + ox) * ldcol;
+            for (int64_t ch = 0; ch < c; ch++)
+                for (int64_t i = 0; i < kh; i++) {
+                    const int64_t y = oy * sh - ph + i;
+                    uint8_t *dst = row + (ch * kh + i) * kw;
+                    if (y < 0 || y >= h) {
+                        memset(dst, pad, (size_t)kw);
+                        continue;
+                    }
+                    const uint8_t *src = x + (ch * h + y) * w;
+                    for (int64_t j = 0; j < kw; j++) {
+                        const int64_t xx = ox * sw - pw + j;
+                        dst[j] = xx < 0 || xx >= w ? pad : src[xx];
+                    }
+                }
+            if (ldcol > k) memset(row + k, 0, (size_t)(ldcol - k));
+        }
+}
+
+void nn__ref_fill_int8(nn__int8_kernels *t) {
+    t->minmax = ref_minmax;
+    t->quantize_u8 = ref_quantize_u8;
+    t->colsum = ref_colsum;
+    t->gemm = ref_gemm;
+    t->pack = ref_pack;
+    t->im2row = ref_im2row;
+}

@@ -1,0 +1,214 @@
+/* AVX2 int8 kernels (backend/int8.h). Products: vpmovsxbw widens 4 channels
+ * x 4 depths of packed s8 weights to 16 s16, vpmovzxbw the row's 4 u8
+ * activations (repeated) to s16, and vpmaddwd multiplies and adds adjacent
+ * pairs into 32-bit lanes: exact, no saturation. (vpmaddubsw would add u8 x
+ * s8 pairs in 16 bits, which saturates at 255 * 127 * 2; see int8.h.) Each
+ * accumulator holds two partial sums per channel, joined by vphaddd at the
+ * end. Integers equal the reference's; the epilogue and the quantizer do the
+ * reference's float operations in its order, so the floats do too. */
+#include "backend/int8.h"
+#include "backend/x86/avx2/simd.h"
+
+#include <string.h>
+
+#define MR 2
+
+/* ------------------------------------------------------- quantization */
+
+static void avx2_minmax(int64_t n, const float *x, float *mn, float *mx) {
+    __m256 lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        lo = _mm256_min_ps(v, lo); /* NaN in v: keeps lo (the second operand) */
+        hi = _mm256_max_ps(v, hi);
+    }
+    float l[8], h[8];
+    _mm256_storeu_ps(l, lo);
+    _mm256_storeu_ps(h, hi);
+    float a = l[0], b = h[0];
+    for (int j = 1; j < 8; j++) {
+        if (l[j] < a) a = l[j];
+        if (h[j] > b) b = h[j];
+    }
+    for (; i < n; i++) {
+        if (x[i] < a) a = x[i];
+        if (x[i] > b) b = x[i];
+    }
+    if (a > b) a = b = NAN;
+    *mn = a, *mx = b;
+}
+
+/* round(x * inv) + zp, clamped in float (NaN -> 0), as 8 int32. */
+NN_INLINE __m256i quant8(__m256 v, __m256 inv, __m256 z) {
+    __m256 r = _mm256_round_ps(_mm256_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_add_ps(r, z);
+    r = _mm256_max_ps(r, _mm256_setzero_ps());
+    r = _mm256_min_ps(r, _mm256_set1_ps(255.0f));
+    return _mm256_cvtps_epi32(r);
+}
+
+static void avx2_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t zp, uint8_t *q) {
+    const __m256 inv = _mm256_set1_ps(inv_scale), z = _mm256_set1_ps((float)zp);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i a = quant8(_mm256_loadu_ps(x + i), inv, z);
+        const __m256i b = quant8(_mm256_loadu_ps(x + i + 8), inv, z);
+        /* 16 int32 in 0..255 -> 16 bytes (packs work within 128-bit lanes) */
+        const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+        const __m128i s16a = _mm256_castsi256_si128(w), s16b = _mm256_extracti128_si256(w, 1);
+        _mm_storeu_si128((__m128i *)(q + i), _mm_packus_epi16(s16a, s16b));
+    }
+    const float zf = (float)zp;
+    for (; i < n; i++) { /* the reference's scalar form for the tail */
+        float r = nearbyintf(x[i] * inv_scale) + zf;
+        q[i] = r >= 255.0f ? 255 : r > 0.0f ? (uint8_t)r : 0;
+    }
+}
+
+/* ------------------------------------------------------------ products */
+
+/* 4 channels x 4 depths of weights at w, widened to s16. */
+NN_INLINE __m256i wide_w(const int8_t *w) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
+}
+
+/* 4 activation bytes of a, widened and repeated: [a0 a1 a2 a3] x 4 in s16. */
+NN_INLINE __m256i wide_a(const uint8_t *a) {
+    int32_t v;
+    memcpy(&v, a, 4);
+    return _mm256_cvtepu8_epi16(_mm_set1_epi32(v));
+}
+
+/* Four accumulators (channels 0-3, 4-7, 8-11, 12-15, two partial sums each)
+ * -> the 16 channel sums, in two vectors of 8. */
+NN_INLINE void join(const __m256i acc[4], __m256i *lo, __m256i *hi) {
+    *lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[0], acc[1]), 0xD8);
+    *hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2], acc[3]), 0xD8);
+}
+
+typedef struct qctx {
+    const nn__qgemm *p;
+    int64_t kp, np;
+} qctx;
+
+/* The epilogue for channels [j0, j0 + 8) of row i (scalar past n). */
+NN_INLINE void store8(const nn__qgemm *p, int64_t i, int64_t j0, __m256i acc) {
+    const float sa = p->a_scale[i * p->a_step];
+    const int32_t za = p->a_zp[i * p->a_step];
+    float *c = p->c + i * p->ldc;
+    if (j0 + 8 <= p->n) {
+        const __m256i ws = _mm256_loadu_si256((const __m256i *)(p->wsum + j0));
+        const __m256i v = _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(za), ws));
+        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(sa), _mm256_loadu_ps(p->w_scale + j0));
+        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+        if (p->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(p->bias + j0));
+        if (p->relu) { /* max(y, 0) with NaN kept */
+            const __m256 keep = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_NLE_UQ);
+            y = _mm256_and_ps(y, keep);
+        }
+        _mm256_storeu_ps(c + j0, y);
+        return;
+    }
+    int32_t a[8];
+    _mm256_storeu_si256((__m256i *)a, acc);
+    for (int64_t j = j0; j < p->n; j++) {
+        int32_t v = (int32_t)((uint32_t)a[j - j0] - (uint32_t)za * (uint32_t)p->wsum[j]);
+        float y = (float)v * (sa * p->w_scale[j]);
+        if (p->bias) y += p->bias[j];
+        if (p->relu && !(y > 0.0f) && !isnan(y)) y = 0.0f;
+        c[j] = y;
+    }
+}
+
+/* Rows [i0, i0 + mr) x one panel pp, mr <= MR. */
+NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t pp) {
+    const nn__qgemm *p = q->p;
+    const int64_t groups = q->kp / 4;
+    const int8_t *w = p->w + pp * NN__QNR * q->kp;
+    const uint8_t *a = p->a + i0 * p->lda;
+    __m256i acc[MR][4];
+    for (int r = 0; r < MR; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < groups; g++) {
+        const int8_t *wg = w + g * 64;
+        const __m256i w0 = wide_w(wg), w1 = wide_w(wg + 16), w2 = wide_w(wg + 32),
+                      w3 = wide_w(wg + 48);
+        for (int r = 0; r < MR; r++) {
+            if (r >= mr) break;
+            const __m256i x = wide_a(a + r * p->lda + g * 4);
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x, w0));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x, w1));
+            acc[r][2] = _mm256_add_epi32(acc[r][2], _mm256_madd_epi16(x, w2));
+            acc[r][3] = _mm256_add_epi32(acc[r][3], _mm256_madd_epi16(x, w3));
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        __m256i lo, hi;
+        join(acc[r], &lo, &hi);
+        store8(p, i0 + r, pp * NN__QNR, lo);
+        if (pp * NN__QNR + 8 < p->n) store8(p, i0 + r, pp * NN__QNR + 8, hi);
+    }
+}
+
+static void rows_body(void *ctx, int64_t r0, int64_t r1) {
+    const qctx *q = ctx;
+    for (int64_t i = r0; i < r1; i += MR)
+        for (int64_t pp = 0; pp < q->np; pp++) {
+            if (r1 - i >= 2)
+                tile(q, i, 2, pp);
+            else
+                tile(q, i, 1, pp);
+        }
+}
+
+static void panels_body(void *ctx, int64_t p0, int64_t p1) {
+    const qctx *q = ctx;
+    for (int64_t i = 0; i < q->p->m; i += MR)
+        for (int64_t pp = p0; pp < p1; pp++) {
+            if (q->p->m - i >= 2)
+                tile(q, i, 2, pp);
+            else
+                tile(q, i, 1, pp);
+        }
+}
+
+static void avx2_gemm(const nn__qgemm *p) {
+    if (p->m <= 0 || p->n <= 0) return;
+    qctx q = {.p = p, .kp = nn__qk_pad(p->k), .np = (p->n + NN__QNR - 1) / NN__QNR};
+    const int64_t work = p->m * p->n * q.kp / 4;
+    const int nt = nn__threads_for(work, 1 << 15);
+    if (p->m < 8)
+        nn__parallel_range(q.np, nt, 1, panels_body, &q);
+    else
+        nn__parallel_range(p->m, nt, MR, rows_body, &q);
+}
+
+/* Column sums: widen and add (memory-bound). */
+static void avx2_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+    const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t pp = 0; pp < np; pp++) {
+        const int8_t *pw = w + pp * NN__QNR * kp;
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        for (int64_t g = 0; g < kp / 4; g++)
+            for (int c = 0; c < 4; c++)
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(wide_w(pw + g * 64 + c * 16), ones));
+        __m256i lo, hi;
+        join(acc, &lo, &hi);
+        int32_t s[16];
+        _mm256_storeu_si256((__m256i *)s, lo);
+        _mm256_storeu_si256((__m256i *)(s + 8), hi);
+        for (int64_t j = pp * NN__QNR; j < n && j < (pp + 1) * NN__QNR; j++)
+            wsum[j] = s[j - pp * NN__QNR];
+    }
+}
+
+void nn__avx2_fill_int8(nn__int8_kernels *t) {
+    t->minmax = avx2_minmax;
+    t->quantize_u8 = avx2_quantize_u8;
+    t->colsum = avx2_colsum;
+    t->gemm = avx2_gemm;
+}

@@ -1,0 +1,245 @@
+/* AVX-512 VNNI int8 kernels (backend/int8.h): vpdpbusd adds four u8 x s8
+ * products into each 32-bit lane, exactly, so the integers are the reference
+ * kernel's; the float epilogue and the activation quantization do the
+ * reference's operations in its order, so the floats are too. Built with
+ * -mavx512vnni in its own archive and installed only when CPUID reports VNNI.
+ *
+ * GEMM: a tile of MR rows x NP panels (16 channels each) keeps MR*NP zmm
+ * accumulators; per group of 4 depths it loads NP 64-byte weight vectors
+ * and broadcasts 4 activation bytes per row. Batch-1 rows take a GEMV that
+ * runs 4 panels with two accumulators each (8 independent dpbusd chains
+ * cover the instruction's latency). Threads split rows (many rows) or panels
+ * (few rows): independent outputs only. */
+#include "backend/int8.h"
+#include "backend/x86/avx512/avx512.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define NN_INLINE static inline __attribute__((always_inline))
+#define MR 6
+
+NN_INLINE __mmask16 tail16(int64_t r) {
+    return r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (r < 0 ? 0 : r)) - 1u);
+}
+
+/* ------------------------------------------------------- quantization */
+
+static void vnni_minmax(int64_t n, const float *x, float *mn, float *mx) {
+    __m512 lo = _mm512_set1_ps(INFINITY), hi = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        lo = _mm512_min_ps(v, lo); /* NaN in v: keeps lo (the second operand) */
+        hi = _mm512_max_ps(v, hi);
+    }
+    if (i < n) {
+        const __mmask16 m = tail16(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        lo = _mm512_mask_min_ps(lo, m, v, lo);
+        hi = _mm512_mask_max_ps(hi, m, v, hi);
+    }
+    float l = _mm512_reduce_min_ps(lo), h = _mm512_reduce_max_ps(hi);
+    if (l > h) l = h = NAN;
+    *mn = l, *mx = h;
+}
+
+/* round(x * inv) + zp, clamped to [0, 255] in float (NaN -> 0: max_ps
+ * returns its second operand when one is NaN), then to bytes. */
+NN_INLINE __m128i quant16(__m512 v, __m512 inv, __m512 z) {
+    __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT |
+                                                               _MM_FROUND_NO_EXC);
+    r = _mm512_add_ps(r, z);
+    r = _mm512_max_ps(r, _mm512_setzero_ps());
+    r = _mm512_min_ps(r, _mm512_set1_ps(255.0f));
+    return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r));
+}
+
+static void vnni_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t zp, uint8_t *q) {
+    const __m512 inv = _mm512_set1_ps(inv_scale), z = _mm512_set1_ps((float)zp);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(q + i), quant16(_mm512_loadu_ps(x + i), inv, z));
+    if (i < n) {
+        const __mmask16 m = tail16(n - i);
+        _mm_mask_storeu_epi8(q + i, m, quant16(_mm512_maskz_loadu_ps(m, x + i), inv, z));
+    }
+}
+
+/* Column sums: vpdpbusd with all-ones activations. */
+static void vnni_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+    const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR;
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t p = 0; p < np; p++) {
+        const int8_t *pw = w + p * NN__QNR * kp;
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        int64_t g = 0;
+        for (; g + 2 <= kp / 4; g += 2) {
+            s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(pw + g * 64));
+            s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512(pw + g * 64 + 64));
+        }
+        if (g < kp / 4) s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(pw + g * 64));
+        _mm512_mask_storeu_epi32(wsum + p * NN__QNR, tail16(n - p * NN__QNR),
+                                 _mm512_add_epi32(s0, s1));
+    }
+}
+
+/* ------------------------------------------------------------- epilogue */
+
+typedef struct qctx {
+    const nn__qgemm *p;
+    int64_t kp, np;
+} qctx;
+
+/* y = (float)(acc - za*wsum) * (sa*sw) (+ bias), ReLU, for channels
+ * [j0, j0 + 16) of row i (masked past n). */
+NN_INLINE void store16(const nn__qgemm *p, int64_t i, int64_t j0, __m512i acc) {
+    const __mmask16 m = tail16(p->n - j0);
+    const float sa = p->a_scale[i * p->a_step];
+    const int32_t za = p->a_zp[i * p->a_step];
+    const __m512i ws = _mm512_maskz_loadu_epi32(m, p->wsum + j0);
+    const __m512i v = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(za), ws));
+    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_maskz_loadu_ps(m, p->w_scale + j0));
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+    if (p->bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, p->bias + j0));
+    if (p->relu) { /* max(y, 0) with NaN kept, as the reference */
+        const __mmask16 keep = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ);
+        y = _mm512_maskz_mov_ps(keep, y);
+    }
+    _mm512_mask_storeu_ps(p->c + i * p->ldc + j0, m, y);
+}
+
+/* --------------------------------------------------------------- kernels */
+
+/* Rows [i0, i0+mr) x panels [p0, p0+NP), mr <= MR (constants after inlining). */
+NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t p0, int npan) {
+    const nn__qgemm *p = q->p;
+    const int64_t groups = q->kp / 4;
+    __m512i acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    const int8_t *w0 = p->w + p0 * NN__QNR * q->kp;
+    const int8_t *w1 = w0 + NN__QNR * q->kp;
+    const uint8_t *a = p->a + i0 * p->lda;
+    for (int64_t g = 0; g < groups; g++) {
+        const __m512i b0 = _mm512_loadu_si512(w0 + g * 64);
+        const __m512i b1 = npan > 1 ? _mm512_loadu_si512(w1 + g * 64) : b0;
+        for (int r = 0; r < MR; r++) {
+            if (r >= mr) break;
+            int32_t v;
+            memcpy(&v, a + r * p->lda + g * 4, 4);
+            const __m512i x = _mm512_set1_epi32(v);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, b0);
+            if (npan > 1) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, b1);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        store16(p, i0 + r, p0 * NN__QNR, acc[r][0]);
+        if (npan > 1) store16(p, i0 + r, (p0 + 1) * NN__QNR, acc[r][1]);
+    }
+}
+
+/* One row, panels [p0, p1): 4 panels at a time, even and odd depth groups
+ * in separate accumulators. */
+static void gemv_row(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
+    const nn__qgemm *p = q->p;
+    const int64_t groups = q->kp / 4, pstride = NN__QNR * q->kp;
+    const uint8_t *a = p->a + i * p->lda;
+    int64_t pp = p0;
+    for (; pp + 4 <= p1; pp += 4) {
+        const int8_t *w = p->w + pp * pstride;
+        __m512i e0 = _mm512_setzero_si512(), e1 = e0, e2 = e0, e3 = e0;
+        __m512i o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+        int64_t g = 0;
+        for (; g + 2 <= groups; g += 2) {
+            int32_t v0, v1;
+            memcpy(&v0, a + g * 4, 4);
+            memcpy(&v1, a + g * 4 + 4, 4);
+            const __m512i x0 = _mm512_set1_epi32(v0), x1 = _mm512_set1_epi32(v1);
+            const int8_t *wg = w + g * 64;
+            e0 = _mm512_dpbusd_epi32(e0, x0, _mm512_loadu_si512(wg));
+            o0 = _mm512_dpbusd_epi32(o0, x1, _mm512_loadu_si512(wg + 64));
+            e1 = _mm512_dpbusd_epi32(e1, x0, _mm512_loadu_si512(wg + pstride));
+            o1 = _mm512_dpbusd_epi32(o1, x1, _mm512_loadu_si512(wg + pstride + 64));
+            e2 = _mm512_dpbusd_epi32(e2, x0, _mm512_loadu_si512(wg + 2 * pstride));
+            o2 = _mm512_dpbusd_epi32(o2, x1, _mm512_loadu_si512(wg + 2 * pstride + 64));
+            e3 = _mm512_dpbusd_epi32(e3, x0, _mm512_loadu_si512(wg + 3 * pstride));
+            o3 = _mm512_dpbusd_epi32(o3, x1, _mm512_loadu_si512(wg + 3 * pstride + 64));
+        }
+        if (g < groups) {
+            int32_t v0;
+            memcpy(&v0, a + g * 4, 4);
+            const __m512i x0 = _mm512_set1_epi32(v0);
+            const int8_t *wg = w + g * 64;
+            e0 = _mm512_dpbusd_epi32(e0, x0, _mm512_loadu_si512(wg));
+            e1 = _mm512_dpbusd_epi32(e1, x0, _mm512_loadu_si512(wg + pstride));
+            e2 = _mm512_dpbusd_epi32(e2, x0, _mm512_loadu_si512(wg + 2 * pstride));
+            e3 = _mm512_dpbusd_epi32(e3, x0, _mm512_loadu_si512(wg + 3 * pstride));
+        }
+        store16(p, i, pp * NN__QNR, _mm512_add_epi32(e0, o0));
+        store16(p, i, (pp + 1) * NN__QNR, _mm512_add_epi32(e1, o1));
+        store16(p, i, (pp + 2) * NN__QNR, _mm512_add_epi32(e2, o2));
+        store16(p, i, (pp + 3) * NN__QNR, _mm512_add_epi32(e3, o3));
+    }
+    for (; pp < p1; pp++) {
+        const int8_t *w = p->w + pp * pstride;
+        __m512i e = _mm512_setzero_si512(), o = e;
+        int64_t g = 0;
+        for (; g + 2 <= groups; g += 2) {
+            int32_t v0, v1;
+            memcpy(&v0, a + g * 4, 4);
+            memcpy(&v1, a + g * 4 + 4, 4);
+            e = _mm512_dpbusd_epi32(e, _mm512_set1_epi32(v0), _mm512_loadu_si512(w + g * 64));
+            o = _mm512_dpbusd_epi32(o, _mm512_set1_epi32(v1), _mm512_loadu_si512(w + g * 64 + 64));
+        }
+        if (g < groups) {
+            int32_t v0;
+            memcpy(&v0, a + g * 4, 4);
+            e = _mm512_dpbusd_epi32(e, _mm512_set1_epi32(v0), _mm512_loadu_si512(w + g * 64));
+        }
+        store16(p, i, pp * NN__QNR, _mm512_add_epi32(e, o));
+    }
+}
+
+/* Rows [r0, r1) against every panel, MR rows at a time. */
+static void rows_body(void *ctx, int64_t r0, int64_t r1) {
+    const qctx *q = ctx;
+    for (int64_t i = r0; i < r1; i += MR) {
+        const int64_t left = r1 - i;
+        for (int64_t pp = 0; pp < q->np; pp += 2) {
+            const int npan = q->np - pp >= 2 ? 2 : 1;
+            switch (left >= MR ? MR : left) {
+            case 6: tile(q, i, 6, pp, npan); break;
+            case 5: tile(q, i, 5, pp, npan); break;
+            case 4: tile(q, i, 4, pp, npan); break;
+            case 3: tile(q, i, 3, pp, npan); break;
+            case 2: tile(q, i, 2, pp, npan); break;
+            default: tile(q, i, 1, pp, npan); break;
+            }
+        }
+    }
+}
+
+/* Every row (few of them) against panels [p0, p1). */
+static void panels_body(void *ctx, int64_t p0, int64_t p1) {
+    const qctx *q = ctx;
+    for (int64_t i = 0; i < q->p->m; i++) gemv_row(q, i, p0, p1);
+}
+
+static void vnni_gemm(const nn__qgemm *p) {
+    if (p->m <= 0 || p->n <= 0) return;
+    qctx q = {.p = p, .kp = nn__qk_pad(p->k), .np = (p->n + NN__QNR - 1) / NN__QNR};
+    const int64_t work = p->m * p->n * q.kp / 4; /* ~ one dpbusd lane each */
+    if (p->m < MR) {
+        nn__parallel_range(q.np, nn__threads_for(work, 1 << 15), 1, panels_body, &q);
+        return;
+    }
+    nn__parallel_range(p->m, nn__threads_for(work, 1 << 15), MR, rows_body, &q);
+}
+
+void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
+    t->minmax = vnni_minmax;
+    t->quantize_u8 = vnni_quantize_u8;
+    t->colsum = vnni_colsum;
+    t->gemm = vnni_gemm;
+}

@@ -1,0 +1,266 @@
+/* The int8 kernels (backend/int8.h) of every tier this machine runs against
+ * the reference twins in lib/backend/ref/int8.c, bit for bit: the integer
+ * products (checked through an epilogue with unit scales, whose floats are
+ * the integers exactly), the float epilogue with per-row and shared
+ * activation parameters, bias and ReLU (NaN kept), the activation quantizer
+ * (ties to even, clamping, NaN/inf) and min/max, column sums. Shapes: depth
+ * 1..70 (not multiples of 4 or 64), channels 1..50 (partial panels), rows
+ * 1..13 (tiles and GEMV), depth at the int32 limit with extreme values,
+ * unaligned activation rows, and 1, 2 and 3 threads. The reference itself is
+ * checked against a naive int64 sum over unpacked weights. */
+#include "testutil.h"
+#include "nn_internal.h"
+#include "backend/backend.h"
+#include "backend/int8.h"
+#include "backend/tier.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static uint32_t urand(void) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 32);
+}
+static float frand(void) { return (float)(urand() >> 8) * (1.0f / 8388608.0f) - 1.0f; }
+
+typedef struct prob {
+    int64_t m, n, k, kp, lda;
+    uint8_t *abuf, *a;       /* a = abuf + 1: unaligned rows */
+    int8_t *qw, *w;          /* row-major [n, k] and packed */
+    int32_t *wsum, *za;
+    float *sa, *sw, *bias;
+} prob;
+
+static void prob_new(prob *p, int64_t m, int64_t n, int64_t k, bool extreme) {
+    memset(p, 0, sizeof *p);
+    p->m = m, p->n = n, p->k = k, p->kp = nn__qk_pad(k), p->lda = p->kp + 3;
+    p->abuf = calloc((size_t)(m * p->lda + 1), 1);
+    p->a = p->abuf + 1;
+    p->qw = malloc((size_t)(n * k));
+    p->w = malloc((size_t)nn__qpacked_bytes(n, k));
+    p->wsum = malloc((size_t)n * sizeof(int32_t));
+    p->za = malloc((size_t)m * sizeof(int32_t));
+    p->sa = malloc((size_t)m * sizeof(float));
+    p->sw = malloc((size_t)n * sizeof(float));
+    p->bias = malloc((size_t)n * sizeof(float));
+    assert_true(p->abuf && p->qw && p->w && p->wsum && p->za && p->sa && p->sw && p->bias);
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t q = 0; q < k; q++)
+            p->a[i * p->lda + q] = extreme ? 255 : (uint8_t)(urand() & 255);
+        for (int64_t q = k; q < p->kp; q++) p->a[i * p->lda + q] = (uint8_t)(urand() & 255);
+        p->za[i] = extreme ? 0 : (int32_t)(urand() % 256);
+        p->sa[i] = 0.001f + 0.01f * (frand() + 1.0f);
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t q = 0; q < k; q++)
+            p->qw[j * k + q] = extreme ? (j % 2 ? -127 : 127) : (int8_t)((int)(urand() % 255) - 127);
+        p->sw[j] = 0.002f + 0.01f * (frand() + 1.0f);
+        p->bias[j] = frand();
+    }
+    nn__ref_kernels()->int8.pack(n, k, p->qw, k, p->w);
+    nn__ref_kernels()->int8.colsum(n, k, p->w, p->wsum);
+}
+
+static void prob_free(prob *p) {
+    free(p->abuf), free(p->qw), free(p->w), free(p->wsum), free(p->za), free(p->sa), free(p->sw),
+        free(p->bias);
+}
+
+static nn__qgemm prob_gemm(const prob *p, float *c, bool unit, bool shared, bool bias, bool relu) {
+    static const float one = 1.0f;
+    static const int32_t zero = 0;
+    nn__qgemm g = {.m = p->m, .n = p->n, .k = p->k, .a = p->a, .lda = p->lda, .w = p->w,
+                   .wsum = p->wsum, .a_scale = unit ? &one : p->sa, .a_zp = unit ? &zero : p->za,
+                   .a_step = unit || shared ? 0 : 1, .w_scale = p->sw, .bias = bias ? p->bias : NULL,
+                   .relu = relu, .c = c, .ldc = p->n + 1};
+    if (unit) { /* exact integers: unit scales need a unit weight scale too */
+        static float ones[256];
+        for (int i = 0; i < 256; i++) ones[i] = 1.0f;
+        g.w_scale = ones;
+    }
+    return g;
+}
+
+static void expect_same(const float *got, const float *want, const prob *p, int64_t ldc,
+                        const char *tier, const char *what) {
+    for (int64_t i = 0; i < p->m; i++)
+        for (int64_t j = 0; j < p->n; j++) {
+            float g = got[i * ldc + j], w = want[i * ldc + j];
+            if (memcmp(&g, &w, sizeof g) && !(isnan(g) && isnan(w)))
+                fail_msg("%s %s m %lld n %lld k %lld: c[%lld,%lld] = %.9g, reference %.9g", tier,
+                         what, (long long)p->m, (long long)p->n, (long long)p->k, (long long)i,
+                         (long long)j, (double)g, (double)w);
+        }
+}
+
+/* The reference product against a naive sum over the unpacked weights. */
+static void check_reference(const prob *p) {
+    float *c = calloc((size_t)(p->m * (p->n + 1)), sizeof(float));
+    nn__qgemm g = prob_gemm(p, c, true, false, false, false);
+    nn__ref_kernels()->int8.gemm(&g);
+    for (int64_t i = 0; i < p->m; i++)
+        for (int64_t j = 0; j < p->n; j++) {
+            int64_t s = 0;
+            for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * p->qw[j * p->k + q];
+            assert_true(c[i * (p->n + 1) + j] == (float)s);
+        }
+    free(c);
+}
+
+static void run_shape(int64_t m, int64_t n, int64_t k, bool extreme) {
+    prob p;
+    prob_new(&p, m, n, k, extreme);
+    if (!extreme) check_reference(&p);
+    const int64_t csz = m * (n + 1);
+    float *want = malloc((size_t)csz * sizeof(float)), *got = malloc((size_t)csz * sizeof(float));
+    int32_t *ws = malloc((size_t)n * sizeof(int32_t));
+    for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *kt = nn__tier_kernels(t);
+        if (!kt) continue;
+        kt->int8.colsum(n, k, p.w, ws);
+        assert_memory_equal(ws, p.wsum, (size_t)n * sizeof(int32_t));
+        for (int variant = 0; variant < 5; variant++) {
+            const bool unit = variant == 0, shared = variant == 2, bias = variant >= 3,
+                       relu = variant == 4;
+            for (int64_t i = 0; i < csz; i++) want[i] = got[i] = -7.0f; /* gaps stay */
+            nn__qgemm gr = prob_gemm(&p, want, unit, shared, bias, relu);
+            nn__qgemm gt = prob_gemm(&p, got, unit, shared, bias, relu);
+            nn__ref_kernels()->int8.gemm(&gr);
+            for (int threads = 1; threads <= 3; threads++) {
+                nn_set_num_threads(threads);
+                kt->int8.gemm(&gt);
+                static const char *const names[] = {"integers", "per-row", "shared", "bias",
+                                                    "bias+relu"};
+                expect_same(got, want, &p, n + 1, kt->name, names[variant]);
+                for (int64_t i = 0; i < p.m; i++)
+                    assert_true(got[i * (n + 1) + n] == -7.0f); /* past n untouched */
+            }
+            nn_set_num_threads(1);
+        }
+    }
+    free(want), free(got), free(ws);
+    prob_free(&p);
+}
+
+static void test_gemm_vs_reference(void **state) {
+    (void)state;
+    static const int64_t ms[] = {1, 2, 3, 5, 6, 7, 13};
+    static const int64_t ns[] = {1, 3, 15, 16, 17, 33, 50, 64, 65};
+    static const int64_t ks[] = {1, 3, 4, 5, 9, 31, 64, 70};
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
+                run_shape(ms[a], ns[b], ks[c], false);
+    run_shape(40, 130, 300, false); /* several row tiles on several threads */
+    run_shape(1, 200, 1029, false); /* GEMV across threads */
+}
+
+/* Depth at the limit, every product 255 * +-127: sums of +-2.12e9 stay exact. */
+static void test_gemm_extreme(void **state) {
+    (void)state;
+    run_shape(2, 3, NN__QK_MAX, true);
+}
+
+static void test_quantize_vs_reference(void **state) {
+    (void)state;
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    for (int64_t n = 1; n <= 70; n += (n < 20 ? 1 : 7)) {
+        float *x = malloc((size_t)(n + 1) * sizeof(float));
+        uint8_t *qr = malloc((size_t)n + 1), *qt = malloc((size_t)n + 1);
+        for (int64_t i = 0; i < n; i++) x[i + 1] = 3.0f * frand();
+        /* ties at .5 after scaling, the clamps and the non-finite values */
+        const float special[] = {0.5f, 1.5f, -2.5f, 400.0f, -400.0f, NAN, INFINITY, -INFINITY};
+        for (int64_t i = 0; i < n && i < 8; i++) x[1 + (i * 5) % n] = special[i];
+        for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
+            const nn_kernels *kt = nn__tier_kernels(t);
+            if (!kt) continue;
+            const float invs[] = {1.0f, 40.0f, 0.37f};
+            for (int s = 0; s < 3; s++) {
+                const int32_t zp = s == 0 ? 0 : s == 1 ? 128 : 255;
+                memset(qr, 0xAA, (size_t)n + 1), memset(qt, 0xAA, (size_t)n + 1);
+                r->quantize_u8(n, x + 1, invs[s], zp, qr + 1);
+                kt->int8.quantize_u8(n, x + 1, invs[s], zp, qt + 1);
+                assert_memory_equal(qr, qt, (size_t)n + 1);
+            }
+            float a, b, c, d;
+            r->minmax(n, x + 1, &a, &b);
+            kt->int8.minmax(n, x + 1, &c, &d);
+            assert_true(a == c || (isnan(a) && isnan(c)));
+            assert_true(b == d || (isnan(b) && isnan(d)));
+        }
+        free(x), free(qr), free(qt);
+    }
+}
+
+/* The quantizer's meaning, on the reference: ties to even, zero exact. */
+static void test_quantize_meaning(void **state) {
+    (void)state;
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    const float x[] = {0.5f, 1.5f, 2.5f, -0.5f, 0.0f, 1000.0f, -1000.0f, NAN};
+    uint8_t q[8];
+    r->quantize_u8(8, x, 1.0f, 10, q);
+    const uint8_t want[] = {10, 12, 12, 10, 10, 255, 0, 0};
+    assert_memory_equal(q, want, 8);
+    float mn, mx, s;
+    int32_t zp;
+    r->minmax(8, x, &mn, &mx); /* NaN skipped */
+    assert_true(mn == -1000.0f && mx == 1000.0f);
+    nn__qparams_u8(-1.0f, 3.0f, &s, &zp);
+    assert_true(fabsf(s - 4.0f / 255.0f) < 1e-9f && zp == 64);
+    nn__qparams_u8(0.5f, 2.0f, &s, &zp); /* the range holds 0 */
+    assert_true(zp == 0 && fabsf(s - 2.0f / 255.0f) < 1e-9f);
+    nn__qparams_u8(0.0f, 0.0f, &s, &zp);
+    assert_true(s == 1.0f && zp == 0);
+    nn__qparams_u8(NAN, NAN, &s, &zp);
+    assert_true(s == 1.0f && zp == 0);
+    const float allnan[] = {NAN, NAN};
+    r->minmax(2, allnan, &mn, &mx);
+    assert_true(isnan(mn) && isnan(mx));
+}
+
+/* im2row: a 2x3x4 image, 3x3 window, stride 2, padding 1, against taps
+ * computed here. */
+static void test_im2row(void **state) {
+    (void)state;
+    const int64_t c = 2, h = 3, w = 4, kh = 3, kw = 3, sh = 2, sw = 2, ph = 1, pw = 1;
+    const int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (w + 2 * pw - kw) / sw + 1;
+    const int64_t k = c * kh * kw, ld = nn__qk_pad(k) + 4;
+    uint8_t x[24], col[64 * 8];
+    for (int i = 0; i < 24; i++) x[i] = (uint8_t)(i + 1);
+    memset(col, 0xEE, sizeof col);
+    nn__ref_kernels()->int8.im2row(x, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, 77, col, ld);
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++)
+            for (int64_t q = 0; q < ld; q++) {
+                uint8_t want = 0;
+                if (q < k) {
+                    int64_t ch = q / (kh * kw), i = q / kw % kh, j = q % kw;
+                    int64_t y = oy * sh - ph + i, xx = ox * sw - pw + j;
+                    want = y < 0 || y >= h || xx < 0 || xx >= w ? 77 : x[(ch * h + y) * w + xx];
+                }
+                assert_int_equal(col[(oy * ow + ox) * ld + q], want);
+            }
+}
+
+/* With VNNI the AVX-512 tier runs its own kernels (the VNNI file), not the
+ * AVX2 tier's it starts from. */
+static void test_vnni_installed(void **state) {
+    (void)state;
+    const nn_kernels *a2 = nn__tier_kernels(NN_TIER_AVX2), *a5 = nn__tier_kernels(NN_TIER_AVX512);
+    if (!a2 || !a5 || !nn__cpu()->avx512_vnni) skip();
+    assert_true(a5->int8.gemm != a2->int8.gemm && a5->int8.quantize_u8 != a2->int8.quantize_u8);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_vs_reference),   cmocka_unit_test(test_gemm_extreme),
+        cmocka_unit_test(test_quantize_vs_reference), cmocka_unit_test(test_quantize_meaning),
+        cmocka_unit_test(test_im2row), cmocka_unit_test(test_vnni_installed),
+    };
+    printf("int8 kernels: tier %s, AVX-512 VNNI %s\n", nn__kernels()->name,
+           nn__cpu()->avx512_vnni ? "yes" : "no");
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
