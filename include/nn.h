@@ -1816,6 +1816,50 @@ NN_API nn_status nn_onnx_save_buffer(nn_module *m, nn_dtype input_dtype,
                                      const nn_io_options *opts, void **data, size_t *size);
 
 /* ====================================================================== */
+/*  Quantization: int8 inference                                          */
+/* ====================================================================== */
+/*
+ * Post-training quantization, like PyTorch's quantize_dynamic and static
+ * quantization: every Linear and Conv2d (groups 1, dilation 1, at most
+ * 65536 inputs per output) below the model's root is replaced, in place, by
+ * a QuantizedLinear / QuantizedConv2d with symmetric int8 weights per output
+ * channel (scale = max|w| / 127) and f32 bias; activations are quantized to
+ * u8 with a zero point, per row (Linear) or per image (Conv2d) at run time
+ * (dynamic), or with a scale and zero point per layer fixed from the input
+ * ranges seen on calibration batches (static: faster, no range pass). A ReLU
+ * right after a layer in a Sequential runs inside the int8 kernel (the ReLU
+ * becomes an Identity). Products sum in 32-bit integers (AVX-512 VNNI
+ * vpdpbusd, AVX2 vpmaddwd, portable C), the same integers on every tier.
+ *
+ *     nn_module *net = nn_model_load("fmnist.nnm", NULL);
+ *     char *report = NULL;
+ *     nn_quantize_static(net, calib_loader, 8, &report);  // or nn_quantize_dynamic
+ *     puts(report); nn_free(report);
+ *     nn_model_save(net, "fmnist-int8.nnm", NULL);         // int8 weights in the file
+ *
+ * Quantized layers are inference-only (no gradients flow through them); the
+ * model's training mode and the grad mode are restored when the call
+ * returns. On failure the model is left as it was. A model must not be used
+ * from other threads while it is being quantized.
+ *
+ * report (NULL: none): a new string (free with nn_free) with one line per
+ * quantized layer: its activation parameters and the largest absolute
+ * difference between the int8 layer and the float layer on the same input
+ * (the float model's activations of a calibration batch), then the whole
+ * model's largest output difference and, for [batch, classes] outputs, the
+ * share of rows whose argmax agrees.
+ */
+
+/* Quantize model in place with dynamic activations. calib: an input batch
+ * for the report (NULL: no report; *report is then set to NULL). */
+NN_API nn_status nn_quantize_dynamic(nn_module *model, nn_tensor *calib, char **report);
+/* Quantize model in place with static activations calibrated on the first
+ * `batches` (>= 1) batches of loader (reset first; inputs only); the report
+ * uses the first batch. */
+NN_API nn_status nn_quantize_static(nn_module *model, nn_loader *loader, int64_t batches,
+                                    char **report);
+
+/* ====================================================================== */
 /*  Distributed data-parallel training (MPI)                              */
 /* ====================================================================== */
 /*

@@ -1005,7 +1005,8 @@ static const nn__mod_kind *const all_kinds[] = {
     &kind_silu,       &kind_sigmoid,  &kind_tanh,    &kind_softplus, &kind_hardtanh, &kind_softmax,
     &kind_logsoftmax, &kind_identity, &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru,
     &nn__kind_select, &nn__kind_module_list, &nn__kind_module_dict, &nn__kind_mha,
-    &nn__kind_enc_layer, &nn__kind_dec_layer, &nn__kind_encoder, &nn__kind_decoder, &nn__kind_gpt};
+    &nn__kind_enc_layer, &nn__kind_dec_layer, &nn__kind_encoder, &nn__kind_decoder, &nn__kind_gpt,
+    &nn__kind_qlinear, &nn__kind_qconv};
 
 const nn__mod_kind *nn__mod_find_kind(const char *type) {
     for (size_t i = 0; i < sizeof all_kinds / sizeof all_kinds[0]; i++)

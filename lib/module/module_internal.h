@@ -92,6 +92,29 @@ bool nn__is_gpt(const nn_module *m);
  * NN_ERR_FORMAT: a missing or malformed tensor). Free with nn__gpt_view_free. */
 nn_status nn__gpt_view_get(const nn_module *m, nn__gpt_view *v, const char *fn);
 void nn__gpt_view_free(nn__gpt_view *v);
+/* Post-training quantization (quantized.c; lib/quant drives it). A plan
+ * wraps every Linear and Conv2d (groups 1, dilation 1) below a model's root
+ * in an observer holding the float layer and its int8 twin (dynamic
+ * activations; a ReLU right after the layer in a Sequential fused into the
+ * twin). Forwards through the model then run the float layers and, per the
+ * mode, record each observed layer's input range (calibration) or the twin's
+ * largest deviation from the float layer on the same input (report). The
+ * model must not be used from other threads meanwhile. */
+typedef struct nn__qplan nn__qplan;
+/* NULL with an error naming fn when the root is itself a layer, nothing is
+ * eligible, or on failure (the model is then as before). */
+nn__qplan *nn__quant_prepare(nn_module *root, const char *fn);
+/* false: calibrate (record ranges); true: report (compare twins). */
+void nn__quant_mode(nn__qplan *p, bool report);
+/* Static activation parameters for every twin from the recorded ranges. */
+nn_status nn__quant_set_static(nn__qplan *p, const char *fn);
+/* Put the twins (and Identity for fused ReLUs) in place of the observers. */
+nn_status nn__quant_convert(nn__qplan *p, const char *fn);
+/* Free the plan; layers not converted get their float layer back. */
+void nn__quant_free(nn__qplan *p);
+/* The per-layer table (+ tail), a new string for nn_free; NULL: NOMEM. */
+char *nn__quant_report(const nn__qplan *p, const char *tail);
+int nn__quant_count(const nn__qplan *p);
 
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 
@@ -217,6 +240,8 @@ nn_tensor *nn__mod_uniform_param(const int64_t *shape, int ndim, double bound);
 extern const nn__mod_kind nn__kind_gpt;
 /* LayerNorm(features) with a weight and no bias (PyTorch's bias=False). */
 nn_module *nn__layer_norm_new_nobias(int64_t features, double eps);
+/* ---- quantized.c */
+extern const nn__mod_kind nn__kind_qlinear, nn__kind_qconv;
 
 /* ---- rnn.c */
 extern const nn__mod_kind nn__kind_rnn, nn__kind_lstm, nn__kind_gru;

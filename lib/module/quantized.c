@@ -1,0 +1,486 @@
+/* Quantized layers and the module side of post-training quantization.
+ *
+ * QuantizedLinear and QuantizedConv2d hold int8 weights packed for the
+ * backend (buffer "weight", NN__QW_DTYPE, shape nn__qw_shape(n, k); see
+ * backend/int8.h for the layout), per-output-channel scales ("weight_scale",
+ * f32 [n]) and an f32 bias ("bias" [n], when bias = 1). Their
+ * hyperparameters say how activations are quantized: act_scale 0 means
+ * dynamic (per row for Linear, per image for Conv2d), act_scale > 0 a static
+ * scale with act_zero_point; relu = 1 applies a ReLU in the GEMM's epilogue
+ * (a ReLU that followed the float layer in a Sequential, fused). Inference
+ * only: no gradients flow through them.
+ *
+ * Quantizing a model (driven by lib/quant, which owns the loop over data):
+ * nn__quant_prepare swaps every Linear and Conv2d (groups 1, dilation 1)
+ * below the root for an observer that holds the float layer and its
+ * quantized twin; forwards then record each layer's input range
+ * (calibration) or compare the twin with the float layer on the same input
+ * (the report), while the float output flows on; nn__quant_convert puts the
+ * twins in place. */
+#include "module_internal.h"
+#include "ops/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- helpers */
+
+static bool cfg_int_in(const nn_module *m, const char *key, double v, double lo, double hi) {
+    if (v == floor(v) && v >= lo && v <= hi) return true;
+    nn__err(NN_ERR_INVALID, "%s: %s = %g, expected an integer in %.0f..%.0f", m->kind->type, key,
+            v, lo, hi);
+    return false;
+}
+
+static bool act_ok(const nn_module *m, double scale, double zp) {
+    if (!(scale >= 0.0 && scale <= 3.4e38)) {
+        nn__err(NN_ERR_INVALID, "%s: act_scale = %g, expected 0 (dynamic) or a finite scale > 0",
+                m->kind->type, scale);
+        return false;
+    }
+    return cfg_int_in(m, "act_zero_point", zp, 0, 255);
+}
+
+/* Register the quantized buffers of an [n, k] layer (zero weights, unit
+ * scales, zero bias). */
+static nn_status add_qbuffers(nn_module *m, int64_t n, int64_t k, bool bias) {
+    int64_t ws[3];
+    nn__qw_shape(n, k, ws);
+    const char *names[3] = {"weight", "weight_scale", "bias"};
+    for (int i = 0; i < (bias ? 3 : 2); i++) {
+        nn_tensor *t = i == 0 ? nn__zeros(NN__QW_DTYPE, ws, 3) : nn__zeros(NN_DTYPE_F32, &n, 1);
+        if (!t) return nn_last_status();
+        if (i == 1) {
+            float *s = nn__f32(t);
+            for (int64_t j = 0; j < n; j++) s[j] = 1.0f;
+        }
+        nn_status st = nn__mod_add_buffer(m, names[i], t);
+        if (st != NN_OK) {
+            nn__tensor_release(t);
+            return st;
+        }
+    }
+    return NN_OK;
+}
+
+static nn_tensor *buf(const nn_module *m, int i) {
+    return i < m->bufs.n ? m->bufs.e[i].t : NULL;
+}
+
+static double out_numel(const nn_tensor *out) { return out ? (double)out->numel : 0; }
+
+/* ----------------------------------------------------- QuantizedLinear */
+
+enum { QL_IN, QL_OUT, QL_BIAS, QL_RELU, QL_SCALE, QL_ZP };
+static const char *const qlinear_keys[] = {"in_features", "out_features", "bias",
+                                           "relu",        "act_scale",    "act_zero_point"};
+static const double qlinear_defaults[] = {NAN, NAN, 1, 0, 0, 0};
+
+static nn_status qlinear_build(nn_module *m) {
+    const double *c = m->cfg;
+    if (!cfg_int_in(m, "in_features", c[QL_IN], 1, NN__Q_DEPTH_MAX) ||
+        !cfg_int_in(m, "out_features", c[QL_OUT], 1, (double)(1LL << 40)) ||
+        !cfg_int_in(m, "bias", c[QL_BIAS], 0, 1) || !cfg_int_in(m, "relu", c[QL_RELU], 0, 1) ||
+        !act_ok(m, c[QL_SCALE], c[QL_ZP]))
+        return nn_last_status();
+    return add_qbuffers(m, (int64_t)c[QL_OUT], (int64_t)c[QL_IN], c[QL_BIAS] != 0);
+}
+
+static nn__qlayer qlayer_of(const nn_module *m, int64_t n, int64_t k, bool bias, bool relu,
+                            double scale, double zp) {
+    nn__qlayer L = {.w = buf(m, 0),
+                    .w_scale = buf(m, 1),
+                    .bias = bias ? buf(m, 2) : NULL,
+                    .n = n,
+                    .k = k,
+                    .relu = relu,
+                    .act_scale = (float)scale,
+                    .act_zp = (int32_t)zp};
+    return L;
+}
+
+static nn_tensor *qlinear_forward(nn_module *m, nn_tensor *x) {
+    const double *c = m->cfg;
+    nn__qlayer L = qlayer_of(m, (int64_t)c[QL_OUT], (int64_t)c[QL_IN], c[QL_BIAS] != 0,
+                             c[QL_RELU] != 0, c[QL_SCALE], c[QL_ZP]);
+    return nn__qlinear(x, &L, "QuantizedLinear");
+}
+
+static double qlinear_flops(const nn_module *m, const nn_tensor *in, const nn_tensor *out) {
+    (void)in;
+    return out_numel(out) * 2.0 * m->cfg[QL_IN];
+}
+
+const nn__mod_kind nn__kind_qlinear = {.type = "QuantizedLinear",
+                                          .nkeys = 6,
+                                          .keys = qlinear_keys,
+                                          .defaults = qlinear_defaults,
+                                          .build = qlinear_build,
+                                          .forward = qlinear_forward,
+                                          .flops = qlinear_flops};
+
+/* ----------------------------------------------------- QuantizedConv2d */
+
+enum { QC_IN, QC_OUT, QC_KH, QC_KW, QC_SH, QC_SW, QC_PH, QC_PW, QC_BIAS, QC_RELU, QC_SCALE, QC_ZP };
+static const char *const qconv_keys[] = {"in_channels", "out_channels", "kernel_h",  "kernel_w",
+                                         "stride_h",    "stride_w",     "padding_h", "padding_w",
+                                         "bias",        "relu",         "act_scale", "act_zero_point"};
+static const double qconv_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 0, 0, 0};
+
+static nn_status qconv_build(nn_module *m) {
+    const double *c = m->cfg;
+    for (int i = QC_IN; i <= QC_PW; i++)
+        if (!cfg_int_in(m, qconv_keys[i], c[i], i >= QC_PH ? 0 : 1, 1 << 20))
+            return nn_last_status();
+    if (!cfg_int_in(m, "bias", c[QC_BIAS], 0, 1) || !cfg_int_in(m, "relu", c[QC_RELU], 0, 1) ||
+        !act_ok(m, c[QC_SCALE], c[QC_ZP]))
+        return nn_last_status();
+    const double k = c[QC_IN] * c[QC_KH] * c[QC_KW];
+    if (k > NN__Q_DEPTH_MAX)
+        return nn__err(NN_ERR_LIMIT,
+                       "QuantizedConv2d: in_channels x kernel = %.0f exceeds the int8 limit %d", k,
+                       NN__Q_DEPTH_MAX);
+    return add_qbuffers(m, (int64_t)c[QC_OUT], (int64_t)k, c[QC_BIAS] != 0);
+}
+
+static nn_tensor *qconv_forward(nn_module *m, nn_tensor *x) {
+    const double *c = m->cfg;
+    const int64_t cin = (int64_t)c[QC_IN], kh = (int64_t)c[QC_KH], kw = (int64_t)c[QC_KW];
+    nn__qlayer L = qlayer_of(m, (int64_t)c[QC_OUT], cin * kh * kw, c[QC_BIAS] != 0,
+                             c[QC_RELU] != 0, c[QC_SCALE], c[QC_ZP]);
+    return nn__qconv2d(x, &L, cin, kh, kw, (int64_t)c[QC_SH], (int64_t)c[QC_SW], (int64_t)c[QC_PH],
+                       (int64_t)c[QC_PW], "QuantizedConv2d");
+}
+
+static double qconv_flops(const nn_module *m, const nn_tensor *in, const nn_tensor *out) {
+    (void)in;
+    return out_numel(out) * 2.0 * m->cfg[QC_IN] * m->cfg[QC_KH] * m->cfg[QC_KW];
+}
+
+const nn__mod_kind nn__kind_qconv = {.type = "QuantizedConv2d",
+                                        .nkeys = 12,
+                                        .keys = qconv_keys,
+                                        .defaults = qconv_defaults,
+                                        .build = qconv_build,
+                                        .forward = qconv_forward,
+                                        .flops = qconv_flops};
+
+
+/* ------------------------------------------------ quantizing a layer */
+
+/* The quantized twin of a Linear or Conv2d (dynamic activations), or NULL
+ * with NN_ERR_UNSUPPORTED when the layer has no int8 form (grouped or
+ * dilated convolutions, depth past the int8 limit). */
+static nn_module *quantize_layer(const nn_module *f, const char *fn) {
+    const char *type = nn__module_type(f);
+    const nn_tensor *w = nn__mod_param(f, "weight"), *b = nn__mod_param(f, "bias");
+    const double *c = f->cfg;
+    nn_module *q = NULL;
+    int64_t n, k;
+    if (!strcmp(type, "Linear")) {
+        /* Linear keys: in_features, out_features, bias */
+        double v[] = {c[0], c[1], c[2], 0, 0, 0};
+        n = (int64_t)c[1], k = (int64_t)c[0];
+        if (k > NN__Q_DEPTH_MAX) return NN__FAIL(NN_ERR_UNSUPPORTED, "%s: too deep", fn);
+        q = nn__mod_new_kind(&nn__kind_qlinear, v);
+    } else {
+        /* Conv2d keys: in, out, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias */
+        if (c[8] != 1 || c[9] != 1 || c[10] != 1 || c[0] * c[2] * c[3] > NN__Q_DEPTH_MAX)
+            return NN__FAIL(NN_ERR_UNSUPPORTED, "%s: no int8 form", fn);
+        double v[] = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[11], 0, 0, 0};
+        n = (int64_t)c[1], k = (int64_t)(c[0] * c[2] * c[3]);
+        q = nn__mod_new_kind(&nn__kind_qconv, v);
+    }
+    if (!q) return NULL;
+    nn_tensor *wc = nn__contig(w);
+    nn_status st = wc ? nn__qw_quantize(nn__f32(wc), n, k, buf(q, 0), nn__f32(buf(q, 1)), fn)
+                      : nn_last_status();
+    nn__tensor_release(wc);
+    if (st == NN_OK && b) {
+        nn_tensor *bc = nn__contig(b);
+        if (bc) memcpy(nn__f32(buf(q, 2)), nn__f32(bc), (size_t)n * sizeof(float));
+        else st = nn_last_status();
+        nn__tensor_release(bc);
+    }
+    if (st != NN_OK) {
+        nn_module_free(q);
+        return NULL;
+    }
+    return q;
+}
+
+static bool eligible(const nn_module *m) {
+    if (!m->kind) return false;
+    const char *t = m->kind->type;
+    if (!strcmp(t, "Linear")) return m->cfg[0] <= NN__Q_DEPTH_MAX;
+    if (!strcmp(t, "Conv2d"))
+        return m->cfg[8] == 1 && m->cfg[9] == 1 && m->cfg[10] == 1 &&
+               m->cfg[0] * m->cfg[2] * m->cfg[3] <= NN__Q_DEPTH_MAX;
+    return false;
+}
+
+/* ----------------------------------------------------------- observer */
+
+/* An observer's cfg (not saved: observers never reach a file). */
+enum { OB_MIN, OB_MAX, OB_ERR, OB_REF, OB_MODE, OB_SEEN };
+enum { MODE_CALIBRATE = 0, MODE_REPORT = 1 };
+
+typedef struct qentry {
+    char *path;            /* dotted name of the layer */
+    nn_module *parent;     /* borrowed */
+    char *name;            /* child name in parent */
+    nn_module *observer;   /* owned reference */
+    nn_module *relu_owner; /* Sequential holding a fused ReLU (borrowed), or NULL */
+    char *relu_name;
+} qentry;
+
+struct nn__qplan {
+    qentry *e;
+    int n, cap;
+    bool converted;
+};
+
+static nn_module *ob_float(const nn_module *o) { return o->children[0].m; }
+static nn_module *ob_quant(const nn_module *o) { return o->children[1].m; }
+
+static bool twin_relu(const nn_module *q) {
+    return q->kind == &nn__kind_qlinear ? q->cfg[QL_RELU] != 0 : q->cfg[QC_RELU] != 0;
+}
+
+static nn_tensor *observer_forward(nn_module *o, nn_tensor *x) {
+    nn_tensor *y = nn__mod_forward(ob_float(o), x);
+    if (!y) return NULL;
+    if (o->cfg[OB_MODE] == MODE_CALIBRATE) {
+        nn_tensor *xc = nn__contig(x);
+        if (!xc) {
+            nn__tensor_release(y);
+            return NULL;
+        }
+        const float *p = nn__f32(xc);
+        double mn = o->cfg[OB_MIN], mx = o->cfg[OB_MAX];
+        for (int64_t i = 0; i < xc->numel; i++) { /* NaN compares false: skipped */
+            if (!o->cfg[OB_SEEN] || p[i] < mn) mn = p[i];
+            if (!o->cfg[OB_SEEN] || p[i] > mx) mx = p[i];
+            if (p[i] == p[i]) o->cfg[OB_SEEN] = 1;
+        }
+        o->cfg[OB_MIN] = mn, o->cfg[OB_MAX] = mx;
+        nn__tensor_release(xc);
+        return nn__track(y);
+    }
+    /* report: the twin against the float layer (+ its fused ReLU), same input */
+    nn_tensor *q = nn__mod_forward(ob_quant(o), x);
+    if (!q) {
+        nn__tensor_release(y);
+        return NULL;
+    }
+    const float *a = nn__f32(q), *b = nn__f32(y);
+    const bool relu = twin_relu(ob_quant(o));
+    double err = o->cfg[OB_ERR], ref = o->cfg[OB_REF];
+    for (int64_t i = 0; i < q->numel && i < y->numel; i++) {
+        float want = relu && !(b[i] > 0.0f) ? 0.0f : b[i];
+        double d = fabs((double)a[i] - (double)want);
+        if (d > err || d != d) err = d;
+        if (fabs((double)want) > ref) ref = fabs((double)want);
+    }
+    o->cfg[OB_ERR] = err, o->cfg[OB_REF] = ref;
+    nn__tensor_release(q);
+    return nn__track(y);
+}
+
+static const nn__mod_kind kind_observer = {.type = "QuantObserver",
+                                           .forward = observer_forward,
+                                           .container = true};
+
+/* --------------------------------------------------------------- plans */
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = nn__malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static char *join_path(const char *prefix, const char *name) {
+    size_t a = strlen(prefix), b = strlen(name), n;
+    if (!nn__size_add(a + 1, b + 1, &n)) return NULL;
+    char *d = nn__malloc(n);
+    if (d) snprintf(d, n, "%s%s%s", prefix, a ? "." : "", name);
+    return d;
+}
+
+static nn_status plan_push(nn__qplan *p, qentry e) {
+    if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 8;
+        qentry *ne = nn__calloc((size_t)cap, sizeof *ne);
+        if (!ne) return NN_ERR_NOMEM;
+        if (p->n) memcpy(ne, p->e, (size_t)p->n * sizeof *ne);
+        nn__free(p->e);
+        p->e = ne, p->cap = cap;
+    }
+    p->e[p->n++] = e;
+    return NN_OK;
+}
+
+/* Wrap child i of m (an eligible layer) in an observer. */
+static nn_status observe(nn__qplan *p, nn_module *m, int i, const char *path, const char *fn) {
+    nn_module *f = m->children[i].m;
+    nn_module *q = quantize_layer(f, fn);
+    if (!q) return nn_last_status();
+    nn_module *o = nn__mod_new_kind(&kind_observer, NULL);
+    qentry e = {.parent = m};
+    nn_status st = o ? NN_OK : nn_last_status();
+    if (st == NN_OK) {
+        nn_module_retain(f);
+        st = nn__mod_attach(o, "float", f, fn); /* consumes the new reference to f */
+    }
+    if (st == NN_OK) st = nn__mod_attach(o, "quant", q, fn);
+    else nn_module_free(q);
+    q = NULL;
+    /* a ReLU right after the layer in a Sequential is fused into the twin */
+    if (st == NN_OK && !strcmp(nn__module_type(m), "Sequential") && i + 1 < m->nchildren &&
+        m->children[i + 1].m->kind && !strcmp(m->children[i + 1].m->kind->type, "ReLU")) {
+        nn_module *t = ob_quant(o);
+        t->cfg[t->kind == &nn__kind_qlinear ? QL_RELU : QC_RELU] = 1;
+        e.relu_owner = m;
+        e.relu_name = dup_str(m->children[i + 1].name);
+        if (!e.relu_name) st = NN_ERR_NOMEM;
+    }
+    if (st == NN_OK) {
+        e.path = dup_str(path), e.name = dup_str(m->children[i].name);
+        if (!e.path || !e.name) st = NN_ERR_NOMEM;
+    }
+    if (st == NN_OK) {
+        nn_module_retain(o);
+        e.observer = o;
+        st = plan_push(p, e);
+        if (st != NN_OK) nn_module_free(o);
+    }
+    if (st == NN_OK) {
+        nn_module_retain(o);
+        st = nn__mod_replace_child(m, e.name, o, fn); /* consumes one reference */
+        if (st != NN_OK) { /* the entry stays; the float child is still in place */
+            p->e[p->n - 1].parent = NULL;
+        }
+        nn_module_free(o);
+        return st;
+    }
+    nn__free(e.path), nn__free(e.name), nn__free(e.relu_name);
+    nn_module_free(o);
+    return st;
+}
+
+static nn_status walk(nn__qplan *p, nn_module *m, const char *prefix, const char *fn) {
+    for (int i = 0; i < m->nchildren; i++) {
+        nn_module *c = m->children[i].m;
+        char *path = join_path(prefix, m->children[i].name);
+        if (!path) return NN_ERR_NOMEM;
+        nn_status st = eligible(c) ? observe(p, m, i, path, fn)
+                       : c->kind == &kind_observer ? NN_OK
+                                                   : walk(p, c, path, fn);
+        nn__free(path);
+        if (st != NN_OK) return st;
+    }
+    return NN_OK;
+}
+
+nn__qplan *nn__quant_prepare(nn_module *root, const char *fn) {
+    if (!nn__mod_check(root, fn, "model")) return NULL;
+    if (eligible(root) || root->kind == &nn__kind_qlinear || root->kind == &nn__kind_qconv)
+        return NN__FAIL(NN_ERR_INVALID,
+                        "%s: model is a single %s layer; wrap it in a Sequential to quantize it",
+                        fn, nn__module_type(root));
+    nn__qplan *p = nn__calloc(1, sizeof *p);
+    if (!p) return NULL;
+    nn_status st = walk(p, root, "", fn);
+    if (st == NN_OK && p->n == 0)
+        st = nn__err(NN_ERR_INVALID, "%s: the model has no Linear or Conv2d layer to quantize",
+                     fn);
+    if (st != NN_OK) {
+        nn__quant_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void nn__quant_mode(nn__qplan *p, bool report) {
+    for (int i = 0; i < p->n; i++) p->e[i].observer->cfg[OB_MODE] = report;
+}
+
+nn_status nn__quant_set_static(nn__qplan *p, const char *fn) {
+    for (int i = 0; i < p->n; i++) {
+        nn_module *o = p->e[i].observer, *t = ob_quant(o);
+        if (!o->cfg[OB_SEEN])
+            return nn__err(NN_ERR_INVALID,
+                           "%s: layer '%s' saw no finite input during calibration", fn,
+                           p->e[i].path);
+        float scale;
+        int32_t zp;
+        nn__q_act_params((float)o->cfg[OB_MIN], (float)o->cfg[OB_MAX], &scale, &zp);
+        const bool lin = t->kind == &nn__kind_qlinear;
+        t->cfg[lin ? QL_SCALE : QC_SCALE] = scale;
+        t->cfg[lin ? QL_ZP : QC_ZP] = zp;
+    }
+    return NN_OK;
+}
+
+nn_status nn__quant_convert(nn__qplan *p, const char *fn) {
+    for (int i = 0; i < p->n; i++) {
+        qentry *e = &p->e[i];
+        if (!e->parent) continue;
+        nn_module *t = ob_quant(e->observer);
+        nn_module_retain(t);
+        nn_status st = nn__mod_replace_child(e->parent, e->name, t, fn);
+        if (st == NN_OK && e->relu_owner) {
+            nn_module *id = nn_identity_new();
+            st = id ? nn__mod_replace_child(e->relu_owner, e->relu_name, id, fn) : nn_last_status();
+        }
+        if (st != NN_OK) return st;
+        e->parent = NULL; /* done: nothing to restore */
+    }
+    p->converted = true;
+    return NN_OK;
+}
+
+void nn__quant_free(nn__qplan *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) {
+        qentry *e = &p->e[i];
+        if (e->parent) { /* not converted: put the float layer back */
+            nn_module *f = ob_float(e->observer);
+            nn_module_retain(f);
+            nn__mod_replace_child(e->parent, e->name, f, "nn__quant_free");
+        }
+        nn_module_free(e->observer);
+        nn__free(e->path), nn__free(e->name), nn__free(e->relu_name);
+    }
+    nn__free(p->e);
+    nn__free(p);
+}
+
+/* One line per layer:
+ *   <path>  <type>  act <dynamic | scale s zp z>  max|err| e  max|y| r  (e/r %) */
+char *nn__quant_report(const nn__qplan *p, const char *tail) {
+    size_t cap = 256 + (tail ? strlen(tail) : 0), len = 0;
+    for (int i = 0; i < p->n; i++) cap += strlen(p->e[i].path) + 160;
+    char *s = nn__malloc(cap);
+    if (!s) return NULL;
+    len += (size_t)snprintf(s + len, cap - len, "%-16s %-16s %-26s %12s %12s %8s\n", "layer",
+                            "int8 kind", "activations", "max|err|", "max|y|", "err/max");
+    for (int i = 0; i < p->n; i++) {
+        const nn_module *o = p->e[i].observer, *t = ob_quant(o);
+        const bool lin = t->kind == &nn__kind_qlinear;
+        const double sc = t->cfg[lin ? QL_SCALE : QC_SCALE], zp = t->cfg[lin ? QL_ZP : QC_ZP];
+        char act[64];
+        if (sc > 0) snprintf(act, sizeof act, "static %.4g zp %.0f", sc, zp);
+        else snprintf(act, sizeof act, "dynamic per %s", lin ? "row" : "image");
+        len += (size_t)snprintf(s + len, cap - len, "%-16s %-16s %-26s %12.4g %12.4g %7.3f%%\n",
+                                p->e[i].path, nn__module_type(t), act, o->cfg[OB_ERR],
+                                o->cfg[OB_REF],
+                                o->cfg[OB_REF] > 0 ? 100.0 * o->cfg[OB_ERR] / o->cfg[OB_REF] : 0.0);
+    }
+    if (tail) snprintf(s + len, cap - len, "%s", tail);
+    return s;
+}
+
+int nn__quant_count(const nn__qplan *p) { return p->n; }

@@ -1,0 +1,228 @@
+/* Int8 inference ops (see quant.h): weight quantization and packing, and the
+ * forward of quantized Linear and Conv2d through the backend's int8 kernels.
+ * Scratch memory comes from the allocator hook once per call and is sized
+ * with the overflow-checked helpers. */
+#include "ops/quant.h"
+
+#include "backend/backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static inline int8_t *qw_data(const nn_tensor *t) { return (int8_t *)nn__u8(t); }
+
+_Static_assert(NN__Q_DEPTH_MAX == NN__QK_MAX, "ops/quant.h and backend/int8.h agree");
+
+void nn__q_act_params(float mn, float mx, float *scale, int32_t *zp) {
+    nn__qparams_u8(mn, mx, scale, zp);
+}
+
+void nn__qw_shape(int64_t n, int64_t k, int64_t shape[3]) {
+    shape[0] = (n + NN__QNR - 1) / NN__QNR;
+    shape[1] = nn__qk_pad(k) / 4;
+    shape[2] = NN__QNR * 4;
+}
+
+nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, nn_tensor *packed, float *scale,
+                          const char *fn) {
+    if (k > NN__QK_MAX)
+        return nn__err(NN_ERR_LIMIT, "%s: in_features %lld exceeds the int8 limit %d", fn,
+                       (long long)k, NN__QK_MAX);
+    size_t bytes;
+    if (!nn__size_mul((size_t)n, (size_t)k, &bytes))
+        return nn__err(NN_ERR_OVERFLOW, "%s: weight size overflows", fn);
+    int8_t *q = nn__malloc(bytes ? bytes : 1);
+    if (!q) return NN_ERR_NOMEM;
+    for (int64_t j = 0; j < n; j++) {
+        const float *row = w + j * k;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < k; i++)
+            if (fabsf(row[i]) > amax) amax = fabsf(row[i]);
+        const float s = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 1.0f;
+        const float inv = 1.0f / s;
+        for (int64_t i = 0; i < k; i++) {
+            float r = nearbyintf(row[i] * inv);
+            q[j * k + i] = (int8_t)(r >= 127.0f ? 127 : r <= -127.0f ? -127 : r == r ? (int)r : 0);
+        }
+        scale[j] = s;
+    }
+    nn__kernels()->int8.pack(n, k, q, k, qw_data(packed));
+    nn__free(q);
+    return NN_OK;
+}
+
+void nn__qw_dequantize(const nn_tensor *packed, const float *scale, int64_t n, int64_t k,
+                       float *wf) {
+    const int8_t *w = qw_data(packed);
+    const int64_t kp = nn__qk_pad(k);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < k; i++)
+            wf[j * k + i] =
+                scale[j] * (float)w[(j / NN__QNR * kp / 4 + i / 4) * NN__QNR * 4 +
+                                    (j % NN__QNR) * 4 + i % 4];
+}
+
+/* ----------------------------------------------------------- forward */
+
+/* Scratch of one call: column sums, u8 activations, per-row parameters. */
+typedef struct scratch {
+    int32_t *wsum, *zp;
+    float *sa;
+    uint8_t *a;
+    float *tmp;
+} scratch;
+
+static void scratch_free(scratch *s) {
+    nn__free(s->wsum), nn__free(s->zp), nn__free(s->sa), nn__free(s->a), nn__free(s->tmp);
+}
+
+static bool alloc_n(void **p, int64_t n, size_t elem) {
+    size_t bytes;
+    if (!nn__size_mul((size_t)(n > 0 ? n : 1), elem, &bytes)) {
+        nn__err(NN_ERR_OVERFLOW, "int8 scratch size overflows");
+        return false;
+    }
+    *p = nn__malloc(bytes);
+    return *p != NULL;
+}
+
+static bool check_layer(const nn__qlayer *L, const char *fn) {
+    int64_t shape[3];
+    nn__qw_shape(L->n, L->k, shape);
+    if (!L->w || L->w->dtype != NN__QW_DTYPE || L->w->ndim != 3 || L->w->shape[0] != shape[0] ||
+        L->w->shape[1] != shape[1] || L->w->shape[2] != shape[2] || !nn__is_contiguous(L->w) ||
+        !L->w_scale || L->w_scale->dtype != NN_DTYPE_F32 || L->w_scale->numel != L->n ||
+        !nn__is_contiguous(L->w_scale) ||
+        (L->bias && (L->bias->dtype != NN_DTYPE_F32 || L->bias->numel != L->n ||
+                     !nn__is_contiguous(L->bias)))) {
+        nn__err(NN_ERR_SHAPE, "%s: quantized weights, scales or bias do not match [%lld, %lld]",
+                fn, (long long)L->n, (long long)L->k);
+        return false;
+    }
+    if (L->k > NN__QK_MAX) {
+        nn__err(NN_ERR_LIMIT, "%s: in_features %lld exceeds the int8 limit %d", fn,
+                (long long)L->k, NN__QK_MAX);
+        return false;
+    }
+    return true;
+}
+
+static nn__qgemm layer_gemm(const nn__qlayer *L, const scratch *s) {
+    nn__qgemm g = {.n = L->n,
+                   .k = L->k,
+                   .w = qw_data(L->w),
+                   .wsum = s->wsum,
+                   .w_scale = nn__f32(L->w_scale),
+                   .bias = L->bias ? nn__f32(L->bias) : NULL,
+                   .relu = L->relu};
+    return g;
+}
+
+/* Quantize n floats of x into q with the layer's static parameters or, when
+ * dynamic, with ones from their range (written to *sa, *zp). */
+static void quantize_run(const nn__qlayer *L, const nn__int8_kernels *k8, int64_t n,
+                         const float *x, uint8_t *q, float *sa, int32_t *zp) {
+    if (L->act_scale > 0.0f) {
+        *sa = L->act_scale, *zp = L->act_zp;
+    } else {
+        float mn, mx;
+        k8->minmax(n, x, &mn, &mx);
+        nn__qparams_u8(mn, mx, sa, zp);
+    }
+    k8->quantize_u8(n, x, 1.0f / *sa, *zp, q);
+}
+
+nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
+    if (!nn__check_f32(x, fn, "x") || !check_layer(L, fn)) return NULL;
+    char s1[128];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != L->k)
+        return NN__FAIL(NN_ERR_SHAPE, "%s: x %s does not end in in_features = %lld", fn,
+                        nn__shape_str(x->shape, x->ndim, s1, sizeof s1), (long long)L->k);
+    int64_t shape[NN_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    shape[x->ndim - 1] = L->n;
+    const int64_t rows = x->numel / (L->k ? L->k : 1), kp = nn__qk_pad(L->k);
+    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, x->ndim);
+    nn_tensor *xc = out ? nn__contig(x) : NULL;
+    scratch s = {0};
+    if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
+        !alloc_n((void **)&s.zp, rows, sizeof(int32_t)) ||
+        !alloc_n((void **)&s.sa, rows, sizeof(float)) || !alloc_n((void **)&s.a, rows, (size_t)kp)) {
+        scratch_free(&s);
+        nn__tensor_release(xc);
+        nn__tensor_release(out);
+        return NULL;
+    }
+    const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    const float *X = nn__f32(xc);
+    for (int64_t i = 0; i < rows; i++) {
+        quantize_run(L, k8, L->k, X + i * L->k, s.a + i * kp, &s.sa[i], &s.zp[i]);
+        memset(s.a + i * kp + L->k, 0, (size_t)(kp - L->k));
+    }
+    k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
+    nn__qgemm g = layer_gemm(L, &s);
+    g.m = rows, g.a = s.a, g.lda = kp, g.a_scale = s.sa, g.a_zp = s.zp, g.a_step = 1;
+    g.c = nn__f32(out), g.ldc = L->n;
+    k8->gemm(&g);
+    scratch_free(&s);
+    nn__tensor_release(xc);
+    return nn__track(out);
+}
+
+static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) {
+    return in + 2 * p < k ? -1 : (in + 2 * p - k) / s + 1;
+}
+
+nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, const char *fn) {
+    if (!nn__check_f32(x, fn, "x") || !check_layer(L, fn)) return NULL;
+    char s1[128];
+    if (x->ndim != 4 || x->shape[1] != c)
+        return NN__FAIL(NN_ERR_SHAPE, "%s: expected input [N,%lld,H,W], got %s", fn,
+                        (long long)c, nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
+    const int64_t nb = x->shape[0], h = x->shape[2], w = x->shape[3];
+    const int64_t oh = out_size(h, kh, sh, ph), ow = out_size(w, kw, sw, pw);
+    if (oh < 1 || ow < 1)
+        return NN__FAIL(NN_ERR_SHAPE, "%s: kernel %lldx%lld is bigger than the padded input %s",
+                        fn, (long long)kh, (long long)kw,
+                        nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
+    const int64_t kp = nn__qk_pad(L->k), plane = c * h * w, npix = oh * ow;
+    const int64_t shape[4] = {nb, L->n, oh, ow};
+    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
+    nn_tensor *xc = out ? nn__contig(x) : NULL;
+    scratch s = {0};
+    uint8_t *img = NULL;
+    if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
+        !alloc_n((void **)&s.a, npix, (size_t)kp) || !alloc_n((void **)&img, plane, 1) ||
+        !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float))) {
+        nn__free(img);
+        scratch_free(&s);
+        nn__tensor_release(xc);
+        nn__tensor_release(out);
+        return NULL;
+    }
+    const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
+    float sa;
+    int32_t zp;
+    nn__qgemm g = layer_gemm(L, &s);
+    g.m = npix, g.a = s.a, g.lda = kp, g.a_scale = &sa, g.a_zp = &zp, g.a_step = 0;
+    g.c = s.tmp, g.ldc = L->n;
+    const float *X = nn__f32(xc);
+    float *Y = nn__f32(out);
+    for (int64_t b = 0; b < nb; b++) {
+        /* one scale and zero point per image; padding is the zero point (0.0) */
+        quantize_run(L, k8, plane, X + b * plane, img, &sa, &zp);
+        k8->im2row(img, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, (uint8_t)zp, s.a, kp);
+        k8->gemm(&g);
+        /* [pixels, O] -> [O, pixels] */
+        float *yb = Y + b * L->n * npix;
+        for (int64_t p = 0; p < npix; p++)
+            for (int64_t o = 0; o < L->n; o++) yb[o * npix + p] = s.tmp[p * L->n + o];
+    }
+    nn__free(img);
+    scratch_free(&s);
+    nn__tensor_release(xc);
+    return nn__track(out);
+}

@@ -1,0 +1,57 @@
+/* Int8 inference ops (ops/quant.c) behind the quantized module kinds
+ * (module/quantized.c): per-output-channel symmetric int8 weights, packed
+ * for the backend's int8 GEMM (backend/int8.h), and u8 activations with a
+ * zero point, quantized per row (Linear) or per image (Conv2d) at run time
+ * ("dynamic") or with a scale and zero point fixed by calibration
+ * ("static"). Inference only: no graph is recorded. */
+#ifndef NN_OPS_QUANT_H
+#define NN_OPS_QUANT_H
+
+#include "nn_internal.h"
+
+/* The dtype that holds packed int8 weights in tensors and model files (the
+ * bytes are two's-complement s8; U8 until I8 tensors exist). */
+#define NN__QW_DTYPE NN_DTYPE_U8
+
+/* The largest depth (inputs per output) the int8 kernels sum exactly
+ * (backend/int8.h: NN__QK_MAX). */
+#define NN__Q_DEPTH_MAX 65536
+
+/* Activation scale and zero point for inputs in [mn, mx] (the backend's
+ * rule, nn__qparams_u8: the range widened to hold 0, 255 steps). */
+void nn__q_act_params(float mn, float mx, float *scale, int32_t *zp);
+
+/* Shape of the packed weights of an [n, k] matrix: [ceil(n/16), kp/4, 64]. */
+void nn__qw_shape(int64_t n, int64_t k, int64_t shape[3]);
+
+/* Quantize f32 weights w [n, k] (row-major) per output channel: scale[j] =
+ * max_k |w[j,k]| / 127 (1 for an all-zero row), q = round_half_even(w /
+ * scale) in [-127, 127], packed into `packed` (contiguous NN__QW_DTYPE of
+ * nn__qw_shape). NN_ERR_NOMEM, or NN_ERR_LIMIT past the backend's depth
+ * limit (65536), naming fn. */
+nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, nn_tensor *packed, float *scale,
+                          const char *fn);
+/* Dequantized weights: wf [n, k] = scale[j] * q[j, k] (tests, reports). */
+void nn__qw_dequantize(const nn_tensor *packed, const float *scale, int64_t n, int64_t k,
+                       float *wf);
+
+/* One quantized layer. act_scale > 0: static activations with act_zp in
+ * [0, 255]; else dynamic. */
+typedef struct nn__qlayer {
+    const nn_tensor *w;       /* packed, NN__QW_DTYPE */
+    const nn_tensor *w_scale; /* f32 [n] */
+    const nn_tensor *bias;    /* f32 [n] or NULL */
+    int64_t n, k;
+    bool relu;
+    float act_scale;
+    int32_t act_zp;
+} nn__qlayer;
+
+/* y [*, n] from x [*, k] (f32, any layout). Tracked result, NULL on error. */
+nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn);
+/* y [N, O, OH, OW] from x [N, C, H, W]; L->k = C*KH*KW, L->n = O; groups
+ * and dilation 1. Tracked result, NULL on error. */
+nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, const char *fn);
+
+#endif

@@ -1,0 +1,359 @@
+/* int8 post-training quantization (nn_quantize_dynamic / _static, the
+ * QuantizedLinear / QuantizedConv2d kinds):
+ *  - each quantized layer against a double-precision reference computed here
+ *    from its dequantized weights and the input quantized by the documented
+ *    rule (tight), and against the float model (loose);
+ *  - ReLU fusion, static calibration ranges, the report's lines;
+ *  - accuracy of a trained classifier kept after quantization;
+ *  - model-file round trip (bit-identical outputs) and bad input (NULL
+ *    arguments, nothing to quantize, bad hyperparameters from a file). */
+#include "testutil.h"
+#include "module/module_internal.h"
+#include "ops/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static nn_tensor *rand_tensor(const int64_t *shape, int nd, uint64_t seed, float lo, float hi) {
+    nn_generator *g = nn_generator_new(seed);
+    nn_tensor *t = nn_rand(g, shape, nd);
+    nn_generator_free(g);
+    float *p = nn_tensor_data(t);
+    for (int64_t i = 0; i < nn_tensor_numel(t); i++) p[i] = lo + (hi - lo) * p[i];
+    return t;
+}
+
+/* The input quantized and dequantized by the documented rule (one range
+ * over n values, or the static parameters). */
+static void fake_quant(const float *x, int64_t n, float scale_static, int32_t zp_static,
+                       double *out) {
+    float s = scale_static;
+    int32_t zp = zp_static;
+    if (!(s > 0)) {
+        float mn = INFINITY, mx = -INFINITY;
+        for (int64_t i = 0; i < n; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+        nn__q_act_params(mn, mx, &s, &zp);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float r = nearbyintf(x[i] * (1.0f / s)) + (float)zp;
+        int q = r >= 255.0f ? 255 : r > 0.0f ? (int)r : 0;
+        out[i] = (double)s * (double)(q - zp);
+    }
+}
+
+/* Buffers of a quantized layer: dequantized weights [n, k] and bias. */
+static double *dequant(nn_module *q, int64_t n, int64_t k) {
+    float *wf = malloc((size_t)(n * k) * sizeof(float));
+    nn__qw_dequantize(nn_module_buffer(q, 0, NULL), nn_tensor_data(nn_module_buffer(q, 1, NULL)),
+                      n, k, wf);
+    double *w = malloc((size_t)(n * k) * sizeof(double));
+    for (int64_t i = 0; i < n * k; i++) w[i] = wf[i];
+    free(wf);
+    return w;
+}
+
+static void expect_close(const float *got, const double *want, int64_t n, double rel,
+                         const char *what) {
+    double scale = 0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - want[i]) <= rel * scale + 1e-6))
+            fail_msg("%s: element %lld is %.8g, reference %.8g (scale %.4g)", what, (long long)i,
+                     (double)got[i], want[i], scale);
+}
+
+/* Linear -> ReLU -> Linear: int8 vs the dequantized reference (tight) and
+ * vs f32 (loose); the ReLU is fused into the first layer. */
+static void test_linear_dynamic(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 7);
+    nn_module *net = nn_sequential_new();
+    nn_sequential_append(net, nn_linear_new(37, 23, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_linear_new(23, 5, false));
+    const int64_t xs[2] = {6, 37};
+    nn_tensor *x = rand_tensor(xs, 2, 3, -2.0f, 2.0f);
+    nn_tensor *yf = nn_module_forward(net, x);
+    char *report = NULL;
+    assert_int_equal(nn_quantize_dynamic(net, x, &report), NN_OK);
+    assert_non_null(report);
+    assert_non_null(strstr(report, "QuantizedLinear"));
+    assert_non_null(strstr(report, "(whole model)"));
+    nn_free(report);
+    nn_module *q0 = nn_sequential_get(net, 0), *q2 = nn_sequential_get(net, 2);
+    assert_string_equal(nn_module_type_name(q0), "QuantizedLinear");
+    assert_string_equal(nn_module_type_name(nn_sequential_get(net, 1)), "Identity");
+    assert_string_equal(nn_module_type_name(q2), "QuantizedLinear");
+
+    /* layer 0 alone (with its fused ReLU), per row */
+    nn_tensor *y0 = nn_module_forward(q0, x);
+    double *w0 = dequant(q0, 23, 37), want0[6 * 23], xq[37];
+    const float *X = nn_tensor_data(x), *B = nn_tensor_data(nn_module_buffer(q0, 2, NULL));
+    for (int r = 0; r < 6; r++) {
+        fake_quant(X + r * 37, 37, 0, 0, xq);
+        for (int j = 0; j < 23; j++) {
+            double s = B[j];
+            for (int i = 0; i < 37; i++) s += xq[i] * w0[j * 37 + i];
+            want0[r * 23 + j] = s > 0 ? s : 0;
+        }
+    }
+    expect_close(nn_tensor_data(y0), want0, 6 * 23, 2e-6, "QuantizedLinear vs dequantized");
+    /* the whole int8 model vs f32: within a few percent of the output range */
+    nn_tensor *yq = nn_module_forward(net, x);
+    double wf[30];
+    for (int i = 0; i < 30; i++) wf[i] = ((float *)nn_tensor_data(yf))[i];
+    expect_close(nn_tensor_data(yq), wf, 30, 0.03, "int8 model vs f32");
+    free(w0);
+    nn_tensor_free(x), nn_tensor_free(yf), nn_tensor_free(y0),
+        nn_tensor_free(yq);
+    nn_module_free(net);
+}
+
+/* Conv2d (stride 2, padding 1, 3x2 window) -> ReLU -> MaxPool -> Conv2d:
+ * per-image activations against the dequantized reference. */
+static void test_conv_dynamic(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 11);
+    nn_module *net = nn_sequential_new();
+    nn_sequential_append(net, nn_conv2d_new_ex(3, 17, 3, 2, 2, 1, 1, 1, 1, 1, 1, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_conv2d_new(17, 4, 1, 1, 0, true));
+    const int64_t xs[4] = {2, 3, 9, 7};
+    nn_tensor *x = rand_tensor(xs, 4, 5, -1.0f, 3.0f);
+    nn_tensor *yf = nn_module_forward(net, x);
+    assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+    nn_module *q0 = nn_sequential_get(net, 0);
+    assert_string_equal(nn_module_type_name(q0), "QuantizedConv2d");
+    nn_tensor *y0 = nn_module_forward(q0, x);
+    const int64_t *ys = nn_tensor_shape(y0);
+    const int64_t oh = ys[2], ow = ys[3], c = 3, h = 9, w = 7, kh = 3, kw = 2, k = c * kh * kw;
+    assert_int_equal(oh, 5);
+    assert_int_equal(ow, 8);
+    double *wq = dequant(q0, 17, k), *xq = malloc(sizeof(double) * (size_t)(c * h * w));
+    double *want = malloc(sizeof(double) * (size_t)(2 * 17 * oh * ow));
+    const float *X = nn_tensor_data(x), *B = nn_tensor_data(nn_module_buffer(q0, 2, NULL));
+    for (int b = 0; b < 2; b++) {
+        fake_quant(X + b * c * h * w, c * h * w, 0, 0, xq);
+        for (int o = 0; o < 17; o++)
+            for (int64_t oy = 0; oy < oh; oy++)
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    double s = B[o];
+                    for (int ch = 0; ch < c; ch++)
+                        for (int i = 0; i < kh; i++)
+                            for (int j = 0; j < kw; j++) {
+                                int64_t yy = oy * 2 - 1 + i, xx = ox - 1 + j;
+                                if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                                s += wq[o * k + (ch * kh + i) * kw + j] * xq[(ch * h + yy) * w + xx];
+                            }
+                    want[((b * 17 + o) * oh + oy) * ow + ox] = s > 0 ? s : 0; /* fused ReLU */
+                }
+    }
+    expect_close(nn_tensor_data(y0), want, 2 * 17 * oh * ow, 2e-6, "QuantizedConv2d vs dequantized");
+    nn_tensor *yq = nn_module_forward(net, x);
+    const int64_t n = nn_tensor_numel(yq);
+    double *wf = malloc(sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) wf[i] = ((float *)nn_tensor_data(yf))[i];
+    expect_close(nn_tensor_data(yq), wf, n, 0.04, "int8 conv model vs f32");
+    free(wq), free(xq), free(want), free(wf);
+    nn_tensor_free(x), nn_tensor_free(yf), nn_tensor_free(y0), nn_tensor_free(yq);
+    nn_module_free(net);
+}
+
+/* A separable 4-class problem in 16-D, an MLP trained on it, then both
+ * quantization modes: accuracy within one point of f32; static parameters
+ * equal the rule applied to the calibration range. */
+/* argmax over classes of the model's output (a new i64 tensor). */
+static nn_tensor *predict_class(nn_module *m, nn_model *model, nn_tensor *x) {
+    nn_scope *s = nn_scope_begin();
+    nn_tensor *p = nn_argmax(m ? nn_module_forward(m, x) : nn_model_predict(model, x), 1, false);
+    nn_tensor_retain(p);
+    nn_scope_end(s);
+    return p;
+}
+
+static void test_trained_accuracy_and_static(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 1);
+    const int64_t n = 512, d = 16;
+    const int64_t xs[2] = {n, d};
+    nn_tensor *x = rand_tensor(xs, 2, 9, -1.0f, 1.0f);
+    nn_tensor *y = nn_tensor_zeros(NN_DTYPE_I64, &n, 1);
+    float *X = nn_tensor_data(x);
+    int64_t *Y = nn_tensor_data(y);
+    for (int64_t i = 0; i < n; i++) { /* class = quadrant of (x0 + x1, x2 - x3) */
+        float a = X[i * d] + X[i * d + 1], b = X[i * d + 2] - X[i * d + 3];
+        Y[i] = (a > 0) * 2 + (b > 0);
+    }
+    nn_module *net = nn_sequential_new();
+    nn_sequential_append(net, nn_linear_new(d, 32, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_linear_new(32, 4, true));
+    nn_tensor *params[8];
+    int64_t np = nn_module_num_parameters(net);
+    for (int64_t i = 0; i < np; i++) params[i] = nn_module_parameter(net, i, NULL);
+    nn_optim *opt = nn_adam(params, np, 0.02);
+    for (int step = 0; step < 150; step++) {
+        nn_scope *s = nn_scope_begin();
+        nn_optim_zero_grad(opt);
+        nn_backward(nn_cross_entropy(nn_module_forward(net, x), y));
+        nn_optim_step(opt);
+        nn_scope_end(s);
+    }
+    nn_optim_free(opt);
+    nn_module_train(net, false);
+    nn_set_grad_enabled(false);
+    int64_t ok_f = 0, ok_d = 0, ok_s = 0;
+    nn_tensor *pf = predict_class(net, NULL, x);
+    for (int64_t i = 0; i < n; i++) ok_f += ((int64_t *)nn_tensor_data(pf))[i] == Y[i];
+    assert_true(ok_f > n * 9 / 10); /* the float model learned it */
+
+    void *file;
+    size_t size;
+    assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &file, &size), NN_OK);
+    nn_model *copy = nn_model_load_buffer(file, size, NULL);
+    assert_non_null(copy);
+    nn_free(file);
+
+    assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+    nn_tensor *pd = predict_class(net, NULL, x);
+    for (int64_t i = 0; i < n; i++) ok_d += ((int64_t *)nn_tensor_data(pd))[i] == Y[i];
+
+    nn_module *net2 = nn_model_module(copy);
+    nn_dataset *ds = nn_dataset_from_tensors(x, y);
+    nn_loader *ld = nn_loader_new(ds, 128, false, 0);
+    char *report = NULL;
+    assert_int_equal(nn_quantize_static(net2, ld, 2, &report), NN_OK);
+    assert_non_null(strstr(report, "static"));
+    assert_non_null(strstr(report, "argmax agrees"));
+    nn_free(report);
+    /* layer 0's static range: the first two batches (rows 0..255) */
+    float mn = INFINITY, mx = -INFINITY, s;
+    int32_t zp;
+    for (int64_t i = 0; i < 256 * d; i++) mn = fminf(mn, X[i]), mx = fmaxf(mx, X[i]);
+    nn__q_act_params(mn, mx, &s, &zp);
+    nn_module *q0 = nn_sequential_get(net2, 0);
+    const char *key;
+    double v;
+    assert_int_equal(nn__module_config_get(q0, 4, &key, &v), NN_OK);
+    assert_string_equal(key, "act_scale");
+    assert_true(v == (double)s);
+    assert_int_equal(nn__module_config_get(q0, 5, &key, &v), NN_OK);
+    assert_true(v == zp);
+    nn_tensor *ps = predict_class(NULL, copy, x);
+    for (int64_t i = 0; i < n; i++) ok_s += ((int64_t *)nn_tensor_data(ps))[i] == Y[i];
+    print_message("accuracy f32 %.2f%%, int8 dynamic %.2f%%, static %.2f%%\n", 100.0 * ok_f / n,
+                  100.0 * ok_d / n, 100.0 * ok_s / n);
+    assert_true(llabs(ok_d - ok_f) <= n / 100);
+    assert_true(llabs(ok_s - ok_f) <= n / 100);
+    nn_set_grad_enabled(true);
+    nn_loader_free(ld), nn_dataset_free(ds), nn_model_free(copy);
+    nn_tensor_free(x), nn_tensor_free(y), nn_tensor_free(pf), nn_tensor_free(pd),
+        nn_tensor_free(ps);
+    nn_module_free(net);
+}
+
+/* Save and load a quantized model: same kinds, bit-identical outputs, the
+ * int8 weights stored as one byte each. */
+static void test_round_trip(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 3);
+    nn_module *net = nn_sequential_new();
+    nn_sequential_append(net, nn_conv2d_new(2, 6, 3, 1, 1, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_flatten_new(1, -1));
+    nn_sequential_append(net, nn_linear_new(6 * 5 * 5, 300, true));
+    const int64_t xs[4] = {3, 2, 5, 5};
+    nn_tensor *x = rand_tensor(xs, 4, 8, -1.0f, 1.0f);
+    void *f32file, *file;
+    size_t f32size, size;
+    assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &f32file, &f32size), NN_OK);
+    assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+    nn_tensor *y = nn_module_forward(net, x);
+    assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &file, &size), NN_OK);
+    print_message("f32 file %zu bytes, int8 file %zu bytes\n", f32size, size);
+    assert_true(size * 3 < f32size); /* 1 byte per weight instead of 4 */
+    nn_model *m = nn_model_load_buffer(file, size, NULL);
+    assert_non_null(m);
+    assert_string_equal(nn_module_type_name(nn_sequential_get(nn_model_module(m), 3)),
+                        "QuantizedLinear");
+    nn_tensor *y2 = nn_model_predict(m, x);
+    assert_memory_equal(nn_tensor_data(y), nn_tensor_data(y2), sizeof(float) * 3 * 300);
+    nn_free(f32file), nn_free(file);
+    nn_model_free(m);
+    nn_tensor_free(x), nn_tensor_free(y), nn_tensor_free(y2);
+    nn_module_free(net);
+}
+
+static void test_bad_input(void **state) {
+    (void)state;
+    char *report = (char *)1;
+    assert_int_equal(nn_quantize_dynamic(NULL, NULL, &report), NN_ERR_NULL);
+    assert_null(report);
+    nn_module *lin = nn_linear_new(3, 2, true);
+    assert_int_equal(nn_quantize_dynamic(lin, NULL, NULL), NN_ERR_INVALID);
+    assert_non_null(strstr(nn_last_error(), "wrap it in a Sequential"));
+    nn_module *seq = nn_sequential_new();
+    nn_sequential_append(seq, nn_relu_new());
+    assert_int_equal(nn_quantize_dynamic(seq, NULL, NULL), NN_ERR_INVALID);
+    assert_non_null(strstr(nn_last_error(), "no Linear or Conv2d"));
+    nn_sequential_append(seq, lin);
+    assert_int_equal(nn_quantize_dynamic(seq, NULL, &report), NN_ERR_INVALID); /* no calib */
+    assert_string_equal(nn_module_type_name(nn_sequential_get(seq, 1)), "Linear"); /* untouched */
+    const int64_t s2[2] = {2, 3};
+    nn_tensor *xi = nn_tensor_zeros(NN_DTYPE_I64, s2, 2);
+    assert_int_equal(nn_quantize_dynamic(seq, xi, &report), NN_ERR_DTYPE);
+    nn__call_ok(); /* the error above is no longer pending: NULL is reported as itself */
+    assert_int_equal(nn_quantize_static(seq, NULL, 1, NULL), NN_ERR_NULL);
+    nn_tensor *x = nn_tensor_zeros(NN_DTYPE_F32, s2, 2), *y = nn_tensor_zeros(NN_DTYPE_I64, s2, 1);
+    nn_dataset *ds = nn_dataset_from_tensors(x, y);
+    nn_loader *ld = nn_loader_new(ds, 2, false, 0);
+    assert_int_equal(nn_quantize_static(seq, ld, 0, NULL), NN_ERR_INVALID);
+    assert_string_equal(nn_module_type_name(nn_sequential_get(seq, 1)), "Linear");
+    /* wrong input to a quantized layer */
+    assert_int_equal(nn_quantize_static(seq, ld, 1, NULL), NN_OK);
+    nn_module *q = nn_sequential_get(seq, 1);
+    assert_string_equal(nn_module_type_name(q), "QuantizedLinear");
+    const int64_t s3[2] = {2, 4};
+    nn_tensor *bad = nn_tensor_zeros(NN_DTYPE_F32, s3, 2);
+    assert_null(nn_module_forward(q, bad));
+    assert_int_equal(nn_last_status(), NN_ERR_SHAPE);
+    assert_null(nn_module_forward(q, xi));
+    assert_int_equal(nn_last_status(), NN_ERR_DTYPE);
+    /* hyperparameters as a file would give them */
+    const char *keys[] = {"in_features", "out_features", "bias", "relu", "act_scale",
+                          "act_zero_point"};
+    double ok[] = {4, 3, 1, 0, 0.5, 10};
+    nn_module *m = nn__module_create("QuantizedLinear", keys, ok, 6);
+    assert_non_null(m);
+    nn_module_free(m);
+    double bad_zp[] = {4, 3, 1, 0, 0.5, 300}, bad_scale[] = {4, 3, 1, 0, -1, 0},
+           too_deep[] = {70000, 3, 1, 0, 0, 0}, bad_relu[] = {4, 3, 1, 2, 0, 0};
+    assert_null(nn__module_create("QuantizedLinear", keys, bad_zp, 6));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT); /* a malformed file */
+    assert_null(nn__module_create("QuantizedLinear", keys, bad_scale, 6));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT); /* a malformed file */
+    assert_null(nn__module_create("QuantizedLinear", keys, too_deep, 6));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT); /* a malformed file */
+    assert_null(nn__module_create("QuantizedLinear", keys, bad_relu, 6));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT); /* a malformed file */
+    const char *ckeys[] = {"in_channels", "out_channels", "kernel_h", "kernel_w"};
+    double deep_conv[] = {4096, 2, 5, 5};
+    assert_null(nn__module_create("QuantizedConv2d", ckeys, deep_conv, 4));
+    assert_int_equal(nn_last_status(), NN_ERR_LIMIT);
+    nn_loader_free(ld), nn_dataset_free(ds);
+    nn_tensor_free(x), nn_tensor_free(y), nn_tensor_free(xi), nn_tensor_free(bad);
+    nn_module_free(seq);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear_dynamic),
+        cmocka_unit_test(test_conv_dynamic),
+        cmocka_unit_test(test_trained_accuracy_and_static),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
