@@ -604,6 +604,10 @@ static void catalogue(void) {
                             gpt_block[] = {10, 1e12, 1, 2, 16, 0, 1, 1},
                             gpt_tie[] = {10, 8, 1, 2, 16, 0, 1, 0.5},
                             gpt_drop_ok[] = {10, 8, 1, 2, 16, 0.1, 1, 1};
+        /* int8 layers (module/quantized.c): activation parameters */
+        static const char *const ql[] = {"in_features", "out_features", "act_scale",
+                                         "act_zero_point"};
+        static const double bad_zp[] = {2, 3, 0.5, 300}, bad_scale[] = {2, 3, -1, 0};
         struct {
             const char *name;
             buf tree;
@@ -639,11 +643,25 @@ static void catalogue(void) {
             {"conv2d_fractional_weight_dtype",
              linear_then(leaf_node("Conv2d", 5, conv_wdt, frac_wdt)),
              "Conv2d: weight_dtype = 2.5"},
+            {"quantized_linear_zero_point_out_of_range",
+             linear_then(leaf_node("QuantizedLinear", 4, ql, bad_zp)),
+             "QuantizedLinear: act_zero_point = 300, expected an integer in 0..255"},
+            {"quantized_linear_negative_scale",
+             linear_then(leaf_node("QuantizedLinear", 4, ql, bad_scale)),
+             "QuantizedLinear: act_scale = -1"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};
             emit(cases[i].name, file_of(1, 0, sc, 2), "NN_ERR_FORMAT", cases[i].msg);
         }
+        /* An int8 convolution deeper than its 32-bit sums allow (4096 x 5 x 5
+         * inputs per output): refused before any buffer is made. */
+        static const char *const qc[] = {"in_channels", "out_channels", "kernel_h", "kernel_w"};
+        static const double deep[] = {4096, 2, 5, 5};
+        section sq[2] = {{2, 0, linear_then(leaf_node("QuantizedConv2d", 4, qc, deep)), 0},
+                         {3, 0, good_tensors(), 0}};
+        emit("quantized_conv_too_deep", file_of(1, 0, sq, 2), "NN_ERR_LIMIT",
+             "exceeds the int8 limit 65536");
         /* Ties (a "#ties" list before the root node, FORMAT.md 6): each must
          * name an existing parameter, tied to an earlier one of its shape. */
         static const struct {

@@ -28,7 +28,7 @@ from ._tensor import (Generator, Tensor, arange, as_tensor, bernoulli, bool_, dt
 from . import functional
 from .functional import (add, cat, clamp, concat, exp, log, matmul, maximum, minimum, relu,
                          sigmoid, softmax, sqrt, stack, tanh, where)
-from . import nn, optim, data, io, dist, transformer, gpt, precision
+from . import nn, optim, data, io, dist, transformer, gpt, precision, quantization
 from . import safetensors
 from .io import save, load, save_bytes, load_bytes
 from .data import DataLoader, Dataset, TensorDataset, fit
@@ -47,7 +47,7 @@ __all__ = [
     'set_grad_enabled', 'tensor', 'uint8', 'uniform', 'zeros', 'zeros_like', 'functional',
     'add', 'cat', 'clamp', 'concat', 'exp', 'log', 'matmul', 'maximum', 'minimum', 'relu',
     'sigmoid', 'softmax', 'sqrt', 'stack', 'tanh', 'where', 'nn', 'optim', 'data', 'io', 'dist',
-    'transformer',
+    'transformer', 'quantization',
     'save', 'load', 'save_bytes', 'load_bytes', 'DataLoader', 'Dataset', 'TensorDataset',
     'fit', 'version', 'backend_info', 'set_num_threads', 'get_num_threads', 'summary']
 __all__.extend(sorted(_ERRORS))
