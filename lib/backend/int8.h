@@ -102,12 +102,18 @@ typedef struct nn__int8_kernels {
     void (*gemm)(const nn__qgemm *p);
     /* Pack row-major s8 weights qw [n, k] (row stride ldw) into w. */
     void (*pack)(int64_t n, int64_t k, const int8_t *qw, int64_t ldw, int8_t *w);
-    /* u8 im2col for one image x [c, h, w] (window g): row s = oy*OW + ox of
-     * `col` (stride ldcol >= kp) holds the patch (c*KH + i)*KW + j, with
-     * `pad` for taps outside the image and 0 in [k, ldcol). */
-    void (*im2row)(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
-                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t oh, int64_t ow,
-                   uint8_t pad, uint8_t *col, int64_t ldcol);
+    /* One image for im2row: x [c, h, w] u8 -> xp [h + 2ph, w + 2pw, c]
+     * (channels last), `pad` in the border. */
+    void (*pad_hwc)(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw,
+                    uint8_t pad, uint8_t *xp);
+    /* Patches of a padded channels-last image xp [hp, wp, c] (window kh x kw,
+     * stride sh x sw, output oh x ow): row s = oy*ow + ox of col (stride
+     * ldcol >= kp) holds depth (i*kw + j)*c + ch = xp[oy*sh + i, ox*sw + j,
+     * ch], then 0 in [k, ldcol). Each window row is kw*c contiguous bytes of
+     * xp, copied at once. Convolution weights are packed in the same depth
+     * order. */
+    void (*im2row)(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw, int64_t sh,
+                   int64_t sw, int64_t oh, int64_t ow, uint8_t *col, int64_t ldcol);
 } nn__int8_kernels;
 
 #endif

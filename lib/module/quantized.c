@@ -193,9 +193,25 @@ static nn_module *quantize_layer(const nn_module *f, const char *fn) {
         q = nn__mod_new_kind(&nn__kind_qconv, v);
     }
     if (!q) return NULL;
-    nn_tensor *wc = nn__contig(w);
-    nn_status st = wc ? nn__qw_quantize(nn__f32(wc), n, k, buf(q, 0), nn__f32(buf(q, 1)), fn)
-                      : nn_last_status();
+    /* Conv2d weights [O, C, KH, KW] go to the int8 depth order (i*KW + j)*C
+     * + c (channels last, backend/int8.h im2row). */
+    nn_tensor *wc = q->kind == &nn__kind_qconv ? nn__tensor_new(NN_DTYPE_F32, w->shape, 4)
+                                              : nn__contig(w);
+    nn_tensor *src = wc && q->kind == &nn__kind_qconv ? nn__contig(w) : NULL;
+    if (src) {
+        const int64_t C = w->shape[1], KH = w->shape[2], KW = w->shape[3];
+        const float *from = nn__f32(src);
+        float *to = nn__f32(wc);
+        for (int64_t o = 0; o < n; o++)
+            for (int64_t ch = 0; ch < C; ch++)
+                for (int64_t i = 0; i < KH; i++)
+                    for (int64_t j = 0; j < KW; j++)
+                        to[o * k + (i * KW + j) * C + ch] = from[o * k + (ch * KH + i) * KW + j];
+    }
+    nn_status st = wc && (src || q->kind != &nn__kind_qconv)
+                       ? nn__qw_quantize(nn__f32(wc), n, k, buf(q, 0), nn__f32(buf(q, 1)), fn)
+                       : nn_last_status();
+    nn__tensor_release(src);
     nn__tensor_release(wc);
     if (st == NN_OK && b) {
         nn_tensor *bc = nn__contig(b);

@@ -188,15 +188,17 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
                         fn, (long long)kh, (long long)kw,
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
     const int64_t kp = nn__qk_pad(L->k), plane = c * h * w, npix = oh * ow;
+    const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
     const int64_t shape[4] = {nb, L->n, oh, ow};
     nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
     nn_tensor *xc = out ? nn__contig(x) : NULL;
     scratch s = {0};
-    uint8_t *img = NULL;
+    uint8_t *img = NULL, *imgp = NULL;
     if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
         !alloc_n((void **)&s.a, npix, (size_t)kp) || !alloc_n((void **)&img, plane, 1) ||
+        !alloc_n((void **)&imgp, hp * wp, (size_t)c) ||
         !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float))) {
-        nn__free(img);
+        nn__free(img), nn__free(imgp);
         scratch_free(&s);
         nn__tensor_release(xc);
         nn__tensor_release(out);
@@ -214,13 +216,18 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     for (int64_t b = 0; b < nb; b++) {
         /* one scale and zero point per image; padding is the zero point (0.0) */
         quantize_run(L, k8, plane, X + b * plane, img, &sa, &zp);
-        k8->im2row(img, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, (uint8_t)zp, s.a, kp);
+        k8->pad_hwc(img, c, h, w, ph, pw, (uint8_t)zp, imgp);
+        k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
         k8->gemm(&g);
-        /* [pixels, O] -> [O, pixels] */
+        /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
         float *yb = Y + b * L->n * npix;
-        for (int64_t p = 0; p < npix; p++)
-            for (int64_t o = 0; o < L->n; o++) yb[o * npix + p] = s.tmp[p * L->n + o];
+        for (int64_t p0 = 0; p0 < npix; p0 += 32)
+            for (int64_t o0 = 0; o0 < L->n; o0 += 32)
+                for (int64_t o = o0; o < L->n && o < o0 + 32; o++)
+                    for (int64_t p = p0; p < npix && p < p0 + 32; p++)
+                        yb[o * npix + p] = s.tmp[p * L->n + o];
     }
+    nn__free(imgp);
     nn__free(img);
     scratch_free(&s);
     nn__tensor_release(xc);

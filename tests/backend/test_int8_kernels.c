@@ -221,23 +221,25 @@ static void test_quantize_meaning(void **state) {
     assert_true(isnan(mn) && isnan(mx));
 }
 
-/* im2row: a 2x3x4 image, 3x3 window, stride 2, padding 1, against taps
- * computed here. */
+/* pad_hwc + im2row: a 2x3x4 image, 3x3 window, stride 2, padding 1, against
+ * taps computed here (depth order (i*KW + j)*C + c). */
 static void test_im2row(void **state) {
     (void)state;
     const int64_t c = 2, h = 3, w = 4, kh = 3, kw = 3, sh = 2, sw = 2, ph = 1, pw = 1;
     const int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (w + 2 * pw - kw) / sw + 1;
     const int64_t k = c * kh * kw, ld = nn__qk_pad(k) + 4;
-    uint8_t x[24], col[64 * 8];
+    uint8_t x[24], xp[5 * 6 * 2], col[64 * 8];
     for (int i = 0; i < 24; i++) x[i] = (uint8_t)(i + 1);
     memset(col, 0xEE, sizeof col);
-    nn__ref_kernels()->int8.im2row(x, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, 77, col, ld);
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    r->pad_hwc(x, c, h, w, ph, pw, 77, xp);
+    r->im2row(xp, c, w + 2 * pw, kh, kw, sh, sw, oh, ow, col, ld);
     for (int64_t oy = 0; oy < oh; oy++)
         for (int64_t ox = 0; ox < ow; ox++)
             for (int64_t q = 0; q < ld; q++) {
                 uint8_t want = 0;
                 if (q < k) {
-                    int64_t ch = q / (kh * kw), i = q / kw % kh, j = q % kw;
+                    int64_t i = q / (kw * c), j = q / c % kw, ch = q % c;
                     int64_t y = oy * sh - ph + i, xx = ox * sw - pw + j;
                     want = y < 0 || y >= h || xx < 0 || xx >= w ? 77 : x[(ch * h + y) * w + xx];
                 }

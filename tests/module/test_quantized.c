@@ -145,7 +145,7 @@ static void test_conv_dynamic(void **state) {
                             for (int j = 0; j < kw; j++) {
                                 int64_t yy = oy * 2 - 1 + i, xx = ox - 1 + j;
                                 if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
-                                s += wq[o * k + (ch * kh + i) * kw + j] * xq[(ch * h + yy) * w + xx];
+                                s += wq[o * k + (i * kw + j) * c + ch] * xq[(ch * h + yy) * w + xx];
                             }
                     want[((b * 17 + o) * oh + oy) * ow + ox] = s > 0 ? s : 0; /* fused ReLU */
                 }

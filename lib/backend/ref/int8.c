@@ -78,27 +78,27 @@ static void ref_pack(int64_t n, int64_t k, const int8_t *qw, int64_t ldw, int8_t
                 qw[j * ldw + q];
 }
 
-static void ref_im2row(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
-                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t oh, int64_t ow,
-                       uint8_t pad, uint8_t *col, int64_t ldcol) {
-    const int64_t k = c * kh * kw;
+static void ref_pad_hwc(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64_t ph,
+                        int64_t pw, uint8_t pad, uint8_t *xp) {
+    const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+    memset(xp, pad, (size_t)(hp * wp * c));
+    for (int64_t ch = 0; ch < c; ch++)
+        for (int64_t y = 0; y < h; y++) {
+            const uint8_t *src = x + (ch * h + y) * w;
+            uint8_t *dst = xp + ((y + ph) * wp + pw) * c + ch;
+            for (int64_t xx = 0; xx < w; xx++) dst[xx * c] = src[xx];
+        }
+}
+
+static void ref_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint8_t *col,
+                       int64_t ldcol) {
+    const int64_t run = kw * c, k = kh * run;
     for (int64_t oy = 0; oy < oh; oy++)
         for (int64_t ox = 0; ox < ow; ox++) {
             uint8_t *row = col + (oy * ow + ox) * ldcol;
-            for (int64_t ch = 0; ch < c; ch++)
-                for (int64_t i = 0; i < kh; i++) {
-                    const int64_t y = oy * sh - ph + i;
-                    uint8_t *dst = row + (ch * kh + i) * kw;
-                    if (y < 0 || y >= h) {
-                        memset(dst, pad, (size_t)kw);
-                        continue;
-                    }
-                    const uint8_t *src = x + (ch * h + y) * w;
-                    for (int64_t j = 0; j < kw; j++) {
-                        const int64_t xx = ox * sw - pw + j;
-                        dst[j] = xx < 0 || xx >= w ? pad : src[xx];
-                    }
-                }
+            for (int64_t i = 0; i < kh; i++)
+                memcpy(row + i * run, xp + ((oy * sh + i) * wp + ox * sw) * c, (size_t)run);
             if (ldcol > k) memset(row + k, 0, (size_t)(ldcol - k));
         }
 }
@@ -109,5 +109,6 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->colsum = ref_colsum;
     t->gemm = ref_gemm;
     t->pack = ref_pack;
+    t->pad_hwc = ref_pad_hwc;
     t->im2row = ref_im2row;
 }
