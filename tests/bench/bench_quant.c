@@ -1,0 +1,164 @@
+/* int8 inference benchmark (issue "Smaller and faster inference"): the demo
+ * CNN at batch 1 and 256 and the MLP 784-256-128-10 at batch 1 (and 256),
+ * f32 against int8 with dynamic and with static activations, in the same
+ * run: the three forwards are interleaved round by round and each figure is
+ * the median of its rounds. Also the model-file sizes. One thread unless
+ * --threads N. Output lines:
+ *
+ *     BENCH q_<model>_b<batch>_<f32|dyn|static> <threads> <median> us
+ *     RATIO q_<model>_b<batch>_<dyn|static> <int8 latency / f32 latency>
+ *     SIZE  q_<model> <f32 bytes> <int8 bytes> <ratio>
+ *
+ * Weights are the default initialisation (timing does not depend on their
+ * values); static calibration uses 4 batches of N(0, 1) inputs. Accuracy
+ * is examples/quantize.c's business (a trained model and the test set).
+ * PyTorch's quantize_dynamic on the same models: bench_quant_torch.py. */
+#include <nn.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_quant: %s failed: %s\n", what, nn_last_error());
+    exit(1);
+}
+
+static double now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+static nn_module *seq(nn_module **layers, int n) {
+    nn_module *s = nn_sequential_new();
+    for (int i = 0; i < n; i++)
+        if (nn_sequential_append(s, layers[i]) != NN_OK) die("nn_sequential_append");
+    return s;
+}
+
+static nn_module *make_cnn(void) {
+    nn_module *l[] = {nn_conv2d_new(1, 32, 3, 1, 1, true),  nn_relu_new(),
+                      nn_max_pool2d_new(2, 2, 0),           nn_conv2d_new(32, 64, 3, 1, 1, true),
+                      nn_relu_new(),                        nn_max_pool2d_new(2, 2, 0),
+                      nn_flatten_new(1, -1),                nn_linear_new(3136, 128, true),
+                      nn_relu_new(),                        nn_linear_new(128, 10, true)};
+    return seq(l, 10);
+}
+
+static nn_module *make_mlp(void) {
+    nn_module *l[] = {nn_flatten_new(1, -1),           nn_linear_new(784, 256, true),
+                      nn_relu_new(),                   nn_linear_new(256, 128, true),
+                      nn_relu_new(),                   nn_linear_new(128, 10, true)};
+    return seq(l, 6);
+}
+
+static nn_module *copy_of(nn_module *m, size_t *bytes) {
+    void *data;
+    size_t size;
+    if (nn_model_save_buffer(m, NULL, NULL, &data, &size) != NN_OK) die("save");
+    nn_model *md = nn_model_load_buffer(data, size, NULL);
+    nn_free(data);
+    if (!md) die("load");
+    nn_module *c = nn_module_retain(nn_model_module(md));
+    nn_model_free(md);
+    if (bytes) *bytes = size;
+    return c;
+}
+
+static size_t file_bytes(nn_module *m) {
+    void *data;
+    size_t size;
+    if (nn_model_save_buffer(m, NULL, NULL, &data, &size) != NN_OK) die("save");
+    nn_free(data);
+    return size;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double forward_us(nn_module *m, nn_tensor *x, int inner) {
+    double t0 = now_us();
+    for (int i = 0; i < inner; i++) {
+        nn_scope *s = nn_scope_begin();
+        if (!nn_module_forward(m, x)) die("forward");
+        nn_scope_end(s);
+    }
+    return (now_us() - t0) / inner;
+}
+
+static void bench_model(const char *name, nn_module *(*make)(void), const int64_t *in, int nd,
+                        int64_t batch, int rounds, int threads) {
+    nn_generator_seed(NULL, 1);
+    nn_module *f32 = make();
+    nn_module_train(f32, false);
+    size_t f32_bytes;
+    nn_module *dyn = copy_of(f32, &f32_bytes), *sta = copy_of(f32, NULL);
+    int64_t shape[4];
+    memcpy(shape, in, sizeof(int64_t) * (size_t)nd);
+    shape[0] = batch;
+    nn_generator *g = nn_generator_new(7);
+    nn_tensor *x = nn_randn(g, shape, nd);
+    /* static calibration: 4 batches of 64 N(0,1) inputs */
+    shape[0] = 256;
+    nn_tensor *cx = nn_randn(g, shape, nd);
+    nn_tensor *cy = nn_tensor_zeros(NN_DTYPE_I64, shape, 1);
+    nn_dataset *ds = nn_dataset_from_tensors(cx, cy);
+    nn_loader *ld = nn_loader_new(ds, 64, false, 0);
+    if (nn_quantize_dynamic(dyn, NULL, NULL) != NN_OK) die("nn_quantize_dynamic");
+    if (nn_quantize_static(sta, ld, 4, NULL) != NN_OK) die("nn_quantize_static");
+    nn_module *ms[3] = {f32, dyn, sta};
+    static const char *const tag[3] = {"f32", "dyn", "static"};
+    double *t[3];
+    const int inner = batch == 1 ? 20 : 1;
+    bool grad = nn_set_grad_enabled(false);
+    for (int k = 0; k < 3; k++) {
+        t[k] = malloc(sizeof(double) * (size_t)rounds);
+        forward_us(ms[k], x, 2); /* warm-up */
+    }
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < 3; k++) t[k][r] = forward_us(ms[k], x, inner);
+    nn_set_grad_enabled(grad);
+    double med[3];
+    for (int k = 0; k < 3; k++) {
+        qsort(t[k], (size_t)rounds, sizeof(double), cmp);
+        med[k] = t[k][rounds / 2];
+        printf("BENCH q_%s_b%lld_%s %d %.2f us\n", name, (long long)batch, tag[k], threads, med[k]);
+        free(t[k]);
+    }
+    for (int k = 1; k < 3; k++)
+        printf("RATIO q_%s_b%lld_%s %.3f\n", name, (long long)batch, tag[k], med[k] / med[0]);
+    if (batch == 1) {
+        size_t q = file_bytes(sta);
+        printf("SIZE q_%s %zu %zu %.3f\n", name, f32_bytes, q, (double)q / (double)f32_bytes);
+    }
+    fflush(stdout);
+    nn_loader_free(ld), nn_dataset_free(ds);
+    nn_tensor_free(x), nn_tensor_free(cx), nn_tensor_free(cy);
+    nn_generator_free(g);
+    nn_module_free(f32), nn_module_free(dyn), nn_module_free(sta);
+}
+
+int main(int argc, char **argv) {
+    int threads = 1, rounds = 31;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick")) rounds = 7;
+        else {
+            fprintf(stderr, "usage: bench_quant [--threads N] [--quick]\n");
+            return 2;
+        }
+    }
+    if (threads < 1) threads = 1;
+    nn_set_num_threads(threads);
+    printf("# libnn %s; backend: %s\n", nn_version(), nn_backend_info());
+    const int64_t img[4] = {1, 1, 28, 28}, flat[2] = {1, 784};
+    bench_model("cnn", make_cnn, img, 4, 1, rounds, threads);
+    bench_model("cnn", make_cnn, img, 4, 256, rounds, threads);
+    bench_model("mlp", make_mlp, flat, 2, 1, rounds, threads);
+    bench_model("mlp", make_mlp, flat, 2, 256, rounds, threads);
+    return 0;
+}
