@@ -122,11 +122,26 @@ const nn__mod_kind nn__kind_qlinear = {.type = "QuantizedLinear",
 
 /* ----------------------------------------------------- QuantizedConv2d */
 
-enum { QC_IN, QC_OUT, QC_KH, QC_KW, QC_SH, QC_SW, QC_PH, QC_PW, QC_BIAS, QC_RELU, QC_SCALE, QC_ZP };
-static const char *const qconv_keys[] = {"in_channels", "out_channels", "kernel_h",  "kernel_w",
-                                         "stride_h",    "stride_w",     "padding_h", "padding_w",
-                                         "bias",        "relu",         "act_scale", "act_zero_point"};
-static const double qconv_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 0, 0, 0};
+enum {
+    QC_IN,
+    QC_OUT,
+    QC_KH,
+    QC_KW,
+    QC_SH,
+    QC_SW,
+    QC_PH,
+    QC_PW,
+    QC_BIAS,
+    QC_RELU,
+    QC_SCALE,
+    QC_ZP,
+    QC_POOL
+};
+static const char *const qconv_keys[] = {
+    "in_channels", "out_channels", "kernel_h",  "kernel_w", "stride_h",
+    "stride_w",    "padding_h",    "padding_w", "bias",     "relu",
+    "act_scale",   "act_zero_point", "pool"};
+static const double qconv_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 0, 0, 0, 0};
 
 static nn_status qconv_build(nn_module *m) {
     const double *c = m->cfg;
@@ -134,7 +149,7 @@ static nn_status qconv_build(nn_module *m) {
         if (!cfg_int_in(m, qconv_keys[i], c[i], i >= QC_PH ? 0 : 1, 1 << 20))
             return nn_last_status();
     if (!cfg_int_in(m, "bias", c[QC_BIAS], 0, 1) || !cfg_int_in(m, "relu", c[QC_RELU], 0, 1) ||
-        !act_ok(m, c[QC_SCALE], c[QC_ZP]))
+        !cfg_int_in(m, "pool", c[QC_POOL], 0, 1) || !act_ok(m, c[QC_SCALE], c[QC_ZP]))
         return nn_last_status();
     const double k = c[QC_IN] * c[QC_KH] * c[QC_KW];
     if (k > NN__Q_DEPTH_MAX)
@@ -150,7 +165,7 @@ static nn_tensor *qconv_forward(nn_module *m, nn_tensor *x) {
     nn__qlayer L = qlayer_of(m, (int64_t)c[QC_OUT], cin * kh * kw, c[QC_BIAS] != 0,
                              c[QC_RELU] != 0, c[QC_SCALE], c[QC_ZP]);
     return nn__qconv2d(x, &L, cin, kh, kw, (int64_t)c[QC_SH], (int64_t)c[QC_SW], (int64_t)c[QC_PH],
-                       (int64_t)c[QC_PW], "QuantizedConv2d");
+                       (int64_t)c[QC_PW], c[QC_POOL] != 0, "QuantizedConv2d");
 }
 
 static double qconv_flops(const nn_module *m, const nn_tensor *in, const nn_tensor *out) {
@@ -159,7 +174,7 @@ static double qconv_flops(const nn_module *m, const nn_tensor *in, const nn_tens
 }
 
 const nn__mod_kind nn__kind_qconv = {.type = "QuantizedConv2d",
-                                        .nkeys = 12,
+                                        .nkeys = 13,
                                         .keys = qconv_keys,
                                         .defaults = qconv_defaults,
                                         .build = qconv_build,
@@ -188,7 +203,7 @@ static nn_module *quantize_layer(const nn_module *f, const char *fn) {
         /* Conv2d keys: in, out, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias */
         if (c[8] != 1 || c[9] != 1 || c[10] != 1 || c[0] * c[2] * c[3] > NN__Q_DEPTH_MAX)
             return NN__FAIL(NN_ERR_UNSUPPORTED, "%s: no int8 form", fn);
-        double v[] = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[11], 0, 0, 0};
+        double v[] = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[11], 0, 0, 0, 0};
         n = (int64_t)c[1], k = (int64_t)(c[0] * c[2] * c[3]);
         q = nn__mod_new_kind(&nn__kind_qconv, v);
     }
@@ -249,6 +264,7 @@ typedef struct qentry {
     nn_module *observer;   /* owned reference */
     nn_module *relu_owner; /* Sequential holding a fused ReLU (borrowed), or NULL */
     char *relu_name;
+    char *pool_name; /* a fused MaxPool2d(2) of the same Sequential, or NULL */
 } qentry;
 
 struct nn__qplan {
@@ -292,9 +308,23 @@ static nn_tensor *observer_forward(nn_module *o, nn_tensor *x) {
     }
     const float *a = nn__f32(q), *b = nn__f32(y);
     const bool relu = twin_relu(ob_quant(o));
+    const nn_module *t = ob_quant(o);
+    const bool pool = t->kind == &nn__kind_qconv && t->cfg[QC_POOL] != 0;
     double err = o->cfg[OB_ERR], ref = o->cfg[OB_REF];
-    for (int64_t i = 0; i < q->numel && i < y->numel; i++) {
-        float want = relu && !(b[i] > 0.0f) ? 0.0f : b[i];
+    for (int64_t i = 0; i < q->numel && (pool || i < y->numel); i++) {
+        float want;
+        if (pool) { /* y [N, O, H, W], q [N, O, H/2, W/2]: the window's max */
+            const int64_t qw = q->shape[3], qh = q->shape[2], H = y->shape[2], W = y->shape[3];
+            const int64_t plane = i / (qh * qw), py = i / qw % qh, px = i % qw;
+            const float *w0 = b + (plane * H + 2 * py) * W + 2 * px;
+            want = w0[0];
+            const float cand[3] = {w0[1], w0[W], w0[W + 1]};
+            for (int k = 0; k < 3; k++)
+                if (cand[k] > want || cand[k] != cand[k]) want = cand[k];
+        } else {
+            want = b[i];
+        }
+        want = relu && !(want > 0.0f) && want == want ? 0.0f : want;
         double d = fabs((double)a[i] - (double)want);
         if (d > err || d != d) err = d;
         if (fabs((double)want) > ref) ref = fabs((double)want);
@@ -361,6 +391,16 @@ static nn_status observe(nn__qplan *p, nn_module *m, int i, const char *path, co
         e.relu_owner = m;
         e.relu_name = dup_str(m->children[i + 1].name);
         if (!e.relu_name) st = NN_ERR_NOMEM;
+        /* and a 2x2 stride-2 max pool after the ReLU, into a convolution */
+        const nn_module *mp = i + 2 < m->nchildren ? m->children[i + 2].m : NULL;
+        if (st == NN_OK && t->kind == &nn__kind_qconv && mp && mp->kind &&
+            !strcmp(mp->kind->type, "MaxPool2d") && mp->cfg[0] == 2 && mp->cfg[1] == 2 &&
+            mp->cfg[2] == 2 && mp->cfg[3] == 2 && mp->cfg[4] == 0 && mp->cfg[5] == 0 &&
+            mp->cfg[6] == 1 && mp->cfg[7] == 1 && mp->cfg[8] == 0) {
+            t->cfg[QC_POOL] = 1;
+            e.pool_name = dup_str(m->children[i + 2].name);
+            if (!e.pool_name) st = NN_ERR_NOMEM;
+        }
     }
     if (st == NN_OK) {
         e.path = dup_str(path), e.name = dup_str(m->children[i].name);
@@ -381,7 +421,7 @@ static nn_status observe(nn__qplan *p, nn_module *m, int i, const char *path, co
         nn_module_free(o);
         return st;
     }
-    nn__free(e.path), nn__free(e.name), nn__free(e.relu_name);
+    nn__free(e.path), nn__free(e.name), nn__free(e.relu_name), nn__free(e.pool_name);
     nn_module_free(o);
     return st;
 }
@@ -451,6 +491,10 @@ nn_status nn__quant_convert(nn__qplan *p, const char *fn) {
             nn_module *id = nn_identity_new();
             st = id ? nn__mod_replace_child(e->relu_owner, e->relu_name, id, fn) : nn_last_status();
         }
+        if (st == NN_OK && e->pool_name) {
+            nn_module *id = nn_identity_new();
+            st = id ? nn__mod_replace_child(e->relu_owner, e->pool_name, id, fn) : nn_last_status();
+        }
         if (st != NN_OK) return st;
         e->parent = NULL; /* done: nothing to restore */
     }
@@ -468,7 +512,7 @@ void nn__quant_free(nn__qplan *p) {
             nn__mod_replace_child(e->parent, e->name, f, "nn__quant_free");
         }
         nn_module_free(e->observer);
-        nn__free(e->path), nn__free(e->name), nn__free(e->relu_name);
+        nn__free(e->path), nn__free(e->name), nn__free(e->relu_name), nn__free(e->pool_name);
     }
     nn__free(p->e);
     nn__free(p);

@@ -170,12 +170,36 @@ nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
     return nn__track(out);
 }
 
+/* y [O, yh, yw] = 2x2 stride-2 max pool of t [pixels of an ow-wide plane, O]
+ * (NaN propagates), 16 channels at a time so the 4-way max vectorises. */
+static void pool_store(const float *t, int64_t o, int64_t ow, int64_t yh, int64_t yw, float *y) {
+    const int64_t ny = yh * yw;
+    float m[16];
+    for (int64_t py = 0; py < yh; py++)
+        for (int64_t px = 0; px < yw; px++) {
+            const float *r0 = t + ((2 * py) * ow + 2 * px) * o, *r1 = r0 + o;
+            const float *r2 = r0 + ow * o, *r3 = r2 + o;
+            const int64_t q = py * yw + px;
+            for (int64_t c0 = 0; c0 < o; c0 += 16) {
+                const int64_t nc = o - c0 < 16 ? o - c0 : 16;
+                for (int64_t c = 0; c < nc; c++) {
+                    float v = r0[c0 + c], a = r1[c0 + c], b = r2[c0 + c], d = r3[c0 + c];
+                    v = a > v || a != a ? a : v;
+                    v = b > v || b != b ? b : v;
+                    v = d > v || d != d ? d : v;
+                    m[c] = v;
+                }
+                for (int64_t c = 0; c < nc; c++) y[(c0 + c) * ny + q] = m[c];
+            }
+        }
+}
+
 static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) {
     return in + 2 * p < k ? -1 : (in + 2 * p - k) / s + 1;
 }
 
 nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
-                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, const char *fn) {
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool pool, const char *fn) {
     if (!nn__check_f32(x, fn, "x") || !check_layer(L, fn)) return NULL;
     char s1[128];
     if (x->ndim != 4 || x->shape[1] != c)
@@ -189,7 +213,11 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
     const int64_t kp = nn__qk_pad(L->k), plane = c * h * w, npix = oh * ow;
     const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
-    const int64_t shape[4] = {nb, L->n, oh, ow};
+    if (pool && (oh < 2 || ow < 2))
+        return NN__FAIL(NN_ERR_SHAPE, "%s: output %lldx%lld is too small for the fused 2x2 pool",
+                        fn, (long long)oh, (long long)ow);
+    const int64_t yh = pool ? oh / 2 : oh, yw = pool ? ow / 2 : ow, ny = yh * yw;
+    const int64_t shape[4] = {nb, L->n, yh, yw};
     nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
     nn_tensor *xc = out ? nn__contig(x) : NULL;
     scratch s = {0};
@@ -219,13 +247,15 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         k8->pad_hwc(img, c, h, w, ph, pw, (uint8_t)zp, imgp);
         k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
         k8->gemm(&g);
-        /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
-        float *yb = Y + b * L->n * npix;
-        for (int64_t p0 = 0; p0 < npix; p0 += 32)
-            for (int64_t o0 = 0; o0 < L->n; o0 += 32)
-                for (int64_t o = o0; o < L->n && o < o0 + 32; o++)
-                    for (int64_t p = p0; p < npix && p < p0 + 32; p++)
-                        yb[o * npix + p] = s.tmp[p * L->n + o];
+        float *yb = Y + b * L->n * ny;
+        if (pool)
+            pool_store(s.tmp, L->n, ow, yh, yw, yb);
+        else /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
+            for (int64_t p0 = 0; p0 < npix; p0 += 32)
+                for (int64_t o0 = 0; o0 < L->n; o0 += 32)
+                    for (int64_t o = o0; o < L->n && o < o0 + 32; o++)
+                        for (int64_t p = p0; p < npix && p < p0 + 32; p++)
+                            yb[o * npix + p] = s.tmp[p * L->n + o];
     }
     nn__free(imgp);
     nn__free(img);

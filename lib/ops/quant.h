@@ -50,8 +50,9 @@ typedef struct nn__qlayer {
 /* y [*, n] from x [*, k] (f32, any layout). Tracked result, NULL on error. */
 nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn);
 /* y [N, O, OH, OW] from x [N, C, H, W]; L->k = C*KH*KW, L->n = O; groups
- * and dilation 1. Tracked result, NULL on error. */
+ * and dilation 1. pool: then a 2x2 stride-2 max pool (floor; NaN
+ * propagates): y [N, O, OH/2, OW/2]. Tracked result, NULL on error. */
 nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
-                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, const char *fn);
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool pool, const char *fn);
 
 #endif

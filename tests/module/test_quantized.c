@@ -111,14 +111,16 @@ static void test_linear_dynamic(void **state) {
     nn_module_free(net);
 }
 
-/* Conv2d (stride 2, padding 1, 3x2 window) -> ReLU -> MaxPool -> Conv2d:
- * per-image activations against the dequantized reference. */
+/* Conv2d (stride 2, padding 1, 3x2 window) -> ReLU -> MaxPool2d(2) ->
+ * Conv2d: per-image activations against the dequantized reference; the ReLU
+ * and the pool are fused into the first int8 convolution. */
 static void test_conv_dynamic(void **state) {
     (void)state;
     nn_generator_seed(NULL, 11);
     nn_module *net = nn_sequential_new();
     nn_sequential_append(net, nn_conv2d_new_ex(3, 17, 3, 2, 2, 1, 1, 1, 1, 1, 1, true));
     nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
     nn_sequential_append(net, nn_conv2d_new(17, 4, 1, 1, 0, true));
     const int64_t xs[4] = {2, 3, 9, 7};
     nn_tensor *x = rand_tensor(xs, 4, 5, -1.0f, 3.0f);
@@ -126,11 +128,13 @@ static void test_conv_dynamic(void **state) {
     assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
     nn_module *q0 = nn_sequential_get(net, 0);
     assert_string_equal(nn_module_type_name(q0), "QuantizedConv2d");
+    assert_string_equal(nn_module_type_name(nn_sequential_get(net, 1)), "Identity");
+    assert_string_equal(nn_module_type_name(nn_sequential_get(net, 2)), "Identity");
     nn_tensor *y0 = nn_module_forward(q0, x);
     const int64_t *ys = nn_tensor_shape(y0);
-    const int64_t oh = ys[2], ow = ys[3], c = 3, h = 9, w = 7, kh = 3, kw = 2, k = c * kh * kw;
-    assert_int_equal(oh, 5);
-    assert_int_equal(ow, 8);
+    const int64_t oh = 5, ow = 8, c = 3, h = 9, w = 7, kh = 3, kw = 2, k = c * kh * kw;
+    assert_int_equal(ys[2], oh / 2);
+    assert_int_equal(ys[3], ow / 2);
     double *wq = dequant(q0, 17, k), *xq = malloc(sizeof(double) * (size_t)(c * h * w));
     double *want = malloc(sizeof(double) * (size_t)(2 * 17 * oh * ow));
     const float *X = nn_tensor_data(x), *B = nn_tensor_data(nn_module_buffer(q0, 2, NULL));
@@ -150,7 +154,18 @@ static void test_conv_dynamic(void **state) {
                     want[((b * 17 + o) * oh + oy) * ow + ox] = s > 0 ? s : 0; /* fused ReLU */
                 }
     }
-    expect_close(nn_tensor_data(y0), want, 2 * 17 * oh * ow, 2e-6, "QuantizedConv2d vs dequantized");
+    /* the fused 2x2 max pool */
+    double *pooled = malloc(sizeof(double) * (size_t)(2 * 17 * (oh / 2) * (ow / 2)));
+    for (int bo = 0; bo < 2 * 17; bo++)
+        for (int64_t py = 0; py < oh / 2; py++)
+            for (int64_t px = 0; px < ow / 2; px++) {
+                const double *p0 = want + (bo * oh + 2 * py) * ow + 2 * px;
+                pooled[(bo * (oh / 2) + py) * (ow / 2) + px] =
+                    fmax(fmax(p0[0], p0[1]), fmax(p0[ow], p0[ow + 1]));
+            }
+    expect_close(nn_tensor_data(y0), pooled, 2 * 17 * (oh / 2) * (ow / 2), 2e-6,
+                 "QuantizedConv2d (+ReLU+pool) vs dequantized");
+    free(pooled);
     nn_tensor *yq = nn_module_forward(net, x);
     const int64_t n = nn_tensor_numel(yq);
     double *wf = malloc(sizeof(double) * (size_t)n);
