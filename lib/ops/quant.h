@@ -9,9 +9,8 @@
 
 #include "nn_internal.h"
 
-/* The dtype that holds packed int8 weights in tensors and model files (the
- * bytes are two's-complement s8; U8 until I8 tensors exist). */
-#define NN__QW_DTYPE NN_DTYPE_U8
+/* The dtype that holds packed int8 weights in tensors and model files. */
+#define NN__QW_DTYPE NN_DTYPE_I8
 
 /* The largest depth (inputs per output) the int8 kernels sum exactly
  * (backend/int8.h: NN__QK_MAX). */
