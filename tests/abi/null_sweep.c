@@ -1305,6 +1305,14 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_onnx_save_buffer: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_status st = nn_quantize_dynamic(NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_quantize_dynamic: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_quantize_static(NULL, NULL, 0, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_quantize_static: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     (void)nn_dist_available();
     calls++;
     nn_clear_error();
