@@ -139,6 +139,48 @@ NN_API nn_status nn_set_num_threads(int n);
 /* The current thread count setting. */
 NN_API int nn_get_num_threads(void);
 
+/* ---- memory statistics ---------------------------------------------------
+ * libnn counts the bytes it holds, by category, as it allocates them
+ * (always on; a few relaxed atomic adds per allocation). Memory given to
+ * libnn by the caller (nn_tensor_from_data) is not counted. */
+
+/* Categories of memory (pinned values, new ones appended). */
+typedef enum nn_mem_category {
+    NN_MEM_PARAMETERS = 0,  /* module parameters and buffers */
+    NN_MEM_GRADIENTS = 1,   /* .grad of leaf tensors */
+    NN_MEM_OPTIMIZER = 2,   /* optimizer state (moments, momentum) */
+    NN_MEM_ACTIVATIONS = 3, /* other tensors: activations, saved tensors, graph nodes */
+    NN_MEM_BLOCK_CACHE = 4, /* freed large blocks kept for reuse */
+    NN_MEM_DATA = 5,        /* datasets and loader batches */
+    NN_MEM_OTHER = 6,       /* everything else: handles, names, packing buffers */
+    NN_MEM_CATEGORIES = 7   /* the count (grows when categories are appended) */
+} nn_mem_category;
+
+/* Room for categories in nn_memory_stats_t (fixed: the struct never grows
+ * for new categories). */
+#define NN_MEM_CATEGORY_SLOTS 16
+
+/* Current and peak bytes, by category (index with nn_mem_category) and in
+ * total. Set `size` to sizeof(nn_memory_stats_t) before the call: a library
+ * with a longer struct fills only that prefix, so fields appended later
+ * never break an older caller. */
+typedef struct nn_memory_stats_t {
+    uint32_t size;        /* in: sizeof(nn_memory_stats_t); out: bytes filled */
+    uint32_t ncategories; /* out: categories reported (NN_MEM_CATEGORIES) */
+    uint64_t current_total, peak_total;
+    uint64_t current[NN_MEM_CATEGORY_SLOTS];
+    uint64_t peak[NN_MEM_CATEGORY_SLOTS]; /* each category's own peak */
+} nn_memory_stats_t;
+
+/* Fill *out (NN_ERR_NULL for NULL, NN_ERR_INVALID when out->size is too
+ * small to hold the header). Thread-safe; figures are a consistent-enough
+ * snapshot (each counter read once). */
+NN_API nn_status nn_memory_stats(nn_memory_stats_t *out);
+/* Make every peak equal to the current figure (to measure a phase). */
+NN_API nn_status nn_memory_reset_peak(void);
+/* "parameters", "gradients", ...; "unknown" outside 0..NN_MEM_CATEGORIES-1. */
+NN_API const char *nn_memory_category_name(int category);
+
 /* ====================================================================== */
 /*  Tensors                                                               */
 /* ====================================================================== */
@@ -2068,7 +2110,45 @@ NN_API nn_status nn_session_generate(nn_session *s, const int64_t *prompt, int64
                                      int64_t cap, int64_t *n_out, nn_token_fn on_token,
                                      void *user);
 
+/* ====================================================================== */
+/*  Profiler                                                              */
+/* ====================================================================== */
+/* One per process, off by default (then each hook costs one predictable
+ * branch). While running it records, from every thread (the backend's pool
+ * workers included): each op's forward, each backward op, optimizer steps,
+ * module forwards, loader batches and nn_fit steps, with wall time, the
+ * thread, and the FLOPs and bytes moved of GEMM, convolution and attention.
+ * The functions below are thread-safe. */
 
+/* Flags for nn_profiler_start. */
+enum {
+    NN_PROFILER_MEMORY = 1u << 0 /* sample nn_memory_stats into the trace after each optimizer step */
+};
+
+/* Start a session (the previous session's records are dropped). flags: 0 or
+ * NN_PROFILER_* bits. NN_ERR_STATE if a session is running, NN_ERR_INVALID
+ * for unknown flag bits. */
+NN_API nn_status nn_profiler_start(unsigned flags);
+/* Stop recording; the session stays available to the functions below until
+ * the next start. NN_ERR_STATE if none is running. */
+NN_API nn_status nn_profiler_stop(void);
+/* True while a session records. */
+NN_API bool nn_profiler_running(void);
+/* The report of the current or last session as text: time by kind, top ops
+ * by self time (calls, self and total ms, GFLOP/s and share of the FMA peak
+ * where FLOPs are known), per-module totals, pool workers, memory. New
+ * string (free with nn_free); NULL + NN_ERR_STATE if no session was started. */
+NN_API char *nn_profiler_report(void);
+/* Write the report to file descriptor fd (1 stdout, 2 stderr). */
+NN_API nn_status nn_profiler_write_report(int fd);
+/* Write the session's events as Chrome trace-event JSON (opens in Perfetto
+ * and chrome://tracing), atomically replacing path. NN_ERR_STATE while
+ * running or without a session, NN_ERR_IO if the file cannot be written. */
+NN_API nn_status nn_profiler_write_trace(const char *path);
+/* Sum of the self times recorded on the calling threads (every thread but
+ * the pool's workers), in seconds: the wall time the profiled calls cover.
+ * NaN without a session. */
+NN_API double nn_profiler_total_seconds(void);
 
 #ifdef __cplusplus
 }

@@ -88,6 +88,9 @@ nn_tensor *nn__clone(const nn_tensor *t);
 void nn__scatter_dense(nn_tensor *t, const void *src);
 /* Convert dtype (untracked copy). */
 nn_tensor *nn__cast(const nn_tensor *t, nn_dtype dtype);
+/* Count t's storage (when libnn allocated it) under memory category cat
+ * (nn_mem_category) from now on. NULL-safe. */
+void nn__tensor_mem_tag(nn_tensor *t, int cat);
 void nn__tensor_retain(nn_tensor *t);
 void nn__tensor_release(nn_tensor *t); /* NULL-safe */
 bool nn__is_contiguous(const nn_tensor *t);

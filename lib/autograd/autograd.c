@@ -171,6 +171,7 @@ done:
 
 nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph) {
     const char *fn = "nn_backward";
+    NN__PROF_SPAN(NN__PROF_OTHER, fn, NULL);
     if (!nn__check_tensor(t, fn, "t")) return nn_last_status();
     if (!t->requires_grad)
         return nn__err(NN_ERR_NO_GRAD,
@@ -240,7 +241,10 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
             break;
         }
         for (int k = 0; k < nd->ninputs; k++) gin[k] = NULL;
-        st = nd->backward(nd, gout, gin);
+        {
+            NN__PROF_SPAN(NN__PROF_BACKWARD, nd->name, NULL);
+            st = nd->backward(nd, gout, gin);
+        }
         nn__tensor_release(gout);
         for (int k = 0; k < nd->ninputs; k++) {
             nn_tensor *in = nd->inputs[k], *g = gin[k];
@@ -261,6 +265,7 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
             }
             nn_status as =
                 in->grad_fn ? accumulate(&in->grad_fn->grad_acc, g) : accumulate(&in->grad, g);
+            if (!in->grad_fn) nn__tensor_mem_tag(in->grad, NN_MEM_GRADIENTS);
             if (as) st = nn__err(as, "%s: out of memory accumulating gradients", fn);
         }
         if (gin != gin_stack) nn__free(gin);

@@ -126,7 +126,10 @@ static void scratch_unlink(scratch *s) {
 }
 
 static void scratch_release(scratch *s) {
-    for (int i = 0; i < NN__SCRATCH_SLOTS; i++) free(s->p[i]);
+    for (int i = 0; i < NN__SCRATCH_SLOTS; i++) {
+        nn__mem_account(NN_MEM_OTHER, -(int64_t)s->cap[i]);
+        free(s->p[i]);
+    }
     free(s);
 }
 
@@ -163,9 +166,11 @@ void *nn__thread_scratch(int slot, size_t bytes) {
         size_t want = bytes < 64 ? 64 : (bytes + 63) & ~(size_t)63;
         void *p = NULL;
         free(s->p[slot]);
+        nn__mem_account(NN_MEM_OTHER, -(int64_t)s->cap[slot]);
         s->p[slot] = NULL, s->cap[slot] = 0;
         if (posix_memalign(&p, 64, want) != 0) return NULL;
         s->p[slot] = p, s->cap[slot] = want;
+        nn__mem_account(NN_MEM_OTHER, (int64_t)want);
     }
     return s->p[slot];
 }
@@ -185,6 +190,7 @@ static void scratch_free_others(const scratch *keep) {
 typedef struct job {
     nn__task_fn fn;
     void *ctx;
+    const char *label; /* the caller's innermost profiler span (workers' spans take it) */
     int64_t n;    /* tasks */
     int nthreads; /* participants allowed, caller included */
 } job;
@@ -236,6 +242,7 @@ static void run_tasks(const job *j, int thread) {
 static void *worker_main(void *arg) {
     uint32_t seen = (uint32_t)(uintptr_t)arg;
     tls_in_task = 1;
+    nn__prof_thread_label("pool worker");
     for (;;) {
         if (!spin_while(&g_pool.gen, seen, WORKER_SPIN_NS)) {
             atomic_fetch_add(&g_pool.sleepers, 1);
@@ -247,7 +254,10 @@ static void *worker_main(void *arg) {
         atomic_fetch_add(&g_pool.users, 1);
         if (atomic_load(&g_pool.open)) {
             int slot = atomic_fetch_add(&g_pool.slots, 1) + 1;
-            if (slot < g_pool.job.nthreads) run_tasks(&g_pool.job, slot);
+            if (slot < g_pool.job.nthreads) {
+                NN__PROF_SPAN(NN__PROF_TASK, g_pool.job.label ? g_pool.job.label : "task", NULL);
+                run_tasks(&g_pool.job, slot);
+            }
         }
         atomic_fetch_sub(&g_pool.users, 1);
     }
@@ -344,7 +354,8 @@ void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void
     }
 
     wait_users();
-    g_pool.job = (job){.fn = fn, .ctx = ctx, .n = n_tasks, .nthreads = nt};
+    g_pool.job = (job){.fn = fn, .ctx = ctx, .n = n_tasks, .nthreads = nt,
+                       .label = nn__prof_on() ? nn__prof_current_name() : NULL};
     atomic_store_explicit(&g_pool.next, 0, memory_order_relaxed);
     atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
     atomic_store_explicit(&g_pool.slots, 0, memory_order_relaxed);

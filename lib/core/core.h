@@ -74,6 +74,21 @@ char *nn__strdup(const char *s);
 void *nn__aligned_alloc(size_t size);
 void nn__aligned_free(void *p);
 
+/* Memory accounting (nn_memory_stats): add delta bytes to a category
+ * (for memory libnn holds outside the allocator, e.g. packing buffers). */
+void nn__mem_account(int cat, int64_t delta);
+/* nn_memory_stats without touching the error state (for the profiler). */
+void nn__mem_snapshot(nn_memory_stats_t *s);
+/* Move the aligned block p (from nn__aligned_alloc) to another category. */
+void nn__mem_retag(void *p, int cat);
+/* Blocks this thread allocates go to `cat` until popped; returns the
+ * previous setting for nn__mem_pop. Use NN__MEM_SCOPE. */
+int nn__mem_push(int cat);
+void nn__mem_pop(int *prev);
+/* Allocations until the end of the enclosing block go to category cat. */
+#define NN__MEM_SCOPE(cat)                                                                         \
+    __attribute__((cleanup(nn__mem_pop))) int nn__mem_prev_ = nn__mem_push(cat)
+
 /* ----------------------------------------------------------- size checks */
 
 /* *out = a*b; false (and no write) on overflow. */
@@ -97,5 +112,72 @@ int nn__num_threads(void);
  * hook; the backend registers one at load so BLIS's count follows). */
 typedef void (*nn__threads_hook)(int n);
 void nn__on_num_threads(nn__threads_hook hook);
+
+/* -------------------------------------------------------------- profiler
+ *
+ * The recording side of nn_profiler_* (core/prof.c). A span covers the rest
+ * of the enclosing block: NN__PROF_SPAN declares a local whose cleanup
+ * records the event, so an early return still closes it. When the profiler
+ * is off a span costs one load and one predictable branch on entry and one
+ * on exit; nothing else runs. Use at most one per block, as a statement
+ * before any goto that could jump over it. */
+typedef enum nn__prof_kind {
+    NN__PROF_OP = 0,   /* an op's forward */
+    NN__PROF_BACKWARD, /* a node's backward */
+    NN__PROF_OPTIM,    /* optimizer step / zero_grad */
+    NN__PROF_MODULE,   /* a module's forward (obj = the module) */
+    NN__PROF_DATA,     /* loader batches */
+    NN__PROF_STEP,     /* a training step (nn_fit) */
+    NN__PROF_OTHER,    /* engine and bookkeeping (nn_backward, scope ends) */
+    NN__PROF_TASK,     /* a pool worker's share of a parallel call */
+    NN__PROF_KINDS
+} nn__prof_kind;
+
+/* The local a span leaves in its block: whether nn__prof_begin opened a
+ * frame (the frames themselves live on a per-thread stack in prof.c). */
+typedef struct nn__prof_span {
+    bool on;
+} nn__prof_span;
+
+extern _Atomic int nn__prof_enabled;
+/* Open a frame on this thread's stack; false when not recording. */
+bool nn__prof_begin(int kind, const char *name, const void *obj);
+void nn__prof_end(void);
+void nn__prof_count_slow(double flops, double bytes);
+static inline bool nn__prof_on(void) {
+    return NN__UNLIKELY(atomic_load_explicit(&nn__prof_enabled, memory_order_relaxed));
+}
+static inline void nn__prof_close(nn__prof_span *s) {
+    if (NN__UNLIKELY(s->on)) nn__prof_end();
+}
+#define NN__PROF_CAT2(a, b) a##b
+#define NN__PROF_CAT(a, b) NN__PROF_CAT2(a, b)
+#define NN__PROF_SPAN(kind, name, obj)                                                             \
+    __attribute__((cleanup(nn__prof_close))) nn__prof_span NN__PROF_CAT(nn__prof_span_, __LINE__) = { \
+        nn__prof_on() && nn__prof_begin((kind), (name), (obj))}
+/* An op's forward, named by its public function. */
+#define NN__PROF_OP(name) NN__PROF_SPAN(NN__PROF_OP, (name), NULL)
+/* Add FLOPs and bytes moved to this thread's innermost open span. */
+static inline void nn__prof_count(double flops, double bytes) {
+    if (nn__prof_on()) nn__prof_count_slow(flops, bytes);
+}
+/* The FLOPs (2mnk) and compulsory bytes (A, B and C once, f32) of `count`
+ * [m, k] x [k, n] products, added to the innermost span. */
+static inline void nn__prof_gemms(int count, int64_t m, int64_t n, int64_t k) {
+    if (nn__prof_on()) {
+        const double dm = (double)m, dn = (double)n, dk = (double)k;
+        nn__prof_count_slow(2.0 * count * dm * dn * dk, 4.0 * count * (dm * dk + dk * dn + dm * dn));
+    }
+}
+#define nn__prof_gemm(m, n, k) nn__prof_gemms(1, (m), (n), (k))
+/* The innermost open span's name on this thread (NULL if none): the pool
+ * labels its workers' spans with it. */
+const char *nn__prof_current_name(void);
+/* Name this thread in reports and traces (copied; pool workers call it). */
+void nn__prof_thread_label(const char *label);
+/* The backend registers the FMA peak of its tier (GFLOP/s per core) and
+ * the tier's name; the report calls it once per session, lazily. */
+typedef double (*nn__prof_peak_fn)(const char **tier);
+void nn__prof_on_peak(nn__prof_peak_fn fn);
 
 #endif /* NN_CORE_CORE_H */

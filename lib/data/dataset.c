@@ -35,6 +35,8 @@ nn_dataset *nn__dataset_new(nn_tensor *x, nn_tensor *y, const char *fn) {
     ds->refs = 1;
     ds->x = x;
     ds->y = y;
+    nn__tensor_mem_tag(x, NN_MEM_DATA);
+    nn__tensor_mem_tag(y, NN_MEM_DATA);
     ds->n = x->shape[0];
     ds->num_classes = classes;
     ds->scale = x->dtype == NN_DTYPE_U8;

@@ -261,6 +261,7 @@ static nn_status fetch(nn_loader *l, nn_tensor **x, nn_tensor **y) {
 
 bool nn_loader_next(nn_loader *l, nn_tensor **x, nn_tensor **y) {
     const char *fn = "nn_loader_next";
+    NN__PROF_SPAN(NN__PROF_DATA, fn, NULL);
     if (x) *x = NULL;
     if (y) *y = NULL;
     if (!check_loader(l, fn)) return false;
@@ -280,6 +281,8 @@ bool nn_loader_next(nn_loader *l, nn_tensor **x, nn_tensor **y) {
     }
     l->next_batch++;
     prefetch_next(l);
+    nn__tensor_mem_tag(bx, NN_MEM_DATA);
+    nn__tensor_mem_tag(by, NN_MEM_DATA);
     l->cur_x = *x = bx;
     l->cur_y = *y = by;
     return true;

@@ -213,6 +213,7 @@ static double ce_forward(const float *xp, const nn_tensor *t, const float *w, co
 nn_tensor *nn_cross_entropy_ex(nn_tensor *logits, nn_tensor *target, nn_tensor *weight,
                                int64_t ignore_index, double label_smoothing,
                                nn_reduction reduction) {
+    NN__PROF_OP("nn_cross_entropy_ex");
     const char *fn = "nn_cross_entropy";
     if (!nn__check_f32(logits, fn, "logits") || !nn__check_tensor(target, fn, "target"))
         return NULL;
@@ -273,6 +274,7 @@ done:
 }
 
 nn_tensor *nn_cross_entropy(nn_tensor *logits, nn_tensor *target) {
+    NN__PROF_OP("nn_cross_entropy");
     return nn_cross_entropy_ex(logits, target, NULL, -100, 0.0, NN_REDUCTION_MEAN);
 }
 
@@ -307,6 +309,7 @@ static nn_status nll_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
 
 nn_tensor *nn_nll_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight, int64_t ignore_index,
                        nn_reduction reduction) {
+    NN__PROF_OP("nn_nll_loss");
     const char *fn = "nn_nll_loss";
     if (!nn__check_f32(input, fn, "input") || !nn__check_tensor(target, fn, "target")) return NULL;
     if (!nn__loss_check_reduction(reduction, false, fn)) return NULL;

@@ -258,17 +258,20 @@ fail:
 /* ------------------------------------------------------- public API */
 
 nn_tensor *nn_mse_loss(nn_tensor *input, nn_tensor *target, nn_reduction reduction) {
+    NN__PROF_OP("nn_mse_loss");
     pw_spec s = {PW_MSE, 0.0};
     return pw_loss("nn_mse_loss", s, input, target, NULL, NULL, reduction);
 }
 
 nn_tensor *nn_l1_loss(nn_tensor *input, nn_tensor *target, nn_reduction reduction) {
+    NN__PROF_OP("nn_l1_loss");
     pw_spec s = {PW_L1, 0.0};
     return pw_loss("nn_l1_loss", s, input, target, NULL, NULL, reduction);
 }
 
 nn_tensor *nn_smooth_l1_loss(nn_tensor *input, nn_tensor *target, double beta,
                              nn_reduction reduction) {
+    NN__PROF_OP("nn_smooth_l1_loss");
     if (!(beta >= 0.0) || isinf(beta))
         return NN__FAIL(NN_ERR_INVALID,
                         "nn_smooth_l1_loss: beta = %g, expected a finite value >= 0", beta);
@@ -278,6 +281,7 @@ nn_tensor *nn_smooth_l1_loss(nn_tensor *input, nn_tensor *target, double beta,
 
 nn_tensor *nn_huber_loss(nn_tensor *input, nn_tensor *target, double delta,
                          nn_reduction reduction) {
+    NN__PROF_OP("nn_huber_loss");
     if (!(delta > 0.0) || isinf(delta))
         return NN__FAIL(NN_ERR_INVALID, "nn_huber_loss: delta = %g, expected a finite value > 0",
                         delta);
@@ -287,17 +291,20 @@ nn_tensor *nn_huber_loss(nn_tensor *input, nn_tensor *target, double delta,
 
 nn_tensor *nn_bce_loss(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
                        nn_reduction reduction) {
+    NN__PROF_OP("nn_bce_loss");
     pw_spec s = {PW_BCE, 0.0};
     return pw_loss("nn_bce_loss", s, input, target, weight, NULL, reduction);
 }
 
 nn_tensor *nn_bce_with_logits(nn_tensor *input, nn_tensor *target, nn_tensor *weight,
                               nn_tensor *pos_weight, nn_reduction reduction) {
+    NN__PROF_OP("nn_bce_with_logits");
     pw_spec s = {PW_BCE_LOGITS, 0.0};
     return pw_loss("nn_bce_with_logits", s, input, target, weight, pos_weight, reduction);
 }
 
 nn_tensor *nn_kl_div(nn_tensor *input, nn_tensor *target, nn_reduction reduction, bool log_target) {
+    NN__PROF_OP("nn_kl_div");
     pw_spec s = {log_target ? PW_KL_LOG : PW_KL, 0.0};
     return pw_loss("nn_kl_div", s, input, target, NULL, NULL, reduction);
 }

@@ -990,6 +990,7 @@ int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor
                ci(mp, MP_SW) == 2 && ci(mp, MP_PH) == 0 && ci(mp, MP_PW) == 0 &&
                ci(mp, MP_DH) == 1 && ci(mp, MP_DW) == 1 && !ci(mp, MP_CEIL) && oh >= 2 && ow >= 2;
     }
+    NN__PROF_SPAN(NN__PROF_MODULE, pool ? "Conv2d+ReLU+MaxPool2d" : "Conv2d+ReLU", cv);
     *y = nn__conv2d_relu(x, w, b, (int)ci(cv, CV_SH), (int)ci(cv, CV_SW), (int)ci(cv, CV_PH),
                          (int)ci(cv, CV_PW), (int)ci(cv, CV_DH), (int)ci(cv, CV_DW),
                          (int)ci(cv, CV_GROUPS), pool);

@@ -167,6 +167,7 @@ static bool grow(void **arr, int n, int *cap, size_t elem) {
 
 static nn_status add_tensor(nn_module *m, bool param, const char *name, nn_tensor *t) {
     nn__named_list *l = param ? &m->params : &m->bufs;
+    nn__tensor_mem_tag(t, NN_MEM_PARAMETERS);
     nn_status st = name_reserve(m);
     if (!st) st = nn__named_list_push(l, name, t, "nn_module");
     if (st) return st;
@@ -442,6 +443,7 @@ nn_status nn__module_tie_own(nn_module *m, const char *name, nn_tensor *t, const
                        nn_dtype_name(t->dtype), nn__shape_str(t->shape, t->ndim, b, sizeof b));
     }
     nn__tensor_retain(t);
+    nn__tensor_mem_tag(t, NN_MEM_PARAMETERS);
     nn__tensor_release(slot->t);
     slot->t = t;
     nn__mod_bump_generation();
@@ -454,6 +456,7 @@ nn_tensor *nn__mod_forward(nn_module *m, nn_tensor *x) {
     if (!nn__mod_check(m, "nn_module_forward", "m")) return NULL;
     const char *tn = nn_module_type_name(m);
     if (!nn__check_tensor(x, tn, "x")) return NULL;
+    NN__PROF_SPAN(NN__PROF_MODULE, tn, m);
     bool rec = nn__summary_active();
     if (rec) nn__summary_enter(m);
     nn_scope *s = nn__compose_begin();

@@ -191,6 +191,14 @@ static void format_table(strbuf *b, const recorder *r, nn_module *m, const int64
     sb_printf(b, "Trainable params: %s\n", group((double)trainable, n1, sizeof n1));
     sb_printf(b, "Non-trainable params: %s\n", group((double)(total - trainable), n1, sizeof n1));
     sb_printf(b, "Total FLOPs: %s\n", group(total_flops, n1, sizeof n1));
+    nn_memory_stats_t ms;
+    nn__mem_snapshot(&ms);
+    sb_printf(b, "Process memory held by libnn, MiB (current / peak):");
+    for (int c = 0; c < NN_MEM_CATEGORIES; c++)
+        sb_printf(b, "%s %s %.2f / %.2f", c ? ";" : "", nn_memory_category_name(c),
+                  (double)ms.current[c] / 1048576.0, (double)ms.peak[c] / 1048576.0);
+    sb_printf(b, "; total %.2f / %.2f\n", (double)ms.current_total / 1048576.0,
+              (double)ms.peak_total / 1048576.0);
 }
 
 /* Embedding first: the zero input must be i64 indices. */

@@ -30,6 +30,7 @@ static void leaky_bwd(int64_t n, const float *g, const float *x, const float *y,
 }
 static const nn__unary_desc LEAKY = {"nn_leaky_relu", leaky_fwd, leaky_bwd, true, false};
 nn_tensor *nn_leaky_relu(nn_tensor *a, double slope) {
+    NN__PROF_OP("nn_leaky_relu");
     return nn__track(nn__unary(a, &LEAKY, &slope, 1));
 }
 
@@ -91,6 +92,7 @@ static void gelu_t_bwd(int64_t n, const float *g, const float *x, const float *y
 }
 static const nn__unary_desc GELU_T = {"nn_gelu", gelu_t_fwd, gelu_t_bwd, true, false};
 nn_tensor *nn_gelu(nn_tensor *a, bool tanh_approx) {
+    NN__PROF_OP("nn_gelu");
     return nn__track(nn__unary(a, tanh_approx ? &GELU_T : &GELU, NULL, 0));
 }
 
@@ -155,6 +157,7 @@ static void softplus_bwd(int64_t n, const float *g, const float *x, const float 
 }
 static const nn__unary_desc SOFTPLUS = {"nn_softplus", softplus_fwd, softplus_bwd, true, false};
 nn_tensor *nn_softplus(nn_tensor *a, double beta, double threshold) {
+    NN__PROF_OP("nn_softplus");
     if (!nn__check_f32(a, "nn_softplus", "a")) return NULL;
     if (!(beta != 0) || isnan(threshold))
         return NN__FAIL(NN_ERR_INVALID,
@@ -167,6 +170,7 @@ nn_tensor *nn_softplus(nn_tensor *a, double beta, double threshold) {
 /* hardtanh is clamp under another name: same kernels (elementwise.c). */
 static const nn__unary_desc HARDTANH = {"nn_hardtanh", nn__clamp_fwd, nn__clamp_bwd, true, false};
 nn_tensor *nn_hardtanh(nn_tensor *a, double min_val, double max_val) {
+    NN__PROF_OP("nn_hardtanh");
     if (!nn__check_f32(a, "nn_hardtanh", "a")) return NULL;
     if (isnan(min_val) || isnan(max_val) || min_val > max_val)
         return NN__FAIL(NN_ERR_INVALID, "nn_hardtanh: min_val = %g > max_val = %g", min_val,
@@ -275,5 +279,6 @@ static nn_tensor *softmax_impl(nn_tensor *a, int dim, bool log_form, const char 
 nn_tensor *nn_softmax(nn_tensor *a, int dim) { return softmax_impl(a, dim, false, "nn_softmax"); }
 
 nn_tensor *nn_log_softmax(nn_tensor *a, int dim) {
+    NN__PROF_OP("nn_log_softmax");
     return softmax_impl(a, dim, true, "nn_log_softmax");
 }

@@ -219,6 +219,7 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
+    nn__prof_gemm(m, n, k);
     nn__kernels()->gemm.sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -520,6 +521,7 @@ fail:
 nn_tensor *nn_scaled_dot_product_attention(nn_tensor *q, nn_tensor *k, nn_tensor *v,
                                            nn_tensor *attn_mask, bool is_causal, double dropout_p,
                                            double scale, nn_generator *g) {
+    NN__PROF_OP("nn_scaled_dot_product_attention");
     if (!nn__check_f32(q, FN, "q") || !nn__check_f32(k, FN, "k") || !nn__check_f32(v, FN, "v"))
         return NULL;
     if (attn_mask && !nn__check_tensor(attn_mask, FN, "attn_mask")) return NULL;

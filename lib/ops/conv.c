@@ -268,6 +268,7 @@ static nn_status conv_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn__conv2d g = conv_geom(x4, w4, &p, y4[2], y4[3]);
     const float *relu_y = nd->i[9] ? nn__f32(nd->saved[0]) : NULL;
     const bool want_x = nn__ops_wants(nd, 0), want_w = nn__ops_wants(nd, 1);
+    nn__prof_gemms(want_x + want_w, N * O, L, Cg * kk); /* dx, dw: a product each */
     const bool ident = col_is_identity(&g);
     nn_tensor *xc = want_w ? nn__contig(x) : NULL, *wc = want_x ? nn__contig(w) : NULL;
     nn_tensor *gx = want_x ? nn__zeros(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
@@ -344,6 +345,7 @@ static bool conv_fwd_any(const nn__conv2d *d, const conv_params *p, const float 
     const nn_kernels *kr = nn__kernels();
     const int64_t G = p->groups, O = d->o, Og = O / G, Cg = d->c / G;
     const int64_t kk = d->g.kh * d->g.kw, L = d->g.oh * d->g.ow, HW = d->h * d->w;
+    nn__prof_gemm(d->n * O, L, Cg * kk); /* the FLOPs of Y = W · col, image by image */
     if (G == 1) {
         const unsigned passes = kr->conv.direct_passes(d);
         if ((passes & (yp ? NN_CONV_FWD_POOL : NN_CONV_FWD)) &&
@@ -476,6 +478,7 @@ done:
 
 nn_tensor *nn_conv2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w,
                      int pad_h, int pad_w, int dilation_h, int dilation_w, int groups) {
+    NN__PROF_OP("nn_conv2d");
     conv_params p = {
         {stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
     return nn__track(conv_impl(x, w, b, &p, 4, false, false, "nn_conv2d"));
@@ -484,6 +487,7 @@ nn_tensor *nn_conv2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int
 nn_tensor *nn__conv2d_relu(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w,
                            int pad_h, int pad_w, int dilation_h, int dilation_w, int groups,
                            bool pool) {
+    NN__PROF_OP("nn_conv2d+relu");
     conv_params p = {
         {stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
     return conv_impl(x, w, b, &p, 4, true, pool, "nn_conv2d");
@@ -491,6 +495,7 @@ nn_tensor *nn__conv2d_relu(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_
 
 nn_tensor *nn_conv1d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride, int pad, int dilation,
                      int groups) {
+    NN__PROF_OP("nn_conv1d");
     conv_params p = {{1, stride}, {0, pad}, {1, dilation}, {0, 0}, groups};
     return nn__track(conv_impl(x, w, b, &p, 3, false, false, "nn_conv1d"));
 }
@@ -657,6 +662,7 @@ done:
 nn_tensor *nn_conv_transpose2d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_h, int stride_w,
                                int pad_h, int pad_w, int output_pad_h, int output_pad_w,
                                int dilation_h, int dilation_w, int groups) {
+    NN__PROF_OP("nn_conv_transpose2d");
     conv_params p = {{stride_h, stride_w},
                      {pad_h, pad_w},
                      {dilation_h, dilation_w},

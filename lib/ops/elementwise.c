@@ -117,6 +117,7 @@ static nn_status unary_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
 }
 
 nn_tensor *nn__unary(nn_tensor *a, const nn__unary_desc *d, const double *p, int np) {
+    NN__PROF_OP(d ? d->name : "unary");
     if (!nn__check_f32(a, d->name, "a")) return NULL;
     double pp[4] = {0, 0, 0, 0};
     for (int i = 0; i < np && i < 4; i++) pp[i] = p[i];
@@ -349,6 +350,7 @@ static nn_status bin_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
 
 static nn_tensor *binary(binop op, nn_tensor *a, nn_tensor *b) {
     const char *fn = bin_names[op];
+    NN__PROF_OP(fn);
     if (!nn__check_f32(a, fn, "a") || !nn__check_f32(b, fn, "b")) return NULL;
     nn_tensor *out = bin_forward(op, a, b, fn);
     if (!out) return NULL;
@@ -435,6 +437,7 @@ fail:
 }
 
 nn_tensor *nn_where(nn_tensor *cond, nn_tensor *a, nn_tensor *b) {
+    NN__PROF_OP("nn_where");
     const char *fn = "nn_where";
     if (!nn__check_tensor(cond, fn, "cond") || !nn__check_f32(a, fn, "a") ||
         !nn__check_f32(b, fn, "b"))
@@ -586,6 +589,7 @@ void nn__clamp_bwd(int64_t n, const float *g, const float *x, const float *y, fl
 }
 static const nn__unary_desc CLAMP = {"nn_clamp", nn__clamp_fwd, nn__clamp_bwd, true, false};
 nn_tensor *nn_clamp(nn_tensor *a, double lo, double hi) {
+    NN__PROF_OP("nn_clamp");
     if (!nn__check_f32(a, "nn_clamp", "a")) return NULL;
     if (isnan(lo) || isnan(hi) || lo > hi)
         return NN__FAIL(NN_ERR_INVALID, "nn_clamp: bounds lo = %g, hi = %g (need lo <= hi)", lo,

@@ -116,9 +116,11 @@ static nn_tensor *join(nn_tensor *const *ts, int n, int dim, bool stack, const c
 }
 
 nn_tensor *nn_concat(nn_tensor *const *ts, int n, int dim) {
+    NN__PROF_OP("nn_concat");
     return join(ts, n, dim, false, "nn_concat");
 }
 nn_tensor *nn_stack(nn_tensor *const *ts, int n, int dim) {
+    NN__PROF_OP("nn_stack");
     return join(ts, n, dim, true, "nn_stack");
 }
 
@@ -165,6 +167,7 @@ static bool check_index_values(const nn_tensor *idx, int64_t size, const char *f
 }
 
 nn_tensor *nn_index_select(nn_tensor *a, int dim, nn_tensor *index) {
+    NN__PROF_OP("nn_index_select");
     const char *fn = "nn_index_select";
     if (!nn__check_tensor(a, fn, "a") || !nn__check_tensor(index, fn, "index")) return NULL;
     if (index->dtype != NN_DTYPE_I64)
@@ -257,6 +260,7 @@ static bool check_gather_shapes(const nn_tensor *a, const nn_tensor *index, int 
 }
 
 nn_tensor *nn_gather(nn_tensor *a, int dim, nn_tensor *index) {
+    NN__PROF_OP("nn_gather");
     const char *fn = "nn_gather";
     if (!nn__check_tensor(a, fn, "a") || !nn__check_tensor(index, fn, "index")) return NULL;
     if (index->dtype != NN_DTYPE_I64)
@@ -339,6 +343,7 @@ static nn_status pad_backward(nn_node *nd, nn_tensor *g, nn_tensor **gin) {
 }
 
 nn_tensor *nn_pad(nn_tensor *a, const int64_t *pads, int npads, double value) {
+    NN__PROF_OP("nn_pad");
     const char *fn = "nn_pad";
     if (!nn__check_f32(a, fn, "a")) return NULL;
     if (npads < 0 || npads % 2 != 0 || npads > 2 * a->ndim)

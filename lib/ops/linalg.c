@@ -91,6 +91,7 @@ static void mm_offsets(const mm_plan *p, int64_t i, int64_t *ai, int64_t *bi) {
 static void mm_forward(const mm_plan *p, const float *A, const float *B, float *C) {
     const nn_kernels *kr = nn__kernels();
     int64_t m = p->m, k = p->k, n = p->n;
+    nn__prof_gemm(p->batch * m, n, k);
     if (!p->b_batched) { /* one B for all: fold the batch into M */
         kr->gemm.sgemm(false, false, p->batch * m, n, k, 1.0f, A, k, B, n, 0.0f, C, n);
         return;
@@ -121,6 +122,7 @@ static nn_status matmul_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
     const nn_kernels *kr = nn__kernels();
     const float *A = nn__f32(ac), *B = nn__f32(bc), *G = nn__f32(gout);
     int64_t m = p.m, k = p.k, n = p.n;
+    nn__prof_gemms((ga != NULL) + (gb != NULL), p.batch * m, n, k); /* dA, dB */
     if (!p.b_batched) {
         if (ga) kr->gemm.sgemm(false, true, p.batch * m, k, n, 1.0f, G, n, B, n, 0.0f, nn__f32(ga), k);
         if (gb) kr->gemm.sgemm(true, false, k, n, p.batch * m, 1.0f, A, k, G, n, 0.0f, nn__f32(gb), n);
@@ -145,6 +147,7 @@ static nn_status matmul_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
 }
 
 nn_tensor *nn_matmul(nn_tensor *a, nn_tensor *b) {
+    NN__PROF_OP("nn_matmul");
     const char *fn = "nn_matmul";
     if (!nn__check_f32(a, fn, "a") || !nn__check_weight(b, fn, "b")) return NULL;
     mm_plan p;
@@ -185,6 +188,7 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
     if (nin == 0) rows = nout ? gout->numel / nout : 0;
     const nn_kernels *kr = nn__kernels();
     const float *G = nn__f32(gout);
+    nn__prof_gemms(nn__ops_wants(nd, 0) + nn__ops_wants(nd, 1), rows, nout, nin); /* dx, dw */
     if (nn__ops_wants(nd, 0)) {
         nn_tensor *wc = nn__contig(w);
         gin[0] = wc ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
@@ -212,6 +216,7 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
 }
 
 nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
+    NN__PROF_OP("nn_linear");
     const char *fn = "nn_linear";
     if (!nn__check_f32(x, fn, "x") || !nn__check_weight(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
         return NULL;
@@ -247,6 +252,7 @@ nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
         return NULL;
     }
     float *Y = nn__f32(out);
+    nn__prof_gemm(rows, nout, nin);
     if (direct)
         nn__half_gemm(true, rows, nout, nin, nn__f32(xc), nin, wc, nin, Y, nout);
     else

@@ -85,6 +85,7 @@ static nn_status masked_fill_backward(nn_node *nd, nn_tensor *gout, nn_tensor **
 }
 
 nn_tensor *nn_masked_fill(nn_tensor *x, nn_tensor *mask, double value) {
+    NN__PROF_OP("nn_masked_fill");
     const char *fn = "nn_masked_fill";
     char s1[128], s2[128];
     if (!nn__check_tensor(x, fn, "x") || !nn__check_tensor(mask, fn, "mask")) return NULL;
@@ -164,6 +165,7 @@ static nn_status masked_select_backward(nn_node *nd, nn_tensor *gout, nn_tensor 
 }
 
 nn_tensor *nn_masked_select(nn_tensor *x, nn_tensor *mask) {
+    NN__PROF_OP("nn_masked_select");
     const char *fn = "nn_masked_select";
     if (!nn__check_tensor(x, fn, "x") || !nn__check_tensor(mask, fn, "mask")) return NULL;
     if (!any_dtype(x, fn, "x") || !u8_mask(mask, fn, "mask")) return NULL;
@@ -215,6 +217,7 @@ nn_tensor *nn_masked_select(nn_tensor *x, nn_tensor *mask) {
 /* ---------------------------------------------------------------- one_hot */
 
 nn_tensor *nn_one_hot(nn_tensor *indices, int64_t num_classes) {
+    NN__PROF_OP("nn_one_hot");
     const char *fn = "nn_one_hot";
     if (!nn__check_tensor(indices, fn, "indices")) return NULL;
     if (indices->dtype != NN_DTYPE_I64)

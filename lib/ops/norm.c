@@ -146,6 +146,7 @@ static void batch_norm_stats(const float *X, int64_t N, int64_t C, int64_t S, bo
 nn_tensor *nn_batch_norm(nn_tensor *x, nn_tensor *running_mean, nn_tensor *running_var,
                          nn_tensor *weight, nn_tensor *bias, bool training, double momentum,
                          double eps) {
+    NN__PROF_OP("nn_batch_norm");
     const char *fn = "nn_batch_norm";
     char s1[128];
     if (!nn__check_f32(x, fn, "x")) return NULL;
@@ -271,6 +272,7 @@ static bool affine_ok(const nn_tensor *t, const int64_t *ns, int n, const char *
 
 nn_tensor *nn_layer_norm(nn_tensor *x, const int64_t *normalized_shape, int n, nn_tensor *weight,
                          nn_tensor *bias, double eps) {
+    NN__PROF_OP("nn_layer_norm");
     const char *fn = "nn_layer_norm";
     char s1[128], s2[128];
     if (!nn__check_f32(x, fn, "x")) return NULL;
@@ -382,6 +384,7 @@ done:
 }
 
 nn_tensor *nn_group_norm(nn_tensor *x, int groups, nn_tensor *weight, nn_tensor *bias, double eps) {
+    NN__PROF_OP("nn_group_norm");
     const char *fn = "nn_group_norm";
     char s1[128];
     if (!nn__check_f32(x, fn, "x")) return NULL;
@@ -456,6 +459,7 @@ static nn_status dropout_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin)
 }
 
 nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g) {
+    NN__PROF_OP("nn_dropout");
     const char *fn = "nn_dropout";
     if (!nn__check_f32(x, fn, "x")) return NULL;
     if (!(p >= 0.0 && p <= 1.0))
@@ -566,10 +570,12 @@ static nn_tensor *embedding(nn_tensor *weight, nn_tensor *indices, int64_t paddi
 }
 
 nn_tensor *nn_embedding(nn_tensor *weight, nn_tensor *indices) {
+    NN__PROF_OP("nn_embedding");
     return embedding(weight, indices, -1, "nn_embedding");
 }
 
 nn_tensor *nn_embedding_padded(nn_tensor *weight, nn_tensor *indices, int64_t padding_idx) {
+    NN__PROF_OP("nn_embedding_padded");
     const char *fn = "nn_embedding_padded";
     if (!nn__check_f32(weight, fn, "weight")) return NULL;
     int64_t num = weight->ndim == 2 ? weight->shape[0] : 0;

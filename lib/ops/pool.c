@@ -128,6 +128,7 @@ typedef struct {
 nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w,
                          int pad_h, int pad_w, int dilation_h, int dilation_w, bool ceil_mode,
                          nn_tensor **indices) {
+    NN__PROF_OP("nn_max_pool2d");
     const char *fn = "nn_max_pool2d";
     if (indices) *indices = NULL;
     int64_t planes, h, w;
@@ -187,6 +188,7 @@ static bool adaptive_check(const nn_tensor *x, int64_t oh, int64_t ow, int64_t h
 }
 
 nn_tensor *nn_adaptive_max_pool2d(nn_tensor *x, int64_t out_h, int64_t out_w, nn_tensor **indices) {
+    NN__PROF_OP("nn_adaptive_max_pool2d");
     const char *fn = "nn_adaptive_max_pool2d";
     if (indices) *indices = NULL;
     int64_t planes, h, w;
@@ -294,6 +296,7 @@ static nn_status avg_pool_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin
 
 nn_tensor *nn_avg_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h, int stride_w,
                          int pad_h, int pad_w, bool ceil_mode, bool count_include_pad) {
+    NN__PROF_OP("nn_avg_pool2d");
     const char *fn = "nn_avg_pool2d";
     int64_t planes, h, w;
     if (!pool_input(x, fn, &planes, &h, &w)) return NULL;
@@ -358,6 +361,7 @@ static nn_status adaptive_avg_backward(nn_node *nd, nn_tensor *gout, nn_tensor *
 }
 
 nn_tensor *nn_adaptive_avg_pool2d(nn_tensor *x, int64_t out_h, int64_t out_w) {
+    NN__PROF_OP("nn_adaptive_avg_pool2d");
     const char *fn = "nn_adaptive_avg_pool2d";
     int64_t planes, h, w;
     if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn))

@@ -207,10 +207,12 @@ static nn_tensor *sum_mean(nn_tensor *a, const int *dims, int ndims, bool keepdi
 }
 
 nn_tensor *nn_sum(nn_tensor *a, const int *dims, int ndims, bool keepdim) {
+    NN__PROF_OP("nn_sum");
     return sum_mean(a, dims, ndims, keepdim, false, "nn_sum");
 }
 
 nn_tensor *nn_mean(nn_tensor *a, const int *dims, int ndims, bool keepdim) {
+    NN__PROF_OP("nn_mean");
     return sum_mean(a, dims, ndims, keepdim, true, "nn_mean");
 }
 
@@ -275,10 +277,12 @@ static nn_tensor *var_std(nn_tensor *a, const int *dims, int ndims, int correcti
 }
 
 nn_tensor *nn_var(nn_tensor *a, const int *dims, int ndims, int correction, bool keepdim) {
+    NN__PROF_OP("nn_var");
     return var_std(a, dims, ndims, correction, keepdim, false, "nn_var");
 }
 
 nn_tensor *nn_std(nn_tensor *a, const int *dims, int ndims, int correction, bool keepdim) {
+    NN__PROF_OP("nn_std");
     return var_std(a, dims, ndims, correction, keepdim, true, "nn_std");
 }
 
@@ -421,10 +425,12 @@ static nn_tensor *amax_amin(nn_tensor *a, const int *dims, int ndims, bool keepd
 }
 
 nn_tensor *nn_amax(nn_tensor *a, const int *dims, int ndims, bool keepdim) {
+    NN__PROF_OP("nn_amax");
     return amax_amin(a, dims, ndims, keepdim, true, "nn_amax");
 }
 
 nn_tensor *nn_amin(nn_tensor *a, const int *dims, int ndims, bool keepdim) {
+    NN__PROF_OP("nn_amin");
     return amax_amin(a, dims, ndims, keepdim, false, "nn_amin");
 }
 
@@ -471,10 +477,12 @@ static nn_tensor *max_min(nn_tensor *a, int dim, bool keepdim, nn_tensor **indic
 }
 
 nn_tensor *nn_max(nn_tensor *a, int dim, bool keepdim, nn_tensor **indices) {
+    NN__PROF_OP("nn_max");
     return max_min(a, dim, keepdim, indices, true, "nn_max");
 }
 
 nn_tensor *nn_min(nn_tensor *a, int dim, bool keepdim, nn_tensor **indices) {
+    NN__PROF_OP("nn_min");
     return max_min(a, dim, keepdim, indices, false, "nn_min");
 }
 
@@ -491,9 +499,11 @@ static nn_tensor *arg_max_min(nn_tensor *a, int dim, bool keepdim, bool want_max
 }
 
 nn_tensor *nn_argmax(nn_tensor *a, int dim, bool keepdim) {
+    NN__PROF_OP("nn_argmax");
     return arg_max_min(a, dim, keepdim, true, "nn_argmax");
 }
 
 nn_tensor *nn_argmin(nn_tensor *a, int dim, bool keepdim) {
+    NN__PROF_OP("nn_argmin");
     return arg_max_min(a, dim, keepdim, false, "nn_argmin");
 }

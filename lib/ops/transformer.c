@@ -163,6 +163,7 @@ static nn_status rope_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
 
 nn_tensor *nn_rope(nn_tensor *x, nn_tensor *positions, int64_t offset, double base,
                    int64_t rotary_dim) {
+    NN__PROF_OP("nn_rope");
     if (!nn__check_f32(x, ROPE, "x")) return NULL;
     if (positions && !nn__check_tensor(positions, ROPE, "positions")) return NULL;
     rope_plan p;
@@ -228,6 +229,7 @@ done:
 
 nn_tensor *nn_rms_norm(nn_tensor *x, const int64_t *normalized_shape, int n, nn_tensor *weight,
                        double eps) {
+    NN__PROF_OP("nn_rms_norm");
     char s1[128], s2[128];
     if (!nn__check_f32(x, RMS, "x")) return NULL;
     if (!nn__check_ptr(normalized_shape, RMS, "normalized_shape")) return NULL;

@@ -83,6 +83,7 @@ static nn_tensor *reshape_impl(nn_tensor *a, const int64_t *shape_in, int ndim, 
 }
 
 nn_tensor *nn_reshape(nn_tensor *a, const int64_t *shape, int ndim) {
+    NN__PROF_OP("nn_reshape");
     if (!nn__check_tensor(a, "nn_reshape", "a")) return NULL;
     return nn__track(reshape_impl(a, shape, ndim, "nn_reshape"));
 }
@@ -90,6 +91,7 @@ nn_tensor *nn_reshape(nn_tensor *a, const int64_t *shape, int ndim) {
 /* An op, not a tensor method: a copy is a reshape to the same shape, so
  * contiguous(x) is differentiable like clone. */
 nn_tensor *nn_tensor_contiguous(nn_tensor *t) {
+    NN__PROF_OP("nn_tensor_contiguous");
     if (!nn__check_tensor(t, "nn_tensor_contiguous", "t")) return NULL;
     if (nn__is_contiguous(t)) {
         t->refs++;
@@ -101,6 +103,7 @@ nn_tensor *nn_tensor_contiguous(nn_tensor *t) {
 }
 
 nn_tensor *nn_flatten(nn_tensor *a, int start_dim, int end_dim) {
+    NN__PROF_OP("nn_flatten");
     const char *fn = "nn_flatten";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (a->ndim == 0) {
@@ -121,6 +124,7 @@ nn_tensor *nn_flatten(nn_tensor *a, int start_dim, int end_dim) {
 }
 
 nn_tensor *nn_squeeze(nn_tensor *a, int dim) {
+    NN__PROF_OP("nn_squeeze");
     const char *fn = "nn_squeeze";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (a->ndim == 0)
@@ -137,6 +141,7 @@ nn_tensor *nn_squeeze(nn_tensor *a, int dim) {
 }
 
 nn_tensor *nn_unsqueeze(nn_tensor *a, int dim) {
+    NN__PROF_OP("nn_unsqueeze");
     const char *fn = "nn_unsqueeze";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (a->ndim >= NN_MAX_DIMS)
@@ -168,6 +173,7 @@ static nn_status expand_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
 }
 
 nn_tensor *nn_expand(nn_tensor *a, const int64_t *shape_in, int ndim) {
+    NN__PROF_OP("nn_expand");
     const char *fn = "nn_expand";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (ndim < a->ndim || ndim > NN_MAX_DIMS)
@@ -243,11 +249,13 @@ static nn_tensor *permute_impl(nn_tensor *a, const int *perm, int n, const char 
 }
 
 nn_tensor *nn_permute(nn_tensor *a, const int *perm, int ndims) {
+    NN__PROF_OP("nn_permute");
     if (!nn__check_tensor(a, "nn_permute", "a")) return NULL;
     return nn__track(permute_impl(a, perm, ndims, "nn_permute"));
 }
 
 nn_tensor *nn_transpose(nn_tensor *a, int d0, int d1) {
+    NN__PROF_OP("nn_transpose");
     const char *fn = "nn_transpose";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (a->ndim == 0) return nn__track(permute_impl(a, NULL, 0, fn));
@@ -286,6 +294,7 @@ static nn_status slice_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
 }
 
 nn_tensor *nn_slice(nn_tensor *a, int dim, int64_t start, int64_t stop, int64_t step) {
+    NN__PROF_OP("nn_slice");
     const char *fn = "nn_slice";
     if (!nn__check_tensor(a, fn, "a")) return NULL;
     if (a->ndim == 0) return NN__FAIL(NN_ERR_RANGE, "%s: cannot slice a 0-d tensor", fn);

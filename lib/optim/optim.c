@@ -346,6 +346,7 @@ nn_status nn_optim_get(const nn_optim *opt, int group, nn_optim_option option, d
 
 nn_status nn_optim_zero_grad(nn_optim *opt) {
     if (!nn__optim_check(opt, "nn_optim_zero_grad")) return nn_last_status();
+    NN__PROF_SPAN(NN__PROF_OPTIM, "nn_optim_zero_grad", NULL);
     for (int64_t i = 0; i < opt->np; i++) nn_tensor_zero_grad(opt->ps[i].param);
     return NN_OK;
 }
@@ -355,6 +356,7 @@ nn_status nn_optim_zero_grad(nn_optim *opt) {
 /* A zero buffer of p's shape in slot b if it is not there yet. */
 static bool ensure_buf(param_state *ps, int b) {
     if (!ps->buf[b]) ps->buf[b] = nn__zeros(NN_DTYPE_F32, ps->param->shape, ps->param->ndim);
+    nn__tensor_mem_tag(ps->buf[b], NN_MEM_OPTIMIZER);
     return ps->buf[b] != NULL;
 }
 
@@ -470,6 +472,7 @@ static bool prepare_buffers(const nn_optim *opt, param_state *ps) {
             float *d = nn__f32(t), v0 = (float)o[NN_OPTIM_INITIAL_ACCUMULATOR_VALUE];
             for (int64_t i = 0; i < t->numel; i++) d[i] = v0;
             ps->buf[BUF_SUM] = t;
+            nn__tensor_mem_tag(t, NN_MEM_OPTIMIZER);
         }
         return true;
     }
@@ -501,6 +504,7 @@ static nn_status update_one(nn_optim *opt, param_state *ps) {
 
 nn_status nn_optim_step(nn_optim *opt) {
     const char *fn = "nn_optim_step";
+    NN__PROF_SPAN(NN__PROF_OPTIM, fn, NULL);
     if (!nn__optim_check(opt, fn)) return nn_last_status();
     bool any = false;
     for (int64_t i = 0; i < opt->np; i++) {
@@ -625,6 +629,7 @@ static nn_status load_param_state(const nn_optim *opt, const nn_statedict *sd, i
                            nn__shape_str(p->shape, p->ndim, s2, sizeof s2));
         }
         if (!(out->buf[b] = nn__clone(t))) return NN_ERR_NOMEM;
+        nn__tensor_mem_tag(out->buf[b], NN_MEM_OPTIMIZER);
     }
     return NN_OK;
 }

@@ -49,6 +49,7 @@ static bool scope_is_open(const nn_scope *s) {
 
 nn_status nn_scope_end(nn_scope *scope) {
     if (!scope) return NN_OK;
+    NN__PROF_SPAN(NN__PROF_OTHER, "nn_scope_end", NULL);
     if (!scope_is_open(scope))
         return nn__err(NN_ERR_BAD_HANDLE,
                        "nn_scope_end: scope is not open on this thread (ended twice?)");

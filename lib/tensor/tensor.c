@@ -134,6 +134,10 @@ static void storage_release(nn_storage *s) {
     nn__free(s);
 }
 
+void nn__tensor_mem_tag(nn_tensor *t, int cat) {
+    if (t && t->storage && t->storage->owned) nn__mem_retag(t->storage->data, cat);
+}
+
 void nn__tensor_retain(nn_tensor *t) {
     if (t) t->refs++;
 }

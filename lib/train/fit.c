@@ -27,6 +27,7 @@ static nn_tensor *compute_loss(nn_fit_loss kind, nn_tensor *out, nn_tensor *y) {
 /* One step on batch (x, y); *loss_value receives the loss. */
 static nn_status train_step(nn_module *m, nn_optim *opt, nn_fit_loss kind, nn_tensor *x,
                             nn_tensor *y, double *loss_value) {
+    NN__PROF_SPAN(NN__PROF_STEP, "nn_fit train step", NULL);
     nn_scope *s = nn_scope_begin();
     if (!s) return nn_last_status();
     nn_status st = nn_optim_zero_grad(opt);
