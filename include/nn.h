@@ -2128,7 +2128,7 @@ enum {
 /* Start a session (the previous session's records are dropped). flags: 0 or
  * NN_PROFILER_* bits. NN_ERR_STATE if a session is running, NN_ERR_INVALID
  * for unknown flag bits. */
-NN_API nn_status nn_profiler_start(unsigned flags);
+NN_API nn_status nn_profiler_start(uint32_t flags);
 /* Stop recording; the session stays available to the functions below until
  * the next start. NN_ERR_STATE if none is running. */
 NN_API nn_status nn_profiler_stop(void);

@@ -407,7 +407,7 @@ const char *nn__prof_current_name(void) {
 
 /* ---------------------------------------------------------- sessions */
 
-nn_status nn_profiler_start(unsigned flags) {
+nn_status nn_profiler_start(uint32_t flags) {
     if (flags & ~(unsigned)NN_PROFILER_MEMORY)
         return nn__err(NN_ERR_INVALID, "nn_profiler_start: unknown flag bits 0x%x",
                        flags & ~(unsigned)NN_PROFILER_MEMORY);

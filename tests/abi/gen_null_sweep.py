@@ -23,7 +23,8 @@ FREE = {
 # Calls that change process-wide state or that take NULL to mean "defaults"
 # in a way this sweep cannot undo: tested elsewhere.
 SKIP = {'nn_set_allocator', 'nn_dist_init', 'nn_dist_finalize', 'nn_set_num_threads',
-        'nn_set_grad_enabled', 'nn_scope_begin', 'nn_scope_end', 'nn_clear_error'}
+        'nn_set_grad_enabled', 'nn_scope_begin', 'nn_scope_end', 'nn_clear_error',
+        'nn_profiler_start', 'nn_profiler_stop', 'nn_memory_reset_peak'}
 
 
 def main():

@@ -28,6 +28,13 @@ static void test_null_sweep(void **s) {
     (void)nn_get_num_threads();
     calls++;
     nn_clear_error();
+    { nn_status st = nn_memory_stats(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_memory_stats: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_memory_category_name(0);
+    calls++;
+    nn_clear_error();
     (void)nn_dtype_size(0);
     calls++;
     nn_clear_error();

@@ -28,7 +28,7 @@ from ._tensor import (Generator, Tensor, arange, as_tensor, bernoulli, bool_, dt
 from . import functional
 from .functional import (add, cat, clamp, concat, exp, log, matmul, maximum, minimum, relu,
                          sigmoid, softmax, sqrt, stack, tanh, where)
-from . import nn, optim, data, io, dist, transformer, gpt, precision, quantization
+from . import nn, optim, data, io, dist, transformer, gpt, precision, quantization, profiler
 from . import safetensors
 from .io import save, load, save_bytes, load_bytes
 from .data import DataLoader, Dataset, TensorDataset, fit

@@ -2,12 +2,13 @@
 # Do not edit: rerun the script when the headers change (a test checks it).
 from ctypes import (
     CFUNCTYPE, POINTER, c_bool, c_char, c_char_p, c_double, c_float, c_int, c_int32,
-    c_int64, c_size_t, c_uint64, c_void_p,
+    c_int64, c_size_t, c_uint32, c_uint64, c_void_p,
 )
 
 # Integer constants (#define NN_*).
 DEFINES = {
     'NN_MAX_DIMS': 8,
+    'NN_MEM_CATEGORY_SLOTS': 16,
     'NN_MODULE_MAX_INPUTS': 16,
     'NN_VERSION_MAJOR': 0,
     'NN_VERSION_MINOR': 1,
@@ -36,6 +37,16 @@ ENUMS = {
         ('NN_ERR_BAD_HANDLE', -16),
         ('NN_ERR_NO_GRAD', -17),
         ('NN_ERR_LIMIT', -18),
+    ),
+    'nn_mem_category': (
+        ('NN_MEM_PARAMETERS', 0),
+        ('NN_MEM_GRADIENTS', 1),
+        ('NN_MEM_OPTIMIZER', 2),
+        ('NN_MEM_ACTIVATIONS', 3),
+        ('NN_MEM_BLOCK_CACHE', 4),
+        ('NN_MEM_DATA', 5),
+        ('NN_MEM_OTHER', 6),
+        ('NN_MEM_CATEGORIES', 7),
     ),
     'nn_dtype': (
         ('NN_DTYPE_F32', 0),
@@ -183,6 +194,9 @@ FUNCTIONS = (
     ('nn_free', None, (c_void_p, ), ('ptr',), 'nn.h'),
     ('nn_set_num_threads', c_int, (c_int, ), ('n',), 'nn.h'),
     ('nn_get_num_threads', c_int, (), (), 'nn.h'),
+    ('nn_memory_stats', c_int, (c_void_p, ), ('out',), 'nn.h'),
+    ('nn_memory_reset_peak', c_int, (), (), 'nn.h'),
+    ('nn_memory_category_name', c_char_p, (c_int, ), ('category',), 'nn.h'),
     ('nn_dtype_size', c_size_t, (c_int, ), ('dtype',), 'nn.h'),
     ('nn_dtype_name', c_char_p, (c_int, ), ('dtype',), 'nn.h'),
     ('nn_tensor_empty', c_void_p, (c_int, POINTER(c_int64), c_int, ), ('dtype', 'shape', 'ndim'), 'nn.h'),

@@ -36,6 +36,7 @@ class Header:
     def __init__(self):
         self.enums = {}       # enum type name -> [(const, value)]
         self.handles = []     # opaque struct typedef names
+        self.records = []     # structs with a public layout (passed by address)
         self.callbacks = {}   # typedef name -> (ret, [(type, name)])
         self.functions = []   # (name, ret, [(type, name)], header file)
         self.defines = {}     # NN_* integer constants
@@ -156,7 +157,7 @@ def ctype(h, ctext, role, where):
             if role == 'ret' and 'const' not in ctext:
                 return 'c_void_p'
             return 'c_char_p'
-        if base == 'void' or base in h.handles or base in h.callbacks:
+        if base == 'void' or base in h.handles or base in h.callbacks or base in h.records:
             return 'c_void_p'
         if base in h.enums:
             return 'POINTER(c_int)'
