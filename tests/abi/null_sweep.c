@@ -1400,6 +1400,23 @@ static void test_null_sweep(void **s) {
     { nn_status st = nn_session_generate(NULL, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
         fail_msg("nn_session_generate: status %d without a message", (int)st); }
     calls++;
+    nn_clear_error();
+    (void)nn_profiler_running();
+    calls++;
+    nn_clear_error();
+    nn_free(nn_profiler_report());
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_profiler_write_report(0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_profiler_write_report: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_profiler_write_trace(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_profiler_write_trace: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_profiler_total_seconds();
+    calls++;
     print_message("%ld functions called with NULL / zero arguments\n", calls);
     assert_true(calls > 300);
 }

@@ -164,6 +164,7 @@ HANDLES = (
     'nn_io_options',
     'nn_meta',
     'nn_session',
+    'nn_memory_stats_t',
     'nn_gpt_config',
     'nn_sampling',
 )
@@ -619,4 +620,11 @@ FUNCTIONS = (
     ('nn_session_logits', c_int, (c_void_p, POINTER(c_float), c_int64, ), ('s', 'out', 'cap'), 'nn.h'),
     ('nn_session_sample', c_int, (c_void_p, POINTER(c_int64), ), ('s', 'token'), 'nn.h'),
     ('nn_session_generate', c_int, (c_void_p, POINTER(c_int64), c_int64, POINTER(c_int64), c_int64, POINTER(c_int64), c_int64, POINTER(c_int64), nn_token_fn, c_void_p, ), ('s', 'prompt', 'n', 'stop', 'nstop', 'out', 'cap', 'n_out', 'on_token', 'user'), 'nn.h'),
+    ('nn_profiler_start', c_int, (c_uint32, ), ('flags',), 'nn.h'),
+    ('nn_profiler_stop', c_int, (), (), 'nn.h'),
+    ('nn_profiler_running', c_bool, (), (), 'nn.h'),
+    ('nn_profiler_report', c_void_p, (), (), 'nn.h'),
+    ('nn_profiler_write_report', c_int, (c_int, ), ('fd',), 'nn.h'),
+    ('nn_profiler_write_trace', c_int, (c_char_p, ), ('path',), 'nn.h'),
+    ('nn_profiler_total_seconds', c_double, (), (), 'nn.h'),
 )
