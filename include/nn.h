@@ -98,7 +98,11 @@ typedef enum nn_status {
     NN_ERR_NOT_FOUND = -15,  /* a named item (file, parameter, key) is missing */
     NN_ERR_BAD_HANDLE = -16, /* a handle that is freed or of the wrong kind */
     NN_ERR_NO_GRAD = -17,    /* a gradient was needed and is absent */
-    NN_ERR_LIMIT = -18       /* a documented limit was exceeded */
+    NN_ERR_LIMIT = -18,      /* a documented limit was exceeded */
+    NN_ERR_SIGNATURE = -19,  /* a signature did not verify: the file or its signature was altered */
+    NN_ERR_UNSIGNED = -20,   /* a signature was required and the file has none */
+    NN_ERR_WRONG_KEY = -21,  /* signed with or encrypted for another key, or no key was given */
+    NN_ERR_DECRYPT = -22     /* authenticated decryption failed: the encrypted data was altered */
 } nn_status;
 
 /* A static, human-readable name for a status code ("NN_ERR_SHAPE: ..."). */
@@ -1617,6 +1621,8 @@ typedef enum nn_io_option {
     NN_IO_OPTION_MAX_BYTES = 2,   /* load: cap on file size and on total tensor bytes;
                                      >= 1, default 4 GiB */
     NN_IO_OPTION_STRICT = 3,      /* load weights: 1 = names must match exactly (default) */
+    NN_IO_OPTION_REQUIRE_SIGNATURE = 4, /* load: 1 = refuse files not signed by the verify key
+                                          (NN_ERR_UNSIGNED / NN_ERR_WRONG_KEY); default 0 */
     NN_IO_OPTION_MMAP = 5         /* load safetensors from a path: 0 = read and copy
                                      (default); 1 = map the file: tensors view it (see
                                      "Memory-mapped loading") */
@@ -1637,6 +1643,51 @@ NN_API nn_status nn_io_options_get(const nn_io_options *opts, nn_io_option key, 
  * detaches. */
 NN_API nn_status nn_io_options_set_training(nn_io_options *opts, nn_optim *opt, nn_sched *sched,
                                             nn_generator *gen, int64_t epoch, int64_t step);
+
+/* ----------------------------------------- signed and encrypted files */
+/*
+ * With libsodium (build option `sodium`) a file can be signed (Ed25519 over
+ * every byte of the file, prehashed: Ed25519ph) and encrypted at rest
+ * (XChaCha20-Poly1305 secretstream, 64 KiB chunks); FORMAT.md section 10.
+ * Both wrap the ordinary file, so every save and load function (models,
+ * weights, checkpoints; paths, buffers, callbacks) takes them through its
+ * options. A save with a signing key signs, with an encryption key encrypts
+ * (signed first, then encrypted, when both are set).
+ * A load with an encryption key decrypts (a file not encrypted is then
+ * NN_ERR_DECRYPT); an encrypted file without one is NN_ERR_WRONG_KEY. A
+ * signed file is verified against the verify key, or, without one, only
+ * against the key it names (damage is caught, a forger is not).
+ * Any failure - altered bytes (NN_ERR_SIGNATURE / NN_ERR_DECRYPT), a file
+ * cut short (NN_ERR_TRUNCATED), another key (NN_ERR_WRONG_KEY), no
+ * signature when NN_IO_OPTION_REQUIRE_SIGNATURE is set (NN_ERR_UNSIGNED) -
+ * returns no object and leaves the caller's objects untouched.
+ * Keys are raw bytes. The options copy them and wipe their copy when
+ * replaced or freed; libnn never prints them, and its working copies are
+ * wiped before each call returns. Builds without libsodium: the functions
+ * below return NN_ERR_UNSUPPORTED, and so does loading a sealed file.
+ */
+#define NN_SIGN_SEED_BYTES 32
+#define NN_SIGN_PUBLIC_KEY_BYTES 32
+#define NN_SIGN_SECRET_KEY_BYTES 64
+#define NN_ENCRYPT_KEY_BYTES 32
+
+/* A new Ed25519 key pair into public_key (32 bytes) and secret_key (64
+ * bytes): random when seed is NULL, else derived from the 32-byte seed
+ * (deterministic). Lengths other than the sizes above: NN_ERR_INVALID. */
+NN_API nn_status nn_sign_keypair(const uint8_t *seed, size_t seed_len, uint8_t *public_key,
+                                 size_t public_len, uint8_t *secret_key, size_t secret_len);
+/* A new random 32-byte encryption key into key. */
+NN_API nn_status nn_encrypt_keygen(uint8_t *key, size_t key_len);
+/* Save: sign with this 64-byte secret key (checked: its second half must be
+ * the public key of its first); NULL (len 0) stops signing. */
+NN_API nn_status nn_io_options_set_sign_key(nn_io_options *opts, const uint8_t *secret_key,
+                                            size_t len);
+/* Load: verify signatures against this 32-byte public key; NULL (len 0) clears. */
+NN_API nn_status nn_io_options_set_verify_key(nn_io_options *opts, const uint8_t *public_key,
+                                              size_t len);
+/* Save: encrypt with, load: decrypt with this 32-byte key; NULL (len 0) clears. */
+NN_API nn_status nn_io_options_set_encrypt_key(nn_io_options *opts, const uint8_t *key,
+                                               size_t len);
 
 /* ------------------------------------------------------------ metadata */
 

@@ -34,6 +34,10 @@ const char *nn_status_string(nn_status status) {
     case NN_ERR_BAD_HANDLE: return "NN_ERR_BAD_HANDLE: freed or invalid handle";
     case NN_ERR_NO_GRAD: return "NN_ERR_NO_GRAD: no gradient";
     case NN_ERR_LIMIT: return "NN_ERR_LIMIT: limit exceeded";
+    case NN_ERR_SIGNATURE: return "NN_ERR_SIGNATURE: signature does not verify";
+    case NN_ERR_UNSIGNED: return "NN_ERR_UNSIGNED: signature required, none present";
+    case NN_ERR_WRONG_KEY: return "NN_ERR_WRONG_KEY: another key or no key";
+    case NN_ERR_DECRYPT: return "NN_ERR_DECRYPT: decryption failed, data altered";
     }
     return "unknown nn_status";
 }

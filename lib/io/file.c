@@ -350,5 +350,9 @@ nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *ds
     size_t size;
     st = nn__filew_finish(&f, &data, &size, fn);
     if (st) return st;
+    if (parts->seal && (st = nn__seal(parts->seal, &data, &size, fn))) {
+        nn__free(data);
+        return st;
+    }
     return nn__io_deliver(dst, data, size, fn);
 }

@@ -48,8 +48,14 @@ struct nn_io_options {
     nn_sched *sched;
     nn_generator *gen;
     int64_t epoch, step;
+    /* Keys (seal.c): copies, wiped when replaced and when the options are freed. */
+    int64_t require_signature;
+    bool has_sign_key, has_verify_key, has_encrypt_key;
+    uint8_t sign_key[64], verify_key[32], encrypt_key[32];
 };
 NN__HANDLE_FIRST(struct nn_io_options, handle);
+/* Wipe the key copies of o (seal.c; sodium_memzero where available). */
+void nn__io_options_wipe(nn_io_options *o);
 /* opts or the defaults (copied into *tmp); NULL + error if opts is a bad handle. */
 const nn_io_options *nn__io_opts(const nn_io_options *opts, nn_io_options *tmp, const char *fn);
 
@@ -265,6 +271,7 @@ typedef struct nn__io_parts {
     const nn__named_list *tensors; /* TENSORS (required) */
     nn__wbuf *module;         /* MODULE payload (consumed) */
     nn__wbuf *training;       /* TRAINING payload (consumed) */
+    const nn_io_options *seal; /* signing / encryption keys (NULL: none) */
 } nn__io_parts;
 
 /* Hand a finished file (data, consumed: freed or given to the caller) to dst. */
@@ -332,6 +339,27 @@ nn_status nn__ld_close(nn__ld *ld, nn_status st);
  * over, also on failure: then freed and NULL returned), for importers of
  * other formats (lib/onnx). */
 nn_model *nn__model_wrap(nn_module *m, nn_meta *meta);
+/* ------------------------------- signed and encrypted files (seal.c) */
+
+/* Wrap the finished file *data (*size bytes, an nn__malloc block) in place:
+ * signed with o's signing key, then encrypted with its encryption key
+ * (FORMAT.md 10); nothing happens without keys. On failure *data is
+ * still the caller's to free. */
+nn_status nn__seal(const nn_io_options *o, uint8_t **data, size_t *size, const char *fn);
+
+typedef struct nn__unseal nn__unseal;
+/* nn__ld_open for src as o's keys say: a signed or encrypted file (or any
+ * file when o has keys or requires a signature) is read through a filter
+ * that decrypts and verifies as the bytes go by (*u, else NULL). A failure
+ * leaves ld closed-safe: nn__ld_close_sealed must still be called. */
+nn_status nn__ld_open_sealed(nn__ld *ld, nn__unseal **u, const nn__io_src *src,
+                             const nn_io_options *o, const char *fn);
+/* nn__ld_close, then the filter's verdict: the rest of the input is read
+ * and checked, and an envelope failure (decryption, truncation, signature)
+ * replaces the consumer's status. Frees u. */
+nn_status nn__ld_close_sealed(nn__ld *ld, nn__unseal *u, nn_status st);
+/* A closed-safe ld that failed before opening (for nn__ld_close). */
+void nn__ld_init_failed(nn__ld *ld, const char *fn);
 
 /* ---- ties.c: tied parameters in the module section (FORMAT.md, 6) */
 typedef struct nn__ties {

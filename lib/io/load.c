@@ -493,6 +493,14 @@ nn_status nn__ld_open(nn__ld *ld, const nn__io_src *src, int64_t max, const char
     return NN_OK;
 }
 
+void nn__ld_init_failed(nn__ld *ld, const char *fn) {
+    memset(ld, 0, sizeof *ld);
+    ld->fn = fn;
+    ld->kind = SRC_BUF; /* no window of its own to free */
+    ld->fd = -1;
+    ld->fatal = true;
+}
+
 nn_status nn__ld_next(nn__ld *ld, uint32_t *type) { return advance(ld, true, type); }
 
 uint64_t nn__ld_left(const nn__ld *ld) { return ld->in_payload ? ld->left : 0; }

@@ -357,7 +357,7 @@ static nn_status save_module(nn_module *m, const nn_meta *meta, const nn_io_opti
     nn__ties_free(&ties);
     if (!st && o->opt) st = encode_training(o, (int)o->compression, &train, fn);
     if (!st) {
-        nn__io_parts parts = {meta, &l, o->module_tree ? &tree : NULL, o->opt ? &train : NULL};
+        nn__io_parts parts = {meta, &l, o->module_tree ? &tree : NULL, o->opt ? &train : NULL, o};
         st = nn__io_save(&parts, (int)o->compression, dst, fn);
     }
     nn__wbuf_free(&tree);
@@ -399,7 +399,7 @@ static nn_status save_sd(const nn_statedict *sd, const nn_io_options *opts, cons
     nn__named_list l;
     nn_status st = list_of_sd(sd, &l, fn);
     if (st) return st;
-    nn__io_parts parts = {NULL, &l, NULL, NULL};
+    nn__io_parts parts = {NULL, &l, NULL, NULL, o};
     st = nn__io_save(&parts, (int)o->compression, dst, fn);
     list_unborrow(&l);
     return st;
@@ -461,14 +461,15 @@ static nn_statedict *load_sd(const nn__io_src *src, const nn_io_options *opts, c
     const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
     if (!o) return NULL;
     nn__ld ld;
-    nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
+    nn__unseal *u;
+    nn_status st = nn__ld_open_sealed(&ld, &u, src, o, fn);
     nn_statedict *sd = NULL;
     int64_t budget = o->max_bytes;
     uint32_t type;
     while (!st && !(st = nn__ld_next(&ld, &type)) && type)
         if (type == NN__SEC_TENSORS) st = read_sd(&ld, &budget, &sd, fn);
     if (!st && !sd) st = nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
-    if (nn__ld_close(&ld, st)) {
+    if (nn__ld_close_sealed(&ld, u, st)) {
         nn_statedict_free(sd);
         return NULL;
     }
@@ -664,7 +665,8 @@ static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, co
     const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
     if (!o) return NULL;
     nn__ld ld;
-    nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
+    nn__unseal *u;
+    nn_status st = nn__ld_open_sealed(&ld, &u, src, o, fn);
     nn_model *model = st ? NULL : nn__calloc(1, sizeof *model);
     uint8_t *tree = NULL;
     size_t tree_len = 0;
@@ -704,7 +706,7 @@ static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, co
     if (!st && !model->module) st = tree_from_list(tree, tree_len, &staged, &model->module, fn);
     if (!st && !model->meta && !(model->meta = nn__meta_new())) st = NN_ERR_NOMEM;
     if (!st) st = nn_module_train(model->module, false);
-    st = nn__ld_close(&ld, st);
+    st = nn__ld_close_sealed(&ld, u, st);
     nn__named_list_clear(&staged, true);
     nn__free(tree);
     if (st) {
@@ -838,7 +840,8 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     nn_generator *g = nn__gen(gen);
     if (!g) return nn_last_status();
     nn__ld ld;
-    nn_status st = nn__ld_open(&ld, src, o->max_bytes, fn);
+    nn__unseal *u;
+    nn_status st = nn__ld_open_sealed(&ld, &u, src, o, fn);
     int64_t budget = o->max_bytes;
     nn__named_list tl = {0};
     training t = {0};
@@ -859,7 +862,7 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     if (!st && !have_tensors) st = nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
     if (!st && !have_training)
         st = nn__err(NN_ERR_FORMAT, "%s: the file has no training section (not a checkpoint)", fn);
-    st = nn__ld_close(&ld, st);
+    st = nn__ld_close_sealed(&ld, u, st);
     if (!st && sched && !t.has_sched)
         st = nn__err(NN_ERR_FORMAT, "%s: a schedule was given but the checkpoint has none", fn);
     if (!st && (!(msd = sd_of_list(&tl)) || !(osd = sd_of_list(&t.opt)) ||

@@ -1155,6 +1155,26 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_io_options_set_training: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_status st = nn_sign_keypair(NULL, 0, NULL, 0, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_sign_keypair: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_encrypt_keygen(NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_encrypt_keygen: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_io_options_set_sign_key(NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_io_options_set_sign_key: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_io_options_set_verify_key(NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_io_options_set_verify_key: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_io_options_set_encrypt_key(NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_io_options_set_encrypt_key: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     { nn_meta *r = nn_meta_new(); nn_meta_free(r); }
     calls++;
     nn_clear_error();

@@ -440,6 +440,68 @@ static buf bf16_linear_body(void) {
     return b;
 }
 
+/* Signed and encrypted envelopes (FORMAT.md 10), written without any
+ * cryptography: each is rejected by its header checks, or by a signature
+ * that cannot verify, before anything inside is used. Loaded with no keys. */
+static buf signed_of(buf inner, uint16_t major, uint32_t flags, int trailer) {
+    buf b = {0};
+    put(&b, "\x89NNS\r\n\x1a\n", 8);
+    u16(&b, major);
+    u16(&b, 0);
+    u32(&b, flags);
+    for (int i = 0; i < 32; i++) u8(&b, (uint8_t)(0x11 * (i % 15 + 1))); /* a signer key */
+    put(&b, inner.p, inner.len);
+    if (trailer) {
+        put(&b, "NSIG", 4);
+        u32(&b, 0);
+        for (int i = 0; i < 64; i++) u8(&b, (uint8_t)i); /* not its signature */
+    }
+    free(inner.p);
+    return b;
+}
+
+static buf encrypted_of(uint16_t major, uint32_t flags, uint32_t chunk, uint64_t plain,
+                        size_t body) {
+    buf b = {0};
+    put(&b, "\x89NNE\r\n\x1a\n", 8);
+    u16(&b, major);
+    u16(&b, 0);
+    u32(&b, flags);
+    u32(&b, chunk);
+    u32(&b, 0);
+    u64(&b, plain);
+    for (int i = 0; i < 16 + 24; i++) u8(&b, (uint8_t)(i * 7 + 3)); /* key id, stream header */
+    for (size_t i = 0; i < body; i++) u8(&b, (uint8_t)i);
+    return b;
+}
+
+static void sealed_catalogue(void) {
+    emit("sealed_signed_bad_signature", signed_of(model_with(good_tensors()), 1, 0, 1),
+         "NN_ERR_SIGNATURE", "signature does not verify");
+    emit("sealed_signed_future_major", signed_of(model_with(good_tensors()), 2, 0, 1),
+         "NN_ERR_VERSION", "signed file version 2.0");
+    emit("sealed_signed_flags", signed_of(model_with(good_tensors()), 1, 4, 1), "NN_ERR_FORMAT",
+         "signed file: flags not zero");
+    emit("sealed_signed_no_signature", signed_of(model_with(good_tensors()), 1, 0, 0),
+         "NN_ERR_TRUNCATED", "signed file ends early");
+    buf f = signed_of(model_with(good_tensors()), 1, 0, 1);
+    f.len = 30;
+    emit("sealed_signed_truncated_header", f, "NN_ERR_TRUNCATED", "inside its 48-byte header");
+    emit("sealed_encrypted_no_key", encrypted_of(1, 0, 65536, 300, 317), "NN_ERR_WRONG_KEY",
+         "no key was given");
+    emit("sealed_encrypted_chunk_zero", encrypted_of(1, 0, 0, 300, 317), "NN_ERR_FORMAT",
+         "chunk size 0 outside");
+    emit("sealed_encrypted_huge_plain", encrypted_of(1, 0, 65536, (uint64_t)1 << 62, 317),
+         "NN_ERR_LIMIT", "encrypted file holds 4611686018427387904 bytes");
+    emit("sealed_encrypted_future_major", encrypted_of(3, 0, 65536, 300, 317), "NN_ERR_VERSION",
+         "encrypted file version 3.0");
+    emit("sealed_encrypted_flags", encrypted_of(1, 1, 65536, 300, 317), "NN_ERR_FORMAT",
+         "flags / reserved fields not zero");
+    f = encrypted_of(1, 0, 65536, 300, 0);
+    f.len = 40;
+    emit("sealed_encrypted_truncated_header", f, "NN_ERR_TRUNCATED", "inside its 72-byte header");
+}
+
 static void catalogue(void) {
     emit("valid_linear", model_with(good_tensors()), "NN_OK", "-");
     emit("valid_bf16_linear", model_with_tree(bf16_linear_body(), bf16_tensors()), "NN_OK", "-");
@@ -827,6 +889,7 @@ static void catalogue(void) {
     patch32(&f, 24, 100000);
     reseal(&f);
     emit("section_count_too_large", f, "NN_ERR_LIMIT", "section count 100000 exceeds");
+    sealed_catalogue();
 }
 
 /* The large cases, MIB mebibytes of data each. */

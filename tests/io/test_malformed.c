@@ -36,6 +36,15 @@ static void test_catalogue(void **s) {
         nn_clear_error();
         nn_model *m = nn_model_load(tu_data_path(rel), NULL);
         nn_status want = status_of(status);
+        /* Without libsodium a signed or encrypted file is unsupported. */
+        uint8_t k[32];
+        if (!strncmp(file, "sealed_", 7) && nn_encrypt_keygen(k, 32) == NN_ERR_UNSUPPORTED) {
+            nn_clear_error();
+            nn_model_free(m);
+            m = nn_model_load(tu_data_path(rel), NULL);
+            want = NN_ERR_UNSUPPORTED;
+            snprintf(msg, 8, "sodium");
+        }
         if (want == NN_OK) {
             if (!m) fail_msg("%s: expected success, got %s", file, nn_last_error());
         } else {
