@@ -43,8 +43,9 @@ static const char *const CLASS_NAMES[10] = {"T-shirt/top", "Trouser", "Pullover"
                                             "Bag",         "Ankle boot"};
 
 typedef struct options {
-    const char *data_dir, *save_path, *metrics_path;
+    const char *data_dir, *save_path, *metrics_path, *prom_path;
     int epochs, threads;
+    int64_t metrics_port; /* -1: no endpoint */
     int64_t batch_size, subset, test_subset;
     double lr, min_accuracy;
     uint64_t seed;
@@ -58,6 +59,7 @@ typedef struct run {
     nn_optim *opt;
     nn_progress *progress;
     nn_metrics_log *log;
+    nn_monitor *monitor; /* Prometheus metrics (--prometheus / --metrics-port) */
     nn_meta *meta;
     nn_model *reloaded;
 } run;
@@ -79,7 +81,8 @@ static int usage(void) {
     fprintf(stderr,
             "usage: fashion_mnist_cnn [--data DIR] [--epochs N] [--threads N] [--batch-size N]\n"
             "         [--lr X] [--seed N] [--subset N] [--test-subset N]\n"
-            "         [--save PATH | --no-save] [--metrics CSV] [--min-accuracy PCT]\n");
+            "         [--save PATH | --no-save] [--metrics CSV] [--min-accuracy PCT]\n"
+            "         [--prometheus FILE] [--metrics-port N (0: any free port)]\n");
     return 2;
 }
 
@@ -98,7 +101,8 @@ static int parse_options(int argc, char **argv, options *o) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     *o = (options){.data_dir = env_dir && *env_dir ? env_dir : "/usr/share/datasets/fashion-mnist",
                    .save_path = "fashion_mnist_cnn.nnm", .epochs = 3,
-                   .threads = ncpu > 0 ? (int)ncpu : 1, .batch_size = 64, .lr = 1e-3, .seed = 42};
+                   .threads = ncpu > 0 ? (int)ncpu : 1, .batch_size = 64, .lr = 1e-3, .seed = 42,
+                   .metrics_port = -1};
     const char *smoke = getenv("NN_EXAMPLE_SMOKE");
     if (smoke && *smoke && strcmp(smoke, "0") != 0) {
         o->epochs = 1;
@@ -115,6 +119,8 @@ static int parse_options(int argc, char **argv, options *o) {
         if (!strcmp(a, "--data")) o->data_dir = v;
         else if (!strcmp(a, "--save")) o->save_path = v;
         else if (!strcmp(a, "--metrics")) o->metrics_path = v;
+        else if (!strcmp(a, "--prometheus")) o->prom_path = v;
+        else if (!strcmp(a, "--metrics-port")) ok = parse_int(v, 0, 65535, &o->metrics_port);
         else if (!strcmp(a, "--epochs") && (ok = parse_int(v, 0, 1000, &n))) o->epochs = (int)n;
         else if (!strcmp(a, "--threads") && (ok = parse_int(v, 1, 1024, &n))) o->threads = (int)n;
         else if (!strcmp(a, "--batch-size")) ok = parse_int(v, 1, 1 << 20, &o->batch_size);
@@ -248,6 +254,7 @@ static int train_one_epoch(run *r, int epoch, double *mean_loss) {
     int64_t batch = 0;
     int rc = 0;
     while (!rc && nn_loader_next(r->train_loader, &x, &y)) {
+        double t0 = now_seconds();
         nn_scope *step = nn_scope_begin();   /* releases this step's temporaries */
         nn_optim_zero_grad(r->opt);
         nn_tensor *loss = nn_cross_entropy(nn_module_forward(r->model, x), y);
@@ -258,6 +265,8 @@ static int train_one_epoch(run *r, int epoch, double *mean_loss) {
             int64_t n = nn_tensor_size(y, 0);
             nn_meter_add(meter, l, (double)n);
             nn_progress_update(r->progress, batch++, l, n);
+            if (r->monitor && nn_monitor_record_step(r->monitor, l, n, now_seconds() - t0) != NN_OK)
+                rc = fail("recording metrics");
         }
         nn_scope_end(step);
     }
@@ -304,6 +313,19 @@ static int train(run *r, const options *o) {
     if (!r->progress) return fail("nn_progress_new");
     if (o->metrics_path && !(r->log = nn_metrics_log_open(o->metrics_path)))
         return fail("opening the metrics log");
+    /* Metrics for a monitoring system: a file written atomically, and/or
+     * GET http://127.0.0.1:PORT/metrics while training runs. */
+    if (o->prom_path || o->metrics_port >= 0) {
+        if (!(r->monitor = nn_monitor_new(o->prom_path)) ||
+            nn_monitor_set_label(r->monitor, "job", "fashion_mnist_cnn") != NN_OK)
+            return fail("creating the monitor");
+        if (o->metrics_port >= 0) {
+            if (nn_monitor_serve(r->monitor, NULL, o->metrics_port) != NN_OK)
+                return fail("serving metrics");
+            fprintf(stderr, "metrics: http://127.0.0.1:%lld/metrics\n",
+                    (long long)nn_monitor_port(r->monitor));
+        }
+    }
     for (int epoch = 0; epoch < o->epochs; epoch++) {
         double t0 = now_seconds(), train_loss = 0, val_loss = 0, val_acc = 0;
         if (train_one_epoch(r, epoch, &train_loss) ||
@@ -319,6 +341,9 @@ static int train(run *r, const options *o) {
         if (r->log && nn_metrics_log_write(r->log, epoch, train_loss, val_loss, val_acc,
                                            o->lr, secs) != NN_OK)
             return fail("writing the metrics log");
+        if (r->monitor && nn_monitor_record_epoch(r->monitor, epoch, train_loss, val_loss,
+                                                  val_acc, o->lr, secs) != NN_OK)
+            return fail("recording metrics");
     }
     return 0;
 }
@@ -361,6 +386,11 @@ static int save_and_check(run *r, const char *path, double test_acc) {
 }
 
 static void free_run(run *r) {
+    /* A last write, so the file also counts the test set's predictions
+     * (no file: NN_ERR_STATE, nothing to do). */
+    if (r->monitor && nn_monitor_write(r->monitor) == NN_ERR_IO)
+        fprintf(stderr, "fashion_mnist_cnn: writing the metrics: %s\n", nn_last_error());
+    nn_monitor_free(r->monitor);
     nn_model_free(r->reloaded);
     nn_meta_free(r->meta);
     nn_progress_free(r->progress);

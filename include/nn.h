@@ -102,7 +102,8 @@ typedef enum nn_status {
     NN_ERR_SIGNATURE = -19,  /* a signature did not verify: the file or its signature was altered */
     NN_ERR_UNSIGNED = -20,   /* a signature was required and the file has none */
     NN_ERR_WRONG_KEY = -21,  /* signed with or encrypted for another key, or no key was given */
-    NN_ERR_DECRYPT = -22     /* authenticated decryption failed: the encrypted data was altered */
+    NN_ERR_DECRYPT = -22,    /* authenticated decryption failed: the encrypted data was altered */
+    NN_ERR_TIMEOUT = -23     /* a collective did not complete in time (another rank failed) */
 } nn_status;
 
 /* A static, human-readable name for a status code ("NN_ERR_SHAPE: ..."). */
@@ -1573,6 +1574,58 @@ NN_API nn_status nn_fit(nn_module *model, nn_optim *opt, nn_fit_loss loss, nn_lo
                         nn_loader *val, int64_t epochs, int64_t patience, nn_progress *progress,
                         nn_metrics_log *log, nn_fit_epoch_fn on_epoch, void *user);
 
+/* -------------------------------------------- monitoring (Prometheus) */
+/*
+ * A monitor keeps training and inference metrics and exposes them in the
+ * Prometheus text exposition format (version 0.0.4): written atomically to
+ * a file (temporary + rename, for node_exporter's textfile collector or any
+ * reader) and, with libmicrohttpd (build option `http`), served over HTTP
+ * at /metrics. Series: nn_train_loss, nn_train_steps_total,
+ * nn_train_samples_total, nn_train_step_seconds, nn_train_samples_per_second,
+ * nn_epoch, nn_epoch_train_loss, nn_val_loss, nn_val_accuracy,
+ * nn_learning_rate, nn_epoch_seconds, nn_predictions_total and
+ * nn_predicted_samples_total (every nn_model_predict of the process),
+ * nn_process_resident_memory_bytes and _peak_bytes, and gauges of the
+ * caller's own; each carries the monitor's constant labels. All functions
+ * are thread-safe on one monitor (the HTTP server reads it from its thread).
+ */
+typedef struct nn_monitor nn_monitor;
+
+/* A new monitor writing to path (NULL: no file; the file is written at each
+ * epoch, at most once a second during steps, and by nn_monitor_write).
+ * Free with nn_monitor_free (NULL-safe; stops the server). */
+NN_API nn_monitor *nn_monitor_new(const char *path);
+NN_API void nn_monitor_free(nn_monitor *mon);
+/* Serve GET /metrics on address (IPv4 text; NULL = "127.0.0.1", loopback
+ * only) and port (0 = a free port, read back with nn_monitor_port).
+ * NN_ERR_STATE if already serving, NN_ERR_IO if the port cannot be bound,
+ * NN_ERR_UNSUPPORTED without libmicrohttpd. */
+NN_API nn_status nn_monitor_serve(nn_monitor *mon, const char *address, int64_t port);
+/* The port being served, or -1 (with an error) when not serving. */
+NN_API int64_t nn_monitor_port(const nn_monitor *mon);
+/* Add or replace a constant label on every series (name: [a-zA-Z_][a-zA-Z0-9_]*,
+ * not starting with "__"; value: any UTF-8, escaped in the output). */
+NN_API nn_status nn_monitor_set_label(nn_monitor *mon, const char *name, const char *value);
+/* Set a gauge of your own (name: [a-zA-Z_:][a-zA-Z0-9_:]*; help may be NULL). */
+NN_API nn_status nn_monitor_set_gauge(nn_monitor *mon, const char *name, const char *help,
+                                      double value);
+/* Record one training step: its loss, its samples (images or tokens) and
+ * its wall time in seconds (> 0). nn_fit calls this for an attached monitor. */
+NN_API nn_status nn_monitor_record_step(nn_monitor *mon, double loss, int64_t samples,
+                                        double seconds);
+/* Record the end of an epoch (NaN for what is unknown); writes the file. */
+NN_API nn_status nn_monitor_record_epoch(nn_monitor *mon, int64_t epoch, double train_loss,
+                                         double val_loss, double val_accuracy, double lr,
+                                         double seconds);
+/* The exposition text now, as a new string (free with nn_free). */
+NN_API char *nn_monitor_text(nn_monitor *mon);
+/* Write the file now (NN_ERR_STATE if the monitor has no path). */
+NN_API nn_status nn_monitor_write(nn_monitor *mon);
+/* Attach mon to nn_fit calls made on this thread (NULL detaches): each
+ * step and epoch is recorded. The monitor is borrowed: detach it before
+ * freeing it (nn_monitor_free detaches it from the calling thread). */
+NN_API nn_status nn_fit_set_monitor(nn_monitor *mon);
+
 /* ====================================================================== */
 /*  Model files                                                           */
 /* ====================================================================== */
@@ -2014,6 +2067,22 @@ NN_API int nn_dist_rank(void);
 NN_API int nn_dist_size(void);
 /* Wait until every rank has called it (a collective). */
 NN_API nn_status nn_dist_barrier(void);
+/* Deadline of each collective, in seconds (default 600; 0 waits forever).
+ * A collective that does not complete in time (another rank failed before
+ * it, died or stalled) returns NN_ERR_TIMEOUT naming this rank, the world
+ * size and the call. The job cannot continue: later collectives fail with
+ * NN_ERR_STATE and nn_dist_finalize leaves MPI unfinalised (it would wait
+ * for the lost rank) with NN_ERR_STATE; exit with a non-zero status and
+ * mpirun ends every rank. NN_ERR_INVALID outside [0, 1e9]. */
+NN_API nn_status nn_dist_set_timeout(double seconds);
+/* The collective deadline in seconds. */
+NN_API double nn_dist_timeout(void);
+/* For a rank that cannot go on: print "libnn: rank R of N failed: why" on
+ * stderr and end every rank of the job (MPI_Abort with code, 1 for 0), so
+ * that no rank waits in a collective for it. Does not return in a job;
+ * NN_ERR_STATE (nothing else happens) before nn_dist_init, after
+ * nn_dist_finalize, or without MPI. */
+NN_API nn_status nn_dist_abort(int code, const char *why);
 
 /* Copy every parameter and buffer of m from rank root to all ranks (one
  * broadcast of a packed buffer), so every rank starts identical. A

@@ -179,5 +179,9 @@ void nn__prof_thread_label(const char *label);
  * the tier's name; the report calls it once per session, lazily. */
 typedef double (*nn__prof_peak_fn)(const char **tier);
 void nn__prof_on_peak(nn__prof_peak_fn fn);
+/* Process-wide count of nn_model_predict calls and of the samples (first
+ * dimension) they served, for monitoring (core/runtime.c). */
+void nn__count_predictions(int64_t samples);
+void nn__predictions(int64_t *calls, int64_t *samples);
 
 #endif /* NN_CORE_CORE_H */

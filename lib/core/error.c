@@ -38,6 +38,7 @@ const char *nn_status_string(nn_status status) {
     case NN_ERR_UNSIGNED: return "NN_ERR_UNSIGNED: signature required, none present";
     case NN_ERR_WRONG_KEY: return "NN_ERR_WRONG_KEY: another key or no key";
     case NN_ERR_DECRYPT: return "NN_ERR_DECRYPT: decryption failed, data altered";
+    case NN_ERR_TIMEOUT: return "NN_ERR_TIMEOUT: timed out";
     }
     return "unknown nn_status";
 }

@@ -18,6 +18,7 @@ static const char *const kind_names[NN__KIND_COUNT] = {
     [NN__KIND_IO_OPTIONS] = "an I/O options object",
     [NN__KIND_META] = "a metadata object",
     [NN__KIND_SESSION] = "a generation session",
+    [NN__KIND_MONITOR] = "a monitor",
 };
 
 const char *nn__kind_name(nn__kind kind) {

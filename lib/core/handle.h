@@ -34,6 +34,7 @@ typedef enum nn__kind {
     NN__KIND_IO_OPTIONS,
     NN__KIND_META,
     NN__KIND_SESSION,
+    NN__KIND_MONITOR,
     NN__KIND_COUNT /* one past the last kind */
 } nn__kind;
 

@@ -89,3 +89,15 @@ const char *nn__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
     if (used < cap) snprintf(buf + used, cap - used, "]");
     return buf;
 }
+
+static _Atomic int64_t g_predict_calls, g_predict_samples;
+
+void nn__count_predictions(int64_t samples) {
+    atomic_fetch_add_explicit(&g_predict_calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_predict_samples, samples, memory_order_relaxed);
+}
+
+void nn__predictions(int64_t *calls, int64_t *samples) {
+    *calls = atomic_load_explicit(&g_predict_calls, memory_order_relaxed);
+    *samples = atomic_load_explicit(&g_predict_samples, memory_order_relaxed);
+}

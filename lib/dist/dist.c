@@ -27,6 +27,24 @@ nn_status nn_dist_finalize(void) {
     return nn__comm_finalize("nn_dist_finalize");
 }
 
+nn_status nn_dist_set_timeout(double seconds) {
+    if (!(seconds >= 0) || seconds > 1e9)
+        return nn__err(NN_ERR_INVALID, "nn_dist_set_timeout: %g seconds outside [0, 1e9]", seconds);
+    nn__comm_set_timeout(seconds);
+    return NN_OK;
+}
+
+double nn_dist_timeout(void) { return nn__comm_timeout(); }
+
+nn_status nn_dist_abort(int code, const char *why) {
+    if (g_state != DIST_ACTIVE || !nn__comm_active())
+        return nn__err(NN_ERR_STATE,
+                       "nn_dist_abort: no distributed job to abort (call nn_dist_init first; "
+                       "in a world of one, exit instead)");
+    nn__comm_abort(code == 0 ? 1 : code, why);
+    return nn__err(NN_ERR_STATE, "nn_dist_abort: MPI_Abort returned");
+}
+
 int nn_dist_rank(void) { return g_state == DIST_ACTIVE ? nn__comm_rank() : 0; }
 
 int nn_dist_size(void) { return g_state == DIST_ACTIVE ? nn__comm_size() : 1; }

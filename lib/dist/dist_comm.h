@@ -24,4 +24,13 @@ nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn);
 /* Elementwise maximum over ranks, in place. */
 nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn);
 
+/* Collective deadline in seconds (0: none). */
+void nn__comm_set_timeout(double seconds);
+double nn__comm_timeout(void);
+/* Whether the world has been joined (MPI active). */
+bool nn__comm_active(void);
+/* Print why on stderr, naming this rank, and end every rank (MPI_Abort).
+ * Returns only when there is no MPI world to abort. */
+void nn__comm_abort(int code, const char *why);
+
 #endif /* NN_DIST_COMM_H */

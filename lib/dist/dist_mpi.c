@@ -6,6 +6,8 @@
 
 #include <limits.h>
 #include <mpi.h>
+#include <stdio.h>
+#include <time.h>
 
 enum { COMM_NONE, COMM_ACTIVE, COMM_DONE };
 
@@ -13,6 +15,10 @@ static int g_state = COMM_NONE;
 static bool g_owns_mpi; /* MPI_Init_thread was ours: finalise it */
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static int g_rank = 0, g_size = 1;
+/* Collectives fail after this many seconds (0: wait forever); after a
+ * timeout the communicator is broken (a collective is still pending on it). */
+static double g_timeout = 600.0;
+static bool g_broken;
 
 /* Collectives move at most this many elements per call (MPI counts are int). */
 #define CHUNK ((size_t)1 << 30)
@@ -80,7 +86,15 @@ nn_status nn__comm_finalize(const char *fn) {
     int finalized = 0;
     MPI_Finalized(&finalized);
     nn_status st = NN_OK;
-    if (!finalized) {
+    if (g_broken) {
+        /* A collective is pending on g_comm and a peer is gone or stuck:
+         * MPI_Finalize would wait for it forever. Leave MPI as it is; the
+         * process exits, and mpirun ends the job. */
+        st = nn__err(NN_ERR_STATE,
+                     "%s: rank %d of %d: not finalising MPI after a collective timed out "
+                     "(exit with a non-zero status: mpirun then ends the job)",
+                     fn, g_rank, g_size);
+    } else if (!finalized) {
         MPI_Comm_free(&g_comm);
         if (g_owns_mpi) {
             int rc = MPI_Finalize();
@@ -100,18 +114,74 @@ int nn__comm_size(void) { return g_state == COMM_ACTIVE ? g_size : 1; }
 /* Collectives before init / after finalize run in a world of one: no-ops. */
 static bool alone(void) { return g_state != COMM_ACTIVE || g_size == 1; }
 
+void nn__comm_set_timeout(double seconds) { g_timeout = seconds; }
+double nn__comm_timeout(void) { return g_timeout; }
+
+/* After a timeout nothing more can be sent on g_comm. */
+static nn_status broken(const char *fn) {
+    return nn__err(NN_ERR_STATE,
+                   "%s: rank %d of %d: an earlier collective timed out; the job cannot continue",
+                   fn, g_rank, g_size);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Complete the nonblocking collective *req, or fail after g_timeout
+ * seconds. MPI_Test drives MPI's progress; the wait spins for the first
+ * 50 us (a step's allreduce usually completes by then) and then sleeps,
+ * doubling from 20 us to 1 ms, so a long wait costs no CPU and a short one
+ * little latency. */
+static nn_status wait_deadline(MPI_Request *req, const char *fn, const char *call) {
+    if (g_timeout <= 0) {
+        int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+        return rc == MPI_SUCCESS ? NN_OK : mpi_fail(rc, fn, call);
+    }
+    double t0 = now_s(), waited = 0;
+    long nap = 20000;
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, call);
+        if (done) return NN_OK;
+        waited = now_s() - t0;
+        if (waited > g_timeout) break;
+        if (waited > 50e-6) {
+            struct timespec ts = {0, nap};
+            nanosleep(&ts, NULL);
+            if (nap < 1000000) nap *= 2;
+        }
+    }
+    g_broken = true;
+    return nn__err(NN_ERR_TIMEOUT,
+                   "%s: rank %d of %d: %s did not complete within %.3g s (nn_dist_set_timeout): "
+                   "another rank failed before it, died or stalled. The job cannot continue: "
+                   "exit with a non-zero status (mpirun then ends every rank)",
+                   fn, g_rank, g_size, call, waited);
+}
+
 nn_status nn__comm_barrier(const char *fn) {
     if (alone()) return NN_OK;
-    int rc = MPI_Barrier(g_comm);
-    return rc == MPI_SUCCESS ? NN_OK : mpi_fail(rc, fn, "MPI_Barrier");
+    if (g_broken) return broken(fn);
+    MPI_Request req;
+    int rc = MPI_Ibarrier(g_comm, &req);
+    return rc == MPI_SUCCESS ? wait_deadline(&req, fn, "MPI_Ibarrier")
+                             : mpi_fail(rc, fn, "MPI_Ibarrier");
 }
 
 nn_status nn__comm_bcast(void *buf, size_t nbytes, int root, const char *fn) {
     if (alone()) return NN_OK;
+    if (g_broken) return broken(fn);
     for (size_t off = 0; off < nbytes; off += CHUNK) {
         size_t n = nbytes - off < CHUNK ? nbytes - off : CHUNK;
-        int rc = MPI_Bcast((unsigned char *)buf + off, (int)n, MPI_BYTE, root, g_comm);
-        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Bcast");
+        MPI_Request req;
+        int rc = MPI_Ibcast((unsigned char *)buf + off, (int)n, MPI_BYTE, root, g_comm, &req);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Ibcast");
+        nn_status st = wait_deadline(&req, fn, "MPI_Ibcast");
+        if (st) return st;
     }
     return NN_OK;
 }
@@ -120,11 +190,15 @@ nn_status nn__comm_bcast(void *buf, size_t nbytes, int root, const char *fn) {
 static nn_status allreduce(void *buf, size_t n, size_t esize, MPI_Datatype type, MPI_Op op,
                            const char *fn) {
     if (alone()) return NN_OK;
+    if (g_broken) return broken(fn);
     for (size_t off = 0; off < n; off += CHUNK) {
         size_t k = n - off < CHUNK ? n - off : CHUNK;
-        int rc = MPI_Allreduce(MPI_IN_PLACE, (unsigned char *)buf + off * esize, (int)k, type, op,
-                               g_comm);
-        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Allreduce");
+        MPI_Request req;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, (unsigned char *)buf + off * esize, (int)k, type, op,
+                                g_comm, &req);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Iallreduce");
+        nn_status st = wait_deadline(&req, fn, "MPI_Iallreduce");
+        if (st) return st;
     }
     return NN_OK;
 }
@@ -140,3 +214,12 @@ nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn) {
 nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn) {
     return allreduce(buf, n, sizeof *buf, MPI_INT64_T, MPI_MAX, fn);
 }
+
+void nn__comm_abort(int code, const char *why) {
+    fprintf(stderr, "libnn: rank %d of %d failed: %s; aborting the job\n", g_rank, g_size,
+            why ? why : "(no reason given)");
+    fflush(stderr);
+    MPI_Abort(g_state == COMM_ACTIVE ? g_comm : MPI_COMM_WORLD, code);
+}
+
+bool nn__comm_active(void) { return g_state == COMM_ACTIVE; }

@@ -780,6 +780,7 @@ nn_tensor *nn_model_predict(const nn_model *model, nn_tensor *x) {
     bool prev = nn_set_grad_enabled(false);
     nn_tensor *y = nn_module_forward(model->module, x);
     nn_set_grad_enabled(prev);
+    if (y) nn__count_predictions(x->ndim > 0 ? x->shape[0] : 1);
     return y;
 }
 

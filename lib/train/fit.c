@@ -3,6 +3,7 @@
  * Built only from the public API (modules, losses, optimizers), inside
  * scopes so every temporary of a step is released at its end. */
 #include "nn_internal.h"
+#include "train/train_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -48,10 +49,13 @@ static nn_status train_epoch(nn_module *m, nn_optim *opt, nn_fit_loss kind, nn_l
     double sum = 0, count = 0;
     int64_t batch = 0;
     nn_tensor *x, *y;
+    nn_monitor *mon = nn__fit_monitor();
     while (nn_loader_next(train, &x, &y)) {
-        double lv = NAN;
+        double lv = NAN, t0 = mon ? now_s() : 0;
         if ((st = train_step(m, opt, kind, x, y, &lv))) return st;
         int64_t b = nn_tensor_size(x, 0);
+        double dt = mon ? now_s() - t0 : 0;
+        if (mon && (st = nn_monitor_record_step(mon, lv, b, dt > 0 ? dt : 1e-9))) return st;
         sum += lv * (double)b;
         count += (double)b;
         if (progress) nn_progress_update(progress, batch, lv, b);
@@ -158,6 +162,8 @@ nn_status nn_fit(nn_module *model, nn_optim *opt, nn_fit_loss loss, nn_loader *t
             nn_progress_end_epoch(progress, val ? extra : NULL);
         }
         if (log && (st = nn_metrics_log_write(log, e, tl, vl, va, current_lr(opt), secs))) break;
+        nn_monitor *mon = nn__fit_monitor();
+        if (mon && (st = nn_monitor_record_epoch(mon, e, tl, vl, va, current_lr(opt), secs))) break;
         bool stop = false;
         if (patience > 0) {
             if (va > best_acc) {

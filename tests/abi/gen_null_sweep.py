@@ -19,12 +19,14 @@ FREE = {
     'nn_io_options': 'nn_io_options_free', 'nn_generator': 'nn_generator_free',
     'nn_meter': 'nn_meter_free', 'nn_progress': 'nn_progress_free',
     'nn_metrics_log': 'nn_metrics_log_close', 'nn_scope': 'nn_scope_end',
+    'nn_monitor': 'nn_monitor_free',
 }
 # Calls that change process-wide state or that take NULL to mean "defaults"
 # in a way this sweep cannot undo: tested elsewhere.
 SKIP = {'nn_set_allocator', 'nn_dist_init', 'nn_dist_finalize', 'nn_set_num_threads',
         'nn_set_grad_enabled', 'nn_scope_begin', 'nn_scope_end', 'nn_clear_error',
-        'nn_profiler_start', 'nn_profiler_stop', 'nn_memory_reset_peak'}
+        'nn_profiler_start', 'nn_profiler_stop', 'nn_memory_reset_peak',
+        'nn_dist_set_timeout'}
 
 
 def main():

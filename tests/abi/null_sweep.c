@@ -1137,6 +1137,46 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_fit: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_monitor *r = nn_monitor_new(NULL); nn_monitor_free(r); }
+    calls++;
+    nn_clear_error();
+    nn_monitor_free(NULL);
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_monitor_serve(NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_monitor_serve: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_monitor_port(NULL);
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_monitor_set_label(NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_monitor_set_label: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_monitor_set_gauge(NULL, NULL, NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_monitor_set_gauge: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_monitor_record_step(NULL, 0, 0, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_monitor_record_step: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_monitor_record_epoch(NULL, 0, 0, 0, 0, 0, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_monitor_record_epoch: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    nn_free(nn_monitor_text(NULL));
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_monitor_write(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_monitor_write: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_fit_set_monitor(NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_fit_set_monitor: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     { nn_io_options *r = nn_io_options_new(); nn_io_options_free(r); }
     calls++;
     nn_clear_error();
@@ -1351,6 +1391,13 @@ static void test_null_sweep(void **s) {
     nn_clear_error();
     { nn_status st = nn_dist_barrier(); if (st != NN_OK && !nn_last_error()[0])
         fail_msg("nn_dist_barrier: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_dist_timeout();
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_dist_abort(0, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_dist_abort: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
     { nn_status st = nn_dist_broadcast_module(NULL, 0); if (st != NN_OK && !nn_last_error()[0])

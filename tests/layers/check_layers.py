@@ -46,7 +46,8 @@ USES = {
 SHARED = {'nn.h': None, 'nn_config.h': None, 'nn_internal.h': set(USES) - {'core', 'backend'}}
 # Generated headers that live in the build tree, by the folder that owns them.
 GENERATED = {'backend/nn_backend_config.h': 'backend', 'onnx/nn_onnx_config.h': 'onnx',
-             'onnx/onnx.pb-c.h': 'onnx', 'io/nn_io_config.h': 'io'}
+             'onnx/onnx.pb-c.h': 'onnx', 'io/nn_io_config.h': 'io',
+             'train/nn_train_config.h': 'train'}
 
 # System headers only some places may include (path prefix under lib/).
 RESTRICTED = [

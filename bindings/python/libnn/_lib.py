@@ -49,7 +49,7 @@ _BUILTIN_BASE = {
     'NN_ERR_NOT_FOUND': LookupError, 'NN_ERR_BAD_HANDLE': ValueError,
     'NN_ERR_NO_GRAD': RuntimeError, 'NN_ERR_LIMIT': ValueError,
     'NN_ERR_SIGNATURE': ValueError, 'NN_ERR_UNSIGNED': ValueError,
-    'NN_ERR_WRONG_KEY': ValueError, 'NN_ERR_DECRYPT': ValueError,
+    'NN_ERR_WRONG_KEY': ValueError, 'NN_ERR_DECRYPT': ValueError, 'NN_ERR_TIMEOUT': TimeoutError,
 }
 
 _STATUS_NAMES = {v: k for k, v in _decls.ENUMS['nn_status']}

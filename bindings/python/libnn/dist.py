@@ -80,3 +80,20 @@ def shard_dataset(dataset, even=True):
     """This rank's shard of dataset (a view sharing the samples)."""
     from .data import Dataset
     return Dataset(lib.nn_dist_shard_dataset(dataset._handle(), bool(even)))
+
+
+def set_timeout(seconds):
+    """Deadline of each collective in seconds (0: wait forever): a rank that
+    failed, died or stalled then makes the others raise TimeoutError."""
+    check(lib.nn_dist_set_timeout(float(seconds)))
+
+
+def timeout():
+    """The collective deadline in seconds."""
+    return lib.nn_dist_timeout()
+
+
+def abort(code=1, why=None):
+    """End every rank of the job, printing why and naming this rank (does
+    not return inside a job; raises StateError outside one)."""
+    check(lib.nn_dist_abort(int(code), None if why is None else str(why).encode()))
