@@ -43,7 +43,7 @@ static const char *const CLASS_NAMES[10] = {"T-shirt/top", "Trouser", "Pullover"
                                             "Bag",         "Ankle boot"};
 
 typedef struct options {
-    const char *data_dir, *save_path, *metrics_path, *prom_path;
+    const char *data_dir, *save_path, *metrics_path, *prom_path, *profile_path;
     int epochs, threads;
     int64_t metrics_port; /* -1: no endpoint */
     int64_t batch_size, subset, test_subset;
@@ -82,7 +82,8 @@ static int usage(void) {
             "usage: fashion_mnist_cnn [--data DIR] [--epochs N] [--threads N] [--batch-size N]\n"
             "         [--lr X] [--seed N] [--subset N] [--test-subset N]\n"
             "         [--save PATH | --no-save] [--metrics CSV] [--min-accuracy PCT]\n"
-            "         [--prometheus FILE] [--metrics-port N (0: any free port)]\n");
+            "         [--prometheus FILE] [--metrics-port N (0: any free port)]\n"
+            "         [--profile TRACE.json]\n");
     return 2;
 }
 
@@ -119,6 +120,7 @@ static int parse_options(int argc, char **argv, options *o) {
         if (!strcmp(a, "--data")) o->data_dir = v;
         else if (!strcmp(a, "--save")) o->save_path = v;
         else if (!strcmp(a, "--metrics")) o->metrics_path = v;
+        else if (!strcmp(a, "--profile")) o->profile_path = v;
         else if (!strcmp(a, "--prometheus")) o->prom_path = v;
         else if (!strcmp(a, "--metrics-port")) ok = parse_int(v, 0, 65535, &o->metrics_port);
         else if (!strcmp(a, "--epochs") && (ok = parse_int(v, 0, 1000, &n))) o->epochs = (int)n;
@@ -308,7 +310,20 @@ static int evaluate(nn_module *model, const nn_model *loaded, nn_loader *loader,
     return rc;
 }
 
+/* --profile FILE: the profiler's report on stderr (top ops by self time,
+ * per-module totals, GFLOP/s against the FMA peak, memory by category) and
+ * its Chrome trace in FILE (open it in https://ui.perfetto.dev). */
+static int finish_profile(const char *path) {
+    if (nn_profiler_stop() != NN_OK || nn_profiler_write_report(2) != NN_OK ||
+        nn_profiler_write_trace(path) != NN_OK)
+        return fail("--profile");
+    fprintf(stderr, "profile: trace written to %s\n", path);
+    return 0;
+}
+
 static int train(run *r, const options *o) {
+    if (o->profile_path && nn_profiler_start(NN_PROFILER_MEMORY) != NN_OK)
+        return fail("nn_profiler_start");
     r->progress = nn_progress_new(2, o->epochs, nn_loader_num_batches(r->train_loader));
     if (!r->progress) return fail("nn_progress_new");
     if (o->metrics_path && !(r->log = nn_metrics_log_open(o->metrics_path)))
@@ -345,7 +360,7 @@ static int train(run *r, const options *o) {
                                                   val_acc, o->lr, secs) != NN_OK)
             return fail("recording metrics");
     }
-    return 0;
+    return o->profile_path ? finish_profile(o->profile_path) : 0;
 }
 
 /* ------------------------------------------------------- save and reload */

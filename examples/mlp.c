@@ -34,7 +34,7 @@ static const char *const CLASS_NAMES[NUM_CLASSES] = {
     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 typedef struct options {
-    const char *data_dir;
+    const char *data_dir, *profile_path;
     int epochs, threads;
     int64_t subset, test_subset;
 } options;
@@ -61,6 +61,7 @@ static int parse_options(int argc, char **argv, options *o) {
         long n = strtol(v, &end, 10);
         bool num_ok = *v && !*end && n >= 0 && n <= 1000000;
         if (!strcmp(a, "--data")) o->data_dir = v;
+        else if (!strcmp(a, "--profile")) o->profile_path = v;
         else if (!strcmp(a, "--epochs") && num_ok) o->epochs = (int)n;
         else if (!strcmp(a, "--subset") && num_ok) o->subset = n;
         else if (!strcmp(a, "--threads") && num_ok && n >= 1) o->threads = (int)n;
@@ -69,7 +70,8 @@ static int parse_options(int argc, char **argv, options *o) {
     if (argc % 2 == 0) goto usage;
     return 0;
 usage:
-    fprintf(stderr, "usage: mlp [--data DIR] [--epochs N] [--subset N] [--threads N]\n");
+    fprintf(stderr, "usage: mlp [--data DIR] [--epochs N] [--subset N] [--threads N]"
+                    " [--profile TRACE.json]\n");
     return 2;
 }
 
@@ -227,12 +229,22 @@ int main(int argc, char **argv) {
            "train %lld, test %lld images\n", (long long)nn_module_param_count(model),
            (long long)nn_dataset_len(train), (long long)nn_dataset_len(test));
 
+    /* --profile FILE: report on stderr, Chrome trace (Perfetto) in FILE */
+    if (o.profile_path && nn_profiler_start(NN_PROFILER_MEMORY) != NN_OK) {
+        fail("nn_profiler_start");
+        goto done;
+    }
     for (int epoch = 0; epoch < o.epochs; epoch++) {
         double lr = nn_sched_get_lr(sched, 0);
         double loss;
         if (train_epoch(model, opt, train_loader, &loss)) goto done;
         if (nn_sched_step(sched) != NN_OK) { fail("nn_sched_step"); goto done; }
         printf("epoch %d/%d: lr %.4f, train loss %.4f\n", epoch + 1, o.epochs, lr, loss);
+    }
+    if (o.profile_path && (nn_profiler_stop() != NN_OK || nn_profiler_write_report(2) != NN_OK ||
+                           nn_profiler_write_trace(o.profile_path) != NN_OK)) {
+        fail("--profile");
+        goto done;
     }
     int64_t cm[NUM_CLASSES][NUM_CLASSES];
     if (confusion(model, test_loader, cm) || report(cm)) goto done;

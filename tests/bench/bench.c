@@ -13,6 +13,7 @@
  * --rss-child is internal: the peak-RSS case re-runs this program so that
  * the figure covers CNN training alone. */
 #include "bench_backend.h"
+#include "core/core.h" /* NN__PROF_SPAN: the disabled hook's cost */
 #include "nn.h"
 
 #include <math.h>
@@ -425,6 +426,73 @@ static void bench_rss(void) {
         fprintf(stderr, "bench: the peak-RSS child failed\n");
 }
 
+
+/* ---- profiler overhead (issue "running it in production") ----------------
+ * CNN training steps with the profiler off and on, interleaved repeats,
+ * medians; and the cost of one disabled hook (a call through a function
+ * holding an NN__PROF_SPAN against the same function without it) times the
+ * spans a step records: what the hooks cost when nobody profiles. */
+__attribute__((noinline)) static int64_t prof_hooked(int64_t i) {
+    NN__PROF_SPAN(NN__PROF_OP, "bench", NULL);
+    return i * 3 + 1;
+}
+__attribute__((noinline)) static int64_t prof_plain(int64_t i) { return i * 3 + 1; }
+
+static double hook_ns(int64_t (*fn)(int64_t)) {
+    volatile int64_t sink = 0;
+    const int64_t n = 20000000;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_s();
+        for (int64_t i = 0; i < n; i++) sink = sink + fn(i);
+        double dt = (now_s() - t0) * 1e9 / (double)n;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+static void bench_profiler(int threads, int steps) {
+    nn_generator *g = nn_generator_new(42);
+    CHECK(g);
+    CHECK_OK(nn_generator_seed(NULL, 1));
+    nn_module *net = make_cnn();
+    nn_optim *opt = make_opt(net, true, 1e-3);
+    nn_tensor *x[NBATCH], *y[NBATCH];
+    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
+    for (int i = 0; i < 3; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+    double off[64], on[64];
+    long long events = 0;
+    for (int rep = 0; rep < g_reps; rep++) {
+        double t0 = now_s();
+        for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+        off[rep] = (now_s() - t0) / steps;
+        CHECK_OK(nn_profiler_start(0));
+        t0 = now_s();
+        for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+        on[rep] = (now_s() - t0) / steps;
+        CHECK_OK(nn_profiler_stop());
+        char *rep_txt = nn_profiler_report();
+        CHECK(rep_txt);
+        double wall;
+        if (sscanf(rep_txt, "libnn profile: %lf s of session, %lld events", &wall, &events) != 2)
+            events = 0;
+        nn_free(rep_txt);
+    }
+    const double t_off = median(off, g_reps), t_on = median(on, g_reps);
+    const double per_step = (double)events / steps;
+    const double h = hook_ns(prof_hooked) - hook_ns(prof_plain);
+    report("profiler_step_off", threads, t_off * 1e3, "ms");
+    report("profiler_step_on", threads, t_on * 1e3, "ms");
+    report("profiler_overhead_on", threads, 100.0 * (t_on / t_off - 1.0), "%");
+    report("profiler_spans_per_step", threads, per_step, "spans");
+    report("profiler_hook_off", threads, h, "ns");
+    report("profiler_overhead_off", threads, 100.0 * per_step * (h > 0 ? h : 0) * 1e-9 / t_off, "%");
+    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
+    nn_optim_free(opt);
+    nn_module_free(net);
+    nn_generator_free(g);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void run_threads(int t, bool quick) {
@@ -437,6 +505,7 @@ static void run_threads(int t, bool quick) {
     if (wanted("cnn_infer_b256"))
         report("cnn_infer_b256", t, bench_infer(true, 256, 1), "img/s");
     if (wanted("tiny_sgd_step")) report("tiny_sgd_step", t, bench_tiny_step(), "us");
+    if (wanted("profiler")) bench_profiler(t, steps);
     bench_backend(t, g_reps, g_only);
     bench_conv(t, g_reps, g_only);
     bench_matmul(t);
