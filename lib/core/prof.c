@@ -623,7 +623,7 @@ static double fma_peak(const char **tier) {
 #define TOP_OPS 25
 
 static void report_ops(sbuf *b, snap *s, double peak, int threads, uint64_t covered) {
-    qsort(s->rows, (size_t)s->nrows, sizeof *s->rows, by_self_desc);
+    if (s->nrows > 1) qsort(s->rows, (size_t)s->nrows, sizeof *s->rows, by_self_desc);
     sb_printf(b, "\nTop ops by self time (calling threads; %% of the %.3f ms they cover):\n",
               (double)covered * 1e-6);
     sb_printf(b, "  %-9s %-28s %8s %10s %6s %10s %9s %8s %8s %6s %7s\n", "kind", "name", "calls",
@@ -664,7 +664,7 @@ static void report_ops(sbuf *b, snap *s, double peak, int threads, uint64_t cove
 }
 
 static void report_modules(sbuf *b, snap *s, uint64_t covered) {
-    qsort(s->rows, (size_t)s->nrows, sizeof *s->rows, by_first);
+    if (s->nrows > 1) qsort(s->rows, (size_t)s->nrows, sizeof *s->rows, by_first);
     bool any = false;
     for (int64_t i = 0; i < s->nrows; i++) {
         const row *r = &s->rows[i];
