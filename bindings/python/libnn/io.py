@@ -319,10 +319,16 @@ def save_to(module, fileobj, meta=None, **options):
 
 def load_from(fileobj, max_bytes=None):
     """Read a model file from a binary file object (anything with .read)."""
+    return _model_from_stream(lib.nn_model_load_stream, fileobj, max_bytes)
+
+
+def _model_from_stream(load_stream, fileobj, max_bytes):
+    """An nn_model from load_stream(read_cb, user, opts) fed by fileobj; an
+    exception raised by fileobj.read wins over libnn's error."""
     errors = []
     cb = _reader(fileobj, errors)
     with _Options(max_bytes=max_bytes) as o:
-        ptr = lib.nn_model_load_stream(cb, None, o)
+        ptr = load_stream(cb, None, o)
     if errors:
         lib.nn_clear_error()
         if ptr:

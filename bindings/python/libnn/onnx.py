@@ -5,7 +5,7 @@ from ctypes import byref, c_int64, c_size_t, c_void_p
 
 from . import _decls
 from ._lib import check, lib
-from .io import Model, _b, _Options, _reader, _take_buffer
+from .io import Model, _b, _model_from_stream, _Options, _take_buffer
 
 __all__ = ['load', 'load_bytes', 'load_from', 'save', 'save_bytes']
 
@@ -29,16 +29,7 @@ def load_bytes(data, max_bytes=None):
 
 def load_from(fileobj, max_bytes=None):
     """Import an ONNX model from a binary file object (anything with .read)."""
-    errors = []
-    cb = _reader(fileobj, errors)
-    with _Options(max_bytes=max_bytes) as o:
-        ptr = lib.nn_onnx_load_stream(cb, None, o)
-    if errors:
-        lib.nn_clear_error()
-        if ptr:
-            lib.nn_model_free(ptr)
-        raise errors[0]
-    return Model(ptr)
+    return _model_from_stream(lib.nn_onnx_load_stream, fileobj, max_bytes)
 
 
 def _shape(input_shape):
