@@ -17,24 +17,15 @@ and broadcast batch dims, which 1.13's function does not take, through the
 textbook formula softmax(q kᵀ · scale + mask) v with autograd.
 """
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
+from golden_io import Records
+
 torch.manual_seed(20261130)
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attention.txt")
-records = []
-
-
-def put(name, t):
-    t = t.detach().contiguous()
-    if t.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
-        dt, vals = "i64", " ".join(str(int(v)) for v in t.reshape(-1).tolist())
-    else:
-        dt, vals = "f32", " ".join("%.9g" % v for v in t.float().reshape(-1).tolist())
-    shape = " ".join(str(d) for d in t.shape)
-    records.append("tensor %s %s %d %s\n%s\n" % (name, dt, t.dim(), shape, vals))
+golden = Records("attention.txt")
+put = golden.put
 
 
 def rnd(*shape, lo=-1.0, hi=1.0):
@@ -162,6 +153,4 @@ for x_, scal in ((xf, 0.1), (xf, 0.0), (xi, 2.5), (xi, -1.0), (xi, 2.0)):
              grads=False)
         k += 1
 
-with open(OUT, "w") as f:
-    f.writelines(records)
-print("wrote", OUT, len(records), "records")
+golden.save()

@@ -3,32 +3,24 @@
 join ops (tests/ops/test_ew_golden.c), from PyTorch (Debian python3-torch,
 1.13, CPU). Regenerate with:
 
-    /usr/bin/python3 tests/golden/make_golden_ew.py > tests/golden/ops_ew.txt
+    /usr/bin/python3 tests/golden/make_golden_ew.py   # writes tests/golden/ops_ew.txt
 
 For each case <c>: inputs <c>.in0, <c>.in1, ... ; forward output <c>.out ;
 a fixed upstream gradient <c>.gout (same shape as out) ; and the gradient of
 sum(out * gout) with respect to every floating input, <c>.g0, <c>.g1, ...
 Integer inputs (masks, indices) and integer outputs are written as i64.
 """
-import sys
 
 import torch
 import torch.nn.functional as F
 
+from golden_io import Records
+
 torch.manual_seed(20240601)
 torch.set_default_dtype(torch.float32)
 
-out = sys.stdout
-
-
-def emit(name, t):
-    t = t.detach()
-    if t.dtype in (torch.int64, torch.uint8, torch.bool, torch.int32):
-        dt, vals = "i64", [str(int(v)) for v in t.reshape(-1).tolist()]
-    else:
-        dt, vals = "f32", ["%.9g" % v for v in t.float().reshape(-1).tolist()]
-    out.write("tensor %s %s %d %s\n" % (name, dt, t.dim(), " ".join(str(s) for s in t.shape)))
-    out.write(" ".join(vals) + "\n")
+golden = Records("ops_ew.txt")
+emit = golden.put
 
 
 def rnd(*shape, lo=-2.0, hi=2.0):
@@ -146,3 +138,5 @@ case("std_const_d2", lambda x: x.std(dim=2), [with_const_rows(rnd(*R))])
 case("std_const_d2k0", lambda x: x.std(dim=2, unbiased=False, keepdim=True),
      [with_const_rows(rnd(*R))])
 case("std_const_all", lambda x: x.std(), [torch.full((2, 3), -1.5)])
+
+golden.save()

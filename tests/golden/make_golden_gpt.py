@@ -11,24 +11,19 @@ configure_optimizers groups them).
 Run with Debian's interpreter: /usr/bin/python3 tests/golden/make_golden_gpt.py
 Writes tests/golden/gpt.txt in the testutil.h record format."""
 import math
-import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from golden_io import Records, fmt_repr
+
 torch.manual_seed(4242)
-out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt.txt")
-records = []
+golden = Records("gpt.txt", float_fmt=fmt_repr, bool_dtype="f32")
+put = golden.put
+put_module = golden.put_module
 
 V, T, L, H, C = 40, 16, 2, 2, 16   # vocab, block size, layers, heads, channels
 B, S = 2, 12                       # batch, sequence used
-
-
-def put(name, t):
-    t = t.detach().contiguous()
-    dt = "i64" if t.dtype == torch.int64 else "f32"
-    vals = " ".join(repr(float(v)) if dt == "f32" else str(int(v)) for v in t.flatten().tolist())
-    records.append("tensor %s %s %d %s\n%s\n" % (name, dt, t.dim(), " ".join(str(d) for d in t.shape), vals))
 
 
 class Attn(nn.Module):
@@ -124,6 +119,4 @@ opt.step()
 for name, p in model.named_parameters():
     put("a." + name, p)
 
-with open(out_path, "w") as f:
-    f.write("".join(records))
-print("wrote", out_path, len(records), "records")
+golden.save()

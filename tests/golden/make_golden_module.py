@@ -5,24 +5,14 @@ weights fixed by this script (written too, under PyTorch's state_dict names).
 
 Run with Debian's interpreter: /usr/bin/python3 tests/golden/make_golden_module.py
 Writes tests/golden/module.txt in the testutil.h record format."""
-import os
 import torch
 
+from golden_io import Records, fmt_repr
+
 torch.manual_seed(1234)
-out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "module.txt")
-records = []
-
-
-def put(name, t):
-    t = t.detach().contiguous()
-    dt = "i64" if t.dtype == torch.int64 else "f32"
-    vals = " ".join(repr(float(v)) if dt == "f32" else str(int(v)) for v in t.flatten().tolist())
-    records.append("tensor %s %s %d %s\n%s\n" % (name, dt, t.dim(), " ".join(str(d) for d in t.shape), vals))
-
-
-def put_module(prefix, m):
-    for k, v in m.state_dict().items():
-        put(prefix + "." + k, v)
+golden = Records("module.txt", float_fmt=fmt_repr, bool_dtype="f32")
+put = golden.put
+put_module = golden.put_module
 
 
 # Recurrent layers: N=2, T=5, input 3, hidden 4, 2 layers.
@@ -75,6 +65,4 @@ put("bn_y_train", bn(xb))
 put("bn_running_mean_after", bn.running_mean)
 put("bn_running_var_after", bn.running_var)
 
-with open(out_path, "w") as f:
-    f.writelines(records)
-print("wrote", out_path, len(records), "records")
+golden.save()

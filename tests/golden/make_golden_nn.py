@@ -9,24 +9,15 @@ Each case <op>_<k> stores inputs <case>_in<i>, optional i64 <case>_params,
 the output <case>_out, a seed gradient <case>_gout and the gradients
 <case>_grad<i> of the inputs that require grad (from backward(gout)).
 """
-import os
 
 import torch
 import torch.nn.functional as F
 
+from golden_io import Records
+
 torch.manual_seed(20240501)
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ops_nn.txt")
-records = []
-
-
-def put(name, t):
-    t = t.detach().contiguous()
-    if t.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
-        dt, vals = "i64", " ".join(str(int(v)) for v in t.reshape(-1).tolist())
-    else:
-        dt, vals = "f32", " ".join("%.9g" % v for v in t.float().reshape(-1).tolist())
-    shape = " ".join(str(d) for d in t.shape)
-    records.append("tensor %s %s %d %s\n%s\n" % (name, dt, t.dim(), shape, vals))
+golden = Records("ops_nn.txt")
+put = golden.put
 
 
 def rnd(*shape):
@@ -185,6 +176,4 @@ for k, (num, dim, ishape) in enumerate([(10, 4, (3, 5)), (7, 3, (6,))]):
     idx.view(-1)[0] = idx.view(-1)[1]  # a repeated index: backward must add
     case("emb_%d" % k, [rnd(num, dim), idx], lambda w, i: F.embedding(i, w))
 
-with open(OUT, "w") as f:
-    f.write("".join(records))
-print("wrote %d tensors to %s" % (len(records), OUT))
+golden.save()

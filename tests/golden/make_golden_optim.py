@@ -8,33 +8,24 @@ record format of tests/common/testutil.h. Inputs are written too, so the C
 tests read exactly the tensors PyTorch saw.
 """
 import math
-import os
 import warnings
 
 import torch
 import torch.nn.functional as F
 
+from golden_io import Records
+
 warnings.filterwarnings("ignore")
 torch.manual_seed(1234)
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class Writer:
-    def __init__(self, name):
-        self.f = open(os.path.join(HERE, name), "w")
+FILES = []
 
-    def put(self, name, t):
-        t = torch.as_tensor(t).detach()
-        if t.dtype in (torch.int64, torch.int32):
-            dt, vals = "i64", [str(int(v)) for v in t.reshape(-1).tolist()]
-        else:
-            dt, vals = "f32", ["%.9g" % v for v in t.float().reshape(-1).tolist()]
-        dims = " ".join(str(d) for d in t.shape)
-        self.f.write("tensor %s %s %d %s\n" % (name, dt, t.dim(), dims))
-        for i in range(0, len(vals), 8):
-            self.f.write(" ".join(vals[i:i + 8]) + "\n")
-        if not vals:
-            self.f.write("\n")
+
+def Writer(name):
+    """A record file of 8 values a line, saved when the script ends."""
+    FILES.append(Records(name, per_line=8))
+    return FILES[-1]
 
 
 # ------------------------------------------------------------------ losses
@@ -267,3 +258,5 @@ def sched():
 losses()
 train()
 sched()
+for golden in FILES:
+    golden.save()

@@ -8,24 +8,14 @@ PyTorch's state_dict names.
 
 Run with Debian's interpreter: /usr/bin/python3 tests/golden/make_golden_seqmod.py
 Writes tests/golden/seqmod.txt in the testutil.h record format."""
-import os
 import torch
 
+from golden_io import Records, fmt_repr
+
 torch.manual_seed(2024)
-out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seqmod.txt")
-records = []
-
-
-def put(name, t):
-    t = t.detach().contiguous()
-    dt = "i64" if t.dtype == torch.int64 else "f32"
-    vals = " ".join(repr(float(v)) if dt == "f32" else str(int(v)) for v in t.flatten().tolist())
-    records.append("tensor %s %s %d %s\n%s\n" % (name, dt, t.dim(), " ".join(str(d) for d in t.shape), vals))
-
-
-def put_module(prefix, m):
-    for k, v in m.state_dict().items():
-        put(prefix + "." + k, v)
+golden = Records("seqmod.txt", float_fmt=fmt_repr, bool_dtype="f32")
+put = golden.put
+put_module = golden.put_module
 
 
 # Embedding(7, 3, padding_idx): the padding row is given non-zero values, so
@@ -84,6 +74,4 @@ for name, cls, kw in (("rnn", torch.nn.RNN, {"nonlinearity": "tanh"}),
     for k, p in m.named_parameters():
         put(name + "_g." + k, p.grad)
 
-with open(out_path, "w") as f:
-    f.writelines(records)
-print("wrote", out_path, len(records), "records")
+golden.save()

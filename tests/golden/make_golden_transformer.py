@@ -13,21 +13,14 @@ path.
 
 Run with Debian's interpreter: /usr/bin/python3 tests/golden/make_golden_transformer.py
 Writes tests/golden/transformer.txt in the testutil.h record format."""
-import os
 import torch
 
+from golden_io import Records, fmt_repr
+
 torch.manual_seed(1213)
-out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "transformer.txt")
-records = []
-
-
-def put(name, t):
-    t = t.detach().contiguous()
-    dt = "i64" if t.dtype == torch.int64 else "f32"
-    if t.dtype == torch.bool:
-        t = t.float()
-    vals = " ".join(repr(float(v)) if dt == "f32" else str(int(v)) for v in t.flatten().tolist())
-    records.append("tensor %s %s %d %s\n%s\n" % (name, dt, t.dim(), " ".join(str(d) for d in t.shape), vals))
+golden = Records("transformer.txt", float_fmt=fmt_repr, bool_dtype="f32")
+put = golden.put
+put_module = golden.put_module
 
 
 def randomize(m):
@@ -156,6 +149,4 @@ tgt, mem = leaf(N, T, D), leaf(N, S, D)
 y = m(tgt, mem, tgt_mask=causal)
 record("decoder2", m, [tgt, mem], ["tgt", "mem"], y)
 
-with open(out_path, "w") as f:
-    f.writelines(records)
-print("wrote", out_path, len(records), "records")
+golden.save()
