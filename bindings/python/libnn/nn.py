@@ -51,8 +51,12 @@ _registry = {}            # user key -> weakref to the Python Module
 _next_key = itertools.count(1)
 
 
-def _forward_trampoline(self_ptr, x_ptr, user):
-    """C calls this inside nn_module_forward (with a C scope open)."""
+def _run_user_forward(user, args_of):
+    """The body both trampolines share: find the Python module registered
+    under `user`, call its forward with args_of()'s tuple, keep the result
+    alive until the outermost Python call returns (nn_module_forward takes
+    its own reference right after) and hand back its handle. An exception
+    is parked in tls.pending (re-raised by the caller) and NULL returned."""
     tls.depth = getattr(tls, 'depth', 0) + 1
     try:
         ref = _registry.get(user or 0)
@@ -60,13 +64,10 @@ def _forward_trampoline(self_ptr, x_ptr, user):
         if mod is None:
             raise error_class(-16)('libnn: the Python object of a user-defined module is '
                                    'gone', -16)
-        x = _wrap_borrowed(x_ptr)
-        out = mod.forward(x)
+        out = mod.forward(*args_of())
         if not isinstance(out, Tensor):
             raise TypeError('%s.forward must return a libnn.Tensor, got %s'
                             % (type(mod).__name__, type(out).__name__))
-        # Keep the result object alive until the outermost Python call
-        # returns: nn_module_forward takes its own reference right after.
         if not hasattr(tls, 'keep'):
             tls.keep = []
         tls.keep.append(out)
@@ -78,34 +79,18 @@ def _forward_trampoline(self_ptr, x_ptr, user):
         return None
     finally:
         tls.depth -= 1
+
+
+def _forward_trampoline(self_ptr, x_ptr, user):
+    """C calls this inside nn_module_forward (with a C scope open)."""
+    return _run_user_forward(user, lambda: (_wrap_borrowed(x_ptr),))
 
 
 def _forward_n_trampoline(self_ptr, inputs, n, user):
     """C calls this inside nn_module_forward_n: forward(*inputs), None for
     an absent input."""
-    tls.depth = getattr(tls, 'depth', 0) + 1
-    try:
-        ref = _registry.get(user or 0)
-        mod = ref() if ref is not None else None
-        if mod is None:
-            raise error_class(-16)('libnn: the Python object of a user-defined module is '
-                                   'gone', -16)
-        xs = [_wrap_borrowed(inputs[i]) if inputs[i] else None for i in range(n)]
-        out = mod.forward(*xs)
-        if not isinstance(out, Tensor):
-            raise TypeError('%s.forward must return a libnn.Tensor, got %s'
-                            % (type(mod).__name__, type(out).__name__))
-        if not hasattr(tls, 'keep'):
-            tls.keep = []
-        tls.keep.append(out)
-        if not out._h:
-            raise _closed_error()
-        return out._h
-    except BaseException as e:  # noqa: B902  (re-raised by the caller)
-        tls.pending = e
-        return None
-    finally:
-        tls.depth -= 1
+    return _run_user_forward(
+        user, lambda: tuple(_wrap_borrowed(inputs[i]) if inputs[i] else None for i in range(n)))
 
 
 def _user_free(user):
