@@ -1,13 +1,12 @@
 """Datasets, the batch loader and metrics (torch.utils.data-like)."""
 import os
-import sys
 from ctypes import byref, c_double, c_float, c_int64, c_void_p
 
 from . import _decls
 from ._lib import check, check_ptr, lib, raise_last, text
+from ._handle import Handle
 from ._tensor import Tensor, _closed_error, _h, _wrap, _wrap_borrowed, as_tensor, int64, tensor
 
-_is_finalizing = sys.is_finalizing
 
 __all__ = ['Dataset', 'TensorDataset', 'DataLoader', 'accuracy', 'topk_accuracy',
            'confusion_matrix', 'precision_recall', 'Meter', 'Progress', 'MetricsLog',
@@ -18,43 +17,7 @@ def _b(s):
     return os.fsencode(s) if not isinstance(s, bytes) else s
 
 
-class _Handle:
-    """Owns one C handle, freed by _free in close()/__del__."""
-
-    def __reduce__(self):   # copying the handle would free it twice
-        raise TypeError('cannot copy or pickle a libnn %s' % type(self).__name__)
-
-    _h = None
-    _free = None
-
-    def _handle(self):
-        if not self._h:
-            raise _closed_error(type(self).__name__)
-        return self._h
-
-    def close(self):
-        h, self._h = self._h, None
-        if h:
-            type(self)._free(h)
-
-    def __del__(self):
-        h, self._h = self._h, None
-        if h:
-            try:
-                if not _is_finalizing():
-                    type(self)._free(h)
-            except Exception:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-class Dataset(_Handle):
+class Dataset(Handle):
     """Indexed samples (x, y). Build with TensorDataset, Dataset.from_idx,
     Dataset.from_csv or Dataset.from_image_folder."""
 
@@ -196,7 +159,7 @@ def fashion_mnist(root='/usr/share/datasets/fashion-mnist', train=True):
                             os.path.join(root, pre + '-labels-idx1-ubyte' + ext))
 
 
-class DataLoader(_Handle):
+class DataLoader(Handle):
     """Batches over a dataset: iterate for (x, y) per batch; each epoch
     (each iteration) visits every sample once, reshuffled when shuffle."""
 
@@ -265,7 +228,7 @@ def precision_recall(confusion):
     return list(p[:c]), list(r[:c])
 
 
-class Meter(_Handle):
+class Meter(Handle):
     """A weighted running mean (of losses)."""
 
     _free = staticmethod(lib.nn_meter_free)
@@ -288,7 +251,7 @@ class Meter(_Handle):
         check(lib.nn_meter_reset(self._handle()))
 
 
-class Progress(_Handle):
+class Progress(Handle):
     """Progress display on a file descriptor (1 stdout, 2 stderr)."""
 
     _free = staticmethod(lib.nn_progress_free)
@@ -308,13 +271,10 @@ class Progress(_Handle):
                                         None if extra is None else extra.encode()))
 
 
-class MetricsLog:
+class MetricsLog(Handle):
     """CSV log: epoch,train_loss,val_loss,val_acc,lr,seconds."""
 
-    def __reduce__(self):   # copying the handle would free it twice
-        raise TypeError('cannot copy or pickle a libnn %s' % type(self).__name__)
-
-    _h = None
+    _free = staticmethod(lambda h: check(lib.nn_metrics_log_close(h)))
 
     def __init__(self, path):
         self._h = check_ptr(lib.nn_metrics_log_open(_b(path)))
@@ -325,28 +285,6 @@ class MetricsLog:
         check(lib.nn_metrics_log_write(self._h, int(epoch), float(train_loss),
                                        float(val_loss), float(val_acc), float(lr),
                                        float(seconds)))
-
-    def close(self):
-        h, self._h = self._h, None
-        if h:
-            check(lib.nn_metrics_log_close(h))
-
-    def __del__(self):
-        h, self._h = self._h, None
-        if h:
-            try:
-                if not _is_finalizing():
-                    lib.nn_metrics_log_close(h)
-            except Exception:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
 
 # --------------------------------------------------------------------- fit
 

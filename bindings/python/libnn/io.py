@@ -1,14 +1,13 @@
 """Model files: save / load modules, state dicts and checkpoints."""
 import ctypes
 import os
-import sys
 from ctypes import POINTER, byref, c_char_p, c_double, c_int64, c_size_t, c_void_p
 
 from . import _decls
 from ._lib import check, check_ptr, lib, raise_last, text
-from ._tensor import _closed_error, _h, _wrap
+from ._handle import Handle
+from ._tensor import _h, _wrap
 
-_is_finalizing = sys.is_finalizing
 
 __all__ = ['save', 'save_bytes', 'load', 'load_bytes', 'Model', 'save_state_dict',
            'load_state_dict', 'load_weights', 'load_checkpoint']
@@ -160,21 +159,13 @@ def save_bytes(module, meta=None, **options):
     return _take_buffer(data, size)
 
 
-class Model:
+class Model(Handle):
     """A loaded model file: .module, .meta, predict(x) / model(x)."""
 
-    def __reduce__(self):   # copying the handle would free it twice
-        raise TypeError('cannot copy or pickle a libnn %s' % type(self).__name__)
-
-    _h = None
+    _free = staticmethod(lib.nn_model_free)
 
     def __init__(self, ptr):
         self._h = check_ptr(ptr)
-
-    def _handle(self):
-        if not self._h:
-            raise _closed_error('Model')
-        return self._h
 
     @property
     def module(self):
@@ -192,27 +183,6 @@ class Model:
         return _wrap(lib.nn_model_predict(self._handle(), _h(x)))
 
     __call__ = predict
-
-    def close(self):
-        h, self._h = self._h, None
-        if h:
-            lib.nn_model_free(h)
-
-    def __del__(self):
-        h, self._h = self._h, None
-        if h:
-            try:
-                if not _is_finalizing():
-                    lib.nn_model_free(h)
-            except Exception:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 def load(path, max_bytes=None):

@@ -1,12 +1,11 @@
 """Optimizers and learning-rate schedules, shaped like torch.optim."""
-import sys
 from ctypes import byref, c_double, c_void_p
 
 from . import _decls
 from ._lib import check, check_ptr, lib, raise_last
-from ._tensor import Tensor, _closed_error, _h
+from ._handle import Handle
+from ._tensor import Tensor, _h
 
-_is_finalizing = sys.is_finalizing
 _OPTION = {k[len('NN_OPTIM_'):].lower(): v for k, v in _decls.ENUMS['nn_optim_option']}
 _TYPE = {k[len('NN_OPTIM_TYPE_'):]: v for k, v in _decls.ENUMS['nn_optim_type']}
 
@@ -54,14 +53,11 @@ class _ParamGroup:
         return repr({k: self[k] for k in self.keys()})
 
 
-class Optimizer:
+class Optimizer(Handle):
     """Base class: holds one C optimizer and the Python parameter objects."""
 
     _type = None
-    _h = None
-
-    def __reduce__(self):   # copying the handle would free it twice
-        raise TypeError('cannot copy or pickle a libnn %s' % type(self).__name__)
+    _free = staticmethod(lib.nn_optim_free)
 
     def __init__(self, params, lr, **options):
         from .nn import Module
@@ -100,25 +96,6 @@ class Optimizer:
         for k, v in g.items():
             if k not in ('params', 'lr'):
                 self.set(k, v, group=index)
-
-    def _handle(self):
-        if not self._h:
-            raise _closed_error(type(self).__name__)
-        return self._h
-
-    def close(self):
-        h, self._h = self._h, None
-        if h:
-            lib.nn_optim_free(h)
-
-    def __del__(self):
-        h, self._h = self._h, None
-        if h:
-            try:
-                if not _is_finalizing():
-                    lib.nn_optim_free(h)
-            except Exception:
-                pass
 
     @staticmethod
     def _key(option):
@@ -252,22 +229,14 @@ class Adagrad(Optimizer):
 # ------------------------------------------------------------- schedules
 
 
-class _Scheduler:
+class _Scheduler(Handle):
     """Base class: holds one C schedule and its Python optimizer."""
 
-    _h = None
-
-    def __reduce__(self):   # copying the handle would free it twice
-        raise TypeError('cannot copy or pickle a libnn %s' % type(self).__name__)
+    _free = staticmethod(lib.nn_sched_free)
 
     def __init__(self, optimizer, ptr):
         self.optimizer = optimizer   # keeps the Python optimizer alive too
         self._h = check_ptr(ptr)
-
-    def _handle(self):
-        if not self._h:
-            raise _closed_error(type(self).__name__)
-        return self._h
 
     def step(self, metric=None):
         if metric is None:
@@ -295,20 +264,6 @@ class _Scheduler:
     def load_state_dict(self, state):
         from .nn import _call_with_sd
         _call_with_sd(state, lambda sd: check(lib.nn_sched_load_state_dict(self._handle(), sd)))
-
-    def close(self):
-        h, self._h = self._h, None
-        if h:
-            lib.nn_sched_free(h)
-
-    def __del__(self):
-        h, self._h = self._h, None
-        if h:
-            try:
-                if not _is_finalizing():
-                    lib.nn_sched_free(h)
-            except Exception:
-                pass
 
 
 class StepLR(_Scheduler):
