@@ -72,7 +72,12 @@ static inline void nn__qparams_u8(float mn, float mx, float *scale, int32_t *zp)
  *   w_scale[n], bias[n] (NULL: none); relu: max(y, 0), NaN kept;
  *   c     [m, n] f32, row i at c + i*ldc.
  * The epilogue in every tier: y = (float)(acc - za*wsum) * (sa * sw) (+ bias)
- * with float products and sums in that order, so results are bit-identical. */
+ * with float products and sums in that order, so results are bit-identical.
+ *   c32   when not NULL: no epilogue; row i's raw sums acc = sum_k qa*qw go
+ *         to c32 + i*ldc as int32 (c, wsum, scales, bias, relu unused). A
+ *         caller that pools (max) before the epilogue uses it: the epilogue
+ *         is non-decreasing in acc for positive scales, so pooling the
+ *         integers then applying it gives the floats of the other order. */
 typedef struct nn__qgemm {
     int64_t m, n, k;
     const uint8_t *a;
@@ -86,6 +91,7 @@ typedef struct nn__qgemm {
     bool relu;
     float *c;
     int64_t ldc;
+    int32_t *c32;
 } nn__qgemm;
 
 typedef struct nn__int8_kernels {

@@ -71,10 +71,12 @@ typedef struct scratch {
     float *sa;
     uint8_t *a;
     float *tmp;
+    int32_t *acc; /* raw sums (pooled convolutions) */
 } scratch;
 
 static void scratch_free(scratch *s) {
     nn__free(s->wsum), nn__free(s->zp), nn__free(s->sa), nn__free(s->a), nn__free(s->tmp);
+    nn__free(s->acc);
 }
 
 static bool alloc_n(void **p, int64_t n, size_t elem) {
@@ -133,6 +135,19 @@ static void quantize_run(const nn__qlayer *L, const nn__int8_kernels *k8, int64_
     k8->quantize_u8(n, x, 1.0f / *sa, *zp, q);
 }
 
+/* Column sums of the layer's weights, needed only for a non-zero activation
+ * zero point (sum qa*qw - za*wsum): inputs that follow a ReLU have zero
+ * point 0, so their layers skip the pass over the weights. */
+static void wsum_run(const nn__qlayer *L, const nn__int8_kernels *k8, const int32_t *zp,
+                     int64_t nzp, int32_t *wsum) {
+    for (int64_t i = 0; i < nzp; i++)
+        if (zp[i] != 0) {
+            k8->colsum(L->n, L->k, qw_data(L->w), wsum);
+            return;
+        }
+    memset(wsum, 0, (size_t)L->n * sizeof(int32_t));
+}
+
 nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
     if (!nn__check_f32(x, fn, "x") || !check_layer(L, fn)) return NULL;
     char s1[128];
@@ -160,7 +175,7 @@ nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
         quantize_run(L, k8, L->k, X + i * L->k, s.a + i * kp, &s.sa[i], &s.zp[i]);
         memset(s.a + i * kp + L->k, 0, (size_t)(kp - L->k));
     }
-    k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
+    wsum_run(L, k8, s.zp, rows, s.wsum);
     nn__qgemm g = layer_gemm(L, &s);
     g.m = rows, g.a = s.a, g.lda = kp, g.a_scale = s.sa, g.a_zp = s.zp, g.a_step = 1;
     g.c = nn__f32(out), g.ldc = L->n;
@@ -170,26 +185,30 @@ nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
     return nn__track(out);
 }
 
-/* y [O, yh, yw] = 2x2 stride-2 max pool of t [pixels of an ow-wide plane, O]
- * (NaN propagates), 16 channels at a time so the 4-way max vectorises. */
-static void pool_store(const float *t, int64_t o, int64_t ow, int64_t yh, int64_t yw, float *y) {
+/* y [O, yh, yw] = the epilogue (backend/int8.h) of the 2x2 stride-2 max pool
+ * of raw sums t [pixels of an ow-wide plane, O]: the epilogue is
+ * non-decreasing in the sum (positive scales), so the max of the integers
+ * gives the max of the floats, and the epilogue runs on a quarter of the
+ * values. Channels are contiguous in t, so the max vectorises. */
+static void pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
+                          const int32_t *wsum, float sa, int32_t za, const float *sw,
+                          const float *bias, bool relu, int32_t *mrow, float *y) {
     const int64_t ny = yh * yw;
-    float m[16];
     for (int64_t py = 0; py < yh; py++)
         for (int64_t px = 0; px < yw; px++) {
-            const float *r0 = t + ((2 * py) * ow + 2 * px) * o, *r1 = r0 + o;
-            const float *r2 = r0 + ow * o, *r3 = r2 + o;
+            const int32_t *r0 = t + ((2 * py) * ow + 2 * px) * o, *r1 = r0 + o;
+            const int32_t *r2 = r0 + ow * o, *r3 = r2 + o;
+            for (int64_t c = 0; c < o; c++) {
+                int32_t a = r0[c] > r1[c] ? r0[c] : r1[c], b = r2[c] > r3[c] ? r2[c] : r3[c];
+                mrow[c] = a > b ? a : b;
+            }
             const int64_t q = py * yw + px;
-            for (int64_t c0 = 0; c0 < o; c0 += 16) {
-                const int64_t nc = o - c0 < 16 ? o - c0 : 16;
-                for (int64_t c = 0; c < nc; c++) {
-                    float v = r0[c0 + c], a = r1[c0 + c], b = r2[c0 + c], d = r3[c0 + c];
-                    v = a > v || a != a ? a : v;
-                    v = b > v || b != b ? b : v;
-                    v = d > v || d != d ? d : v;
-                    m[c] = v;
-                }
-                for (int64_t c = 0; c < nc; c++) y[(c0 + c) * ny + q] = m[c];
+            for (int64_t c = 0; c < o; c++) {
+                int32_t v = (int32_t)((uint32_t)mrow[c] - (uint32_t)za * (uint32_t)wsum[c]);
+                float r = (float)v * (sa * sw[c]);
+                if (bias) r += bias[c];
+                if (relu && !(r > 0.0f) && !isnan(r)) r = 0.0f;
+                y[c * ny + q] = r;
             }
         }
 }
@@ -225,7 +244,8 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
         !alloc_n((void **)&s.a, npix, (size_t)kp) || !alloc_n((void **)&img, plane, 1) ||
         !alloc_n((void **)&imgp, hp * wp, (size_t)c) ||
-        !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float))) {
+        (pool ? !alloc_n((void **)&s.acc, npix + 1, (size_t)L->n * sizeof(int32_t))
+              : !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float)))) {
         nn__free(img), nn__free(imgp);
         scratch_free(&s);
         nn__tensor_release(xc);
@@ -233,12 +253,13 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         return NULL;
     }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
-    k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
+    memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
+    bool have_wsum = false;
     float sa;
     int32_t zp;
     nn__qgemm g = layer_gemm(L, &s);
     g.m = npix, g.a = s.a, g.lda = kp, g.a_scale = &sa, g.a_zp = &zp, g.a_step = 0;
-    g.c = s.tmp, g.ldc = L->n;
+    g.c = s.tmp, g.ldc = L->n, g.c32 = s.acc; /* pooled: raw sums, the epilogue after the pool */
     const float *X = nn__f32(xc);
     float *Y = nn__f32(out);
     for (int64_t b = 0; b < nb; b++) {
@@ -246,10 +267,15 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         quantize_run(L, k8, plane, X + b * plane, img, &sa, &zp);
         k8->pad_hwc(img, c, h, w, ph, pw, (uint8_t)zp, imgp);
         k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
+        if (zp != 0 && !have_wsum) {
+            k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
+            have_wsum = true;
+        }
         k8->gemm(&g);
         float *yb = Y + b * L->n * ny;
-        if (pool)
-            pool_store(s.tmp, L->n, ow, yh, yw, yb);
+        if (pool) /* the last row of s.acc is the pool's scratch */
+            pool_epilogue(s.acc, L->n, ow, yh, yw, s.wsum, sa, zp, g.w_scale, g.bias, L->relu,
+                          s.acc + npix * L->n, yb);
         else /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
             for (int64_t p0 = 0; p0 < npix; p0 += 32)
                 for (int64_t o0 = 0; o0 < L->n; o0 += 32)

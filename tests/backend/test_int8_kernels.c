@@ -107,6 +107,16 @@ static void check_reference(const prob *p) {
             for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * p->qw[j * p->k + q];
             assert_true(c[i * (p->n + 1) + j] == (float)s);
         }
+    int32_t *raw = calloc((size_t)(p->m * (p->n + 1)), sizeof(int32_t));
+    g.c32 = raw; /* raw sums: the same integers, no epilogue */
+    nn__ref_kernels()->int8.gemm(&g);
+    for (int64_t i = 0; i < p->m; i++)
+        for (int64_t j = 0; j < p->n; j++) {
+            int64_t s = 0;
+            for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * p->qw[j * p->k + q];
+            assert_true(raw[i * (p->n + 1) + j] == (int32_t)s);
+        }
+    free(raw);
     free(c);
 }
 
@@ -140,6 +150,27 @@ static void run_shape(int64_t m, int64_t n, int64_t k, bool extreme) {
             }
             nn_set_num_threads(1);
         }
+        /* raw sums (c32): the tier's integers against the reference's */
+        int32_t *rw = malloc((size_t)csz * sizeof(int32_t)), *rg = malloc((size_t)csz * sizeof(int32_t));
+        for (int64_t i = 0; i < csz; i++) rw[i] = rg[i] = -7;
+        nn__qgemm gr = prob_gemm(&p, want, false, false, true, true);
+        nn__qgemm gt = prob_gemm(&p, got, false, false, true, true);
+        gr.c32 = rw, gt.c32 = rg;
+        nn__ref_kernels()->int8.gemm(&gr);
+        for (int threads = 1; threads <= 3; threads++) {
+            nn_set_num_threads(threads);
+            kt->int8.gemm(&gt);
+            for (int64_t i = 0; i < p.m; i++) {
+                for (int64_t j = 0; j < n; j++)
+                    if (rg[i * (n + 1) + j] != rw[i * (n + 1) + j])
+                        fail_msg("%s raw m %lld n %lld k %lld: c32[%lld,%lld] = %d, reference %d",
+                                 kt->name, (long long)m, (long long)n, (long long)k, (long long)i,
+                                 (long long)j, rg[i * (n + 1) + j], rw[i * (n + 1) + j]);
+                assert_int_equal(rg[i * (n + 1) + n], -7); /* past n untouched */
+            }
+        }
+        nn_set_num_threads(1);
+        free(rw), free(rg);
     }
     free(want), free(got), free(ws);
     prob_free(&p);

@@ -63,6 +63,10 @@ static void ref_gemm(const nn__qgemm *p) {
         for (int64_t j = 0; j < p->n; j++) {
             int64_t acc = 0;
             for (int64_t q = 0; q < p->k; q++) acc += (int64_t)a[q] * packed_at(p->w, kp, j, q);
+            if (p->c32) {
+                p->c32[i * p->ldc + j] = (int32_t)acc;
+                continue;
+            }
             p->c[i * p->ldc + j] =
                 epilogue((int32_t)acc, za, p->wsum[j], sa, p->w_scale[j], p->bias, j, p->relu);
         }
@@ -90,6 +94,42 @@ static void ref_pad_hwc(const uint8_t *x, int64_t c, int64_t h, int64_t w, int64
         }
 }
 
+/* memcpy / memset of n bytes with sizes the compiler knows, so the short
+ * runs of im2row (3 bytes for a one-channel 3x3 window) cost a few moves,
+ * not a library call each: fixed sizes up to 8, two overlapping fixed
+ * copies up to 32, 32-byte chunks and an overlapping tail past that. */
+static inline void copy_run(uint8_t *d, const uint8_t *s, int64_t n) {
+    switch (n) {
+    case 0: return;
+    case 1: memcpy(d, s, 1); return;
+    case 2: memcpy(d, s, 2); return;
+    case 3: memcpy(d, s, 3); return;
+    case 4: memcpy(d, s, 4); return;
+    case 5: memcpy(d, s, 5); return;
+    case 6: memcpy(d, s, 6); return;
+    case 7: memcpy(d, s, 7); return;
+    case 8: memcpy(d, s, 8); return;
+    default: break;
+    }
+    if (n <= 16) {
+        memcpy(d, s, 8), memcpy(d + n - 8, s + n - 8, 8);
+    } else if (n <= 32) {
+        memcpy(d, s, 16), memcpy(d + n - 16, s + n - 16, 16);
+    } else {
+        for (int64_t b = 0; b + 32 <= n; b += 32) memcpy(d + b, s + b, 32);
+        memcpy(d + n - 32, s + n - 32, 32);
+    }
+}
+
+static inline void zero_run(uint8_t *d, int64_t n) {
+    static const uint8_t zeros[32];
+    if (n <= 32) {
+        copy_run(d, zeros, n);
+        return;
+    }
+    memset(d, 0, (size_t)n);
+}
+
 static void ref_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw,
                        int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint8_t *col,
                        int64_t ldcol) {
@@ -98,8 +138,8 @@ static void ref_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int
         for (int64_t ox = 0; ox < ow; ox++) {
             uint8_t *row = col + (oy * ow + ox) * ldcol;
             for (int64_t i = 0; i < kh; i++)
-                memcpy(row + i * run, xp + ((oy * sh + i) * wp + ox * sw) * c, (size_t)run);
-            if (ldcol > k) memset(row + k, 0, (size_t)(ldcol - k));
+                copy_run(row + i * run, xp + ((oy * sh + i) * wp + ox * sw) * c, run);
+            zero_run(row + k, ldcol - k);
         }
 }
 

@@ -94,6 +94,17 @@ typedef struct qctx {
 
 /* The epilogue for channels [j0, j0 + 8) of row i (scalar past n). */
 NN_INLINE void store8(const nn__qgemm *p, int64_t i, int64_t j0, __m256i acc) {
+    if (p->c32) { /* raw sums */
+        int32_t *c32 = p->c32 + i * p->ldc;
+        if (j0 + 8 <= p->n) {
+            _mm256_storeu_si256((__m256i *)(c32 + j0), acc);
+        } else {
+            int32_t a[8];
+            _mm256_storeu_si256((__m256i *)a, acc);
+            for (int64_t j = j0; j < p->n; j++) c32[j] = a[j - j0];
+        }
+        return;
+    }
     const float sa = p->a_scale[i * p->a_step];
     const int32_t za = p->a_zp[i * p->a_step];
     float *c = p->c + i * p->ldc;

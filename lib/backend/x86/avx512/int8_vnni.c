@@ -95,6 +95,10 @@ typedef struct qctx {
  * [j0, j0 + 16) of row i (masked past n). */
 NN_INLINE void store16(const nn__qgemm *p, int64_t i, int64_t j0, __m512i acc) {
     const __mmask16 m = tail16(p->n - j0);
+    if (p->c32) { /* raw sums */
+        _mm512_mask_storeu_epi32(p->c32 + i * p->ldc + j0, m, acc);
+        return;
+    }
     const float sa = p->a_scale[i * p->a_step];
     const int32_t za = p->a_zp[i * p->a_step];
     const __m512i ws = _mm512_maskz_loadu_epi32(m, p->wsum + j0);
