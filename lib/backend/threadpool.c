@@ -3,7 +3,8 @@
  * One call runs at a time (g_pool.lock is held by its caller from start to
  * end). A call publishes a job (fn, ctx, n, thread limit), bumps the 32-bit
  * generation word `gen` and wakes sleeping workers; every participant then
- * claims task indices from the atomic counter `next` until they run out.
+ * claims task indices from the atomic counter of its home range (g_home),
+ * then from the others' until all run out.
  * The thread that completes the last task sets `finished` and wakes the
  * caller if it went to sleep. Nothing ever waits at a barrier for a thread
  * that has no task: a worker that arrives late finds no task and leaves.
@@ -208,13 +209,22 @@ static struct {
     _Atomic int stop;                 /* workers exit at the next gen */
     _Atomic int open;                 /* the job accepts workers */
     _Atomic int users;                /* workers looking at the job */
-    _Atomic int slots;                /* thread indices handed out (minus the caller's) */
 
-    alignas(64) _Atomic int64_t next; /* next task to claim */
     alignas(64) _Atomic int64_t done; /* tasks completed */
     _Atomic uint32_t finished;        /* done == n; futex word of the caller */
     _Atomic int caller_sleeping;
 } g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Participant p's home range of the running job: tasks [next, hi) still to
+ * claim. One cache line each: the owner claims from it on every task. */
+typedef struct home {
+    alignas(64) _Atomic int64_t next;
+    int64_t hi;
+} home;
+static home g_home[MAX_WORKERS + 1];
+
+/* The gen value worker i saw when it was created (read by it at start). */
+static uint32_t g_gen0[MAX_WORKERS];
 
 /* Set while this thread runs tasks (permanently on workers). */
 static _Thread_local int tls_in_task;
@@ -226,11 +236,11 @@ static void run_serial(int64_t n, nn__task_fn fn, void *ctx) {
     tls_in_task = was;
 }
 
-/* Claim and run tasks of j until none is left. */
-static void run_tasks(const job *j, int thread) {
+/* Claim and run the tasks of home range h until it is empty. */
+static void run_range(const job *j, home *h, int thread) {
     for (;;) {
-        int64_t t = atomic_fetch_add_explicit(&g_pool.next, 1, memory_order_relaxed);
-        if (t >= j->n) return;
+        int64_t t = atomic_fetch_add_explicit(&h->next, 1, memory_order_relaxed);
+        if (t >= h->hi) return;
         j->fn(j->ctx, t, thread);
         if (atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_acq_rel) == j->n - 1) {
             atomic_store(&g_pool.finished, 1);
@@ -239,8 +249,22 @@ static void run_tasks(const job *j, int thread) {
     }
 }
 
+/* Participant p's part of j: its own home range first, then whatever is
+ * left in the others' (the next participant's first), so a thread the OS
+ * deschedules holds up at most the task it is running. */
+static void run_tasks(const job *j, int p) {
+    run_range(j, &g_home[p], p);
+    for (int k = 1; k < j->nthreads; k++) {
+        int q = p + k < j->nthreads ? p + k : p + k - j->nthreads;
+        run_range(j, &g_home[q], p);
+    }
+}
+
 static void *worker_main(void *arg) {
-    uint32_t seen = (uint32_t)(uintptr_t)arg;
+    /* Participant number: fixed for the worker's life, so it gets the same
+     * home range of every job of a given size (see nn__parallel_for_max). */
+    const int id = (int)(intptr_t)arg;
+    uint32_t seen = g_gen0[id - 1];
     tls_in_task = 1;
     nn__prof_thread_label("pool worker");
     for (;;) {
@@ -252,12 +276,9 @@ static void *worker_main(void *arg) {
         seen = atomic_load(&g_pool.gen);
         if (atomic_load(&g_pool.stop)) break;
         atomic_fetch_add(&g_pool.users, 1);
-        if (atomic_load(&g_pool.open)) {
-            int slot = atomic_fetch_add(&g_pool.slots, 1) + 1;
-            if (slot < g_pool.job.nthreads) {
-                NN__PROF_SPAN(NN__PROF_TASK, g_pool.job.label ? g_pool.job.label : "task", NULL);
-                run_tasks(&g_pool.job, slot);
-            }
+        if (atomic_load(&g_pool.open) && id < g_pool.job.nthreads) {
+            NN__PROF_SPAN(NN__PROF_TASK, g_pool.job.label ? g_pool.job.label : "task", NULL);
+            run_tasks(&g_pool.job, id);
         }
         atomic_fetch_sub(&g_pool.users, 1);
     }
@@ -321,7 +342,9 @@ static void resize_workers(int want) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     uint32_t gen = atomic_load(&g_pool.gen);
     for (int i = 0; i < want; i++) {
-        if (pthread_create(&g_pool.tid[i], NULL, worker_main, (void *)(uintptr_t)gen) != 0) break;
+        g_gen0[i] = gen;
+        if (pthread_create(&g_pool.tid[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0)
+            break;
         g_pool.n_workers = i + 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -356,14 +379,26 @@ void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void
     wait_users();
     g_pool.job = (job){.fn = fn, .ctx = ctx, .n = n_tasks, .nthreads = nt,
                        .label = nn__prof_on() ? nn__prof_current_name() : NULL};
-    atomic_store_explicit(&g_pool.next, 0, memory_order_relaxed);
+    /* Home ranges: participant p (the caller is 0, worker i is i) owns the
+     * p-th of nt consecutive, near-equal parts of [0, n). Callers number
+     * tasks in data order, so consecutive kernels give each thread the same
+     * part of the data, which then is still in its caches. */
+    for (int p = 0; p < nt; p++) {
+        const int64_t per = n_tasks / nt, extra = n_tasks % nt;
+        const int64_t lo = per * p + (p < extra ? p : extra);
+        atomic_store_explicit(&g_home[p].next, lo, memory_order_relaxed);
+        g_home[p].hi = lo + per + (p < extra ? 1 : 0);
+    }
     atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
-    atomic_store_explicit(&g_pool.slots, 0, memory_order_relaxed);
     atomic_store_explicit(&g_pool.finished, 0, memory_order_relaxed);
     atomic_store_explicit(&g_pool.caller_sleeping, 0, memory_order_relaxed);
     atomic_store(&g_pool.open, 1);
     atomic_fetch_add(&g_pool.gen, 1);
-    if (atomic_load(&g_pool.sleepers) > 0) word_wake(&g_pool.gen, nt - 1);
+    /* Only workers 1..nt-1 take part; a futex wakes arbitrary sleepers, so
+     * when not every worker is wanted, wake them all (the others go back to
+     * waiting). */
+    if (atomic_load(&g_pool.sleepers) > 0)
+        word_wake(&g_pool.gen, nt - 1 < g_pool.n_workers ? INT_MAX : nt - 1);
 
     tls_in_task = 1;
     run_tasks(&g_pool.job, 0);

@@ -3,9 +3,15 @@
  * nn__parallel_for(n_tasks, fn, ctx) runs fn(ctx, t, thread) once for every
  * t in [0, n_tasks) and returns when all have finished. The calling thread
  * takes part (it is thread 0); up to nn__num_threads() - 1 pool workers join
- * it. Tasks are claimed one at a time from a shared atomic counter, so a
- * worker the OS deschedules holds up at most the task it is running, never
- * the others.
+ * it. Each participant (the caller is 0, worker i is always i) first claims,
+ * one at a time, the tasks of its home range: the p-th of nt consecutive,
+ * near-equal parts of [0, n_tasks). Callers number tasks in data order, so
+ * consecutive kernels give a thread the same part of the data, still in its
+ * caches (a dynamic counter shared by all made a 2-thread ReLU on a 6.4 MB
+ * activation 3x slower than fixed halves on Zen 5: each core read what the
+ * other had written). Then it takes what is left of the others' ranges, so
+ * a worker the OS deschedules holds up at most the task it is running,
+ * never the others.
  *
  * Determinism: which thread runs a task varies from call to call. A caller
  * that wants results bit-identical for any thread count makes each task

@@ -1,7 +1,8 @@
 /* libnn's thread pool (lib/backend/threadpool.h): every task runs exactly
  * once, thread indices stay in range and unique within a call, nested calls
  * and calls from several host threads complete, the pool follows
- * nn_set_num_threads, an idle pool uses no CPU, fork() is safe, and a small
+ * nn_set_num_threads, a thread held inside a task holds up only that task
+ * (the others steal the rest of its home range), an idle pool uses no CPU, fork() is safe, and a small
  * CNN trains to bit-identical parameters on 1, 2, 3 and 8 threads. */
 #include "testutil.h"
 #include "nn_internal.h"
@@ -120,6 +121,65 @@ static void test_max_threads(void **s) {
         nn__parallel_for_max(400, lim, record_task, &g_rec);
         expect_each_once(&g_rec, 400, "parallel_for_max");
     }
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* Stealing: each participant starts with its home range (a consecutive
+ * part of the tasks) and then takes what is left of the others'. A thread
+ * held inside one task (as if the OS had descheduled it) must hold up only
+ * that task: the task that opens the worker's home range (task 8 of 16 on 2
+ * threads) waits until the other 15 have finished, which happens only if the
+ * thread not held runs them, its own range and the held one's remainder.
+ * Whichever thread claims task 8 (the worker normally, the caller when the
+ * worker is late), the other must do everything else. */
+typedef struct steal_rec {
+    _Atomic int hits[16];
+    _Atomic int done_others;
+    _Atomic int timed_out;
+    _Atomic int holder; /* thread index that ran task 8 */
+    _Atomic int by_thread[2];
+} steal_rec;
+
+static double mono_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void steal_task(void *ctx, int64_t t, int thread) {
+    steal_rec *r = ctx;
+    atomic_fetch_add(&r->hits[t], 1);
+    if (thread >= 0 && thread < 2) atomic_fetch_add(&r->by_thread[thread], 1);
+    if (t != 8) {
+        atomic_fetch_add(&r->done_others, 1);
+        return;
+    }
+    atomic_store(&r->holder, thread);
+    const double t0 = mono_s(); /* generous: a loaded host may be slow to run the other */
+    while (atomic_load(&r->done_others) < 15)
+        if (mono_s() - t0 > 20.0) {
+            atomic_store(&r->timed_out, 1);
+            return;
+        }
+}
+
+static void test_steal_from_held_thread(void **s) {
+    (void)s;
+    TU_OK(nn_set_num_threads(2));
+    for (int rep = 0; rep < 5; rep++) {
+        steal_rec r;
+        memset(&r, 0, sizeof r);
+        atomic_store(&r.holder, -1);
+        nn__parallel_for(16, steal_task, &r);
+        assert_int_equal(atomic_load(&r.timed_out), 0);
+        for (int t = 0; t < 16; t++) assert_int_equal(atomic_load(&r.hits[t]), 1);
+        const int h = atomic_load(&r.holder);
+        assert_true(h == 0 || h == 1);
+        /* the thread holding task 8 ran at most the tasks it took before it */
+        assert_int_equal(atomic_load(&r.by_thread[0]) + atomic_load(&r.by_thread[1]), 16);
+    }
+    /* And bit-identical work regardless of who ran what: covered by
+     * test_cnn_bit_identical below. */
     TU_OK(nn_set_num_threads(1));
 }
 
@@ -468,6 +528,7 @@ int main(void) {
         cmocka_unit_test(test_each_task_once),
         cmocka_unit_test(test_zero_and_negative_tasks),
         cmocka_unit_test(test_max_threads),
+        cmocka_unit_test(test_steal_from_held_thread),
         cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_nested),
         cmocka_unit_test(test_many_host_threads),
