@@ -2,12 +2,22 @@
  * CNN at batch 1 and 256 and the MLP 784-256-128-10 at batch 1 (and 256),
  * f32 against int8 with dynamic and with static activations, in the same
  * run: the three forwards are interleaved round by round and each figure is
- * the median of its rounds. Also the model-file sizes. One thread unless
+ * the median of its rounds, by the wall clock and by the calling thread's
+ * CPU time (the figure a loaded machine distorts least; it covers the work
+ * only with one thread). Also the model-file sizes. Then, in the same run,
+ * PyTorch's quantize_dynamic / static on the same models (bench_quant_torch.py
+ * under /usr/bin/python3; --no-torch skips it, --torch PATH names the
+ * script) and the issue's targets against both. One thread unless
  * --threads N. Output lines:
  *
- *     BENCH q_<model>_b<batch>_<f32|dyn|static> <threads> <median> us
+ *     BENCH q_<model>_b<batch>_<f32|dyn|static> <threads> <median> us cpu <median> us
  *     RATIO q_<model>_b<batch>_<dyn|static> <int8 latency / f32 latency>
  *     SIZE  q_<model> <f32 bytes> <int8 bytes> <ratio>
+ *     BENCH torch_q_<model>_b<batch>_<f32|dyn|static> 1 <median> us cpu <median> us
+ *     TARGET <what> <ratio> <bound> <met | NOT met> [wall | cpu]
+ *
+ * Ratios compare CPU times with one thread, wall times otherwise; batch-256
+ * lines are throughput ratios (f32 time / int8 time, higher is better).
  *
  * Weights are the default initialisation (timing does not depend on their
  * values); static calibration uses 4 batches of N(0, 1) inputs. Accuracy
@@ -80,14 +90,33 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static double forward_us(nn_module *m, nn_tensor *x, int inner) {
-    double t0 = now_us();
+static double cpu_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+/* Mean wall and thread-CPU microseconds of `inner` forwards. */
+static double forward_us(nn_module *m, nn_tensor *x, int inner, double *cpu) {
+    double t0 = now_us(), c0 = cpu_us();
     for (int i = 0; i < inner; i++) {
         nn_scope *s = nn_scope_begin();
         if (!nn_module_forward(m, x)) die("forward");
         nn_scope_end(s);
     }
+    *cpu = (cpu_us() - c0) / inner;
     return (now_us() - t0) / inner;
+}
+
+/* Figures kept for the targets: [model][batch 1 | 256][f32, dyn, static]. */
+enum { M_CNN, M_MLP };
+static double g_lib[2][2][3], g_torch[2][2][3];
+static bool g_have_torch;
+static int g_threads = 1;
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp);
+    return v[n / 2];
 }
 
 static void bench_model(const char *name, nn_module *(*make)(void), const int64_t *in, int nd,
@@ -112,25 +141,29 @@ static void bench_model(const char *name, nn_module *(*make)(void), const int64_
     if (nn_quantize_static(sta, ld, 4, NULL) != NN_OK) die("nn_quantize_static");
     nn_module *ms[3] = {f32, dyn, sta};
     static const char *const tag[3] = {"f32", "dyn", "static"};
-    double *t[3];
     const int inner = batch == 1 ? 20 : 1;
     bool grad = nn_set_grad_enabled(false);
+    double *t[3], *c[3], dummy;
     for (int k = 0; k < 3; k++) {
         t[k] = malloc(sizeof(double) * (size_t)rounds);
-        forward_us(ms[k], x, 2); /* warm-up */
+        c[k] = malloc(sizeof(double) * (size_t)rounds);
+        forward_us(ms[k], x, 2, &dummy); /* warm-up */
     }
     for (int r = 0; r < rounds; r++)
-        for (int k = 0; k < 3; k++) t[k][r] = forward_us(ms[k], x, inner);
+        for (int k = 0; k < 3; k++) t[k][r] = forward_us(ms[k], x, inner, &c[k][r]);
     nn_set_grad_enabled(grad);
-    double med[3];
+    double med[3], cmed[3];
     for (int k = 0; k < 3; k++) {
-        qsort(t[k], (size_t)rounds, sizeof(double), cmp);
-        med[k] = t[k][rounds / 2];
-        printf("BENCH q_%s_b%lld_%s %d %.2f us\n", name, (long long)batch, tag[k], threads, med[k]);
-        free(t[k]);
+        med[k] = median(t[k], rounds);
+        cmed[k] = median(c[k], rounds);
+        printf("BENCH q_%s_b%lld_%s %d %.2f us cpu %.2f us\n", name, (long long)batch, tag[k],
+               threads, med[k], cmed[k]);
+        free(t[k]), free(c[k]);
+        g_lib[!strcmp(name, "mlp")][batch != 1][k] = threads == 1 ? cmed[k] : med[k];
     }
     for (int k = 1; k < 3; k++)
-        printf("RATIO q_%s_b%lld_%s %.3f\n", name, (long long)batch, tag[k], med[k] / med[0]);
+        printf("RATIO q_%s_b%lld_%s %.3f\n", name, (long long)batch, tag[k],
+               threads == 1 ? cmed[k] / cmed[0] : med[k] / med[0]);
     if (batch == 1) {
         size_t q = file_bytes(sta);
         printf("SIZE q_%s %zu %zu %.3f\n", name, f32_bytes, q, (double)q / (double)f32_bytes);
@@ -142,17 +175,81 @@ static void bench_model(const char *name, nn_module *(*make)(void), const int64_
     nn_module_free(f32), nn_module_free(dyn), nn_module_free(sta);
 }
 
+#ifndef BENCH_QUANT_TORCH
+#define BENCH_QUANT_TORCH "tests/bench/bench_quant_torch.py"
+#endif
+
+/* Run PyTorch's side (one thread) and keep its medians; its lines are
+ * echoed. A missing python or torch skips the comparison, it does not fail. */
+static void run_torch(const char *script, bool quick) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s'%s 2>&1", script, quick ? " --quick" : "");
+    FILE *f = popen(cmd, "r");
+    if (!f) {
+        printf("# PyTorch comparison skipped: cannot run %s\n", cmd);
+        return;
+    }
+    char line[512];
+    int got = 0;
+    while (fgets(line, sizeof line, f)) {
+        char model[16], tag[16];
+        long long batch;
+        int thr;
+        double wall, cpu;
+        if (sscanf(line, "BENCH torch_q_%15[a-z]_b%lld_%15[a-z0-9] %d %lf us cpu %lf us", model,
+                   &batch, tag, &thr, &wall, &cpu) == 6) {
+            const int mi = !strcmp(model, "mlp"), bi = batch != 1;
+            const int ki = !strcmp(tag, "f32") ? 0 : !strcmp(tag, "dyn") ? 1 : 2;
+            g_torch[mi][bi][ki] = g_threads == 1 ? cpu : wall;
+            got++;
+        }
+        fputs(line, stdout);
+    }
+    const int rc = pclose(f);
+    g_have_torch = rc == 0 && got == 12;
+    if (!g_have_torch) printf("# PyTorch comparison incomplete (exit %d, %d lines)\n", rc, got);
+}
+
+static void target(const char *what, double ratio, double bound, bool at_most) {
+    const bool met = at_most ? ratio <= bound : ratio >= bound;
+    printf("TARGET %s %.3f %s %.2f %s %s\n", what, ratio, at_most ? "<=" : ">=", bound,
+           met ? "met" : "NOT met", g_threads == 1 ? "cpu" : "wall");
+}
+
+static void targets(void) {
+    static const char *const tag[3] = {"f32", "dyn", "static"};
+    for (int k = 1; k < 3; k++) {
+        char what[96];
+        snprintf(what, sizeof what, "cnn_b1_%s/libnn_f32", tag[k]);
+        target(what, g_lib[M_CNN][0][k] / g_lib[M_CNN][0][0], 0.5, true);
+        if (g_have_torch) {
+            snprintf(what, sizeof what, "cnn_b1_%s/torch_%s", tag[k], tag[k]);
+            target(what, g_lib[M_CNN][0][k] / g_torch[M_CNN][0][k], 0.5, true);
+        }
+        snprintf(what, sizeof what, "cnn_b256_%s_throughput/libnn_f32", tag[k]);
+        target(what, g_lib[M_CNN][1][0] / g_lib[M_CNN][1][k], 1.8, false);
+        snprintf(what, sizeof what, "mlp_b1_%s/libnn_f32", tag[k]);
+        target(what, g_lib[M_MLP][0][k] / g_lib[M_MLP][0][0], 0.6, true);
+    }
+}
+
 int main(int argc, char **argv) {
     int threads = 1, rounds = 31;
+    bool torch = true;
+    const char *script = BENCH_QUANT_TORCH;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) rounds = 7;
+        else if (!strcmp(argv[i], "--no-torch")) torch = false;
+        else if (!strcmp(argv[i], "--torch") && i + 1 < argc) script = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_quant [--threads N] [--quick]\n");
+            fprintf(stderr,
+                    "usage: bench_quant [--threads N] [--quick] [--no-torch] [--torch SCRIPT]\n");
             return 2;
         }
     }
     if (threads < 1) threads = 1;
+    g_threads = threads;
     nn_set_num_threads(threads);
     printf("# libnn %s; backend: %s\n", nn_version(), nn_backend_info());
     const int64_t img[4] = {1, 1, 28, 28}, flat[2] = {1, 784};
@@ -160,5 +257,7 @@ int main(int argc, char **argv) {
     bench_model("cnn", make_cnn, img, 4, 256, rounds, threads);
     bench_model("mlp", make_mlp, flat, 2, 1, rounds, threads);
     bench_model("mlp", make_mlp, flat, 2, 256, rounds, threads);
+    if (torch) run_torch(script, rounds == 7);
+    targets();
     return 0;
 }

@@ -8,7 +8,9 @@
                      Conv2d+ReLU and Linear+ReLU fused, calibrated on 4 batches of N(0,1))
 
 Prints the lines of bench_quant.c with a torch_ prefix:
-    BENCH torch_q_<model>_b<batch>_<f32|dyn|static> 1 <median> us
+    BENCH torch_q_<model>_b<batch>_<f32|dyn|static> 1 <median> us cpu <median> us
+(wall clock, then the calling thread's CPU time: one intra-op thread runs in
+the caller). bench_quant runs this script and compares in the same run.
 Run with Debian's /usr/bin/python3 (torch 1.13)."""
 import copy
 import statistics
@@ -72,18 +74,20 @@ def run(name, make, shape, batch, rounds):
     models = {'f32': f32, 'dyn': dyn, 'static': sta}
     inner = 20 if batch == 1 else 1
     times = {k: [] for k in models}
+    cpu = {k: [] for k in models}
     with torch.no_grad():
         for m in models.values():
             m(x), m(x)
         for _ in range(rounds):
             for k, m in models.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 for _ in range(inner):
                     m(x)
                 times[k].append((time.perf_counter() - t0) / inner * 1e6)
+                cpu[k].append((time.thread_time() - c0) / inner * 1e6)
     for k in models:
-        print('BENCH torch_q_%s_b%d_%s 1 %.2f us' % (name, batch, k,
-                                                     statistics.median(times[k])))
+        print('BENCH torch_q_%s_b%d_%s 1 %.2f us cpu %.2f us' %
+              (name, batch, k, statistics.median(times[k]), statistics.median(cpu[k])))
     sys.stdout.flush()
 
 
