@@ -120,6 +120,17 @@ typedef struct nn__int8_kernels {
      * order. */
     void (*im2row)(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw, int64_t sh,
                    int64_t sw, int64_t oh, int64_t ow, uint8_t *col, int64_t ldcol);
+    /* A convolution's fused ReLU + 2x2 stride-2 max pool, from raw sums:
+     * t [oh x ow pixels, o channels] (a gemm's c32, ldc o, oh >= 2*yh,
+     * ow >= 2*yw) -> y [o, yh, yw] (planes of yh*yw floats), each output
+     * the epilogue of the gemm (za, wsum[o], sa, sw[o], bias[o] or NULL,
+     * relu) applied to the max of its 4 window sums. The epilogue is
+     * non-decreasing in the sum for positive scales, so this equals pooling
+     * the epilogue's floats; every tier computes the floats of the gemm's
+     * epilogue, bit for bit. */
+    void (*pool_epilogue)(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
+                          const int32_t *wsum, float sa, int32_t za, const float *sw,
+                          const float *bias, bool relu, float *y);
 } nn__int8_kernels;
 
 #endif

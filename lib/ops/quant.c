@@ -185,34 +185,6 @@ nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
     return nn__track(out);
 }
 
-/* y [O, yh, yw] = the epilogue (backend/int8.h) of the 2x2 stride-2 max pool
- * of raw sums t [pixels of an ow-wide plane, O]: the epilogue is
- * non-decreasing in the sum (positive scales), so the max of the integers
- * gives the max of the floats, and the epilogue runs on a quarter of the
- * values. Channels are contiguous in t, so the max vectorises. */
-static void pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
-                          const int32_t *wsum, float sa, int32_t za, const float *sw,
-                          const float *bias, bool relu, int32_t *mrow, float *y) {
-    const int64_t ny = yh * yw;
-    for (int64_t py = 0; py < yh; py++)
-        for (int64_t px = 0; px < yw; px++) {
-            const int32_t *r0 = t + ((2 * py) * ow + 2 * px) * o, *r1 = r0 + o;
-            const int32_t *r2 = r0 + ow * o, *r3 = r2 + o;
-            for (int64_t c = 0; c < o; c++) {
-                int32_t a = r0[c] > r1[c] ? r0[c] : r1[c], b = r2[c] > r3[c] ? r2[c] : r3[c];
-                mrow[c] = a > b ? a : b;
-            }
-            const int64_t q = py * yw + px;
-            for (int64_t c = 0; c < o; c++) {
-                int32_t v = (int32_t)((uint32_t)mrow[c] - (uint32_t)za * (uint32_t)wsum[c]);
-                float r = (float)v * (sa * sw[c]);
-                if (bias) r += bias[c];
-                if (relu && !(r > 0.0f) && !isnan(r)) r = 0.0f;
-                y[c * ny + q] = r;
-            }
-        }
-}
-
 static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) {
     return in + 2 * p < k ? -1 : (in + 2 * p - k) / s + 1;
 }
@@ -244,7 +216,7 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
         !alloc_n((void **)&s.a, npix, (size_t)kp) || !alloc_n((void **)&img, plane, 1) ||
         !alloc_n((void **)&imgp, hp * wp, (size_t)c) ||
-        (pool ? !alloc_n((void **)&s.acc, npix + 1, (size_t)L->n * sizeof(int32_t))
+        (pool ? !alloc_n((void **)&s.acc, npix, (size_t)L->n * sizeof(int32_t))
               : !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float)))) {
         nn__free(img), nn__free(imgp);
         scratch_free(&s);
@@ -273,9 +245,9 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         }
         k8->gemm(&g);
         float *yb = Y + b * L->n * ny;
-        if (pool) /* the last row of s.acc is the pool's scratch */
-            pool_epilogue(s.acc, L->n, ow, yh, yw, s.wsum, sa, zp, g.w_scale, g.bias, L->relu,
-                          s.acc + npix * L->n, yb);
+        if (pool) /* pool the raw sums, then the epilogue (backend/int8.h) */
+            k8->pool_epilogue(s.acc, L->n, ow, yh, yw, s.wsum, sa, zp, g.w_scale, g.bias, L->relu,
+                              yb);
         else /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
             for (int64_t p0 = 0; p0 < npix; p0 += 32)
                 for (int64_t o0 = 0; o0 < L->n; o0 += 32)

@@ -252,6 +252,71 @@ static void test_quantize_meaning(void **state) {
     assert_true(isnan(mn) && isnan(mx));
 }
 
+/* The fused pool + epilogue of every tier against the reference (bits),
+ * and the reference against the epilogue of each window sum pooled as floats
+ * (the order it replaces). Odd planes, channel counts around 16, pooled
+ * widths past 16. */
+static void test_pool_epilogue(void **state) {
+    (void)state;
+    static const int64_t os[] = {1, 5, 16, 17, 33};
+    static const int64_t hw[][2] = {{2, 2}, {5, 7}, {9, 40}, {3, 35}};
+    for (size_t a = 0; a < sizeof os / sizeof os[0]; a++)
+        for (size_t b = 0; b < sizeof hw / sizeof hw[0]; b++)
+            for (int variant = 0; variant < 4; variant++) {
+                const int64_t o = os[a], oh = hw[b][0], ow = hw[b][1], yh = oh / 2, yw = ow / 2;
+                const bool bias = variant & 1, relu = variant & 2;
+                const int64_t ny = yh * yw;
+                int32_t *t = malloc(sizeof(int32_t) * (size_t)(oh * ow * o));
+                int32_t *ws = malloc(sizeof(int32_t) * (size_t)o);
+                float *sw = malloc(sizeof(float) * (size_t)o), *bs = malloc(sizeof(float) * (size_t)o);
+                float *want = malloc(sizeof(float) * (size_t)(o * ny + 1));
+                float *got = malloc(sizeof(float) * (size_t)(o * ny + 1));
+                for (int64_t i = 0; i < oh * ow * o; i++) t[i] = (int32_t)(urand() % 200001) - 100000;
+                for (int64_t c = 0; c < o; c++) {
+                    ws[c] = (int32_t)(urand() % 4001) - 2000;
+                    sw[c] = 0.002f + 0.01f * (frand() + 1.0f);
+                    bs[c] = frand();
+                }
+                const int32_t za = (int32_t)(urand() % 256);
+                const float sa = 0.003f;
+                want[o * ny] = got[o * ny] = -7.0f;
+                nn__ref_kernels()->int8.pool_epilogue(t, o, ow, yh, yw, ws, sa, za, sw,
+                                                      bias ? bs : NULL, relu, want);
+                /* oracle: the epilogue of each sum, then the max of the floats */
+                for (int64_t c = 0; c < o; c++)
+                    for (int64_t py = 0; py < yh; py++)
+                        for (int64_t px = 0; px < yw; px++) {
+                            float m = -INFINITY;
+                            for (int dy = 0; dy < 2; dy++)
+                                for (int dx = 0; dx < 2; dx++) {
+                                    int32_t acc = t[((2 * py + dy) * ow + 2 * px + dx) * o + c];
+                                    float y = (float)(acc - za * ws[c]) * (sa * sw[c]);
+                                    if (bias) y += bs[c];
+                                    if (relu && !(y > 0.0f)) y = 0.0f;
+                                    if (y > m) m = y;
+                                }
+                            float w = want[c * ny + py * yw + px];
+                            if (memcmp(&m, &w, sizeof m))
+                                fail_msg("reference pool o %lld %lldx%lld: %.9g, floats pooled %.9g",
+                                         (long long)o, (long long)oh, (long long)ow, (double)w, (double)m);
+                        }
+                for (int tier = NN_TIER_REF + 1; tier < NN_TIER_COUNT; tier++) {
+                    const nn_kernels *kt = nn__tier_kernels(tier);
+                    if (!kt) continue;
+                    for (int64_t i = 0; i < o * ny; i++) got[i] = -3.0f;
+                    kt->int8.pool_epilogue(t, o, ow, yh, yw, ws, sa, za, sw, bias ? bs : NULL, relu,
+                                           got);
+                    for (int64_t i = 0; i < o * ny; i++)
+                        if (memcmp(&got[i], &want[i], sizeof(float)))
+                            fail_msg("%s pool o %lld %lldx%lld variant %d: y[%lld] = %.9g, reference %.9g",
+                                     kt->name, (long long)o, (long long)oh, (long long)ow, variant,
+                                     (long long)i, (double)got[i], (double)want[i]);
+                    assert_true(got[o * ny] == -7.0f); /* nothing written past the planes */
+                }
+                free(t), free(ws), free(sw), free(bs), free(want), free(got);
+            }
+}
+
 /* pad_hwc + im2row: a 2x3x4 image, 3x3 window, stride 2, padding 1, against
  * taps computed here (depth order (i*KW + j)*C + c). */
 static void test_im2row(void **state) {
@@ -291,7 +356,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_vs_reference),   cmocka_unit_test(test_gemm_extreme),
         cmocka_unit_test(test_quantize_vs_reference), cmocka_unit_test(test_quantize_meaning),
-        cmocka_unit_test(test_im2row), cmocka_unit_test(test_vnni_installed),
+        cmocka_unit_test(test_im2row), cmocka_unit_test(test_pool_epilogue), cmocka_unit_test(test_vnni_installed),
     };
     printf("int8 kernels: tier %s, AVX-512 VNNI %s\n", nn__kernels()->name,
            nn__cpu()->avx512_vnni ? "yes" : "no");

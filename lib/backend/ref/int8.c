@@ -143,6 +143,21 @@ static void ref_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int
         }
 }
 
+static void ref_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
+                              const int32_t *wsum, float sa, int32_t za, const float *sw,
+                              const float *bias, bool relu, float *y) {
+    const int64_t ny = yh * yw;
+    for (int64_t py = 0; py < yh; py++)
+        for (int64_t px = 0; px < yw; px++) {
+            const int32_t *r0 = t + ((2 * py) * ow + 2 * px) * o, *r1 = r0 + o;
+            const int32_t *r2 = r0 + ow * o, *r3 = r2 + o;
+            for (int64_t c = 0; c < o; c++) {
+                const int32_t a = r0[c] > r1[c] ? r0[c] : r1[c], b = r2[c] > r3[c] ? r2[c] : r3[c];
+                y[c * ny + py * yw + px] = epilogue(a > b ? a : b, za, wsum[c], sa, sw[c], bias, c, relu);
+            }
+        }
+}
+
 void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->minmax = ref_minmax;
     t->quantize_u8 = ref_quantize_u8;
@@ -151,4 +166,5 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->pack = ref_pack;
     t->pad_hwc = ref_pad_hwc;
     t->im2row = ref_im2row;
+    t->pool_epilogue = ref_pool_epilogue;
 }

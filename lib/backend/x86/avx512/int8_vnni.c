@@ -241,9 +241,84 @@ static void vnni_gemm(const nn__qgemm *p) {
     nn__parallel_range(p->m, nn__threads_for(work, 1 << 15), MR, rows_body, &q);
 }
 
+/* ------------------------------------------------- pool + epilogue */
+
+/* Transpose the 16x16 floats r[0..16) (row i = r[i]) in place. */
+NN_INLINE void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* each 128-bit lane of t[4j..4j+3] now holds 2x2 blocks; finish the 4x4 */
+    for (int j = 0; j < 4; j++) {
+        r[4 * j] = _mm512_shuffle_ps(t[4 * j], t[4 * j + 2], 0x44);
+        r[4 * j + 1] = _mm512_shuffle_ps(t[4 * j], t[4 * j + 2], 0xEE);
+        r[4 * j + 2] = _mm512_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0x44);
+        r[4 * j + 3] = _mm512_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0xEE);
+    }
+    /* 4x4 blocks of 128-bit lanes */
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+    }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+
+/* 16 pooled pixels x 16 channels at a time: the 4-way max of the window
+ * sums (vpmaxsd), the epilogue of store16 on the pooled sums, then a 16x16
+ * transpose so each channel's plane gets 16 contiguous floats. */
+static void vnni_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
+                               const int32_t *wsum, float sa, int32_t za, const float *sw,
+                               const float *bias, bool relu, float *y) {
+    const int64_t ny = yh * yw;
+    __m512 r[16];
+    for (int64_t py = 0; py < yh; py++)
+        for (int64_t px0 = 0; px0 < yw; px0 += 16) {
+            const int np = yw - px0 >= 16 ? 16 : (int)(yw - px0);
+            for (int64_t c0 = 0; c0 < o; c0 += 16) {
+                const __mmask16 m = tail16(o - c0);
+                const __m512i corr =
+                    _mm512_mullo_epi32(_mm512_set1_epi32(za), _mm512_maskz_loadu_epi32(m, wsum + c0));
+                const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_maskz_loadu_ps(m, sw + c0));
+                const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+                for (int q = 0; q < 16; q++) {
+                    if (q >= np) {
+                        r[q] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const int32_t *r0 = t + ((2 * py) * ow + 2 * (px0 + q)) * o + c0;
+                    const __m512i m01 = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, r0),
+                                                         _mm512_maskz_loadu_epi32(m, r0 + o));
+                    const __m512i m23 = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, r0 + ow * o),
+                                                         _mm512_maskz_loadu_epi32(m, r0 + ow * o + o));
+                    const __m512i v = _mm512_sub_epi32(_mm512_max_epi32(m01, m23), corr);
+                    __m512 yv = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+                    if (bias) yv = _mm512_add_ps(yv, b);
+                    if (relu) { /* max(y, 0) with NaN kept, as the reference */
+                        const __mmask16 keep = _mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_NLE_UQ);
+                        yv = _mm512_maskz_mov_ps(keep, yv);
+                    }
+                    r[q] = yv;
+                }
+                transpose16(r);
+                const __mmask16 pm = tail16(np);
+                const int nc = o - c0 >= 16 ? 16 : (int)(o - c0);
+                float *yb = y + c0 * ny + py * yw + px0;
+                for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(yb + c * ny, pm, r[c]);
+            }
+        }
+}
+
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->minmax = vnni_minmax;
     t->quantize_u8 = vnni_quantize_u8;
     t->colsum = vnni_colsum;
     t->gemm = vnni_gemm;
+    t->pool_epilogue = vnni_pool_epilogue;
 }
