@@ -37,6 +37,7 @@
 
 #define NN__QNR 16             /* output channels per packed panel */
 #define NN__QK_MAX (1 << 16)   /* the largest depth k whose sums fit int32 */
+#define NN__Q_SLACK 32         /* bytes im2row may touch past xp and col (see there) */
 
 /* Depth padded to the packing's multiple of 4. */
 static inline int64_t nn__qk_pad(int64_t k) { return (k + 3) & ~(int64_t)3; }
@@ -117,7 +118,9 @@ typedef struct nn__int8_kernels {
      * ldcol >= kp) holds depth (i*kw + j)*c + ch = xp[oy*sh + i, ox*sw + j,
      * ch], then 0 in [k, ldcol). Each window row is kw*c contiguous bytes of
      * xp, copied at once. Convolution weights are packed in the same depth
-     * order. */
+     * order. Tiers copy in fixed 32-byte pieces: they may read up to
+     * NN__Q_SLACK bytes past the end of xp (initialised memory) and write up
+     * to NN__Q_SLACK bytes past col's last row; callers allocate both. */
     void (*im2row)(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw, int64_t sh,
                    int64_t sw, int64_t oh, int64_t ow, uint8_t *col, int64_t ldcol);
     /* A convolution's fused ReLU + 2x2 stride-2 max pool, from raw sums:
@@ -128,6 +131,11 @@ typedef struct nn__int8_kernels {
      * non-decreasing in the sum for positive scales, so this equals pooling
      * the epilogue's floats; every tier computes the floats of the gemm's
      * epilogue, bit for bit. */
+    /* quantize_u8 and pad_hwc in one pass: x [c, h, w] f32 -> xp [h + 2ph,
+     * w + 2pw, c] u8 (channels last), each value quantized as quantize_u8
+     * does, zp in the border. */
+    void (*quantize_pad_hwc)(const float *x, int64_t c, int64_t h, int64_t w, int64_t ph,
+                             int64_t pw, float inv_scale, int32_t zp, uint8_t *xp);
     void (*pool_epilogue)(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                           const int32_t *wsum, float sa, int32_t za, const float *sw,
                           const float *bias, bool relu, float *y);

@@ -212,19 +212,21 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
     nn_tensor *xc = out ? nn__contig(x) : NULL;
     scratch s = {0};
-    uint8_t *img = NULL, *imgp = NULL;
+    uint8_t *imgp = NULL;
     if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
-        !alloc_n((void **)&s.a, npix, (size_t)kp) || !alloc_n((void **)&img, plane, 1) ||
-        !alloc_n((void **)&imgp, hp * wp, (size_t)c) ||
+        /* im2row's slack past its input and output (backend/int8.h) */
+        !alloc_n((void **)&s.a, npix * kp + NN__Q_SLACK, 1) ||
+        !alloc_n((void **)&imgp, hp * wp * c + NN__Q_SLACK, 1) ||
         (pool ? !alloc_n((void **)&s.acc, npix, (size_t)L->n * sizeof(int32_t))
               : !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float)))) {
-        nn__free(img), nn__free(imgp);
+        nn__free(imgp);
         scratch_free(&s);
         nn__tensor_release(xc);
         nn__tensor_release(out);
         return NULL;
     }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    memset(imgp + hp * wp * c, 0, NN__Q_SLACK);
     memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
     bool have_wsum = false;
     float sa;
@@ -236,8 +238,14 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     float *Y = nn__f32(out);
     for (int64_t b = 0; b < nb; b++) {
         /* one scale and zero point per image; padding is the zero point (0.0) */
-        quantize_run(L, k8, plane, X + b * plane, img, &sa, &zp);
-        k8->pad_hwc(img, c, h, w, ph, pw, (uint8_t)zp, imgp);
+        if (L->act_scale > 0.0f) {
+            sa = L->act_scale, zp = L->act_zp;
+        } else {
+            float mn, mx;
+            k8->minmax(plane, X + b * plane, &mn, &mx);
+            nn__qparams_u8(mn, mx, &sa, &zp);
+        }
+        k8->quantize_pad_hwc(X + b * plane, c, h, w, ph, pw, 1.0f / sa, zp, imgp);
         k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
         if (zp != 0 && !have_wsum) {
             k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
@@ -256,7 +264,6 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
                             yb[o * npix + p] = s.tmp[p * L->n + o];
     }
     nn__free(imgp);
-    nn__free(img);
     scratch_free(&s);
     nn__tensor_release(xc);
     return nn__track(out);

@@ -252,6 +252,59 @@ static void test_quantize_meaning(void **state) {
     assert_true(isnan(mn) && isnan(mx));
 }
 
+/* quantize_pad_hwc and im2row of every tier against the reference, and the
+ * reference quantize_pad_hwc against quantize_u8 + pad_hwc; odd channel
+ * counts (1, 3, 16, 17, 33), widths past 16, strides 1 and 2, buffers with
+ * exactly the documented slack. */
+static void test_im2row_tiers(void **state) {
+    (void)state;
+    static const int64_t cs[] = {1, 3, 16, 17, 33};
+    static const int64_t shapes[][6] = {/* h, w, kh, kw, stride, pad */
+                                        {28, 28, 3, 3, 1, 1}, {5, 19, 3, 3, 2, 1},
+                                        {7, 7, 1, 1, 1, 0},   {6, 35, 5, 5, 1, 2}};
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    for (size_t a = 0; a < sizeof cs / sizeof cs[0]; a++)
+        for (size_t b = 0; b < sizeof shapes / sizeof shapes[0]; b++) {
+            const int64_t c = cs[a], h = shapes[b][0], w = shapes[b][1], kh = shapes[b][2],
+                          kw = shapes[b][3], st = shapes[b][4], pd = shapes[b][5];
+            const int64_t hp = h + 2 * pd, wp = w + 2 * pd;
+            const int64_t oh = (hp - kh) / st + 1, ow = (wp - kw) / st + 1;
+            const int64_t k = c * kh * kw, ld = nn__qk_pad(k), plane = c * h * w;
+            const int64_t xpn = hp * wp * c, coln = oh * ow * ld;
+            float *x = malloc(sizeof(float) * (size_t)plane);
+            for (int64_t i = 0; i < plane; i++) x[i] = 3.0f * frand();
+            x[0] = NAN, x[plane - 1] = INFINITY;
+            uint8_t *q = malloc((size_t)plane), *want = malloc((size_t)(xpn + NN__Q_SLACK));
+            uint8_t *got = malloc((size_t)(xpn + NN__Q_SLACK));
+            uint8_t *cw = malloc((size_t)(coln + NN__Q_SLACK)), *cg = malloc((size_t)(coln + NN__Q_SLACK));
+            const float inv = 1.0f / 0.0237f;
+            const int32_t zp = 121;
+            r->quantize_u8(plane, x, inv, zp, q);
+            r->pad_hwc(q, c, h, w, pd, pd, (uint8_t)zp, want);
+            memset(got, 0xA5, (size_t)(xpn + NN__Q_SLACK));
+            r->quantize_pad_hwc(x, c, h, w, pd, pd, inv, zp, got);
+            assert_memory_equal(got, want, (size_t)xpn);
+            memset(want + xpn, 0, NN__Q_SLACK);
+            r->im2row(want, c, wp, kh, kw, st, st, oh, ow, cw, ld);
+            for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
+                const nn_kernels *kt = nn__tier_kernels(t);
+                if (!kt) continue;
+                memset(got, 0xA5, (size_t)(xpn + NN__Q_SLACK));
+                kt->int8.quantize_pad_hwc(x, c, h, w, pd, pd, inv, zp, got);
+                if (memcmp(got, want, (size_t)xpn))
+                    fail_msg("%s quantize_pad_hwc c %lld %lldx%lld differs", kt->name, (long long)c,
+                             (long long)h, (long long)w);
+                for (int i = 0; i < NN__Q_SLACK; i++) assert_int_equal(got[xpn + i], 0xA5);
+                memset(cg, 0xEE, (size_t)(coln + NN__Q_SLACK));
+                kt->int8.im2row(want, c, wp, kh, kw, st, st, oh, ow, cg, ld);
+                if (memcmp(cg, cw, (size_t)coln))
+                    fail_msg("%s im2row c %lld %lldx%lld k %lldx%lld differs", kt->name,
+                             (long long)c, (long long)h, (long long)w, (long long)kh, (long long)kw);
+            }
+            free(x), free(q), free(want), free(got), free(cw), free(cg);
+        }
+}
+
 /* The fused pool + epilogue of every tier against the reference (bits),
  * and the reference against the epilogue of each window sum pooled as floats
  * (the order it replaces). Odd planes, channel counts around 16, pooled
@@ -356,7 +409,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_vs_reference),   cmocka_unit_test(test_gemm_extreme),
         cmocka_unit_test(test_quantize_vs_reference), cmocka_unit_test(test_quantize_meaning),
-        cmocka_unit_test(test_im2row), cmocka_unit_test(test_pool_epilogue), cmocka_unit_test(test_vnni_installed),
+        cmocka_unit_test(test_im2row), cmocka_unit_test(test_pool_epilogue),
+        cmocka_unit_test(test_im2row_tiers), cmocka_unit_test(test_vnni_installed),
     };
     printf("int8 kernels: tier %s, AVX-512 VNNI %s\n", nn__kernels()->name,
            nn__cpu()->avx512_vnni ? "yes" : "no");

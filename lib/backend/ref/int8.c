@@ -143,6 +143,18 @@ static void ref_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int
         }
 }
 
+static void ref_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t w, int64_t ph,
+                                 int64_t pw, float inv_scale, int32_t zp, uint8_t *xp) {
+    const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+    memset(xp, zp, (size_t)(hp * wp * c));
+    for (int64_t ch = 0; ch < c; ch++)
+        for (int64_t y = 0; y < h; y++) {
+            uint8_t *dst = xp + ((y + ph) * wp + pw) * c + ch;
+            for (int64_t xx = 0; xx < w; xx++)
+                ref_quantize_u8(1, x + (ch * h + y) * w + xx, inv_scale, zp, dst + xx * c);
+        }
+}
+
 static void ref_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                               const int32_t *wsum, float sa, int32_t za, const float *sw,
                               const float *bias, bool relu, float *y) {
@@ -167,4 +179,5 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->pad_hwc = ref_pad_hwc;
     t->im2row = ref_im2row;
     t->pool_epilogue = ref_pool_epilogue;
+    t->quantize_pad_hwc = ref_quantize_pad_hwc;
 }

@@ -217,9 +217,33 @@ static void avx2_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
     }
 }
 
+/* im2row in fixed 32-byte pieces (one or two vector moves): each window
+ * row's copy may run past its end, into bytes the next copy (or the zero
+ * fill, or the next pixel's row) writes afterwards; the last row's overrun
+ * and the reads past xp fall in the callers' NN__Q_SLACK. */
+static void avx2_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw,
+                        int64_t sh, int64_t sw, int64_t oh, int64_t ow, uint8_t *col,
+                        int64_t ldcol) {
+    const int64_t run = kw * c, k = kh * run;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++) {
+            uint8_t *row = col + (oy * ow + ox) * ldcol;
+            for (int64_t i = 0; i < kh; i++) {
+                const uint8_t *src = xp + ((oy * sh + i) * wp + ox * sw) * c;
+                uint8_t *dst = row + i * run;
+                for (int64_t b = 0; b < run; b += 32)
+                    _mm256_storeu_si256((__m256i *)(dst + b),
+                                        _mm256_loadu_si256((const __m256i *)(src + b)));
+            }
+            for (int64_t b = k; b < ldcol; b += 32) _mm256_storeu_si256((__m256i *)(row + b), zero);
+        }
+}
+
 void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->minmax = avx2_minmax;
     t->quantize_u8 = avx2_quantize_u8;
     t->colsum = avx2_colsum;
     t->gemm = avx2_gemm;
+    t->im2row = avx2_im2row;
 }

@@ -315,10 +315,43 @@ static void vnni_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
         }
 }
 
+/* Quantize [c, h, w] floats into a padded channels-last image: one channel
+ * rows at a time straight into place; more channels in 16 x 16 blocks
+ * (channels x pixels of an image row), transposed as floats so each pixel's
+ * 16 channels quantize into 16 contiguous bytes. */
+static void vnni_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t w, int64_t ph,
+                                  int64_t pw, float inv_scale, int32_t zp, uint8_t *xp) {
+    const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+    memset(xp, zp, (size_t)(hp * wp * c));
+    if (c == 1) {
+        for (int64_t y = 0; y < h; y++)
+            vnni_quantize_u8(w, x + y * w, inv_scale, zp, xp + (y + ph) * wp + pw);
+        return;
+    }
+    const __m512 inv = _mm512_set1_ps(inv_scale), z = _mm512_set1_ps((float)zp);
+    __m512 r[16];
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x0 = 0; x0 < w; x0 += 16) {
+            const int np = w - x0 >= 16 ? 16 : (int)(w - x0);
+            const __mmask16 pm = tail16(np);
+            for (int64_t c0 = 0; c0 < c; c0 += 16) {
+                const int nc = c - c0 >= 16 ? 16 : (int)(c - c0);
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < nc ? _mm512_maskz_loadu_ps(pm, x + ((c0 + i) * h + y) * w + x0)
+                                  : _mm512_setzero_ps();
+                transpose16(r);
+                const __mmask16 cm = tail16(nc);
+                uint8_t *dst = xp + ((y + ph) * wp + pw + x0) * c + c0;
+                for (int q = 0; q < np; q++) _mm_mask_storeu_epi8(dst + q * c, cm, quant16(r[q], inv, z));
+            }
+        }
+}
+
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->minmax = vnni_minmax;
     t->quantize_u8 = vnni_quantize_u8;
     t->colsum = vnni_colsum;
     t->gemm = vnni_gemm;
     t->pool_epilogue = vnni_pool_epilogue;
+    t->quantize_pad_hwc = vnni_quantize_pad_hwc;
 }
