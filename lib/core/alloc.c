@@ -244,8 +244,23 @@ char *nn__strdup(const char *s) {
 #define NN__ALIGN 64
 #define NN__HDR (4 * sizeof(void *)) /* raw pointer, size class, size, category */
 #define NN__CACHE_MIN ((size_t)64 << 10) /* only blocks of 64 KiB or more */
-#define NN__CACHE_SLOTS 32
-#define NN__CACHE_MAX ((size_t)64 << 20) /* at most 64 MiB kept */
+#define NN__CACHE_SLOTS 128
+#define NN__CACHE_MAX ((size_t)64 << 20) /* at least 64 MiB may be kept */
+
+/* The most the cache may hold: 64 MiB, or half of what libnn holds in use
+ * when that is more. A large model's step frees and re-allocates blocks of
+ * hundreds of MiB (GPT-2 124M: the 154 MiB gradients of the tied
+ * embedding / LM head, the 51 MiB logits and their gradient); with a fixed
+ * 64 MiB cap each went back to the kernel and came back as fresh pages:
+ * measured on that step, about a third of its CPU time was page faults and
+ * the clearing of fresh pages. Cached blocks were resident while in use,
+ * so keeping them does not raise the peak of a loop that re-allocates the
+ * same sizes. */
+static size_t cache_cap(size_t cached) {
+    int64_t total = atomic_load_explicit(&g_mem_total, memory_order_relaxed);
+    size_t in_use = total > (int64_t)cached ? (size_t)total - cached : 0;
+    return in_use / 2 > NN__CACHE_MAX ? in_use / 2 : NN__CACHE_MAX;
+}
 
 /* A cached block is accounted under "block cache" with the size it last
  * held (the bytes its user touched, so roughly what is resident). */
@@ -296,7 +311,20 @@ static void *cache_take(size_t cls, size_t *used) {
 static bool cache_put(void *raw, size_t cls, size_t used, int cat) {
     bool kept = false;
     pthread_mutex_lock(&g_cache_mu);
-    if (g_cache.n < NN__CACHE_SLOTS && g_cache.bytes + cls <= NN__CACHE_MAX) {
+    /* What libnn holds in use shrank (a model freed): the oldest blocks go
+     * back until the cache fits its cap again. */
+    size_t cap = cache_cap(g_cache.bytes);
+    while (g_cache.n > 0 && g_cache.bytes > cap) {
+        nn__mem_account(NN_MEM_BLOCK_CACHE, -(int64_t)g_cache.used[0]);
+        g_free(g_cache.raw[0], g_user);
+        g_cache.bytes -= g_cache.cls[0];
+        g_cache.n--;
+        g_cache.raw[0] = g_cache.raw[g_cache.n];
+        g_cache.cls[0] = g_cache.cls[g_cache.n];
+        g_cache.used[0] = g_cache.used[g_cache.n];
+        cap = cache_cap(g_cache.bytes);
+    }
+    if (g_cache.n < NN__CACHE_SLOTS && g_cache.bytes + cls <= cap) {
         mem_move(cat, NN_MEM_BLOCK_CACHE, (int64_t)used); /* under the lock: never negative */
         g_cache.raw[g_cache.n] = raw;
         g_cache.used[g_cache.n] = used;

@@ -8,9 +8,16 @@
  *   identical model (tests/bench/bench_gpt_torch.py, /usr/bin/python3) in
  *   the same run, rounds interleaved with libnn's so both see the same load;
  *   the ratio line is PyTorch's median / libnn's (> 1: libnn is faster).
- * gpt_mini_profile: with --profile, one step split into forward, backward
- *   and optimizer (ms, median).
- * gpt_decode_<mini|124m>: tokens/s of a session generating with the KV cache
+ * gpt2_124m_train: the same for GPT-2 124M (vocabulary 50257, context 1024,
+ *   12 layers, 12 heads, 768 channels) at batch 4, sequence 64 (llm.c's CPU
+ *   configuration), 2 threads by default (--threads-124m). With --llmc DIR
+ *   (a checkout of github.com/karpathy/llm.c, not part of libnn), llm.c's
+ *   train_gpt2.c is built outside the repository and run on random weights
+ *   by tests/bench/bench_llmc.py in the same rounds: a third line and ratio.
+ * <case>_profile: with --profile, one step split into forward, backward
+ *   and optimizer (ms, median), then the library profiler's report of one
+ *   step on stderr.
+ * gpt_mini_decode, gpt2_124m_decode: tokens/s of a session generating with the KV cache
  *   (batch 1, greedy, after a 16-token prefill), by wall time and by CPU
  *   time (x threads: what the wall rate would be on cores of its own), the
  *   memory bandwidth measured in the same run (a streaming read of 1 GiB,
@@ -18,8 +25,10 @@
  *   per token) and the fraction of it reached. The mini model's 13 MB of
  *   weights stay in cache, so it can pass the DRAM bound.
  *
- * Usage: bench_gpt [--torch SCRIPT] [--steps N] [--rounds N] [--profile]
- *                  [--no-124m] [--no-decode] [--no-train] [--threads LIST]
+ * Usage: bench_gpt [--torch SCRIPT] [--llmc DIR [--llmc-script PY]] [--steps N]
+ *                  [--rounds N] [--steps-124m N] [--rounds-124m N] [--profile]
+ *                  [--no-mini] [--no-124m] [--no-decode] [--no-train]
+ *                  [--threads LIST] [--threads-124m LIST]
  * (LIST: e.g. 1,2) */
 #include "nn.h"
 
@@ -60,39 +69,57 @@ static void die(const char *what) {
 
 enum { V = 256, T = 128, B = 8, L = 4, H = 4, C = 256 };
 
+/* A training configuration: model and batch. */
+typedef struct train_cfg {
+    const char *name; /* the BENCH case */
+    const char *torch_cfg; /* bench_gpt_torch.py --config */
+    int64_t vocab, block, layers, heads, channels, batch, seq;
+} train_cfg;
+
+static const train_cfg cfg_mini = {"gpt_mini_train", "mini", V, T, L, H, C, B, T};
+/* GPT-2 124M at llm.c's CPU configuration (batch 4, sequence 64) */
+static const train_cfg cfg_124m = {"gpt2_124m_train", "124m", 50257, 1024, 12, 12, 768, 4, 64};
+
 typedef struct trainer {
+    const train_cfg *cfg;
     nn_module *gpt;
     nn_optim *opt;
     nn_tensor *x, *y;
 } trainer;
 
-static trainer trainer_new(void) {
+static trainer trainer_new(const train_cfg *c) {
     trainer t;
+    t.cfg = c;
     nn_gpt_config cfg;
     nn_gpt_config_init(&cfg);
-    cfg.vocab_size = V;
-    cfg.block_size = T;
-    cfg.n_layer = L;
-    cfg.n_head = H;
-    cfg.n_embd = C;
+    cfg.vocab_size = c->vocab;
+    cfg.block_size = c->block;
+    cfg.n_layer = c->layers;
+    cfg.n_head = c->heads;
+    cfg.n_embd = c->channels;
     nn_generator_seed(NULL, 1);
     t.gpt = nn_gpt_new(&cfg);
     if (!t.gpt) die("nn_gpt_new");
     int64_t np = nn_module_num_parameters(t.gpt);
-    nn_tensor *ps[64];
-    for (int64_t i = 0; i < np && i < 64; i++) ps[i] = nn_module_parameter(t.gpt, i, NULL);
+    nn_tensor **ps = malloc(sizeof *ps * (size_t)np);
+    if (!ps) die("malloc");
+    for (int64_t i = 0; i < np; i++) ps[i] = nn_module_parameter(t.gpt, i, NULL);
     t.opt = nn_adamw(ps, np, 3e-4, 0.1);
+    free(ps);
     if (!t.opt) die("nn_adamw");
     nn_generator *g = nn_generator_new(7);
-    int64_t s[2] = {B, T};
-    int64_t xs[B * T], ys[B * T];
-    for (int i = 0; i < B * T; i++) {
-        xs[i] = (int64_t)(nn_generator_next(g) % V);
-        ys[i] = (int64_t)(nn_generator_next(g) % V);
+    const int64_t n = c->batch * c->seq;
+    int64_t s[2] = {c->batch, c->seq};
+    int64_t *xs = malloc(sizeof *xs * (size_t)n), *ys = malloc(sizeof *ys * (size_t)n);
+    if (!xs || !ys) die("malloc");
+    for (int64_t i = 0; i < n; i++) {
+        xs[i] = (int64_t)(nn_generator_next(g) % (uint64_t)c->vocab);
+        ys[i] = (int64_t)(nn_generator_next(g) % (uint64_t)c->vocab);
     }
-    int64_t s1 = B * T;
     t.x = nn_tensor_from_data(NN_DTYPE_I64, s, 2, xs);
-    t.y = nn_tensor_from_data(NN_DTYPE_I64, &s1, 1, ys);
+    t.y = nn_tensor_from_data(NN_DTYPE_I64, &n, 1, ys);
+    free(xs);
+    free(ys);
     nn_generator_free(g);
     return t;
 }
@@ -109,7 +136,7 @@ static void train_step(trainer *t, double *ph) {
     nn_scope *sc = nn_scope_begin();
     double t0 = now_s();
     nn_optim_zero_grad(t->opt);
-    int64_t s2[2] = {B * T, V};
+    int64_t s2[2] = {t->cfg->batch * t->cfg->seq, t->cfg->vocab};
     nn_tensor *loss = nn_cross_entropy(nn_reshape(nn_module_forward(t->gpt, t->x), s2, 2), t->y);
     if (!loss) die("forward");
     double t1 = now_s();
@@ -131,6 +158,7 @@ static void train_step(trainer *t, double *ph) {
 static double libnn_round(trainer *t, int steps, double *cpu) {
     double v[256], c[256];
     for (int i = 0; i < 2; i++) train_step(t, NULL);
+    if (steps > 64) steps = 64;
     for (int i = 0; i < steps; i++) {
         double a = now_s(), ac = cpu_s();
         train_step(t, NULL);
@@ -142,10 +170,7 @@ static double libnn_round(trainer *t, int steps, double *cpu) {
 }
 
 /* PyTorch's medians, from the script's "MEDIAN_MS wall cpu" line. */
-static double torch_round(const char *script, int threads, int steps, double *cpu) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s --threads %d --steps %d 2>&1", script,
-             threads, steps);
+static double ref_round(const char *cmd, double *cpu) {
     FILE *p = popen(cmd, "r");
     *cpu = NAN;
     if (!p) return NAN;
@@ -161,41 +186,77 @@ static double torch_round(const char *script, int threads, int steps, double *cp
     return ms;
 }
 
-static void bench_train(const char *torch, const int *threads, int nthreads, int steps,
-                        int rounds, bool profile) {
-    trainer t = trainer_new();
+/* The reference scripts' command lines for one round. */
+static double torch_round(const char *script, const train_cfg *c, int threads, int steps,
+                          double *cpu) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s --config %s --threads %d --steps %d 2>&1",
+             script, c->torch_cfg, threads, steps);
+    return ref_round(cmd, cpu);
+}
+
+static double llmc_round(const char *script, const char *llmc, int threads, int steps,
+                         double *cpu) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s --llmc '%s' --threads %d --steps %d 2>&1",
+             script, llmc, threads, steps > 9 ? 9 : steps);
+    return ref_round(cmd, cpu);
+}
+
+/* One reference's medians over the rounds, and the ratio line. */
+static void ref_report(const char *name, const char *who, int th, const double *ms,
+                       const double *cpu, int n, double mine, double mine_c) {
+    if (!n) return;
+    double a[16], b[16];
+    memcpy(a, ms, sizeof *a * (size_t)n);
+    memcpy(b, cpu, sizeof *b * (size_t)n);
+    double pm = median(a, n), pc = median(b, n);
+    printf("BENCH %s_%s %d %.1f ms/step (cpu %.1f ms)\n", name, who, th, pm, pc);
+    printf("BENCH %s_ratio_%s %d %.2f x wall, %.2f x cpu (%s / libnn, >1: libnn faster)\n", name,
+           who, th, pm / mine, pc / mine_c, who);
+}
+
+static void bench_train(const train_cfg *c, const char *torch, const char *llmc_script,
+                        const char *llmc, const int *threads, int nthreads, int steps, int rounds,
+                        bool profile) {
+    trainer t = trainer_new(c);
     for (int ti = 0; ti < nthreads; ti++) {
         int th = threads[ti];
         nn_set_num_threads(th);
-        double mine[16], ref[16], mine_c[16], ref_c[16];
-        int nref = 0;
+        double mine[16], mine_c[16], ref[16], ref_c[16], lc[16], lc_c[16];
+        int nref = 0, nlc = 0;
         for (int r = 0; r < rounds; r++) {
             mine[r] = libnn_round(&t, steps, &mine_c[r]);
-            if (torch) {
-                double c, ms = torch_round(torch, th, steps, &c);
-                if (isfinite(ms)) {
-                    ref_c[nref] = c;
-                    ref[nref++] = ms;
-                }
+            double cc, ms;
+            if (torch && isfinite(ms = torch_round(torch, c, th, steps, &cc))) {
+                ref_c[nref] = cc;
+                ref[nref++] = ms;
+            }
+            if (llmc && isfinite(ms = llmc_round(llmc_script, llmc, th, steps, &cc))) {
+                lc_c[nlc] = cc;
+                lc[nlc++] = ms;
             }
         }
         double m = median(mine, rounds), mc = median(mine_c, rounds);
-        printf("BENCH gpt_mini_train %d %.1f ms/step (cpu %.1f ms)\n", th, m, mc);
-        if (nref) {
-            double pm = median(ref, nref), pc = median(ref_c, nref);
-            printf("BENCH gpt_mini_train_torch %d %.1f ms/step (cpu %.1f ms)\n", th, pm, pc);
-            printf("BENCH gpt_mini_train_ratio %d %.2f x wall, %.2f x cpu (PyTorch / libnn, >1: "
-                   "libnn faster)\n",
-                   th, pm / m, pc / mc);
-        }
+        printf("BENCH %s %d %.1f ms/step (cpu %.1f ms)\n", c->name, th, m, mc);
+        ref_report(c->name, "torch", th, ref, ref_c, nref, m, mc);
+        ref_report(c->name, "llmc", th, lc, lc_c, nlc, m, mc);
         if (profile) {
             double ph[3][64], one[3];
-            for (int i = 0; i < steps; i++) {
+            int n = steps > 64 ? 64 : steps;
+            for (int i = 0; i < n; i++) {
                 train_step(&t, one);
                 for (int k = 0; k < 3; k++) ph[k][i] = one[k];
             }
-            printf("BENCH gpt_mini_profile %d forward %.1f backward %.1f adamw %.1f ms\n", th,
-                   median(ph[0], steps), median(ph[1], steps), median(ph[2], steps));
+            printf("BENCH %s_profile %d forward %.1f backward %.1f adamw %.1f ms\n", c->name, th,
+                   median(ph[0], n), median(ph[1], n), median(ph[2], n));
+            /* one more step under the library's profiler: the report on stderr */
+            if (nn_profiler_start(0) == NN_OK) {
+                train_step(&t, NULL);
+                nn_profiler_stop();
+                fflush(stdout);
+                nn_profiler_write_report(2);
+            }
         }
         fflush(stdout);
     }
@@ -268,7 +329,7 @@ static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t
             nn_session_free(s);
         }
         double v = median(tps, 5), vc = median(tpc, 5), bound = gbs * 1e9 / wbytes;
-        printf("BENCH gpt_decode_%s %d %.1f tokens/s wall, %.1f by CPU time (bound %.1f at %.1f "
+        printf("BENCH %s %d %.1f tokens/s wall, %.1f by CPU time (bound %.1f at %.1f "
                "GB/s for %.1f MB of weights: %.0f%% by CPU time)\n",
                name, threads[ti], v, vc, bound, gbs, wbytes / 1e6, 100.0 * vc / bound);
         fflush(stdout);
@@ -277,38 +338,70 @@ static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t
     nn_model_free(model);
 }
 
+/* bench_llmc.py beside bench_gpt_torch.py (same folder), or --llmc-script. */
+static void sibling(const char *script, const char *name, char *out, size_t n) {
+    const char *slash = script ? strrchr(script, '/') : NULL;
+    if (slash) snprintf(out, n, "%.*s/%s", (int)(slash - script), script, name);
+    else snprintf(out, n, "tests/bench/%s", name);
+}
+
 int main(int argc, char **argv) {
-    const char *torch = NULL;
+    const char *torch = NULL, *llmc = NULL, *llmc_script = NULL;
     int steps = 10, rounds = 3, threads[8] = {1, 2}, nthreads = 2;
-    bool profile = false, big = true, decode = true, train = true;
+    int steps_big = 5, rounds_big = 3, threads_big[8] = {2}, nthreads_big = 1;
+    bool profile = false, big = true, decode = true, train = true, mini = true;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--torch") && i + 1 < argc) torch = argv[++i];
+        else if (!strcmp(argv[i], "--llmc") && i + 1 < argc) llmc = argv[++i];
+        else if (!strcmp(argv[i], "--llmc-script") && i + 1 < argc) llmc_script = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps-124m") && i + 1 < argc) steps_big = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds-124m") && i + 1 < argc) rounds_big = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--profile")) profile = true;
         else if (!strcmp(argv[i], "--no-124m")) big = false;
+        else if (!strcmp(argv[i], "--no-mini")) mini = false;
         else if (!strcmp(argv[i], "--no-decode")) decode = false;
         else if (!strcmp(argv[i], "--no-train")) train = false;
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            nthreads = 0;
-            for (char *tok = strtok(argv[++i], ","); tok && nthreads < 8; tok = strtok(NULL, ","))
-                threads[nthreads++] = atoi(tok);
+        else if ((!strcmp(argv[i], "--threads") || !strcmp(argv[i], "--threads-124m")) &&
+                 i + 1 < argc) {
+            bool b = !strcmp(argv[i], "--threads-124m");
+            int *th = b ? threads_big : threads, n = 0;
+            for (char *tok = strtok(argv[++i], ","); tok && n < 8; tok = strtok(NULL, ","))
+                th[n++] = atoi(tok);
+            *(b ? &nthreads_big : &nthreads) = n;
         } else {
-            fprintf(stderr, "usage: %s [--torch SCRIPT] [--steps N] [--rounds N] [--profile] "
-                            "[--no-124m] [--no-decode] [--no-train] [--threads 1,2]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--torch SCRIPT] [--llmc LLMC_SOURCE_DIR [--llmc-script PY]] "
+                    "[--steps N] [--rounds N] [--steps-124m N] [--rounds-124m N] [--profile] "
+                    "[--no-mini] [--no-124m] [--no-decode] [--no-train] [--threads 1,2] "
+                    "[--threads-124m 2]\n",
+                    argv[0]);
             return 2;
         }
     }
-    if (steps < 1 || steps > 64 || rounds < 1 || rounds > 16) {
+    if (steps < 1 || steps > 64 || rounds < 1 || rounds > 16 || steps_big < 1 ||
+        steps_big > 64 || rounds_big < 1 || rounds_big > 16) {
         fprintf(stderr, "bench_gpt: --steps 1..64, --rounds 1..16\n");
         return 2;
     }
+    char llmc_py[1024];
+    if (llmc && !llmc_script) {
+        sibling(torch, "bench_llmc.py", llmc_py, sizeof llmc_py);
+        llmc_script = llmc_py;
+    }
     printf("# %s\n", nn_backend_info());
-    if (train) bench_train(torch, threads, nthreads, steps, rounds, profile);
+    if (train && mini)
+        bench_train(&cfg_mini, torch, NULL, NULL, threads, nthreads, steps, rounds, profile);
+    if (train && big)
+        bench_train(&cfg_124m, torch, llmc_script, llmc, threads_big, nthreads_big, steps_big,
+                    rounds_big, profile);
     if (!decode) return 0;
     double gbs = bandwidth_gbs();
     printf("BENCH memory_read_bandwidth 1 %.1f GB/s\n", gbs);
-    bench_decode("mini", V, T, L, H, C, 16, 100, gbs, threads, nthreads);
-    if (big) bench_decode("124m", 50257, 1024, 12, 12, 768, 16, 32, gbs, threads, nthreads);
+    if (mini) bench_decode("gpt_mini_decode", V, T, L, H, C, 16, 100, gbs, threads, nthreads);
+    if (big)
+        bench_decode("gpt2_124m_decode", 50257, 1024, 12, 12, 768, 16, 32, gbs, threads,
+                     nthreads);
     return 0;
 }

@@ -2,7 +2,9 @@
 """PyTorch side of tests/bench/bench_gpt.c: the identical mini GPT (nanoGPT's
 model: pre-LN blocks, fused c_attn, causal attention, GELU(tanh) MLP 4C,
 final LayerNorm, tied head; 4 layers, 4 heads, 256 channels, vocabulary 256,
-batch 8, sequence 128) trained with AdamW. Prints the median ms per step of
+batch 8, sequence 128; or with --config 124m GPT-2 124M: vocabulary 50257,
+context 1024, 12 layers, 12 heads, 768 channels, batch 4, sequence 64)
+trained with AdamW. Prints the median ms per step of
 --steps steps after two warm-up steps, wall and process CPU time, as
 "MEDIAN_MS <wall> <cpu>".
 
@@ -18,7 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-V, T, L, H, C, B = 256, 128, 4, 4, 256, 8
+# (vocab, block size, layers, heads, channels, batch, sequence)
+CONFIGS = {"mini": (256, 128, 4, 4, 256, 8, 128),
+           "124m": (50257, 1024, 12, 12, 768, 4, 64)}
+V, BLOCK, L, H, C, B, T = CONFIGS["mini"]
 
 
 class Block(nn.Module):
@@ -30,7 +35,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(C)
         self.c_fc = nn.Linear(C, 4 * C)
         self.mlp_proj = nn.Linear(4 * C, C)
-        self.register_buffer("mask", torch.tril(torch.ones(T, T, dtype=torch.bool)))
+        self.register_buffer("mask", torch.tril(torch.ones(BLOCK, BLOCK, dtype=torch.bool)))
 
     def forward(self, x):
         b, t, c = x.shape
@@ -49,7 +54,7 @@ class GPT(nn.Module):
     def __init__(self):
         super().__init__()
         self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(T, C)
+        self.wpe = nn.Embedding(BLOCK, C)
         self.h = nn.ModuleList([Block() for _ in range(L)])
         self.ln_f = nn.LayerNorm(C)
         self.lm_head = nn.Linear(C, V, bias=False)
@@ -66,7 +71,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="mini")
     a = ap.parse_args()
+    global V, BLOCK, L, H, C, B, T
+    V, BLOCK, L, H, C, B, T = CONFIGS[a.config]
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     model = GPT()
