@@ -99,6 +99,51 @@ static void run_task(void *ctx, int64_t t, int thread) {
     if (i0 < i1 && j0 < j1) run_rect(J, i0, i1, j0, j1);
 }
 
+/* Packing one element of A or B costs about as much as this many
+ * multiply-adds in the micro-kernel (fitted on Zen 5, AVX-512 8x48 tiles,
+ * from 2-thread timings of 64x128x3136 NT cut 2x1, 4x1, 8x1 and 2x3). */
+#define PACK_COST 12
+
+/* How to cut C into tr x tc rectangles (tasks) for nt threads. Each
+ * rectangle packs its own rows of A and columns of B, so every extra column
+ * stripe packs A again and every extra row stripe packs B again. Each split
+ * is estimated as (rounds of tasks per thread) x (the largest task's
+ * multiply-adds on whole register tiles + PACK_COST x the elements it
+ * packs), and the cheapest is taken; a split with more tasks wins within
+ * 1/16 of the best (a thread the OS deschedules then holds up a smaller
+ * part of the call). At least nt tasks (unless C has fewer tiles), at most
+ * 8 per thread and one per 2^20 multiply-adds. On Zen 5 at 2 threads this
+ * took the models' shapes from 1.21-1.89x to 1.46-2.02x of one thread
+ * (64x128x256 NT 1.21x -> 1.71x: 2x1 instead of 2x3) and 1024^3 from 1.70x
+ * to 1.95x (5x2 instead of 4x2). */
+static void split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t k, int nt,
+                        int64_t *tr_out, int64_t *tc_out) {
+    const int64_t nrows = (m + p->mr - 1) / p->mr, ncols = (n + p->nr - 1) / p->nr;
+    int64_t most = (m * n / 64 + 1) * k / ((int64_t)1 << 14);
+    if (most > 8 * (int64_t)nt) most = 8 * (int64_t)nt;
+    if (most < nt) most = nt;
+    double best = -1.0;
+    int64_t btr = 1, btc = 1;
+    for (int64_t tr = 1; tr <= nrows && tr <= most; tr++)
+        for (int64_t tc = 1; tc <= ncols && tr * tc <= most; tc++) {
+            if (tr * tc < nt && !(tr == nrows && tc == ncols)) continue;
+            const double rows = (double)((nrows + tr - 1) / tr * p->mr);
+            const double cols = (double)((ncols + tc - 1) / tc * p->nr);
+            const double task = (rows * cols + PACK_COST * (rows + cols)) * (double)k;
+            const double est = (double)((tr * tc + nt - 1) / nt) * task;
+            const bool more = tr * tc > btr * btc;
+            if (best < 0 || est < best * (more ? 1.0625 : 0.9375)) {
+                if (best < 0 || est < best) best = est;
+                btr = tr, btc = tc;
+            }
+        }
+    if (best < 0) { /* no product of tile counts in [nt, most]: stripes */
+        btc = ncols < nt ? ncols : nt;
+        btr = (nt + btc - 1) / btc < nrows ? (nt + btc - 1) / btc : nrows;
+    }
+    *tr_out = btr, *tc_out = btc;
+}
+
 void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool trans_b, int64_t m,
                       int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -112,23 +157,15 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
     gemm_job J = {p, trans_a, trans_b, m, n, k, 0, alpha, beta, a, b, c, lda, ldb, ldc, 1, 1};
     const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
     J.kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
-    /* Threads take rectangles of C: about 4 per thread, so that a thread the
-     * OS deschedules holds up a small part of the call, each of at least
-     * 2^20 multiply-adds, and column stripes (which share nothing but A)
-     * before row stripes. Each C element gets the same arithmetic in any
-     * rectangle, so the split never changes the result. */
+    /* Threads take rectangles of C (split_rects); each C element gets the
+     * same arithmetic in any rectangle, so the split never changes the
+     * result. */
     int nt = nn__threads_cap(threads, (m * n / 64 + 1) * k, (int64_t)1 << 14);
     if (nt <= 1) {
         run_rect(&J, 0, m, 0, n);
         return;
     }
-    const int64_t ncols = (n + p->nr - 1) / p->nr, nrows = (m + p->mr - 1) / p->mr;
-    int64_t want = 4 * (int64_t)nt, most = (m * n / 64 + 1) * k / ((int64_t)1 << 14);
-    if (want > most) want = most;
-    if (want < nt) want = nt;
-    J.tc = want < ncols ? want : ncols;
-    J.tr = want / J.tc < nrows ? want / J.tc : nrows;
-    if (J.tr < 1) J.tr = 1;
+    split_rects(p, m, n, k, nt, &J.tr, &J.tc);
     nn__parallel_for_max(J.tr * J.tc, nt, run_task, &J);
 }
 

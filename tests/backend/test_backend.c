@@ -302,11 +302,16 @@ static void test_gemm_batched(void **s) {
 }
 TIERED(test_gemm_batched)
 
-/* GEMM at 1 and 2 threads is bit-identical for every provider and path. */
+/* GEMM at 1, 2, 3 and 5 threads is bit-identical for every provider and
+ * path (the blocked GEMM cuts C differently for each count; 24x144x1490 on
+ * 5 threads has 3x3 register-tile stripes and room for 5 tasks, which no
+ * product of stripe counts gives: the fallback split). */
 static void test_gemm_thread_determinism(void **s) {
     (void)s;
     /* each big enough to run on 2 threads (> 2^21 multiply-adds) */
-    static const int64_t shp[][3] = {{64, 784, 64}, {96, 200, 150}, {129, 65, 300}, {7, 999, 330}};
+    static const int64_t shp[][3] = {{64, 784, 64}, {96, 200, 150},  {129, 65, 300},
+                                     {7, 999, 330}, {24, 144, 1490}, {64, 128, 3136}};
+    static const int counts[] = {1, 2, 3, 5};
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);
     for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++)
@@ -314,14 +319,15 @@ static void test_gemm_thread_determinism(void **s) {
             for (int f = 0; f < ni; f++) {
                 const bool ta = tr & 1, tb = tr & 2;
                 const int64_t m = shp[si][0], n = shp[si][1], k = shp[si][2];
-                float *a = buf_new(m * k), *b = buf_new(k * n), *c0 = buf_new(m * n), *c[2];
-                for (int t = 0; t < 2; t++) {
-                    TU_OK(nn_set_num_threads(g_threads[t]));
+                float *a = buf_new(m * k), *b = buf_new(k * n), *c0 = buf_new(m * n), *c[4];
+                for (int t = 0; t < 4; t++) {
+                    TU_OK(nn_set_num_threads(counts[t]));
                     c[t] = buf_copy(c0, m * n);
                     impl[f].fn(ta, tb, m, n, k, 1.0f, a, ta ? m : k, b, tb ? k : n, 0.5f, c[t], n);
                 }
-                expect_same(c[1], c[0], m * n, impl[f].name);
-                buf_free(a), buf_free(b), buf_free(c0), buf_free(c[0]), buf_free(c[1]);
+                for (int t = 1; t < 4; t++) expect_same(c[t], c[0], m * n, impl[f].name);
+                buf_free(a), buf_free(b), buf_free(c0);
+                for (int t = 0; t < 4; t++) buf_free(c[t]);
             }
     TU_OK(nn_set_num_threads(1));
 }
