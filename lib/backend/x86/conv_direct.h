@@ -669,11 +669,17 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
     cd_w_plan(g->kw, j.nvec, d->c * g->kh, &j.g, &j.nv);
     j.kt = d->c * g->kh * g->kw;
     j.pstride = (j.kt + 1) * j.ldd;
-    /* chunks: fixed by the shape (~2^22 multiply-adds each, at most 16);
-     * their partial sums live in the caller's scratch (kept between calls:
-     * fresh pages would cost more than the sums) */
+    /* chunks: fixed by the shape, never by the thread count: at most 16,
+     * each of at least 2^18 multiply-adds, and few enough that summing
+     * their partials (chunks x pstride adds) costs under 1/32 of the work.
+     * (A fixed ~2^22 multiply-adds per chunk gave conv1 of the demo CNN,
+     * 1 -> 32 channels at batch 64, 3 chunks: 2 threads ran it at 1.1x of
+     * one.) The partial sums live in the caller's scratch (kept between
+     * calls: fresh pages would cost more than the sums). */
     const double work = (double)(j.kt * d->o * g->oh * g->ow);
-    j.chunks = cd_max(1, cd_min(cd_min(d->n, 16), (int64_t)(work * (double)d->n / (1 << 22))));
+    const double total = work * (double)d->n;
+    j.chunks = cd_min(cd_min(d->n, 16), (int64_t)(total / (1 << 18)));
+    j.chunks = cd_max(1, cd_min(j.chunks, (int64_t)(total / (32.0 * (double)j.pstride))));
     j.per = cd_cdiv(d->n, j.chunks);
     j.chunks = cd_cdiv(d->n, j.per);
     j.part = nn__thread_scratch(CD_SLOT_PACK, (size_t)(j.chunks * j.pstride) * sizeof(float));
