@@ -347,6 +347,24 @@ double nn__tier_fma_peak(int tier) {
     return best;
 }
 
+double nn__tier_int8_peak(void) {
+#if NN_HAVE_AVX512 && NN_HAVE_AVX512_VNNI
+    if (!nn__tier_runnable(NN_TIER_AVX512) || !nn__cpu()->avx512_vnni) return 0.0;
+    const int64_t iters = 500000;
+    volatile int32_t sink = 0;
+    double best = 0.0;
+    for (int rep = 0; rep < 40; rep++) {
+        double t0 = now_s();
+        sink = sink + nn__avx512vnni_dpbusd_loop(iters);
+        double dt = now_s() - t0, g = (double)iters * 12.0 * 64.0 * 2.0 / dt * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+#else
+    return 0.0;
+#endif
+}
+
 /* ------------------------------------------------------------------ info */
 
 static const nn__gemm_plan *tier_plan(int tier) {

@@ -50,6 +50,10 @@ nn__sgemm_fn nn__tier_blocked_sgemm(int tier);
  * width (GFLOP/s, best of 40 ~1 ms runs of independent FMA chains); 0
  * for the reference tier or when not runnable. */
 double nn__tier_fma_peak(int tier);
+/* Benchmark: the single-thread int8 throughput of vpdpbusd (GOP/s, one
+ * product and one add counted as 2 operations, same method as
+ * nn__tier_fma_peak); 0 without AVX-512 VNNI. */
+double nn__tier_int8_peak(void);
 /* The GEMM provider a tier's table uses for large shapes: "libnn" or "blis". */
 const char *nn__tier_gemm_provider(int tier);
 

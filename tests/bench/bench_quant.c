@@ -18,12 +18,19 @@
  *
  * Ratios compare CPU times with one thread, wall times otherwise; batch-256
  * lines are throughput ratios (f32 time / int8 time, higher is better).
+ * First, the packed int8 GEMM of the active tier on the CNN's shapes and a
+ * square one, against the vpdpbusd peak measured in the same run (it links
+ * the internal archive for the kernel table):
+ *
+ *     BENCH q_gemm_<m>x<n>x<k> 1 <median> us cpu <median> us <GOP/s> GOP/s <pct>% of peak
  *
  * Weights are the default initialisation (timing does not depend on their
  * values); static calibration uses 4 batches of N(0, 1) inputs. Accuracy
  * is examples/quantize.c's business (a trained model and the test set).
  * PyTorch's quantize_dynamic on the same models: bench_quant_torch.py. */
-#include <nn.h>
+#include "backend/backend.h"
+#include "backend/tier.h"
+#include "nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +186,37 @@ static void bench_model(const char *name, nn_module *(*make)(void), const int64_
 #define BENCH_QUANT_TORCH "tests/bench/bench_quant_torch.py"
 #endif
 
+/* The int8 GEMM alone (raw sums, one thread): medians by thread CPU time. */
+static void bench_gemm(int64_t m, int64_t n, int64_t k, int rounds, double peak) {
+    const int64_t kp = (k + 3) & ~(int64_t)3;
+    uint8_t *a = malloc((size_t)(m * kp));
+    int8_t *qw = malloc((size_t)(n * k)), *w = malloc((size_t)nn__qpacked_bytes(n, k));
+    int32_t *c = malloc(sizeof(int32_t) * (size_t)(m * n));
+    for (int64_t i = 0; i < m * kp; i++) a[i] = (uint8_t)(i * 7 + 3);
+    for (int64_t i = 0; i < n * k; i++) qw[i] = (int8_t)((i * 13) % 255 - 127);
+    const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    k8->pack(n, k, qw, k, w);
+    static const float one = 1.0f;
+    static const int32_t zero = 0;
+    nn__qgemm g = {.m = m, .n = n, .k = k, .a = a, .lda = kp, .w = w, .a_scale = &one,
+                   .a_zp = &zero, .ldc = n, .c32 = c};
+    const double ops = 2.0 * (double)m * (double)n * (double)k;
+    const int inner = ops < 1e8 ? (int)(1e8 / ops) + 1 : 1;
+    double *t = malloc(sizeof(double) * (size_t)rounds), *cp = malloc(sizeof(double) * (size_t)rounds);
+    k8->gemm(&g);
+    for (int r = 0; r < rounds; r++) {
+        double t0 = now_us(), c0 = cpu_us();
+        for (int i = 0; i < inner; i++) k8->gemm(&g);
+        cp[r] = (cpu_us() - c0) / inner;
+        t[r] = (now_us() - t0) / inner;
+    }
+    const double tw = median(t, rounds), tc = median(cp, rounds), gops = ops / tc * 1e-3;
+    printf("BENCH q_gemm_%lldx%lldx%lld 1 %.2f us cpu %.2f us %.1f GOP/s %.0f%% of peak\n",
+           (long long)m, (long long)n, (long long)k, tw, tc, gops,
+           peak > 0 ? 100.0 * gops / peak : 0.0);
+    free(a), free(qw), free(w), free(c), free(t), free(cp);
+}
+
 /* Run PyTorch's side (one thread) and keep its medians; its lines are
  * echoed. A missing python or torch skips the comparison, it does not fail. */
 static void run_torch(const char *script, bool quick) {
@@ -252,6 +290,19 @@ int main(int argc, char **argv) {
     g_threads = threads;
     nn_set_num_threads(threads);
     printf("# libnn %s; backend: %s\n", nn_version(), nn_backend_info());
+    {
+        const int saved = nn_get_num_threads();
+        nn_set_num_threads(1);
+        const double peak = nn__tier_int8_peak();
+        printf("# int8 kernels: tier %s; vpdpbusd peak %.1f GOP/s (1 thread, measured; 0: no VNNI)\n",
+               nn__kernels()->name, peak);
+        bench_gemm(196, 64, 288, rounds, peak);   /* the CNN's conv2, one image */
+        bench_gemm(784, 32, 9, rounds, peak);     /* conv1, one image */
+        bench_gemm(1, 128, 3136, rounds, peak);   /* fc1 at batch 1 */
+        bench_gemm(256, 128, 3136, rounds, peak); /* fc1 at batch 256 */
+        bench_gemm(512, 512, 512, rounds, peak);
+        nn_set_num_threads(saved);
+    }
     const int64_t img[4] = {1, 1, 28, 28}, flat[2] = {1, 784};
     bench_model("cnn", make_cnn, img, 4, 1, rounds, threads);
     bench_model("cnn", make_cnn, img, 4, 256, rounds, threads);

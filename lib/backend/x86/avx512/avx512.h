@@ -30,6 +30,9 @@ void nn__avx512_sgemm_small(bool trans_a, bool trans_b, int64_t m, int64_t n, in
 /* int8 kernels with AVX-512 VNNI (int8_vnni.c, its own archive built with
  * -mavx512vnni): installed only when the CPU has VNNI. */
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t);
+/* The int8 throughput probe (nn__tier_int8_peak): 12 independent vpdpbusd
+ * chains (64 u8 x s8 products each) for iters rounds. */
+int32_t nn__avx512vnni_dpbusd_loop(int64_t iters);
 /* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
 void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
 /* Half-precision domain (half.c); half_bf16.c, built with -mavx512bf16,

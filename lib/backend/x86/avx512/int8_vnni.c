@@ -347,6 +347,17 @@ static void vnni_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t 
         }
 }
 
+int32_t nn__avx512vnni_dpbusd_loop(int64_t iters) {
+    const __m512i x = _mm512_set1_epi8(1), y = _mm512_set1_epi8(-1);
+    __m512i a[12];
+    for (int j = 0; j < 12; j++) a[j] = _mm512_set1_epi32(j);
+    for (int64_t i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = _mm512_dpbusd_epi32(a[j], x, y);
+    __m512i s = a[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_epi32(s, a[j]);
+    return _mm512_reduce_add_epi32(s);
+}
+
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->minmax = vnni_minmax;
     t->quantize_u8 = vnni_quantize_u8;
