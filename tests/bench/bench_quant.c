@@ -8,7 +8,8 @@
  * PyTorch's quantize_dynamic / static on the same models (bench_quant_torch.py
  * under /usr/bin/python3; --no-torch skips it, --torch PATH names the
  * script) and the issue's targets against both. One thread unless
- * --threads N. Output lines:
+ * --threads N; --tier avx2 (or ref) runs an older machine's kernels. Output
+ * lines:
  *
  *     BENCH q_<model>_b<batch>_<f32|dyn|static> <threads> <median> us cpu <median> us
  *     RATIO q_<model>_b<batch>_<dyn|static> <int8 latency / f32 latency>
@@ -280,9 +281,20 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quick")) rounds = 7;
         else if (!strcmp(argv[i], "--no-torch")) torch = false;
         else if (!strcmp(argv[i], "--torch") && i + 1 < argc) script = argv[++i];
-        else {
+        else if (!strcmp(argv[i], "--tier") && i + 1 < argc) {
+            /* measure an older machine's kernels: ref, avx2 or avx512 */
+            const char *t = argv[++i];
+            const int tier = !strcmp(t, "ref") ? NN_TIER_REF : !strcmp(t, "avx2") ? NN_TIER_AVX2
+                             : !strcmp(t, "avx512")                              ? NN_TIER_AVX512
+                                                                                 : -2;
+            if (tier == -2 || !nn__backend_force_tier(tier)) {
+                fprintf(stderr, "bench_quant: tier '%s' is not runnable here\n", t);
+                return 2;
+            }
+        } else {
             fprintf(stderr,
-                    "usage: bench_quant [--threads N] [--quick] [--no-torch] [--torch SCRIPT]\n");
+                    "usage: bench_quant [--threads N] [--quick] [--no-torch] [--torch SCRIPT]"
+                    " [--tier ref|avx2|avx512]\n");
             return 2;
         }
     }
