@@ -2096,6 +2096,33 @@ NN_API nn_status nn_dist_broadcast_module(nn_module *m, int root);
  * rank keeps none everywhere (the optimizer then skips it on all ranks).
  * A collective; errors as nn_dist_broadcast_module. */
 NN_API nn_status nn_dist_allreduce_grads(nn_module *m);
+/* Overlap the gradient mean with backward, as PyTorch's DDP does: with on,
+ * m's parameters that require grad are split, in reverse registration
+ * order, into buckets of about nn_dist_bucket_bytes; during each
+ * nn_backward on this thread, a bucket's allreduce starts (nonblocking) as
+ * soon as every gradient in it is final, while backward goes on; the next
+ * nn_dist_allreduce_grads(m) starts the buckets backward did not complete,
+ * waits for all of them (within the deadline of nn_dist_set_timeout) and
+ * writes the means. The training loop is unchanged, and the gradients are
+ * those of the blocking path (bit for bit on 2 ranks; on more, MPI may sum
+ * buckets in another order: within float rounding). A second backward
+ * before nn_dist_allreduce_grads (gradient accumulation) is still correct
+ * (that step falls back to one blocking allreduce) but not overlapped.
+ * One module at a time: enabling it for another module, or off for m,
+ * completes and drops a step in flight. A collective (checks the layout as
+ * nn_dist_broadcast_module); call it after nn_dist_init, from the thread
+ * that runs backward and the nn_dist_* calls (NN_ERR_STATE otherwise).
+ * Changing m's parameters afterwards: nn_dist_allreduce_grads fails with
+ * NN_ERR_STATE until this is called again. NULL m: NN_ERR_NULL. */
+NN_API nn_status nn_dist_set_overlap(nn_module *m, bool on);
+/* Target bucket size for nn_dist_set_overlap in bytes of gradient (default
+ * 25 MiB, DDP's): a bucket closes once it holds at least this many, so 1
+ * gives one bucket per parameter and SIZE_MAX a single bucket. Takes effect
+ * at the next nn_dist_set_overlap. 0: NN_ERR_INVALID. */
+NN_API nn_status nn_dist_set_bucket_bytes(size_t bytes);
+NN_API size_t nn_dist_bucket_bytes(void);
+/* Buckets of the module with overlap on (0 when off). */
+NN_API int64_t nn_dist_num_buckets(void);
 /* Sum v[0..n) over all ranks, in place (for metrics: losses times counts,
  * correct predictions; divide by nn_dist_size for a mean). A collective;
  * n 0 is a no-op, n < 0 is NN_ERR_INVALID, v NULL with n > 0 NN_ERR_NULL. */

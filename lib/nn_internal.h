@@ -50,6 +50,7 @@ struct nn_tensor {
     bool requires_grad;
     nn_tensor *grad;  /* leaf gradient (owned) */
     nn_node *grad_fn; /* owned reference to the producing node */
+    long bw_uses;     /* nn_backward scratch: consumers of this leaf not yet run */
 };
 NN__HANDLE_FIRST(struct nn_tensor, handle);
 
@@ -177,6 +178,14 @@ struct nn_node {
 
 /* True when grad mode is on and any input requires grad. */
 bool nn__needs_grad(nn_tensor *const *inputs, int n);
+/* Called by nn_backward once per leaf that requires grad, as soon as the
+ * leaf's gradient is final for that backward (every node of the graph that
+ * consumes the leaf has run: accumulated into leaf->grad, or reached by no
+ * gradient). Installed per thread: only backwards run on the installing
+ * thread call it (lib/dist starts a bucket's allreduce from it). fn NULL
+ * removes it; without a hook nn_backward does no extra work. */
+typedef void (*nn__grad_ready_fn)(nn_tensor *leaf, void *ctx);
+void nn__set_grad_ready_hook(nn__grad_ready_fn fn, void *ctx);
 /* If nn__needs_grad(inputs), create a node for `out` (retaining inputs), set
  * out->grad_fn and out->requires_grad, and store it in *node; else *node =
  * NULL. Fill node->saved / f / i after. Returns NN_NOMEM on failure (out is

@@ -13,6 +13,18 @@ bool nn_set_grad_enabled(bool enabled) {
 
 bool nn_is_grad_enabled(void) { return tl_grad_disabled == 0; }
 
+/* The leaf-gradient-ready hook of this thread (nn__set_grad_ready_hook). */
+static _Thread_local nn__grad_ready_fn tl_ready;
+static _Thread_local void *tl_ready_ctx;
+
+void nn__set_grad_ready_hook(nn__grad_ready_fn fn, void *ctx) {
+    tl_ready = fn;
+    tl_ready_ctx = fn ? ctx : NULL;
+}
+
+/* A leaf whose gradient the engine accumulates (not a node's output). */
+static bool grad_leaf(const nn_tensor *t) { return t && !t->grad_fn && t->requires_grad; }
+
 bool nn__needs_grad(nn_tensor *const *inputs, int n) {
     if (tl_grad_disabled) return false;
     for (int i = 0; i < n; i++)
@@ -169,6 +181,15 @@ done:
     return st;
 }
 
+/* Node nd has run (or was reached by no gradient): one consumer fewer for
+ * each leaf among its inputs; a leaf with none left is final. */
+static void leaf_uses_done(nn_node *nd, nn__grad_ready_fn ready, void *ctx) {
+    for (int k = 0; k < nd->ninputs; k++) {
+        nn_tensor *in = nd->inputs[k];
+        if (grad_leaf(in) && in->bw_uses > 0 && --in->bw_uses == 0) ready(in, ctx);
+    }
+}
+
 nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph) {
     const char *fn = "nn_backward";
     NN__PROF_SPAN(NN__PROF_OTHER, fn, NULL);
@@ -201,7 +222,9 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
 
     if (!t->grad_fn) { /* a leaf: its gradient is the seed */
         nn_status st = accumulate(&t->grad, g0);
-        return st ? nn__err(st, "%s: out of memory", fn) : nn__ok();
+        if (st) return nn__err(st, "%s: out of memory", fn);
+        if (tl_ready) tl_ready(t, tl_ready_ctx);
+        return nn__ok();
     }
 
     nodevec order = {0};
@@ -225,13 +248,25 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
     }
     t->grad_fn->grad_acc = g0;
 
+    /* With a ready hook, count each leaf's consumers in this graph; the
+     * hook fires when the last of them has run (leaf_uses_done). */
+    nn__grad_ready_fn ready = tl_ready;
+    void *ready_ctx = tl_ready_ctx;
+    if (ready)
+        for (size_t i = 0; i < order.n; i++)
+            for (int k = 0; k < order.v[i]->ninputs; k++)
+                if (grad_leaf(order.v[i]->inputs[k])) order.v[i]->inputs[k]->bw_uses++;
+
     bool prev = nn_set_grad_enabled(false);
     /* Reverse post-order: each node runs after every node that consumes it. */
     for (size_t oi = order.n; oi-- > 0 && st == NN_OK;) {
         nn_node *nd = order.v[oi];
         nn_tensor *gout = nd->grad_acc;
         nd->grad_acc = NULL;
-        if (!gout) continue; /* no gradient reached this node */
+        if (!gout) { /* no gradient reached this node */
+            if (ready) leaf_uses_done(nd, ready, ready_ctx);
+            continue;
+        }
         nn_tensor *gin_stack[8];
         nn_tensor **gin =
             nd->ninputs <= 8 ? gin_stack : nn__calloc((size_t)nd->ninputs, sizeof *gin);
@@ -269,6 +304,7 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
             if (as) st = nn__err(as, "%s: out of memory accumulating gradients", fn);
         }
         if (gin != gin_stack) nn__free(gin);
+        if (ready && st == NN_OK) leaf_uses_done(nd, ready, ready_ctx);
         if (!retain_graph) {
             nn__node_free_saved(nd);
             nd->released = true;
@@ -279,6 +315,10 @@ nn_status nn_backward_ex(nn_tensor *t, const nn_tensor *seed, bool retain_graph)
     for (size_t i = 0; i < order.n; i++) {
         nn__tensor_release(order.v[i]->grad_acc);
         order.v[i]->grad_acc = NULL;
+        /* After an error, counts of the nodes that did not run remain. */
+        if (ready)
+            for (int k = 0; k < order.v[i]->ninputs; k++)
+                if (grad_leaf(order.v[i]->inputs[k])) order.v[i]->inputs[k]->bw_uses = 0;
     }
     nn__free(order.v);
     if (st != NN_OK && !nn__err_pending()) st = nn__err(st, "%s: backward failed", fn);

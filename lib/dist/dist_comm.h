@@ -21,6 +21,17 @@ nn_status nn__comm_bcast(void *buf, size_t nbytes, int root, const char *fn);
 /* Elementwise sum over ranks, in place. */
 nn_status nn__comm_sum_f32(float *buf, size_t n, const char *fn);
 nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn);
+/* Nonblocking elementwise sum over ranks of buf[0..n), in place: starts
+ * the collective and returns at once with *req (NULL in a world of one).
+ * buf must stay untouched until nn__comm_wait. Every rank must start its
+ * nonblocking sums in the same order. */
+typedef struct nn__comm_req nn__comm_req;
+nn_status nn__comm_isum_f32(float *buf, size_t n, nn__comm_req **req, const char *fn);
+/* Drive MPI's progress on req without blocking; *done once complete. */
+nn_status nn__comm_test(nn__comm_req *req, bool *done, const char *fn);
+/* Complete req within the collective deadline (NN_ERR_TIMEOUT otherwise,
+ * as the blocking collectives) and free it, whatever the outcome. */
+nn_status nn__comm_wait(nn__comm_req *req, const char *fn);
 /* Elementwise maximum over ranks, in place. */
 nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn);
 

@@ -130,29 +130,36 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Complete the nonblocking collective *req, or fail after g_timeout
- * seconds. MPI_Test drives MPI's progress; the wait spins for the first
- * 50 us (a step's allreduce usually completes by then) and then sleeps,
- * doubling from 20 us to 1 ms, so a long wait costs no CPU and a short one
- * little latency. */
-static nn_status wait_deadline(MPI_Request *req, const char *fn, const char *call) {
+/* Complete the nonblocking collectives req[0..n), or fail after g_timeout
+ * seconds. Open MPI moves a large message only inside MPI calls, one
+ * fragment exchange per MPI_Test (the CNN's 1.7 MB of gradients take ~100
+ * on shared memory), so the wait first polls back to back for SPIN_S (with
+ * mpi_yield_when_idle, Open MPI yields the core between polls) and only
+ * then sleeps between polls, doubling from 20 us to NAP_MAX_NS: a stalled
+ * peer costs a few percent of a core, and a peer that arrives late still
+ * gets its message through at one fragment per nap at worst. (Sleeping
+ * after 50 us with naps of up to 1 ms, as before, made every allreduce of
+ * more than a few fragments take ~1 ms per fragment: 150 ms for the CNN.) */
+#define SPIN_S 0.010
+#define NAP_MAX_NS 100000L
+static nn_status wait_deadline_n(int n, MPI_Request *req, const char *fn, const char *call) {
     if (g_timeout <= 0) {
-        int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+        int rc = MPI_Waitall(n, req, MPI_STATUSES_IGNORE);
         return rc == MPI_SUCCESS ? NN_OK : mpi_fail(rc, fn, call);
     }
     double t0 = now_s(), waited = 0;
     long nap = 20000;
     for (;;) {
         int done = 0;
-        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        int rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, call);
         if (done) return NN_OK;
         waited = now_s() - t0;
         if (waited > g_timeout) break;
-        if (waited > 50e-6) {
+        if (waited > SPIN_S) {
             struct timespec ts = {0, nap};
             nanosleep(&ts, NULL);
-            if (nap < 1000000) nap *= 2;
+            if (nap < NAP_MAX_NS) nap = nap * 2 < NAP_MAX_NS ? nap * 2 : NAP_MAX_NS;
         }
     }
     g_broken = true;
@@ -161,6 +168,10 @@ static nn_status wait_deadline(MPI_Request *req, const char *fn, const char *cal
                    "another rank failed before it, died or stalled. The job cannot continue: "
                    "exit with a non-zero status (mpirun then ends every rank)",
                    fn, g_rank, g_size, call, waited);
+}
+
+static nn_status wait_deadline(MPI_Request *req, const char *fn, const char *call) {
+    return wait_deadline_n(1, req, fn, call);
 }
 
 nn_status nn__comm_barrier(const char *fn) {
@@ -209,6 +220,55 @@ nn_status nn__comm_sum_f32(float *buf, size_t n, const char *fn) {
 
 nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn) {
     return allreduce(buf, n, sizeof *buf, MPI_DOUBLE, MPI_SUM, fn);
+}
+
+/* A nonblocking sum: one MPI request per CHUNK elements. */
+struct nn__comm_req {
+    int n;
+    MPI_Request r[];
+};
+
+nn_status nn__comm_isum_f32(float *buf, size_t n, nn__comm_req **req, const char *fn) {
+    *req = NULL;
+    if (alone()) return NN_OK;
+    if (g_broken) return broken(fn);
+    size_t chunks = n / CHUNK + (n % CHUNK != 0);
+    nn__comm_req *q = nn__malloc(sizeof *q + (chunks ? chunks : 1) * sizeof(MPI_Request));
+    if (!q) return NN_ERR_NOMEM;
+    q->n = 0;
+    for (size_t off = 0; off < n; off += CHUNK) {
+        size_t k = n - off < CHUNK ? n - off : CHUNK;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, g_comm,
+                                &q->r[q->n]);
+        if (rc != MPI_SUCCESS) {
+            /* Requests already started cannot be cancelled: the job is
+             * out of step, as after a timeout. */
+            g_broken = q->n > 0;
+            nn__free(q);
+            return mpi_fail(rc, fn, "MPI_Iallreduce");
+        }
+        q->n++;
+    }
+    *req = q;
+    return NN_OK;
+}
+
+nn_status nn__comm_test(nn__comm_req *req, bool *done, const char *fn) {
+    *done = true;
+    if (!req || req->n == 0) return NN_OK;
+    int flag = 0;
+    int rc = MPI_Testall(req->n, req->r, &flag, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, fn, "MPI_Iallreduce");
+    *done = flag != 0;
+    return NN_OK;
+}
+
+nn_status nn__comm_wait(nn__comm_req *req, const char *fn) {
+    if (!req) return NN_OK;
+    nn_status st = NN_OK;
+    if (req->n > 0) st = g_broken ? broken(fn) : wait_deadline_n(req->n, req->r, fn, "MPI_Iallreduce");
+    nn__free(req);
+    return st;
 }
 
 nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn) {

@@ -38,6 +38,23 @@ nn_status nn__comm_sum_f64(double *buf, size_t n, const char *fn) {
     return NN_OK;
 }
 
+nn_status nn__comm_isum_f32(float *buf, size_t n, nn__comm_req **req, const char *fn) {
+    (void)buf, (void)n, (void)fn;
+    *req = NULL;
+    return NN_OK;
+}
+
+nn_status nn__comm_test(nn__comm_req *req, bool *done, const char *fn) {
+    (void)req, (void)fn;
+    *done = true;
+    return NN_OK;
+}
+
+nn_status nn__comm_wait(nn__comm_req *req, const char *fn) {
+    (void)req, (void)fn;
+    return NN_OK;
+}
+
 nn_status nn__comm_max_i64(int64_t *buf, size_t n, const char *fn) {
     (void)buf, (void)n, (void)fn;
     return NN_OK;

@@ -1408,6 +1408,20 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_dist_allreduce_grads: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_status st = nn_dist_set_overlap(NULL, 0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_dist_set_overlap: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_dist_set_bucket_bytes(0); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_dist_set_bucket_bytes: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    (void)nn_dist_bucket_bytes();
+    calls++;
+    nn_clear_error();
+    (void)nn_dist_num_buckets();
+    calls++;
+    nn_clear_error();
     { nn_status st = nn_dist_allreduce_scalar(NULL, 0); if (st != NN_OK && !nn_last_error()[0])
         fail_msg("nn_dist_allreduce_scalar: status %d without a message", (int)st); }
     calls++;

@@ -4,6 +4,12 @@
  *     rank 1 fails before an allreduce: it stalls (never joins), reports
  *     an error with nn_dist_abort, or dies (SIGKILL); every rank must stop
  *     within the bound with a message naming a rank.
+ *   dist_fail overlap_stall|overlap_kill TIMEOUT
+ *     training with the allreduce overlapped with backward (one bucket per
+ *     parameter): in step 3 rank 1 stalls before its backward while rank 0
+ *     has buckets in flight, or dies (SIGKILL) in the middle of its
+ *     backward (from its allocator, at its 3rd allocation of that
+ *     backward); every rank must stop within the bound.
  *   dist_fail train TIMEOUT EPOCHS CKPT OUT [KILL_EPOCH | resume]
  *     data-parallel training with a checkpoint after every epoch; rank 1
  *     kills itself in epoch KILL_EPOCH; "resume" restarts from CKPT. OUT
@@ -62,7 +68,60 @@ static nn_status step(nn_module *m, nn_optim *opt, nn_tensor *x, nn_tensor *y) {
     return st;
 }
 
+/* Rank 1's allocator: when armed, SIGKILL at the 3rd allocation. */
+static int g_armed;
+static void *die_malloc(size_t n, void *u) {
+    (void)u;
+    if (g_armed && ++g_armed > 3) raise(SIGKILL);
+    return malloc(n);
+}
+static void *die_realloc(void *p, size_t n, void *u) {
+    (void)u;
+    return realloc(p, n);
+}
+static void die_free(void *p, void *u) {
+    (void)u;
+    free(p);
+}
+
+static int overlap_mode(const char *mode) {
+    bool kill = !strcmp(mode, "overlap_kill");
+    if (kill && nn_dist_rank() == 1 && nn_set_allocator(die_malloc, die_realloc, die_free, NULL))
+        return fail("nn_set_allocator");
+    nn_dataset *all = data(), *shard = nn_dist_shard_dataset(all, true);
+    nn_module *m = model();
+    nn_optim *opt = nn_optim_new_module(NN_OPTIM_TYPE_SGD, m, 0.1);
+    if (!shard || !m || !opt || nn_dist_set_bucket_bytes(1) || nn_dist_set_overlap(m, true))
+        return fail("setup");
+    nn_loader *ld = nn_loader_new(shard, 16, false, 0);
+    nn_tensor *x, *y;
+    for (int s = 0; ld && nn_loader_next(ld, &x, &y); s++) {
+        nn_scope *sc = nn_scope_begin();
+        nn_status st = nn_optim_zero_grad(opt);
+        nn_tensor *loss = st ? NULL : nn_cross_entropy(nn_module_forward(m, x), y);
+        if (!st && !loss) st = nn_last_status();
+        if (s == 3 && nn_dist_rank() == 1) {
+            if (!kill) {
+                fprintf(stderr, "dist_fail: rank 1 stalls before its overlapped backward\n");
+                sleep(120);
+                return 0;
+            }
+            fprintf(stderr, "dist_fail: rank 1 dies in its overlapped backward\n");
+            g_armed = 1;
+        }
+        if (!st) st = nn_backward(loss);
+        if (!st) st = nn_dist_allreduce_grads(m);
+        if (!st) st = nn_optim_step(opt);
+        nn_scope_end(sc);
+        if (st) return fail("overlapped step");
+    }
+    fprintf(stderr, "dist_fail: rank %d: training completed (unexpected)\n", nn_dist_rank());
+    nn_dist_finalize();
+    return 0;
+}
+
 static int failure_mode(const char *mode) {
+    if (!strncmp(mode, "overlap_", 8)) return overlap_mode(mode);
     nn_module *m = model();
     double v[1] = {1};
     if (nn_dist_rank() == 1) {

@@ -21,6 +21,9 @@ expect_stop() { # MODE MESSAGE
 expect_stop stall "rank 0 of 2: MPI_Iallreduce did not complete within"
 expect_stop abort "rank 1 of 2 failed: injected failure"
 expect_stop kill "rank 1\|signal 9\|did not complete within"
+# The same with the allreduce overlapped with backward (buckets in flight).
+expect_stop overlap_stall "rank 0 of 2: MPI_Iallreduce did not complete within"
+expect_stop overlap_kill "rank 1\|signal 9\|did not complete within"
 
 # Kill rank 1 in epoch 2 of 4, restart every rank from the last checkpoint,
 # and end with the weights of an uninterrupted run, bit for bit.

@@ -39,6 +39,11 @@ static void test_before_init(void **state) {
     double v[2] = {1.5, -2};
     TU_OK(nn_dist_allreduce_scalar(v, 2));
     assert_true(v[0] == 1.5 && v[1] == -2);
+    nn_module *net = small_net();
+    assert_int_equal(nn_dist_set_overlap(net, true), NN_ERR_STATE); /* needs init */
+    tu_expect_error(NN_ERR_STATE, "nn_dist_set_overlap");
+    TU_OK(nn_dist_set_overlap(net, false)); /* off when off: a no-op */
+    nn_module_free(net);
     TU_OK(nn_dist_finalize()); /* before init: a no-op, init still works after */
 }
 
@@ -191,6 +196,51 @@ static void test_shard_dataset(void **state) {
     nn_tensor_free(y);
 }
 
+/* Overlap in a world of one: buckets by the size rule, gradients unchanged. */
+static void test_overlap(void **state) {
+    (void)state;
+    nn_module *net = small_net();
+    /* Parameters requiring grad, reversed: BatchNorm bias 8 and weight 8
+     * bytes, Linear bias 8 and weight 24. */
+    struct {
+        size_t cap;
+        int64_t want;
+    } cases[] = {{1, 4}, {8, 4}, {16, 2}, {24, 2}, {25, 1}, {(size_t)-1, 1}, {(size_t)25 << 20, 1}};
+    assert_true(nn_dist_bucket_bytes() == (size_t)25 << 20);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        TU_OK(nn_dist_set_bucket_bytes(cases[k].cap));
+        assert_true(nn_dist_bucket_bytes() == cases[k].cap);
+        TU_OK(nn_dist_set_overlap(net, true));
+        assert_int_equal(nn_dist_num_buckets(), cases[k].want);
+    }
+    assert_int_equal(nn_dist_set_bucket_bytes(0), NN_ERR_INVALID);
+    tu_expect_error(NN_ERR_INVALID, "nn_dist_set_bucket_bytes");
+    assert_true(nn_dist_bucket_bytes() == (size_t)25 << 20); /* the last accepted */
+    assert_int_equal(nn_dist_set_overlap(NULL, true), NN_ERR_NULL);
+    tu_expect_error(NN_ERR_NULL, "nn_dist_set_overlap");
+
+    /* Gradients of two backwards, then the mean over one rank: unchanged. */
+    backward_once(net);
+    backward_once(net);
+    nn_tensor *w = nn_module_parameter(net, 0, NULL);
+    float before[6], after[6];
+    TU_OK(nn_tensor_copy_to(nn_tensor_grad(w), before, sizeof before));
+    TU_OK(nn_dist_allreduce_grads(net));
+    TU_OK(nn_tensor_copy_to(nn_tensor_grad(w), after, sizeof after));
+    assert_memory_equal(before, after, sizeof before);
+
+    /* Another module takes over; off for a module not overlapped: no-op. */
+    nn_module *other = small_net();
+    TU_OK(nn_dist_set_overlap(other, true));
+    TU_OK(nn_dist_set_overlap(net, false));
+    assert_int_equal(nn_dist_num_buckets(), 1);
+    TU_OK(nn_dist_set_overlap(other, false));
+    assert_int_equal(nn_dist_num_buckets(), 0);
+    TU_OK(nn_dist_set_bucket_bytes((size_t)25 << 20));
+    nn_module_free(other);
+    nn_module_free(net);
+}
+
 /* Out-of-memory at every allocation: a clean error, no leak. */
 typedef struct oom_ctx {
     nn_module *net;
@@ -199,6 +249,9 @@ typedef struct oom_ctx {
 
 static int oom_body(void *p) {
     oom_ctx *c = p;
+    if (nn_dist_set_overlap(c->net, true) != NN_OK) return 1;
+    nn_status st = nn_dist_allreduce_grads(c->net);
+    if (nn_dist_set_overlap(c->net, false) != NN_OK || st != NN_OK) return 1;
     if (nn_dist_broadcast_module(c->net, 0) != NN_OK) return 1;
     if (nn_dist_allreduce_grads(c->net) != NN_OK) return 1;
     nn_dataset *mine = nn_dist_shard_dataset(c->ds, true);
@@ -231,6 +284,9 @@ static void test_finalize(void **state) {
     assert_int_equal(nn_dist_size(), 1);
     assert_int_equal(nn_dist_init(NULL, NULL), NN_ERR_STATE);
     tu_expect_error(NN_ERR_STATE, "nn_dist_finalize");
+    nn_module *net = small_net();
+    assert_int_equal(nn_dist_set_overlap(net, true), NN_ERR_STATE);
+    nn_module_free(net);
 }
 
 int main(void) {
@@ -239,7 +295,8 @@ int main(void) {
         cmocka_unit_test(test_broadcast),     cmocka_unit_test(test_allreduce_grads),
         cmocka_unit_test(test_allreduce_scalar), cmocka_unit_test(test_shard_hand),
         cmocka_unit_test(test_shard_sweep),   cmocka_unit_test(test_shard_errors),
-        cmocka_unit_test(test_shard_dataset), cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_shard_dataset), cmocka_unit_test(test_overlap),
+        cmocka_unit_test(test_oom),
         cmocka_unit_test(test_finalize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,7 +17,8 @@ from ctypes import c_double, c_int64
 from ._lib import check, lib, raise_last
 
 __all__ = ['available', 'init', 'finalize', 'rank', 'size', 'barrier', 'broadcast_module',
-           'allreduce_grads', 'allreduce', 'shard_indices', 'shard_dataset']
+           'allreduce_grads', 'allreduce', 'shard_indices', 'shard_dataset', 'set_overlap',
+           'set_bucket_bytes', 'bucket_bytes', 'num_buckets']
 
 
 def available():
@@ -54,6 +55,27 @@ def broadcast_module(module, root=0):
 def allreduce_grads(module):
     """Replace every gradient of module with its mean over ranks."""
     check(lib.nn_dist_allreduce_grads(module._handle()))
+
+
+def set_overlap(module, on=True):
+    """Overlap allreduce_grads(module) with backward (PyTorch DDP's
+    buckets): each bucket's allreduce starts during backward as soon as its
+    gradients are final; allreduce_grads then only waits. A collective."""
+    check(lib.nn_dist_set_overlap(module._handle(), bool(on)))
+
+
+def set_bucket_bytes(nbytes):
+    """Target bucket size in bytes for set_overlap (default 25 MiB)."""
+    check(lib.nn_dist_set_bucket_bytes(int(nbytes)))
+
+
+def bucket_bytes():
+    return lib.nn_dist_bucket_bytes()
+
+
+def num_buckets():
+    """Buckets of the module with overlap on (0 when off)."""
+    return lib.nn_dist_num_buckets()
 
 
 def allreduce(values):

@@ -157,6 +157,17 @@ def test_dist_world_of_one():
         g = net.weight.grad.tolist()
         dist.allreduce_grads(net)
         assert net.weight.grad.tolist() == g
+        assert dist.bucket_bytes() == 25 << 20
+        dist.set_bucket_bytes(1)
+        dist.set_overlap(net)
+        assert dist.num_buckets() == 2  # weight and bias, one bucket each
+        dist.allreduce_grads(net)
+        assert net.weight.grad.tolist() == g
+        dist.set_overlap(net, False)
+        assert dist.num_buckets() == 0
+        dist.set_bucket_bytes(25 << 20)
+        with pytest.raises(ValueError):
+            dist.set_bucket_bytes(0)
         ds = TensorDataset(libnn.zeros(5, 2), [0, 1, 0, 1, 0])
         assert len(dist.shard_dataset(ds)) == 5
         dist.barrier()
