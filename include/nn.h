@@ -1949,9 +1949,11 @@ NN_API nn_model *nn_onnx_load_buffer(const void *data, size_t size, const nn_io_
 NN_API nn_model *nn_onnx_load_stream(nn_read_fn read, void *user, const nn_io_options *opts);
 
 /* Export: write module m as an ONNX model (opset 17) traced on an input of
- * dtype input_dtype (f32, or i64 token ids for an Embedding first) and
- * input_shape (ndim entries; dim 0, the batch, is left symbolic). Built-in
- * kinds and Sequential export; a kind with no ONNX form, or a user-defined
+ * dtype input_dtype (f32, or i64 token ids for an Embedding or a GPT first)
+ * and input_shape (ndim entries; dim 0, the batch, is left symbolic).
+ * Built-in kinds (the GPT of nn_gpt_new included: its attention is causal
+ * for the traced sequence length) and Sequential export; a kind with no
+ * ONNX form, or a user-defined
  * module, fails with NN_ERR_UNSUPPORTED naming it. Saving to a path is
  * atomic like nn_model_save; the buffer form returns a new allocation in
  * *data (free with nn_free). */
@@ -1960,6 +1962,19 @@ NN_API nn_status nn_onnx_save(nn_module *m, const char *path, nn_dtype input_dty
 NN_API nn_status nn_onnx_save_buffer(nn_module *m, nn_dtype input_dtype,
                                      const int64_t *input_shape, int ndim,
                                      const nn_io_options *opts, void **data, size_t *size);
+/* Export traced on n inputs (1..NN_MODULE_MAX_INPUTS): input i has dtype
+ * input_dtypes[i] and the ndims[i] dims that follow the earlier inputs' in
+ * input_shapes (the shapes one after another). Besides any one-input
+ * module: a TransformerDecoderLayer or TransformerDecoder on (tgt, memory)
+ * and a MultiheadAttention on (query, key, value); masks as inputs fail
+ * with NN_ERR_UNSUPPORTED. Graph inputs are named x0, x1, ... (x for one).
+ * Ownership and atomicity as nn_onnx_save / nn_onnx_save_buffer. */
+NN_API nn_status nn_onnx_save_n(nn_module *m, const char *path, int n,
+                                const nn_dtype *input_dtypes, const int64_t *input_shapes,
+                                const int *ndims, const nn_io_options *opts);
+NN_API nn_status nn_onnx_save_buffer_n(nn_module *m, int n, const nn_dtype *input_dtypes,
+                                       const int64_t *input_shapes, const int *ndims,
+                                       const nn_io_options *opts, void **data, size_t *size);
 
 /* ====================================================================== */
 /*  Quantization: int8 inference                                          */

@@ -364,102 +364,183 @@ static const char *linear_of(ex *e, const char *w, const char *b, const char *x)
     return b ? ex_op(e, "Add", (const char *[]){y, b}, 2, NULL) : y;
 }
 
+static void too_long(ex *e, const char *prefix) {
+    e->err = nn__err(NN_ERR_LIMIT, "%s: parameter names under '%.64s...' are too long", e->fn,
+                     prefix);
+}
+
+/* p = "<prefix><name>." (a dotted parameter-name prefix); false past its size. */
+static bool child_prefix(ex *e, char *p, size_t size, const char *prefix, const char *name) {
+    int k = snprintf(p, size, "%s%s.", prefix, name);
+    if (k >= 0 && (size_t)k < size) return true;
+    too_long(e, prefix);
+    return false;
+}
+
 static const char *child_emit(ex *e, nn_module *m, const char *prefix, const char *name,
                               const char *x, const nn_tensor *xin) {
     nn_module *c = nn_module_get_module(m, name);
     if (!c) return e->err = nn_last_status(), NULL;
     char p[600];
-    snprintf(p, sizeof p, "%s%s.", prefix, name);
+    if (!child_prefix(e, p, sizeof p, prefix, name)) return NULL;
     return emit(e, c, p, x, xin, xin);
 }
 
-/* Self-attention of a MultiheadAttention on x [N, T, E] (batch_first) or
- * [T, N, E]: the projections, softmax(q kᵀ / sqrt(Dh) [+ causal mask]) v
- * per head, the output projection. */
-static const char *emit_mha(ex *e, nn_module *m, const char *prefix, const char *x,
-                            const nn_tensor *xin) {
-    int64_t E = (int64_t)cfg(m, "embed_dim", 0), H = (int64_t)cfg(m, "num_heads", 1);
-    bool bf = cfg(m, "batch_first", 0) != 0, bias = cfg(m, "bias", 1) != 0;
-    if (xin->ndim != 3) return unsupported(e, m, "unbatched input"), NULL;
-    int64_t T = xin->shape[bf ? 1 : 0], Dh = E / H;
+static const char *ex_transpose(ex *e, const char *x, const int64_t *perm, int k) {
     Onnx__NodeProto *n;
-    if (!bf) {
-        x = ex_op(e, "Transpose", (const char *[]){x}, 1, &n);
-        attr_is(e, n, "perm", (int64_t[]){1, 0, 2}, 3);
-    }
-    const char *q, *k, *v;
-    if (nn_module_get_parameter(m, "in_proj_weight")) {
-        const char *w = param(e, m, prefix, "in_proj_weight");
-        const char *b = bias ? param(e, m, prefix, "in_proj_bias") : NULL;
-        const char *qkv = linear_of(e, w, b, x);
-        Onnx__NodeProto *sp = ex_node(e, "Split", (const char *[]){qkv, ex_ints(e, (int64_t[]){E, E, E}, 3)}, 2, "");
-        char **outs = ex_alloc(e, 3 * sizeof *outs);
-        if (!sp || !outs) return NULL;
-        outs[0] = ex_name(e, "q"), outs[1] = ex_name(e, "k"), outs[2] = ex_name(e, "v");
-        sp->n_output = 3;
-        sp->output = outs;
-        attr_i(e, sp, "axis", -1);
-        q = outs[0], k = outs[1], v = outs[2];
-    } else {
-        nn_clear_error();
-        return unsupported(e, m, "separate q/k/v projections (kdim/vdim)"), NULL;
-    }
+    const char *y = ex_op(e, "Transpose", (const char *[]){x}, 1, &n);
+    attr_is(e, n, "perm", perm, k);
+    return y;
+}
+
+/* Split value x along axis into k parts of the given sizes (fresh names in
+ * out[0..k)); false on error. */
+static bool ex_split(ex *e, const char *x, int axis, const int64_t *sizes, int k,
+                     const char **out) {
+    Onnx__NodeProto *sp = ex_node(e, "Split", (const char *[]){x, ex_ints(e, sizes, k)}, 2, "");
+    char **outs = ex_alloc(e, (size_t)k * sizeof *outs);
+    if (!sp || !outs) return false;
+    for (int i = 0; i < k; i++) out[i] = outs[i] = ex_name(e, "split");
+    sp->n_output = (size_t)k;
+    sp->output = outs;
+    attr_i(e, sp, "axis", axis);
+    return !e->err;
+}
+
+/* softmax(q kᵀ / sqrt(Dh) [+ causal mask]) v per head for q [N, L, E] and
+ * k, v [N, S, E] (batch first), merged back to [N, L, E]. Heads by
+ * Reshape [0, 0, H, Dh] + Transpose; the causal mask is an [L, S]
+ * initializer hiding key j > query i (top-left aligned, as the modules'
+ * own attention). */
+static const char *ex_attention(ex *e, const char *q, const char *k, const char *v, int64_t E,
+                                int64_t H, int64_t L, int64_t S, bool causal) {
+    const int64_t Dh = E / H;
     const char *heads = ex_ints(e, (int64_t[]){0, 0, H, Dh}, 4);
-    const char *qh = ex_op(e, "Transpose", (const char *[]){ex_op(e, "Reshape", (const char *[]){q, heads}, 2, NULL)}, 1, &n);
-    attr_is(e, n, "perm", (int64_t[]){0, 2, 1, 3}, 4);
-    const char *kh = ex_op(e, "Transpose", (const char *[]){ex_op(e, "Reshape", (const char *[]){k, heads}, 2, NULL)}, 1, &n);
-    attr_is(e, n, "perm", (int64_t[]){0, 2, 3, 1}, 4);
-    const char *vh = ex_op(e, "Transpose", (const char *[]){ex_op(e, "Reshape", (const char *[]){v, heads}, 2, NULL)}, 1, &n);
-    attr_is(e, n, "perm", (int64_t[]){0, 2, 1, 3}, 4);
-    const char *sc = ex_op(e, "Mul", (const char *[]){ex_op(e, "MatMul", (const char *[]){qh, kh}, 2, NULL), ex_scalar(e, (float)(1.0 / sqrt((double)Dh)))}, 2, NULL);
-    if (cfg(m, "is_causal", 0) != 0) {
-        int64_t tt[2] = {T, T};
-        nn_tensor *mask = nn__zeros(NN_DTYPE_F32, tt, 2);
-        for (int64_t i = 0; mask && i < T; i++)
-            for (int64_t j = i + 1; j < T; j++) nn__f32(mask)[i * T + j] = -INFINITY;
-        const char *mk = mask ? ex_const(e, "causal", nn__f32(mask), NULL, tt, 2) : NULL;
-        if (!mask) e->err = NN_ERR_NOMEM;
+    static const int64_t nhtd[4] = {0, 2, 1, 3}, nhdt[4] = {0, 2, 3, 1};
+    const char *qh = ex_transpose(e, ex_op(e, "Reshape", (const char *[]){q, heads}, 2, NULL), nhtd, 4);
+    const char *kh = ex_transpose(e, ex_op(e, "Reshape", (const char *[]){k, heads}, 2, NULL), nhdt, 4);
+    const char *vh = ex_transpose(e, ex_op(e, "Reshape", (const char *[]){v, heads}, 2, NULL), nhtd, 4);
+    const char *sc = ex_op(e, "MatMul", (const char *[]){qh, kh}, 2, NULL);
+    sc = ex_op(e, "Mul", (const char *[]){sc, ex_scalar(e, (float)(1.0 / sqrt((double)Dh)))}, 2, NULL);
+    if (causal && !e->err) {
+        int64_t ls[2] = {L, S};
+        nn_tensor *mask = nn__zeros(NN_DTYPE_F32, ls, 2);
+        for (int64_t i = 0; mask && i < L; i++)
+            for (int64_t j = i + 1; j < S; j++) nn__f32(mask)[i * S + j] = -INFINITY;
+        const char *mk = mask ? ex_const(e, "causal", nn__f32(mask), NULL, ls, 2) : NULL;
+        if (!mask) e->err = nn_last_status();
         nn__tensor_release(mask);
         sc = ex_op(e, "Add", (const char *[]){sc, mk}, 2, NULL);
     }
+    Onnx__NodeProto *n;
     const char *pr = ex_op(e, "Softmax", (const char *[]){sc}, 1, &n);
     attr_i(e, n, "axis", -1);
-    const char *o = ex_op(e, "Transpose", (const char *[]){ex_op(e, "MatMul", (const char *[]){pr, vh}, 2, NULL)}, 1, &n);
-    attr_is(e, n, "perm", (int64_t[]){0, 2, 1, 3}, 4);
-    o = ex_op(e, "Reshape", (const char *[]){o, ex_ints(e, (int64_t[]){0, 0, E}, 3)}, 2, NULL);
-    o = child_emit(e, m, prefix, "out_proj", o, xin);
-    if (!bf) {
-        o = ex_op(e, "Transpose", (const char *[]){o}, 1, &n);
-        attr_is(e, n, "perm", (int64_t[]){1, 0, 2}, 3);
-    }
-    return o;
+    const char *o = ex_transpose(e, ex_op(e, "MatMul", (const char *[]){pr, vh}, 2, NULL), nhtd, 4);
+    return ex_op(e, "Reshape", (const char *[]){o, ex_ints(e, (int64_t[]){0, 0, E}, 3)}, 2, NULL);
 }
 
-/* TransformerEncoderLayer: x + sa(norm1(x)), + ff(norm2(.)) (norm_first)
- * or norm1(x + sa(x)), norm2(. + ff(.)); ff = linear2(act(linear1(.))). */
-static const char *emit_enc_layer(ex *e, nn_module *m, const char *prefix, const char *x,
-                                  const nn_tensor *xin) {
-    bool pre = cfg(m, "norm_first", 0) != 0;
+/* A MultiheadAttention on query x [N, L, E] (batch_first) or [L, N, E]:
+ * self-attention when key is NULL (one packed projection, then Split),
+ * else attention over key/value [N, S, E] (the packed weight and bias
+ * split in three); heads, the output projection. xin and kin are the
+ * example query and key (kin NULL for self-attention). */
+static const char *emit_mha(ex *e, nn_module *m, const char *prefix, const char *x,
+                            const char *key, const char *value, const nn_tensor *xin,
+                            const nn_tensor *kin) {
+    int64_t E = (int64_t)cfg(m, "embed_dim", 0), H = (int64_t)cfg(m, "num_heads", 1);
+    bool bf = cfg(m, "batch_first", 0) != 0, bias = cfg(m, "bias", 1) != 0;
+    if (xin->ndim != 3 || (kin && kin->ndim != 3)) return unsupported(e, m, "unbatched input"), NULL;
+    int64_t L = xin->shape[bf ? 1 : 0], S = kin ? kin->shape[bf ? 1 : 0] : L;
+    static const int64_t swap[3] = {1, 0, 2};
+    if (!bf) {
+        x = ex_transpose(e, x, swap, 3);
+        if (key) key = ex_transpose(e, key, swap, 3);
+        if (value) value = value == key ? key : ex_transpose(e, value, swap, 3);
+    }
+    if (!nn_module_get_parameter(m, "in_proj_weight")) {
+        nn_clear_error();
+        return unsupported(e, m, "separate q/k/v projections (kdim/vdim)"), NULL;
+    }
+    const char *w = param(e, m, prefix, "in_proj_weight");
+    const char *b = bias ? param(e, m, prefix, "in_proj_bias") : NULL;
+    const int64_t thirds[3] = {E, E, E};
+    const char *q, *k, *v;
+    if (!key) {
+        const char *qkv[3];
+        if (!ex_split(e, linear_of(e, w, b, x), -1, thirds, 3, qkv)) return NULL;
+        q = qkv[0], k = qkv[1], v = qkv[2];
+    } else {
+        const char *ws[3], *bs[3] = {NULL, NULL, NULL};
+        if (!ex_split(e, w, 0, thirds, 3, ws) || (b && !ex_split(e, b, 0, thirds, 3, bs)))
+            return NULL;
+        q = linear_of(e, ws[0], bs[0], x);
+        k = linear_of(e, ws[1], bs[1], key);
+        v = linear_of(e, ws[2], bs[2], value);
+    }
+    const char *o = ex_attention(e, q, k, v, E, H, L, S, cfg(m, "is_causal", 0) != 0);
+    o = child_emit(e, m, prefix, "out_proj", o, xin);
+    return bf ? o : ex_transpose(e, o, swap, 3);
+}
+
+/* The child MultiheadAttention `name` of a transformer layer. */
+static const char *mha_child(ex *e, nn_module *m, const char *prefix, const char *name,
+                             const char *x, const char *mem, const nn_tensor *xin,
+                             const nn_tensor *memin) {
+    nn_module *c = nn_module_get_module(m, name);
+    if (!c) return e->err = nn_last_status(), NULL;
+    char p[600];
+    if (!child_prefix(e, p, sizeof p, prefix, name)) return NULL;
+    return emit_mha(e, c, p, x, mem, mem, xin, memin);
+}
+
+/* A transformer layer's feed-forward block: linear2(act(linear1(h))). */
+static const char *emit_ff(ex *e, nn_module *m, const char *prefix, const char *h,
+                           const nn_tensor *xin) {
     int act = (int)cfg(m, "activation", 0);
-    const char *h = pre ? child_emit(e, m, prefix, "norm1", x, xin) : x;
-    h = child_emit(e, m, prefix, "self_attn", h, xin);
-    x = ex_op(e, "Add", (const char *[]){x, h}, 2, NULL);
-    if (!pre) x = child_emit(e, m, prefix, "norm1", x, xin);
-    h = pre ? child_emit(e, m, prefix, "norm2", x, xin) : x;
     h = child_emit(e, m, prefix, "linear1", h, xin);
     if (act == 0) h = ex_op(e, "Relu", (const char *[]){h}, 1, NULL);
     else {
         nn_module *g = nn_gelu_new(act == 2);
         h = g ? emit(e, g, prefix, h, xin, xin) : NULL;
+        if (!g) e->err = nn_last_status();
         nn_module_free(g);
     }
-    h = child_emit(e, m, prefix, "linear2", h, xin);
-    x = ex_op(e, "Add", (const char *[]){x, h}, 2, NULL);
-    return pre ? x : child_emit(e, m, prefix, "norm2", x, xin);
+    return child_emit(e, m, prefix, "linear2", h, xin);
 }
 
-static const char *emit_encoder(ex *e, nn_module *m, const char *prefix, const char *x,
-                                const nn_tensor *xin) {
+/* One residual branch of a transformer layer: x + f(norm(x)) (norm_first)
+ * or norm(x + f(x)), f the self-attention (mem NULL), the cross-attention
+ * over mem, or the feed-forward block (ff). */
+static const char *emit_branch(ex *e, nn_module *m, const char *prefix, const char *norm,
+                               const char *attn, bool ff, const char *x, const char *mem,
+                               const nn_tensor *xin, const nn_tensor *memin) {
+    bool pre = cfg(m, "norm_first", 0) != 0;
+    const char *h = pre ? child_emit(e, m, prefix, norm, x, xin) : x;
+    h = ff ? emit_ff(e, m, prefix, h, xin) : mha_child(e, m, prefix, attn, h, mem, xin, memin);
+    x = ex_op(e, "Add", (const char *[]){x, h}, 2, NULL);
+    return pre ? x : child_emit(e, m, prefix, norm, x, xin);
+}
+
+/* TransformerEncoderLayer: the self-attention branch, then the feed-forward one. */
+static const char *emit_enc_layer(ex *e, nn_module *m, const char *prefix, const char *x,
+                                  const nn_tensor *xin) {
+    x = emit_branch(e, m, prefix, "norm1", "self_attn", false, x, NULL, xin, NULL);
+    return emit_branch(e, m, prefix, "norm2", NULL, true, x, NULL, xin, NULL);
+}
+
+/* TransformerDecoderLayer on (tgt, memory): self-attention, cross-attention
+ * over memory, feed-forward. */
+static const char *emit_dec_layer(ex *e, nn_module *m, const char *prefix, const char *x,
+                                  const char *mem, const nn_tensor *xin, const nn_tensor *memin) {
+    x = emit_branch(e, m, prefix, "norm1", "self_attn", false, x, NULL, xin, NULL);
+    x = emit_branch(e, m, prefix, "norm2", "multihead_attn", false, x, mem, xin, memin);
+    return emit_branch(e, m, prefix, "norm3", NULL, true, x, NULL, xin, NULL);
+}
+
+/* TransformerEncoder / TransformerDecoder (mem non-NULL): the layers in
+ * order, then the optional final norm. */
+static const char *emit_stack(ex *e, nn_module *m, const char *prefix, const char *x,
+                              const char *mem, const nn_tensor *xin, const nn_tensor *memin) {
     nn_module *ls = nn_module_get_module(m, "layers");
     if (!ls) return e->err = nn_last_status(), NULL;
     int n = nn__module_num_children(ls);
@@ -467,11 +548,75 @@ static const char *emit_encoder(ex *e, nn_module *m, const char *prefix, const c
         const char *nm;
         nn_module *l = nn__module_child(ls, i, &nm);
         char p[600];
-        snprintf(p, sizeof p, "%slayers.%s.", prefix, nm);
-        x = l ? emit_enc_layer(e, l, p, x, xin) : NULL;
+        if (!l) return e->err = nn_last_status(), NULL;
+        if (snprintf(p, sizeof p, "%slayers.%s.", prefix, nm) >= (int)sizeof p)
+            return too_long(e, prefix), NULL;
+        x = mem ? emit_dec_layer(e, l, p, x, mem, xin, memin) : emit_enc_layer(e, l, p, x, xin);
     }
     if (x && cfg(m, "norm", 0) != 0) x = child_emit(e, m, prefix, "norm", x, xin);
     return x;
+}
+
+/* GPT (lib/module/gpt.c) on token ids x [N, T]: Gather of the token and
+ * position embeddings, per block LayerNormalization, the packed qkv
+ * projection split in three, causal attention, the output projection, the
+ * GELU(tanh) MLP (as primitive ops: valid in opset 17), both residual
+ * adds; the final LayerNormalization and the head, which reads the token
+ * embedding's initializer when tied (one copy in the file). The children
+ * are emitted as the Linear / LayerNorm modules they are, on a [1, T, C]
+ * example (their emitters only read its rank). */
+static const char *emit_gpt(ex *e, nn_module *m, const char *prefix, const char *x,
+                            const nn_tensor *xin) {
+    nn_gpt_config c;
+    if (nn_gpt_get_config(m, &c)) return e->err = nn_last_status(), NULL;
+    if (xin->ndim != 2) return unsupported(e, m, "token ids other than [N, T]"), NULL;
+    const int64_t T = xin->shape[1], C = c.n_embd, H = c.n_head;
+    nn_tensor *ex3 = nn__zeros(NN_DTYPE_F32, (int64_t[]){1, T, C}, 3);
+    int64_t *iota = ex_alloc(e, (size_t)T * sizeof *iota);
+    if (!ex3 || !iota) {
+        if (!e->err) e->err = nn_last_status();
+        nn__tensor_release(ex3);
+        return NULL;
+    }
+    for (int64_t t = 0; t < T; t++) iota[t] = t;
+    const char *wte = param(e, m, prefix, "transformer.wte.weight");
+    const char *wpe = param(e, m, prefix, "transformer.wpe.weight");
+    const char *pos = ex_const(e, "positions", NULL, iota, &T, 1);
+    const char *h = ex_op(e, "Add", (const char *[]){ex_op(e, "Gather", (const char *[]){wte, x}, 2, NULL),
+                                                     ex_op(e, "Gather", (const char *[]){wpe, pos}, 2, NULL)}, 2, NULL);
+    nn_module *gelu = nn_gelu_new(true);
+    if (!gelu && !e->err) e->err = nn_last_status();
+    const int64_t thirds[3] = {C, C, C};
+    char p[600];
+    for (int64_t l = 0; l < c.n_layer && h && !e->err; l++) {
+        snprintf(p, sizeof p, "transformer.h.%lld", (long long)l);
+        nn_module *blk = nn_module_get_module(m, p);
+        if (!blk) {
+            e->err = nn_last_status();
+            break;
+        }
+        if (snprintf(p, sizeof p, "%stransformer.h.%lld.", prefix, (long long)l) >= (int)sizeof p) {
+            too_long(e, prefix);
+            break;
+        }
+        const char *a = child_emit(e, blk, p, "ln_1", h, ex3);
+        const char *qkv[3];
+        if (!ex_split(e, child_emit(e, blk, p, "attn.c_attn", a, ex3), -1, thirds, 3, qkv)) break;
+        a = ex_attention(e, qkv[0], qkv[1], qkv[2], C, H, T, T, true);
+        h = ex_op(e, "Add", (const char *[]){h, child_emit(e, blk, p, "attn.c_proj", a, ex3)}, 2, NULL);
+        a = child_emit(e, blk, p, "mlp.c_fc", child_emit(e, blk, p, "ln_2", h, ex3), ex3);
+        a = child_emit(e, blk, p, "mlp.c_proj", emit(e, gelu, p, a, ex3, ex3), ex3);
+        h = ex_op(e, "Add", (const char *[]){h, a}, 2, NULL);
+    }
+    nn_module_free(gelu);
+    h = child_emit(e, m, prefix, "transformer.ln_f", h, ex3);
+    nn_tensor *head = nn_module_get_parameter(m, "lm_head.weight");
+    if (head && head == nn_module_get_parameter(m, "transformer.wte.weight"))
+        h = linear_of(e, wte, NULL, h); /* tied: the one initializer */
+    else
+        h = child_emit(e, m, prefix, "lm_head", h, ex3);
+    nn__tensor_release(ex3);
+    return h;
 }
 
 /* A Sequential: children in order, each on the previous one's example output. */
@@ -662,9 +807,10 @@ static const char *emit(ex *e, nn_module *m, const char *prefix, const char *x,
         const char *w = param(e, m, prefix, "weight");
         return ex_op(e, "Gather", (const char *[]){w, x}, 2, NULL);
     }
-    if (!strcmp(t, "MultiheadAttention")) return emit_mha(e, m, prefix, x, xin);
+    if (!strcmp(t, "MultiheadAttention")) return emit_mha(e, m, prefix, x, NULL, NULL, xin, NULL);
     if (!strcmp(t, "TransformerEncoderLayer")) return emit_enc_layer(e, m, prefix, x, xin);
-    if (!strcmp(t, "TransformerEncoder")) return emit_encoder(e, m, prefix, x, xin);
+    if (!strcmp(t, "TransformerEncoder")) return emit_stack(e, m, prefix, x, NULL, xin, NULL);
+    if (!strcmp(t, "GPT")) return emit_gpt(e, m, prefix, x, xin);
     if (!strcmp(t, "RNN") || !strcmp(t, "LSTM") || !strcmp(t, "GRU")) {
         if (cfg(m, "num_layers", 1) < 1) return unsupported(e, m, NULL), NULL;
         return emit_rnn(e, m, prefix, x);
@@ -674,7 +820,8 @@ static const char *emit(ex *e, nn_module *m, const char *prefix, const char *x,
 
 /* ---------------------------------------------------------- the model */
 
-static Onnx__ValueInfoProto *value_info(ex *e, const char *name, const nn_tensor *t) {
+static Onnx__ValueInfoProto *value_info(ex *e, const char *name, const nn_tensor *t,
+                                        const char *dim0) {
     Onnx__ValueInfoProto *vi = ex_alloc(e, sizeof *vi);
     Onnx__TypeProto *tp = ex_alloc(e, sizeof *tp);
     Onnx__TypeProto__Tensor *tt = ex_alloc(e, sizeof *tt);
@@ -691,7 +838,7 @@ static Onnx__ValueInfoProto *value_info(ex *e, const char *name, const nn_tensor
         onnx__tensor_shape_proto__dimension__init(dm);
         if (d == 0) {
             dm->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
-            dm->dim_param = "N";
+            dm->dim_param = (char *)dim0;
         } else {
             dm->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
             dm->dim_value = t->shape[d];
@@ -710,39 +857,84 @@ static Onnx__ValueInfoProto *value_info(ex *e, const char *name, const nn_tensor
     return vi;
 }
 
-static nn_status export(nn_module *m, nn_dtype dtype, const int64_t *shape, int ndim,
-                        uint8_t **out, size_t *out_len, const char *fn) {
+/* The module on its graph inputs xs (examples ins): one input through
+ * emit; a TransformerDecoder(Layer) on (tgt, memory); a MultiheadAttention
+ * on (query, key, value). Masks have no export. */
+static const char *emit_top(ex *e, nn_module *m, const char *const *xs, nn_tensor *const *ins,
+                            int n, const nn_tensor *y) {
+    const char *t = nn_module_type_name(m);
+    if (n == 1) return emit(e, m, "", xs[0], ins[0], y);
+    if (n == 2 && !strcmp(t, "TransformerDecoderLayer"))
+        return emit_dec_layer(e, m, "", xs[0], xs[1], ins[0], ins[1]);
+    if (n == 2 && !strcmp(t, "TransformerDecoder"))
+        return emit_stack(e, m, "", xs[0], xs[1], ins[0], ins[1]);
+    if (n == 3 && !strcmp(t, "MultiheadAttention"))
+        return emit_mha(e, m, "", xs[0], xs[1], xs[2], ins[0], ins[1]);
+    char why[96];
+    snprintf(why, sizeof why, "%d inputs (masks are not exported)", n);
+    return unsupported(e, m, why), NULL;
+}
+
+/* Export m traced on n inputs (dtypes[i], shape at shapes + the earlier
+ * ndims): graph inputs "x" (one) or "x0", "x1", ..., output "y"; dim 0 of
+ * each is symbolic ("N" where it equals input 0's, else "N<i>"). */
+static nn_status export(nn_module *m, int n, const nn_dtype *dtypes, const int64_t *shapes,
+                        const int *ndims, uint8_t **out, size_t *out_len, const char *fn) {
     if (!m) return nn__err_null(fn, "m");
     if (!nn_module_type_name(m)) return nn_last_status(); /* a freed or foreign handle */
-    if (!nn__check_ptr(shape, fn, "input_shape")) return nn_last_status();
-    if (ndim < 1 || ndim > NN_MAX_DIMS)
-        return nn__err(NN_ERR_INVALID, "%s: ndim %d (1..%d, dim 0 the batch)", fn, ndim, NN_MAX_DIMS);
-    if (dtype != NN_DTYPE_F32 && dtype != NN_DTYPE_I64)
-        return nn__err(NN_ERR_DTYPE, "%s: input dtype %s (f32 or i64)", fn, nn_dtype_name(dtype));
+    if (n < 1 || n > NN_MODULE_MAX_INPUTS)
+        return nn__err(NN_ERR_INVALID, "%s: %d inputs (1..%d)", fn, n, NN_MODULE_MAX_INPUTS);
+    if (!nn__check_ptr(dtypes, fn, "input_dtypes") || !nn__check_ptr(shapes, fn, "input_shape") ||
+        !nn__check_ptr(ndims, fn, "ndims"))
+        return nn_last_status();
+    for (int i = 0; i < n; i++) {
+        if (ndims[i] < 1 || ndims[i] > NN_MAX_DIMS)
+            return nn__err(NN_ERR_INVALID, "%s: input %d: ndim %d (1..%d, dim 0 the batch)", fn,
+                           i, ndims[i], NN_MAX_DIMS);
+        if (dtypes[i] != NN_DTYPE_F32 && dtypes[i] != NN_DTYPE_I64)
+            return nn__err(NN_ERR_DTYPE, "%s: input %d: dtype %s (f32 or i64)", fn, i,
+                           nn_dtype_name(dtypes[i]));
+    }
     ex e = {.fn = fn};
     bool was_training = nn_module_is_training(m);
     bool prev = nn_set_grad_enabled(false);
     nn_scope *scope = nn_scope_begin();
     nn_status st = scope ? nn_module_train(m, false) : NN_ERR_NOMEM;
-    nn_tensor *x = st ? NULL : nn_tensor_zeros(dtype, shape, ndim);
-    nn_tensor *y = x ? nn_module_forward(m, x) : NULL;
+    nn_tensor *xs[NN_MODULE_MAX_INPUTS] = {0};
+    const char *names[NN_MODULE_MAX_INPUTS] = {0};
+    for (int i = 0, off = 0; i < n && !st; off += ndims[i], i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, n == 1 ? "x" : "x%d", i);
+        names[i] = ex_str(&e, nm);
+        xs[i] = nn_tensor_zeros(dtypes[i], shapes + off, ndims[i]);
+        if (!xs[i] || !names[i]) st = e.err ? e.err : nn_last_status();
+    }
+    nn_tensor *y = st ? NULL : n == 1 ? nn_module_forward(m, xs[0]) : nn_module_forward_n(m, xs, n);
     if (!st && !y) st = nn_last_status();
     const char *out_name = NULL;
     if (!st) {
-        out_name = emit(&e, m, "", "x", x, y);
+        out_name = emit_top(&e, m, names, xs, n, y);
         st = e.err ? e.err : out_name ? NN_OK : nn_last_status();
         if (st == NN_ERR_NOMEM && nn_last_status() != NN_ERR_NOMEM)
             nn__err(NN_ERR_NOMEM, "%s: out of memory", fn);
     }
     if (!st) { /* the graph output named "y" */
         const char *final = ex_node(&e, "Identity", (const char *[]){out_name}, 1, "y") ? "y" : NULL;
-        Onnx__ValueInfoProto *vin = value_info(&e, "x", x), *vout = value_info(&e, "y", y);
+        Onnx__ValueInfoProto *vout = value_info(&e, "y", y, "N");
         Onnx__GraphProto *g = ex_alloc(&e, sizeof *g);
         Onnx__ModelProto *mp = ex_alloc(&e, sizeof *mp);
         Onnx__OperatorSetIdProto *os = ex_alloc(&e, sizeof *os);
-        Onnx__ValueInfoProto **ins = ex_alloc(&e, sizeof *ins), **outs = ex_alloc(&e, sizeof *outs);
+        Onnx__ValueInfoProto **ins = ex_alloc(&e, (size_t)n * sizeof *ins);
+        Onnx__ValueInfoProto **outs = ex_alloc(&e, sizeof *outs);
         Onnx__OperatorSetIdProto **oss = ex_alloc(&e, sizeof *oss);
-        if (!final || !vin || !vout || !g || !mp || !os || !ins || !outs || !oss) {
+        bool ok = final && vout && g && mp && os && ins && outs && oss;
+        for (int i = 0; i < n && ok; i++) {
+            char dim0[16];
+            snprintf(dim0, sizeof dim0, i && xs[i]->shape[0] != xs[0]->shape[0] ? "N%d" : "N", i);
+            const char *d0 = ex_str(&e, dim0);
+            ok = d0 && (ins[i] = value_info(&e, names[i], xs[i], d0));
+        }
+        if (!ok) {
             st = nn__err(e.err ? e.err : NN_ERR_NOMEM, "%s: out of memory", fn);
         } else {
             onnx__graph_proto__init(g);
@@ -753,9 +945,9 @@ static nn_status export(nn_module *m, nn_dtype dtype, const int64_t *shape, int 
             g->node = e.nodes;
             g->n_initializer = e.ninits;
             g->initializer = e.inits;
-            ins[0] = vin;
             outs[0] = vout;
-            g->n_input = g->n_output = 1;
+            g->n_input = (size_t)n;
+            g->n_output = 1;
             g->input = ins;
             g->output = outs;
             os->domain = "";
@@ -785,33 +977,56 @@ static nn_status export(nn_module *m, nn_dtype dtype, const int64_t *shape, int 
     return st;
 }
 
-nn_status nn_onnx_save(nn_module *m, const char *path, nn_dtype input_dtype,
-                       const int64_t *input_shape, int ndim, const nn_io_options *opts) {
-    const char *fn = "nn_onnx_save";
-    (void)opts;
+static nn_status save_path(nn_module *m, const char *path, int n, const nn_dtype *dtypes,
+                           const int64_t *shapes, const int *ndims, const char *fn) {
     if (!nn__check_ptr(path, fn, "path")) return nn_last_status();
     uint8_t *data = NULL;
     size_t len = 0;
-    nn_status st = export(m, input_dtype, input_shape, ndim, &data, &len, fn);
+    nn_status st = export(m, n, dtypes, shapes, ndims, &data, &len, fn);
     if (!st) st = nn__io_write_path(path, data, len, fn);
     nn__free(data);
     return st ? st : nn__ok();
 }
 
-nn_status nn_onnx_save_buffer(nn_module *m, nn_dtype input_dtype, const int64_t *input_shape,
-                              int ndim, const nn_io_options *opts, void **data, size_t *size) {
-    const char *fn = "nn_onnx_save_buffer";
-    (void)opts;
+static nn_status save_buffer(nn_module *m, int n, const nn_dtype *dtypes, const int64_t *shapes,
+                             const int *ndims, void **data, size_t *size, const char *fn) {
     if (!nn__check_ptr(data, fn, "data") || !nn__check_ptr(size, fn, "size")) return nn_last_status();
     *data = NULL;
     *size = 0;
     uint8_t *p = NULL;
     size_t len = 0;
-    nn_status st = export(m, input_dtype, input_shape, ndim, &p, &len, fn);
+    nn_status st = export(m, n, dtypes, shapes, ndims, &p, &len, fn);
     if (st) return st;
     *data = p;
     *size = len;
     return nn__ok();
+}
+
+nn_status nn_onnx_save(nn_module *m, const char *path, nn_dtype input_dtype,
+                       const int64_t *input_shape, int ndim, const nn_io_options *opts) {
+    (void)opts;
+    return save_path(m, path, 1, &input_dtype, input_shape, &ndim, "nn_onnx_save");
+}
+
+nn_status nn_onnx_save_buffer(nn_module *m, nn_dtype input_dtype, const int64_t *input_shape,
+                              int ndim, const nn_io_options *opts, void **data, size_t *size) {
+    (void)opts;
+    return save_buffer(m, 1, &input_dtype, input_shape, &ndim, data, size, "nn_onnx_save_buffer");
+}
+
+nn_status nn_onnx_save_n(nn_module *m, const char *path, int n, const nn_dtype *input_dtypes,
+                         const int64_t *input_shapes, const int *ndims,
+                         const nn_io_options *opts) {
+    (void)opts;
+    return save_path(m, path, n, input_dtypes, input_shapes, ndims, "nn_onnx_save_n");
+}
+
+nn_status nn_onnx_save_buffer_n(nn_module *m, int n, const nn_dtype *input_dtypes,
+                                const int64_t *input_shapes, const int *ndims,
+                                const nn_io_options *opts, void **data, size_t *size) {
+    (void)opts;
+    return save_buffer(m, n, input_dtypes, input_shapes, ndims, data, size,
+                       "nn_onnx_save_buffer_n");
 }
 
 #else /* !NN_HAVE_ONNX */
@@ -827,6 +1042,23 @@ nn_status nn_onnx_save_buffer(nn_module *m, nn_dtype input_dtype, const int64_t 
     (void)m, (void)input_dtype, (void)input_shape, (void)ndim, (void)opts, (void)data, (void)size;
     return nn__err(NN_ERR_UNSUPPORTED,
                    "nn_onnx_save_buffer: libnn was built without ONNX support (-Donnx)");
+}
+
+nn_status nn_onnx_save_n(nn_module *m, const char *path, int n, const nn_dtype *input_dtypes,
+                         const int64_t *input_shapes, const int *ndims,
+                         const nn_io_options *opts) {
+    (void)m, (void)path, (void)n, (void)input_dtypes, (void)input_shapes, (void)ndims, (void)opts;
+    return nn__err(NN_ERR_UNSUPPORTED,
+                   "nn_onnx_save_n: libnn was built without ONNX support (-Donnx)");
+}
+
+nn_status nn_onnx_save_buffer_n(nn_module *m, int n, const nn_dtype *input_dtypes,
+                                const int64_t *input_shapes, const int *ndims,
+                                const nn_io_options *opts, void **data, size_t *size) {
+    (void)m, (void)n, (void)input_dtypes, (void)input_shapes, (void)ndims, (void)opts;
+    (void)data, (void)size;
+    return nn__err(NN_ERR_UNSUPPORTED,
+                   "nn_onnx_save_buffer_n: libnn was built without ONNX support (-Donnx)");
 }
 
 #endif

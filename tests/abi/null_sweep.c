@@ -1372,6 +1372,14 @@ static void test_null_sweep(void **s) {
         fail_msg("nn_onnx_save_buffer: status %d without a message", (int)st); }
     calls++;
     nn_clear_error();
+    { nn_status st = nn_onnx_save_n(NULL, NULL, 0, NULL, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_onnx_save_n: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
+    { nn_status st = nn_onnx_save_buffer_n(NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
+        fail_msg("nn_onnx_save_buffer_n: status %d without a message", (int)st); }
+    calls++;
+    nn_clear_error();
     { nn_status st = nn_quantize_dynamic(NULL, NULL, NULL); if (st != NN_OK && !nn_last_error()[0])
         fail_msg("nn_quantize_dynamic: status %d without a message", (int)st); }
     calls++;

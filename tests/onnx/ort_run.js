@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Run an ONNX model in ONNX Runtime (npm onnxruntime-node 1.20.1) on one
-// input and write its first output, for tests/onnx's export checks:
+// Run an ONNX model in ONNX Runtime (npm onnxruntime-node 1.20.1) on its
+// inputs and write its first output, for tests/onnx's export checks:
 //
-//     node tests/onnx/ort_run.js MODEL.onnx INPUT OUTPUT [ORT_DIR]
+//     node tests/onnx/ort_run.js MODEL.onnx INPUT[,INPUT2...] OUTPUT [ORT_DIR]
 //
+// Several inputs (comma-separated files) feed the graph inputs in order.
 // INPUT and OUTPUT use the golden-array format of make_models.py: a text line
 // "f32 D0 D1 ..." or "i64 ...", then raw little-endian data. The package is
 // looked up beside tests/bench (npm install --ignore-scripts --no-save
@@ -57,9 +58,16 @@ async function main() {
     process.exit(77);
   }
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1 });
-  const x = readArray(input);
+  const files = input.split(',');
+  if (files.length !== session.inputNames.length) {
+    process.stderr.write(`ort_run: ${files.length} inputs given, the model takes ${session.inputNames.length}\n`);
+    process.exit(2);
+  }
   const feeds = {};
-  feeds[session.inputNames[0]] = new ort.Tensor(x.type, x.data, x.dims);
+  files.forEach((f, i) => {
+    const x = readArray(f);
+    feeds[session.inputNames[i]] = new ort.Tensor(x.type, x.data, x.dims);
+  });
   const out = await session.run(feeds);
   const y = out[session.outputNames[0]];
   writeArray(output, { type: y.type, data: y.data, dims: y.dims });

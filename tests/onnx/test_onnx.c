@@ -522,6 +522,143 @@ static void test_export_round_trip(void **state) {
     nn_tensor_free(x);
 }
 
+/* Parameters of m under their names in the imported model, bit-identical;
+ * skip names containing `skip` (NULL: none). */
+static void same_parameters(nn_module *m, nn_module *im, const char *skip) {
+    for (int64_t i = 0; i < nn_module_num_parameters(m); i++) {
+        const char *name;
+        nn_tensor *p = nn_module_parameter(m, i, &name);
+        if (skip && strstr(name, skip)) continue;
+        nn_tensor *q = nn_module_get_parameter(im, name);
+        if (!q) fail_msg("parameter %s missing after the round trip: %s", name, nn_last_error());
+        assert_true(nn_tensor_equal(p, q));
+    }
+}
+
+/* nn_gpt_new's GPT: export -> import gives the same logits (tied head: one
+ * initializer, under the token embedding's name; untied and bias-free: the
+ * head's own), every parameter under its nanoGPT name. */
+static void gpt_round_trip(bool tie, bool bias) {
+    nn_gpt_config cfg;
+    TU_OK(nn_gpt_config_init(&cfg));
+    cfg.vocab_size = 13, cfg.block_size = 9, cfg.n_layer = 2, cfg.n_head = 2, cfg.n_embd = 8;
+    cfg.tie_weights = tie, cfg.bias = bias, cfg.dropout = 0.1;
+    nn_module *g = TU_NN(nn_gpt_new(&cfg));
+    int64_t tok[2] = {2, 7};
+    nn_tensor *x = TU_NN(nn_tensor_from_data(NN_DTYPE_I64, tok, 2,
+                                             (int64_t[]){1, 4, 0, 9, 3, 12, 7, 2, 8, 8, 11, 0, 5, 6}));
+    void *data;
+    size_t len;
+    TU_OK(nn_onnx_save_buffer(g, NN_DTYPE_I64, tok, 2, NULL, &data, &len));
+    assert_true(nn_module_is_training(g)); /* the trace's eval mode is undone */
+    nn_model *back = nn_onnx_load_buffer(data, len, NULL);
+    if (!back) fail_msg("%s", nn_last_error());
+    nn_free(data);
+    TU_OK(nn_module_train(g, false));
+    bool prev = nn_set_grad_enabled(false);
+    nn_tensor *want = TU_NN(nn_module_forward(g, x));
+    nn_tensor *got = TU_NN(nn_model_predict(back, x));
+    /* a shorter sequence: the trace's causal mask is for T = 7 only */
+    nn_tensor *x3 = TU_NN(nn_slice(x, 1, 0, 3, 1));
+    assert_null(nn_model_predict(back, x3));
+    nn_clear_error();
+    nn_set_grad_enabled(prev);
+    tu_assert_close(got, want, 1e-5, 1e-6, tie ? "GPT (tied)" : "GPT (untied, no bias)");
+    nn_module *im = nn_model_module(back);
+    same_parameters(g, im, NULL);
+    if (tie) { /* the head is the embedding's initializer, not a copy */
+        assert_null(nn_module_get_parameter(im, "lm_head.weight"));
+        nn_clear_error();
+    }
+    nn_tensor_free(x3);
+    nn_tensor_free(want);
+    nn_tensor_free(got);
+    nn_tensor_free(x);
+    nn_model_free(back);
+    nn_module_free(g);
+}
+
+static void test_export_gpt(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 11);
+    gpt_round_trip(true, true);
+    gpt_round_trip(false, false);
+}
+
+/* Several inputs: export -> import -> nn_module_forward_n equals the module. */
+static void round_trip_n(nn_module *m, nn_tensor **xs, int n, const char *what) {
+    nn_dtype dts[3];
+    int nds[3];
+    int64_t shapes[9];
+    int off = 0;
+    for (int i = 0; i < n; i++) {
+        dts[i] = NN_DTYPE_F32;
+        nds[i] = nn_tensor_ndim(xs[i]);
+        for (int d = 0; d < nds[i]; d++) shapes[off++] = nn_tensor_shape(xs[i])[d];
+    }
+    TU_OK(nn_module_train(m, false));
+    void *data;
+    size_t len;
+    TU_OK(nn_onnx_save_buffer_n(m, n, dts, shapes, nds, NULL, &data, &len));
+    nn_model *back = nn_onnx_load_buffer(data, len, NULL);
+    if (!back) fail_msg("%s: %s", what, nn_last_error());
+    nn_free(data);
+    bool prev = nn_set_grad_enabled(false);
+    nn_tensor *want = TU_NN(nn_module_forward_n(m, xs, n));
+    nn_tensor *got = TU_NN(nn_module_forward_n(nn_model_module(back), xs, n));
+    nn_set_grad_enabled(prev);
+    tu_assert_close(got, want, 1e-5, 1e-6, what);
+    same_parameters(m, nn_model_module(back), NULL);
+    nn_tensor_free(want);
+    nn_tensor_free(got);
+    nn_model_free(back);
+}
+
+/* TransformerDecoderLayer and TransformerDecoder on (tgt, memory) of other
+ * lengths, both layouts, pre/post norm, relu/gelu, causal self-attention;
+ * a MultiheadAttention on (query, key, value). */
+static void test_export_decoder(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 12);
+    int64_t tb[3] = {2, 5, 8}, mb[3] = {2, 7, 8}, ts[3] = {5, 2, 8}, ms[3] = {7, 2, 8};
+    nn_tensor *bf[2] = {TU_NN(nn_randn(NULL, tb, 3)), TU_NN(nn_randn(NULL, mb, 3))};
+    nn_tensor *sf[2] = {TU_NN(nn_randn(NULL, ts, 3)), TU_NN(nn_randn(NULL, ms, 3))};
+    nn_module *layer = TU_NN(nn_transformer_decoder_layer_new(
+        8, 2, 16, 0.1, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5, true, false));
+    TU_OK(nn_transformer_set_causal(layer, true));
+    round_trip_n(layer, bf, 2, "TransformerDecoderLayer (batch first, post-norm, causal)");
+    nn_module_free(layer);
+    nn_module *dec = TU_NN(nn_transformer_decoder_new(
+        nn_transformer_decoder_layer_new(8, 4, 12, 0.0, NN_TRANSFORMER_ACTIVATION_GELU_TANH, 1e-6,
+                                         false, true),
+        2, nn_layer_norm_new((int64_t[]){8}, 1, 1e-5, true)));
+    round_trip_n(dec, sf, 2, "TransformerDecoder (sequence first, pre-norm, gelu_tanh)");
+    TU_OK(nn_transformer_set_causal(dec, true));
+    round_trip_n(dec, sf, 2, "TransformerDecoder (causal)");
+    /* masks are inputs the export does not take */
+    void *data = NULL;
+    size_t len = 0;
+    nn_dtype dts[3] = {NN_DTYPE_F32, NN_DTYPE_F32, NN_DTYPE_F32};
+    int nds[3] = {3, 3, 2};
+    int64_t shapes[8] = {5, 2, 8, 7, 2, 8, 5, 5};
+    assert_int_equal(nn_onnx_save_buffer_n(dec, 3, dts, shapes, nds, NULL, &data, &len),
+                     NN_ERR_UNSUPPORTED);
+    tu_expect_error(NN_ERR_UNSUPPORTED, "3 inputs");
+    assert_int_equal(nn_onnx_save_buffer_n(dec, 0, dts, shapes, nds, NULL, &data, &len),
+                     NN_ERR_INVALID);
+    assert_int_equal(nn_onnx_save_buffer_n(dec, 2, dts, shapes, (int[]){3, 0}, NULL, &data, &len),
+                     NN_ERR_INVALID);
+    assert_int_equal(nn_onnx_save_n(dec, "/nonexistent/dir/d.onnx", 2, dts, shapes, nds, NULL),
+                     NN_ERR_IO);
+    nn_module_free(dec);
+    nn_module *mha = TU_NN(nn_multihead_attention_new(8, 2, 0.0, true, 0, 0, true));
+    nn_tensor *qkv[3] = {bf[0], bf[1], TU_NN(nn_randn(NULL, mb, 3))};
+    round_trip_n(mha, qkv, 3, "MultiheadAttention (query, key, value)");
+    nn_module_free(mha);
+    nn_tensor_free(qkv[2]);
+    for (int i = 0; i < 2; i++) nn_tensor_free(bf[i]), nn_tensor_free(sf[i]);
+}
+
 /* What has no ONNX form fails naming the module; bad arguments are refused. */
 static nn_tensor *fwd_twice(nn_module *self, nn_tensor *x, void *user) {
     (void)self, (void)user;
@@ -560,6 +697,7 @@ int main(void) {
         cmocka_unit_test(test_truncate_flip), cmocka_unit_test(test_sources_and_meta),
         cmocka_unit_test(test_parameters_train), cmocka_unit_test(test_oom),
         cmocka_unit_test(test_export_round_trip), cmocka_unit_test(test_export_errors),
+        cmocka_unit_test(test_export_gpt),      cmocka_unit_test(test_export_decoder),
         cmocka_unit_test(test_two_inputs),      cmocka_unit_test(test_threads),
         cmocka_unit_test(test_scale),
     };

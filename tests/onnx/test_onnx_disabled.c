@@ -22,6 +22,13 @@ static void test_unsupported(void **state) {
     assert_int_equal(nn_onnx_save_buffer(l, NN_DTYPE_F32, shape, 2, NULL, &data, &len),
                      NN_ERR_UNSUPPORTED);
     assert_int_equal(nn_onnx_save(l, "x.onnx", NN_DTYPE_F32, shape, 2, NULL), NN_ERR_UNSUPPORTED);
+    nn_dtype dt = NN_DTYPE_F32;
+    int nd = 2;
+    assert_int_equal(nn_onnx_save_buffer_n(l, 1, &dt, shape, &nd, NULL, &data, &len),
+                     NN_ERR_UNSUPPORTED);
+    tu_expect_error(NN_ERR_UNSUPPORTED, "without ONNX");
+    assert_int_equal(nn_onnx_save_n(l, "x.onnx", 1, &dt, shape, &nd, NULL), NN_ERR_UNSUPPORTED);
+    tu_expect_error(NN_ERR_UNSUPPORTED, "without ONNX");
     nn_module_free(l);
 }
 

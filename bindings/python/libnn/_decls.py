@@ -620,6 +620,8 @@ FUNCTIONS = (
     ('nn_onnx_load_stream', c_void_p, (nn_read_fn, c_void_p, c_void_p, ), ('read', 'user', 'opts'), 'nn.h'),
     ('nn_onnx_save', c_int, (c_void_p, c_char_p, c_int, POINTER(c_int64), c_int, c_void_p, ), ('m', 'path', 'input_dtype', 'input_shape', 'ndim', 'opts'), 'nn.h'),
     ('nn_onnx_save_buffer', c_int, (c_void_p, c_int, POINTER(c_int64), c_int, c_void_p, POINTER(c_void_p), POINTER(c_size_t), ), ('m', 'input_dtype', 'input_shape', 'ndim', 'opts', 'data', 'size'), 'nn.h'),
+    ('nn_onnx_save_n', c_int, (c_void_p, c_char_p, c_int, POINTER(c_int), POINTER(c_int64), POINTER(c_int), c_void_p, ), ('m', 'path', 'n', 'input_dtypes', 'input_shapes', 'ndims', 'opts'), 'nn.h'),
+    ('nn_onnx_save_buffer_n', c_int, (c_void_p, c_int, POINTER(c_int), POINTER(c_int64), POINTER(c_int), c_void_p, POINTER(c_void_p), POINTER(c_size_t), ), ('m', 'n', 'input_dtypes', 'input_shapes', 'ndims', 'opts', 'data', 'size'), 'nn.h'),
     ('nn_quantize_dynamic', c_int, (c_void_p, c_void_p, POINTER(c_void_p), ), ('model', 'calib', 'report'), 'nn.h'),
     ('nn_quantize_static', c_int, (c_void_p, c_void_p, c_int64, POINTER(c_void_p), ), ('model', 'loader', 'batches', 'report'), 'nn.h'),
     ('nn_dist_available', c_bool, (), (), 'nn.h'),

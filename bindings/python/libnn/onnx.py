@@ -1,13 +1,13 @@
 """ONNX import and export: load a model exported by torch.onnx.export (or
 any ONNX file of opsets 11-17 whose operators libnn runs) as a Model, and
 write libnn modules as ONNX files for ONNX Runtime and friends."""
-from ctypes import byref, c_int64, c_size_t, c_void_p
+from ctypes import byref, c_int, c_int64, c_size_t, c_void_p
 
 from . import _decls
 from ._lib import check, lib
 from .io import Model, _b, _model_from_stream, _Options, _take_buffer
 
-__all__ = ['load', 'load_bytes', 'load_from', 'save', 'save_bytes']
+__all__ = ['load', 'load_bytes', 'load_from', 'save', 'save_bytes', 'save_n', 'save_bytes_n']
 
 _DTYPES = {k[len('NN_DTYPE_'):].lower(): v for k, v in _decls.ENUMS['nn_dtype']}
 
@@ -50,4 +50,33 @@ def save_bytes(module, input_shape, dtype='f32'):
     data, size = c_void_p(), c_size_t()
     check(lib.nn_onnx_save_buffer(module._handle(), _DTYPES[dtype], arr, n, None, byref(data),
                                   byref(size)))
+    return _take_buffer(data, size)
+
+
+def _inputs(shapes, dtypes):
+    shapes = [[int(d) for d in s] for s in shapes]
+    if dtypes is None:
+        dtypes = ['f32'] * len(shapes)
+    if len(dtypes) != len(shapes):
+        raise ValueError('save_n: %d shapes but %d dtypes' % (len(shapes), len(dtypes)))
+    flat = [d for s in shapes for d in s]
+    n = max(len(shapes), 1)
+    return (len(shapes), (c_int * n)(*[_DTYPES[d] for d in dtypes]),
+            (c_int64 * max(len(flat), 1))(*flat), (c_int * n)(*[len(s) for s in shapes]))
+
+
+def save_n(module, path, input_shapes, dtypes=None):
+    """Export a module of several inputs traced on these shapes (a
+    TransformerDecoder(Layer) on (tgt, memory), a MultiheadAttention on
+    (query, key, value)); graph inputs x0, x1, ...; dtypes default to f32."""
+    n, dt, flat, nd = _inputs(input_shapes, dtypes)
+    check(lib.nn_onnx_save_n(module._handle(), _b(path), n, dt, flat, nd, None))
+
+
+def save_bytes_n(module, input_shapes, dtypes=None):
+    """The ONNX export of a module of several inputs as bytes."""
+    n, dt, flat, nd = _inputs(input_shapes, dtypes)
+    data, size = c_void_p(), c_size_t()
+    check(lib.nn_onnx_save_buffer_n(module._handle(), n, dt, flat, nd, None, byref(data),
+                                    byref(size)))
     return _take_buffer(data, size)

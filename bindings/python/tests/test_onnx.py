@@ -88,13 +88,19 @@ def export_cases():
                         nn.Softmax(-1))
     layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True)
     enc = nn.Sequential(nn.TransformerEncoder(layer, 2), nn.Linear(16, 4))
+    from libnn import gpt
+    small_gpt = gpt.GPT(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    dlayer = nn.TransformerDecoderLayer(16, 2, dim_feedforward=32, batch_first=True,
+                                        norm_first=True, activation='gelu')
+    dec = nn.TransformerDecoder(dlayer, 2, norm=nn.LayerNorm(16))
     return [('cnn', cnn, 'f32', (3, 1, 28, 28)), ('mlp', mlp, 'f32', (2, 1, 28, 28)),
             ('lstm', lstm, 'i64', (2, 6)), ('gru', gru, 'f32', (2, 5, 6)),
-            ('encoder', enc, 'f32', (2, 5, 16))]
+            ('encoder', enc, 'f32', (2, 5, 16)), ('gpt', small_gpt, 'i64', (2, 6)),
+            ('decoder', dec, 'f32', [(2, 5, 16), (2, 7, 16)])]
 
 
 @pytest.mark.skipif(not HAVE_NUMPY, reason='needs numpy')
-@pytest.mark.parametrize('case', range(5))
+@pytest.mark.parametrize('case', range(7))
 def test_export_checker_ort(case, tmp_path):
     """libnn export -> onnx.checker -> ONNX Runtime within 1e-5 of libnn ->
     libnn import equal to libnn."""
@@ -104,14 +110,20 @@ def test_export_checker_ort(case, tmp_path):
     name, model, dtype, shape = export_cases()[case]
     model.eval()
     rng = np.random.default_rng(7)
+    shapes = shape if isinstance(shape, list) else [shape]
     if dtype == 'i64':
-        x = rng.integers(0, 20, size=shape).astype(np.int64)
+        xs = [rng.integers(0, 20, size=s).astype(np.int64) for s in shapes]
     else:
-        x = rng.standard_normal(shape).astype(np.float32)
-    want = model(libnn.from_numpy(x)).numpy()
+        xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     path = str(tmp_path / (name + '.onnx'))
-    onnx.save(model, path, shape, dtype)
-    back = onnx.load(path).predict(libnn.from_numpy(x)).numpy()
+    if len(xs) == 1:
+        want = model(libnn.from_numpy(xs[0])).numpy()
+        onnx.save(model, path, shapes[0], dtype)
+        back = onnx.load(path).predict(libnn.from_numpy(xs[0])).numpy()
+    else:
+        want = model(*[libnn.from_numpy(x) for x in xs]).numpy()
+        onnx.save_n(model, path, shapes, [dtype] * len(xs))
+        back = onnx.load(path).module.forward_n(*[libnn.from_numpy(x) for x in xs]).numpy()
     np.testing.assert_allclose(back, want, rtol=1e-5, atol=1e-6)
     try:
         import onnx as onnx_pkg
@@ -122,9 +134,12 @@ def test_export_checker_ort(case, tmp_path):
     node = shutil.which('node')
     if node is None:
         pytest.skip('node not installed: ONNX Runtime comparison skipped')
-    write_array(str(tmp_path / 'x.bin'), x)
+    ins = []
+    for i, x in enumerate(xs):
+        ins.append(str(tmp_path / ('x%d.bin' % i)))
+        write_array(ins[-1], x)
     script = os.path.join(SOURCE_ROOT, 'tests', 'onnx', 'ort_run.js')
-    r = subprocess.run([node, script, path, str(tmp_path / 'x.bin'), str(tmp_path / 'y.bin')],
+    r = subprocess.run([node, script, path, ','.join(ins), str(tmp_path / 'y.bin')],
                        capture_output=True, text=True)
     if r.returncode == 77:
         pytest.skip('onnxruntime-node not installed')
