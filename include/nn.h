@@ -1676,9 +1676,13 @@ typedef enum nn_io_option {
     NN_IO_OPTION_STRICT = 3,      /* load weights: 1 = names must match exactly (default) */
     NN_IO_OPTION_REQUIRE_SIGNATURE = 4, /* load: 1 = refuse files not signed by the verify key
                                           (NN_ERR_UNSIGNED / NN_ERR_WRONG_KEY); default 0 */
-    NN_IO_OPTION_MMAP = 5         /* load safetensors from a path: 0 = read and copy
-                                     (default); 1 = map the file: tensors view it (see
-                                     "Memory-mapped loading") */
+    NN_IO_OPTION_MMAP = 5,        /* nn_model_load and safetensors loads from a path: 0 =
+                                     read and copy (default); 1 = map the file, tensors
+                                     view it (see "Memory-mapped loading"); 2 = the same,
+                                     verifying every CRC-32 of a model file first */
+    NN_IO_OPTION_ALIGNED = 6      /* save model / weights files: 1 = every tensor stored
+                                     uncompressed at a 64-byte file offset (FORMAT.md 11),
+                                     so nn_model_load can map it; default 0 */
 } nn_io_option;
 
 /* New options holding the defaults; free with nn_io_options_free. NULL

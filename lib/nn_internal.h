@@ -75,6 +75,12 @@ nn_tensor *nn__tensor_wrap(nn_dtype dtype, const int64_t *shape, int ndim, void 
  * load_state_dict(assign=True)): same dtype and shape, both contiguous, else
  * NN_ERR_STATE. Views of dst taken before keep the old storage. */
 nn_status nn__tensor_adopt(nn_tensor *dst, nn_tensor *src, const char *fn);
+/* While on (this thread), nn__zeros and the module constructors' init
+ * (nn__tensor_init_skipped) leave new tensors uninitialised: used while
+ * building a module tree whose every tensor is then replaced (a mapped
+ * model file), so no page of them is touched. */
+void nn__tensor_skip_init(bool on);
+bool nn__tensor_init_skipped(void);
 /* A view: new tensor struct sharing t's storage with given geometry. */
 nn_tensor *nn__view(const nn_tensor *t, const int64_t *shape, const int64_t *strides, int ndim,
                     int64_t offset);

@@ -13,7 +13,7 @@ void nn__filew_begin(nn__filew *f) {
     memset(h, 0, NN__IO_HEADER_SIZE);
     memcpy(h, NN__IO_MAGIC, 8);
     h[8] = NN__IO_MAJOR;
-    h[10] = NN__IO_MINOR;
+    h[10] = 0; /* minor 0; 1 (NN__IO_MINOR) only for aligned files: nn__filew_finish */
     /* flags (12), file size (16), section count (24), reserved (28):
      * zero now, patched by nn__filew_finish. */
 }
@@ -42,6 +42,8 @@ nn_status nn__filew_finish(nn__filew *f, uint8_t **data, size_t *size, const cha
     }
     uint8_t *p = f->w.p;
     nn__put_u64(p + 16, f->w.len);
+    nn__put_u32(p + 12, f->flags);
+    if (f->flags & NN__IO_FLAG_ALIGNED) p[10] = NN__IO_MINOR; /* 1.1: the aligned layout */
     nn__put_u32(p + 24, f->nsections);
     nn__put_u32(crc_at, nn__crc32(0, p, f->w.len - 4));
     *data = p;

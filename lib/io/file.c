@@ -342,7 +342,11 @@ nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *ds
     nn__meta_encode(parts->meta, &meta);
     nn__filew_section(&f, NN__SEC_META, 0, &meta);
     if (parts->module) nn__filew_section(&f, NN__SEC_MODULE, 0, parts->module);
-    nn_status st = nn__tensors_encode(parts->tensors, level, &tensors, fn);
+    /* Aligned: the tensor payload starts after this section's 24-byte header. */
+    if (level < 0) f.flags |= NN__IO_FLAG_ALIGNED;
+    nn_status st = nn__tensors_encode_ex(parts->tensors, level < 0 ? 0 : level, &tensors,
+                                         level < 0 ? (int64_t)f.w.len + NN__IO_SECTION_HEADER_SIZE : -1,
+                                         fn);
     if (st && !f.w.err) f.w.err = st;
     nn__filew_section(&f, NN__SEC_TENSORS, 0, &tensors);
     if (parts->training) nn__filew_section(&f, NN__SEC_TRAINING, 0, parts->training);

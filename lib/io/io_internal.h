@@ -12,11 +12,13 @@
 #define NN__IO_MAGIC "\x89NNM\r\n\x1a\n" /* 8 bytes */
 #define NN__IO_END_MAGIC "NEND"          /* 4 bytes */
 #define NN__IO_MAJOR 1
-#define NN__IO_MINOR 0
+#define NN__IO_MINOR 1 /* 1.1: aligned files (FORMAT.md 11) */
 #define NN__IO_HEADER_SIZE 32
 #define NN__IO_SECTION_HEADER_SIZE 24
 #define NN__IO_TRAILER_SIZE 8
 #define NN__IO_MAX_SECTIONS 256
+#define NN__IO_FLAG_ALIGNED 1u /* header flag: stored tensors at 64-byte file offsets */
+#define NN__IO_ALIGN 64
 
 enum {
     NN__SEC_META = 1,
@@ -149,6 +151,7 @@ nn_status nn__inflate_rd(nn__rd *r, size_t in_len, void *out, size_t out_len, co
 typedef struct nn__filew {
     nn__wbuf w;
     uint32_t nsections;
+    uint32_t flags; /* header flags (NN__IO_FLAG_ALIGNED: minor version 1) */
 } nn__filew;
 
 void nn__filew_begin(nn__filew *f);
@@ -213,6 +216,11 @@ nn_meta *nn__meta_decode(const uint8_t *p, size_t len, const char *fn);
 
 /* Append a tensor table (FORMAT.md "Tensor table") for the list. */
 nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, const char *fn);
+/* Same; base >= 0: the table will start at file offset base and every
+ * tensor is stored at a file offset that is a multiple of 64 (aligned
+ * files, FORMAT.md 5), whatever the level. */
+nn_status nn__tensors_encode_ex(const nn__named_list *l, int level, nn__wbuf *w, int64_t base,
+                                const char *fn);
 
 /* One tensor of a table, as declared (checked by nn__ttable_read). */
 typedef struct nn__tentry {
@@ -228,6 +236,8 @@ typedef struct nn__ttable {
     uint32_t n, next; /* entries; entries whose data has been consumed */
     nn__tentry *e;
     uint64_t raw_bytes; /* sum of the entries' raw sizes */
+    uint64_t data_at;   /* aligned tables: the data area's file offset */
+    uint64_t consumed;  /* bytes of the data area read so far */
     nn__rd data;        /* the data area */
 } nn__ttable;
 
@@ -235,6 +245,10 @@ typedef struct nn__ttable {
  * rule of FORMAT.md 5 checked before any data is touched. *budget: tensor
  * bytes still allowed (decremented). */
 nn_status nn__ttable_read(nn__rd *r, int64_t *budget, nn__ttable *t, const char *fn);
+/* Same for the tensor section of an aligned file whose payload (the first
+ * byte of r) is at file offset r_file_off (< 0: not aligned). */
+nn_status nn__ttable_read_ex(nn__rd *r, int64_t *budget, nn__ttable *t, int64_t r_file_off,
+                             const char *fn);
 /* Decode the data of entry t->next into dst (its raw bytes, host order), or
  * skip it (dst NULL). Entries are consumed in order. */
 nn_status nn__ttable_data(nn__ttable *t, void *dst, const char *fn);
@@ -276,7 +290,8 @@ typedef struct nn__io_parts {
 
 /* Hand a finished file (data, consumed: freed or given to the caller) to dst. */
 nn_status nn__io_deliver(const nn__io_dst *dst, uint8_t *data, size_t size, const char *fn);
-/* Encode parts at the compression level and deliver the file to dst. */
+/* Encode parts at the compression level and deliver the file to dst;
+ * level < 0: an aligned file (stored tensors at 64-byte offsets). */
 nn_status nn__io_save(const nn__io_parts *parts, int level, const nn__io_dst *dst, const char *fn);
 
 /* ------------------------------------------------ one-pass reading (load.c) */

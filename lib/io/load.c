@@ -237,9 +237,9 @@ static nn_status header_verdict(const nn__ld *ld, uint64_t size, const uint8_t *
         return nn__err(NN_ERR_VERSION, "%s: format version %u.%u, this library reads %d.x (up to %d.%d)",
                        fn, major, minor, NN__IO_MAJOR, NN__IO_MAJOR, NN__IO_MINOR);
     uint32_t flags = nn__get_u32(d + 12), reserved = nn__get_u32(d + 28);
-    if (flags != 0 || reserved != 0)
-        return nn__err(NN_ERR_FORMAT, "%s: header flags 0x%x / reserved 0x%x must be 0", fn, flags,
-                       reserved);
+    if ((flags & ~NN__IO_FLAG_ALIGNED) != 0 || reserved != 0)
+        return nn__err(NN_ERR_FORMAT, "%s: header flags 0x%x / reserved 0x%x must be 0 (flags: or 1)",
+                       fn, flags, reserved);
     if (!tail) return NN_OK; /* size and end marker are checked at the end of a stream */
     uint64_t declared = nn__get_u64(d + 16);
     if (declared > size)

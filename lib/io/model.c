@@ -3,8 +3,11 @@
 #include "io_internal.h"
 #include "module/module_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_CONFIG 256
 
@@ -272,9 +275,10 @@ static nn_status encode_training(const nn_io_options *o, int level, nn__wbuf *w,
 }
 
 /* Decode every tensor of the table that fills r into new tensors (out). */
-static nn_status table_to_list(nn__rd *r, int64_t *budget, nn__named_list *out, const char *fn) {
+static nn_status table_to_list(nn__rd *r, int64_t *budget, nn__named_list *out, int64_t base,
+                               const char *fn) {
     nn__ttable t;
-    nn_status st = nn__ttable_read(r, budget, &t, fn);
+    nn_status st = nn__ttable_read_ex(r, budget, &t, base, fn);
     if (st) return st;
     st = nn__ttable_list(&t, out, fn);
     if (!st) st = nn__ttable_finish(&t, fn);
@@ -293,7 +297,7 @@ static nn_status decode_sd(nn__rd *r, int64_t *budget, nn__named_list *out, cons
                        "bytes left",
                        fn, field, (unsigned long long)len, nn__rd_left(r));
     if (!nn__rd_sub(r, &sub, len, "tensor table", field)) return nn_last_status();
-    return table_to_list(&sub, budget, out, fn);
+    return table_to_list(&sub, budget, out, -1, fn);
 }
 
 /* The training section, the current section of ld. */
@@ -358,7 +362,7 @@ static nn_status save_module(nn_module *m, const nn_meta *meta, const nn_io_opti
     if (!st && o->opt) st = encode_training(o, (int)o->compression, &train, fn);
     if (!st) {
         nn__io_parts parts = {meta, &l, o->module_tree ? &tree : NULL, o->opt ? &train : NULL, o};
-        st = nn__io_save(&parts, (int)o->compression, dst, fn);
+        st = nn__io_save(&parts, o->aligned ? -1 : (int)o->compression, dst, fn);
     }
     nn__wbuf_free(&tree);
     nn__wbuf_free(&train);
@@ -400,7 +404,7 @@ static nn_status save_sd(const nn_statedict *sd, const nn_io_options *opts, cons
     nn_status st = list_of_sd(sd, &l, fn);
     if (st) return st;
     nn__io_parts parts = {NULL, &l, NULL, NULL, o};
-    st = nn__io_save(&parts, (int)o->compression, dst, fn);
+    st = nn__io_save(&parts, o->aligned ? -1 : (int)o->compression, dst, fn);
     list_unborrow(&l);
     return st;
 }
@@ -432,11 +436,18 @@ nn_status nn_statedict_save_stream(const nn_statedict *sd, nn_write_fn write, vo
 
 /* The tensor section (the current section of ld) decoded into a new state
  * dict, each tensor straight into its own storage. */
+/* The file offset of the current section's payload when the file is
+ * aligned (its tensor section follows FORMAT.md 5's aligned rule), else -1. */
+static int64_t aligned_base(const nn__ld *ld) {
+    return nn__get_u32(ld->hdr + 12) & NN__IO_FLAG_ALIGNED ? (int64_t)ld->pos : -1;
+}
+
 static nn_status read_sd(nn__ld *ld, int64_t *budget, nn_statedict **out, const char *fn) {
     nn__rd r;
+    int64_t base = aligned_base(ld);
     nn__rd_init_ld(&r, ld, (size_t)nn__ld_left(ld), fn, "tensor table");
     nn__ttable t;
-    nn_status st = nn__ttable_read(&r, budget, &t, fn);
+    nn_status st = nn__ttable_read_ex(&r, budget, &t, base, fn);
     if (st) return st;
     nn_statedict *sd = nn_statedict_new();
     if (!sd) st = NN_ERR_NOMEM;
@@ -592,9 +603,10 @@ static nn_status match_tree(nn_module *m, const nn__ttable *t, const nn__ties *t
 static nn_status tensors_into_tree(nn__ld *ld, const uint8_t *tree, size_t tree_len,
                                    int64_t *budget, nn_module **out, const char *fn) {
     nn__rd r;
+    int64_t base = aligned_base(ld);
     nn__rd_init_ld(&r, ld, (size_t)nn__ld_left(ld), fn, "tensor table");
     nn__ttable t;
-    nn_status st = nn__ttable_read(&r, budget, &t, fn);
+    nn_status st = nn__ttable_read_ex(&r, budget, &t, base, fn);
     if (st) return st;
     nn__ties ties = {0};
     nn_module *m = decode_tree(tree, tree_len, t.raw_bytes, &ties, fn);
@@ -692,8 +704,9 @@ static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, co
                 st = tensors_into_tree(&ld, tree, tree_len, &budget, &model->module, fn);
             } else {
                 nn__rd r;
+                int64_t base = aligned_base(&ld);
                 nn__rd_init_ld(&r, &ld, (size_t)nn__ld_left(&ld), fn, "tensor table");
-                st = table_to_list(&r, &budget, &staged, fn);
+                st = table_to_list(&r, &budget, &staged, base, fn);
             }
         }
     }
@@ -721,10 +734,252 @@ static nn_model *load_model(const nn__io_src *src, const nn_io_options *opts, co
     return model;
 }
 
+/* ------------------------------------------- memory-mapped model files
+ *
+ * NN_IO_OPTION_MMAP on a plain aligned file (FORMAT.md 11): the file is
+ * mapped (lib/io/mapped.c), its header and section framing checked in
+ * place, the metadata and module sections (small) CRC-checked and decoded,
+ * the tensor table checked by every rule of FORMAT.md 5 and 11 against the
+ * real size, and each parameter and buffer then views its bytes in the
+ * mapping: no tensor byte is read at load. The tree is built without
+ * initialising its tensors (nn__tensor_skip_init), since they are all
+ * replaced. Mode 2 first checks every section CRC and the file CRC with one
+ * streaming read() of the file (page cache only: the mapping's pages are
+ * not touched, so the process's RSS does not grow). Anything else (a file
+ * without the aligned flag, a signed or encrypted file, options carrying
+ * keys, an empty or unmappable file) is loaded by copying, as without the
+ * option. */
+
+typedef struct map_secs {
+    uint64_t off[NN__IO_MAX_SECTIONS], len[NN__IO_MAX_SECTIONS]; /* payloads, in file order */
+    uint32_t crc[NN__IO_MAX_SECTIONS], type[NN__IO_MAX_SECTIONS], n;
+    int at[NN__SEC_TRAINING + 1]; /* known types: their index, or -1 */
+} map_secs;
+
+static const char *map_sec_name(uint32_t type) {
+    switch (type) {
+    case NN__SEC_META: return "metadata section";
+    case NN__SEC_MODULE: return "module section";
+    case NN__SEC_TENSORS: return "tensor section";
+    case NN__SEC_TRAINING: return "training section";
+    default: return "section";
+    }
+}
+
+/* Header (past the magic and flags, which the caller checked) and the
+ * section framing (FORMAT.md 2-3) of the mapped file d of `size` bytes. */
+static nn_status map_frame(const uint8_t *d, size_t size, map_secs *s, const char *fn) {
+    uint16_t major = (uint16_t)(d[8] | d[9] << 8), minor = (uint16_t)(d[10] | d[11] << 8);
+    if (major != NN__IO_MAJOR)
+        return nn__err(NN_ERR_VERSION, "%s: format version %u.%u, this library reads %d.x (up to %d.%d)",
+                       fn, major, minor, NN__IO_MAJOR, NN__IO_MAJOR, NN__IO_MINOR);
+    uint32_t flags = nn__get_u32(d + 12), reserved = nn__get_u32(d + 28);
+    if ((flags & ~NN__IO_FLAG_ALIGNED) != 0 || reserved != 0)
+        return nn__err(NN_ERR_FORMAT, "%s: header flags 0x%x / reserved 0x%x must be 0 (flags: or 1)",
+                       fn, flags, reserved);
+    uint64_t declared = nn__get_u64(d + 16);
+    if (declared > size)
+        return nn__err(NN_ERR_TRUNCATED, "%s: file has %zu bytes, its header declares %llu", fn,
+                       size, (unsigned long long)declared);
+    if (declared < size)
+        return nn__err(NN_ERR_FORMAT, "%s: %llu trailing bytes after the declared end (%llu of %zu bytes)",
+                       fn, (unsigned long long)(size - declared), (unsigned long long)declared, size);
+    if (memcmp(d + size - 8, NN__IO_END_MAGIC, 4) != 0)
+        return nn__err(NN_ERR_FORMAT, "%s: missing end marker", fn);
+    uint32_t count = nn__get_u32(d + 24);
+    if (count > NN__IO_MAX_SECTIONS)
+        return nn__err(NN_ERR_LIMIT, "%s: section count %u exceeds the limit of %d", fn, count,
+                       NN__IO_MAX_SECTIONS);
+    for (int t = 0; t <= NN__SEC_TRAINING; t++) s->at[t] = -1;
+    s->n = count;
+    uint64_t pos = NN__IO_HEADER_SIZE, end = size - NN__IO_TRAILER_SIZE;
+    for (uint32_t i = 0; i < count; i++) {
+        if (end - pos < NN__IO_SECTION_HEADER_SIZE)
+            return nn__err(NN_ERR_FORMAT, "%s: section list: section %u header needs 24 bytes at "
+                                          "offset %llu, only %llu left",
+                           fn, i, (unsigned long long)(pos - NN__IO_HEADER_SIZE),
+                           (unsigned long long)(end - pos));
+        const uint8_t *h = d + pos;
+        uint32_t type = nn__get_u32(h), sflags = nn__get_u32(h + 4);
+        uint64_t len = nn__get_u64(h + 8);
+        pos += NN__IO_SECTION_HEADER_SIZE;
+        if ((sflags & ~NN__SEC_FLAG_SKIPPABLE) || nn__get_u32(h + 20))
+            return nn__err(NN_ERR_FORMAT, "%s: section %u (type %u): flags 0x%x / reserved 0x%x invalid",
+                           fn, i, type, sflags, nn__get_u32(h + 20));
+        if (len > end - pos)
+            return nn__err(NN_ERR_FORMAT, "%s: section %u (type %u) length %llu exceeds the %llu bytes left",
+                           fn, i, type, (unsigned long long)len, (unsigned long long)(end - pos));
+        if (type >= NN__SEC_META && type <= NN__SEC_TRAINING) {
+            if (s->at[type] >= 0)
+                return nn__err(NN_ERR_FORMAT, "%s: duplicate %s (section %u)", fn,
+                               map_sec_name(type), i);
+            s->at[type] = (int)i;
+        } else if (!(sflags & NN__SEC_FLAG_SKIPPABLE)) {
+            return nn__err(NN_ERR_UNSUPPORTED, "%s: section %u has unknown type %u and is not "
+                                               "marked skippable (file version %u.%u)",
+                           fn, i, type, major, minor);
+        }
+        s->off[i] = pos;
+        s->len[i] = len;
+        s->crc[i] = nn__get_u32(h + 16);
+        s->type[i] = type;
+        pos += len;
+    }
+    if (pos != end)
+        return nn__err(NN_ERR_FORMAT, "%s: %llu bytes between the last of %u sections and the trailer",
+                       fn, (unsigned long long)(end - pos), count);
+    if (s->at[NN__SEC_TENSORS] < 0)
+        return nn__err(NN_ERR_FORMAT, "%s: the file has no tensor section", fn);
+    if (s->at[NN__SEC_MODULE] < 0)
+        return nn__err(NN_ERR_FORMAT, "%s: the file has no module section (a weights-only file: use "
+                                      "nn_module_load_weights)",
+                       fn);
+    return NN_OK;
+}
+
+/* The CRC-32 of section i, computed through the mapping (small sections only). */
+static nn_status map_crc(const uint8_t *d, const map_secs *s, uint32_t i, const char *fn) {
+    uint32_t crc = nn__crc32(0, d + s->off[i], (size_t)s->len[i]);
+    if (crc != s->crc[i])
+        return nn__err(NN_ERR_CHECKSUM, "%s: %s %u CRC-32 is 0x%08x, its header says 0x%08x", fn,
+                       map_sec_name(s->type[i]), i, crc, s->crc[i]);
+    return NN_OK;
+}
+
+/* Mode 2: every section CRC and the file CRC, by one streaming read of the
+ * file (1 MiB at a time) rather than through the mapping. */
+static nn_status map_verify(const char *path, const uint8_t *d, size_t size, const map_secs *s,
+                            const char *fn) {
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = nn__malloc(CHUNK);
+    if (!buf) return NN_ERR_NOMEM;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    nn_status st = fd < 0 ? nn__err(NN_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno))
+                          : NN_OK;
+    uint32_t file_crc = 0, crc[NN__IO_MAX_SECTIONS] = {0}, cur = 0;
+    uint64_t at = 0, crc_end = size - 4;
+    while (!st && at < crc_end) {
+        size_t want = crc_end - at < CHUNK ? (size_t)(crc_end - at) : CHUNK;
+        ssize_t got = read(fd, buf, want);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            st = nn__err(got < 0 ? NN_ERR_IO : NN_ERR_TRUNCATED,
+                         "%s: '%s' changed while mapped: read %llu of %zu bytes (%s)", fn, path,
+                         (unsigned long long)at, size, got < 0 ? strerror(errno) : "end of file");
+            break;
+        }
+        uint64_t b = at + (uint64_t)got;
+        file_crc = nn__crc32(file_crc, buf, (size_t)got);
+        while (cur < s->n && s->off[cur] < b) { /* the sections this chunk covers */
+            uint64_t lo = s->off[cur] > at ? s->off[cur] : at;
+            uint64_t se = s->off[cur] + s->len[cur], hi = se < b ? se : b;
+            if (hi > lo) crc[cur] = nn__crc32(crc[cur], buf + (lo - at), (size_t)(hi - lo));
+            if (se > b) break;
+            cur++;
+        }
+        at = b;
+    }
+    if (fd >= 0) close(fd);
+    nn__free(buf);
+    for (uint32_t i = 0; !st && i < s->n; i++)
+        if (crc[i] != s->crc[i])
+            st = nn__err(NN_ERR_CHECKSUM, "%s: %s %u CRC-32 is 0x%08x, its header says 0x%08x", fn,
+                         map_sec_name(s->type[i]), i, crc[i], s->crc[i]);
+    uint32_t want = nn__get_u32(d + size - 4);
+    if (!st && file_crc != want)
+        st = nn__err(NN_ERR_CHECKSUM, "%s: file CRC-32 is 0x%08x, the trailer says 0x%08x", fn,
+                     file_crc, want);
+    return st;
+}
+
+/* dst may take over v's storage: it owns a whole storage of its own. */
+static bool adoptable(const nn_tensor *dst, const nn_tensor *v) {
+    return dst->dtype == v->dtype && nn__is_contiguous(dst) && dst->offset == 0 &&
+           dst->storage->refs == 1 && !dst->storage->deleter &&
+           dst->storage->nbytes == (size_t)dst->numel * nn_dtype_size(dst->dtype);
+}
+
+/* The tree, its tensors viewing the mapping. */
+static nn_status map_tensors(nn__map *map, const uint8_t *d, const map_secs *s, int64_t budget,
+                             nn_module **out, const char *fn) {
+    nn__rd r;
+    int ti = s->at[NN__SEC_TENSORS], mi = s->at[NN__SEC_MODULE];
+    nn__rd_init(&r, d + s->off[ti], (size_t)s->len[ti], fn, "tensor table");
+    nn__ttable t;
+    nn_status st = nn__ttable_read_ex(&r, &budget, &t, (int64_t)s->off[ti], fn);
+    if (st) return st;
+    nn__ties ties = {0};
+    nn__tensor_skip_init(true);
+    nn_module *m = decode_tree(d + s->off[mi], (size_t)s->len[mi], t.raw_bytes, &ties, fn);
+    nn__tensor_skip_init(false);
+    nn_tensor **dst = m ? nn__calloc(t.n ? t.n : 1, sizeof *dst) : NULL;
+    if (!dst) st = nn_last_status();
+    if (!st) st = match_tree(m, &t, &ties, dst, fn);
+    nn__ties_free(&ties);
+    for (uint32_t i = 0; !st && i < t.n; i++) {
+        const nn__tentry *e = &t.e[i];
+        nn_tensor *v = nn__map_tensor(map, t.data_at + e->offset, (nn_dtype)e->dtype, e->shape,
+                                      e->ndim, fn);
+        if (!v) st = nn_last_status();
+        else if (adoptable(dst[i], v))
+            st = nn__tensor_adopt(dst[i], v, fn);
+        else /* another dtype, or part of a shared storage: copied (its pages read) */
+            st = nn_tensor_assign(dst[i], v);
+        nn__tensor_release(v);
+    }
+    nn__free(dst);
+    nn__ttable_free(&t);
+    if (st) nn_module_free(m);
+    else *out = m;
+    return st;
+}
+
+static nn_model *load_model_mapped(const char *path, const nn_io_options *o, const char *fn) {
+    nn__map *map = NULL;
+    const uint8_t *d = NULL;
+    size_t size = 0;
+    bool keys = o->has_verify_key || o->has_encrypt_key || o->require_signature;
+    bool mapped = !keys && !nn__map_open(path, 1, o->max_bytes, &map, &d, &size, fn);
+    if (!mapped || size < NN__IO_HEADER_SIZE + NN__IO_TRAILER_SIZE ||
+        memcmp(d, NN__IO_MAGIC, 8) != 0 || !(nn__get_u32(d + 12) & NN__IO_FLAG_ALIGNED)) {
+        /* Not a plain aligned file (or not mappable): read and copied. */
+        nn__map_release(map);
+        nn_clear_error();
+        nn__io_src src = {.path = path};
+        return load_model(&src, o, fn);
+    }
+    map_secs *s = nn__malloc(sizeof *s);
+    nn_status st = s ? map_frame(d, size, s, fn) : NN_ERR_NOMEM;
+    if (!st && o->mmap == 2) st = map_verify(path, d, size, s, fn);
+    for (int t = NN__SEC_META; !st && t <= NN__SEC_MODULE; t++)
+        if (s->at[t] >= 0) st = map_crc(d, s, (uint32_t)s->at[t], fn);
+    nn_meta *meta = NULL;
+    nn_module *m = NULL;
+    int mi = st ? -1 : s->at[NN__SEC_META];
+    if (!st && mi >= 0 && !(meta = nn__meta_decode(d + s->off[mi], (size_t)s->len[mi], fn)))
+        st = nn_last_status();
+    if (!st && !meta && !(meta = nn__meta_new())) st = NN_ERR_NOMEM;
+    if (!st) st = map_tensors(map, d, s, o->max_bytes, &m, fn);
+    if (!st) st = nn_module_train(m, false);
+    nn__map_release(map); /* the tensors hold their own references */
+    nn__free(s);
+    if (st) {
+        nn_module_free(m);
+        nn_meta_free(meta);
+        return NULL;
+    }
+    return nn__model_wrap(m, meta);
+}
+
 nn_model *nn_model_load(const char *path, const nn_io_options *opts) {
-    if (!nn__check_ptr(path, "nn_model_load", "path")) return NULL;
+    const char *fn = "nn_model_load";
+    if (!nn__check_ptr(path, fn, "path")) return NULL;
+    nn_io_options tmp;
+    const nn_io_options *o = nn__io_opts(opts, &tmp, fn);
+    if (!o) return NULL;
+    if (o->mmap) return load_model_mapped(path, o, fn);
     nn__io_src src = {.path = path};
-    return load_model(&src, opts, "nn_model_load");
+    return load_model(&src, opts, fn);
 }
 
 nn_model *nn_model_load_buffer(const void *data, size_t size, const nn_io_options *opts) {
@@ -852,8 +1107,9 @@ static nn_status load_checkpoint(const nn__io_src *src, nn_module *m, nn_optim *
     while (!st && !(st = nn__ld_next(&ld, &type)) && type) {
         if (type == NN__SEC_TENSORS) {
             nn__rd r;
+            int64_t base = aligned_base(&ld);
             nn__rd_init_ld(&r, &ld, (size_t)nn__ld_left(&ld), fn, "tensor table");
-            st = table_to_list(&r, &budget, &tl, fn);
+            st = table_to_list(&r, &budget, &tl, base, fn);
             have_tensors = true;
         } else if (type == NN__SEC_TRAINING) {
             st = decode_training(&ld, &budget, &t, fn);

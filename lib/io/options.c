@@ -45,8 +45,9 @@ nn_status nn_io_options_set(nn_io_options *opts, nn_io_option key, int64_t value
     case NN_IO_OPTION_MODULE_TREE: lo = 0, hi = 1, slot = &opts->module_tree; break;
     case NN_IO_OPTION_MAX_BYTES: lo = 1, hi = INT64_MAX, slot = &opts->max_bytes; break;
     case NN_IO_OPTION_STRICT: lo = 0, hi = 1, slot = &opts->strict; break;
-    case NN_IO_OPTION_MMAP: lo = 0, hi = 1, slot = &opts->mmap; break;
+    case NN_IO_OPTION_MMAP: lo = 0, hi = 2, slot = &opts->mmap; break;
     case NN_IO_OPTION_REQUIRE_SIGNATURE: lo = 0, hi = 1, slot = &opts->require_signature; break;
+    case NN_IO_OPTION_ALIGNED: lo = 0, hi = 1, slot = &opts->aligned; break;
     default: return nn__err(NN_ERR_INVALID, "%s: unknown key %d", fn, (int)key);
     }
     if (value < lo || value > hi)
@@ -64,6 +65,7 @@ nn_status nn_io_options_get(const nn_io_options *opts, nn_io_option key, int64_t
     case NN_IO_OPTION_MODULE_TREE: *value = opts->module_tree; return NN_OK;
     case NN_IO_OPTION_MAX_BYTES: *value = opts->max_bytes; return NN_OK;
     case NN_IO_OPTION_STRICT: *value = opts->strict; return NN_OK;
+    case NN_IO_OPTION_ALIGNED: *value = opts->aligned; return NN_OK;
     case NN_IO_OPTION_MMAP: *value = opts->mmap; return NN_OK;
     case NN_IO_OPTION_REQUIRE_SIGNATURE: *value = opts->require_signature; return NN_OK;
     }

@@ -77,6 +77,22 @@ static nn_status make_blob(const nn_tensor *t, int level, blob *b, const char *f
 }
 
 nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, const char *fn) {
+    return nn__tensors_encode_ex(l, level, w, -1, fn);
+}
+
+/* Bytes of the table before the data area (count .. data size). */
+static uint64_t table_bytes(const nn__named_list *l) {
+    uint64_t b = 8 + 8;
+    for (int64_t i = 0; i < l->n; i++)
+        b += 4 + strlen(l->e[i].name) + 4 + 8 * (uint64_t)l->e[i].t->ndim + 24;
+    return b;
+}
+
+static uint64_t align_pad(uint64_t at) { return (NN__IO_ALIGN - at % NN__IO_ALIGN) % NN__IO_ALIGN; }
+
+nn_status nn__tensors_encode_ex(const nn__named_list *l, int level, nn__wbuf *w, int64_t base,
+                                const char *fn) {
+    if (base >= 0) level = 0; /* aligned tables store every tensor */
     if (l->n > (int64_t)NN__IO_MAX_ENTRIES)
         return nn__err(NN_ERR_LIMIT, "%s: %lld tensors exceed the limit of %u", fn, (long long)l->n,
                        NN__IO_MAX_ENTRIES);
@@ -94,8 +110,9 @@ nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, co
     if (!st) {
         nn__wbuf_u32(w, (uint32_t)l->n);
         nn__wbuf_u32(w, 0);
-        uint64_t off = 0;
+        uint64_t off = 0, data_at = base >= 0 ? (uint64_t)base + table_bytes(l) : 0;
         for (int64_t i = 0; i < l->n; i++) {
+            if (base >= 0) off += align_pad(data_at + off);
             const nn_tensor *t = l->e[i].t;
             nn__wbuf_str(w, l->e[i].name);
             uint8_t hdr[4] = {(uint8_t)t->dtype, (uint8_t)t->ndim, b[i].codec, 0};
@@ -107,7 +124,17 @@ nn_status nn__tensors_encode(const nn__named_list *l, int level, nn__wbuf *w, co
             off += b[i].len;
         }
         nn__wbuf_u64(w, off);
-        for (int64_t i = 0; i < l->n; i++) nn__wbuf_bytes(w, b[i].p, b[i].len);
+        static const uint8_t zeros[NN__IO_ALIGN];
+        uint64_t at = 0;
+        for (int64_t i = 0; i < l->n; i++) {
+            if (base >= 0) {
+                uint64_t pad = align_pad(data_at + at);
+                nn__wbuf_bytes(w, zeros, (size_t)pad);
+                at += pad;
+            }
+            nn__wbuf_bytes(w, b[i].p, b[i].len);
+            at += b[i].len;
+        }
         st = w->err;
     }
     for (int64_t i = 0; i < l->n; i++) nn__free(b[i].p);
@@ -203,9 +230,18 @@ static nn_status check_unique(nn__tentry *e, uint32_t n, const char *fn) {
  * previous ended, so no two overlap, every byte belongs to one, and the
  * data can be read front to back in table order. */
 static nn_status check_offsets(const nn__tentry *e, uint32_t n, uint64_t data_size,
-                               const char *fn) {
+                               int64_t base, const char *fn) {
     uint64_t expect = 0;
     for (uint32_t i = 0; i < n; i++) {
+        if (base >= 0) { /* aligned files: stored data at multiples of 64 in the file */
+            expect += ((uint64_t)base + expect) % NN__IO_ALIGN
+                          ? NN__IO_ALIGN - ((uint64_t)base + expect) % NN__IO_ALIGN
+                          : 0;
+            if (e[i].codec != CODEC_STORED)
+                return nn__err(NN_ERR_FORMAT,
+                               "%s: tensor '%s' is compressed in a file flagged aligned", fn,
+                               e[i].name);
+        }
         size_t end;
         if (!nn__size_add((size_t)e[i].offset, (size_t)e[i].stored, &end) ||
             e[i].offset > SIZE_MAX || e[i].stored > SIZE_MAX || end > data_size)
@@ -238,6 +274,11 @@ void nn__ttable_free(nn__ttable *t) {
 }
 
 nn_status nn__ttable_read(nn__rd *r, int64_t *budget, nn__ttable *t, const char *fn) {
+    return nn__ttable_read_ex(r, budget, t, -1, fn);
+}
+
+nn_status nn__ttable_read_ex(nn__rd *r, int64_t *budget, nn__ttable *t, int64_t r_file_off,
+                             const char *fn) {
     memset(t, 0, sizeof *t);
     uint32_t n, reserved;
     if (!nn__rd_count(r, &n, NN__IO_MAX_ENTRIES, MIN_ENTRY, "tensor count") ||
@@ -259,7 +300,8 @@ nn_status nn__ttable_read(nn__rd *r, int64_t *budget, nn__ttable *t, const char 
     if (!st && data_size != nn__rd_left(r))
         st = nn__err(NN_ERR_FORMAT, "%s: data area declares %llu bytes, %zu remain", fn,
                      (unsigned long long)data_size, nn__rd_left(r));
-    if (!st) st = check_offsets(t->e, n, data_size, fn);
+    t->data_at = r_file_off >= 0 ? (uint64_t)r_file_off + r->pos : 0;
+    if (!st) st = check_offsets(t->e, n, data_size, r_file_off >= 0 ? (int64_t)t->data_at : -1, fn);
     if (!st && !nn__rd_sub(r, &t->data, data_size, "data area", "data area")) st = nn_last_status();
     if (st) nn__ttable_free(t);
     return st;
@@ -269,6 +311,10 @@ nn_status nn__ttable_data(nn__ttable *t, void *dst, const char *fn) {
     if (t->next >= t->n)
         return nn__err(NN_ERR_RANGE, "%s: tensor table: all %u entries read", fn, t->n);
     const nn__tentry *e = &t->e[t->next++];
+    if (e->offset > t->consumed && /* an aligned file's padding */
+        !nn__rd_copy(&t->data, NULL, (size_t)(e->offset - t->consumed), "padding"))
+        return nn_last_status();
+    t->consumed = e->offset + e->stored;
     if (!dst) return nn__rd_copy(&t->data, NULL, (size_t)e->stored, "tensor data")
                          ? NN_OK
                          : nn_last_status();

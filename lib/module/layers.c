@@ -37,7 +37,7 @@ static int64_t ci(const nn_module *m, int k) { return (int64_t)m->cfg[k]; }
 
 nn_tensor *nn__mod_uniform_param(const int64_t *shape, int ndim, double bound) {
     nn_tensor *t = nn__tensor_new(NN_DTYPE_F32, shape, ndim);
-    if (!t) return NULL;
+    if (!t || nn__tensor_init_skipped()) return t;
     nn_generator *g = nn__gen(NULL);
     float *p = nn__f32(t);
     for (int64_t i = 0; i < t->numel; i++)
@@ -60,7 +60,7 @@ static nn_status add_filled(nn_module *m, const char *name, nn_dtype dt, const i
                             int ndim, double v, bool param) {
     nn_tensor *t = nn__zeros(dt, shape, ndim);
     if (!t) return nn_last_status();
-    if (v != 0) nn_tensor_fill(t, v);
+    if (v != 0 && !nn__tensor_init_skipped()) nn_tensor_fill(t, v);
     nn_status st = param ? nn__mod_add_param(m, name, t) : nn__mod_add_buffer(m, name, t);
     if (st != NN_OK) nn__tensor_release(t);
     return st;
@@ -785,8 +785,9 @@ static nn_status emb_build(nn_module *m) {
     if (!w) return nn_last_status();
     nn_generator *g = nn__gen(NULL);
     float *p = nn__f32(w);
-    for (int64_t i = 0; i < w->numel; i++) p[i] = (float)nn__gen_normal(g);
-    if (ci(m, EMB_PAD) >= 0) /* PyTorch zeroes the padding row */
+    for (int64_t i = 0; i < w->numel && !nn__tensor_init_skipped(); i++)
+        p[i] = (float)nn__gen_normal(g);
+    if (ci(m, EMB_PAD) >= 0 && !nn__tensor_init_skipped()) /* PyTorch zeroes the padding row */
         memset(p + ci(m, EMB_PAD) * shape[1], 0, sizeof(float) * (size_t)shape[1]);
     nn_status st = nn__mod_add_param(m, "weight", w);
     if (st != NN_OK) nn__tensor_release(w);

@@ -107,9 +107,14 @@ nn_tensor *nn__tensor_new(nn_dtype dtype, const int64_t *shape, int ndim) {
     return tensor_new(dtype, shape, ndim, "nn_tensor_empty");
 }
 
+static _Thread_local bool tl_skip_init;
+
+void nn__tensor_skip_init(bool on) { tl_skip_init = on; }
+bool nn__tensor_init_skipped(void) { return tl_skip_init; }
+
 nn_tensor *nn__zeros(nn_dtype dtype, const int64_t *shape, int ndim) {
     nn_tensor *t = nn__tensor_new(dtype, shape, ndim);
-    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+    if (t && !tl_skip_init) memset(t->storage->data, 0, t->storage->nbytes);
     return t;
 }
 

@@ -502,6 +502,92 @@ static void sealed_catalogue(void) {
     emit("sealed_encrypted_truncated_header", f, "NN_ERR_TRUNCATED", "inside its 72-byte header");
 }
 
+/* ---------------------------------------- aligned files (FORMAT.md 11) */
+
+enum { AL_VALID, AL_UNPADDED, AL_COMPRESSED, AL_PAST_AREA, AL_FLAGS, AL_TENSOR_CRC,
+       AL_WEIGHTS_ONLY, AL_SECTION_PAST_END };
+
+static uint64_t pad64(uint64_t at) { return (64 - at % 64) % 64; }
+
+/* An aligned file (header flag 1, minor 1) of Sequential{0: Linear(2, 3)}
+ * holding the weights W: metadata, module and tensor sections, each tensor
+ * stored at a file offset that is a multiple of 64, the skipped bytes zero;
+ * or the same with one defect. *expect receives the numbers a message names. */
+static buf aligned_linear(int defect, uint64_t *expect) {
+    buf meta = meta_body(), mod = module_body("Linear");
+    int with_module = defect != AL_WEIGHTS_ONLY;
+    uint64_t payload = 32 + 24 + meta.len + (with_module ? 24 + mod.len : 0) + 24;
+    /* count + reserved, two entries ("0.weight" [3,2], "0.bias" [3]), data size */
+    uint64_t data_at = payload + 8 + (4 + 8 + 4 + 16 + 24) + (4 + 6 + 4 + 8 + 24) + 8;
+    uint64_t woff = pad64(data_at), boff = woff + 24 + pad64(data_at + woff + 24);
+    if (defect == AL_UNPADDED) {
+        *expect = woff;
+        woff = 0;
+        boff = 24;
+    }
+    uint64_t dsize = boff + 12;
+    if (defect == AL_PAST_AREA) {
+        *expect = boff + 64;
+        boff += 64;
+    }
+    uint8_t *data = calloc(1, dsize);
+    if (!data) die("out of memory");
+    for (int i = 0; i < 9; i++) {
+        uint32_t u;
+        memcpy(&u, &W[i], 4);
+        for (int k = 0; k < 4; k++)
+            data[(i < 6 ? woff + 4 * (uint64_t)i : boff - (defect == AL_PAST_AREA ? 64 : 0) +
+                                                       4 * (uint64_t)(i - 6)) + (uint64_t)k] =
+                (uint8_t)(u >> (8 * k));
+    }
+    tdesc t[2] = {{"0.weight", 0, 2, defect == AL_COMPRESSED, {3, 2}, woff, 24, 24},
+                  {"0.bias", 0, 1, 0, {3}, boff, 12, 12}};
+    buf tb = tensors_body(t, 2, 2, data, (size_t)dsize);
+    free(data);
+    section sec[3] = {{1, 0, meta, 0}, {2, 0, mod, 0}, {3, 0, tb, defect == AL_TENSOR_CRC}};
+    buf f;
+    if (with_module) {
+        f = file_of(1, 1, sec, 3);
+    } else {
+        free(mod.p);
+        sec[1] = sec[2];
+        f = file_of(1, 1, sec, 2);
+    }
+    patch32(&f, 12, defect == AL_FLAGS ? 3 : 1);
+    if (defect == AL_SECTION_PAST_END) {
+        *expect = 32 + 24 + meta.len + 24 + mod.len; /* the tensor section header */
+        patch64(&f, *expect + 8, 1u << 30);
+    }
+    reseal(&f);
+    return f;
+}
+
+static void aligned_catalogue(void) {
+    char msg[160];
+    uint64_t x = 0;
+    emit("aligned_valid", aligned_linear(AL_VALID, &x), "NN_OK", "-");
+    buf f = aligned_linear(AL_UNPADDED, &x);
+    snprintf(msg, sizeof msg, "tensor '0.weight': data at offset 0 overlaps the previous tensor "
+                              "(expected %llu)", (unsigned long long)x);
+    emit("aligned_unpadded_offsets", f, "NN_ERR_FORMAT", msg);
+    emit("aligned_compressed_tensor", aligned_linear(AL_COMPRESSED, &x), "NN_ERR_FORMAT",
+         "tensor '0.weight' is compressed in a file flagged aligned");
+    f = aligned_linear(AL_PAST_AREA, &x);
+    snprintf(msg, sizeof msg, "tensor '0.bias': data at offset %llu, 12 bytes, outside the",
+             (unsigned long long)x);
+    emit("aligned_offset_past_data", f, "NN_ERR_RANGE", msg);
+    emit("aligned_unknown_flag", aligned_linear(AL_FLAGS, &x), "NN_ERR_FORMAT",
+         "header flags 0x3 / reserved 0x0 must be 0");
+    /* A damaged tensor byte: the copy load and MMAP 2 reject it; MMAP 1
+     * reads no tensor byte and loads it (FORMAT.md 11, "Checksums"). */
+    emit("aligned_tensor_crc", aligned_linear(AL_TENSOR_CRC, &x), "NN_ERR_CHECKSUM",
+         "tensor section 2 CRC-32");
+    emit("aligned_weights_only", aligned_linear(AL_WEIGHTS_ONLY, &x), "NN_ERR_FORMAT",
+         "no module section");
+    emit("aligned_section_past_end", aligned_linear(AL_SECTION_PAST_END, &x), "NN_ERR_FORMAT",
+         "section 2 (type 3) length 1073741824 exceeds the");
+}
+
 static void catalogue(void) {
     emit("valid_linear", model_with(good_tensors()), "NN_OK", "-");
     emit("valid_bf16_linear", model_with_tree(bf16_linear_body(), bf16_tensors()), "NN_OK", "-");
@@ -890,6 +976,7 @@ static void catalogue(void) {
     reseal(&f);
     emit("section_count_too_large", f, "NN_ERR_LIMIT", "section count 100000 exceeds");
     sealed_catalogue();
+    aligned_catalogue();
 }
 
 /* The large cases, MIB mebibytes of data each. */
