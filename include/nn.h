@@ -1831,7 +1831,26 @@ NN_API nn_status nn_model_save_stream(nn_module *m, nn_write_fn write, void *use
                                       const nn_meta *meta, const nn_io_options *opts);
 
 /* Load a whole model (module tree + weights + metadata), put in eval mode.
- * Returns a new nn_model (free with nn_model_free), or NULL on error. */
+ * Returns a new nn_model (free with nn_model_free), or NULL on error.
+ *
+ * Memory-mapped loading: a file saved with NN_IO_OPTION_ALIGNED 1 (every
+ * tensor stored at a 64-byte file offset) and loaded with
+ * NN_IO_OPTION_MMAP 1 is mapped privately; every parameter and buffer is a
+ * view of the mapping, no tensor byte is read at load (time and memory of
+ * the load do not grow with the weights), pages are shared with every
+ * other process mapping the file and read on first use. Checked before
+ * any tensor exists: the header, the framing of every section, the
+ * metadata and module sections' CRC-32s, every rule of the tensor table
+ * and every tensor's range against the file's size. Not checked with 1:
+ * the tensor data's CRC-32 and the file CRC-32 (a damaged weight loads as
+ * another value); NN_IO_OPTION_MMAP 2 checks them first by one streaming
+ * read of the file (time linear in its size, RSS unchanged). Writing to a
+ * mapped tensor (training, nn_tensor_fill) gives the written page a private
+ * copy: the file and other processes never see it. The mapping lives until
+ * the last tensor viewing it is freed. A file without the aligned flag, a
+ * signed or encrypted file, or options with keys are read and copied as
+ * without the option. Do not truncate or rewrite a mapped file in place
+ * (libnn's saves replace files by rename, which is safe). FORMAT.md 11. */
 NN_API nn_model *nn_model_load(const char *path, const nn_io_options *opts);
 NN_API nn_model *nn_model_load_buffer(const void *data, size_t size, const nn_io_options *opts);
 NN_API nn_model *nn_model_load_stream(nn_read_fn read, void *user, const nn_io_options *opts);

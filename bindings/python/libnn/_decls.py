@@ -146,6 +146,7 @@ ENUMS = {
         ('NN_IO_OPTION_STRICT', 3),
         ('NN_IO_OPTION_REQUIRE_SIGNATURE', 4),
         ('NN_IO_OPTION_MMAP', 5),
+        ('NN_IO_OPTION_ALIGNED', 6),
     ),
     'nn_meta_kind': (
         ('NN_META_KIND_NONE', 0),

@@ -30,10 +30,12 @@ class _Options:
     """Context manager building an nn_io_options (None when all default)."""
 
     def __init__(self, compression=None, module_tree=None, max_bytes=None, strict=None,
-                 optimizer=None, scheduler=None, generator=None, epoch=0, step=0):
+                 optimizer=None, scheduler=None, generator=None, epoch=0, step=0,
+                 aligned=None, mmap=None):
         self.vals = {k: v for k, v in (('compression', compression),
                                        ('module_tree', module_tree),
-                                       ('max_bytes', max_bytes), ('strict', strict))
+                                       ('max_bytes', max_bytes), ('strict', strict),
+                                       ('aligned', aligned), ('mmap', mmap))
                      if v is not None}
         self.training = (optimizer, scheduler, generator, epoch, step)
         self.h = None
@@ -145,8 +147,9 @@ def _take_buffer(data, size):
 def save(module, path, meta=None, **options):
     """Save a module (tree + weights) atomically to path. meta: a dict of
     strings, numbers, number lists, string lists. options: compression
-    (0..9), module_tree (bool), and optimizer/scheduler/generator/epoch/step
-    to write a training checkpoint."""
+    (0..9), module_tree (bool), aligned (True: every tensor stored at a
+    64-byte file offset, so load(path, mmap=True) can map the file), and
+    optimizer/scheduler/generator/epoch/step to write a training checkpoint."""
     with _Meta(meta) as m, _Options(**options) as o:
         check(lib.nn_model_save(module._handle(), _b(path), m, o))
 
@@ -185,10 +188,14 @@ class Model(Handle):
     __call__ = predict
 
 
-def load(path, max_bytes=None):
+def load(path, max_bytes=None, mmap=False):
     """Load a model file; raises FormatError, ChecksumError, TruncatedError,
-    ... with the library's message for a bad file."""
-    with _Options(max_bytes=max_bytes) as o:
+    ... with the library's message for a bad file. mmap: True (or 1) maps an
+    aligned file (saved with aligned=True): tensors view the file's pages,
+    shared between processes, copied only when written; the tensor data's
+    CRCs are not checked (2: verify every CRC first, by one read of the
+    file). Other files are read and copied as usual."""
+    with _Options(max_bytes=max_bytes, mmap=int(mmap) if mmap else None) as o:
         return Model(lib.nn_model_load(_b(path), o))
 
 
