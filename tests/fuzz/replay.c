@@ -74,6 +74,15 @@ static int write_seeds(const char *dir) {
     snprintf(path, sizeof path, "%s/seed_compressed.nnm", dir);
     rc |= nn_model_save(flat, path, NULL, o);
     nn_module_free(flat);
+    /* aligned files (FORMAT.md 11): a model the mapped loader takes, and weights */
+    nn_io_options_set(o, NN_IO_OPTION_ALIGNED, 1);
+    snprintf(path, sizeof path, "%s/seed_aligned.nnm", dir);
+    rc |= nn_model_save(net, path, meta, o);
+    nn_statedict *asd = nn_module_state_dict(net);
+    snprintf(path, sizeof path, "%s/seed_aligned_weights.nnm", dir);
+    rc |= nn_statedict_save(asd, path, o);
+    nn_statedict_free(asd);
+    nn_io_options_set(o, NN_IO_OPTION_ALIGNED, 0);
     nn_statedict *sd = nn_module_state_dict(net);
     snprintf(path, sizeof path, "%s/seed_weights.nnm", dir);
     rc |= nn_statedict_save(sd, path, NULL);
