@@ -126,7 +126,10 @@ static const uint8_t *need(nn__rd *r, size_t n, const char *field) {
         r->ok = false;
         return NULL;
     }
-    const uint8_t *at = r->p + r->pos;
+    /* A reader over a stream (r->ld) has no buffer: p is NULL, and NULL + 0
+     * is undefined (UBSan, fuzz_safetensors replaying seed_weights.nnm
+     * through nn_model_load from a path); the stream supplies `at`. */
+    const uint8_t *at = r->p ? r->p + r->pos : NULL;
     if (r->ld && nn__ld_take(r->ld, n, &at)) {
         r->ok = false;
         return NULL;
