@@ -226,6 +226,9 @@ static home g_home[MAX_WORKERS + 1];
 /* The gen value worker i saw when it was created (read by it at start). */
 static uint32_t g_gen0[MAX_WORKERS];
 
+/* Calls that handed tasks to workers (nn__pool_forks). */
+static _Atomic int64_t g_forks;
+
 /* Set while this thread runs tasks (permanently on workers). */
 static _Thread_local int tls_in_task;
 
@@ -394,6 +397,7 @@ void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void
     atomic_store_explicit(&g_pool.caller_sleeping, 0, memory_order_relaxed);
     atomic_store(&g_pool.open, 1);
     atomic_fetch_add(&g_pool.gen, 1);
+    atomic_fetch_add_explicit(&g_forks, 1, memory_order_relaxed);
     /* Only workers 1..nt-1 take part; a futex wakes arbitrary sleepers, so
      * when not every worker is wanted, wake them all (the others go back to
      * waiting). */
@@ -454,6 +458,8 @@ int64_t nn__block_size(int64_t n, int64_t grain, int64_t align) {
     b = (b - 1) / align * align + align;
     return b < n ? b : n;
 }
+
+int64_t nn__pool_forks(void) { return atomic_load_explicit(&g_forks, memory_order_relaxed); }
 
 int nn__pool_threads(void) { return tls_in_task ? 1 : nn__num_threads(); }
 

@@ -101,4 +101,8 @@ void nn__pool_shutdown(void);
 /* Workers currently alive (tests). */
 int nn__pool_workers(void);
 
+/* Calls so far, from any thread, that handed tasks to the workers (tests:
+ * work too small to pay for a fork/join must stay on the caller). */
+int64_t nn__pool_forks(void);
+
 #endif
