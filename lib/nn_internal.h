@@ -209,6 +209,13 @@ void nn__node_free_saved(nn_node *node);
 
 /* Sum g over broadcast dims so the result has shape (shape, ndim). Untracked. */
 nn_tensor *nn__sum_to_shape(const nn_tensor *g, const int64_t *shape, int ndim);
+
+/* Cross-entropy row kernels for the folders that may not call the backend
+ * (lib/loss), implemented in lib/ops/xent.c over the backend's eltwise
+ * xent_lse / xent_bwd (see backend/eltwise.h): X [m, n] contiguous. */
+void nn__xent_lse_rows(int64_t m, int64_t n, const float *x, float *lse);
+void nn__xent_bwd_rows(int64_t m, int64_t n, const float *x, const float *lse, const int64_t *t,
+                       const float *s, float *g);
 /* out shape of broadcasting a and b; false + NN_ERR_SHAPE naming fn. */
 bool nn__broadcast_shapes(const int64_t *a, int an, const int64_t *b, int bn, int64_t *out, int *on,
                           const char *fn);

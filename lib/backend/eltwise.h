@@ -38,6 +38,15 @@ typedef struct nn__eltwise_kernels {
      * log-softmax gx = gy - exp(y)*sum(gy). gx may alias gy. */
     void (*softmax_bwd_rows)(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
                              bool log);
+
+    /* ---- cross-entropy over the rows of X [M, N] (contiguous): the fused
+     * log-softmax + NLL of class-index targets, for many classes ---------- */
+    /* lse[i] = log sum_j exp(X[i, j]) (shifted by the row's max). */
+    void (*xent_lse)(int64_t m, int64_t n, const float *x, float *lse);
+    /* G[i, j] = s[i] (exp(X[i, j] - lse[i]) - [j == t[i]]) (t[i] outside
+     * [0, N): no target term); rows with s[i] == 0 are written as zeros. */
+    void (*xent_bwd)(int64_t m, int64_t n, const float *x, const float *lse, const int64_t *t,
+                     const float *s, float *g);
 } nn__eltwise_kernels;
 
 #endif

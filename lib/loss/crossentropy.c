@@ -108,7 +108,46 @@ static inline double grad_scale(const float *go, nn_reduction red, double denom,
 
 /* node: inputs {logits, target}; saved[0] lse per sample (f32 [ns]), saved[1]
  * weight (contiguous [C]) or NULL; i[0] reduction, i[1] ignore_index,
- * i[2] prob targets; f[0] label smoothing, f[1] denominator of MEAN. */
+ * i[2] prob targets, i[3] the row kernels' case (below); f[0] label
+ * smoothing, f[1] denominator of MEAN. */
+
+/* The common case of a language model's loss, logits [N, C] with class
+ * indices, no class weights, no label smoothing: the backend's row kernels
+ * (xent_lse, xent_bwd: vectorised exp, threads over rows), and the gradient
+ * written once (no zero fill first). Takes ownership of x and t. */
+static bool ce_rows_case(const nn_tensor *x, bool prob, const nn_tensor *w, double eps,
+                         const ce_geom *g) {
+    return !prob && !w && eps == 0.0 && g->inner == 1 && x->ndim <= 2;
+}
+
+static nn_status ce_backward_rows(nn_node *nd, nn_tensor *x, nn_tensor *t, nn_tensor *gout,
+                                  nn_tensor **gin) {
+    ce_geom g = {1, 1, 1};
+    ce_geometry(x, &g, nd->name);
+    const int64_t ns = g.outer;
+    nn_tensor *gx = nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim);
+    float *sc = nn__malloc((ns ? (size_t)ns : 1) * sizeof *sc);
+    nn_status st = NN_OK;
+    if (!gx || !sc) {
+        nn__tensor_release(gx);
+        gx = NULL;
+        st = NN_ERR_NOMEM;
+    } else {
+        const int64_t *ty = nn__i64(t);
+        const float *go = nn__f32(gout);
+        for (int64_t i = 0; i < ns; i++)
+            sc[i] = ty[i] == nd->i[1]
+                        ? 0.0f
+                        : (float)grad_scale(go, (nn_reduction)nd->i[0], nd->f[1], i);
+        nn__xent_bwd_rows(ns, g.C, nn__f32(x), nn__f32(nd->saved[0]), ty, sc, nn__f32(gx));
+    }
+    nn__free(sc);
+    nn__tensor_release(x);
+    nn__tensor_release(t);
+    gin[0] = gx;
+    gin[1] = NULL;
+    return st;
+}
 static nn_status ce_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *xin = nd->inputs[0], *tin = nd->inputs[1];
     ce_geom g = {1, 1, 1};
@@ -118,6 +157,7 @@ static nn_status ce_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     bool prob = nd->i[2] != 0;
     double eps = nd->f[0], denom = nd->f[1];
     nn_tensor *x = nn__contig(xin), *t = nn__contig(tin);
+    if (nd->i[3] && x && t) return ce_backward_rows(nd, x, t, gout, gin);
     nn_tensor *gx = x ? nn__zeros(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
     bool want_t = prob && tin->requires_grad;
     nn_tensor *gt = (gx && want_t) ? nn__zeros(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
@@ -170,17 +210,24 @@ static nn_status ce_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
 
 /* Forward: per-sample losses into per[], lse into lse[]; returns the MEAN denominator. */
 static double ce_forward(const float *xp, const nn_tensor *t, const float *w, const ce_geom *g,
-                         int64_t ignore, double eps, bool prob, double *per, float *lse) {
+                         int64_t ignore, double eps, bool prob, bool rows, double *per,
+                         float *lse) {
     const double C = (double)g->C;
+    if (rows) nn__xent_lse_rows(g->outer, g->C, xp, lse);
     double denom = 0.0;
     for (int64_t o = 0; o < g->outer; o++)
         for (int64_t k = 0; k < g->inner; k++) {
             int64_t si = o * g->inner + k, base = o * g->C * g->inner + k;
-            double m = -INFINITY, acc = 0.0;
-            for (int64_t c = 0; c < g->C; c++) m = fmax(m, xp[base + c * g->inner]);
-            for (int64_t c = 0; c < g->C; c++) acc += exp(xp[base + c * g->inner] - m);
-            double l = m + log(acc);
-            lse[si] = (float)l;
+            double l;
+            if (rows) { /* the backend's row kernel filled lse[] */
+                l = lse[si];
+            } else {
+                double m = -INFINITY, acc = 0.0;
+                for (int64_t c = 0; c < g->C; c++) m = fmax(m, xp[base + c * g->inner]);
+                for (int64_t c = 0; c < g->C; c++) acc += exp(xp[base + c * g->inner] - m);
+                l = m + log(acc);
+                lse[si] = (float)l;
+            }
             double loss = 0.0;
             if (!prob) {
                 int64_t y = nn__i64(t)[si];
@@ -242,8 +289,9 @@ nn_tensor *nn_cross_entropy_ex(nn_tensor *logits, nn_tensor *target, nn_tensor *
     double *per = nn__calloc(ns ? (size_t)ns : 1, sizeof *per);
     nn_tensor *out = NULL;
     if (!x || !t || (weight && !wc) || !lse || !per) goto done;
+    const bool rows = ce_rows_case(logits, prob, weight, label_smoothing, &g);
     double denom = ce_forward(nn__f32(x), t, wc ? nn__f32(wc) : NULL, &g, ignore_index,
-                              label_smoothing, prob, per, nn__f32(lse));
+                              label_smoothing, prob, rows, per, nn__f32(lse));
     out = reduce_out(logits, per, ns, denom, reduction);
     if (!out) goto done;
     nn_tensor *ins[2] = {logits, target};
@@ -261,6 +309,7 @@ nn_tensor *nn_cross_entropy_ex(nn_tensor *logits, nn_tensor *target, nn_tensor *
         nd->i[0] = reduction;
         nd->i[1] = ignore_index;
         nd->i[2] = prob;
+        nd->i[3] = rows;
         nd->f[0] = label_smoothing;
         nd->f[1] = denom;
     }

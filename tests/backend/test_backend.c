@@ -541,6 +541,74 @@ static void test_softmax(void **s) {
     TU_OK(nn_set_num_threads(1));
 }
 
+/* Cross-entropy rows: lse and the gradient within a few float ulps of the
+ * double reference (the fast exp is a polynomial), bit-identical for 1 and 2
+ * threads; ignored rows (s = 0) exact zeros; a row with +inf / NaN gives
+ * the reference's non-finite values; -inf logits (masked classes) a zero
+ * probability. Row lengths hit every tail, a row of 50257 (GPT-2's
+ * vocabulary) the blocked sums. */
+static void test_xent(void **s) {
+    (void)s;
+    static const int64_t shp[][2] = {{1, 1}, {3, 7}, {5, 17}, {9, 513}, {4, 1031}, {3, 50257}};
+    for (size_t i = 0; i < sizeof shp / sizeof shp[0]; i++) {
+        const int64_t m = shp[i][0], n = shp[i][1], mn = m * n;
+        float *x = buf_new(mn), *lse = buf_new(m), *lse2 = buf_new(m), *lse1 = buf_new(m);
+        float *sc = buf_new(m), *g = buf_new(mn), *g2 = buf_new(mn), *g1 = buf_new(mn);
+        int64_t *t = malloc(sizeof *t * (size_t)m);
+        assert_non_null(t);
+        for (int64_t q = 0; q < mn; q++) x[q] *= 12.0f;
+        for (int64_t r = 0; r < m; r++) {
+            t[r] = (r * 7919) % n;
+            sc[r] = 0.25f + 0.1f * (float)r;
+        }
+        if (m > 2) {
+            sc[1] = 0.0f;                  /* an ignored row */
+            t[2] = -1;                     /* no target term */
+            x[2 * n] = -INFINITY;          /* a masked class */
+        }
+        if (n > 100) {
+            x[n + 3] = INFINITY;           /* row 1 (ignored): inf */
+            if (m > 3) x[(m - 1) * n + n / 2] = NAN; /* last row: NaN */
+        }
+        ref()->eltwise.xent_lse(m, n, x, lse2);
+        for (int th = 0; th < 2; th++) {
+            TU_OK(nn_set_num_threads(g_threads[th]));
+            fast()->eltwise.xent_lse(m, n, x, th ? lse : lse1);
+            fast()->eltwise.xent_bwd(m, n, x, lse2, t, sc, th ? g : g1);
+        }
+        expect_same(lse, lse1, m, "xent_lse 1 vs 2 threads");
+        expect_same(g, g1, mn, "xent_bwd 1 vs 2 threads");
+        ref()->eltwise.xent_bwd(m, n, x, lse2, t, sc, g2);
+        for (int64_t r = 0; r < m; r++) {
+            if (!isfinite(lse2[r])) {
+                if (memcmp(&lse[r], &lse2[r], sizeof(float)) && !(isnan(lse[r]) && isnan(lse2[r])))
+                    fail_msg("xent_lse row %lld: %g, reference %g", (long long)r, (double)lse[r],
+                             (double)lse2[r]);
+            } else if (fabsf(lse[r] - lse2[r]) > 4e-6f * (1.0f + fabsf(lse2[r]))) {
+                fail_msg("xent_lse [%lld x %lld] row %lld: %.9g, reference %.9g", (long long)m,
+                         (long long)n, (long long)r, (double)lse[r], (double)lse2[r]);
+            }
+            for (int64_t j = 0; j < n; j++) {
+                const float a = g[r * n + j], b = g2[r * n + j];
+                if (sc[r] == 0.0f && a != 0.0f)
+                    fail_msg("xent_bwd: ignored row %lld has %g at %lld", (long long)r, (double)a,
+                             (long long)j);
+                if (isnan(b) ? !isnan(a) : fabsf(a - b) > 1e-6f * sc[r] + 4e-6f * fabsf(b))
+                    fail_msg("xent_bwd [%lld x %lld] (%lld, %lld): %.9g, reference %.9g",
+                             (long long)m, (long long)n, (long long)r, (long long)j, (double)a,
+                             (double)b);
+            }
+        }
+        if (m > 2 && g[2 * n] != 0.0f)
+            fail_msg("xent_bwd [%lld x %lld]: a -inf logit has gradient %g, tier %d", (long long)m,
+                     (long long)n, (double)g[2 * n], g_tier);
+        free(t);
+        buf_free(x), buf_free(lse), buf_free(lse2), buf_free(lse1);
+        buf_free(sc), buf_free(g), buf_free(g2), buf_free(g1);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
 /* --------------------------------------------------------- optimizers */
 
 static void test_adam(void **s) {
@@ -765,6 +833,7 @@ TIERED(test_bias_act)
 TIERED(test_maxpool)
 TIERED(test_reductions)
 TIERED(test_softmax)
+TIERED(test_xent)
 TIERED(test_adam)
 TIERED(test_sgd)
 TIERED(test_thread_determinism)
@@ -786,6 +855,7 @@ int main(void) {
         cmocka_unit_test(test_maxpool_tiers),
         cmocka_unit_test(test_reductions_tiers),
         cmocka_unit_test(test_softmax_tiers),
+        cmocka_unit_test(test_xent_tiers),
         cmocka_unit_test(test_adam_tiers),
         cmocka_unit_test(test_sgd_tiers),
         cmocka_unit_test(test_thread_determinism_tiers),

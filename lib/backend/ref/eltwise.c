@@ -101,6 +101,29 @@ static void ref_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const flo
     }
 }
 
+/* ---------------------------------------------------------- cross-entropy */
+
+static void ref_xent_lse(int64_t m, int64_t n, const float *x, float *lse) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *xr = x + i * n;
+        double mx = -INFINITY, acc = 0.0;
+        for (int64_t j = 0; j < n; j++) mx = fmax(mx, xr[j]);
+        for (int64_t j = 0; j < n; j++) acc += exp(xr[j] - mx);
+        lse[i] = (float)(mx + log(acc));
+    }
+}
+
+static void ref_xent_bwd(int64_t m, int64_t n, const float *x, const float *lse, const int64_t *t,
+                         const float *s, float *g) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *xr = x + i * n;
+        float *gr = g + i * n;
+        for (int64_t j = 0; j < n; j++)
+            gr[j] = s[i] == 0.0f ? 0.0f
+                                 : (float)(s[i] * (exp(xr[j] - lse[i]) - (j == t[i] ? 1.0 : 0.0)));
+    }
+}
+
 void nn__ref_fill_eltwise(nn__eltwise_kernels *t) {
     t->relu = ref_relu;
     t->relu_bwd = ref_relu_bwd;
@@ -114,4 +137,6 @@ void nn__ref_fill_eltwise(nn__eltwise_kernels *t) {
     t->sum_cols = ref_sum_cols;
     t->softmax_rows = ref_softmax_rows;
     t->softmax_bwd_rows = ref_softmax_bwd_rows;
+    t->xent_lse = ref_xent_lse;
+    t->xent_bwd = ref_xent_bwd;
 }
