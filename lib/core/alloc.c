@@ -247,19 +247,20 @@ char *nn__strdup(const char *s) {
 #define NN__CACHE_SLOTS 128
 #define NN__CACHE_MAX ((size_t)64 << 20) /* at least 64 MiB may be kept */
 
-/* The most the cache may hold: 64 MiB, or half of what libnn holds in use
+/* The most the cache may hold: 64 MiB, or as much as libnn holds in use
  * when that is more. A large model's step frees and re-allocates blocks of
  * hundreds of MiB (GPT-2 124M: the 154 MiB gradients of the tied
  * embedding / LM head, the 51 MiB logits and their gradient); with a fixed
  * 64 MiB cap each went back to the kernel and came back as fresh pages:
  * measured on that step, about a third of its CPU time was page faults and
- * the clearing of fresh pages. Cached blocks were resident while in use,
- * so keeping them does not raise the peak of a loop that re-allocates the
- * same sizes. */
+ * the clearing of fresh pages (with half of what is in use, blocks freed at
+ * zero_grad still went: the cache holds the step's activations and its
+ * gradients). Cached blocks were resident while in use, so keeping them
+ * does not raise the peak of a loop that re-allocates the same sizes. */
 static size_t cache_cap(size_t cached) {
     int64_t total = atomic_load_explicit(&g_mem_total, memory_order_relaxed);
     size_t in_use = total > (int64_t)cached ? (size_t)total - cached : 0;
-    return in_use / 2 > NN__CACHE_MAX ? in_use / 2 : NN__CACHE_MAX;
+    return in_use > NN__CACHE_MAX ? in_use : NN__CACHE_MAX;
 }
 
 /* A cached block is accounted under "block cache" with the size it last

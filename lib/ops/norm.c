@@ -498,12 +498,23 @@ nn_tensor *nn_dropout(nn_tensor *x, double p, bool training, nn_generator *g) {
  * for the padding row i[0] (-1: none), which gets no gradient. */
 static nn_status embedding_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     const nn_tensor *w = nd->inputs[0], *idx = nd->saved[0];
-    gin[0] = nn__zeros(NN_DTYPE_F32, w->shape, 2);
-    NN__FORWARD_IF(!gin[0], nd->name);
     const int64_t dim = w->shape[1];
+    float *d;
+    nn_tensor *acc = w->grad_fn ? NULL : w->grad;
+    if (acc && acc->storage->refs == 1 && nn__is_contiguous(acc) && nn__same_shape(acc, w)) {
+        /* A leaf whose gradient is already there (a tied LM head's dW ran
+         * first): add the rows into it in place, which is what the
+         * engine's accumulation of a dense [V, C] result would do, without
+         * a zero-filled V x C tensor and a pass over it (GPT-2: 154 MB
+         * each, every step). gin[0] stays NULL: nothing left to add. */
+        d = nn__f32(acc);
+    } else {
+        gin[0] = nn__zeros(NN_DTYPE_F32, w->shape, 2);
+        NN__FORWARD_IF(!gin[0], nd->name);
+        d = nn__f32(gin[0]);
+    }
     const int64_t *ix = nn__i64(idx);
     const float *g = nn__f32(gout);
-    float *d = nn__f32(gin[0]);
     for (int64_t i = 0; i < idx->numel; i++) {
         if (ix[i] == nd->i[0]) continue;
         float *row = d + ix[i] * dim;

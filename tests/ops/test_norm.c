@@ -249,6 +249,34 @@ static void test_embedding_grad(void **s) {
     th_free_all(in, 2);
 }
 
+/* The weight as embedding and as the LM head (tied, GPT's): the head's dW
+ * reaches the leaf's gradient first and the embedding's backward adds its
+ * rows into it in place; and the weight in two lookups (the second adds
+ * into the first's gradient). Both against finite differences. */
+static nn_tensor *f_emb_tied(nn_tensor **in, void *ctx) {
+    (void)ctx;
+    return nn_linear(nn_embedding(in[0], in[1]), in[0], NULL);
+}
+
+static nn_tensor *f_emb_twice(nn_tensor **in, void *ctx) {
+    (void)ctx;
+    int64_t s = 3;
+    nn_tensor *j = nn_tensor_from_data(NN_DTYPE_I64, &s, 1, (const int64_t[]){1, 1, 3});
+    nn_tensor *y = nn_add(nn_embedding(in[0], in[1]), nn_sum(nn_embedding(in[0], j), NULL, 0, false));
+    nn_tensor_free(j);
+    return y;
+}
+
+static void test_embedding_tied_grad(void **s) {
+    (void)s;
+    int64_t ws[] = {5, 3}, is[] = {2, 3};
+    const int64_t iv[] = {4, 0, 4, 2, 2, 4};
+    nn_tensor *in[2] = {th_param(71, ws, 2), TU_NN(nn_tensor_from_data(NN_DTYPE_I64, is, 2, iv))};
+    tu_gradcheck(f_emb_tied, in, 2, NULL, 1e-2, 2e-3, 1e-2);
+    tu_gradcheck(f_emb_twice, in, 2, NULL, 1e-2, 2e-3, 1e-2);
+    th_free_all(in, 2);
+}
+
 static void test_embedding_golden(void **s) {
     (void)s;
     tu_golden *g = tu_golden_open("ops_nn.txt");
@@ -326,6 +354,7 @@ int main(void) {
         cmocka_unit_test(test_group_norm_grad),    cmocka_unit_test(test_ln_gn_golden),
         cmocka_unit_test(test_dropout_grad),       cmocka_unit_test(test_dropout_statistics),
         cmocka_unit_test(test_embedding_grad),     cmocka_unit_test(test_embedding_golden),
+        cmocka_unit_test(test_embedding_tied_grad),
         cmocka_unit_test(test_norm_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
