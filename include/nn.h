@@ -785,6 +785,14 @@ NN_API nn_status nn_sequential_append(nn_module *seq, nn_module *child);
 NN_API int64_t nn_sequential_length(const nn_module *seq);
 /* Child i (borrowed; negative i counts from the end), or NULL. */
 NN_API nn_module *nn_sequential_get(const nn_module *seq, int64_t i);
+/* A residual block: y = body(x) + shortcut(x), or body(x) + x when shortcut
+ * is NULL (the skip connection of a ResNet block; put the activation after
+ * it in a Sequential). Children "body" and "shortcut"; both outputs must
+ * have one shape (NN_ERR_SHAPE at forward otherwise). Takes OVER the
+ * caller's references to body and shortcut, also on failure; a NULL body
+ * fails (keeping a failed constructor's error). Saved in model files and
+ * exported to ONNX (an Add of the two branches). */
+NN_API nn_module *nn_residual_new(nn_module *body, nn_module *shortcut);
 
 /* --- layers ---------------------------------------------------------------- */
 

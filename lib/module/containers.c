@@ -151,3 +151,103 @@ nn_status nn_module_tie(nn_module *m, const char *dst, const char *src) {
     }
     return nn__module_tie_own(owner, dot ? dot + 1 : dst, s, fn);
 }
+
+/* ------------------------------------------------------------- Residual */
+
+/* y = body(x) + shortcut(x), the identity when there is no shortcut: the
+ * skip connection of a ResNet block (the activation after the sum is the
+ * next module of a Sequential). Children "body" and, when cfg shortcut is
+ * 1, "shortcut"; a model file's children are checked against that. */
+enum { RES_SHORTCUT };
+static const char *const res_keys[] = {"shortcut"};
+static const double res_defaults[] = {0};
+
+static nn_status res_build(nn_module *m) {
+    double s = m->cfg[RES_SHORTCUT];
+    if (s != 0 && s != 1)
+        return nn__err(NN_ERR_INVALID, "Residual: shortcut = %g, expected 0 or 1", s);
+    return NN_OK;
+}
+
+static nn_module *res_child(const nn_module *m, const char *name) {
+    for (int i = 0; i < m->nchildren; i++)
+        if (!strcmp(m->children[i].name, name)) return m->children[i].m;
+    return NULL;
+}
+
+static nn_tensor *res_forward(nn_module *m, nn_tensor *x) {
+    nn_module *body = res_child(m, "body"), *sc = res_child(m, "shortcut");
+    if (!body)
+        return NN__FAIL(NN_ERR_STATE, "Residual: no child 'body' (a damaged model?)");
+    nn_tensor *y = nn_module_forward(body, x);
+    nn_tensor *s = sc ? nn_module_forward(sc, x) : x;
+    if (!y || !s) return NULL;
+    if (y->ndim != s->ndim || memcmp(y->shape, s->shape, (size_t)y->ndim * sizeof *y->shape)) {
+        char a[128], b[128];
+        return NN__FAIL(NN_ERR_SHAPE,
+                        "Residual: body gives %s but the %s gives %s (they are added)",
+                        nn__shape_str(y->shape, y->ndim, a, sizeof a), sc ? "shortcut" : "input",
+                        nn__shape_str(s->shape, s->ndim, b, sizeof b));
+    }
+    return nn_add(y, s);
+}
+
+static nn_status res_check_child(const nn_module *m, const char *name, const nn_module *child) {
+    (void)child;
+    if (!strcmp(name, "body") || (!strcmp(name, "shortcut") && m->cfg[RES_SHORTCUT] != 0))
+        return NN_OK;
+    return nn__err(NN_ERR_FORMAT, "Residual: unexpected child '%.64s' (body%s)", name,
+                   m->cfg[RES_SHORTCUT] != 0 ? ", shortcut" : "");
+}
+
+static nn_status res_check_complete(const nn_module *m) {
+    if (!res_child(m, "body")) return nn__err(NN_ERR_FORMAT, "Residual: child 'body' is missing");
+    if (m->cfg[RES_SHORTCUT] != 0 && !res_child(m, "shortcut"))
+        return nn__err(NN_ERR_FORMAT, "Residual: child 'shortcut' is missing");
+    return NN_OK;
+}
+
+const nn__mod_kind nn__kind_residual = {.type = "Residual",
+                                        .nkeys = 1,
+                                        .keys = res_keys,
+                                        .defaults = res_defaults,
+                                        .build = res_build,
+                                        .forward = res_forward,
+                                        .container = true,
+                                        .check_child = res_check_child,
+                                        .check_complete = res_check_complete};
+
+nn_module *nn_residual_new(nn_module *body, nn_module *shortcut) {
+    const char *fn = "nn_residual_new";
+    bool pending = !shortcut && nn__err_pending(); /* NULL from a failed constructor */
+    nn_status st = NN_OK;
+    if (!body) st = nn__err_null(fn, "body");
+    else if (!nn__mod_check(body, fn, "body")) st = nn_last_status();
+    else if (pending) st = nn_last_status();
+    else if (shortcut && !nn__mod_check(shortcut, fn, "shortcut")) st = nn_last_status();
+    else if (shortcut == body) {
+        st = nn__err(NN_ERR_INVALID, "%s: body and shortcut are the same module", fn);
+        shortcut = NULL; /* one reference, released once below */
+    }
+    nn_module *m = NULL;
+    if (!st) {
+        double v[1] = {shortcut != NULL};
+        m = nn__mod_new_kind(&nn__kind_residual, v);
+        if (!m) st = nn_last_status();
+    }
+    if (!st) {
+        st = nn__mod_attach(m, "body", body, fn);
+        body = NULL;
+    }
+    if (!st && shortcut) {
+        st = nn__mod_attach(m, "shortcut", shortcut, fn);
+        shortcut = NULL;
+    }
+    if (nn__handle_is(body, NN__KIND_MODULE)) nn_module_free(body);
+    if (nn__handle_is(shortcut, NN__KIND_MODULE)) nn_module_free(shortcut);
+    if (st) {
+        nn_module_free(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1008,7 +1008,7 @@ static const nn__mod_kind *const all_kinds[] = {
     &kind_logsoftmax, &kind_identity, &nn__kind_rnn, &nn__kind_lstm, &nn__kind_gru,
     &nn__kind_select, &nn__kind_module_list, &nn__kind_module_dict, &nn__kind_mha,
     &nn__kind_enc_layer, &nn__kind_dec_layer, &nn__kind_encoder, &nn__kind_decoder, &nn__kind_gpt,
-    &nn__kind_qlinear, &nn__kind_qconv};
+    &nn__kind_qlinear, &nn__kind_qconv, &nn__kind_residual};
 
 const nn__mod_kind *nn__mod_find_kind(const char *type) {
     for (size_t i = 0; i < sizeof all_kinds / sizeof all_kinds[0]; i++)

@@ -230,6 +230,8 @@ nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child
 
 /* ---- containers.c: Select, ModuleList, ModuleDict */
 extern const nn__mod_kind nn__kind_select, nn__kind_module_list, nn__kind_module_dict;
+/* Residual: body(x) + shortcut(x), or + x without a shortcut */
+extern const nn__mod_kind nn__kind_residual;
 
 /* ---- layers.c */
 const nn__mod_kind *nn__mod_find_kind(const char *type);

@@ -687,6 +687,19 @@ static const char *emit(ex *e, nn_module *m, const char *prefix, const char *x,
         attr_i(e, n, "axis", (int64_t)cfg(m, "dim", -1));
         return y;
     }
+    if (!strcmp(t, "Residual")) {
+        /* body(x) + shortcut(x), or + x: both branches see the block's input */
+        char pb[600], ps[600];
+        nn_module *body = nn_module_get_module(m, "body");
+        nn_module *sc = cfg(m, "shortcut", 0) != 0 ? nn_module_get_module(m, "shortcut") : NULL;
+        if (!body || (cfg(m, "shortcut", 0) != 0 && !sc)) return e->err = nn_last_status(), NULL;
+        if (!child_prefix(e, pb, sizeof pb, prefix, "body") ||
+            !child_prefix(e, ps, sizeof ps, prefix, "shortcut"))
+            return NULL;
+        const char *y = emit(e, body, pb, x, xin, yout);
+        const char *s = sc ? emit(e, sc, ps, x, xin, yout) : x;
+        return ex_op(e, "Add", (const char *[]){y, s}, 2, NULL);
+    }
     if (!strcmp(t, "Hardtanh"))
         return ex_op(e, "Clip", (const char *[]){x, ex_scalar(e, (float)cfg(m, "min_val", -1)),
                                                   ex_scalar(e, (float)cfg(m, "max_val", 1))}, 3, NULL);

@@ -926,6 +926,32 @@ static void catalogue(void) {
              "MultiheadAttention: child 'out_proj' is a Linear, expected Linear(2, 2, bias=False)");
     }
 
+    /* Residual (a container kind): shortcut is a flag; its children are
+     * "body" and, when the flag says so, "shortcut" -- nothing else. */
+    {
+        static const char *const rk[] = {"shortcut"};
+        static const double half[] = {0.5}, no[] = {0}, yes[] = {1};
+        section sr[2] = {{2, 0, leaf_node("Residual", 1, rk, half), 0}, {3, 0, good_tensors(), 0}};
+        emit("residual_shortcut_not_boolean", file_of(1, 0, sr, 2), "NN_ERR_FORMAT",
+             "Residual: shortcut = 0.5, expected 0 or 1");
+        section sb[2] = {{2, 0, linear_then(leaf_node("Residual", 1, rk, yes)), 0},
+                         {3, 0, good_tensors(), 0}};
+        emit("residual_without_body", file_of(1, 0, sb, 2), "NN_ERR_FORMAT",
+             "Residual: child 'body' is missing");
+        /* a "shortcut" child while the flag says none */
+        m = (buf){0};
+        str(&m, "Residual");
+        u32(&m, 1);
+        str(&m, rk[0]);
+        f64(&m, no[0]);
+        u32(&m, 1);
+        str(&m, "shortcut");
+        linear_node(&m, "Linear");
+        section su[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
+        emit("residual_unexpected_child", file_of(1, 0, su, 2), "NN_ERR_FORMAT",
+             "Residual: unexpected child 'shortcut' (body)");
+    }
+
     /* Regression (found by the fuzzer): a hyperparameter count over the cap
      * once made the cleanup free past the key table. */
     m = (buf){0};
