@@ -601,6 +601,9 @@ static void test_null_sweep(void **s) {
     { nn_module *r = nn_sequential_get(NULL, 0); nn_module_free(r); }
     calls++;
     nn_clear_error();
+    { nn_module *r = nn_residual_new(NULL, NULL); nn_module_free(r); }
+    calls++;
+    nn_clear_error();
     { nn_module *r = nn_linear_new(0, 0, 0); nn_module_free(r); }
     calls++;
     nn_clear_error();

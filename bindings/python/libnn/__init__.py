@@ -29,7 +29,7 @@ from . import functional
 from .functional import (add, cat, clamp, concat, exp, log, matmul, maximum, minimum, relu,
                          sigmoid, softmax, sqrt, stack, tanh, where)
 from . import nn, optim, data, io, dist, transformer, gpt, precision, quantization, profiler
-from . import safetensors, sealed
+from . import safetensors, sealed, residual
 from .io import save, load, save_bytes, load_bytes
 from .data import DataLoader, Dataset, TensorDataset, fit
 

@@ -393,6 +393,7 @@ FUNCTIONS = (
     ('nn_sequential_append', c_int, (c_void_p, c_void_p, ), ('seq', 'child'), 'nn.h'),
     ('nn_sequential_length', c_int64, (c_void_p, ), ('seq',), 'nn.h'),
     ('nn_sequential_get', c_void_p, (c_void_p, c_int64, ), ('seq', 'i'), 'nn.h'),
+    ('nn_residual_new', c_void_p, (c_void_p, c_void_p, ), ('body', 'shortcut'), 'nn.h'),
     ('nn_linear_new', c_void_p, (c_int64, c_int64, c_bool, ), ('in_features', 'out_features', 'bias'), 'nn.h'),
     ('nn_conv1d_new', c_void_p, (c_int64, c_int64, c_int, c_int, c_int, c_int, c_int, c_bool, ), ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding', 'dilation', 'groups', 'bias'), 'nn.h'),
     ('nn_conv2d_new', c_void_p, (c_int64, c_int64, c_int, c_int, c_int, c_bool, ), ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding', 'bias'), 'nn.h'),

@@ -93,14 +93,27 @@ def export_cases():
     dlayer = nn.TransformerDecoderLayer(16, 2, dim_feedforward=32, batch_first=True,
                                         norm_first=True, activation='gelu')
     dec = nn.TransformerDecoder(dlayer, 2, norm=nn.LayerNorm(16))
+    # a ResNet basic block (identity skip) then one with a 1x1 convolution
+    # shortcut, and an MLP block with a Linear shortcut
+    block = nn.Sequential(
+        nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1, bias=False), nn.BatchNorm2d(4),
+                                  nn.ReLU(), nn.Conv2d(4, 4, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(4))),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(4, 8, 3, 1, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 1, 1)),
+                    nn.Conv2d(4, 8, 1, 1, 0)),
+        nn.ReLU(), nn.Flatten(1, -1),
+        nn.Residual(nn.Sequential(nn.Linear(8 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 8)),
+                    nn.Linear(8 * 6 * 6, 8)))
     return [('cnn', cnn, 'f32', (3, 1, 28, 28)), ('mlp', mlp, 'f32', (2, 1, 28, 28)),
             ('lstm', lstm, 'i64', (2, 6)), ('gru', gru, 'f32', (2, 5, 6)),
             ('encoder', enc, 'f32', (2, 5, 16)), ('gpt', small_gpt, 'i64', (2, 6)),
-            ('decoder', dec, 'f32', [(2, 5, 16), (2, 7, 16)])]
+            ('decoder', dec, 'f32', [(2, 5, 16), (2, 7, 16)]),
+            ('residual', block, 'f32', (2, 4, 6, 6))]
 
 
 @pytest.mark.skipif(not HAVE_NUMPY, reason='needs numpy')
-@pytest.mark.parametrize('case', range(7))
+@pytest.mark.parametrize('case', range(8))
 def test_export_checker_ort(case, tmp_path):
     """libnn export -> onnx.checker -> ONNX Runtime within 1e-5 of libnn ->
     libnn import equal to libnn."""
