@@ -75,6 +75,8 @@ LAYERS = {
     'nn_embedding_new': (lambda: nn.Embedding(10, 3), None),
     'nn_embedding_new_padded': (lambda: nn.Embedding(10, 3, padding_idx=0), None),
     'nn_select_new': (lambda: nn.Select(1, -1), (2, 5, 3)),
+    'nn_residual_new': (lambda: nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.ReLU()),
+                                            nn.Linear(4, 4, bias=False)), (2, 4)),
     'nn_recurrent_new': (lambda: nn.LSTM(3, 4, 2, dropout=0.2, bidirectional=True),
                          (5, 2, 3)),
     'nn_rnn_new': (lambda: nn.RNN(3, 4, nonlinearity='relu'), (2, 5, 3)),
