@@ -190,8 +190,13 @@ static double ref_round(const char *cmd, double *cpu) {
 static double torch_round(const char *script, const train_cfg *c, int threads, int steps,
                           double *cpu) {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s --config %s --threads %d --steps %d 2>&1",
-             script, c->torch_cfg, threads, steps);
+    /* torch.set_num_threads alone leaves Debian's build a second busy OpenMP
+     * thread (process CPU twice the wall time at --threads 1): bound the
+     * OpenMP and BLAS pools too, so "N threads" is N cores for both sides. */
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=%d OPENBLAS_NUM_THREADS=%d /usr/bin/python3 %s --config %s "
+             "--threads %d --steps %d 2>&1",
+             threads, threads, script, c->torch_cfg, threads, steps);
     return ref_round(cmd, cpu);
 }
 
