@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void *tu_nonnull_(void *p, const char *expr, const char *file, int line) {
     if (!p) {
@@ -253,4 +256,45 @@ void tu_assert_close(const nn_tensor *got, const nn_tensor *want, double rtol, d
             fail_msg("%s: element %lld: got %.9g, want %.9g (rtol %g, atol %g)", what, (long long)i, x, y,
                      rtol, atol);
     }
+}
+
+/* ------------------------------------------------------ scratch directory */
+
+static char tu_dir_[256];
+
+const char *tu_tmpdir(void) { return tu_dir_; }
+
+const char *tu_tmp_path(const char *name) {
+    static char buf[512];
+    snprintf(buf, sizeof buf, "%s/%s", tu_dir_, name);
+    return buf;
+}
+
+int tu_tmpdir_setup(void **state) {
+    (void)state;
+    snprintf(tu_dir_, sizeof tu_dir_, "/tmp/nn_test_XXXXXX");
+    return mkdtemp(tu_dir_) ? 0 : -1;
+}
+
+static void tu_remove_tree_(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[1024];
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            tu_remove_tree_(p);
+        else
+            unlink(p);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+int tu_tmpdir_teardown(void **state) {
+    (void)state;
+    if (tu_dir_[0]) tu_remove_tree_(tu_dir_);
+    return 0;
 }

@@ -66,4 +66,14 @@ void tu_assert_close(const nn_tensor *got, const nn_tensor *want, double rtol, d
 /* Path under $NN_TEST_DATA (tests/ in the source tree); static buffer. */
 const char *tu_data_path(const char *rel);
 
+/* A private scratch directory for one test file. tu_tmpdir_setup (a cmocka
+ * group setup) creates /tmp/nn_test_XXXXXX; tu_tmpdir() is its path;
+ * tu_tmp_path(name) is name inside it (static buffer, valid until the next
+ * call); tu_tmpdir_teardown (the group teardown) removes it with everything
+ * in it, subdirectories included. */
+int tu_tmpdir_setup(void **state);
+int tu_tmpdir_teardown(void **state);
+const char *tu_tmpdir(void);
+const char *tu_tmp_path(const char *name);
+
 #endif

@@ -14,34 +14,9 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static int setup_dir(void **s) {
-    (void)s;
-    snprintf(g_dir, sizeof g_dir, "/tmp/nn_io_test_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **s) {
-    (void)s;
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') unlink(tmp_path(e->d_name));
-    if (d) closedir(d);
-    rmdir(g_dir);
-    return 0;
-}
-
 static int count_files(void) {
     int n = 0;
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(tu_tmpdir());
     struct dirent *e;
     while (d && (e = readdir(d)))
         if (e->d_name[0] != '.') n++;
@@ -137,7 +112,7 @@ static void test_model_roundtrip_meta(void **s) {
     (void)s;
     nn_module *net = small_mlp();
     nn_meta *meta = sample_meta();
-    const char *path = tmp_path("mlp.nnm");
+    const char *path = tu_tmp_path("mlp.nnm");
     TU_OK(nn_model_save(net, path, meta, NULL));
     nn_model *model = TU_NN(nn_model_load(path, NULL));
     check_sample_meta(nn_model_meta(model));
@@ -314,8 +289,8 @@ static void test_statedict_sinks(void **s) {
     nn_io_options *o = nn_io_options_new();
     for (int level = 0; level <= 9; level += 9) {
         TU_OK(nn_io_options_set(o, NN_IO_OPTION_COMPRESSION, level));
-        TU_OK(nn_statedict_save(sd, tmp_path("w.nnm"), o));
-        nn_statedict *l1 = TU_NN(nn_statedict_load(tmp_path("w.nnm"), NULL));
+        TU_OK(nn_statedict_save(sd, tu_tmp_path("w.nnm"), o));
+        nn_statedict *l1 = TU_NN(nn_statedict_load(tu_tmp_path("w.nnm"), NULL));
         assert_sd_equal(sd, l1);
         void *buf;
         size_t n;
@@ -338,7 +313,7 @@ static void test_statedict_sinks(void **s) {
         nn_statedict_free(l3);
     }
     /* A weights file has no module tree. */
-    assert_null(nn_model_load(tmp_path("w.nnm"), NULL));
+    assert_null(nn_model_load(tu_tmp_path("w.nnm"), NULL));
     tu_expect_error(NN_ERR_FORMAT, "no module section");
     nn_io_options_free(o);
     nn_statedict_free(sd);
@@ -415,7 +390,7 @@ static void test_atomic_save_failures(void **s) {
     nn_module *old_net = small_mlp();
     nn_module *new_net = nn_sequential_new();
     TU_OK(nn_sequential_append(new_net, nn_linear_new(2, 2, false)));
-    const char *path = tmp_path("atomic.nnm");
+    const char *path = tu_tmp_path("atomic.nnm");
     TU_OK(nn_model_save(old_net, path, NULL, NULL));
     size_t n0;
     uint8_t *before = read_file(path, &n0);
@@ -514,14 +489,14 @@ static void test_limits_and_misuse(void **s) {
     nn_clear_error();
     assert_null(nn_model_load(NULL, NULL));
     tu_expect_error(NN_ERR_NULL, "nn_model_load: argument 'path' is NULL");
-    assert_null(nn_model_load(tmp_path("missing.nnm"), NULL));
+    assert_null(nn_model_load(tu_tmp_path("missing.nnm"), NULL));
     tu_expect_error(NN_ERR_NOT_FOUND, "cannot open");
     assert_null(nn_model_load_buffer(NULL, 10, NULL));
     tu_expect_error(NN_ERR_NULL, "data");
     assert_null(nn_model_load_buffer(buf, 0, NULL));
     tu_expect_error(NN_ERR_TRUNCATED, "ends inside the magic");
     nn_clear_error();
-    assert_int_equal(nn_model_save(NULL, tmp_path("x.nnm"), NULL, NULL), NN_ERR_NULL);
+    assert_int_equal(nn_model_save(NULL, tu_tmp_path("x.nnm"), NULL, NULL), NN_ERR_NULL);
     nn_clear_error();
     assert_int_equal(nn_model_save_buffer(NULL, NULL, NULL, NULL, NULL), NN_ERR_NULL);
     assert_null(nn_model_module(NULL));
@@ -682,13 +657,13 @@ static void test_checkpoint_resume(void **s) {
     for (int e = 0; e < 3; e++) got[e] = run_epoch(&b);
     nn_io_options *o = nn_io_options_new();
     TU_OK(nn_io_options_set_training(o, b.opt, b.sched, NULL, 3, 9));
-    TU_OK(nn_model_save(b.net, tmp_path("ckpt.nnm"), NULL, o));
+    TU_OK(nn_model_save(b.net, tu_tmp_path("ckpt.nnm"), NULL, o));
     run_free(&b);
     nn_generator_seed(NULL, 12345); /* disturb the RNG: the checkpoint restores it */
 
     run c = run_new();
     int64_t epoch = -1, step = -1;
-    TU_OK(nn_checkpoint_load(tmp_path("ckpt.nnm"), c.net, c.opt, c.sched, NULL, &epoch, &step, NULL));
+    TU_OK(nn_checkpoint_load(tu_tmp_path("ckpt.nnm"), c.net, c.opt, c.sched, NULL, &epoch, &step, NULL));
     assert_int_equal(epoch, 3);
     assert_int_equal(step, 9);
     for (int e = 3; e < 6; e++) got[e] = run_epoch(&c);
@@ -698,8 +673,8 @@ static void test_checkpoint_resume(void **s) {
             fail_msg("epoch %d: uninterrupted %.9g, resumed %.9g", e, want[e], got[e]);
     /* A plain model file is not a checkpoint. */
     run d = run_new();
-    TU_OK(nn_model_save(d.net, tmp_path("plain.nnm"), NULL, NULL));
-    assert_int_equal(nn_checkpoint_load(tmp_path("plain.nnm"), d.net, d.opt, NULL, NULL, NULL,
+    TU_OK(nn_model_save(d.net, tu_tmp_path("plain.nnm"), NULL, NULL));
+    assert_int_equal(nn_checkpoint_load(tu_tmp_path("plain.nnm"), d.net, d.opt, NULL, NULL, NULL,
                                         NULL, NULL), NN_ERR_FORMAT);
     tu_expect_error(NN_ERR_FORMAT, "no training section");
     run_free(&d);
@@ -712,23 +687,23 @@ static void test_load_weights_strict(void **s) {
     (void)s;
     nn_module *net = small_mlp();
     nn_statedict *sd = TU_NN(nn_module_state_dict(net));
-    TU_OK(nn_statedict_save(sd, tmp_path("weights.nnm"), NULL));
+    TU_OK(nn_statedict_save(sd, tu_tmp_path("weights.nnm"), NULL));
     nn_statedict_free(sd);
     nn_generator_seed(NULL, 1234);
     nn_module *other = nn_sequential_new();
     TU_OK(nn_sequential_append(other, nn_linear_new(4, 8, true)));
     TU_OK(nn_sequential_append(other, nn_relu_new()));
     TU_OK(nn_sequential_append(other, nn_linear_new(8, 3, true)));
-    TU_OK(nn_module_load_weights(other, tmp_path("weights.nnm"), NULL, NULL));
+    TU_OK(nn_module_load_weights(other, tu_tmp_path("weights.nnm"), NULL, NULL));
     assert_same_weights(net, other);
     /* A smaller network: strict fails, non-strict loads what matches. */
     nn_module *part = nn_sequential_new();
     TU_OK(nn_sequential_append(part, nn_linear_new(4, 8, true)));
-    assert_int_not_equal(nn_module_load_weights(part, tmp_path("weights.nnm"), NULL, NULL), NN_OK);
+    assert_int_not_equal(nn_module_load_weights(part, tu_tmp_path("weights.nnm"), NULL, NULL), NN_OK);
     nn_io_options *o = nn_io_options_new();
     TU_OK(nn_io_options_set(o, NN_IO_OPTION_STRICT, 0));
     char *report = NULL;
-    TU_OK(nn_module_load_weights(part, tmp_path("weights.nnm"), o, &report));
+    TU_OK(nn_module_load_weights(part, tu_tmp_path("weights.nnm"), o, &report));
     assert_non_null(report);
     assert_non_null(strstr(report, "2.weight"));
     nn_free(report);
@@ -755,5 +730,5 @@ int main(void) {
         cmocka_unit_test(test_checkpoint_resume),
         cmocka_unit_test(test_load_weights_strict),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }

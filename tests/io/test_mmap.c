@@ -8,38 +8,12 @@
  * figure is a benchmark: tests/bench/mmap_load. */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static int setup_dir(void **s) {
-    (void)s;
-    snprintf(g_dir, sizeof g_dir, "/tmp/nn_mmap_test_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **s) {
-    (void)s;
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') unlink(tmp_path(e->d_name));
-    if (d) closedir(d);
-    rmdir(g_dir);
-    return 0;
-}
 
 static uint8_t *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -94,7 +68,7 @@ static long status_kb(const char *key) {
 static void test_aligned_roundtrip(void **s) {
     (void)s;
     nn_module *net = make_net();
-    const char *path = tmp_path("aligned.nnm");
+    const char *path = tu_tmp_path("aligned.nnm");
     char p[512];
     snprintf(p, sizeof p, "%s", path);
     nn_io_options *save = opts(1, 0);
@@ -141,9 +115,9 @@ static void test_aligned_roundtrip(void **s) {
     assert_true(nn_tensor_equal(y[3], want));
     for (int i = 0; i < 4; i++) nn_tensor_free(y[i]);
     /* An unaligned file asked to be mapped is read and copied. */
-    TU_OK(nn_model_save(net, tmp_path("plain.nnm"), NULL, NULL));
+    TU_OK(nn_model_save(net, tu_tmp_path("plain.nnm"), NULL, NULL));
     nn_io_options *mm = opts(0, 1);
-    nn_model *m = TU_NN(nn_model_load(tmp_path("plain.nnm"), mm));
+    nn_model *m = TU_NN(nn_model_load(tu_tmp_path("plain.nnm"), mm));
     nn_tensor *yp = TU_NN(nn_model_predict(m, x));
     assert_true(nn_tensor_equal(yp, want));
     nn_tensor_free(yp);
@@ -197,7 +171,7 @@ static void test_mapped_shared(void **s) {
     TU_OK(nn_sequential_append(net, nn_linear_new(4096, 2048, true)));
     nn_io_options *save = opts(1, 0);
     char p[512];
-    snprintf(p, sizeof p, "%s", tmp_path("big.nnm"));
+    snprintf(p, sizeof p, "%s", tu_tmp_path("big.nnm"));
     TU_OK(nn_model_save(net, p, NULL, save));
     nn_module_free(net);
     nn_io_options *mm = opts(0, 1);
@@ -256,7 +230,7 @@ static void test_mapped_training(void **s) {
     (void)s;
     nn_module *net = make_net();
     char p[512];
-    snprintf(p, sizeof p, "%s", tmp_path("train.nnm"));
+    snprintf(p, sizeof p, "%s", tu_tmp_path("train.nnm"));
     nn_io_options *save = opts(1, 0), *mm = opts(0, 1);
     TU_OK(nn_model_save(net, p, NULL, save));
     size_t n;
@@ -303,7 +277,7 @@ static void test_mapped_lifetime(void **s) {
     (void)s;
     nn_module *net = make_net();
     char p[512];
-    snprintf(p, sizeof p, "%s", tmp_path("life.nnm"));
+    snprintf(p, sizeof p, "%s", tu_tmp_path("life.nnm"));
     nn_io_options *save = opts(1, 0), *mm = opts(0, 1);
     TU_OK(nn_model_save(net, p, NULL, save));
     nn_model *m = TU_NN(nn_model_load(p, mm));
@@ -377,8 +351,8 @@ static void test_mapped_hostile(void **s) {
     nn_module *net = nn_sequential_new();
     TU_OK(nn_sequential_append(net, nn_linear_new(3, 2, true)));
     char p[512], q[512];
-    snprintf(p, sizeof p, "%s", tmp_path("h.nnm"));
-    snprintf(q, sizeof q, "%s", tmp_path("h2.nnm"));
+    snprintf(p, sizeof p, "%s", tu_tmp_path("h.nnm"));
+    snprintf(q, sizeof q, "%s", tu_tmp_path("h2.nnm"));
     /* The aligned flag set on a compressed file: the tiling rule refuses it. */
     TU_OK(nn_model_save(net, p, NULL, NULL));
     size_t n;
@@ -441,5 +415,5 @@ int main(void) {
         cmocka_unit_test(test_mapped_lifetime),
         cmocka_unit_test(test_mapped_hostile),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }

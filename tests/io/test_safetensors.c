@@ -7,7 +7,6 @@
  * (/proc/self/smaps), the same predictions as a copied load. */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,31 +16,6 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------ helpers */
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static int setup_dir(void **s) {
-    (void)s;
-    snprintf(g_dir, sizeof g_dir, "/tmp/nn_st_test_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **s) {
-    (void)s;
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') unlink(tmp_path(e->d_name));
-    if (d) closedir(d);
-    rmdir(g_dir);
-    return 0;
-}
 
 static const char *fixture(const char *name) {
     char rel[512];
@@ -132,8 +106,8 @@ static void test_mlp_pytorch(void **s) {
     nn_tensor_free(yb);
     /* A module's state dict saved by libnn is PyTorch's file again (no metadata). */
     nn_statedict *sd = TU_NN(nn_module_state_dict(a));
-    TU_OK(nn_safetensors_save(sd, tmp_path("mlp.safetensors"), NULL, NULL));
-    nn_statedict *back = TU_NN(nn_safetensors_load(tmp_path("mlp.safetensors"), NULL, NULL));
+    TU_OK(nn_safetensors_save(sd, tu_tmp_path("mlp.safetensors"), NULL, NULL));
+    nn_statedict *back = TU_NN(nn_safetensors_load(tu_tmp_path("mlp.safetensors"), NULL, NULL));
     for (int64_t i = 0; i < 4; i++)
         assert_true(nn_tensor_equal(nn_statedict_tensor(sd, i), nn_statedict_tensor(back, i)));
     nn_statedict_free(back);
@@ -376,11 +350,11 @@ static void test_limits(void **s) {
     free(file);
     /* Not a regular file, missing file. */
     nn_io_options *mm = mmap_opts(1);
-    assert_null(nn_safetensors_load(g_dir, mm, NULL));
+    assert_null(nn_safetensors_load(tu_tmpdir(), mm, NULL));
     tu_expect_error(NN_ERR_IO, "not a regular file");
-    assert_null(nn_safetensors_load(g_dir, NULL, NULL));
+    assert_null(nn_safetensors_load(tu_tmpdir(), NULL, NULL));
     tu_expect_error(NN_ERR_IO, "not a readable regular file");
-    assert_null(nn_safetensors_load(tmp_path("missing"), mm, NULL));
+    assert_null(nn_safetensors_load(tu_tmp_path("missing"), mm, NULL));
     tu_expect_error(NN_ERR_IO, "cannot open");
     nn_io_options_free(mm);
 }
@@ -415,8 +389,8 @@ static void test_truncate_flip(void **s) {
         if (i >= 8 + hl) assert_non_null(sd); /* data bytes: no checksum */
         nn_statedict_free(sd);
         if (i % 16 == 0) { /* the mapped loader on a sample of them */
-            write_file(tmp_path("flip.safetensors"), copy, n);
-            nn_statedict *m = nn_safetensors_load(tmp_path("flip.safetensors"), mm, NULL);
+            write_file(tu_tmp_path("flip.safetensors"), copy, n);
+            nn_statedict *m = nn_safetensors_load(tu_tmp_path("flip.safetensors"), mm, NULL);
             assert_true((m != NULL) == ok); /* the same verdict from a mapping */
             nn_statedict_free(m);
         }
@@ -465,7 +439,7 @@ static void test_mmap_views(void **s) {
     (void)s;
     size_t n;
     uint8_t *file = read_file(fixture("mlp.safetensors"), &n);
-    const char *path = tmp_path("views.safetensors");
+    const char *path = tu_tmp_path("views.safetensors");
     write_file(path, file, n);
     nn_io_options *mm = mmap_opts(1);
     nn_statedict *sd = TU_NN(nn_safetensors_load(path, mm, NULL));
@@ -509,7 +483,7 @@ static void test_mmap_shared(void **s) {
     float *p = nn_tensor_data(w);
     for (int64_t i = 0; i < rows * cols; i++) p[i] = (float)((i * 2654435761u) % 1000) / 1000.f;
     TU_OK(nn_statedict_set(sd, "weight", w));
-    const char *path = tmp_path("big.safetensors");
+    const char *path = tu_tmp_path("big.safetensors");
     char path_copy[512];
     snprintf(path_copy, sizeof path_copy, "%s", path);
     TU_OK(nn_safetensors_save(sd, path_copy, NULL, NULL));
@@ -597,5 +571,5 @@ int main(void) {
         cmocka_unit_test(test_truncate_flip), cmocka_unit_test(test_mmap_views),
         cmocka_unit_test(test_mmap_shared),  cmocka_unit_test(test_oom),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }
