@@ -15,6 +15,7 @@
 #include "bench_backend.h"
 #include "core/core.h" /* NN__PROF_SPAN: the disabled hook's cost */
 #include "nn.h"
+#include "bench_models.h"
 
 #include <math.h>
 #include <signal.h>
@@ -66,34 +67,15 @@ static void report(const char *name, int threads, double value, const char *unit
 
 /* ------------------------------------------------------------- models */
 
-/* conv 1->32 3x3 p1, ReLU, maxpool 2, conv 32->64, ReLU, maxpool 2,
- * flatten, Linear 3136->128, ReLU, Linear 128->10. */
 static nn_module *make_cnn(void) {
-    nn_module *m = nn_sequential_new();
-    CHECK(m);
-    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(1, 32, 3, 1, 1, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
-    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(32, 64, 3, 1, 1, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
-    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(3136, 128, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    nn_module *m = bench_cnn();
+    if (!m) die("bench_cnn");
     return m;
 }
 
-/* flatten, Linear 784->256, ReLU, Linear 256->128, ReLU, Linear 128->10 */
 static nn_module *make_mlp(void) {
-    nn_module *m = nn_sequential_new();
-    CHECK(m);
-    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(784, 256, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(256, 128, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    nn_module *m = bench_mlp();
+    if (!m) die("bench_mlp");
     return m;
 }
 

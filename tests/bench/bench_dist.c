@@ -20,6 +20,7 @@
  * threads per rank (1), --bucket BYTES (nn_dist_set_bucket_bytes),
  * --timeout S (nn_dist_set_timeout; 0 waits in MPI_Wait). */
 #include "nn.h"
+#include "bench_models.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,21 +79,9 @@ static void report(const char *what, int threads, double value, const char *unit
     fflush(stdout);
 }
 
-/* conv 1->32 3x3 p1, ReLU, maxpool 2, conv 32->64, ReLU, maxpool 2,
- * flatten, Linear 3136->128, ReLU, Linear 128->10 (bench.c's make_cnn). */
 static nn_module *make_cnn(void) {
-    nn_module *m = nn_sequential_new();
-    CHECK(m);
-    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(1, 32, 3, 1, 1, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
-    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(32, 64, 3, 1, 1, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
-    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(3136, 128, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    nn_module *m = bench_cnn();
+    if (!m) die("bench_cnn");
     return m;
 }
 

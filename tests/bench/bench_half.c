@@ -16,6 +16,7 @@
  * models have PyTorch's default init plus 30 Adam steps on a synthetic task
  * (so the weights are not just uniform noise). */
 #include "nn.h"
+#include "bench_models.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -58,30 +59,14 @@ static void report(const char *name, int threads, double v, const char *unit) {
 }
 
 static nn_module *make_cnn(void) {
-    nn_module *m = nn_sequential_new();
-    CHECK(m);
-    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(1, 32, 3, 1, 1, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
-    CHECK_OK(nn_sequential_append(m, nn_conv2d_new(32, 64, 3, 1, 1, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_max_pool2d_new(2, 2, 0)));
-    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(3136, 128, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    nn_module *m = bench_cnn();
+    if (!m) die("bench_cnn");
     return m;
 }
 
 static nn_module *make_mlp(void) {
-    nn_module *m = nn_sequential_new();
-    CHECK(m);
-    CHECK_OK(nn_sequential_append(m, nn_flatten_new(1, -1)));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(784, 256, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(256, 128, true)));
-    CHECK_OK(nn_sequential_append(m, nn_relu_new()));
-    CHECK_OK(nn_sequential_append(m, nn_linear_new(128, 10, true)));
+    nn_module *m = bench_mlp();
+    if (!m) die("bench_mlp");
     return m;
 }
 

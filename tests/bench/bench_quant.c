@@ -32,6 +32,7 @@
 #include "backend/backend.h"
 #include "backend/tier.h"
 #include "nn.h"
+#include "bench_models.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,27 +50,16 @@ static double now_us(void) {
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
 }
 
-static nn_module *seq(nn_module **layers, int n) {
-    nn_module *s = nn_sequential_new();
-    for (int i = 0; i < n; i++)
-        if (nn_sequential_append(s, layers[i]) != NN_OK) die("nn_sequential_append");
-    return s;
-}
-
 static nn_module *make_cnn(void) {
-    nn_module *l[] = {nn_conv2d_new(1, 32, 3, 1, 1, true),  nn_relu_new(),
-                      nn_max_pool2d_new(2, 2, 0),           nn_conv2d_new(32, 64, 3, 1, 1, true),
-                      nn_relu_new(),                        nn_max_pool2d_new(2, 2, 0),
-                      nn_flatten_new(1, -1),                nn_linear_new(3136, 128, true),
-                      nn_relu_new(),                        nn_linear_new(128, 10, true)};
-    return seq(l, 10);
+    nn_module *m = bench_cnn();
+    if (!m) die("bench_cnn");
+    return m;
 }
 
 static nn_module *make_mlp(void) {
-    nn_module *l[] = {nn_flatten_new(1, -1),           nn_linear_new(784, 256, true),
-                      nn_relu_new(),                   nn_linear_new(256, 128, true),
-                      nn_relu_new(),                   nn_linear_new(128, 10, true)};
-    return seq(l, 6);
+    nn_module *m = bench_mlp();
+    if (!m) die("bench_mlp");
+    return m;
 }
 
 static nn_module *copy_of(nn_module *m, size_t *bytes) {
