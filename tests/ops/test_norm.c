@@ -255,14 +255,22 @@ static void test_embedding_grad(void **s) {
  * into the first's gradient). Both against finite differences. */
 static nn_tensor *f_emb_tied(nn_tensor **in, void *ctx) {
     (void)ctx;
-    return nn_linear(nn_embedding(in[0], in[1]), in[0], NULL);
+    nn_tensor *e = nn_embedding(in[0], in[1]);
+    nn_tensor *y = nn_linear(e, in[0], NULL);
+    nn_tensor_free(e); /* the graph keeps what backward needs */
+    return y;
 }
 
 static nn_tensor *f_emb_twice(nn_tensor **in, void *ctx) {
     (void)ctx;
     int64_t s = 3;
     nn_tensor *j = nn_tensor_from_data(NN_DTYPE_I64, &s, 1, (const int64_t[]){1, 1, 3});
-    nn_tensor *y = nn_add(nn_embedding(in[0], in[1]), nn_sum(nn_embedding(in[0], j), NULL, 0, false));
+    nn_tensor *e1 = nn_embedding(in[0], in[1]), *e2 = nn_embedding(in[0], j);
+    nn_tensor *s2 = nn_sum(e2, NULL, 0, false);
+    nn_tensor *y = nn_add(e1, s2);
+    nn_tensor_free(e1);
+    nn_tensor_free(e2);
+    nn_tensor_free(s2);
     nn_tensor_free(j);
     return y;
 }
