@@ -72,6 +72,10 @@ const char *tu_data_path(const char *rel);
  * call); tu_tmpdir_teardown (the group teardown) removes it with everything
  * in it, subdirectories included. */
 int tu_tmpdir_setup(void **state);
+/* A whole file into malloc'd memory (*n bytes; the caller frees), failing
+ * the test if it cannot be read; and n bytes written to a file. */
+uint8_t *tu_read_file(const char *path, size_t *n);
+void tu_write_file(const char *path, const void *data, size_t n);
 int tu_tmpdir_teardown(void **state);
 const char *tu_tmpdir(void);
 const char *tu_tmp_path(const char *name);

@@ -15,27 +15,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(len ? (size_t)len : 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
 static nn_io_options *opts(int aligned, int mmap) {
     nn_io_options *o = TU_NN(nn_io_options_new());
     TU_OK(nn_io_options_set(o, NN_IO_OPTION_ALIGNED, aligned));
@@ -76,7 +55,7 @@ static void test_aligned_roundtrip(void **s) {
     TU_OK(nn_meta_set_string(meta, "description", "mapped"));
     TU_OK(nn_model_save(net, p, meta, save));
     size_t n;
-    uint8_t *file = read_file(p, &n);
+    uint8_t *file = tu_read_file(p, &n);
     assert_int_equal(file[10], 1); /* minor 1 */
     assert_int_equal(file[12], 1); /* the aligned flag */
     int64_t xs[4] = {4, 1, 5, 5};
@@ -97,7 +76,7 @@ static void test_aligned_roundtrip(void **s) {
             /* A write gets a private copy: the file keeps its bytes. */
             TU_OK(nn_tensor_fill(nn_module_parameter(mod, 0, NULL), 3.0));
             size_t n2;
-            uint8_t *again = read_file(p, &n2);
+            uint8_t *again = tu_read_file(p, &n2);
             assert_memory_equal(again, file, n);
             free(again);
         }
@@ -234,7 +213,7 @@ static void test_mapped_training(void **s) {
     nn_io_options *save = opts(1, 0), *mm = opts(0, 1);
     TU_OK(nn_model_save(net, p, NULL, save));
     size_t n;
-    uint8_t *file = read_file(p, &n);
+    uint8_t *file = tu_read_file(p, &n);
     nn_model *m = TU_NN(nn_model_load(p, mm));
     nn_model *other = TU_NN(nn_model_load(p, mm));
     nn_module *mod = nn_model_module(m);
@@ -256,7 +235,7 @@ static void test_mapped_training(void **s) {
     assert_true(smaps_kb(p, "Private_Dirty") > 0);           /* written pages copied */
     assert_true(sum_param(nn_model_module(other), 0) == w0); /* another mapping: unchanged */
     size_t n2;
-    uint8_t *again = read_file(p, &n2);
+    uint8_t *again = tu_read_file(p, &n2);
     assert_int_equal(n2, n);
     assert_memory_equal(again, file, n); /* the file never sees the writes */
     free(again);
@@ -356,25 +335,25 @@ static void test_mapped_hostile(void **s) {
     /* The aligned flag set on a compressed file: the tiling rule refuses it. */
     TU_OK(nn_model_save(net, p, NULL, NULL));
     size_t n;
-    uint8_t *file = read_file(p, &n);
+    uint8_t *file = tu_read_file(p, &n);
     file[12] = 1;
-    write_file(q, file, n);
+    tu_write_file(q, file, n);
     nn_io_options *mm = opts(0, 1), *mv = opts(0, 2);
     assert_null(nn_model_load(q, mm));
     assert_true(nn_last_status() == NN_ERR_FORMAT || nn_last_status() == NN_ERR_RANGE);
     assert_null(nn_model_load(q, mv));
     tu_expect_error(NN_ERR_CHECKSUM, "file CRC-32");
     file[12] = 2; /* an unknown flag */
-    write_file(q, file, n);
+    tu_write_file(q, file, n);
     assert_null(nn_model_load(q, mm));
     tu_expect_error(NN_ERR_FORMAT, "header flags 0x2");
     free(file);
     /* Every cut and every flipped byte of an aligned file. */
     nn_io_options *save = opts(1, 0);
     TU_OK(nn_model_save(net, p, NULL, save));
-    file = read_file(p, &n);
+    file = tu_read_file(p, &n);
     for (size_t cut = 0; cut < n; cut++) {
-        write_file(q, file, cut);
+        tu_write_file(q, file, cut);
         if (nn_model_load(q, mm)) fail_msg("cut at %zu accepted", cut);
         if (nn_model_load(q, mv)) fail_msg("cut at %zu accepted (MMAP 2)", cut);
     }
@@ -384,7 +363,7 @@ static void test_mapped_hostile(void **s) {
     int lazy_loaded = 0;
     for (size_t i = 0; i < n; i++) {
         file[i] ^= 0xFF;
-        write_file(q, file, n);
+        tu_write_file(q, file, n);
         nn_model *m = nn_model_load(q, mv);
         if (m) fail_msg("flip at %zu accepted with verification", i);
         m = nn_model_load(q, mm); /* lazily checked: never a crash */

@@ -23,27 +23,6 @@ static const char *fixture(const char *name) {
     return tu_data_path(rel);
 }
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(len ? (size_t)len : 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
 static nn_io_options *mmap_opts(int mode) {
     nn_io_options *o = TU_NN(nn_io_options_new());
     TU_OK(nn_io_options_set(o, NN_IO_OPTION_MMAP, mode));
@@ -73,7 +52,7 @@ static nn_tensor *check_io(nn_module *m, const char *io_file, double rtol) {
 static void test_mlp_pytorch(void **s) {
     (void)s;
     size_t n;
-    uint8_t *file = read_file(fixture("mlp.safetensors"), &n);
+    uint8_t *file = tu_read_file(fixture("mlp.safetensors"), &n);
     nn_io_options *mm = mmap_opts(1);
     for (int src = 0; src < 3; src++) { /* path, mapping, buffer */
         nn_meta *meta = NULL;
@@ -191,7 +170,7 @@ static void test_dtypes(void **s) {
     void *out;
     size_t out_n, n;
     TU_OK(nn_safetensors_save_buffer(sd, meta, NULL, &out, &out_n));
-    uint8_t *file = read_file(fixture(native16 ? "dtypes.safetensors" : "dtypes_f32.safetensors"), &n);
+    uint8_t *file = tu_read_file(fixture(native16 ? "dtypes.safetensors" : "dtypes_f32.safetensors"), &n);
     assert_int_equal(out_n, n);
     assert_memory_equal(out, file, n);
     free(file);
@@ -288,7 +267,7 @@ static void test_catalogue(void **s) {
         char path[4096];
         snprintf(path, sizeof path, "%s", fixture(rel));
         size_t n;
-        uint8_t *data = read_file(path, &n);
+        uint8_t *data = tu_read_file(path, &n);
         nn_status want = status_of(status);
         for (int src = 0; src < 3; src++) {
             nn_clear_error();
@@ -336,7 +315,7 @@ static void test_limits(void **s) {
     free(buf);
     /* NN_IO_OPTION_MAX_BYTES caps the file and the tensors' bytes (f16 counts twice). */
     size_t n;
-    uint8_t *file = read_file(fixture("dtypes.safetensors"), &n);
+    uint8_t *file = tu_read_file(fixture("dtypes.safetensors"), &n);
     nn_io_options *o = TU_NN(nn_io_options_new());
     TU_OK(nn_io_options_set(o, NN_IO_OPTION_MAX_BYTES, (int64_t)n - 1));
     assert_null(nn_safetensors_load_buffer(file, n, o, NULL));
@@ -365,7 +344,7 @@ static void test_limits(void **s) {
 static void test_truncate_flip(void **s) {
     (void)s;
     size_t n;
-    uint8_t *file = read_file(fixture("mlp.safetensors"), &n);
+    uint8_t *file = tu_read_file(fixture("mlp.safetensors"), &n);
     uint8_t *copy = malloc(n);
     assert_non_null(copy);
     for (size_t cut = 0; cut < n; cut++) {
@@ -389,7 +368,7 @@ static void test_truncate_flip(void **s) {
         if (i >= 8 + hl) assert_non_null(sd); /* data bytes: no checksum */
         nn_statedict_free(sd);
         if (i % 16 == 0) { /* the mapped loader on a sample of them */
-            write_file(tu_tmp_path("flip.safetensors"), copy, n);
+            tu_write_file(tu_tmp_path("flip.safetensors"), copy, n);
             nn_statedict *m = nn_safetensors_load(tu_tmp_path("flip.safetensors"), mm, NULL);
             assert_true((m != NULL) == ok); /* the same verdict from a mapping */
             nn_statedict_free(m);
@@ -438,9 +417,9 @@ static double sum_tensor(nn_tensor *t) {
 static void test_mmap_views(void **s) {
     (void)s;
     size_t n;
-    uint8_t *file = read_file(fixture("mlp.safetensors"), &n);
+    uint8_t *file = tu_read_file(fixture("mlp.safetensors"), &n);
     const char *path = tu_tmp_path("views.safetensors");
-    write_file(path, file, n);
+    tu_write_file(path, file, n);
     nn_io_options *mm = mmap_opts(1);
     nn_statedict *sd = TU_NN(nn_safetensors_load(path, mm, NULL));
     assert_true(smaps_kb(path, "Size") > 0); /* mapped */
@@ -451,7 +430,7 @@ static void test_mmap_views(void **s) {
     ((float *)nn_tensor_data(w))[0] = 12345.f; /* a private copy of the page */
     assert_true(smaps_kb(path, "Private_Dirty") > 0);
     size_t n2;
-    uint8_t *again = read_file(path, &n2);
+    uint8_t *again = tu_read_file(path, &n2);
     assert_memory_equal(again, file, n); /* the file never sees the write */
     free(again);
     nn_statedict *sd2 = TU_NN(nn_safetensors_load(path, mm, NULL));
@@ -556,7 +535,7 @@ static int oom_body(void *ctx) {
 static void test_oom(void **s) {
     (void)s;
     size_t n;
-    uint8_t *file = read_file(fixture("mlp.safetensors"), &n);
+    uint8_t *file = tu_read_file(fixture("mlp.safetensors"), &n);
     const void *ctx[2] = {file, &n};
     long sites = tu_oom_sweep(oom_body, ctx);
     assert_true(sites > 5);

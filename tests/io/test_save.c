@@ -19,43 +19,12 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static char g_dir[256];
-
-/* g_dir/rel, in a buffer that lives as long as the enclosing block. */
+/* tu_tmpdir()/rel, in a buffer that lives as long as the enclosing block. */
 static const char *path_in(char *buf, const char *rel) {
-    snprintf(buf, 512, "%s/%s", g_dir, rel);
+    snprintf(buf, 512, "%s/%s", tu_tmpdir(), rel);
     return buf;
 }
 #define at(rel) path_in((char[512]){0}, rel)
-
-static int setup_dir(void **s) {
-    (void)s;
-    snprintf(g_dir, sizeof g_dir, "/tmp/nn_save_test_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[1024];
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
-
-static int teardown_dir(void **s) {
-    (void)s;
-    remove_tree(g_dir);
-    return 0;
-}
 
 /* Names in dir containing substr. */
 static int count_named(const char *dir, const char *substr) {
@@ -114,7 +83,7 @@ static void test_mode_kept(void **s) {
     TU_OK(save_as(q, "c"));
     assert_int_equal(mode_of(q), 0600);
     umask(old_mask);
-    assert_int_equal(count_named(g_dir, ".nnm-tmp."), 0);
+    assert_int_equal(count_named(tu_tmpdir(), ".nnm-tmp."), 0);
 }
 
 /* -------------------------------------------------------- symlinks */
@@ -122,7 +91,7 @@ static void test_mode_kept(void **s) {
 static void test_symlinks_followed(void **s) {
     (void)s;
     char real_dir[600];
-    snprintf(real_dir, sizeof real_dir, "%s/real", g_dir);
+    snprintf(real_dir, sizeof real_dir, "%s/real", tu_tmpdir());
     assert_int_equal(mkdir(real_dir, 0755), 0);
     const char *real = at("real/model.nnm"), *link = at("link.nnm"), *link2 = at("link2.nnm");
     TU_OK(save_as(real, "old"));
@@ -140,7 +109,7 @@ static void test_symlinks_followed(void **s) {
     assert_saved_by(real, "via link");
     assert_int_equal(mode_of(real), 0600);
     /* The temp file was made beside the target, and nothing is left over. */
-    assert_int_equal(count_named(g_dir, ".nnm-tmp."), 0);
+    assert_int_equal(count_named(tu_tmpdir(), ".nnm-tmp."), 0);
     assert_int_equal(count_named(real_dir, ".nnm-tmp."), 0);
     assert_int_equal(count_named(real_dir, "model.nnm"), 1);
 
@@ -164,7 +133,7 @@ static void test_symlinks_followed(void **s) {
     assert_int_equal(symlink("loop-a", at("loop-b")), 0);
     assert_int_equal(save_as(at("loop-a"), "x"), NN_ERR_IO);
     tu_expect_error(NN_ERR_IO, "symbolic links");
-    assert_int_equal(count_named(g_dir, ".nnm-tmp."), 0);
+    assert_int_equal(count_named(tu_tmpdir(), ".nnm-tmp."), 0);
 
     /* A link to a directory, and a path ending in '/': refused. */
     assert_int_equal(symlink("real", at("dirlink")), 0);
@@ -184,7 +153,7 @@ static void test_non_regular_refused(void **s) {
     struct stat st;
     assert_int_equal(lstat(fifo, &st), 0);
     assert_true(S_ISFIFO(st.st_mode)); /* the old code renamed a file over it */
-    assert_int_equal(count_named(g_dir, ".nnm-tmp."), 0);
+    assert_int_equal(count_named(tu_tmpdir(), ".nnm-tmp."), 0);
 }
 
 /* ----------------------------------------------------- stale temps */
@@ -234,7 +203,7 @@ static void test_stale_temps_removed(void **s) {
         killed_save(p);
         /* Each killed save removed the one before: one temp file is left
          * (the old code kept all of them, under another naming scheme). */
-        assert_int_equal(count_named(g_dir, "stale.nnm.nnm-tmp."), 1);
+        assert_int_equal(count_named(tu_tmpdir(), "stale.nnm.nnm-tmp."), 1);
     }
     assert_saved_by(p, "first"); /* the kills did not touch the model */
 
@@ -258,7 +227,7 @@ static void test_stale_temps_removed(void **s) {
     assert_int_equal(access(at(name), F_OK), -1);
     for (size_t i = 0; i < nkeep; i++) assert_int_equal(access(at(keep[i]), F_OK), 0);
     /* Only the look-alikes remain besides the model. */
-    assert_int_equal(count_named(g_dir, "stale.nnm.nnm-tmp."), 4);
+    assert_int_equal(count_named(tu_tmpdir(), "stale.nnm.nnm-tmp."), 4);
     for (size_t i = 0; i < nkeep; i++) unlink(at(keep[i]));
 }
 
@@ -293,9 +262,9 @@ static void test_live_saver_untouched(void **s) {
     close(go[0]);
     char c;
     assert_int_equal(read(notify[0], &c, 1), 1); /* the child holds its temp file */
-    assert_int_equal(count_named(g_dir, "live.nnm.nnm-tmp."), 1);
+    assert_int_equal(count_named(tu_tmpdir(), "live.nnm.nnm-tmp."), 1);
     TU_OK(save_as(p, "parent"));
-    assert_int_equal(count_named(g_dir, "live.nnm.nnm-tmp."), 1); /* still there */
+    assert_int_equal(count_named(tu_tmpdir(), "live.nnm.nnm-tmp."), 1); /* still there */
     assert_saved_by(p, "parent");
     assert_int_equal(write(go[1], "g", 1), 1);
     int status;
@@ -303,7 +272,7 @@ static void test_live_saver_untouched(void **s) {
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0); /* its rename found its temp file */
     assert_saved_by(p, "child");
-    assert_int_equal(count_named(g_dir, "live.nnm.nnm-tmp."), 0);
+    assert_int_equal(count_named(tu_tmpdir(), "live.nnm.nnm-tmp."), 0);
     close(notify[0]);
     close(go[1]);
 }
@@ -329,7 +298,7 @@ static void test_threads_same_path(void **s) {
     }
     nn_model *m = TU_NN(nn_model_load(at("threads.nnm"), NULL));
     nn_model_free(m);
-    assert_int_equal(count_named(g_dir, "threads.nnm.nnm-tmp."), 0);
+    assert_int_equal(count_named(tu_tmpdir(), "threads.nnm.nnm-tmp."), 0);
 }
 
 int main(void) {
@@ -341,5 +310,5 @@ int main(void) {
         cmocka_unit_test(test_live_saver_untouched),
         cmocka_unit_test(test_threads_same_path),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, tu_tmpdir_setup, tu_tmpdir_teardown);
 }
