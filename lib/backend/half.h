@@ -5,6 +5,7 @@
 #ifndef NN_BACKEND_HALF_H
 #define NN_BACKEND_HALF_H
 
+#include "backend/conv.h"
 #include "core/half.h"
 
 #include <stdbool.h>
@@ -28,6 +29,22 @@ typedef struct nn__half_kernels {
                  int64_t lda, const uint16_t *b, int64_t ldb, float *c, int64_t ldc);
     /* True when gemm rounds A to bf16 for bf16 trans_b (vdpbf16ps in use). */
     bool (*gemm_rounds_a)(void);
+    /* Convolution with half weights, no f32 copy of them (conv.h's direct
+     * convolution contract: groups = 1, NCHW, x [N, C, H, W] f32, w [O, C,
+     * KH, KW] half bits (bf16 true: bfloat16, else f16), bias [O] f32 or
+     * NULL, then the ReLU when `relu`, then the 2x2 max pool when `pool`).
+     * conv_passes says which of NN_CONV_FWD / NN_CONV_FWD_POOL the tier takes
+     * for a shape (the front end widens w to f32 and runs the f32
+     * convolution for the others); conv_fwd returns false, having written
+     * nothing, when it does not take the shape or lacks scratch memory. The
+     * reference (which takes nothing: it is the twin the tests use) widens w
+     * and runs the reference direct convolution: taps summed in (c, ky, kx)
+     * order in f32. The AVX-512 BF16 kernel rounds x to bf16 and sums pairs
+     * of channels with vdpbf16ps: each product carries x's rounding too
+     * (relative 2^-9), f32 denormal inputs read as zero. */
+    unsigned (*conv_passes)(bool bf16, const nn__conv2d *d);
+    bool (*conv_fwd)(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                     const float *bias, bool relu, bool pool, float *y);
 } nn__half_kernels;
 
 #endif

@@ -381,6 +381,34 @@ static bool conv_fwd_any(const nn__conv2d *d, const conv_params *p, const float 
     return true;
 }
 
+/* The convolution of a half weight w by the tier's half kernel, reading the
+ * 16-bit weights without an f32 copy (groups 1, no graph): y [N, O, OH, OW]
+ * (pooled: [.., OH/2, OW/2]), or NULL when the tier does not take the shape
+ * (no error; *failed stays false) or on failure (*failed, error set). */
+static nn_tensor *conv_half(const nn__conv2d *g, nn_tensor *x, nn_tensor *w, nn_tensor *b,
+                            bool relu, bool pool, const char *fn, bool *failed) {
+    const nn_kernels *kr = nn__kernels();
+    const bool bf16 = w->dtype == NN_DTYPE_BF16;
+    if (!(kr->half.conv_passes(bf16, g) & (pool ? NN_CONV_FWD_POOL : NN_CONV_FWD))) return NULL;
+    nn_tensor *xc = nn__contig(x), *wc = nn__contig(w), *bc = b ? nn__contig(b) : NULL, *y = NULL;
+    const int64_t ys[4] = {g->n, g->o, pool ? g->g.oh / 2 : g->g.oh, pool ? g->g.ow / 2 : g->g.ow};
+    if (!xc || !wc || (b && !bc) || !(y = nn__tensor_new(NN_DTYPE_F32, ys, 4))) {
+        *failed = true;
+        nn__forward(fn);
+    } else {
+        nn__prof_gemm(g->n * g->o, g->g.oh * g->g.ow, g->c * g->g.kh * g->g.kw);
+        if (!kr->half.conv_fwd(bf16, g, nn__f32(xc), nn__u16(wc), bc ? nn__f32(bc) : NULL, relu,
+                               pool, nn__f32(y))) {
+            nn__tensor_release(y);
+            y = NULL;
+        }
+    }
+    nn__tensor_release(xc);
+    nn__tensor_release(wc);
+    nn__tensor_release(bc);
+    return y;
+}
+
 /* Shared front end of conv2d / conv1d: x [N, C, (H,) W], w [O, C/g, (kh,) kw].
  * relu: y = relu(conv) recorded as one node; pool (only without a graph):
  * y = max_pool2d(relu(conv), 2). */
@@ -424,6 +452,11 @@ static nn_tensor *conv_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, const conv
                         "%s: the fused 2x2 pool needs a 4-D output of at least 2x2 and no graph",
                         fn);
     const nn__conv2d g = conv_geom(x4, w4, p, oh, ow);
+    if (nd_ == 4 && G == 1 && nn__is_half(w->dtype) && !nn__needs_grad(in, 3)) {
+        bool failed = false;
+        nn_tensor *hy = conv_half(&g, x, w, b, relu, pool, fn, &failed);
+        if (hy || failed) return hy;
+    }
     nn_tensor *xc = nn__contig(x), *wc = nn__weight_f32(w), *bc = b ? nn__contig(b) : NULL;
     if (wc && nn__is_half(w->dtype)) in[1] = wc; /* a half w's f32 copy */
     nn_tensor *y = NULL, *yp = NULL;

@@ -204,12 +204,112 @@ static void test_gemm_threads(void **state) {
     free(a), free(c1), free(c2), free(b);
 }
 
+/* ----------------------------------------------- half-weight convolution */
+
+/* One shape: every tier's conv_fwd, where its conv_passes takes the shape,
+ * against the reference twin (w widened, f32 direct convolution). Bound per
+ * element: the twin run on |x|, |w|, |bias|: 4 (k + 2) eps of it, plus
+ * 2^-8 of it where the kernel rounds x to bf16 (vdpbf16ps). The 2x2 pool
+ * and the ReLU are 1-Lipschitz, so the pooled bound covers them. Also: the
+ * same bits on 1 and 2 threads, and nothing written past the output. */
+static int check_conv_case(const nn_kernels *k, const nn_kernels *r, bool bf16, int64_t n,
+                           int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw,
+                           int64_t sh, int64_t ph, int64_t pw, int64_t dh, int64_t dw, bool bias,
+                           bool relu, bool pool, const char *tier) {
+    nn__conv2d d = {.n = n, .c = c, .h = h, .w = w, .o = o};
+    d.g = (nn__win2d){kh, kw, sh, 1, ph, pw, dh, dw, 0, 0};
+    d.g.oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    d.g.ow = (w + 2 * pw - dw * (kw - 1) - 1) + 1;
+    if (d.g.oh < 1 || d.g.ow < 1 || (pool && (d.g.oh < 2 || d.g.ow < 2))) return 0;
+    const unsigned want_pass = pool ? NN_CONV_FWD_POOL : NN_CONV_FWD;
+    if (!(k->half.conv_passes(bf16, &d) & want_pass)) return 0;
+    const int64_t nx = n * c * h * w, nw = o * c * kh * kw;
+    const int64_t ny = n * o * (pool ? (d.g.oh / 2) * (d.g.ow / 2) : d.g.oh * d.g.ow);
+    float *x = malloc(sizeof(float) * (size_t)(nx + 1)), *ax = malloc(sizeof(float) * (size_t)nx);
+    float *b = malloc(sizeof(float) * (size_t)o), *ab = malloc(sizeof(float) * (size_t)o);
+    uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)(nw + 1)), *aw = malloc(sizeof(uint16_t) * (size_t)nw);
+    float *got = malloc(sizeof(float) * (size_t)(ny + 4)), *got2 = malloc(sizeof(float) * (size_t)ny);
+    float *want = malloc(sizeof(float) * (size_t)ny), *bound = malloc(sizeof(float) * (size_t)ny);
+    float *xp = x + 1; /* unaligned on purpose */
+    uint16_t *wp = wh + 1;
+    for (int64_t i = 0; i < nx; i++) {
+        xp[i] = (float)((int)(rnd32() % 2001) - 1000) / 300.0f;
+        ax[i] = fabsf(xp[i]);
+    }
+    for (int64_t i = 0; i < nw; i++) {
+        const float v = (float)((int)(rnd32() % 2001) - 1000) / 700.0f;
+        wp[i] = bf16 ? nn__f32_to_bf16(v) : nn__f32_to_f16(v);
+        aw[i] = wp[i] & 0x7fff;
+    }
+    for (int64_t i = 0; i < o; i++) {
+        b[i] = (float)((int)(rnd32() % 201) - 100) / 50.0f;
+        ab[i] = fabsf(b[i]);
+    }
+    for (int64_t i = 0; i < ny + 4; i++) got[i] = 12345.0f;
+    assert_true(r->half.conv_fwd(bf16, &d, xp, wp, bias ? b : NULL, relu, pool, want));
+    assert_true(r->half.conv_fwd(bf16, &d, ax, aw, bias ? ab : NULL, false, pool, bound));
+    nn_set_num_threads(1);
+    assert_true(k->half.conv_fwd(bf16, &d, xp, wp, bias ? b : NULL, relu, pool, got));
+    nn_set_num_threads(2);
+    assert_true(k->half.conv_fwd(bf16, &d, xp, wp, bias ? b : NULL, relu, pool, got2));
+    nn_set_num_threads(1);
+    const double kk = (double)(c * kh * kw);
+    for (int64_t i = 0; i < ny; i++) {
+        const double tol = 4.0 * (kk + 2) * 1.2e-7 * bound[i] + bound[i] / 256.0 + 1e-30;
+        if (!(fabs((double)got[i] - (double)want[i]) <= tol))
+            fail_msg("%s %s conv n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld,%lld "
+                     "d%lld,%lld bias %d relu %d pool %d: y[%lld] = %.9g, reference %.9g "
+                     "(tol %.3g)",
+                     tier, bf16 ? "bf16" : "f16", (long long)n, (long long)c, (long long)h,
+                     (long long)w, (long long)o, (long long)kh, (long long)kw, (long long)sh,
+                     (long long)ph, (long long)pw, (long long)dh, (long long)dw, bias, relu, pool,
+                     (long long)i, (double)got[i], (double)want[i], tol);
+    }
+    for (int64_t i = ny; i < ny + 4; i++) assert_true(got[i] == 12345.0f);
+    assert_memory_equal(got, got2, sizeof(float) * (size_t)ny);
+    free(x), free(ax), free(b), free(ab), free(wh), free(aw), free(got), free(got2), free(want),
+        free(bound);
+    return 1;
+}
+
+static void test_conv_every_tier(void **state) {
+    (void)state;
+    const nn_kernels *ref = nn__ref_kernels();
+    /* n c h w o kh kw sh ph pw dh dw */
+    static const int64_t shapes[][12] = {
+        {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1},  /* the demo CNN's conv1 */
+        {1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1}, /* and conv2 */
+        {3, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1},     /* odd channels, batch 3 */
+        {2, 7, 11, 31, 17, 3, 3, 1, 0, 1, 1, 1},  /* rows longer than a tile */
+        {1, 4, 6, 5, 33, 1, 1, 1, 0, 0, 1, 1},    /* 1x1 */
+        {1, 5, 13, 12, 20, 5, 3, 2, 2, 1, 1, 1},  /* 5x3, row stride 2 */
+        {2, 6, 10, 10, 9, 3, 3, 1, 2, 2, 2, 2},   /* dilation 2 */
+        {1, 2, 4, 3, 70, 2, 2, 1, 1, 0, 1, 1},    /* channels past 4 vectors */
+        {9, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1},    /* batch >= 8: one task per image */
+    };
+    int cases = 0;
+    for (int t = 0; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *k = nn__tier_kernels(t);
+        if (!k) continue;
+        for (int bf = 0; bf < 2; bf++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int f = 0; f < 4; f++) {
+                    const int64_t *q = shapes[s];
+                    cases += check_conv_case(k, ref, bf, q[0], q[1], q[2], q[3], q[4], q[5], q[6],
+                                             q[7], q[8], q[9], q[10], q[11], f & 1, f >= 2,
+                                             f == 3 || f == 1, nn__tier_name(t));
+                }
+    }
+    printf("half-weight convolution: %d cases taken by a tier kernel\n", cases);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conversions),
         cmocka_unit_test(test_tensor_to_every_tier),
         cmocka_unit_test(test_gemm_every_tier),
         cmocka_unit_test(test_gemm_threads),
+        cmocka_unit_test(test_conv_every_tier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -116,6 +116,12 @@ static void test_conv_embedding_ops(void **state) {
         nn_tensor *wh = TU_NN(nn_tensor_to(w, dts[d])), *wr = rounded(w, dts[d]);
         expect_near(TU_NN(nn_conv2d(x, wh, b, 1, 2, 1, 0, 1, 1, 1)),
                     TU_NN(nn_conv2d(x, wr, b, 1, 2, 1, 0, 1, 1, 1)), 1e-6, "conv2d");
+        /* stride 1: the tier's half kernel where it takes the shape (bf16 on
+         * AVX-512 BF16; test_convert_cnn covers the fused ReLU and pool) */
+        nn_tensor *x1 = nn_randn(NULL, (int64_t[]){3, 3, 10, 9}, 4);
+        expect_near(TU_NN(nn_conv2d(x1, wh, b, 1, 1, 1, 1, 1, 1, 1)),
+                    TU_NN(nn_conv2d(x1, wr, b, 1, 1, 1, 1, 1, 1, 1)),
+                    dts[d] == NN_DTYPE_F16 ? 1e-6 : TOL_BF16, "conv2d stride 1");
         /* conv1d keeps f32 weights only */
         nn_tensor *w1 = TU_NN(nn_tensor_to(nn_randn(NULL, (int64_t[]){4, 3, 3}, 3), dts[d]));
         assert_null(nn_conv1d(nn_randn(NULL, (int64_t[]){1, 3, 8}, 3), w1, NULL, 1, 0, 1, 1));

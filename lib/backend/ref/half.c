@@ -3,6 +3,8 @@
  * order. The oracle the x86 tiers are tested against. */
 #include "backend/ref/ref.h"
 
+#include <stdlib.h>
+
 static void ref_f32_to_f16(const float *s, uint16_t *d, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] = nn__f32_to_f16(s[i]);
 }
@@ -31,6 +33,26 @@ static void ref_half_gemm(bool bf16, bool trans_b, int64_t m, int64_t n, int64_t
 
 static bool no(void) { return false; }
 
+static unsigned ref_conv_passes(bool bf16, const nn__conv2d *d) {
+    (void)bf16, (void)d;
+    return 0; /* the front end widens the weights and runs the f32 convolution */
+}
+
+/* The twin of the tiers' half-weight convolutions: w widened to f32, then
+ * the reference direct convolution. */
+static bool ref_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                         const float *bias, bool relu, bool pool, float *y) {
+    const size_t nw = (size_t)(d->o * d->c * d->g.kh * d->g.kw);
+    float *wf = malloc(nw ? nw * sizeof(float) : 1);
+    if (!wf) return false;
+    (bf16 ? ref_bf16_to_f32 : ref_f16_to_f32)(w, wf, nw);
+    nn__conv_kernels ck;
+    nn__ref_fill_conv(&ck);
+    const bool ok = ck.direct_fwd(d, x, wf, bias, relu, pool, y);
+    free(wf);
+    return ok;
+}
+
 void nn__ref_fill_half(nn__half_kernels *t) {
     t->cvt.f32_to_f16 = ref_f32_to_f16;
     t->cvt.f32_to_bf16 = ref_f32_to_bf16;
@@ -38,4 +60,6 @@ void nn__ref_fill_half(nn__half_kernels *t) {
     t->cvt.bf16_to_f32 = ref_bf16_to_f32;
     t->gemm = ref_half_gemm;
     t->gemm_rounds_a = no;
+    t->conv_passes = ref_conv_passes;
+    t->conv_fwd = ref_conv_fwd;
 }

@@ -39,6 +39,10 @@ void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
  * adds what needs AVX-512 BF16 (fill only when the CPU has it). */
 void nn__avx512_fill_half(nn__half_kernels *t);
 void nn__avx512bf16_fill_half(nn__half_kernels *t);
+/* half.h's conv_passes / conv_fwd with vdpbf16ps (conv_bf16.c; bf16 weights only). */
+unsigned nn__avx512bf16_conv_passes(bool bf16, const nn__conv2d *d);
+bool nn__avx512bf16_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                             const float *bias, bool relu, bool pool, float *y);
 /* C[i, j] = A[i, :] . B[j, :] for j in [lo, hi), B bf16 [N, K] (half.h's
  * gemm, trans_b, for rows lo..hi of B): the vdpbf16ps kernel (half_bf16.c). */
 typedef void (*nn__avx512_hg_nt_fn)(int64_t m, int64_t k, const float *a, int64_t lda,

@@ -34,7 +34,11 @@ static void f32_to_bf16(const float *s, uint16_t *d, size_t n) {
     }
 }
 
-void nn__avx512bf16_fill_half(nn__half_kernels *t) { t->cvt.f32_to_bf16 = f32_to_bf16; }
+void nn__avx512bf16_fill_half(nn__half_kernels *t) {
+    t->cvt.f32_to_bf16 = f32_to_bf16;
+    t->conv_passes = nn__avx512bf16_conv_passes;
+    t->conv_fwd = nn__avx512bf16_conv_fwd;
+}
 
 NN_INLINE __m512bh si_to_bh(__m512i v) {
     __m512bh r;
