@@ -14,6 +14,18 @@
  * objects. */
 #define PACK_SLOT 0
 
+/* ------------------------------------------------------------- packing */
+
+void nn__gemm_pack_ref(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
+                       float *dst) {
+    for (int64_t q0 = 0; q0 < rows; q0 += w, dst += kc * w)
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t r = 0; r < w; r++)
+                dst[p * w + r] = q0 + r >= rows ? 0.0f
+                                 : kmajor       ? x[p * ld + q0 + r]
+                                                : x[(q0 + r) * ld + p];
+}
+
 /* ---------------------------------------------------------------- plan */
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }

@@ -25,6 +25,9 @@
  * `rows`. X(r, p) = kmajor ? x[p*ld + r] : x[r*ld + p]. */
 typedef void (*nn__gemm_pack_fn)(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc,
                                  int w, float *dst);
+/* The reference twin of every tier's packing: plain loops, that layout. */
+void nn__gemm_pack_ref(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
+                       float *dst);
 /* C[mr x nr] = alpha * Ap Bp + beta * C for packed micro-panels Ap (kc x MR)
  * and Bp (kc x NR), 1 <= mr <= MR, 1 <= nr <= NR; beta == 0: C not read. */
 typedef void (*nn__gemm_ukr_fn)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,

@@ -253,6 +253,47 @@ static void test_gemm_blocking_edges(void **s) {
 }
 TIERED(test_gemm_blocking_edges)
 
+/* The tier's packing (both panel widths, both source layouts) against
+ * nn__gemm_pack_ref bit for bit: row counts around the panel width and the
+ * 16-row transposes, K blocks that are not a multiple of 16 (the last K
+ * block of a product can be any length), padded leading dimensions and
+ * misaligned sources and destinations. */
+static void test_gemm_pack(void **s) {
+    (void)s;
+    const nn__gemm_plan *p = NULL;
+#if NN_HAVE_AVX2
+    if (g_tier == NN_TIER_AVX2) p = nn__avx2_gemm_plan();
+#endif
+#if NN_HAVE_AVX512
+    if (g_tier == NN_TIER_AVX512) p = nn__avx512_gemm_plan();
+#endif
+    if (!p) return; /* the reference tier packs nothing */
+    static const int64_t rows_[] = {1, 7, 8, 15, 16, 17, 31, 33, 47, 48, 49, 97};
+    static const int64_t kcs[] = {1, 3, 4, 8, 13, 16, 17, 31, 33, 64, 70};
+    int case_no = 0;
+    for (int wi = 0; wi < 2; wi++)
+        for (int km = 0; km < 2; km++)
+            for (size_t ri = 0; ri < sizeof rows_ / sizeof rows_[0]; ri++)
+                for (size_t ki = 0; ki < sizeof kcs / sizeof kcs[0]; ki++, case_no++) {
+                    const int w = wi ? p->nr : p->mr;
+                    const int64_t rows = rows_[ri], kc = kcs[ki];
+                    const int64_t ld = (km ? rows : kc) + case_no % 5, panels = (rows + w - 1) / w;
+                    const int64_t n = (km ? kc : rows) * ld, out = panels * kc * w;
+                    float *x = buf_new_at(n, case_no % 16);
+                    /* 16 floats past the panels: never written */
+                    float *got = buf_new_at(out + 16, (case_no * 7) % 16);
+                    float *want = buf_copy(got, out + 16);
+                    p->pack(x, ld, km, rows, kc, w, got);
+                    nn__gemm_pack_ref(x, ld, km, rows, kc, w, want);
+                    char what[96];
+                    snprintf(what, sizeof what, "%s pack w=%d kmajor=%d rows=%lld kc=%lld",
+                             nn__tier_name(g_tier), w, km, (long long)rows, (long long)kc);
+                    expect_same(got, want, out + 16, what);
+                    buf_free(x), buf_free(got), buf_free(want);
+                }
+}
+TIERED(test_gemm_pack)
+
 /* Batched GEMM: against the reference batch (rounding bound), products that
  * share an operand (stride 0), and 1 vs 2 threads bit-identical. */
 static void test_gemm_batched(void **s) {
@@ -846,6 +887,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_shapes_tiers),
         cmocka_unit_test(test_gemm_model_shapes_tiers),
         cmocka_unit_test(test_gemm_blocking_edges_tiers),
+        cmocka_unit_test(test_gemm_pack_tiers),
         cmocka_unit_test(test_gemm_batched_tiers),
         cmocka_unit_test(test_gemm_thread_determinism_tiers),
         cmocka_unit_test(test_conv_helpers_tiers),

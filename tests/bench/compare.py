@@ -230,6 +230,13 @@ def selected_peak(nn_res, nn_notes):
 def print_backend(nn_res, nn_notes):
     lines = []
     tier, peak = selected_peak(nn_res, nn_notes)
+    # shapes the models do not run through GEMM on this tier (the benchmark's
+    # '# off the models' path: sgemm_X (why)' notes): still measured, marked
+    off = {}
+    for n in nn_notes:
+        m = re.match(r"off the models' path: (\S+) \((.*)\)$", n)
+        if m:
+            off[m.group(1)] = m.group(2)
     for (case, thr), (v, unit) in sorted(nn_res.items()):
         if case.startswith("fma_peak_"):
             sel = " (selected tier)" if case == f"fma_peak_{tier}" else ""
@@ -246,6 +253,8 @@ def print_backend(nn_res, nn_notes):
                      f"{'MET' if share >= SGEMM_PEAK_SHARE else 'NOT MET'})")
         else:
             line += "  (no fma_peak_* figure)"
+        if case in off:
+            line += f"  [not on the models' GEMM path: {off[case]}]"
         lines.append(line)
     scalings = (("cnn_train", CNN_SCALING, "no competing process (target: idle machine)"),
                 ("mlp_train", None, "no competing process"),
