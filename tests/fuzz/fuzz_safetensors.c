@@ -6,6 +6,7 @@
  * are then mapped as a model file (NN_IO_OPTION_MMAP 1 and 2), once as they
  * are and once with their CRCs and declared size recomputed and the aligned
  * flag set, so mutations reach the structure checks behind them. */
+#include "fuzz_fix.h"
 #include "nn.h"
 
 #include <stdint.h>
@@ -39,46 +40,6 @@ static void setup(void) {
     g_fd = memfd_create("nn_fuzz_safetensors", 0);
 }
 
-static uint32_t crc_table[256];
-
-static uint32_t crc32_of(const uint8_t *p, size_t n) {
-    if (!crc_table[1])
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            crc_table[i] = c;
-        }
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-static uint64_t rd64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wr64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* Aligned flag, declared size, section CRCs and file CRC made consistent. */
-static void fix_model(uint8_t *d, size_t n) {
-    if (n < 40) return;
-    d[12] |= 1;
-    wr64(d + 16, n);
-    size_t pos = 32, end = n - 8;
-    while (pos + 24 <= end) {
-        uint64_t len = rd64(d + pos + 8);
-        if (len > end - pos - 24) break;
-        wr32(d + pos + 16, crc32_of(d + pos + 24, (size_t)len));
-        pos += 24 + (size_t)len;
-    }
-    wr32(d + n - 4, crc32_of(d, n - 4));
-}
 
 /* Write data to the memfd; its /proc path in path. */
 static bool to_memfd(const uint8_t *data, size_t size, char *path, size_t cap) {
@@ -162,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *copy = malloc(size ? size : 1);
     if (copy) {
         if (size) memcpy(copy, data, size);
-        fix_model(copy, size);
+        fuzz_fix_model(copy, size, true);
         if (to_memfd(copy, size, path, sizeof path)) load_models(path);
         free(copy);
     }
