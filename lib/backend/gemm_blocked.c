@@ -13,6 +13,10 @@
  * library's allocator hook, whose allocation counts belong to the caller's
  * objects. */
 #define PACK_SLOT 0
+/* B packed whole for all threads (shared B, below): the calling thread's
+ * slot 1, which the direct convolution's tasks hold only inside their own
+ * calls, never across a GEMM. */
+#define SHARED_B_SLOT 1
 
 /* ------------------------------------------------------------- packing */
 
@@ -55,6 +59,12 @@ typedef struct gemm_job {
     float *c;
     int64_t lda, ldb, ldc;
     int64_t tr, tc; /* C is split into tr x tc rectangles (tasks) */
+    /* shared B: op(B) packed whole before the rectangles run (NULL: each
+     * rectangle packs its own): the K block at pc at bpk + pc*npad, its
+     * panel of columns j0.. at + j0*kb; packed by tasks of bgroup panels of
+     * one K block each */
+    float *bpk;
+    int64_t npad, bgroup;
 } gemm_job;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -84,7 +94,10 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
         for (int64_t pc = 0; pc < J->k; pc += kc) {
             const int64_t kb = min64(kc, J->k - pc);
             const float *bsrc = J->tb ? J->b + jc * J->ldb + pc : J->b + pc * J->ldb + jc;
-            p->pack(bsrc, J->ldb, !J->tb, nb, kb, p->nr, bp);
+            if (J->bpk)
+                bp = J->bpk + pc * J->npad + jc * kb;
+            else
+                p->pack(bsrc, J->ldb, !J->tb, nb, kb, p->nr, bp);
             const float beta = pc == 0 ? J->beta : 1.0f;
             for (int64_t ic = i0; ic < i1; ic += mcap) {
                 const int64_t mb = min64(mcap, i1 - ic);
@@ -111,6 +124,18 @@ static void run_task(void *ctx, int64_t t, int thread) {
     if (i0 < i1 && j0 < j1) run_rect(J, i0, i1, j0, j1);
 }
 
+/* One task of packing B whole: bgroup panels of one K block. */
+static void pack_b_task(void *ctx, int64_t t, int thread) {
+    const gemm_job *J = ctx;
+    const nn__gemm_plan *p = J->p;
+    (void)thread;
+    const int64_t groups = (J->npad / p->nr + J->bgroup - 1) / J->bgroup;
+    const int64_t pc = t / groups * J->kc, kb = min64(J->kc, J->k - pc);
+    const int64_t j0 = t % groups * J->bgroup * p->nr, nb = min64(J->bgroup * p->nr, J->n - j0);
+    const float *bsrc = J->tb ? J->b + j0 * J->ldb + pc : J->b + pc * J->ldb + j0;
+    p->pack(bsrc, J->ldb, !J->tb, nb, kb, p->nr, J->bpk + pc * J->npad + j0 * kb);
+}
+
 /* Packing one element of A or B costs about as much as this many
  * multiply-adds in the micro-kernel (fitted on Zen 5, AVX-512 8x48 tiles,
  * from 2-thread timings of 64x128x3136 NT cut 2x1, 4x1, 8x1 and 2x3). */
@@ -128,8 +153,8 @@ static void run_task(void *ctx, int64_t t, int thread) {
  * took the models' shapes from 1.21-1.89x to 1.46-2.02x of one thread
  * (64x128x256 NT 1.21x -> 1.71x: 2x1 instead of 2x3) and 1024^3 from 1.70x
  * to 1.95x (5x2 instead of 4x2). */
-static void split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t k, int nt,
-                        int64_t *tr_out, int64_t *tc_out) {
+static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t k, int nt,
+                          int64_t *tr_out, int64_t *tc_out) {
     const int64_t nrows = (m + p->mr - 1) / p->mr, ncols = (n + p->nr - 1) / p->nr;
     int64_t most = (m * n / 64 + 1) * k / ((int64_t)1 << 14);
     if (most > 8 * (int64_t)nt) most = 8 * (int64_t)nt;
@@ -152,9 +177,24 @@ static void split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t k,
     if (best < 0) { /* no product of tile counts in [nt, most]: stripes */
         btc = ncols < nt ? ncols : nt;
         btr = (nt + btc - 1) / btc < nrows ? (nt + btc - 1) / btc : nrows;
+        const double rows = (double)((nrows + btr - 1) / btr * p->mr);
+        const double cols = (double)((ncols + btc - 1) / btc * p->nr);
+        best = (rows * cols + PACK_COST * (rows + cols)) * (double)k;
     }
     *tr_out = btr, *tc_out = btc;
+    return best;
 }
+
+/* Shared B (nn__gemm_blocked): a fork and join in multiply-adds (~2 us);
+ * at most this many floats of B packed whole; at least this many rows of C
+ * per thread. Each row stripe reads all of the packed B back from the
+ * shared cache, which only tall stripes amortise: on Zen 5 at 2 threads
+ * (SCHED_FIFO, interleaved) 1024^3 ran 319-322 -> 343-345 GFLOP/s, while
+ * stripes of 32-128 rows measured -6% to +8% (64x128x3136 NT +-0%,
+ * 128x3136x64 TN -6%, 256x784x64 TN +8%) and are left to split_rects. */
+#define FORK_COST ((double)(1 << 18))
+#define SHARED_B_MAX ((int64_t)1 << 21)
+#define SHARED_B_ROWS 256
 
 void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool trans_b, int64_t m,
                       int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
@@ -166,7 +206,8 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
                 c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    gemm_job J = {p, trans_a, trans_b, m, n, k, 0, alpha, beta, a, b, c, lda, ldb, ldc, 1, 1};
+    gemm_job J = {p,   trans_a, trans_b, m,   n, k, 0, alpha, beta, a, b, c, lda, ldb, ldc, 1, 1,
+                  NULL, 0,       0};
     const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
     J.kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
     /* Threads take rectangles of C (split_rects); each C element gets the
@@ -177,7 +218,31 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
         run_rect(&J, 0, m, 0, n);
         return;
     }
-    split_rects(p, m, n, k, nt, &J.tr, &J.tc);
+    const double est = split_rects(p, m, n, k, nt, &J.tr, &J.tc);
+    /* Shared B: every rectangle of a column stripe packs that stripe of B,
+     * so tr row stripes pack B tr times. When B is one column block, it can
+     * instead be packed once by all threads (a parallel loop of its own),
+     * then nt row stripes each pack only their rows of A. Taken when the
+     * estimate of that (split_rects' terms, the packing of B shared out,
+     * one more fork) is lower. The packed values, K blocks and micro-kernel
+     * calls are the same either way, and so is the result. */
+    const int64_t npad = round_up(n, p->nr), nrows = (m + p->mr - 1) / p->mr;
+    if (n <= p->nc && npad * k <= SHARED_B_MAX && m >= SHARED_B_ROWS * (int64_t)nt) {
+        const double rows = (double)((nrows + nt - 1) / nt * p->mr);
+        const double est_s = (rows * (double)npad + PACK_COST * rows) * (double)k +
+                             PACK_COST * (double)(npad * k) / nt + FORK_COST;
+        float *bpk = est_s < est ? nn__thread_scratch(SHARED_B_SLOT,
+                                                      (size_t)(npad * k + 16) * sizeof(float))
+                                 : NULL;
+        if (bpk) { /* else (no memory) the rectangles pack their own */
+            const int64_t panels = npad / p->nr, kblocks = (k + J.kc - 1) / J.kc;
+            /* about 2 packing tasks per thread, each within one K block */
+            J.bgroup = min64(panels, (panels * kblocks + 2 * nt - 1) / (2 * nt));
+            J.bpk = bpk, J.npad = npad, J.tr = nt, J.tc = 1;
+            nn__parallel_for_max(kblocks * ((panels + J.bgroup - 1) / J.bgroup), nt, pack_b_task,
+                                 &J);
+        }
+    }
     nn__parallel_for_max(J.tr * J.tc, nt, run_task, &J);
 }
 

@@ -346,12 +346,15 @@ TIERED(test_gemm_batched)
 /* GEMM at 1, 2, 3 and 5 threads is bit-identical for every provider and
  * path (the blocked GEMM cuts C differently for each count; 24x144x1490 on
  * 5 threads has 3x3 register-tile stripes and room for 5 tasks, which no
- * product of stripe counts gives: the fallback split). */
+ * product of stripe counts gives: the fallback split; 1030x200x300 at 2 and
+ * 3 threads packs B once for all threads, the shared B of gemm_blocked.c,
+ * and at 5 threads cuts rectangles). */
 static void test_gemm_thread_determinism(void **s) {
     (void)s;
     /* each big enough to run on 2 threads (> 2^21 multiply-adds) */
-    static const int64_t shp[][3] = {{64, 784, 64}, {96, 200, 150},  {129, 65, 300},
-                                     {7, 999, 330}, {24, 144, 1490}, {64, 128, 3136}};
+    static const int64_t shp[][3] = {{64, 784, 64},   {96, 200, 150},  {129, 65, 300},
+                                     {7, 999, 330},   {24, 144, 1490}, {64, 128, 3136},
+                                     {1030, 200, 300}};
     static const int counts[] = {1, 2, 3, 5};
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);

@@ -146,17 +146,18 @@ static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, i
     }
 }
 
-/* Panels of B (NRP wide) read along rows (A·Bᵀ, and Aᵀ·Bᵀ) through 16x16
- * zmm transposes (pack.h): on Zen 5 the models' A·Bᵀ shapes went from
- * 64x128x3136 146-152 to 155-163 GFLOP/s and 64x256x784 161-167 to
- * 167-174 (thread CPU time, interleaved); everything else through the 8x8
- * AVX transposes and copies of x86/avx2/pack.h. */
+/* Panels of B (NRP wide) through zmm (pack.h): read along rows (A·Bᵀ) with
+ * 16x16 transposes, on Zen 5 the models' A·Bᵀ shapes went from 64x128x3136
+ * 146-152 to 155-163 GFLOP/s and 64x256x784 161-167 to 167-174 (thread CPU
+ * time, interleaved); read along columns (A·B) as masked copies. The A
+ * panels (MRP wide) through the 8x8 AVX transposes and copies of
+ * x86/avx2/pack.h. */
 static void avx512_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
                         float *dst) {
     if (w == MRP)
         pack_panels(MRP, x, ld, kmajor, rows, kc, dst);
-    else if (!kmajor && NRP % 16 == 0)
-        pack16_panels(NRP, x, ld, rows, kc, dst);
+    else if (NRP % 16 == 0 && NRP <= 128)
+        pack16_panels(NRP, x, ld, kmajor, rows, kc, dst);
     else
         pack_panels(NRP, x, ld, kmajor, rows, kc, dst);
 }
