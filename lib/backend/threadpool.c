@@ -194,6 +194,7 @@ typedef struct job {
     const char *label; /* the caller's innermost profiler span (workers' spans take it) */
     int64_t n;    /* tasks */
     int nthreads; /* participants allowed, caller included */
+    int caller_cpu; /* the CPU the caller published the job on, or -1 */
 } job;
 
 static struct {
@@ -220,11 +221,18 @@ static struct {
 typedef struct home {
     alignas(64) _Atomic int64_t next;
     int64_t hi;
+    _Atomic int busy; /* participant p is inside a task (read by the waiting caller) */
 } home;
 static home g_home[MAX_WORKERS + 1];
 
+/* Worker i's kernel thread id (0 until it has started). */
+static _Atomic int g_wtid[MAX_WORKERS];
+
 /* The gen value worker i saw when it was created (read by it at start). */
 static uint32_t g_gen0[MAX_WORKERS];
+
+/* Workers moved (nn__pool_moves). */
+static _Atomic int64_t g_moves;
 
 /* Calls that handed tasks to workers (nn__pool_forks). */
 static _Atomic int64_t g_forks;
@@ -244,7 +252,9 @@ static void run_range(const job *j, home *h, int thread) {
     for (;;) {
         int64_t t = atomic_fetch_add_explicit(&h->next, 1, memory_order_relaxed);
         if (t >= h->hi) return;
+        atomic_store_explicit(&g_home[thread].busy, 1, memory_order_relaxed);
         j->fn(j->ctx, t, thread);
+        atomic_store_explicit(&g_home[thread].busy, 0, memory_order_relaxed);
         if (atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_acq_rel) == j->n - 1) {
             atomic_store(&g_pool.finished, 1);
             if (atomic_load(&g_pool.caller_sleeping)) word_wake(&g_pool.finished, 1);
@@ -263,12 +273,78 @@ static void run_tasks(const job *j, int p) {
     }
 }
 
+/* ------------------------------------------------------------ placement
+ *
+ * When the machine has no core to spare (another busy process on a 2-core
+ * machine), the scheduler's own placement can make a 2-thread call slower
+ * than 1 thread, in two ways measured with sched_switch traces:
+ *  - a worker woken by the caller is queued on the caller's CPU (no CPU was
+ *    idle, so the waker's was chosen) and nothing moves it away again: the two
+ *    take turns on one core while the busy process has the other alone;
+ *  - a worker that shares a core with the busy process is descheduled
+ *    holding the call's last task, and the caller waits with its own core
+ *    idle: an idle core does not pull a task that ran a moment ago.
+ * So a worker that starts a job on the caller's CPU moves off it, and a
+ * caller whose only remaining wait is a task held by a worker that is not
+ * running moves that worker onto its own CPU, then sleeps. Moving = setting
+ * the thread's affinity to exclude (or to be) one CPU, which migrates it at
+ * once, then restoring the mask, which leaves it where it is; only libnn's
+ * own workers are moved, never the caller, and only while the threads of a
+ * call are no more than the CPUs they may use. */
+
+static pthread_mutex_t g_aff_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int this_cpu(void) {
+#ifdef __linux__
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
+#ifdef __linux__
+/* Run kernel thread `tid` (0: this one) once on a CPU of `want` (its mask
+ * minus `cpu` when `exclude`, else `cpu` alone), then give it back its mask.
+ * Nothing when the mask allows no such CPU or holds fewer than `nt` CPUs. */
+static void move_thread(pid_t tid, int cpu, bool exclude, int nt) {
+    cpu_set_t mask, want;
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+    pthread_mutex_lock(&g_aff_lock);
+    if (sched_getaffinity(tid, sizeof mask, &mask) == 0 && CPU_ISSET(cpu, &mask) &&
+        CPU_COUNT(&mask) >= nt) {
+        if (exclude) {
+            want = mask;
+            CPU_CLR(cpu, &want);
+        } else {
+            CPU_ZERO(&want);
+            CPU_SET(cpu, &want);
+        }
+        if (CPU_COUNT(&want) > 0 && sched_setaffinity(tid, sizeof want, &want) == 0) {
+            sched_setaffinity(tid, sizeof mask, &mask);
+            atomic_fetch_add_explicit(&g_moves, 1, memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&g_aff_lock);
+}
+
+/* CPU time of worker w (1-based participant), ns; -1 when unknown. */
+static int64_t worker_cpu_ns(int w) {
+    clockid_t c;
+    struct timespec t;
+    if (pthread_getcpuclockid(g_pool.tid[w - 1], &c) != 0 || clock_gettime(c, &t) != 0) return -1;
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+#endif
+
 static void *worker_main(void *arg) {
     /* Participant number: fixed for the worker's life, so it gets the same
      * home range of every job of a given size (see nn__parallel_for_max). */
     const int id = (int)(intptr_t)arg;
     uint32_t seen = g_gen0[id - 1];
     tls_in_task = 1;
+#ifdef __linux__
+    atomic_store(&g_wtid[id - 1], (int)syscall(SYS_gettid));
+#endif
     nn__prof_thread_label("pool worker");
     for (;;) {
         if (!spin_while(&g_pool.gen, seen, WORKER_SPIN_NS)) {
@@ -280,6 +356,10 @@ static void *worker_main(void *arg) {
         if (atomic_load(&g_pool.stop)) break;
         atomic_fetch_add(&g_pool.users, 1);
         if (atomic_load(&g_pool.open) && id < g_pool.job.nthreads) {
+#ifdef __linux__
+            const int cpu = g_pool.job.caller_cpu;
+            if (cpu >= 0 && this_cpu() == cpu) move_thread(0, cpu, true, g_pool.job.nthreads);
+#endif
             NN__PROF_SPAN(NN__PROF_TASK, g_pool.job.label ? g_pool.job.label : "task", NULL);
             run_tasks(&g_pool.job, id);
         }
@@ -294,23 +374,29 @@ static void stop_workers(void) {
     atomic_store(&g_pool.stop, 1);
     atomic_fetch_add(&g_pool.gen, 1);
     word_wake(&g_pool.gen, INT_MAX);
-    for (int i = 0; i < g_pool.n_workers; i++) pthread_join(g_pool.tid[i], NULL);
+    for (int i = 0; i < g_pool.n_workers; i++) {
+        pthread_join(g_pool.tid[i], NULL);
+        atomic_store(&g_wtid[i], 0);
+    }
     g_pool.n_workers = 0;
     atomic_store(&g_pool.stop, 0);
 }
 
-/* Lock order: the pool's lock (waits for a running call), then the scratch
- * registry's (its holders never wait for anything). */
+/* Lock order: the pool's lock (waits for a running call), then the
+ * placement lock, then the scratch registry's (the holders of these two never
+ * wait for anything). */
 static void fork_prepare(void) {
     g_pool.fork_locked = false;
     if (!tls_in_task) { /* forking from a task: documented as unsupported */
         pthread_mutex_lock(&g_pool.lock);
         g_pool.fork_locked = true;
     }
+    pthread_mutex_lock(&g_aff_lock);
     pthread_mutex_lock(&g_scratch_lock);
 }
 static void fork_parent(void) {
     if (g_pool.fork_locked) pthread_mutex_unlock(&g_pool.lock);
+    pthread_mutex_unlock(&g_aff_lock);
     pthread_mutex_unlock(&g_scratch_lock);
 }
 static void fork_child(void) {
@@ -320,6 +406,8 @@ static void fork_child(void) {
     atomic_store(&g_pool.users, 0);
     atomic_store(&g_pool.open, 0);
     atomic_store(&g_pool.stop, 0);
+    for (int i = 0; i < MAX_WORKERS; i++) atomic_store(&g_wtid[i], 0), atomic_store(&g_home[i + 1].busy, 0);
+    pthread_mutex_unlock(&g_aff_lock);
     if (g_pool.fork_locked) pthread_mutex_unlock(&g_pool.lock);
     else pthread_mutex_init(&g_pool.lock, NULL);
     /* Only this thread survived: the others' scratch is unreachable now. */
@@ -362,6 +450,39 @@ static void wait_users(void) {
     }
 }
 
+/* The caller's wait for the tasks still running once none is left to claim:
+ * true when they finished while it spun, false when it should sleep. After
+ * STALL_PROBE_NS it looks at the workers still inside a task; one that got
+ * under a quarter of the CPU time that passed meanwhile is not running (the
+ * OS runs something else on its core): it is moved to this CPU and the
+ * caller sleeps at once, so that it runs here. */
+#define STALL_PROBE_NS 20000u
+static bool caller_spin(int nt) {
+#ifdef __linux__
+    if (spin_while(&g_pool.finished, 0, STALL_PROBE_NS)) return true;
+    int64_t c0[4];
+    int w[4], k = 0;
+    for (int p = 1; p < nt && k < 4; p++)
+        if (atomic_load_explicit(&g_home[p].busy, memory_order_relaxed) && atomic_load(&g_wtid[p - 1]))
+            w[k] = p, c0[k] = worker_cpu_ns(p), k++;
+    if (k == 0) return spin_while(&g_pool.finished, 0, CALLER_SPIN_NS - STALL_PROBE_NS);
+    const uint64_t t0 = now_ns();
+    if (spin_while(&g_pool.finished, 0, STALL_PROBE_NS)) return true;
+    const int64_t wall = (int64_t)(now_ns() - t0);
+    for (int i = 0; i < k; i++) {
+        const int64_t c1 = worker_cpu_ns(w[i]);
+        if (c0[i] < 0 || c1 < 0 || 4 * (c1 - c0[i]) >= wall) continue;
+        if (!atomic_load_explicit(&g_home[w[i]].busy, memory_order_relaxed)) continue;
+        move_thread(atomic_load(&g_wtid[w[i] - 1]), this_cpu(), false, nt);
+        return atomic_load(&g_pool.finished) != 0;
+    }
+    return spin_while(&g_pool.finished, 0, CALLER_SPIN_NS - 2 * STALL_PROBE_NS);
+#else
+    (void)nt;
+    return spin_while(&g_pool.finished, 0, CALLER_SPIN_NS);
+#endif
+}
+
 void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void *ctx) {
     if (n_tasks <= 0 || !fn) return;
     const int configured = nn__num_threads();
@@ -380,7 +501,7 @@ void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void
     }
 
     wait_users();
-    g_pool.job = (job){.fn = fn, .ctx = ctx, .n = n_tasks, .nthreads = nt,
+    g_pool.job = (job){.fn = fn, .ctx = ctx, .n = n_tasks, .nthreads = nt, .caller_cpu = this_cpu(),
                        .label = nn__prof_on() ? nn__prof_current_name() : NULL};
     /* Home ranges: participant p (the caller is 0, worker i is i) owns the
      * p-th of nt consecutive, near-equal parts of [0, n). Callers number
@@ -409,7 +530,7 @@ void nn__parallel_for_max(int64_t n_tasks, int max_threads, nn__task_fn fn, void
     tls_in_task = 0;
 
     /* Wait for the tasks other threads are still running. */
-    if (!spin_while(&g_pool.finished, 0, CALLER_SPIN_NS)) {
+    if (!caller_spin(nt)) {
         atomic_store(&g_pool.caller_sleeping, 1);
         while (atomic_load(&g_pool.finished) == 0) word_wait(&g_pool.finished, 0);
     }
@@ -460,6 +581,8 @@ int64_t nn__block_size(int64_t n, int64_t grain, int64_t align) {
 }
 
 int64_t nn__pool_forks(void) { return atomic_load_explicit(&g_forks, memory_order_relaxed); }
+
+int64_t nn__pool_moves(void) { return atomic_load_explicit(&g_moves, memory_order_relaxed); }
 
 int nn__pool_threads(void) { return tls_in_task ? 1 : nn__num_threads(); }
 

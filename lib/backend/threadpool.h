@@ -30,6 +30,13 @@
  * The caller, once no task is left to claim, waits the same way for the
  * tasks still running.
  *
+ * Placement (Linux): on a machine with no core to spare, a worker that
+ * starts a job on its caller's CPU moves off it, and a caller whose wait is
+ * for a worker that holds a task but is not running moves that worker onto
+ * its own CPU before sleeping (each by setting then restoring the worker's
+ * affinity mask; the caller's thread is never touched). Why and what it
+ * measured: threadpool.c, "placement".
+ *
  * Re-entrancy and several host threads:
  *  - A call made from inside a task runs its tasks serially on that thread,
  *    with thread index 0 (no deadlock, no oversubscription).
@@ -104,5 +111,11 @@ int nn__pool_workers(void);
 /* Calls so far, from any thread, that handed tasks to the workers (tests:
  * work too small to pay for a fork/join must stay on the caller). */
 int64_t nn__pool_forks(void);
+
+/* Workers moved to another CPU so far (tests; see "placement" in
+ * threadpool.c): a worker that started a job on its caller's CPU and left
+ * it, or a worker holding a task without running that its caller moved to
+ * its own CPU. Linux only (0 elsewhere). */
+int64_t nn__pool_moves(void);
 
 #endif

@@ -2,7 +2,9 @@
  * once, thread indices stay in range and unique within a call, nested calls
  * and calls from several host threads complete, the pool follows
  * nn_set_num_threads, a thread held inside a task holds up only that task
- * (the others steal the rest of its home range), tiny work (batch-1 MLP
+ * (the others steal the rest of its home range), a worker does not stay on
+ * its caller's CPU and one stalled inside the last task is moved to the
+ * caller's (masks given back), tiny work (batch-1 MLP
  * inference) never forks, an idle pool uses no CPU, fork() is safe, and a small
  * CNN trains to bit-identical parameters on 1, 2, 3 and 8 threads. */
 #include "testutil.h"
@@ -12,6 +14,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +186,147 @@ static void test_steal_from_held_thread(void **s) {
      * test_cnn_bit_identical below. */
     TU_OK(nn_set_num_threads(1));
 }
+
+#ifdef __linux__
+/* Placement (threadpool.c, "placement"). Two tasks that wait for each
+ * other, so the caller runs task 0 and the worker task 1 (the caller cannot
+ * steal task 1 while it waits inside task 0). The worker's task optionally
+ * moves it onto `pin_cpu` first (then restores its mask, which leaves it
+ * there), optionally sleeps, then records the CPU it runs on and whether its
+ * affinity mask is the one it started with. */
+typedef struct place_rec {
+    _Atomic int started, timed_out, worker_cpu, mask_ok, ran, pinned;
+    int pin_cpu, sleep_ms;
+    cpu_set_t full;
+} place_rec;
+
+static void place_task(void *ctx, int64_t t, int thread) {
+    place_rec *r = ctx;
+    (void)t;
+    if (thread == 1) atomic_store(&r->worker_cpu, sched_getcpu()); /* where the job started */
+    atomic_fetch_add(&r->started, 1);
+    const double t0 = mono_s();
+    while (atomic_load(&r->started) < 2) {
+        if (mono_s() - t0 > 20.0) {
+            atomic_store(&r->timed_out, 1);
+            return;
+        }
+        sched_yield();
+    }
+    if (thread == 0) { /* wait inside the task (not probing) while the worker pins itself */
+        while (!atomic_load(&r->pinned)) {
+            if (mono_s() - t0 > 20.0) {
+                atomic_store(&r->timed_out, 1);
+                return;
+            }
+            sched_yield();
+        }
+        return;
+    }
+    if (r->pin_cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(r->pin_cpu, &one);
+        sched_setaffinity(0, sizeof one, &one);
+        sched_setaffinity(0, sizeof r->full, &r->full);
+    }
+    atomic_store(&r->pinned, 1);
+    if (r->sleep_ms > 0) {
+        struct timespec d = {0, r->sleep_ms * 1000000L};
+        nanosleep(&d, NULL);
+    }
+    cpu_set_t now;
+    atomic_store(&r->mask_ok, sched_getaffinity(0, sizeof now, &now) == 0 && CPU_EQUAL(&now, &r->full));
+    atomic_store(&r->ran, 1);
+}
+
+static void place_run(place_rec *r, const cpu_set_t *full, int pin_cpu, int sleep_ms) {
+    memset(r, 0, sizeof *r);
+    r->full = *full;
+    r->pin_cpu = pin_cpu;
+    r->sleep_ms = sleep_ms;
+    atomic_store(&r->worker_cpu, -1);
+    nn__parallel_for(2, place_task, r);
+    assert_int_equal(atomic_load(&r->timed_out), 0);
+    assert_int_equal(atomic_load(&r->ran), 1);
+}
+
+static int first_cpu(const cpu_set_t *m) {
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, m)) return c;
+    return -1;
+}
+
+/* A worker that starts a job on its caller's CPU leaves it (it used to stay,
+ * and the two took turns on one core while a busy process had the other);
+ * its affinity mask is given back unchanged. */
+static void test_worker_leaves_callers_cpu(void **s) {
+    (void)s;
+    cpu_set_t full, one;
+    assert_int_equal(sched_getaffinity(0, sizeof full, &full), 0);
+    if (CPU_COUNT(&full) < 2) {
+        skip();
+        return;
+    }
+    nn__pool_shutdown(); /* workers start again with this thread's full mask */
+    TU_OK(nn_set_num_threads(2));
+    const int c0 = first_cpu(&full);
+    CPU_ZERO(&one);
+    CPU_SET(c0, &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0); /* the caller stays on c0 */
+    place_rec r;
+    for (int rep = 0; rep < 5; rep++) {
+        place_run(&r, &full, c0, 0); /* the worker goes to c0 too, keeping its mask */
+        assert_int_equal(atomic_load(&r.mask_ok), 1);
+        /* Next job: the worker starts it elsewhere (woken onto another CPU,
+         * or moved off c0, counted; under valgrind its CPU may change again
+         * between the move and the task) and keeps its mask. */
+        const int64_t m0 = nn__pool_moves();
+        place_run(&r, &full, -1, 0);
+        assert_true(atomic_load(&r.worker_cpu) != c0 || nn__pool_moves() > m0);
+        assert_int_equal(atomic_load(&r.mask_ok), 1);
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof full, &full), 0);
+    TU_OK(nn_set_num_threads(1));
+}
+
+/* A worker that holds the call's last task without running (here: asleep
+ * in it) is moved to the waiting caller's CPU, its mask given back; with a
+ * single allowed CPU nothing is moved. */
+static void test_stalled_worker_moved(void **s) {
+    (void)s;
+    cpu_set_t full, one;
+    assert_int_equal(sched_getaffinity(0, sizeof full, &full), 0);
+    if (CPU_COUNT(&full) < 2) {
+        skip();
+        return;
+    }
+    nn__pool_shutdown();
+    TU_OK(nn_set_num_threads(2));
+    place_rec r;
+    int64_t m0 = nn__pool_moves();
+    place_run(&r, &full, -1, 30);
+    assert_true(nn__pool_moves() > m0);
+    assert_int_equal(atomic_load(&r.mask_ok), 1);
+    place_run(&r, &full, -1, 0); /* and its mask stays the full one afterwards */
+    assert_int_equal(atomic_load(&r.mask_ok), 1);
+
+    /* Workers created while the caller may use one CPU inherit that mask:
+     * two threads cannot be placed apart, so nothing moves. */
+    nn__pool_shutdown();
+    CPU_ZERO(&one);
+    CPU_SET(first_cpu(&full), &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    m0 = nn__pool_moves();
+    place_run(&r, &one, -1, 30);
+    assert_int_equal(atomic_load(&r.mask_ok), 1);
+    place_run(&r, &one, -1, 0);
+    assert_int_equal(nn__pool_moves(), m0);
+    assert_int_equal(sched_setaffinity(0, sizeof full, &full), 0);
+    nn__pool_shutdown(); /* later tests get workers with the full mask */
+    TU_OK(nn_set_num_threads(1));
+}
+#endif
 
 /* Tiny work stays on the caller: at 2 threads, batch-1 inference of the
  * benchmark's MLP (784-256-128-10) hands nothing to the pool; each of its
@@ -566,6 +710,10 @@ int main(void) {
         cmocka_unit_test(test_zero_and_negative_tasks),
         cmocka_unit_test(test_max_threads),
         cmocka_unit_test(test_steal_from_held_thread),
+#ifdef __linux__
+        cmocka_unit_test(test_worker_leaves_callers_cpu),
+        cmocka_unit_test(test_stalled_worker_moved),
+#endif
         cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_nested),
         cmocka_unit_test(test_many_host_threads),
