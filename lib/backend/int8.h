@@ -139,6 +139,22 @@ typedef struct nn__int8_kernels {
     void (*pool_epilogue)(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                           const int32_t *wsum, float sa, int32_t za, const float *sw,
                           const float *bias, bool relu, float *y);
+    /* A one-channel convolution with the fused 2x2 pool, without im2row:
+     * y [n, yh, yw] = pool_epilogue(t, n, 2*yw, yh, yw, wsum, sa, za, sw,
+     * bias, relu) of the raw sums t[(oy*2yw + ox) * n + j] = sum over i < kh,
+     * q < kw of xp[(oy*sh + i) * wp + ox*sw + q] * qw[j, i*kw + q] (what
+     * im2row + gemm give), bit for bit, from a padded one-channel image xp
+     * [hp, wp] with NN__Q_SLACK initialised bytes past its end and weights w
+     * packed by `pack` as [n, kh*kw]; on up to nn__num_threads() threads
+     * (split over pooled rows). conv1_takes says whether the tier runs a
+     * window directly (the reference twin takes none: the front end then
+     * runs im2row + gemm + pool_epilogue). false: no scratch memory (y may be
+     * partly written; the caller takes the other path). */
+    bool (*conv1_takes)(int64_t kh, int64_t kw);
+    bool (*conv1_pool)(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
+                       const int32_t *wsum, float sa, int32_t za, const float *wscale,
+                       const float *bias, bool relu, float *y);
 } nn__int8_kernels;
 
 #endif

@@ -226,6 +226,8 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         return NULL;
     }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    /* pooled one-channel layers (a CNN's first) skip im2row where the tier can */
+    const bool direct1 = pool && c == 1 && k8->conv1_takes(kh, kw);
     memset(imgp + hp * wp * c, 0, NN__Q_SLACK);
     memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
     bool have_wsum = false;
@@ -246,13 +248,17 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
             nn__qparams_u8(mn, mx, &sa, &zp);
         }
         k8->quantize_pad_hwc(X + b * plane, c, h, w, ph, pw, 1.0f / sa, zp, imgp);
-        k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
         if (zp != 0 && !have_wsum) {
             k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
             have_wsum = true;
         }
-        k8->gemm(&g);
         float *yb = Y + b * L->n * ny;
+        /* one channel: conv, pool and epilogue straight from the padded image */
+        if (direct1 && k8->conv1_pool(imgp, wp, g.w, L->n, kh, kw, sh, sw, yh, yw, s.wsum, sa, zp,
+                                      g.w_scale, g.bias, L->relu, yb))
+            continue;
+        k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
+        k8->gemm(&g);
         if (pool) /* pool the raw sums, then the epilogue (backend/int8.h) */
             k8->pool_epilogue(s.acc, L->n, ow, yh, yw, s.wsum, sa, zp, g.w_scale, g.bias, L->relu,
                               yb);

@@ -398,6 +398,87 @@ static void test_im2row(void **state) {
 
 /* With VNNI the AVX-512 tier runs its own kernels (the VNNI file), not the
  * AVX2 tier's it starts from. */
+/* The one-channel direct convolution with the fused pool (conv1_pool) of
+ * every tier that takes a window, and the reference twin, against im2row +
+ * the reference GEMM's raw sums + the reference pool_epilogue (bits): odd
+ * planes (an odd conv width is cropped by the pool), strides, windows 1x1 ..
+ * 4x4 and 3x2, channel counts around the 16-wide panels and past 4 panels,
+ * zero points 0 and not, bias or none, ReLU or not, 1 and 2 threads. */
+static void test_conv1_pool(void **state) {
+    (void)state;
+    static const int64_t shapes[][7] = {/* h, w, kh, kw, sh, sw, pad */
+                                        {28, 28, 3, 3, 1, 1, 1}, {9, 31, 3, 3, 2, 1, 1},
+                                        {7, 5, 1, 1, 1, 1, 0},   {11, 13, 4, 4, 1, 2, 2},
+                                        {6, 17, 3, 2, 1, 3, 0},  {5, 40, 2, 3, 2, 2, 1}};
+    static const int64_t ns[] = {1, 5, 16, 17, 32, 33, 70};
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    int taken = 0, cases = 0;
+    for (size_t b = 0; b < sizeof shapes / sizeof shapes[0]; b++)
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+            const int64_t h = shapes[b][0], w = shapes[b][1], kh = shapes[b][2],
+                          kw = shapes[b][3], sh = shapes[b][4], sw = shapes[b][5],
+                          pd = shapes[b][6], n = ns[a];
+            const int64_t hp = h + 2 * pd, wp = w + 2 * pd;
+            const int64_t oh = (hp - kh) / sh + 1, ow = (wp - kw) / sw + 1;
+            const int64_t yh = oh / 2, yw = ow / 2, ny = yh * yw;
+            const int64_t k = kh * kw, kp = nn__qk_pad(k), npix = oh * ow;
+            uint8_t *xp = malloc((size_t)(hp * wp + NN__Q_SLACK));
+            uint8_t *col = malloc((size_t)(npix * kp + NN__Q_SLACK));
+            int8_t *qw = malloc((size_t)(n * k)), *pw = malloc((size_t)nn__qpacked_bytes(n, k));
+            int32_t *raw = malloc(sizeof(int32_t) * (size_t)(npix * n));
+            int32_t *wsum = malloc(sizeof(int32_t) * (size_t)n);
+            float *scale = malloc(sizeof(float) * (size_t)n), *bias = malloc(sizeof(float) * (size_t)n);
+            float *want = malloc(sizeof(float) * (size_t)(n * ny + 1));
+            float *got = malloc(sizeof(float) * (size_t)(n * ny + 1));
+            for (int64_t i = 0; i < hp * wp; i++) xp[i] = (uint8_t)urand();
+            memset(xp + hp * wp, 0, NN__Q_SLACK);
+            for (int64_t i = 0; i < n * k; i++) qw[i] = (int8_t)((int)(urand() % 255) - 127);
+            xp[0] = 255, qw[0] = -127; /* the extremes */
+            for (int64_t i = 0; i < n; i++) {
+                scale[i] = 1e-3f * (1.0f + frand() * 0.5f);
+                bias[i] = frand();
+            }
+            r->pack(n, k, qw, k, pw);
+            r->colsum(n, k, pw, wsum);
+            r->im2row(xp, 1, wp, kh, kw, sh, sw, oh, ow, col, kp);
+            static const float one = 1.0f;
+            static const int32_t zero = 0;
+            nn__qgemm g = {.m = npix, .n = n, .k = k, .a = col, .lda = kp, .w = pw,
+                           .a_scale = &one, .a_zp = &zero, .ldc = n, .c32 = raw};
+            r->gemm(&g);
+            for (int f = 0; f < 4; f++) {
+                const int32_t za = f & 1 ? 131 : 0;
+                const float sa = 0.0173f;
+                const bool relu = f >= 2;
+                const float *bp = f == 1 ? NULL : bias;
+                r->pool_epilogue(raw, n, ow, yh, yw, wsum, sa, za, scale, bp, relu, want);
+                for (int t = NN_TIER_REF; t < NN_TIER_COUNT; t++) {
+                    const nn_kernels *kt = nn__tier_kernels(t);
+                    if (!kt || (t != NN_TIER_REF && !kt->int8.conv1_takes(kh, kw))) continue;
+                    for (int thr = 1; thr <= 2; thr++) {
+                        nn_set_num_threads(thr);
+                        for (int64_t i = 0; i <= n * ny; i++) got[i] = -777.0f;
+                        assert_true(kt->int8.conv1_pool(xp, wp, pw, n, kh, kw, sh, sw, yh, yw, wsum,
+                                                        sa, za, scale, bp, relu, got));
+                        if (memcmp(got, want, sizeof(float) * (size_t)(n * ny)))
+                            fail_msg("%s conv1_pool %lldx%lld k %lldx%lld s %lld,%lld n %lld "
+                                     "za %d bias %d relu %d differs from the reference",
+                                     kt->name, (long long)h, (long long)w, (long long)kh,
+                                     (long long)kw, (long long)sh, (long long)sw, (long long)n,
+                                     za, bp != NULL, relu);
+                        assert_true(got[n * ny] == -777.0f);
+                        taken += t != NN_TIER_REF;
+                        cases++;
+                    }
+                }
+            }
+            nn_set_num_threads(1);
+            free(xp), free(col), free(qw), free(pw), free(raw), free(wsum), free(scale), free(bias),
+                free(want), free(got);
+        }
+    printf("conv1_pool: %d runs, %d by a tier kernel\n", cases, taken);
+}
+
 static void test_vnni_installed(void **state) {
     (void)state;
     const nn_kernels *a2 = nn__tier_kernels(NN_TIER_AVX2), *a5 = nn__tier_kernels(NN_TIER_AVX512);
@@ -411,6 +492,7 @@ int main(void) {
         cmocka_unit_test(test_quantize_vs_reference), cmocka_unit_test(test_quantize_meaning),
         cmocka_unit_test(test_im2row), cmocka_unit_test(test_pool_epilogue),
         cmocka_unit_test(test_im2row_tiers), cmocka_unit_test(test_vnni_installed),
+        cmocka_unit_test(test_conv1_pool),
     };
     printf("int8 kernels: tier %s, AVX-512 VNNI %s\n", nn__kernels()->name,
            nn__cpu()->avx512_vnni ? "yes" : "no");

@@ -5,6 +5,7 @@
 #include "backend/int8.h"
 #include "backend/ref/ref.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static void ref_minmax(int64_t n, const float *x, float *mn, float *mx) {
@@ -170,6 +171,35 @@ static void ref_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t y
         }
 }
 
+static bool ref_conv1_takes(int64_t kh, int64_t kw) {
+    (void)kh, (void)kw;
+    return false; /* the front end runs im2row + gemm */
+}
+
+static bool ref_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
+                           int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
+                           const int32_t *wsum, float sa, int32_t za, const float *wscale,
+                           const float *bias, bool relu, float *y) {
+    const int64_t kp = nn__qk_pad(kh * kw), oh = 2 * yh, ow = 2 * yw;
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)(oh * ow * n > 0 ? oh * ow * n : 1));
+    if (!t) return false;
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++)
+            for (int64_t j = 0; j < n; j++) {
+                int64_t s = 0;
+                for (int64_t i = 0; i < kh; i++)
+                    for (int64_t q = 0; q < kw; q++) {
+                        const int64_t d = i * kw + q; /* packed as in `pack` */
+                        s += (int64_t)xp[(oy * sh + i) * wp + ox * sw + q] *
+                             w[((j / NN__QNR * kp / 4 + d / 4) * NN__QNR + j % NN__QNR) * 4 + d % 4];
+                    }
+                t[(oy * ow + ox) * n + j] = (int32_t)s;
+            }
+    ref_pool_epilogue(t, n, ow, yh, yw, wsum, sa, za, wscale, bias, relu, y);
+    free(t);
+    return true;
+}
+
 void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->minmax = ref_minmax;
     t->quantize_u8 = ref_quantize_u8;
@@ -180,4 +210,6 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->im2row = ref_im2row;
     t->pool_epilogue = ref_pool_epilogue;
     t->quantize_pad_hwc = ref_quantize_pad_hwc;
+    t->conv1_takes = ref_conv1_takes;
+    t->conv1_pool = ref_conv1_pool;
 }

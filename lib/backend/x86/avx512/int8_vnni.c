@@ -12,6 +12,7 @@
  * (few rows): independent outputs only. */
 #include "backend/int8.h"
 #include "backend/x86/avx512/avx512.h"
+#include "backend/threadpool.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -347,6 +348,140 @@ static void vnni_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t 
         }
 }
 
+/* ------------------------------ one-channel direct convolution + pool */
+
+/* A one-channel image needs no im2row: the kw <= 4 taps of window row i
+ * for conv pixel ox are 4 contiguous bytes of the padded row, one 32-bit
+ * broadcast (the fourth byte meets a zero weight). The weights are
+ * regrouped per window row, [panel][i][16 channels][4 taps], 4 panels at a
+ * time. A tile is C1_P pooled pixels of one pooled row: 2 conv rows x
+ * 2*C1_P conv pixels x 2 panels of raw sums (24 zmm), kh dpbusd each; the
+ * 2x2 max of the sums, then the epilogue of vnni_pool_epilogue (the same
+ * operations, so the same bits), into a row of pooled pixels x channels
+ * that 16x16 transposes write into the planes. Threads split pooled rows. */
+#define C1_P 3
+#define C1_KH 8 /* the most window rows conv1_takes accepts */
+
+typedef struct c1ctx {
+    const uint8_t *xp;
+    int64_t wp, n, kh, sh, sw, yh, yw, np; /* n, np: channels and panels of this chunk */
+    const int8_t *wr;                      /* regrouped weights of the chunk */
+    const int32_t *wsum;
+    float sa;
+    int32_t za;
+    const float *ws, *bias;
+    bool relu, failed;
+    float *y; /* the chunk's first plane */
+} c1ctx;
+
+NN_INLINE void c1_tile(const c1ctx *q, int64_t py, int64_t px0, int P, int64_t p0, int npan,
+                       float *rb) {
+    __m512i acc[2][2 * C1_P][2];
+    for (int r = 0; r < 2; r++)
+        for (int u = 0; u < 2 * C1_P; u++) acc[r][u][0] = acc[r][u][1] = _mm512_setzero_si512();
+    for (int64_t i = 0; i < q->kh; i++) {
+        const __m512i b0 = _mm512_loadu_si512(q->wr + (p0 * q->kh + i) * 64);
+        const __m512i b1 = npan > 1 ? _mm512_loadu_si512(q->wr + ((p0 + 1) * q->kh + i) * 64) : b0;
+        for (int r = 0; r < 2; r++) {
+            const uint8_t *row = q->xp + ((2 * py + r) * q->sh + i) * q->wp + 2 * px0 * q->sw;
+            for (int u = 0; u < 2 * C1_P; u++) {
+                if (u >= 2 * P) break;
+                int32_t v;
+                memcpy(&v, row + u * q->sw, 4);
+                const __m512i x = _mm512_set1_epi32(v);
+                acc[r][u][0] = _mm512_dpbusd_epi32(acc[r][u][0], x, b0);
+                if (npan > 1) acc[r][u][1] = _mm512_dpbusd_epi32(acc[r][u][1], x, b1);
+            }
+        }
+    }
+    for (int pn = 0; pn < npan; pn++) {
+        const int64_t j0 = (p0 + pn) * NN__QNR;
+        const __mmask16 m = tail16(q->n - j0);
+        const __m512i corr = _mm512_mullo_epi32(_mm512_set1_epi32(q->za),
+                                                _mm512_maskz_loadu_epi32(m, q->wsum + j0));
+        const __m512 s = _mm512_mul_ps(_mm512_set1_ps(q->sa), _mm512_maskz_loadu_ps(m, q->ws + j0));
+        const __m512 b = q->bias ? _mm512_maskz_loadu_ps(m, q->bias + j0) : _mm512_setzero_ps();
+        for (int t = 0; t < C1_P; t++) {
+            if (t >= P) break;
+            const __m512i m01 = _mm512_max_epi32(acc[0][2 * t][pn], acc[0][2 * t + 1][pn]);
+            const __m512i m23 = _mm512_max_epi32(acc[1][2 * t][pn], acc[1][2 * t + 1][pn]);
+            const __m512i v = _mm512_sub_epi32(_mm512_max_epi32(m01, m23), corr);
+            __m512 yv = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+            if (q->bias) yv = _mm512_add_ps(yv, b);
+            if (q->relu) { /* max(y, 0) with NaN kept, as the reference */
+                const __mmask16 keep = _mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_NLE_UQ);
+                yv = _mm512_maskz_mov_ps(keep, yv);
+            }
+            _mm512_storeu_ps(rb + (px0 + t) * 64 + j0, yv);
+        }
+    }
+}
+
+static void c1_rows(void *ctx, int64_t py0, int64_t py1) {
+    c1ctx *q = ctx;
+    float *rb = nn__thread_scratch(1, (size_t)(q->yw * 64) * sizeof(float));
+    if (!rb) {
+        __atomic_store_n(&q->failed, true, __ATOMIC_RELAXED);
+        return;
+    }
+    const int64_t ny = q->yh * q->yw;
+    __m512 r[16];
+    for (int64_t py = py0; py < py1; py++) {
+        for (int64_t px0 = 0; px0 < q->yw; px0 += C1_P) {
+            const int P = q->yw - px0 >= C1_P ? C1_P : (int)(q->yw - px0);
+            for (int64_t pp = 0; pp < q->np; pp += 2) {
+                const int npan = q->np - pp >= 2 ? 2 : 1;
+                if (P == C1_P) c1_tile(q, py, px0, C1_P, pp, npan, rb);
+                else c1_tile(q, py, px0, P, pp, npan, rb);
+            }
+        }
+        /* [pooled pixel][channel] -> planes, 16 x 16 at a time */
+        for (int64_t px0 = 0; px0 < q->yw; px0 += 16) {
+            const int npx = q->yw - px0 >= 16 ? 16 : (int)(q->yw - px0);
+            for (int64_t c0 = 0; c0 < q->n; c0 += 16) {
+                for (int u = 0; u < 16; u++)
+                    r[u] = u < npx ? _mm512_loadu_ps(rb + (px0 + u) * 64 + c0) : _mm512_setzero_ps();
+                transpose16(r);
+                const __mmask16 pm = tail16(npx);
+                const int nc = q->n - c0 >= 16 ? 16 : (int)(q->n - c0);
+                float *yb = q->y + c0 * ny + py * q->yw + px0;
+                for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(yb + c * ny, pm, r[c]);
+            }
+        }
+    }
+}
+
+static bool vnni_conv1_takes(int64_t kh, int64_t kw) { return kw <= 4 && kh <= C1_KH; }
+
+static bool vnni_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
+                            int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
+                            const int32_t *wsum, float sa, int32_t za, const float *wscale,
+                            const float *bias, bool relu, float *y) {
+    if (!vnni_conv1_takes(kh, kw)) return false;
+    if (n <= 0 || yh <= 0 || yw <= 0) return true;
+    const int64_t np = (n + NN__QNR - 1) / NN__QNR, kp = nn__qk_pad(kh * kw), ny = yh * yw;
+    _Alignas(64) int8_t wr[C1_KH * 64 * 4]; /* 4 panels per chunk of channels */
+    for (int64_t p0 = 0; p0 < np; p0 += 4) {
+        const int64_t npc = np - p0 < 4 ? np - p0 : 4;
+        for (int64_t p = 0; p < npc; p++)
+            for (int64_t i = 0; i < kh; i++)
+                for (int64_t j = 0; j < 16; j++)
+                    for (int64_t t = 0; t < 4; t++) {
+                        const int64_t d = i * kw + t; /* depth of tap (i, t) */
+                        wr[((p * kh + i) * 16 + j) * 4 + t] =
+                            t < kw ? w[(((p0 + p) * kp / 4 + d / 4) * 16 + j) * 4 + d % 4] : 0;
+                    }
+        const int64_t c0 = p0 * NN__QNR, nc = n - c0 < 64 ? n - c0 : 64;
+        c1ctx q = {.xp = xp, .wp = wp, .n = nc, .kh = kh, .sh = sh, .sw = sw, .yh = yh, .yw = yw,
+                   .np = npc, .wr = wr, .wsum = wsum + c0, .sa = sa, .za = za,
+                   .ws = wscale + c0, .bias = bias ? bias + c0 : NULL, .relu = relu,
+                   .failed = false, .y = y + c0 * ny};
+        nn__parallel_range(yh, nn__threads_for(4 * ny * npc * 16 * kh, 1 << 15), 1, c1_rows, &q);
+        if (q.failed) return false;
+    }
+    return true;
+}
+
 int32_t nn__avx512vnni_dpbusd_loop(int64_t iters) {
     const __m512i x = _mm512_set1_epi8(1), y = _mm512_set1_epi8(-1);
     __m512i a[12];
@@ -365,4 +500,6 @@ void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->gemm = vnni_gemm;
     t->pool_epilogue = vnni_pool_epilogue;
     t->quantize_pad_hwc = vnni_quantize_pad_hwc;
+    t->conv1_takes = vnni_conv1_takes;
+    t->conv1_pool = vnni_conv1_pool;
 }
