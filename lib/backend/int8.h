@@ -155,6 +155,18 @@ typedef struct nn__int8_kernels {
                        int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                        const int32_t *wsum, float sa, int32_t za, const float *wscale,
                        const float *bias, bool relu, float *y);
+    /* A convolution whose activation rows are read in place from a padded
+     * channels-last image xp [hp, wp, c] (pad_hwc's layout, NN__Q_SLACK
+     * bytes past its end): raw sums as gemm's c32 of im2row(xp) x w,
+     * c32[(oy*ow + ox) * ldc + j] for j < n (columns [n, ldc) untouched), w
+     * packed by `pack` as [n, kh*kw*c]; the integers of im2row + gemm. On up
+     * to nn__num_threads() threads (split over output rows). conv_hwc_takes
+     * says whether the tier's kernel runs a shape (the reference twin,
+     * im2row + gemm itself, takes none); false: no scratch memory. */
+    bool (*conv_hwc_takes)(int64_t c, int64_t kw);
+    bool (*conv_hwc)(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw, int64_t sh,
+                     int64_t sw, int64_t oh, int64_t ow, const int8_t *w, int64_t n, int32_t *c32,
+                     int64_t ldc);
 } nn__int8_kernels;
 
 #endif

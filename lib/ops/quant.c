@@ -228,6 +228,7 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
     /* pooled one-channel layers (a CNN's first) skip im2row where the tier can */
     const bool direct1 = pool && c == 1 && k8->conv1_takes(kh, kw);
+    const bool hwc = pool && !direct1 && k8->conv_hwc_takes(c, kw);
     memset(imgp + hp * wp * c, 0, NN__Q_SLACK);
     memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
     bool have_wsum = false;
@@ -257,8 +258,11 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         if (direct1 && k8->conv1_pool(imgp, wp, g.w, L->n, kh, kw, sh, sw, yh, yw, s.wsum, sa, zp,
                                       g.w_scale, g.bias, L->relu, yb))
             continue;
-        k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
-        k8->gemm(&g);
+        /* pooled layers read the activation rows in place where the tier can */
+        if (!(hwc && k8->conv_hwc(imgp, c, wp, kh, kw, sh, sw, oh, ow, g.w, L->n, s.acc, L->n))) {
+            k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
+            k8->gemm(&g);
+        }
         if (pool) /* pool the raw sums, then the epilogue (backend/int8.h) */
             k8->pool_epilogue(s.acc, L->n, ow, yh, yw, s.wsum, sa, zp, g.w_scale, g.bias, L->relu,
                               yb);

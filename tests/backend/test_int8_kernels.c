@@ -479,6 +479,72 @@ static void test_conv1_pool(void **state) {
     printf("conv1_pool: %d runs, %d by a tier kernel\n", cases, taken);
 }
 
+/* conv_hwc (activation rows read in place from the padded channels-last
+ * image) of every tier that takes a shape, and the reference twin, against
+ * im2row + the reference GEMM's raw sums (bits): channel counts 4 .. 36,
+ * odd planes, strides, windows 1x1 .. 5x5, output channels around the
+ * panels, columns past n untouched, 1 and 2 threads. */
+static void test_conv_hwc(void **state) {
+    (void)state;
+    static const int64_t shapes[][8] = {/* c, h, w, kh, kw, sh, sw, pad */
+                                        {32, 14, 14, 3, 3, 1, 1, 1}, {4, 9, 31, 3, 3, 2, 1, 1},
+                                        {8, 7, 5, 1, 1, 1, 1, 0},    {12, 11, 13, 5, 5, 1, 2, 2},
+                                        {36, 6, 17, 3, 2, 1, 3, 0},  {16, 5, 9, 2, 3, 2, 2, 1}};
+    static const int64_t ns[] = {1, 17, 32, 33, 64, 70};
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    int taken = 0;
+    for (size_t b = 0; b < sizeof shapes / sizeof shapes[0]; b++)
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+            const int64_t c = shapes[b][0], h = shapes[b][1], w = shapes[b][2], kh = shapes[b][3],
+                          kw = shapes[b][4], sh = shapes[b][5], sw = shapes[b][6],
+                          pd = shapes[b][7], n = ns[a];
+            const int64_t hp = h + 2 * pd, wp = w + 2 * pd;
+            const int64_t oh = (hp - kh) / sh + 1, ow = (wp - kw) / sw + 1;
+            const int64_t k = kh * kw * c, kp = nn__qk_pad(k), ldc = n + 3, npix = oh * ow;
+            const int64_t xn = hp * wp * c;
+            uint8_t *xp = malloc((size_t)(xn + NN__Q_SLACK));
+            uint8_t *col = malloc((size_t)(npix * kp + NN__Q_SLACK));
+            int8_t *qw = malloc((size_t)(n * k)), *pw = malloc((size_t)nn__qpacked_bytes(n, k));
+            int32_t *want = malloc(sizeof(int32_t) * (size_t)(npix * ldc));
+            int32_t *got = malloc(sizeof(int32_t) * (size_t)(npix * ldc));
+            for (int64_t i = 0; i < xn; i++) xp[i] = (uint8_t)urand();
+            memset(xp + xn, 0, NN__Q_SLACK);
+            for (int64_t i = 0; i < n * k; i++) qw[i] = (int8_t)((int)(urand() % 255) - 127);
+            xp[0] = 255, qw[0] = -127;
+            r->pack(n, k, qw, k, pw);
+            r->im2row(xp, c, wp, kh, kw, sh, sw, oh, ow, col, kp);
+            static const float one = 1.0f;
+            static const int32_t zero = 0;
+            nn__qgemm g = {.m = npix, .n = n, .k = k, .a = col, .lda = kp, .w = pw,
+                           .a_scale = &one, .a_zp = &zero, .ldc = ldc, .c32 = want};
+            r->gemm(&g);
+            for (int t = NN_TIER_REF; t < NN_TIER_COUNT; t++) {
+                const nn_kernels *kt = nn__tier_kernels(t);
+                if (!kt || (t != NN_TIER_REF && !kt->int8.conv_hwc_takes(c, kw))) continue;
+                for (int thr = 1; thr <= 2; thr++) {
+                    nn_set_num_threads(thr);
+                    for (int64_t i = 0; i < npix * ldc; i++) got[i] = 0x5A5A5A5A;
+                    assert_true(kt->int8.conv_hwc(xp, c, wp, kh, kw, sh, sw, oh, ow, pw, n, got, ldc));
+                    for (int64_t s = 0; s < npix; s++)
+                        for (int64_t j = 0; j < ldc; j++) {
+                            const int32_t e = j < n ? want[s * ldc + j] : 0x5A5A5A5A;
+                            if (got[s * ldc + j] != e)
+                                fail_msg("%s conv_hwc c %lld %lldx%lld k %lldx%lld s %lld,%lld "
+                                         "n %lld: c32[%lld, %lld] = %d, expected %d",
+                                         kt->name, (long long)c, (long long)h, (long long)w,
+                                         (long long)kh, (long long)kw, (long long)sh,
+                                         (long long)sw, (long long)n, (long long)s, (long long)j,
+                                         got[s * ldc + j], e);
+                        }
+                    taken += t != NN_TIER_REF;
+                }
+            }
+            nn_set_num_threads(1);
+            free(xp), free(col), free(qw), free(pw), free(want), free(got);
+        }
+    printf("conv_hwc: %d tier runs checked\n", taken);
+}
+
 static void test_vnni_installed(void **state) {
     (void)state;
     const nn_kernels *a2 = nn__tier_kernels(NN_TIER_AVX2), *a5 = nn__tier_kernels(NN_TIER_AVX512);
@@ -493,6 +559,7 @@ int main(void) {
         cmocka_unit_test(test_im2row), cmocka_unit_test(test_pool_epilogue),
         cmocka_unit_test(test_im2row_tiers), cmocka_unit_test(test_vnni_installed),
         cmocka_unit_test(test_conv1_pool),
+        cmocka_unit_test(test_conv_hwc),
     };
     printf("int8 kernels: tier %s, AVX-512 VNNI %s\n", nn__kernels()->name,
            nn__cpu()->avx512_vnni ? "yes" : "no");

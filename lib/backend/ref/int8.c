@@ -200,6 +200,27 @@ static bool ref_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64
     return true;
 }
 
+static bool ref_conv_hwc_takes(int64_t c, int64_t kw) {
+    (void)c, (void)kw;
+    return false; /* the front end runs im2row + gemm */
+}
+
+static bool ref_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw,
+                         int64_t sh, int64_t sw, int64_t oh, int64_t ow, const int8_t *w, int64_t n,
+                         int32_t *c32, int64_t ldc) {
+    const int64_t k = kh * kw * c, kp = nn__qk_pad(k);
+    uint8_t *col = malloc((size_t)(oh * ow * kp + NN__Q_SLACK));
+    if (!col) return false;
+    ref_im2row(xp, c, wp, kh, kw, sh, sw, oh, ow, col, kp);
+    static const float one = 1.0f;
+    static const int32_t zero = 0;
+    nn__qgemm g = {.m = oh * ow, .n = n, .k = k, .a = col, .lda = kp, .w = w, .a_scale = &one,
+                   .a_zp = &zero, .ldc = ldc, .c32 = c32};
+    ref_gemm(&g);
+    free(col);
+    return true;
+}
+
 void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->minmax = ref_minmax;
     t->quantize_u8 = ref_quantize_u8;
@@ -212,4 +233,6 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->quantize_pad_hwc = ref_quantize_pad_hwc;
     t->conv1_takes = ref_conv1_takes;
     t->conv1_pool = ref_conv1_pool;
+    t->conv_hwc_takes = ref_conv_hwc_takes;
+    t->conv_hwc = ref_conv_hwc;
 }

@@ -482,6 +482,88 @@ static bool vnni_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int6
     return true;
 }
 
+/* ------------------------------- direct convolution on a padded HWC image */
+
+/* With c % 4 == 0, window row i of output pixel (oy, ox) is kw*c contiguous
+ * bytes of the padded channels-last image, in the packed depth order: the
+ * GEMM's activation row is kh such segments, read in place instead of
+ * copied by im2row. A tile is HW_M pixels of one output row x 2 panels,
+ * summed over the kh segments in registers; raw sums as gemm's c32. */
+#define HW_M 7
+
+typedef struct hwctx {
+    const uint8_t *xp;
+    int64_t c, wp, kh, kw, sh, sw, ow, n, np, kp, ldc;
+    const int8_t *w;
+    int32_t *c32;
+} hwctx;
+
+NN_INLINE void hw_tile(const hwctx *q, int64_t oy, int64_t ox0, int m, int64_t p0, int npan) {
+    __m512i acc[HW_M][2];
+    for (int r = 0; r < HW_M; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    const int64_t seg = q->kw * q->c / 4, lda = q->sw * q->c, pstride = NN__QNR * q->kp;
+    const int8_t *w0 = q->w + p0 * pstride;
+    for (int64_t i = 0; i < q->kh; i++) {
+        const uint8_t *a = q->xp + ((oy * q->sh + i) * q->wp + ox0 * q->sw) * q->c;
+        const int8_t *wi = w0 + i * seg * 64;
+        for (int64_t g = 0; g < seg; g++) {
+            const __m512i b0 = _mm512_loadu_si512(wi + g * 64);
+            const __m512i b1 = npan > 1 ? _mm512_loadu_si512(wi + pstride + g * 64) : b0;
+            for (int r = 0; r < HW_M; r++) {
+                if (r >= m) break;
+                int32_t v;
+                memcpy(&v, a + r * lda + g * 4, 4);
+                const __m512i x = _mm512_set1_epi32(v);
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, b0);
+                if (npan > 1) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, b1);
+            }
+        }
+    }
+    const __mmask16 m0 = tail16(q->n - p0 * 16), m1 = tail16(q->n - p0 * 16 - 16);
+    for (int r = 0; r < HW_M; r++) {
+        if (r >= m) break;
+        int32_t *dst = q->c32 + (oy * q->ow + ox0 + r) * q->ldc + p0 * 16;
+        _mm512_mask_storeu_epi32(dst, m0, acc[r][0]);
+        if (npan > 1) _mm512_mask_storeu_epi32(dst + 16, m1, acc[r][1]);
+    }
+}
+
+static void hw_rows(void *ctx, int64_t oy0, int64_t oy1) {
+    const hwctx *q = ctx;
+    const int64_t tiles = (q->ow + HW_M - 1) / HW_M;
+    for (int64_t oy = oy0; oy < oy1; oy++) {
+        int64_t ox0 = 0;
+        for (int64_t t = 0; t < tiles; t++) {
+            /* balanced tiles: the first ow % tiles hold one pixel more */
+            const int m = (int)(q->ow / tiles + (t < q->ow % tiles));
+            for (int64_t pp = 0; pp < q->np; pp += 2) {
+                const int npan = q->np - pp >= 2 ? 2 : 1;
+                switch (m) {
+                case 7: hw_tile(q, oy, ox0, 7, pp, npan); break;
+                case 6: hw_tile(q, oy, ox0, 6, pp, npan); break;
+                case 5: hw_tile(q, oy, ox0, 5, pp, npan); break;
+                case 4: hw_tile(q, oy, ox0, 4, pp, npan); break;
+                default: hw_tile(q, oy, ox0, m, pp, npan); break;
+                }
+            }
+            ox0 += m;
+        }
+    }
+}
+
+static bool vnni_conv_hwc_takes(int64_t c, int64_t kw) { return c % 4 == 0 && kw >= 1; }
+
+static bool vnni_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw,
+                          int64_t sh, int64_t sw, int64_t oh, int64_t ow, const int8_t *w,
+                          int64_t n, int32_t *c32, int64_t ldc) {
+    if (n <= 0 || oh <= 0 || ow <= 0) return true;
+    hwctx q = {.xp = xp, .c = c, .wp = wp, .kh = kh, .kw = kw, .sh = sh, .sw = sw, .ow = ow,
+               .n = n, .np = (n + NN__QNR - 1) / NN__QNR, .kp = nn__qk_pad(kh * kw * c),
+               .ldc = ldc, .w = w, .c32 = c32};
+    nn__parallel_range(oh, nn__threads_for(oh * ow * n * q.kp / 4, 1 << 15), 1, hw_rows, &q);
+    return true;
+}
+
 int32_t nn__avx512vnni_dpbusd_loop(int64_t iters) {
     const __m512i x = _mm512_set1_epi8(1), y = _mm512_set1_epi8(-1);
     __m512i a[12];
@@ -502,4 +584,6 @@ void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->quantize_pad_hwc = vnni_quantize_pad_hwc;
     t->conv1_takes = vnni_conv1_takes;
     t->conv1_pool = vnni_conv1_pool;
+    t->conv_hwc_takes = vnni_conv_hwc_takes;
+    t->conv_hwc = vnni_conv_hwc;
 }
