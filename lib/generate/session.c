@@ -19,6 +19,16 @@
  * over the threads), so a decode step reads every weight once. Attention for
  * one query reads the layer's cached keys and values once.
  *
+ * Half-precision weights (nn_module_convert to f16 / bf16: the embeddings,
+ * the tied head and the Linears' weights) are read in place as 16 bits: the
+ * projections go to the backend's half GEMM (f32 activations and sums, the
+ * weight converted in registers), embedding rows are converted as they are
+ * gathered. Decode is bound by the bytes of weights it streams, so a bf16
+ * model runs about twice the tokens/s of its f32 original. Logits differ
+ * from the f32 model's by the weights' rounding (bf16: 2^-9 relative per
+ * weight; f16 2^-12), and where AVX-512 BF16 does the bf16 products, by the
+ * activations' rounding to bf16 as well (backend/half.h).
+ *
  * Sessions never write to the model, so any number of them, on any threads,
  * share one. The sums are ordered as the whole-sequence forward orders them
  * only up to float rounding: cached logits match recomputation to ~1e-6. */
@@ -41,6 +51,7 @@ struct nn_session {
     bool have_logits;
     float *kc, *vc;     /* [L][cap][C] */
     float *x, *a, *qkv, *y, *f; /* chunk scratch: [CHUNK] x C, C, 3C, C, 4C */
+    float *t;                   /* [CHUNK] x C: a half projection's sum before it is added */
     float *scores;      /* [T] */
     float *logits;      /* [V] */
     float *probs;       /* [V] sampling scratch */
@@ -122,10 +133,10 @@ nn_session *nn_session_new(const nn_model *model, const nn_sampling *opts) {
     s->opt = o;
     if (nn__gpt_view_get(m, &s->v, fn) != NN_OK) goto fail;
     const int64_t C = s->v.C, V = s->v.V, T = s->v.T;
-    /* one block: x a y [CHUNK C] each, qkv [CHUNK 3C], f [CHUNK 4C],
+    /* one block: x a y t [CHUNK C] each, qkv [CHUNK 3C], f [CHUNK 4C],
      * scores [T], logits, probs [V] */
     size_t nfl = 0, t1, t2;
-    if (!nn__size_mul((size_t)CHUNK, (size_t)C * 10, &t1) || !nn__size_add(t1, (size_t)T, &t2) ||
+    if (!nn__size_mul((size_t)CHUNK, (size_t)C * 11, &t1) || !nn__size_add(t1, (size_t)T, &t2) ||
         !nn__size_add(t2, 2 * (size_t)V, &nfl) || !nn__size_mul(nfl, sizeof(float), &t1)) {
         nn__err(NN_ERR_OVERFLOW, "%s: scratch size overflows", fn);
         goto fail;
@@ -138,7 +149,8 @@ nn_session *nn_session_new(const nn_model *model, const nn_sampling *opts) {
     s->y = s->a + CHUNK * C;
     s->qkv = s->y + CHUNK * C;
     s->f = s->qkv + CHUNK * 3 * C;
-    s->scores = s->f + CHUNK * 4 * C;
+    s->t = s->f + CHUNK * 4 * C;
+    s->scores = s->t + CHUNK * C;
     s->logits = s->scores + T;
     s->probs = s->logits + V;
     nn__call_ok();
@@ -210,20 +222,72 @@ static void layer_norm(const float *x, float *y, int64_t n, int64_t C, const flo
     }
 }
 
-/* out[n, O] (=, or += when acc) in[n, I] Wᵀ (W [O, I]) + b. */
-static void project(const float *in, int64_t n, int64_t I, const float *w, const float *b,
-                    int64_t O, float *out, bool acc) {
-    nn__kernels()->gemm.sgemm(false, true, n, O, I, 1.0f, in, I, w, I, acc ? 1.0f : 0.0f, out, O);
+static bool is_half(const nn_tensor *t) {
+    return t->dtype == NN_DTYPE_F16 || t->dtype == NN_DTYPE_BF16;
+}
+
+/* out[n, O] (=, or += when acc) in[n, I] Wᵀ (W [O, I], f32 or half) + b;
+ * tmp [n, O]: the half kernel's sum when acc (it overwrites its output). */
+static void project(const float *in, int64_t n, int64_t I, const nn_tensor *w, const float *b,
+                    int64_t O, float *out, bool acc, float *tmp) {
+    const nn_kernels *kt = nn__kernels();
+    if (is_half(w)) {
+        float *dst = acc ? tmp : out;
+        kt->half.gemm(w->dtype == NN_DTYPE_BF16, true, n, O, I, in, I, nn__u16(w), I, dst, O);
+        if (acc)
+            for (int64_t i = 0; i < n * O; i++) out[i] += tmp[i];
+    } else {
+        kt->gemm.sgemm(false, true, n, O, I, 1.0f, in, I, nn__f32(w), I, acc ? 1.0f : 0.0f, out,
+                       O);
+    }
     if (b)
         for (int64_t i = 0; i < n; i++)
             for (int64_t o = 0; o < O; o++) out[i * O + o] += b[o];
 }
 
+/* dst[0..C) = row r of the embedding e (f32 or half). */
+static void embed_row(const nn_tensor *e, int64_t r, int64_t C, float *dst) {
+    if (!is_half(e)) {
+        memcpy(dst, nn__f32(e) + r * C, sizeof(float) * (size_t)C);
+        return;
+    }
+    const nn__cvt_kernels *cv = &nn__kernels()->half.cvt;
+    (e->dtype == NN_DTYPE_BF16 ? cv->bf16_to_f32 : cv->f16_to_f32)(nn__u16(e) + r * C, dst,
+                                                                   (size_t)C);
+}
+
+/* e^z for z in [-87, 87]: 2^(z log2 e) as 2^n (exponent bits) times a
+ * degree-6 polynomial for 2^f, |f| <= 1/2 (relative error ~2e-7). Plain
+ * arithmetic, so the loop below vectorizes (libm's tanhf is a call per
+ * element: a third of the non-GEMV time of a decode step). */
+static inline float exp_approx(float z) {
+    const float y = z * 1.44269504f;
+    const float r = (y + 12582912.0f) - 12582912.0f; /* round to nearest */
+    const float f = y - r;
+    float p = 1.540353e-4f;
+    p = p * f + 1.3333558e-3f;
+    p = p * f + 9.6181291e-3f;
+    p = p * f + 5.5504109e-2f;
+    p = p * f + 2.4022651e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } u = {.i = ((int32_t)r + 127) * (1 << 23)};
+    return p * u.f;
+}
+
+/* gelu (tanh form) in place: x/2 (1 + tanh(u)) = x / (1 + e^(-2u)),
+ * u = sqrt(2/pi) (x + 0.044715 x^3); within ~3e-7 relative of the tanhf
+ * form nn_gelu computes. */
 static void gelu_tanh(float *x, int64_t n) {
-    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    const float k2 = -2.0f * 0.7978845608028654f; /* -2 sqrt(2 / pi) */
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+        float z = k2 * (v + 0.044715f * v * v * v);
+        z = z < -87.0f ? -87.0f : z > 87.0f ? 87.0f : z;
+        x[i] = v / (1.0f + exp_approx(z));
     }
 }
 
@@ -261,30 +325,32 @@ static void attend(nn_session *s, const float *kc, const float *vc, int64_t p0, 
 static void run_chunk(nn_session *s, const int64_t *tok, int64_t n, bool last) {
     const nn__gpt_view *v = &s->v;
     const int64_t C = v->C, p0 = s->len;
-    const float *wte = f32c(v->wte), *wpe = f32c(v->wpe);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < C; c++)
-            s->x[i * C + c] = wte[tok[i] * C + c] + wpe[(p0 + i) * C + c];
+    for (int64_t i = 0; i < n; i++) {
+        float *xi = s->x + i * C;
+        embed_row(v->wte, tok[i], C, xi);
+        embed_row(v->wpe, p0 + i, C, s->a); /* a: scratch until the first LayerNorm */
+        for (int64_t c = 0; c < C; c++) xi[c] += s->a[c];
+    }
     for (int64_t l = 0; l < v->L; l++) {
         const nn__gpt_block *k = &v->blk[l];
         float *kc = s->kc + l * s->cap * C, *vc = s->vc + l * s->cap * C;
         layer_norm(s->x, s->a, n, C, f32c(k->ln1_w), f32c(k->ln1_b), v->eps);
-        project(s->a, n, C, f32c(k->attn_w), f32c(k->attn_b), 3 * C, s->qkv, false);
+        project(s->a, n, C, k->attn_w, f32c(k->attn_b), 3 * C, s->qkv, false, NULL);
         for (int64_t i = 0; i < n; i++) {
             memcpy(kc + (p0 + i) * C, s->qkv + i * 3 * C + C, sizeof(float) * (size_t)C);
             memcpy(vc + (p0 + i) * C, s->qkv + i * 3 * C + 2 * C, sizeof(float) * (size_t)C);
         }
         attend(s, kc, vc, p0, n);
-        project(s->y, n, C, f32c(k->aproj_w), f32c(k->aproj_b), C, s->x, true);
+        project(s->y, n, C, k->aproj_w, f32c(k->aproj_b), C, s->x, true, s->t);
         layer_norm(s->x, s->a, n, C, f32c(k->ln2_w), f32c(k->ln2_b), v->eps);
-        project(s->a, n, C, f32c(k->fc_w), f32c(k->fc_b), 4 * C, s->f, false);
+        project(s->a, n, C, k->fc_w, f32c(k->fc_b), 4 * C, s->f, false, NULL);
         gelu_tanh(s->f, n * 4 * C);
-        project(s->f, n, 4 * C, f32c(k->mproj_w), f32c(k->mproj_b), C, s->x, true);
+        project(s->f, n, 4 * C, k->mproj_w, f32c(k->mproj_b), C, s->x, true, s->t);
     }
     s->len += n;
     if (!last) return;
     layer_norm(s->x + (n - 1) * C, s->a, 1, C, f32c(v->lnf_w), f32c(v->lnf_b), v->eps);
-    project(s->a, 1, C, f32c(v->head), NULL, v->V, s->logits, false);
+    project(s->a, 1, C, v->head, NULL, v->V, s->logits, false, NULL);
     s->have_logits = true;
 }
 

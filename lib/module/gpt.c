@@ -63,8 +63,10 @@ static nn_status gpt_build(nn_module *m) { return gpt_check_cfg(m->cfg, "GPT"); 
 
 /* ------------------------------------------------------------ the view */
 
-/* The tensor at dotted path `name` under m, checked to be a contiguous f32
- * tensor of shape [d0] or [d0, d1] (d1 < 0: 1-D). */
+/* The tensor at dotted path `name` under m, checked to be a contiguous
+ * tensor of shape [d0] or [d0, d1] (d1 < 0: 1-D): f32, or for the weight
+ * matrices (2-D: the embeddings, the head and the Linears' weights, which
+ * nn_module_convert turns to 16 bits) also f16 or bf16. */
 static nn_tensor *want(const nn_module *m, const char *name, int64_t d0, int64_t d1,
                        const char *fn) {
     nn_tensor *t = nn_module_get_parameter(m, name);
@@ -72,18 +74,19 @@ static nn_tensor *want(const nn_module *m, const char *name, int64_t d0, int64_t
         return NN__FAIL(NN_ERR_FORMAT, "%s: GPT has no parameter '%s' (a damaged model?)", fn,
                         name);
     int nd = d1 < 0 ? 1 : 2;
-    bool ok = t->dtype == NN_DTYPE_F32 && t->ndim == nd && t->shape[0] == d0 &&
-              (nd == 1 || t->shape[1] == d1);
+    const bool half = t->dtype == NN_DTYPE_F16 || t->dtype == NN_DTYPE_BF16;
+    bool ok = (t->dtype == NN_DTYPE_F32 || (nd == 2 && half)) && t->ndim == nd &&
+              t->shape[0] == d0 && (nd == 1 || t->shape[1] == d1);
     if (ok) { /* contiguous rows, for the raw kernels of lib/generate */
         ok = t->strides[nd - 1] == 1 && (nd == 1 || t->strides[0] == d1);
     }
     if (!ok) {
         char s[128];
         return NN__FAIL(NN_ERR_FORMAT,
-                        "%s: GPT parameter '%s' is %s %s, expected a contiguous f32 [%lld%s%.0lld]",
+                        "%s: GPT parameter '%s' is %s %s, expected a contiguous %s [%lld%s%.0lld]",
                         fn, name, nn_dtype_name(t->dtype),
-                        nn__shape_str(t->shape, t->ndim, s, sizeof s), (long long)d0,
-                        nd == 2 ? ", " : "", nd == 2 ? (long long)d1 : 0LL);
+                        nn__shape_str(t->shape, t->ndim, s, sizeof s),
+                        nd == 2 ? "f32, f16 or bf16" : "f32", (long long)d0, nd == 2 ? ", " : "", nd == 2 ? (long long)d1 : 0LL);
     }
     return t;
 }

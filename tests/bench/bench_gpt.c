@@ -24,11 +24,16 @@
  *   over CPU time), the bound it sets (bandwidth / bytes of the weights read
  *   per token) and the fraction of it reached. The mini model's 13 MB of
  *   weights stay in cache, so it can pass the DRAM bound.
+ *   Each runs for f32, bf16 and f16 weights (nn_module_convert, saved and
+ *   loaded natively; lines <case>_bf16, <case>_f16), rounds interleaved
+ *   (--rounds-decode, 5), and <case>_bf16_ratio / _f16_ratio: the half
+ *   model's tokens/s over f32's (issue 14: >= 1.7x for GPT-2 124M; the
+ *   bound halves with the bytes).
  *
  * Usage: bench_gpt [--torch SCRIPT] [--llmc DIR [--llmc-script PY]] [--steps N]
  *                  [--rounds N] [--steps-124m N] [--rounds-124m N] [--profile]
  *                  [--no-mini] [--no-124m] [--no-decode] [--no-train]
- *                  [--threads LIST] [--threads-124m LIST]
+ *                  [--threads LIST] [--threads-124m LIST] [--rounds-decode N]
  * (LIST: e.g. 1,2) */
 #include "nn.h"
 
@@ -291,9 +296,11 @@ static double bandwidth_gbs(void) {
     return best;
 }
 
-static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t layers,
-                         int64_t heads, int64_t channels, int64_t prompt_len, int64_t tokens,
-                         double gbs, const int *threads, int nthreads) {
+/* A GPT of the given shape (random weights, seed 3: the same for every
+ * dtype), its weights converted to `dtype` (nn_module_convert) unless f32,
+ * through a model file's bytes (the half weights saved and loaded natively). */
+static nn_model *decode_model(int64_t vocab, int64_t block, int64_t layers, int64_t heads,
+                              int64_t channels, nn_dtype dtype) {
     nn_gpt_config cfg;
     nn_gpt_config_init(&cfg);
     cfg.vocab_size = vocab;
@@ -304,6 +311,7 @@ static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t
     nn_generator_seed(NULL, 3);
     nn_module *m = nn_gpt_new(&cfg);
     if (!m) die("nn_gpt_new");
+    if (dtype != NN_DTYPE_F32 && nn_module_convert(m, dtype)) die("nn_module_convert");
     void *buf = NULL;
     size_t len = 0;
     if (nn_model_save_buffer(m, NULL, NULL, &buf, &len)) die("save");
@@ -311,36 +319,69 @@ static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t
     nn_model *model = nn_model_load_buffer(buf, len, NULL);
     nn_free(buf);
     if (!model) die("load");
+    return model;
+}
+
+/* Decode tokens/s for the weight dtypes f32, bf16, f16 (each a model of
+ * its own; rounds interleaved so all see the same load), and the ratio of
+ * each half dtype's median to f32's. */
+static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t layers,
+                         int64_t heads, int64_t channels, int64_t prompt_len, int64_t tokens,
+                         double gbs, const int *threads, int nthreads, int rounds) {
+    enum { ND = 3, MAXR = 16 };
+    const nn_dtype dts[ND] = {NN_DTYPE_F32, NN_DTYPE_BF16, NN_DTYPE_F16};
+    const char *dname[ND] = {"", "_bf16", "_f16"};
+    nn_model *model[ND];
+    for (int d = 0; d < ND; d++)
+        model[d] = decode_model(vocab, block, layers, heads, channels, dts[d]);
     /* bytes read per token: every weight matrix once (the tied head is the
-     * embedding, read in full; the embedding rows themselves are one row) */
+     * embedding, read in full; the embedding rows themselves are one row);
+     * biases and norms stay f32 */
     const double ch = (double)channels;
-    const double wbytes = 4.0 * ((double)layers * (12.0 * ch * ch + 13.0 * ch) + (double)vocab * ch);
+    const double welems = (double)layers * 12.0 * ch * ch + (double)vocab * ch,
+                 small = 4.0 * (double)layers * 13.0 * ch;
     int64_t *prompt = malloc(sizeof(int64_t) * (size_t)prompt_len);
     for (int64_t i = 0; i < prompt_len; i++) prompt[i] = (i * 31 + 7) % vocab;
+    if (rounds < 1) rounds = 1;
+    if (rounds > MAXR) rounds = MAXR;
     for (int ti = 0; ti < nthreads; ti++) {
         nn_set_num_threads(threads[ti]);
-        double tps[5], tpc[5];
-        for (int r = 0; r < 5; r++) {
-            nn_sampling o;
-            nn_sampling_init(&o);
-            o.max_tokens = tokens;
-            nn_session *s = nn_session_new(model, &o);
-            if (!s || nn_session_append(s, prompt, prompt_len)) die("prefill");
-            int64_t n = 0;
-            double t0 = now_s(), c0 = cpu_s();
-            if (nn_session_generate(s, NULL, 0, NULL, 0, NULL, 0, &n, NULL, NULL)) die("generate");
-            tps[r] = (double)n / (now_s() - t0);
-            tpc[r] = (double)n / (cpu_s() - c0) * threads[ti]; /* per wall second if never descheduled */
-            nn_session_free(s);
+        double tps[ND][MAXR], tpc[ND][MAXR];
+        for (int r = 0; r < rounds; r++) {
+            for (int d = 0; d < ND; d++) {
+                nn_sampling o;
+                nn_sampling_init(&o);
+                o.max_tokens = tokens;
+                nn_session *s = nn_session_new(model[d], &o);
+                if (!s || nn_session_append(s, prompt, prompt_len)) die("prefill");
+                int64_t n = 0;
+                double t0 = now_s(), c0 = cpu_s();
+                if (nn_session_generate(s, NULL, 0, NULL, 0, NULL, 0, &n, NULL, NULL))
+                    die("generate");
+                tps[d][r] = (double)n / (now_s() - t0);
+                /* per wall second if never descheduled */
+                tpc[d][r] = (double)n / (cpu_s() - c0) * threads[ti];
+                nn_session_free(s);
+            }
         }
-        double v = median(tps, 5), vc = median(tpc, 5), bound = gbs * 1e9 / wbytes;
-        printf("BENCH %s %d %.1f tokens/s wall, %.1f by CPU time (bound %.1f at %.1f "
-               "GB/s for %.1f MB of weights: %.0f%% by CPU time)\n",
-               name, threads[ti], v, vc, bound, gbs, wbytes / 1e6, 100.0 * vc / bound);
+        double v[ND], vc[ND];
+        for (int d = 0; d < ND; d++) {
+            v[d] = median(tps[d], rounds);
+            vc[d] = median(tpc[d], rounds);
+            const double wbytes = welems * (d ? 2.0 : 4.0) + small, bound = gbs * 1e9 / wbytes;
+            printf("BENCH %s%s %d %.1f tokens/s wall, %.1f by CPU time (bound %.1f at %.1f "
+                   "GB/s for %.1f MB of weights: %.0f%% by CPU time)\n",
+                   name, dname[d], threads[ti], v[d], vc[d], bound, gbs, wbytes / 1e6,
+                   100.0 * vc[d] / bound);
+        }
+        for (int d = 1; d < ND; d++)
+            printf("BENCH %s%s_ratio %d %.2fx wall, %.2fx by CPU time (%s / f32 tokens/s; "
+                   "target >= 1.7x)\n",
+                   name, dname[d], threads[ti], v[d] / v[0], vc[d] / vc[0], dname[d] + 1);
         fflush(stdout);
     }
     free(prompt);
-    nn_model_free(model);
+    for (int d = 0; d < ND; d++) nn_model_free(model[d]);
 }
 
 /* bench_llmc.py beside bench_gpt_torch.py (same folder), or --llmc-script. */
@@ -353,7 +394,7 @@ static void sibling(const char *script, const char *name, char *out, size_t n) {
 int main(int argc, char **argv) {
     const char *torch = NULL, *llmc = NULL, *llmc_script = NULL;
     int steps = 10, rounds = 3, threads[8] = {1, 2}, nthreads = 2;
-    int steps_big = 5, rounds_big = 3, threads_big[8] = {2}, nthreads_big = 1;
+    int steps_big = 5, rounds_big = 3, decode_rounds = 5, threads_big[8] = {2}, nthreads_big = 1;
     bool profile = false, big = true, decode = true, train = true, mini = true;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--torch") && i + 1 < argc) torch = argv[++i];
@@ -363,6 +404,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps-124m") && i + 1 < argc) steps_big = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rounds-124m") && i + 1 < argc) rounds_big = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds-decode") && i + 1 < argc)
+            decode_rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--profile")) profile = true;
         else if (!strcmp(argv[i], "--no-124m")) big = false;
         else if (!strcmp(argv[i], "--no-mini")) mini = false;
@@ -380,13 +423,14 @@ int main(int argc, char **argv) {
                     "usage: %s [--torch SCRIPT] [--llmc LLMC_SOURCE_DIR [--llmc-script PY]] "
                     "[--steps N] [--rounds N] [--steps-124m N] [--rounds-124m N] [--profile] "
                     "[--no-mini] [--no-124m] [--no-decode] [--no-train] [--threads 1,2] "
-                    "[--threads-124m 2]\n",
+                    "[--threads-124m 2] [--rounds-decode N]\n",
                     argv[0]);
             return 2;
         }
     }
     if (steps < 1 || steps > 64 || rounds < 1 || rounds > 16 || steps_big < 1 ||
-        steps_big > 64 || rounds_big < 1 || rounds_big > 16) {
+        steps_big > 64 || rounds_big < 1 || rounds_big > 16 || decode_rounds < 1 ||
+        decode_rounds > 16) {
         fprintf(stderr, "bench_gpt: --steps 1..64, --rounds 1..16\n");
         return 2;
     }
@@ -404,9 +448,11 @@ int main(int argc, char **argv) {
     if (!decode) return 0;
     double gbs = bandwidth_gbs();
     printf("BENCH memory_read_bandwidth 1 %.1f GB/s\n", gbs);
-    if (mini) bench_decode("gpt_mini_decode", V, T, L, H, C, 16, 100, gbs, threads, nthreads);
+    if (mini)
+        bench_decode("gpt_mini_decode", V, T, L, H, C, 16, 100, gbs, threads, nthreads,
+                     decode_rounds);
     if (big)
         bench_decode("gpt2_124m_decode", 50257, 1024, 12, 12, 768, 16, 32, gbs, threads,
-                     nthreads);
+                     nthreads, decode_rounds);
     return 0;
 }

@@ -102,6 +102,76 @@ NN_INLINE void hg_nn(const hg_args *g, int64_t lo, int64_t hi, bool bf16) {
     }
 }
 
+/* Batch 1 (m == 1, trans_b): c[j] = a . B[j, :] for j in [lo, hi), the
+ * decode step's matrix-vector product, bound by the bytes of B it streams.
+ * Eight rows of B at a time, 32 halves of each per step (one 64-byte line:
+ * two 16-lane conversions and FMAs into two accumulators, sixteen
+ * independent chains), unmasked but for the last partial step; while it
+ * reads a block it prefetches the same lines of the next block's rows, so
+ * a block's loads find them in cache (the rows are K x 2 bytes apart: the
+ * hardware's stream prefetch alone leaves the core waiting). */
+NN_INLINE void gemv_rows(const float *a, int64_t k, const uint16_t *const *b,
+                         const uint16_t *const *nx, float *c, int64_t jb, bool bf16) {
+    __m512 s0[8], s1[8];
+#pragma GCC unroll 8
+    for (int y = 0; y < 8; y++) s0[y] = s1[y] = _mm512_setzero_ps();
+    const int64_t k32 = k & ~(int64_t)31;
+    /* bf16: a 32-bit lane of B holds two weights, the even element in its
+     * low half: shifted up 16 bits it is that weight as f32, masked to its
+     * high half the odd one; so A is split into even and odd elements once
+     * per step (shared by the eight rows) instead of widening B. */
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+                  od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1),
+                  hi16 = _mm512_set1_epi32((int)0xFFFF0000u);
+    int64_t p = 0;
+    for (; p < k32; p += 32) {
+        __m512 x0 = _mm512_loadu_ps(a + p), x1 = _mm512_loadu_ps(a + p + 16);
+        if (bf16) {
+            const __m512 e = _mm512_permutex2var_ps(x0, ev, x1);
+            x1 = _mm512_permutex2var_ps(x0, od, x1);
+            x0 = e;
+        }
+#pragma GCC unroll 8
+        for (int y = 0; y < 8; y++) {
+            _mm_prefetch((const char *)(nx[y] + p), _MM_HINT_T0);
+            const __m512i h = _mm512_loadu_si512((const void *)(b[y] + p));
+            __m512 w0, w1;
+            if (bf16) {
+                w0 = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+                w1 = _mm512_castsi512_ps(_mm512_and_si512(h, hi16));
+            } else {
+                w0 = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+                w1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+            }
+            s0[y] = _mm512_fmadd_ps(x0, w0, s0[y]);
+            s1[y] = _mm512_fmadd_ps(x1, w1, s1[y]);
+        }
+    }
+    for (; p < k; p += 16) {
+        const __mmask16 mk = mask16(k - p);
+        const __m512 x0 = _mm512_maskz_loadu_ps(mk, a + p);
+#pragma GCC unroll 8
+        for (int y = 0; y < 8; y++) s0[y] = _mm512_fmadd_ps(x0, ld16(b[y] + p, mk, bf16), s0[y]);
+    }
+    for (int64_t y = 0; y < jb; y++) c[y] = _mm512_reduce_add_ps(_mm512_add_ps(s0[y], s1[y]));
+}
+
+NN_INLINE void hg_gemv(const hg_args *g, int64_t lo, int64_t hi, bool bf16) {
+    const int64_t ldb = g->ldb;
+    for (int64_t j = lo; j < hi; j += 8) {
+        const int64_t jb = hi - j < 8 ? hi - j : 8;
+        const uint16_t *b[8], *nx[8];
+        for (int y = 0; y < 8; y++) {
+            b[y] = g->b + (j + (y < jb ? y : 0)) * ldb;
+            const int64_t r = j + 8 + y; /* the next block's row (this one's at the end) */
+            nx[y] = g->b + (r < hi ? r : j + (y < jb ? y : 0)) * ldb;
+        }
+        gemv_rows(g->a, g->k, b, nx, g->c + j, jb, bf16);
+    }
+}
+
+static void gv_f16(void *ctx, int64_t lo, int64_t hi) { hg_gemv(ctx, lo, hi, false); }
+static void gv_bf16(void *ctx, int64_t lo, int64_t hi) { hg_gemv(ctx, lo, hi, true); }
 static void nt_f16(void *ctx, int64_t lo, int64_t hi) { hg_nt(ctx, lo, hi, false); }
 static void nt_bf16(void *ctx, int64_t lo, int64_t hi) { hg_nt(ctx, lo, hi, true); }
 static void nn_f16(void *ctx, int64_t lo, int64_t hi) { hg_nn(ctx, lo, hi, false); }
@@ -120,7 +190,8 @@ static void half_gemm(bool bf16, bool trans_b, int64_t m, int64_t n, int64_t k, 
     if (m <= 0 || n <= 0) return;
     hg_args g = {m, n, k, lda, ldb, ldc, a, b, c};
     const int nt = nn__threads_for(m * n * (k ? k : 1), HG_GRAIN);
-    nn__range_fn body = trans_b ? (bf16 ? (g_dp ? nt_bf16_dp : nt_bf16) : nt_f16)
+    nn__range_fn body = trans_b ? m == 1 ? (bf16 ? gv_bf16 : gv_f16)
+                                         : (bf16 ? (g_dp ? nt_bf16_dp : nt_bf16) : nt_f16)
                                 : (bf16 ? nn_bf16 : nn_f16);
     nn__parallel_range(n, nt, 8, body, &g);
 }
