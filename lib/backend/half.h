@@ -22,12 +22,13 @@ typedef struct nn__half_kernels {
      * GEMV): B is read and converted in registers once per block of rows,
      * never stored as f32. The reference sums k in order; the SIMD tiers sum
      * in vector lanes (results agree up to f32 rounding of the sum), except
-     * that where AVX-512 BF16 exists the bf16, trans_b case rounds A to bf16
-     * and multiplies with vdpbf16ps: each product then carries A's rounding
+     * that where AVX-512 BF16 exists the bf16, trans_b case with m >= 2
+     * rounds A to bf16 and multiplies with vdpbf16ps: each product then carries A's rounding
      * too (relative 2^-9 per term; see half_gemm_tol in the tests). */
     void (*gemm)(bool bf16, bool trans_b, int64_t m, int64_t n, int64_t k, const float *a,
                  int64_t lda, const uint16_t *b, int64_t ldb, float *c, int64_t ldc);
-    /* True when gemm rounds A to bf16 for bf16 trans_b (vdpbf16ps in use). */
+    /* True when gemm rounds A to bf16 for bf16 trans_b, m >= 2 (vdpbf16ps in
+     * use; batch-1 rows take the GEMV kernel, which converts B instead). */
     bool (*gemm_rounds_a)(void);
     /* Convolution with half weights, no f32 copy of them (conv.h's direct
      * convolution contract: groups = 1, NCHW, x [N, C, H, W] f32, w [O, C,

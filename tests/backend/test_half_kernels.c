@@ -161,7 +161,7 @@ static void test_gemm_every_tier(void **state) {
     const nn_kernels *ref = nn__ref_kernels();
     static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 9, 17};
     static const int64_t ns[] = {1, 3, 4, 5, 15, 17, 33, 65, 130};
-    static const int64_t ks[] = {0, 1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 257};
+    static const int64_t ks[] = {0, 1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 257, 777};
     int cases = 0;
     for (int t = 0; t < NN_TIER_COUNT; t++) {
         const nn_kernels *k = nn__tier_kernels(t);
@@ -180,7 +180,7 @@ static void test_gemm_every_tier(void **state) {
 }
 
 /* Results do not depend on the thread count (N is split, each output summed
- * by one thread). */
+ * by one thread); m = 1 takes the batch-1 GEMV kernels. */
 static void test_gemm_threads(void **state) {
     (void)state;
     const int64_t m = 3, n = 1001, k = 517;
@@ -192,13 +192,14 @@ static void test_gemm_threads(void **state) {
     for (int t = 0; t < NN_TIER_COUNT; t++) {
         const nn_kernels *kt = nn__tier_kernels(t);
         if (!kt) continue;
-        for (int tb = 0; tb < 2; tb++) {
-            nn_set_num_threads(1);
-            kt->half.gemm(true, tb, m, n, k, a, k, b, tb ? k : n, c1, n);
-            nn_set_num_threads(2);
-            kt->half.gemm(true, tb, m, n, k, a, k, b, tb ? k : n, c2, n);
-            assert_memory_equal(c1, c2, sizeof(float) * (size_t)(m * n));
-        }
+        for (int tb = 0; tb < 2; tb++)
+            for (int64_t mm = 1; mm <= m; mm += m - 1) {
+                nn_set_num_threads(1);
+                kt->half.gemm(true, tb, mm, n, k, a, k, b, tb ? k : n, c1, n);
+                nn_set_num_threads(2);
+                kt->half.gemm(true, tb, mm, n, k, a, k, b, tb ? k : n, c2, n);
+                assert_memory_equal(c1, c2, sizeof(float) * (size_t)(mm * n));
+            }
     }
     nn_set_num_threads(1);
     free(a), free(c1), free(c2), free(b);

@@ -341,6 +341,114 @@ static void test_cache_long_prompt(void **st) {
     nn_model_free(md);
 }
 
+/* ---------------------------------------------- half-precision weights */
+
+/* A random GPT of odd sizes (C 40: a partial 32-element step in every dot
+ * product; V 77: a partial block of rows), the same weights for every seed. */
+static nn_module *odd_gpt(void) {
+    nn_gpt_config c;
+    TU_OK(nn_gpt_config_init(&c));
+    c.vocab_size = 77;
+    c.block_size = 24;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_embd = 40;
+    nn_generator_seed(NULL, 11);
+    nn_module *m = TU_NN(nn_gpt_new(&c));
+    /* nanoGPT's init leaves biases and norms at 0 / 1: give them values */
+    nn_statedict *sd = TU_NN(nn_module_state_dict(m));
+    for (int64_t i = 0; i < nn_statedict_size(sd); i++)
+        if (nn_tensor_ndim(nn_statedict_tensor(sd, i)) == 1)
+            TU_OK(nn_init_uniform(nn_statedict_tensor(sd, i), 0.5, 1.5, NULL));
+    nn_statedict_free(sd);
+    return m;
+}
+
+/* Session logits after the prompt and after each of `steps` greedy tokens
+ * (the tokens chosen by `ref`'s run when given, so both see one sequence):
+ * out[(steps + 1) x V]; toks [8 + steps]. */
+static void session_logits(nn_model *md, int64_t *toks, int steps, bool choose, float *out,
+                           int64_t V) {
+    nn_session *s = TU_NN(nn_session_new(md, NULL));
+    TU_OK(nn_session_append(s, toks, 8)); /* prefill: several rows at once */
+    for (int i = 0;; i++) {
+        TU_OK(nn_session_logits(s, out + i * V, V));
+        if (i == steps) break;
+        if (choose) TU_OK(nn_session_sample(s, &toks[8 + i]));
+        TU_OK(nn_session_append(s, &toks[8 + i], 1)); /* decode: one row */
+    }
+    nn_session_free(s);
+}
+
+/* max |a - b| / max |b| over n values */
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return d / m;
+}
+
+/* A GPT converted to bf16 / f16 (nn_module_convert) decodes through the
+ * half-weight kernels: its model file holds the 16-bit weights (about half
+ * the bytes) and loads back as such; its session logits match (1) the f32
+ * model holding the identical rounded weights (nn_module_convert back to
+ * f32): only the sums' order and, where AVX-512 BF16 multiplies bf16, the
+ * activations' rounding differ; (2) recomputing the sequence with the half
+ * model's forward; (3) the original f32 model within the weights' rounding
+ * (the documented tolerance: 1e-2 of the largest logit for bf16, 2e-3 for
+ * f16, on this model). */
+static void test_half_weights_session(void **st) {
+    (void)st;
+    enum { STEPS = 8, V = 77 };
+    const nn_dtype dts[2] = {NN_DTYPE_BF16, NN_DTYPE_F16};
+    /* measured here (AVX-512 BF16): bf16 5.0e-4 / 1.8e-3, f16 2.5e-7 / 2.1e-4 */
+    const double tol_same[2] = {4e-3, 4e-6}, tol_f32[2] = {1e-2, 2e-3};
+    nn_module *m = odd_gpt();
+    void *buf = NULL;
+    size_t len32 = 0;
+    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &len32));
+    nn_model *md32 = TU_NN(nn_model_load_buffer(buf, len32, NULL));
+    nn_free(buf);
+    nn_module_free(m);
+    int64_t toks[8 + STEPS] = {3, 76, 0, 41, 5, 22, 8, 60};
+    static float l32[(STEPS + 1) * V], lh[(STEPS + 1) * V], lr[(STEPS + 1) * V];
+    session_logits(md32, toks, STEPS, true, l32, V);
+    for (int d = 0; d < 2; d++) {
+        m = odd_gpt();
+        TU_OK(nn_module_convert(m, dts[d]));
+        size_t lenh = 0;
+        TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &lenh));
+        assert_true(lenh < len32 * 0.6);
+        nn_model *mdh = TU_NN(nn_model_load_buffer(buf, lenh, NULL));
+        nn_free(buf);
+        nn_module *lm = nn_model_module(mdh);
+        assert_int_equal(nn_tensor_dtype(nn_module_get_parameter(lm, "lm_head.weight")), dts[d]);
+        assert_int_equal(nn_tensor_dtype(nn_module_get_parameter(lm, "transformer.wpe.weight")),
+                         dts[d]);
+        assert_int_equal(
+            nn_tensor_dtype(nn_module_get_parameter(lm, "transformer.h.1.mlp.c_proj.weight")),
+            dts[d]);
+        TU_OK(nn_module_convert(m, NN_DTYPE_F32)); /* the rounded weights, in f32 */
+        nn_model *mdr = save_load(m);
+        nn_module_free(m);
+        session_logits(mdh, toks, STEPS, false, lh, V);
+        session_logits(mdr, toks, STEPS, false, lr, V);
+        const double e_same = rel_err(lh, lr, (STEPS + 1) * V);
+        const double e_f32 = rel_err(lh, l32, (STEPS + 1) * V);
+        float full[V];
+        full_logits(mdh, toks, 8 + STEPS, full, V);
+        const double e_full = rel_err(lh + STEPS * V, full, V);
+        assert_true(e_same <= tol_same[d]);
+        assert_true(e_full <= tol_same[d]);
+        assert_true(e_f32 <= tol_f32[d]);
+        nn_model_free(mdr);
+        nn_model_free(mdh);
+    }
+    nn_model_free(md32);
+}
+
 typedef struct {
     int64_t seen[64];
     int n, stop_after;
@@ -657,6 +765,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer),
         cmocka_unit_test(test_cache_equals_recompute),
         cmocka_unit_test(test_cache_long_prompt),
+        cmocka_unit_test(test_half_weights_session),
         cmocka_unit_test(test_sampling_rules),
         cmocka_unit_test(test_threads_share_model),
         cmocka_unit_test(test_bad_configs),

@@ -117,6 +117,72 @@ NN_INLINE void hg_nn(const hg_args *g, int64_t lo, int64_t hi, bool bf16) {
     }
 }
 
+/* Batch 1 (m == 1, trans_b): c[j] = a . B[j, :] for j in [lo, hi), the
+ * decode step's matrix-vector product, bound by the bytes of B it streams.
+ * Four rows of B at a time, 16 halves of each per step (two 8-lane
+ * conversions and FMAs into two accumulators: eight independent chains),
+ * unmasked but for the last partial step; every other step it prefetches
+ * the line of the next block's rows at the same offset, so a block's loads
+ * find them in cache. bf16: a 32-bit lane holds two weights, the even one
+ * in its low half: shifted up it is that weight as f32, masked to its high
+ * half the odd one; so A is split into even and odd elements once per step
+ * (shared by the rows) instead of widening B. */
+NN_INLINE void gemv_rows(const float *a, int64_t k, const uint16_t *const *b,
+                         const uint16_t *const *nx, float *c, int64_t jb, bool bf16) {
+    __m256 s0[4], s1[4];
+    for (int y = 0; y < 4; y++) s0[y] = s1[y] = _mm256_setzero_ps();
+    const int64_t k16 = k & ~(int64_t)15;
+    const __m256i hi16 = _mm256_set1_epi32((int)0xFFFF0000u);
+    int64_t p = 0;
+    for (; p < k16; p += 16) {
+        __m256 x0 = _mm256_loadu_ps(a + p), x1 = _mm256_loadu_ps(a + p + 8);
+        if (bf16) { /* x0 = even elements, x1 = odd, in the lanes' order */
+            const __m256 e = _mm256_shuffle_ps(x0, x1, 0x88), o = _mm256_shuffle_ps(x0, x1, 0xDD);
+            /* shuffle_ps works per 128-bit half: lanes are (0 2 8 10 4 6 12 14) */
+            x0 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+            x1 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+        }
+        for (int y = 0; y < 4; y++) {
+            if (!(p & 31)) _mm_prefetch((const char *)(nx[y] + p), _MM_HINT_T0);
+            const __m256i h = _mm256_loadu_si256((const __m256i *)(b[y] + p));
+            __m256 w0, w1;
+            if (bf16) {
+                w0 = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+                w1 = _mm256_castsi256_ps(_mm256_and_si256(h, hi16));
+            } else {
+                w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+                w1 = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+            }
+            s0[y] = _mm256_fmadd_ps(x0, w0, s0[y]);
+            s1[y] = _mm256_fmadd_ps(x1, w1, s1[y]);
+        }
+    }
+    for (; p < k; p += 8) {
+        const int64_t r = k - p < 8 ? k - p : 8;
+        const __m256 x0 = r == 8 ? _mm256_loadu_ps(a + p) : _mm256_maskload_ps(a + p, lane_mask(r));
+        for (int y = 0; y < 4; y++)
+            s0[y] = _mm256_fmadd_ps(x0, r == 8 ? ld8(b[y] + p, bf16) : ld8_part(b[y] + p, r, bf16),
+                                    s0[y]);
+    }
+    for (int64_t y = 0; y < jb; y++) c[y] = hsum(_mm256_add_ps(s0[y], s1[y]));
+}
+
+NN_INLINE void hg_gemv(const hg_args *g, int64_t lo, int64_t hi, bool bf16) {
+    const int64_t ldb = g->ldb;
+    for (int64_t j = lo; j < hi; j += 4) {
+        const int64_t jb = hi - j < 4 ? hi - j : 4;
+        const uint16_t *b[4], *nx[4];
+        for (int y = 0; y < 4; y++) {
+            b[y] = g->b + (j + (y < jb ? y : 0)) * ldb;
+            const int64_t r = j + 4 + y; /* the next block's row (this one's at the end) */
+            nx[y] = g->b + (r < hi ? r : j + (y < jb ? y : 0)) * ldb;
+        }
+        gemv_rows(g->a, g->k, b, nx, g->c + j, jb, bf16);
+    }
+}
+
+static void gv_f16(void *ctx, int64_t lo, int64_t hi) { hg_gemv(ctx, lo, hi, false); }
+static void gv_bf16(void *ctx, int64_t lo, int64_t hi) { hg_gemv(ctx, lo, hi, true); }
 static void nt_f16(void *ctx, int64_t lo, int64_t hi) { hg_nt(ctx, lo, hi, false); }
 static void nt_bf16(void *ctx, int64_t lo, int64_t hi) { hg_nt(ctx, lo, hi, true); }
 static void nn_f16(void *ctx, int64_t lo, int64_t hi) { hg_nn(ctx, lo, hi, false); }
@@ -127,7 +193,8 @@ static void half_gemm(bool bf16, bool trans_b, int64_t m, int64_t n, int64_t k, 
     if (m <= 0 || n <= 0) return;
     hg_args g = {m, n, k, lda, ldb, ldc, a, b, c};
     const int nt = nn__threads_for(m * n * (k ? k : 1), HG_GRAIN);
-    nn__range_fn body = trans_b ? (bf16 ? nt_bf16 : nt_f16) : (bf16 ? nn_bf16 : nn_f16);
+    nn__range_fn body = trans_b ? m == 1 ? (bf16 ? gv_bf16 : gv_f16) : (bf16 ? nt_bf16 : nt_f16)
+                                : (bf16 ? nn_bf16 : nn_f16);
     nn__parallel_range(n, nt, trans_b ? 4 : 32, body, &g);
 }
 

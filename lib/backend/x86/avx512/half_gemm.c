@@ -4,7 +4,9 @@
  * tails. The layout of the AVX2 version (x86/avx2/half_gemm.c) with blocks
  * of 4 rows of A x 4 rows of B for trans_b and 64 columns for the other
  * case. Where AVX-512 BF16 exists, half_bf16.c replaces the bf16 trans_b
- * case with vdpbf16ps. Threads split N: fixed sum order per output. */
+ * case with vdpbf16ps (m >= 2; batch-1 rows take gemv_rows below, for
+ * both dtypes: memory-bound, and A keeps its f32 bits). Threads split N:
+ * fixed sum order per output. */
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx2/simd.h"
 
