@@ -16,6 +16,17 @@ typedef struct nn__eltwise_kernels {
      * (bias NULL: no bias), then max(., 0) when relu. */
     void (*bias_act)(int64_t m, int64_t n, const float *bias, bool per_row, bool relu, float *y,
                      int64_t ldy);
+    /* GELU, tanh approximation: y = x s(2u), u = k (x + c x^3), s the
+     * logistic function (= x/2 (1 + tanh u)), k = sqrt(2/pi), c = 0.044715;
+     * x = -inf gives NaN (the tanh form's -inf * 0). y may alias x. */
+    void (*gelu_tanh)(int64_t n, const float *x, float *y);
+    /* gx = gy (s + x s (1 - s) 2k (1 + 3 c x^2)), s = s(2u) as above; gx may
+     * alias gy. */
+    void (*gelu_tanh_bwd)(int64_t n, const float *x, const float *gy, float *gx);
+    /* x[j] = exp(x[j] - shift) in place for j < n; returns the sum of the
+     * new x. For softmax-like rows (x[j] - shift <= 0 up to rounding; -inf
+     * gives 0). Single-threaded: called inside tasks (attention tiles). */
+    float (*exp_shift)(int64_t n, float *x, float shift);
 
     /* ---- elementwise (y may alias an input) ------------------------------ */
     void (*add)(int64_t n, const float *a, const float *b, float *y); /* y = a + b */

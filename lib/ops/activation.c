@@ -62,33 +62,14 @@ static void gelu_bwd(int64_t n, const float *g, const float *x, const float *y, 
 }
 static const nn__unary_desc GELU = {"nn_gelu", gelu_fwd, gelu_bwd, true, false};
 
-/* gelu (tanh): y = x/2 (1 + tanh(k (x + c x^3))), k = sqrt(2/pi), c = 0.044715. */
-#define GELU_K 0.7978845608028654f
-#define GELU_C 0.044715f
-/* Computed as x s(2u), u = k (x + c x^3), s the logistic function: 1/2 (1 +
- * tanh u) = s(2u) exactly, and s needs one expf where tanhf cost an expm1f
- * plus a division (tanhf was a third of a GPT training step). exp(-2u) is
- * clamped below overflow. */
-static inline float gelu_t_sig(float v) {
-    float u2 = 2.0f * GELU_K * (v + GELU_C * v * v * v);
-    float e = expf(u2 < -80.0f ? 80.0f : -u2);
-    return 1.0f / (1.0f + e);
-}
+/* gelu (tanh): y = x/2 (1 + tanh(k (x + c x^3))), k = sqrt(2/pi), c = 0.044715.
+ * Through the backend (eltwise.gelu_tanh: x s(2u), one exp, vectorised). */
 static void gelu_t_fwd(int64_t n, const float *x, float *y, const double *p) {
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        const float s = gelu_t_sig(v);
-        y[i] = v == -INFINITY ? NAN : v * s; /* -inf: the tanh form's -inf * 0 */
-    }
+    nn__kernels()->eltwise.gelu_tanh(n, x, y);
 }
-/* dy/dx = s + x s (1 - s) 2k (1 + 3 c x^2). */
 static void gelu_t_bwd(int64_t n, const float *g, const float *x, const float *y, float *gx,
                        const double *p) {
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i], s = gelu_t_sig(v);
-        const float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
-        gx[i] = g[i] * (s + v * s * (1.0f - s) * du);
-    }
+    nn__kernels()->eltwise.gelu_tanh_bwd(n, x, g, gx);
 }
 static const nn__unary_desc GELU_T = {"nn_gelu", gelu_t_fwd, gelu_t_bwd, true, false};
 nn_tensor *nn_gelu(nn_tensor *a, bool tanh_approx) {

@@ -284,6 +284,7 @@ static void fwd_task(void *vctx, int64_t task, int thread) {
     const int64_t nr = p->tq - i0 < BQ ? p->tq - i0 : BQ, dv = p->dv;
     float *S = c->ws + (size_t)thread * c->ws_floats, *m = S + BQ * BK, *l = m + BQ;
     float *O = c->out + (b * p->tq + i0) * dv;
+    const nn_kernels *kr = nn__kernels();
     memset(O, 0, sizeof(float) * (size_t)(nr * dv));
     for (int64_t r = 0; r < nr; r++) {
         m[r] = -INFINITY;
@@ -301,11 +302,7 @@ static void fwd_task(void *vctx, int64_t task, int thread) {
                 continue;
             }
             const float alpha = expf(m[r] - mx); /* 0 when m[r] is -inf */
-            float sum = 0.0f;
-            for (int64_t j = 0; j < nc; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += s[j];
-            }
+            const float sum = kr->eltwise.exp_shift(nc, s, mx);
             l[r] = l[r] * alpha + sum;
             m[r] = mx;
             if (alpha != 1.0f)
@@ -332,6 +329,7 @@ typedef struct bwd_ctx {
     const float *delta; /* [nb, tq]: dout · out per row */
     float *dq, *dk, *dv; /* full-batch gradients (contiguous) or NULL */
     float *dmask;        /* [nb, tq, tk] or NULL */
+    bool fused_dq;       /* one key tile: pass A writes dq too, no pass B */
     float *ws;           /* per thread: P, Pd, dS each [BQ * BK] */
     size_t ws_floats;
 } bwd_ctx;
@@ -344,13 +342,14 @@ static const float *grad_tile(const bwd_ctx *c, int64_t b, int64_t i0, int64_t n
     const sdpa_plan *p = c->p;
     score_tile(p, b, i0, nr, j0, nc, P);
     const float *L = c->lse + b * p->tq + i0;
+    const nn_kernels *kr = nn__kernels();
     for (int64_t r = 0; r < nr; r++) {
         float *s = P + r * BK;
         if (L[r] == -INFINITY) { /* a row that sees no key */
             memset(s, 0, sizeof(float) * (size_t)nc);
             continue;
         }
-        for (int64_t j = 0; j < nc; j++) s[j] = expf(s[j] - L[r]);
+        kr->eltwise.exp_shift(nc, s, L[r]);
     }
     gemm(false, true, nr, nc, p->dv, 1.0f, c->dout + (b * p->tq + i0) * p->dv, p->dv,
          p->v + p->voff[b] + j0 * p->vs, p->vs, 0.0f, dS, BK);
@@ -386,12 +385,17 @@ static void bwd_kv_task(void *vctx, int64_t task, int thread) {
     const int64_t istart = p->causal ? (j0 / BQ) * BQ : 0;
     for (int64_t i0 = istart; i0 < p->tq; i0 += BQ) {
         const int64_t nr = p->tq - i0 < BQ ? p->tq - i0 : BQ;
-        const float *Pd = grad_tile(c, b, i0, nr, j0, nc, P, Pdrop, dS);
+        /* causal: keys past the tile's last query get P = 0 and add nothing */
+        const int64_t kend = key_end(p, i0, nr) - j0, ncv = kend < nc ? kend : nc;
+        const float *Pd = grad_tile(c, b, i0, nr, j0, ncv, P, Pdrop, dS);
         const float *dO = c->dout + (b * p->tq + i0) * p->dv;
-        if (dV) gemm(true, false, nc, p->dv, nr, 1.0f, Pd, BK, dO, p->dv, 1.0f, dV, p->dv);
+        if (dV) gemm(true, false, ncv, p->dv, nr, 1.0f, Pd, BK, dO, p->dv, 1.0f, dV, p->dv);
         if (dK)
-            gemm(true, false, nc, p->d, nr, p->scale, dS, BK, p->q + p->qoff[b] + i0 * p->qs,
+            gemm(true, false, ncv, p->d, nr, p->scale, dS, BK, p->q + p->qoff[b] + i0 * p->qs,
                  p->qs, 1.0f, dK, p->d);
+        if (c->fused_dq) /* dq rows of this tile: the only key tile's product */
+            gemm(false, false, nr, p->d, ncv, p->scale, dS, BK, p->k + p->koff[b] + j0 * p->ks,
+                 p->ks, 0.0f, c->dq + (b * p->tq + i0) * p->d, p->d);
     }
 }
 
@@ -496,9 +500,13 @@ static nn_status sdpa_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     }
     bwd_ctx c = {&p, dO, nn__f32(nd->saved[1]), delta, g[0] ? nn__f32(g[0]) : NULL,
                  g[1] ? nn__f32(g[1]) : NULL, g[2] ? nn__f32(g[2]) : NULL,
-                 g[3] ? nn__f32(g[3]) : NULL, ws, per};
+                 g[3] ? nn__f32(g[3]) : NULL, false, ws, per};
+    /* Tk <= BK: every pass-A task covers whole query rows, so it writes dq
+     * too and the scores are recomputed once instead of twice. */
+    c.fused_dq = g[0] && !g[3] && (g[1] || g[2]) && p.tk <= BK;
     if (g[1] || g[2]) nn__parallel_for_max(p.nb * ((p.tk + BK - 1) / BK), nt, bwd_kv_task, &c);
-    if (g[0] || g[3]) nn__parallel_for_max(p.nb * ((p.tq + BQ - 1) / BQ), nt, bwd_q_task, &c);
+    if ((g[0] && !c.fused_dq) || g[3])
+        nn__parallel_for_max(p.nb * ((p.tq + BQ - 1) / BQ), nt, bwd_q_task, &c);
     nn_tensor *const in[4] = {q, k, v, mask};
     for (int i = 0; i < 4; i++) {
         if (!g[i]) continue;

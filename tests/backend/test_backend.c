@@ -807,6 +807,68 @@ static void test_training_determinism(void **s) {
 }
 
 /* Every entry of every runnable tier's table (and the reference's) is set. */
+/* GELU (tanh form) forward / backward and exp_shift: within a few float ulps
+ * of the reference (a polynomial exp beside libm's expf), IEEE results for
+ * non-finite x, and 1 vs 2 threads bit-identical. */
+static void test_gelu_exp(void **s) {
+    (void)s;
+    static const int64_t sizes[] = {1, 7, 8, 9, 33, 1000, 70001};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int64_t n = sizes[si];
+        float *x = buf_new(n), *g = buf_new(n), *y = buf_new(n), *y1 = buf_new(n);
+        float *y2 = buf_new(n), *gx = buf_new(n), *gx1 = buf_new(n), *gx2 = buf_new(n);
+        for (int64_t i = 0; i < n; i++) x[i] *= 12.0f;
+        if (n > 20) {
+            x[3] = -INFINITY, x[5] = INFINITY, x[9] = NAN, x[11] = 0.0f;
+            x[13] = -100.0f, x[17] = 100.0f, x[19] = -9.5f;
+        }
+        for (int th = 0; th < 2; th++) {
+            TU_OK(nn_set_num_threads(g_threads[th]));
+            fast()->eltwise.gelu_tanh(n, x, th ? y : y1);
+            fast()->eltwise.gelu_tanh_bwd(n, x, g, th ? gx : gx1);
+        }
+        expect_same(y, y1, n, "gelu_tanh 1 vs 2 threads");
+        expect_same(gx, gx1, n, "gelu_tanh_bwd 1 vs 2 threads");
+        ref()->eltwise.gelu_tanh(n, x, y2);
+        ref()->eltwise.gelu_tanh_bwd(n, x, g, gx2);
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i];
+            if (!isfinite(v)) {
+                expect_same(y + i, y2 + i, 1, "gelu_tanh (non-finite x)");
+                expect_same(gx + i, gx2 + i, 1, "gelu_tanh_bwd (non-finite x)");
+                continue;
+            }
+            /* scales of the terms: x s and g (s + |x| s (1 - s) du), s <= 1 */
+            const float du = 1.6f * (1.0f + 0.135f * v * v);
+            if (fabsf(y[i] - y2[i]) > 4e-6f * fabsf(v) + 1e-30f)
+                fail_msg("gelu_tanh [%lld] x %.9g: %.9g, reference %.9g", (long long)i, (double)v,
+                         (double)y[i], (double)y2[i]);
+            if (fabsf(gx[i] - gx2[i]) > 4e-6f * fabsf(g[i]) * (1.0f + fabsf(v) * du) + 1e-30f)
+                fail_msg("gelu_tanh_bwd [%lld] x %.9g: %.9g, reference %.9g", (long long)i,
+                         (double)v, (double)gx[i], (double)gx2[i]);
+        }
+        /* exp_shift: a softmax row shifted by its max, masked entries -inf */
+        for (int64_t i = 0; i < n; i++) x[i] = 8.0f * frand();
+        if (n > 4) x[1] = -INFINITY, x[n - 1] = -INFINITY;
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+        memcpy(y, x, sizeof(float) * (size_t)n);
+        memcpy(y2, x, sizeof(float) * (size_t)n);
+        const float sf = fast()->eltwise.exp_shift(n, y, mx);
+        const float sr = ref()->eltwise.exp_shift(n, y2, mx);
+        for (int64_t i = 0; i < n; i++)
+            if (fabsf(y[i] - y2[i]) > 4e-7f * y2[i] || (y2[i] == 0.0f && y[i] != 0.0f))
+                fail_msg("exp_shift [%lld of %lld] x %.9g: %.9g, reference %.9g", (long long)i,
+                         (long long)n, (double)x[i], (double)y[i], (double)y2[i]);
+        if (fabsf(sf - sr) > 1e-6f * (float)n * sr)
+            fail_msg("exp_shift sum of %lld: %.9g, reference %.9g", (long long)n, (double)sf,
+                     (double)sr);
+        buf_free(x), buf_free(g), buf_free(y), buf_free(y1);
+        buf_free(y2), buf_free(gx), buf_free(gx1), buf_free(gx2);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
 static void expect_full_table(const nn_kernels *t) {
     assert_non_null(t);
     assert_non_null(t->name);
@@ -878,6 +940,7 @@ TIERED(test_maxpool)
 TIERED(test_reductions)
 TIERED(test_softmax)
 TIERED(test_xent)
+TIERED(test_gelu_exp)
 TIERED(test_adam)
 TIERED(test_sgd)
 TIERED(test_thread_determinism)
@@ -901,6 +964,7 @@ int main(void) {
         cmocka_unit_test(test_reductions_tiers),
         cmocka_unit_test(test_softmax_tiers),
         cmocka_unit_test(test_xent_tiers),
+        cmocka_unit_test(test_gelu_exp_tiers),
         cmocka_unit_test(test_adam_tiers),
         cmocka_unit_test(test_sgd_tiers),
         cmocka_unit_test(test_thread_determinism_tiers),

@@ -27,6 +27,39 @@ static void ref_bias_act(int64_t m, int64_t n, const float *bias, bool per_row, 
         }
 }
 
+/* GELU (tanh form) as x s(2u): 1/2 (1 + tanh u) = s(2u) exactly, one expf
+ * instead of tanhf's expm1f and division; exp(-2u) clamped below overflow. */
+#define GELU_K 0.7978845608028654f
+#define GELU_C 0.044715f
+static inline float gelu_t_sig(float v) {
+    const float u2 = 2.0f * GELU_K * (v + GELU_C * v * v * v);
+    return 1.0f / (1.0f + expf(u2 < -80.0f ? 80.0f : -u2));
+}
+
+static void ref_gelu_tanh(int64_t n, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        y[i] = v == -INFINITY ? NAN : v * gelu_t_sig(v);
+    }
+}
+
+static void ref_gelu_tanh_bwd(int64_t n, const float *x, const float *gy, float *gx) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i], s = gelu_t_sig(v);
+        const float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * v * v);
+        gx[i] = gy[i] * (s + v * s * (1.0f - s) * du);
+    }
+}
+
+static float ref_exp_shift(int64_t n, float *x, float shift) {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        x[j] = expf(x[j] - shift);
+        sum += x[j];
+    }
+    return sum;
+}
+
 /* ------------------------------------------------------------ elementwise */
 
 static void ref_add(int64_t n, const float *a, const float *b, float *y) {
@@ -128,6 +161,9 @@ void nn__ref_fill_eltwise(nn__eltwise_kernels *t) {
     t->relu = ref_relu;
     t->relu_bwd = ref_relu_bwd;
     t->bias_act = ref_bias_act;
+    t->gelu_tanh = ref_gelu_tanh;
+    t->gelu_tanh_bwd = ref_gelu_tanh_bwd;
+    t->exp_shift = ref_exp_shift;
     t->add = ref_add;
     t->sub = ref_sub;
     t->mul = ref_mul;
