@@ -50,6 +50,19 @@ typedef struct nn__eltwise_kernels {
     void (*softmax_bwd_rows)(int64_t m, int64_t n, const float *y, const float *gy, float *gx,
                              bool log);
 
+    /* ---- layer normalisation over the rows of X [M, D] (contiguous) ----- */
+    /* stats[2i] = mean of row i, stats[2i + 1] = 1 / sqrt(var + eps) (biased
+     * variance, two passes); y = (x - mean) invstd * w + b (w, b may be
+     * NULL: 1 and 0). */
+    void (*layernorm_rows)(int64_t m, int64_t d, const float *x, const float *w, const float *b,
+                           double eps, float *y, float *stats);
+    /* With xh = (x - mean) invstd and g = gy * w: dx = invstd (g - mean(g) -
+     * xh mean(g xh)) (dx may be NULL); dw[j] += sum_i gy xh, db[j] += sum_i gy
+     * over the rows (each may be NULL). */
+    void (*layernorm_bwd_rows)(int64_t m, int64_t d, const float *x, const float *gy,
+                               const float *w, const float *stats, float *dx, float *dw,
+                               float *db);
+
     /* ---- cross-entropy over the rows of X [M, N] (contiguous): the fused
      * log-softmax + NLL of class-index targets, for many classes ---------- */
     /* lse[i] = log sum_j exp(X[i, j]) (shifted by the row's max). */

@@ -211,27 +211,6 @@ done:
 
 /* -------------------------------------------------------------- layer_norm */
 
-/* dx = invstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy*w,
- * for one row of D values; dw, db (may be NULL) accumulate. */
-static void norm_row_backward(const float *x, const float *gy, const float *w, int64_t D,
-                              float mean, float invstd, float *dx, float *dw, float *db) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t j = 0; j < D; j++) {
-        const float xh = (x[j] - mean) * invstd;
-        const float dxh = gy[j] * (w ? w[j] : 1.0f);
-        s1 += dxh;
-        s2 += (double)dxh * xh;
-        if (dw) dw[j] += gy[j] * xh;
-        if (db) db[j] += gy[j];
-    }
-    if (!dx) return;
-    const float m1 = (float)(s1 / (double)D), m2 = (float)(s2 / (double)D);
-    for (int64_t j = 0; j < D; j++) {
-        const float xh = (x[j] - mean) * invstd;
-        dx[j] = invstd * (gy[j] * (w ? w[j] : 1.0f) - m1 - xh * m2);
-    }
-}
-
 /* saved[0] = stats [rows, 2] (mean, invstd); i[0] = D. */
 static nn_status layer_norm_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
     nn_tensor *x = nd->inputs[0], *wt = nd->inputs[1], *bs = nd->inputs[2];
@@ -243,11 +222,10 @@ static nn_status layer_norm_backward(nn_node *nd, nn_tensor *gout, nn_tensor **g
         goto done;
     if (nn__ops_wants(nd, 1) && !(gin[1] = nn__zeros(NN_DTYPE_F32, wt->shape, wt->ndim))) goto done;
     if (nn__ops_wants(nd, 2) && !(gin[2] = nn__zeros(NN_DTYPE_F32, bs->shape, bs->ndim))) goto done;
-    const float *S = nn__f32(nd->saved[0]);
-    for (int64_t r = 0; r < rows; r++)
-        norm_row_backward(nn__f32(xc) + r * D, nn__f32(gout) + r * D, wc ? nn__f32(wc) : NULL, D,
-                          S[2 * r], S[2 * r + 1], gin[0] ? nn__f32(gin[0]) + r * D : NULL,
-                          gin[1] ? nn__f32(gin[1]) : NULL, gin[2] ? nn__f32(gin[2]) : NULL);
+    nn__kernels()->eltwise.layernorm_bwd_rows(
+        rows, D, nn__f32(xc), nn__f32(gout), wc ? nn__f32(wc) : NULL, nn__f32(nd->saved[0]),
+        gin[0] ? nn__f32(gin[0]) : NULL, gin[1] ? nn__f32(gin[1]) : NULL,
+        gin[2] ? nn__f32(gin[2]) : NULL);
     st = NN_OK;
 done:
     nn__tensor_release(xc);
@@ -302,19 +280,9 @@ nn_tensor *nn_layer_norm(nn_tensor *x, const int64_t *normalized_shape, int n, n
         y = NULL;
         goto done;
     }
-    float *S = nn__f32(stats);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *p = nn__f32(xc) + r * D;
-        float *q = nn__f32(y) + r * D;
-        row_stats(p, D, eps, &S[2 * r], &S[2 * r + 1], NULL);
-        const float m = S[2 * r], is = S[2 * r + 1];
-        for (int64_t j = 0; j < D; j++) {
-            float v = (p[j] - m) * is;
-            if (wc) v *= nn__f32(wc)[j];
-            if (bc) v += nn__f32(bc)[j];
-            q[j] = v;
-        }
-    }
+    nn__kernels()->eltwise.layernorm_rows(rows, D, nn__f32(xc), wc ? nn__f32(wc) : NULL,
+                                          bc ? nn__f32(bc) : NULL, eps, nn__f32(y),
+                                          nn__f32(stats));
     nn_node *node = NULL;
     nn_tensor *in[3] = {x, weight, bias};
     y = nn__ops_record(y, fn, layer_norm_backward, in, 3, &node);

@@ -869,6 +869,73 @@ static void test_gelu_exp(void **s) {
     TU_OK(nn_set_num_threads(1));
 }
 
+/* Layer normalisation rows: statistics, y, dx, dw and db within a few float
+ * ulps of the reference (double statistics), 1 vs 2 threads bit-identical;
+ * with and without the affine parameters, rows of odd lengths and rows
+ * offset far from 0 (the variance's cancellation). */
+static void test_layernorm(void **s) {
+    (void)s;
+    static const int64_t shapes[][2] = {{1, 1}, {3, 7}, {5, 8}, {9, 33}, {64, 256}, {2, 1100}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t m = shapes[si][0], d = shapes[si][1], n = m * d;
+        for (int affine = 0; affine < 2; affine++) {
+            float *x = buf_new(n), *gy = buf_new(n), *w = buf_new(d), *b = buf_new(d);
+            float *y[3], *st[3], *dx[3], *dw[3], *db[3];
+            for (int k = 0; k < 3; k++) {
+                y[k] = buf_new(n), st[k] = buf_new(2 * m), dx[k] = buf_new(n);
+                dw[k] = buf_new(d), db[k] = buf_new(d);
+                memcpy(dw[k], w, sizeof(float) * (size_t)d); /* accumulated into */
+                memcpy(db[k], b, sizeof(float) * (size_t)d);
+            }
+            for (int64_t i = 0; i < n; i++) x[i] = x[i] * 3.0f + (i / d == 1 ? 1000.0f : 0.0f);
+            const float *wp = affine ? w : NULL, *bp = affine ? b : NULL;
+            ref()->eltwise.layernorm_rows(m, d, x, wp, bp, 1e-5, y[2], st[2]);
+            ref()->eltwise.layernorm_bwd_rows(m, d, x, gy, wp, st[2], dx[2], dw[2], db[2]);
+            for (int th = 0; th < 2; th++) {
+                TU_OK(nn_set_num_threads(g_threads[th]));
+                fast()->eltwise.layernorm_rows(m, d, x, wp, bp, 1e-5, y[th], st[th]);
+                fast()->eltwise.layernorm_bwd_rows(m, d, x, gy, wp, st[2], dx[th], dw[th], db[th]);
+            }
+            expect_same(y[0], y[1], n, "layernorm y 1 vs 2 threads");
+            expect_same(dx[0], dx[1], n, "layernorm dx 1 vs 2 threads");
+            expect_same(dw[0], dw[1], d, "layernorm dw 1 vs 2 threads");
+            expect_same(db[0], db[1], d, "layernorm db 1 vs 2 threads");
+            for (int64_t i = 0; i < m; i++) {
+                if (fabsf(st[0][2 * i] - st[2][2 * i]) > 1e-6f * (1.0f + fabsf(st[2][2 * i])) ||
+                    fabsf(st[0][2 * i + 1] - st[2][2 * i + 1]) > 1e-5f * st[2][2 * i + 1])
+                    fail_msg("layernorm [%lld x %lld] row %lld stats %.9g %.9g, reference %.9g %.9g",
+                             (long long)m, (long long)d, (long long)i, (double)st[0][2 * i],
+                             (double)st[0][2 * i + 1], (double)st[2][2 * i],
+                             (double)st[2][2 * i + 1]);
+                for (int64_t j = 0; j < d; j++) {
+                    const int64_t k = i * d + j;
+                    /* |xh| <= sqrt(d); y scale |xh w| + |b|, dx scale is (|g| + sums) */
+                    const float sc = sqrtf((float)d) + 1.0f;
+                    if (fabsf(y[0][k] - y[2][k]) > 2e-5f * sc)
+                        fail_msg("layernorm y [%lld x %lld] (%lld, %lld): %.9g, reference %.9g",
+                                 (long long)m, (long long)d, (long long)i, (long long)j,
+                                 (double)y[0][k], (double)y[2][k]);
+                    if (fabsf(dx[0][k] - dx[2][k]) > 2e-5f * sc * st[2][2 * i + 1] * sc)
+                        fail_msg("layernorm dx [%lld x %lld] (%lld, %lld): %.9g, reference %.9g",
+                                 (long long)m, (long long)d, (long long)i, (long long)j,
+                                 (double)dx[0][k], (double)dx[2][k]);
+                }
+            }
+            for (int64_t j = 0; j < d; j++)
+                if (fabsf(dw[0][j] - dw[2][j]) > 2e-5f * (float)m * (sqrtf((float)d) + 1.0f) ||
+                    fabsf(db[0][j] - db[2][j]) > 2e-6f * (float)(m + 1))
+                    fail_msg("layernorm [%lld x %lld] column %lld: dw %.9g db %.9g, reference "
+                             "%.9g %.9g",
+                             (long long)m, (long long)d, (long long)j, (double)dw[0][j],
+                             (double)db[0][j], (double)dw[2][j], (double)db[2][j]);
+            buf_free(x), buf_free(gy), buf_free(w), buf_free(b);
+            for (int k = 0; k < 3; k++)
+                buf_free(y[k]), buf_free(st[k]), buf_free(dx[k]), buf_free(dw[k]), buf_free(db[k]);
+        }
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
 static void expect_full_table(const nn_kernels *t) {
     assert_non_null(t);
     assert_non_null(t->name);
@@ -941,6 +1008,7 @@ TIERED(test_reductions)
 TIERED(test_softmax)
 TIERED(test_xent)
 TIERED(test_gelu_exp)
+TIERED(test_layernorm)
 TIERED(test_adam)
 TIERED(test_sgd)
 TIERED(test_thread_determinism)
@@ -965,6 +1033,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_tiers),
         cmocka_unit_test(test_xent_tiers),
         cmocka_unit_test(test_gelu_exp_tiers),
+        cmocka_unit_test(test_layernorm_tiers),
         cmocka_unit_test(test_adam_tiers),
         cmocka_unit_test(test_sgd_tiers),
         cmocka_unit_test(test_thread_determinism_tiers),

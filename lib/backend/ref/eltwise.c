@@ -134,6 +134,52 @@ static void ref_softmax_bwd_rows(int64_t m, int64_t n, const float *y, const flo
     }
 }
 
+/* ------------------------------------------------------------- layer norm */
+
+/* Statistics in double, two passes, so long rows stay accurate in f32. */
+static void ref_layernorm_rows(int64_t m, int64_t d, const float *x, const float *w,
+                               const float *b, double eps, float *y, float *stats) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *p = x + i * d;
+        float *q = y + i * d;
+        double s = 0.0, ss = 0.0;
+        for (int64_t j = 0; j < d; j++) s += p[j];
+        const double mu = d ? s / (double)d : 0.0;
+        for (int64_t j = 0; j < d; j++) ss += (p[j] - mu) * (p[j] - mu);
+        const float mean = (float)mu, is = (float)(1.0 / sqrt((d ? ss / (double)d : 0.0) + eps));
+        stats[2 * i] = mean;
+        stats[2 * i + 1] = is;
+        for (int64_t j = 0; j < d; j++) {
+            float v = (p[j] - mean) * is;
+            if (w) v *= w[j];
+            if (b) v += b[j];
+            q[j] = v;
+        }
+    }
+}
+
+static void ref_layernorm_bwd_rows(int64_t m, int64_t d, const float *x, const float *gy,
+                                   const float *w, const float *stats, float *dx, float *dw,
+                                   float *db) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *xr = x + i * d, *g = gy + i * d, mean = stats[2 * i], is = stats[2 * i + 1];
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            const float xh = (xr[j] - mean) * is, dxh = g[j] * (w ? w[j] : 1.0f);
+            s1 += dxh;
+            s2 += (double)dxh * xh;
+            if (dw) dw[j] += g[j] * xh;
+            if (db) db[j] += g[j];
+        }
+        if (!dx) continue;
+        const float m1 = (float)(s1 / (double)d), m2 = (float)(s2 / (double)d);
+        for (int64_t j = 0; j < d; j++) {
+            const float xh = (xr[j] - mean) * is;
+            dx[i * d + j] = is * (g[j] * (w ? w[j] : 1.0f) - m1 - xh * m2);
+        }
+    }
+}
+
 /* ---------------------------------------------------------- cross-entropy */
 
 static void ref_xent_lse(int64_t m, int64_t n, const float *x, float *lse) {
@@ -173,6 +219,8 @@ void nn__ref_fill_eltwise(nn__eltwise_kernels *t) {
     t->sum_cols = ref_sum_cols;
     t->softmax_rows = ref_softmax_rows;
     t->softmax_bwd_rows = ref_softmax_bwd_rows;
+    t->layernorm_rows = ref_layernorm_rows;
+    t->layernorm_bwd_rows = ref_layernorm_bwd_rows;
     t->xent_lse = ref_xent_lse;
     t->xent_bwd = ref_xent_bwd;
 }

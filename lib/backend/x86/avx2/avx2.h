@@ -27,6 +27,8 @@ void nn__avx2_fill_xent(nn__eltwise_kernels *t);
 /* GELU (tanh) forward / backward and exp_shift (act.c), called by
  * nn__avx2_fill_eltwise. */
 void nn__avx2_fill_act(nn__eltwise_kernels *t);
+/* Layer normalisation rows (norm.c), called by nn__avx2_fill_eltwise. */
+void nn__avx2_fill_norm(nn__eltwise_kernels *t);
 void nn__avx2_fill_optim(nn__optim_kernels *t);
 /* Half-precision domain (half.c, built with -mf16c too: fill only when the
  * CPU has F16C). */

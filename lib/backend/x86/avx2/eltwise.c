@@ -235,4 +235,5 @@ void nn__avx2_fill_eltwise(nn__eltwise_kernels *t) {
     t->softmax_bwd_rows = avx2_softmax_bwd_rows;
     nn__avx2_fill_xent(t);
     nn__avx2_fill_act(t);
+    nn__avx2_fill_norm(t);
 }
