@@ -210,6 +210,14 @@ void nn__node_free_saved(nn_node *node);
 /* Sum g over broadcast dims so the result has shape (shape, ndim). Untracked. */
 nn_tensor *nn__sum_to_shape(const nn_tensor *g, const int64_t *shape, int ndim);
 
+/* Causal (or full) self-attention over a packed projection, for the GPT
+ * module: qkv [B, T, 3C] (each row q | k | v, heads of D = C / heads
+ * columns) -> [B, T, C] (heads side by side), exactly
+ * nn_scaled_dot_product_attention on the [B, H, T, D] views with the same
+ * dropout pattern, without copying q, k, v or the output and with one
+ * gradient written in place (lib/ops/attention.c). */
+nn_tensor *nn__sdpa_packed(nn_tensor *qkv, int64_t heads, bool is_causal, double dropout_p,
+                           nn_generator *g);
 /* Cross-entropy row kernels for the folders that may not call the backend
  * (lib/loss), implemented in lib/ops/xent.c over the backend's eltwise
  * xent_lse / xent_bwd (see backend/eltwise.h): X [m, n] contiguous. */

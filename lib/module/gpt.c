@@ -169,7 +169,7 @@ static nn_tensor *gpt_forward(nn_module *m, nn_tensor *x) {
     }
     nn__gpt_view v;
     if (nn__gpt_view_get(m, &v, fn) != NN_OK) return NULL;
-    const int64_t B = x->shape[0], T = x->shape[1], C = v.C, H = v.H, D = C / H;
+    const int64_t T = x->shape[1], C = v.C, H = v.H;
     nn_tensor *y = NULL;
     if (T < 1 || T > v.T) {
         nn__err(NN_ERR_SHAPE, "%s: sequence length %lld, expected 1..%lld (block_size)", fn,
@@ -180,20 +180,12 @@ static nn_tensor *gpt_forward(nn_module *m, nn_tensor *x) {
     const bool train = nn__mod_training(m);
     nn_tensor *pos = nn_arange(0, (double)T, 1, NN_DTYPE_I64);
     nn_tensor *h = drop(m, nn_add(nn_embedding(v.wte, x), nn_embedding(v.wpe, pos)), p);
-    const int64_t c5[5] = {B, T, 3, H, D}, bt_c[3] = {B, T, C};
-    const int perm5[5] = {2, 0, 3, 1, 4}, perm4[4] = {0, 2, 1, 3};
     for (int64_t l = 0; l < v.L && h; l++) {
         const nn__gpt_block *k = &v.blk[l];
         nn_tensor *a = nn_layer_norm(h, &C, 1, k->ln1_w, k->ln1_b, v.eps);
-        /* [B, T, 3C] -> [3, B, H, T, D]: q, k, v are strided views */
-        nn_tensor *qkv = nn_permute(nn_reshape(nn_linear(a, k->attn_w, k->attn_b), c5, 5), perm5,
-                                    5);
-        nn_tensor *q = nn_squeeze(nn_slice(qkv, 0, 0, 1, 1), 0);
-        nn_tensor *kk = nn_squeeze(nn_slice(qkv, 0, 1, 2, 1), 0);
-        nn_tensor *vv = nn_squeeze(nn_slice(qkv, 0, 2, 3, 1), 0);
-        nn_tensor *att = nn_scaled_dot_product_attention(q, kk, vv, NULL, true, train ? p : 0,
-                                                         0, m->gen);
-        att = nn_reshape(nn_permute(att, perm4, 4), bt_c, 3);
+        /* [B, T, 3C]: q, k, v heads read in place; out [B, T, C] */
+        nn_tensor *att = nn__sdpa_packed(nn_linear(a, k->attn_w, k->attn_b), H, true,
+                                         train ? p : 0, m->gen);
         h = nn_add(h, drop(m, nn_linear(att, k->aproj_w, k->aproj_b), p));
         a = nn_layer_norm(h, &C, 1, k->ln2_w, k->ln2_b, v.eps);
         a = nn_gelu(nn_linear(a, k->fc_w, k->fc_b), true);

@@ -49,6 +49,7 @@ typedef struct sdpa_plan {
     const float *q, *k, *v;       /* storage bases */
     int64_t qs, ks, vs;           /* row strides (elements) */
     int64_t *qoff, *koff, *voff;  /* [nb] element offsets of each batch entry */
+    int64_t *ooff, os;            /* out (and dout): [nb] offsets, row stride */
     const void *mask;             /* storage base or NULL */
     bool mask_bool;               /* u8 keep-mask, else f32 additive */
     int64_t *moff, msi, msj;      /* mask offsets, row and column strides */
@@ -166,7 +167,7 @@ static bool plan_make(nn_tensor *q, nn_tensor *k, nn_tensor *v, nn_tensor *mask,
     }
     /* from here on only allocation can fail */
     size_t bytes;
-    if (!nn__size_mul((size_t)p->nb, 4 * sizeof(int64_t), &bytes))
+    if (!nn__size_mul((size_t)p->nb, 5 * sizeof(int64_t), &bytes))
         return NN__FAIL(NN_ERR_LIMIT, "%s: batch of %lld is too large", FN, (long long)p->nb) !=
                NULL;
     p->qoff = nn__malloc(bytes ? bytes : 1);
@@ -174,6 +175,9 @@ static bool plan_make(nn_tensor *q, nn_tensor *k, nn_tensor *v, nn_tensor *mask,
     p->koff = p->qoff + p->nb;
     p->voff = p->koff + p->nb;
     p->moff = p->voff + p->nb;
+    p->ooff = p->moff + p->nb; /* out [nb, tq, dv] contiguous */
+    p->os = p->dv;
+    for (int64_t b = 0; b < p->nb; b++) p->ooff[b] = b * p->tq * p->dv;
     nn_tensor *const in[3] = {q, k, v};
     nn_tensor **copy[3] = {&p->qc, &p->kc, &p->vc};
     int64_t *offs[3] = {p->qoff, p->koff, p->voff};
@@ -271,7 +275,7 @@ static void apply_dropout(const sdpa_plan *p, int64_t b, int64_t i0, int64_t nr,
 
 typedef struct fwd_ctx {
     const sdpa_plan *p;
-    float *out; /* [nb, tq, dv] contiguous */
+    float *out; /* storage base; rows at p->ooff, p->os */
     float *lse; /* [nb, tq] or NULL */
     float *ws;  /* per thread: S [BQ * BK], m [BQ], l [BQ] */
     size_t ws_floats;
@@ -283,10 +287,11 @@ static void fwd_task(void *vctx, int64_t task, int thread) {
     const int64_t nqt = (p->tq + BQ - 1) / BQ, b = task / nqt, i0 = (task % nqt) * BQ;
     const int64_t nr = p->tq - i0 < BQ ? p->tq - i0 : BQ, dv = p->dv;
     float *S = c->ws + (size_t)thread * c->ws_floats, *m = S + BQ * BK, *l = m + BQ;
-    float *O = c->out + (b * p->tq + i0) * dv;
+    const int64_t os = p->os;
+    float *O = c->out + p->ooff[b] + i0 * os;
     const nn_kernels *kr = nn__kernels();
-    memset(O, 0, sizeof(float) * (size_t)(nr * dv));
     for (int64_t r = 0; r < nr; r++) {
+        memset(O + r * os, 0, sizeof(float) * (size_t)dv);
         m[r] = -INFINITY;
         l[r] = 0.0f;
     }
@@ -306,16 +311,16 @@ static void fwd_task(void *vctx, int64_t task, int thread) {
             l[r] = l[r] * alpha + sum;
             m[r] = mx;
             if (alpha != 1.0f)
-                for (int64_t e = 0; e < dv; e++) O[r * dv + e] *= alpha;
+                for (int64_t e = 0; e < dv; e++) O[r * os + e] *= alpha;
         }
         if (p->dropout) apply_dropout(p, b, i0, nr, j0, nc, S, S);
         gemm(false, false, nr, dv, nc, 1.0f, S, BK, p->v + p->voff[b] + j0 * p->vs, p->vs, 1.0f,
-             O, dv);
+             O, os);
     }
     for (int64_t r = 0; r < nr; r++) {
         const bool seen = l[r] > 0.0f;
         const float inv = seen ? 1.0f / l[r] : 0.0f;
-        for (int64_t e = 0; e < dv; e++) O[r * dv + e] *= inv;
+        for (int64_t e = 0; e < dv; e++) O[r * os + e] *= inv;
         if (c->lse) c->lse[b * p->tq + i0 + r] = seen ? m[r] + logf(l[r]) : -INFINITY;
     }
 }
@@ -324,10 +329,12 @@ static void fwd_task(void *vctx, int64_t task, int thread) {
 
 typedef struct bwd_ctx {
     const sdpa_plan *p;
-    const float *dout;  /* [nb, tq, dv] contiguous */
+    const float *dout;  /* laid out as out (p->ooff, p->os) */
     const float *lse;   /* [nb, tq] */
-    const float *delta; /* [nb, tq]: dout · out per row */
-    float *dq, *dk, *dv; /* full-batch gradients (contiguous) or NULL */
+    float *delta;       /* [nb, tq]: dout · out per row */
+    float *dq, *dk, *dv; /* full-batch gradients (bases) or NULL */
+    const int64_t *dqo, *dko, *dvo; /* [nb] offsets of each batch entry's rows */
+    int64_t dqs, dks, dvs;          /* their row strides */
     float *dmask;        /* [nb, tq, tk] or NULL */
     bool fused_dq;       /* one key tile: pass A writes dq too, no pass B */
     float *ws;           /* per thread: P, Pd, dS each [BQ * BK] */
@@ -351,7 +358,7 @@ static const float *grad_tile(const bwd_ctx *c, int64_t b, int64_t i0, int64_t n
         }
         kr->eltwise.exp_shift(nc, s, L[r]);
     }
-    gemm(false, true, nr, nc, p->dv, 1.0f, c->dout + (b * p->tq + i0) * p->dv, p->dv,
+    gemm(false, true, nr, nc, p->dv, 1.0f, c->dout + p->ooff[b] + i0 * p->os, p->os,
          p->v + p->voff[b] + j0 * p->vs, p->vs, 0.0f, dS, BK);
     const float *D = c->delta + b * p->tq + i0;
     if (!p->dropout) {
@@ -377,10 +384,12 @@ static void bwd_kv_task(void *vctx, int64_t task, int thread) {
     const int64_t nkt = (p->tk + BK - 1) / BK, b = task / nkt, j0 = (task % nkt) * BK;
     const int64_t nc = p->tk - j0 < BK ? p->tk - j0 : BK;
     float *P = c->ws + (size_t)thread * c->ws_floats, *Pdrop = P + BQ * BK, *dS = Pdrop + BQ * BK;
-    float *dK = c->dk ? c->dk + (b * p->tk + j0) * p->d : NULL;
-    float *dV = c->dv ? c->dv + (b * p->tk + j0) * p->dv : NULL;
-    if (dK) memset(dK, 0, sizeof(float) * (size_t)(nc * p->d));
-    if (dV) memset(dV, 0, sizeof(float) * (size_t)(nc * p->dv));
+    float *dK = c->dk ? c->dk + c->dko[b] + j0 * c->dks : NULL;
+    float *dV = c->dv ? c->dv + c->dvo[b] + j0 * c->dvs : NULL;
+    for (int64_t r = 0; r < nc; r++) {
+        if (dK) memset(dK + r * c->dks, 0, sizeof(float) * (size_t)p->d);
+        if (dV) memset(dV + r * c->dvs, 0, sizeof(float) * (size_t)p->dv);
+    }
     /* causal: only queries i >= j0 see this tile */
     const int64_t istart = p->causal ? (j0 / BQ) * BQ : 0;
     for (int64_t i0 = istart; i0 < p->tq; i0 += BQ) {
@@ -388,14 +397,14 @@ static void bwd_kv_task(void *vctx, int64_t task, int thread) {
         /* causal: keys past the tile's last query get P = 0 and add nothing */
         const int64_t kend = key_end(p, i0, nr) - j0, ncv = kend < nc ? kend : nc;
         const float *Pd = grad_tile(c, b, i0, nr, j0, ncv, P, Pdrop, dS);
-        const float *dO = c->dout + (b * p->tq + i0) * p->dv;
-        if (dV) gemm(true, false, ncv, p->dv, nr, 1.0f, Pd, BK, dO, p->dv, 1.0f, dV, p->dv);
+        const float *dO = c->dout + p->ooff[b] + i0 * p->os;
+        if (dV) gemm(true, false, ncv, p->dv, nr, 1.0f, Pd, BK, dO, p->os, 1.0f, dV, c->dvs);
         if (dK)
             gemm(true, false, ncv, p->d, nr, p->scale, dS, BK, p->q + p->qoff[b] + i0 * p->qs,
-                 p->qs, 1.0f, dK, p->d);
+                 p->qs, 1.0f, dK, c->dks);
         if (c->fused_dq) /* dq rows of this tile: the only key tile's product */
             gemm(false, false, nr, p->d, ncv, p->scale, dS, BK, p->k + p->koff[b] + j0 * p->ks,
-                 p->ks, 0.0f, c->dq + (b * p->tq + i0) * p->d, p->d);
+                 p->ks, 0.0f, c->dq + c->dqo[b] + i0 * c->dqs, c->dqs);
     }
 }
 
@@ -406,8 +415,9 @@ static void bwd_q_task(void *vctx, int64_t task, int thread) {
     const int64_t nqt = (p->tq + BQ - 1) / BQ, b = task / nqt, i0 = (task % nqt) * BQ;
     const int64_t nr = p->tq - i0 < BQ ? p->tq - i0 : BQ;
     float *P = c->ws + (size_t)thread * c->ws_floats, *Pdrop = P + BQ * BK, *dS = Pdrop + BQ * BK;
-    float *dQ = c->dq ? c->dq + (b * p->tq + i0) * p->d : NULL;
-    if (dQ) memset(dQ, 0, sizeof(float) * (size_t)(nr * p->d));
+    float *dQ = c->dq ? c->dq + c->dqo[b] + i0 * c->dqs : NULL;
+    if (dQ)
+        for (int64_t r = 0; r < nr; r++) memset(dQ + r * c->dqs, 0, sizeof(float) * (size_t)p->d);
     if (c->dmask) /* keys a causal row cannot see get 0 */
         memset(c->dmask + (b * p->tq + i0) * p->tk, 0, sizeof(float) * (size_t)(nr * p->tk));
     const int64_t jend = key_end(p, i0, nr);
@@ -416,7 +426,7 @@ static void bwd_q_task(void *vctx, int64_t task, int thread) {
         grad_tile(c, b, i0, nr, j0, nc, P, Pdrop, dS);
         if (dQ)
             gemm(false, false, nr, p->d, nc, p->scale, dS, BK, p->k + p->koff[b] + j0 * p->ks,
-                 p->ks, 1.0f, dQ, p->d);
+                 p->ks, 1.0f, dQ, c->dqs);
         if (c->dmask)
             for (int64_t r = 0; r < nr; r++)
                 memcpy(c->dmask + (b * p->tq + i0 + r) * p->tk + j0, dS + r * BK,
@@ -470,6 +480,26 @@ static nn_tensor *reduce_grad(nn_tensor *full, const nn_tensor *t) {
     return r;
 }
 
+/* Δ, then the passes (c->delta has nb * tq floats; O laid out as out). */
+static void bwd_run(bwd_ctx *c, const float *O, int nt) {
+    const sdpa_plan *p = c->p;
+    float *delta = c->delta;
+    /* Δ_i = dout_i · out_i */
+    for (int64_t b = 0; b < p->nb; b++)
+        for (int64_t i = 0; i < p->tq; i++) {
+            const float *o = O + p->ooff[b] + i * p->os, *g = c->dout + p->ooff[b] + i * p->os;
+            double s = 0.0;
+            for (int64_t e = 0; e < p->dv; e++) s += (double)g[e] * o[e];
+            delta[b * p->tq + i] = (float)s;
+        }
+    /* Tk <= BK: every pass-A task covers whole query rows, so it writes dq
+     * too and the scores are recomputed once instead of twice. */
+    c->fused_dq = c->dq && !c->dmask && (c->dk || c->dv) && p->tk <= BK;
+    if (c->dk || c->dv) nn__parallel_for_max(p->nb * ((p->tk + BK - 1) / BK), nt, bwd_kv_task, c);
+    if ((c->dq && !c->fused_dq) || c->dmask)
+        nn__parallel_for_max(p->nb * ((p->tq + BQ - 1) / BQ), nt, bwd_q_task, c);
+}
+
 /* saved[0] = out (alias), saved[1] = log-sum-exp [nb * tq];
  * i[0] = causal, i[1] = dropout seed; f[0] = scale as given, f[1] = p. */
 static nn_status sdpa_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
@@ -491,22 +521,19 @@ static nn_status sdpa_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
               (delta = nn__malloc(sizeof(float) * (size_t)(p.nb * p.tq + 1))) != NULL &&
               (ws = workspace(nt, per)) != NULL;
     if (!ok) goto fail;
-    /* Δ_i = dout_i · out_i */
-    const float *O = nn__f32(nd->saved[0]), *dO = nn__f32(gout);
-    for (int64_t r = 0; r < p.nb * p.tq; r++) {
-        double s = 0.0;
-        for (int64_t e = 0; e < p.dv; e++) s += (double)dO[r * p.dv + e] * O[r * p.dv + e];
-        delta[r] = (float)s;
+    int64_t *go = nn__malloc(sizeof(int64_t) * (size_t)(3 * p.nb + 1));
+    if (!go) goto fail;
+    for (int64_t b = 0; b < p.nb; b++) {
+        go[b] = b * p.tq * p.d;
+        go[p.nb + b] = b * p.tk * p.d;
+        go[2 * p.nb + b] = b * p.tk * p.dv;
     }
-    bwd_ctx c = {&p, dO, nn__f32(nd->saved[1]), delta, g[0] ? nn__f32(g[0]) : NULL,
+    bwd_ctx c = {&p, nn__f32(gout), nn__f32(nd->saved[1]), delta, g[0] ? nn__f32(g[0]) : NULL,
                  g[1] ? nn__f32(g[1]) : NULL, g[2] ? nn__f32(g[2]) : NULL,
+                 go, go + p.nb, go + 2 * p.nb, p.d, p.d, p.dv,
                  g[3] ? nn__f32(g[3]) : NULL, false, ws, per};
-    /* Tk <= BK: every pass-A task covers whole query rows, so it writes dq
-     * too and the scores are recomputed once instead of twice. */
-    c.fused_dq = g[0] && !g[3] && (g[1] || g[2]) && p.tk <= BK;
-    if (g[1] || g[2]) nn__parallel_for_max(p.nb * ((p.tk + BK - 1) / BK), nt, bwd_kv_task, &c);
-    if ((g[0] && !c.fused_dq) || g[3])
-        nn__parallel_for_max(p.nb * ((p.tq + BQ - 1) / BQ), nt, bwd_q_task, &c);
+    bwd_run(&c, nn__f32(nd->saved[0]), nt);
+    nn__free(go);
     nn_tensor *const in[4] = {q, k, v, mask};
     for (int i = 0; i < 4; i++) {
         if (!g[i]) continue;
@@ -573,6 +600,154 @@ nn_tensor *nn_scaled_dot_product_attention(nn_tensor *q, nn_tensor *k, nn_tensor
         node->i[0] = is_causal;
         memcpy(&node->i[1], &seed, sizeof seed);
         node->f[0] = scale;
+        node->f[1] = dropout_p;
+        if (!node->saved[0]) {
+            nn__tensor_release(out);
+            out = NULL;
+        }
+    }
+    nn__tensor_release(lse);
+    return nn__track(out);
+}
+
+/* ------------------------------------------------ packed q, k, v (GPT) */
+
+/* The plan of nn__sdpa_packed over x [B, T, 3C] contiguous (each row q | k |
+ * v, each C = H x D): batch entry b H + h reads head h's columns in place
+ * (row stride 3C) and writes out [B, T, C] at the same columns (row stride
+ * C), the layout a following linear layer reads. */
+static bool plan_packed(const nn_tensor *x, int64_t H, sdpa_plan *p) {
+    memset(p, 0, sizeof *p);
+    const int64_t B = x->shape[0], T = x->shape[1], C = x->shape[2] / 3, D = C / H;
+    p->nb = B * H;
+    p->tq = p->tk = T;
+    p->d = p->dv = D;
+    p->bnd = 2;
+    p->bshape[0] = B;
+    p->bshape[1] = H;
+    size_t bytes;
+    if (!nn__size_mul((size_t)p->nb, 5 * sizeof(int64_t), &bytes))
+        return NN__FAIL(NN_ERR_LIMIT, "%s: batch of %lld is too large", FN, (long long)p->nb) !=
+               NULL;
+    p->qoff = nn__malloc(bytes ? bytes : 1);
+    if (!p->qoff) return false;
+    p->koff = p->qoff + p->nb;
+    p->voff = p->koff + p->nb;
+    p->moff = p->voff + p->nb;
+    p->ooff = p->moff + p->nb;
+    p->q = p->k = p->v = nn__f32_base(x);
+    p->qs = p->ks = p->vs = 3 * C;
+    p->os = C;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t bi = b * H + h, base = x->offset + b * T * 3 * C + h * D;
+            p->qoff[bi] = base;
+            p->koff[bi] = base + C;
+            p->voff[bi] = base + 2 * C;
+            p->ooff[bi] = b * T * C + h * D;
+        }
+    return true;
+}
+
+/* saved[0] = out (alias), saved[1] = log-sum-exp [B H T]; i[0] = causal,
+ * i[1] = dropout seed, i[2] = heads; f[1] = p. One gradient [B, T, 3C],
+ * written in place by the passes (no zero fill, no copies, no adds). */
+static nn_status sdpa_packed_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
+    nn_tensor *qkv = nd->inputs[0];
+    nn_tensor *x = nn__contig(qkv), *gc = x ? nn__contig(gout) : NULL, *gq = NULL;
+    float *delta = NULL, *ws = NULL;
+    int64_t *go = NULL;
+    sdpa_plan p;
+    memset(&p, 0, sizeof p);
+    if (!gc || !plan_packed(x, nd->i[2], &p)) goto fail;
+    uint64_t seed;
+    memcpy(&seed, &nd->i[1], sizeof seed);
+    plan_params(&p, nd->i[0] != 0, 0.0, nd->f[1], seed);
+    const int nt = nn__pool_threads();
+    const size_t per = (size_t)3 * BQ * BK;
+    const int64_t H = nd->i[2], C = qkv->shape[2] / 3, T = p.tq;
+    if (!(gq = nn__tensor_new(NN_DTYPE_F32, qkv->shape, qkv->ndim)) ||
+        !(delta = nn__malloc(sizeof(float) * (size_t)(p.nb * p.tq + 1))) ||
+        !(ws = workspace(nt, per)) ||
+        !(go = nn__malloc(sizeof(int64_t) * (size_t)(3 * p.nb + 1))))
+        goto fail;
+    for (int64_t bi = 0; bi < p.nb; bi++) {
+        const int64_t base = (bi / H) * T * 3 * C + (bi % H) * p.d;
+        go[bi] = base;
+        go[p.nb + bi] = base + C;
+        go[2 * p.nb + bi] = base + 2 * C;
+    }
+    float *G = nn__f32(gq);
+    bwd_ctx c = {&p, nn__f32(gc), nn__f32(nd->saved[1]), delta, G, G, G, go, go + p.nb,
+                 go + 2 * p.nb, 3 * C, 3 * C, 3 * C, NULL, false, ws, per};
+    bwd_run(&c, nn__f32(nd->saved[0]), nt);
+    gin[0] = gq;
+    gq = NULL;
+fail:;
+    const nn_status st = gin[0] ? NN_OK : NN_ERR_NOMEM;
+    nn__tensor_release(gq);
+    nn__tensor_release(x);
+    nn__tensor_release(gc);
+    nn__free(delta);
+    nn__free(ws);
+    nn__free(go);
+    plan_free(&p);
+    return st;
+}
+
+nn_tensor *nn__sdpa_packed(nn_tensor *qkv, int64_t heads, bool is_causal, double dropout_p,
+                           nn_generator *g) {
+    NN__PROF_OP("nn_scaled_dot_product_attention");
+    if (!nn__check_f32(qkv, FN, "qkv")) return NULL;
+    if (qkv->ndim != 3 || heads < 1 || qkv->shape[2] % (3 * heads) != 0) {
+        char s1[128];
+        return NN__FAIL(NN_ERR_SHAPE,
+                        "%s: packed qkv %s with %lld heads, expected [B, T, 3 C] with C a "
+                        "multiple of the heads",
+                        FN, nn__shape_str(qkv->shape, qkv->ndim, s1, sizeof s1),
+                        (long long)heads);
+    }
+    if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
+        return NN__FAIL(NN_ERR_INVALID, "%s: dropout_p = %g, expected 0 <= dropout_p <= 1", FN,
+                        dropout_p);
+    if (!nn__check_gen(g, FN)) return NULL;
+    nn_tensor *x = nn__contig(qkv);
+    sdpa_plan p;
+    if (!x || !plan_packed(x, heads, &p)) {
+        nn__tensor_release(x);
+        return NULL;
+    }
+    const uint64_t seed = dropout_p > 0.0 ? nn__gen_next(nn__gen(g)) : 0;
+    plan_params(&p, is_causal, 0.0, dropout_p, seed);
+    const bool need = nn__needs_grad(&qkv, 1);
+    const int64_t shape[3] = {qkv->shape[0], qkv->shape[1], qkv->shape[2] / 3};
+    const int nt = nn__pool_threads();
+    const size_t per = (size_t)BQ * BK + 2 * BQ;
+    int64_t nlse = p.nb * p.tq;
+    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 3);
+    nn_tensor *lse = out && need ? nn__tensor_new(NN_DTYPE_F32, &nlse, 1) : NULL;
+    float *ws = out && (lse || !need) ? workspace(nt, per) : NULL;
+    if (!ws) {
+        nn__tensor_release(out);
+        nn__tensor_release(lse);
+        nn__tensor_release(x);
+        plan_free(&p);
+        return NULL;
+    }
+    fwd_ctx c = {&p, nn__f32(out), lse ? nn__f32(lse) : NULL, ws, per};
+    nn__parallel_for_max(p.nb * ((p.tq + BQ - 1) / BQ), nt, fwd_task, &c);
+    nn__free(ws);
+    plan_free(&p);
+    nn__tensor_release(x);
+    nn_node *node = NULL;
+    out = nn__ops_record(out, FN, sdpa_packed_backward, &qkv, 1, &node);
+    if (node) {
+        node->saved[0] = nn__alias(out);
+        node->saved[1] = lse;
+        lse = NULL;
+        node->i[0] = is_causal;
+        memcpy(&node->i[1], &seed, sizeof seed);
+        node->i[2] = heads;
         node->f[1] = dropout_p;
         if (!node->saved[0]) {
             nn__tensor_release(out);

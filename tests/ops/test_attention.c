@@ -4,6 +4,7 @@
  * central differences in double; thread-count invariance, strided inputs,
  * dropout, errors and an allocation-failure sweep. */
 #include "nn_testhelp.h"
+#include "nn_internal.h"
 #include "ops/attention_internal.h"
 
 #include <stdlib.h>
@@ -379,6 +380,62 @@ static void test_sdpa_dropout(void **s) {
     nn_tensor_free(v);
 }
 
+/* ------------------------------------------------ packed q, k, v (GPT) */
+
+/* nn__sdpa_packed (the GPT module's attention over its fused projection)
+ * against nn_scaled_dot_product_attention on the [B, H, T, D] views of the
+ * same tensor: outputs and the gradient of the packed tensor, causal or
+ * not, with dropout (the same pattern for the same generator seed), with
+ * one key tile (dq written in pass A) and with several (pass B). */
+static void test_sdpa_packed(void **s) {
+    (void)s;
+    const int64_t B = 2, H = 3, D = 8, C = H * D;
+    const int64_t Ts[] = {70, 200};
+    for (int ti = 0; ti < 2; ti++)
+        for (int mode = 0; mode < 3; mode++) {
+            const int64_t T = Ts[ti];
+            const bool causal = mode != 1;
+            const double p = mode == 2 ? 0.3 : 0.0;
+            int64_t xs[] = {B, T, 3 * C}, os[] = {B, T, C}, x5[] = {B, T, 3, H, D};
+            nn_tensor *x = th_param(31, xs, 3), *x2 = th_param(31, xs, 3);
+            nn_tensor *w = tu_rand(32, os, 3, -1, 1);
+            nn_scope *sc = nn_scope_begin();
+            nn_generator *g1 = nn_generator_new(9), *g2 = nn_generator_new(9);
+            nn_tensor *a = TU_NN(nn__sdpa_packed(x, H, causal, p, g1));
+            const int perm5[] = {2, 0, 3, 1, 4}, perm4[] = {0, 2, 1, 3};
+            nn_tensor *v5 = nn_permute(nn_reshape(x2, x5, 5), perm5, 5);
+            nn_tensor *q = nn_squeeze(nn_slice(v5, 0, 0, 1, 1), 0);
+            nn_tensor *k = nn_squeeze(nn_slice(v5, 0, 1, 2, 1), 0);
+            nn_tensor *v = nn_squeeze(nn_slice(v5, 0, 2, 3, 1), 0);
+            nn_tensor *b = TU_NN(nn_reshape(
+                nn_permute(nn_scaled_dot_product_attention(q, k, v, NULL, causal, p, 0.0, g2),
+                           perm4, 4),
+                os, 3));
+            tu_assert_close(a, b, 1e-6, 1e-7, "packed vs views");
+            TU_OK(nn_backward(nn_sum(nn_mul(a, w), NULL, 0, false)));
+            TU_OK(nn_backward(nn_sum(nn_mul(b, w), NULL, 0, false)));
+            tu_assert_close(nn_tensor_grad(x), nn_tensor_grad(x2), 1e-5, 1e-6,
+                            "packed grad vs views");
+            nn_scope_end(sc);
+            nn_generator_free(g1);
+            nn_generator_free(g2);
+            nn_tensor_free(x);
+            nn_tensor_free(x2);
+            nn_tensor_free(w);
+        }
+    /* shapes it refuses */
+    int64_t bad[] = {2, 5, 10}, two[] = {5, 12};
+    nn_tensor *x = tu_rand(1, bad, 3, -1, 1), *y = tu_rand(1, two, 2, -1, 1);
+    assert_null(nn__sdpa_packed(x, 2, true, 0.0, NULL)); /* 10 is not 3 x 2k */
+    assert_int_equal(nn_last_status(), NN_ERR_SHAPE);
+    assert_null(nn__sdpa_packed(y, 1, true, 0.0, NULL));
+    assert_int_equal(nn_last_status(), NN_ERR_SHAPE);
+    assert_null(nn__sdpa_packed(y, 0, true, 0.0, NULL));
+    assert_null(nn__sdpa_packed(NULL, 1, true, 0.0, NULL));
+    nn_tensor_free(x);
+    nn_tensor_free(y);
+}
+
 /* ------------------------------------------------------------- errors */
 
 static void test_sdpa_errors(void **s) {
@@ -709,6 +766,7 @@ int main(void) {
         cmocka_unit_test(test_sdpa_thread_invariance),
         cmocka_unit_test(test_sdpa_strided_inputs),
         cmocka_unit_test(test_sdpa_dropout),
+        cmocka_unit_test(test_sdpa_packed),
         cmocka_unit_test(test_sdpa_errors),
         cmocka_unit_test(test_sdpa_oom_sweep),
         cmocka_unit_test(test_rope),
