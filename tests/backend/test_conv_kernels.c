@@ -104,6 +104,16 @@ static const conv_case g_cases[] = {
     {1, 33, 4, 3, 16, 3, 3, 1, 1, 1, 1, 1, 1},
     {3, 1, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 1},
     {1, 4, 3, 5, 6, 3, 3, 1, 1, 3, 3, 1, 1}, /* padding past the data-gradient limit */
+    /* one to four input channels (the few-channel forward: pixels in vectors) */
+    {9, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1},  /* demo conv1 at 9 images (a task each) */
+    {2, 1, 37, 45, 13, 3, 3, 1, 1, 1, 1, 1, 1},  /* odd sizes, several pixel tiles */
+    {1, 2, 17, 33, 7, 3, 3, 1, 1, 0, 0, 1, 1},   /* no padding */
+    {3, 3, 11, 19, 20, 5, 5, 1, 1, 2, 2, 1, 1},  /* 5x5 */
+    {1, 4, 9, 70, 6, 3, 5, 1, 1, 1, 3, 1, 1},    /* wide rows, asymmetric window */
+    {2, 1, 5, 3, 1, 3, 3, 1, 1, 2, 2, 1, 1},     /* padding wider than the image */
+    {1, 2, 3, 4, 11, 2, 2, 1, 1, 0, 1, 1, 1},    /* even window */
+    {1, 3, 8, 16, 5, 7, 7, 1, 1, 3, 3, 1, 1},    /* the largest window it takes */
+    {1, 1, 9, 9, 4, 3, 3, 1, 1, 1, 1, 2, 2},     /* dilated: the channel tile */
 };
 
 /* A kernel may refuse a shape (false, nothing written) only when the

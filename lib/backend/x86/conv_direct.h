@@ -362,6 +362,220 @@ static bool cd_run(cd_job *j, const float *w, bool transposed, const float *bias
     return !j->failed;
 }
 
+/* ------------------------------------------- forward, few input channels */
+
+/* With one to CF_CMAX input channels (a network's first layer) the tile
+ * above has cin*kh*kw taps only, too few to pay for its transpose and its
+ * epilogue. The fused forward with the 2x2 pool vectorises the output
+ * pixels of a row instead: the register tile is 2 output rows (one pooled
+ * row) x CF_NX vectors of pixels x OB (<= CF_OB) output channels. Every
+ * input vector (a row of the padded copy, shifted by kx) is loaded once
+ * and used by both rows and every channel of the block (weights
+ * broadcast); the pool (rows, then pixel pairs), the bias and the ReLU run
+ * in registers after the sums (max(a) + b = max(a + b) and the ReLU
+ * commutes with the max, both exactly, rounding being monotonic) and only
+ * the pooled NCHW output is stored. Unit stride and dilation. Each output
+ * is summed over (c, ky, kx) in that order; a tile with a NaN pools by the
+ * NaN rule (cd_max_nan), one without by plain max (the same values). The
+ * unpooled forward keeps the tile above (measured: this one is no faster
+ * when the whole output is stored). */
+#define CF_CMAX 4
+#define CF_KMAX 7
+
+/* A few-channel job. */
+typedef struct cf_job {
+    const float *x; /* [n][cin][ih][iw] */
+    int64_t n, cin, ih, iw, pt, pl, kh, kw;
+    int64_t cout, oh, ow; /* conv output, stored pooled: [oh/2][ow/2] */
+    float *y;
+    const float *wpk;   /* weights: block [c][ky][kx][ob] at block start * kt */
+    const float *bias;  /* or NULL */
+    bool relu;
+    int64_t ntx, wpf;   /* x tiles of CF_NX*VL pixels; padded row width */
+    int64_t pairs;      /* row pairs per image: the pooled rows */
+    int64_t nblk, rchunks;
+    bool failed;
+} cf_job;
+
+/* Channels [o0, o0 + OB) of output rows 2 pr, 2 pr + 1, pixels [x0, x0 +
+ * CF_NX*VL), pooled into row pr of y: xp is the padded copy at that pair's first input row and
+ * column x0 (channel stride cs, row stride rs); wp the block's packed
+ * weights [c][ky][kx][OB]. */
+NN_INLINE void cf_tile(const int OB, const int K3, const cf_job *j, const float *xp, int64_t cs, int64_t rs,
+                       const float *restrict wp, int64_t o0, int64_t n, int64_t pr, int64_t x0) {
+    cd_vec acc[CF_OB][2][CF_NX];
+#pragma GCC unroll 8
+    for (int o = 0; o < OB; o++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < CF_NX; v++) acc[o][0][v] = acc[o][1][v] = cd_zero();
+    }
+    const int64_t kh = K3 ? 3 : j->kh, kw = K3 ? 3 : j->kw, krow = kw * OB;
+    for (int64_t c = 0; c < j->cin; c++) {
+        const float *wc = wp + c * kh * krow;
+        for (int64_t r = 0; r <= kh; r++) { /* input row r: ky = r for row 0, r - 1 for row 1 */
+            const float *xr = xp + c * cs + r * rs;
+#pragma GCC unroll 3
+            for (int64_t kx = 0; kx < kw; kx++) {
+                cd_vec xv[CF_NX];
+#pragma GCC unroll 4
+                for (int v = 0; v < CF_NX; v++) xv[v] = cd_loadu(xr + kx + v * CD_VL);
+                if (r < kh) {
+                    const float *w0 = wc + r * krow + kx * OB;
+#pragma GCC unroll 8
+                    for (int o = 0; o < OB; o++) {
+                        const cd_vec wv = cd_set1(w0[o]);
+#pragma GCC unroll 4
+                        for (int v = 0; v < CF_NX; v++) acc[o][0][v] = cd_fma(xv[v], wv, acc[o][0][v]);
+                    }
+                }
+                if (r > 0) {
+                    const float *w1 = wc + (r - 1) * krow + kx * OB;
+#pragma GCC unroll 8
+                    for (int o = 0; o < OB; o++) {
+                        const cd_vec wv = cd_set1(w1[o]);
+#pragma GCC unroll 4
+                        for (int v = 0; v < CF_NX; v++) acc[o][1][v] = cd_fma(xv[v], wv, acc[o][1][v]);
+                    }
+                }
+            }
+        }
+    }
+    /* max over the row pair, then over pixel pairs; bias and ReLU after */
+    const int64_t py = j->oh / 2, px = j->ow / 2;
+    const int np = (int)cd_min(CD_VL * CF_NX / 2, px - x0 / 2);
+#pragma GCC unroll 8
+    for (int o = 0; o < OB; o++) {
+        float *dst = j->y + ((n * j->cout + o0 + o) * py + pr) * px + x0 / 2;
+#pragma GCC unroll 2
+        for (int v = 0; v < CF_NX; v += 2) {
+            const cd_vec a0 = acc[o][0][v], a1 = acc[o][1][v];
+            const cd_vec b0 = acc[o][0][v + 1], b1 = acc[o][1][v + 1];
+            cd_vec m;
+            if (!cd_any_nan(a0, a1) && !cd_any_nan(b0, b1)) /* plain max is the rule */
+                m = cd_pool_pairs(cd_maxf(a0, a1), cd_maxf(b0, b1), false);
+            else
+                m = cd_pool_pairs(cd_max_nan(a0, a1), cd_max_nan(b0, b1), true);
+            if (j->bias) m = cd_add(m, cd_set1(j->bias[o0 + o])); /* max(a) + b: exact */
+            if (j->relu) m = cd_relu(m);
+            const int cnt = np - v / 2 * CD_VL;
+            if (cnt > 0) cd_store_n(dst + v / 2 * CD_VL, m, cnt);
+        }
+    }
+}
+
+#define CF_CASE(OB)                                                                                \
+    case OB:                                                                                       \
+        if (k3)                                                                                    \
+            cf_tile(OB, 1, j, xp, cs, rs, wp, o0, n, pr, x0);                                      \
+        else                                                                                       \
+            cf_tile(OB, 0, j, xp, cs, rs, wp, o0, n, pr, x0);                                      \
+        break;
+
+/* One tile of ob channels; the 3x3 window unrolled. */
+static void cf_tile_call(int ob, const cf_job *j, const float *xp, int64_t cs, int64_t rs,
+                         const float *wp, int64_t o0, int64_t n, int64_t pr, int64_t x0) {
+    const bool k3 = j->kh == 3 && j->kw == 3;
+    switch (ob) {
+        CF_CASE(1)
+        CF_CASE(2)
+        CF_CASE(3)
+#if CF_OB > 3
+        CF_CASE(4)
+        CF_CASE(5)
+        CF_CASE(6)
+#endif
+    default: break;
+    }
+}
+
+/* Block b of the channels: [*o0, *o0 + *ob), blocks as even as can be. */
+static void cf_block(const cf_job *j, int64_t b, int64_t *o0, int *ob) {
+    const int64_t base = j->cout / j->nblk, extra = j->cout % j->nblk;
+    *o0 = b * base + cd_min(b, extra);
+    *ob = (int)(base + (b < extra));
+}
+
+static void cf_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    cf_job *j = ctx;
+    const int64_t n = t / j->rchunks, ch = t % j->rchunks;
+    const int64_t per = cd_cdiv(j->pairs, j->rchunks);
+    const int64_t lo = ch * per, hi = cd_min(j->pairs, lo + per);
+    if (lo >= hi) return;
+    const int64_t rows = 2 * (hi - lo) + j->kh - 1; /* input rows of the padded copy */
+    float *buf = nn__thread_scratch(CD_SLOT_PAD, (size_t)(j->cin * rows * j->wpf) * sizeof(float));
+    if (!buf) {
+        __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
+        return;
+    }
+    cd_pad_rows(j->x + n * j->cin * j->ih * j->iw, NULL, j->cin, j->ih, j->iw, j->pt, j->pl,
+                2 * lo, rows, j->wpf, buf);
+    const int64_t cs = rows * j->wpf, kt = j->cin * j->kh * j->kw;
+    for (int64_t pr = lo; pr < hi; pr++)
+        for (int64_t tx = 0; tx < j->ntx; tx++) {
+            const int64_t x0 = tx * CF_NX * CD_VL;
+            const float *xp = buf + 2 * (pr - lo) * j->wpf + x0;
+            for (int64_t b = 0; b < j->nblk; b++) {
+                int64_t o0;
+                int ob;
+                cf_block(j, b, &o0, &ob);
+                cf_tile_call(ob, j, xp, cs, j->wpf, j->wpk + o0 * kt, o0, n, pr, x0);
+            }
+        }
+}
+
+/* Whether the few-channel path takes the forward of d. */
+static bool cf_takes(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
+    return d->c >= 1 && d->c <= CF_CMAX && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+           g->dw == 1 && g->kh <= CF_KMAX && g->kw <= CF_KMAX;
+}
+
+static bool cf_direct_fwd_pool(const nn__conv2d *d, const float *x, const float *w,
+                               const float *bias, bool relu, float *y) {
+    const nn__win2d *g = &d->g;
+    cf_job j = {.x = x,
+                .n = d->n,
+                .cin = d->c,
+                .ih = d->h,
+                .iw = d->w,
+                .pt = g->ph,
+                .pl = g->pw,
+                .kh = g->kh,
+                .kw = g->kw,
+                .cout = d->o,
+                .oh = g->oh,
+                .ow = g->ow,
+                .y = y,
+                .bias = bias,
+                .relu = relu};
+    j.ntx = cd_cdiv(2 * (g->ow / 2), CF_NX * CD_VL); /* the conv columns the pool reads */
+    j.wpf = j.ntx * CF_NX * CD_VL + g->kw - 1;
+    j.pairs = g->oh / 2;
+    j.nblk = cd_cdiv(d->o, CF_OB);
+    const int64_t kt = d->c * g->kh * g->kw;
+    float *pk = nn__thread_scratch(CD_SLOT_PACK, (size_t)(kt * d->o) * sizeof(float));
+    if (!pk) return false;
+    for (int64_t b = 0; b < j.nblk; b++) { /* block [c][ky][kx][ob] at o0 * kt */
+        int64_t o0;
+        int ob;
+        cf_block(&j, b, &o0, &ob);
+        for (int64_t k = 0; k < kt; k++)
+            for (int o = 0; o < ob; o++) pk[o0 * kt + k * ob + o] = w[(o0 + o) * kt + k];
+    }
+    j.wpk = pk;
+    const double work = (double)(kt * d->o * g->oh * g->ow);
+    j.rchunks = cd_rchunks(d->n, j.pairs, work);
+    j.failed = false;
+    const int64_t tasks = d->n * j.rchunks;
+    if (tasks == 1)
+        cf_task(&j, 0, 0);
+    else
+        nn__parallel_for_max(tasks, nn__threads_for((int64_t)(work * (double)d->n), 1 << 18),
+                             cf_task, &j);
+    return !j.failed;
+}
+
 /* Columns the padded view needs: the last tap of the last output. */
 static int64_t cd_span(int64_t out, int64_t s, int64_t k, int64_t d) {
     return (out - 1) * s + (k - 1) * d + 1;
@@ -402,6 +616,7 @@ static bool cd_direct_fwd(const nn__conv2d *d, const float *x, const float *w, c
         }
         return true;
     }
+    if (pool && cf_takes(d)) return cf_direct_fwd_pool(d, x, w, bias, relu, y);
     return cd_run(&j, w, false, bias);
 }
 
@@ -712,6 +927,8 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
  *  - forward (and the fused ReLU / pool): unit column stride and at least
  *    half a vector of output channels (the vectorised axis: 1 output channel
  *    would use 1 lane in 16);
+ *  - forward with the 2x2 pool: also one to CF_CMAX input channels with unit
+ *    stride and dilation and a window up to CF_KMAX (the few-channel tile);
  *  - data gradient: unit stride, padding within the window's extent (it is
  *    the forward on gy padded by (k-1)*d - p), and at least half a vector of
  *    input channels (its output channels);
@@ -720,7 +937,8 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
 static unsigned cd_direct_passes(const nn__conv2d *d) {
     const nn__win2d *g = &d->g;
     unsigned p = 0;
-    if (g->sw == 1 && 2 * d->o >= CD_VL) p |= NN_CONV_FWD | NN_CONV_FWD_POOL;
+    if (g->sw == 1 && 2 * d->o >= CD_VL) p |= NN_CONV_FWD;
+    if (g->sw == 1 && (2 * d->o >= CD_VL || cf_takes(d))) p |= NN_CONV_FWD_POOL;
     if (g->sh == 1 && g->sw == 1 && g->ph <= (g->kh - 1) * g->dh && g->pw <= (g->kw - 1) * g->dw &&
         2 * d->c >= CD_VL)
         p |= NN_CONV_BWD_DATA;

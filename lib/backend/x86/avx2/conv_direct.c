@@ -9,6 +9,8 @@
 #define CD_MR 6    /* pixels per forward tile */
 #define CD_WACC 12 /* taps per weight-gradient tile */
 #define CD_WG 4    /* (c, ky) rows per weight-gradient tile */
+#define CF_NX 2    /* few-channel tile: pixel vectors per row */
+#define CF_OB 3    /* few-channel tile: output channels (2 x 2 x 3 accumulators) */
 
 typedef __m256 cd_vec;
 NN_INLINE cd_vec cd_zero(void) { return _mm256_setzero_ps(); }
@@ -40,6 +42,19 @@ NN_INLINE void cd_store_n(float *p, cd_vec v, int n) {
         _mm256_storeu_ps(p, v);
     else
         _mm256_maskstore_ps(p, lane_mask(n), v);
+}
+/* lane i = the max of pixels 2i, 2i + 1 of the 16 in a, b: the rule above
+ * (exact), or plain max (no NaN among them) */
+NN_INLINE cd_vec cd_pool_pairs(cd_vec a, cd_vec b, bool exact) {
+    /* per 128-bit lane: pairs of a then of b; 64-bit chunks 0 2 1 3 restore the order */
+    const cd_vec e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xDD);
+    const cd_vec m = exact ? cd_max_nan(e, o) : _mm256_max_ps(e, o);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8));
+}
+NN_INLINE cd_vec cd_maxf(cd_vec a, cd_vec b) { return _mm256_max_ps(a, b); }
+/* whether a lane of a or b is NaN */
+NN_INLINE bool cd_any_nan(cd_vec a, cd_vec b) {
+    return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) != 0;
 }
 NN_INLINE void cd_transpose(cd_vec r[CD_VL]) { pack_transpose8(r); }
 

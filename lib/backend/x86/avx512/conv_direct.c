@@ -9,6 +9,8 @@
 #define CD_MR 14   /* pixels per forward tile */
 #define CD_WACC 28 /* taps per weight-gradient tile */
 #define CD_WG 6    /* (c, ky) rows per weight-gradient tile */
+#define CF_NX 2    /* few-channel tile: pixel vectors per row */
+#define CF_OB 6    /* few-channel tile: output channels (2 x 2 x 6 accumulators) */
 
 typedef __m512 cd_vec;
 NN_INLINE cd_vec cd_zero(void) { return _mm512_setzero_ps(); }
@@ -35,6 +37,18 @@ NN_INLINE cd_vec cd_gate(cd_vec g, cd_vec m) {
 NN_INLINE __mmask16 cd_mask(int n) { return (__mmask16)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
 NN_INLINE cd_vec cd_load_n(const float *p, int n) { return _mm512_maskz_loadu_ps(cd_mask(n), p); }
 NN_INLINE void cd_store_n(float *p, cd_vec v, int n) { _mm512_mask_storeu_ps(p, cd_mask(n), v); }
+
+/* lane i = the max of pixels 2i, 2i + 1 of the 32 in a, b: the rule above
+ * (exact), or plain max (no NaN among them) */
+NN_INLINE cd_vec cd_pool_pairs(cd_vec a, cd_vec b, bool exact) {
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const cd_vec e = _mm512_permutex2var_ps(a, ev, b), o = _mm512_permutex2var_ps(a, od, b);
+    return exact ? cd_max_nan(e, o) : _mm512_max_ps(e, o);
+}
+NN_INLINE cd_vec cd_maxf(cd_vec a, cd_vec b) { return _mm512_max_ps(a, b); }
+/* whether a lane of a or b is NaN */
+NN_INLINE bool cd_any_nan(cd_vec a, cd_vec b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) != 0; }
 
 /* r[j] <- column j of the 16x16 block whose rows are r[0..15]. */
 NN_INLINE void cd_transpose(cd_vec r[16]) {
