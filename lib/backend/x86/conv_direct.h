@@ -412,29 +412,24 @@ NN_INLINE void cf_tile(const int OB, const int K3, const cf_job *j, const float 
     const int64_t kh = K3 ? 3 : j->kh, kw = K3 ? 3 : j->kw, krow = kw * OB;
     for (int64_t c = 0; c < j->cin; c++) {
         const float *wc = wp + c * kh * krow;
-        for (int64_t r = 0; r <= kh; r++) { /* input row r: ky = r for row 0, r - 1 for row 1 */
-            const float *xr = xp + c * cs + r * rs;
+        for (int64_t ky = 0; ky < kh; ky++) { /* input rows ky (row 0) and ky + 1 (row 1) */
+            const float *xr = xp + c * cs + ky * rs;
 #pragma GCC unroll 3
             for (int64_t kx = 0; kx < kw; kx++) {
-                cd_vec xv[CF_NX];
+                cd_vec x0v[CF_NX], x1v[CF_NX];
 #pragma GCC unroll 4
-                for (int v = 0; v < CF_NX; v++) xv[v] = cd_loadu(xr + kx + v * CD_VL);
-                if (r < kh) {
-                    const float *w0 = wc + r * krow + kx * OB;
-#pragma GCC unroll 8
-                    for (int o = 0; o < OB; o++) {
-                        const cd_vec wv = cd_set1(w0[o]);
-#pragma GCC unroll 4
-                        for (int v = 0; v < CF_NX; v++) acc[o][0][v] = cd_fma(xv[v], wv, acc[o][0][v]);
-                    }
+                for (int v = 0; v < CF_NX; v++) {
+                    x0v[v] = cd_loadu(xr + kx + v * CD_VL);
+                    x1v[v] = cd_loadu(xr + rs + kx + v * CD_VL);
                 }
-                if (r > 0) {
-                    const float *w1 = wc + (r - 1) * krow + kx * OB;
+                const float *w0 = wc + ky * krow + kx * OB;
 #pragma GCC unroll 8
-                    for (int o = 0; o < OB; o++) {
-                        const cd_vec wv = cd_set1(w1[o]);
+                for (int o = 0; o < OB; o++) {
+                    const cd_vec wv = cd_set1(w0[o]);
 #pragma GCC unroll 4
-                        for (int v = 0; v < CF_NX; v++) acc[o][1][v] = cd_fma(xv[v], wv, acc[o][1][v]);
+                    for (int v = 0; v < CF_NX; v++) {
+                        acc[o][0][v] = cd_fma(x0v[v], wv, acc[o][0][v]);
+                        acc[o][1][v] = cd_fma(x1v[v], wv, acc[o][1][v]);
                     }
                 }
             }
