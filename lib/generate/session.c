@@ -35,6 +35,7 @@
 #include "backend/backend.h"
 #include "module/module_internal.h"
 #include "nn_internal.h"
+#include "ops/quant.h"
 
 #include <math.h>
 #include <string.h>
@@ -56,6 +57,17 @@ struct nn_session {
     float *logits;      /* [V] */
     float *probs;       /* [V] sampling scratch */
     int64_t *order;     /* [V] */
+    /* int8 projections (QuantizedLinear after nn_quantize_dynamic): per
+     * layer and projection (c_attn, attn c_proj, c_fc, mlp c_proj) the layer
+     * or n = 0 for a float one, its column sums computed once (the
+     * activations after LayerNorm have non-zero zero points); scratch for a
+     * chunk's u8 rows and their scales / zero points. */
+    nn__qlayer *ql;     /* [4L] */
+    int32_t *qsum;      /* column sums, ql[i] at qsum + qoff[i] */
+    int64_t *qoff;      /* [4L] */
+    uint8_t *qa;        /* [CHUNK][kp(4C)] */
+    float *qsa;         /* [CHUNK] */
+    int32_t *qzp;       /* [CHUNK] */
 };
 NN__HANDLE_FIRST(struct nn_session, handle);
 
@@ -102,11 +114,56 @@ void nn_session_free(nn_session *s) {
     nn__aligned_free(s->vc);
     nn__aligned_free(s->x);
     nn__free(s->order);
+    nn__free(s->ql), nn__free(s->qsum), nn__free(s->qoff), nn__free(s->qa);
+    nn__free(s->qsa), nn__free(s->qzp);
     nn_generator_free(s->gen);
     nn__gpt_view_free(&s->v);
     nn_module_free(s->m);
     nn__handle_clear(&s->handle);
     nn__free(s);
+}
+
+/* The int8 state of a view with QuantizedLinear projections (none: no
+ * allocation). An observer (a model being quantized on another thread) is
+ * refused. */
+static nn_status int8_setup(nn_session *s, const char *fn) {
+    const nn__gpt_view *v = &s->v;
+    const int64_t C = v->C, np = 4 * v->L;
+    int64_t nq = 0, total = 0;
+    for (int64_t l = 0; l < v->L; l++) {
+        const nn__gpt_block *k = &v->blk[l];
+        const nn_module *mods[4] = {k->attn_m, k->aproj_m, k->fc_m, k->mproj_m};
+        for (int i = 0; i < 4; i++) {
+            if (!mods[i]) continue;
+            if (nn__quant_is_observer(mods[i]))
+                return nn__err(NN_ERR_INVALID, "%s: the GPT is being quantized (layer %lld)", fn,
+                               (long long)l);
+            nq++;
+        }
+    }
+    if (!nq) return NN_OK;
+    s->ql = nn__calloc((size_t)np, sizeof *s->ql);
+    s->qoff = nn__calloc((size_t)np, sizeof *s->qoff);
+    s->qsa = nn__calloc(CHUNK, sizeof *s->qsa);
+    s->qzp = nn__calloc(CHUNK, sizeof *s->qzp);
+    s->qa = nn__calloc(CHUNK, (size_t)nn__qk_pad(4 * C));
+    if (!s->ql || !s->qoff || !s->qsa || !s->qzp || !s->qa) return nn_last_status();
+    for (int64_t l = 0; l < v->L; l++) {
+        const nn__gpt_block *k = &v->blk[l];
+        const nn_module *mods[4] = {k->attn_m, k->aproj_m, k->fc_m, k->mproj_m};
+        for (int i = 0; i < 4; i++) {
+            nn__qlayer *q = &s->ql[4 * l + i];
+            if (mods[i] && nn__qlinear_layer(mods[i], q)) {
+                s->qoff[4 * l + i] = total;
+                total += q->n;
+            }
+        }
+    }
+    s->qsum = nn__calloc((size_t)total, sizeof *s->qsum);
+    if (!s->qsum) return nn_last_status();
+    for (int64_t i = 0; i < np; i++)
+        if (s->ql[i].n) nn__qw_colsum(&s->ql[i], s->qsum + s->qoff[i]);
+    return NN_OK;
 }
 
 nn_session *nn_session_new(const nn_model *model, const nn_sampling *opts) {
@@ -153,6 +210,7 @@ nn_session *nn_session_new(const nn_model *model, const nn_sampling *opts) {
     s->scores = s->t + CHUNK * C;
     s->logits = s->scores + T;
     s->probs = s->logits + V;
+    if (int8_setup(s, fn) != NN_OK) goto fail;
     nn__call_ok();
     return s;
 fail:
@@ -228,9 +286,18 @@ static bool is_half(const nn_tensor *t) {
 
 /* out[n, O] (=, or += when acc) in[n, I] Wᵀ (W [O, I], f32 or half) + b;
  * tmp [n, O]: the half kernel's sum when acc (it overwrites its output). */
-static void project(const float *in, int64_t n, int64_t I, const nn_tensor *w, const float *b,
-                    int64_t O, float *out, bool acc, float *tmp) {
+static void project(const nn_session *s, int64_t qi, const float *in, int64_t n, int64_t I,
+                    const nn_tensor *w, const float *b, int64_t O, float *out, bool acc,
+                    float *tmp) {
     const nn_kernels *kt = nn__kernels();
+    if (qi >= 0 && s->ql && s->ql[qi].n) { /* int8: rows quantized here, bias in the epilogue */
+        float *dst = acc ? tmp : out;
+        nn__qlinear_rows(&s->ql[qi], in, n, s->qa, s->qsa, s->qzp, s->qsum + s->qoff[qi], NULL,
+                         dst);
+        if (acc)
+            for (int64_t i = 0; i < n * O; i++) out[i] += tmp[i];
+        return;
+    }
     if (is_half(w)) {
         float *dst = acc ? tmp : out;
         kt->half.gemm(w->dtype == NN_DTYPE_BF16, true, n, O, I, in, I, nn__u16(w), I, dst, O);
@@ -335,22 +402,22 @@ static void run_chunk(nn_session *s, const int64_t *tok, int64_t n, bool last) {
         const nn__gpt_block *k = &v->blk[l];
         float *kc = s->kc + l * s->cap * C, *vc = s->vc + l * s->cap * C;
         layer_norm(s->x, s->a, n, C, f32c(k->ln1_w), f32c(k->ln1_b), v->eps);
-        project(s->a, n, C, k->attn_w, f32c(k->attn_b), 3 * C, s->qkv, false, NULL);
+        project(s, 4 * l, s->a, n, C, k->attn_w, f32c(k->attn_b), 3 * C, s->qkv, false, NULL);
         for (int64_t i = 0; i < n; i++) {
             memcpy(kc + (p0 + i) * C, s->qkv + i * 3 * C + C, sizeof(float) * (size_t)C);
             memcpy(vc + (p0 + i) * C, s->qkv + i * 3 * C + 2 * C, sizeof(float) * (size_t)C);
         }
         attend(s, kc, vc, p0, n);
-        project(s->y, n, C, k->aproj_w, f32c(k->aproj_b), C, s->x, true, s->t);
+        project(s, 4 * l + 1, s->y, n, C, k->aproj_w, f32c(k->aproj_b), C, s->x, true, s->t);
         layer_norm(s->x, s->a, n, C, f32c(k->ln2_w), f32c(k->ln2_b), v->eps);
-        project(s->a, n, C, k->fc_w, f32c(k->fc_b), 4 * C, s->f, false, NULL);
+        project(s, 4 * l + 2, s->a, n, C, k->fc_w, f32c(k->fc_b), 4 * C, s->f, false, NULL);
         gelu_tanh(s->f, n * 4 * C);
-        project(s->f, n, 4 * C, k->mproj_w, f32c(k->mproj_b), C, s->x, true, s->t);
+        project(s, 4 * l + 3, s->f, n, 4 * C, k->mproj_w, f32c(k->mproj_b), C, s->x, true, s->t);
     }
     s->len += n;
     if (!last) return;
     layer_norm(s->x + (n - 1) * C, s->a, 1, C, f32c(v->lnf_w), f32c(v->lnf_b), v->eps);
-    project(s->a, 1, C, v->head, NULL, v->V, s->logits, false, NULL);
+    project(s, -1, s->a, 1, C, v->head, NULL, v->V, s->logits, false, NULL);
     s->have_logits = true;
 }
 

@@ -27,6 +27,7 @@
  * Dropout (training only): after the embedding sum, on the attention
  * weights, and on both residual branches, as nanoGPT. */
 #include "module_internal.h"
+#include "ops/quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -91,6 +92,50 @@ static nn_tensor *want(const nn_module *m, const char *name, int64_t d0, int64_t
     return t;
 }
 
+/* The submodule at dotted path `path` under m, or NULL (no error set). */
+static nn_module *sub_module(const nn_module *m, const char *path) {
+    nn_module *cur = (nn_module *)m;
+    while (cur && *path) {
+        const char *dot = strchr(path, '.');
+        size_t len = dot ? (size_t)(dot - path) : strlen(path);
+        nn_module *next = NULL;
+        for (int i = 0; i < cur->nchildren && !next; i++)
+            if (strlen(cur->children[i].name) == len && !memcmp(cur->children[i].name, path, len))
+                next = cur->children[i].m;
+        cur = next;
+        path += len + (dot ? 1 : 0);
+    }
+    return cur;
+}
+
+/* Projection `path` ([out, in]) as an int8 module: a QuantizedLinear of
+ * those features (and a bias exactly when the GPT has biases), or an
+ * observer while nn_quantize_dynamic runs. *mod stays NULL for anything
+ * else (then the weight is looked up by name). false: a QuantizedLinear of
+ * the wrong shape (error naming fn). */
+static bool want_int8(const nn_module *m, const char *path, int64_t out, int64_t in, bool bias,
+                      nn_module **mod, nn_tensor **w, nn_tensor **b, const char *fn) {
+    nn_module *q = sub_module(m, path);
+    nn__qlayer L;
+    *mod = NULL;
+    if (nn__quant_is_observer(q)) {
+        *mod = q, *w = NULL, *b = NULL;
+        return true;
+    }
+    if (!nn__qlinear_layer(q, &L)) return true;
+    if (L.n != out || L.k != in || (L.bias != NULL) != bias || L.relu || L.act_scale > 0) {
+        nn__err(NN_ERR_FORMAT,
+                "%s: GPT projection '%s' is a QuantizedLinear [%lld, %lld]%s%s%s, expected "
+                "[%lld, %lld]%s with dynamic activations and no ReLU",
+                fn, path, (long long)L.n, (long long)L.k, L.bias ? " with bias" : " without bias",
+                L.relu ? ", relu" : "", L.act_scale > 0 ? ", static activations" : "",
+                (long long)out, (long long)in, bias ? " with bias" : " without bias");
+        return false;
+    }
+    *mod = q, *w = (nn_tensor *)L.w, *b = (nn_tensor *)L.bias;
+    return true;
+}
+
 void nn__gpt_view_free(nn__gpt_view *v) {
     if (!v) return;
     nn__free(v->blk);
@@ -132,13 +177,21 @@ nn_status nn__gpt_view_get(const nn_module *m, nn__gpt_view *v, const char *fn) 
             nn_tensor **w, **bb;
             const char *sub;
             int64_t out, in;
-        } lin[] = {{&k->attn_w, &k->attn_b, "attn.c_attn", 3 * C, C},
-                   {&k->aproj_w, &k->aproj_b, "attn.c_proj", C, C},
-                   {&k->fc_w, &k->fc_b, "mlp.c_fc", 4 * C, C},
-                   {&k->mproj_w, &k->mproj_b, "mlp.c_proj", C, 4 * C},
-                   {&k->ln1_w, &k->ln1_b, "ln_1", C, -1},
-                   {&k->ln2_w, &k->ln2_b, "ln_2", C, -1}};
+            nn_module **mod;
+        } lin[] = {{&k->attn_w, &k->attn_b, "attn.c_attn", 3 * C, C, &k->attn_m},
+                   {&k->aproj_w, &k->aproj_b, "attn.c_proj", C, C, &k->aproj_m},
+                   {&k->fc_w, &k->fc_b, "mlp.c_fc", 4 * C, C, &k->fc_m},
+                   {&k->mproj_w, &k->mproj_b, "mlp.c_proj", C, 4 * C, &k->mproj_m},
+                   {&k->ln1_w, &k->ln1_b, "ln_1", C, -1, NULL},
+                   {&k->ln2_w, &k->ln2_b, "ln_2", C, -1, NULL}};
         for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
+            if (lin[i].mod) {
+                snprintf(name, sizeof name, "transformer.h.%lld.%s", (long long)l, lin[i].sub);
+                if (!want_int8(m, name, lin[i].out, lin[i].in, b, lin[i].mod, lin[i].w, lin[i].bb,
+                               fn))
+                    goto fail;
+                if (*lin[i].mod) continue;
+            }
             snprintf(name, sizeof name, "transformer.h.%lld.%s.weight", (long long)l, lin[i].sub);
             WANT(*lin[i].w, name, lin[i].out, lin[i].in);
             if (!b) continue;
@@ -158,6 +211,11 @@ fail:;
 
 static nn_tensor *drop(nn_module *m, nn_tensor *x, double p) {
     return p > 0 && nn__mod_training(m) ? nn_dropout(x, p, true, m->gen) : x;
+}
+
+/* A projection: a plain Linear's weight and bias, or the int8 module. */
+static nn_tensor *proj(nn_module *mod, nn_tensor *a, nn_tensor *w, nn_tensor *b) {
+    return mod ? (a ? nn__track(nn__mod_forward(mod, a)) : NULL) : nn_linear(a, w, b);
 }
 
 static nn_tensor *gpt_forward(nn_module *m, nn_tensor *x) {
@@ -184,12 +242,12 @@ static nn_tensor *gpt_forward(nn_module *m, nn_tensor *x) {
         const nn__gpt_block *k = &v.blk[l];
         nn_tensor *a = nn_layer_norm(h, &C, 1, k->ln1_w, k->ln1_b, v.eps);
         /* [B, T, 3C]: q, k, v heads read in place; out [B, T, C] */
-        nn_tensor *att = nn__sdpa_packed(nn_linear(a, k->attn_w, k->attn_b), H, true,
+        nn_tensor *att = nn__sdpa_packed(proj(k->attn_m, a, k->attn_w, k->attn_b), H, true,
                                          train ? p : 0, m->gen);
-        h = nn_add(h, drop(m, nn_linear(att, k->aproj_w, k->aproj_b), p));
+        h = nn_add(h, drop(m, proj(k->aproj_m, att, k->aproj_w, k->aproj_b), p));
         a = nn_layer_norm(h, &C, 1, k->ln2_w, k->ln2_b, v.eps);
-        a = nn_gelu(nn_linear(a, k->fc_w, k->fc_b), true);
-        h = nn_add(h, drop(m, nn_linear(a, k->mproj_w, k->mproj_b), p));
+        a = nn_gelu(proj(k->fc_m, a, k->fc_w, k->fc_b), true);
+        h = nn_add(h, drop(m, proj(k->mproj_m, a, k->mproj_w, k->mproj_b), p));
     }
     y = nn_linear(nn_layer_norm(h, &C, 1, v.lnf_w, v.lnf_b, v.eps), v.head, NULL);
 done:

@@ -78,6 +78,12 @@ nn_status nn__module_tie_own(nn_module *m, const char *name, nn_tensor *t, const
 typedef struct nn__gpt_block {
     nn_tensor *ln1_w, *ln1_b, *attn_w, *attn_b, *aproj_w, *aproj_b;
     nn_tensor *ln2_w, *ln2_b, *fc_w, *fc_b, *mproj_w, *mproj_b; /* biases NULL without bias */
+    /* A projection that is not a plain weight matrix (after nn_quantize_dynamic:
+     * a QuantizedLinear; while quantizing: an observer): the module, whose
+     * forward the GPT forward calls. For a QuantizedLinear, *_w is its packed
+     * int8 weight and *_b its bias (read them through nn__qlinear_layer);
+     * for an observer both are NULL. NULL for a plain (f32 / half) weight. */
+    nn_module *attn_m, *aproj_m, *fc_m, *mproj_m;
 } nn__gpt_block;
 typedef struct nn__gpt_view {
     int64_t V, T, L, H, C; /* vocab, block size, layers, heads, channels */
@@ -115,6 +121,11 @@ void nn__quant_free(nn__qplan *p);
 /* The per-layer table (+ tail), a new string for nn_free; NULL: NOMEM. */
 char *nn__quant_report(const nn__qplan *p, const char *tail);
 int nn__quant_count(const nn__qplan *p);
+struct nn__qlayer; /* ops/quant.h */
+/* Whether m is a QuantizedLinear; then *L describes it (borrowed tensors). */
+bool nn__qlinear_layer(const nn_module *m, struct nn__qlayer *L);
+/* Whether m is a quantization observer (only while a plan is active). */
+bool nn__quant_is_observer(const nn_module *m);
 
 /* ==== Private to lib/module/: the layout of nn_module and shared helpers. */
 

@@ -431,6 +431,12 @@ static nn_status walk(nn__qplan *p, nn_module *m, const char *prefix, const char
         nn_module *c = m->children[i].m;
         char *path = join_path(prefix, m->children[i].name);
         if (!path) return NN_ERR_NOMEM;
+        /* a GPT's head stays as it is: its weight is the token embedding's
+         * (tied), and the decode session reads it as a matrix */
+        if (nn__is_gpt(m) && !strcmp(m->children[i].name, "lm_head")) {
+            nn__free(path);
+            continue;
+        }
         nn_status st = eligible(c) ? observe(p, m, i, path, fn)
                        : c->kind == &kind_observer ? NN_OK
                                                    : walk(p, c, path, fn);
@@ -544,3 +550,13 @@ char *nn__quant_report(const nn__qplan *p, const char *tail) {
 }
 
 int nn__quant_count(const nn__qplan *p) { return p->n; }
+
+bool nn__qlinear_layer(const nn_module *m, nn__qlayer *L) {
+    if (!m || m->kind != &nn__kind_qlinear) return false;
+    const double *c = m->cfg;
+    *L = qlayer_of(m, (int64_t)c[QL_OUT], (int64_t)c[QL_IN], c[QL_BIAS] != 0, c[QL_RELU] != 0,
+                   c[QL_SCALE], c[QL_ZP]);
+    return true;
+}
+
+bool nn__quant_is_observer(const nn_module *m) { return m && m->kind == &kind_observer; }

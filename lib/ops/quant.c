@@ -148,6 +148,29 @@ static void wsum_run(const nn__qlayer *L, const nn__int8_kernels *k8, const int3
     memset(wsum, 0, (size_t)L->n * sizeof(int32_t));
 }
 
+void nn__qw_colsum(const nn__qlayer *L, int32_t *wsum) {
+    nn__kernels()->int8.colsum(L->n, L->k, qw_data(L->w), wsum);
+}
+
+void nn__qlinear_rows(const nn__qlayer *L, const float *x, int64_t rows, uint8_t *a, float *sa,
+                      int32_t *zp, const int32_t *wsum, int32_t *wsum_tmp, float *y) {
+    const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    const int64_t kp = nn__qk_pad(L->k);
+    for (int64_t i = 0; i < rows; i++) {
+        quantize_run(L, k8, L->k, x + i * L->k, a + i * kp, &sa[i], &zp[i]);
+        memset(a + i * kp + L->k, 0, (size_t)(kp - L->k));
+    }
+    if (!wsum) {
+        wsum_run(L, k8, zp, rows, wsum_tmp);
+        wsum = wsum_tmp;
+    }
+    scratch s = {.wsum = (int32_t *)wsum};
+    nn__qgemm g = layer_gemm(L, &s);
+    g.m = rows, g.a = a, g.lda = kp, g.a_scale = sa, g.a_zp = zp, g.a_step = 1;
+    g.c = y, g.ldc = L->n;
+    k8->gemm(&g);
+}
+
 nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
     if (!nn__check_f32(x, fn, "x") || !check_layer(L, fn)) return NULL;
     char s1[128];
@@ -169,17 +192,7 @@ nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn) {
         nn__tensor_release(out);
         return NULL;
     }
-    const nn__int8_kernels *k8 = &nn__kernels()->int8;
-    const float *X = nn__f32(xc);
-    for (int64_t i = 0; i < rows; i++) {
-        quantize_run(L, k8, L->k, X + i * L->k, s.a + i * kp, &s.sa[i], &s.zp[i]);
-        memset(s.a + i * kp + L->k, 0, (size_t)(kp - L->k));
-    }
-    wsum_run(L, k8, s.zp, rows, s.wsum);
-    nn__qgemm g = layer_gemm(L, &s);
-    g.m = rows, g.a = s.a, g.lda = kp, g.a_scale = s.sa, g.a_zp = s.zp, g.a_step = 1;
-    g.c = nn__f32(out), g.ldc = L->n;
-    k8->gemm(&g);
+    nn__qlinear_rows(L, nn__f32(xc), rows, s.a, s.sa, s.zp, NULL, s.wsum, nn__f32(out));
     scratch_free(&s);
     nn__tensor_release(xc);
     return nn__track(out);

@@ -48,6 +48,15 @@ typedef struct nn__qlayer {
 
 /* y [*, n] from x [*, k] (f32, any layout). Tracked result, NULL on error. */
 nn_tensor *nn__qlinear(nn_tensor *x, const nn__qlayer *L, const char *fn);
+/* The same on raw rows, for callers that keep their own scratch (a decode
+ * session): x [rows, k] contiguous f32 -> y [rows, n]; a [rows, kp] u8
+ * (kp = nn__qk_pad(k)), sa and zp [rows] are scratch; wsum: the layer's
+ * column sums (nn__qw_colsum, computed once by the caller), or NULL to have
+ * them computed into wsum_tmp [n] when a zero point needs them. */
+void nn__qlinear_rows(const nn__qlayer *L, const float *x, int64_t rows, uint8_t *a, float *sa,
+                      int32_t *zp, const int32_t *wsum, int32_t *wsum_tmp, float *y);
+/* wsum [n] = the column sums of the layer's packed weights. */
+void nn__qw_colsum(const nn__qlayer *L, int32_t *wsum);
 /* y [N, O, OH, OW] from x [N, C, H, W]; L->k = C*KH*KW, L->n = O; groups
  * and dilation 1. pool: then a 2x2 stride-2 max pool (floor; NaN
  * propagates): y [N, O, OH/2, OW/2]. Tracked result, NULL on error. */

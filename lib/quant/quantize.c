@@ -63,8 +63,10 @@ static nn_status report_and_convert(nn__qplan *p, nn_module *m, nn_tensor *x, ch
         char tail[256];
         int len = snprintf(tail, sizeof tail, "%-16s %-16s %-26s %12.4g %12.4g %7.3f%%\n",
                            "(whole model)", "output", "", err, ref, ref > 0 ? 100 * err / ref : 0);
-        if (yf->ndim == 2 && yf->shape[0] > 0 && yf->shape[1] > 0) {
-            const int64_t rows = yf->shape[0], cols = yf->shape[1];
+        /* rows: every index but the last (a GPT's logits [B, T, V]: B*T rows) */
+        const int64_t cols = yf->ndim >= 2 ? yf->shape[yf->ndim - 1] : 0;
+        if (cols > 0 && yf->numel > 0) {
+            const int64_t rows = yf->numel / cols;
             int64_t agree = 0;
             for (int64_t r = 0; r < rows; r++) {
                 int64_t ia = 0, ib = 0;
@@ -91,7 +93,10 @@ nn_status nn_quantize_dynamic(nn_module *model, nn_tensor *calib, char **report)
     if (report) *report = NULL;
     if (!model) return nn__err_null(fn, "model");
     if (!nn_module_type_name(model)) return nn__forward(fn); /* a freed handle */
-    if (calib && !nn__check_f32(calib, fn, "calib")) return nn__forward(fn);
+    /* a GPT's calibration batch is token ids (i64 [B, T]: its forward checks) */
+    if (calib && !(nn__is_gpt(model) ? nn__check_tensor(calib, fn, "calib")
+                                     : nn__check_f32(calib, fn, "calib")))
+        return nn__forward(fn);
     if (!calib && report)
         return nn__err(NN_ERR_INVALID, "%s: a report needs a calibration batch (calib is NULL)",
                        fn);
