@@ -243,6 +243,10 @@ static nn_module *quantize_layer(const nn_module *f, const char *fn) {
 
 static bool eligible(const nn_module *m) {
     if (!m->kind) return false;
+    /* f32 weights only: quantize_layer reads them as floats (a layer already
+     * converted to f16 / bf16 stays as it is) */
+    const nn_tensor *w = nn__mod_param(m, "weight");
+    if (!w || w->dtype != NN_DTYPE_F32) return false;
     const char *t = m->kind->type;
     if (!strcmp(t, "Linear")) return m->cfg[0] <= NN__Q_DEPTH_MAX;
     if (!strcmp(t, "Conv2d"))

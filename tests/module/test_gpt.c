@@ -525,6 +525,14 @@ static void test_int8_session(void **st) {
     assert_true(e_full <= 1e-5);
     nn_model_free(mdq);
     nn_model_free(md32);
+    /* regression: layers already converted to 16 bits are not read as f32
+     * (a bf16 GPT has nothing left to quantize) */
+    m = odd_gpt();
+    TU_OK(nn_module_convert(m, NN_DTYPE_BF16));
+    assert_int_equal(nn_quantize_dynamic(m, NULL, NULL), NN_ERR_INVALID);
+    assert_string_equal(nn_module_type_name(nn_module_get_module(m, "transformer.h.0.mlp.c_fc")),
+                        "Linear");
+    nn_module_free(m);
 }
 
 typedef struct {
