@@ -28,7 +28,10 @@
  *   loaded natively; lines <case>_bf16, <case>_f16), rounds interleaved
  *   (--rounds-decode, 5), and <case>_bf16_ratio / _f16_ratio: the half
  *   model's tokens/s over f32's (issue 14: >= 1.7x for GPT-2 124M; the
- *   bound halves with the bytes).
+ *   bound halves with the bytes). Also int8 projections (nn_quantize_dynamic:
+ *   c_attn, c_proj, c_fc, mlp c_proj) with the tied head / embeddings f32
+ *   (<case>_int8) or converted to bf16 after quantizing (<case>_int8_bf16),
+ *   with their ratios to f32; their bound counts 1 byte per projection weight.
  *
  * Usage: bench_gpt [--torch SCRIPT] [--llmc DIR [--llmc-script PY]] [--steps N]
  *                  [--rounds N] [--steps-124m N] [--rounds-124m N] [--profile]
@@ -300,7 +303,7 @@ static double bandwidth_gbs(void) {
  * dtype), its weights converted to `dtype` (nn_module_convert) unless f32,
  * through a model file's bytes (the half weights saved and loaded natively). */
 static nn_model *decode_model(int64_t vocab, int64_t block, int64_t layers, int64_t heads,
-                              int64_t channels, nn_dtype dtype) {
+                              int64_t channels, nn_dtype dtype, bool int8) {
     nn_gpt_config cfg;
     nn_gpt_config_init(&cfg);
     cfg.vocab_size = vocab;
@@ -311,6 +314,9 @@ static nn_model *decode_model(int64_t vocab, int64_t block, int64_t layers, int6
     nn_generator_seed(NULL, 3);
     nn_module *m = nn_gpt_new(&cfg);
     if (!m) die("nn_gpt_new");
+    /* int8: the projections quantized first (f32 weights only), then the
+     * embeddings / tied head converted when dtype says so */
+    if (int8 && nn_quantize_dynamic(m, NULL, NULL)) die("nn_quantize_dynamic");
     if (dtype != NN_DTYPE_F32 && nn_module_convert(m, dtype)) die("nn_module_convert");
     void *buf = NULL;
     size_t len = 0;
@@ -328,12 +334,14 @@ static nn_model *decode_model(int64_t vocab, int64_t block, int64_t layers, int6
 static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t layers,
                          int64_t heads, int64_t channels, int64_t prompt_len, int64_t tokens,
                          double gbs, const int *threads, int nthreads, int rounds) {
-    enum { ND = 3, MAXR = 16 };
-    const nn_dtype dts[ND] = {NN_DTYPE_F32, NN_DTYPE_BF16, NN_DTYPE_F16};
-    const char *dname[ND] = {"", "_bf16", "_f16"};
+    enum { ND = 5, MAXR = 16 };
+    const nn_dtype dts[ND] = {NN_DTYPE_F32, NN_DTYPE_BF16, NN_DTYPE_F16, NN_DTYPE_F32,
+                              NN_DTYPE_BF16};
+    const bool int8[ND] = {false, false, false, true, true};
+    const char *dname[ND] = {"", "_bf16", "_f16", "_int8", "_int8_bf16"};
     nn_model *model[ND];
     for (int d = 0; d < ND; d++)
-        model[d] = decode_model(vocab, block, layers, heads, channels, dts[d]);
+        model[d] = decode_model(vocab, block, layers, heads, channels, dts[d], int8[d]);
     /* bytes read per token: every weight matrix once (the tied head is the
      * embedding, read in full; the embedding rows themselves are one row);
      * biases and norms stay f32 */
@@ -368,16 +376,23 @@ static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t
         for (int d = 0; d < ND; d++) {
             v[d] = median(tps[d], rounds);
             vc[d] = median(tpc[d], rounds);
-            const double wbytes = welems * (d ? 2.0 : 4.0) + small, bound = gbs * 1e9 / wbytes;
+            /* int8: 1 byte per projection weight + its f32 scale; the tied
+             * head stays f32 (_int8) or bf16 (_int8_bf16) */
+            const double proj = (double)layers * 12.0 * ch * ch, head = (double)vocab * ch,
+                         hb = dts[d] == NN_DTYPE_F32 ? 4.0 : 2.0;
+            const double wbytes =
+                (int8[d] ? proj + 4.0 * (double)layers * 12.0 * ch + head * hb : welems * hb) +
+                small;
+            const double bound = gbs * 1e9 / wbytes;
             printf("BENCH %s%s %d %.1f tokens/s wall, %.1f by CPU time (bound %.1f at %.1f "
                    "GB/s for %.1f MB of weights: %.0f%% by CPU time)\n",
                    name, dname[d], threads[ti], v[d], vc[d], bound, gbs, wbytes / 1e6,
                    100.0 * vc[d] / bound);
         }
         for (int d = 1; d < ND; d++)
-            printf("BENCH %s%s_ratio %d %.2fx wall, %.2fx by CPU time (%s / f32 tokens/s; "
-                   "target >= 1.7x)\n",
-                   name, dname[d], threads[ti], v[d] / v[0], vc[d] / vc[0], dname[d] + 1);
+            printf("BENCH %s%s_ratio %d %.2fx wall, %.2fx by CPU time (%s / f32 tokens/s%s)\n",
+                   name, dname[d], threads[ti], v[d] / v[0], vc[d] / vc[0], dname[d] + 1,
+                   int8[d] ? "" : "; target >= 1.7x");
         fflush(stdout);
     }
     free(prompt);
