@@ -129,7 +129,11 @@ static nn_status check_linear(const nn_module *m, const char *name, int64_t in, 
                               int bias) {
     const nn_module *c = child(m, name);
     if (!c) return nn__err(NN_ERR_FORMAT, "%s: child '%s' is missing", m->kind->type, name);
-    if (!is_type(c, "Linear") || cfg_of(c, "in_features") != (double)in ||
+    /* a Linear, or its int8 twin from nn_quantize_dynamic / _static (same
+     * keys; no fused ReLU: nothing follows these in a Sequential) */
+    const bool q = is_type(c, "QuantizedLinear");
+    if (!(is_type(c, "Linear") || (q && cfg_of(c, "relu") == 0)) ||
+        cfg_of(c, "in_features") != (double)in ||
         cfg_of(c, "out_features") != (double)out ||
         (bias >= 0 && cfg_of(c, "bias") != (double)bias))
         return nn__err(NN_ERR_FORMAT, "%s: child '%s' is a %s, expected Linear(%lld, %lld%s)",
