@@ -120,10 +120,14 @@ async function timeCalls(session, feeds, n, out) {
 // One case: `calls` model calls per repeat (bench.c's counts), interleaved with
 // Identity calls on the same input; medians of the per-call times.
 async function benchCase(ort, models, opts, model, batch, calls, reps) {
-  const load = (name) => ort.InferenceSession.create(path.join(models, `${name}_b${batch}.onnx`),
-                                                     opts);
-  const net = await load(model);
-  const ident = await load('identity');
+  const load = (name, o) => ort.InferenceSession.create(
+    path.join(models, `${name}_b${batch}.onnx`), o);
+  const net = await load(model, opts);
+  // The Identity session runs on one thread whatever the model's count: the
+  // binding's overhead does not depend on it, and a second session's pool
+  // spinning beside the model's on a 2-core machine measured its "overhead"
+  // at 2.7 ms for batch 256 at 2 threads (175 us at 1 thread).
+  const ident = await load('identity', { ...opts, intraOpNumThreads: 1 });
   const x = readF32(path.join(models, `input_b${batch}.f32`));
   const feeds = { x: new ort.Tensor('float32', x, [batch, 1, 28, 28]) };
   const want = readF32(path.join(models, `${model}_b${batch}.out.f32`));
