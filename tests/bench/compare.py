@@ -16,14 +16,11 @@ Sections:
   onnxruntime-node (needs `node` and the npm package: `npm install
   --ignore-scripts --no-save --prefix tests/bench onnxruntime-node@1.20.1`, git
   ignores it; or an install named by --ort-dir). Every figure is time per
-  call in us: ORT's raw time, the binding overhead (an Identity model of the
-  same input shape), ORT's compute time (raw minus overhead), and libnn's gain
-  against the raw and the compute time. The targets are against compute time. The models are written to a
-  temporary directory by tests/bench/make_onnx.py. At batch 256 the Identity
-  model returns its 800 KB input where the CNN returns 10 KB, so its overhead
-  is an upper bound and ORT's compute time a lower bound (libnn's gain is
-  understated, never overstated); large output buffers are also what makes
-  that overhead swing most on a busy host.
+  call in us: ORT's raw time, the binding overhead (make_onnx.py's overhead
+  model: the same input, an output of the models' size, no arithmetic),
+  ORT's compute time (raw minus overhead), and libnn's gain against the raw
+  and the compute time. The targets are against compute time. The models are
+  written to a temporary directory by tests/bench/make_onnx.py.
 - backend: the FMA peak of the selected tier (fma_peak_<tier>), sgemm as a
   share of that peak, thread scaling, and training beside a busy process.
 """
@@ -177,7 +174,7 @@ def per_call_us(case, value, unit):
 def print_ort(nn_res, ort_res, notes):
     print()
     print("vs ONNX Runtime" + (f" ({'; '.join(notes)})" if notes else "")
-          + ": us per call; compute = raw - overhead (Identity model, same input);"
+          + ": us per call; compute = raw - overhead (overhead model: same input, output of the models' size);"
           " gain = ORT time / libnn time")
     print(f"{'case':16} {'thr':>3} {'libnn':>10} {'ort raw':>10} {'overhead':>9} "
           f"{'ort comp':>10} {'gain raw':>9} {'gain comp':>9}  target (vs compute)")

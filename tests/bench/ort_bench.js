@@ -13,15 +13,14 @@
 // all graph optimizations), the lines compare.py reads:
 //
 //     BENCH ort_<case> <threads> <value> <unit>           raw, as the caller sees it
-//     BENCH ort_<case>_overhead <threads> <us> us          an Identity model's call
+//     BENCH ort_<case>_overhead <threads> <us> us          the overhead model's call
 //     BENCH ort_<case>_compute <threads> <value> <unit>    raw minus that overhead
 //
 // Units follow bench.c: batch 1 in us per call, batch 256 in img/s. The
 // overhead is what the binding costs per call (promise, setImmediate, tensor
-// wrapping, output copy): an ONNX Identity node with the case's input shape,
-// timed in blocks interleaved with the model's so both see the same load.
-// At batch 256 the Identity's output is the 800 KB input (the CNN's is 10 KB),
-// so that overhead is an upper bound and the compute time a lower bound.
+// wrapping, output copy): make_onnx.py's overhead model (the case's input,
+// an output of the models' size, no arithmetic), timed on one thread after
+// the model's session is released.
 // --models names a directory written by make_onnx.py; without it the script
 // runs make_onnx.py (Debian's /usr/bin/python3 with torch) into a temporary
 // directory and removes it afterwards.
@@ -117,36 +116,30 @@ async function timeCalls(session, feeds, n, out) {
   }
 }
 
-// One case: `calls` model calls per repeat (bench.c's counts), interleaved with
-// Identity calls on the same input; medians of the per-call times.
+// One case: `calls` model calls per repeat (bench.c's counts), then the
+// Identity model's calls on the same input (the binding's overhead: tensors
+// in and out, the session call) once the model's session is released;
+// medians of the per-call times.
 async function benchCase(ort, models, opts, model, batch, calls, reps) {
   const load = (name, o) => ort.InferenceSession.create(
     path.join(models, `${name}_b${batch}.onnx`), o);
-  const net = await load(model, opts);
-  // The Identity session runs on one thread whatever the model's count: the
-  // binding's overhead does not depend on it, and a second session's pool
-  // spinning beside the model's on a 2-core machine measured its "overhead"
-  // at 2.7 ms for batch 256 at 2 threads (175 us at 1 thread).
-  const ident = await load('identity', { ...opts, intraOpNumThreads: 1 });
   const x = readF32(path.join(models, `input_b${batch}.f32`));
   const feeds = { x: new ort.Tensor('float32', x, [batch, 1, 28, 28]) };
   const want = readF32(path.join(models, `${model}_b${batch}.out.f32`));
+  const net = await load(model, opts);
   checkOutput((await net.run(feeds)).y.data, want, `${model}_b${batch}`);
-  checkOutput((await ident.run(feeds)).y.data, x, `identity_b${batch}`);
-  const warm = [];
+  const raw = [], over = [], warm = [];
   await timeCalls(net, feeds, 5, warm);
-  await timeCalls(ident, feeds, 5, warm);
-  // Blocks of up to 10 model calls, each followed by as many Identity calls
-  // (at least 30 when the model's block is smaller: they are cheap).
-  const raw = [], over = [];
-  for (let r = 0; r < reps; r++) {
-    for (let done = 0; done < calls; done += 10) {
-      const n = Math.min(10, calls - done);
-      await timeCalls(net, feeds, n, raw);
-      await timeCalls(ident, feeds, calls < 10 ? 30 : n, over);
-    }
-  }
+  for (let r = 0; r < reps; r++) await timeCalls(net, feeds, calls, raw);
   await net.release();
+  // Measured apart, on one thread (the binding's cost does not depend on
+  // the model's thread count): the overhead model of make_onnx.py, same
+  // input, an output of the models' size.
+  const ident = await load('identity', { ...opts, intraOpNumThreads: 1 });
+  const wantIdent = readF32(path.join(models, `identity_b${batch}.out.f32`));
+  checkOutput((await ident.run(feeds)).y.data, wantIdent, `identity_b${batch}`);
+  await timeCalls(ident, feeds, 5, warm);
+  await timeCalls(ident, feeds, Math.max(30, reps * calls), over);
   await ident.release();
   return { raw: median(raw), overhead: median(over) };
 }
