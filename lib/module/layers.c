@@ -964,38 +964,79 @@ int nn__mod_weight_dtype_key(const nn_module *m) {
 /* ----------------------------------------------------- Sequential fusion */
 
 /* Conv2d -> ReLU (-> MaxPool2d 2x2, stride 2, no padding, floor) at the
- * head of ch[0..n) runs as one fused op (ops/conv_fuse.h): one pass over
- * the activations instead of two or three, the pool only when no graph is
- * recorded (its indices are not kept). Not while a summary runs (it reports
+ * head of ch[0..n) for an input of per-image shape in[0..3) (channels,
+ * height, width), `grad` whether a graph is recorded: the children one fused
+ * op consumes (0: none, 2, or 3 with the pool, which fuses only when no
+ * graph is recorded: its indices are not kept); out[0..3) the fused op's
+ * per-image output shape (a dimension < 1 when the Conv2d will reject the
+ * input). */
+static int fuse_plan(const nn__named_module *ch, int n, const int64_t *in, bool grad,
+                     int64_t *out) {
+    if (n < 2) return 0;
+    const nn_module *cv = ch[0].m;
+    if (cv->kind != &kind_conv2d || ch[1].m->kind != &kind_relu) return 0;
+    if (in[0] != ci(cv, CV_IN)) return 0;
+    /* the conv's output plane: (in + 2 pad - dil (k - 1) - 1) / stride + 1 */
+    out[0] = ci(cv, CV_OUT);
+    for (int a = 0; a < 2; a++)
+        out[1 + a] = (in[1 + a] + 2 * ci(cv, CV_PH + a) -
+                      ci(cv, CV_DH + a) * (ci(cv, CV_KH + a) - 1) - 1) /
+                         ci(cv, CV_SH + a) +
+                     1;
+    if (n < 3 || ch[2].m->kind != &kind_maxpool || grad) return 2;
+    const nn_module *mp = ch[2].m;
+    const bool pool = ci(mp, MP_KH) == 2 && ci(mp, MP_KW) == 2 && ci(mp, MP_SH) == 2 &&
+                      ci(mp, MP_SW) == 2 && ci(mp, MP_PH) == 0 && ci(mp, MP_PW) == 0 &&
+                      ci(mp, MP_DH) == 1 && ci(mp, MP_DW) == 1 && !ci(mp, MP_CEIL) &&
+                      out[1] >= 2 && out[2] >= 2;
+    if (!pool) return 2;
+    out[1] /= 2, out[2] /= 2;
+    return 3;
+}
+
+/* The fused op of fuse_plan (ops/conv_fuse.h): one pass over the
+ * activations instead of two or three. Not while a summary runs (it reports
  * per layer), and not for inputs the Conv2d would reject (its own forward
  * reports those). Returns the children consumed (0: none; *y untouched). */
 int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y) {
-    if (n < 2 || nn__summary_active()) return 0;
+    if (n < 2 || nn__summary_active() || x->ndim != 4) return 0;
     nn_module *cv = ch[0].m;
-    if (cv->kind != &kind_conv2d || ch[1].m->kind != &kind_relu) return 0;
-    if (x->ndim != 4 || x->shape[1] != ci(cv, CV_IN)) return 0;
+    if (cv->kind != &kind_conv2d) return 0;
     nn_tensor *w = nn__mod_param(cv, "weight"), *b = nn__mod_param(cv, "bias");
     nn_tensor *in[3] = {x, w, b};
-    bool pool = false;
-    if (n >= 3 && ch[2].m->kind == &kind_maxpool && !nn__needs_grad(in, 3)) {
-        const nn_module *mp = ch[2].m;
-        /* the conv's output plane: (in + 2 pad - dil (k - 1) - 1) / stride + 1 */
-        int64_t o[2];
-        for (int a = 0; a < 2; a++)
-            o[a] = (x->shape[2 + a] + 2 * ci(cv, CV_PH + a) -
-                    ci(cv, CV_DH + a) * (ci(cv, CV_KH + a) - 1) - 1) /
-                       ci(cv, CV_SH + a) +
-                   1;
-        const int64_t oh = o[0], ow = o[1];
-        pool = ci(mp, MP_KH) == 2 && ci(mp, MP_KW) == 2 && ci(mp, MP_SH) == 2 &&
-               ci(mp, MP_SW) == 2 && ci(mp, MP_PH) == 0 && ci(mp, MP_PW) == 0 &&
-               ci(mp, MP_DH) == 1 && ci(mp, MP_DW) == 1 && !ci(mp, MP_CEIL) && oh >= 2 && ow >= 2;
-    }
+    int64_t out[3];
+    const int fused = fuse_plan(ch, n, x->shape + 1, nn__needs_grad(in, 3), out);
+    if (!fused) return 0;
+    const bool pool = fused == 3;
     NN__PROF_SPAN(NN__PROF_MODULE, pool ? "Conv2d+ReLU+MaxPool2d" : "Conv2d+ReLU", cv);
     *y = nn__conv2d_relu(x, w, b, (int)ci(cv, CV_SH), (int)ci(cv, CV_SW), (int)ci(cv, CV_PH),
                          (int)ci(cv, CV_PW), (int)ci(cv, CV_DH), (int)ci(cv, CV_DW),
                          (int)ci(cv, CV_GROUPS), pool);
-    return pool ? 3 : 2;
+    return fused;
+}
+
+int nn__mod_fuse_conv_run(const nn__named_module *ch, int n, const nn_tensor *x,
+                          int64_t *peak) {
+    *peak = 0;
+    if (nn__summary_active() || x->ndim != 4 || x->dtype != NN_DTYPE_F32) return 0;
+    int64_t shape[3] = {x->shape[1], x->shape[2], x->shape[3]};
+    int k = 0;
+    for (;;) {
+        nn_module *cv = ch[k].m;
+        if (n - k < 2 || cv->kind != &kind_conv2d) break;
+        /* the first op reads x, the later ones untracked results */
+        nn_tensor *in[3] = {k ? NULL : (nn_tensor *)x, nn__mod_param(cv, "weight"),
+                            nn__mod_param(cv, "bias")};
+        int64_t out[3];
+        if (nn__needs_grad(in, 3)) break;
+        const int fused = fuse_plan(ch + k, n - k, shape, false, out);
+        if (!fused || out[1] < 1 || out[2] < 1) break;
+        const int64_t bytes = 4 * (shape[0] * shape[1] * shape[2] + out[0] * out[1] * out[2]);
+        if (bytes > *peak) *peak = bytes;
+        memcpy(shape, out, sizeof shape);
+        k += fused;
+    }
+    return k;
 }
 
 /* ------------------------------------------------------------ type table */

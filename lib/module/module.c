@@ -1,6 +1,7 @@
 /* Modules: lifetime, registration, dotted names, modes, forward dispatch,
  * user-defined modules and the internal interface of module_internal.h. */
 #include "module_internal.h"
+#include "ops/conv_fuse.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -319,12 +320,74 @@ void *nn_module_user(const nn_module *m) {
 
 /* ------------------------------------------------------------ Sequential */
 
+/* Inference over a large batch: the leading fused convolutions (Conv2d ->
+ * ReLU (-> MaxPool2d(2)), layers.c) run block by block of images, so one
+ * op's output is still in L2 when the next op reads it (at batch 256 the
+ * demo CNN's first pooled output, 6.4 MB, went to memory and back). A block
+ * holds about half the L2 the backend planned for (nn_backend_info) per
+ * thread: images x largest per-image input + output of one op. Each image's
+ * result is computed as on the whole batch, so it is bit-identical. Returns
+ * the children consumed (0: not worth it, *y untouched); *y NULL on error. */
+static int forward_head_blocked(nn_module *m, nn_tensor *x, nn_tensor **y) {
+    int64_t peak;
+    const int k = nn__mod_fuse_conv_run(m->children, m->nchildren, x, &peak);
+    if (k == 0 || peak <= 0) return 0;
+    const int64_t N = x->shape[0];
+    const int64_t per_thread = nn__conv_fuse_l2_bytes() / 2 / peak;
+    const int64_t B = (per_thread < 1 ? 1 : per_thread) * nn_get_num_threads();
+    if (N < 2 * B) return 0;
+    nn_tensor *xc = nn__contig(x), *out = NULL;
+    const int64_t in_img = x->numel / N;
+    int64_t out_img = 0;
+    *y = NULL;
+    for (int64_t n0 = 0; xc && n0 < N; n0 += B) {
+        const int64_t nb = N - n0 < B ? N - n0 : B;
+        const int64_t shape[4] = {nb, x->shape[1], x->shape[2], x->shape[3]};
+        nn_tensor *cur = nn__view(xc, shape, xc->strides, 4, xc->offset + n0 * in_img);
+        for (int j = 0; j < k && cur; j++) {
+            nn_tensor *next = NULL;
+            const int fused = nn__mod_fuse_conv(m->children + j, k - j, cur, &next);
+            if (fused)
+                j += fused - 1;
+            else
+                next = nn__mod_forward(m->children[j].m, cur);
+            nn__tensor_release(cur);
+            cur = next;
+        }
+        nn_tensor *cc = cur ? nn__contig(cur) : NULL;
+        nn__tensor_release(cur);
+        if (cc && !out) {
+            int64_t os[NN_MAX_DIMS];
+            memcpy(os, cc->shape, sizeof(int64_t) * (size_t)cc->ndim);
+            os[0] = N;
+            out_img = cc->numel / nb;
+            out = nn__tensor_new(NN_DTYPE_F32, os, cc->ndim);
+        }
+        if (cc && out)
+            memcpy(nn__f32(out) + n0 * out_img, nn__f32(cc), sizeof(float) * (size_t)cc->numel);
+        const bool ok = cc && out;
+        nn__tensor_release(cc);
+        if (!ok) {
+            nn__tensor_release(out);
+            out = NULL;
+            break;
+        }
+    }
+    nn__tensor_release(xc);
+    *y = out;
+    return k;
+}
+
 static nn_tensor *sequential_forward(nn_module *m, nn_tensor *x) {
     /* Hand each intermediate to the next child untracked, so it is freed as
      * soon as it is no longer needed (peak memory of one layer pair). */
-    nn_tensor *cur = x;
-    nn__tensor_retain(cur);
-    for (int i = 0; i < m->nchildren && cur; i++) {
+    nn_tensor *cur = NULL;
+    int i = forward_head_blocked(m, x, &cur);
+    if (i == 0) {
+        cur = x;
+        nn__tensor_retain(cur);
+    }
+    for (; i < m->nchildren && cur; i++) {
         nn_tensor *next = NULL;
         const int fused = nn__mod_fuse_conv(m->children + i, m->nchildren - i, cur, &next);
         if (fused)

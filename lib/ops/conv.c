@@ -16,6 +16,7 @@
 #include "ops/conv_fuse.h"
 
 #include "backend/backend.h"
+#include "backend/tier.h"
 #include "nn_ops_internal.h"
 
 #include <string.h>
@@ -525,6 +526,8 @@ nn_tensor *nn__conv2d_relu(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_
         {stride_h, stride_w}, {pad_h, pad_w}, {dilation_h, dilation_w}, {0, 0}, groups};
     return conv_impl(x, w, b, &p, 4, true, pool, "nn_conv2d");
 }
+
+int64_t nn__conv_fuse_l2_bytes(void) { return nn__cpu()->l2; }
 
 nn_tensor *nn_conv1d(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride, int pad, int dilation,
                      int groups) {

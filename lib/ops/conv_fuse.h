@@ -14,4 +14,9 @@ nn_tensor *nn__conv2d_relu(nn_tensor *x, nn_tensor *w, nn_tensor *b, int stride_
                            int pad_h, int pad_w, int dilation_h, int dilation_w, int groups,
                            bool pool);
 
+/* The per-core L2 data cache (bytes) the backend planned its blocking for
+ * (nn_backend_info's "L2"): Sequential's inference path sizes its blocks of
+ * images from it. */
+int64_t nn__conv_fuse_l2_bytes(void);
+
 #endif

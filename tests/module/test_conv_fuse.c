@@ -10,6 +10,7 @@
 #include "backend/tier.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void expect_same(nn_tensor *got, nn_tensor *want, const char *what) {
@@ -147,9 +148,92 @@ static void test_fused_equals_unfused(void **state) {
     TU_OK(nn_set_num_threads(1));
 }
 
+/* Inference over a large batch runs the leading fused convolutions block by
+ * block of images (lib/module/module.c forward_head_blocked): a block holds
+ * threads x max(1, L2 / 2 / peak) images, peak the largest per-image input +
+ * output bytes of one fused op. The batch here is two blocks and one image
+ * (the blocks do not divide it), and the result must equal the same network
+ * run image by image (batch 1: never blocked), bit for bit. */
+typedef struct block_case {
+    int64_t c, h, w;
+    int64_t peak; /* bytes, as the library computes it */
+    nn_module *(*make)(void);
+} block_case;
+
+static nn_module *seq_of(nn_module *const *l, int n) {
+    nn_module *m = TU_NN(nn_sequential_new());
+    for (int i = 0; i < n; i++) TU_OK(nn_sequential_append(m, l[i]));
+    return m;
+}
+
+static nn_module *demo_cnn(void) { /* tests/bench's CNN */
+    nn_module *l[] = {nn_conv2d_new(1, 32, 3, 1, 1, true),  nn_relu_new(),
+                      nn_max_pool2d_new(2, 2, 0),           nn_conv2d_new(32, 64, 3, 1, 1, true),
+                      nn_relu_new(),                        nn_max_pool2d_new(2, 2, 0),
+                      nn_flatten_new(1, -1),                nn_linear_new(3136, 16, true),
+                      nn_relu_new(),                        nn_linear_new(16, 10, true)};
+    return seq_of(l, sizeof l / sizeof l[0]);
+}
+
+static nn_module *odd_cnn(void) { /* odd planes, a conv + ReLU without pool, no padding */
+    nn_module *l[] = {nn_conv2d_new(3, 10, 3, 1, 1, true), nn_relu_new(),
+                      nn_max_pool2d_new(2, 2, 0),          nn_conv2d_new(10, 7, 3, 1, 0, true),
+                      nn_relu_new(),                       nn_flatten_new(1, -1),
+                      nn_linear_new(7 * 14 * 13, 5, true)};
+    return seq_of(l, sizeof l / sizeof l[0]);
+}
+
+static const block_case g_blocks[] = {
+    /* conv2: in 32x14x14, out 64x7x7 */
+    {1, 28, 28, 4 * (32 * 14 * 14 + 64 * 7 * 7), demo_cnn},
+    /* conv1: in 3x33x31, out 10x33x31 (pooled 10x16x15; conv2 out 7x14x13) */
+    {3, 33, 31, 4 * (3 * 33 * 31 + 10 * 33 * 31), odd_cnn},
+};
+
+static void check_blocked(const block_case *k, int threads) {
+    nn_scope *s = nn_scope_begin();
+    nn_module *m = k->make();
+    TU_OK(nn_module_train(m, false));
+    const int64_t per_thread = nn__cpu()->l2 / 2 / k->peak;
+    const int64_t block = (per_thread < 1 ? 1 : per_thread) * threads, n = 2 * block + 1;
+    const int64_t xs[4] = {n, k->c, k->h, k->w};
+    nn_tensor *x = tu_rand(11, xs, 4, -1, 1);
+    const bool was = nn_set_grad_enabled(false);
+    nn_tensor *got = TU_NN(nn_module_forward(m, x));
+    assert_int_equal(nn_tensor_shape(got)[0], n);
+    const int64_t per_out = nn_tensor_numel(got) / n;
+    float *want = malloc(sizeof(float) * (size_t)nn_tensor_numel(got));
+    assert_non_null(want);
+    for (int64_t i = 0; i < n; i++) {
+        nn_tensor *yi = TU_NN(nn_module_forward(m, TU_NN(nn_slice(x, 0, i, i + 1, 1))));
+        assert_int_equal(nn_tensor_numel(yi), per_out);
+        memcpy(want + i * per_out, nn_tensor_data(yi), sizeof(float) * (size_t)per_out);
+    }
+    const float *a = nn_tensor_data(got);
+    for (int64_t i = 0; i < nn_tensor_numel(got); i++)
+        if (memcmp(&a[i], &want[i], sizeof(float)) != 0)
+            fail_msg("batch %lld, %d threads: element %lld is %.9g, image alone %.9g",
+                     (long long)n, threads, (long long)i, (double)a[i], (double)want[i]);
+    free(want);
+    nn_set_grad_enabled(was);
+    nn_module_free(m);
+    nn_scope_end(s);
+}
+
+static void test_blocked_batch_equals_images(void **state) {
+    (void)state;
+    for (int threads = 1; threads <= 2; threads++) {
+        TU_OK(nn_set_num_threads(threads));
+        for (size_t i = 0; i < sizeof g_blocks / sizeof g_blocks[0]; i++)
+            check_blocked(&g_blocks[i], threads);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_unfused),
+        cmocka_unit_test(test_blocked_batch_equals_images),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
