@@ -329,6 +329,7 @@ void *nn_module_user(const nn_module *m) {
  * result is computed as on the whole batch, so it is bit-identical. Returns
  * the children consumed (0: not worth it, *y untouched); *y NULL on error. */
 static int forward_head_blocked(nn_module *m, nn_tensor *x, nn_tensor **y) {
+    if (x->ndim != 4 || x->shape[0] < 2 * (int64_t)nn_get_num_threads()) return 0; /* B >= threads */
     int64_t peak;
     const int k = nn__mod_fuse_conv_run(m->children, m->nchildren, x, &peak);
     if (k == 0 || peak <= 0) return 0;
