@@ -320,22 +320,27 @@ void *nn_module_user(const nn_module *m) {
 
 /* ------------------------------------------------------------ Sequential */
 
-/* Inference over a large batch: the leading fused convolutions (Conv2d ->
- * ReLU (-> MaxPool2d(2)), layers.c) run block by block of images, so one
- * op's output is still in L2 when the next op reads it (at batch 256 the
- * demo CNN's first pooled output, 6.4 MB, went to memory and back). A block
- * holds about half the L2 the backend planned for (nn_backend_info) per
- * thread: images x largest per-image input + output of one op. Each image's
- * result is computed as on the whole batch, so it is bit-identical. Returns
- * the children consumed (0: not worth it, *y untouched); *y NULL on error. */
+/* Inference over a large batch at one thread: the leading fused
+ * convolutions (Conv2d -> ReLU (-> MaxPool2d(2)), layers.c) run block by
+ * block of images, so one op's output is still in L2 when the next op reads
+ * it (at batch 256 the demo CNN's first pooled output, 6.4 MB, went to
+ * memory and back). A block holds max(1, L2 / 2 / peak) images, L2 the
+ * per-core cache the backend planned for (nn_backend_info), peak the largest
+ * per-image input + output of one op (demo CNN: 13 images with 1 MiB).
+ * Measured at batch 256: 1 thread 4-5% faster (blocks of 8..26 alike);
+ * at 2 threads every block size tried (8..86) was 0-8% slower (the pool's
+ * fork and join per op and block cost what the cache saves), so more
+ * threads keep the whole batch. Each image's result is computed as on the
+ * whole batch, so it is bit-identical. Returns the children consumed (0:
+ * not worth it, *y untouched); *y NULL on error. */
 static int forward_head_blocked(nn_module *m, nn_tensor *x, nn_tensor **y) {
-    if (x->ndim != 4 || x->shape[0] < 2 * (int64_t)nn_get_num_threads()) return 0; /* B >= threads */
+    if (x->ndim != 4 || x->shape[0] < 2 || nn_get_num_threads() != 1) return 0;
     int64_t peak;
     const int k = nn__mod_fuse_conv_run(m->children, m->nchildren, x, &peak);
     if (k == 0 || peak <= 0) return 0;
     const int64_t N = x->shape[0];
-    const int64_t per_thread = nn__conv_fuse_l2_bytes() / 2 / peak;
-    const int64_t B = (per_thread < 1 ? 1 : per_thread) * nn_get_num_threads();
+    const int64_t fit = nn__conv_fuse_l2_bytes() / 2 / peak;
+    const int64_t B = fit < 1 ? 1 : fit;
     if (N < 2 * B) return 0;
     nn_tensor *xc = nn__contig(x), *out = NULL;
     const int64_t in_img = x->numel / N;

@@ -149,11 +149,12 @@ static void test_fused_equals_unfused(void **state) {
 }
 
 /* Inference over a large batch runs the leading fused convolutions block by
- * block of images (lib/module/module.c forward_head_blocked): a block holds
- * threads x max(1, L2 / 2 / peak) images, peak the largest per-image input +
- * output bytes of one fused op. The batch here is two blocks and one image
- * (the blocks do not divide it), and the result must equal the same network
- * run image by image (batch 1: never blocked), bit for bit. */
+ * block of images at one thread (lib/module/module.c forward_head_blocked):
+ * a block holds max(1, L2 / 2 / peak) images, peak the largest per-image
+ * input + output bytes of one fused op. The batch here is two blocks and one
+ * image (the blocks do not divide it), and the result must equal the same
+ * network run image by image (batch 1: never blocked), bit for bit; at 2
+ * threads (the whole batch at once) too. */
 typedef struct block_case {
     int64_t c, h, w;
     int64_t peak; /* bytes, as the library computes it */
@@ -194,8 +195,8 @@ static void check_blocked(const block_case *k, int threads) {
     nn_scope *s = nn_scope_begin();
     nn_module *m = k->make();
     TU_OK(nn_module_train(m, false));
-    const int64_t per_thread = nn__cpu()->l2 / 2 / k->peak;
-    const int64_t block = (per_thread < 1 ? 1 : per_thread) * threads, n = 2 * block + 1;
+    const int64_t fit = nn__cpu()->l2 / 2 / k->peak;
+    const int64_t block = fit < 1 ? 1 : fit, n = 2 * block + 1;
     const int64_t xs[4] = {n, k->c, k->h, k->w};
     nn_tensor *x = tu_rand(11, xs, 4, -1, 1);
     const bool was = nn_set_grad_enabled(false);
