@@ -500,6 +500,28 @@ static void bwd_run(bwd_ctx *c, const float *O, int nt) {
         nn__parallel_for_max(p->nb * ((p->tq + BQ - 1) / BQ), nt, bwd_q_task, c);
 }
 
+/* What both SDPA forwards keep for their backward (node NULL: no graph):
+ * saved[0] = out (alias), saved[1] = lse (taken), i[0] = causal, i[1] = the
+ * dropout seed, f[1] = p. Returns out, or NULL (out released) when the alias
+ * cannot be made; lse is released when not kept. */
+static nn_tensor *save_for_backward(nn_node *node, nn_tensor *out, nn_tensor *lse, bool is_causal,
+                                    uint64_t seed, double dropout_p) {
+    if (node) {
+        node->saved[0] = nn__alias(out);
+        node->saved[1] = lse;
+        lse = NULL;
+        node->i[0] = is_causal;
+        memcpy(&node->i[1], &seed, sizeof seed);
+        node->f[1] = dropout_p;
+        if (!node->saved[0]) {
+            nn__tensor_release(out);
+            out = NULL;
+        }
+    }
+    nn__tensor_release(lse);
+    return nn__track(out);
+}
+
 /* saved[0] = out (alias), saved[1] = log-sum-exp [nb * tq];
  * i[0] = causal, i[1] = dropout seed; f[0] = scale as given, f[1] = p. */
 static nn_status sdpa_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) {
@@ -593,21 +615,8 @@ nn_tensor *nn_scaled_dot_product_attention(nn_tensor *q, nn_tensor *k, nn_tensor
     plan_free(&p);
     nn_node *node = NULL;
     out = nn__ops_record(out, FN, sdpa_backward, in, 4, &node);
-    if (node) {
-        node->saved[0] = nn__alias(out);
-        node->saved[1] = lse;
-        lse = NULL;
-        node->i[0] = is_causal;
-        memcpy(&node->i[1], &seed, sizeof seed);
-        node->f[0] = scale;
-        node->f[1] = dropout_p;
-        if (!node->saved[0]) {
-            nn__tensor_release(out);
-            out = NULL;
-        }
-    }
-    nn__tensor_release(lse);
-    return nn__track(out);
+    if (node) node->f[0] = scale;
+    return save_for_backward(node, out, lse, is_causal, seed, dropout_p);
 }
 
 /* ------------------------------------------------ packed q, k, v (GPT) */
@@ -741,19 +750,6 @@ nn_tensor *nn__sdpa_packed(nn_tensor *qkv, int64_t heads, bool is_causal, double
     nn__tensor_release(x);
     nn_node *node = NULL;
     out = nn__ops_record(out, FN, sdpa_packed_backward, &qkv, 1, &node);
-    if (node) {
-        node->saved[0] = nn__alias(out);
-        node->saved[1] = lse;
-        lse = NULL;
-        node->i[0] = is_causal;
-        memcpy(&node->i[1], &seed, sizeof seed);
-        node->i[2] = heads;
-        node->f[1] = dropout_p;
-        if (!node->saved[0]) {
-            nn__tensor_release(out);
-            out = NULL;
-        }
-    }
-    nn__tensor_release(lse);
-    return nn__track(out);
+    if (node) node->i[2] = heads;
+    return save_for_backward(node, out, lse, is_causal, seed, dropout_p);
 }
