@@ -120,6 +120,22 @@ static int64_t row_stride(const nn_tensor *t) {
     return t->strides[nd - 2];
 }
 
+/* The five per-batch-entry offset arrays of p (q, k, v, mask, out), one
+ * allocation of p->nb entries each; false (error set) when too large or out
+ * of memory. */
+static bool plan_offsets(sdpa_plan *p) {
+    size_t bytes;
+    if (!nn__size_mul((size_t)p->nb, 5 * sizeof(int64_t), &bytes))
+        return NN__FAIL(NN_ERR_LIMIT, "%s: batch of %lld is too large", FN, (long long)p->nb) !=
+               NULL;
+    p->qoff = nn__malloc(bytes ? bytes : 1);
+    if (!p->qoff) return false;
+    p->koff = p->qoff + p->nb;
+    p->voff = p->koff + p->nb;
+    p->moff = p->voff + p->nb;
+    p->ooff = p->moff + p->nb;
+    return true;
+}
 /* Check shapes (fn names the caller) and build the plan. On failure the
  * plan is freed and an error recorded. */
 static bool plan_make(nn_tensor *q, nn_tensor *k, nn_tensor *v, nn_tensor *mask, sdpa_plan *p) {
@@ -166,16 +182,7 @@ static bool plan_make(nn_tensor *q, nn_tensor *k, nn_tensor *v, nn_tensor *mask,
                             nn__shape_str(full, p->bnd + 2, s2, sizeof s2)) != NULL;
     }
     /* from here on only allocation can fail */
-    size_t bytes;
-    if (!nn__size_mul((size_t)p->nb, 5 * sizeof(int64_t), &bytes))
-        return NN__FAIL(NN_ERR_LIMIT, "%s: batch of %lld is too large", FN, (long long)p->nb) !=
-               NULL;
-    p->qoff = nn__malloc(bytes ? bytes : 1);
-    if (!p->qoff) return false;
-    p->koff = p->qoff + p->nb;
-    p->voff = p->koff + p->nb;
-    p->moff = p->voff + p->nb;
-    p->ooff = p->moff + p->nb; /* out [nb, tq, dv] contiguous */
+    if (!plan_offsets(p)) return false;
     p->os = p->dv;
     for (int64_t b = 0; b < p->nb; b++) p->ooff[b] = b * p->tq * p->dv;
     nn_tensor *const in[3] = {q, k, v};
@@ -634,16 +641,7 @@ static bool plan_packed(const nn_tensor *x, int64_t H, sdpa_plan *p) {
     p->bnd = 2;
     p->bshape[0] = B;
     p->bshape[1] = H;
-    size_t bytes;
-    if (!nn__size_mul((size_t)p->nb, 5 * sizeof(int64_t), &bytes))
-        return NN__FAIL(NN_ERR_LIMIT, "%s: batch of %lld is too large", FN, (long long)p->nb) !=
-               NULL;
-    p->qoff = nn__malloc(bytes ? bytes : 1);
-    if (!p->qoff) return false;
-    p->koff = p->qoff + p->nb;
-    p->voff = p->koff + p->nb;
-    p->moff = p->voff + p->nb;
-    p->ooff = p->moff + p->nb;
+    if (!plan_offsets(p)) return false;
     p->q = p->k = p->v = nn__f32_base(x);
     p->qs = p->ks = p->vs = 3 * C;
     p->os = C;
