@@ -2013,14 +2013,20 @@ NN_API nn_status nn_onnx_save_buffer_n(nn_module *m, int n, const nn_dtype *inpu
 /*
  * Post-training quantization, like PyTorch's quantize_dynamic and static
  * quantization: every Linear and Conv2d (groups 1, dilation 1, at most
- * 65536 inputs per output) below the model's root is replaced, in place, by
+ * 65536 inputs per output) below the model's root (or the root itself when
+ * it is a MultiheadAttention) is replaced, in place, by
  * a QuantizedLinear / QuantizedConv2d with symmetric int8 weights per output
  * channel (scale = max|w| / 127) and f32 bias; activations are quantized to
  * u8 with a zero point, per row (Linear) or per image (Conv2d) at run time
  * (dynamic), or with a scale and zero point per layer fixed from the input
  * ranges seen on calibration batches (static: faster, no range pass). A ReLU
  * right after a layer in a Sequential runs inside the int8 kernel (the ReLU
- * becomes an Identity). Products sum in 32-bit integers (AVX-512 VNNI
+ * becomes an Identity). A MultiheadAttention's in-projections (the rows of
+ * in_proj_weight, or q/k/v_proj_weight, with in_proj_bias) become three
+ * QuantizedLinear children q_proj, k_proj and v_proj and the float
+ * parameters go (the attention itself, softmax and weighted sum, stays f32).
+ * A GPT's projections go int8; its tied head and embeddings stay.
+ * Products sum in 32-bit integers (AVX-512 VNNI
  * vpdpbusd, AVX2 vpmaddwd, portable C), the same integers on every tier.
  *
  *     nn_module *net = nn_model_load("fmnist.nnm", NULL);

@@ -483,6 +483,30 @@ nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child
     return NN_OK;
 }
 
+void nn__mod_remove(nn_module *m, const char *name) {
+    int64_t e = name_find(m, name);
+    if (e < 0) return;
+    const int i = (int)(e >> 2);
+    if ((e & 3) == NAME_CHILD) {
+        nn__free(m->children[i].name);
+        nn_module_free(m->children[i].m);
+        memmove(m->children + i, m->children + i + 1,
+                (size_t)(m->nchildren - i - 1) * sizeof *m->children);
+        m->nchildren--;
+    } else {
+        nn__named_list *l = (e & 3) == NAME_PARAM ? &m->params : &m->bufs;
+        nn__free(l->e[i].name);
+        nn__tensor_release(l->e[i].t);
+        memmove(l->e + i, l->e + i + 1, (size_t)(l->n - i - 1) * sizeof *l->e);
+        l->n--;
+    }
+    /* entry numbers past i moved: drop the index (lookups scan until the
+     * next registration rebuilds it past NN__INDEX_MIN names) */
+    nn__index_free(&m->names);
+    memset(&m->names, 0, sizeof m->names);
+    nn__mod_bump_generation();
+}
+
 /* ------------------------------------------------------- tied parameters */
 
 int nn__module_own_count(const nn_module *m) { return m->params.n + m->bufs.n; }

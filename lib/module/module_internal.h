@@ -244,6 +244,10 @@ nn_status nn__mod_attach(nn_module *m, const char *name, nn_module *child, const
 nn_status nn__mod_replace_child(nn_module *m, const char *name, nn_module *child,
                                 const char *fn);
 
+/* Remove m's own parameter, buffer or child `name` (released); no-op when
+ * there is none. Cannot fail. */
+void nn__mod_remove(nn_module *m, const char *name);
+
 /* ---- containers.c: Select, ModuleList, ModuleDict */
 extern const nn__mod_kind nn__kind_select, nn__kind_module_list, nn__kind_module_dict;
 /* Residual: body(x) + shortcut(x), or + x without a shortcut */
@@ -267,6 +271,18 @@ extern const nn__mod_kind nn__kind_rnn, nn__kind_lstm, nn__kind_gru;
 /* ---- transformer.c */
 extern const nn__mod_kind nn__kind_mha, nn__kind_enc_layer, nn__kind_dec_layer,
     nn__kind_encoder, nn__kind_decoder;
+/* int8 in-projections of a MultiheadAttention (quantized.c drives them):
+ * whether m is a float MHA whose f32 in-projections can be quantized; its
+ * q/k/v projections as three new float Linear modules (copies of the rows
+ * of in_proj_weight / q,k,v_proj_weight and of in_proj_bias; out[] NULL on
+ * error). While m has children q_proj/k_proj/v_proj its forward runs them
+ * instead of its parameters. finish: when all three are QuantizedLinear,
+ * drop the float in-projection parameters and set quantized = 1 (true);
+ * unquantize: remove q_proj/k_proj/v_proj from a not yet finished m. */
+bool nn__mha_quantizable(const nn_module *m);
+nn_status nn__mha_float_projections(const nn_module *m, nn_module *out[3]);
+bool nn__mha_finish_quantized(nn_module *m);
+void nn__mha_unquantize(nn_module *m);
 
 /* ---- summary.c: recorder hooks used by nn__mod_forward */
 bool nn__summary_active(void);

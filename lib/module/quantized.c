@@ -13,7 +13,9 @@
  * Quantizing a model (driven by lib/quant, which owns the loop over data):
  * nn__quant_prepare swaps every Linear and Conv2d (groups 1, dilation 1)
  * below the root for an observer that holds the float layer and its
- * quantized twin; forwards then record each layer's input range
+ * quantized twin (a MultiheadAttention's in-projections first become three
+ * float Linear children, observed alike; converting drops its float
+ * in-projection parameters, transformer.c); forwards then record each layer's input range
  * (calibration) or compare the twin with the float layer on the same input
  * (the report), while the float output flows on; nn__quant_convert puts the
  * twins in place. */
@@ -269,6 +271,8 @@ typedef struct qentry {
     nn_module *relu_owner; /* Sequential holding a fused ReLU (borrowed), or NULL */
     char *relu_name;
     char *pool_name; /* a fused MaxPool2d(2) of the same Sequential, or NULL */
+    nn_module *mha;  /* the MultiheadAttention (borrowed) whose in-projection this
+                        is (a child the plan added), or NULL */
 } qentry;
 
 struct nn__qplan {
@@ -430,7 +434,35 @@ static nn_status observe(nn__qplan *p, nn_module *m, int i, const char *path, co
     return st;
 }
 
+/* A MultiheadAttention's in-projections: three float Linear children
+ * q_proj / k_proj / v_proj (copies of its in-projection rows, which its
+ * forward then runs instead of its parameters), each observed like any
+ * layer. On failure the MHA is as before. */
+static nn_status observe_mha(nn__qplan *p, nn_module *m, const char *prefix, const char *fn) {
+    static const char *const names[3] = {"q_proj", "k_proj", "v_proj"};
+    nn_module *f[3];
+    nn_status st = nn__mha_float_projections(m, f);
+    for (int i = 0; i < 3; i++) {
+        if (st) {
+            nn_module_free(f[i]);
+            continue;
+        }
+        st = nn__mod_attach(m, names[i], f[i], fn); /* consumes f[i] */
+        char *path = st ? NULL : join_path(prefix, names[i]);
+        if (!st && !path) st = NN_ERR_NOMEM;
+        if (!st) st = observe(p, m, m->nchildren - 1, path, fn);
+        if (!st) p->e[p->n - 1].mha = m;
+        nn__free(path);
+    }
+    if (st) nn__mha_unquantize(m);
+    return st;
+}
+
 static nn_status walk(nn__qplan *p, nn_module *m, const char *prefix, const char *fn) {
+    if (nn__mha_quantizable(m)) {
+        nn_status st = observe_mha(p, m, prefix, fn);
+        if (st != NN_OK) return st;
+    }
     for (int i = 0; i < m->nchildren; i++) {
         nn_module *c = m->children[i].m;
         char *path = join_path(prefix, m->children[i].name);
@@ -497,6 +529,7 @@ nn_status nn__quant_convert(nn__qplan *p, const char *fn) {
         nn_module *t = ob_quant(e->observer);
         nn_module_retain(t);
         nn_status st = nn__mod_replace_child(e->parent, e->name, t, fn);
+        if (st == NN_OK && e->mha) nn__mha_finish_quantized(e->mha); /* after its third */
         if (st == NN_OK && e->relu_owner) {
             nn_module *id = nn_identity_new();
             st = id ? nn__mod_replace_child(e->relu_owner, e->relu_name, id, fn) : nn_last_status();
@@ -516,7 +549,9 @@ void nn__quant_free(nn__qplan *p) {
     if (!p) return;
     for (int i = 0; i < p->n; i++) {
         qentry *e = &p->e[i];
-        if (e->parent) { /* not converted: put the float layer back */
+        if (e->parent && e->mha) { /* the MHA's own parameters serve again */
+            nn__mha_unquantize(e->mha);
+        } else if (e->parent) { /* not converted: put the float layer back */
             nn_module *f = ob_float(e->observer);
             nn_module_retain(f);
             nn__mod_replace_child(e->parent, e->name, f, "nn__quant_free");

@@ -18,6 +18,7 @@
  * attention itself is the tiled nn_scaled_dot_product_attention unless the
  * caller asks for the attention weights. */
 #include "module_internal.h"
+#include "ops/quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -68,10 +69,18 @@ static nn_status attach(nn_module *m, const char *name, nn_module *c, const char
 
 /* ================================================== MultiheadAttention */
 
-enum { MHA_E, MHA_H, MHA_DROPOUT, MHA_BIAS, MHA_KDIM, MHA_VDIM, MHA_BF, MHA_CAUSAL };
-static const char *const mha_keys[] = {"embed_dim", "num_heads", "dropout",     "bias",
-                                       "kdim",      "vdim",      "batch_first", "is_causal"};
-static const double mha_defaults[] = {NAN, NAN, 0, 1, 0, 0, 0, 0};
+/* quantized = 1 (nn_quantize_dynamic / _static): no in-projection
+ * parameters; three QuantizedLinear children q_proj (E -> E), k_proj (kdim
+ * -> E) and v_proj (vdim -> E) hold the int8 in-projections and their
+ * biases. Written to model files only when 1. */
+enum { MHA_E, MHA_H, MHA_DROPOUT, MHA_BIAS, MHA_KDIM, MHA_VDIM, MHA_BF, MHA_CAUSAL, MHA_Q };
+static const char *const mha_keys[] = {"embed_dim", "num_heads",   "dropout",
+                                       "bias",      "kdim",        "vdim",
+                                       "batch_first", "is_causal", "quantized"};
+static const double mha_defaults[] = {NAN, NAN, 0, 1, 0, 0, 0, 0, 0};
+static const char *const mha_proj[3] = {"q_proj", "k_proj", "v_proj"};
+
+static int mha_ncfg(const nn_module *m) { return ci(m, MHA_Q) ? 9 : 8; }
 
 static bool mha_packed(const nn_module *m) {
     return ci(m, MHA_KDIM) == ci(m, MHA_E) && ci(m, MHA_VDIM) == ci(m, MHA_E);
@@ -99,20 +108,23 @@ static nn_status mha_build(nn_module *m) {
     if (!st) st = cfg_int(m, MHA_VDIM, 1, MAX_SIZE);
     if (!st) st = cfg_int(m, MHA_BF, 0, 1);
     if (!st) st = cfg_int(m, MHA_CAUSAL, 0, 1);
+    if (!st) st = cfg_int(m, MHA_Q, 0, 1);
     if (st) return st;
     int64_t e = ci(m, MHA_E), h = ci(m, MHA_H);
     if (e % h)
         return nn__err(NN_ERR_INVALID,
                        "MultiheadAttention: embed_dim = %lld is not divisible by num_heads = %lld",
                        (long long)e, (long long)h);
-    if (mha_packed(m)) {
+    if (ci(m, MHA_Q)) {
+        /* the int8 in-projections are children (a file brings them) */
+    } else if (mha_packed(m)) {
         st = add_xavier(m, "in_proj_weight", 3 * e, e);
     } else {
         st = add_xavier(m, "q_proj_weight", e, e);
         if (!st) st = add_xavier(m, "k_proj_weight", e, ci(m, MHA_KDIM));
         if (!st) st = add_xavier(m, "v_proj_weight", e, ci(m, MHA_VDIM));
     }
-    if (!st && ci(m, MHA_BIAS)) {
+    if (!st && ci(m, MHA_BIAS) && !ci(m, MHA_Q)) {
         int64_t n = 3 * e;
         nn_tensor *b = nn__zeros(NN_DTYPE_F32, &n, 1);
         if (!b) return nn_last_status();
@@ -124,14 +136,19 @@ static nn_status mha_build(nn_module *m) {
     return m->gen ? NN_OK : nn_last_status();
 }
 
-/* A Linear child fits: in -> out, and (bias >= 0) with or without bias. */
-static nn_status check_linear(const nn_module *m, const char *name, int64_t in, int64_t out,
-                              int bias) {
+/* A Linear child fits: in -> out, and (bias >= 0) with or without bias;
+ * int8_only: it must be a QuantizedLinear. */
+static nn_status check_linear_ex(const nn_module *m, const char *name, int64_t in, int64_t out,
+                                 int bias, bool int8_only) {
     const nn_module *c = child(m, name);
     if (!c) return nn__err(NN_ERR_FORMAT, "%s: child '%s' is missing", m->kind->type, name);
     /* a Linear, or its int8 twin from nn_quantize_dynamic / _static (same
      * keys; no fused ReLU: nothing follows these in a Sequential) */
     const bool q = is_type(c, "QuantizedLinear");
+    if (int8_only && !q)
+        return nn__err(NN_ERR_FORMAT,
+                       "%s: child '%s' is a %s, expected QuantizedLinear(%lld, %lld) (quantized = 1)",
+                       m->kind->type, name, nn_module_type_name(c), (long long)in, (long long)out);
     if (!(is_type(c, "Linear") || (q && cfg_of(c, "relu") == 0)) ||
         cfg_of(c, "in_features") != (double)in ||
         cfg_of(c, "out_features") != (double)out ||
@@ -140,6 +157,11 @@ static nn_status check_linear(const nn_module *m, const char *name, int64_t in, 
                        m->kind->type, name, nn_module_type_name(c), (long long)in, (long long)out,
                        bias == 0 ? ", bias=False" : "");
     return NN_OK;
+}
+
+static nn_status check_linear(const nn_module *m, const char *name, int64_t in, int64_t out,
+                              int bias) {
+    return check_linear_ex(m, name, in, out, bias, false);
 }
 
 /* Every child's name is one of names[0..n). */
@@ -155,9 +177,13 @@ static nn_status check_names(const nn_module *m, const char *const *names, int n
 }
 
 static nn_status mha_complete(const nn_module *m) {
-    static const char *const names[] = {"out_proj"};
-    nn_status st = check_names(m, names, 1);
-    if (!st) st = check_linear(m, "out_proj", ci(m, MHA_E), ci(m, MHA_E), (int)ci(m, MHA_BIAS));
+    static const char *const names[] = {"out_proj", "q_proj", "k_proj", "v_proj"};
+    const bool q = ci(m, MHA_Q) != 0;
+    const int64_t e = ci(m, MHA_E), in[3] = {e, ci(m, MHA_KDIM), ci(m, MHA_VDIM)};
+    nn_status st = check_names(m, names, q ? 4 : 1);
+    for (int i = 0; i < 3 && q && !st; i++)
+        st = check_linear_ex(m, mha_proj[i], in[i], e, (int)ci(m, MHA_BIAS), true);
+    if (!st) st = check_linear(m, "out_proj", e, e, (int)ci(m, MHA_BIAS));
     return st;
 }
 
@@ -329,27 +355,34 @@ static nn_tensor *mha_run(nn_module *m, nn_tensor *const *xs, int n, bool need_w
     int64_t e = ci(m, MHA_E), h = ci(m, MHA_H), d = e / h;
     nn_tensor *w = NULL, *b = nn__mod_param(m, "in_proj_bias");
     nn_tensor *bq = NULL, *bk = NULL, *bv = NULL, *q, *k, *v;
-    if (b) {
-        bq = nn_slice(b, 0, 0, e, 1);
-        bk = nn_slice(b, 0, e, 2 * e, 1);
-        bv = nn_slice(b, 0, 2 * e, 3 * e, 1);
-    }
-    if (mha_packed(m)) {
-        w = nn__mod_param(m, "in_proj_weight");
-        if (in.q == in.k && in.k == in.v) { /* self-attention: one product */
-            nn_tensor *qkv = nn_linear(in.q, w, b);
-            q = nn_slice(qkv, 2, 0, e, 1);
-            k = nn_slice(qkv, 2, e, 2 * e, 1);
-            v = nn_slice(qkv, 2, 2 * e, 3 * e, 1);
-        } else {
-            q = nn_linear(in.q, nn_slice(w, 0, 0, e, 1), bq);
-            k = nn_linear(in.k, nn_slice(w, 0, e, 2 * e, 1), bk);
-            v = nn_linear(in.v, nn_slice(w, 0, 2 * e, 3 * e, 1), bv);
-        }
+    if (child(m, "q_proj")) {
+        /* int8 in-projections (or their observers while quantizing) */
+        q = nn_module_forward(child(m, "q_proj"), in.q);
+        k = nn_module_forward(child(m, "k_proj"), in.k);
+        v = nn_module_forward(child(m, "v_proj"), in.v);
     } else {
-        q = nn_linear(in.q, nn__mod_param(m, "q_proj_weight"), bq);
-        k = nn_linear(in.k, nn__mod_param(m, "k_proj_weight"), bk);
-        v = nn_linear(in.v, nn__mod_param(m, "v_proj_weight"), bv);
+        if (b) {
+            bq = nn_slice(b, 0, 0, e, 1);
+            bk = nn_slice(b, 0, e, 2 * e, 1);
+            bv = nn_slice(b, 0, 2 * e, 3 * e, 1);
+        }
+        if (mha_packed(m)) {
+            w = nn__mod_param(m, "in_proj_weight");
+            if (in.q == in.k && in.k == in.v) { /* self-attention: one product */
+                nn_tensor *qkv = nn_linear(in.q, w, b);
+                q = nn_slice(qkv, 2, 0, e, 1);
+                k = nn_slice(qkv, 2, e, 2 * e, 1);
+                v = nn_slice(qkv, 2, 2 * e, 3 * e, 1);
+            } else {
+                q = nn_linear(in.q, nn_slice(w, 0, 0, e, 1), bq);
+                k = nn_linear(in.k, nn_slice(w, 0, e, 2 * e, 1), bk);
+                v = nn_linear(in.v, nn_slice(w, 0, 2 * e, 3 * e, 1), bv);
+            }
+        } else {
+            q = nn_linear(in.q, nn__mod_param(m, "q_proj_weight"), bq);
+            k = nn_linear(in.k, nn__mod_param(m, "k_proj_weight"), bk);
+            v = nn_linear(in.v, nn__mod_param(m, "v_proj_weight"), bv);
+        }
     }
     if (!q || !k || !v) return NULL;
     q = split_heads(q, in.n, in.l, h, d);
@@ -401,7 +434,8 @@ static double mha_flops(const nn_module *m, const nn_tensor *in, const nn_tensor
 }
 
 const nn__mod_kind nn__kind_mha = {.type = "MultiheadAttention",
-                                   .nkeys = 8,
+                                   .nkeys = 9,
+                                   .ncfg = mha_ncfg,
                                    .keys = mha_keys,
                                    .defaults = mha_defaults,
                                    .build = mha_build,
@@ -434,9 +468,81 @@ nn_module *nn_multihead_attention_new(int64_t embed_dim, int64_t num_heads, doub
         return NN__FAIL(NN_ERR_INVALID,
                         "%s: kdim = %lld, vdim = %lld, expected >= 0 (0: embed_dim)", fn,
                         (long long)kdim, (long long)vdim);
-    double cfg[8] = {(double)embed_dim, (double)num_heads, dropout,     bias,
-                     (double)kdim,      (double)vdim,      batch_first, 0};
+    double cfg[9] = {(double)embed_dim, (double)num_heads, dropout,     bias,
+                     (double)kdim,      (double)vdim,      batch_first, 0, 0};
     return mha_make(cfg, fn);
+}
+
+/* ---- int8 in-projections (module_internal.h; module/quantized.c drives) */
+
+bool nn__mha_quantizable(const nn_module *m) {
+    if (m->kind != &nn__kind_mha || ci(m, MHA_Q) || child(m, "q_proj")) return false;
+    const char *names[3] = {"in_proj_weight", "q_proj_weight", "k_proj_weight"};
+    for (int i = mha_packed(m) ? 0 : 1; i < (mha_packed(m) ? 1 : 3); i++) {
+        const nn_tensor *w = nn__mod_param(m, names[i]);
+        if (!w || w->dtype != NN_DTYPE_F32) return false;
+    }
+    const nn_tensor *v = mha_packed(m) ? NULL : nn__mod_param(m, "v_proj_weight");
+    if (!mha_packed(m) && (!v || v->dtype != NN_DTYPE_F32)) return false;
+    return ci(m, MHA_KDIM) <= NN__Q_DEPTH_MAX && ci(m, MHA_VDIM) <= NN__Q_DEPTH_MAX &&
+           ci(m, MHA_E) <= NN__Q_DEPTH_MAX;
+}
+
+/* Rows [r0, r0 + rows) of src (f32 [*, cols]) as a new f32 [rows, cols]
+ * parameter of a Linear, or the bias slice. */
+static nn_status copy_rows(nn_tensor *dst, const nn_tensor *src, int64_t r0) {
+    nn_tensor *c = nn__contig((nn_tensor *)src);
+    if (!c) return nn_last_status();
+    const int64_t cols = src->ndim == 2 ? src->shape[1] : 1;
+    memcpy(nn__f32(dst), nn__f32(c) + r0 * cols, (size_t)dst->numel * sizeof(float));
+    nn__tensor_release(c);
+    return NN_OK;
+}
+
+nn_status nn__mha_float_projections(const nn_module *m, nn_module *out[3]) {
+    const int64_t e = ci(m, MHA_E), in[3] = {e, ci(m, MHA_KDIM), ci(m, MHA_VDIM)};
+    const bool bias = ci(m, MHA_BIAS) != 0, packed = mha_packed(m);
+    const char *wn[3] = {"q_proj_weight", "k_proj_weight", "v_proj_weight"};
+    const nn_tensor *b = bias ? nn__mod_param(m, "in_proj_bias") : NULL;
+    nn_status st = NN_OK;
+    for (int i = 0; i < 3; i++) out[i] = NULL;
+    for (int i = 0; i < 3 && !st; i++) {
+        out[i] = nn_linear_new(in[i], e, bias);
+        if (!out[i]) {
+            st = nn_last_status();
+            break;
+        }
+        st = packed ? copy_rows(nn__mod_param(out[i], "weight"),
+                                nn__mod_param(m, "in_proj_weight"), i * e)
+                    : copy_rows(nn__mod_param(out[i], "weight"), nn__mod_param(m, wn[i]), 0);
+        if (!st && b) st = copy_rows(nn__mod_param(out[i], "bias"), b, i * e);
+    }
+    if (st)
+        for (int i = 0; i < 3; i++) {
+            nn_module_free(out[i]);
+            out[i] = NULL;
+        }
+    return st;
+}
+
+bool nn__mha_finish_quantized(nn_module *m) {
+    if (m->kind != &nn__kind_mha || ci(m, MHA_Q)) return false;
+    for (int i = 0; i < 3; i++) {
+        const nn_module *c = child(m, mha_proj[i]);
+        if (!c || !is_type(c, "QuantizedLinear")) return false;
+    }
+    const char *names[5] = {"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                            "in_proj_bias"};
+    for (int i = 0; i < 5; i++)
+        if (nn__mod_param(m, names[i])) nn__mod_remove(m, names[i]);
+    m->cfg[MHA_Q] = 1;
+    return true;
+}
+
+void nn__mha_unquantize(nn_module *m) {
+    if (m->kind != &nn__kind_mha || ci(m, MHA_Q)) return;
+    for (int i = 0; i < 3; i++)
+        if (child(m, mha_proj[i])) nn__mod_remove(m, mha_proj[i]);
 }
 
 static bool is_mha(const nn_module *m, const char *fn) {
@@ -670,7 +776,7 @@ static nn_module *layer_make(const nn__mod_kind *k, const double *cfg, const cha
     bool dec = k == &nn__kind_dec_layer;
     int64_t d = ci(m, TL_D), dff = ci(m, TL_DFF);
     double p = m->cfg[TL_DROPOUT], eps = m->cfg[TL_EPS];
-    double acfg[8] = {(double)d, m->cfg[TL_NHEAD], p, 1, (double)d, (double)d, m->cfg[TL_BF], 0};
+    double acfg[9] = {(double)d, m->cfg[TL_NHEAD], p, 1, (double)d, (double)d, m->cfg[TL_BF], 0, 0};
     const char *const *names = dec ? dec_names : enc_names;
     int nn_ = dec ? 11 : 8;
     nn_status st = NN_OK;

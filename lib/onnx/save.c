@@ -459,7 +459,11 @@ static const char *emit_mha(ex *e, nn_module *m, const char *prefix, const char 
     }
     if (!nn_module_get_parameter(m, "in_proj_weight")) {
         nn_clear_error();
-        return unsupported(e, m, "separate q/k/v projections (kdim/vdim)"), NULL;
+        const bool q = nn_module_get_module(m, "q_proj") != NULL;
+        nn_clear_error();
+        return unsupported(e, m, q ? "int8 in-projections (nn_quantize_dynamic / _static)"
+                                   : "separate q/k/v projections (kdim/vdim)"),
+               NULL;
     }
     const char *w = param(e, m, prefix, "in_proj_weight");
     const char *b = bias ? param(e, m, prefix, "in_proj_bias") : NULL;

@@ -860,6 +860,10 @@ static void catalogue(void) {
         static const char *const mha[] = {"embed_dim", "num_heads", "bias"};
         static const double mha_10_3[] = {10, 3, 1}, mha_huge[] = {1e6, 1, 0},
                             mha_1_1[] = {1, 1, 0};
+        /* int8 in-projections (quantized = 1: children q_proj, k_proj, v_proj) */
+        static const char *const mhaq[] = {"embed_dim", "num_heads", "bias", "quantized"};
+        static const double mhaq_2[] = {2, 1, 0, 2}, mhaq_half[] = {2, 1, 0, 0.5},
+                            mhaq_1[] = {2, 1, 0, 1};
         static const char *const tl[] = {"d_model", "nhead", "dim_feedforward"};
         static const double tl_8_3[] = {8, 3, 16}, tl_1_1[] = {1, 1, 1};
         static const char *const st[] = {"num_layers", "norm"};
@@ -875,6 +879,12 @@ static void catalogue(void) {
              "NN_ERR_LIMIT", "exceeds the"},
             {"mha_missing_out_proj", leaf_node("MultiheadAttention", 3, mha, mha_1_1),
              "NN_ERR_FORMAT", "MultiheadAttention: child 'out_proj' is missing"},
+            {"mha_quantized_not_boolean", leaf_node("MultiheadAttention", 4, mhaq, mhaq_2),
+             "NN_ERR_FORMAT", "MultiheadAttention: quantized = 2, expected an integer in 0..1"},
+            {"mha_quantized_fractional", leaf_node("MultiheadAttention", 4, mhaq, mhaq_half),
+             "NN_ERR_FORMAT", "MultiheadAttention: quantized = 0.5, expected an integer in 0..1"},
+            {"mha_quantized_missing_projections", leaf_node("MultiheadAttention", 4, mhaq, mhaq_1),
+             "NN_ERR_FORMAT", "MultiheadAttention: child 'q_proj' is missing"},
             {"encoder_layer_nhead_not_dividing",
              leaf_node("TransformerEncoderLayer", 3, tl, tl_8_3), "NN_ERR_FORMAT",
              "TransformerEncoderLayer: d_model = 8 is not divisible by nhead = 3"},
@@ -924,6 +934,27 @@ static void catalogue(void) {
         section so[2] = {{2, 0, m, 0}, {3, 0, linear_tensors(6, 4, 0), 0}};
         emit("mha_out_proj_wrong_size", file_of(1, 0, so, 2), "NN_ERR_FORMAT",
              "MultiheadAttention: child 'out_proj' is a Linear, expected Linear(2, 2, bias=False)");
+        /* A quantized MultiheadAttention(2, 1) whose q_proj is a float Linear,
+         * then one whose q_proj is a float Linear but quantized = 0 (a float
+         * MHA has no child q_proj). */
+        for (int v = 0; v < 2; v++) {
+            m = (buf){0};
+            str(&m, "MultiheadAttention");
+            u32(&m, 4);
+            for (int i = 0; i < 4; i++) {
+                str(&m, mhaq[i]);
+                f64(&m, i == 3 ? 1 - v : mhaq_1[i]);
+            }
+            u32(&m, 1);
+            str(&m, "q_proj");
+            linear_node(&m, "Linear");
+            section sq[2] = {{2, 0, m, 0}, {3, 0, linear_tensors(6, 4, 0), 0}};
+            emit(v ? "mha_float_with_q_proj" : "mha_quantized_float_q_proj",
+                 file_of(1, 0, sq, 2), "NN_ERR_FORMAT",
+                 v ? "MultiheadAttention: unexpected child 'q_proj'"
+                   : "MultiheadAttention: child 'q_proj' is a Linear, expected "
+                     "QuantizedLinear(2, 2) (quantized = 1)");
+        }
     }
 
     /* Residual (a container kind): shortcut is a flag; its children are

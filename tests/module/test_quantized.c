@@ -362,6 +362,341 @@ static void test_bad_input(void **state) {
     nn_module_free(seq);
 }
 
+
+/* ------------------------------------- MultiheadAttention in-projections */
+
+/* A child's int8 weights decoded by the documented layout (FORMAT.md 6.1:
+ * byte ((p*kp/4 + g)*16 + c)*4 + r of `weight` holds q[p*16 + c][g*4 + r])
+ * times weight_scale: w [n, k] in double. */
+static void decode_packed(nn_module *q, int64_t n, int64_t k, double *w) {
+    const int8_t *b = nn_tensor_data(nn_module_get_buffer(q, "weight"));
+    const float *sc = nn_tensor_data(nn_module_get_buffer(q, "weight_scale"));
+    const int64_t kp = (k + 3) / 4 * 4;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < k; i++)
+            w[j * k + i] = (double)sc[j] *
+                           b[((j / 16 * (kp / 4) + i / 4) * 16 + j % 16) * 4 + i % 4];
+}
+
+/* Values on the grid of 1/8 in [-16, 15.875], each row of `row` values
+ * holding both ends: a row's dynamic u8 scale is then exactly 1/8 and its
+ * values quantize exactly (the int8 product equals the dequantized one). */
+static nn_tensor *grid_input(const int64_t *shape, int nd, uint64_t seed, int64_t row) {
+    nn_tensor *t = rand_tensor(shape, nd, seed, 0.0f, 1.0f);
+    float *p = nn_tensor_data(t);
+    for (int64_t i = 0; i < nn_tensor_numel(t); i++)
+        p[i] = i % row == 0 ? -16.0f
+               : i % row == 1 ? 15.875f
+                              : (float)((int)(p[i] * 255.0f) - 128) / 8.0f;
+    return t;
+}
+
+static float *data_copy(nn_tensor *t) {
+    nn_tensor *c = nn_tensor_contiguous(t);
+    size_t n = (size_t)nn_tensor_numel(c);
+    float *d = malloc(n * sizeof(float));
+    memcpy(d, nn_tensor_data(c), n * sizeof(float));
+    return d;
+}
+
+/* Fill the f32 parameter `name` of m from a double array. */
+static void set_param(nn_module *m, const char *name, const double *v) {
+    nn_tensor *t = nn_module_get_parameter(m, name);
+    assert_non_null(t);
+    float *p = nn_tensor_data(t);
+    for (int64_t i = 0; i < nn_tensor_numel(t); i++) p[i] = (float)v[i];
+}
+
+/* The int8 MHA (qm, quantized from the float MHA fm, whose in-projection
+ * rows were w[3] / biases b[3]) against:
+ *  - its float source, weight by weight: q_proj/k_proj/v_proj hold rows
+ *    0..E, E..2E, 2E..3E of the in-projection within half a quantization
+ *    step (scale/2) and the biases exactly;
+ *  - a float MHA ref built from the dequantized weights (in-projections and
+ *    out_proj): on grid inputs the in-projections are exact, so the outputs
+ *    differ only by the rounding of out_proj's input, at most half its row
+ *    scale per value: |dy_j| <= sum_i |Wo[j,i]| * s/2 with s <= 2 max|v|/255
+ *    (attention rows are convex combinations of v's rows); `vmax` bounds
+ *    |v|. Returns the bound used. */
+static double check_mha_int8(nn_module *qm, const double *const w[3], const double *const b[3],
+                             const int64_t in[3], int64_t e, bool bias, nn_module *ref,
+                             double vmax) {
+    static const char *const names[3] = {"q_proj", "k_proj", "v_proj"};
+    double *cat = malloc(sizeof(double) * (size_t)(3 * e * (in[0] + in[1] + in[2])));
+    double *bcat = malloc(sizeof(double) * (size_t)(3 * e));
+    const bool packed = in[1] == e && in[2] == e;
+    for (int p = 0; p < 3; p++) {
+        nn_module *c = nn_module_get_module(qm, names[p]);
+        assert_non_null(c);
+        assert_string_equal(nn_module_type_name(c), "QuantizedLinear");
+        double *d = malloc(sizeof(double) * (size_t)(e * in[p]));
+        decode_packed(c, e, in[p], d);
+        const float *sc = nn_tensor_data(nn_module_get_buffer(c, "weight_scale"));
+        for (int64_t j = 0; j < e; j++)
+            for (int64_t i = 0; i < in[p]; i++)
+                if (!(fabs(d[j * in[p] + i] - w[p][j * in[p] + i]) <= sc[j] * 0.5000001))
+                    fail_msg("%s[%lld, %lld] = %.8g, float %.8g, scale %.4g", names[p],
+                             (long long)j, (long long)i, d[j * in[p] + i], w[p][j * in[p] + i],
+                             (double)sc[j]);
+        if (bias) {
+            const float *qb = nn_tensor_data(nn_module_get_buffer(c, "bias"));
+            for (int64_t j = 0; j < e; j++) assert_true(qb[j] == (float)b[p][j]);
+            for (int64_t j = 0; j < e; j++) bcat[p * e + j] = b[p][j];
+        } else {
+            assert_null(nn_module_get_buffer(c, "bias"));
+            nn_clear_error();
+        }
+        if (packed) {
+            memcpy(cat + p * e * e, d, sizeof(double) * (size_t)(e * e));
+        } else {
+            static const char *const pn[3] = {"q_proj_weight", "k_proj_weight", "v_proj_weight"};
+            set_param(ref, pn[p], d);
+        }
+        free(d);
+    }
+    if (packed) set_param(ref, "in_proj_weight", cat);
+    if (bias) set_param(ref, "in_proj_bias", bcat);
+    nn_module *qo = nn_module_get_module(qm, "out_proj");
+    assert_string_equal(nn_module_type_name(qo), "QuantizedLinear");
+    double *wo = malloc(sizeof(double) * (size_t)(e * e));
+    decode_packed(qo, e, e, wo);
+    set_param(ref, "out_proj.weight", wo);
+    if (bias) {
+        const float *qb = nn_tensor_data(nn_module_get_buffer(qo, "bias"));
+        for (int64_t j = 0; j < e; j++) bcat[j] = qb[j];
+        set_param(ref, "out_proj.bias", bcat);
+    }
+    double bound = 0;
+    for (int64_t j = 0; j < e; j++) {
+        double r = 0;
+        for (int64_t i = 0; i < e; i++) r += fabs(wo[j * e + i]);
+        bound = fmax(bound, r * (2.0 * vmax / 255.0) / 2.0);
+    }
+    free(wo), free(cat), free(bcat);
+    return bound;
+}
+
+static void expect_within(const float *got, const float *want, int64_t n, double bound,
+                          const char *what) {
+    double mx = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)want[i]));
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - want[i]) <= bound + 1e-5 * mx))
+            fail_msg("%s: element %lld is %.8g, reference %.8g (bound %.4g, max %.4g)", what,
+                     (long long)i, (double)got[i], (double)want[i], bound, mx);
+}
+
+/* max |v| over the value projection of x (rows of k inputs) with weights
+ * w [e, k] and bias b (NULL: none), in double. */
+static double vmax_of(const float *x, int64_t rows, int64_t k, const double *w, const double *b,
+                      int64_t e) {
+    double mx = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < e; j++) {
+            double s = b ? b[j] : 0;
+            for (int64_t i = 0; i < k; i++) s += (double)x[r * k + i] * w[j * k + i];
+            mx = fmax(mx, fabs(s));
+        }
+    return mx;
+}
+
+static double *param_copy(nn_module *m, const char *name, int64_t off, int64_t n) {
+    const float *p = nn_tensor_data(nn_module_get_parameter(m, name));
+    double *d = malloc(sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) d[i] = p[off + i];
+    return d;
+}
+
+/* Self-attention with the packed in_proj_weight (batch_first, biases): the
+ * in-projections become int8 children, the float parameters go; against
+ * the weight-by-weight and dequantized references above, against the float
+ * module (loose: weight and activation rounding through softmax), the
+ * report's lines, and a model-file round trip (bit-identical). */
+static void test_mha_packed_self(void **state) {
+    (void)state;
+    nn_scope *sc = nn_scope_begin();
+    nn_generator_seed(NULL, 21);
+    const int64_t E = 24, H = 4, xs[3] = {2, 5, 24};
+    nn_module *m = nn_multihead_attention_new(E, H, 0.0, true, 0, 0, true);
+    assert_int_equal(nn_module_train(m, false), NN_OK);
+    /* nonzero biases, so that their slices are checked */
+    nn_tensor *bt = rand_tensor((int64_t[]){3 * E}, 1, 4, -0.5f, 0.5f);
+    memcpy(nn_tensor_data(nn_module_get_parameter(m, "in_proj_bias")), nn_tensor_data(bt),
+           sizeof(float) * (size_t)(3 * E));
+    memcpy(nn_tensor_data(nn_module_get_parameter(m, "out_proj.bias")), nn_tensor_data(bt),
+           sizeof(float) * (size_t)E);
+    nn_tensor *x = grid_input(xs, 3, 5, E);
+    /* against the float module: typical inputs (the grid's +-16 saturate
+     * the softmax, where a weight's rounding moves a score by whole units) */
+    nn_tensor *x2 = rand_tensor(xs, 3, 6, -1.0f, 1.0f);
+    float *yf = data_copy(nn_module_forward(m, x2));
+    double *w[3], *b[3];
+    for (int p = 0; p < 3; p++) {
+        w[p] = param_copy(m, "in_proj_weight", p * E * E, E * E);
+        b[p] = param_copy(m, "in_proj_bias", p * E, E);
+    }
+    char *report = NULL;
+    assert_int_equal(nn_quantize_dynamic(m, x, &report), NN_OK);
+    assert_non_null(report);
+    const char *rows[4] = {"\nq_proj ", "\nk_proj ", "\nv_proj ", "\nout_proj "};
+    for (int i = 0; i < 4; i++)
+        if (!strstr(report, rows[i])) fail_msg("report has no line %s:\n%s", rows[i] + 1, report);
+    nn_free(report);
+    assert_null(nn_module_get_parameter(m, "in_proj_weight"));
+    assert_null(nn_module_get_parameter(m, "in_proj_bias"));
+    nn_clear_error();
+    assert_int_equal(nn_module_num_parameters(m), 0);
+    float *yq = data_copy(nn_module_forward(m, x)), *yq2 = data_copy(nn_module_forward(m, x2));
+
+    nn_module *ref = nn_multihead_attention_new(E, H, 0.0, true, 0, 0, true);
+    assert_int_equal(nn_module_train(ref, false), NN_OK);
+    const int64_t in[3] = {E, E, E};
+    const double vmax = vmax_of(nn_tensor_data(x), 10, E, w[2], b[2], E) * 1.01;
+    double bound = check_mha_int8(m, (const double *const *)w, (const double *const *)b, in, E,
+                                  true, ref, vmax);
+    float *yr = data_copy(nn_module_forward(ref, x));
+    expect_within(yq, yr, 2 * 5 * E, bound, "int8 MHA vs dequantized float MHA");
+    double d = 0, mx = 0, dr = 0;
+    for (int i = 0; i < 2 * 5 * E; i++) {
+        d = fmax(d, fabs((double)yq2[i] - yf[i]));
+        mx = fmax(mx, fabs((double)yf[i]));
+        dr = fmax(dr, fabs((double)yq[i] - yr[i]));
+    }
+    print_message("packed MHA: int8 vs f32 max|dy| %.4g of max|y| %.4g; vs dequantized %.4g "
+                  "(bound %.4g)\n", d, mx, dr, bound);
+    assert_true(d > 0 && d <= 0.03 * mx);
+
+    /* model file: quantized = 1, no float in-projection, same outputs */
+    void *buf;
+    size_t len;
+    assert_int_equal(nn_model_save_buffer(m, NULL, NULL, &buf, &len), NN_OK);
+    nn_model *back = nn_model_load_buffer(buf, len, NULL);
+    if (!back) fail_msg("load: %s", nn_last_error());
+    nn_free(buf);
+    nn_module *bm = nn_model_module(back);
+    assert_string_equal(nn_module_type_name(nn_module_get_module(bm, "v_proj")),
+                        "QuantizedLinear");
+    float *y2 = data_copy(nn_model_predict(back, x));
+    assert_memory_equal(y2, yq, sizeof(float) * (size_t)(2 * 5 * E));
+    nn_model_free(back);
+    for (int p = 0; p < 3; p++) free(w[p]), free(b[p]);
+    free(yf), free(yq), free(yq2), free(yr), free(y2);
+    nn_module_free(m), nn_module_free(ref);
+    nn_scope_end(sc);
+}
+
+/* Cross-attention with separate q/k/v weights (kdim 12, vdim 20, no bias,
+ * [L, N, E] layout), quantized as the root module (no Sequential needed):
+ * the same references on three different inputs through forward_n. */
+static void test_mha_separate_cross(void **state) {
+    (void)state;
+    nn_scope *sc = nn_scope_begin();
+    nn_generator_seed(NULL, 22);
+    const int64_t E = 16, H = 2, KD = 12, VD = 20;
+    nn_module *m = nn_multihead_attention_new(E, H, 0.0, false, KD, VD, false);
+    assert_int_equal(nn_module_train(m, false), NN_OK);
+    nn_tensor *q = grid_input((int64_t[]){3, 2, E}, 3, 6, E);
+    nn_tensor *k = grid_input((int64_t[]){4, 2, KD}, 3, 7, KD);
+    nn_tensor *v = grid_input((int64_t[]){4, 2, VD}, 3, 8, VD);
+    nn_tensor *xs[3] = {q, k, v};
+    nn_tensor *q2 = rand_tensor((int64_t[]){3, 2, E}, 3, 16, -1.0f, 1.0f);
+    nn_tensor *k2 = rand_tensor((int64_t[]){4, 2, KD}, 3, 17, -1.0f, 1.0f);
+    nn_tensor *v2 = rand_tensor((int64_t[]){4, 2, VD}, 3, 18, -1.0f, 1.0f);
+    nn_tensor *xs2[3] = {q2, k2, v2};
+    float *yf = data_copy(nn_module_forward_n(m, xs2, 3));
+    static const char *const pn[3] = {"q_proj_weight", "k_proj_weight", "v_proj_weight"};
+    const int64_t in[3] = {E, KD, VD};
+    double *w[3], *b[3] = {NULL, NULL, NULL};
+    for (int p = 0; p < 3; p++) w[p] = param_copy(m, pn[p], 0, E * in[p]);
+    assert_int_equal(nn_quantize_dynamic(m, NULL, NULL), NN_OK);
+    assert_null(nn_module_get_parameter(m, "k_proj_weight"));
+    nn_clear_error();
+    float *yq = data_copy(nn_module_forward_n(m, xs, 3));
+    float *yq2 = data_copy(nn_module_forward_n(m, xs2, 3));
+    nn_module *ref = nn_multihead_attention_new(E, H, 0.0, false, KD, VD, false);
+    assert_int_equal(nn_module_train(ref, false), NN_OK);
+    const double vmax = vmax_of(nn_tensor_data(v), 8, VD, w[2], NULL, E) * 1.01;
+    double bound = check_mha_int8(m, (const double *const *)w, (const double *const *)b, in, E,
+                                  false, ref, vmax);
+    float *yr = data_copy(nn_module_forward_n(ref, xs, 3));
+    expect_within(yq, yr, 3 * 2 * E, bound, "int8 cross MHA vs dequantized float MHA");
+    double d = 0, mx = 0;
+    for (int i = 0; i < 3 * 2 * E; i++) {
+        d = fmax(d, fabs((double)yq2[i] - yf[i]));
+        mx = fmax(mx, fabs((double)yf[i]));
+    }
+    assert_true(d > 0 && d <= 0.03 * mx);
+    /* the explicit-weights forward runs the int8 children too */
+    nn_tensor *aw = NULL;
+    nn_tensor *ye = nn_multihead_attention_forward(m, q, k, v, NULL, NULL, true, true, &aw);
+    assert_non_null(ye);
+    assert_non_null(aw);
+    float *yed = data_copy(ye);
+    expect_within(yed, yq, 3 * 2 * E, 0, "need_weights path vs SDPA path");
+    void *buf;
+    size_t len;
+    assert_int_equal(nn_model_save_buffer(m, NULL, NULL, &buf, &len), NN_OK);
+    nn_model *back = nn_model_load_buffer(buf, len, NULL);
+    if (!back) fail_msg("load: %s", nn_last_error());
+    nn_free(buf);
+    float *y2 = data_copy(nn_module_forward_n(nn_model_module(back), xs, 3));
+    assert_memory_equal(y2, yq, sizeof(float) * (size_t)(3 * 2 * E));
+    nn_model_free(back);
+    for (int p = 0; p < 3; p++) free(w[p]);
+    free(yf), free(yq), free(yq2), free(yr), free(yed), free(y2);
+    nn_module_free(m), nn_module_free(ref);
+    nn_scope_end(sc);
+}
+
+/* A quantization that fails after the plan was made (static: the loader's
+ * batches are not f32) leaves a MultiheadAttention as it was: its float
+ * parameters, no q_proj/k_proj/v_proj children, bit-identical outputs. */
+static void test_mha_restored_on_failure(void **state) {
+    (void)state;
+    nn_scope *sc = nn_scope_begin();
+    nn_generator_seed(NULL, 23);
+    nn_module *seq = nn_sequential_new();
+    nn_module *m = nn_multihead_attention_new(8, 2, 0.0, true, 0, 0, true);
+    assert_int_equal(nn_sequential_append(seq, m), NN_OK);
+    assert_int_equal(nn_module_train(seq, false), NN_OK);
+    const int64_t xs[3] = {2, 3, 8};
+    nn_tensor *x = rand_tensor(xs, 3, 9, -1.0f, 1.0f);
+    float *y0 = data_copy(nn_module_forward(seq, x));
+    const int64_t np = nn_module_num_parameters(seq);
+    nn_tensor *xi = nn_tensor_zeros(NN_DTYPE_I64, xs, 3), *lab = nn_tensor_zeros(NN_DTYPE_I64, xs, 1);
+    nn_dataset *ds = nn_dataset_from_tensors(xi, lab);
+    nn_loader *ld = nn_loader_new(ds, 2, false, 0);
+    assert_int_equal(nn_quantize_static(seq, ld, 1, NULL), NN_ERR_DTYPE);
+    assert_int_equal(nn_module_num_parameters(seq), np);
+    assert_non_null(nn_module_get_parameter(m, "in_proj_weight"));
+    assert_null(nn_module_get_module(m, "q_proj"));
+    nn_clear_error();
+    assert_string_equal(nn_module_type_name(nn_module_get_module(m, "out_proj")), "Linear");
+    float *y1 = data_copy(nn_module_forward(seq, x));
+    assert_memory_equal(y0, y1, sizeof(float) * 2 * 3 * 8);
+    /* static calibration then works on f32 batches (a Sequential's MHA is
+     * self-attention on one input) */
+    nn_loader_free(ld), nn_dataset_free(ds);
+    ds = nn_dataset_from_tensors(x, lab);
+    ld = nn_loader_new(ds, 2, false, 0);
+    char *report = NULL;
+    assert_int_equal(nn_quantize_static(seq, ld, 1, &report), NN_OK);
+    assert_non_null(strstr(report, "0.q_proj"));
+    assert_non_null(strstr(report, "static"));
+    nn_free(report);
+    float *y2 = data_copy(nn_module_forward(seq, x));
+    double d = 0, mx = 0;
+    for (int i = 0; i < 2 * 3 * 8; i++) {
+        d = fmax(d, fabs((double)y2[i] - y0[i]));
+        mx = fmax(mx, fabs((double)y0[i]));
+    }
+    assert_true(d <= 0.03 * mx);
+    free(y0), free(y1), free(y2);
+    nn_loader_free(ld), nn_dataset_free(ds);
+    nn_module_free(seq);
+    nn_scope_end(sc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_dynamic),
@@ -369,6 +704,9 @@ int main(void) {
         cmocka_unit_test(test_trained_accuracy_and_static),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_mha_packed_self),
+        cmocka_unit_test(test_mha_separate_cross),
+        cmocka_unit_test(test_mha_restored_on_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

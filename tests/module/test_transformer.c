@@ -176,11 +176,12 @@ static void check_roundtrip(nn_module *m, nn_tensor *const *xs, int n, nn_tensor
 }
 
 /* nn_quantize_dynamic on a TransformerEncoderLayer: its Linear children
- * (self_attn.out_proj, linear1, linear2) become QuantizedLinear (the MHA's
- * in_proj_weight is a raw parameter and stays f32); the output stays within
- * 1.5e-2 of its largest value of the float layer's (measured 2.6e-3), and the
- * quantized layer saves and loads (the structure checks accept the int8
- * twins; before, the file was refused on load). */
+ * (self_attn.out_proj, linear1, linear2) become QuantizedLinear, and so do
+ * the attention's in-projections (self_attn.q_proj / k_proj / v_proj from
+ * the rows of in_proj_weight, which goes); the output stays within 1.5e-2
+ * of its largest value of the float layer's, and the quantized layer saves
+ * and loads (the structure checks accept the int8 twins; before, the file
+ * was refused on load). */
 static void test_quantized_encoder_layer(void **s) {
     (void)s;
     nn_scope *sc = nn_scope_begin();
@@ -196,9 +197,11 @@ static void test_quantized_encoder_layer(void **s) {
     TU_OK(nn_quantize_dynamic(m, x, &rep));
     assert_non_null(strstr(rep, "self_attn.out_proj"));
     assert_non_null(strstr(rep, "linear2"));
+    assert_non_null(strstr(rep, "self_attn.q_proj"));
     nn_free(rep);
-    const char *names[3] = {"self_attn.out_proj", "linear1", "linear2"};
-    for (int i = 0; i < 3; i++)
+    const char *names[6] = {"self_attn.out_proj", "linear1", "linear2", "self_attn.q_proj",
+                            "self_attn.k_proj", "self_attn.v_proj"};
+    for (int i = 0; i < 6; i++)
         assert_string_equal(nn_module_type_name(TU_NN(nn_module_get_module(m, names[i]))),
                             "QuantizedLinear");
     nn_tensor *yq = TU_NN(nn_tensor_contiguous(nn_module_forward(m, x)));
@@ -212,6 +215,44 @@ static void test_quantized_encoder_layer(void **s) {
     }
     assert_true(d > 0 && d <= 1.5e-2 * mx);
     check_roundtrip(m, &x, 1, yq);
+    nn_module_free(m);
+    nn_generator_free(g);
+    nn_scope_end(sc);
+}
+
+/* A TransformerDecoderLayer: both attentions' in-projections go int8 (the
+ * cross-attention's packed weight runs q and k/v on different inputs); the
+ * output stays within 1.5e-2 of the float layer's largest value; file round
+ * trip. */
+static void test_quantized_decoder_layer(void **s) {
+    (void)s;
+    nn_scope *sc = nn_scope_begin();
+    nn_generator *g = TU_NN(nn_generator_new(6));
+    nn_generator_seed(NULL, 6);
+    nn_module *m = TU_NN(nn_transformer_decoder_layer_new(
+        16, 2, 24, 0.0, NN_TRANSFORMER_ACTIVATION_RELU, 1e-5, false, true));
+    TU_OK(nn_module_train(m, false));
+    const int64_t ts[3] = {4, 2, 16}, ms[3] = {6, 2, 16};
+    nn_tensor *xs[2] = {TU_NN(nn_randn(g, ts, 3)), TU_NN(nn_randn(g, ms, 3))};
+    nn_tensor *yf = TU_NN(nn_tensor_contiguous(nn_module_forward_n(m, xs, 2)));
+    TU_OK(nn_quantize_dynamic(m, NULL, NULL));
+    const char *names[2] = {"self_attn.k_proj", "multihead_attn.v_proj"};
+    for (int i = 0; i < 2; i++)
+        assert_string_equal(nn_module_type_name(TU_NN(nn_module_get_module(m, names[i]))),
+                            "QuantizedLinear");
+    assert_null(nn_module_get_parameter(m, "multihead_attn.in_proj_weight"));
+    nn_clear_error();
+    nn_tensor *yq = TU_NN(nn_tensor_contiguous(nn_module_forward_n(m, xs, 2)));
+    float a[4 * 2 * 16], b[4 * 2 * 16];
+    TU_OK(nn_tensor_copy_to(yq, a, sizeof a));
+    TU_OK(nn_tensor_copy_to(yf, b, sizeof b));
+    double d = 0, mx = 0;
+    for (int i = 0; i < 4 * 2 * 16; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        mx = fmax(mx, fabs((double)b[i]));
+    }
+    assert_true(d > 0 && d <= 1.5e-2 * mx);
+    check_roundtrip(m, xs, 2, yq);
     nn_module_free(m);
     nn_generator_free(g);
     nn_scope_end(sc);
@@ -674,6 +715,7 @@ int main(void) {
         cmocka_unit_test(test_slice_gradient_scatter),
         cmocka_unit_test(test_summary_names),
         cmocka_unit_test(test_quantized_encoder_layer),
+        cmocka_unit_test(test_quantized_decoder_layer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
