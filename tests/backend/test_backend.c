@@ -377,6 +377,70 @@ static void test_gemm_thread_determinism(void **s) {
 }
 TIERED(test_gemm_thread_determinism)
 
+/* Batch-1 rows times Bᵀ (a Linear layer's x · Wᵀ at batch 1 and 2): the
+ * GEMV path streams B one row at a time and, from 2 x 65,536 elements of
+ * B on, gives each thread one contiguous part of C's columns. Against the
+ * reference at 1, 2 and 3 threads, bit-identical across the counts, on
+ * tails of K below and past one 64-float step and column counts that do not
+ * divide into the parts (the model's 1x256x784 too). */
+static void test_gemv(void **s) {
+    (void)s;
+    static const int64_t shp[][3] = {/* m, n, k */
+                                     {1, 256, 784}, {1, 131, 1009}, {2, 300, 457},
+                                     {1, 4099, 33}, {2, 17, 7713},  {1, 1000, 131},
+                                     {1, 3, 70},    {2, 129, 65},   {1, 64, 2049}};
+    static const int counts[] = {1, 2, 3};
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++)
+        for (int f = 0; f < ni; f++)
+            for (int ab = 0; ab < 2; ab++) {
+                const int64_t m = shp[si][0], n = shp[si][1], k = shp[si][2];
+                const int64_t lda = k + 3 * ab, ldb = k + ab, ldc = n + 2 * ab;
+                const float alpha = ab ? -0.5f : 1.0f, beta = ab ? 0.75f : 0.0f;
+                float *a = buf_new_at(m * lda, (int)si % 16), *b = buf_new_at(n * ldb, 5 * ab);
+                float *c0 = buf_new(m * ldc), *want = buf_copy(c0, m * ldc), *c[3];
+                nn__ref_sgemm(false, true, m, n, k, alpha, a, lda, b, ldb, beta, want, ldc);
+                for (int t = 0; t < 3; t++) {
+                    TU_OK(nn_set_num_threads(counts[t]));
+                    c[t] = buf_copy(c0, m * ldc);
+                    impl[f].fn(false, true, m, n, k, alpha, a, lda, b, ldb, beta, c[t], ldc);
+                }
+                expect_gemm_close(impl[f].name, false, true, m, n, k, alpha, beta, a, lda, b, ldb,
+                                  c0, c[0], want, ldc);
+                for (int t = 1; t < 3; t++) expect_same(c[t], c[0], m * ldc, impl[f].name);
+                buf_free(a), buf_free(b), buf_free(c0), buf_free(want);
+                for (int t = 0; t < 3; t++) buf_free(c[t]);
+            }
+    TU_OK(nn_set_num_threads(1));
+}
+TIERED(test_gemv)
+
+/* The small path's A · Bᵀ gives each row of C the bits of that row computed
+ * alone (rows paired or not) when B has at most 16 rows or fewer than
+ * 32,768 elements (larger ones stream B row by row at batch 1, in another
+ * order): tests/module/test_conv_fuse.c relies on it. */
+static void test_gemv_rows_alone(void **s) {
+    (void)s;
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
+    static const int64_t shp[][3] = {{5, 37, 784}, {4, 9, 131}, {3, 16, 3136}, {7, 5, 63}};
+    for (int f = 0; f < ni; f++) {
+        if (strcmp(impl[f].name, "small") != 0) continue;
+        for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++) {
+            const int64_t m = shp[si][0], n = shp[si][1], k = shp[si][2];
+            float *a = buf_new(m * k), *b = buf_new(n * k), *c = buf_new(m * n), *r = buf_new(n);
+            impl[f].fn(false, true, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+            for (int64_t i = 0; i < m; i++) {
+                impl[f].fn(false, true, 1, n, k, 1.0f, a + i * k, k, b, k, 0.0f, r, n);
+                expect_same(c + i * n, r, n, "small A·Bᵀ row vs the row alone");
+            }
+            buf_free(a), buf_free(b), buf_free(c), buf_free(r);
+        }
+    }
+}
+TIERED(test_gemv_rows_alone)
+
 /* ------------------------------------------------------- convolution */
 
 static void check_im2col(int64_t n, int64_t c, int64_t h, int64_t w, nn__win2d g, bool batched) {
@@ -1024,6 +1088,8 @@ int main(void) {
         cmocka_unit_test(test_gemm_pack_tiers),
         cmocka_unit_test(test_gemm_batched_tiers),
         cmocka_unit_test(test_gemm_thread_determinism_tiers),
+        cmocka_unit_test(test_gemv_tiers),
+        cmocka_unit_test(test_gemv_rows_alone_tiers),
         cmocka_unit_test(test_conv_helpers_tiers),
         cmocka_unit_test(test_swap01_tiers),
         cmocka_unit_test(test_elementwise_tiers),

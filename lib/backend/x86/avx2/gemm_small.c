@@ -5,6 +5,7 @@
  * block is computed the same way whatever the split, so results do not depend
  * on the thread count. */
 #include "backend/x86/avx2/simd.h"
+#include "backend/threadpool.h"
 
 #include <math.h>
 #include <string.h>
@@ -155,6 +156,7 @@ typedef struct gemm_args {
     const float *a, *b;
     float *c;
     int64_t lda, ldb, ldc;
+    int parts; /* gemv_part: the parts C's columns are cut into */
 } gemm_args;
 
 static void gemm_cols(void *ctx, int64_t j0, int64_t j1) {
@@ -166,6 +168,20 @@ static void gemm_cols(void *ctx, int64_t j0, int64_t j1) {
                    g->ldc);
 }
 
+/* A few rows times Bᵀ (batch-1 inference): split as in the AVX-512 tier
+ * (x86/avx512/gemm_small.c, GEMV_GRAIN): threads once each streams 256 KB
+ * of B or more, thread t computing the t-th of nt contiguous parts of C's
+ * columns as one task, so each core keeps its part of B in its own L2. */
+#define GEMV_GRAIN (1 << 16)
+
+static void gemv_part(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    const gemm_args *g = ctx;
+    int64_t j0, j1;
+    nn__chunk(g->n, g->parts, (int)t, 16, &j0, &j1);
+    small_dot(g->m, j0, j1, g->k, g->alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c, g->ldc);
+}
+
 void nn__avx2_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
                              int64_t k, float alpha, const float *a, int64_t lda, const float *b,
                              int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -174,10 +190,18 @@ void nn__avx2_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m,
         nn__ref_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    gemm_args g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc};
+    gemm_args g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, 1};
+    if (trans_b && m <= 2) {
+        const int nt = nn__threads_cap(threads, n * k, GEMV_GRAIN);
+        if (nt > 1) {
+            g.parts = nt;
+            nn__parallel_for_max(nt, nt, gemv_part, &g);
+            return;
+        }
+    }
     /* Threads split columns; each column block is computed the same way
      * whatever the split, so results do not depend on the thread count. */
-    int nt = nn__threads_cap(threads, m * n * k, 1 << 17);
+    const int nt = nn__threads_cap(threads, m * n * k, 1 << 17);
     nn__parallel_range(n, nt, 16, gemm_cols, &g);
 }
 

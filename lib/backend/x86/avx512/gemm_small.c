@@ -6,6 +6,7 @@
  * count. */
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx2/simd.h"
+#include "backend/threadpool.h"
 
 /* Lanes [0, r) set, r in 0..16. */
 NN_INLINE __mmask16 mask16(int64_t r) {
@@ -119,8 +120,29 @@ NN_INLINE void ker_dot(const int MR, const int NR, int64_t k, const float *a, in
         }
 }
 
+/* One dot product a · b of k floats: one row of B streamed alone, four
+ * accumulators over 64-float steps, then 16-float steps and a masked tail
+ * (an order of the additions that depends on k only). */
+NN_INLINE float dot1(int64_t k, const float *a, const float *b) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t p = 0;
+    for (; p + 64 <= k; p += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p), _mm512_loadu_ps(b + p), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p + 16), _mm512_loadu_ps(b + p + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p + 32), _mm512_loadu_ps(b + p + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p + 48), _mm512_loadu_ps(b + p + 48), s3);
+    }
+    for (; p + 16 <= k; p += 16)
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p), _mm512_loadu_ps(b + p), s0);
+    if (p < k) {
+        const __mmask16 mk = mask16(k - p);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + p), _mm512_maskz_loadu_ps(mk, b + p), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
 /* One row of C: 8 independent dot products at a time keep both FMA pipes
- * busy. */
+ * busy (each in ker_dot's order, the order of the paired rows). */
 static void dot_row(int64_t j0, int64_t j1, int64_t k, const float *a, const float *b, int64_t ldb,
                     float *c, const volatile float *ab) {
     int64_t j = j0;
@@ -129,10 +151,40 @@ static void dot_row(int64_t j0, int64_t j1, int64_t k, const float *a, const flo
     for (; j < j1; j++) ker_dot(1, 1, k, a, 0, b + j * ldb, ldb, c + j, 0, ab);
 }
 
-/* Columns [j0, j1) of C for A · Bᵀ. */
-static void small_dot(int64_t m, int64_t j0, int64_t j1, int64_t k, const float *a, int64_t lda,
-                      const float *b, int64_t ldb, float *c, int64_t ldc,
+/* Batch-1 GEMV (m == 1, more than 16 columns, B of 32,768 elements or
+ * more): the rows of B one after the other, each a single sequential
+ * stream (dot1). Eight rows at once sharing each load of a (ker_dot's
+ * register tile) streamed L2-resident weights at 70-115 GB/s on Zen 5; one
+ * row at a time, with a reloaded from L1, at 145-175 GB/s (1x256x784 NT
+ * 11.6 -> 5.5 us; 1x128x256 1.2 -> 0.85 us): the L2 prefetcher keeps up
+ * with one stream, not with 8. Paired rows of A keep ker_dot (one row of B
+ * at a time for two rows of A, or 2 x 2 tiles, measured 10-40% slower at
+ * 2..32 rows), and so does a small B: the rule depends on n and k only, so
+ * for those shapes a row computed alone has the bits of the same row in a
+ * batch of up to 8 rows or with <= 16 columns (the small path's batches:
+ * tests/module/test_conv_fuse.c compares a batch with its images one by
+ * one). */
+static bool gemv_streams(int64_t m, int64_t n, int64_t k) {
+    return m == 1 && n > 16 && n * k >= 32768;
+}
+
+static void gemv_row(int64_t j0, int64_t j1, int64_t k, const float *a, const float *b,
+                     int64_t ldb, float *c, const volatile float *ab) {
+    const float alpha = ab[0], beta = ab[1];
+    for (int64_t j = j0; j < j1; j++) {
+        const float v = alpha * dot1(k, a, b + j * ldb);
+        c[j] = beta != 0.0f ? v + beta * c[j] : v;
+    }
+}
+
+/* Columns [j0, j1) of C (n columns in all) for A · Bᵀ. */
+static void small_dot(int64_t m, int64_t n, int64_t j0, int64_t j1, int64_t k, const float *a,
+                      int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
                       const volatile float *ab) {
+    if (gemv_streams(m, n, k)) {
+        gemv_row(j0, j1, k, a, b, ldb, c, ab);
+        return;
+    }
     int64_t i = 0;
     for (; i + 2 <= m; i += 2) {
         const float *ai = a + i * lda;
@@ -151,6 +203,7 @@ typedef struct gemm_args {
     const float *a, *b;
     float *c;
     int64_t lda, ldb, ldc;
+    int parts; /* gemv_part: the parts C's columns are cut into */
 } gemm_args;
 
 static void gemm_cols(void *ctx, int64_t j0, int64_t j1) {
@@ -158,9 +211,31 @@ static void gemm_cols(void *ctx, int64_t j0, int64_t j1) {
     /* alpha and beta wait in memory (see x86/avx2/gemm.c) */
     const volatile float ab[2] = {g->alpha, g->beta};
     if (g->tb)
-        small_dot(g->m, j0, j1, g->k, g->a, g->lda, g->b, g->ldb, g->c, g->ldc, ab);
+        small_dot(g->m, g->n, j0, j1, g->k, g->a, g->lda, g->b, g->ldb, g->c, g->ldc, ab);
     else
         small_axpy(g->ta, g->m, j0, j1, g->k, g->a, g->lda, g->b, g->ldb, g->c, g->ldc, ab);
+}
+
+/* A few rows times Bᵀ (batch-1 inference) streams B once, so its size is
+ * the work. Threads pay once each streams 256 KB or more (~1.5 us from L2):
+ * a fork and join costs 0.7-1 us on a VM whose two cores exchange a cache
+ * line in ~230 ns (1x256x784 NT, 2 threads: 5.5 -> 3.6 us; 1x128x256 would
+ * lose). Thread t computes the t-th of nt contiguous parts of C's columns,
+ * as one task: the pool gives participant t task t (its home range), so
+ * each core reads the same part of B every call and keeps it in its own
+ * L2. Sixteen smaller blocks (nn__parallel_range) let a thread that
+ * arrives late lose blocks to the other, whose L2 then pulls that part of
+ * B across (4.6 vs 3.6 us). Each column is one dot product whatever the
+ * split, so the result does not depend on the thread count. */
+#define GEMV_GRAIN (1 << 16)
+
+static void gemv_part(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    const gemm_args *g = ctx;
+    const volatile float ab[2] = {g->alpha, g->beta};
+    int64_t j0, j1;
+    nn__chunk(g->n, g->parts, (int)t, 16, &j0, &j1);
+    small_dot(g->m, g->n, j0, j1, g->k, g->a, g->lda, g->b, g->ldb, g->c, g->ldc, ab);
 }
 
 void nn__avx512_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t m, int64_t n,
@@ -171,8 +246,16 @@ void nn__avx512_sgemm_small_nt(int threads, bool trans_a, bool trans_b, int64_t 
         nn__ref_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    gemm_args g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc};
-    int nt = nn__threads_cap(threads, m * n * k, 1 << 17);
+    gemm_args g = {trans_a, trans_b, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, 1};
+    if (trans_b && m <= 2) {
+        const int nt = nn__threads_cap(threads, n * k, GEMV_GRAIN);
+        if (nt > 1) {
+            g.parts = nt;
+            nn__parallel_for_max(nt, nt, gemv_part, &g);
+            return;
+        }
+    }
+    const int nt = nn__threads_cap(threads, m * n * k, 1 << 17);
     nn__parallel_range(n, nt, 32, gemm_cols, &g);
 }
 
