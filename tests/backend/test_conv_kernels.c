@@ -114,6 +114,14 @@ static const conv_case g_cases[] = {
     {1, 2, 3, 4, 11, 2, 2, 1, 1, 0, 1, 1, 1},    /* even window */
     {1, 3, 8, 16, 5, 7, 7, 1, 1, 3, 3, 1, 1},    /* the largest window it takes */
     {1, 1, 9, 9, 4, 3, 3, 1, 1, 1, 1, 2, 2},     /* dilated: the channel tile */
+    /* 3x3, unit stride, at least 8 input channels: the pooled forward is
+     * Winograd F(2x2, 3x3) (one tile per pool window) */
+    {2, 8, 5, 5, 16, 3, 3, 1, 1, 0, 0, 1, 1},    /* no padding: one tile, odd rows dropped */
+    {1, 11, 9, 37, 9, 3, 3, 1, 1, 1, 2, 1, 1},   /* 19 tiles a row, asymmetric padding */
+    {3, 40, 6, 6, 70, 3, 3, 1, 1, 2, 2, 1, 1},   /* padding 2, channel blocks and a tail */
+    {1, 8, 2, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1},     /* a 2x3 output: one tile */
+    {9, 16, 16, 15, 24, 3, 3, 1, 1, 1, 1, 1, 1}, /* a task per image */
+    {1, 9, 8, 8, 17, 3, 3, 1, 1, 1, 1, 2, 2},    /* dilated: not Winograd */
 };
 
 /* A kernel may refuse a shape (false, nothing written) only when the

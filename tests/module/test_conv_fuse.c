@@ -28,7 +28,29 @@ typedef struct net_case {
     int64_t n, c, h, w, o;
     int k, stride, pad;
     int pool_k, pool_s, pool_p; /* pool_k 0: no pool layer */
+    bool winograd; /* the SIMD tiers' fused conv + pool is Winograd F(2x2, 3x3) here */
 } net_case;
+
+/* |got - want| within 32 (taps + 2) eps times the same layers run on the
+ * absolute values (a bound of every term's size), NaN exactly where want
+ * has NaN: the Winograd forward rounds differently from the direct one. */
+static void expect_close(nn_tensor *got, nn_tensor *want, nn_tensor *bound, int64_t taps,
+                         const char *what) {
+    assert_int_equal(nn_tensor_numel(got), nn_tensor_numel(want));
+    const float *a = nn_tensor_data(got), *b = nn_tensor_data(want), *m = nn_tensor_data(bound);
+    for (int64_t i = 0; i < nn_tensor_numel(got); i++) {
+        if (isnan(b[i]) || isnan(a[i])) {
+            if (!(isnan(a[i]) && isnan(b[i])))
+                fail_msg("%s: element %lld is %.9g, unfused %.9g", what, (long long)i,
+                         (double)a[i], (double)b[i]);
+            continue;
+        }
+        const double tol = 32.0 * (double)(taps + 2) * 1.2e-7 * (double)m[i];
+        if (!(fabs((double)a[i] - (double)b[i]) <= tol))
+            fail_msg("%s: element %lld is %.9g, unfused %.9g (tolerance %.3g)", what, (long long)i,
+                     (double)a[i], (double)b[i], tol);
+    }
+}
 
 /* Conv2d -> ReLU (-> MaxPool2d) as a Sequential, and its unfused ops. */
 static nn_module *make_net(const net_case *k) {
@@ -50,18 +72,20 @@ static nn_tensor *unfused(nn_module *m, const net_case *k, nn_tensor *x) {
 }
 
 static const net_case g_cases[] = {
-    {2, 3, 9, 11, 10, 3, 1, 1, 2, 2, 0},  /* odd plane: the pool floors */
-    {1, 1, 28, 28, 32, 3, 1, 1, 2, 2, 0}, /* the demo CNN's first layers */
-    {3, 32, 14, 14, 64, 3, 1, 1, 2, 2, 0},
-    {2, 5, 8, 8, 7, 3, 1, 1, 2, 2, 0},  /* fewer output channels than half a vector */
-    {2, 4, 9, 9, 20, 3, 2, 1, 2, 2, 0}, /* stride 2: no direct forward */
-    {2, 6, 7, 7, 18, 1, 1, 0, 0, 0, 0}, /* conv -> relu only */
-    {2, 6, 8, 8, 18, 3, 1, 1, 3, 1, 1}, /* a pool the fusion does not take */
-    {1, 2, 3, 3, 17, 3, 1, 0, 2, 2, 0}, /* a 1x1 conv output: the pool layer must reject it */
+    {2, 3, 9, 11, 10, 3, 1, 1, 2, 2, 0, false},  /* odd plane: the pool floors */
+    {1, 1, 28, 28, 32, 3, 1, 1, 2, 2, 0, false}, /* the demo CNN's first layers */
+    {3, 32, 14, 14, 64, 3, 1, 1, 2, 2, 0, true},
+    {2, 9, 11, 13, 9, 3, 1, 1, 2, 2, 0, true}, /* odd plane and channels, Winograd */
+    {2, 5, 8, 8, 7, 3, 1, 1, 2, 2, 0, false},  /* fewer output channels than half a vector */
+    {2, 4, 9, 9, 20, 3, 2, 1, 2, 2, 0, false}, /* stride 2: no direct forward */
+    {2, 6, 7, 7, 18, 1, 1, 0, 0, 0, 0, false}, /* conv -> relu only */
+    {2, 6, 8, 8, 18, 3, 1, 1, 3, 1, 1, false}, /* a pool the fusion does not take */
+    {1, 2, 3, 3, 17, 3, 1, 0, 2, 2, 0, false}, /* a 1x1 conv output: the pool layer must reject it */
 };
 
-/* Eval without a graph: the fused Sequential equals the ops one at a time. */
-static void check_eval(const net_case *k, bool with_nan) {
+/* Eval without a graph: the fused Sequential equals the ops one at a time
+ * (within rounding where wino: the Winograd forward). */
+static void check_eval(const net_case *k, bool with_nan, bool wino) {
     nn_scope *s = nn_scope_begin();
     nn_module *m = make_net(k);
     const int64_t xs[4] = {k->n, k->c, k->h, k->w};
@@ -73,7 +97,17 @@ static void check_eval(const net_case *k, bool with_nan) {
     nn_tensor *want = NULL;
     if (got) {
         want = unfused(m, k, x);
-        expect_same(got, want, "eval");
+        if (wino) {
+            nn_tensor *w = nn_module_parameter(m, 0, NULL), *b = nn_module_parameter(m, 1, NULL);
+            nn_tensor *y = nn_conv2d(TU_NN(nn_abs(x)), TU_NN(nn_abs(w)), TU_NN(nn_abs(b)),
+                                     k->stride, k->stride, k->pad, k->pad, 1, 1, 1);
+            nn_tensor *bound = TU_NN(nn_max_pool2d(TU_NN(y), k->pool_k, k->pool_k, k->pool_s,
+                                                   k->pool_s, k->pool_p, k->pool_p, 1, 1, false,
+                                                   NULL));
+            expect_close(got, want, bound, k->c * k->k * k->k, "eval (Winograd)");
+        } else {
+            expect_same(got, want, "eval");
+        }
     } else { /* the pool layer rejects the conv's output, as the unfused pool does */
         assert_int_equal(nn_last_status(), NN_ERR_SHAPE);
         nn_tensor *w = nn_module_parameter(m, 0, NULL);
@@ -122,12 +156,13 @@ static void check_train(const net_case *k) {
     nn_scope_end(s);
 }
 
-static void all_cases(void) {
+static void all_cases(bool simd) {
     for (int force = 0; force < 2; force++) { /* the tier's rule, then im2col + GEMM only */
         nn__backend_force_conv(force ? 0 : -1);
         for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++) {
-            check_eval(&g_cases[i], false);
-            check_eval(&g_cases[i], true);
+            const bool wino = simd && !force && g_cases[i].winograd;
+            check_eval(&g_cases[i], false, wino);
+            check_eval(&g_cases[i], true, wino);
             check_train(&g_cases[i]);
         }
     }
@@ -141,7 +176,7 @@ static void test_fused_equals_unfused(void **state) {
         assert_true(nn__backend_force_tier(t));
         for (int threads = 1; threads <= 2; threads++) {
             TU_OK(nn_set_num_threads(threads));
-            all_cases();
+            all_cases(t != NN_TIER_REF);
         }
     }
     assert_true(nn__backend_force_tier(-1));

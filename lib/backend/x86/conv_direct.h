@@ -26,6 +26,10 @@
  * size alone, each with its own partial sum, added in chunk order: the
  * result is the same for any thread count.
  *
+ * Forward with the 2x2 pool, 3x3 windows, unit stride and dilation and at
+ * least WG_CMIN input channels: Winograd F(2x2, 3x3), one tile per pool
+ * window (wg_*, below).
+ *
  * Every output element is summed over (c, ky, kx) (forward, backward data)
  * or over (image, oy, ox) (weights, within a chunk) in a fixed order that
  * does not depend on the tiling or the threads. */
@@ -571,6 +575,226 @@ static bool cf_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
     return !j.failed;
 }
 
+/* ------------------------------- forward + 2x2 pool, Winograd F(2x2, 3x3) */
+
+/* A 3x3 convolution with unit stride and dilation followed by the fused 2x2
+ * max pool: every pool window is one 2x2 output tile of Winograd's
+ * F(2x2, 3x3), Y = Aᵀ [sum over c of (G g Gᵀ) ⊙ (Bᵀ d B)] A, with d the
+ * tile's 4x4 input patch (padded copy, rows and columns 2t .. 2t + 3) and g
+ * the 3x3 window: 16 multiplies per 4 outputs instead of 36. Per image (or
+ * chunk of tile rows: tasks as in the forward above):
+ *  - input transform, vectorised over the tiles of a tile row (even / odd
+ *    columns of the padded rows by cd_deint): V[p][c][tile], p = 4i + j;
+ *  - 16 products M[p][tile][o] = sum over c of V[p][c][tile] U[p][c][o],
+ *    each the channel tile of the forward above (cd_fwd_tile: 1x1 "window",
+ *    cin taps, tiles as pixels) on weights transformed once per call,
+ *    U = G g Gᵀ, packed like cd_pack's blocks;
+ *  - output transform Aᵀ M A in channel vectors, the pool's max (NaN rule),
+ *    bias, ReLU; the pooled pixel-major rows are transposed into NCHW.
+ * Only the pooled outputs exist, so the rounding differs from the direct
+ * kernel's (within the usual Winograd bound: the transforms' constants are
+ * 0, ±1, ±1/2); each output's sums run in a fixed order (c, then the
+ * transforms), so results do not depend on the threads or the tiling.
+ * Taken for at least WG_CMIN input channels (the transforms cost per input
+ * and per output channel, the products per pair). */
+#define WG_CMIN 8
+
+typedef struct wg_job {
+    const float *x; /* [n][cin][ih][iw] */
+    int64_t n, cin, ih, iw, pt, pl;
+    int64_t cout, py, px; /* pooled output [n][cout][py][px]: one tile each */
+    float *y;
+    const float *u;    /* [16][cin * nvec*VL], blocks of nv vectors at ob * cin */
+    const float *bias; /* padded to nvec*VL, or NULL */
+    bool relu;
+    int m, nv;      /* product tile: at most m tiles x nv channel vectors */
+    int64_t nvec;   /* channel vectors */
+    int64_t wpf;    /* padded row width: 2 * ceil(px / VL) * VL + 2 */
+    int64_t rchunks;
+    bool failed;
+} wg_job;
+
+/* u[4i + j] = (G g Gᵀ)[i][j] for VL windows at once, g[k] = tap k (row-major
+ * 3x3) of each, G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]. */
+NN_INLINE void wg_weight(const cd_vec g[9], cd_vec u[16]) {
+    const cd_vec half = cd_set1(0.5f);
+    cd_vec t[4][3]; /* G g */
+#pragma GCC unroll 3
+    for (int k = 0; k < 3; k++) {
+        const cd_vec a = g[k], b = cd_mul(half, g[3 + k]), c = g[6 + k];
+        const cd_vec h = cd_mul(half, cd_add(a, c));
+        t[0][k] = a, t[1][k] = cd_add(h, b), t[2][k] = cd_sub(h, b), t[3][k] = c;
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const cd_vec a = t[i][0], b = cd_mul(half, t[i][1]), c = t[i][2];
+        const cd_vec h = cd_mul(half, cd_add(a, c));
+        u[4 * i] = a, u[4 * i + 1] = cd_add(h, b), u[4 * i + 2] = cd_sub(h, b), u[4 * i + 3] = c;
+    }
+}
+
+/* Tile rows [ty0, ty1) of image n. */
+static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
+    const int64_t cin = j->cin, px = j->px, nty = ty1 - ty0, T = nty * px;
+    const int64_t rows = 2 * nty + 2, wpf = j->wpf, ldo = j->nvec * CD_VL;
+    float *pad = nn__thread_scratch(CD_SLOT_PAD, (size_t)(cin * rows * wpf) * sizeof(float));
+    float *v = nn__thread_scratch(CD_SLOT_ROWS,
+                                  (size_t)(16 * cin * T + 17 * T * ldo) * sizeof(float));
+    if (!pad || !v) return false;
+    float *mb = v + 16 * cin * T, *pb = mb + 16 * T * ldo;
+    cd_pad_rows(j->x + n * cin * j->ih * j->iw, NULL, cin, j->ih, j->iw, j->pt, j->pl, 2 * ty0,
+                rows, wpf, pad);
+    /* V = Bᵀ d B, Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: rows, then columns */
+    for (int64_t c = 0; c < cin; c++)
+        for (int64_t ty = 0; ty < nty; ty++) {
+            const float *r0 = pad + (c * rows + 2 * ty) * wpf;
+            const float *r1 = r0 + wpf, *r2 = r1 + wpf, *r3 = r2 + wpf;
+            for (int64_t tx0 = 0; tx0 < px; tx0 += CD_VL) {
+                const int cnt = (int)cd_min(CD_VL, px - tx0);
+                cd_vec t[4][4]; /* [row combination][columns 2tx0 + 0, +VL, +2, +2+VL] */
+                static const int off[4] = {0, CD_VL, 2, 2 + CD_VL};
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    const int64_t x = 2 * tx0 + off[k];
+                    const cd_vec d0 = cd_loadu(r0 + x), d1 = cd_loadu(r1 + x);
+                    const cd_vec d2 = cd_loadu(r2 + x), d3 = cd_loadu(r3 + x);
+                    t[0][k] = cd_sub(d0, d2), t[1][k] = cd_add(d1, d2);
+                    t[2][k] = cd_sub(d2, d1), t[3][k] = cd_sub(d1, d3);
+                }
+                float *vo = v + c * T + ty * px + tx0;
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    cd_vec e0, o0, e2, o2; /* columns 2t, 2t + 1, 2t + 2, 2t + 3 */
+                    cd_deint(t[i][0], t[i][1], &e0, &o0);
+                    cd_deint(t[i][2], t[i][3], &e2, &o2);
+                    cd_store_n(vo + (4 * i + 0) * cin * T, cd_sub(e0, e2), cnt);
+                    cd_store_n(vo + (4 * i + 1) * cin * T, cd_add(o0, e2), cnt);
+                    cd_store_n(vo + (4 * i + 2) * cin * T, cd_sub(e2, o0), cnt);
+                    cd_store_n(vo + (4 * i + 3) * cin * T, cd_sub(o0, o2), cnt);
+                }
+            }
+        }
+    /* M[p] = V[p]ᵀ U[p], tiles as the pixels of the channel tile */
+    const cd_geo q = {cin, 1, 1, T, 0, 0};
+    const int64_t nbw = (int64_t)j->nv * CD_VL, mt = cd_cdiv(T, j->m);
+    for (int p = 0; p < 16; p++)
+        for (int64_t ob = 0; ob < ldo; ob += nbw) {
+            const int nv = (int)cd_min(j->nv, j->nvec - ob / CD_VL);
+            const float *up = j->u + p * cin * ldo + ob * cin;
+            int64_t t0 = 0;
+            for (int64_t tt = 0; tt < mt; tt++) {
+                const int m = (int)(T / mt + (tt < T % mt));
+                cd_fwd_call(m, nv, &q, v + p * cin * T + t0, up, NULL, false,
+                            mb + (p * T + t0) * ldo + ob, ldo);
+                t0 += m;
+            }
+        }
+    /* Y = Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 -1 -1], then max, bias, ReLU */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) {
+            const float *mp = mb + t * ldo + o0;
+            cd_vec s0[4], s1[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const cd_vec a = cd_loadu(mp + k * T * ldo), b = cd_loadu(mp + (4 + k) * T * ldo);
+                const cd_vec c = cd_loadu(mp + (8 + k) * T * ldo);
+                const cd_vec d = cd_loadu(mp + (12 + k) * T * ldo);
+                s0[k] = cd_add(cd_add(a, b), c);
+                s1[k] = cd_sub(cd_sub(b, c), d);
+            }
+            const cd_vec y00 = cd_add(cd_add(s0[0], s0[1]), s0[2]);
+            const cd_vec y01 = cd_sub(cd_sub(s0[1], s0[2]), s0[3]);
+            const cd_vec y10 = cd_add(cd_add(s1[0], s1[1]), s1[2]);
+            const cd_vec y11 = cd_sub(cd_sub(s1[1], s1[2]), s1[3]);
+            cd_vec mx = cd_max_nan(cd_max_nan(cd_max_nan(y00, y01), y10), y11);
+            if (j->bias) mx = cd_add(mx, cd_loadu(j->bias + o0)); /* max(a) + b: exact */
+            if (j->relu) mx = cd_relu(mx);
+            cd_storeu(pb + t * ldo + o0, mx);
+        }
+    cd_store_t(pb, ldo, T, j->cout, j->y + n * j->cout * j->py * px + ty0 * px, j->py * px);
+    return true;
+}
+
+static void wg_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    wg_job *j = ctx;
+    const int64_t n = t / j->rchunks, ch = t % j->rchunks;
+    const int64_t per = cd_cdiv(j->py, j->rchunks);
+    const int64_t lo = ch * per, hi = cd_min(j->py, lo + per);
+    if (lo < hi && !wg_rows(j, n, lo, hi)) __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
+}
+
+/* Whether the Winograd path takes the fused forward with pool of d. */
+static bool wg_takes(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
+    return d->c >= WG_CMIN && 2 * d->o >= CD_VL && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
+           g->sw == 1 && g->dh == 1 && g->dw == 1 && g->oh >= 2 && g->ow >= 2;
+}
+
+static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float *w,
+                               const float *bias, bool relu, float *y) {
+    const nn__win2d *g = &d->g;
+    wg_job j = {.x = x,
+                .n = d->n,
+                .cin = d->c,
+                .ih = d->h,
+                .iw = d->w,
+                .pt = g->ph,
+                .pl = g->pw,
+                .cout = d->o,
+                .py = g->oh / 2,
+                .px = g->ow / 2,
+                .y = y,
+                .relu = relu};
+    j.nvec = cd_cdiv(d->o, CD_VL);
+    j.wpf = 2 * cd_cdiv(j.px, CD_VL) * CD_VL + 2;
+    const double work = (double)(d->c * 9 * d->o * g->oh * g->ow);
+    /* tasks: images, or, with fewer images than threads, tile-row chunks
+     * enough for every thread (no output's sums depend on the split) */
+    const int nt = nn__threads_for((int64_t)(work * (double)d->n), 1 << 18);
+    j.rchunks = d->n >= nt ? 1 : cd_min(j.py, cd_cdiv(nt, d->n));
+    int mt;
+    cd_plan_tiles(cd_cdiv(j.py, j.rchunks) * j.px, j.nvec, &mt, &j.m, &j.nv);
+    const int64_t ldo = j.nvec * CD_VL, nbw = (int64_t)j.nv * CD_VL, cin = d->c;
+    const int64_t kt = cin * 9;
+    float *u = nn__thread_scratch(CD_SLOT_PACK,
+                                  (size_t)(16 * cin * ldo + ldo + kt * CD_VL) * sizeof(float));
+    if (!u) return false;
+    float *wt = u + 16 * cin * ldo + ldo; /* [c][k][lane]: one vector of channels, transposed */
+    for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) { /* VL output channels at a time */
+        const int64_t ob = o0 / nbw * nbw, wid = cd_min(nbw, ldo - ob);
+        for (int64_t k0 = 0; k0 < kt; k0 += CD_VL) {
+            const int nk = (int)cd_min(CD_VL, kt - k0);
+            cd_vec r[CD_VL];
+            for (int l = 0; l < CD_VL; l++)
+                r[l] = o0 + l < d->o ? cd_load_n(w + (o0 + l) * kt + k0, nk) : cd_zero();
+            cd_transpose(r);
+            for (int i = 0; i < nk; i++) cd_storeu(wt + (k0 + i) * CD_VL, r[i]);
+        }
+        for (int64_t c = 0; c < cin; c++) {
+            cd_vec g9[9], uv[16];
+            for (int k = 0; k < 9; k++) g9[k] = cd_loadu(wt + (c * 9 + k) * CD_VL);
+            wg_weight(g9, uv);
+            float *dst = u + ob * cin + c * wid + (o0 - ob);
+            for (int p = 0; p < 16; p++) cd_storeu(dst + p * cin * ldo, uv[p]);
+        }
+    }
+    j.u = u;
+    j.bias = NULL;
+    if (bias) {
+        float *bp = u + 16 * cin * ldo;
+        for (int64_t o = 0; o < ldo; o++) bp[o] = o < d->o ? bias[o] : 0.0f;
+        j.bias = bp;
+    }
+    j.failed = false;
+    const int64_t tasks = d->n * j.rchunks;
+    if (tasks == 1 || nt == 1)
+        for (int64_t t = 0; t < tasks; t++) wg_task(&j, t, 0);
+    else
+        nn__parallel_for_max(tasks, nt, wg_task, &j);
+    return !j.failed;
+}
+
 /* Columns the padded view needs: the last tap of the last output. */
 static int64_t cd_span(int64_t out, int64_t s, int64_t k, int64_t d) {
     return (out - 1) * s + (k - 1) * d + 1;
@@ -612,6 +836,7 @@ static bool cd_direct_fwd(const nn__conv2d *d, const float *x, const float *w, c
         return true;
     }
     if (pool && cf_takes(d)) return cf_direct_fwd_pool(d, x, w, bias, relu, y);
+    if (pool && wg_takes(d)) return wg_direct_fwd_pool(d, x, w, bias, relu, y);
     return cd_run(&j, w, false, bias);
 }
 
@@ -924,6 +1149,8 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
  *    would use 1 lane in 16);
  *  - forward with the 2x2 pool: also one to CF_CMAX input channels with unit
  *    stride and dilation and a window up to CF_KMAX (the few-channel tile);
+ *    3x3 windows with unit stride and dilation and WG_CMIN or more input
+ *    channels run Winograd F(2x2, 3x3) (wg_takes);
  *  - data gradient: unit stride, padding within the window's extent (it is
  *    the forward on gy padded by (k-1)*d - p), and at least half a vector of
  *    input channels (its output channels);

@@ -20,6 +20,16 @@ NN_INLINE void cd_storeu(float *p, cd_vec v) { _mm256_storeu_ps(p, v); }
 NN_INLINE cd_vec cd_set1(float x) { return _mm256_set1_ps(x); }
 NN_INLINE cd_vec cd_fma(cd_vec a, cd_vec b, cd_vec c) { return _mm256_fmadd_ps(a, b, c); }
 NN_INLINE cd_vec cd_add(cd_vec a, cd_vec b) { return _mm256_add_ps(a, b); }
+NN_INLINE cd_vec cd_sub(cd_vec a, cd_vec b) { return _mm256_sub_ps(a, b); }
+NN_INLINE cd_vec cd_mul(cd_vec a, cd_vec b) { return _mm256_mul_ps(a, b); }
+/* *e, *o = the even, odd lanes of the 16 floats a, b (in order): per
+ * 128-bit lane pairs of a then of b; 64-bit chunks 0 2 1 3 restore the order */
+NN_INLINE void cd_deint(cd_vec a, cd_vec b, cd_vec *e, cd_vec *o) {
+    *e = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *o = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
 /* max(v, 0), NaN stays (the relu kernel's rule) */
 NN_INLINE cd_vec cd_relu(cd_vec v) {
     return _mm256_and_ps(v, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NLE_UQ));
