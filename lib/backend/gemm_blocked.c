@@ -65,30 +65,57 @@ typedef struct gemm_job {
      * one K block each */
     float *bpk;
     int64_t npad, bgroup;
+    bool arows; /* A read in place by the plan's kernel_rows, never packed */
+    bool swap;  /* A·Bᵀ run as (B·Aᵀ)ᵀ: a, b and m, n exchanged (run_rect) */
 } gemm_job;
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
-/* C[i0:i1, j0:j1] through the blocked loops. */
+void nn__gemm_transpose_ref(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst,
+                            int64_t ldd) {
+    /* in blocks of 16 x 16, so that both sides stay in L1 */
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+            const int64_t i1 = i0 + 16 < rows ? i0 + 16 : rows,
+                          j1 = j0 + 16 < cols ? j0 + 16 : cols;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++) dst[j * ldd + i] = src[i * lds + j];
+        }
+}
+
+/* C[i0:i1, j0:j1] through the blocked loops. Swapped (J->swap): the
+ * rectangle is one of Cᵀ, computed into a scratch tile t (rows i, ldt) that
+ * starts as that part of Cᵀ and is copied back transposed at the end, so
+ * each element of C sees the same arithmetic as unswapped. */
 static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const nn__gemm_plan *p = J->p;
     const int64_t mr = p->mr, nr = p->nr, kc = J->kc;
     const int64_t mcap = min64(p->mc, round_up(i1 - i0, mr));
     const int64_t ncap = min64(p->nc, round_up(j1 - j0, nr));
-    /* A block, then B panel; each 64-byte aligned (mcap*kc floats is a
-     * multiple of 16 since kc is a multiple of 8 or mr... round anyway). */
-    const size_t a_floats = (size_t)round_up(mcap * kc, 16);
+    /* A block (none when A is read in place), B panel, then the swapped
+     * tile; each 64-byte aligned */
+    const size_t a_floats = J->arows ? 0 : (size_t)round_up(mcap * kc, 16);
+    const size_t b_floats = (size_t)round_up(ncap * kc, 16);
+    const int64_t ldt = J->swap ? round_up(j1 - j0, 16) : 0;
+    const size_t t_floats = (size_t)((i1 - i0) * ldt);
     float *buf =
-        nn__thread_scratch(PACK_SLOT, (a_floats + (size_t)(ncap * kc) + 16) * sizeof(float));
-    if (!buf) { /* no memory for packing: the reference path, never a failure */
-        const float *ar = J->ta ? J->a + i0 : J->a + i0 * J->lda;
-        const float *bc = J->tb ? J->b + j0 * J->ldb : J->b + j0;
-        nn__ref_sgemm(J->ta, J->tb, i1 - i0, j1 - j0, J->k, J->alpha, ar, J->lda, bc, J->ldb,
-                      J->beta, J->c + i0 * J->ldc + j0, J->ldc);
+        nn__thread_scratch(PACK_SLOT, (a_floats + b_floats + t_floats + 16) * sizeof(float));
+    if (!buf) {      /* no memory for packing: the reference path, never a failure */
+        if (J->swap) /* C[j0:j1, i0:i1] = x Wᵀ with x = J->b, W = J->a */
+            nn__ref_sgemm(false, true, j1 - j0, i1 - i0, J->k, J->alpha, J->b + j0 * J->ldb, J->ldb,
+                          J->a + i0 * J->lda, J->lda, J->beta, J->c + j0 * J->ldc + i0, J->ldc);
+        else
+            nn__ref_sgemm(J->ta, J->tb, i1 - i0, j1 - j0, J->k, J->alpha,
+                          J->ta ? J->a + i0 : J->a + i0 * J->lda, J->lda,
+                          J->tb ? J->b + j0 * J->ldb : J->b + j0, J->ldb, J->beta,
+                          J->c + i0 * J->ldc + j0, J->ldc);
         return;
     }
-    float *ap = buf, *bp = buf + a_floats;
+    float *ap = buf, *bp = buf + a_floats, *t = buf + a_floats + b_floats;
+    nn__gemm_transpose_fn transpose = p->transpose ? p->transpose : nn__gemm_transpose_ref;
+    if (J->swap && J->beta != 0.0f)
+        transpose(J->c + j0 * J->ldc + i0, J->ldc, j1 - j0, i1 - i0, t, ldt);
     for (int64_t jc = j0; jc < j1; jc += ncap) {
         const int64_t nb = min64(ncap, j1 - jc);
         for (int64_t pc = 0; pc < J->k; pc += kc) {
@@ -102,17 +129,26 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
             for (int64_t ic = i0; ic < i1; ic += mcap) {
                 const int64_t mb = min64(mcap, i1 - ic);
                 const float *asrc = J->ta ? J->a + pc * J->lda + ic : J->a + ic * J->lda + pc;
-                p->pack(asrc, J->lda, J->ta, mb, kb, p->mr, ap);
+                if (!J->arows) p->pack(asrc, J->lda, J->ta, mb, kb, p->mr, ap);
                 for (int64_t jr = 0; jr < nb; jr += nr) {
                     const float *bpp = bp + jr * kb;
                     const int nrr = (int)min64(nr, nb - jr);
-                    for (int64_t ir = 0; ir < mb; ir += mr)
-                        p->kernel(kb, ap + ir * kb, bpp, J->c + (ic + ir) * J->ldc + jc + jr,
-                                  J->ldc, (int)min64(mr, mb - ir), nrr, J->alpha, beta);
+                    for (int64_t ir = 0; ir < mb; ir += mr) {
+                        float *cc = J->swap ? t + (ic + ir - i0) * ldt + jc + jr - j0
+                                            : J->c + (ic + ir) * J->ldc + jc + jr;
+                        const int64_t ldcc = J->swap ? ldt : J->ldc;
+                        const int mrr = (int)min64(mr, mb - ir);
+                        if (J->arows)
+                            p->kernel_rows(kb, asrc + ir * J->lda, J->lda, bpp, cc, ldcc, mrr, nrr,
+                                           J->alpha, beta);
+                        else
+                            p->kernel(kb, ap + ir * kb, bpp, cc, ldcc, mrr, nrr, J->alpha, beta);
+                    }
                 }
             }
         }
     }
+    if (J->swap) transpose(t, ldt, i1 - i0, j1 - j0, J->c + j0 * J->ldc + i0, J->ldc);
 }
 
 static void run_task(void *ctx, int64_t t, int thread) {
@@ -142,19 +178,23 @@ static void pack_b_task(void *ctx, int64_t t, int thread) {
 #define PACK_COST 12
 
 /* How to cut C into tr x tc rectangles (tasks) for nt threads. Each
- * rectangle packs its own rows of A and columns of B, so every extra column
- * stripe packs A again and every extra row stripe packs B again. Each split
- * is estimated as (rounds of tasks per thread) x (the largest task's
- * multiply-adds on whole register tiles + PACK_COST x the elements it
- * packs), and the cheapest is taken; a split with more tasks wins within
- * 1/16 of the best (a thread the OS deschedules then holds up a smaller
- * part of the call). At least nt tasks (unless C has fewer tiles), at most
- * 8 per thread and one per 2^20 multiply-adds. On Zen 5 at 2 threads this
- * took the models' shapes from 1.21-1.89x to 1.46-2.02x of one thread
- * (64x128x256 NT 1.21x -> 1.71x: 2x1 instead of 2x3) and 1024^3 from 1.70x
- * to 1.95x (5x2 instead of 4x2). */
+ * rectangle packs its own rows of A (unless A is read in place: arows) and
+ * columns of B, so every extra column stripe packs A again and every extra
+ * row stripe packs B again. Each split is estimated as (rounds of tasks
+ * per thread) x (the largest task's multiply-adds on whole register tiles,
+ * at most the whole of C's side, + PACK_COST x the elements it packs), and
+ * the cheapest is taken; a split with more tasks wins within 1/16 of the
+ * best (a thread the OS deschedules then holds up a smaller part of the
+ * call). At least nt tasks (unless C has fewer tiles), at most 8 per thread
+ * and one per 2^20 multiply-adds. On Zen 5 at 2 threads this took the
+ * models' shapes from 1.21-1.89x to 1.46-2.02x of one thread (64x128x256 NT
+ * 1.21x -> 1.71x: 2x1 instead of 2x3) and 1024^3 from 1.70x to 1.95x (5x2
+ * instead of 4x2). Capping a task's side at C's (a stripe of 96 columns
+ * when C has 64) keeps the swapped 64x128x3136 A·Bᵀ from a 48 + 16 column
+ * split over threads. */
 static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t k, int nt,
-                          int64_t *tr_out, int64_t *tc_out) {
+                          bool arows, int64_t *tr_out, int64_t *tc_out) {
+    const double apack = arows ? 0.0 : PACK_COST;
     const int64_t nrows = (m + p->mr - 1) / p->mr, ncols = (n + p->nr - 1) / p->nr;
     int64_t most = (m * n / 64 + 1) * k / ((int64_t)1 << 14);
     if (most > 8 * (int64_t)nt) most = 8 * (int64_t)nt;
@@ -164,9 +204,9 @@ static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t 
     for (int64_t tr = 1; tr <= nrows && tr <= most; tr++)
         for (int64_t tc = 1; tc <= ncols && tr * tc <= most; tc++) {
             if (tr * tc < nt && !(tr == nrows && tc == ncols)) continue;
-            const double rows = (double)((nrows + tr - 1) / tr * p->mr);
-            const double cols = (double)((ncols + tc - 1) / tc * p->nr);
-            const double task = (rows * cols + PACK_COST * (rows + cols)) * (double)k;
+            const double rows = (double)min64((nrows + tr - 1) / tr * p->mr, m);
+            const double cols = (double)min64((ncols + tc - 1) / tc * p->nr, n);
+            const double task = (rows * cols + apack * rows + PACK_COST * cols) * (double)k;
             const double est = (double)((tr * tc + nt - 1) / nt) * task;
             const bool more = tr * tc > btr * btc;
             if (best < 0 || est < best * (more ? 1.0625 : 0.9375)) {
@@ -179,7 +219,7 @@ static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t 
         btr = (nt + btc - 1) / btc < nrows ? (nt + btc - 1) / btc : nrows;
         const double rows = (double)((nrows + btr - 1) / btr * p->mr);
         const double cols = (double)((ncols + btc - 1) / btc * p->nr);
-        best = (rows * cols + PACK_COST * (rows + cols)) * (double)k;
+        best = (rows * cols + apack * rows + PACK_COST * cols) * (double)k;
     }
     *tr_out = btr, *tc_out = btc;
     return best;
@@ -196,6 +236,23 @@ static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t 
 #define SHARED_B_MAX ((int64_t)1 << 21)
 #define SHARED_B_ROWS 256
 
+/* A·Bᵀ with A read in place (the plan's kernel_rows) packs all of B, n x k
+ * elements through transposes; run as (B·Aᵀ)ᵀ it packs A's m x k instead and
+ * moves C through a transposed tile (m x n, twice). Taken when that moves
+ * fewer elements: x·Wᵀ with a short batch x and a wide weight W. A
+ * transposed element costs about 16 multiply-adds with the AVX-512 16x16
+ * transposes (10-16 measured; scalar 50-115). On Zen 5 (2 vCPUs, load 8,
+ * cpu cgroup, medians of 7 interleaved rounds, GFLOP/s) 64x128x3136 went
+ * from 149 to 158 at 1 thread and 243 to 300 at 2 (the W rows split between
+ * threads, each reading its half in place instead of packing all of W),
+ * 64x256x784 from 146 to 155 and 251 to 304. */
+#define TRANSPOSE_COST 16
+static bool swap_pays(int64_t m, int64_t n, int64_t k, float beta) {
+    const double moves = beta == 0.0f ? 1.0 : 2.0;
+    return PACK_COST * (double)m * (double)k + TRANSPOSE_COST * moves * (double)m * (double)n <
+           PACK_COST * (double)n * (double)k;
+}
+
 void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool trans_b, int64_t m,
                       int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -206,8 +263,16 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
                 c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    gemm_job J = {p,   trans_a, trans_b, m,   n, k, 0, alpha, beta, a, b, c, lda, ldb, ldc, 1, 1,
-                  NULL, 0,       0};
+    gemm_job J = {p, trans_a, trans_b, m,   n, k, 0,    alpha, beta, a,     b,
+                  c, lda,     ldb,     ldc, 1, 1, NULL, 0,     0,    false, false};
+    if (p->kernel_rows && !trans_a) {
+        J.arows = m <= p->mc && k >= 128;
+        if (trans_b && p->transpose && swap_pays(m, n, k, beta)) {
+            const int64_t t = m;
+            m = n, n = t;
+            J.m = m, J.n = n, J.a = b, J.lda = ldb, J.b = a, J.ldb = lda, J.swap = J.arows = true;
+        }
+    }
     const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
     J.kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
     /* Threads take rectangles of C (split_rects); each C element gets the
@@ -218,7 +283,7 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
         run_rect(&J, 0, m, 0, n);
         return;
     }
-    const double est = split_rects(p, m, n, k, nt, &J.tr, &J.tc);
+    const double est = split_rects(p, m, n, k, nt, J.arows, &J.tr, &J.tc);
     /* Shared B: every rectangle of a column stripe packs that stripe of B,
      * so tr row stripes pack B tr times. When B is one column block, it can
      * instead be packed once by all threads (a parallel loop of its own),
@@ -227,13 +292,14 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
      * one more fork) is lower. The packed values, K blocks and micro-kernel
      * calls are the same either way, and so is the result. */
     const int64_t npad = round_up(n, p->nr), nrows = (m + p->mr - 1) / p->mr;
-    if (n <= p->nc && npad * k <= SHARED_B_MAX && m >= SHARED_B_ROWS * (int64_t)nt) {
+    if (n <= p->nc && npad * k <= SHARED_B_MAX && (m >= SHARED_B_ROWS * (int64_t)nt)) {
         const double rows = (double)((nrows + nt - 1) / nt * p->mr);
-        const double est_s = (rows * (double)npad + PACK_COST * rows) * (double)k +
-                             PACK_COST * (double)(npad * k) / nt + FORK_COST;
-        float *bpk = est_s < est ? nn__thread_scratch(SHARED_B_SLOT,
-                                                      (size_t)(npad * k + 16) * sizeof(float))
-                                 : NULL;
+        const double est_s =
+            (rows * (double)npad + (J.arows ? 0.0 : PACK_COST) * rows) * (double)k +
+            PACK_COST * (double)(npad * k) / nt + FORK_COST;
+        float *bpk =
+            est_s < est ? nn__thread_scratch(SHARED_B_SLOT, (size_t)(npad * k + 16) * sizeof(float))
+                        : NULL;
         if (bpk) { /* else (no memory) the rectangles pack their own */
             const int64_t panels = npad / p->nr, kblocks = (k + J.kc - 1) / J.kc;
             /* about 2 packing tasks per thread, each within one K block */

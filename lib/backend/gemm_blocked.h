@@ -9,6 +9,11 @@
  *           for ir over the block in MR steps:
  *             C[ir.., jr..] (+)= micro-kernel(A micro-panel, B micro-panel)
  *
+ * A plan with a row kernel (kernel_rows) skips packing an untransposed A
+ * when it is short (M <= MC, K >= 128: the models' x·Wᵀ, x·W), and runs
+ * x·Wᵀ with a wide W as (W·xᵀ)ᵀ so that W is read in place and only x is
+ * packed (through a transposed tile of C; gemm_blocked.c's swap_pays).
+ *
  * Block sizes come from the CPU's cache sizes (nn__gemm_plan_init). K is cut
  * into equal blocks of at most KC that depend on K and the plan only, and
  * each C element is accumulated over them in order: the result never depends
@@ -33,12 +38,27 @@ void nn__gemm_pack_ref(const float *x, int64_t ld, bool kmajor, int64_t rows, in
 typedef void (*nn__gemm_ukr_fn)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
                                 int mr, int nr, float alpha, float beta);
 
+/* The same with A read in place: element (r, p) of the micro-panel at
+ * a[r*lda + p] (rows of an untransposed A). */
+typedef void (*nn__gemm_ukr_rows_fn)(int64_t kc, const float *a, int64_t lda, const float *bp,
+                                     float *c, int64_t ldc, int mr, int nr, float alpha,
+                                     float beta);
+
+/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols. */
+typedef void (*nn__gemm_transpose_fn)(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                                      float *dst, int64_t ldd);
+/* Its reference twin. */
+void nn__gemm_transpose_ref(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst,
+                            int64_t ldd);
+
 typedef struct nn__gemm_plan {
     const char *name;   /* e.g. "avx512 14x32" */
     int mr, nr;         /* register tile */
     int64_t mc, kc, nc; /* cache blocks: mc % mr == 0, nc % nr == 0 */
     nn__gemm_pack_fn pack;
     nn__gemm_ukr_fn kernel;
+    nn__gemm_ukr_rows_fn kernel_rows; /* NULL: A is always packed */
+    nn__gemm_transpose_fn transpose;  /* NULL: nn__gemm_transpose_ref */
 } nn__gemm_plan;
 
 /* Fill p->mc/kc/nc for p->mr x p->nr tiles from the CPU's caches (bytes):

@@ -238,8 +238,11 @@ static void test_gemm_blocking_edges(void **s) {
     nn__gemm_plan tiny = *base;
     tiny.mc = 2 * tiny.mr, tiny.kc = 8, tiny.nc = 2 * tiny.nr;
     g_tiny_plan = &tiny;
+    /* the last three: K >= 128, A read in place (M <= MC = 2 MR) and, for
+     * A·Bᵀ, the swapped product (gemm_blocked.c) */
     static const int64_t shapes[][3] = {{1, 1, 1},     {29, 67, 17}, {30, 64, 16}, {31, 65, 9},
-                                        {59, 131, 33}, {3, 200, 41}, {100, 3, 23}};
+                                        {59, 131, 33}, {3, 200, 41}, {100, 3, 23}, {13, 150, 130},
+                                        {16, 97, 141}, {9, 300, 128}};
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
@@ -293,6 +296,71 @@ static void test_gemm_pack(void **s) {
                 }
 }
 TIERED(test_gemm_pack)
+
+/* The tier's transpose (the swapped A·Bᵀ's tile of Cᵀ) against
+ * nn__gemm_transpose_ref bit for bit: sizes around the 16x16 blocks, padded
+ * leading dimensions, misaligned buffers; the padding of dst untouched. */
+static void test_gemm_transpose(void **s) {
+    (void)s;
+    const nn__gemm_plan *p = NULL;
+#if NN_HAVE_AVX2
+    if (g_tier == NN_TIER_AVX2) p = nn__avx2_gemm_plan();
+#endif
+#if NN_HAVE_AVX512
+    if (g_tier == NN_TIER_AVX512) p = nn__avx512_gemm_plan();
+#endif
+    if (!p || !p->transpose) return; /* the driver then uses the reference */
+    static const int64_t dims[] = {1, 3, 15, 16, 17, 31, 32, 33, 48, 70};
+    const int nd = (int)(sizeof dims / sizeof dims[0]);
+    int case_no = 0;
+    for (int ri = 0; ri < nd; ri++)
+        for (int ci = 0; ci < nd; ci++, case_no++) {
+            const int64_t rows = dims[ri], cols = dims[ci];
+            const int64_t lds = cols + case_no % 3, ldd = rows + case_no % 5;
+            float *src = buf_new_at(rows * lds, case_no % 16);
+            float *got = buf_new_at(cols * ldd, (case_no * 7) % 16);
+            float *want = buf_copy(got, cols * ldd);
+            p->transpose(src, lds, rows, cols, got, ldd);
+            nn__gemm_transpose_ref(src, lds, rows, cols, want, ldd);
+            /* the reference against the definition */
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t j = 0; j < cols; j++)
+                    if (memcmp(&want[j * ldd + i], &src[i * lds + j], sizeof(float)) != 0)
+                        fail_msg("transpose_ref %lldx%lld at %lld,%lld", (long long)rows,
+                                 (long long)cols, (long long)i, (long long)j);
+            char what[96];
+            snprintf(what, sizeof what, "%s transpose rows=%lld cols=%lld", nn__tier_name(g_tier),
+                     (long long)rows, (long long)cols);
+            expect_same(got, want, cols * ldd, what);
+            buf_free(src), buf_free(got), buf_free(want);
+        }
+}
+TIERED(test_gemm_transpose)
+
+/* Products long in K (>= 128) with a short op(A): A read in place by the
+ * tier's row kernel, and x·Wᵀ with a wide W run swapped as (W·xᵀ)ᵀ through a
+ * transposed tile (gemm_blocked.c); every transpose combination, alpha and
+ * beta (0 with NaN in C), padded and misaligned operands, 1 and 2 threads. */
+static void test_gemm_in_place_a(void **s) {
+    (void)s;
+    static const int64_t shapes[][3] = {{1, 300, 200}, {7, 260, 129},  {17, 130, 300},
+                                        {33, 97, 129}, {64, 200, 256}, {9, 23, 400}};
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
+    int case_no = 0;
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int tr = 0; tr < 4; tr++, case_no++)
+                for (int f = 0; f < ni; f++)
+                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
+                                  shapes[i][1], shapes[i][2], g_alphas[case_no % 3],
+                                  g_betas[(case_no / 3) % 3], case_no % 4 == 1 ? 3 : 0,
+                                  case_no % 16);
+    }
+    TU_OK(nn_set_num_threads(1));
+}
+TIERED(test_gemm_in_place_a)
 
 /* Batched GEMM: against the reference batch (rounding bound), products that
  * share an operand (stride 0), and 1 vs 2 threads bit-identical. */
@@ -348,13 +416,14 @@ TIERED(test_gemm_batched)
  * 5 threads has 3x3 register-tile stripes and room for 5 tasks, which no
  * product of stripe counts gives: the fallback split; 1030x200x300 at 2 and
  * 3 threads packs B once for all threads, the shared B of gemm_blocked.c,
- * and at 5 threads cuts rectangles). */
+ * and at 5 threads cuts rectangles; A·Bᵀ at 64x128x3136 and 64x256x784 runs
+ * swapped, with the weight-shaped B read in place). */
 static void test_gemm_thread_determinism(void **s) {
     (void)s;
     /* each big enough to run on 2 threads (> 2^21 multiply-adds) */
-    static const int64_t shp[][3] = {{64, 784, 64},   {96, 200, 150},  {129, 65, 300},
-                                     {7, 999, 330},   {24, 144, 1490}, {64, 128, 3136},
-                                     {1030, 200, 300}};
+    static const int64_t shp[][3] = {{64, 784, 64},    {96, 200, 150},  {129, 65, 300},
+                                     {7, 999, 330},    {24, 144, 1490}, {64, 128, 3136},
+                                     {1030, 200, 300}, {64, 256, 784}};
     static const int counts[] = {1, 2, 3, 5};
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);
@@ -670,12 +739,12 @@ static void test_xent(void **s) {
             sc[r] = 0.25f + 0.1f * (float)r;
         }
         if (m > 2) {
-            sc[1] = 0.0f;                  /* an ignored row */
-            t[2] = -1;                     /* no target term */
-            x[2 * n] = -INFINITY;          /* a masked class */
+            sc[1] = 0.0f;         /* an ignored row */
+            t[2] = -1;            /* no target term */
+            x[2 * n] = -INFINITY; /* a masked class */
         }
         if (n > 100) {
-            x[n + 3] = INFINITY;           /* row 1 (ignored): inf */
+            x[n + 3] = INFINITY;                     /* row 1 (ignored): inf */
             if (m > 3) x[(m - 1) * n + n / 2] = NAN; /* last row: NaN */
         }
         ref()->eltwise.xent_lse(m, n, x, lse2);
@@ -967,10 +1036,10 @@ static void test_layernorm(void **s) {
             for (int64_t i = 0; i < m; i++) {
                 if (fabsf(st[0][2 * i] - st[2][2 * i]) > 1e-6f * (1.0f + fabsf(st[2][2 * i])) ||
                     fabsf(st[0][2 * i + 1] - st[2][2 * i + 1]) > 1e-5f * st[2][2 * i + 1])
-                    fail_msg("layernorm [%lld x %lld] row %lld stats %.9g %.9g, reference %.9g %.9g",
-                             (long long)m, (long long)d, (long long)i, (double)st[0][2 * i],
-                             (double)st[0][2 * i + 1], (double)st[2][2 * i],
-                             (double)st[2][2 * i + 1]);
+                    fail_msg(
+                        "layernorm [%lld x %lld] row %lld stats %.9g %.9g, reference %.9g %.9g",
+                        (long long)m, (long long)d, (long long)i, (double)st[0][2 * i],
+                        (double)st[0][2 * i + 1], (double)st[2][2 * i], (double)st[2][2 * i + 1]);
                 for (int64_t j = 0; j < d; j++) {
                     const int64_t k = i * d + j;
                     /* |xh| <= sqrt(d); y scale |xh w| + |b|, dx scale is (|g| + sums) */
@@ -1086,6 +1155,8 @@ int main(void) {
         cmocka_unit_test(test_gemm_model_shapes_tiers),
         cmocka_unit_test(test_gemm_blocking_edges_tiers),
         cmocka_unit_test(test_gemm_pack_tiers),
+        cmocka_unit_test(test_gemm_transpose_tiers),
+        cmocka_unit_test(test_gemm_in_place_a_tiers),
         cmocka_unit_test(test_gemm_batched_tiers),
         cmocka_unit_test(test_gemm_thread_determinism_tiers),
         cmocka_unit_test(test_gemv_tiers),

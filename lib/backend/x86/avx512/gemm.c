@@ -30,14 +30,15 @@
  * (C 4 MB, revisited once per K block) from 178-180 to 193-195 GFLOP/s
  * (thread CPU time, interleaved); the models' shapes, whose C stays in
  * cache, unchanged. A prefetch past the matrix's end never faults. */
-NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict ap,
-                   const float *restrict bp, float *c, int64_t ldc, int nr,
-                   const volatile float *ab) {
+NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restrict ap,
+                     const int64_t ars, const int64_t acs, const float *restrict bp, float *c,
+                     int64_t ldc, int nr, const volatile float *ab) {
     __m512 acc[MRP][NVP];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
 #pragma GCC unroll 16
-        for (int v = 0; v < NV; v++) _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
+        for (int v = 0; v < NV; v++)
+            _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + r * ldc + 16 * NV - 1), _MM_HINT_T0);
     }
 #pragma GCC unroll 16
@@ -50,7 +51,7 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
         for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(bp + p * NRP + 16 * v);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
-            const __m512 av = _mm512_set1_ps(ap[p * MRP + r]);
+            const __m512 av = _mm512_set1_ps(ap[p * acs + r * ars]);
 #pragma GCC unroll 16
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
         }
@@ -71,6 +72,10 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
         }
     }
 }
+
+/* A packed (element (r, p) at ap[p*MRP + r]) or read in place from rows of
+ * op(A) (at ap[r*lda + p]). */
+#define ukr(MR, NV, kc, ap, bp, c, ldc, nr, ab) ukr_s(MR, NV, kc, ap, ars, acs, bp, c, ldc, nr, ab)
 
 #if NVP == 1
 #define UKR_NV(R)                                                                                  \
@@ -109,8 +114,9 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
         break;
 #endif
 
-static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
-                       int nr, float alpha, float beta) {
+NN_INLINE void ukr_any(int64_t kc, const float *ap, const int64_t ars, const int64_t acs,
+                       const float *bp, float *c, int64_t ldc, int mr, int nr, float alpha,
+                       float beta) {
     /* alpha and beta wait in memory: kept in registers across the K loop
      * they push accumulators out of them (gcc then stores every accumulator
      * on every iteration). */
@@ -146,6 +152,18 @@ static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, i
     }
 }
 
+static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
+                       int nr, float alpha, float beta) {
+    ukr_any(kc, ap, 1, MRP, bp, c, ldc, mr, nr, alpha, beta);
+}
+
+/* A read in place: mr rows of op(A) at a, a + lda, ... (A·B and A·Bᵀ with
+ * A untransposed; gemm_blocked.h's nn__gemm_ukr_rows_fn). */
+static void avx512_ukr_rows(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                            int64_t ldc, int mr, int nr, float alpha, float beta) {
+    ukr_any(kc, a, lda, 1, bp, c, ldc, mr, nr, alpha, beta);
+}
+
 /* Panels of B (NRP wide) through zmm (pack.h): read along rows (A·Bᵀ) with
  * 16x16 transposes, on Zen 5 the models' A·Bᵀ shapes went from 64x128x3136
  * 146-152 to 155-163 GFLOP/s and 64x256x784 161-167 to 167-174 (thread CPU
@@ -162,8 +180,30 @@ static void avx512_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, i
         pack_panels(NRP, x, ld, kmajor, rows, kc, dst);
 }
 
+/* nn__gemm_transpose_fn through 16x16 zmm transposes (pack.h), edges
+ * masked; the swapped A·Bᵀ's tile of Cᵀ (gemm_blocked.c). */
+static void avx512_transpose(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst,
+                             int64_t ldd) {
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+        const int64_t in = rows - i0 < 16 ? rows - i0 : 16;
+        const __mmask16 mi = (__mmask16)((1u << in) - 1u);
+        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+            const int64_t jn = cols - j0 < 16 ? cols - j0 : 16;
+            const __mmask16 mj = (__mmask16)((1u << jn) - 1u);
+            __m512 v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = i < in ? _mm512_maskz_loadu_ps(mj, src + (i0 + i) * lds + j0)
+                              : _mm512_setzero_ps();
+            pack16_transpose(v);
+            for (int j = 0; j < 16; j++)
+                if (j < jn) _mm512_mask_storeu_ps(dst + (j0 + j) * ldd + i0, mi, v[j]);
+        }
+    }
+}
+
 static char g_plan_name[32];
-static nn__gemm_plan g_plan = {g_plan_name, MRP, NRP, 0, 0, 0, avx512_pack, avx512_ukr};
+static nn__gemm_plan g_plan = {
+    g_plan_name, MRP, NRP, 0, 0, 0, avx512_pack, avx512_ukr, avx512_ukr_rows, avx512_transpose};
 static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
 
 const nn__gemm_plan *nn__avx512_gemm_plan(void) { return &g_plan; }
