@@ -11,12 +11,12 @@
  *
  * Instructions per tier, all with the same integer results:
  *   reference  plain C (int64 sums);
- *   avx2       vpmovsxbw + vpmaddwd: u8 x s8 products summed in pairs in
- *              32 bits. vpmaddubsw (u8 x s8 -> s16, pairs added with
- *              saturation) would run twice the products per instruction, but
- *              255 * 127 * 2 = 64770 overflows int16: it needs 7-bit
- *              activations or weights, which costs accuracy, so this tier
- *              widens to 16 bits first and takes the exact path;
+ *   avx2       full-range weights: vpmovsxbw + vpmaddwd, u8 x s8 products
+ *              summed in pairs in 32 bits (exact). vpmaddubsw (u8 x s8 ->
+ *              s16, pairs added with saturation) runs twice the products per
+ *              instruction, but 255 * 127 * 2 = 64770 overflows int16; with
+ *              7-bit weights (w7 below) 255 * 63 * 2 = 32130 fits, so
+ *              w7 products take vpmaddubsw + vpmaddwd(ones): exact;
  *   avx512     with AVX-512 VNNI, vpdpbusd (4 u8 x s8 products added into
  *              each 32-bit lane, no intermediate saturation); without VNNI
  *              the AVX2 kernels.
@@ -27,7 +27,18 @@
  *     packed[((p * kp/4 + g) * 16 + j) * 4 + i] = qw[p*16 + j, g*4 + i]
  * (0 past n or k). This one layout serves every tier (a 64-byte zmm per
  * panel and depth group for vpdpbusd, two ymm for AVX2), so a packed tensor
- * saved on one machine runs on any other; model files store it as is. */
+ * saved on one machine runs on any other; model files store it as is.
+ *
+ * Reduced range ("w7", ONNX Runtime's reduce_range): a layer quantized with
+ * 7-bit weights holds qw in [-63, 63] and says so (its weight_bits = 7); its
+ * products are defined with every weight clamped to [-63, 63] first, on
+ * every tier (the reference clamps too). Quantization writes nothing out of
+ * that range, so for libnn's own files the clamp changes nothing; a file
+ * with other bytes gets the clamped weights everywhere, so every tier still
+ * gives the reference's integers. Quantization picks 7-bit weights when the
+ * running tier's table says it prefers them (prefer_w7: the AVX2 kernels,
+ * whose vpmaddubsw path needs them; not AVX-512 VNNI, whose vpdpbusd sums
+ * full-range products exactly): it costs one bit of weight precision. */
 #ifndef NN_BACKEND_INT8_H
 #define NN_BACKEND_INT8_H
 
@@ -41,6 +52,8 @@
 
 /* Depth padded to the packing's multiple of 4. */
 static inline int64_t nn__qk_pad(int64_t k) { return (k + 3) & ~(int64_t)3; }
+#define NN__QW7_MAX 63         /* |weight| of a reduced-range (w7) layer */
+
 /* Bytes of a packed [n, k] weight matrix. */
 static inline int64_t nn__qpacked_bytes(int64_t n, int64_t k) {
     return (n + NN__QNR - 1) / NN__QNR * NN__QNR * nn__qk_pad(k);
@@ -78,7 +91,9 @@ static inline void nn__qparams_u8(float mn, float mx, float *scale, int32_t *zp)
  *         to c32 + i*ldc as int32 (c, wsum, scales, bias, relu unused). A
  *         caller that pools (max) before the epilogue uses it: the epilogue
  *         is non-decreasing in acc for positive scales, so pooling the
- *         integers then applying it gives the floats of the other order. */
+ *         integers then applying it gives the floats of the other order.
+ *   w7    the weights are reduced range: each is clamped to [-63, 63]
+ *         before its products (see the top of this file). */
 typedef struct nn__qgemm {
     int64_t m, n, k;
     const uint8_t *a;
@@ -93,17 +108,21 @@ typedef struct nn__qgemm {
     float *c;
     int64_t ldc;
     int32_t *c32;
+    bool w7;
 } nn__qgemm;
 
 typedef struct nn__int8_kernels {
+    /* Whether quantization should give this tier 7-bit weights (w7). */
+    bool prefer_w7;
     /* *mn, *mx = the least and greatest of x[0..n) (n >= 1; NaNs skipped
      * unless all are NaN, then NaN). */
     void (*minmax)(int64_t n, const float *x, float *mn, float *mx);
     /* q[i] = clamp(round_half_even(x[i] * inv_scale) + zp, 0, 255), computed
      * in float (NaN -> 0, +inf -> 255). */
     void (*quantize_u8)(int64_t n, const float *x, float inv_scale, int32_t zp, uint8_t *q);
-    /* wsum[j] = sum_k qw[j, k] of packed weights [n, k]. */
-    void (*colsum)(int64_t n, int64_t k, const int8_t *w, int32_t *wsum);
+    /* wsum[j] = sum_k qw[j, k] of packed weights [n, k] (w7: of the
+     * weights clamped to [-63, 63]). */
+    void (*colsum)(int64_t n, int64_t k, const int8_t *w, bool w7, int32_t *wsum);
     /* The product above, on up to nn__num_threads() threads (split over
      * independent outputs: the same bits on any count). */
     void (*gemm)(const nn__qgemm *p);
@@ -149,7 +168,9 @@ typedef struct nn__int8_kernels {
      * (split over pooled rows). conv1_takes says whether the tier runs a
      * window directly (the reference twin takes none: the front end then
      * runs im2row + gemm + pool_epilogue). false: no scratch memory (y may be
-     * partly written; the caller takes the other path). */
+     * partly written; the caller takes the other path). conv1_pool and
+     * conv_hwc take full-range weights (the front end runs w7 layers through
+     * im2row + gemm). */
     bool (*conv1_takes)(int64_t kh, int64_t kw);
     bool (*conv1_pool)(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                        int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,

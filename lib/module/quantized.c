@@ -74,29 +74,30 @@ static double out_numel(const nn_tensor *out) { return out ? (double)out->numel 
 
 /* ----------------------------------------------------- QuantizedLinear */
 
-enum { QL_IN, QL_OUT, QL_BIAS, QL_RELU, QL_SCALE, QL_ZP };
-static const char *const qlinear_keys[] = {"in_features", "out_features", "bias",
-                                           "relu",        "act_scale",    "act_zero_point"};
-static const double qlinear_defaults[] = {NAN, NAN, 1, 0, 0, 0};
+enum { QL_IN, QL_OUT, QL_BIAS, QL_RELU, QL_SCALE, QL_ZP, QL_WBITS };
+static const char *const qlinear_keys[] = {"in_features", "out_features",   "bias",       "relu",
+                                           "act_scale",   "act_zero_point", "weight_bits"};
+static const double qlinear_defaults[] = {NAN, NAN, 1, 0, 0, 0, 8};
 
 static nn_status qlinear_build(nn_module *m) {
     const double *c = m->cfg;
     if (!cfg_int_in(m, "in_features", c[QL_IN], 1, NN__Q_DEPTH_MAX) ||
         !cfg_int_in(m, "out_features", c[QL_OUT], 1, (double)(1LL << 40)) ||
         !cfg_int_in(m, "bias", c[QL_BIAS], 0, 1) || !cfg_int_in(m, "relu", c[QL_RELU], 0, 1) ||
-        !act_ok(m, c[QL_SCALE], c[QL_ZP]))
+        !act_ok(m, c[QL_SCALE], c[QL_ZP]) || !cfg_int_in(m, "weight_bits", c[QL_WBITS], 7, 8))
         return nn_last_status();
     return add_qbuffers(m, (int64_t)c[QL_OUT], (int64_t)c[QL_IN], c[QL_BIAS] != 0);
 }
 
 static nn__qlayer qlayer_of(const nn_module *m, int64_t n, int64_t k, bool bias, bool relu,
-                            double scale, double zp) {
+                            double scale, double zp, double wbits) {
     nn__qlayer L = {.w = buf(m, 0),
                     .w_scale = buf(m, 1),
                     .bias = bias ? buf(m, 2) : NULL,
                     .n = n,
                     .k = k,
                     .relu = relu,
+                    .w7 = wbits == 7,
                     .act_scale = (float)scale,
                     .act_zp = (int32_t)zp};
     return L;
@@ -105,7 +106,7 @@ static nn__qlayer qlayer_of(const nn_module *m, int64_t n, int64_t k, bool bias,
 static nn_tensor *qlinear_forward(nn_module *m, nn_tensor *x) {
     const double *c = m->cfg;
     nn__qlayer L = qlayer_of(m, (int64_t)c[QL_OUT], (int64_t)c[QL_IN], c[QL_BIAS] != 0,
-                             c[QL_RELU] != 0, c[QL_SCALE], c[QL_ZP]);
+                             c[QL_RELU] != 0, c[QL_SCALE], c[QL_ZP], c[QL_WBITS]);
     return nn__qlinear(x, &L, "QuantizedLinear");
 }
 
@@ -115,7 +116,7 @@ static double qlinear_flops(const nn_module *m, const nn_tensor *in, const nn_te
 }
 
 const nn__mod_kind nn__kind_qlinear = {.type = "QuantizedLinear",
-                                          .nkeys = 6,
+                                          .nkeys = 7,
                                           .keys = qlinear_keys,
                                           .defaults = qlinear_defaults,
                                           .build = qlinear_build,
@@ -137,13 +138,14 @@ enum {
     QC_RELU,
     QC_SCALE,
     QC_ZP,
-    QC_POOL
+    QC_POOL,
+    QC_WBITS
 };
 static const char *const qconv_keys[] = {
     "in_channels", "out_channels", "kernel_h",  "kernel_w", "stride_h",
     "stride_w",    "padding_h",    "padding_w", "bias",     "relu",
-    "act_scale",   "act_zero_point", "pool"};
-static const double qconv_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 0, 0, 0, 0};
+    "act_scale",   "act_zero_point", "pool",     "weight_bits"};
+static const double qconv_defaults[] = {NAN, NAN, NAN, NAN, 1, 1, 0, 0, 1, 0, 0, 0, 0, 8};
 
 static nn_status qconv_build(nn_module *m) {
     const double *c = m->cfg;
@@ -151,7 +153,8 @@ static nn_status qconv_build(nn_module *m) {
         if (!cfg_int_in(m, qconv_keys[i], c[i], i >= QC_PH ? 0 : 1, 1 << 20))
             return nn_last_status();
     if (!cfg_int_in(m, "bias", c[QC_BIAS], 0, 1) || !cfg_int_in(m, "relu", c[QC_RELU], 0, 1) ||
-        !cfg_int_in(m, "pool", c[QC_POOL], 0, 1) || !act_ok(m, c[QC_SCALE], c[QC_ZP]))
+        !cfg_int_in(m, "pool", c[QC_POOL], 0, 1) || !act_ok(m, c[QC_SCALE], c[QC_ZP]) ||
+        !cfg_int_in(m, "weight_bits", c[QC_WBITS], 7, 8))
         return nn_last_status();
     const double k = c[QC_IN] * c[QC_KH] * c[QC_KW];
     if (k > NN__Q_DEPTH_MAX)
@@ -165,7 +168,7 @@ static nn_tensor *qconv_forward(nn_module *m, nn_tensor *x) {
     const double *c = m->cfg;
     const int64_t cin = (int64_t)c[QC_IN], kh = (int64_t)c[QC_KH], kw = (int64_t)c[QC_KW];
     nn__qlayer L = qlayer_of(m, (int64_t)c[QC_OUT], cin * kh * kw, c[QC_BIAS] != 0,
-                             c[QC_RELU] != 0, c[QC_SCALE], c[QC_ZP]);
+                             c[QC_RELU] != 0, c[QC_SCALE], c[QC_ZP], c[QC_WBITS]);
     return nn__qconv2d(x, &L, cin, kh, kw, (int64_t)c[QC_SH], (int64_t)c[QC_SW], (int64_t)c[QC_PH],
                        (int64_t)c[QC_PW], c[QC_POOL] != 0, "QuantizedConv2d");
 }
@@ -176,7 +179,7 @@ static double qconv_flops(const nn_module *m, const nn_tensor *in, const nn_tens
 }
 
 const nn__mod_kind nn__kind_qconv = {.type = "QuantizedConv2d",
-                                        .nkeys = 13,
+                                        .nkeys = 14,
                                         .keys = qconv_keys,
                                         .defaults = qconv_defaults,
                                         .build = qconv_build,
@@ -195,9 +198,12 @@ static nn_module *quantize_layer(const nn_module *f, const char *fn) {
     const double *c = f->cfg;
     nn_module *q = NULL;
     int64_t n, k;
+    /* 7-bit weights where the running tier prefers them (backend/int8.h) */
+    const bool w7 = nn__qw_prefer_w7();
+    const double wbits = w7 ? 7 : 8;
     if (!strcmp(type, "Linear")) {
         /* Linear keys: in_features, out_features, bias */
-        double v[] = {c[0], c[1], c[2], 0, 0, 0};
+        double v[] = {c[0], c[1], c[2], 0, 0, 0, wbits};
         n = (int64_t)c[1], k = (int64_t)c[0];
         if (k > NN__Q_DEPTH_MAX) return NN__FAIL(NN_ERR_UNSUPPORTED, "%s: too deep", fn);
         q = nn__mod_new_kind(&nn__kind_qlinear, v);
@@ -205,7 +211,7 @@ static nn_module *quantize_layer(const nn_module *f, const char *fn) {
         /* Conv2d keys: in, out, kh, kw, sh, sw, ph, pw, dh, dw, groups, bias */
         if (c[8] != 1 || c[9] != 1 || c[10] != 1 || c[0] * c[2] * c[3] > NN__Q_DEPTH_MAX)
             return NN__FAIL(NN_ERR_UNSUPPORTED, "%s: no int8 form", fn);
-        double v[] = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[11], 0, 0, 0, 0};
+        double v[] = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[11], 0, 0, 0, 0, wbits};
         n = (int64_t)c[1], k = (int64_t)(c[0] * c[2] * c[3]);
         q = nn__mod_new_kind(&nn__kind_qconv, v);
     }
@@ -226,7 +232,7 @@ static nn_module *quantize_layer(const nn_module *f, const char *fn) {
                         to[o * k + (i * KW + j) * C + ch] = from[o * k + (ch * KH + i) * KW + j];
     }
     nn_status st = wc && (src || q->kind != &nn__kind_qconv)
-                       ? nn__qw_quantize(nn__f32(wc), n, k, buf(q, 0), nn__f32(buf(q, 1)), fn)
+                       ? nn__qw_quantize(nn__f32(wc), n, k, w7, buf(q, 0), nn__f32(buf(q, 1)), fn)
                        : nn_last_status();
     nn__tensor_release(src);
     nn__tensor_release(wc);
@@ -594,7 +600,7 @@ bool nn__qlinear_layer(const nn_module *m, nn__qlayer *L) {
     if (!m || m->kind != &nn__kind_qlinear) return false;
     const double *c = m->cfg;
     *L = qlayer_of(m, (int64_t)c[QL_OUT], (int64_t)c[QL_IN], c[QL_BIAS] != 0, c[QL_RELU] != 0,
-                   c[QL_SCALE], c[QL_ZP]);
+                   c[QL_SCALE], c[QL_ZP], c[QL_WBITS]);
     return true;
 }
 

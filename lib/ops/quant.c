@@ -24,8 +24,10 @@ void nn__qw_shape(int64_t n, int64_t k, int64_t shape[3]) {
     shape[2] = NN__QNR * 4;
 }
 
-nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, nn_tensor *packed, float *scale,
-                          const char *fn) {
+bool nn__qw_prefer_w7(void) { return nn__kernels()->int8.prefer_w7; }
+
+nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, bool w7, nn_tensor *packed,
+                          float *scale, const char *fn) {
     if (k > NN__QK_MAX)
         return nn__err(NN_ERR_LIMIT, "%s: in_features %lld exceeds the int8 limit %d", fn,
                        (long long)k, NN__QK_MAX);
@@ -39,11 +41,12 @@ nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, nn_tensor *packe
         float amax = 0.0f;
         for (int64_t i = 0; i < k; i++)
             if (fabsf(row[i]) > amax) amax = fabsf(row[i]);
-        const float s = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 1.0f;
+        const float qmax = w7 ? (float)NN__QW7_MAX : 127.0f;
+        const float s = amax > 0.0f && isfinite(amax) ? amax / qmax : 1.0f;
         const float inv = 1.0f / s;
         for (int64_t i = 0; i < k; i++) {
             float r = nearbyintf(row[i] * inv);
-            q[j * k + i] = (int8_t)(r >= 127.0f ? 127 : r <= -127.0f ? -127 : r == r ? (int)r : 0);
+            q[j * k + i] = (int8_t)(r >= qmax ? qmax : r <= -qmax ? -qmax : r == r ? r : 0.0f);
         }
         scale[j] = s;
     }
@@ -117,7 +120,8 @@ static nn__qgemm layer_gemm(const nn__qlayer *L, const scratch *s) {
                    .wsum = s->wsum,
                    .w_scale = nn__f32(L->w_scale),
                    .bias = L->bias ? nn__f32(L->bias) : NULL,
-                   .relu = L->relu};
+                   .relu = L->relu,
+                   .w7 = L->w7};
     return g;
 }
 
@@ -142,14 +146,14 @@ static void wsum_run(const nn__qlayer *L, const nn__int8_kernels *k8, const int3
                      int64_t nzp, int32_t *wsum) {
     for (int64_t i = 0; i < nzp; i++)
         if (zp[i] != 0) {
-            k8->colsum(L->n, L->k, qw_data(L->w), wsum);
+            k8->colsum(L->n, L->k, qw_data(L->w), L->w7, wsum);
             return;
         }
     memset(wsum, 0, (size_t)L->n * sizeof(int32_t));
 }
 
 void nn__qw_colsum(const nn__qlayer *L, int32_t *wsum) {
-    nn__kernels()->int8.colsum(L->n, L->k, qw_data(L->w), wsum);
+    nn__kernels()->int8.colsum(L->n, L->k, qw_data(L->w), L->w7, wsum);
 }
 
 void nn__qlinear_rows(const nn__qlayer *L, const float *x, int64_t rows, uint8_t *a, float *sa,
@@ -239,9 +243,10 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         return NULL;
     }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
-    /* pooled one-channel layers (a CNN's first) skip im2row where the tier can */
-    const bool direct1 = pool && c == 1 && k8->conv1_takes(kh, kw);
-    const bool hwc = pool && !direct1 && k8->conv_hwc_takes(c, kw);
+    /* pooled one-channel layers (a CNN's first) skip im2row where the tier
+     * can; the direct kernels take full-range weights (backend/int8.h) */
+    const bool direct1 = pool && !L->w7 && c == 1 && k8->conv1_takes(kh, kw);
+    const bool hwc = pool && !L->w7 && !direct1 && k8->conv_hwc_takes(c, kw);
     memset(imgp + hp * wp * c, 0, NN__Q_SLACK);
     memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
     bool have_wsum = false;
@@ -263,7 +268,7 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         }
         k8->quantize_pad_hwc(X + b * plane, c, h, w, ph, pw, 1.0f / sa, zp, imgp);
         if (zp != 0 && !have_wsum) {
-            k8->colsum(L->n, L->k, qw_data(L->w), s.wsum);
+            k8->colsum(L->n, L->k, qw_data(L->w), L->w7, s.wsum);
             have_wsum = true;
         }
         float *yb = Y + b * L->n * ny;

@@ -24,12 +24,16 @@ void nn__q_act_params(float mn, float mx, float *scale, int32_t *zp);
 void nn__qw_shape(int64_t n, int64_t k, int64_t shape[3]);
 
 /* Quantize f32 weights w [n, k] (row-major) per output channel: scale[j] =
- * max_k |w[j,k]| / 127 (1 for an all-zero row), q = round_half_even(w /
- * scale) in [-127, 127], packed into `packed` (contiguous NN__QW_DTYPE of
- * nn__qw_shape). NN_ERR_NOMEM, or NN_ERR_LIMIT past the backend's depth
- * limit (65536), naming fn. */
-nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, nn_tensor *packed, float *scale,
-                          const char *fn);
+ * max_k |w[j,k]| / qmax (1 for an all-zero row), q = round_half_even(w /
+ * scale) in [-qmax, qmax], packed into `packed` (contiguous NN__QW_DTYPE of
+ * nn__qw_shape); qmax = 127, or 63 with w7 (reduced range, backend/int8.h).
+ * NN_ERR_NOMEM, or NN_ERR_LIMIT past the backend's depth limit (65536),
+ * naming fn. */
+nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, bool w7, nn_tensor *packed,
+                          float *scale, const char *fn);
+/* Whether quantization should make 7-bit weights on this machine: the
+ * running tier's preference (the AVX2 kernels' vpmaddubsw path). */
+bool nn__qw_prefer_w7(void);
 /* Dequantized weights: wf [n, k] = scale[j] * q[j, k] (tests, reports). */
 void nn__qw_dequantize(const nn_tensor *packed, const float *scale, int64_t n, int64_t k,
                        float *wf);
@@ -42,6 +46,7 @@ typedef struct nn__qlayer {
     const nn_tensor *bias;    /* f32 [n] or NULL */
     int64_t n, k;
     bool relu;
+    bool w7; /* weights in [-63, 63], clamped there by every tier */
     float act_scale;
     int32_t act_zp;
 } nn__qlayer;

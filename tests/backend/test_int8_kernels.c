@@ -26,6 +26,13 @@ static uint32_t urand(void) {
 }
 static float frand(void) { return (float)(urand() >> 8) * (1.0f / 8388608.0f) - 1.0f; }
 
+/* Reduced-range products (nn__qgemm.w7): the weights stay full range, so
+ * the clamp to [-63, 63] every tier applies is exercised. */
+static bool g_w7;
+
+/* A weight as the products see it. */
+static int64_t eff(int8_t v) { return g_w7 ? (v > 63 ? 63 : v < -63 ? -63 : v) : v; }
+
 typedef struct prob {
     int64_t m, n, k, kp, lda;
     uint8_t *abuf, *a;       /* a = abuf + 1: unaligned rows */
@@ -56,12 +63,14 @@ static void prob_new(prob *p, int64_t m, int64_t n, int64_t k, bool extreme) {
     }
     for (int64_t j = 0; j < n; j++) {
         for (int64_t q = 0; q < k; q++)
-            p->qw[j * k + q] = extreme ? (j % 2 ? -127 : 127) : (int8_t)((int)(urand() % 255) - 127);
+            p->qw[j * k + q] = extreme ? (j % 2 ? -127 : 127)
+                           : g_w7   ? (int8_t)((int)(urand() % 256) - 128)
+                                    : (int8_t)((int)(urand() % 255) - 127);
         p->sw[j] = 0.002f + 0.01f * (frand() + 1.0f);
         p->bias[j] = frand();
     }
     nn__ref_kernels()->int8.pack(n, k, p->qw, k, p->w);
-    nn__ref_kernels()->int8.colsum(n, k, p->w, p->wsum);
+    nn__ref_kernels()->int8.colsum(n, k, p->w, g_w7, p->wsum);
 }
 
 static void prob_free(prob *p) {
@@ -75,7 +84,7 @@ static nn__qgemm prob_gemm(const prob *p, float *c, bool unit, bool shared, bool
     nn__qgemm g = {.m = p->m, .n = p->n, .k = p->k, .a = p->a, .lda = p->lda, .w = p->w,
                    .wsum = p->wsum, .a_scale = unit ? &one : p->sa, .a_zp = unit ? &zero : p->za,
                    .a_step = unit || shared ? 0 : 1, .w_scale = p->sw, .bias = bias ? p->bias : NULL,
-                   .relu = relu, .c = c, .ldc = p->n + 1};
+                   .relu = relu, .c = c, .ldc = p->n + 1, .w7 = g_w7};
     if (unit) { /* exact integers: unit scales need a unit weight scale too */
         static float ones[256];
         for (int i = 0; i < 256; i++) ones[i] = 1.0f;
@@ -104,7 +113,7 @@ static void check_reference(const prob *p) {
     for (int64_t i = 0; i < p->m; i++)
         for (int64_t j = 0; j < p->n; j++) {
             int64_t s = 0;
-            for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * p->qw[j * p->k + q];
+            for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * eff(p->qw[j * p->k + q]);
             assert_true(c[i * (p->n + 1) + j] == (float)s);
         }
     int32_t *raw = calloc((size_t)(p->m * (p->n + 1)), sizeof(int32_t));
@@ -113,7 +122,7 @@ static void check_reference(const prob *p) {
     for (int64_t i = 0; i < p->m; i++)
         for (int64_t j = 0; j < p->n; j++) {
             int64_t s = 0;
-            for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * p->qw[j * p->k + q];
+            for (int64_t q = 0; q < p->k; q++) s += (int64_t)p->a[i * p->lda + q] * eff(p->qw[j * p->k + q]);
             assert_true(raw[i * (p->n + 1) + j] == (int32_t)s);
         }
     free(raw);
@@ -130,7 +139,7 @@ static void run_shape(int64_t m, int64_t n, int64_t k, bool extreme) {
     for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
         const nn_kernels *kt = nn__tier_kernels(t);
         if (!kt) continue;
-        kt->int8.colsum(n, k, p.w, ws);
+        kt->int8.colsum(n, k, p.w, g_w7, ws);
         assert_memory_equal(ws, p.wsum, (size_t)n * sizeof(int32_t));
         for (int variant = 0; variant < 5; variant++) {
             const bool unit = variant == 0, shared = variant == 2, bias = variant >= 3,
@@ -187,6 +196,37 @@ static void test_gemm_vs_reference(void **state) {
                 run_shape(ms[a], ns[b], ks[c], false);
     run_shape(40, 130, 300, false); /* several row tiles on several threads */
     run_shape(1, 200, 1029, false); /* GEMV across threads */
+}
+
+/* The same shapes with reduced-range products: vpmaddubsw's pairs (AVX2)
+ * and the clamp on every tier, against the reference and the naive sum;
+ * column sums of the clamped weights. At the depth limit every product is
+ * 255 * +-63 (the weights +-127 clamped). */
+static void test_gemm_w7(void **state) {
+    (void)state;
+    g_w7 = true;
+    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 9};
+    static const int64_t ns[] = {1, 8, 15, 16, 17, 33, 64, 65};
+    static const int64_t ks[] = {1, 3, 4, 5, 9, 31, 70};
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
+                run_shape(ms[a], ns[b], ks[c], false);
+    run_shape(41, 130, 300, false); /* several row tiles on several threads */
+    run_shape(1, 200, 1029, false); /* GEMV across threads */
+    run_shape(3, 70, 1029, false);
+    run_shape(2, 3, NN__QK_MAX, true);
+    int32_t ws[3];
+    prob p;
+    prob_new(&p, 1, 3, 5, false);
+    nn__ref_kernels()->int8.colsum(3, 5, p.w, true, ws);
+    for (int j = 0; j < 3; j++) {
+        int64_t s = 0;
+        for (int q = 0; q < 5; q++) s += eff(p.qw[j * 5 + q]);
+        assert_int_equal(ws[j], s);
+    }
+    prob_free(&p);
+    g_w7 = false;
 }
 
 /* Depth at the limit, every product 255 * +-127: sums of +-2.12e9 stay exact. */
@@ -439,7 +479,7 @@ static void test_conv1_pool(void **state) {
                 bias[i] = frand();
             }
             r->pack(n, k, qw, k, pw);
-            r->colsum(n, k, pw, wsum);
+            r->colsum(n, k, pw, false, wsum);
             r->im2row(xp, 1, wp, kh, kw, sh, sw, oh, ow, col, kp);
             static const float one = 1.0f;
             static const int32_t zero = 0;
@@ -555,6 +595,7 @@ static void test_vnni_installed(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_vs_reference),   cmocka_unit_test(test_gemm_extreme),
+        cmocka_unit_test(test_gemm_w7),
         cmocka_unit_test(test_quantize_vs_reference), cmocka_unit_test(test_quantize_meaning),
         cmocka_unit_test(test_im2row), cmocka_unit_test(test_pool_epilogue),
         cmocka_unit_test(test_im2row_tiers), cmocka_unit_test(test_vnni_installed),

@@ -23,7 +23,9 @@
  * square one, against the vpdpbusd peak measured in the same run (it links
  * the internal archive for the kernel table):
  *
- *     BENCH q_gemm_<m>x<n>x<k> 1 <median> us cpu <median> us <GOP/s> GOP/s <pct>% of peak
+ *     BENCH q_gemm_<m>x<n>x<k>[_w7] 1 <median> us cpu <median> us <GOP/s> GOP/s <pct>% of peak
+ *
+ * (_w7: the tier's reduced-range products, which its quantization picks.)
  *
  * Weights are the default initialisation (timing does not depend on their
  * values); static calibration uses 4 batches of N(0, 1) inputs. Accuracy
@@ -184,13 +186,16 @@ static void bench_gemm(int64_t m, int64_t n, int64_t k, int rounds, double peak)
     int8_t *qw = malloc((size_t)(n * k)), *w = malloc((size_t)nn__qpacked_bytes(n, k));
     int32_t *c = malloc(sizeof(int32_t) * (size_t)(m * n));
     for (int64_t i = 0; i < m * kp; i++) a[i] = (uint8_t)(i * 7 + 3);
-    for (int64_t i = 0; i < n * k; i++) qw[i] = (int8_t)((i * 13) % 255 - 127);
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    /* the weight range quantization gives this tier (backend/int8.h: w7) */
+    const bool w7 = k8->prefer_w7;
+    for (int64_t i = 0; i < n * k; i++)
+        qw[i] = (int8_t)(w7 ? (i * 13) % 127 - 63 : (i * 13) % 255 - 127);
     k8->pack(n, k, qw, k, w);
     static const float one = 1.0f;
     static const int32_t zero = 0;
     nn__qgemm g = {.m = m, .n = n, .k = k, .a = a, .lda = kp, .w = w, .a_scale = &one,
-                   .a_zp = &zero, .ldc = n, .c32 = c};
+                   .a_zp = &zero, .ldc = n, .c32 = c, .w7 = w7};
     const double ops = 2.0 * (double)m * (double)n * (double)k;
     const int inner = ops < 1e8 ? (int)(1e8 / ops) + 1 : 1;
     double *t = malloc(sizeof(double) * (size_t)rounds), *cp = malloc(sizeof(double) * (size_t)rounds);
@@ -202,8 +207,8 @@ static void bench_gemm(int64_t m, int64_t n, int64_t k, int rounds, double peak)
         t[r] = (now_us() - t0) / inner;
     }
     const double tw = median(t, rounds), tc = median(cp, rounds), gops = ops / tc * 1e-3;
-    printf("BENCH q_gemm_%lldx%lldx%lld 1 %.2f us cpu %.2f us %.1f GOP/s %.0f%% of peak\n",
-           (long long)m, (long long)n, (long long)k, tw, tc, gops,
+    printf("BENCH q_gemm_%lldx%lldx%lld%s 1 %.2f us cpu %.2f us %.1f GOP/s %.0f%% of peak\n",
+           (long long)m, (long long)n, (long long)k, w7 ? "_w7" : "", tw, tc, gops,
            peak > 0 ? 100.0 * gops / peak : 0.0);
     free(a), free(qw), free(w), free(c), free(t), free(cp);
 }

@@ -10,6 +10,8 @@
 #include "testutil.h"
 #include "module/module_internal.h"
 #include "ops/quant.h"
+#include "backend/backend.h"
+#include "backend/tier.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -301,6 +303,79 @@ static void test_round_trip(void **state) {
     nn_module_free(net);
 }
 
+/* Reduced-range (7-bit) weights: quantization under each tier picks the
+ * tier's preference (weight_bits 7 with weights in [-63, 63], or 8), and a
+ * model of either kind gives the same bits on every tier, also after a
+ * weight byte out of the 7-bit range is written into it (the clamp every
+ * tier applies, backend/int8.h). */
+static void test_reduced_range(void **state) {
+    (void)state;
+    const int64_t xs[4] = {3, 1, 9, 7};
+    nn_tensor *x = rand_tensor(xs, 4, 21, -1.0f, 2.0f);
+    for (int qt = NN_TIER_REF; qt < NN_TIER_COUNT; qt++) {
+        if (!nn__backend_force_tier(qt)) continue;
+        nn_generator_seed(NULL, 5);
+        nn_module *net = nn_sequential_new();
+        nn_sequential_append(net, nn_conv2d_new(1, 20, 3, 1, 1, true));
+        nn_sequential_append(net, nn_relu_new());
+        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        nn_sequential_append(net, nn_conv2d_new(20, 17, 3, 1, 1, true));
+        nn_sequential_append(net, nn_flatten_new(1, -1));
+        nn_sequential_append(net, nn_linear_new(17 * 4 * 3, 5, true));
+        assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+        const bool w7 = nn__kernels()->int8.prefer_w7;
+        const int idx[3] = {0, 3, 5};
+        for (int l = 0; l < 3; l++) {
+            nn_module *q = nn_sequential_get(net, idx[l]);
+            const bool lin = !strcmp(nn_module_type_name(q), "QuantizedLinear");
+            assert_true(q->cfg[lin ? 6 : 13] == (w7 ? 7 : 8));
+            nn_tensor *w = nn_module_buffer(q, 0, NULL);
+            const int8_t *b = nn_tensor_data(w);
+            int amax = 0;
+            for (int64_t i = 0; i < nn_tensor_numel(w); i++) amax = abs(b[i]) > amax ? abs(b[i]) : amax;
+            assert_true(amax == (w7 ? 63 : 127)); /* each row's largest weight hits the bound */
+        }
+        for (int hostile = 0; hostile < 2; hostile++) {
+            if (hostile) { /* bytes past the 7-bit range in every layer */
+                for (int l = 0; l < 3; l++) {
+                    int8_t *b = nn_tensor_data(nn_module_buffer(nn_sequential_get(net, idx[l]), 0, NULL));
+                    b[0] = 127, b[5] = -128, b[6] = 100;
+                }
+            }
+            nn__backend_force_tier(NN_TIER_REF);
+            nn_tensor *want = nn_module_forward(net, x);
+            assert_non_null(want);
+            for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
+                if (!nn__backend_force_tier(t)) continue;
+                nn_tensor *got = nn_module_forward(net, x);
+                assert_non_null(got);
+                assert_memory_equal(nn_tensor_data(got), nn_tensor_data(want),
+                                    sizeof(float) * (size_t)nn_tensor_numel(want));
+                nn_tensor_free(got);
+            }
+            /* a model file keeps weight_bits and the same outputs */
+            void *file;
+            size_t size;
+            assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &file, &size), NN_OK);
+            nn_model *md = nn_model_load_buffer(file, size, NULL);
+            assert_non_null(md);
+            nn_module *lq = nn_sequential_get(nn_model_module(md), 5);
+            assert_true(lq->cfg[6] == (w7 ? 7 : 8));
+            nn_tensor *y2 = nn_model_predict(md, x);
+            assert_non_null(y2);
+            assert_memory_equal(nn_tensor_data(y2), nn_tensor_data(want),
+                                sizeof(float) * (size_t)nn_tensor_numel(want));
+            nn_tensor_free(y2);
+            nn_model_free(md);
+            nn_free(file);
+            nn_tensor_free(want);
+        }
+        nn_module_free(net);
+    }
+    nn__backend_force_tier(-1);
+    nn_tensor_free(x);
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     char *report = (char *)1;
@@ -353,6 +428,22 @@ static void test_bad_input(void **state) {
     assert_int_equal(nn_last_status(), NN_ERR_FORMAT); /* a malformed file */
     assert_null(nn__module_create("QuantizedLinear", keys, bad_relu, 6));
     assert_int_equal(nn_last_status(), NN_ERR_FORMAT); /* a malformed file */
+    /* weight_bits: 8 (full range) or 7 (reduced range, backend/int8.h) */
+    const char *wkeys[] = {"in_features", "out_features", "weight_bits"};
+    double w7[] = {4, 3, 7}, w6[] = {4, 3, 6}, w9[] = {4, 3, 9}, wfrac[] = {4, 3, 7.5};
+    m = nn__module_create("QuantizedLinear", wkeys, w7, 3);
+    assert_non_null(m);
+    nn_module_free(m);
+    assert_null(nn__module_create("QuantizedLinear", wkeys, w6, 3));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT);
+    assert_null(nn__module_create("QuantizedLinear", wkeys, w9, 3));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT);
+    assert_null(nn__module_create("QuantizedLinear", wkeys, wfrac, 3));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT);
+    const char *cwkeys[] = {"in_channels", "out_channels", "kernel_h", "kernel_w", "weight_bits"};
+    double cw0[] = {1, 2, 3, 3, 0};
+    assert_null(nn__module_create("QuantizedConv2d", cwkeys, cw0, 5));
+    assert_int_equal(nn_last_status(), NN_ERR_FORMAT);
     const char *ckeys[] = {"in_channels", "out_channels", "kernel_h", "kernel_w"};
     double deep_conv[] = {4096, 2, 5, 5};
     assert_null(nn__module_create("QuantizedConv2d", ckeys, deep_conv, 4));
@@ -703,6 +794,7 @@ int main(void) {
         cmocka_unit_test(test_conv_dynamic),
         cmocka_unit_test(test_trained_accuracy_and_static),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_reduced_range),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_mha_packed_self),
         cmocka_unit_test(test_mha_separate_cross),

@@ -28,19 +28,26 @@ static void ref_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t 
     }
 }
 
-static void ref_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+/* A weight as the products see it: w7 layers clamp to [-63, 63]. */
+static inline int32_t weight_of(int8_t v, bool w7) {
+    return w7 ? (v > NN__QW7_MAX ? NN__QW7_MAX : v < -NN__QW7_MAX ? -NN__QW7_MAX : v) : v;
+}
+
+static void ref_colsum(int64_t n, int64_t k, const int8_t *w, bool w7, int32_t *wsum) {
     const int64_t kp = nn__qk_pad(k);
     for (int64_t j = 0; j < n; j++) {
         const int8_t *panel = w + j / NN__QNR * NN__QNR * kp;
         int32_t s = 0;
-        for (int64_t p = 0; p < kp; p++) s += panel[(p / 4 * NN__QNR + j % NN__QNR) * 4 + p % 4];
+        for (int64_t p = 0; p < kp; p++)
+            s += weight_of(panel[(p / 4 * NN__QNR + j % NN__QNR) * 4 + p % 4], w7);
         wsum[j] = s;
     }
 }
 
 /* Element (j, p) of packed weights. */
-static inline int32_t packed_at(const int8_t *w, int64_t kp, int64_t j, int64_t p) {
-    return w[(j / NN__QNR * kp / 4 + p / 4) * NN__QNR * 4 + (j % NN__QNR) * 4 + p % 4];
+static inline int32_t packed_at(const int8_t *w, int64_t kp, int64_t j, int64_t p, bool w7) {
+    return weight_of(w[(j / NN__QNR * kp / 4 + p / 4) * NN__QNR * 4 + (j % NN__QNR) * 4 + p % 4],
+                     w7);
 }
 
 /* The epilogue every tier computes, in this order. */
@@ -63,7 +70,7 @@ static void ref_gemm(const nn__qgemm *p) {
         const int32_t za = p->a_zp[i * p->a_step];
         for (int64_t j = 0; j < p->n; j++) {
             int64_t acc = 0;
-            for (int64_t q = 0; q < p->k; q++) acc += (int64_t)a[q] * packed_at(p->w, kp, j, q);
+            for (int64_t q = 0; q < p->k; q++) acc += (int64_t)a[q] * packed_at(p->w, kp, j, q, p->w7);
             if (p->c32) {
                 p->c32[i * p->ldc + j] = (int32_t)acc;
                 continue;
@@ -222,6 +229,7 @@ static bool ref_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, i
 }
 
 void nn__ref_fill_int8(nn__int8_kernels *t) {
+    t->prefer_w7 = false; /* plain C: no faster path for 7-bit weights */
     t->minmax = ref_minmax;
     t->quantize_u8 = ref_quantize_u8;
     t->colsum = ref_colsum;

@@ -1,4 +1,6 @@
-/* AVX2 int8 kernels (backend/int8.h). Products: vpmovsxbw widens 4 channels
+/* AVX2 int8 kernels (backend/int8.h). Reduced-range (w7) weights take
+ * vpmaddubsw + vpmaddwd(ones) (exact for |w| <= 63; see int8.h). Full-range
+ * products: vpmovsxbw widens 4 channels
  * x 4 depths of packed s8 weights to 16 s16, vpmovzxbw the row's 4 u8
  * activations (repeated) to s16, and vpmaddwd multiplies and adds adjacent
  * pairs into 32-bit lanes: exact, no saturation. (vpmaddubsw would add u8 x
@@ -71,6 +73,13 @@ static void avx2_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t
 /* 4 channels x 4 depths of weights at w, widened to s16. */
 NN_INLINE __m256i wide_w(const int8_t *w) {
     return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
+}
+
+/* The same, clamped to [-63, 63] first (w7 layers). */
+NN_INLINE __m256i wide_w7(const int8_t *w) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)w);
+    return _mm256_cvtepi8_epi16(
+        _mm_max_epi8(_mm_min_epi8(v, _mm_set1_epi8(NN__QW7_MAX)), _mm_set1_epi8(-NN__QW7_MAX)));
 }
 
 /* 4 activation bytes of a, widened and repeated: [a0 a1 a2 a3] x 4 in s16. */
@@ -163,6 +172,105 @@ NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t pp) {
     }
 }
 
+/* ---------------------------------------- reduced-range (w7) products */
+
+/* 8 channels x 4 depths of w7 weights, clamped to [-63, 63] (int8.h). */
+NN_INLINE __m256i ldw7(const int8_t *w) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)w);
+    return _mm256_max_epi8(_mm256_min_epi8(v, _mm256_set1_epi8(NN__QW7_MAX)),
+                           _mm256_set1_epi8(-NN__QW7_MAX));
+}
+
+/* 4 activation bytes of a, repeated 8 times. */
+NN_INLINE __m256i bcast4(const uint8_t *a) {
+    int32_t v;
+    memcpy(&v, a, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* acc + the 4-depth sums of 8 channels: vpmaddubsw adds u8 x s8 pairs in
+ * 16 bits (|sum| <= 255 * 63 * 2 = 32130: exact), vpmaddwd with ones adds
+ * the two pairs of each channel into its 32-bit lane. */
+NN_INLINE __m256i dot7(__m256i acc, __m256i x, __m256i w, __m256i ones) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+}
+
+#define MR7 4
+
+/* Rows [i0, i0 + mr) x one panel pp of w7 weights, mr <= MR7: two
+ * accumulators per row (channels 0-7, 8-15), each lane one channel's sum. */
+NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp) {
+    const nn__qgemm *p = q->p;
+    const int64_t groups = q->kp / 4;
+    const int8_t *w = p->w + pp * NN__QNR * q->kp;
+    const uint8_t *a = p->a + i0 * p->lda;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[MR7][2];
+    for (int r = 0; r < MR7; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < groups; g++) {
+        const __m256i w0 = ldw7(w + g * 64), w1 = ldw7(w + g * 64 + 32);
+        for (int r = 0; r < MR7; r++) {
+            if (r >= mr) break;
+            const __m256i x = bcast4(a + r * p->lda + g * 4);
+            acc[r][0] = dot7(acc[r][0], x, w0, ones);
+            acc[r][1] = dot7(acc[r][1], x, w1, ones);
+        }
+    }
+    for (int r = 0; r < MR7; r++) {
+        if (r >= mr) break;
+        store8(p, i0 + r, pp * NN__QNR, acc[r][0]);
+        if (pp * NN__QNR + 8 < p->n) store8(p, i0 + r, pp * NN__QNR + 8, acc[r][1]);
+    }
+}
+
+/* One row against panels [p0, p1), 4 panels at a time (8 independent
+ * chains), the row's 4 bytes broadcast once per depth group. */
+static void gemv7(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
+    const nn__qgemm *p = q->p;
+    const int64_t groups = q->kp / 4, ps = NN__QNR * q->kp;
+    const uint8_t *a = p->a + i * p->lda;
+    const __m256i ones = _mm256_set1_epi16(1);
+    int64_t pp = p0;
+    for (; pp + 4 <= p1; pp += 4) {
+        const int8_t *w = p->w + pp * ps;
+        __m256i c[8];
+        for (int u = 0; u < 8; u++) c[u] = _mm256_setzero_si256();
+        for (int64_t g = 0; g < groups; g++) {
+            const __m256i x = bcast4(a + g * 4);
+            const int8_t *wg = w + g * 64;
+            for (int u = 0; u < 4; u++) {
+                c[2 * u] = dot7(c[2 * u], x, ldw7(wg + u * ps), ones);
+                c[2 * u + 1] = dot7(c[2 * u + 1], x, ldw7(wg + u * ps + 32), ones);
+            }
+        }
+        for (int u = 0; u < 4; u++) {
+            store8(p, i, (pp + u) * NN__QNR, c[2 * u]);
+            if ((pp + u) * NN__QNR + 8 < p->n) store8(p, i, (pp + u) * NN__QNR + 8, c[2 * u + 1]);
+        }
+    }
+    for (; pp < p1; pp++) tile7(q, i, 1, pp);
+}
+
+static void rows7_body(void *ctx, int64_t r0, int64_t r1) {
+    const qctx *q = ctx;
+    for (int64_t i = r0; i < r1; i += MR7)
+        for (int64_t pp = 0; pp < q->np; pp++) {
+            switch (r1 - i >= MR7 ? MR7 : r1 - i) {
+            case 4: tile7(q, i, 4, pp); break;
+            case 3: tile7(q, i, 3, pp); break;
+            case 2: tile7(q, i, 2, pp); break;
+            default: tile7(q, i, 1, pp); break;
+            }
+        }
+}
+
+static void panels7_body(void *ctx, int64_t p0, int64_t p1) {
+    const qctx *q = ctx;
+    for (int64_t i = 0; i < q->p->m; i++) gemv7(q, i, p0, p1);
+}
+
+/* -------------------------------------------- full-range products */
+
 static void rows_body(void *ctx, int64_t r0, int64_t r1) {
     const qctx *q = ctx;
     for (int64_t i = r0; i < r1; i += MR)
@@ -190,14 +298,18 @@ static void avx2_gemm(const nn__qgemm *p) {
     qctx q = {.p = p, .kp = nn__qk_pad(p->k), .np = (p->n + NN__QNR - 1) / NN__QNR};
     const int64_t work = p->m * p->n * q.kp / 4;
     const int nt = nn__threads_for(work, 1 << 15);
-    if (p->m < 8)
+    if (p->w7 && p->m < 8)
+        nn__parallel_range(q.np, nt, 1, panels7_body, &q);
+    else if (p->w7)
+        nn__parallel_range(p->m, nt, MR7, rows7_body, &q);
+    else if (p->m < 8)
         nn__parallel_range(q.np, nt, 1, panels_body, &q);
     else
         nn__parallel_range(p->m, nt, MR, rows_body, &q);
 }
 
 /* Column sums: widen and add (memory-bound). */
-static void avx2_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+static void avx2_colsum(int64_t n, int64_t k, const int8_t *w, bool w7, int32_t *wsum) {
     const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t pp = 0; pp < np; pp++) {
@@ -206,7 +318,9 @@ static void avx2_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
                           _mm256_setzero_si256()};
         for (int64_t g = 0; g < kp / 4; g++)
             for (int c = 0; c < 4; c++)
-                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(wide_w(pw + g * 64 + c * 16), ones));
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(w7 ? wide_w7(pw + g * 64 + c * 16)
+                                                                       : wide_w(pw + g * 64 + c * 16),
+                                                                    ones));
         __m256i lo, hi;
         join(acc, &lo, &hi);
         int32_t s[16];
@@ -241,6 +355,7 @@ static void avx2_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, in
 }
 
 void nn__avx2_fill_int8(nn__int8_kernels *t) {
+    t->prefer_w7 = true; /* vpmaddubsw runs twice the products of vpmaddwd */
     t->minmax = avx2_minmax;
     t->quantize_u8 = avx2_quantize_u8;
     t->colsum = avx2_colsum;

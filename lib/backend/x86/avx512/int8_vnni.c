@@ -24,6 +24,14 @@ NN_INLINE __mmask16 tail16(int64_t r) {
     return r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (r < 0 ? 0 : r)) - 1u);
 }
 
+/* 64 packed weight bytes; w7 layers clamp them to [-63, 63] (int8.h). */
+NN_INLINE __m512i ldw(const int8_t *p, bool w7) {
+    const __m512i v = _mm512_loadu_si512(p);
+    if (!w7) return v;
+    return _mm512_max_epi8(_mm512_min_epi8(v, _mm512_set1_epi8(NN__QW7_MAX)),
+                           _mm512_set1_epi8(-NN__QW7_MAX));
+}
+
 /* ------------------------------------------------------- quantization */
 
 static void vnni_minmax(int64_t n, const float *x, float *mn, float *mx) {
@@ -68,7 +76,7 @@ static void vnni_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t
 }
 
 /* Column sums: vpdpbusd with all-ones activations. */
-static void vnni_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+static void vnni_colsum(int64_t n, int64_t k, const int8_t *w, bool w7, int32_t *wsum) {
     const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR;
     const __m512i ones = _mm512_set1_epi8(1);
     for (int64_t p = 0; p < np; p++) {
@@ -76,10 +84,10 @@ static void vnni_colsum(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
         __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
         int64_t g = 0;
         for (; g + 2 <= kp / 4; g += 2) {
-            s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(pw + g * 64));
-            s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512(pw + g * 64 + 64));
+            s0 = _mm512_dpbusd_epi32(s0, ones, ldw(pw + g * 64, w7));
+            s1 = _mm512_dpbusd_epi32(s1, ones, ldw(pw + g * 64 + 64, w7));
         }
-        if (g < kp / 4) s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(pw + g * 64));
+        if (g < kp / 4) s0 = _mm512_dpbusd_epi32(s0, ones, ldw(pw + g * 64, w7));
         _mm512_mask_storeu_epi32(wsum + p * NN__QNR, tail16(n - p * NN__QNR),
                                  _mm512_add_epi32(s0, s1));
     }
@@ -117,7 +125,7 @@ NN_INLINE void store16(const nn__qgemm *p, int64_t i, int64_t j0, __m512i acc) {
 /* --------------------------------------------------------------- kernels */
 
 /* Rows [i0, i0+mr) x panels [p0, p0+NP), mr <= MR (constants after inlining). */
-NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t p0, int npan) {
+NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t p0, int npan, bool w7) {
     const nn__qgemm *p = q->p;
     const int64_t groups = q->kp / 4;
     __m512i acc[MR][2];
@@ -126,8 +134,8 @@ NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t p0, int npan) {
     const int8_t *w1 = w0 + NN__QNR * q->kp;
     const uint8_t *a = p->a + i0 * p->lda;
     for (int64_t g = 0; g < groups; g++) {
-        const __m512i b0 = _mm512_loadu_si512(w0 + g * 64);
-        const __m512i b1 = npan > 1 ? _mm512_loadu_si512(w1 + g * 64) : b0;
+        const __m512i b0 = ldw(w0 + g * 64, w7);
+        const __m512i b1 = npan > 1 ? ldw(w1 + g * 64, w7) : b0;
         for (int r = 0; r < MR; r++) {
             if (r >= mr) break;
             int32_t v;
@@ -146,7 +154,7 @@ NN_INLINE void tile(const qctx *q, int64_t i0, int mr, int64_t p0, int npan) {
 
 /* One row, panels [p0, p1): 4 panels at a time, even and odd depth groups
  * in separate accumulators. */
-static void gemv_row(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
+NN_INLINE void gemv_row(const qctx *q, int64_t i, int64_t p0, int64_t p1, bool w7) {
     const nn__qgemm *p = q->p;
     const int64_t groups = q->kp / 4, pstride = NN__QNR * q->kp;
     const uint8_t *a = p->a + i * p->lda;
@@ -162,24 +170,24 @@ static void gemv_row(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
             memcpy(&v1, a + g * 4 + 4, 4);
             const __m512i x0 = _mm512_set1_epi32(v0), x1 = _mm512_set1_epi32(v1);
             const int8_t *wg = w + g * 64;
-            e0 = _mm512_dpbusd_epi32(e0, x0, _mm512_loadu_si512(wg));
-            o0 = _mm512_dpbusd_epi32(o0, x1, _mm512_loadu_si512(wg + 64));
-            e1 = _mm512_dpbusd_epi32(e1, x0, _mm512_loadu_si512(wg + pstride));
-            o1 = _mm512_dpbusd_epi32(o1, x1, _mm512_loadu_si512(wg + pstride + 64));
-            e2 = _mm512_dpbusd_epi32(e2, x0, _mm512_loadu_si512(wg + 2 * pstride));
-            o2 = _mm512_dpbusd_epi32(o2, x1, _mm512_loadu_si512(wg + 2 * pstride + 64));
-            e3 = _mm512_dpbusd_epi32(e3, x0, _mm512_loadu_si512(wg + 3 * pstride));
-            o3 = _mm512_dpbusd_epi32(o3, x1, _mm512_loadu_si512(wg + 3 * pstride + 64));
+            e0 = _mm512_dpbusd_epi32(e0, x0, ldw(wg, w7));
+            o0 = _mm512_dpbusd_epi32(o0, x1, ldw(wg + 64, w7));
+            e1 = _mm512_dpbusd_epi32(e1, x0, ldw(wg + pstride, w7));
+            o1 = _mm512_dpbusd_epi32(o1, x1, ldw(wg + pstride + 64, w7));
+            e2 = _mm512_dpbusd_epi32(e2, x0, ldw(wg + 2 * pstride, w7));
+            o2 = _mm512_dpbusd_epi32(o2, x1, ldw(wg + 2 * pstride + 64, w7));
+            e3 = _mm512_dpbusd_epi32(e3, x0, ldw(wg + 3 * pstride, w7));
+            o3 = _mm512_dpbusd_epi32(o3, x1, ldw(wg + 3 * pstride + 64, w7));
         }
         if (g < groups) {
             int32_t v0;
             memcpy(&v0, a + g * 4, 4);
             const __m512i x0 = _mm512_set1_epi32(v0);
             const int8_t *wg = w + g * 64;
-            e0 = _mm512_dpbusd_epi32(e0, x0, _mm512_loadu_si512(wg));
-            e1 = _mm512_dpbusd_epi32(e1, x0, _mm512_loadu_si512(wg + pstride));
-            e2 = _mm512_dpbusd_epi32(e2, x0, _mm512_loadu_si512(wg + 2 * pstride));
-            e3 = _mm512_dpbusd_epi32(e3, x0, _mm512_loadu_si512(wg + 3 * pstride));
+            e0 = _mm512_dpbusd_epi32(e0, x0, ldw(wg, w7));
+            e1 = _mm512_dpbusd_epi32(e1, x0, ldw(wg + pstride, w7));
+            e2 = _mm512_dpbusd_epi32(e2, x0, ldw(wg + 2 * pstride, w7));
+            e3 = _mm512_dpbusd_epi32(e3, x0, ldw(wg + 3 * pstride, w7));
         }
         store16(p, i, pp * NN__QNR, _mm512_add_epi32(e0, o0));
         store16(p, i, (pp + 1) * NN__QNR, _mm512_add_epi32(e1, o1));
@@ -194,13 +202,13 @@ static void gemv_row(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
             int32_t v0, v1;
             memcpy(&v0, a + g * 4, 4);
             memcpy(&v1, a + g * 4 + 4, 4);
-            e = _mm512_dpbusd_epi32(e, _mm512_set1_epi32(v0), _mm512_loadu_si512(w + g * 64));
-            o = _mm512_dpbusd_epi32(o, _mm512_set1_epi32(v1), _mm512_loadu_si512(w + g * 64 + 64));
+            e = _mm512_dpbusd_epi32(e, _mm512_set1_epi32(v0), ldw(w + g * 64, w7));
+            o = _mm512_dpbusd_epi32(o, _mm512_set1_epi32(v1), ldw(w + g * 64 + 64, w7));
         }
         if (g < groups) {
             int32_t v0;
             memcpy(&v0, a + g * 4, 4);
-            e = _mm512_dpbusd_epi32(e, _mm512_set1_epi32(v0), _mm512_loadu_si512(w + g * 64));
+            e = _mm512_dpbusd_epi32(e, _mm512_set1_epi32(v0), ldw(w + g * 64, w7));
         }
         store16(p, i, pp * NN__QNR, _mm512_add_epi32(e, o));
     }
@@ -213,13 +221,17 @@ static void rows_body(void *ctx, int64_t r0, int64_t r1) {
         const int64_t left = r1 - i;
         for (int64_t pp = 0; pp < q->np; pp += 2) {
             const int npan = q->np - pp >= 2 ? 2 : 1;
+            if (q->p->w7) {
+                tile(q, i, left >= MR ? MR : (int)left, pp, npan, true);
+                continue;
+            }
             switch (left >= MR ? MR : left) {
-            case 6: tile(q, i, 6, pp, npan); break;
-            case 5: tile(q, i, 5, pp, npan); break;
-            case 4: tile(q, i, 4, pp, npan); break;
-            case 3: tile(q, i, 3, pp, npan); break;
-            case 2: tile(q, i, 2, pp, npan); break;
-            default: tile(q, i, 1, pp, npan); break;
+            case 6: tile(q, i, 6, pp, npan, false); break;
+            case 5: tile(q, i, 5, pp, npan, false); break;
+            case 4: tile(q, i, 4, pp, npan, false); break;
+            case 3: tile(q, i, 3, pp, npan, false); break;
+            case 2: tile(q, i, 2, pp, npan, false); break;
+            default: tile(q, i, 1, pp, npan, false); break;
             }
         }
     }
@@ -228,7 +240,10 @@ static void rows_body(void *ctx, int64_t r0, int64_t r1) {
 /* Every row (few of them) against panels [p0, p1). */
 static void panels_body(void *ctx, int64_t p0, int64_t p1) {
     const qctx *q = ctx;
-    for (int64_t i = 0; i < q->p->m; i++) gemv_row(q, i, p0, p1);
+    for (int64_t i = 0; i < q->p->m; i++) {
+        if (q->p->w7) gemv_row(q, i, p0, p1, true);
+        else gemv_row(q, i, p0, p1, false);
+    }
 }
 
 static void vnni_gemm(const nn__qgemm *p) {
@@ -576,6 +591,7 @@ int32_t nn__avx512vnni_dpbusd_loop(int64_t iters) {
 }
 
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
+    t->prefer_w7 = false; /* vpdpbusd sums full-range products exactly */
     t->minmax = vnni_minmax;
     t->quantize_u8 = vnni_quantize_u8;
     t->colsum = vnni_colsum;
