@@ -36,7 +36,7 @@
  * that range, so for libnn's own files the clamp changes nothing; a file
  * with other bytes gets the clamped weights everywhere, so every tier still
  * gives the reference's integers. Quantization picks 7-bit weights when the
- * running tier's table says it prefers them (prefer_w7: the AVX2 kernels,
+ * running tier's table says it prefers them (weight_bits: the AVX2 kernels,
  * whose vpmaddubsw path needs them; not AVX-512 VNNI, whose vpdpbusd sums
  * full-range products exactly): it costs one bit of weight precision. */
 #ifndef NN_BACKEND_INT8_H
@@ -112,8 +112,9 @@ typedef struct nn__qgemm {
 } nn__qgemm;
 
 typedef struct nn__int8_kernels {
-    /* Whether quantization should give this tier 7-bit weights (w7). */
-    bool prefer_w7;
+    /* The weight bits quantization should give this tier: 7 (w7, reduced
+     * range) or 8. (A function, as every entry of the table is.) */
+    int (*weight_bits)(void);
     /* *mn, *mx = the least and greatest of x[0..n) (n >= 1; NaNs skipped
      * unless all are NaN, then NaN). */
     void (*minmax)(int64_t n, const float *x, float *mn, float *mx);

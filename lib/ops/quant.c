@@ -24,7 +24,7 @@ void nn__qw_shape(int64_t n, int64_t k, int64_t shape[3]) {
     shape[2] = NN__QNR * 4;
 }
 
-bool nn__qw_prefer_w7(void) { return nn__kernels()->int8.prefer_w7; }
+bool nn__qw_prefer_w7(void) { return nn__kernels()->int8.weight_bits() == 7; }
 
 nn_status nn__qw_quantize(const float *w, int64_t n, int64_t k, bool w7, nn_tensor *packed,
                           float *scale, const char *fn) {

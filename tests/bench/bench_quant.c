@@ -188,7 +188,7 @@ static void bench_gemm(int64_t m, int64_t n, int64_t k, int rounds, double peak)
     for (int64_t i = 0; i < m * kp; i++) a[i] = (uint8_t)(i * 7 + 3);
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
     /* the weight range quantization gives this tier (backend/int8.h: w7) */
-    const bool w7 = k8->prefer_w7;
+    const bool w7 = k8->weight_bits() == 7;
     for (int64_t i = 0; i < n * k; i++)
         qw[i] = (int8_t)(w7 ? (i * 13) % 127 - 63 : (i * 13) % 255 - 127);
     k8->pack(n, k, qw, k, w);

@@ -323,7 +323,7 @@ static void test_reduced_range(void **state) {
         nn_sequential_append(net, nn_flatten_new(1, -1));
         nn_sequential_append(net, nn_linear_new(17 * 4 * 3, 5, true));
         assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
-        const bool w7 = nn__kernels()->int8.prefer_w7;
+        const bool w7 = nn__kernels()->int8.weight_bits() == 7;
         const int idx[3] = {0, 3, 5};
         for (int l = 0; l < 3; l++) {
             nn_module *q = nn_sequential_get(net, idx[l]);

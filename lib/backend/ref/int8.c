@@ -228,8 +228,11 @@ static bool ref_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, i
     return true;
 }
 
+/* Plain C has no faster path for 7-bit weights. */
+static int ref_weight_bits(void) { return 8; }
+
 void nn__ref_fill_int8(nn__int8_kernels *t) {
-    t->prefer_w7 = false; /* plain C: no faster path for 7-bit weights */
+    t->weight_bits = ref_weight_bits;
     t->minmax = ref_minmax;
     t->quantize_u8 = ref_quantize_u8;
     t->colsum = ref_colsum;

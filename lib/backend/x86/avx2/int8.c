@@ -354,8 +354,11 @@ static void avx2_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, in
         }
 }
 
+/* 7-bit weights: vpmaddubsw + vpmaddwd(ones) instead of widening first. */
+static int avx2_weight_bits(void) { return 7; }
+
 void nn__avx2_fill_int8(nn__int8_kernels *t) {
-    t->prefer_w7 = true; /* vpmaddubsw runs twice the products of vpmaddwd */
+    t->weight_bits = avx2_weight_bits;
     t->minmax = avx2_minmax;
     t->quantize_u8 = avx2_quantize_u8;
     t->colsum = avx2_colsum;

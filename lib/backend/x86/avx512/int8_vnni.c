@@ -590,8 +590,11 @@ int32_t nn__avx512vnni_dpbusd_loop(int64_t iters) {
     return _mm512_reduce_add_epi32(s);
 }
 
+/* vpdpbusd sums full-range products exactly: 8-bit weights. */
+static int vnni_weight_bits(void) { return 8; }
+
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
-    t->prefer_w7 = false; /* vpdpbusd sums full-range products exactly */
+    t->weight_bits = vnni_weight_bits;
     t->minmax = vnni_minmax;
     t->quantize_u8 = vnni_quantize_u8;
     t->colsum = vnni_colsum;
