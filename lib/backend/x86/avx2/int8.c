@@ -10,6 +10,7 @@
  * reference's float operations in its order, so the floats do too. */
 #include "backend/int8.h"
 #include "backend/x86/avx2/simd.h"
+#include "backend/threadpool.h"
 
 #include <string.h>
 
@@ -99,6 +100,7 @@ NN_INLINE void join(const __m256i acc[4], __m256i *lo, __m256i *hi) {
 typedef struct qctx {
     const nn__qgemm *p;
     int64_t kp, np;
+    const int8_t *w7; /* w7 weights already clamped (a copy), or NULL */
 } qctx;
 
 /* The epilogue for channels [j0, j0 + 8) of row i (scalar past n). */
@@ -196,19 +198,23 @@ NN_INLINE __m256i dot7(__m256i acc, __m256i x, __m256i w, __m256i ones) {
 }
 
 #define MR7 4
+#define W7_SLOT 2 /* nn__thread_scratch slot of the clamped weights */
 
 /* Rows [i0, i0 + mr) x one panel pp of w7 weights, mr <= MR7: two
- * accumulators per row (channels 0-7, 8-15), each lane one channel's sum. */
-NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp) {
+ * accumulators per row (channels 0-7, 8-15), each lane one channel's sum.
+ * pre: from q->w7, clamped once per call, instead of clamping each load. */
+NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp, bool pre) {
     const nn__qgemm *p = q->p;
     const int64_t groups = q->kp / 4;
-    const int8_t *w = p->w + pp * NN__QNR * q->kp;
+    const int8_t *w = (pre ? q->w7 : p->w) + pp * NN__QNR * q->kp;
     const uint8_t *a = p->a + i0 * p->lda;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[MR7][2];
     for (int r = 0; r < MR7; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     for (int64_t g = 0; g < groups; g++) {
-        const __m256i w0 = ldw7(w + g * 64), w1 = ldw7(w + g * 64 + 32);
+        const __m256i w0 = pre ? _mm256_loadu_si256((const __m256i *)(w + g * 64)) : ldw7(w + g * 64);
+        const __m256i w1 =
+            pre ? _mm256_loadu_si256((const __m256i *)(w + g * 64 + 32)) : ldw7(w + g * 64 + 32);
         for (int r = 0; r < MR7; r++) {
             if (r >= mr) break;
             const __m256i x = bcast4(a + r * p->lda + g * 4);
@@ -248,18 +254,23 @@ static void gemv7(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
             if ((pp + u) * NN__QNR + 8 < p->n) store8(p, i, (pp + u) * NN__QNR + 8, c[2 * u + 1]);
         }
     }
-    for (; pp < p1; pp++) tile7(q, i, 1, pp);
+    for (; pp < p1; pp++) tile7(q, i, 1, pp, false);
 }
 
 static void rows7_body(void *ctx, int64_t r0, int64_t r1) {
     const qctx *q = ctx;
     for (int64_t i = r0; i < r1; i += MR7)
         for (int64_t pp = 0; pp < q->np; pp++) {
-            switch (r1 - i >= MR7 ? MR7 : r1 - i) {
-            case 4: tile7(q, i, 4, pp); break;
-            case 3: tile7(q, i, 3, pp); break;
-            case 2: tile7(q, i, 2, pp); break;
-            default: tile7(q, i, 1, pp); break;
+            const int64_t mr = r1 - i >= MR7 ? MR7 : r1 - i;
+            if (!q->w7) {
+                tile7(q, i, (int)mr, pp, false);
+                continue;
+            }
+            switch (mr) {
+            case 4: tile7(q, i, 4, pp, true); break;
+            case 3: tile7(q, i, 3, pp, true); break;
+            case 2: tile7(q, i, 2, pp, true); break;
+            default: tile7(q, i, 1, pp, true); break;
             }
         }
 }
@@ -298,10 +309,22 @@ static void avx2_gemm(const nn__qgemm *p) {
     qctx q = {.p = p, .kp = nn__qk_pad(p->k), .np = (p->n + NN__QNR - 1) / NN__QNR};
     const int64_t work = p->m * p->n * q.kp / 4;
     const int nt = nn__threads_for(work, 1 << 15);
-    if (p->w7 && p->m < 8)
+    if (p->w7 && p->m < 8) {
         nn__parallel_range(q.np, nt, 1, panels7_body, &q);
-    else if (p->w7)
+    } else if (p->w7) {
+        /* many rows: clamp the weights once into this thread's scratch (the
+         * tiles then load them as they are); without it, clamp each load */
+        const int64_t bytes = q.np * NN__QNR * q.kp;
+        int8_t *wc = nn__thread_scratch(W7_SLOT, (size_t)bytes);
+        if (wc) {
+            const __m256i hi = _mm256_set1_epi8(NN__QW7_MAX), lo = _mm256_set1_epi8(-NN__QW7_MAX);
+            for (int64_t b = 0; b < bytes; b += 32) /* bytes: a multiple of 64 */
+                _mm256_storeu_si256((__m256i *)(wc + b),
+                                    _mm256_max_epi8(_mm256_min_epi8(_mm256_loadu_si256((const __m256i *)(p->w + b)), hi), lo));
+            q.w7 = wc;
+        }
         nn__parallel_range(p->m, nt, MR7, rows7_body, &q);
+    }
     else if (p->m < 8)
         nn__parallel_range(q.np, nt, 1, panels_body, &q);
     else
@@ -357,6 +380,123 @@ static void avx2_im2row(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, in
 /* 7-bit weights: vpmaddubsw + vpmaddwd(ones) instead of widening first. */
 static int avx2_weight_bits(void) { return 7; }
 
+/* ------------------------------------------------- pool + epilogue */
+
+/* Transpose the 8x8 floats r[0..8) (row i = r[i]) in place. */
+NN_INLINE void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int j = 0; j < 2; j++) {
+        u[4 * j] = _mm256_shuffle_ps(t[4 * j], t[4 * j + 2], 0x44);
+        u[4 * j + 1] = _mm256_shuffle_ps(t[4 * j], t[4 * j + 2], 0xEE);
+        u[4 * j + 2] = _mm256_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0x44);
+        u[4 * j + 3] = _mm256_shuffle_ps(t[4 * j + 1], t[4 * j + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+/* Lanes [0, n) of a mask (n <= 8). */
+NN_INLINE __m256i lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* 8 pooled pixels x 8 channels at a time: the 4-way max of the window sums
+ * (vpmaxsd), store8's epilogue on the pooled sums (the reference's float
+ * operations in its order), then an 8x8 transpose so each channel's plane
+ * gets 8 contiguous floats. Channel tails load masked. */
+static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
+                               const int32_t *wsum, float sa, int32_t za, const float *sw,
+                               const float *bias, bool relu, float *y) {
+    const int64_t ny = yh * yw;
+    __m256 r[8];
+    for (int64_t c0 = 0; c0 < o; c0 += 8) {
+        const int nc = o - c0 >= 8 ? 8 : (int)(o - c0);
+        const __m256i cm = lanes(nc);
+        const __m256i corr = _mm256_mullo_epi32(_mm256_set1_epi32(za),
+                                                _mm256_maskload_epi32(wsum + c0, cm));
+        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(sa), _mm256_maskload_ps(sw + c0, cm));
+        const __m256 b = bias ? _mm256_maskload_ps(bias + c0, cm) : _mm256_setzero_ps();
+        for (int64_t py = 0; py < yh; py++)
+            for (int64_t px0 = 0; px0 < yw; px0 += 8) {
+                const int np = yw - px0 >= 8 ? 8 : (int)(yw - px0);
+                for (int q = 0; q < 8; q++) {
+                    if (q >= np) {
+                        r[q] = _mm256_setzero_ps();
+                        continue;
+                    }
+                    const int32_t *r0 = t + ((2 * py) * ow + 2 * (px0 + q)) * o + c0;
+                    const __m256i m01 = _mm256_max_epi32(_mm256_maskload_epi32(r0, cm),
+                                                         _mm256_maskload_epi32(r0 + o, cm));
+                    const __m256i m23 =
+                        _mm256_max_epi32(_mm256_maskload_epi32(r0 + ow * o, cm),
+                                         _mm256_maskload_epi32(r0 + ow * o + o, cm));
+                    const __m256i v = _mm256_sub_epi32(_mm256_max_epi32(m01, m23), corr);
+                    __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+                    if (bias) yv = _mm256_add_ps(yv, b);
+                    if (relu) /* max(y, 0) with NaN kept, as the reference */
+                        yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
+                    r[q] = yv;
+                }
+                transpose8(r);
+                float *yb = y + c0 * ny + py * yw + px0;
+                if (np == 8)
+                    for (int c = 0; c < nc; c++) _mm256_storeu_ps(yb + c * ny, r[c]);
+                else
+                    for (int c = 0; c < nc; c++) _mm256_maskstore_ps(yb + c * ny, lanes(np), r[c]);
+            }
+    }
+}
+
+/* Quantize [c, h, w] floats into a padded channels-last image: one channel
+ * a row at a time straight into place; more channels in 8 x 8 blocks
+ * (channels x pixels of an image row), transposed as floats so each pixel's
+ * 8 channels quantize (quant8: the reference's operations) into 8
+ * contiguous bytes. */
+static void avx2_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t w, int64_t ph,
+                                  int64_t pw, float inv_scale, int32_t zp, uint8_t *xp) {
+    const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+    memset(xp, zp, (size_t)(hp * wp * c));
+    if (c == 1) {
+        for (int64_t y = 0; y < h; y++)
+            avx2_quantize_u8(w, x + y * w, inv_scale, zp, xp + (y + ph) * wp + pw);
+        return;
+    }
+    const __m256 inv = _mm256_set1_ps(inv_scale), z = _mm256_set1_ps((float)zp);
+    __m256 r[8];
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x0 = 0; x0 < w; x0 += 8) {
+            const int np = w - x0 >= 8 ? 8 : (int)(w - x0);
+            const __m256i pm = lanes(np);
+            for (int64_t c0 = 0; c0 < c; c0 += 8) {
+                const int nc = c - c0 >= 8 ? 8 : (int)(c - c0);
+                for (int i = 0; i < 8; i++)
+                    r[i] = i < nc ? _mm256_maskload_ps(x + ((c0 + i) * h + y) * w + x0, pm)
+                                  : _mm256_setzero_ps();
+                transpose8(r);
+                uint8_t *dst = xp + ((y + ph) * wp + pw + x0) * c + c0;
+                for (int q = 0; q < np; q++) {
+                    const __m256i v = quant8(r[q], inv, z);
+                    const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(v),
+                                                        _mm256_extracti128_si256(v, 1));
+                    const __m128i b8 = _mm_packus_epi16(s16, s16);
+                    if (nc == 8) {
+                        _mm_storel_epi64((__m128i *)(dst + q * c), b8);
+                    } else {
+                        uint8_t tmp[16];
+                        _mm_storeu_si128((__m128i *)tmp, b8);
+                        memcpy(dst + q * c, tmp, (size_t)nc);
+                    }
+                }
+            }
+        }
+}
+
 void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->weight_bits = avx2_weight_bits;
     t->minmax = avx2_minmax;
@@ -364,4 +504,6 @@ void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->colsum = avx2_colsum;
     t->gemm = avx2_gemm;
     t->im2row = avx2_im2row;
+    t->pool_epilogue = avx2_pool_epilogue;
+    t->quantize_pad_hwc = avx2_quantize_pad_hwc;
 }
