@@ -169,14 +169,15 @@ typedef struct nn__int8_kernels {
      * (split over pooled rows). conv1_takes says whether the tier runs a
      * window directly (the reference twin takes none: the front end then
      * runs im2row + gemm + pool_epilogue). false: no scratch memory (y may be
-     * partly written; the caller takes the other path). conv1_pool and
-     * conv_hwc take full-range weights (the front end runs w7 layers through
-     * im2row + gemm). */
-    bool (*conv1_takes)(int64_t kh, int64_t kw);
+     * partly written; the caller takes the other path). w7: reduced-range
+     * weights, clamped as gemm's w7 does (the AVX2 tier runs only those).
+     * conv_hwc takes full-range weights (the front end runs w7 layers
+     * through im2row + gemm). */
+    bool (*conv1_takes)(int64_t kh, int64_t kw, bool w7);
     bool (*conv1_pool)(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                        int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                        const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                       const float *bias, bool relu, float *y);
+                       const float *bias, bool relu, bool w7, float *y);
     /* A convolution whose activation rows are read in place from a padded
      * channels-last image xp [hp, wp, c] (pad_hwc's layout, NN__Q_SLACK
      * bytes past its end): raw sums as gemm's c32 of im2row(xp) x w,

@@ -244,8 +244,8 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
     }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
     /* pooled one-channel layers (a CNN's first) skip im2row where the tier
-     * can; the direct kernels take full-range weights (backend/int8.h) */
-    const bool direct1 = pool && !L->w7 && c == 1 && k8->conv1_takes(kh, kw);
+     * can; conv_hwc takes full-range weights (backend/int8.h) */
+    const bool direct1 = pool && c == 1 && k8->conv1_takes(kh, kw, L->w7);
     const bool hwc = pool && !L->w7 && !direct1 && k8->conv_hwc_takes(c, kw);
     memset(imgp + hp * wp * c, 0, NN__Q_SLACK);
     memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
@@ -274,7 +274,7 @@ nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh,
         float *yb = Y + b * L->n * ny;
         /* one channel: conv, pool and epilogue straight from the padded image */
         if (direct1 && k8->conv1_pool(imgp, wp, g.w, L->n, kh, kw, sh, sw, yh, yw, s.wsum, sa, zp,
-                                      g.w_scale, g.bias, L->relu, yb))
+                                      g.w_scale, g.bias, L->relu, L->w7, yb))
             continue;
         /* pooled layers read the activation rows in place where the tier can */
         if (!(hwc && k8->conv_hwc(imgp, c, wp, kh, kw, sh, sw, oh, ow, g.w, L->n, s.acc, L->n))) {

@@ -479,12 +479,13 @@ static void test_conv1_pool(void **state) {
                 bias[i] = frand();
             }
             r->pack(n, k, qw, k, pw);
-            r->colsum(n, k, pw, false, wsum);
             r->im2row(xp, 1, wp, kh, kw, sh, sw, oh, ow, col, kp);
+            for (int w7 = 0; w7 < 2; w7++) { /* full range, and reduced (clamped) */
+            r->colsum(n, k, pw, w7, wsum);
             static const float one = 1.0f;
             static const int32_t zero = 0;
             nn__qgemm g = {.m = npix, .n = n, .k = k, .a = col, .lda = kp, .w = pw,
-                           .a_scale = &one, .a_zp = &zero, .ldc = n, .c32 = raw};
+                           .a_scale = &one, .a_zp = &zero, .ldc = n, .c32 = raw, .w7 = w7};
             r->gemm(&g);
             for (int f = 0; f < 4; f++) {
                 const int32_t za = f & 1 ? 131 : 0;
@@ -494,23 +495,24 @@ static void test_conv1_pool(void **state) {
                 r->pool_epilogue(raw, n, ow, yh, yw, wsum, sa, za, scale, bp, relu, want);
                 for (int t = NN_TIER_REF; t < NN_TIER_COUNT; t++) {
                     const nn_kernels *kt = nn__tier_kernels(t);
-                    if (!kt || (t != NN_TIER_REF && !kt->int8.conv1_takes(kh, kw))) continue;
+                    if (!kt || (t != NN_TIER_REF && !kt->int8.conv1_takes(kh, kw, w7))) continue;
                     for (int thr = 1; thr <= 2; thr++) {
                         nn_set_num_threads(thr);
                         for (int64_t i = 0; i <= n * ny; i++) got[i] = -777.0f;
                         assert_true(kt->int8.conv1_pool(xp, wp, pw, n, kh, kw, sh, sw, yh, yw, wsum,
-                                                        sa, za, scale, bp, relu, got));
+                                                        sa, za, scale, bp, relu, w7, got));
                         if (memcmp(got, want, sizeof(float) * (size_t)(n * ny)))
                             fail_msg("%s conv1_pool %lldx%lld k %lldx%lld s %lld,%lld n %lld "
-                                     "za %d bias %d relu %d differs from the reference",
+                                     "za %d bias %d relu %d w7 %d differs from the reference",
                                      kt->name, (long long)h, (long long)w, (long long)kh,
                                      (long long)kw, (long long)sh, (long long)sw, (long long)n,
-                                     za, bp != NULL, relu);
+                                     za, bp != NULL, relu, w7);
                         assert_true(got[n * ny] == -777.0f);
                         taken += t != NN_TIER_REF;
                         cases++;
                     }
                 }
+            }
             }
             nn_set_num_threads(1);
             free(xp), free(col), free(qw), free(pw), free(raw), free(wsum), free(scale), free(bias),

@@ -178,15 +178,15 @@ static void ref_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t y
         }
 }
 
-static bool ref_conv1_takes(int64_t kh, int64_t kw) {
-    (void)kh, (void)kw;
+static bool ref_conv1_takes(int64_t kh, int64_t kw, bool w7) {
+    (void)kh, (void)kw, (void)w7;
     return false; /* the front end runs im2row + gemm */
 }
 
 static bool ref_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                            int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                            const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                           const float *bias, bool relu, float *y) {
+                           const float *bias, bool relu, bool w7, float *y) {
     const int64_t kp = nn__qk_pad(kh * kw), oh = 2 * yh, ow = 2 * yw;
     int32_t *t = malloc(sizeof(int32_t) * (size_t)(oh * ow * n > 0 ? oh * ow * n : 1));
     if (!t) return false;
@@ -198,7 +198,9 @@ static bool ref_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64
                     for (int64_t q = 0; q < kw; q++) {
                         const int64_t d = i * kw + q; /* packed as in `pack` */
                         s += (int64_t)xp[(oy * sh + i) * wp + ox * sw + q] *
-                             w[((j / NN__QNR * kp / 4 + d / 4) * NN__QNR + j % NN__QNR) * 4 + d % 4];
+                             weight_of(w[((j / NN__QNR * kp / 4 + d / 4) * NN__QNR + j % NN__QNR) * 4 +
+                                         d % 4],
+                                       w7);
                     }
                 t[(oy * ow + ox) * n + j] = (int32_t)s;
             }

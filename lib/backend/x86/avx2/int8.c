@@ -76,13 +76,6 @@ NN_INLINE __m256i wide_w(const int8_t *w) {
     return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
 }
 
-/* The same, clamped to [-63, 63] first (w7 layers). */
-NN_INLINE __m256i wide_w7(const int8_t *w) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)w);
-    return _mm256_cvtepi8_epi16(
-        _mm_max_epi8(_mm_min_epi8(v, _mm_set1_epi8(NN__QW7_MAX)), _mm_set1_epi8(-NN__QW7_MAX)));
-}
-
 /* 4 activation bytes of a, widened and repeated: [a0 a1 a2 a3] x 4 in s16. */
 NN_INLINE __m256i wide_a(const uint8_t *a) {
     int32_t v;
@@ -331,19 +324,50 @@ static void avx2_gemm(const nn__qgemm *p) {
         nn__parallel_range(p->m, nt, MR, rows_body, &q);
 }
 
+/* Column sums of w7 weights: vpmaddubsw with ones adds each channel's
+ * clamped pairs (|sum| <= 126) in 16 bits, up to 256 depth groups at a time
+ * (<= 32256: exact), then vpmaddwd with ones into 32 bits. Each lane is one
+ * channel. A dynamic layer whose input is not after a ReLU needs these on
+ * every call (its zero point is not 0), so they run at memory speed. */
+static void colsum7(int64_t n, int64_t k, const int8_t *w, int32_t *wsum) {
+    const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR, groups = kp / 4;
+    const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
+    for (int64_t pp = 0; pp < np; pp++) {
+        const int8_t *pw = w + pp * NN__QNR * kp;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+        for (int64_t g0 = 0; g0 < groups; g0 += 256) {
+            const int64_t g1 = g0 + 256 < groups ? g0 + 256 : groups;
+            __m256i h0 = _mm256_setzero_si256(), h1 = h0;
+            for (int64_t g = g0; g < g1; g++) {
+                h0 = _mm256_add_epi16(h0, _mm256_maddubs_epi16(one8, ldw7(pw + g * 64)));
+                h1 = _mm256_add_epi16(h1, _mm256_maddubs_epi16(one8, ldw7(pw + g * 64 + 32)));
+            }
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(h0, one16));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(h1, one16));
+        }
+        int32_t s[16];
+        _mm256_storeu_si256((__m256i *)s, s0);
+        _mm256_storeu_si256((__m256i *)(s + 8), s1);
+        for (int64_t j = pp * NN__QNR; j < n && j < (pp + 1) * NN__QNR; j++)
+            wsum[j] = s[j - pp * NN__QNR];
+    }
+}
+
 /* Column sums: widen and add (memory-bound). */
 static void avx2_colsum(int64_t n, int64_t k, const int8_t *w, bool w7, int32_t *wsum) {
     const int64_t kp = nn__qk_pad(k), np = (n + NN__QNR - 1) / NN__QNR;
     const __m256i ones = _mm256_set1_epi16(1);
+    if (w7) {
+        colsum7(n, k, w, wsum);
+        return;
+    }
     for (int64_t pp = 0; pp < np; pp++) {
         const int8_t *pw = w + pp * NN__QNR * kp;
         __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                           _mm256_setzero_si256()};
         for (int64_t g = 0; g < kp / 4; g++)
             for (int c = 0; c < 4; c++)
-                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(w7 ? wide_w7(pw + g * 64 + c * 16)
-                                                                       : wide_w(pw + g * 64 + c * 16),
-                                                                    ones));
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(wide_w(pw + g * 64 + c * 16), ones));
         __m256i lo, hi;
         join(acc, &lo, &hi);
         int32_t s[16];
@@ -497,6 +521,133 @@ static void avx2_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t 
         }
 }
 
+/* ------------------- one-channel direct convolution + pool (w7 weights) */
+
+/* A one-channel image needs no im2row: the kw <= 4 taps of window row i for
+ * conv pixel ox are 4 contiguous bytes of the padded row, one 32-bit
+ * broadcast (the fourth byte meets a zero weight). Weights, clamped, are
+ * regrouped per window row, [panel][i][16 channels][4 taps], 4 panels (64
+ * channels) at a time. A tile is one pooled pixel x one panel: its 2 x 2
+ * conv pixels x 16 channels of raw sums (8 ymm), kh vpmaddubsw + vpmaddwd
+ * each (exact: w7); the 2x2 max of the sums, then avx2_pool_epilogue's
+ * operations, into a row of pooled pixels x channels that 8x8 transposes
+ * write into the planes. Threads split pooled rows. Full-range weights
+ * would saturate vpmaddubsw: those layers take im2row + gemm. */
+#define A1_KH 8 /* the most window rows avx2_conv1_takes accepts */
+
+typedef struct a1ctx {
+    const uint8_t *xp;
+    int64_t wp, n, kh, sh, sw, yh, yw, np; /* n, np: channels and panels of this chunk */
+    const int8_t *wr;                      /* regrouped weights of the chunk */
+    const int32_t *wsum;
+    float sa;
+    int32_t za;
+    const float *ws, *bias;
+    bool relu, failed;
+    float *y; /* the chunk's first plane */
+} a1ctx;
+
+NN_INLINE void a1_tile(const a1ctx *q, int64_t py, int64_t px, int64_t pn, float *rb) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[2][2][2];
+    for (int r = 0; r < 2; r++)
+        for (int u = 0; u < 2; u++) acc[r][u][0] = acc[r][u][1] = _mm256_setzero_si256();
+    for (int64_t i = 0; i < q->kh; i++) {
+        const int8_t *wi = q->wr + (pn * q->kh + i) * 64;
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)wi);
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wi + 32));
+        for (int r = 0; r < 2; r++) {
+            const uint8_t *row = q->xp + ((2 * py + r) * q->sh + i) * q->wp + 2 * px * q->sw;
+            for (int u = 0; u < 2; u++) {
+                const __m256i x = bcast4(row + u * q->sw);
+                acc[r][u][0] = dot7(acc[r][u][0], x, w0, ones);
+                acc[r][u][1] = dot7(acc[r][u][1], x, w1, ones);
+            }
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        const int64_t j0 = pn * NN__QNR + h * 8;
+        if (j0 >= q->n) break;
+        const __m256i cm = lanes(q->n - j0 >= 8 ? 8 : (int)(q->n - j0));
+        const __m256i corr = _mm256_mullo_epi32(_mm256_set1_epi32(q->za),
+                                                _mm256_maskload_epi32(q->wsum + j0, cm));
+        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(q->sa), _mm256_maskload_ps(q->ws + j0, cm));
+        const __m256i m01 = _mm256_max_epi32(acc[0][0][h], acc[0][1][h]);
+        const __m256i m23 = _mm256_max_epi32(acc[1][0][h], acc[1][1][h]);
+        const __m256i v = _mm256_sub_epi32(_mm256_max_epi32(m01, m23), corr);
+        __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+        if (q->bias) yv = _mm256_add_ps(yv, _mm256_maskload_ps(q->bias + j0, cm));
+        if (q->relu) /* max(y, 0) with NaN kept, as the reference */
+            yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
+        _mm256_storeu_ps(rb + px * 64 + j0, yv);
+    }
+}
+
+static void a1_rows(void *ctx, int64_t py0, int64_t py1) {
+    a1ctx *q = ctx;
+    float *rb = nn__thread_scratch(1, (size_t)(q->yw * 64 + 8) * sizeof(float));
+    if (!rb) {
+        __atomic_store_n(&q->failed, true, __ATOMIC_RELAXED);
+        return;
+    }
+    const int64_t ny = q->yh * q->yw;
+    __m256 r[8];
+    for (int64_t py = py0; py < py1; py++) {
+        for (int64_t px = 0; px < q->yw; px++)
+            for (int64_t pn = 0; pn < q->np; pn++) a1_tile(q, py, px, pn, rb);
+        /* [pooled pixel][channel] -> planes, 8 x 8 at a time */
+        for (int64_t px0 = 0; px0 < q->yw; px0 += 8) {
+            const int npx = q->yw - px0 >= 8 ? 8 : (int)(q->yw - px0);
+            for (int64_t c0 = 0; c0 < q->n; c0 += 8) {
+                for (int u = 0; u < 8; u++)
+                    r[u] = u < npx ? _mm256_loadu_ps(rb + (px0 + u) * 64 + c0) : _mm256_setzero_ps();
+                transpose8(r);
+                const int nc = q->n - c0 >= 8 ? 8 : (int)(q->n - c0);
+                float *yb = q->y + c0 * ny + py * q->yw + px0;
+                if (npx == 8)
+                    for (int c = 0; c < nc; c++) _mm256_storeu_ps(yb + c * ny, r[c]);
+                else
+                    for (int c = 0; c < nc; c++) _mm256_maskstore_ps(yb + c * ny, lanes(npx), r[c]);
+            }
+        }
+    }
+}
+
+static bool avx2_conv1_takes(int64_t kh, int64_t kw, bool w7) {
+    return w7 && kw <= 4 && kh <= A1_KH;
+}
+
+static bool avx2_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
+                            int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
+                            const int32_t *wsum, float sa, int32_t za, const float *wscale,
+                            const float *bias, bool relu, bool w7, float *y) {
+    if (!avx2_conv1_takes(kh, kw, w7)) return false;
+    if (n <= 0 || yh <= 0 || yw <= 0) return true;
+    const int64_t np = (n + NN__QNR - 1) / NN__QNR, kp = nn__qk_pad(kh * kw), ny = yh * yw;
+    _Alignas(32) int8_t wr[A1_KH * 64 * 4]; /* 4 panels per chunk of channels */
+    for (int64_t p0 = 0; p0 < np; p0 += 4) {
+        const int64_t npc = np - p0 < 4 ? np - p0 : 4;
+        for (int64_t p = 0; p < npc; p++)
+            for (int64_t i = 0; i < kh; i++)
+                for (int64_t j = 0; j < 16; j++)
+                    for (int64_t t = 0; t < 4; t++) {
+                        const int64_t d = i * kw + t; /* depth of tap (i, t) */
+                        const int8_t v =
+                            t < kw ? w[(((p0 + p) * kp / 4 + d / 4) * 16 + j) * 4 + d % 4] : 0;
+                        wr[((p * kh + i) * 16 + j) * 4 + t] =
+                            v > NN__QW7_MAX ? NN__QW7_MAX : v < -NN__QW7_MAX ? -NN__QW7_MAX : v;
+                    }
+        const int64_t c0 = p0 * NN__QNR, nc = n - c0 < 64 ? n - c0 : 64;
+        a1ctx q = {.xp = xp, .wp = wp, .n = nc, .kh = kh, .sh = sh, .sw = sw, .yh = yh, .yw = yw,
+                   .np = npc, .wr = wr, .wsum = wsum + c0, .sa = sa, .za = za,
+                   .ws = wscale + c0, .bias = bias ? bias + c0 : NULL, .relu = relu,
+                   .failed = false, .y = y + c0 * ny};
+        nn__parallel_range(yh, nn__threads_for(4 * ny * npc * 16 * kh, 1 << 15), 1, a1_rows, &q);
+        if (q.failed) return false;
+    }
+    return true;
+}
+
 void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->weight_bits = avx2_weight_bits;
     t->minmax = avx2_minmax;
@@ -506,4 +657,6 @@ void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->im2row = avx2_im2row;
     t->pool_epilogue = avx2_pool_epilogue;
     t->quantize_pad_hwc = avx2_quantize_pad_hwc;
+    t->conv1_takes = avx2_conv1_takes;
+    t->conv1_pool = avx2_conv1_pool;
 }

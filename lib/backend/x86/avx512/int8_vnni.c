@@ -466,13 +466,16 @@ static void c1_rows(void *ctx, int64_t py0, int64_t py1) {
     }
 }
 
-static bool vnni_conv1_takes(int64_t kh, int64_t kw) { return kw <= 4 && kh <= C1_KH; }
+static bool vnni_conv1_takes(int64_t kh, int64_t kw, bool w7) {
+    (void)w7; /* w7 weights are clamped as they are regrouped */
+    return kw <= 4 && kh <= C1_KH;
+}
 
 static bool vnni_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                             int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                             const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                            const float *bias, bool relu, float *y) {
-    if (!vnni_conv1_takes(kh, kw)) return false;
+                            const float *bias, bool relu, bool w7, float *y) {
+    if (!vnni_conv1_takes(kh, kw, w7)) return false;
     if (n <= 0 || yh <= 0 || yw <= 0) return true;
     const int64_t np = (n + NN__QNR - 1) / NN__QNR, kp = nn__qk_pad(kh * kw), ny = yh * yw;
     _Alignas(64) int8_t wr[C1_KH * 64 * 4]; /* 4 panels per chunk of channels */
@@ -483,8 +486,10 @@ static bool vnni_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int6
                 for (int64_t j = 0; j < 16; j++)
                     for (int64_t t = 0; t < 4; t++) {
                         const int64_t d = i * kw + t; /* depth of tap (i, t) */
-                        wr[((p * kh + i) * 16 + j) * 4 + t] =
+                        const int8_t v =
                             t < kw ? w[(((p0 + p) * kp / 4 + d / 4) * 16 + j) * 4 + d % 4] : 0;
+                        wr[((p * kh + i) * 16 + j) * 4 + t] =
+                            !w7 ? v : v > NN__QW7_MAX ? NN__QW7_MAX : v < -NN__QW7_MAX ? -NN__QW7_MAX : v;
                     }
         const int64_t c0 = p0 * NN__QNR, nc = n - c0 < 64 ? n - c0 : 64;
         c1ctx q = {.xp = xp, .wp = wp, .n = nc, .kh = kh, .sh = sh, .sw = sw, .yh = yh, .yw = yw,
