@@ -7,13 +7,15 @@
  * Synthetic data of Fashion-MNIST shape (fixed seed), a fixed number of
  * batches, the median over repeats. No arguments: every case at 1 and 2
  * threads in a few minutes. Options: --quick (fewer repeats), --threads N
- * (only N), --case NAME (only cases whose name starts with NAME).
+ * (only N), --case NAME (only cases whose name starts with NAME), --tier
+ * ref|avx2|avx512 (an older machine's kernels).
  * cnn_train_contended runs last: CNN training at 1 and 2 threads beside a
  * busy child process that the benchmark starts and kills itself.
  * --rss-child is internal: the peak-RSS case re-runs this program so that
  * the figure covers CNN training alone. */
 #include "bench_backend.h"
 #include "core/core.h" /* NN__PROF_SPAN: the disabled hook's cost */
+#include "backend/tier.h" /* --tier */
 #include "nn.h"
 #include "bench_models.h"
 
@@ -502,8 +504,20 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--quick") == 0) quick = true;
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) g_only = argv[++i];
-        else {
-            fprintf(stderr, "usage: %s [--quick] [--threads N] [--case PREFIX]\n", argv[0]);
+        else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
+            /* measure an older machine's kernels: ref, avx2 or avx512 */
+            const char *t = argv[++i];
+            const int tier = !strcmp(t, "ref") ? NN_TIER_REF : !strcmp(t, "avx2") ? NN_TIER_AVX2
+                             : !strcmp(t, "avx512")                              ? NN_TIER_AVX512
+                                                                                 : -2;
+            if (tier == -2 || !nn__backend_force_tier(tier)) {
+                fprintf(stderr, "bench: tier '%s' is not runnable here\n", t);
+                return 2;
+            }
+            printf("# forced tier: %s\n", t);
+        } else {
+            fprintf(stderr, "usage: %s [--quick] [--threads N] [--case PREFIX] [--tier ref|avx2|avx512]\n",
+                    argv[0]);
             return 2;
         }
     }

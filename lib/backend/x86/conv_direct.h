@@ -79,10 +79,12 @@ static void cd_pad_rows(const float *src, const float *mask, int64_t cin, int64_
             if (mask) {
                 const float *m = mask + (c * ih + sy) * iw;
                 for (int64_t x = x0; x < x1; x++) d[x] = m[x - pl] > 0.0f ? s[x - pl] : 0.0f;
-            } else {
-                memcpy(d + x0, s + x0 - pl, (size_t)(x1 - x0) * sizeof(float));
+            } else { /* vectors: rows are short (library calls cost more than the copy) */
+                int64_t x = x0;
+                for (; x + CD_VL <= x1; x += CD_VL) cd_storeu(d + x, cd_loadu(s + x - pl));
+                if (x < x1) cd_store_n(d + x, cd_load_n(s + x - pl, (int)(x1 - x)), (int)(x1 - x));
             }
-            for (int64_t x = x1; x < wp; x++) d[x] = 0.0f;
+            for (int64_t x = x1; x < wp; x += CD_VL) cd_store_n(d + x, cd_zero(), (int)cd_min(CD_VL, wp - x));
         }
 }
 
@@ -651,10 +653,15 @@ static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
             const float *r1 = r0 + wpf, *r2 = r1 + wpf, *r3 = r2 + wpf;
             for (int64_t tx0 = 0; tx0 < px; tx0 += CD_VL) {
                 const int cnt = (int)cd_min(CD_VL, px - tx0);
-                cd_vec t[4][4]; /* [row combination][columns 2tx0 + 0, +VL, +2, +2+VL] */
-                static const int off[4] = {0, CD_VL, 2, 2 + CD_VL};
+                cd_vec t[4][4]; /* [row combination][columns from 2tx0 + 0, +2, +VL, +2+VL] */
+                static const int off[4] = {0, 2, CD_VL, 2 + CD_VL};
+                const bool half = 2 * cnt <= CD_VL; /* columns +VL.. feed no tile */
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
+                    if (k >= 2 && half) {
+                        for (int i = 0; i < 4; i++) t[i][k] = t[i][k - 2];
+                        continue;
+                    }
                     const int64_t x = 2 * tx0 + off[k];
                     const cd_vec d0 = cd_loadu(r0 + x), d1 = cd_loadu(r1 + x);
                     const cd_vec d2 = cd_loadu(r2 + x), d3 = cd_loadu(r3 + x);
@@ -665,8 +672,8 @@ static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
 #pragma GCC unroll 4
                 for (int i = 0; i < 4; i++) {
                     cd_vec e0, o0, e2, o2; /* columns 2t, 2t + 1, 2t + 2, 2t + 3 */
-                    cd_deint(t[i][0], t[i][1], &e0, &o0);
-                    cd_deint(t[i][2], t[i][3], &e2, &o2);
+                    cd_deint(t[i][0], t[i][2], &e0, &o0);
+                    cd_deint(t[i][1], t[i][3], &e2, &o2);
                     cd_store_n(vo + (4 * i + 0) * cin * T, cd_sub(e0, e2), cnt);
                     cd_store_n(vo + (4 * i + 1) * cin * T, cd_add(o0, e2), cnt);
                     cd_store_n(vo + (4 * i + 2) * cin * T, cd_sub(e2, o0), cnt);
