@@ -218,6 +218,10 @@ nn_tensor *nn__mod_forward_n(nn_module *m, nn_tensor *const *xs, int n);
 /* ---- layers.c: Sequential's fusion of Conv2d -> ReLU (-> MaxPool2d(2)):
  * the number of children ch[0..n) consumed (0: none), result in *y. */
 int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y);
+/* ---- layers.c: Sequential's fusion of Linear -> ReLU when no graph is
+ * recorded (inference): 2 when ch[0..1] are a Linear and a ReLU that x can
+ * go through that way (result, or NULL on error, in *y), else 0. */
+int nn__mod_fuse_linear(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y);
 /* The leading children of ch[0..n) that nn__mod_fuse_conv fuses one op
  * after another for the input x with no graph recorded (0: none, or a
  * summary runs); *peak: the largest per-image input plus output of one of

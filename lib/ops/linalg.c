@@ -3,6 +3,7 @@
  * passed as transpose flags, never copied. Forward and backward side by side. */
 #include "backend/backend.h"
 #include "nn_ops_internal.h"
+#include "ops/linear_fuse.h"
 
 #include <string.h>
 
@@ -215,8 +216,11 @@ static nn_status linear_backward(nn_node *nd, nn_tensor *gout, nn_tensor **gin) 
     return NN_OK;
 }
 
-nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
-    NN__PROF_OP("nn_linear");
+/* x · wᵀ + b, then max(., 0) when `relu` (one pass over the output: the
+ * bias and the ReLU in one kernel). The fused ReLU records no graph: it is
+ * for inference only (nn__linear_relu fails when a graph would be
+ * recorded). Untracked result. */
+static nn_tensor *linear_impl(nn_tensor *x, nn_tensor *w, nn_tensor *b, bool relu) {
     const char *fn = "nn_linear";
     if (!nn__check_f32(x, fn, "x") || !nn__check_weight(w, fn, "w") || !nn__ops_opt_f32(b, fn, "b"))
         return NULL;
@@ -258,11 +262,27 @@ nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
     else
         nn__kernels()->gemm.sgemm(false, true, rows, nout, nin, 1.0f, nn__f32(xc), nin,
                                   nn__f32(wc), nin, 0.0f, Y, nout);
-    if (bc) nn__kernels()->eltwise.bias_act(rows, nout, nn__f32(bc), false, false, Y, nout);
+    if (bc || relu)
+        nn__kernels()->eltwise.bias_act(rows, nout, bc ? nn__f32(bc) : NULL, false, relu, Y, nout);
     if (!direct && nn__is_half(w->dtype)) in[1] = wc;
-    out = nn__ops_record(out, fn, linear_backward, in, 3, NULL);
+    if (!relu) out = nn__ops_record(out, fn, linear_backward, in, 3, NULL);
     nn__tensor_release(xc);
     nn__tensor_release(wc);
     nn__tensor_release(bc);
-    return nn__track(out);
+    return out;
+}
+
+nn_tensor *nn_linear(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
+    NN__PROF_OP("nn_linear");
+    return nn__track(linear_impl(x, w, b, false));
+}
+
+nn_tensor *nn__linear_relu(nn_tensor *x, nn_tensor *w, nn_tensor *b) {
+    NN__PROF_OP("nn_linear_relu");
+    nn_tensor *in[3] = {x, w, b};
+    if (nn__needs_grad(in, 3))
+        return NN__FAIL(NN_ERR_INVALID,
+                        "nn_linear_relu: the fused Linear + ReLU records no graph; an input "
+                        "requires grad (run nn_linear and nn_relu)");
+    return linear_impl(x, w, b, true);
 }
