@@ -18,6 +18,7 @@
 #include "backend/tier.h" /* --tier */
 #include "nn.h"
 #include "bench_models.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <signal.h>
@@ -36,50 +37,12 @@
 static int g_reps = 7;            /* repeats per figure (median) */
 static const char *g_only = NULL; /* --case prefix */
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench: %s failed: %s\n", what, nn_last_error());
-    exit(1);
-}
-#define CHECK(expr) ((expr) ? (void)0 : die(#expr))
-#define CHECK_OK(expr) ((expr) == NN_OK ? (void)0 : die(#expr))
-
-static bool wanted(const char *name) {
-    return !g_only || strncmp(name, g_only, strlen(g_only)) == 0;
-}
-
-static void report(const char *name, int threads, double value, const char *unit) {
-    printf("BENCH %s %d %.6g %s\n", name, threads, value, unit);
-    fflush(stdout);
-}
+static bool wanted(const char *name) { return bench_wanted(g_only, name); }
 
 /* ------------------------------------------------------------- models */
 
-static nn_module *make_cnn(void) {
-    nn_module *m = bench_cnn();
-    if (!m) die("bench_cnn");
-    return m;
-}
-
-static nn_module *make_mlp(void) {
-    nn_module *m = bench_mlp();
-    if (!m) die("bench_mlp");
-    return m;
-}
+static nn_module *make_cnn(void) { return bench_need(bench_cnn(), "bench_cnn"); }
+static nn_module *make_mlp(void) { return bench_need(bench_mlp(), "bench_mlp"); }
 
 static nn_optim *make_opt(nn_module *m, bool adam, double lr) {
     int64_t n = nn_module_num_parameters(m);
@@ -105,41 +68,53 @@ static void make_batch(nn_generator *g, int64_t n, nn_tensor **x, nn_tensor **y)
     CHECK(*y);
 }
 
-/* One training step, every temporary released by the scope. */
-static void train_step(nn_module *net, nn_optim *opt, nn_tensor *x, nn_tensor *y) {
-    nn_scope *s = nn_scope_begin();
-    CHECK(s);
-    CHECK_OK(nn_optim_zero_grad(opt));
-    nn_tensor *loss = nn_cross_entropy(nn_module_forward(net, x), y);
-    CHECK(loss);
-    CHECK_OK(nn_backward(loss));
-    CHECK_OK(nn_optim_step(opt));
-    nn_scope_end(s);
+#define NBATCH 8 /* distinct synthetic batches cycled through */
+
+/* A training run: the CNN or the MLP, Adam (lr 1e-3) and NBATCH synthetic
+ * batches of 64 from a generator seeded 42; with `seed_init`, the global
+ * generator is seeded 1 first (the initial weights). */
+typedef struct trainer {
+    nn_generator *g;
+    nn_module *net;
+    nn_optim *opt;
+    nn_tensor *x[NBATCH], *y[NBATCH];
+} trainer;
+
+static void trainer_init(trainer *t, bool cnn, bool seed_init) {
+    t->g = nn_generator_new(42);
+    CHECK(t->g);
+    if (seed_init) CHECK_OK(nn_generator_seed(NULL, 1));
+    t->net = cnn ? make_cnn() : make_mlp();
+    t->opt = make_opt(t->net, true, 1e-3);
+    for (int i = 0; i < NBATCH; i++) make_batch(t->g, 64, &t->x[i], &t->y[i]);
 }
 
-#define NBATCH 8 /* distinct synthetic batches cycled through */
+/* `steps` training steps, cycling through the batches from the first. */
+static void trainer_steps(trainer *t, int steps) {
+    for (int i = 0; i < steps; i++)
+        bench_train_step(t->net, t->opt, t->x[i % NBATCH], t->y[i % NBATCH]);
+}
+
+static void trainer_free(trainer *t) {
+    for (int i = 0; i < NBATCH; i++) nn_tensor_free(t->x[i]), nn_tensor_free(t->y[i]);
+    nn_optim_free(t->opt);
+    nn_module_free(t->net);
+    nn_generator_free(t->g);
+}
 
 /* Training throughput (img/s): median over g_reps runs of `steps` steps. */
 static double bench_train(bool cnn, int steps) {
-    nn_generator *g = nn_generator_new(42);
-    CHECK(g);
-    CHECK_OK(nn_generator_seed(NULL, 1));
-    nn_module *net = cnn ? make_cnn() : make_mlp();
-    nn_optim *opt = make_opt(net, true, 1e-3);
-    nn_tensor *x[NBATCH], *y[NBATCH];
-    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
-    for (int i = 0; i < 3; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]); /* warm-up */
+    trainer t;
+    trainer_init(&t, cnn, true);
+    trainer_steps(&t, 3); /* warm-up */
     double r[64];
     for (int rep = 0; rep < g_reps; rep++) {
-        double t0 = now_s();
-        for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
-        r[rep] = 64.0 * steps / (now_s() - t0);
+        double t0 = bench_now_s();
+        trainer_steps(&t, steps);
+        r[rep] = 64.0 * steps / (bench_now_s() - t0);
     }
-    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
-    nn_optim_free(opt);
-    nn_module_free(net);
-    nn_generator_free(g);
-    return median(r, g_reps);
+    trainer_free(&t);
+    return bench_median(r, g_reps);
 }
 
 /* Inference: batch-1 latency (us, median of single calls) or batch-n
@@ -156,14 +131,14 @@ static double bench_infer(bool cnn, int64_t batch, int calls) {
     double *r = malloc((size_t)n * sizeof *r);
     CHECK(r);
     for (int i = 0; i < n; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         nn_tensor *out = nn_module_forward(net, x);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         CHECK(out);
         nn_tensor_free(out);
         r[i] = batch == 1 ? dt * 1e6 : (double)batch / dt;
     }
-    double med = median(r, n);
+    double med = bench_median(r, n);
     free(r);
     nn_set_grad_enabled(was);
     nn_tensor_free(x), nn_tensor_free(y);
@@ -186,7 +161,7 @@ static double bench_tiny_step(void) {
     double *r = malloc((size_t)n * sizeof *r);
     CHECK(r);
     for (int i = -50; i < n; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         nn_scope *sc = nn_scope_begin();
         CHECK_OK(nn_optim_zero_grad(opt));
         nn_tensor *loss = nn_mse_loss(nn_module_forward(net, x), t, NN_REDUCTION_MEAN);
@@ -194,9 +169,9 @@ static double bench_tiny_step(void) {
         CHECK_OK(nn_backward(loss));
         CHECK_OK(nn_optim_step(opt));
         nn_scope_end(sc);
-        if (i >= 0) r[i] = (now_s() - t0) * 1e6;
+        if (i >= 0) r[i] = (bench_now_s() - t0) * 1e6;
     }
-    double med = median(r, n);
+    double med = bench_median(r, n);
     free(r);
     nn_tensor_free(x), nn_tensor_free(t);
     nn_optim_free(opt);
@@ -241,23 +216,23 @@ static void bench_layer(const char *name, layer_fn fn, const int64_t *xs, int xn
     double fw[64], bw[64];
     for (int i = -2; i < n; i++) {
         nn_scope *s = nn_scope_begin();
-        double t0 = now_s();
+        double t0 = bench_now_s();
         nn_tensor *y = fn(x, p);
-        double t1 = now_s();
+        double t1 = bench_now_s();
         CHECK(y);
         nn_tensor *seed = nn_tensor_ones(NN_DTYPE_F32, nn_tensor_shape(y), nn_tensor_ndim(y));
-        double t2 = now_s();
+        double t2 = bench_now_s();
         CHECK_OK(nn_backward_ex(y, seed, false));
-        double t3 = now_s();
+        double t3 = bench_now_s();
         nn_scope_end(s);
         CHECK_OK(nn_tensor_zero_grad(x));
         if (p[0]) nn_tensor_zero_grad(p[0]), nn_tensor_zero_grad(p[1]);
         if (i >= 0) fw[i] = (t1 - t0) * 1e6, bw[i] = (t3 - t2) * 1e6;
     }
     snprintf(buf, sizeof buf, "layer_%s_fwd", name);
-    report(buf, threads, median(fw, n), "us");
+    bench_report(buf, threads, bench_median(fw, n), "us");
     snprintf(buf, sizeof buf, "layer_%s_bwd", name);
-    report(buf, threads, median(bw, n), "us");
+    bench_report(buf, threads, bench_median(bw, n), "us");
     nn_tensor_free(x), nn_tensor_free(p[0]), nn_tensor_free(p[1]);
     nn_generator_free(g);
 }
@@ -297,29 +272,29 @@ static void bench_matmul(int threads) {
         const double flop = 2.0 * (double)(m * n * k);
         double r[64], rb[64];
         for (int i = -2; i < g_reps; i++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             nn_tensor *c = nn_matmul(a, b);
-            double dt = now_s() - t0;
+            double dt = bench_now_s() - t0;
             CHECK(c);
             nn_tensor_free(c);
             if (i >= 0) r[i] = flop / dt * 1e-9;
         }
-        report(name, threads, median(r, g_reps), "GFLOP/s");
+        bench_report(name, threads, bench_median(r, g_reps), "GFLOP/s");
 #if BENCH_HAVE_BLIS
         float *cbuf = malloc((size_t)(m * n) * sizeof(float));
         CHECK(cbuf);
         float one = 1.0f, zero = 0.0f;
         for (int i = -2; i < g_reps; i++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &one, nn_tensor_data(a), k,
                       1, nn_tensor_data(b), n, 1, &zero, cbuf, n, 1);
-            double dt = now_s() - t0;
+            double dt = bench_now_s() - t0;
             if (i >= 0) rb[i] = flop / dt * 1e-9;
         }
         free(cbuf);
         snprintf(name, sizeof name, "blis_%lldx%lldx%lld", (long long)m, (long long)n,
                  (long long)k);
-        report(name, threads, median(rb, g_reps), "GFLOP/s");
+        bench_report(name, threads, bench_median(rb, g_reps), "GFLOP/s");
 #else
         (void)rb;
 #endif
@@ -346,32 +321,24 @@ static void bench_contended(int only_threads) {
         volatile unsigned long spin = 0;
         for (;;) spin++;
     }
-    nn_generator *g = nn_generator_new(42);
-    CHECK(g);
-    CHECK_OK(nn_generator_seed(NULL, 1));
-    nn_module *net = make_cnn();
-    nn_optim *opt = make_opt(net, true, 1e-3);
-    nn_tensor *x[NBATCH], *y[NBATCH];
-    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
+    trainer tr;
+    trainer_init(&tr, true, true);
     const int steps = g_reps > 3 ? 10 : 4;
     double r[2][64];
     for (int rep = -1; rep < g_reps; rep++) /* rep -1: warm-up at each count */
         for (int t = 1; t <= 2; t++) {
             if (only_threads && only_threads != t) continue;
             CHECK_OK(nn_set_num_threads(t));
-            double t0 = now_s();
-            for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
-            if (rep >= 0) r[t - 1][rep] = 64.0 * steps / (now_s() - t0);
+            double t0 = bench_now_s();
+            trainer_steps(&tr, steps);
+            if (rep >= 0) r[t - 1][rep] = 64.0 * steps / (bench_now_s() - t0);
         }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     for (int t = 1; t <= 2; t++)
         if (!only_threads || only_threads == t)
-            report("cnn_train_contended", t, median(r[t - 1], g_reps), "img/s");
-    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
-    nn_optim_free(opt);
-    nn_module_free(net);
-    nn_generator_free(g);
+            bench_report("cnn_train_contended", t, bench_median(r[t - 1], g_reps), "img/s");
+    trainer_free(&tr);
 }
 
 /* ------------------------------------------------------------ peak RSS */
@@ -379,16 +346,10 @@ static void bench_contended(int only_threads) {
 /* In a fresh process: 20 CNN training steps; prints the peak RSS (MB). */
 static int rss_child(void) {
     CHECK_OK(nn_set_num_threads(1));
-    nn_generator *g = nn_generator_new(42);
-    nn_module *net = make_cnn();
-    nn_optim *opt = make_opt(net, true, 1e-3);
-    nn_tensor *x[NBATCH], *y[NBATCH];
-    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
-    for (int i = 0; i < 20; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
-    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
-    nn_optim_free(opt);
-    nn_module_free(net);
-    nn_generator_free(g);
+    trainer t;
+    trainer_init(&t, true, false);
+    trainer_steps(&t, 20);
+    trainer_free(&t);
     return 0;
 }
 
@@ -405,7 +366,7 @@ static void bench_rss(void) {
     int st;
     struct rusage ru;
     if (wait4(pid, &st, 0, &ru) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        report("cnn_train_peak_rss", 1, (double)ru.ru_maxrss / 1024.0, "MB");
+        bench_report("cnn_train_peak_rss", 1, (double)ru.ru_maxrss / 1024.0, "MB");
     else
         fprintf(stderr, "bench: the peak-RSS child failed\n");
 }
@@ -427,33 +388,28 @@ static double hook_ns(int64_t (*fn)(int64_t)) {
     const int64_t n = 20000000;
     double best = 1e30;
     for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int64_t i = 0; i < n; i++) sink = sink + fn(i);
-        double dt = (now_s() - t0) * 1e9 / (double)n;
+        double dt = (bench_now_s() - t0) * 1e9 / (double)n;
         if (dt < best) best = dt;
     }
     return best;
 }
 
 static void bench_profiler(int threads, int steps) {
-    nn_generator *g = nn_generator_new(42);
-    CHECK(g);
-    CHECK_OK(nn_generator_seed(NULL, 1));
-    nn_module *net = make_cnn();
-    nn_optim *opt = make_opt(net, true, 1e-3);
-    nn_tensor *x[NBATCH], *y[NBATCH];
-    for (int i = 0; i < NBATCH; i++) make_batch(g, 64, &x[i], &y[i]);
-    for (int i = 0; i < 3; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
+    trainer t;
+    trainer_init(&t, true, true);
+    trainer_steps(&t, 3);
     double off[64], on[64];
     long long events = 0;
     for (int rep = 0; rep < g_reps; rep++) {
-        double t0 = now_s();
-        for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
-        off[rep] = (now_s() - t0) / steps;
+        double t0 = bench_now_s();
+        trainer_steps(&t, steps);
+        off[rep] = (bench_now_s() - t0) / steps;
         CHECK_OK(nn_profiler_start(0));
-        t0 = now_s();
-        for (int i = 0; i < steps; i++) train_step(net, opt, x[i % NBATCH], y[i % NBATCH]);
-        on[rep] = (now_s() - t0) / steps;
+        t0 = bench_now_s();
+        trainer_steps(&t, steps);
+        on[rep] = (bench_now_s() - t0) / steps;
         CHECK_OK(nn_profiler_stop());
         char *rep_txt = nn_profiler_report();
         CHECK(rep_txt);
@@ -462,19 +418,17 @@ static void bench_profiler(int threads, int steps) {
             events = 0;
         nn_free(rep_txt);
     }
-    const double t_off = median(off, g_reps), t_on = median(on, g_reps);
+    const double t_off = bench_median(off, g_reps), t_on = bench_median(on, g_reps);
     const double per_step = (double)events / steps;
     const double h = hook_ns(prof_hooked) - hook_ns(prof_plain);
-    report("profiler_step_off", threads, t_off * 1e3, "ms");
-    report("profiler_step_on", threads, t_on * 1e3, "ms");
-    report("profiler_overhead_on", threads, 100.0 * (t_on / t_off - 1.0), "%");
-    report("profiler_spans_per_step", threads, per_step, "spans");
-    report("profiler_hook_off", threads, h, "ns");
-    report("profiler_overhead_off", threads, 100.0 * per_step * (h > 0 ? h : 0) * 1e-9 / t_off, "%");
-    for (int i = 0; i < NBATCH; i++) nn_tensor_free(x[i]), nn_tensor_free(y[i]);
-    nn_optim_free(opt);
-    nn_module_free(net);
-    nn_generator_free(g);
+    bench_report("profiler_step_off", threads, t_off * 1e3, "ms");
+    bench_report("profiler_step_on", threads, t_on * 1e3, "ms");
+    bench_report("profiler_overhead_on", threads, 100.0 * (t_on / t_off - 1.0), "%");
+    bench_report("profiler_spans_per_step", threads, per_step, "spans");
+    bench_report("profiler_hook_off", threads, h, "ns");
+    bench_report("profiler_overhead_off", threads,
+                 100.0 * per_step * (h > 0 ? h : 0) * 1e-9 / t_off, "%");
+    trainer_free(&t);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -482,13 +436,13 @@ static void bench_profiler(int threads, int steps) {
 static void run_threads(int t, bool quick) {
     CHECK_OK(nn_set_num_threads(t));
     int steps = quick ? 4 : 10;
-    if (wanted("cnn_train")) report("cnn_train", t, bench_train(true, steps), "img/s");
-    if (wanted("mlp_train")) report("mlp_train", t, bench_train(false, steps * 4), "img/s");
-    if (wanted("cnn_infer_b1")) report("cnn_infer_b1", t, bench_infer(true, 1, 30), "us");
-    if (wanted("mlp_infer_b1")) report("mlp_infer_b1", t, bench_infer(false, 1, 100), "us");
+    if (wanted("cnn_train")) bench_report("cnn_train", t, bench_train(true, steps), "img/s");
+    if (wanted("mlp_train")) bench_report("mlp_train", t, bench_train(false, steps * 4), "img/s");
+    if (wanted("cnn_infer_b1")) bench_report("cnn_infer_b1", t, bench_infer(true, 1, 30), "us");
+    if (wanted("mlp_infer_b1")) bench_report("mlp_infer_b1", t, bench_infer(false, 1, 100), "us");
     if (wanted("cnn_infer_b256"))
-        report("cnn_infer_b256", t, bench_infer(true, 256, 1), "img/s");
-    if (wanted("tiny_sgd_step")) report("tiny_sgd_step", t, bench_tiny_step(), "us");
+        bench_report("cnn_infer_b256", t, bench_infer(true, 256, 1), "img/s");
+    if (wanted("tiny_sgd_step")) bench_report("tiny_sgd_step", t, bench_tiny_step(), "us");
     if (wanted("profiler")) bench_profiler(t, steps);
     bench_backend(t, g_reps, g_only);
     bench_conv(t, g_reps, g_only);
@@ -497,6 +451,7 @@ static void run_threads(int t, bool quick) {
 }
 
 int main(int argc, char **argv) {
+    bench_prog = "bench";
     bool quick = false;
     int only_threads = 0;
     for (int i = 1; i < argc; i++) {

@@ -10,23 +10,13 @@
  *   softmax(q kᵀ / sqrt(D) + mask) v built from nn_matmul / nn_softmax, and
  *   their ratio (speedup, > 1 = the tiled op is faster). */
 #include "nn.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* VmRSS or VmHWM of this process in bytes (-1 if unreadable). */
 static long long proc_kb(const char *key) {
@@ -58,11 +48,6 @@ static nn_tensor *param(nn_generator *g, const int64_t *shape) {
     return t;
 }
 
-static void die(const char *what) {
-    fprintf(stderr, "bench_attention: %s: %s\n", what, nn_last_error());
-    exit(1);
-}
-
 static void bench_memory(void) {
     const int64_t shape[] = {1, 4, 4096, 64};
     nn_generator *g = nn_generator_new(1);
@@ -72,9 +57,9 @@ static void bench_memory(void) {
     long long base = proc_kb("VmRSS:");
     nn_tensor *q = param(g, shape), *k = param(g, shape), *v = param(g, shape);
     nn_tensor *out = nn_scaled_dot_product_attention(q, k, v, NULL, true, 0.0, 0.0, NULL);
-    if (!out) die("forward");
+    if (!out) bench_die("forward");
     nn_tensor *gout = nn_randn(g, shape, 4);
-    if (nn_backward_ex(out, gout, false) != NN_OK) die("backward");
+    if (nn_backward_ex(out, gout, false) != NN_OK) bench_die("backward");
     long long peak = proc_kb("VmHWM:");
     const double tensors = 8.0 * 4 * 4096 * 64 * sizeof(float);
     if (base > 0 && peak > 0) {
@@ -112,18 +97,18 @@ static double time_case(int T, bool causal, bool tiled, int reps) {
     double *r = malloc(sizeof(double) * (size_t)reps);
     for (int it = 0; it < reps + 1; it++) {
         nn_scope *sc = nn_scope_begin();
-        double t0 = now_s();
+        double t0 = bench_now_s();
         nn_tensor *out = tiled ? nn_scaled_dot_product_attention(q, k, v, NULL, causal, 0.0, 0.0, NULL)
                                : naive(q, k, v, add, 1.0 / sqrt(64.0));
-        if (!out || nn_backward_ex(out, gout, false) != NN_OK) die("timing");
-        double t1 = now_s();
+        if (!out || nn_backward_ex(out, gout, false) != NN_OK) bench_die("timing");
+        double t1 = bench_now_s();
         nn_scope_end(sc);
         nn_tensor_zero_grad(q);
         nn_tensor_zero_grad(k);
         nn_tensor_zero_grad(v);
         if (it > 0) r[it - 1] = (t1 - t0) * 1e3; /* the first run warms up */
     }
-    qsort(r, (size_t)reps, sizeof *r, cmp_d);
+    qsort(r, (size_t)reps, sizeof *r, bench_cmp_double);
     double med = r[reps / 2];
     free(r);
     nn_tensor_free(add);
@@ -136,6 +121,7 @@ static double time_case(int T, bool causal, bool tiled, int reps) {
 }
 
 int main(void) {
+    bench_prog = "bench_attention";
     printf("# backend: %s\n", nn_backend_info());
     bench_memory();
     const int threads[] = {1, 2};

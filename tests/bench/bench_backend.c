@@ -9,31 +9,12 @@
 #include "backend/conv.h"
 #include "backend/tier.h"
 #include "nn.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static bool wanted(const char *only, const char *name) {
-    return !only || strncmp(name, only, strlen(only)) == 0;
-}
 
 static float *rand_buf(int64_t n, unsigned seed) {
     float *p = NULL;
@@ -45,12 +26,6 @@ static float *rand_buf(int64_t n, unsigned seed) {
     return p;
 }
 
-static double cpu_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* GFLOP/s of f on one shape: median over `reps` repeats, each as many
  * calls as fill ~2 ms (at least one). *cpu_gflops: the same from the calling
  * thread's CPU time (what the kernel runs at when it runs: on a busy host
@@ -60,23 +35,23 @@ static double time_shape(nn__sgemm_fn f, bool ta, bool tb, int64_t m, int64_t n,
                          const float *a, const float *b, float *c, int reps, double *cpu_gflops) {
     const int64_t lda = ta ? m : k, ldb = tb ? k : n;
     const double flop = 2.0 * (double)m * (double)n * (double)k;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     f(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n); /* warm up: buffers, caches */
-    double one = now_s() - t0;
+    double one = bench_now_s() - t0;
     int calls = one > 0 ? (int)(2e-3 / one) : 1;
     if (calls < 1) calls = 1;
     if (calls > 10000) calls = 10000;
     double r[64], rc[64];
     if (reps > 64) reps = 64;
     for (int i = 0; i < reps; i++) {
-        double c0 = cpu_s();
-        t0 = now_s();
+        double c0 = bench_thread_cpu_s();
+        t0 = bench_now_s();
         for (int j = 0; j < calls; j++) f(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
-        r[i] = flop * calls / (now_s() - t0) * 1e-9;
-        rc[i] = flop * calls / (cpu_s() - c0) * 1e-9;
+        r[i] = flop * calls / (bench_now_s() - t0) * 1e-9;
+        rc[i] = flop * calls / (bench_thread_cpu_s() - c0) * 1e-9;
     }
-    *cpu_gflops = median(rc, reps);
-    return median(r, reps);
+    *cpu_gflops = bench_median(rc, reps);
+    return bench_median(r, reps);
 }
 
 typedef struct gemm_shape {
@@ -138,7 +113,7 @@ void bench_backend(int threads, int reps, const char *only) {
     char name[128];
     if (threads == 1) {
         snprintf(name, sizeof name, "fma_peak_%s", nn__tier_name(tier));
-        if (wanted(only, name) && tier != NN_TIER_REF) {
+        if (bench_wanted(only, name) && tier != NN_TIER_REF) {
             printf("BENCH %s 1 %.6g GFLOP/s\n", name, nn__tier_fma_peak(tier));
             fflush(stdout);
         }
@@ -149,7 +124,7 @@ void bench_backend(int threads, int reps, const char *only) {
         snprintf(name, sizeof name, "sgemm_%s", s->layer);
         char bname[128];
         snprintf(bname, sizeof bname, "blis_sgemm_%s", s->layer);
-        if (!wanted(only, name) && !wanted(only, bname)) continue;
+        if (!bench_wanted(only, name) && !bench_wanted(only, bname)) continue;
         float *a = rand_buf(s->m * s->k, 1), *b = rand_buf(s->k * s->n, 2);
         float *c = rand_buf(s->m * s->n, 3);
         if (!a || !b || !c) {
@@ -162,9 +137,9 @@ void bench_backend(int threads, int reps, const char *only) {
                  (long long)s->m, (long long)s->n, (long long)s->k);
         /* interleave the two providers so both see the same machine load */
         double g_ours = 0, g_blis = 0, c_ours = 0, c_blis = 0;
-        if (wanted(only, name))
+        if (bench_wanted(only, name))
             g_ours = time_shape(ours, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_ours);
-        if (blis && wanted(only, bname))
+        if (blis && bench_wanted(only, bname))
             g_blis = time_shape(blis, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_blis);
         if (g_ours > 0) printf("BENCH %s %d %.6g GFLOP/s\n", name, threads, g_ours);
         if (g_blis > 0) printf("BENCH %s %d %.6g GFLOP/s\n", bname, threads, g_blis);

@@ -17,27 +17,12 @@
 #include "backend/tier.h"
 #include "nn.h"
 #include "ops/conv_fuse.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 enum { P_FWD, P_BWD_DATA, P_BWD_WEIGHTS, P_FUSED };
 static const char *const g_pass_name[] = {"fwd", "bwd_data", "bwd_weights", "relu_pool"};
@@ -51,7 +36,7 @@ typedef struct layer {
  * fused), 1: the second (im2col or separate). */
 static double run_once(int pass, int method, nn_tensor *x, nn_tensor *w, nn_tensor *b) {
     nn_scope *s = nn_scope_begin();
-    double t0 = now_s(), dt = 0.0;
+    double t0 = bench_now_s(), dt = 0.0;
     if (pass == P_FUSED) {
         nn_tensor *y;
         if (method == 0) {
@@ -60,19 +45,19 @@ static double run_once(int pass, int method, nn_tensor *x, nn_tensor *w, nn_tens
             y = nn_max_pool2d(nn_relu(nn_conv2d(x, w, b, 1, 1, 1, 1, 1, 1, 1)), 2, 2, 2, 2, 0, 0, 1,
                               1, false, NULL);
         }
-        dt = now_s() - t0;
+        dt = bench_now_s() - t0;
         if (!y) fprintf(stderr, "bench_conv: %s\n", nn_last_error());
         nn_tensor_free(y);
     } else {
         nn_tensor *y = nn_conv2d(x, w, b, 1, 1, 1, 1, 1, 1, 1);
         if (pass == P_FWD) {
-            dt = now_s() - t0;
+            dt = bench_now_s() - t0;
         } else if (y) {
             nn_tensor *seed = nn_tensor_ones(NN_DTYPE_F32, nn_tensor_shape(y), nn_tensor_ndim(y));
-            t0 = now_s();
+            t0 = bench_now_s();
             if (nn_backward_ex(y, seed, false) != NN_OK)
                 fprintf(stderr, "bench_conv: %s\n", nn_last_error());
-            dt = now_s() - t0;
+            dt = bench_now_s() - t0;
         }
     }
     nn_scope_end(s);
@@ -118,7 +103,7 @@ static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int
         }
     nn__backend_force_conv(-1);
     for (int m = 0; m < 2 && r[0] && r[1]; m++)
-        printf("BENCH %s %d %.6g us\n", name[m], threads, median(r[m], n));
+        printf("BENCH %s %d %.6g us\n", name[m], threads, bench_median(r[m], n));
     free(r[0]), free(r[1]);
     nn_set_grad_enabled(was);
     nn_tensor_free(x), nn_tensor_free(w), nn_tensor_free(b);

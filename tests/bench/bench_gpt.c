@@ -39,6 +39,7 @@
  *                  [--threads LIST] [--threads-124m LIST] [--rounds-decode N]
  * (LIST: e.g. 1,2) */
 #include "nn.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -46,34 +47,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* CPU time of the whole process (all its threads). */
-static double cpu_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "bench_gpt: %s: %s\n", what, nn_last_error());
-    exit(1);
-}
 
 enum { V = 256, T = 128, B = 8, L = 4, H = 4, C = 256 };
 
@@ -107,19 +80,19 @@ static trainer trainer_new(const train_cfg *c) {
     cfg.n_embd = c->channels;
     nn_generator_seed(NULL, 1);
     t.gpt = nn_gpt_new(&cfg);
-    if (!t.gpt) die("nn_gpt_new");
+    if (!t.gpt) bench_die("nn_gpt_new");
     int64_t np = nn_module_num_parameters(t.gpt);
     nn_tensor **ps = malloc(sizeof *ps * (size_t)np);
-    if (!ps) die("malloc");
+    if (!ps) bench_die("malloc");
     for (int64_t i = 0; i < np; i++) ps[i] = nn_module_parameter(t.gpt, i, NULL);
     t.opt = nn_adamw(ps, np, 3e-4, 0.1);
     free(ps);
-    if (!t.opt) die("nn_adamw");
+    if (!t.opt) bench_die("nn_adamw");
     nn_generator *g = nn_generator_new(7);
     const int64_t n = c->batch * c->seq;
     int64_t s[2] = {c->batch, c->seq};
     int64_t *xs = malloc(sizeof *xs * (size_t)n), *ys = malloc(sizeof *ys * (size_t)n);
-    if (!xs || !ys) die("malloc");
+    if (!xs || !ys) bench_die("malloc");
     for (int64_t i = 0; i < n; i++) {
         xs[i] = (int64_t)(nn_generator_next(g) % (uint64_t)c->vocab);
         ys[i] = (int64_t)(nn_generator_next(g) % (uint64_t)c->vocab);
@@ -142,16 +115,16 @@ static void trainer_free(trainer *t) {
 /* One step; times of its three phases added to ph[0..3) when ph. */
 static void train_step(trainer *t, double *ph) {
     nn_scope *sc = nn_scope_begin();
-    double t0 = now_s();
+    double t0 = bench_now_s();
     nn_optim_zero_grad(t->opt);
     int64_t s2[2] = {t->cfg->batch * t->cfg->seq, t->cfg->vocab};
     nn_tensor *loss = nn_cross_entropy(nn_reshape(nn_module_forward(t->gpt, t->x), s2, 2), t->y);
-    if (!loss) die("forward");
-    double t1 = now_s();
-    if (nn_backward(loss)) die("backward");
-    double t2 = now_s();
-    if (nn_optim_step(t->opt)) die("step");
-    double t3 = now_s();
+    if (!loss) bench_die("forward");
+    double t1 = bench_now_s();
+    if (nn_backward(loss)) bench_die("backward");
+    double t2 = bench_now_s();
+    if (nn_optim_step(t->opt)) bench_die("step");
+    double t3 = bench_now_s();
     nn_scope_end(sc);
     if (ph) {
         ph[0] = 1e3 * (t1 - t0);
@@ -168,13 +141,13 @@ static double libnn_round(trainer *t, int steps, double *cpu) {
     for (int i = 0; i < 2; i++) train_step(t, NULL);
     if (steps > 64) steps = 64;
     for (int i = 0; i < steps; i++) {
-        double a = now_s(), ac = cpu_s();
+        double a = bench_now_s(), ac = bench_process_cpu_s();
         train_step(t, NULL);
-        v[i] = 1e3 * (now_s() - a);
-        c[i] = 1e3 * (cpu_s() - ac);
+        v[i] = 1e3 * (bench_now_s() - a);
+        c[i] = 1e3 * (bench_process_cpu_s() - ac);
     }
-    *cpu = median(c, steps);
-    return median(v, steps);
+    *cpu = bench_median(c, steps);
+    return bench_median(v, steps);
 }
 
 /* PyTorch's medians, from the script's "MEDIAN_MS wall cpu" line. */
@@ -223,7 +196,7 @@ static void ref_report(const char *name, const char *who, int th, const double *
     double a[16], b[16];
     memcpy(a, ms, sizeof *a * (size_t)n);
     memcpy(b, cpu, sizeof *b * (size_t)n);
-    double pm = median(a, n), pc = median(b, n);
+    double pm = bench_median(a, n), pc = bench_median(b, n);
     printf("BENCH %s_%s %d %.1f ms/step (cpu %.1f ms)\n", name, who, th, pm, pc);
     printf("BENCH %s_ratio_%s %d %.2f x wall, %.2f x cpu (%s / libnn, >1: libnn faster)\n", name,
            who, th, pm / mine, pc / mine_c, who);
@@ -250,7 +223,7 @@ static void bench_train(const train_cfg *c, const char *torch, const char *llmc_
                 lc[nlc++] = ms;
             }
         }
-        double m = median(mine, rounds), mc = median(mine_c, rounds);
+        double m = bench_median(mine, rounds), mc = bench_median(mine_c, rounds);
         printf("BENCH %s %d %.1f ms/step (cpu %.1f ms)\n", c->name, th, m, mc);
         ref_report(c->name, "torch", th, ref, ref_c, nref, m, mc);
         ref_report(c->name, "llmc", th, lc, lc_c, nlc, m, mc);
@@ -262,7 +235,7 @@ static void bench_train(const train_cfg *c, const char *torch, const char *llmc_
                 for (int k = 0; k < 3; k++) ph[k][i] = one[k];
             }
             printf("BENCH %s_profile %d forward %.1f backward %.1f adamw %.1f ms\n", c->name, th,
-                   median(ph[0], n), median(ph[1], n), median(ph[2], n));
+                   bench_median(ph[0], n), bench_median(ph[1], n), bench_median(ph[2], n));
             /* one more step under the library's profiler: the report on stderr */
             if (nn_profiler_start(0) == NN_OK) {
                 train_step(&t, NULL);
@@ -287,11 +260,11 @@ static double bandwidth_gbs(void) {
     double best = 0;
     volatile uint64_t sink = 0;
     for (int r = 0; r < 3; r++) {
-        double t0 = cpu_s();
+        double t0 = bench_process_cpu_s();
         uint64_t s = 0;
         for (size_t i = 0; i < n; i++) s += a[i];
         sink = s;
-        double gbs = (double)(n * sizeof *a) / (cpu_s() - t0) / 1e9;
+        double gbs = (double)(n * sizeof *a) / (bench_process_cpu_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     (void)sink;
@@ -313,18 +286,18 @@ static nn_model *decode_model(int64_t vocab, int64_t block, int64_t layers, int6
     cfg.n_embd = channels;
     nn_generator_seed(NULL, 3);
     nn_module *m = nn_gpt_new(&cfg);
-    if (!m) die("nn_gpt_new");
+    if (!m) bench_die("nn_gpt_new");
     /* int8: the projections quantized first (f32 weights only), then the
      * embeddings / tied head converted when dtype says so */
-    if (int8 && nn_quantize_dynamic(m, NULL, NULL)) die("nn_quantize_dynamic");
-    if (dtype != NN_DTYPE_F32 && nn_module_convert(m, dtype)) die("nn_module_convert");
+    if (int8 && nn_quantize_dynamic(m, NULL, NULL)) bench_die("nn_quantize_dynamic");
+    if (dtype != NN_DTYPE_F32 && nn_module_convert(m, dtype)) bench_die("nn_module_convert");
     void *buf = NULL;
     size_t len = 0;
-    if (nn_model_save_buffer(m, NULL, NULL, &buf, &len)) die("save");
+    if (nn_model_save_buffer(m, NULL, NULL, &buf, &len)) bench_die("save");
     nn_module_free(m);
     nn_model *model = nn_model_load_buffer(buf, len, NULL);
     nn_free(buf);
-    if (!model) die("load");
+    if (!model) bench_die("load");
     return model;
 }
 
@@ -361,21 +334,21 @@ static void bench_decode(const char *name, int64_t vocab, int64_t block, int64_t
                 nn_sampling_init(&o);
                 o.max_tokens = tokens;
                 nn_session *s = nn_session_new(model[d], &o);
-                if (!s || nn_session_append(s, prompt, prompt_len)) die("prefill");
+                if (!s || nn_session_append(s, prompt, prompt_len)) bench_die("prefill");
                 int64_t n = 0;
-                double t0 = now_s(), c0 = cpu_s();
+                double t0 = bench_now_s(), c0 = bench_process_cpu_s();
                 if (nn_session_generate(s, NULL, 0, NULL, 0, NULL, 0, &n, NULL, NULL))
-                    die("generate");
-                tps[d][r] = (double)n / (now_s() - t0);
+                    bench_die("generate");
+                tps[d][r] = (double)n / (bench_now_s() - t0);
                 /* per wall second if never descheduled */
-                tpc[d][r] = (double)n / (cpu_s() - c0) * threads[ti];
+                tpc[d][r] = (double)n / (bench_process_cpu_s() - c0) * threads[ti];
                 nn_session_free(s);
             }
         }
         double v[ND], vc[ND];
         for (int d = 0; d < ND; d++) {
-            v[d] = median(tps[d], rounds);
-            vc[d] = median(tpc[d], rounds);
+            v[d] = bench_median(tps[d], rounds);
+            vc[d] = bench_median(tpc[d], rounds);
             /* int8: 1 byte per projection weight + its f32 scale; the tied
              * head stays f32 (_int8) or bf16 (_int8_bf16) */
             const double proj = (double)layers * 12.0 * ch * ch, head = (double)vocab * ch,
@@ -407,6 +380,7 @@ static void sibling(const char *script, const char *name, char *out, size_t n) {
 }
 
 int main(int argc, char **argv) {
+    bench_prog = "bench_gpt";
     const char *torch = NULL, *llmc = NULL, *llmc_script = NULL;
     int steps = 10, rounds = 3, threads[8] = {1, 2}, nthreads = 2;
     int steps_big = 5, rounds_big = 3, decode_rounds = 5, threads_big[8] = {2}, nthreads_big = 1;

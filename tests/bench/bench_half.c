@@ -17,6 +17,7 @@
  * (so the weights are not just uniform noise). */
 #include "nn.h"
 #include "bench_models.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,49 +27,8 @@
 
 static int g_reps = 9;
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-/* This thread's CPU time: on a shared host, the figure preemption does not
- * inflate (1 thread: the work itself). */
-static double cpu_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-static void die(const char *what) {
-    fprintf(stderr, "bench_half: %s failed: %s\n", what, nn_last_error());
-    exit(1);
-}
-#define CHECK(expr) ((expr) ? (void)0 : die(#expr))
-#define CHECK_OK(expr) ((expr) == NN_OK ? (void)0 : die(#expr))
-
-static void report(const char *name, int threads, double v, const char *unit) {
-    printf("BENCH %s %d %.6g %s\n", name, threads, v, unit);
-    fflush(stdout);
-}
-
-static nn_module *make_cnn(void) {
-    nn_module *m = bench_cnn();
-    if (!m) die("bench_cnn");
-    return m;
-}
-
-static nn_module *make_mlp(void) {
-    nn_module *m = bench_mlp();
-    if (!m) die("bench_mlp");
-    return m;
-}
+static nn_module *make_cnn(void) { return bench_need(bench_cnn(), "bench_cnn"); }
+static nn_module *make_mlp(void) { return bench_need(bench_mlp(), "bench_mlp"); }
 
 /* 30 Adam steps on a synthetic task: the label is the brightest quadrant of
  * the image (+ its row parity), so the weights move away from their init. */
@@ -92,11 +52,7 @@ static void train_briefly(nn_module *net, nn_generator *g) {
             lab[i] = best * 2 + (px[i * 784] > 0.5f);
         }
         nn_tensor *y = nn_tensor_from_data(NN_DTYPE_I64, (int64_t[]){32}, 1, lab);
-        CHECK_OK(nn_optim_zero_grad(opt));
-        nn_tensor *loss = nn_cross_entropy(nn_module_forward(net, x), y);
-        CHECK(loss);
-        CHECK_OK(nn_backward(loss));
-        CHECK_OK(nn_optim_step(opt));
+        bench_train_step(net, opt, x, y);
         nn_scope_end(s);
     }
     nn_optim_free(opt);
@@ -158,17 +114,18 @@ static void bench_model(const char *name, nn_module *net, int threads) {
     const int n1 = 200;
     for (int rep = -2; rep < g_reps; rep++)
         for (int d = 0; d < 3; d++) {
-            double t0 = now_s(), c0 = cpu_s();
+            double t0 = bench_now_s(), c0 = bench_thread_cpu_s();
             for (int i = 0; i < n1; i++) {
                 nn_tensor *y = nn_model_predict(models[d], x1);
                 CHECK(y);
                 nn_tensor_free(y);
             }
-            double us = (now_s() - t0) / n1 * 1e6, cus = (cpu_s() - c0) / n1 * 1e6;
-            t0 = now_s();
+            double us = (bench_now_s() - t0) / n1 * 1e6,
+                   cus = (bench_thread_cpu_s() - c0) / n1 * 1e6;
+            t0 = bench_now_s();
             nn_tensor *y = nn_model_predict(models[d], x256);
             CHECK(y);
-            double ips = 256.0 / (now_s() - t0);
+            double ips = 256.0 / (bench_now_s() - t0);
             nn_tensor_free(y);
             if (rep >= 0) b1[d][rep] = us, b1c[d][rep] = cus, b256[d][rep] = ips;
         }
@@ -178,21 +135,21 @@ static void bench_model(const char *name, nn_module *net, int threads) {
     double m1[3], mc[3];
     for (int d = 0; d < 3; d++) {
         const char *dn = nn_dtype_name(dts[d]);
-        m1[d] = median(b1[d], g_reps);
-        mc[d] = median(b1c[d], g_reps);
+        m1[d] = bench_median(b1[d], g_reps);
+        mc[d] = bench_median(b1c[d], g_reps);
         snprintf(line, sizeof line, "half_%s_%s_b1", name, dn);
-        report(line, threads, m1[d], "us");
+        bench_report(line, threads, m1[d], "us");
         if (threads == 1) {
             snprintf(line, sizeof line, "half_%s_%s_b1_cpu", name, dn);
-            report(line, 1, mc[d], "us");
+            bench_report(line, 1, mc[d], "us");
         }
         snprintf(line, sizeof line, "half_%s_%s_b256", name, dn);
-        report(line, threads, median(b256[d], g_reps), "img/s");
+        bench_report(line, threads, bench_median(b256[d], g_reps), "img/s");
         if (threads == 1) {
             snprintf(line, sizeof line, "half_%s_%s_file", name, dn);
-            report(line, 1, (double)file[d], "bytes");
+            bench_report(line, 1, (double)file[d], "bytes");
             snprintf(line, sizeof line, "half_%s_%s_stored", name, dn);
-            report(line, 1, (double)stored[d], "bytes");
+            bench_report(line, 1, (double)stored[d], "bytes");
         }
         if (d == 0) continue;
         nn_tensor *y = nn_model_predict(models[d], x256);
@@ -200,18 +157,18 @@ static void bench_model(const char *name, nn_module *net, int threads) {
         double scale, diff = max_abs_diff(y, y32, &scale);
         nn_tensor_free(y);
         snprintf(line, sizeof line, "half_%s_%s_relerr", name, dn);
-        report(line, threads, diff / scale, "x");
+        bench_report(line, threads, diff / scale, "x");
         snprintf(line, sizeof line, "half_%s_%s_b1_ratio", name, dn);
-        report(line, threads, m1[d] / m1[0], "x");
+        bench_report(line, threads, m1[d] / m1[0], "x");
         if (threads == 1) {
             snprintf(line, sizeof line, "half_%s_%s_b1_cpu_ratio", name, dn);
-            report(line, 1, mc[d] / mc[0], "x");
+            bench_report(line, 1, mc[d] / mc[0], "x");
         }
         if (threads == 1) {
             snprintf(line, sizeof line, "half_%s_%s_file_ratio", name, dn);
-            report(line, 1, (double)file[d] / (double)file[0], "x");
+            bench_report(line, 1, (double)file[d] / (double)file[0], "x");
             snprintf(line, sizeof line, "half_%s_%s_stored_ratio", name, dn);
-            report(line, 1, (double)stored[d] / (double)stored[0], "x");
+            bench_report(line, 1, (double)stored[d] / (double)stored[0], "x");
         }
     }
     nn_tensor_free(y32), nn_tensor_free(x1), nn_tensor_free(x256);
@@ -220,6 +177,7 @@ static void bench_model(const char *name, nn_module *net, int threads) {
 }
 
 int main(int argc, char **argv) {
+    bench_prog = "bench_half";
     int only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) g_reps = 3;

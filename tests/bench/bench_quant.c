@@ -35,16 +35,12 @@
 #include "backend/tier.h"
 #include "nn.h"
 #include "bench_models.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static void die(const char *what) {
-    fprintf(stderr, "bench_quant: %s failed: %s\n", what, nn_last_error());
-    exit(1);
-}
 
 static double now_us(void) {
     struct timespec t;
@@ -52,25 +48,16 @@ static double now_us(void) {
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
 }
 
-static nn_module *make_cnn(void) {
-    nn_module *m = bench_cnn();
-    if (!m) die("bench_cnn");
-    return m;
-}
-
-static nn_module *make_mlp(void) {
-    nn_module *m = bench_mlp();
-    if (!m) die("bench_mlp");
-    return m;
-}
+static nn_module *make_cnn(void) { return bench_need(bench_cnn(), "bench_cnn"); }
+static nn_module *make_mlp(void) { return bench_need(bench_mlp(), "bench_mlp"); }
 
 static nn_module *copy_of(nn_module *m, size_t *bytes) {
     void *data;
     size_t size;
-    if (nn_model_save_buffer(m, NULL, NULL, &data, &size) != NN_OK) die("save");
+    if (nn_model_save_buffer(m, NULL, NULL, &data, &size) != NN_OK) bench_die("save");
     nn_model *md = nn_model_load_buffer(data, size, NULL);
     nn_free(data);
-    if (!md) die("load");
+    if (!md) bench_die("load");
     nn_module *c = nn_module_retain(nn_model_module(md));
     nn_model_free(md);
     if (bytes) *bytes = size;
@@ -80,7 +67,7 @@ static nn_module *copy_of(nn_module *m, size_t *bytes) {
 static size_t file_bytes(nn_module *m) {
     void *data;
     size_t size;
-    if (nn_model_save_buffer(m, NULL, NULL, &data, &size) != NN_OK) die("save");
+    if (nn_model_save_buffer(m, NULL, NULL, &data, &size) != NN_OK) bench_die("save");
     nn_free(data);
     return size;
 }
@@ -101,7 +88,7 @@ static double forward_us(nn_module *m, nn_tensor *x, int inner, double *cpu) {
     double t0 = now_us(), c0 = cpu_us();
     for (int i = 0; i < inner; i++) {
         nn_scope *s = nn_scope_begin();
-        if (!nn_module_forward(m, x)) die("forward");
+        if (!nn_module_forward(m, x)) bench_die("forward");
         nn_scope_end(s);
     }
     *cpu = (cpu_us() - c0) / inner;
@@ -137,8 +124,8 @@ static void bench_model(const char *name, nn_module *(*make)(void), const int64_
     nn_tensor *cy = nn_tensor_zeros(NN_DTYPE_I64, shape, 1);
     nn_dataset *ds = nn_dataset_from_tensors(cx, cy);
     nn_loader *ld = nn_loader_new(ds, 64, false, 0);
-    if (nn_quantize_dynamic(dyn, NULL, NULL) != NN_OK) die("nn_quantize_dynamic");
-    if (nn_quantize_static(sta, ld, 4, NULL) != NN_OK) die("nn_quantize_static");
+    if (nn_quantize_dynamic(dyn, NULL, NULL) != NN_OK) bench_die("nn_quantize_dynamic");
+    if (nn_quantize_static(sta, ld, 4, NULL) != NN_OK) bench_die("nn_quantize_static");
     nn_module *ms[3] = {f32, dyn, sta};
     static const char *const tag[3] = {"f32", "dyn", "static"};
     const int inner = batch == 1 ? 20 : 1;
@@ -268,6 +255,7 @@ static void targets(void) {
 }
 
 int main(int argc, char **argv) {
+    bench_prog = "bench_quant";
     int threads = 1, rounds = 31;
     bool torch = true;
     const char *script = BENCH_QUANT_TORCH;

@@ -15,6 +15,7 @@
  * Only the public API is used, so the same program measures an older
  * libnn.so (LD_LIBRARY_PATH) for before/after figures. */
 #include "nn.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,32 +25,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static double cpu_now(void) {
     struct rusage r;
     getrusage(RUSAGE_SELF, &r);
     return (double)r.ru_utime.tv_sec + (double)r.ru_stime.tv_sec +
            ((double)r.ru_utime.tv_usec + (double)r.ru_stime.tv_usec) * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static void die(const char *what) {
-    fprintf(stderr, "hostile_load: %s: %s\n", what, nn_last_error());
-    exit(1);
 }
 
 static char g_dir[] = "/tmp/nn_hostile_XXXXXX";
@@ -67,17 +47,17 @@ static const char *in_dir(const char *name) {
 static void time_loads(const char *file, const char *what, int rounds, int sd) {
     double wall[64], cpu[64];
     for (int r = 0; r < rounds; r++) {
-        double t0 = now(), c0 = cpu_now();
+        double t0 = bench_now_s(), c0 = cpu_now();
         if (sd) {
             nn_statedict *x = nn_statedict_load(file, NULL);
-            if (!x) die(file);
-            wall[r] = now() - t0;
+            if (!x) bench_die(file);
+            wall[r] = bench_now_s() - t0;
             cpu[r] = cpu_now() - c0;
             nn_statedict_free(x);
         } else {
             nn_model *x = nn_model_load(file, NULL);
-            if (!x) die(file);
-            wall[r] = now() - t0;
+            if (!x) bench_die(file);
+            wall[r] = bench_now_s() - t0;
             cpu[r] = cpu_now() - c0;
             nn_model_free(x);
         }
@@ -86,24 +66,24 @@ static void time_loads(const char *file, const char *what, int rounds, int sd) {
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fclose(f);
-    printf("| %s | %.1f MB | %.3f s | %.3f s |\n", what, (double)size / 1e6, median(wall, rounds),
-           median(cpu, rounds));
+    printf("| %s | %.1f MB | %.3f s | %.3f s |\n", what, (double)size / 1e6,
+           bench_median(wall, rounds), bench_median(cpu, rounds));
 }
 
 static void part1(int rounds) {
     nn_module *seq = nn_sequential_new();
     for (int i = 0; i < 65535; i++)
-        if (nn_sequential_append(seq, i % 2 ? nn_tanh_new() : nn_relu_new())) die("append");
-    double t0 = now();
-    if (nn_model_save(seq, in_dir("children.nnm"), NULL, NULL)) die("save");
-    double save_children = now() - t0;
+        if (nn_sequential_append(seq, i % 2 ? nn_tanh_new() : nn_relu_new())) bench_die("append");
+    double t0 = bench_now_s();
+    if (nn_model_save(seq, in_dir("children.nnm"), NULL, NULL)) bench_die("save");
+    double save_children = bench_now_s() - t0;
     nn_module_free(seq);
     seq = nn_sequential_new();
     for (int i = 0; i < 32768; i++)
-        if (nn_sequential_append(seq, nn_linear_new(1, 1, true))) die("append");
-    t0 = now();
-    if (nn_model_save(seq, in_dir("tensors.nnm"), NULL, NULL)) die("save");
-    double save_tensors = now() - t0;
+        if (nn_sequential_append(seq, nn_linear_new(1, 1, true))) bench_die("append");
+    t0 = bench_now_s();
+    if (nn_model_save(seq, in_dir("tensors.nnm"), NULL, NULL)) bench_die("save");
+    double save_tensors = bench_now_s() - t0;
     nn_module_free(seq);
     printf("Load times, median of %d (wall, and CPU time of this process):\n\n", rounds);
     printf("| file | size | wall | CPU |\n|---|---|---|---|\n");
@@ -149,19 +129,19 @@ static void measure(const char *loader, const char *a, const char *b, int stream
         fputs("5", c);
         fclose(c);
     }
-    double t0 = now(), c0 = cpu_now();
+    double t0 = bench_now_s(), c0 = cpu_now();
     if (!strcmp(loader, "model")) {
         nn_model *m = stream ? nn_model_load_stream(file_read, in, NULL) : nn_model_load(a, NULL);
-        r.seconds = now() - t0;
+        r.seconds = bench_now_s() - t0;
         nn_model_free(m);
     } else if (!strcmp(loader, "statedict")) {
         nn_statedict *sd =
             stream ? nn_statedict_load_stream(file_read, in, NULL) : nn_statedict_load(a, NULL);
-        r.seconds = now() - t0;
+        r.seconds = bench_now_s() - t0;
         nn_statedict_free(sd);
     } else {
         nn_dataset *ds = nn_dataset_from_idx(a, b);
-        r.seconds = now() - t0;
+        r.seconds = bench_now_s() - t0;
         nn_dataset_free(ds);
     }
     r.cpu = cpu_now() - c0;
@@ -177,9 +157,9 @@ static void part2(const char *generator, const char *mib) {
     snprintf(cmd, sizeof cmd, "'%s' --big '%s' %s", generator, g_dir, mib);
     printf("Large cases (`make_malformed --big DIR %s`), each loaded in a fresh process:\n\n", mib);
     fflush(stdout);
-    if (system(cmd) != 0) die("make_malformed");
+    if (system(cmd) != 0) bench_die("make_malformed");
     FILE *f = fopen(in_dir("BIG_MANIFEST"), "r");
-    if (!f) die("BIG_MANIFEST");
+    if (!f) bench_die("BIG_MANIFEST");
     printf("| loader | file | result | wall | CPU | peak RSS - RSS before | returned | ratio |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
     while (fgets(line, sizeof line, f)) {
@@ -191,7 +171,7 @@ static void part2(const char *generator, const char *mib) {
         else sscanf(line, "%*s %*s %63s %lld", status, &ret);
         for (int stream = 0; stream <= !idx; stream++) {
             int fds[2];
-            if (pipe(fds) != 0) die("pipe");
+            if (pipe(fds) != 0) bench_die("pipe");
             char pa[4200], pb[4200];
             snprintf(pa, sizeof pa, "%s", in_dir(a));
             snprintf(pb, sizeof pb, "%s", in_dir(b));
@@ -222,10 +202,11 @@ static void part2(const char *generator, const char *mib) {
     }
     fclose(f);
     snprintf(cmd, sizeof cmd, "rm -f '%s'/big_* '%s'/huge_* '%s'/BIG_MANIFEST", g_dir, g_dir, g_dir);
-    if (system(cmd) != 0) die("rm");
+    if (system(cmd) != 0) bench_die("rm");
 }
 
 int main(int argc, char **argv) {
+    bench_prog = "hostile_load";
     if (argc < 2) {
         fprintf(stderr, "usage: %s MAKE_MALFORMED [MIB] [ROUNDS]\n", argv[0]);
         return 2;
@@ -233,7 +214,7 @@ int main(int argc, char **argv) {
     const char *mib = argc > 2 ? argv[2] : "1024";
     int rounds = argc > 3 ? atoi(argv[3]) : 5;
     if (rounds < 1 || rounds > 64) rounds = 5;
-    if (!mkdtemp(g_dir)) die("mkdtemp");
+    if (!mkdtemp(g_dir)) bench_die("mkdtemp");
     nn_set_num_threads(1);
     printf("libnn %s\n\n", nn_version());
     part1(rounds);
