@@ -268,11 +268,31 @@ _Static_assert(NN_TIER_COUNT == 3, "one conv_rule_<tier> per tier");
 static unsigned (*const g_conv_wrap[NN_TIER_COUNT])(const nn__conv2d *) = {conv_rule_0, conv_rule_1,
                                                                            conv_rule_2};
 
+/* Each tier's half-weight convolution rule, behind nn__backend_half_conv. */
+static unsigned (*g_half_rule[NN_TIER_COUNT])(bool bf16, const nn__conv2d *d);
+static bool g_half_off;
+#define HALF_RULE(T)                                                                               \
+    static unsigned half_rule_##T(bool bf16, const nn__conv2d *d) {                                \
+        return g_half_off ? 0 : g_half_rule[T](bf16, d);                                           \
+    }
+HALF_RULE(0)
+HALF_RULE(1)
+HALF_RULE(2)
+static unsigned (*const g_half_wrap[NN_TIER_COUNT])(bool, const nn__conv2d *) = {
+    half_rule_0, half_rule_1, half_rule_2};
+
 static void wrap_conv_rules(void) {
     for (int t = 0; t < NN_TIER_COUNT; t++) {
         g_conv_rule[t] = g_tier[t].conv.direct_passes;
         if (g_conv_rule[t]) g_tier[t].conv.direct_passes = g_conv_wrap[t];
+        g_half_rule[t] = g_tier[t].half.conv_passes;
+        if (g_half_rule[t]) g_tier[t].half.conv_passes = g_half_wrap[t];
     }
+}
+
+void nn__backend_half_conv(bool on) {
+    pthread_once(&g_once, init_kernels);
+    g_half_off = !on;
 }
 
 void nn__backend_force_conv(int passes) {

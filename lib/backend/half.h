@@ -40,8 +40,14 @@ typedef struct nn__half_kernels {
      * nothing, when it does not take the shape or lacks scratch memory. The
      * reference (which takes nothing: it is the twin the tests use) widens w
      * and runs the reference direct convolution: taps summed in (c, ky, kx)
-     * order in f32. The AVX-512 BF16 kernel rounds x to bf16 and sums pairs
-     * of channels with vdpbf16ps: each product carries x's rounding too
+     * order in f32. The AVX2 (F16C) and AVX-512 tiers run their f32 direct
+     * forward (x86/conv_direct.h), converting the weights of each block of
+     * output channels to f32 while packing them (vcvtph2ps; bf16 by a 16-bit
+     * shift): the whole weight never exists as f32 and the sums are those of
+     * the f32 kernel on the widened weights, bit for bit; they take the
+     * shapes of that kernel's forward rule. Where AVX512_BF16 exists, bf16
+     * weights take the vdpbf16ps kernel instead: it rounds x to bf16 and
+     * sums pairs of channels, each product carrying x's rounding too
      * (relative 2^-9), f32 denormal inputs read as zero. */
     unsigned (*conv_passes)(bool bf16, const nn__conv2d *d);
     bool (*conv_fwd)(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,

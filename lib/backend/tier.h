@@ -43,6 +43,12 @@ bool nn__backend_force_tier(int tier);
  * else exactly `passes` (a kernel that does not take a shape still falls
  * back to im2col + GEMM). Not thread-safe against concurrent kernel calls. */
 void nn__backend_force_conv(int passes);
+/* Tests and benchmark: false makes every tier's half.conv_passes take no
+ * shape, so a convolution with f16 / bf16 weights widens them to an f32 copy
+ * and runs the f32 convolution (the path before the half kernels); true (the
+ * default) restores the tiers' rules. Not thread-safe against concurrent
+ * kernel calls. */
+void nn__backend_half_conv(bool on);
 /* Tests: the blocked GEMM of a tier (libnn's own, whatever the provider of
  * the tier's table is); NULL for the reference tier or when not runnable. */
 nn__sgemm_fn nn__tier_blocked_sgemm(int tier);

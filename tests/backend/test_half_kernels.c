@@ -8,6 +8,7 @@
 #include "core/half.h"
 #include "backend/backend.h"
 #include "backend/tier.h"
+#include "backend/nn_backend_config.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -255,8 +256,11 @@ static int check_conv_case(const nn_kernels *k, const nn_kernels *r, bool bf16, 
     assert_true(k->half.conv_fwd(bf16, &d, xp, wp, bias ? b : NULL, relu, pool, got2));
     nn_set_num_threads(1);
     const double kk = (double)(c * kh * kw);
+    /* x is rounded to bf16 only by the vdpbf16ps kernel (bf16 weights on a
+     * tier with AVX512_BF16); the others multiply the exact f32 x */
+    const double xr = bf16 && k->half.gemm_rounds_a() ? 1.0 / 256.0 : 0.0;
     for (int64_t i = 0; i < ny; i++) {
-        const double tol = 4.0 * (kk + 2) * 1.2e-7 * bound[i] + bound[i] / 256.0 + 1e-30;
+        const double tol = 4.0 * (kk + 2) * 1.2e-7 * bound[i] + bound[i] * xr + 1e-30;
         if (!(fabs((double)got[i] - (double)want[i]) <= tol))
             fail_msg("%s %s conv n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld,%lld "
                      "d%lld,%lld bias %d relu %d pool %d: y[%lld] = %.9g, reference %.9g "
@@ -272,6 +276,16 @@ static int check_conv_case(const nn_kernels *k, const nn_kernels *r, bool bf16, 
         free(bound);
     return 1;
 }
+
+#if NN_HAVE_AVX512
+/* The AVX-512 tier's half convolution without vdpbf16ps (x86/avx512/half.c),
+ * which a CPU without AVX512_BF16 runs for bf16 weights: this machine may
+ * have AVX512_BF16, so the table's entry may be the vdpbf16ps kernel. */
+unsigned nn__avx512_half_conv_passes(bool bf16, const nn__conv2d *d);
+bool nn__avx512_half_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                              const float *bias, bool relu, bool pool, float *y);
+#endif
+static bool rounds_none(void) { return false; }
 
 static void test_conv_every_tier(void **state) {
     (void)state;
@@ -301,7 +315,103 @@ static void test_conv_every_tier(void **state) {
                                              f == 3 || f == 1, nn__tier_name(t));
                 }
     }
+#if NN_HAVE_AVX512
+    const nn_kernels *k5 = nn__tier_kernels(NN_TIER_AVX512);
+    if (k5) {
+        nn_kernels plain = *k5; /* the tier as on a CPU without AVX512_BF16 */
+        plain.half.conv_passes = nn__avx512_half_conv_passes;
+        plain.half.conv_fwd = nn__avx512_half_conv_fwd;
+        plain.half.gemm_rounds_a = rounds_none;
+        for (int bf = 0; bf < 2; bf++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int f = 0; f < 4; f++) {
+                    const int64_t *q = shapes[s];
+                    cases += check_conv_case(&plain, ref, bf, q[0], q[1], q[2], q[3], q[4], q[5],
+                                             q[6], q[7], q[8], q[9], q[10], q[11], f & 1, f >= 2,
+                                             f == 3 || f == 1, "avx512 (no BF16)");
+                }
+    }
+#endif
     printf("half-weight convolution: %d cases taken by a tier kernel\n", cases);
+    /* every SIMD tier takes both dtypes on the demo CNN's layers (no widening) */
+    for (int t = NN_TIER_AVX2; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *k = nn__tier_kernels(t);
+        if (!k || !nn__cpu()->f16c) continue;
+        nn__conv2d d = {.n = 1, .c = 32, .h = 14, .w = 14, .o = 64};
+        d.g = (nn__win2d){3, 3, 1, 1, 1, 1, 1, 1, 14, 14};
+        nn__conv2d d1 = {.n = 1, .c = 1, .h = 28, .w = 28, .o = 32};
+        d1.g = (nn__win2d){3, 3, 1, 1, 1, 1, 1, 1, 28, 28};
+        for (int bf = 0; bf < 2; bf++) {
+            assert_true(k->half.conv_passes(bf, &d) & NN_CONV_FWD_POOL);
+            assert_true(k->half.conv_passes(bf, &d1) & NN_CONV_FWD_POOL);
+        }
+    }
+}
+
+/* nn_conv2d with half weights through the tiers' kernels (weights converted
+ * per block while packing) against the same op with the kernels off
+ * (nn__backend_half_conv(false): the weight widened to an f32 copy, then
+ * the f32 direct convolution): the same bits, since both pack the same f32
+ * values for the same kernel; on every SIMD tier, f16 and bf16 (bf16 not
+ * where AVX512_BF16 runs its own kernel: checked above against the twin),
+ * plain and with the fused ReLU + 2x2 pool of a Sequential. */
+static void test_conv_op_matches_widened(void **state) {
+    (void)state;
+    const int64_t xs[4] = {2, 5, 9, 11}, ws[4] = {12, 5, 3, 3}, bs[1] = {12};
+    nn_tensor *x = TU_NN(nn_tensor_empty(NN_DTYPE_F32, xs, 4));
+    nn_tensor *w = TU_NN(nn_tensor_empty(NN_DTYPE_F32, ws, 4));
+    nn_tensor *b = TU_NN(nn_tensor_empty(NN_DTYPE_F32, bs, 1));
+    float *px = nn_tensor_data(x), *pw = nn_tensor_data(w), *pb = nn_tensor_data(b);
+    for (int64_t i = 0; i < nn_tensor_numel(x); i++) px[i] = (float)((int)(rnd32() % 2001) - 1000) / 300.0f;
+    for (int64_t i = 0; i < nn_tensor_numel(w); i++) pw[i] = (float)((int)(rnd32() % 2001) - 1000) / 700.0f;
+    for (int64_t i = 0; i < 12; i++) pb[i] = (float)((int)(rnd32() % 201) - 100) / 50.0f;
+    const int64_t ny = 2 * 12 * 9 * 11;
+    int compared = 0;
+    for (int t = NN_TIER_AVX2; t < NN_TIER_COUNT; t++) {
+        const nn_kernels *k = nn__tier_kernels(t);
+        if (!k || !nn__cpu()->f16c) continue;
+        assert_true(nn__backend_force_tier(t));
+        for (int bf = 0; bf < 2; bf++) {
+            if (bf && k->half.gemm_rounds_a()) continue;
+            nn_tensor *wh = TU_NN(nn_tensor_to(w, bf ? NN_DTYPE_BF16 : NN_DTYPE_F16));
+            float got[2][2 * 12 * 9 * 11];
+            for (int widen = 0; widen < 2; widen++) {
+                nn__backend_half_conv(!widen);
+                nn_tensor *y = TU_NN(nn_conv2d(x, wh, b, 1, 1, 1, 1, 1, 1, 1));
+                TU_OK(nn_tensor_copy_to(y, got[widen], sizeof got[widen]));
+                nn_tensor_free(y);
+            }
+            nn__backend_half_conv(true);
+            assert_memory_equal(got[0], got[1], sizeof(float) * (size_t)ny);
+            /* a Sequential's fused Conv2d -> ReLU -> MaxPool2d(2) */
+            nn_module *seq = TU_NN(nn_sequential_new());
+            nn_module *conv = TU_NN(nn_conv2d_new(5, 12, 3, 1, 1, true));
+            TU_OK(nn_sequential_append(seq, conv));
+            TU_OK(nn_sequential_append(seq, TU_NN(nn_relu_new())));
+            TU_OK(nn_sequential_append(seq, TU_NN(nn_max_pool2d_new(2, 2, 0))));
+            TU_OK(nn_module_train(seq, false));
+            TU_OK(nn_tensor_copy_from(nn_module_get_parameter(conv, "weight"), pw,
+                                      sizeof(float) * 12 * 5 * 9));
+            TU_OK(nn_module_convert(seq, bf ? NN_DTYPE_BF16 : NN_DTYPE_F16));
+            float pooled[2][2 * 12 * 4 * 5];
+            for (int widen = 0; widen < 2; widen++) {
+                nn__backend_half_conv(!widen);
+                bool grad = nn_set_grad_enabled(false);
+                nn_tensor *y = TU_NN(nn_module_forward(seq, x));
+                nn_set_grad_enabled(grad);
+                TU_OK(nn_tensor_copy_to(y, pooled[widen], sizeof pooled[widen]));
+                nn_tensor_free(y);
+            }
+            nn__backend_half_conv(true);
+            assert_memory_equal(pooled[0], pooled[1], sizeof pooled[0]);
+            nn_module_free(seq);
+            nn_tensor_free(wh);
+            compared++;
+        }
+    }
+    nn__backend_force_tier(-1);
+    printf("half-weight nn_conv2d == widened: %d tier/dtype pairs\n", compared);
+    nn_tensor_free(x), nn_tensor_free(w), nn_tensor_free(b);
 }
 
 int main(void) {
@@ -311,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_every_tier),
         cmocka_unit_test(test_gemm_threads),
         cmocka_unit_test(test_conv_every_tier),
+        cmocka_unit_test(test_conv_op_matches_widened),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,12 @@
  * and the MLP of bench.c, converted with nn_module_convert, saved and loaded
  * again, run with nn_model_predict as an embedding program would.
  *
- *     bench_half [--quick] [--threads N]
+ *     bench_half [--quick] [--threads N] [--tier ref|avx2|avx512] [--widen]
+ *
+ * --tier runs an older machine's kernels (avx2: no AVX-512, no AVX512_BF16:
+ * half convolutions convert their weights while packing); --widen adds, per
+ * model, the half dtypes with convolutions that widen the whole weight to
+ * an f32 copy first (the path before; dtype names *_widen), same run.
  *
  * Prints, per model and dtype (f32, bf16, f16):
  *     BENCH half_<model>_<dtype>_b1 <threads> <median us> us
@@ -16,6 +21,7 @@
  * models have PyTorch's default init plus 30 Adam steps on a synthetic task
  * (so the weights are not just uniform noise). */
 #include "nn.h"
+#include "backend/tier.h"
 #include "bench_models.h"
 #include "bench_util.h"
 
@@ -84,6 +90,8 @@ static double max_abs_diff(nn_tensor *a, nn_tensor *b, double *scale) {
     return d;
 }
 
+static bool g_widen; /* --widen: also the half dtypes through widened convolutions */
+
 static void bench_model(const char *name, nn_module *net, int threads) {
     static const nn_dtype dts[3] = {NN_DTYPE_F32, NN_DTYPE_BF16, NN_DTYPE_F16};
     nn_model *models[3];
@@ -104,37 +112,45 @@ static void bench_model(const char *name, nn_module *net, int threads) {
         nn_free(buf);
         nn_model_free(tmp);
     }
+    /* variants: f32, bf16, f16, then (--widen) bf16 and f16 with the half
+     * convolution kernels off (weights widened to f32 per call) */
+    const int nvar = g_widen ? 5 : 3;
+    static const int model_of[5] = {0, 1, 2, 1, 2};
     nn_generator *g = nn_generator_new(5);
     int64_t s1[4] = {1, 1, 28, 28}, s256[4] = {256, 1, 28, 28};
     nn_tensor *x1 = nn_rand(g, s1, 4), *x256 = nn_rand(g, s256, 4);
     CHECK(x1 && x256);
     CHECK_OK(nn_set_num_threads(threads));
-    /* batch 1: 200 predictions per timing, dtypes interleaved */
-    double b1[3][64], b1c[3][64], b256[3][64];
+    /* batch 1: 200 predictions per timing, variants interleaved */
+    double b1[5][64], b1c[5][64], b256[5][64];
     const int n1 = 200;
     for (int rep = -2; rep < g_reps; rep++)
-        for (int d = 0; d < 3; d++) {
+        for (int d = 0; d < nvar; d++) {
+            nn__backend_half_conv(d < 3);
+            nn_model *mod = models[model_of[d]];
             double t0 = bench_now_s(), c0 = bench_thread_cpu_s();
             for (int i = 0; i < n1; i++) {
-                nn_tensor *y = nn_model_predict(models[d], x1);
+                nn_tensor *y = nn_model_predict(mod, x1);
                 CHECK(y);
                 nn_tensor_free(y);
             }
-            double us = (bench_now_s() - t0) / n1 * 1e6,
-                   cus = (bench_thread_cpu_s() - c0) / n1 * 1e6;
+            double us = (bench_now_s() - t0) / n1 * 1e6, cus = (bench_thread_cpu_s() - c0) / n1 * 1e6;
             t0 = bench_now_s();
-            nn_tensor *y = nn_model_predict(models[d], x256);
+            nn_tensor *y = nn_model_predict(mod, x256);
             CHECK(y);
             double ips = 256.0 / (bench_now_s() - t0);
             nn_tensor_free(y);
             if (rep >= 0) b1[d][rep] = us, b1c[d][rep] = cus, b256[d][rep] = ips;
         }
+    nn__backend_half_conv(true);
     nn_tensor *y32 = nn_model_predict(models[0], x256);
     CHECK(y32);
     char line[128];
-    double m1[3], mc[3];
-    for (int d = 0; d < 3; d++) {
-        const char *dn = nn_dtype_name(dts[d]);
+    double m1[5], mc[5];
+    for (int d = 0; d < nvar; d++) {
+        char dn[32];
+        snprintf(dn, sizeof dn, "%s%s", nn_dtype_name(dts[model_of[d]]), d >= 3 ? "_widen" : "");
+        const int md = model_of[d];
         m1[d] = bench_median(b1[d], g_reps);
         mc[d] = bench_median(b1c[d], g_reps);
         snprintf(line, sizeof line, "half_%s_%s_b1", name, dn);
@@ -145,14 +161,16 @@ static void bench_model(const char *name, nn_module *net, int threads) {
         }
         snprintf(line, sizeof line, "half_%s_%s_b256", name, dn);
         bench_report(line, threads, bench_median(b256[d], g_reps), "img/s");
-        if (threads == 1) {
+        if (threads == 1 && d < 3) {
             snprintf(line, sizeof line, "half_%s_%s_file", name, dn);
-            bench_report(line, 1, (double)file[d], "bytes");
+            bench_report(line, 1, (double)file[md], "bytes");
             snprintf(line, sizeof line, "half_%s_%s_stored", name, dn);
-            bench_report(line, 1, (double)stored[d], "bytes");
+            bench_report(line, 1, (double)stored[md], "bytes");
         }
         if (d == 0) continue;
-        nn_tensor *y = nn_model_predict(models[d], x256);
+        nn__backend_half_conv(d < 3);
+        nn_tensor *y = nn_model_predict(models[md], x256);
+        nn__backend_half_conv(true);
         CHECK(y);
         double scale, diff = max_abs_diff(y, y32, &scale);
         nn_tensor_free(y);
@@ -164,11 +182,11 @@ static void bench_model(const char *name, nn_module *net, int threads) {
             snprintf(line, sizeof line, "half_%s_%s_b1_cpu_ratio", name, dn);
             bench_report(line, 1, mc[d] / mc[0], "x");
         }
-        if (threads == 1) {
+        if (threads == 1 && d < 3) {
             snprintf(line, sizeof line, "half_%s_%s_file_ratio", name, dn);
-            bench_report(line, 1, (double)file[d] / (double)file[0], "x");
+            bench_report(line, 1, (double)file[md] / (double)file[0], "x");
             snprintf(line, sizeof line, "half_%s_%s_stored_ratio", name, dn);
-            bench_report(line, 1, (double)stored[d] / (double)stored[0], "x");
+            bench_report(line, 1, (double)stored[md] / (double)stored[0], "x");
         }
     }
     nn_tensor_free(y32), nn_tensor_free(x1), nn_tensor_free(x256);
@@ -182,12 +200,24 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) g_reps = 3;
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--quick] [--threads N]\n", argv[0]);
+        else if (strcmp(argv[i], "--widen") == 0) g_widen = true;
+        else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
+            const char *t = argv[++i];
+            const int tier = !strcmp(t, "ref") ? NN_TIER_REF : !strcmp(t, "avx2") ? NN_TIER_AVX2
+                             : !strcmp(t, "avx512")                              ? NN_TIER_AVX512
+                                                                                 : -2;
+            if (tier == -2 || !nn__backend_force_tier(tier)) {
+                fprintf(stderr, "bench_half: tier '%s' is not runnable here\n", t);
+                return 2;
+            }
+        } else {
+            fprintf(stderr,
+                    "usage: %s [--quick] [--threads N] [--tier ref|avx2|avx512] [--widen]\n",
+                    argv[0]);
             return 2;
         }
     }
-    printf("# libnn %s; %s\n", nn_version(), nn_backend_info());
+    printf("# libnn %s; %s; tier %s\n", nn_version(), nn_backend_info(), nn__kernels()->name);
     CHECK_OK(nn_generator_seed(NULL, 1));
     nn_generator *g = nn_generator_new(3);
     nn_module *cnn = make_cnn(), *mlp = make_mlp();

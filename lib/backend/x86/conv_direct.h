@@ -4,7 +4,8 @@
  * groups = 1.
  *
  * Forward: the output channels are vectorised. Weights are packed once per
- * call as [oc block][c][ky][kx][NV*VL] (zero past the last channel); the
+ * call as [oc block][c][ky][kx][NV*VL] (zero past the last channel; half
+ * weights, f16 or bf16, are converted block by block while packing); the
  * register tile is M output pixels of one row x NV vectors of output
  * channels; every tap loads NV weight vectors and broadcasts M input pixels
  * (embedded-broadcast FMAs). The input is read through a zero-padded copy of
@@ -334,6 +335,29 @@ static void cd_pack(const float *w, bool transposed, int64_t cout, int64_t cin, 
     }
 }
 
+/* Half weights (backend/half.h's conv_fwd: f16 or bf16 bits, inference
+ * only): converts a 16-bit [n] run to f32 (the tier's conversion). */
+typedef void (*cd_cvt_fn)(const uint16_t *src, float *dst, size_t n);
+
+/* cd_pack (not transposed) from half weights w [cout][cin][kh][kw]: each
+ * block's rows are converted by cvt into stage ([nv*VL][cin*kh*kw] floats),
+ * then packed; the whole weight never exists as f32. */
+static void cd_pack_half(const uint16_t *w, cd_cvt_fn cvt, int64_t cout, int64_t cin, int64_t kh,
+                         int64_t kw, int nv, int64_t nvec, float *stage, float *wpk) {
+    const int64_t khw = kh * kw, kt = cin * khw, nbw = (int64_t)nv * CD_VL;
+    for (int64_t ob = 0; ob < nvec * CD_VL; ob += nbw) {
+        const int64_t wid = cd_min(nbw, nvec * CD_VL - ob), rows = cd_max(0, cd_min(wid, cout - ob));
+        if (rows > 0) cvt(w + ob * kt, stage, (size_t)(rows * kt));
+        float *dst = wpk + ob * kt;
+        for (int64_t c = 0; c < cin; c++)
+            for (int64_t k = 0; k < khw; k++) {
+                float *d = dst + (c * khw + k) * wid;
+                const float *s = stage + c * khw + k;
+                for (int64_t jj = 0; jj < wid; jj++) d[jj] = jj < rows ? s[jj * kt] : 0.0f;
+            }
+    }
+}
+
 /* Row chunks per image: one when the batch alone feeds the threads, else
  * enough for ~2^20 multiply-adds per task (from the shape only). */
 static int64_t cd_rchunks(int64_t n, int64_t rows, double work_per_image) {
@@ -341,14 +365,22 @@ static int64_t cd_rchunks(int64_t n, int64_t rows, double work_per_image) {
     return cd_max(1, cd_min(rows, (int64_t)(work_per_image / (double)(1 << 20))));
 }
 
-/* Run a forward-shaped job: pack, then tasks (image, row chunk). */
-static bool cd_run(cd_job *j, const float *w, bool transposed, const float *bias) {
+/* Run a forward-shaped job: pack (from w, or from half weights wh through
+ * cvt), then tasks (image, row chunk). */
+static bool cd_run_w(cd_job *j, const float *w, const uint16_t *wh, cd_cvt_fn cvt,
+                     bool transposed, const float *bias) {
     j->nvec = cd_cdiv(j->cout, CD_VL);
     cd_plan_tiles(j->ow, j->nvec, &j->mt, &j->m, &j->nv);
     const int64_t kt = j->cin * j->kh * j->kw, wfl = kt * j->nvec * CD_VL;
     float *pk = nn__thread_scratch(CD_SLOT_PACK, (size_t)(wfl + j->nvec * CD_VL) * sizeof(float));
     if (!pk) return false;
-    cd_pack(w, transposed, j->cout, j->cin, j->kh, j->kw, j->nv, j->nvec, pk);
+    if (wh) { /* the stage lives in the task slot: tasks start after packing */
+        float *stage = nn__thread_scratch(CD_SLOT_PAD, (size_t)(kt * j->nv * CD_VL) * sizeof(float));
+        if (!stage) return false;
+        cd_pack_half(wh, cvt, j->cout, j->cin, j->kh, j->kw, j->nv, j->nvec, stage, pk);
+    } else {
+        cd_pack(w, transposed, j->cout, j->cin, j->kh, j->kw, j->nv, j->nvec, pk);
+    }
     j->wpk = pk;
     j->bias = NULL;
     if (bias) {
@@ -366,6 +398,10 @@ static bool cd_run(cd_job *j, const float *w, bool transposed, const float *bias
         nn__parallel_for_max(tasks, nn__threads_for(tasks * kt * j->cout * rows * j->ow, 1 << 18),
                              cd_fwd_task, j);
     return !j->failed;
+}
+
+static bool cd_run(cd_job *j, const float *w, bool transposed, const float *bias) {
+    return cd_run_w(j, w, NULL, NULL, transposed, bias);
 }
 
 /* ------------------------------------------- forward, few input channels */
@@ -533,7 +569,8 @@ static bool cf_takes(const nn__conv2d *d) {
 }
 
 static bool cf_direct_fwd_pool(const nn__conv2d *d, const float *x, const float *w,
-                               const float *bias, bool relu, float *y) {
+                               const uint16_t *wh, cd_cvt_fn cvt, const float *bias, bool relu,
+                               float *y) {
     const nn__win2d *g = &d->g;
     cf_job j = {.x = x,
                 .n = d->n,
@@ -556,13 +593,18 @@ static bool cf_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
     j.nblk = cd_cdiv(d->o, CF_OB);
     const int64_t kt = d->c * g->kh * g->kw;
     float *pk = nn__thread_scratch(CD_SLOT_PACK, (size_t)(kt * d->o) * sizeof(float));
-    if (!pk) return false;
+    /* half weights: a block's rows converted into a stage first */
+    float *stage = pk && wh ? nn__thread_scratch(CD_SLOT_PAD, (size_t)(kt * CF_OB) * sizeof(float))
+                            : NULL;
+    if (!pk || (wh && !stage)) return false;
     for (int64_t b = 0; b < j.nblk; b++) { /* block [c][ky][kx][ob] at o0 * kt */
         int64_t o0;
         int ob;
         cf_block(&j, b, &o0, &ob);
+        const float *src = w ? w + o0 * kt : stage;
+        if (wh) cvt(wh + o0 * kt, stage, (size_t)(ob * kt));
         for (int64_t k = 0; k < kt; k++)
-            for (int o = 0; o < ob; o++) pk[o0 * kt + k * ob + o] = w[(o0 + o) * kt + k];
+            for (int o = 0; o < ob; o++) pk[o0 * kt + k * ob + o] = src[o * kt + k];
     }
     j.wpk = pk;
     const double work = (double)(kt * d->o * g->oh * g->ow);
@@ -739,7 +781,8 @@ static bool wg_takes(const nn__conv2d *d) {
 }
 
 static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float *w,
-                               const float *bias, bool relu, float *y) {
+                               const uint16_t *wh, cd_cvt_fn cvt, const float *bias, bool relu,
+                               float *y) {
     const nn__win2d *g = &d->g;
     wg_job j = {.x = x,
                 .n = d->n,
@@ -766,15 +809,20 @@ static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
     const int64_t kt = cin * 9;
     float *u = nn__thread_scratch(CD_SLOT_PACK,
                                   (size_t)(16 * cin * ldo + ldo + kt * CD_VL) * sizeof(float));
-    if (!u) return false;
+    /* half weights: each vector of channels' rows converted into a stage */
+    float *stage = u && wh ? nn__thread_scratch(CD_SLOT_PAD, (size_t)(kt * CD_VL) * sizeof(float))
+                           : NULL;
+    if (!u || (wh && !stage)) return false;
     float *wt = u + 16 * cin * ldo + ldo; /* [c][k][lane]: one vector of channels, transposed */
     for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) { /* VL output channels at a time */
         const int64_t ob = o0 / nbw * nbw, wid = cd_min(nbw, ldo - ob);
+        const float *src = w ? w + o0 * kt : stage; /* row l: channel o0 + l */
+        if (wh) cvt(wh + o0 * kt, stage, (size_t)(cd_min(CD_VL, d->o - o0) * kt));
         for (int64_t k0 = 0; k0 < kt; k0 += CD_VL) {
             const int nk = (int)cd_min(CD_VL, kt - k0);
             cd_vec r[CD_VL];
             for (int l = 0; l < CD_VL; l++)
-                r[l] = o0 + l < d->o ? cd_load_n(w + (o0 + l) * kt + k0, nk) : cd_zero();
+                r[l] = o0 + l < d->o ? cd_load_n(src + l * kt + k0, nk) : cd_zero();
             cd_transpose(r);
             for (int i = 0; i < nk; i++) cd_storeu(wt + (k0 + i) * CD_VL, r[i]);
         }
@@ -807,8 +855,9 @@ static int64_t cd_span(int64_t out, int64_t s, int64_t k, int64_t d) {
     return (out - 1) * s + (k - 1) * d + 1;
 }
 
-static bool cd_direct_fwd(const nn__conv2d *d, const float *x, const float *w, const float *bias,
-                          bool relu, bool pool, float *y) {
+static bool cd_direct_fwd_w(const nn__conv2d *d, const float *x, const float *w,
+                            const uint16_t *wh, cd_cvt_fn cvt, const float *bias, bool relu,
+                            bool pool, float *y) {
     const nn__win2d *g = &d->g;
     if (g->sw != 1 || (pool && (g->oh < 2 || g->ow < 2))) return false;
     if (d->n == 0 || d->o == 0) return true;
@@ -842,9 +891,14 @@ static bool cd_direct_fwd(const nn__conv2d *d, const float *x, const float *w, c
         }
         return true;
     }
-    if (pool && cf_takes(d)) return cf_direct_fwd_pool(d, x, w, bias, relu, y);
-    if (pool && wg_takes(d)) return wg_direct_fwd_pool(d, x, w, bias, relu, y);
-    return cd_run(&j, w, false, bias);
+    if (pool && cf_takes(d)) return cf_direct_fwd_pool(d, x, w, wh, cvt, bias, relu, y);
+    if (pool && wg_takes(d)) return wg_direct_fwd_pool(d, x, w, wh, cvt, bias, relu, y);
+    return cd_run_w(&j, w, wh, cvt, false, bias);
+}
+
+static bool cd_direct_fwd(const nn__conv2d *d, const float *x, const float *w, const float *bias,
+                          bool relu, bool pool, float *y) {
+    return cd_direct_fwd_w(d, x, w, NULL, NULL, bias, relu, pool, y);
 }
 
 static bool cd_direct_bwd_data(const nn__conv2d *d, const float *gy, const float *relu_y,
@@ -1173,6 +1227,21 @@ static unsigned cd_direct_passes(const nn__conv2d *d) {
         p |= NN_CONV_BWD_DATA;
     if ((g->kw == 1 || g->kw == 3) && g->dw == 1) p |= NN_CONV_BWD_WEIGHTS;
     return p;
+}
+
+/* The forward with half weights w (f16 / bf16 bits, converted by cvt while
+ * packing: per block of output channels, never the whole tensor), for
+ * backend/half.h's conv_fwd: the passes it takes are the forward ones of
+ * cd_direct_passes; the same sums as cd_direct_fwd on the widened weights,
+ * bit for bit. */
+static unsigned cd_half_passes(const nn__conv2d *d) {
+    return cd_direct_passes(d) & (NN_CONV_FWD | NN_CONV_FWD_POOL);
+}
+
+static bool cd_direct_fwd_half(const nn__conv2d *d, const float *x, const uint16_t *w,
+                               cd_cvt_fn cvt, const float *bias, bool relu, bool pool, float *y) {
+    if (!(cd_half_passes(d) & (pool ? NN_CONV_FWD_POOL : NN_CONV_FWD))) return false;
+    return cd_direct_fwd_w(d, x, NULL, w, cvt, bias, relu, pool, y);
 }
 
 static void cd_fill(nn__conv_kernels *t) {

@@ -20,6 +20,16 @@ void nn__avx2_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1d,
 void nn__avx2_fill_conv(nn__conv_kernels *t);
 /* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
 void nn__avx2_fill_conv_direct(nn__conv_kernels *t);
+/* The forward direct convolution with half weights w [O][C][KH][KW] (f16 /
+ * bf16 bits): cvt converts each block of output channels' rows to f32 while
+ * packing (the whole weight never exists as f32); the same sums as the f32
+ * forward on the widened weights. passes: the NN_CONV_FWD / NN_CONV_FWD_POOL
+ * bits of the direct rule; fwd returns false, writing nothing, for a shape
+ * it does not take or without scratch memory. */
+unsigned nn__avx2_conv_half_passes(const nn__conv2d *d);
+bool nn__avx2_conv_fwd_half(const nn__conv2d *d, const float *x, const uint16_t *w,
+                              void (*cvt)(const uint16_t *, float *, size_t), const float *bias,
+                              bool relu, bool pool, float *y);
 void nn__avx2_fill_pool(nn__pool_kernels *t);
 void nn__avx2_fill_eltwise(nn__eltwise_kernels *t);
 /* Cross-entropy rows (xent.c), called by nn__avx2_fill_eltwise. */

@@ -71,3 +71,13 @@ NN_INLINE void cd_transpose(cd_vec r[CD_VL]) { pack_transpose8(r); }
 #include "backend/x86/conv_direct.h"
 
 void nn__avx2_fill_conv_direct(nn__conv_kernels *t) { cd_fill(t); }
+
+/* Half weights (backend/half.h's conv_fwd, through half.c): see
+ * cd_direct_fwd_half. */
+unsigned nn__avx2_conv_half_passes(const nn__conv2d *d) { return cd_half_passes(d); }
+
+bool nn__avx2_conv_fwd_half(const nn__conv2d *d, const float *x, const uint16_t *w,
+                              void (*cvt)(const uint16_t *, float *, size_t), const float *bias,
+                              bool relu, bool pool, float *y) {
+    return cd_direct_fwd_half(d, x, w, cvt, bias, relu, pool, y);
+}

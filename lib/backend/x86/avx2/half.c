@@ -76,9 +76,24 @@ static void bf16_to_f32(const uint16_t *s, float *d, size_t n) {
     for (; i < n; i++) d[i] = nn__bf16_to_f32(s[i]); /* a shift: exact either way */
 }
 
+/* Convolution with half weights (backend/half.h): the tier's direct
+ * forward, converting each block of output channels' weights while packing
+ * (conv_direct.c). */
+static unsigned conv_passes(bool bf16, const nn__conv2d *d) {
+    (void)bf16;
+    return nn__avx2_conv_half_passes(d);
+}
+
+static bool conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                     const float *bias, bool relu, bool pool, float *y) {
+    return nn__avx2_conv_fwd_half(d, x, w, bf16 ? bf16_to_f32 : f16_to_f32, bias, relu, pool, y);
+}
+
 void nn__avx2_fill_half(nn__half_kernels *t) {
     t->cvt.f32_to_f16 = f32_to_f16;
     t->cvt.f16_to_f32 = f16_to_f32;
     t->cvt.f32_to_bf16 = f32_to_bf16;
     t->cvt.bf16_to_f32 = bf16_to_f32;
+    t->conv_passes = conv_passes;
+    t->conv_fwd = conv_fwd;
 }

@@ -35,10 +35,26 @@ void nn__avx512vnni_fill_int8(nn__int8_kernels *t);
 int32_t nn__avx512vnni_dpbusd_loop(int64_t iters);
 /* Direct convolution (conv_direct.c): the direct_* entries of the conv table. */
 void nn__avx512_fill_conv_direct(nn__conv_kernels *t);
+/* The forward direct convolution with half weights w [O][C][KH][KW] (f16 /
+ * bf16 bits): cvt converts each block of output channels' rows to f32 while
+ * packing (the whole weight never exists as f32); the same sums as the f32
+ * forward on the widened weights. passes: the NN_CONV_FWD / NN_CONV_FWD_POOL
+ * bits of the direct rule; fwd returns false, writing nothing, for a shape
+ * it does not take or without scratch memory. */
+unsigned nn__avx512_conv_half_passes(const nn__conv2d *d);
+bool nn__avx512_conv_fwd_half(const nn__conv2d *d, const float *x, const uint16_t *w,
+                              void (*cvt)(const uint16_t *, float *, size_t), const float *bias,
+                              bool relu, bool pool, float *y);
 /* Half-precision domain (half.c); half_bf16.c, built with -mavx512bf16,
  * adds what needs AVX-512 BF16 (fill only when the CPU has it). */
 void nn__avx512_fill_half(nn__half_kernels *t);
 void nn__avx512bf16_fill_half(nn__half_kernels *t);
+/* half.h's conv_passes / conv_fwd without vdpbf16ps (half.c: the direct
+ * forward converting f16 / bf16 weights while packing); conv_bf16.c hands
+ * f16 weights to them. */
+unsigned nn__avx512_half_conv_passes(bool bf16, const nn__conv2d *d);
+bool nn__avx512_half_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                              const float *bias, bool relu, bool pool, float *y);
 /* half.h's conv_passes / conv_fwd with vdpbf16ps (conv_bf16.c; bf16 weights only). */
 unsigned nn__avx512bf16_conv_passes(bool bf16, const nn__conv2d *d);
 bool nn__avx512bf16_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,

@@ -290,13 +290,15 @@ static void hb_task(void *ctx, int64_t t, int thread) {
 }
 
 unsigned nn__avx512bf16_conv_passes(bool bf16, const nn__conv2d *d) {
-    if (!bf16 || d->g.sw != 1) return 0;
+    if (!bf16) return nn__avx512_half_conv_passes(bf16, d); /* f16: no vdpbf16ps */
+    if (d->g.sw != 1) return 0;
     return NN_CONV_FWD | NN_CONV_FWD_POOL;
 }
 
 bool nn__avx512bf16_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
                              const float *bias, bool relu, bool pool, float *y) {
     const nn__win2d *g = &d->g;
+    if (!bf16) return nn__avx512_half_conv_fwd(bf16, d, x, w, bias, relu, pool, y);
     if (!nn__avx512bf16_conv_passes(bf16, d) || (pool && (g->oh < 2 || g->ow < 2))) return false;
     if (d->n == 0 || d->o == 0 || d->c == 0) return false; /* the f32 path's business */
     hb_job j = {.d = d, .x = x, .y = y, .relu = relu, .pool = pool};

@@ -49,9 +49,24 @@ static void bf16_to_f32(const uint16_t *s, float *d, size_t n) {
     }
 }
 
+/* Convolution with half weights (backend/half.h): the tier's direct
+ * forward, converting each block of output channels' weights while packing
+ * (conv_direct.c). */
+unsigned nn__avx512_half_conv_passes(bool bf16, const nn__conv2d *d) {
+    (void)bf16;
+    return nn__avx512_conv_half_passes(d);
+}
+
+bool nn__avx512_half_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
+                              const float *bias, bool relu, bool pool, float *y) {
+    return nn__avx512_conv_fwd_half(d, x, w, bf16 ? bf16_to_f32 : f16_to_f32, bias, relu, pool, y);
+}
+
 void nn__avx512_fill_half(nn__half_kernels *t) {
     t->cvt.f32_to_f16 = f32_to_f16;
     t->cvt.f16_to_f32 = f16_to_f32;
     t->cvt.f32_to_bf16 = f32_to_bf16;
     t->cvt.bf16_to_f32 = bf16_to_f32;
+    t->conv_passes = nn__avx512_half_conv_passes;
+    t->conv_fwd = nn__avx512_half_conv_fwd;
 }
