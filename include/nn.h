@@ -2053,7 +2053,8 @@ NN_API nn_status nn_onnx_save_buffer_n(nn_module *m, int n, const nn_dtype *inpu
 NN_API nn_status nn_quantize_dynamic(nn_module *model, nn_tensor *calib, char **report);
 /* Quantize model in place with static activations calibrated on the first
  * `batches` (>= 1) batches of loader (reset first; inputs only); the report
- * uses the first batch. */
+ * uses the first batch. A GPT calibrates on token ids [B, T]: batches of
+ * integers, i64 or f32 (nn_dataset_from_tensors over the ids as f32). */
 NN_API nn_status nn_quantize_static(nn_module *model, nn_loader *loader, int64_t batches,
                                     char **report);
 

@@ -57,7 +57,8 @@ struct nn_session {
     float *logits;      /* [V] */
     float *probs;       /* [V] sampling scratch */
     int64_t *order;     /* [V] */
-    /* int8 projections (QuantizedLinear after nn_quantize_dynamic): per
+    /* int8 projections (QuantizedLinear after nn_quantize_dynamic or
+     * _static: per-row or calibrated activation parameters): per
      * layer and projection (c_attn, attn c_proj, c_fc, mlp c_proj) the layer
      * or n = 0 for a float one, its column sums computed once (the
      * activations after LayerNorm have non-zero zero points); scratch for a

@@ -109,8 +109,9 @@ static nn_module *sub_module(const nn_module *m, const char *path) {
 }
 
 /* Projection `path` ([out, in]) as an int8 module: a QuantizedLinear of
- * those features (and a bias exactly when the GPT has biases), or an
- * observer while nn_quantize_dynamic runs. *mod stays NULL for anything
+ * those features (and a bias exactly when the GPT has biases; activations
+ * dynamic per row or static from nn_quantize_static's calibration), or an
+ * observer while nn_quantize_dynamic / _static runs. *mod stays NULL for anything
  * else (then the weight is looked up by name). false: a QuantizedLinear of
  * the wrong shape (error naming fn). */
 static bool want_int8(const nn_module *m, const char *path, int64_t out, int64_t in, bool bias,
@@ -123,13 +124,13 @@ static bool want_int8(const nn_module *m, const char *path, int64_t out, int64_t
         return true;
     }
     if (!nn__qlinear_layer(q, &L)) return true;
-    if (L.n != out || L.k != in || (L.bias != NULL) != bias || L.relu || L.act_scale > 0) {
+    if (L.n != out || L.k != in || (L.bias != NULL) != bias || L.relu) {
         nn__err(NN_ERR_FORMAT,
-                "%s: GPT projection '%s' is a QuantizedLinear [%lld, %lld]%s%s%s, expected "
-                "[%lld, %lld]%s with dynamic activations and no ReLU",
+                "%s: GPT projection '%s' is a QuantizedLinear [%lld, %lld]%s%s, expected "
+                "[%lld, %lld]%s and no ReLU",
                 fn, path, (long long)L.n, (long long)L.k, L.bias ? " with bias" : " without bias",
-                L.relu ? ", relu" : "", L.act_scale > 0 ? ", static activations" : "",
-                (long long)out, (long long)in, bias ? " with bias" : " without bias");
+                L.relu ? ", relu" : "", (long long)out, (long long)in,
+                bias ? " with bias" : " without bias");
         return false;
     }
     *mod = q, *w = (nn_tensor *)L.w, *b = (nn_tensor *)L.bias;

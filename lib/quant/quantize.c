@@ -110,6 +110,34 @@ nn_status nn_quantize_dynamic(nn_module *model, nn_tensor *calib, char **report)
     return st == NN_OK ? nn__ok() : st;
 }
 
+/* An f32 batch of token ids as i64 (untracked), or NULL with NN_ERR_DTYPE
+ * when a value is not an integer in [0, 2^24] (f32 holds those exactly;
+ * the GPT's forward then checks them against its vocabulary). */
+static nn_tensor *token_ids(nn_tensor *x, const char *fn) {
+    nn_tensor *xc = nn__contig(x);
+    nn_tensor *t = xc ? nn__tensor_new(NN_DTYPE_I64, x->shape, x->ndim) : NULL;
+    if (!t) {
+        nn__tensor_release(xc);
+        return NULL;
+    }
+    const float *p = nn__f32(xc);
+    int64_t *q = nn__i64(t);
+    for (int64_t i = 0; i < xc->numel; i++) {
+        if (!(p[i] >= 0.0f && p[i] <= 16777216.0f && p[i] == floorf(p[i]))) {
+            nn__err(NN_ERR_DTYPE,
+                    "%s: loader batch element %lld is %g: a GPT calibrates on token ids "
+                    "(integers, i64 or f32)",
+                    fn, (long long)i, (double)p[i]);
+            nn__tensor_release(xc);
+            nn__tensor_release(t);
+            return NULL;
+        }
+        q[i] = (int64_t)p[i];
+    }
+    nn__tensor_release(xc);
+    return t;
+}
+
 nn_status nn_quantize_static(nn_module *model, nn_loader *loader, int64_t batches,
                              char **report) {
     const char *fn = "nn_quantize_static";
@@ -128,16 +156,28 @@ nn_status nn_quantize_static(nn_module *model, nn_loader *loader, int64_t batche
     nn__quant_mode(p, false);
     nn_tensor *first = NULL, *x, *y;
     int64_t seen = 0;
+    /* a GPT's batches are token ids [B, T]: i64, or f32 holding integers
+     * (what nn_dataset_from_tensors gives), converted exactly */
+    const bool gpt = nn__is_gpt(model);
     while (st == NN_OK && seen < batches && nn_loader_next(loader, &x, &y)) {
-        if (!nn__check_f32(x, fn, "loader batch")) {
+        if (!(gpt ? nn__check_tensor(x, fn, "loader batch") : nn__check_f32(x, fn, "loader batch"))) {
             st = nn_last_status();
             break;
+        }
+        nn_tensor *ids = NULL;
+        if (gpt && x->dtype == NN_DTYPE_F32) {
+            if (!(ids = token_ids(x, fn))) {
+                st = nn_last_status();
+                break;
+            }
+            x = ids;
         }
         if (!first && !(first = nn__clone(x))) st = nn_last_status();
         nn_scope *s = st == NN_OK ? nn_scope_begin() : NULL;
         if (s && !nn_module_forward(model, x)) st = nn_last_status();
         if (s) nn_scope_end(s);
         else if (st == NN_OK) st = nn_last_status();
+        nn__tensor_release(ids);
         seen++;
     }
     if (st == NN_OK && nn_loader_status(loader) != NN_OK) st = nn_loader_status(loader);
