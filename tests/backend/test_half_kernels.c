@@ -354,10 +354,11 @@ static void test_conv_every_tier(void **state) {
  * the f32 direct convolution): the same bits, since both pack the same f32
  * values for the same kernel; on every SIMD tier, f16 and bf16 (bf16 not
  * where AVX512_BF16 runs its own kernel: checked above against the twin),
- * plain and with the fused ReLU + 2x2 pool of a Sequential. */
+ * plain and with the fused ReLU + 2x2 pool of a Sequential (Winograd). */
 static void test_conv_op_matches_widened(void **state) {
     (void)state;
-    const int64_t xs[4] = {2, 5, 9, 11}, ws[4] = {12, 5, 3, 3}, bs[1] = {12};
+    /* 9 input channels: the pooled forward takes the Winograd path (8+) */
+    const int64_t xs[4] = {2, 9, 9, 11}, ws[4] = {12, 9, 3, 3}, bs[1] = {12};
     nn_tensor *x = TU_NN(nn_tensor_empty(NN_DTYPE_F32, xs, 4));
     nn_tensor *w = TU_NN(nn_tensor_empty(NN_DTYPE_F32, ws, 4));
     nn_tensor *b = TU_NN(nn_tensor_empty(NN_DTYPE_F32, bs, 1));
@@ -385,13 +386,13 @@ static void test_conv_op_matches_widened(void **state) {
             assert_memory_equal(got[0], got[1], sizeof(float) * (size_t)ny);
             /* a Sequential's fused Conv2d -> ReLU -> MaxPool2d(2) */
             nn_module *seq = TU_NN(nn_sequential_new());
-            nn_module *conv = TU_NN(nn_conv2d_new(5, 12, 3, 1, 1, true));
+            nn_module *conv = TU_NN(nn_conv2d_new(9, 12, 3, 1, 1, true));
             TU_OK(nn_sequential_append(seq, conv));
             TU_OK(nn_sequential_append(seq, TU_NN(nn_relu_new())));
             TU_OK(nn_sequential_append(seq, TU_NN(nn_max_pool2d_new(2, 2, 0))));
             TU_OK(nn_module_train(seq, false));
             TU_OK(nn_tensor_copy_from(nn_module_get_parameter(conv, "weight"), pw,
-                                      sizeof(float) * 12 * 5 * 9));
+                                      sizeof(float) * 12 * 9 * 9));
             TU_OK(nn_module_convert(seq, bf ? NN_DTYPE_BF16 : NN_DTYPE_F16));
             float pooled[2][2 * 12 * 4 * 5];
             for (int widen = 0; widen < 2; widen++) {
