@@ -445,9 +445,20 @@ static void c1_rows(void *ctx, int64_t py0, int64_t py1) {
         for (int64_t px0 = 0; px0 < q->yw; px0 += C1_P) {
             const int P = q->yw - px0 >= C1_P ? C1_P : (int)(q->yw - px0);
             for (int64_t pp = 0; pp < q->np; pp += 2) {
-                const int npan = q->np - pp >= 2 ? 2 : 1;
-                if (P == C1_P) c1_tile(q, py, px0, C1_P, pp, npan, rb);
-                else c1_tile(q, py, px0, P, pp, npan, rb);
+                /* constant tile shapes, so the sums stay in registers */
+                if (q->np - pp >= 2) {
+                    switch (P) {
+                    case 3: c1_tile(q, py, px0, 3, pp, 2, rb); break;
+                    case 2: c1_tile(q, py, px0, 2, pp, 2, rb); break;
+                    default: c1_tile(q, py, px0, 1, pp, 2, rb); break;
+                    }
+                } else {
+                    switch (P) {
+                    case 3: c1_tile(q, py, px0, 3, pp, 1, rb); break;
+                    case 2: c1_tile(q, py, px0, 2, pp, 1, rb); break;
+                    default: c1_tile(q, py, px0, 1, pp, 1, rb); break;
+                    }
+                }
             }
         }
         /* [pooled pixel][channel] -> planes, 16 x 16 at a time */
