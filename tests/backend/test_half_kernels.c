@@ -294,6 +294,8 @@ static void test_conv_every_tier(void **state) {
     static const int64_t shapes[][12] = {
         {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1},  /* the demo CNN's conv1 */
         {1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1}, /* and conv2 */
+        {2, 1, 9, 13, 17, 3, 3, 1, 1, 1, 1, 1},   /* one channel, odd (bf16: the f32 kernel) */
+        {1, 1, 7, 10, 5, 5, 5, 1, 2, 2, 1, 1},    /* one channel, 5x5 */
         {3, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1},     /* odd channels, batch 3 */
         {2, 7, 11, 31, 17, 3, 3, 1, 0, 1, 1, 1},  /* rows longer than a tile */
         {1, 4, 6, 5, 33, 1, 1, 1, 0, 0, 1, 1},    /* 1x1 */
