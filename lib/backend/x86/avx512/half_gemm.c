@@ -4,11 +4,12 @@
  * tails. The layout of the AVX2 version (x86/avx2/half_gemm.c) with blocks
  * of 4 rows of A x 4 rows of B for trans_b and 64 columns for the other
  * case. Where AVX-512 BF16 exists, half_bf16.c replaces the bf16 trans_b
- * case with vdpbf16ps, batch 1 included (its 1 x 8 blocks: half the
- * instructions of converting B to f32 and an FMA per 16 products; the
- * demo CNN's fc1, 3136 -> 128, batch 1: model latency 0.85x -> 0.75x of
- * f32); without it batch-1 rows take gemv_rows below, for both dtypes, A
- * keeping its f32 bits. Threads split N: fixed sum order per output. */
+ * case with vdpbf16ps (m >= 2, and batch 1 with long rows and few of them,
+ * dp_gemv: the demo CNN's fc1, 3136 -> 128, where its 1 x 8 blocks measured
+ * faster, CNN b1 0.90 -> 0.82x of f32; the GPT's decode shapes, k <= 1024,
+ * measured slower there, 1.54 -> 1.24x tokens/s over f32); other batch-1
+ * rows take gemv_rows below, for both dtypes, A keeping its f32 bits.
+ * Threads split N: fixed sum order per output. */
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx2/simd.h"
 
@@ -194,9 +195,10 @@ static void half_gemm(bool bf16, bool trans_b, int64_t m, int64_t n, int64_t k, 
     if (m <= 0 || n <= 0) return;
     hg_args g = {m, n, k, lda, ldb, ldc, a, b, c};
     const int nt = nn__threads_for(m * n * (k ? k : 1), HG_GRAIN);
-    nn__range_fn body = trans_b ? bf16 && g_dp ? nt_bf16_dp
-                                  : m == 1     ? (bf16 ? gv_bf16 : gv_f16)
-                                               : (bf16 ? nt_bf16 : nt_f16)
+    const bool dp_gemv = k >= 2048 && n <= 512; /* measured: see the top */
+    nn__range_fn body = trans_b ? bf16 && g_dp && (m > 1 || dp_gemv) ? nt_bf16_dp
+                                  : m == 1                           ? (bf16 ? gv_bf16 : gv_f16)
+                                                                     : (bf16 ? nt_bf16 : nt_f16)
                                 : (bf16 ? nn_bf16 : nn_f16);
     nn__parallel_range(n, nt, 8, body, &g);
 }
