@@ -15,9 +15,9 @@
  * the figure covers CNN training alone. */
 #include "bench_backend.h"
 #include "core/core.h" /* NN__PROF_SPAN: the disabled hook's cost */
-#include "backend/tier.h" /* --tier */
 #include "nn.h"
 #include "bench_models.h"
+#include "bench_tier.h"
 #include "bench_util.h"
 
 #include <math.h>
@@ -462,13 +462,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             /* measure an older machine's kernels: ref, avx2 or avx512 */
             const char *t = argv[++i];
-            const int tier = !strcmp(t, "ref") ? NN_TIER_REF : !strcmp(t, "avx2") ? NN_TIER_AVX2
-                             : !strcmp(t, "avx512")                              ? NN_TIER_AVX512
-                                                                                 : -2;
-            if (tier == -2 || !nn__backend_force_tier(tier)) {
-                fprintf(stderr, "bench: tier '%s' is not runnable here\n", t);
-                return 2;
-            }
+            if (!bench_force_tier(t)) return 2;
             printf("# forced tier: %s\n", t);
         } else {
             fprintf(stderr, "usage: %s [--quick] [--threads N] [--case PREFIX] [--tier ref|avx2|avx512]\n",

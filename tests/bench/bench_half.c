@@ -21,8 +21,9 @@
  * models have PyTorch's default init plus 30 Adam steps on a synthetic task
  * (so the weights are not just uniform noise). */
 #include "nn.h"
-#include "backend/tier.h"
+#include "backend/tier.h" /* the half kernels, --widen */
 #include "bench_models.h"
+#include "bench_tier.h"
 #include "bench_util.h"
 
 #include <math.h>
@@ -203,13 +204,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--widen") == 0) g_widen = true;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             const char *t = argv[++i];
-            const int tier = !strcmp(t, "ref") ? NN_TIER_REF : !strcmp(t, "avx2") ? NN_TIER_AVX2
-                             : !strcmp(t, "avx512")                              ? NN_TIER_AVX512
-                                                                                 : -2;
-            if (tier == -2 || !nn__backend_force_tier(tier)) {
-                fprintf(stderr, "bench_half: tier '%s' is not runnable here\n", t);
-                return 2;
-            }
+            if (!bench_force_tier(t)) return 2;
         } else {
             fprintf(stderr,
                     "usage: %s [--quick] [--threads N] [--tier ref|avx2|avx512] [--widen]\n",

@@ -32,9 +32,10 @@
  * is examples/quantize.c's business (a trained model and the test set).
  * PyTorch's quantize_dynamic on the same models: bench_quant_torch.py. */
 #include "backend/backend.h"
-#include "backend/tier.h"
+#include "backend/tier.h" /* nn__tier_int8_peak */
 #include "nn.h"
 #include "bench_models.h"
+#include "bench_tier.h"
 #include "bench_util.h"
 
 #include <stdio.h>
@@ -267,13 +268,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tier") && i + 1 < argc) {
             /* measure an older machine's kernels: ref, avx2 or avx512 */
             const char *t = argv[++i];
-            const int tier = !strcmp(t, "ref") ? NN_TIER_REF : !strcmp(t, "avx2") ? NN_TIER_AVX2
-                             : !strcmp(t, "avx512")                              ? NN_TIER_AVX512
-                                                                                 : -2;
-            if (tier == -2 || !nn__backend_force_tier(tier)) {
-                fprintf(stderr, "bench_quant: tier '%s' is not runnable here\n", t);
-                return 2;
-            }
+            if (!bench_force_tier(t)) return 2;
         } else {
             fprintf(stderr,
                     "usage: bench_quant [--threads N] [--quick] [--no-torch] [--torch SCRIPT]"
