@@ -2016,8 +2016,8 @@ NN_API nn_status nn_onnx_save_buffer_n(nn_module *m, int n, const nn_dtype *inpu
  * 65536 inputs per output) below the model's root (or the root itself when
  * it is a MultiheadAttention) is replaced, in place, by
  * a QuantizedLinear / QuantizedConv2d with symmetric int8 weights per output
- * channel (scale = max|w| / 127) and f32 bias; activations are quantized to
- * u8 with a zero point, per row (Linear) or per image (Conv2d) at run time
+ * channel (max|w| / 127; / 63, 7 bits, without AVX-512 VNNI) and f32 bias; u8
+ * activations with a zero point, per row (Linear) or per image (Conv2d) at run time
  * (dynamic), or with a scale and zero point per layer fixed from the input
  * ranges seen on calibration batches (static: faster, no range pass). A ReLU
  * right after a layer in a Sequential runs inside the int8 kernel (the ReLU
