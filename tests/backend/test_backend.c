@@ -222,15 +222,21 @@ static void tiny_plan_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, fl
                      c, ldc);
 }
 
-static void test_gemm_blocking_edges(void **s) {
-    (void)s;
-    const nn__gemm_plan *base = NULL;
+/* The blocked GEMM's plan of the tier under test (NULL: the reference tier
+ * has none). */
+static const nn__gemm_plan *tier_gemm_plan(void) {
 #if NN_HAVE_AVX2
-    if (g_tier == NN_TIER_AVX2) base = nn__avx2_gemm_plan();
+    if (g_tier == NN_TIER_AVX2) return nn__avx2_gemm_plan();
 #endif
 #if NN_HAVE_AVX512
-    if (g_tier == NN_TIER_AVX512) base = nn__avx512_gemm_plan();
+    if (g_tier == NN_TIER_AVX512) return nn__avx512_gemm_plan();
 #endif
+    return NULL;
+}
+
+static void test_gemm_blocking_edges(void **s) {
+    (void)s;
+    const nn__gemm_plan *base = tier_gemm_plan();
     if (!base) return; /* the reference tier has no blocked GEMM */
     assert_true(base->kc >= 8 && base->kc % 4 == 0);
     assert_true(base->mc >= base->mr && base->mc % base->mr == 0);
@@ -263,13 +269,7 @@ TIERED(test_gemm_blocking_edges)
  * misaligned sources and destinations. */
 static void test_gemm_pack(void **s) {
     (void)s;
-    const nn__gemm_plan *p = NULL;
-#if NN_HAVE_AVX2
-    if (g_tier == NN_TIER_AVX2) p = nn__avx2_gemm_plan();
-#endif
-#if NN_HAVE_AVX512
-    if (g_tier == NN_TIER_AVX512) p = nn__avx512_gemm_plan();
-#endif
+    const nn__gemm_plan *p = tier_gemm_plan();
     if (!p) return; /* the reference tier packs nothing */
     static const int64_t rows_[] = {1, 7, 8, 15, 16, 17, 31, 33, 47, 48, 49, 97};
     static const int64_t kcs[] = {1, 3, 4, 8, 13, 16, 17, 31, 33, 64, 70};
@@ -302,13 +302,7 @@ TIERED(test_gemm_pack)
  * leading dimensions, misaligned buffers; the padding of dst untouched. */
 static void test_gemm_transpose(void **s) {
     (void)s;
-    const nn__gemm_plan *p = NULL;
-#if NN_HAVE_AVX2
-    if (g_tier == NN_TIER_AVX2) p = nn__avx2_gemm_plan();
-#endif
-#if NN_HAVE_AVX512
-    if (g_tier == NN_TIER_AVX512) p = nn__avx512_gemm_plan();
-#endif
+    const nn__gemm_plan *p = tier_gemm_plan();
     if (!p || !p->transpose) return; /* the driver then uses the reference */
     static const int64_t dims[] = {1, 3, 15, 16, 17, 31, 32, 33, 48, 70};
     const int nd = (int)(sizeof dims / sizeof dims[0]);
