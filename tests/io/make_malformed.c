@@ -49,6 +49,21 @@ static void u32(buf *b, uint32_t v) { u16(b, (uint16_t)v); u16(b, (uint16_t)(v >
 static void u64(buf *b, uint64_t v) { u32(b, (uint32_t)v); u32(b, (uint32_t)(v >> 32)); }
 static void f64(buf *b, double v) { uint64_t u; memcpy(&u, &v, 8); u64(b, u); }
 static void str(buf *b, const char *s) { u32(b, (uint32_t)strlen(s)); put(b, s, strlen(s)); }
+/* n zero bytes, in pieces (n may be gibibytes). */
+static void put_zeros(buf *b, uint64_t n) {
+    static const uint8_t zero[1 << 16];
+    while (n) {
+        size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
+        put(b, zero, k);
+        n -= k;
+    }
+}
+/* v as 4 little-endian bytes at d. */
+static void le_f32(uint8_t *d, float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    for (int k = 0; k < 4; k++) d[k] = (uint8_t)(u >> (8 * k));
+}
 static void patch32(buf *b, size_t at, uint32_t v) {
     for (int i = 0; i < 4; i++) b->p[at + i] = (uint8_t)(v >> (8 * i));
 }
@@ -112,27 +127,64 @@ static buf meta_body(void) {
     return b;
 }
 
-/* Sequential { "0": Linear(2 -> 3, bias) } */
-static void linear_node(buf *b, const char *type) {
+/* A node's type and its n hyperparameters (its children follow). */
+static void put_head(buf *b, const char *type, int n, const char *const *keys,
+                     const double *vals) {
     str(b, type);
-    u32(b, 3);
-    str(b, "in_features");
-    f64(b, 2);
-    str(b, "out_features");
-    f64(b, 3);
-    str(b, "bias");
-    f64(b, 1);
-    u32(b, 0);
+    u32(b, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+        str(b, keys[i]);
+        f64(b, vals[i]);
+    }
 }
 
-static buf module_body(const char *leaf_type) {
+/* A node of type `type` with n hyperparameters and no children. */
+static buf leaf_node(const char *type, int n, const char *const *keys, const double *vals) {
+    buf b = {0};
+    put_head(&b, type, n, keys, vals);
+    u32(&b, 0);
+    return b;
+}
+
+/* A node of type `type` (a Linear's hyperparameters: in -> out, bias). */
+static buf linear_leaf(const char *type, int64_t in, int64_t out) {
+    static const char *const keys[] = {"in_features", "out_features", "bias"};
+    const double vals[] = {(double)in, (double)out, 1};
+    return leaf_node(type, 3, keys, vals);
+}
+
+/* Appends node to b; node is consumed. */
+static void put_node(buf *b, buf node) {
+    put(b, node.p, node.len);
+    free(node.p);
+}
+
+/* A node of type `type` with n hyperparameters and one child, a
+ * Linear(2 -> 3, bias) named `child`. */
+static buf node_with_linear(const char *type, int n, const char *const *keys, const double *vals,
+                            const char *child) {
+    buf b = {0};
+    put_head(&b, type, n, keys, vals);
+    u32(&b, 1);
+    str(&b, child);
+    put_node(&b, linear_leaf("Linear", 2, 3));
+    return b;
+}
+
+/* Sequential { "0": node }; node is consumed. */
+static buf sequential_of(buf node) {
     buf b = {0};
     str(&b, "Sequential");
     u32(&b, 0);
     u32(&b, 1);
     str(&b, "0");
-    linear_node(&b, leaf_type);
+    put_node(&b, node);
     return b;
+}
+
+/* Sequential { "0": Linear(2 -> 3, bias) }, the leaf of type leaf_type */
+static buf module_body(const char *leaf_type) {
+    return sequential_of(linear_leaf(leaf_type, 2, 3));
 }
 
 /* Sequential nested `depth` times. */
@@ -184,36 +236,27 @@ static const float W[9] = {0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 1.5f, 0.1f, 0.2f, 0
 static buf good_tensors(void) {
     tdesc t[2] = {{"0.weight", 0, 2, 0, {3, 2}, 0, 24, 24}, {"0.bias", 0, 1, 0, {3}, 24, 12, 12}};
     uint8_t data[36];
-    for (int i = 0; i < 9; i++) {
-        uint32_t u;
-        memcpy(&u, &W[i], 4);
-        for (int k = 0; k < 4; k++) data[4 * i + k] = (uint8_t)(u >> (8 * k));
-    }
+    for (int i = 0; i < 9; i++) le_f32(data + 4 * i, W[i]);
     return tensors_body(t, 2, 2, data, 36);
 }
 
-static buf model_with(buf tensors) {
-    section s[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("Linear"), 0}, {3, 0, tensors, 0}};
-    return file_of(1, 0, s, 3);
-}
-
+/* Version 1.0: metadata, the module tree, the tensors (both consumed). */
 static buf model_with_tree(buf tree, buf tensors) {
     section s[3] = {{1, 0, meta_body(), 0}, {2, 0, tree, 0}, {3, 0, tensors, 0}};
     return file_of(1, 0, s, 3);
 }
 
-/* A node of type `type` with n hyperparameters and no children. */
-static buf leaf_node(const char *type, int n, const char *const *keys, const double *vals) {
-    buf b = {0};
-    str(&b, type);
-    u32(&b, (uint32_t)n);
-    for (int i = 0; i < n; i++) {
-        str(&b, keys[i]);
-        f64(&b, vals[i]);
-    }
-    u32(&b, 0);
-    return b;
+static buf model_with(buf tensors) { return model_with_tree(module_body("Linear"), tensors); }
+
+/* Version 1.0 without metadata: the module tree, then the tensors (both
+ * consumed). */
+static buf tree_file_with(buf tree, buf tensors) {
+    section s[2] = {{2, 0, tree, 0}, {3, 0, tensors, 0}};
+    return file_of(1, 0, s, 2);
 }
+
+/* The same with the valid weights (good_tensors). */
+static buf tree_file(buf tree) { return tree_file_with(tree, good_tensors()); }
 
 /* Sequential { "0": Linear(2 -> 3, bias), "1": node } (the tensors of
  * good_tensors fit it); node is consumed. */
@@ -223,10 +266,9 @@ static buf linear_then(buf node) {
     u32(&b, 0);
     u32(&b, 2);
     str(&b, "0");
-    linear_node(&b, "Linear");
+    put_node(&b, linear_leaf("Linear", 2, 3));
     str(&b, "1");
-    put(&b, node.p, node.len);
-    free(node.p);
+    put_node(&b, node);
     return b;
 }
 
@@ -271,16 +313,11 @@ static buf linear_tensors(int64_t rows, int64_t cols, int codec) {
     buf b = tensors_body(t, 2, 2, "", 0);
     b.len -= 8; /* the data size, rewritten with the data */
     u64(&b, wlen + blen);
-    static uint8_t zero[1 << 16];
     if (codec) {
         put(&b, w.p, w.len);
         put(&b, bias.p, bias.len);
     } else {
-        for (uint64_t n = wlen + blen; n;) {
-            size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
-            put(&b, zero, k);
-            n -= k;
-        }
+        put_zeros(&b, wlen + blen);
     }
     free(w.p);
     free(bias.p);
@@ -289,21 +326,7 @@ static buf linear_tensors(int64_t rows, int64_t cols, int codec) {
 
 /* Sequential { "0": Linear(in, out, bias) } */
 static buf linear_module(int64_t in, int64_t out) {
-    buf b = {0};
-    str(&b, "Sequential");
-    u32(&b, 0);
-    u32(&b, 1);
-    str(&b, "0");
-    str(&b, "Linear");
-    u32(&b, 3);
-    str(&b, "in_features");
-    f64(&b, (double)in);
-    str(&b, "out_features");
-    f64(&b, (double)out);
-    str(&b, "bias");
-    f64(&b, 1);
-    u32(&b, 0);
-    return b;
+    return sequential_of(linear_leaf("Linear", in, out));
 }
 
 /* ------------------------------------------------------------- output */
@@ -354,11 +377,7 @@ static void idx_file(const char *name, int ndim, const uint32_t *dims, uint64_t 
         }
         if (gzclose(g) != Z_OK) die("gzclose");
     } else {
-        for (uint64_t n = data; n;) {
-            size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
-            put(&h, zero, k);
-            n -= k;
-        }
+        put_zeros(&h, data);
         write_file(name, &h);
     }
     free(h.p);
@@ -421,23 +440,9 @@ static buf bf16_tensors(void) {
 
 /* Sequential { "0": Linear(2 -> 3, bias, weight_dtype bf16) } */
 static buf bf16_linear_body(void) {
-    buf b = {0};
-    str(&b, "Sequential");
-    u32(&b, 0);
-    u32(&b, 1);
-    str(&b, "0");
-    str(&b, "Linear");
-    u32(&b, 4);
-    str(&b, "in_features");
-    f64(&b, 2);
-    str(&b, "out_features");
-    f64(&b, 3);
-    str(&b, "bias");
-    f64(&b, 1);
-    str(&b, "weight_dtype");
-    f64(&b, 3);
-    u32(&b, 0);
-    return b;
+    static const char *const keys[] = {"in_features", "out_features", "bias", "weight_dtype"};
+    static const double vals[] = {2, 3, 1, 3};
+    return sequential_of(leaf_node("Linear", 4, keys, vals));
 }
 
 /* Signed and encrypted envelopes (FORMAT.md 10), written without any
@@ -532,14 +537,10 @@ static buf aligned_linear(int defect, uint64_t *expect) {
     }
     uint8_t *data = calloc(1, dsize);
     if (!data) die("out of memory");
-    for (int i = 0; i < 9; i++) {
-        uint32_t u;
-        memcpy(&u, &W[i], 4);
-        for (int k = 0; k < 4; k++)
-            data[(i < 6 ? woff + 4 * (uint64_t)i : boff - (defect == AL_PAST_AREA ? 64 : 0) +
-                                                       4 * (uint64_t)(i - 6)) + (uint64_t)k] =
-                (uint8_t)(u >> (8 * k));
-    }
+    for (int i = 0; i < 9; i++)
+        le_f32(data + (i < 6 ? woff + 4 * (uint64_t)i
+                             : boff - (defect == AL_PAST_AREA ? 64 : 0) + 4 * (uint64_t)(i - 6)),
+               W[i]);
     tdesc t[2] = {{"0.weight", 0, 2, defect == AL_COMPRESSED, {3, 2}, woff, 24, 24},
                   {"0.bias", 0, 1, 0, {3}, boff, 12, 12}};
     buf tb = tensors_body(t, 2, 2, data, (size_t)dsize);
@@ -588,6 +589,17 @@ static void aligned_catalogue(void) {
          "section 2 (type 3) length 1073741824 exceeds the");
 }
 
+/* The valid model whose metadata holds one key that declares key_len
+ * bytes, followed by 8. */
+static buf key_length_file(uint32_t key_len) {
+    buf m = {0};
+    u32(&m, 1);
+    u32(&m, key_len);
+    put(&m, "abcdefgh", 8);
+    section s[3] = {{1, 0, m, 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0}};
+    return file_of(1, 0, s, 3);
+}
+
 static void catalogue(void) {
     emit("valid_linear", model_with(good_tensors()), "NN_OK", "-");
     emit("valid_bf16_linear", model_with_tree(bf16_linear_body(), bf16_tensors()), "NN_OK", "-");
@@ -628,20 +640,9 @@ static void catalogue(void) {
     emit("section_crc", file_of(1, 0, s2, 3), "NN_ERR_CHECKSUM", "tensor section 2 CRC-32");
 
     /* Metadata key length 0xFFFFFFF0: the llama.cpp calloc(n + 1) class. */
-    buf m = {0};
-    u32(&m, 1);
-    u32(&m, 0xFFFFFFF0u);
-    put(&m, "abcdefgh", 8);
-    section s3[3] = {{1, 0, m, 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0}};
-    emit("huge_string_length", file_of(1, 0, s3, 3), "NN_ERR_LIMIT",
+    emit("huge_string_length", key_length_file(0xFFFFFFF0u), "NN_ERR_LIMIT",
          "key length 4294967280 exceeds the limit");
-
-    m = (buf){0};
-    u32(&m, 1);
-    u32(&m, 60000);
-    put(&m, "abcdefgh", 8);
-    section s4[3] = {{1, 0, m, 0}, {2, 0, module_body("Linear"), 0}, {3, 0, good_tensors(), 0}};
-    emit("string_past_section", file_of(1, 0, s4, 3), "NN_ERR_FORMAT",
+    emit("string_past_section", key_length_file(60000), "NN_ERR_FORMAT",
          "key length 60000 exceeds the 8 bytes left");
 
     tdesc w = {"0.weight", 0, 2, 0, {3, 2}, 0, 24, 24};
@@ -715,12 +716,10 @@ static void catalogue(void) {
     emit("tensor_bigger_than_module", model_with(linear_tensors(4096, 4096, 1)), "NN_ERR_FORMAT",
          "wrong shape 0.weight, 0.bias (0.weight: module [3,2], file [4096,4096])");
 
-    section s5[3] = {{1, 0, meta_body(), 0}, {2, 0, module_body("EvilModule"), 0}, {3, 0, good_tensors(), 0}};
-    emit("unknown_module_type", file_of(1, 0, s5, 3), "NN_ERR_FORMAT",
-         "unknown module type 'EvilModule'");
+    emit("unknown_module_type", model_with_tree(module_body("EvilModule"), good_tensors()),
+         "NN_ERR_FORMAT", "unknown module type 'EvilModule'");
 
-    section s6[2] = {{2, 0, deep_module_body(40), 0}, {3, 0, good_tensors(), 0}};
-    emit("module_too_deep", file_of(1, 0, s6, 2), "NN_ERR_LIMIT", "nesting depth");
+    emit("module_too_deep", tree_file(deep_module_body(40)), "NN_ERR_LIMIT", "nesting depth");
 
     /* The sequence-model kinds (Select, ModuleList, ModuleDict, Embedding
      * padding_idx, recurrent options): hyperparameters out of their domain
@@ -799,16 +798,14 @@ static void catalogue(void) {
              "QuantizedLinear: act_scale = -1"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};
-            emit(cases[i].name, file_of(1, 0, sc, 2), "NN_ERR_FORMAT", cases[i].msg);
+            emit(cases[i].name, tree_file(cases[i].tree), "NN_ERR_FORMAT", cases[i].msg);
         }
         /* An int8 convolution deeper than its 32-bit sums allow (4096 x 5 x 5
          * inputs per output): refused before any buffer is made. */
         static const char *const qc[] = {"in_channels", "out_channels", "kernel_h", "kernel_w"};
         static const double deep[] = {4096, 2, 5, 5};
-        section sq[2] = {{2, 0, linear_then(leaf_node("QuantizedConv2d", 4, qc, deep)), 0},
-                         {3, 0, good_tensors(), 0}};
-        emit("quantized_conv_too_deep", file_of(1, 0, sq, 2), "NN_ERR_LIMIT",
+        emit("quantized_conv_too_deep",
+             tree_file(linear_then(leaf_node("QuantizedConv2d", 4, qc, deep))), "NN_ERR_LIMIT",
              "exceeds the int8 limit 65536");
         /* Ties (a "#ties" list before the root node, FORMAT.md 6): each must
          * name an existing parameter, tied to an earlier one of its shape. */
@@ -824,32 +821,22 @@ static void catalogue(void) {
             {"tie_to_itself", "0.bias", "0.bias", "NN_ERR_FORMAT", "'0.bias' is tied to itself"},
         };
         for (size_t i = 0; i < sizeof ties / sizeof ties[0]; i++) {
-            m = (buf){0};
+            buf m = {0};
             str(&m, "#ties");
             u32(&m, 1);
             str(&m, ties[i].dst);
             str(&m, ties[i].src);
-            buf tree = module_body("Linear");
-            put(&m, tree.p, tree.len);
-            free(tree.p);
-            section st[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-            emit(ties[i].name, file_of(1, 0, st, 2), ties[i].status, ties[i].msg);
+            put_node(&m, module_body("Linear"));
+            emit(ties[i].name, tree_file(m), ties[i].status, ties[i].msg);
         }
-        m = (buf){0};
+        buf m = {0};
         str(&m, "#ties");
         u32(&m, 0xFFFFFFFFu);
-        section sh[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-        emit("tie_count_too_large", file_of(1, 0, sh, 2), "NN_ERR_LIMIT", "tie count 4294967295");
+        emit("tie_count_too_large", tree_file(m), "NN_ERR_LIMIT", "tie count 4294967295");
 
         /* A ModuleList's children are "0", "1", ... like a Sequential's. */
-        m = (buf){0};
-        str(&m, "ModuleList");
-        u32(&m, 0);
-        u32(&m, 1);
-        str(&m, "first");
-        linear_node(&m, "Linear");
-        section sl[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-        emit("module_list_child_name", file_of(1, 0, sl, 2), "NN_ERR_FORMAT",
+        emit("module_list_child_name",
+             tree_file(node_with_linear("ModuleList", 0, NULL, NULL, "first")), "NN_ERR_FORMAT",
              "ModuleList child named 'first', expected '0'");
     }
 
@@ -902,58 +889,32 @@ static void catalogue(void) {
              "TransformerEncoderLayers"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            section sc[2] = {{2, 0, cases[i].tree, 0}, {3, 0, good_tensors(), 0}};
-            emit(cases[i].name, file_of(1, 0, sc, 2), cases[i].status, cases[i].msg);
+            emit(cases[i].name, tree_file(cases[i].tree), cases[i].status, cases[i].msg);
         }
         /* An encoder layer with a child it does not have (a Linear named "extra"). */
-        m = (buf){0};
-        str(&m, "TransformerEncoderLayer");
-        u32(&m, 3);
-        for (int i = 0; i < 3; i++) {
-            str(&m, tl[i]);
-            f64(&m, tl_1_1[i]);
-        }
-        u32(&m, 1);
-        str(&m, "extra");
-        linear_node(&m, "Linear");
-        section se[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-        emit("encoder_layer_unexpected_child", file_of(1, 0, se, 2), "NN_ERR_FORMAT",
-             "TransformerEncoderLayer: unexpected child 'extra'");
+        emit("encoder_layer_unexpected_child",
+             tree_file(node_with_linear("TransformerEncoderLayer", 3, tl, tl_1_1, "extra")),
+             "NN_ERR_FORMAT", "TransformerEncoderLayer: unexpected child 'extra'");
         /* MultiheadAttention(2, 1) whose out_proj is a Linear(2 -> 3). */
-        m = (buf){0};
-        str(&m, "MultiheadAttention");
-        u32(&m, 3);
         static const double mha_2_1[] = {2, 1, 0};
-        for (int i = 0; i < 3; i++) {
-            str(&m, mha[i]);
-            f64(&m, mha_2_1[i]);
-        }
-        u32(&m, 1);
-        str(&m, "out_proj");
-        linear_node(&m, "Linear");
-        section so[2] = {{2, 0, m, 0}, {3, 0, linear_tensors(6, 4, 0), 0}};
-        emit("mha_out_proj_wrong_size", file_of(1, 0, so, 2), "NN_ERR_FORMAT",
+        emit("mha_out_proj_wrong_size",
+             tree_file_with(node_with_linear("MultiheadAttention", 3, mha, mha_2_1, "out_proj"),
+                            linear_tensors(6, 4, 0)),
+             "NN_ERR_FORMAT",
              "MultiheadAttention: child 'out_proj' is a Linear, expected Linear(2, 2, bias=False)");
         /* A quantized MultiheadAttention(2, 1) whose q_proj is a float Linear,
          * then one whose q_proj is a float Linear but quantized = 0 (a float
          * MHA has no child q_proj). */
         for (int v = 0; v < 2; v++) {
-            m = (buf){0};
-            str(&m, "MultiheadAttention");
-            u32(&m, 4);
-            for (int i = 0; i < 4; i++) {
-                str(&m, mhaq[i]);
-                f64(&m, i == 3 ? 1 - v : mhaq_1[i]);
-            }
-            u32(&m, 1);
-            str(&m, "q_proj");
-            linear_node(&m, "Linear");
-            section sq[2] = {{2, 0, m, 0}, {3, 0, linear_tensors(6, 4, 0), 0}};
-            emit(v ? "mha_float_with_q_proj" : "mha_quantized_float_q_proj",
-                 file_of(1, 0, sq, 2), "NN_ERR_FORMAT",
-                 v ? "MultiheadAttention: unexpected child 'q_proj'"
-                   : "MultiheadAttention: child 'q_proj' is a Linear, expected "
-                     "QuantizedLinear(2, 2) (quantized = 1)");
+            const double quantized[] = {mhaq_1[0], mhaq_1[1], mhaq_1[2], 1 - v};
+            emit(
+                v ? "mha_float_with_q_proj" : "mha_quantized_float_q_proj",
+                tree_file_with(node_with_linear("MultiheadAttention", 4, mhaq, quantized, "q_proj"),
+                               linear_tensors(6, 4, 0)),
+                "NN_ERR_FORMAT",
+                v ? "MultiheadAttention: unexpected child 'q_proj'"
+                  : "MultiheadAttention: child 'q_proj' is a Linear, expected "
+                    "QuantizedLinear(2, 2) (quantized = 1)");
         }
     }
 
@@ -962,53 +923,30 @@ static void catalogue(void) {
     {
         static const char *const rk[] = {"shortcut"};
         static const double half[] = {0.5}, no[] = {0}, yes[] = {1};
-        section sr[2] = {{2, 0, leaf_node("Residual", 1, rk, half), 0}, {3, 0, good_tensors(), 0}};
-        emit("residual_shortcut_not_boolean", file_of(1, 0, sr, 2), "NN_ERR_FORMAT",
-             "Residual: shortcut = 0.5, expected 0 or 1");
-        section sb[2] = {{2, 0, linear_then(leaf_node("Residual", 1, rk, yes)), 0},
-                         {3, 0, good_tensors(), 0}};
-        emit("residual_without_body", file_of(1, 0, sb, 2), "NN_ERR_FORMAT",
-             "Residual: child 'body' is missing");
+        emit("residual_shortcut_not_boolean", tree_file(leaf_node("Residual", 1, rk, half)),
+             "NN_ERR_FORMAT", "Residual: shortcut = 0.5, expected 0 or 1");
+        emit("residual_without_body", tree_file(linear_then(leaf_node("Residual", 1, rk, yes))),
+             "NN_ERR_FORMAT", "Residual: child 'body' is missing");
         /* a "shortcut" child while the flag says none */
-        m = (buf){0};
-        str(&m, "Residual");
-        u32(&m, 1);
-        str(&m, rk[0]);
-        f64(&m, no[0]);
-        u32(&m, 1);
-        str(&m, "shortcut");
-        linear_node(&m, "Linear");
-        section su[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-        emit("residual_unexpected_child", file_of(1, 0, su, 2), "NN_ERR_FORMAT",
+        emit("residual_unexpected_child",
+             tree_file(node_with_linear("Residual", 1, rk, no, "shortcut")), "NN_ERR_FORMAT",
              "Residual: unexpected child 'shortcut' (body)");
     }
 
     /* Regression (found by the fuzzer): a hyperparameter count over the cap
      * once made the cleanup free past the key table. */
-    m = (buf){0};
+    buf m = {0};
     str(&m, "Linear");
     u32(&m, 1000);
     for (int i = 0; i < 1000; i++) u8(&m, 0);
-    section s9[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-    emit("hyperparameter_count_too_large", file_of(1, 0, s9, 2), "NN_ERR_LIMIT",
+    emit("hyperparameter_count_too_large", tree_file(m), "NN_ERR_LIMIT",
          "hyperparameter count 1000 exceeds the limit of 256");
 
     /* A module whose hyperparameters ask for far more parameter bytes than
      * the file's tensors hold (3.6 GB for Linear(30000, 30000)): rejected
      * before the allocation, by the tensor budget. */
-    m = (buf){0};
-    str(&m, "Linear");
-    u32(&m, 3);
-    str(&m, "in_features");
-    f64(&m, 30000);
-    str(&m, "out_features");
-    f64(&m, 30000);
-    str(&m, "bias");
-    f64(&m, 1);
-    u32(&m, 0);
-    section s10[2] = {{2, 0, m, 0}, {3, 0, good_tensors(), 0}};
-    emit("module_bigger_than_tensors", file_of(1, 0, s10, 2), "NN_ERR_LIMIT",
-         "exceeds the");
+    emit("module_bigger_than_tensors", tree_file(linear_leaf("Linear", 30000, 30000)),
+         "NN_ERR_LIMIT", "exceeds the");
 
     buf extra = {0};
     str(&extra, "from the future");
