@@ -26,17 +26,21 @@ static int teardown(void **s) {
     return 0;
 }
 
-/* The golden model's configuration (make_golden_gpt.py). */
-static nn_gpt_config golden_cfg(void) {
+/* The default configuration with these sizes. */
+static nn_gpt_config gpt_config(int64_t vocab_size, int64_t block_size, int64_t n_layer,
+                                int64_t n_head, int64_t n_embd) {
     nn_gpt_config c;
     TU_OK(nn_gpt_config_init(&c));
-    c.vocab_size = 40;
-    c.block_size = 16;
-    c.n_layer = 2;
-    c.n_head = 2;
-    c.n_embd = 16;
+    c.vocab_size = vocab_size;
+    c.block_size = block_size;
+    c.n_layer = n_layer;
+    c.n_head = n_head;
+    c.n_embd = n_embd;
     return c;
 }
+
+/* The golden model's configuration (make_golden_gpt.py). */
+static nn_gpt_config golden_cfg(void) { return gpt_config(40, 16, 2, 2, 16); }
 
 /* The golden model with PyTorch's weights. */
 static nn_module *golden_gpt(void) {
@@ -153,12 +157,24 @@ static void test_golden_loss_grads_adamw(void **st) {
 
 /* ---------------------------------------------------------- model files */
 
-static nn_model *save_load(nn_module *m) {
+/* m saved to a buffer (*len bytes) and loaded back. */
+static nn_model *save_load_len(nn_module *m, size_t *len) {
     void *buf = NULL;
-    size_t len = 0;
-    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &len));
-    nn_model *md = TU_NN(nn_model_load_buffer(buf, len, NULL));
+    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, len));
+    nn_model *md = TU_NN(nn_model_load_buffer(buf, *len, NULL));
     nn_free(buf);
+    return md;
+}
+
+static nn_model *save_load(nn_module *m) {
+    size_t len = 0;
+    return save_load_len(m, &len);
+}
+
+/* m saved and loaded back; m is freed. */
+static nn_model *model_of(nn_module *m) {
+    nn_model *md = save_load(m);
+    nn_module_free(m);
     return md;
 }
 
@@ -253,12 +269,7 @@ static void test_tokenizer(void **st) {
 
 /* ------------------------------------------------------------- sessions */
 
-static nn_model *golden_model(void) {
-    nn_module *m = golden_gpt();
-    nn_model *md = save_load(m);
-    nn_module_free(m);
-    return md;
-}
+static nn_model *golden_model(void) { return model_of(golden_gpt()); }
 
 /* Logits of the last position of tokens[0..n), recomputed from scratch. */
 static void full_logits(nn_model *md, const int64_t *tokens, int64_t n, float *out, int64_t V) {
@@ -316,16 +327,8 @@ static void test_cache_equals_recompute(void **st) {
 /* A bigger random model whose prefill spans several chunks. */
 static void test_cache_long_prompt(void **st) {
     (void)st;
-    nn_gpt_config c;
-    TU_OK(nn_gpt_config_init(&c));
-    c.vocab_size = 256;
-    c.block_size = 96;
-    c.n_layer = 2;
-    c.n_head = 4;
-    c.n_embd = 32;
-    nn_module *m = TU_NN(nn_gpt_new(&c));
-    nn_model *md = save_load(m);
-    nn_module_free(m);
+    nn_gpt_config c = gpt_config(256, 96, 2, 4, 32);
+    nn_model *md = model_of(TU_NN(nn_gpt_new(&c)));
     int64_t toks[96];
     for (int i = 0; i < 96; i++) toks[i] = (i * 37 + 11) % 256;
     nn_session *s = TU_NN(nn_session_new(md, NULL));
@@ -346,13 +349,7 @@ static void test_cache_long_prompt(void **st) {
 /* A random GPT of odd sizes (C 40: a partial 32-element step in every dot
  * product; V 77: a partial block of rows), the same weights for every seed. */
 static nn_module *odd_gpt(void) {
-    nn_gpt_config c;
-    TU_OK(nn_gpt_config_init(&c));
-    c.vocab_size = 77;
-    c.block_size = 24;
-    c.n_layer = 2;
-    c.n_head = 4;
-    c.n_embd = 40;
+    nn_gpt_config c = gpt_config(77, 24, 2, 4, 40);
     nn_generator_seed(NULL, 11);
     nn_module *m = TU_NN(nn_gpt_new(&c));
     /* nanoGPT's init leaves biases and norms at 0 / 1: give them values */
@@ -390,6 +387,21 @@ static double rel_err(const float *a, const float *b, int64_t n) {
     return d / m;
 }
 
+/* The int8 model's session logits lq[(steps + 1) x V] against recomputing
+ * the sequence with its forward, after 1 and after all `steps` decode
+ * steps: the larger rel_err. */
+static double recompute_err(nn_model *mdq, const int64_t *toks, int steps, const float *lq,
+                            int64_t V) {
+    float full[256];
+    assert_true(V <= 256);
+    double e = 0;
+    for (int n = 9; n <= 8 + steps; n += steps - 1) {
+        full_logits(mdq, toks, n, full, V);
+        e = fmax(e, rel_err(lq + (n - 8) * V, full, V));
+    }
+    return e;
+}
+
 /* A GPT converted to bf16 / f16 (nn_module_convert) decodes through the
  * half-weight kernels: its model file holds the 16-bit weights (about half
  * the bytes) and loads back as such; its session logits match (1) the f32
@@ -405,12 +417,9 @@ static void test_half_weights_session(void **st) {
     const nn_dtype dts[2] = {NN_DTYPE_BF16, NN_DTYPE_F16};
     /* measured here (AVX-512 BF16): bf16 5.0e-4 / 1.8e-3, f16 2.5e-7 / 2.1e-4 */
     const double tol_same[2] = {4e-3, 4e-6}, tol_f32[2] = {1e-2, 2e-3};
-    nn_module *m = odd_gpt();
-    void *buf = NULL;
     size_t len32 = 0;
-    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &len32));
-    nn_model *md32 = TU_NN(nn_model_load_buffer(buf, len32, NULL));
-    nn_free(buf);
+    nn_module *m = odd_gpt();
+    nn_model *md32 = save_load_len(m, &len32);
     nn_module_free(m);
     int64_t toks[8 + STEPS] = {3, 76, 0, 41, 5, 22, 8, 60};
     static float l32[(STEPS + 1) * V], lh[(STEPS + 1) * V], lr[(STEPS + 1) * V];
@@ -419,10 +428,8 @@ static void test_half_weights_session(void **st) {
         m = odd_gpt();
         TU_OK(nn_module_convert(m, dts[d]));
         size_t lenh = 0;
-        TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &lenh));
+        nn_model *mdh = save_load_len(m, &lenh);
         assert_true(lenh < len32 * 0.6);
-        nn_model *mdh = TU_NN(nn_model_load_buffer(buf, lenh, NULL));
-        nn_free(buf);
         nn_module *lm = nn_model_module(mdh);
         assert_int_equal(nn_tensor_dtype(nn_module_get_parameter(lm, "lm_head.weight")), dts[d]);
         assert_int_equal(nn_tensor_dtype(nn_module_get_parameter(lm, "transformer.wpe.weight")),
@@ -462,12 +469,9 @@ static void test_int8_session(void **st) {
     (void)st;
     enum { STEPS = 8, V = 77 };
     /* measured here (AVX-512 VNNI): 1.7e-3 vs f32, 2.0e-7 vs recompute */
-    nn_module *m = odd_gpt();
-    void *buf = NULL;
     size_t len32 = 0, lenq = 0;
-    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &len32));
-    nn_model *md32 = TU_NN(nn_model_load_buffer(buf, len32, NULL));
-    nn_free(buf);
+    nn_module *m = odd_gpt();
+    nn_model *md32 = save_load_len(m, &len32);
     nn_module_free(m);
     int64_t toks[8 + STEPS] = {3, 76, 0, 41, 5, 22, 8, 60};
     static float l32[(STEPS + 1) * V], lq[(STEPS + 1) * V];
@@ -501,10 +505,8 @@ static void test_int8_session(void **st) {
     assert_ptr_equal(nn_module_get_parameter(m, "lm_head.weight"),
                      nn_module_get_parameter(m, "transformer.wte.weight"));
     /* save / load: same forward, smaller file */
-    TU_OK(nn_model_save_buffer(m, NULL, NULL, &buf, &lenq));
+    nn_model *mdq = save_load_len(m, &lenq);
     assert_true(lenq < len32 * 0.45);
-    nn_model *mdq = TU_NN(nn_model_load_buffer(buf, lenq, NULL));
-    nn_free(buf);
     nn_module *lm = nn_model_module(mdq);
     assert_ptr_equal(nn_module_get_parameter(lm, "lm_head.weight"),
                      nn_module_get_parameter(lm, "transformer.wte.weight"));
@@ -515,12 +517,7 @@ static void test_int8_session(void **st) {
 
     session_logits(mdq, toks, STEPS, false, lq, V);
     const double e_f32 = rel_err(lq, l32, (STEPS + 1) * V);
-    float full[V];
-    double e_full = 0;
-    for (int n = 9; n <= 8 + STEPS; n += STEPS - 1) { /* after 1 and after all decode steps */
-        full_logits(mdq, toks, n, full, V);
-        e_full = fmax(e_full, rel_err(lq + (n - 8) * V, full, V));
-    }
+    const double e_full = recompute_err(mdq, toks, STEPS, lq, V);
     assert_true(e_f32 <= 1e-2);
     assert_true(e_full <= 1e-5);
     nn_model_free(mdq);
@@ -547,14 +544,12 @@ static void test_int8_session(void **st) {
 static void test_int8_static_session(void **st) {
     (void)st;
     enum { STEPS = 8, V = 77, N = 6, T = 8 };
-    nn_module *m = odd_gpt();
-    nn_model *md32 = save_load(m);
-    nn_module_free(m);
+    nn_model *md32 = model_of(odd_gpt());
     int64_t toks[8 + STEPS] = {3, 76, 0, 41, 5, 22, 8, 60};
     static float l32[(STEPS + 1) * V], lq[(STEPS + 1) * V];
     session_logits(md32, toks, STEPS, true, l32, V);
 
-    m = odd_gpt();
+    nn_module *m = odd_gpt();
     nn_scope *sc = nn_scope_begin();
     float ids[N * T];
     uint64_t r = 12345;
@@ -591,12 +586,7 @@ static void test_int8_static_session(void **st) {
     nn_scope_end(sc);
     session_logits(mdq, toks, STEPS, false, lq, V);
     const double e_f32 = rel_err(lq, l32, (STEPS + 1) * V);
-    float full[V];
-    double e_full = 0;
-    for (int n = 9; n <= 8 + STEPS; n += STEPS - 1) {
-        full_logits(mdq, toks, n, full, V);
-        e_full = fmax(e_full, rel_err(lq + (n - 8) * V, full, V));
-    }
+    const double e_full = recompute_err(mdq, toks, STEPS, lq, V);
     print_message("static int8 GPT: session vs f32 %.3g, vs recompute %.3g\n", e_f32, e_full);
     assert_true(e_f32 <= 1e-2);
     assert_true(e_full <= 1e-5);
@@ -747,16 +737,8 @@ static void *thread_main(void *p) {
 
 static void test_threads_share_model(void **st) {
     (void)st;
-    nn_gpt_config c;
-    TU_OK(nn_gpt_config_init(&c));
-    c.vocab_size = 256;
-    c.block_size = 64;
-    c.n_layer = 2;
-    c.n_head = 2;
-    c.n_embd = 32;
-    nn_module *m = TU_NN(nn_gpt_new(&c));
-    nn_model *md = save_load(m);
-    nn_module_free(m);
+    nn_gpt_config c = gpt_config(256, 64, 2, 2, 32);
+    nn_model *md = model_of(TU_NN(nn_gpt_new(&c)));
     enum { N = 6 };
     job ref[N], par[N];
     for (int i = 0; i < N; i++) {
