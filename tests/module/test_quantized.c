@@ -27,6 +27,16 @@ static nn_tensor *rand_tensor(const int64_t *shape, int nd, uint64_t seed, float
     return t;
 }
 
+/* m saved to a model file in memory (*size bytes) and loaded back. */
+static nn_model *save_load(nn_module *m, size_t *size) {
+    void *file;
+    assert_int_equal(nn_model_save_buffer(m, NULL, NULL, &file, size), NN_OK);
+    nn_model *back = nn_model_load_buffer(file, *size, NULL);
+    if (!back) fail_msg("load: %s", nn_last_error());
+    nn_free(file);
+    return back;
+}
+
 /* The input quantized and dequantized by the documented rule (one range
  * over n values, or the static parameters). */
 static void fake_quant(const float *x, int64_t n, float scale_static, int32_t zp_static,
@@ -226,12 +236,8 @@ static void test_trained_accuracy_and_static(void **state) {
     for (int64_t i = 0; i < n; i++) ok_f += ((int64_t *)nn_tensor_data(pf))[i] == Y[i];
     assert_true(ok_f > n * 9 / 10); /* the float model learned it */
 
-    void *file;
     size_t size;
-    assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &file, &size), NN_OK);
-    nn_model *copy = nn_model_load_buffer(file, size, NULL);
-    assert_non_null(copy);
-    nn_free(file);
+    nn_model *copy = save_load(net, &size);
 
     assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
     nn_tensor *pd = predict_class(net, NULL, x);
@@ -283,21 +289,19 @@ static void test_round_trip(void **state) {
     nn_sequential_append(net, nn_linear_new(6 * 5 * 5, 300, true));
     const int64_t xs[4] = {3, 2, 5, 5};
     nn_tensor *x = rand_tensor(xs, 4, 8, -1.0f, 1.0f);
-    void *f32file, *file;
+    void *f32file;
     size_t f32size, size;
     assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &f32file, &f32size), NN_OK);
     assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
     nn_tensor *y = nn_module_forward(net, x);
-    assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &file, &size), NN_OK);
+    nn_model *m = save_load(net, &size);
     print_message("f32 file %zu bytes, int8 file %zu bytes\n", f32size, size);
     assert_true(size * 3 < f32size); /* 1 byte per weight instead of 4 */
-    nn_model *m = nn_model_load_buffer(file, size, NULL);
-    assert_non_null(m);
     assert_string_equal(nn_module_type_name(nn_sequential_get(nn_model_module(m), 3)),
                         "QuantizedLinear");
     nn_tensor *y2 = nn_model_predict(m, x);
     assert_memory_equal(nn_tensor_data(y), nn_tensor_data(y2), sizeof(float) * 3 * 300);
-    nn_free(f32file), nn_free(file);
+    nn_free(f32file);
     nn_model_free(m);
     nn_tensor_free(x), nn_tensor_free(y), nn_tensor_free(y2);
     nn_module_free(net);
@@ -354,11 +358,8 @@ static void test_reduced_range(void **state) {
                 nn_tensor_free(got);
             }
             /* a model file keeps weight_bits and the same outputs */
-            void *file;
             size_t size;
-            assert_int_equal(nn_model_save_buffer(net, NULL, NULL, &file, &size), NN_OK);
-            nn_model *md = nn_model_load_buffer(file, size, NULL);
-            assert_non_null(md);
+            nn_model *md = save_load(net, &size);
             nn_module *lq = nn_sequential_get(nn_model_module(md), 5);
             assert_true(lq->cfg[6] == (w7 ? 7 : 8));
             nn_tensor *y2 = nn_model_predict(md, x);
@@ -367,7 +368,6 @@ static void test_reduced_range(void **state) {
                                 sizeof(float) * (size_t)nn_tensor_numel(want));
             nn_tensor_free(y2);
             nn_model_free(md);
-            nn_free(file);
             nn_tensor_free(want);
         }
         nn_module_free(net);
@@ -658,12 +658,8 @@ static void test_mha_packed_self(void **state) {
     assert_true(d > 0 && d <= 0.03 * mx);
 
     /* model file: quantized = 1, no float in-projection, same outputs */
-    void *buf;
     size_t len;
-    assert_int_equal(nn_model_save_buffer(m, NULL, NULL, &buf, &len), NN_OK);
-    nn_model *back = nn_model_load_buffer(buf, len, NULL);
-    if (!back) fail_msg("load: %s", nn_last_error());
-    nn_free(buf);
+    nn_model *back = save_load(m, &len);
     nn_module *bm = nn_model_module(back);
     assert_string_equal(nn_module_type_name(nn_module_get_module(bm, "v_proj")),
                         "QuantizedLinear");
@@ -724,12 +720,8 @@ static void test_mha_separate_cross(void **state) {
     assert_non_null(aw);
     float *yed = data_copy(ye);
     expect_within(yed, yq, 3 * 2 * E, 0, "need_weights path vs SDPA path");
-    void *buf;
     size_t len;
-    assert_int_equal(nn_model_save_buffer(m, NULL, NULL, &buf, &len), NN_OK);
-    nn_model *back = nn_model_load_buffer(buf, len, NULL);
-    if (!back) fail_msg("load: %s", nn_last_error());
-    nn_free(buf);
+    nn_model *back = save_load(m, &len);
     float *y2 = data_copy(nn_module_forward_n(nn_model_module(back), xs, 3));
     assert_memory_equal(y2, yq, sizeof(float) * (size_t)(3 * 2 * E));
     nn_model_free(back);
