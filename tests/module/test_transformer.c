@@ -175,6 +175,21 @@ static void check_roundtrip(nn_module *m, nn_tensor *const *xs, int n, nn_tensor
     nn_model_free(model);
 }
 
+/* The int8 layer's output yq [n values] differs from the float layer's yf,
+ * by at most 1.5e-2 of yf's largest value. */
+static void check_int8_close(nn_tensor *yq, nn_tensor *yf, int n) {
+    float a[2 * 5 * 24], b[2 * 5 * 24];
+    assert_true(n <= 2 * 5 * 24);
+    TU_OK(nn_tensor_copy_to(yq, a, sizeof(float) * (size_t)n));
+    TU_OK(nn_tensor_copy_to(yf, b, sizeof(float) * (size_t)n));
+    double d = 0, mx = 0;
+    for (int i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        mx = fmax(mx, fabs((double)b[i]));
+    }
+    assert_true(d > 0 && d <= 1.5e-2 * mx);
+}
+
 /* nn_quantize_dynamic on a TransformerEncoderLayer: its Linear children
  * (self_attn.out_proj, linear1, linear2) become QuantizedLinear, and so do
  * the attention's in-projections (self_attn.q_proj / k_proj / v_proj from
@@ -205,15 +220,7 @@ static void test_quantized_encoder_layer(void **s) {
         assert_string_equal(nn_module_type_name(TU_NN(nn_module_get_module(m, names[i]))),
                             "QuantizedLinear");
     nn_tensor *yq = TU_NN(nn_tensor_contiguous(nn_module_forward(m, x)));
-    float a[2 * 5 * 24], b[2 * 5 * 24];
-    TU_OK(nn_tensor_copy_to(yq, a, sizeof a));
-    TU_OK(nn_tensor_copy_to(yf, b, sizeof b));
-    double d = 0, mx = 0;
-    for (int i = 0; i < 2 * 5 * 24; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        mx = fmax(mx, fabs((double)b[i]));
-    }
-    assert_true(d > 0 && d <= 1.5e-2 * mx);
+    check_int8_close(yq, yf, 2 * 5 * 24);
     check_roundtrip(m, &x, 1, yq);
     nn_module_free(m);
     nn_generator_free(g);
@@ -243,15 +250,7 @@ static void test_quantized_decoder_layer(void **s) {
     assert_null(nn_module_get_parameter(m, "multihead_attn.in_proj_weight"));
     nn_clear_error();
     nn_tensor *yq = TU_NN(nn_tensor_contiguous(nn_module_forward_n(m, xs, 2)));
-    float a[4 * 2 * 16], b[4 * 2 * 16];
-    TU_OK(nn_tensor_copy_to(yq, a, sizeof a));
-    TU_OK(nn_tensor_copy_to(yf, b, sizeof b));
-    double d = 0, mx = 0;
-    for (int i = 0; i < 4 * 2 * 16; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        mx = fmax(mx, fabs((double)b[i]));
-    }
-    assert_true(d > 0 && d <= 1.5e-2 * mx);
+    check_int8_close(yq, yf, 4 * 2 * 16);
     check_roundtrip(m, xs, 2, yq);
     nn_module_free(m);
     nn_generator_free(g);
