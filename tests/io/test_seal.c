@@ -88,6 +88,32 @@ static nn_model *load_expect(const void *buf, size_t n, const nn_io_options *o, 
     return m;
 }
 
+/* A loaded model holds m's parameters bit for bit; back is freed. */
+static void assert_loaded_same(nn_module *m, nn_model *back) {
+    assert_same(m, nn_model_module(back));
+    nn_model_free(back);
+}
+
+/* One tamper case: the byte at off flipped, the load's expected status. */
+typedef struct tamper {
+    size_t off;
+    nn_status want;
+    const char *what;
+} tamper;
+
+/* Each case on its own copy of buf (byte XOR mask), loaded with o. */
+static void expect_tampered(const uint8_t *buf, size_t n, const nn_io_options *o, uint8_t mask,
+                            const tamper *cases, size_t count) {
+    uint8_t *c = malloc(n);
+    assert_non_null(c);
+    for (size_t i = 0; i < count; i++) {
+        memcpy(c, buf, n);
+        c[cases[i].off] ^= mask;
+        load_expect(c, n, o, cases[i].want, cases[i].what);
+    }
+    free(c);
+}
+
 /* ------------------------------------------------------------- round trips */
 
 typedef struct stream_src {
@@ -115,22 +141,16 @@ static void test_round_trips(void **st) {
             nn_io_options *r = opts(NULL, keys[c], sks[c] ? g_pk : NULL, sks[c] != NULL, level);
             size_t n;
             uint8_t *buf = save(m, w, &n);
-            nn_model *back = load_expect(buf, n, r, NN_OK, "buffer");
-            assert_same(m, nn_model_module(back));
-            nn_model_free(back);
+            assert_loaded_same(m, load_expect(buf, n, r, NN_OK, "buffer"));
             /* Through a callback, 1000 bytes at a time, and from a path. */
             stream_src s = {buf, n, 0, 1000};
-            back = TU_NN(nn_model_load_stream(read_some, &s, r));
-            assert_same(m, nn_model_module(back));
-            nn_model_free(back);
+            assert_loaded_same(m, TU_NN(nn_model_load_stream(read_some, &s, r)));
             char path[] = "/tmp/nn_seal_XXXXXX";
             int fd = mkstemp(path);
             assert_true(fd >= 0);
             close(fd);
             TU_OK(nn_model_save(m, path, NULL, w));
-            back = TU_NN(nn_model_load(path, r));
-            assert_same(m, nn_model_module(back));
-            nn_model_free(back);
+            assert_loaded_same(m, TU_NN(nn_model_load(path, r)));
             /* Weights-only loads take the same options. */
             nn_module *fresh = model_new(300, 300);
             TU_OK(nn_module_load_weights(fresh, path, r, NULL));
@@ -187,12 +207,7 @@ static void test_signed_tamper(void **st) {
     nn_io_options *none = opts(NULL, NULL, NULL, 0, 6);
     size_t n;
     uint8_t *buf = save(m, w, &n);
-    uint8_t *c = malloc(n);
-    struct {
-        size_t off;
-        nn_status want;
-        const char *what;
-    } cases[] = {
+    const tamper cases[] = {
         {SHDR + 12, NN_ERR_SIGNATURE, "inner header flags"},
         {SHDR + 40, NN_ERR_SIGNATURE, "first section"},
         {n / 2, NN_ERR_SIGNATURE, "body"},
@@ -204,11 +219,8 @@ static void test_signed_tamper(void **st) {
         {8, NN_ERR_VERSION, "envelope version"},
         {12, NN_ERR_FORMAT, "envelope flags"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        memcpy(c, buf, n);
-        c[cases[i].off] ^= 0x10;
-        load_expect(c, n, r, cases[i].want, cases[i].what);
-    }
+    expect_tampered(buf, n, r, 0x10, cases, sizeof cases / sizeof *cases);
+    uint8_t *c = malloc(n);
     /* Every single-byte flip is rejected (never a model), with one of the
      * envelope's codes; without a verify key too (the named key is used). */
     for (size_t i = 0; i < n; i++) {
@@ -268,12 +280,7 @@ static void test_encrypted_tamper(void **st) {
     uint8_t *buf = save(m, w, &n);
     size_t chunks = (n - EHDR) / (CHUNK + AB) + 1;
     assert_true(chunks >= 5);
-    uint8_t *c = malloc(n);
-    struct {
-        size_t off;
-        nn_status want;
-        const char *what;
-    } cases[] = {
+    const tamper cases[] = {
         {8, NN_ERR_VERSION, "version"},
         {13, NN_ERR_FORMAT, "flags"},
         {18, NN_ERR_FORMAT, "chunk size"},
@@ -286,11 +293,7 @@ static void test_encrypted_tamper(void **st) {
         {EHDR + CHUNK + AB - 3, NN_ERR_DECRYPT, "first chunk's tag"},
         {n - 1, NN_ERR_DECRYPT, "last tag"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        memcpy(c, buf, n);
-        c[cases[i].off] ^= 0x40;
-        load_expect(c, n, r, cases[i].want, cases[i].what);
-    }
+    expect_tampered(buf, n, r, 0x40, cases, sizeof cases / sizeof *cases);
     /* Truncation at every chunk boundary and one byte either side of it. */
     for (size_t k = 0; k <= chunks; k++) {
         size_t at = EHDR + k * (CHUNK + AB);
@@ -321,6 +324,7 @@ static void test_encrypted_tamper(void **st) {
     uint8_t *plain = save(m, none, &pn);
     load_expect(plain, pn, r, NN_ERR_DECRYPT, "plain file with a key");
     /* A wrong key whose id was forged to match: decryption still fails. */
+    uint8_t *c = malloc(n);
     memcpy(c, buf, n);
     uint8_t id_other[16];
     memcpy(id_other, buf + 32, 16);
@@ -349,9 +353,7 @@ static void test_signed_and_encrypted(void **st) {
     nn_io_options *other = opts(NULL, g_key, o_pk, 1, 6), *nokey = opts(NULL, NULL, g_pk, 1, 6);
     size_t n;
     uint8_t *buf = save(m, w, &n);
-    nn_model *back = load_expect(buf, n, r, NN_OK, "both");
-    assert_same(m, nn_model_module(back));
-    nn_model_free(back);
+    assert_loaded_same(m, load_expect(buf, n, r, NN_OK, "both"));
     load_expect(buf, n, other, NN_ERR_WRONG_KEY, "another signer inside");
     load_expect(buf, n, nokey, NN_ERR_WRONG_KEY, "no decryption key");
     buf[n / 2] ^= 4;
@@ -391,9 +393,7 @@ static void test_failed_save_keeps_old(void **st) {
     nn__io_sys_ops.write = failing_write;
     assert_int_equal(nn_model_save(m2, path, NULL, w), NN_ERR_IO);
     nn__io_sys_reset();
-    nn_model *back = TU_NN(nn_model_load(path, r));
-    assert_same(m, nn_model_module(back));
-    nn_model_free(back);
+    assert_loaded_same(m, TU_NN(nn_model_load(path, r)));
     DIR *d = opendir(dir);
     int files = 0;
     struct dirent *e;
@@ -491,9 +491,7 @@ static void test_vectors(void **st) {
     /* Ed25519 is deterministic: this build writes the committed bytes. */
     assert_int_equal(n, vn);
     assert_memory_equal(mine, v, n);
-    nn_model *back = load_expect(v, vn, r, NN_OK, "signed vector");
-    assert_same(m, nn_model_module(back));
-    nn_model_free(back);
+    assert_loaded_same(m, load_expect(v, vn, r, NN_OK, "signed vector"));
     /* The public key the fixture names is the one derived from the seed. */
     assert_memory_equal(v + 16, g_pk, 32);
     free(v);
@@ -504,9 +502,7 @@ static void test_vectors(void **st) {
     nn_io_options *e = opts(NULL, g_key, g_pk, 1, 0);
     v = read_all(tu_data_path("io/sealed/signed_encrypted_linear.nnm"), &vn);
     assert_non_null(v);
-    back = load_expect(v, vn, e, NN_OK, "encrypted vector");
-    assert_same(m, nn_model_module(back));
-    nn_model_free(back);
+    assert_loaded_same(m, load_expect(v, vn, e, NN_OK, "encrypted vector"));
     free(v);
     nn_io_options_free(e);
     nn_module_free(m);
