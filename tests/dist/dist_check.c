@@ -11,24 +11,11 @@
  *      with the parameters of one-process SGD with batch B (within 1e-5);
  *   4. allreduce_scalar sums.
  * Prints one line per rank; exit status 0 only if every check passed. */
-#include "nn.h"
+#include "dist_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static int g_rank, g_size, g_failed;
-
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "rank %d: %s:%d: ", g_rank, __FILE__, __LINE__);    \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, " [%s]\n", nn_last_error());                        \
-            g_failed = 1;                                                       \
-        }                                                                       \
-    } while (0)
-#define CHECK_OK(expr) CHECK((expr) == NN_OK, "%s failed", #expr)
 
 enum { N = 32, F = 4, H = 8, C = 3, B = 8, MAXV = 4096 };
 
@@ -46,34 +33,6 @@ static nn_module *make_net(uint64_t seed, bool batch_norm, int64_t hidden) {
         g_failed = 1;
     }
     return net;
-}
-
-/* The whole dataset: x f32 [N, F] uniform in [-1, 1), y i64 [N] = i % C. */
-static void make_data(nn_tensor **x, nn_tensor **y) {
-    nn_generator *g = nn_generator_new(7);
-    int64_t xs[2] = {N, F}, ys[1] = {N}, lab[N];
-    for (int i = 0; i < N; i++) lab[i] = i % C;
-    *x = nn_uniform(g, xs, 2, -1, 1);
-    *y = nn_tensor_from_data(NN_DTYPE_I64, ys, 1, lab);
-    nn_generator_free(g);
-}
-
-/* Rows idx[0..n) of x and y (new tensors, owned by the caller's scope). */
-static void rows(nn_tensor *x, nn_tensor *y, const int64_t *idx, int64_t n, nn_tensor **xr,
-                 nn_tensor **yr) {
-    nn_tensor *it = nn_tensor_from_data(NN_DTYPE_I64, &n, 1, idx);
-    *xr = nn_index_select(x, 0, it);
-    *yr = nn_index_select(y, 0, it);
-}
-
-/* Forward (training mode) and backward of the cross-entropy on rows idx. */
-static void backward_on(nn_module *net, nn_tensor *x, nn_tensor *y, const int64_t *idx,
-                        int64_t n) {
-    nn_scope *s = nn_scope_begin();
-    nn_tensor *xr, *yr;
-    rows(x, y, idx, n, &xr, &yr);
-    CHECK_OK(nn_backward(nn_cross_entropy(nn_module_forward(net, xr), yr)));
-    nn_scope_end(s);
 }
 
 /* Every parameter and buffer of net, flattened to doubles; returns the count. */
@@ -108,7 +67,7 @@ static double max_abs_diff(const double *a, const double *b, int n) {
 static nn_module *trained_bn_net(uint64_t seed, int steps, nn_tensor *x, nn_tensor *y) {
     nn_module *net = make_net(seed, true, H);
     int64_t idx[4] = {0, 1, 2, 3};
-    for (int i = 0; i < steps; i++) backward_on(net, x, y, idx, 4);
+    for (int i = 0; i < steps; i++) dist_backward_on(net, x, y, idx, 4);
     return net;
 }
 
@@ -172,7 +131,7 @@ static void check_allreduce_grads(nn_tensor *x, nn_tensor *y) {
     /* Rank 1 drops its gradient of the last bias; every rank drops 0.bias. */
     nn_module *net = make_net(3, false, H);
     int64_t n = nn_dist_shard_indices(N, g_rank, g_size, true, idx, N);
-    backward_on(net, x, y, idx, n);
+    dist_backward_on(net, x, y, idx, n);
     if (g_rank == 1) nn_tensor_zero_grad(nn_module_get_parameter(net, "2.bias"));
     nn_tensor_zero_grad(nn_module_get_parameter(net, "0.bias"));
     CHECK_OK(nn_dist_allreduce_grads(net));
@@ -183,7 +142,7 @@ static void check_allreduce_grads(nn_tensor *x, nn_tensor *y) {
     for (int r = 0; r < g_size; r++) {
         nn_module_zero_grad(ref);
         int64_t m = nn_dist_shard_indices(N, r, g_size, true, idx, N);
-        backward_on(ref, x, y, idx, m);
+        dist_backward_on(ref, x, y, idx, m);
         if (r == 1) nn_tensor_zero_grad(nn_module_get_parameter(ref, "2.bias"));
         nn_tensor_zero_grad(nn_module_get_parameter(ref, "0.bias"));
         grads(ref, one, has_one);
@@ -266,14 +225,9 @@ static void check_scalar(void) {
 }
 
 int main(int argc, char **argv) {
-    if (nn_dist_init(&argc, &argv) != NN_OK) {
-        fprintf(stderr, "nn_dist_init: %s\n", nn_last_error());
-        return 1;
-    }
-    g_rank = nn_dist_rank();
-    g_size = nn_dist_size();
+    if (!dist_start(&argc, &argv)) return 1;
     nn_tensor *x, *y;
-    make_data(&x, &y);
+    dist_make_data(N, F, C, 7, &x, &y);
     check_broadcast(x, y);
     check_allreduce_grads(x, y);
     check_ddp_equivalence(x, y);

@@ -12,25 +12,12 @@
  *      the blocking path bit for bit;
  *   5. argument errors, and switching overlap off and on mid-training.
  * Prints one line per rank; exit status 0 only if every check passed. */
-#include "nn.h"
+#include "dist_util.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-
-static int g_rank, g_size, g_failed;
-
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "rank %d: %s:%d: ", g_rank, __FILE__, __LINE__);    \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, " [%s]\n", nn_last_error());                        \
-            g_failed = 1;                                                       \
-        }                                                                       \
-    } while (0)
-#define CHECK_OK(expr) CHECK((expr) == NN_OK, "%s failed", #expr)
 
 enum { N = 64, F = 6, C = 3, B = 16, STEPS = N / B, MAXV = 4096 };
 
@@ -50,26 +37,6 @@ static nn_module *make_net(void) {
         g_failed = 1;
     }
     return net;
-}
-
-/* x f32 [N, F] uniform in [-1, 1), y i64 [N] = i % C. */
-static void make_data(nn_tensor **x, nn_tensor **y) {
-    nn_generator *g = nn_generator_new(5);
-    int64_t xs[2] = {N, F}, ys[1] = {N}, lab[N];
-    for (int i = 0; i < N; i++) lab[i] = i % C;
-    *x = nn_uniform(g, xs, 2, -1, 1);
-    *y = nn_tensor_from_data(NN_DTYPE_I64, ys, 1, lab);
-    nn_generator_free(g);
-}
-
-/* Forward and backward of the cross-entropy on rows idx[0..n). */
-static void backward_on(nn_module *net, nn_tensor *x, nn_tensor *y, const int64_t *idx,
-                        int64_t n) {
-    nn_scope *s = nn_scope_begin();
-    nn_tensor *it = nn_tensor_from_data(NN_DTYPE_I64, &n, 1, idx);
-    nn_tensor *xr = nn_index_select(x, 0, it), *yr = nn_index_select(y, 0, it);
-    CHECK_OK(nn_backward(nn_cross_entropy(nn_module_forward(net, xr), yr)));
-    nn_scope_end(s);
 }
 
 static int flatten(nn_module *net, double *out) {
@@ -95,7 +62,7 @@ typedef struct run_cfg {
 /* STEPS steps of SGD (lr 0.1, momentum 0.9); parameters into out. */
 static int train(const run_cfg *cfg, double *out) {
     nn_tensor *x, *y;
-    make_data(&x, &y);
+    dist_make_data(N, F, C, 5, &x, &y);
     nn_module *net = make_net();
     nn_tensor *ps[8];
     int64_t np = nn_module_num_parameters(net);
@@ -114,10 +81,10 @@ static int train(const run_cfg *cfg, double *out) {
             if (i % size == rank) idx[n++] = s * B + i;
         CHECK_OK(nn_optim_zero_grad(opt));
         if (cfg->accumulate) {
-            backward_on(net, x, y, idx, n / 2);
-            backward_on(net, x, y, idx + n / 2, n - n / 2);
+            dist_backward_on(net, x, y, idx, n / 2);
+            dist_backward_on(net, x, y, idx + n / 2, n - n / 2);
         } else {
-            backward_on(net, x, y, idx, n);
+            dist_backward_on(net, x, y, idx, n);
         }
         if (cfg->dist) CHECK_OK(nn_dist_allreduce_grads(net));
         CHECK_OK(nn_optim_step(opt));
@@ -160,12 +127,7 @@ static void close_to(const double *a, const double *b, int n, double tol, const 
 }
 
 int main(int argc, char **argv) {
-    if (nn_dist_init(&argc, &argv) != NN_OK) {
-        fprintf(stderr, "nn_dist_init: %s\n", nn_last_error());
-        return 1;
-    }
-    g_rank = nn_dist_rank();
-    g_size = nn_dist_size();
+    if (!dist_start(&argc, &argv)) return 1;
     CHECK(nn_dist_set_timeout(60) == NN_OK, "nn_dist_set_timeout");
     static double oracle[MAXV], blocking[MAXV], got[MAXV], acc_block[MAXV];
 
