@@ -6,6 +6,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 void *tu_nonnull_(void *p, const char *expr, const char *file, int line) {
@@ -318,4 +319,53 @@ void tu_write_file(const char *path, const void *data, size_t n) {
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, n, f), n);
     fclose(f);
+}
+
+long tu_smaps_kb(const char *path, const char *key) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[1024];
+    bool in = false;
+    long total = 0;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] != ' ' && strspn(line, "0123456789abcdef") > 0 && strchr(line, '-') &&
+            strchr(line, ' ') && strchr(line, '-') < strchr(line, ' ')) {
+            line[strcspn(line, "\n")] = '\0';
+            size_t ll = strlen(line), pl = strlen(path);
+            in = ll >= pl && !strcmp(line + ll - pl, path);
+        } else if (in && !strncmp(line, key, kl) && line[kl] == ':') {
+            total += atol(line + kl + 1);
+        }
+    }
+    fclose(f);
+    return total;
+}
+
+double tu_in_second_process(const char *path, double (*child)(const char *path, void *ctx),
+                            void *ctx, long *shared_kb, long *private_kb) {
+    int pipefd[2], back[2];
+    assert_int_equal(pipe(pipefd), 0);
+    assert_int_equal(pipe(back), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        double v = child(path, ctx);
+        (void)!write(pipefd[1], &v, sizeof v);
+        char go;
+        (void)!read(back[0], &go, 1); /* hold the mapping until the parent has looked */
+        _exit(0);
+    }
+    double v;
+    assert_int_equal(read(pipefd[0], &v, sizeof v), (ssize_t)sizeof v);
+    *shared_kb = tu_smaps_kb(path, "Shared_Clean");
+    *private_kb = tu_smaps_kb(path, "Private_Dirty");
+    (void)!write(back[1], "x", 1);
+    int status;
+    waitpid(pid, &status, 0);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    close(back[0]);
+    close(back[1]);
+    return v;
 }

@@ -77,6 +77,14 @@ int tu_tmpdir_setup(void **state);
 uint8_t *tu_read_file(const char *path, size_t *n);
 void tu_write_file(const char *path, const void *data, size_t n);
 int tu_tmpdir_teardown(void **state);
+/* kB of /proc/self/smaps field `key` ("Rss", "Private_Dirty", ...) summed
+ * over this process's mappings of path. */
+long tu_smaps_kb(const char *path, const char *key);
+/* A second process (fork) runs child(path, ctx) (typically: map path and
+ * sum a tensor) and keeps what it made while this process reads its own
+ * Shared_Clean and Private_Dirty kB of path; returns child's value. */
+double tu_in_second_process(const char *path, double (*child)(const char *path, void *ctx),
+                            void *ctx, long *shared_kb, long *private_kb);
 const char *tu_tmpdir(void);
 const char *tu_tmp_path(const char *name);
 

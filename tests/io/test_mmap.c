@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static nn_io_options *opts(int aligned, int mmap) {
@@ -111,34 +110,18 @@ static void test_aligned_roundtrip(void **s) {
     nn_module_free(net);
 }
 
-/* Bytes of /proc/self/smaps field `key` summed over the mappings of path. */
-static long smaps_kb(const char *path, const char *key) {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    assert_non_null(f);
-    char line[1024];
-    bool in = false;
-    long total = 0;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f)) {
-        if (line[0] != ' ' && strspn(line, "0123456789abcdef") > 0 && strchr(line, '-') &&
-            strchr(line, ' ') && strchr(line, '-') < strchr(line, ' ')) {
-            line[strcspn(line, "\n")] = '\0';
-            size_t ll = strlen(line), pl = strlen(path);
-            in = ll >= pl && !strcmp(line + ll - pl, path);
-        } else if (in && !strncmp(line, key, kl) && line[kl] == ':') {
-            total += atol(line + kl + 1);
-        }
-    }
-    fclose(f);
-    return total;
-}
-
 static double sum_param(nn_module *m, int64_t i) {
     nn_tensor *t = nn_module_parameter(m, i, NULL);
     const float *p = nn_tensor_data(t);
     double acc = 0;
     for (int64_t k = 0; k < nn_tensor_numel(t); k++) acc += p[k];
     return acc;
+}
+
+/* In a second process: path mapped (options mm), its first parameter's sum. */
+static double load_and_sum(const char *path, void *mm) {
+    nn_model *c = nn_model_load(path, mm);
+    return c ? sum_param(nn_model_module(c), 0) : -1;
 }
 
 /* A 32 MiB model: mapping it reads none of its pages, a second process
@@ -156,31 +139,16 @@ static void test_mapped_shared(void **s) {
     nn_io_options *mm = opts(0, 1);
     long before = status_kb("VmRSS");
     nn_model *m = TU_NN(nn_model_load(p, mm));
-    long after = status_kb("VmRSS"), rss = smaps_kb(p, "Rss");
+    long after = status_kb("VmRSS"), rss = tu_smaps_kb(p, "Rss");
     print_message("mapped 32 MiB model: VmRSS +%ld kB at load, mapping Rss %ld kB\n",
                   after - before, rss);
     assert_true(after - before <= 5 * 1024);
     assert_true(rss <= 5 * 1024); /* nothing read but the sections before the data */
-    int pipefd[2], back[2];
-    assert_int_equal(pipe(pipefd), 0);
-    assert_int_equal(pipe(back), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) { /* the second process maps and reads it too */
-        nn_model *c = nn_model_load(p, mm);
-        double v = c ? sum_param(nn_model_module(c), 0) : -1;
-        (void)!write(pipefd[1], &v, sizeof v);
-        char go;
-        (void)!read(back[0], &go, 1); /* hold the mapping until the parent has looked */
-        _exit(0);
-    }
-    double child_sum, mine = sum_param(nn_model_module(m), 0);
-    assert_int_equal(read(pipefd[0], &child_sum, sizeof child_sum), (ssize_t)sizeof child_sum);
+    /* the second process maps and reads it too */
+    double mine = sum_param(nn_model_module(m), 0);
+    long shared, priv;
+    double child_sum = tu_in_second_process(p, load_and_sum, mm, &shared, &priv);
     assert_true(child_sum == mine);
-    long shared = smaps_kb(p, "Shared_Clean"), priv = smaps_kb(p, "Private_Dirty");
-    (void)!write(back[1], "x", 1);
-    int status;
-    waitpid(pid, &status, 0);
     print_message("two processes: Shared_Clean %ld kB, Private_Dirty %ld kB\n", shared, priv);
     assert_true(shared >= 30 * 1024); /* the page cache's pages, seen by both */
     assert_true(priv == 0);
@@ -197,10 +165,6 @@ static void test_mapped_shared(void **s) {
     nn_model_free(m);
     nn_io_options_free(mm);
     nn_io_options_free(save);
-    close(pipefd[0]);
-    close(pipefd[1]);
-    close(back[0]);
-    close(back[1]);
 }
 
 /* Training a mapped model: its pages get private copies (copy-on-write);
@@ -218,7 +182,7 @@ static void test_mapped_training(void **s) {
     nn_model *other = TU_NN(nn_model_load(p, mm));
     nn_module *mod = nn_model_module(m);
     double w0 = sum_param(mod, 0);
-    assert_int_equal(smaps_kb(p, "Private_Dirty"), 0);
+    assert_int_equal(tu_smaps_kb(p, "Private_Dirty"), 0);
     TU_OK(nn_module_train(mod, true));
     nn_optim *opt = TU_NN(nn_optim_new_module(NN_OPTIM_TYPE_SGD, mod, 0.1));
     int64_t xs[4] = {4, 1, 5, 5}, ts[2] = {4, 2};
@@ -232,7 +196,7 @@ static void test_mapped_training(void **s) {
         TU_OK(nn_scope_end(sc));
     }
     assert_true(sum_param(mod, 0) != w0);                    /* trained */
-    assert_true(smaps_kb(p, "Private_Dirty") > 0);           /* written pages copied */
+    assert_true(tu_smaps_kb(p, "Private_Dirty") > 0);        /* written pages copied */
     assert_true(sum_param(nn_model_module(other), 0) == w0); /* another mapping: unchanged */
     size_t n2;
     uint8_t *again = tu_read_file(p, &n2);
@@ -260,7 +224,7 @@ static void test_mapped_lifetime(void **s) {
     nn_io_options *save = opts(1, 0), *mm = opts(0, 1);
     TU_OK(nn_model_save(net, p, NULL, save));
     nn_model *m = TU_NN(nn_model_load(p, mm));
-    assert_true(smaps_kb(p, "Size") > 0);
+    assert_true(tu_smaps_kb(p, "Size") > 0);
     int64_t xs[4] = {2, 1, 5, 5};
     nn_tensor *x = tu_rand(5, xs, 4, -1, 1);
     nn_tensor *want = TU_NN(nn_model_predict(m, x));

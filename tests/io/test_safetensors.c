@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ helpers */
@@ -384,28 +383,6 @@ static void test_truncate_flip(void **s) {
 
 /* ------------------------------------------------------- memory maps */
 
-/* Bytes of /proc/self/smaps field `key` summed over the mappings of path. */
-static long smaps_kb(const char *path, const char *key) {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    assert_non_null(f);
-    char line[1024];
-    bool in = false;
-    long total = 0;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f)) {
-        if (strchr(line, '-') && strchr(line, ' ') && line[0] != ' ' &&
-            strspn(line, "0123456789abcdef") > 0 && strchr(line, '-') < strchr(line, ' ')) {
-            line[strcspn(line, "\n")] = '\0';
-            size_t ll = strlen(line), pl = strlen(path);
-            in = ll >= pl && !strcmp(line + ll - pl, path);
-        } else if (in && !strncmp(line, key, kl) && line[kl] == ':') {
-            total += atol(line + kl + 1);
-        }
-    }
-    fclose(f);
-    return total;
-}
-
 static double sum_tensor(nn_tensor *t) {
     const float *p = nn_tensor_data(t);
     double acc = 0;
@@ -422,13 +399,13 @@ static void test_mmap_views(void **s) {
     tu_write_file(path, file, n);
     nn_io_options *mm = mmap_opts(1);
     nn_statedict *sd = TU_NN(nn_safetensors_load(path, mm, NULL));
-    assert_true(smaps_kb(path, "Size") > 0); /* mapped */
+    assert_true(tu_smaps_kb(path, "Size") > 0); /* mapped */
     nn_tensor *w = nn_tensor_retain(nn_statedict_get(sd, "0.weight"));
     nn_statedict_free(sd);
-    assert_true(smaps_kb(path, "Size") > 0); /* a tensor still views it */
+    assert_true(tu_smaps_kb(path, "Size") > 0); /* a tensor still views it */
     float old = ((float *)nn_tensor_data(w))[0];
     ((float *)nn_tensor_data(w))[0] = 12345.f; /* a private copy of the page */
-    assert_true(smaps_kb(path, "Private_Dirty") > 0);
+    assert_true(tu_smaps_kb(path, "Private_Dirty") > 0);
     size_t n2;
     uint8_t *again = tu_read_file(path, &n2);
     assert_memory_equal(again, file, n); /* the file never sees the write */
@@ -445,9 +422,15 @@ static void test_mmap_views(void **s) {
     assert_true(((float *)nn_tensor_data(p0))[0] == 0.5f && before == old);
     nn_module_free(mlp);
     nn_tensor_free(w);
-    assert_int_equal(smaps_kb(path, "Size"), 0); /* unmapped with the last view */
+    assert_int_equal(tu_smaps_kb(path, "Size"), 0); /* unmapped with the last view */
     nn_io_options_free(mm);
     free(file);
+}
+
+/* In a second process: path mapped (options mm), the sum of its "weight". */
+static double load_and_sum(const char *path, void *mm) {
+    nn_statedict *c = nn_safetensors_load(path, mm, NULL);
+    return c ? sum_tensor(nn_statedict_get(c, "weight")) : -1;
 }
 
 /* A 64 MiB tensor: no page read at load, pages shared with a second
@@ -471,28 +454,13 @@ static void test_mmap_shared(void **s) {
 
     nn_io_options *mm = mmap_opts(1);
     nn_statedict *m = TU_NN(nn_safetensors_load(path_copy, mm, NULL));
-    long rss = smaps_kb(path_copy, "Rss");
+    long rss = tu_smaps_kb(path_copy, "Rss");
     assert_true(rss <= 5 * 1024); /* nothing read but the header */
-    int pipefd[2], back[2];
-    assert_int_equal(pipe(pipefd), 0);
-    assert_int_equal(pipe(back), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) { /* the second process maps and reads it too */
-        nn_statedict *c = nn_safetensors_load(path_copy, mm, NULL);
-        double v = c ? sum_tensor(nn_statedict_get(c, "weight")) : -1;
-        (void)!write(pipefd[1], &v, sizeof v);
-        char go;
-        (void)!read(back[0], &go, 1); /* hold the mapping until the parent has looked */
-        _exit(0);
-    }
-    double child_sum, mine = sum_tensor(nn_statedict_get(m, "weight"));
-    assert_int_equal(read(pipefd[0], &child_sum, sizeof child_sum), (ssize_t)sizeof child_sum);
+    /* the second process maps and reads it too */
+    double mine = sum_tensor(nn_statedict_get(m, "weight"));
+    long shared, priv;
+    double child_sum = tu_in_second_process(path_copy, load_and_sum, mm, &shared, &priv);
     assert_true(child_sum == mine);
-    long shared = smaps_kb(path_copy, "Shared_Clean"), priv = smaps_kb(path_copy, "Private_Dirty");
-    (void)!write(back[1], "x", 1);
-    int status;
-    waitpid(pid, &status, 0);
     print_message("64 MiB mapped: Rss %ld kB before use; Shared_Clean %ld kB, Private_Dirty %ld "
                   "kB with two processes\n",
                   rss, shared, priv);
@@ -511,10 +479,6 @@ static void test_mmap_shared(void **s) {
     nn_statedict_free(c);
     nn_statedict_free(m);
     nn_io_options_free(mm);
-    close(pipefd[0]);
-    close(pipefd[1]);
-    close(back[0]);
-    close(back[1]);
 }
 
 static int oom_body(void *ctx) {
