@@ -44,6 +44,20 @@ static inline const int64_t *th_params(tu_golden *g, const char *name, int64_t *
     return nn_tensor_data(t);
 }
 
+/* Golden case k of the family `op`: its name "<op>_<k>" into cs (cs_size
+ * bytes) and its i64 parameters "<op>_<k>_params" into *params (borrowed);
+ * false when the file has no such case. */
+static inline bool th_golden_params(tu_golden *g, const char *op, int k, char *cs, size_t cs_size,
+                                    const int64_t **params) {
+    char nm[160];
+    snprintf(cs, cs_size, "%s_%d", op, k);
+    snprintf(nm, sizeof nm, "%s_params", cs);
+    if (!tu_golden_has(g, nm)) return false;
+    int64_t np;
+    *params = th_params(g, nm, &np);
+    return true;
+}
+
 /* Run one golden case: inputs <case>_in<i> (cloned; f32 ones require grad
  * when <case>_grad<i> exists), forward via fn, compare with <case>_out,
  * backward with seed <case>_gout, compare each input's gradient. */

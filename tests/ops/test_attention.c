@@ -243,12 +243,9 @@ static void test_sdpa_golden(void **s) {
     tu_golden *g = tu_golden_open("attention.txt");
     int k;
     for (k = 0;; k++) {
-        char cs[32], nm[48];
-        snprintf(cs, sizeof cs, "sdpa_%d", k);
-        snprintf(nm, sizeof nm, "%s_params", cs);
-        if (!tu_golden_has(g, nm)) break;
-        int64_t np;
-        const int64_t *p = th_params(g, nm, &np);
+        char cs[32];
+        const int64_t *p;
+        if (!th_golden_params(g, "sdpa", k, cs, sizeof cs, &p)) break;
         th_golden_case(g, cs, 4, f_golden, (void *)p, 1e-4, 2e-5);
     }
     assert_true(k >= 12);

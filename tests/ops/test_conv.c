@@ -139,12 +139,10 @@ static void test_conv_golden(void **s) {
     for (int kind = 0; kind < 3; kind++) {
         int k;
         for (k = 0;; k++) {
-            char cs[64], nm[80];
-            snprintf(cs, sizeof cs, "%s_%d", ops[kind], k);
-            snprintf(nm, sizeof nm, "%s_params", cs);
-            if (!tu_golden_has(g, nm)) break;
-            int64_t np;
-            golden_ctx c = {th_params(g, nm, &np), kind};
+            char cs[64];
+            const int64_t *p;
+            if (!th_golden_params(g, ops[kind], k, cs, sizeof cs, &p)) break;
+            golden_ctx c = {p, kind};
             th_golden_case(g, cs, 3, f_golden, &c, 1e-5, 1e-5);
         }
         assert_true(k >= 2);

@@ -69,11 +69,8 @@ static void test_batch_norm_golden(void **s) {
     int k;
     for (k = 0;; k++) {
         char cs[64], nm[80];
-        snprintf(cs, sizeof cs, "bn_%d", k);
-        snprintf(nm, sizeof nm, "%s_params", cs);
-        if (!tu_golden_has(g, nm)) break;
-        int64_t np;
-        const int64_t *p = th_params(g, nm, &np);
+        const int64_t *p;
+        if (!th_golden_params(g, "bn", k, cs, sizeof cs, &p)) break;
         snprintf(nm, sizeof nm, "%s_rm", cs);
         nn_tensor *rm = TU_NN(nn_tensor_clone(tu_golden_get(g, nm)));
         snprintf(nm, sizeof nm, "%s_rv", cs);
@@ -143,12 +140,9 @@ static void test_ln_gn_golden(void **s) {
     for (int kind = 0; kind < 2; kind++) {
         int k;
         for (k = 0;; k++) {
-            char cs[64], nm[80];
-            snprintf(cs, sizeof cs, "%s_%d", ops[kind], k);
-            snprintf(nm, sizeof nm, "%s_params", cs);
-            if (!tu_golden_has(g, nm)) break;
-            int64_t np;
-            const int64_t *p = th_params(g, nm, &np);
+            char cs[64];
+            const int64_t *p;
+            if (!th_golden_params(g, ops[kind], k, cs, sizeof cs, &p)) break;
             ln_cfg c = {(int)p[0], (int)p[0], (double)p[1] / 1e6};
             th_golden_case(g, cs, 3, kind ? f_gn : f_ln, &c, 1e-5, 2e-5);
         }

@@ -130,11 +130,9 @@ static void test_pool_golden(void **s) {
         int k;
         for (k = 0;; k++) {
             char cs[64], nm[80];
-            snprintf(cs, sizeof cs, "%s_%d", ops[kind], k);
-            snprintf(nm, sizeof nm, "%s_params", cs);
-            if (!tu_golden_has(g, nm)) break;
-            int64_t np;
-            golden_ctx c = {th_params(g, nm, &np), kind, NULL};
+            const int64_t *p;
+            if (!th_golden_params(g, ops[kind], k, cs, sizeof cs, &p)) break;
+            golden_ctx c = {p, kind, NULL};
             th_golden_case(g, cs, 1, f_golden, &c, 1e-5, 1e-6);
             snprintf(nm, sizeof nm, "%s_indices", cs);
             if (tu_golden_has(g, nm)) {
