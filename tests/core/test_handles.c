@@ -195,36 +195,31 @@ static void expect_bad_handle(const char *fn, int expected, int found) {
         fail_msg("%s given %s: message should name both kinds: %s", fn, kind_word[found], msg);
 }
 
-static void test_free_rejects_other_kinds(void **state) {
-    (void)state;
+/* call(k, h) (the function names[k] for kind k) given a handle h of every
+ * other kind: each refused, and every handle still alive afterwards. */
+static void expect_other_kinds_refused(void (*call)(int k, void *p), const char *const *names) {
     handles hs;
     make_handles(&hs);
     for (int k = 0; k < NKINDS; k++)
         for (int j = 0; j < NKINDS; j++) {
             if (j == k) continue;
             nn_clear_error();
-            call_free(k, hs.h[j]);
-            expect_bad_handle(free_name[k], k, j);
+            call(k, hs.h[j]);
+            expect_bad_handle(names[k], k, j);
         }
     nn_clear_error();
     check_alive(&hs);
     free_handles(&hs);
 }
 
+static void test_free_rejects_other_kinds(void **state) {
+    (void)state;
+    expect_other_kinds_refused(call_free, free_name);
+}
+
 static void test_method_rejects_other_kinds(void **state) {
     (void)state;
-    handles hs;
-    make_handles(&hs);
-    for (int k = 0; k < NKINDS; k++)
-        for (int j = 0; j < NKINDS; j++) {
-            if (j == k) continue;
-            nn_clear_error();
-            call_method(k, hs.h[j]);
-            expect_bad_handle(method_name[k], k, j);
-        }
-    nn_clear_error();
-    check_alive(&hs);
-    free_handles(&hs);
+    expect_other_kinds_refused(call_method, method_name);
 }
 
 /* A handle whose first bytes are no kind tag at all (here a plain block):
