@@ -134,6 +134,16 @@ class _Meta:
         return False
 
 
+def _report(st, report):
+    """The report text a load wrote into report (freed here), then check(st)."""
+    msg = ''
+    if report.value:
+        msg = ctypes.string_at(report.value).decode('utf-8', 'replace')
+        lib.nn_free(report.value)
+    check(st)
+    return msg
+
+
 def _take_buffer(data, size):
     try:
         return ctypes.string_at(data.value, size.value)
@@ -238,12 +248,7 @@ def load_weights(module, path, strict=True):
     report = c_void_p()
     with _Options(strict=1 if strict else 0) as o:
         st = lib.nn_module_load_weights(module._handle(), _b(path), o, byref(report))
-    msg = ''
-    if report.value:
-        msg = ctypes.string_at(report.value).decode('utf-8', 'replace')
-        lib.nn_free(report.value)
-    check(st)
-    return msg
+    return _report(st, report)
 
 
 def load_checkpoint(path, module, optimizer, scheduler=None, generator=None):
@@ -369,12 +374,7 @@ def load_weights_bytes(module, data, strict=True):
     with _Options(strict=1 if strict else 0) as o:
         st = lib.nn_module_load_weights_buffer(module._handle(), data, len(data), o,
                                                byref(report))
-    msg = ''
-    if report.value:
-        msg = ctypes.string_at(report.value).decode('utf-8', 'replace')
-        lib.nn_free(report.value)
-    check(st)
-    return msg
+    return _report(st, report)
 
 
 def load_checkpoint_bytes(data, module, optimizer, scheduler=None, generator=None):

@@ -11,36 +11,9 @@ import ctypes
 from ctypes import POINTER, byref, c_size_t, c_void_p
 
 from ._lib import check, check_ptr, lib
-from .io import _b, _IO, _meta_to_dict, _Meta, _take_buffer
+from .io import _as_sd, _b, _meta_to_dict, _Meta, _Options, _report, _take_buffer
 
 __all__ = ['load', 'load_bytes', 'save', 'save_bytes', 'load_into', 'load_into_bytes']
-
-
-class _Opts:
-    def __init__(self, mmap=False, max_bytes=None, strict=None):
-        self.vals = {'mmap': int(mmap)} if mmap else {}
-        if max_bytes is not None:
-            self.vals['max_bytes'] = int(max_bytes)
-        if strict is not None:
-            self.vals['strict'] = 1 if strict else 0
-        self.h = None
-
-    def __enter__(self):
-        if not self.vals:
-            return None
-        self.h = check_ptr(lib.nn_io_options_new())
-        try:
-            for k, v in self.vals.items():
-                check(lib.nn_io_options_set(self.h, _IO[k], v))
-        except BaseException:
-            lib.nn_io_options_free(self.h)
-            raise
-        return self.h
-
-    def __exit__(self, *exc):
-        if self.h:
-            lib.nn_io_options_free(self.h)
-        return False
 
 
 def _finish(sd, meta):
@@ -62,7 +35,7 @@ def load(path, mmap=False, max_bytes=None):
     """(state dict, metadata dict) of a safetensors file. mmap: True or 1 to
     map the file (tensors view it), 2 to map and verify."""
     meta = c_void_p()
-    with _Opts(mmap, max_bytes) as o:
+    with _Options(max_bytes=max_bytes, mmap=int(mmap) if mmap else None) as o:
         sd = lib.nn_safetensors_load(_b(path), o, ctypes.cast(byref(meta), POINTER(c_void_p)))
     return _finish(sd, meta)
 
@@ -71,20 +44,15 @@ def load_bytes(data, max_bytes=None):
     """(state dict, metadata dict) of safetensors bytes."""
     data = bytes(data)
     meta = c_void_p()
-    with _Opts(False, max_bytes) as o:
+    with _Options(max_bytes=max_bytes) as o:
         sd = lib.nn_safetensors_load_buffer(data, len(data), o,
                                             ctypes.cast(byref(meta), POINTER(c_void_p)))
     return _finish(sd, meta)
 
 
-def _sd_of(state):
-    from .io import _as_sd
-    return _as_sd(state)
-
-
 def save(state, path, meta=None):
     """Save a module's state or a {name: Tensor} mapping; meta: {str: str}."""
-    sd = _sd_of(state)
+    sd = _as_sd(state)
     try:
         with _Meta(meta) as m:
             check(lib.nn_safetensors_save(sd, _b(path), m, None))
@@ -94,7 +62,7 @@ def save(state, path, meta=None):
 
 def save_bytes(state, meta=None):
     """The safetensors file as bytes."""
-    sd = _sd_of(state)
+    sd = _as_sd(state)
     data, size = c_void_p(), c_size_t()
     try:
         with _Meta(meta) as m:
@@ -104,20 +72,11 @@ def save_bytes(state, meta=None):
     return _take_buffer(data, size)
 
 
-def _report(st, report):
-    msg = ''
-    if report.value:
-        msg = ctypes.string_at(report.value).decode('utf-8', 'replace')
-        lib.nn_free(report.value)
-    check(st)
-    return msg
-
-
 def load_into(module, path, strict=True, mmap=False):
     """Load a safetensors file into module by name (the module takes the
     loaded tensors; with mmap they view the file); returns the report."""
     report = c_void_p()
-    with _Opts(mmap, None, strict) as o:
+    with _Options(strict=1 if strict else 0, mmap=int(mmap) if mmap else None) as o:
         st = lib.nn_module_load_safetensors(module._handle(), _b(path), o, byref(report))
     return _report(st, report)
 
@@ -125,7 +84,7 @@ def load_into(module, path, strict=True, mmap=False):
 def load_into_bytes(module, data, strict=True):
     data = bytes(data)
     report = c_void_p()
-    with _Opts(False, None, strict) as o:
+    with _Options(strict=1 if strict else 0) as o:
         st = lib.nn_module_load_safetensors_buffer(module._handle(), data, len(data), o,
                                                    byref(report))
     return _report(st, report)
