@@ -396,9 +396,10 @@ static nn_tensor *sequential_forward(nn_module *m, nn_tensor *x) {
     for (; i < m->nchildren && cur; i++) {
         nn_tensor *next = NULL;
         int fused = nn__mod_fuse_conv(m->children + i, m->nchildren - i, cur, &next);
+        if (!fused) fused = nn__mod_fuse_qconv(m->children + i, m->nchildren - i, cur, &next);
         if (!fused) fused = nn__mod_fuse_linear(m->children + i, m->nchildren - i, cur, &next);
         if (fused)
-            i += fused - 1; /* conv -> relu (-> pool), linear -> relu in one op */
+            i += fused - 1; /* conv -> relu (-> pool), linear -> relu in one op; int8 convs */
         else
             next = nn__mod_forward(m->children[i].m, cur);
         nn__tensor_release(cur);

@@ -218,6 +218,10 @@ nn_tensor *nn__mod_forward_n(nn_module *m, nn_tensor *const *xs, int n);
 /* ---- layers.c: Sequential's fusion of Conv2d -> ReLU (-> MaxPool2d(2)):
  * the number of children ch[0..n) consumed (0: none), result in *y. */
 int nn__mod_fuse_conv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y);
+/* ---- quantized.c: Sequential's chain of QuantizedConv2d layers (Identity
+ * children between them skipped), run image by image: the children
+ * consumed (0: none, else at least two convolutions), result in *y. */
+int nn__mod_fuse_qconv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y);
 /* ---- layers.c: Sequential's fusion of Linear -> ReLU when no graph is
  * recorded (inference): 2 when ch[0..1] are a Linear and a ReLU that x can
  * go through that way (result, or NULL on error, in *y), else 0. */

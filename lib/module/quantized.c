@@ -187,6 +187,46 @@ const nn__mod_kind nn__kind_qconv = {.type = "QuantizedConv2d",
                                         .flops = qconv_flops};
 
 
+/* Sequential's chain of quantized convolutions: QuantizedConv2d children
+ * with only Identity children between them (the ReLU and pool that
+ * quantization fused leave Identities), each one's output channels the
+ * next one's input channels, run image by image (ops/quant.h,
+ * nn__qconv2d_chain). Not while a summary runs (it reports per layer), and
+ * not for fewer than two convolutions. Returns the children consumed (0:
+ * none; *y untouched). */
+int nn__mod_fuse_qconv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y) {
+    if (n < 2 || ch[0].m->kind != &nn__kind_qconv || nn__summary_active() || x->ndim != 4)
+        return 0;
+    nn__qlayer L[NN__QCHAIN_MAX];
+    const nn__qlayer *Lp[NN__QCHAIN_MAX];
+    nn__qconv_spec sp[NN__QCHAIN_MAX];
+    int nl = 0, used = 0;
+    for (int i = 0; i < n && nl < NN__QCHAIN_MAX; i++) {
+        const nn_module *m = ch[i].m;
+        if (m->kind && !strcmp(m->kind->type, "Identity")) continue;
+        if (m->kind != &nn__kind_qconv) break;
+        const double *c = m->cfg;
+        if (nl && c[QC_IN] != L[nl - 1].n) break;
+        const int64_t cin = (int64_t)c[QC_IN], kh = (int64_t)c[QC_KH], kw = (int64_t)c[QC_KW];
+        L[nl] = qlayer_of(m, (int64_t)c[QC_OUT], cin * kh * kw, c[QC_BIAS] != 0, c[QC_RELU] != 0,
+                          c[QC_SCALE], c[QC_ZP], c[QC_WBITS]);
+        Lp[nl] = &L[nl];
+        sp[nl] = (nn__qconv_spec){cin,
+                                  kh,
+                                  kw,
+                                  (int64_t)c[QC_SH],
+                                  (int64_t)c[QC_SW],
+                                  (int64_t)c[QC_PH],
+                                  (int64_t)c[QC_PW],
+                                  c[QC_POOL] != 0};
+        nl++, used = i + 1;
+    }
+    if (nl < 2) return 0;
+    NN__PROF_SPAN(NN__PROF_MODULE, "QuantizedConv2d chain", ch[0].m);
+    *y = nn__qconv2d_chain(x, Lp, sp, nl, "QuantizedConv2d");
+    return used;
+}
+
 /* ------------------------------------------------ quantizing a layer */
 
 /* The quantized twin of a Linear or Conv2d (dynamic activations), or NULL

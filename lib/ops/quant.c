@@ -206,93 +206,183 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) {
     return in + 2 * p < k ? -1 : (in + 2 * p - k) / s + 1;
 }
 
-nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
-                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool pool, const char *fn) {
-    if (!nn__check_f32(x, fn, "x") || !check_layer(L, fn)) return NULL;
+/* One quantized convolution over images, one at a time: the layer, its
+ * geometry and its scratch (set up once per call, then qconv_image per
+ * image). */
+typedef struct qconv_run {
+    const nn__qlayer *L;
+    int64_t c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, hp, wp, yh, yw;
+    bool pool, direct1, hwc, have_wsum;
+    scratch s;
+    uint8_t *imgp;
+    nn__qgemm g;
+    float sa;
+    int32_t zp;
+} qconv_run;
+
+/* The output geometry of layer L on images [c, h, w], or false with the
+ * error (naming fn) when the input does not fit it. */
+static bool qconv_geometry(qconv_run *r, const nn__qlayer *L, const nn__qconv_spec *sp, int64_t h,
+                           int64_t w, const char *fn, const nn_tensor *x) {
     char s1[128];
-    if (x->ndim != 4 || x->shape[1] != c)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: expected input [N,%lld,H,W], got %s", fn,
-                        (long long)c, nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
-    const int64_t nb = x->shape[0], h = x->shape[2], w = x->shape[3];
-    const int64_t oh = out_size(h, kh, sh, ph), ow = out_size(w, kw, sw, pw);
-    if (oh < 1 || ow < 1)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: kernel %lldx%lld is bigger than the padded input %s",
-                        fn, (long long)kh, (long long)kw,
-                        nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
-    const int64_t kp = nn__qk_pad(L->k), plane = c * h * w, npix = oh * ow;
-    const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
-    if (pool && (oh < 2 || ow < 2))
-        return NN__FAIL(NN_ERR_SHAPE, "%s: output %lldx%lld is too small for the fused 2x2 pool",
-                        fn, (long long)oh, (long long)ow);
-    const int64_t yh = pool ? oh / 2 : oh, yw = pool ? ow / 2 : ow, ny = yh * yw;
-    const int64_t shape[4] = {nb, L->n, yh, yw};
-    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
-    nn_tensor *xc = out ? nn__contig(x) : NULL;
-    scratch s = {0};
-    uint8_t *imgp = NULL;
-    if (!xc || !alloc_n((void **)&s.wsum, L->n, sizeof(int32_t)) ||
+    memset(r, 0, sizeof *r);
+    r->L = L, r->c = sp->c, r->h = h, r->w = w, r->kh = sp->kh, r->kw = sp->kw;
+    r->sh = sp->sh, r->sw = sp->sw, r->ph = sp->ph, r->pw = sp->pw, r->pool = sp->pool;
+    r->oh = out_size(h, r->kh, r->sh, r->ph), r->ow = out_size(w, r->kw, r->sw, r->pw);
+    if (r->oh < 1 || r->ow < 1) {
+        nn__err(NN_ERR_SHAPE, "%s: kernel %lldx%lld is bigger than the padded input %s", fn,
+                (long long)r->kh, (long long)r->kw,
+                nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
+        return false;
+    }
+    if (r->pool && (r->oh < 2 || r->ow < 2)) {
+        nn__err(NN_ERR_SHAPE, "%s: output %lldx%lld is too small for the fused 2x2 pool", fn,
+                (long long)r->oh, (long long)r->ow);
+        return false;
+    }
+    r->hp = h + 2 * r->ph, r->wp = w + 2 * r->pw;
+    r->yh = r->pool ? r->oh / 2 : r->oh, r->yw = r->pool ? r->ow / 2 : r->ow;
+    return true;
+}
+
+static void qconv_free(qconv_run *r) {
+    nn__free(r->imgp);
+    scratch_free(&r->s);
+    r->imgp = NULL;
+    memset(&r->s, 0, sizeof r->s);
+}
+
+/* Scratch and kernel choice of a run whose geometry is set. r must not
+ * move afterwards (its gemm points at r->sa, r->zp). */
+static bool qconv_setup(qconv_run *r) {
+    const nn__qlayer *L = r->L;
+    const int64_t kp = nn__qk_pad(L->k), npix = r->oh * r->ow, c = r->c;
+    if (!alloc_n((void **)&r->s.wsum, L->n, sizeof(int32_t)) ||
         /* im2row's slack past its input and output (backend/int8.h) */
-        !alloc_n((void **)&s.a, npix * kp + NN__Q_SLACK, 1) ||
-        !alloc_n((void **)&imgp, hp * wp * c + NN__Q_SLACK, 1) ||
-        (pool ? !alloc_n((void **)&s.acc, npix, (size_t)L->n * sizeof(int32_t))
-              : !alloc_n((void **)&s.tmp, npix, (size_t)L->n * sizeof(float)))) {
-        nn__free(imgp);
-        scratch_free(&s);
-        nn__tensor_release(xc);
-        nn__tensor_release(out);
-        return NULL;
+        !alloc_n((void **)&r->s.a, npix * kp + NN__Q_SLACK, 1) ||
+        !alloc_n((void **)&r->imgp, r->hp * r->wp * c + NN__Q_SLACK, 1) ||
+        (r->pool ? !alloc_n((void **)&r->s.acc, npix, (size_t)L->n * sizeof(int32_t))
+                 : !alloc_n((void **)&r->s.tmp, npix, (size_t)L->n * sizeof(float)))) {
+        qconv_free(r);
+        return false;
     }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
     /* pooled one-channel layers (a CNN's first) skip im2row where the tier
      * can; conv_hwc takes full-range weights (backend/int8.h) */
-    const bool direct1 = pool && c == 1 && k8->conv1_takes(kh, kw, L->w7);
-    const bool hwc = pool && !L->w7 && !direct1 && k8->conv_hwc_takes(c, kw);
-    memset(imgp + hp * wp * c, 0, NN__Q_SLACK);
-    memset(s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
-    bool have_wsum = false;
-    float sa;
-    int32_t zp;
-    nn__qgemm g = layer_gemm(L, &s);
-    g.m = npix, g.a = s.a, g.lda = kp, g.a_scale = &sa, g.a_zp = &zp, g.a_step = 0;
-    g.c = s.tmp, g.ldc = L->n, g.c32 = s.acc; /* pooled: raw sums, the epilogue after the pool */
-    const float *X = nn__f32(xc);
-    float *Y = nn__f32(out);
-    for (int64_t b = 0; b < nb; b++) {
-        /* one scale and zero point per image; padding is the zero point (0.0) */
-        if (L->act_scale > 0.0f) {
-            sa = L->act_scale, zp = L->act_zp;
-        } else {
-            float mn, mx;
-            k8->minmax(plane, X + b * plane, &mn, &mx);
-            nn__qparams_u8(mn, mx, &sa, &zp);
-        }
-        k8->quantize_pad_hwc(X + b * plane, c, h, w, ph, pw, 1.0f / sa, zp, imgp);
-        if (zp != 0 && !have_wsum) {
-            k8->colsum(L->n, L->k, qw_data(L->w), L->w7, s.wsum);
-            have_wsum = true;
-        }
-        float *yb = Y + b * L->n * ny;
-        /* one channel: conv, pool and epilogue straight from the padded image */
-        if (direct1 && k8->conv1_pool(imgp, wp, g.w, L->n, kh, kw, sh, sw, yh, yw, s.wsum, sa, zp,
-                                      g.w_scale, g.bias, L->relu, L->w7, yb))
-            continue;
-        /* pooled layers read the activation rows in place where the tier can */
-        if (!(hwc && k8->conv_hwc(imgp, c, wp, kh, kw, sh, sw, oh, ow, g.w, L->n, s.acc, L->n))) {
-            k8->im2row(imgp, c, wp, kh, kw, sh, sw, oh, ow, s.a, kp);
-            k8->gemm(&g);
-        }
-        if (pool) /* pool the raw sums, then the epilogue (backend/int8.h) */
-            k8->pool_epilogue(s.acc, L->n, ow, yh, yw, s.wsum, sa, zp, g.w_scale, g.bias, L->relu,
-                              yb);
-        else /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
-            for (int64_t p0 = 0; p0 < npix; p0 += 32)
-                for (int64_t o0 = 0; o0 < L->n; o0 += 32)
-                    for (int64_t o = o0; o < L->n && o < o0 + 32; o++)
-                        for (int64_t p = p0; p < npix && p < p0 + 32; p++)
-                            yb[o * npix + p] = s.tmp[p * L->n + o];
+    r->direct1 = r->pool && c == 1 && k8->conv1_takes(r->kh, r->kw, L->w7);
+    r->hwc = r->pool && !L->w7 && !r->direct1 && k8->conv_hwc_takes(c, r->kw);
+    memset(r->imgp + r->hp * r->wp * c, 0, NN__Q_SLACK);
+    memset(r->s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
+    r->have_wsum = false;
+    r->g = layer_gemm(L, &r->s);
+    nn__qgemm *g = &r->g;
+    g->m = npix, g->a = r->s.a, g->lda = kp, g->a_scale = &r->sa, g->a_zp = &r->zp, g->a_step = 0;
+    g->c = r->s.tmp, g->ldc = L->n, g->c32 = r->s.acc; /* pooled: raw sums, the epilogue after the pool */
+    return true;
+}
+
+/* One image: x [c, h, w] -> y [n, yh, yw]. */
+static void qconv_image(qconv_run *r, const float *x, float *y) {
+    const nn__qlayer *L = r->L;
+    const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    const int64_t npix = r->oh * r->ow;
+    nn__qgemm *g = &r->g;
+    /* one scale and zero point per image; padding is the zero point (0.0) */
+    if (L->act_scale > 0.0f) {
+        r->sa = L->act_scale, r->zp = L->act_zp;
+    } else {
+        float mn, mx;
+        k8->minmax(r->c * r->h * r->w, x, &mn, &mx);
+        nn__qparams_u8(mn, mx, &r->sa, &r->zp);
     }
-    nn__free(imgp);
-    scratch_free(&s);
+    k8->quantize_pad_hwc(x, r->c, r->h, r->w, r->ph, r->pw, 1.0f / r->sa, r->zp, r->imgp);
+    if (r->zp != 0 && !r->have_wsum) {
+        k8->colsum(L->n, L->k, qw_data(L->w), L->w7, r->s.wsum);
+        r->have_wsum = true;
+    }
+    /* one channel: conv, pool and epilogue straight from the padded image */
+    if (r->direct1 &&
+        k8->conv1_pool(r->imgp, r->wp, g->w, L->n, r->kh, r->kw, r->sh, r->sw, r->yh, r->yw,
+                       r->s.wsum, r->sa, r->zp, g->w_scale, g->bias, L->relu, L->w7, y))
+        return;
+    /* pooled layers read the activation rows in place where the tier can */
+    if (!(r->hwc && k8->conv_hwc(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow,
+                                 g->w, L->n, r->s.acc, L->n))) {
+        k8->im2row(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow, r->s.a,
+                   g->lda);
+        k8->gemm(g);
+    }
+    if (r->pool) /* pool the raw sums, then the epilogue (backend/int8.h) */
+        k8->pool_epilogue(r->s.acc, L->n, r->ow, r->yh, r->yw, r->s.wsum, r->sa, r->zp,
+                          g->w_scale, g->bias, L->relu, y);
+    else /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
+        for (int64_t p0 = 0; p0 < npix; p0 += 32)
+            for (int64_t o0 = 0; o0 < L->n; o0 += 32)
+                for (int64_t o = o0; o < L->n && o < o0 + 32; o++)
+                    for (int64_t p = p0; p < npix && p < p0 + 32; p++)
+                        y[o * npix + p] = r->s.tmp[p * L->n + o];
+}
+
+nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
+                             int nl, const char *fn) {
+    if (nl < 1 || nl > NN__QCHAIN_MAX)
+        return NN__FAIL(NN_ERR_INVALID, "%s: %d layers in a chain (1..%d)", fn, nl,
+                        NN__QCHAIN_MAX);
+    if (!nn__check_f32(x, fn, "x")) return NULL;
+    char s1[128];
+    if (x->ndim != 4)
+        return NN__FAIL(NN_ERR_SHAPE, "%s: expected input [N,%lld,H,W], got %s", fn,
+                        (long long)sp[0].c, nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
+    qconv_run r[NN__QCHAIN_MAX];
+    int64_t h = x->shape[2], w = x->shape[3], c = x->shape[1];
+    for (int i = 0; i < nl; i++) {
+        if (!check_layer(L[i], fn)) return NULL;
+        if (i == 0 && c != sp[0].c)
+            return NN__FAIL(NN_ERR_SHAPE, "%s: expected input [N,%lld,H,W], got %s", fn,
+                            (long long)sp[0].c, nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
+        if (c != sp[i].c || L[i]->k != sp[i].c * sp[i].kh * sp[i].kw)
+            return NN__FAIL(NN_ERR_SHAPE,
+                            "%s: layer %d of the chain expects %lld input channels, gets %lld",
+                            fn, i, (long long)sp[i].c, (long long)c);
+        if (!qconv_geometry(&r[i], L[i], &sp[i], h, w, fn, x)) return NULL;
+        h = r[i].yh, w = r[i].yw, c = L[i]->n;
+    }
+    const int64_t nb = x->shape[0];
+    const int64_t shape[4] = {nb, c, h, w};
+    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
+    nn_tensor *xc = out ? nn__contig(x) : NULL;
+    /* one image's intermediate outputs (small: they stay in cache) */
+    float *mid[NN__QCHAIN_MAX] = {0};
+    int ready = 0; /* runs set up (qconv_setup frees a run it fails) */
+    bool ok = xc != NULL;
+    for (int i = 0; ok && i < nl; i++) {
+        ok = qconv_setup(&r[i]);
+        ready += ok;
+        if (ok && i + 1 < nl)
+            ok = alloc_n((void **)&mid[i], r[i].L->n * r[i].yh, (size_t)r[i].yw * sizeof(float));
+    }
+    if (ok) {
+        const float *X = nn__f32(xc);
+        float *Y = nn__f32(out);
+        const int64_t in_img = x->shape[1] * x->shape[2] * x->shape[3], out_img = c * h * w;
+        for (int64_t b = 0; b < nb; b++)
+            for (int i = 0; i < nl; i++)
+                qconv_image(&r[i], i ? mid[i - 1] : X + b * in_img,
+                            i + 1 < nl ? mid[i] : Y + b * out_img);
+    }
+    for (int i = 0; i < ready; i++) qconv_free(&r[i]);
+    for (int i = 0; i < nl; i++) nn__free(mid[i]);
     nn__tensor_release(xc);
-    return nn__track(out);
+    if (!ok) {
+        nn__tensor_release(out);
+        return NULL;
+    }
+    return out;
+}
+
+nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool pool, const char *fn) {
+    const nn__qconv_spec sp = {c, kh, kw, sh, sw, ph, pw, pool};
+    nn_tensor *y = nn__qconv2d_chain(x, &L, &sp, 1, fn);
+    return y ? nn__track(y) : NULL;
 }

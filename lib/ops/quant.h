@@ -68,4 +68,20 @@ void nn__qw_colsum(const nn__qlayer *L, int32_t *wsum);
 nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool pool, const char *fn);
 
+/* A convolution's geometry: input channels, kernel, stride, padding, pool. */
+typedef struct nn__qconv_spec {
+    int64_t c, kh, kw, sh, sw, ph, pw;
+    bool pool;
+} nn__qconv_spec;
+#define NN__QCHAIN_MAX 8
+/* Consecutive quantized convolutions L[0..nl) (nl <= NN__QCHAIN_MAX), each
+ * as nn__qconv2d with sp[i], run image by image: one image goes through
+ * every layer before the next starts, so the intermediate outputs (one
+ * image's, small) stay in cache instead of batch-sized tensors going to
+ * memory and back. Activations are quantized per image in both orders, so
+ * the result is bit-identical to nn__qconv2d layer after layer. Untracked
+ * result (the caller owns it), NULL on error. */
+nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
+                             int nl, const char *fn);
+
 #endif
