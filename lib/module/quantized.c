@@ -191,7 +191,9 @@ const nn__mod_kind nn__kind_qconv = {.type = "QuantizedConv2d",
  * with only Identity children between them (the ReLU and pool that
  * quantization fused leave Identities), each one's output channels the
  * next one's input channels, run image by image (ops/quant.h,
- * nn__qconv2d_chain). Not while a summary runs (it reports per layer), and
+ * nn__qconv2d_chain), and a Flatten + QuantizedLinear right after them
+ * (Identities between) whose rows are the images: each image's row is
+ * quantized while it is in cache. Not while a summary runs (it reports per layer), and
  * not for fewer than two convolutions. Returns the children consumed (0:
  * none; *y untouched). */
 int nn__mod_fuse_qconv(const nn__named_module *ch, int n, nn_tensor *x, nn_tensor **y) {
@@ -222,8 +224,35 @@ int nn__mod_fuse_qconv(const nn__named_module *ch, int n, nn_tensor *x, nn_tenso
         nl++, used = i + 1;
     }
     if (nl < 2) return 0;
+    /* then Flatten (the image's dimensions) and a QuantizedLinear on the
+     * chain's output, when its in_features match: one row per image */
+    int64_t per = 0, c = x->shape[1], h = x->shape[2], w = x->shape[3];
+    for (int i = 0; i < nl; i++) {
+        h = (h + 2 * sp[i].ph - sp[i].kh) / sp[i].sh + 1;
+        w = (w + 2 * sp[i].pw - sp[i].kw) / sp[i].sw + 1;
+        if (sp[i].pool) h /= 2, w /= 2;
+        c = L[i].n;
+        per = h >= 1 && w >= 1 && per >= 0 ? c * h * w : -1;
+    }
+    nn__qlayer lin;
+    bool with_lin = false;
+    int i = used, flat = 0;
+    for (; i < n && per > 0; i++) {
+        const nn_module *m = ch[i].m;
+        if (m->kind && !strcmp(m->kind->type, "Identity")) continue;
+        if (!flat && m->kind && !strcmp(m->kind->type, "Flatten") &&
+            (m->cfg[0] == 1 || m->cfg[0] == -3) && (m->cfg[1] == -1 || m->cfg[1] == 3)) {
+            flat = 1;
+            continue;
+        }
+        if (flat && m->kind == &nn__kind_qlinear && m->cfg[QL_IN] == (double)per) {
+            with_lin = nn__qlinear_layer(m, &lin);
+            used = i + 1;
+        }
+        break;
+    }
     NN__PROF_SPAN(NN__PROF_MODULE, "QuantizedConv2d chain", ch[0].m);
-    *y = nn__qconv2d_chain(x, Lp, sp, nl, "QuantizedConv2d");
+    *y = nn__qconv2d_chain(x, Lp, sp, nl, with_lin ? &lin : NULL, "QuantizedConv2d");
     return used;
 }
 

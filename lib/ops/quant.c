@@ -324,7 +324,7 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
 }
 
 nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
-                             int nl, const char *fn) {
+                             int nl, const nn__qlayer *lin, const char *fn) {
     if (nl < 1 || nl > NN__QCHAIN_MAX)
         return NN__FAIL(NN_ERR_INVALID, "%s: %d layers in a chain (1..%d)", fn, nl,
                         NN__QCHAIN_MAX);
@@ -347,9 +347,16 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
         if (!qconv_geometry(&r[i], L[i], &sp[i], h, w, fn, x)) return NULL;
         h = r[i].yh, w = r[i].yw, c = L[i]->n;
     }
+    if (lin && !check_layer(lin, fn)) return NULL;
+    if (lin && lin->k != c * h * w)
+        return NN__FAIL(NN_ERR_SHAPE,
+                        "%s: the chain's %lld outputs per image do not match the linear layer's "
+                        "in_features %lld",
+                        fn, (long long)(c * h * w), (long long)lin->k);
     const int64_t nb = x->shape[0];
-    const int64_t shape[4] = {nb, c, h, w};
-    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, 4);
+    const int64_t shape[4] = {nb, c, h, w}, lshape[2] = {nb, lin ? lin->n : 0};
+    nn_tensor *out = lin ? nn__tensor_new(NN_DTYPE_F32, lshape, 2)
+                         : nn__tensor_new(NN_DTYPE_F32, shape, 4);
     nn_tensor *xc = out ? nn__contig(x) : NULL;
     /* one image's intermediate outputs (small: they stay in cache) */
     float *mid[NN__QCHAIN_MAX] = {0};
@@ -358,18 +365,39 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
     for (int i = 0; ok && i < nl; i++) {
         ok = qconv_setup(&r[i]);
         ready += ok;
-        if (ok && i + 1 < nl)
+        if (ok && (i + 1 < nl || lin))
             ok = alloc_n((void **)&mid[i], r[i].L->n * r[i].yh, (size_t)r[i].yw * sizeof(float));
     }
+    /* the linear layer's rows: u8 activations [nb, kp], parameters per row */
+    const int64_t kp = lin ? nn__qk_pad(lin->k) : 0;
+    scratch ls = {0};
+    if (ok && lin)
+        ok = alloc_n((void **)&ls.wsum, lin->n, sizeof(int32_t)) &&
+             alloc_n((void **)&ls.zp, nb, sizeof(int32_t)) &&
+             alloc_n((void **)&ls.sa, nb, sizeof(float)) && alloc_n((void **)&ls.a, nb, (size_t)kp);
     if (ok) {
+        const nn__int8_kernels *k8 = &nn__kernels()->int8;
         const float *X = nn__f32(xc);
         float *Y = nn__f32(out);
         const int64_t in_img = x->shape[1] * x->shape[2] * x->shape[3], out_img = c * h * w;
-        for (int64_t b = 0; b < nb; b++)
+        for (int64_t b = 0; b < nb; b++) {
             for (int i = 0; i < nl; i++)
                 qconv_image(&r[i], i ? mid[i - 1] : X + b * in_img,
-                            i + 1 < nl ? mid[i] : Y + b * out_img);
+                            i + 1 < nl || lin ? mid[i] : Y + b * out_img);
+            if (lin) { /* the flattened image is the linear layer's row b */
+                quantize_run(lin, k8, lin->k, mid[nl - 1], ls.a + b * kp, &ls.sa[b], &ls.zp[b]);
+                memset(ls.a + b * kp + lin->k, 0, (size_t)(kp - lin->k));
+            }
+        }
+        if (lin) { /* then the rows through the GEMM at once, as nn__qlinear_rows */
+            wsum_run(lin, k8, ls.zp, nb, ls.wsum);
+            nn__qgemm g = layer_gemm(lin, &ls);
+            g.m = nb, g.a = ls.a, g.lda = kp, g.a_scale = ls.sa, g.a_zp = ls.zp, g.a_step = 1;
+            g.c = Y, g.ldc = lin->n;
+            k8->gemm(&g);
+        }
     }
+    scratch_free(&ls);
     for (int i = 0; i < ready; i++) qconv_free(&r[i]);
     for (int i = 0; i < nl; i++) nn__free(mid[i]);
     nn__tensor_release(xc);
@@ -383,6 +411,6 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
 nn_tensor *nn__qconv2d(nn_tensor *x, const nn__qlayer *L, int64_t c, int64_t kh, int64_t kw,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool pool, const char *fn) {
     const nn__qconv_spec sp = {c, kh, kw, sh, sw, ph, pw, pool};
-    nn_tensor *y = nn__qconv2d_chain(x, &L, &sp, 1, fn);
+    nn_tensor *y = nn__qconv2d_chain(x, &L, &sp, 1, NULL, fn);
     return y ? nn__track(y) : NULL;
 }

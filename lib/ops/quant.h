@@ -79,9 +79,14 @@ typedef struct nn__qconv_spec {
  * every layer before the next starts, so the intermediate outputs (one
  * image's, small) stay in cache instead of batch-sized tensors going to
  * memory and back. Activations are quantized per image in both orders, so
- * the result is bit-identical to nn__qconv2d layer after layer. Untracked
- * result (the caller owns it), NULL on error. */
+ * the result is bit-identical to nn__qconv2d layer after layer. lin, when
+ * not NULL: a linear layer after the last convolution, on its flattened
+ * output ([N, C*H*W] rows, lin->k = C*H*W): each image's row is quantized
+ * while it is in cache (per row when dynamic, as nn__qlinear does), then
+ * all rows go through one GEMM; the result [N, lin->n] is bit-identical to
+ * Flatten + nn__qlinear. Untracked result (the caller owns it), NULL on
+ * error. */
 nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
-                             int nl, const char *fn);
+                             int nl, const nn__qlayer *lin, const char *fn);
 
 #endif

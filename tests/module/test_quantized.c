@@ -794,54 +794,63 @@ static void test_conv_chain(void **state) {
     const int64_t chans[2][2] = {{16, 32}, {19, 21}};
     for (int qt = NN_TIER_REF; qt < NN_TIER_COUNT; qt++) {
         if (!nn__backend_force_tier(qt)) continue;
-        for (int cfg = 0; cfg < 2; cfg++)
-            for (int stat = 0; stat < 2; stat++) {
-                const int64_t c1 = chans[cfg][0], c2 = chans[cfg][1];
-                nn_generator_seed(NULL, 7 + (uint64_t)cfg);
-                nn_module *net = nn_sequential_new();
-                nn_sequential_append(net, nn_conv2d_new(1, c1, 3, 1, 1, true));
-                nn_sequential_append(net, nn_relu_new());
-                nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
-                nn_sequential_append(net, nn_conv2d_new(c1, c2, 3, 1, 1, true));
-                nn_sequential_append(net, nn_relu_new());
-                nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
-                nn_sequential_append(net, nn_conv2d_new(c2, 5, 1, 1, 0, true));
-                nn_sequential_append(net, nn_flatten_new(1, -1));
-                nn_sequential_append(net, nn_linear_new(5 * 3 * 2, 4, true));
-                if (stat) {
-                    nn_dataset *ds = nn_dataset_from_tensors(x, lab);
-                    nn_loader *ld = nn_loader_new(ds, 3, false, 0);
-                    assert_int_equal(nn_quantize_static(net, ld, 1, NULL), NN_OK);
-                    nn_loader_free(ld);
-                    nn_dataset_free(ds);
-                } else {
-                    assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
-                }
-                /* the chain: the three convolutions and the Identities between */
-                nn_scope *sc = nn_scope_begin();
-                nn_tensor *yc = NULL;
-                assert_int_equal(nn__mod_fuse_qconv(net->children, net->nchildren, x, &yc), 7);
-                assert_non_null(yc);
-                /* layer after layer over the whole batch */
-                nn_tensor *cur = x;
-                for (int i = 0; i < 7; i++) cur = nn_module_forward(nn_sequential_get(net, i), cur);
-                assert_int_equal(nn_tensor_numel(cur), nn_tensor_numel(yc));
-                for (int d = 0; d < 4; d++)
-                    assert_int_equal(nn_tensor_shape(cur)[d], nn_tensor_shape(yc)[d]);
-                if (memcmp(nn_tensor_data(cur), nn_tensor_data(yc),
-                           sizeof(float) * (size_t)nn_tensor_numel(yc)))
-                    fail_msg("tier %d, channels %lld/%lld, %s: chain differs from the layers",
-                             qt, (long long)c1, (long long)c2, stat ? "static" : "dynamic");
-                /* and the whole model through Sequential's forward */
+        for (int cfg = 0; cfg < 8; cfg++) {
+            const int64_t c1 = chans[cfg & 1][0], c2 = chans[cfg & 1][1];
+            const bool stat = cfg & 2, tail = cfg & 4; /* tail: Flatten + Linear fused too */
+            nn_generator_seed(NULL, 7 + (uint64_t)cfg);
+            nn_module *net = nn_sequential_new();
+            nn_sequential_append(net, nn_conv2d_new(1, c1, 3, 1, 1, true));
+            nn_sequential_append(net, nn_relu_new());
+            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+            nn_sequential_append(net, nn_conv2d_new(c1, c2, 3, 1, 1, true));
+            nn_sequential_append(net, nn_relu_new());
+            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+            nn_sequential_append(net, nn_conv2d_new(c2, 5, 1, 1, 0, true));
+            nn_sequential_append(net, tail ? nn_flatten_new(1, -1) : nn_relu_new());
+            nn_sequential_append(net, nn_linear_new(tail ? 5 * 3 * 2 : 2, 4, true));
+            nn_sequential_append(net, nn_relu_new());
+            nn_sequential_append(net, nn_linear_new(4, 3, true));
+            if (stat) {
+                nn_dataset *ds = nn_dataset_from_tensors(x, lab);
+                nn_loader *ld = nn_loader_new(ds, 3, false, 0);
+                assert_int_equal(nn_quantize_static(net, ld, 1, NULL), NN_OK);
+                nn_loader_free(ld);
+                nn_dataset_free(ds);
+            } else {
+                assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+            }
+            /* the chain: the three convolutions and the Identities between
+             * (with tail, also the Flatten and the first QuantizedLinear) */
+            const int used = tail ? 9 : 7;
+            nn_scope *sc = nn_scope_begin();
+            nn_tensor *yc = NULL;
+            assert_int_equal(nn__mod_fuse_qconv(net->children, net->nchildren, x, &yc), used);
+            assert_non_null(yc);
+            /* layer after layer over the whole batch */
+            nn_tensor *cur = x;
+            for (int i = 0; i < used; i++) cur = nn_module_forward(nn_sequential_get(net, i), cur);
+            assert_int_equal(nn_tensor_ndim(cur), nn_tensor_ndim(yc));
+            for (int d = 0; d < nn_tensor_ndim(yc); d++)
+                assert_int_equal(nn_tensor_shape(cur)[d], nn_tensor_shape(yc)[d]);
+            if (memcmp(nn_tensor_data(cur), nn_tensor_data(yc),
+                       sizeof(float) * (size_t)nn_tensor_numel(yc)))
+                fail_msg("tier %d, channels %lld/%lld, %s%s: chain differs from the layers", qt,
+                         (long long)c1, (long long)c2, stat ? "static" : "dynamic",
+                         tail ? " + linear" : "");
+            /* and the whole model through Sequential's forward (with tail,
+             * the ReLU after the chain's output does the non-chain half) */
+            if (tail) {
                 nn_tensor *yq = nn_module_forward(net, x);
                 nn_tensor *ys = cur;
-                for (int i = 7; i < 9; i++) ys = nn_module_forward(nn_sequential_get(net, i), ys);
+                for (int i = used; i < 11; i++)
+                    ys = nn_module_forward(nn_sequential_get(net, i), ys);
                 assert_memory_equal(nn_tensor_data(yq), nn_tensor_data(ys),
                                     sizeof(float) * (size_t)nn_tensor_numel(ys));
-                nn__tensor_release(yc);
-                nn_scope_end(sc);
-                nn_module_free(net);
             }
+            nn__tensor_release(yc);
+            nn_scope_end(sc);
+            nn_module_free(net);
+        }
     }
     nn__backend_force_tier(-1);
     nn_tensor_free(lab);
