@@ -48,7 +48,10 @@ typedef struct nn__half_kernels {
      * shapes of that kernel's forward rule. Where AVX512_BF16 exists, bf16
      * weights take the vdpbf16ps kernel instead: it rounds x to bf16 and
      * sums pairs of channels, each product carrying x's rounding too
-     * (relative 2^-9), f32 denormal inputs read as zero. */
+     * (relative 2^-9), f32 denormal inputs read as zero; with the 2x2 pool,
+     * a 3x3 window, unit stride and dilation and >= 8 input channels it is
+     * Winograd F(2x2, 3x3) with the transformed weights and inputs (U =
+     * G g Gᵀ, V = Bᵀ d B, computed in f32) rounded to bf16 instead. */
     unsigned (*conv_passes)(bool bf16, const nn__conv2d *d);
     bool (*conv_fwd)(bool bf16, const nn__conv2d *d, const float *x, const uint16_t *w,
                      const float *bias, bool relu, bool pool, float *y);

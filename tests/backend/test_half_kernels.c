@@ -214,6 +214,82 @@ static void test_gemm_threads(void **state) {
 
 /* ----------------------------------------------- half-weight convolution */
 
+/* The twin of the AVX512_BF16 Winograd (pooled 3x3 convolutions with >= 8
+ * channels, x86/avx512/conv_bf16.c): U = G g Gᵀ and V = Bᵀ d B computed in
+ * f32 in the kernel's order of operations (so the same f32 values), rounded
+ * to bf16 (nn__f32_to_bf16: the test data hold no denormals), the 16
+ * products summed over channels in double, Y = Aᵀ M A, the 2x2 max, bias,
+ * ReLU. tol[i]: what the kernel's f32 sums may differ by, 4 (c + 12) eps
+ * times the same sums of absolute products. */
+static float bf16r(float v) { return nn__bf16_to_f32(nn__f32_to_bf16(v)); }
+
+static void wino_bf16_twin(const nn__conv2d *d, const float *x, const uint16_t *w, const float *bias,
+                           bool relu, float *y, double *tol) {
+    const int64_t py = d->g.oh / 2, px = d->g.ow / 2, C = d->c;
+    float *u = malloc(sizeof(float) * (size_t)(d->o * C * 16));
+    for (int64_t oc = 0; oc < d->o * C; oc++) {
+        float g[9], t[4][3];
+        for (int k = 0; k < 9; k++) g[k] = nn__bf16_to_f32(w[oc * 9 + k]);
+        for (int k = 0; k < 3; k++) {
+            const float a = g[k], b = 0.5f * g[3 + k], c = g[6 + k], h = 0.5f * (a + c);
+            t[0][k] = a, t[1][k] = h + b, t[2][k] = h - b, t[3][k] = c;
+        }
+        for (int i = 0; i < 4; i++) {
+            const float a = t[i][0], b = 0.5f * t[i][1], c = t[i][2], h = 0.5f * (a + c);
+            float *ui = u + oc * 16 + 4 * i;
+            ui[0] = bf16r(a), ui[1] = bf16r(h + b), ui[2] = bf16r(h - b), ui[3] = bf16r(c);
+        }
+    }
+    float *v = malloc(sizeof(float) * (size_t)(C * 16));
+    for (int64_t n = 0; n < d->n; n++)
+        for (int64_t ty = 0; ty < py; ty++)
+            for (int64_t tx = 0; tx < px; tx++) {
+                for (int64_t c = 0; c < C; c++) { /* V of this tile's 4x4 patch */
+                    float dd[4][4], t[4][4];
+                    for (int r = 0; r < 4; r++)
+                        for (int q = 0; q < 4; q++) {
+                            const int64_t iy = 2 * ty + r - d->g.ph, ix = 2 * tx + q - d->g.pw;
+                            dd[r][q] = iy >= 0 && iy < d->h && ix >= 0 && ix < d->w
+                                           ? x[((n * C + c) * d->h + iy) * d->w + ix]
+                                           : 0.0f;
+                        }
+                    for (int q = 0; q < 4; q++) {
+                        t[0][q] = dd[0][q] - dd[2][q], t[1][q] = dd[1][q] + dd[2][q];
+                        t[2][q] = dd[2][q] - dd[1][q], t[3][q] = dd[1][q] - dd[3][q];
+                    }
+                    for (int i = 0; i < 4; i++) {
+                        float *vi = v + c * 16 + 4 * i;
+                        vi[0] = bf16r(t[i][0] - t[i][2]), vi[1] = bf16r(t[i][1] + t[i][2]);
+                        vi[2] = bf16r(t[i][2] - t[i][1]), vi[3] = bf16r(t[i][1] - t[i][3]);
+                    }
+                }
+                for (int64_t o = 0; o < d->o; o++) {
+                    double m[16] = {0}, ma[16] = {0};
+                    for (int64_t c = 0; c < C; c++)
+                        for (int p = 0; p < 16; p++) {
+                            const double t = (double)u[(o * C + c) * 16 + p] * v[c * 16 + p];
+                            m[p] += t, ma[p] += fabs(t);
+                        }
+                    double s0[4], s1[4], yy[4], ya = 0;
+                    for (int k = 0; k < 4; k++) {
+                        s0[k] = m[k] + m[4 + k] + m[8 + k];
+                        s1[k] = m[4 + k] - m[8 + k] - m[12 + k];
+                    }
+                    yy[0] = s0[0] + s0[1] + s0[2], yy[1] = s0[1] - s0[2] - s0[3];
+                    yy[2] = s1[0] + s1[1] + s1[2], yy[3] = s1[1] - s1[2] - s1[3];
+                    for (int p = 0; p < 16; p++) ya += ma[p];
+                    double mx = yy[0];
+                    for (int k = 1; k < 4; k++) mx = yy[k] > mx ? yy[k] : mx;
+                    if (bias) mx += bias[o];
+                    if (relu && mx < 0) mx = 0;
+                    const int64_t i = ((n * d->o + o) * py + ty) * px + tx;
+                    y[i] = (float)mx;
+                    tol[i] = 4.0 * (double)(C + 12) * 1.2e-7 * (ya + (bias ? fabs(bias[o]) : 0)) + 1e-30;
+                }
+            }
+    free(u), free(v);
+}
+
 /* One shape: every tier's conv_fwd, where its conv_passes takes the shape,
  * against the reference twin (w widened, f32 direct convolution). Bound per
  * element: the twin run on |x|, |w|, |bias|: 4 (k + 2) eps of it, plus
@@ -264,7 +340,31 @@ static int check_conv_case(const nn_kernels *k, const nn_kernels *r, bool bf16, 
     const double kk = (double)(c * kh * kw);
     /* x is rounded to bf16 only by the vdpbf16ps kernel (bf16 weights on a
      * tier with AVX512_BF16); the others multiply the exact f32 x */
-    const double xr = bf16 && k->half.gemm_rounds_a() ? 1.0 / 256.0 : 0.0;
+    double xr = bf16 && k->half.gemm_rounds_a() ? 1.0 / 256.0 : 0.0;
+    /* ... and with the 2x2 pool, 3x3, unit stride and dilation and >= 8
+     * channels it runs Winograd F(2x2, 3x3) with U = G g Gᵀ and V = Bᵀ d B
+     * rounded to bf16 (relative 2^-9 each): each output's error is then at
+     * most 2^-8 times the same transforms on absolute values, which are at
+     * most 8 times the direct sums of |x| |w| (per axis: |d0 g0| + |d2 g0| +
+     * (|d1| + |d2|)(|g0| + |g1| + |g2|) against |d0 g0| + |d1 g1| + |d2 g2|,
+     * i.e. 8/3; 64/9 for both), plus the f32 Winograd's own rounding */
+    const bool wino = xr > 0 && pool && kh == 3 && kw == 3 && sh == 1 && dh == 1 && dw == 1 &&
+                      c >= 8 && 2 * o >= 16;
+    if (wino) {
+        xr = 8.0 / 256.0 + 32.0 * 1.2e-7 * (kk + 2);
+        /* and against its twin, which rounds U and V the same way: tight */
+        float *tw = malloc(sizeof(float) * (size_t)ny);
+        double *tt = malloc(sizeof(double) * (size_t)ny);
+        wino_bf16_twin(&d, xp, wp, bias ? b : NULL, relu, tw, tt);
+        for (int64_t i = 0; i < ny; i++)
+            if (!(fabs((double)got[i] - (double)tw[i]) <= tt[i]))
+                fail_msg("%s bf16 Winograd n%lld c%lld %lldx%lld o%lld p%lld,%lld: y[%lld] = %.9g, "
+                         "twin %.9g (tol %.3g)",
+                         tier, (long long)n, (long long)c, (long long)h, (long long)w, (long long)o,
+                         (long long)ph, (long long)pw, (long long)i, (double)got[i], (double)tw[i],
+                         tt[i]);
+        free(tw), free(tt);
+    }
     for (int64_t i = 0; i < ny; i++) {
         const double tol = 4.0 * (kk + 2) * 1.2e-7 * bound[i] + bound[i] * xr + 1e-30;
         if (!(fabs((double)got[i] - (double)want[i]) <= tol))
@@ -309,6 +409,11 @@ static void test_conv_every_tier(void **state) {
         {2, 6, 10, 10, 9, 3, 3, 1, 2, 2, 2, 2},   /* dilation 2 */
         {1, 2, 4, 3, 70, 2, 2, 1, 1, 0, 1, 1},    /* channels past 4 vectors */
         {9, 3, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1},    /* batch >= 8: one task per image */
+        /* >= 8 channels, 3x3, pooled (bf16 with AVX512_BF16: Winograd) */
+        {2, 9, 11, 13, 20, 3, 3, 1, 0, 1, 1, 1},  /* odd channels and planes, a channel tail */
+        {3, 16, 8, 40, 70, 3, 3, 1, 2, 2, 1, 1},  /* 2 tile vectors a row, 5 channel vectors */
+        {1, 8, 4, 4, 8, 3, 3, 1, 1, 1, 1, 1},     /* one tile row, 8 output channels */
+        {1, 33, 5, 5, 16, 3, 3, 1, 1, 0, 1, 1},   /* an odd channel pair, asymmetric pad */
     };
     int cases = 0;
     for (int t = 0; t < NN_TIER_COUNT; t++) {

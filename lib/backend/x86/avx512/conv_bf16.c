@@ -16,8 +16,13 @@
  * 2^-9) besides the weight's; sums are f32, in (p, ky, kx) order. Then the
  * bias, the ReLU and the fused 2x2 max pool as the f32 direct kernel, and a
  * transposing store into NCHW. Tasks are (image, chunk of rows): a result
- * does not depend on the thread count. */
+ * does not depend on the thread count.
+ *
+ * Pooled 3x3 convolutions (unit stride and dilation, >= 8 input channels)
+ * run Winograd F(2x2, 3x3) instead, its 16 products on vdpbf16ps (hw_*,
+ * below). */
 #include "backend/x86/avx512/avx512.h"
+#include "backend/x86/avx512/pack.h" /* pack16_transpose */
 #include "backend/x86/avx2/simd.h"
 #include "backend/parallel.h"
 #include "backend/threadpool.h"
@@ -289,6 +294,270 @@ static void hb_task(void *ctx, int64_t t, int thread) {
     if (lo < hi && !hb_rows(j, n, lo, hi)) __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
 }
 
+/* ------------------------------- forward + 2x2 pool, Winograd F(2x2, 3x3) */
+
+/* The f32 Winograd of x86/conv_direct.h (wg_*: one F(2x2, 3x3) tile per
+ * pool window, Y = Aᵀ [sum over c of U ⊙ V] A with U = G g Gᵀ, V = Bᵀ d B)
+ * with its 16 products on vdpbf16ps: U and V are computed in f32 and
+ * rounded to bf16 (round to nearest even), as [p][channel pair][...] pairs
+ * of channels 2q, 2q + 1, and each product M[p] = V[p]ᵀ U[p] is hb_tile on
+ * a 1x1 window (tiles as pixels, channel pairs as taps), summing in f32.
+ * Half the product instructions of the f32 Winograd, and 16 multiplies per
+ * 4 outputs instead of the direct kernel's 36. Each product carries the
+ * rounding of U and of V (relative 2^-9 each, of values that sum up to 4
+ * inputs or 9 weights with the transforms' constants 0, ±1/2, ±1). U is
+ * transformed once per call on the calling thread; tasks are images, or
+ * chunks of tile rows (fewer images than threads): no output's sums depend
+ * on the split. */
+#define HW_CMIN 8
+
+typedef struct hw_job {
+    const nn__conv2d *d;
+    const float *x, *bias; /* bias padded to nvec*16, or NULL */
+    const uint16_t *u;     /* [16][blocks of nv vectors: [np][wid][2]] */
+    float *y;
+    bool relu, failed;
+    int64_t np, nvec, py, px, wpf, rchunks;
+    int m, nv; /* product tile: at most m tiles x nv channel vectors */
+} hw_job;
+
+static bool hw_takes(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
+    return d->c >= HW_CMIN && 2 * d->o >= HB_VL && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
+           g->sw == 1 && g->dh == 1 && g->dw == 1 && g->oh >= 2 && g->ow >= 2;
+}
+
+/* u[4i + j] = (G g Gᵀ)[i][j] for 16 windows at once, G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]. */
+NN_INLINE void hw_weight(const __m512 g[9], __m512 u[16]) {
+    const __m512 half = _mm512_set1_ps(0.5f);
+    __m512 t[4][3]; /* G g */
+#pragma GCC unroll 3
+    for (int k = 0; k < 3; k++) {
+        const __m512 a = g[k], b = _mm512_mul_ps(half, g[3 + k]), c = g[6 + k];
+        const __m512 h = _mm512_mul_ps(half, _mm512_add_ps(a, c));
+        t[0][k] = a, t[1][k] = _mm512_add_ps(h, b), t[2][k] = _mm512_sub_ps(h, b), t[3][k] = c;
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const __m512 a = t[i][0], b = _mm512_mul_ps(half, t[i][1]), c = t[i][2];
+        const __m512 h = _mm512_mul_ps(half, _mm512_add_ps(a, c));
+        u[4 * i] = a, u[4 * i + 1] = _mm512_add_ps(h, b);
+        u[4 * i + 2] = _mm512_sub_ps(h, b), u[4 * i + 3] = c;
+    }
+}
+
+/* 16 pairs {bf16(lo[l]), bf16(hi[l])} as 32-bit lanes. */
+NN_INLINE __m512i hw_pair(__m512 lo, __m512 hi) {
+    return _mm512_or_si512(hb_bf16_lanes(lo), _mm512_slli_epi32(hb_bf16_lanes(hi), 16));
+}
+
+/* U of w [o][c][3][3] (bf16 bits) into u, 16 output channels at a time:
+ * their rows widened (a 16-bit shift) and transposed 16x16 into wt
+ * [c][tap][lane] (scratch of 16 * c * 9 floats), then U per channel pair. */
+static void hw_transform_weights(const hw_job *j, const uint16_t *w, float *wt, uint16_t *u) {
+    const nn__conv2d *d = j->d;
+    const int64_t cin = d->c, kt = cin * 9, np = j->np, ldo = j->nvec * HB_VL;
+    const int64_t nbw = (int64_t)j->nv * HB_VL, per_p = ldo * np * 2;
+    for (int64_t o0 = 0; o0 < ldo; o0 += HB_VL) {
+        const int64_t no = hb_min(HB_VL, d->o - o0);
+        for (int64_t k0 = 0; k0 < kt; k0 += HB_VL) {
+            const int64_t nk = hb_min(HB_VL, kt - k0);
+            __m512 r[16];
+            for (int l = 0; l < 16; l++) {
+                const __m512i h = _mm512_cvtepu16_epi32(
+                    _mm256_maskz_loadu_epi16(l < no ? hb_mask(nk) : 0, w + (o0 + l) * kt + k0));
+                r[l] = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+            }
+            pack16_transpose(r);
+            for (int64_t i = 0; i < nk; i++) _mm512_storeu_ps(wt + (k0 + i) * HB_VL, r[i]);
+        }
+        const int64_t ob = o0 / nbw * nbw, wid = hb_min(nbw, ldo - ob);
+        for (int64_t q = 0; q < np; q++) {
+            __m512 ue[16], uo[16];
+            for (int h = 0; h < 2; h++) {
+                const int64_t c = 2 * q + h;
+                __m512 *uu = h ? uo : ue;
+                if (c >= cin) {
+                    for (int p = 0; p < 16; p++) uu[p] = _mm512_setzero_ps();
+                    continue;
+                }
+                __m512 g9[9];
+                for (int k = 0; k < 9; k++) g9[k] = _mm512_loadu_ps(wt + (c * 9 + k) * HB_VL);
+                hw_weight(g9, uu);
+            }
+            uint16_t *dst = u + ob * np * 2 + (q * wid + (o0 - ob)) * 2;
+            for (int p = 0; p < 16; p++)
+                _mm512_storeu_si512((void *)(dst + p * per_p), hw_pair(ue[p], uo[p]));
+        }
+    }
+}
+
+/* V of channel c for tiles [tx0, tx0 + 16) of one tile row (rows r[0..3]
+ * of the padded copy): v[p] lanes = tiles. */
+NN_INLINE void hw_input(const float *r0, int64_t wpf, int64_t tx0, bool half, __m512 v[16]) {
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const float *r1 = r0 + wpf, *r2 = r1 + wpf, *r3 = r2 + wpf;
+    __m512 t[4][4]; /* [row combination][columns from 2tx0 + 0, +2, +16, +18] */
+    static const int off[4] = {0, 2, HB_VL, 2 + HB_VL};
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        if (k >= 2 && half) { /* columns +16.. feed no tile */
+            for (int i = 0; i < 4; i++) t[i][k] = t[i][k - 2];
+            continue;
+        }
+        const int64_t x = 2 * tx0 + off[k];
+        const __m512 d0 = _mm512_loadu_ps(r0 + x), d1 = _mm512_loadu_ps(r1 + x);
+        const __m512 d2 = _mm512_loadu_ps(r2 + x), d3 = _mm512_loadu_ps(r3 + x);
+        t[0][k] = _mm512_sub_ps(d0, d2), t[1][k] = _mm512_add_ps(d1, d2);
+        t[2][k] = _mm512_sub_ps(d2, d1), t[3][k] = _mm512_sub_ps(d1, d3);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* columns 2t, 2t + 1, 2t + 2, 2t + 3 */
+        const __m512 e0 = _mm512_permutex2var_ps(t[i][0], ev, t[i][2]);
+        const __m512 o0 = _mm512_permutex2var_ps(t[i][0], od, t[i][2]);
+        const __m512 e2 = _mm512_permutex2var_ps(t[i][1], ev, t[i][3]);
+        const __m512 o2 = _mm512_permutex2var_ps(t[i][1], od, t[i][3]);
+        v[4 * i + 0] = _mm512_sub_ps(e0, e2), v[4 * i + 1] = _mm512_add_ps(o0, e2);
+        v[4 * i + 2] = _mm512_sub_ps(e2, o0), v[4 * i + 3] = _mm512_sub_ps(o0, o2);
+    }
+}
+
+/* Tile rows [ty0, ty1) of image n. */
+static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
+    const nn__conv2d *d = j->d;
+    const int64_t cin = d->c, np = j->np, px = j->px, nty = ty1 - ty0, T = nty * px;
+    const int64_t rows = 2 * nty + 2, wpf = j->wpf, ldo = j->nvec * HB_VL;
+    const int64_t cpad = 2 * np; /* an odd last channel reads a zero plane */
+    float *pad = nn__thread_scratch(HB_SLOT_PAD, (size_t)(cpad * rows * wpf) * sizeof(float));
+    uint32_t *v = nn__thread_scratch(HB_SLOT_ROWS, (size_t)(16 * np * T) * 4 +
+                                                       (size_t)(17 * T * ldo) * sizeof(float) + 64);
+    if (!pad || !v) return false;
+    float *mb = (float *)(void *)(v + ((16 * np * T + 15) & ~(int64_t)15)), *pb = mb + 16 * T * ldo;
+    /* the padded rows 2 ty0 - pt .. of every channel, f32 */
+    const float *src = j->x + n * cin * d->h * d->w;
+    const int64_t pt = d->g.ph, pl = d->g.pw;
+    const int64_t x0 = hb_max(0, pl), x1 = hb_min(wpf, d->w + pl);
+    for (int64_t c = 0; c < cpad; c++)
+        for (int64_t r = 0; r < rows; r++) {
+            float *dr = pad + (c * rows + r) * wpf;
+            const int64_t sy = 2 * ty0 + r - pt;
+            if (c >= cin || sy < 0 || sy >= d->h || x1 <= x0) {
+                memset(dr, 0, (size_t)wpf * sizeof(float));
+                continue;
+            }
+            const float *sr = src + (c * d->h + sy) * d->w - pl;
+            for (int64_t x = 0; x < x0; x++) dr[x] = 0.0f;
+            for (int64_t x = x0; x < x1; x += 16) {
+                const __mmask16 m = hb_mask(x1 - x);
+                _mm512_mask_storeu_ps(dr + x, m, _mm512_maskz_loadu_ps(m, sr + x));
+            }
+            for (int64_t x = x1; x < wpf; x++) dr[x] = 0.0f;
+        }
+    /* V[p][q][t] = {V of channel 2q, of 2q + 1} in bf16 */
+    for (int64_t q = 0; q < np; q++)
+        for (int64_t ty = 0; ty < nty; ty++)
+            for (int64_t tx0 = 0; tx0 < px; tx0 += HB_VL) {
+                const int cnt = (int)hb_min(HB_VL, px - tx0);
+                const bool half = 2 * cnt <= HB_VL;
+                __m512 ve[16], vo[16];
+                hw_input(pad + (2 * q * rows + 2 * ty) * wpf, wpf, tx0, half, ve);
+                hw_input(pad + ((2 * q + 1) * rows + 2 * ty) * wpf, wpf, tx0, half, vo);
+                uint32_t *dst = v + q * T + ty * px + tx0;
+                const __mmask16 m = hb_mask(cnt);
+#pragma GCC unroll 16
+                for (int p = 0; p < 16; p++)
+                    _mm512_mask_storeu_epi32(dst + p * np * T, m, hw_pair(ve[p], vo[p]));
+            }
+    /* M[p] = V[p]ᵀ U[p]: tiles as pixels, channel pairs as taps */
+    const hb_geo geo = {np, 1, 1, T, 0, 0};
+    const int64_t nbw = (int64_t)j->nv * HB_VL, mt = hb_cdiv(T, j->m);
+    for (int p = 0; p < 16; p++)
+        for (int64_t ob = 0; ob < ldo; ob += nbw) {
+            const int nv = (int)hb_min(j->nv, j->nvec - ob / HB_VL);
+            const uint16_t *up = j->u + p * ldo * np * 2 + ob * np * 2;
+            int64_t t0 = 0;
+            for (int64_t tt = 0; tt < mt; tt++) {
+                const int m = (int)(T / mt + (tt < T % mt));
+                hb_call(m, nv, &geo, v + p * np * T + t0, up, NULL, false,
+                        mb + (p * T + t0) * ldo + ob, ldo);
+                t0 += m;
+            }
+        }
+    /* Y = Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 -1 -1], then max, bias, ReLU */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t o0 = 0; o0 < ldo; o0 += HB_VL) {
+            const float *mp = mb + t * ldo + o0;
+            __m512 s0[4], s1[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m512 a = _mm512_loadu_ps(mp + k * T * ldo);
+                const __m512 b = _mm512_loadu_ps(mp + (4 + k) * T * ldo);
+                const __m512 c = _mm512_loadu_ps(mp + (8 + k) * T * ldo);
+                const __m512 e = _mm512_loadu_ps(mp + (12 + k) * T * ldo);
+                s0[k] = _mm512_add_ps(_mm512_add_ps(a, b), c);
+                s1[k] = _mm512_sub_ps(_mm512_sub_ps(b, c), e);
+            }
+            const __m512 y00 = _mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]);
+            const __m512 y01 = _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]);
+            const __m512 y10 = _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]);
+            const __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]);
+            __m512 mx = hb_max_nan(hb_max_nan(hb_max_nan(y00, y01), y10), y11);
+            if (j->bias) mx = _mm512_add_ps(mx, _mm512_loadu_ps(j->bias + o0)); /* exact */
+            if (j->relu)
+                mx = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_NLE_UQ),
+                                         mx);
+            _mm512_storeu_ps(pb + t * ldo + o0, mx);
+        }
+    hb_store_t(pb, ldo, T, d->o, j->y + n * d->o * j->py * px + ty0 * px, j->py * px);
+    return true;
+}
+
+static void hw_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    hw_job *j = ctx;
+    const int64_t n = t / j->rchunks, ch = t % j->rchunks;
+    const int64_t per = hb_cdiv(j->py, j->rchunks);
+    const int64_t lo = ch * per, hi = hb_min(j->py, lo + per);
+    if (lo < hi && !hw_rows(j, n, lo, hi)) __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
+}
+
+static bool hw_fwd_pool(const nn__conv2d *d, const float *x, const uint16_t *w, const float *bias,
+                        bool relu, float *y) {
+    const nn__win2d *g = &d->g;
+    hw_job j = {.d = d, .x = x, .y = y, .relu = relu};
+    j.np = hb_cdiv(d->c, 2);
+    j.nvec = hb_cdiv(d->o, HB_VL);
+    j.py = g->oh / 2, j.px = g->ow / 2;
+    j.wpf = 2 * hb_cdiv(j.px, HB_VL) * HB_VL + 2;
+    const double work = (double)(d->c * 9 * d->o * g->oh * g->ow);
+    const int nt = nn__threads_for((int64_t)(work * (double)d->n), 1 << 18);
+    j.rchunks = d->n >= nt ? 1 : hb_min(j.py, hb_cdiv(nt, d->n));
+    /* product tiles: at most HB_MR tiles x as many channel vectors as fit */
+    const int64_t T = hb_cdiv(j.py, j.rchunks) * j.px;
+    j.m = (int)hb_cdiv(T, hb_cdiv(T, HB_MR));
+    int cap = 1;
+    while (cap < HB_NVMAX && HB_FITS(j.m, cap + 1)) cap++;
+    j.nv = (int)hb_cdiv(j.nvec, hb_cdiv(j.nvec, cap));
+    const int64_t ldo = j.nvec * HB_VL, nu = 16 * ldo * j.np * 2; /* u's halves */
+    uint16_t *u = nn__thread_scratch(HB_SLOT_PACK, (size_t)nu * 2 + (size_t)ldo * 4 +
+                                                       (size_t)(HB_VL * d->c * 9) * 4 + 64);
+    if (!u) return false;
+    float *bp = (float *)(void *)(u + nu); /* nu is a multiple of 32: aligned */
+    hw_transform_weights(&j, w, bp + ldo, u);
+    j.u = u;
+    if (bias) {
+        for (int64_t o = 0; o < ldo; o++) bp[o] = o < d->o ? bias[o] : 0.0f;
+        j.bias = bp;
+    }
+    const int64_t tasks = d->n * j.rchunks;
+    if (tasks == 1 || nt == 1)
+        for (int64_t t = 0; t < tasks; t++) hw_task(&j, t, 0);
+    else
+        nn__parallel_for_max(tasks, nt, hw_task, &j);
+    return !j.failed;
+}
+
 unsigned nn__avx512bf16_conv_passes(bool bf16, const nn__conv2d *d) {
     if (!bf16) return nn__avx512_half_conv_passes(bf16, d); /* f16: no vdpbf16ps */
     if (d->g.sw != 1) return 0;
@@ -303,11 +572,14 @@ bool nn__avx512bf16_conv_fwd(bool bf16, const nn__conv2d *d, const float *x, con
     /* One input channel: every vdpbf16ps pair would multiply a zero channel;
      * the f32 few-channel pooled kernel, converting the weights while
      * packing, is faster (the CNN's conv1, 1 -> 32, 28x28, batch 1, thread
-     * CPU time). The 3x3 layers with many channels stay here: q6's f32
-     * Winograd converting bf16 weights measured slower on the CNN's conv2
-     * (model b1 0.81-0.84x of f32 here, 0.92-0.99x there). */
+     * CPU time). Pooled 3x3 layers with many channels take the bf16
+     * Winograd (hw_*): the CNN's conv2 at batch 1, thread CPU time, 20-21
+     * us against 27 on the direct kernel below and 28-30 for f32's
+     * Winograd (q6's f32 Winograd converting bf16 weights was slower than
+     * the direct kernel: model b1 0.92-0.99x of f32). */
     if (pool && d->c == 1) return nn__avx512_half_conv_fwd(true, d, x, w, bias, relu, pool, y);
     if (d->n == 0 || d->o == 0 || d->c == 0) return false; /* the f32 path's business */
+    if (pool && hw_takes(d)) return hw_fwd_pool(d, x, w, bias, relu, y);
     hb_job j = {.d = d, .x = x, .y = y, .relu = relu, .pool = pool};
     j.np = hb_cdiv(d->c, 2);
     j.wp = (g->ow - 1) + (g->kw - 1) * g->dw + 1;

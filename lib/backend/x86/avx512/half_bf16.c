@@ -74,12 +74,73 @@ NN_INLINE void dp_block(int64_t k, const float *a, int64_t lda, const uint16_t *
         for (int64_t y = 0; y < jb; y++) c[x * ldc + y] = _mm512_reduce_add_ps(acc[x][y]);
 }
 
+/* Values of A rounded to bf16 at a time by the batch-1 kernel (a stack
+ * buffer, 8 KiB). */
+#define DP_KC 4096
+
+/* Batch 1: c[j] = a . B[j, :] for j in [lo, hi), one row of B at a time (a
+ * single sequential stream: the rows follow each other in memory, which the
+ * hardware prefetcher reads ahead; 8 rows at once, as dp_block does, are 8
+ * streams K x 2 bytes apart). a is rounded to bf16 once per DP_KC values
+ * into a zero-padded buffer, so each 32 weights cost one load and one
+ * vdpbf16ps; eight accumulators (256 weights a step) keep the chains
+ * apart. Longer rows are summed DP_KC values at a time, the chunks' sums
+ * added in order. */
+static void dp_gemv(int64_t k, const float *a, const uint16_t *b, int64_t ldb, float *c,
+                    int64_t lo, int64_t hi) {
+    _Alignas(64) uint16_t ab[DP_KC];
+    for (int64_t k0 = 0; k0 < k; k0 += DP_KC) {
+        const int64_t kc = k - k0 < DP_KC ? k - k0 : DP_KC, k32 = (kc + 31) & ~(int64_t)31;
+        for (int64_t p = 0; p < k32; p += 32) {
+            const int64_t r = kc - p;
+            const __m512 vlo = _mm512_maskz_loadu_ps(mask16((size_t)r), a + k0 + p);
+            const __m512 vhi = _mm512_maskz_loadu_ps(mask16(r > 16 ? (size_t)(r - 16) : 0),
+                                                     a + k0 + p + 16);
+            const __m512bh v = _mm512_cvtne2ps_pbh(vhi, vlo);
+            memcpy(ab + p, &v, sizeof v);
+        }
+        const int64_t k256 = kc & ~(int64_t)255;
+        const int64_t r = kc & 31;
+        const __mmask32 mt = r ? (__mmask32)((1u << r) - 1u) : (__mmask32)0xFFFFFFFFu;
+        for (int64_t j = lo; j < hi; j++) {
+            const uint16_t *bj = b + j * ldb + k0;
+            __m512 s[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) s[u] = _mm512_setzero_ps();
+            int64_t p = 0;
+            for (; p < k256; p += 256)
+#pragma GCC unroll 8
+                for (int u = 0; u < 8; u++)
+                    s[u] = _mm512_dpbf16_ps(
+                        s[u], si_to_bh(_mm512_load_si512((const void *)(ab + p + 32 * u))),
+                        si_to_bh(_mm512_loadu_si512((const void *)(bj + p + 32 * u))));
+            for (int u = 0; p < k32; p += 32, u++) {
+                const __mmask32 m = p + 32 <= kc ? (__mmask32)0xFFFFFFFFu : mt;
+                s[u] = _mm512_dpbf16_ps(s[u],
+                                        si_to_bh(_mm512_load_si512((const void *)(ab + p))),
+                                        si_to_bh(_mm512_maskz_loadu_epi16(m, bj + p)));
+            }
+            const __m512 t = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]),
+                                                         _mm512_add_ps(s[2], s[3])),
+                                           _mm512_add_ps(_mm512_add_ps(s[4], s[5]),
+                                                         _mm512_add_ps(s[6], s[7])));
+            const float sum = _mm512_reduce_add_ps(t);
+            c[j] = k0 ? c[j] + sum : sum;
+        }
+    }
+}
+
 /* C[i, j] = sum_p A[i, p] B[j, p] for j in [lo, hi), B bf16 [N, K]: A is
  * rounded to bf16 32 values at a time (vcvtne2ps2bf16) and multiplied with
  * vdpbf16ps, which sums pairs of products into 16 f32 lanes. Blocks of up
- * to 4 rows of A x 4 rows of B (1 x 8 for one row); masked tails read zeros. */
+ * to 4 rows of A x 4 rows of B; batch 1 streams rows (dp_gemv); masked
+ * tails read zeros. */
 void nn__avx512bf16_gemm_nt(int64_t m, int64_t k, const float *a, int64_t lda, const uint16_t *b,
                             int64_t ldb, float *c, int64_t ldc, int64_t lo, int64_t hi) {
+    if (m == 1 && k > 0) {
+        dp_gemv(k, a, b, ldb, c, lo, hi);
+        return;
+    }
     const int NB = m == 1 ? 8 : 4; /* batch 1: eight independent chains */
     for (int64_t j = lo; j < hi; j += NB) {
         const int64_t jb = hi - j < NB ? hi - j : NB;

@@ -5,9 +5,10 @@
  * of 4 rows of A x 4 rows of B for trans_b and 64 columns for the other
  * case. Where AVX-512 BF16 exists, half_bf16.c replaces the bf16 trans_b
  * case with vdpbf16ps (m >= 2, and batch 1 with long rows and few of them,
- * dp_gemv: the demo CNN's fc1, 3136 -> 128, where its 1 x 8 blocks measured
- * faster, CNN b1 0.90 -> 0.82x of f32; the GPT's decode shapes, k <= 1024,
- * measured slower there, 1.54 -> 1.24x tokens/s over f32); other batch-1
+ * dp_gemv: the demo CNN's fc1, 3136 -> 128, where it measured faster, CNN
+ * b1 0.90 -> 0.82x of f32 with 1 x 8 blocks, fc1 9-10 -> 7.5-8 us since it
+ * streams one row at a time; the GPT's decode shapes, k <= 1024, measured
+ * slower there, 1.54 -> 1.24x tokens/s over f32); other batch-1
  * rows take gemv_rows below, for both dtypes, A keeping its f32 bits.
  * Threads split N: fixed sum order per output. */
 #include "backend/x86/avx512/avx512.h"
