@@ -177,7 +177,8 @@ static void test_gemm_every_tier(void **state) {
                             cases++;
                         }
         /* batch 1 with long rows, few of them (AVX512_BF16: vdpbf16ps, not the GEMV) */
-        static const int64_t longk[][2] = {{37, 2500}, {128, 3136}, {9, 2048}, {513, 2049}};
+        static const int64_t longk[][2] = {{37, 2500}, {128, 3136}, {9, 2048}, {513, 2049},
+                                              {20, 8250}, {5, 4096}, {3, 4097}};
         for (int bf = 0; bf < 2; bf++)
             for (size_t i = 0; i < sizeof longk / sizeof longk[0]; i++, cases++)
                 check_gemm_case(&k->half, &ref->half, bf, true, 1, longk[i][0], longk[i][1],

@@ -235,6 +235,43 @@ static void test_convert_cnn(void **state) {
     }
 }
 
+/* The demo CNN's shape (bench_half's model) in bf16 against f32 with the
+ * weights rounded, inference (no graph: the fused conv + ReLU + pool, i.e.
+ * bf16 Winograd on conv2 and the batch-1 vdpbf16ps GEMV on fc1 where
+ * AVX512_BF16 runs), batch 1 and 5, within 1e-2 of the largest output; the
+ * pooled layers run Winograd in f32 too, so the layers alone are compared
+ * with the f32 ones on the rounded weights. */
+static void test_convert_demo_cnn_bf16(void **state) {
+    (void)state;
+    nn_module *net = TU_NN(nn_sequential_new());
+    nn_module *l[] = {nn_conv2d_new(1, 32, 3, 1, 1, true),  nn_relu_new(),
+                      nn_max_pool2d_new(2, 2, 0),           nn_conv2d_new(32, 64, 3, 1, 1, true),
+                      nn_relu_new(),                        nn_max_pool2d_new(2, 2, 0),
+                      nn_flatten_new(1, -1),                nn_linear_new(3136, 128, true),
+                      nn_relu_new(),                        nn_linear_new(128, 10, true)};
+    for (size_t i = 0; i < sizeof l / sizeof l[0]; i++) TU_OK(nn_sequential_append(net, l[i]));
+    TU_OK(nn_module_train(net, false));
+    nn_module *half = copy_of(net), *ref = copy_of(net);
+    TU_OK(nn_module_convert(half, NN_DTYPE_BF16));
+    const char *ws[4] = {"0.weight", "3.weight", "7.weight", "9.weight"};
+    for (int i = 0; i < 4; i++) {
+        nn_tensor *p = nn_module_get_parameter(ref, ws[i]);
+        nn_tensor *r = rounded(p, NN_DTYPE_BF16);
+        TU_OK(nn_tensor_assign(p, r));
+        nn_tensor_free(r);
+    }
+    bool was = nn_set_grad_enabled(false);
+    for (int64_t batch = 1; batch <= 5; batch += 4) {
+        nn_scope *s = nn_scope_begin();
+        nn_tensor *x = nn_rand(NULL, (int64_t[]){batch, 1, 28, 28}, 4);
+        expect_near(TU_NN(nn_module_forward(half, x)), TU_NN(nn_module_forward(ref, x)), TOL_BF16,
+                    "bf16 demo CNN");
+        nn_scope_end(s);
+    }
+    nn_set_grad_enabled(was);
+    nn_module_free(net), nn_module_free(half), nn_module_free(ref);
+}
+
 static void test_convert_tied_embedding(void **state) {
     (void)state;
     nn_module *net = TU_NN(nn_sequential_new());
@@ -296,7 +333,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_matmul_ops),     cmocka_unit_test(test_conv_embedding_ops),
         cmocka_unit_test(test_convert_cnn),           cmocka_unit_test(test_convert_tied_embedding),
-        cmocka_unit_test(test_convert_errors),
+        cmocka_unit_test(test_convert_errors),        cmocka_unit_test(test_convert_demo_cnn_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
