@@ -66,6 +66,8 @@ typedef struct gemm_job {
     float *bpk;
     int64_t npad, bgroup;
     bool arows; /* A read in place by the plan's kernel_rows, never packed */
+    bool acols; /* a transposed A read in place by the plan's kernel_cols */
+    int64_t calign; /* the tasks' column boundaries: multiples of this */
     bool swap;  /* A·Bᵀ run as (B·Aᵀ)ᵀ: a, b and m, n exchanged (run_rect) */
 } gemm_job;
 
@@ -95,7 +97,7 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
     const int64_t ncap = min64(p->nc, round_up(j1 - j0, nr));
     /* A block (none when A is read in place), B panel, then the swapped
      * tile; each 64-byte aligned */
-    const size_t a_floats = J->arows ? 0 : (size_t)round_up(mcap * kc, 16);
+    const size_t a_floats = J->arows || J->acols ? 0 : (size_t)round_up(mcap * kc, 16);
     const size_t b_floats = (size_t)round_up(ncap * kc, 16);
     const int64_t ldt = J->swap ? round_up(j1 - j0, 16) : 0;
     const size_t t_floats = (size_t)((i1 - i0) * ldt);
@@ -129,7 +131,7 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
             for (int64_t ic = i0; ic < i1; ic += mcap) {
                 const int64_t mb = min64(mcap, i1 - ic);
                 const float *asrc = J->ta ? J->a + pc * J->lda + ic : J->a + ic * J->lda + pc;
-                if (!J->arows) p->pack(asrc, J->lda, J->ta, mb, kb, p->mr, ap);
+                if (!J->arows && !J->acols) p->pack(asrc, J->lda, J->ta, mb, kb, p->mr, ap);
                 for (int64_t jr = 0; jr < nb; jr += nr) {
                     const float *bpp = bp + jr * kb;
                     const int nrr = (int)min64(nr, nb - jr);
@@ -140,6 +142,9 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
                         const int mrr = (int)min64(mr, mb - ir);
                         if (J->arows)
                             p->kernel_rows(kb, asrc + ir * J->lda, J->lda, bpp, cc, ldcc, mrr, nrr,
+                                           J->alpha, beta);
+                        else if (J->acols)
+                            p->kernel_cols(kb, asrc + ir, J->lda, bpp, cc, ldcc, mrr, nrr,
                                            J->alpha, beta);
                         else
                             p->kernel(kb, ap + ir * kb, bpp, cc, ldcc, mrr, nrr, J->alpha, beta);
@@ -156,7 +161,7 @@ static void run_task(void *ctx, int64_t t, int thread) {
     (void)thread;
     int64_t i0, i1, j0, j1;
     nn__chunk(J->m, J->tr, (int)(t / J->tc), J->p->mr, &i0, &i1);
-    nn__chunk(J->n, J->tc, (int)(t % J->tc), J->p->nr, &j0, &j1);
+    nn__chunk(J->n, J->tc, (int)(t % J->tc), J->calign, &j0, &j1);
     if (i0 < i1 && j0 < j1) run_rect(J, i0, i1, j0, j1);
 }
 
@@ -176,6 +181,13 @@ static void pack_b_task(void *ctx, int64_t t, int thread) {
  * multiply-adds in the micro-kernel (fitted on Zen 5, AVX-512 8x48 tiles,
  * from 2-thread timings of 64x128x3136 NT cut 2x1, 4x1, 8x1 and 2x3). */
 #define PACK_COST 12
+/* Reading an element of an in-place A from L3 instead of L2, in the same
+ * units (b6: 64x128x3136 and 64x256x784 A·Bᵀ with every column stripe
+ * reading all of W were 15-21% slower than row stripes). */
+#define READ_COST 12
+/* Column stripes on 16 columns instead of whole tiles: taken when the
+ * estimate is this much lower. */
+#define FINE_GAIN 0.94
 
 /* How to cut C into tr x tc rectangles (tasks) for nt threads. Each
  * rectangle packs its own rows of A (unless A is read in place: arows) and
@@ -191,37 +203,66 @@ static void pack_b_task(void *ctx, int64_t t, int thread) {
  * 1.21x -> 1.71x: 2x1 instead of 2x3) and 1024^3 from 1.70x to 1.95x (5x2
  * instead of 4x2). Capping a task's side at C's (a stripe of 96 columns
  * when C has 64) keeps the swapped 64x128x3136 A·Bᵀ from a 48 + 16 column
- * split over threads. */
+ * split over threads.
+ * Column stripes may also end on 16 columns (a vector) instead of whole
+ * tiles: with A read in place (swapped x·Wᵀ, Aᵀ·B with a short K) column
+ * stripes then pack disjoint parts of B and nothing twice, where row
+ * stripes each pack all of it. On Zen 5 at 2 threads (cpu cgroup, load ~4,
+ * medians of 15 interleaved runs, GFLOP/s) 64x128x256 NT (W 128 rows read
+ * in place by both threads, x cut 32 + 32) went from 292 to 321, and
+ * 128x256x64 TN (A read in place, B cut 128 + 128) from 301 to 354. An A
+ * in place that does not fit the L2 block is charged READ_COST per element
+ * for every column stripe that reads it. */
 static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t k, int nt,
-                          bool arows, int64_t *tr_out, int64_t *tc_out) {
-    const double apack = arows ? 0.0 : PACK_COST;
-    const int64_t nrows = (m + p->mr - 1) / p->mr, ncols = (n + p->nr - 1) / p->nr;
+                          bool ainplace, int64_t *tr_out, int64_t *tc_out, int64_t *calign_out) {
+    const double apack = ainplace ? 0.0 : PACK_COST;
+    const int64_t nrows = (m + p->mr - 1) / p->mr;
+    /* an A read in place that does not fit the block meant for L2 comes
+     * from L3 for every column stripe that reads it */
+    const double aread = ainplace ? READ_COST : 0.0;
     int64_t most = (m * n / 64 + 1) * k / ((int64_t)1 << 14);
     if (most > 8 * (int64_t)nt) most = 8 * (int64_t)nt;
     if (most < nt) most = nt;
     double best = -1.0;
-    int64_t btr = 1, btc = 1;
-    for (int64_t tr = 1; tr <= nrows && tr <= most; tr++)
-        for (int64_t tc = 1; tc <= ncols && tr * tc <= most; tc++) {
-            if (tr * tc < nt && !(tr == nrows && tc == ncols)) continue;
-            const double rows = (double)min64((nrows + tr - 1) / tr * p->mr, m);
-            const double cols = (double)min64((ncols + tc - 1) / tc * p->nr, n);
-            const double task = (rows * cols + apack * rows + PACK_COST * cols) * (double)k;
-            const double est = (double)((tr * tc + nt - 1) / nt) * task;
-            const bool more = tr * tc > btr * btc;
-            if (best < 0 || est < best * (more ? 1.0625 : 0.9375)) {
-                if (best < 0 || est < best) best = est;
-                btr = tr, btc = tc;
+    int64_t btr = 1, btc = 1, bcu = p->nr;
+    /* column boundaries on whole register tiles, or (a second, finer
+     * grain) on 16 columns, one vector of every tier's tiles; the finer
+     * grain is taken only when its best split is clearly cheaper (narrow
+     * tiles at the stripes' edges run slower than the estimate says) */
+    const int64_t units[2] = {p->nr, p->nr > 16 && p->nr % 16 == 0 ? 16 : 0};
+    for (int u = 0; u < 2 && units[u]; u++) {
+        const int64_t cu = units[u], ncols = (n + cu - 1) / cu;
+        double ubest = -1.0;
+        int64_t utr = 1, utc = 1;
+        for (int64_t tr = 1; tr <= nrows && tr <= most; tr++)
+            for (int64_t tc = 1; tc <= ncols && tr * tc <= most; tc++) {
+                if (tr * tc < nt && !(tr == nrows && tc == ncols)) continue;
+                const double rows = (double)min64((nrows + tr - 1) / tr * p->mr, m);
+                const double cols = (double)min64((ncols + tc - 1) / tc * cu, n);
+                const double ain =
+                    tc > 1 && rows * (double)k > (double)(p->mc * p->kc) ? aread : 0.0;
+                const double task =
+                    (rows * cols + (apack + ain) * rows + PACK_COST * cols) * (double)k;
+                const double est = (double)((tr * tc + nt - 1) / nt) * task;
+                const bool more = tr * tc > utr * utc;
+                if (ubest < 0 || est < ubest * (more ? 1.0625 : 0.9375)) {
+                    if (ubest < 0 || est < ubest) ubest = est;
+                    utr = tr, utc = tc;
+                }
             }
-        }
+        if (ubest >= 0 && (best < 0 || ubest < best * FINE_GAIN))
+            best = ubest, btr = utr, btc = utc, bcu = cu;
+    }
     if (best < 0) { /* no product of tile counts in [nt, most]: stripes */
+        const int64_t ncols = (n + p->nr - 1) / p->nr;
         btc = ncols < nt ? ncols : nt;
         btr = (nt + btc - 1) / btc < nrows ? (nt + btc - 1) / btc : nrows;
+        bcu = p->nr;
         const double rows = (double)((nrows + btr - 1) / btr * p->mr);
         const double cols = (double)((ncols + btc - 1) / btc * p->nr);
         best = (rows * cols + apack * rows + PACK_COST * cols) * (double)k;
     }
-    *tr_out = btr, *tc_out = btc;
+    *tr_out = btr, *tc_out = btc, *calign_out = bcu;
     return best;
 }
 
@@ -247,6 +288,10 @@ static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t 
  * threads, each reading its half in place instead of packing all of W),
  * 64x256x784 from 146 to 155 and 251 to 304. */
 #define TRANSPOSE_COST 16
+/* A transposed A is read in place up to this K (each K step of a
+ * micro-panel then reads one line of A; a power-of-two leading dimension
+ * puts a long K's lines in few cache sets). */
+#define ACOLS_MAX_K 256
 static bool swap_pays(int64_t m, int64_t n, int64_t k, float beta) {
     const double moves = beta == 0.0f ? 1.0 : 2.0;
     return PACK_COST * (double)m * (double)k + TRANSPOSE_COST * moves * (double)m * (double)n <
@@ -263,8 +308,9 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
                 c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    gemm_job J = {p, trans_a, trans_b, m,   n, k, 0,    alpha, beta, a,     b,
-                  c, lda,     ldb,     ldc, 1, 1, NULL, 0,     0,    false, false};
+    gemm_job J = {.p = p, .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k,
+                  .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c, .lda = lda,
+                  .ldb = ldb, .ldc = ldc, .tr = 1, .tc = 1, .calign = p->nr};
     if (p->kernel_rows && !trans_a) {
         J.arows = m <= p->mc && k >= 128;
         if (trans_b && p->transpose && swap_pays(m, n, k, beta)) {
@@ -273,6 +319,9 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
             J.m = m, J.n = n, J.a = b, J.lda = ldb, J.b = a, J.ldb = lda, J.swap = J.arows = true;
         }
     }
+    /* Aᵀ·B with a short Aᵀ and a short K (the weight gradients at batch
+     * 64): A's columns read in place, a K value per row of the stored A. */
+    if (p->kernel_cols && trans_a && m <= p->mc && k <= ACOLS_MAX_K) J.acols = true;
     const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
     J.kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
     /* Threads take rectangles of C (split_rects); each C element gets the
@@ -283,7 +332,8 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
         run_rect(&J, 0, m, 0, n);
         return;
     }
-    const double est = split_rects(p, m, n, k, nt, J.arows, &J.tr, &J.tc);
+    const double est =
+        split_rects(p, m, n, k, nt, J.arows || J.acols, &J.tr, &J.tc, &J.calign);
     /* Shared B: every rectangle of a column stripe packs that stripe of B,
      * so tr row stripes pack B tr times. When B is one column block, it can
      * instead be packed once by all threads (a parallel loop of its own),
@@ -295,7 +345,7 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
     if (n <= p->nc && npad * k <= SHARED_B_MAX && (m >= SHARED_B_ROWS * (int64_t)nt)) {
         const double rows = (double)((nrows + nt - 1) / nt * p->mr);
         const double est_s =
-            (rows * (double)npad + (J.arows ? 0.0 : PACK_COST) * rows) * (double)k +
+            (rows * (double)npad + (J.arows || J.acols ? 0.0 : PACK_COST) * rows) * (double)k +
             PACK_COST * (double)(npad * k) / nt + FORK_COST;
         float *bpk =
             est_s < est ? nn__thread_scratch(SHARED_B_SLOT, (size_t)(npad * k + 16) * sizeof(float))
@@ -304,7 +354,7 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
             const int64_t panels = npad / p->nr, kblocks = (k + J.kc - 1) / J.kc;
             /* about 2 packing tasks per thread, each within one K block */
             J.bgroup = min64(panels, (panels * kblocks + 2 * nt - 1) / (2 * nt));
-            J.bpk = bpk, J.npad = npad, J.tr = nt, J.tc = 1;
+            J.bpk = bpk, J.npad = npad, J.tr = nt, J.tc = 1, J.calign = p->nr;
             nn__parallel_for_max(kblocks * ((panels + J.bgroup - 1) / J.bgroup), nt, pack_b_task,
                                  &J);
         }

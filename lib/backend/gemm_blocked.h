@@ -13,6 +13,8 @@
  * when it is short (M <= MC, K >= 128: the models' x·Wᵀ, x·W), and runs
  * x·Wᵀ with a wide W as (W·xᵀ)ᵀ so that W is read in place and only x is
  * packed (through a transposed tile of C; gemm_blocked.c's swap_pays).
+ * With kernel_cols it reads a short transposed A in place when K is short
+ * (Aᵀ·B, the weight gradients at batch 64).
  *
  * Block sizes come from the CPU's cache sizes (nn__gemm_plan_init). K is cut
  * into equal blocks of at most KC that depend on K and the plan only, and
@@ -59,6 +61,9 @@ typedef struct nn__gemm_plan {
     nn__gemm_ukr_fn kernel;
     nn__gemm_ukr_rows_fn kernel_rows; /* NULL: A is always packed */
     nn__gemm_transpose_fn transpose;  /* NULL: nn__gemm_transpose_ref */
+    /* kernel_rows' signature, element (r, p) at a[p*lda + r] (columns of a
+     * transposed A read in place); NULL: a transposed A is always packed. */
+    nn__gemm_ukr_rows_fn kernel_cols;
 } nn__gemm_plan;
 
 /* Fill p->mc/kc/nc for p->mr x p->nr tiles from the CPU's caches (bytes):

@@ -333,12 +333,15 @@ TIERED(test_gemm_transpose)
 
 /* Products long in K (>= 128) with a short op(A): A read in place by the
  * tier's row kernel, and x·Wᵀ with a wide W run swapped as (W·xᵀ)ᵀ through a
- * transposed tile (gemm_blocked.c); every transpose combination, alpha and
+ * transposed tile (gemm_blocked.c); Aᵀ·B with K <= 256 and a short Aᵀ read
+ * in place by the column kernel (the last two shapes: K 64 and 23, split
+ * over threads on 16-column stripes); every transpose combination, alpha and
  * beta (0 with NaN in C), padded and misaligned operands, 1 and 2 threads. */
 static void test_gemm_in_place_a(void **s) {
     (void)s;
     static const int64_t shapes[][3] = {{1, 300, 200}, {7, 260, 129},  {17, 130, 300},
-                                        {33, 97, 129}, {64, 200, 256}, {9, 23, 400}};
+                                        {33, 97, 129}, {64, 200, 256}, {9, 23, 400},
+                                        {128, 256, 64}, {37, 70, 23}};
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);
     int case_no = 0;
@@ -411,13 +414,15 @@ TIERED(test_gemm_batched)
  * product of stripe counts gives: the fallback split; 1030x200x300 at 2 and
  * 3 threads packs B once for all threads, the shared B of gemm_blocked.c,
  * and at 5 threads cuts rectangles; A·Bᵀ at 64x128x3136 and 64x256x784 runs
- * swapped, with the weight-shaped B read in place). */
+ * swapped, with the weight-shaped B read in place; 64x128x256 A·Bᵀ and
+ * 128x256x64 Aᵀ·B split C's columns on 16-column stripes at 2 threads). */
 static void test_gemm_thread_determinism(void **s) {
     (void)s;
     /* each big enough to run on 2 threads (> 2^21 multiply-adds) */
     static const int64_t shp[][3] = {{64, 784, 64},    {96, 200, 150},  {129, 65, 300},
                                      {7, 999, 330},    {24, 144, 1490}, {64, 128, 3136},
-                                     {1030, 200, 300}, {64, 256, 784}};
+                                     {1030, 200, 300}, {64, 256, 784},  {64, 128, 256},
+                                     {128, 256, 64}};
     static const int counts[] = {1, 2, 3, 5};
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);

@@ -164,6 +164,13 @@ static void avx512_ukr_rows(int64_t kc, const float *a, int64_t lda, const float
     ukr_any(kc, a, lda, 1, bp, c, ldc, mr, nr, alpha, beta);
 }
 
+/* A read in place from columns: mr columns of a transposed A at a, a + 1,
+ * ..., its K values lda apart (Aᵀ·B; gemm_blocked.h's kernel_cols). */
+static void avx512_ukr_cols(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                            int64_t ldc, int mr, int nr, float alpha, float beta) {
+    ukr_any(kc, a, 1, lda, bp, c, ldc, mr, nr, alpha, beta);
+}
+
 /* Panels of B (NRP wide) through zmm (pack.h): read along rows (A·Bᵀ) with
  * 16x16 transposes, on Zen 5 the models' A·Bᵀ shapes went from 64x128x3136
  * 146-152 to 155-163 GFLOP/s and 64x256x784 161-167 to 167-174 (thread CPU
@@ -203,7 +210,8 @@ static void avx512_transpose(const float *src, int64_t lds, int64_t rows, int64_
 
 static char g_plan_name[32];
 static nn__gemm_plan g_plan = {
-    g_plan_name, MRP, NRP, 0, 0, 0, avx512_pack, avx512_ukr, avx512_ukr_rows, avx512_transpose};
+    g_plan_name,     MRP, NRP, 0, 0, 0, avx512_pack, avx512_ukr, avx512_ukr_rows, avx512_transpose,
+    avx512_ukr_cols};
 static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
 
 const nn__gemm_plan *nn__avx512_gemm_plan(void) { return &g_plan; }
