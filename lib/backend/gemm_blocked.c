@@ -22,12 +22,14 @@
 
 void nn__gemm_pack_ref(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
                        float *dst) {
-    for (int64_t q0 = 0; q0 < rows; q0 += w, dst += kc * w)
+    for (int64_t q0 = 0; q0 < rows; q0 += w, dst += kc * w) {
+        const int64_t rn16 = (rows - q0 + 15) / 16 * 16, written = rn16 < w ? rn16 : w;
         for (int64_t p = 0; p < kc; p++)
-            for (int64_t r = 0; r < w; r++)
+            for (int64_t r = 0; r < written; r++)
                 dst[p * w + r] = q0 + r >= rows ? 0.0f
                                  : kmajor       ? x[p * ld + q0 + r]
                                                 : x[(q0 + r) * ld + p];
+    }
 }
 
 /* ---------------------------------------------------------------- plan */

@@ -46,12 +46,13 @@ static inline __attribute__((always_inline)) void pack16_transpose(__m512 r[16])
 #define PACK16_AHEAD 64
 
 /* One panel of W (a multiple of 16) rows: dst[p*W + r] = x[r*ld + p] for
- * r < rn, 0 for rn <= r < W; p in [0, kc). */
+ * r < rn, 0 for rn <= r < W rounded up to 16 (beyond: not written, never
+ * read); p in [0, kc). */
 static inline __attribute__((always_inline)) void pack16_panel(const int W, const float *x,
                                                                int64_t ld, int64_t rn, int64_t kc,
                                                                float *dst) {
-    for (int r0 = 0; r0 < W; r0 += 16) {
-        const int64_t have = rn - r0 < 0 ? 0 : rn - r0 > 16 ? 16 : rn - r0;
+    for (int r0 = 0; r0 < W && r0 < rn; r0 += 16) { /* groups past rn: not written */
+        const int64_t have = rn - r0 > 16 ? 16 : rn - r0;
         for (int64_t p = 0; p < kc; p += 16) {
             const int64_t left = kc - p < 16 ? kc - p : 16;
             const __mmask16 m = (__mmask16)((1u << left) - 1u);
@@ -71,7 +72,8 @@ static inline __attribute__((always_inline)) void pack16_panel(const int W, cons
 }
 
 /* One panel of W (a multiple of 16, at most 128) rows stored along p
- * (A·B's B): dst[p*W + r] = x[p*ld + r] for r < rn, 0 beyond; a masked zmm
+ * (A·B's B): dst[p*W + r] = x[p*ld + r] for r < rn, 0 beyond up to a
+ * multiple of 16 (then not written, as pack16_panel); a masked zmm
  * copy per 16 rows. On Zen 5 (128x3136, 256x784 from L3, 288x196 from L2)
  * 46-61 GB/s against 41-47 for the AVX2 tier's ymm copy; a software
  * prefetch of later rows measured slower. */
@@ -79,12 +81,13 @@ static inline __attribute__((always_inline)) void pack16_panel_k(const int W, co
                                                                  int64_t ld, int64_t rn, int64_t kc,
                                                                  float *dst) {
     __mmask16 mk[8];
-    for (int v = 0; v < W / 16; v++) {
-        const int64_t have = rn - 16 * v < 0 ? 0 : rn - 16 * v > 16 ? 16 : rn - 16 * v;
+    const int nv = rn >= W ? W / 16 : (int)((rn + 15) / 16); /* groups past rn: not written */
+    for (int v = 0; v < nv; v++) {
+        const int64_t have = rn - 16 * v > 16 ? 16 : rn - 16 * v;
         mk[v] = (__mmask16)((1u << have) - 1u);
     }
     for (int64_t p = 0; p < kc; p++)
-        for (int v = 0; v < W / 16; v++)
+        for (int v = 0; v < nv; v++)
             _mm512_storeu_ps(dst + p * W + 16 * v,
                              _mm512_maskz_loadu_ps(mk[v], x + p * ld + 16 * v));
 }
