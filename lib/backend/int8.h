@@ -150,7 +150,10 @@ typedef struct nn__int8_kernels {
      * relu) applied to the max of its 4 window sums. The epilogue is
      * non-decreasing in the sum for positive scales, so this equals pooling
      * the epilogue's floats; every tier computes the floats of the gemm's
-     * epilogue, bit for bit. */
+     * epilogue, bit for bit. ldy 0: y is planes as above; ldy >= o: y is
+     * channels-last, output (channel c, pooled pixel (py, px)) at
+     * y[(py*yw + px)*ldy + c] (the layout the next convolution quantizes
+     * without a transpose; nothing else in y written). */
     /* quantize_u8 and pad_hwc in one pass: x [c, h, w] f32 -> xp [h + 2ph,
      * w + 2pw, c] u8 (channels last), each value quantized as quantize_u8
      * does, zp in the border. */
@@ -158,10 +161,10 @@ typedef struct nn__int8_kernels {
                              int64_t pw, float inv_scale, int32_t zp, uint8_t *xp);
     void (*pool_epilogue)(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                           const int32_t *wsum, float sa, int32_t za, const float *sw,
-                          const float *bias, bool relu, float *y);
+                          const float *bias, bool relu, float *y, int64_t ldy);
     /* A one-channel convolution with the fused 2x2 pool, without im2row:
      * y [n, yh, yw] = pool_epilogue(t, n, 2*yw, yh, yw, wsum, sa, za, sw,
-     * bias, relu) of the raw sums t[(oy*2yw + ox) * n + j] = sum over i < kh,
+     * bias, relu, ldy) of the raw sums t[(oy*2yw + ox) * n + j] = sum over i < kh,
      * q < kw of xp[(oy*sh + i) * wp + ox*sw + q] * qw[j, i*kw + q] (what
      * im2row + gemm give), bit for bit, from a padded one-channel image xp
      * [hp, wp] with NN__Q_SLACK initialised bytes past its end and weights w
@@ -177,7 +180,7 @@ typedef struct nn__int8_kernels {
     bool (*conv1_pool)(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                        int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                        const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                       const float *bias, bool relu, bool w7, float *y);
+                       const float *bias, bool relu, bool w7, float *y, int64_t ldy);
     /* A convolution whose activation rows are read in place from a padded
      * channels-last image xp [hp, wp, c] (pad_hwc's layout, NN__Q_SLACK
      * bytes past its end): raw sums as gemm's c32 of im2row(xp) x w,

@@ -213,6 +213,7 @@ typedef struct qconv_run {
     const nn__qlayer *L;
     int64_t c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, hp, wp, yh, yw;
     bool pool, direct1, hwc, have_wsum;
+    bool in_hwc, out_hwc; /* images channels-last ([h, w, c] floats), else planes */
     scratch s;
     uint8_t *imgp;
     nn__qgemm g;
@@ -281,7 +282,8 @@ static bool qconv_setup(qconv_run *r) {
     return true;
 }
 
-/* One image: x [c, h, w] -> y [n, yh, yw]. */
+/* One image: x [c, h, w] -> y [n, yh, yw]; channels-last x [h, w, c] with
+ * in_hwc, y [yh, yw, n] with out_hwc (the same floats, another order). */
 static void qconv_image(qconv_run *r, const float *x, float *y) {
     const nn__qlayer *L = r->L;
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
@@ -295,7 +297,19 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
         k8->minmax(r->c * r->h * r->w, x, &mn, &mx);
         nn__qparams_u8(mn, mx, &r->sa, &r->zp);
     }
-    k8->quantize_pad_hwc(x, r->c, r->h, r->w, r->ph, r->pw, 1.0f / r->sa, r->zp, r->imgp);
+    if (r->in_hwc) { /* rows of w*c floats quantize in place: no transpose */
+        const int64_t row = r->wp * r->c, lead = r->pw * r->c, wc = r->w * r->c;
+        memset(r->imgp, r->zp, (size_t)(r->ph * row));
+        for (int64_t yy = 0; yy < r->h; yy++) {
+            uint8_t *d = r->imgp + (yy + r->ph) * row;
+            memset(d, r->zp, (size_t)lead);
+            k8->quantize_u8(wc, x + yy * wc, 1.0f / r->sa, r->zp, d + lead);
+            memset(d + lead + wc, r->zp, (size_t)(row - lead - wc));
+        }
+        memset(r->imgp + (r->h + r->ph) * row, r->zp, (size_t)(r->ph * row));
+    } else {
+        k8->quantize_pad_hwc(x, r->c, r->h, r->w, r->ph, r->pw, 1.0f / r->sa, r->zp, r->imgp);
+    }
     if (r->zp != 0 && !r->have_wsum) {
         k8->colsum(L->n, L->k, qw_data(L->w), L->w7, r->s.wsum);
         r->have_wsum = true;
@@ -303,19 +317,21 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
     /* one channel: conv, pool and epilogue straight from the padded image */
     if (r->direct1 &&
         k8->conv1_pool(r->imgp, r->wp, g->w, L->n, r->kh, r->kw, r->sh, r->sw, r->yh, r->yw,
-                       r->s.wsum, r->sa, r->zp, g->w_scale, g->bias, L->relu, L->w7, y))
+                       r->s.wsum, r->sa, r->zp, g->w_scale, g->bias, L->relu, L->w7, y,
+                       r->out_hwc ? L->n : 0))
         return;
     /* pooled layers read the activation rows in place where the tier can */
     if (!(r->hwc && k8->conv_hwc(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow,
                                  g->w, L->n, r->s.acc, L->n))) {
         k8->im2row(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow, r->s.a,
                    g->lda);
+        g->c = r->out_hwc && !r->pool ? y : r->s.tmp; /* [pixels, O] is channels-last */
         k8->gemm(g);
     }
     if (r->pool) /* pool the raw sums, then the epilogue (backend/int8.h) */
         k8->pool_epilogue(r->s.acc, L->n, r->ow, r->yh, r->yw, r->s.wsum, r->sa, r->zp,
-                          g->w_scale, g->bias, L->relu, y);
-    else /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
+                          g->w_scale, g->bias, L->relu, y, r->out_hwc ? L->n : 0);
+    else if (!r->out_hwc) /* [pixels, O] -> [O, pixels], in tiles that stay in L1 */
         for (int64_t p0 = 0; p0 < npix; p0 += 32)
             for (int64_t o0 = 0; o0 < L->n; o0 += 32)
                 for (int64_t o = o0; o < L->n && o < o0 + 32; o++)
@@ -346,6 +362,9 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
                             fn, i, (long long)sp[i].c, (long long)c);
         if (!qconv_geometry(&r[i], L[i], &sp[i], h, w, fn, x)) return NULL;
         h = r[i].yh, w = r[i].yw, c = L[i]->n;
+        /* between two layers of the chain, one image channels-last */
+        r[i].in_hwc = i > 0;
+        r[i].out_hwc = i + 1 < nl;
     }
     if (lin && !check_layer(lin, fn)) return NULL;
     if (lin && lin->k != c * h * w)

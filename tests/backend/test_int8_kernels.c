@@ -345,10 +345,26 @@ static void test_im2row_tiers(void **state) {
         }
 }
 
+/* y in planes [o, yh, yw] (want) against channels-last y (got, pixel
+ * stride ldy > o): the same floats, and the gaps past o untouched (gap). */
+static void expect_hwc(const float *got, const float *want, int64_t o, int64_t ny, int64_t ldy,
+                       float gap, const char *what) {
+    for (int64_t p = 0; p < ny; p++) {
+        for (int64_t c = 0; c < o; c++)
+            if (memcmp(&got[p * ldy + c], &want[c * ny + p], sizeof(float)))
+                fail_msg("%s channels-last: pixel %lld channel %lld is %.9g, planes %.9g", what,
+                         (long long)p, (long long)c, (double)got[p * ldy + c],
+                         (double)want[c * ny + p]);
+        for (int64_t c = o; c < ldy; c++)
+            if (got[p * ldy + c] != gap) fail_msg("%s channels-last: gap written", what);
+    }
+}
+
 /* The fused pool + epilogue of every tier against the reference (bits),
  * and the reference against the epilogue of each window sum pooled as floats
  * (the order it replaces). Odd planes, channel counts around 16, pooled
- * widths past 16. */
+ * widths past 16. Channels-last output (ldy) of every tier, the reference
+ * included, against the planes. */
 static void test_pool_epilogue(void **state) {
     (void)state;
     static const int64_t os[] = {1, 5, 16, 17, 33};
@@ -374,7 +390,7 @@ static void test_pool_epilogue(void **state) {
                 const float sa = 0.003f;
                 want[o * ny] = got[o * ny] = -7.0f;
                 nn__ref_kernels()->int8.pool_epilogue(t, o, ow, yh, yw, ws, sa, za, sw,
-                                                      bias ? bs : NULL, relu, want);
+                                                      bias ? bs : NULL, relu, want, 0);
                 /* oracle: the epilogue of each sum, then the max of the floats */
                 for (int64_t c = 0; c < o; c++)
                     for (int64_t py = 0; py < yh; py++)
@@ -398,7 +414,7 @@ static void test_pool_epilogue(void **state) {
                     if (!kt) continue;
                     for (int64_t i = 0; i < o * ny; i++) got[i] = -3.0f;
                     kt->int8.pool_epilogue(t, o, ow, yh, yw, ws, sa, za, sw, bias ? bs : NULL, relu,
-                                           got);
+                                           got, 0);
                     for (int64_t i = 0; i < o * ny; i++)
                         if (memcmp(&got[i], &want[i], sizeof(float)))
                             fail_msg("%s pool o %lld %lldx%lld variant %d: y[%lld] = %.9g, reference %.9g",
@@ -406,6 +422,17 @@ static void test_pool_epilogue(void **state) {
                                      (long long)i, (double)got[i], (double)want[i]);
                     assert_true(got[o * ny] == -7.0f); /* nothing written past the planes */
                 }
+                const int64_t ldy = o + 3;
+                float *hwc = malloc(sizeof(float) * (size_t)(ny * ldy));
+                for (int tier = NN_TIER_REF; tier < NN_TIER_COUNT; tier++) {
+                    const nn_kernels *kt = nn__tier_kernels(tier);
+                    if (!kt) continue;
+                    for (int64_t i = 0; i < ny * ldy; i++) hwc[i] = -5.0f;
+                    kt->int8.pool_epilogue(t, o, ow, yh, yw, ws, sa, za, sw, bias ? bs : NULL, relu,
+                                           hwc, ldy);
+                    expect_hwc(hwc, want, o, ny, ldy, -5.0f, kt->name);
+                }
+                free(hwc);
                 free(t), free(ws), free(sw), free(bs), free(want), free(got);
             }
 }
@@ -470,6 +497,7 @@ static void test_conv1_pool(void **state) {
             float *scale = malloc(sizeof(float) * (size_t)n), *bias = malloc(sizeof(float) * (size_t)n);
             float *want = malloc(sizeof(float) * (size_t)(n * ny + 1));
             float *got = malloc(sizeof(float) * (size_t)(n * ny + 1));
+            float *hwc = malloc(sizeof(float) * (size_t)(ny * (n + 1)));
             for (int64_t i = 0; i < hp * wp; i++) xp[i] = (uint8_t)urand();
             memset(xp + hp * wp, 0, NN__Q_SLACK);
             for (int64_t i = 0; i < n * k; i++) qw[i] = (int8_t)((int)(urand() % 255) - 127);
@@ -492,7 +520,7 @@ static void test_conv1_pool(void **state) {
                 const float sa = 0.0173f;
                 const bool relu = f >= 2;
                 const float *bp = f == 1 ? NULL : bias;
-                r->pool_epilogue(raw, n, ow, yh, yw, wsum, sa, za, scale, bp, relu, want);
+                r->pool_epilogue(raw, n, ow, yh, yw, wsum, sa, za, scale, bp, relu, want, 0);
                 for (int t = NN_TIER_REF; t < NN_TIER_COUNT; t++) {
                     const nn_kernels *kt = nn__tier_kernels(t);
                     if (!kt || (t != NN_TIER_REF && !kt->int8.conv1_takes(kh, kw, w7))) continue;
@@ -500,7 +528,7 @@ static void test_conv1_pool(void **state) {
                         nn_set_num_threads(thr);
                         for (int64_t i = 0; i <= n * ny; i++) got[i] = -777.0f;
                         assert_true(kt->int8.conv1_pool(xp, wp, pw, n, kh, kw, sh, sw, yh, yw, wsum,
-                                                        sa, za, scale, bp, relu, w7, got));
+                                                        sa, za, scale, bp, relu, w7, got, 0));
                         if (memcmp(got, want, sizeof(float) * (size_t)(n * ny)))
                             fail_msg("%s conv1_pool %lldx%lld k %lldx%lld s %lld,%lld n %lld "
                                      "za %d bias %d relu %d w7 %d differs from the reference",
@@ -508,6 +536,11 @@ static void test_conv1_pool(void **state) {
                                      (long long)kw, (long long)sh, (long long)sw, (long long)n,
                                      za, bp != NULL, relu, w7);
                         assert_true(got[n * ny] == -777.0f);
+                        /* channels-last (pixel stride n + 1) */
+                        for (int64_t i = 0; i < ny * (n + 1); i++) hwc[i] = -555.0f;
+                        assert_true(kt->int8.conv1_pool(xp, wp, pw, n, kh, kw, sh, sw, yh, yw, wsum,
+                                                        sa, za, scale, bp, relu, w7, hwc, n + 1));
+                        expect_hwc(hwc, want, n, ny, n + 1, -555.0f, kt->name);
                         taken += t != NN_TIER_REF;
                         cases++;
                     }
@@ -516,7 +549,7 @@ static void test_conv1_pool(void **state) {
             }
             nn_set_num_threads(1);
             free(xp), free(col), free(qw), free(pw), free(raw), free(wsum), free(scale), free(bias),
-                free(want), free(got);
+                free(want), free(got), free(hwc);
         }
     printf("conv1_pool: %d runs, %d by a tier kernel\n", cases, taken);
 }

@@ -165,7 +165,7 @@ static void ref_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t w
 
 static void ref_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                               const int32_t *wsum, float sa, int32_t za, const float *sw,
-                              const float *bias, bool relu, float *y) {
+                              const float *bias, bool relu, float *y, int64_t ldy) {
     const int64_t ny = yh * yw;
     for (int64_t py = 0; py < yh; py++)
         for (int64_t px = 0; px < yw; px++) {
@@ -173,7 +173,8 @@ static void ref_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t y
             const int32_t *r2 = r0 + ow * o, *r3 = r2 + o;
             for (int64_t c = 0; c < o; c++) {
                 const int32_t a = r0[c] > r1[c] ? r0[c] : r1[c], b = r2[c] > r3[c] ? r2[c] : r3[c];
-                y[c * ny + py * yw + px] = epilogue(a > b ? a : b, za, wsum[c], sa, sw[c], bias, c, relu);
+                y[ldy ? (py * yw + px) * ldy + c : c * ny + py * yw + px] =
+                    epilogue(a > b ? a : b, za, wsum[c], sa, sw[c], bias, c, relu);
             }
         }
 }
@@ -186,7 +187,7 @@ static bool ref_conv1_takes(int64_t kh, int64_t kw, bool w7) {
 static bool ref_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                            int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                            const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                           const float *bias, bool relu, bool w7, float *y) {
+                           const float *bias, bool relu, bool w7, float *y, int64_t ldy) {
     const int64_t kp = nn__qk_pad(kh * kw), oh = 2 * yh, ow = 2 * yw;
     int32_t *t = malloc(sizeof(int32_t) * (size_t)(oh * ow * n > 0 ? oh * ow * n : 1));
     if (!t) return false;
@@ -204,7 +205,7 @@ static bool ref_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64
                     }
                 t[(oy * ow + ox) * n + j] = (int32_t)s;
             }
-    ref_pool_epilogue(t, n, ow, yh, yw, wsum, sa, za, wscale, bias, relu, y);
+    ref_pool_epilogue(t, n, ow, yh, yw, wsum, sa, za, wscale, bias, relu, y, ldy);
     free(t);
     return true;
 }

@@ -436,7 +436,7 @@ NN_INLINE __m256i lanes(int n) {
  * gets 8 contiguous floats. Channel tails load masked. */
 static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                                const int32_t *wsum, float sa, int32_t za, const float *sw,
-                               const float *bias, bool relu, float *y) {
+                               const float *bias, bool relu, float *y, int64_t ldy) {
     const int64_t ny = yh * yw;
     __m256 r[8];
     for (int64_t c0 = 0; c0 < o; c0 += 8) {
@@ -466,7 +466,10 @@ static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
                     if (relu) /* max(y, 0) with NaN kept, as the reference */
                         yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
                     r[q] = yv;
+                    if (ldy) /* channels-last: the lanes are the channels */
+                        _mm256_maskstore_ps(y + (py * yw + px0 + q) * ldy + c0, cm, yv);
                 }
+                if (ldy) continue;
                 transpose8(r);
                 float *yb = y + c0 * ny + py * yw + px0;
                 if (np == 8)
@@ -544,7 +547,8 @@ typedef struct a1ctx {
     int32_t za;
     const float *ws, *bias;
     bool relu, failed;
-    float *y; /* the chunk's first plane */
+    float *y;    /* the chunk's first plane (ldy 0) or first channel */
+    int64_t ldy; /* channels-last pixel stride, or 0 (planes) */
 } a1ctx;
 
 NN_INLINE void a1_tile(const a1ctx *q, int64_t py, int64_t px, int64_t pn, float *rb) {
@@ -595,6 +599,12 @@ static void a1_rows(void *ctx, int64_t py0, int64_t py1) {
     for (int64_t py = py0; py < py1; py++) {
         for (int64_t px = 0; px < q->yw; px++)
             for (int64_t pn = 0; pn < q->np; pn++) a1_tile(q, py, px, pn, rb);
+        if (q->ldy) { /* channels-last: each pixel's channels as they are */
+            for (int64_t px = 0; px < q->yw; px++)
+                memcpy(q->y + (py * q->yw + px) * q->ldy, rb + px * 64,
+                       sizeof(float) * (size_t)q->n);
+            continue;
+        }
         /* [pooled pixel][channel] -> planes, 8 x 8 at a time */
         for (int64_t px0 = 0; px0 < q->yw; px0 += 8) {
             const int npx = q->yw - px0 >= 8 ? 8 : (int)(q->yw - px0);
@@ -620,7 +630,7 @@ static bool avx2_conv1_takes(int64_t kh, int64_t kw, bool w7) {
 static bool avx2_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                             int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                             const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                            const float *bias, bool relu, bool w7, float *y) {
+                            const float *bias, bool relu, bool w7, float *y, int64_t ldy) {
     if (!avx2_conv1_takes(kh, kw, w7)) return false;
     if (n <= 0 || yh <= 0 || yw <= 0) return true;
     const int64_t np = (n + NN__QNR - 1) / NN__QNR, kp = nn__qk_pad(kh * kw), ny = yh * yw;
@@ -641,7 +651,7 @@ static bool avx2_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int6
         a1ctx q = {.xp = xp, .wp = wp, .n = nc, .kh = kh, .sh = sh, .sw = sw, .yh = yh, .yw = yw,
                    .np = npc, .wr = wr, .wsum = wsum + c0, .sa = sa, .za = za,
                    .ws = wscale + c0, .bias = bias ? bias + c0 : NULL, .relu = relu,
-                   .failed = false, .y = y + c0 * ny};
+                   .failed = false, .y = ldy ? y + c0 : y + c0 * ny, .ldy = ldy};
         nn__parallel_range(yh, nn__threads_for(4 * ny * npc * 16 * kh, 1 << 15), 1, a1_rows, &q);
         if (q.failed) return false;
     }

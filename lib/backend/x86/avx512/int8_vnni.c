@@ -291,7 +291,7 @@ NN_INLINE void transpose16(__m512 r[16]) {
  * transpose so each channel's plane gets 16 contiguous floats. */
 static void vnni_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                                const int32_t *wsum, float sa, int32_t za, const float *sw,
-                               const float *bias, bool relu, float *y) {
+                               const float *bias, bool relu, float *y, int64_t ldy) {
     const int64_t ny = yh * yw;
     __m512 r[16];
     for (int64_t py = 0; py < yh; py++)
@@ -321,7 +321,10 @@ static void vnni_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
                         yv = _mm512_maskz_mov_ps(keep, yv);
                     }
                     r[q] = yv;
+                    if (ldy) /* channels-last: the lanes are the channels */
+                        _mm512_mask_storeu_ps(y + (py * yw + px0 + q) * ldy + c0, m, yv);
                 }
+                if (ldy) continue;
                 transpose16(r);
                 const __mmask16 pm = tail16(np);
                 const int nc = o - c0 >= 16 ? 16 : (int)(o - c0);
@@ -386,7 +389,8 @@ typedef struct c1ctx {
     int32_t za;
     const float *ws, *bias;
     bool relu, failed;
-    float *y; /* the chunk's first plane */
+    float *y;    /* the chunk's first plane (ldy 0) or first channel */
+    int64_t ldy; /* channels-last pixel stride, or 0 (planes) */
 } c1ctx;
 
 NN_INLINE void c1_tile(const c1ctx *q, int64_t py, int64_t px0, int P, int64_t p0, int npan,
@@ -461,6 +465,12 @@ static void c1_rows(void *ctx, int64_t py0, int64_t py1) {
                 }
             }
         }
+        if (q->ldy) { /* channels-last: each pixel's channels as they are */
+            for (int64_t px = 0; px < q->yw; px++)
+                memcpy(q->y + (py * q->yw + px) * q->ldy, rb + px * 64,
+                       sizeof(float) * (size_t)q->n);
+            continue;
+        }
         /* [pooled pixel][channel] -> planes, 16 x 16 at a time */
         for (int64_t px0 = 0; px0 < q->yw; px0 += 16) {
             const int npx = q->yw - px0 >= 16 ? 16 : (int)(q->yw - px0);
@@ -485,7 +495,7 @@ static bool vnni_conv1_takes(int64_t kh, int64_t kw, bool w7) {
 static bool vnni_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int64_t n, int64_t kh,
                             int64_t kw, int64_t sh, int64_t sw, int64_t yh, int64_t yw,
                             const int32_t *wsum, float sa, int32_t za, const float *wscale,
-                            const float *bias, bool relu, bool w7, float *y) {
+                            const float *bias, bool relu, bool w7, float *y, int64_t ldy) {
     if (!vnni_conv1_takes(kh, kw, w7)) return false;
     if (n <= 0 || yh <= 0 || yw <= 0) return true;
     const int64_t np = (n + NN__QNR - 1) / NN__QNR, kp = nn__qk_pad(kh * kw), ny = yh * yw;
@@ -506,7 +516,7 @@ static bool vnni_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int6
         c1ctx q = {.xp = xp, .wp = wp, .n = nc, .kh = kh, .sh = sh, .sw = sw, .yh = yh, .yw = yw,
                    .np = npc, .wr = wr, .wsum = wsum + c0, .sa = sa, .za = za,
                    .ws = wscale + c0, .bias = bias ? bias + c0 : NULL, .relu = relu,
-                   .failed = false, .y = y + c0 * ny};
+                   .failed = false, .y = ldy ? y + c0 : y + c0 * ny, .ldy = ldy};
         nn__parallel_range(yh, nn__threads_for(4 * ny * npc * 16 * kh, 1 << 15), 1, c1_rows, &q);
         if (q.failed) return false;
     }
