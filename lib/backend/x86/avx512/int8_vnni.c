@@ -288,50 +288,52 @@ NN_INLINE void transpose16(__m512 r[16]) {
 
 /* 16 pooled pixels x 16 channels at a time: the 4-way max of the window
  * sums (vpmaxsd), the epilogue of store16 on the pooled sums, then a 16x16
- * transpose so each channel's plane gets 16 contiguous floats. */
+ * transpose so each channel's plane gets 16 contiguous floats. The pixels
+ * run over the flattened plane (py * yw + px), so narrow planes (7 x 7)
+ * still fill the transposes. */
 static void vnni_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t yh, int64_t yw,
                                const int32_t *wsum, float sa, int32_t za, const float *sw,
                                const float *bias, bool relu, float *y, int64_t ldy) {
     const int64_t ny = yh * yw;
     __m512 r[16];
-    for (int64_t py = 0; py < yh; py++)
-        for (int64_t px0 = 0; px0 < yw; px0 += 16) {
-            const int np = yw - px0 >= 16 ? 16 : (int)(yw - px0);
-            for (int64_t c0 = 0; c0 < o; c0 += 16) {
-                const __mmask16 m = tail16(o - c0);
-                const __m512i corr =
-                    _mm512_mullo_epi32(_mm512_set1_epi32(za), _mm512_maskz_loadu_epi32(m, wsum + c0));
-                const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_maskz_loadu_ps(m, sw + c0));
-                const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
-                for (int q = 0; q < 16; q++) {
-                    if (q >= np) {
-                        r[q] = _mm512_setzero_ps();
-                        continue;
-                    }
-                    const int32_t *r0 = t + ((2 * py) * ow + 2 * (px0 + q)) * o + c0;
-                    const __m512i m01 = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, r0),
-                                                         _mm512_maskz_loadu_epi32(m, r0 + o));
-                    const __m512i m23 = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, r0 + ow * o),
-                                                         _mm512_maskz_loadu_epi32(m, r0 + ow * o + o));
-                    const __m512i v = _mm512_sub_epi32(_mm512_max_epi32(m01, m23), corr);
-                    __m512 yv = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
-                    if (bias) yv = _mm512_add_ps(yv, b);
-                    if (relu) { /* max(y, 0) with NaN kept, as the reference */
-                        const __mmask16 keep = _mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_NLE_UQ);
-                        yv = _mm512_maskz_mov_ps(keep, yv);
-                    }
-                    r[q] = yv;
-                    if (ldy) /* channels-last: the lanes are the channels */
-                        _mm512_mask_storeu_ps(y + (py * yw + px0 + q) * ldy + c0, m, yv);
+    for (int64_t p0 = 0; p0 < ny; p0 += 16) {
+        const int np = ny - p0 >= 16 ? 16 : (int)(ny - p0);
+        for (int64_t c0 = 0; c0 < o; c0 += 16) {
+            const __mmask16 m = tail16(o - c0);
+            const __m512i corr =
+                _mm512_mullo_epi32(_mm512_set1_epi32(za), _mm512_maskz_loadu_epi32(m, wsum + c0));
+            const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sa), _mm512_maskz_loadu_ps(m, sw + c0));
+            const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+            for (int q = 0; q < 16; q++) {
+                if (q >= np) {
+                    r[q] = _mm512_setzero_ps();
+                    continue;
                 }
-                if (ldy) continue;
-                transpose16(r);
-                const __mmask16 pm = tail16(np);
-                const int nc = o - c0 >= 16 ? 16 : (int)(o - c0);
-                float *yb = y + c0 * ny + py * yw + px0;
-                for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(yb + c * ny, pm, r[c]);
+                const int64_t py = (p0 + q) / yw, px = (p0 + q) % yw;
+                const int32_t *r0 = t + ((2 * py) * ow + 2 * px) * o + c0;
+                const __m512i m01 = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, r0),
+                                                     _mm512_maskz_loadu_epi32(m, r0 + o));
+                const __m512i m23 = _mm512_max_epi32(_mm512_maskz_loadu_epi32(m, r0 + ow * o),
+                                                     _mm512_maskz_loadu_epi32(m, r0 + ow * o + o));
+                const __m512i v = _mm512_sub_epi32(_mm512_max_epi32(m01, m23), corr);
+                __m512 yv = _mm512_mul_ps(_mm512_cvtepi32_ps(v), s);
+                if (bias) yv = _mm512_add_ps(yv, b);
+                if (relu) { /* max(y, 0) with NaN kept, as the reference */
+                    const __mmask16 keep = _mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_NLE_UQ);
+                    yv = _mm512_maskz_mov_ps(keep, yv);
+                }
+                r[q] = yv;
+                if (ldy) /* channels-last: the lanes are the channels */
+                    _mm512_mask_storeu_ps(y + (p0 + q) * ldy + c0, m, yv);
             }
+            if (ldy) continue;
+            transpose16(r);
+            const __mmask16 pm = tail16(np);
+            const int nc = o - c0 >= 16 ? 16 : (int)(o - c0);
+            float *yb = y + c0 * ny + p0;
+            for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(yb + c * ny, pm, r[c]);
         }
+    }
 }
 
 /* Quantize [c, h, w] floats into a padded channels-last image: one channel
