@@ -25,11 +25,27 @@ static bool pool_input(const nn_tensor *x, const char *fn, int64_t *planes, int6
     return true;
 }
 
-/* Output shape: x's leading dims, then oh, ow. */
-static void pool_out_shape(const nn_tensor *x, int64_t oh, int64_t ow, int64_t *shape) {
+/* The f32 output of pooling x to [..., oh, ow] (x's leading dims), its i64 indices in *idx
+ * when idx is not NULL, and x's contiguous values in *xc (allocated in that
+ * order); NULL, nothing held, when one of them fails. */
+static nn_tensor *pool_outputs(nn_tensor *x, int64_t oh, int64_t ow, nn_tensor **idx,
+                               nn_tensor **xc) {
+    int64_t shape[4];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 2] = oh;
     shape[x->ndim - 1] = ow;
+    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, x->ndim);
+    if (idx) *idx = out ? nn__tensor_new(NN_DTYPE_I64, shape, x->ndim) : NULL;
+    *xc = out && (!idx || *idx) ? nn__contig(x) : NULL;
+    if (!*xc) {
+        nn__tensor_release(out);
+        if (idx) {
+            nn__tensor_release(*idx);
+            *idx = NULL;
+        }
+        return NULL;
+    }
+    return out;
 }
 
 /* PyTorch's pooling output size along one axis; -1 and an error if the
@@ -109,18 +125,6 @@ static nn_tensor *max_pool_finish(nn_tensor *x, nn_tensor *out, nn_tensor *idx, 
     return out;
 }
 
-/* New f32 values and i64 indices tensors of shape, or false. */
-static bool pool_alloc_pair(const int64_t *shape, int ndim, nn_tensor **out, nn_tensor **idx) {
-    *out = nn__tensor_new(NN_DTYPE_F32, shape, ndim);
-    *idx = *out ? nn__tensor_new(NN_DTYPE_I64, shape, ndim) : NULL;
-    if (!*idx) {
-        nn__tensor_release(*out);
-        *out = NULL;
-        return false;
-    }
-    return true;
-}
-
 typedef struct {
     int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 } pool_geom;
@@ -138,16 +142,8 @@ nn_tensor *nn_max_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h,
     if (oh < 0) return NULL;
     int64_t ow = pool_out_size(w, g.kw, g.sw, g.pw, g.dw, ceil_mode, fn, "width");
     if (ow < 0) return NULL;
-    int64_t shape[4];
-    pool_out_shape(x, oh, ow, shape);
-    nn_tensor *out, *idx;
-    if (!pool_alloc_pair(shape, x->ndim, &out, &idx)) return NULL;
-    nn_tensor *xc = nn__contig(x);
-    if (!xc) {
-        nn__tensor_release(out);
-        nn__tensor_release(idx);
-        return NULL;
-    }
+    nn_tensor *idx, *xc, *out = pool_outputs(x, oh, ow, &idx, &xc);
+    if (!out) return NULL;
     /* The backend's threaded kernel (a 2x2/stride-2 fast path); its scan
      * order and NaN rule are PyTorch's (the last NaN of a window wins). Without a graph or a caller
      * asking for them the indices are not written at all (inference). */
@@ -194,16 +190,8 @@ nn_tensor *nn_adaptive_max_pool2d(nn_tensor *x, int64_t out_h, int64_t out_w, nn
     int64_t planes, h, w;
     if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn))
         return NULL;
-    int64_t shape[4];
-    pool_out_shape(x, out_h, out_w, shape);
-    nn_tensor *out, *idx;
-    if (!pool_alloc_pair(shape, x->ndim, &out, &idx)) return NULL;
-    nn_tensor *xc = nn__contig(x);
-    if (!xc) {
-        nn__tensor_release(out);
-        nn__tensor_release(idx);
-        return NULL;
-    }
+    nn_tensor *idx, *xc, *out = pool_outputs(x, out_h, out_w, &idx, &xc);
+    if (!out) return NULL;
     for (int64_t p = 0; p < planes; p++) {
         const float *src = nn__f32(xc) + p * h * w;
         float *dst = nn__f32(out) + p * out_h * out_w;
@@ -305,14 +293,8 @@ nn_tensor *nn_avg_pool2d(nn_tensor *x, int kernel_h, int kernel_w, int stride_h,
     if (oh < 0) return NULL;
     int64_t ow = pool_out_size(w, g.kw, g.sw, g.pw, 1, ceil_mode, fn, "width");
     if (ow < 0) return NULL;
-    int64_t shape[4];
-    pool_out_shape(x, oh, ow, shape);
-    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, x->ndim);
-    nn_tensor *xc = out ? nn__contig(x) : NULL;
-    if (!xc) {
-        nn__tensor_release(out);
-        return NULL;
-    }
+    nn_tensor *xc, *out = pool_outputs(x, oh, ow, NULL, &xc);
+    if (!out) return NULL;
     for (int64_t p = 0; p < planes; p++) {
         const float *src = nn__f32(xc) + p * h * w;
         float *dst = nn__f32(out) + p * oh * ow;
@@ -366,14 +348,8 @@ nn_tensor *nn_adaptive_avg_pool2d(nn_tensor *x, int64_t out_h, int64_t out_w) {
     int64_t planes, h, w;
     if (!pool_input(x, fn, &planes, &h, &w) || !adaptive_check(x, out_h, out_w, h, w, fn))
         return NULL;
-    int64_t shape[4];
-    pool_out_shape(x, out_h, out_w, shape);
-    nn_tensor *out = nn__tensor_new(NN_DTYPE_F32, shape, x->ndim);
-    nn_tensor *xc = out ? nn__contig(x) : NULL;
-    if (!xc) {
-        nn__tensor_release(out);
-        return NULL;
-    }
+    nn_tensor *xc, *out = pool_outputs(x, out_h, out_w, NULL, &xc);
+    if (!out) return NULL;
     for (int64_t p = 0; p < planes; p++) {
         const float *src = nn__f32(xc) + p * h * w;
         float *dst = nn__f32(out) + p * out_h * out_w;
