@@ -100,6 +100,78 @@ static inline float *vec_at(nn_tensor *t, int64_t c) {
     return (float *)t->storage->data + t->offset + c * t->strides[0];
 }
 
+/* x of batch and group norm: f32 [N, C, *]; S the size of *. */
+static bool nc_input(const nn_tensor *x, const char *fn, int64_t *N, int64_t *C, int64_t *S) {
+    char s1[128];
+    if (!nn__check_f32(x, fn, "x")) return false;
+    if (x->ndim < 2) {
+        nn__err(NN_ERR_SHAPE, "%s: x must be [N, C, *] (at least 2-D), got %s", fn,
+                nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
+        return false;
+    }
+    *N = x->shape[0];
+    *C = x->shape[1];
+    *S = (*N * *C) != 0 ? x->numel / (*N * *C) : 0;
+    return true;
+}
+
+/* What a normalization's forward holds: the statistics its backward keeps,
+ * the output, and x, weight and bias contiguous. */
+typedef struct norm_bufs {
+    nn_tensor *stats, *y, *xc, *wc, *bc;
+} norm_bufs;
+
+static void norm_release(norm_bufs *b) {
+    nn__tensor_release(b->stats);
+    nn__tensor_release(b->y);
+    nn__tensor_release(b->xc);
+    nn__tensor_release(b->wc);
+    nn__tensor_release(b->bc);
+}
+
+/* stats f32 [s0, s1], y like x, then x, weight and bias (when given)
+ * contiguous, in that order; false, nothing held, when one fails. */
+static bool norm_begin(norm_bufs *b, nn_tensor *x, nn_tensor *weight, nn_tensor *bias, int64_t s0,
+                       int64_t s1) {
+    int64_t sshape[2] = {s0, s1};
+    b->stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
+    b->y = b->stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
+    b->xc = b->y ? nn__contig(x) : NULL;
+    b->wc = weight && b->xc ? nn__contig(weight) : NULL;
+    b->bc = bias && b->xc ? nn__contig(bias) : NULL;
+    if (!b->xc || (weight && !b->wc) || (bias && !b->bc)) {
+        norm_release(b);
+        return false;
+    }
+    return true;
+}
+
+/* y on the tape with backward (inputs x, weight, bias; saved[0] = stats,
+ * i[0] = i0); the rest released. */
+static nn_tensor *norm_finish(norm_bufs *b, const char *fn, nn_backward_fn backward, nn_tensor *x,
+                              nn_tensor *weight, nn_tensor *bias, int64_t i0) {
+    nn_node *node = NULL;
+    nn_tensor *in[3] = {x, weight, bias};
+    nn_tensor *y = nn__ops_record(b->y, fn, backward, in, 3, &node);
+    b->y = NULL;
+    if (node) {
+        node->saved[0] = b->stats;
+        b->stats = NULL;
+        node->i[0] = i0;
+    }
+    norm_release(b);
+    return nn__track(y);
+}
+
+/* One channel's S values: q = p * a + b0 with a = weight[c] / std and
+ * b0 = bias[c] - mean * a (weight 1 and bias 0 when not given). */
+static void channel_affine(const float *p, float *q, int64_t S, const nn_tensor *wc,
+                           const nn_tensor *bc, int64_t c, float mean, float invstd) {
+    const float a = (wc ? nn__f32(wc)[c] : 1.0f) * invstd;
+    const float b0 = (bc ? nn__f32(bc)[c] : 0.0f) - mean * a;
+    for (int64_t i = 0; i < S; i++) q[i] = p[i] * a + b0;
+}
+
 /* Per-channel mean and 1/std from the batch (updating the running stats) or
  * from the running stats; stats [2, C]. */
 static void batch_norm_stats(const float *X, int64_t N, int64_t C, int64_t S, bool training,
@@ -149,11 +221,8 @@ nn_tensor *nn_batch_norm(nn_tensor *x, nn_tensor *running_mean, nn_tensor *runni
     NN__PROF_OP("nn_batch_norm");
     const char *fn = "nn_batch_norm";
     char s1[128];
-    if (!nn__check_f32(x, fn, "x")) return NULL;
-    if (x->ndim < 2)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: x must be [N, C, *] (at least 2-D), got %s", fn,
-                        nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
-    const int64_t N = x->shape[0], C = x->shape[1], S = (N * C) != 0 ? x->numel / (N * C) : 0;
+    int64_t N, C, S;
+    if (!nc_input(x, fn, &N, &C, &S)) return NULL;
     if (!running_ok(running_mean, C, fn, "running_mean") ||
         !running_ok(running_var, C, fn, "running_var") ||
         !nn__ops_opt_vec(weight, C, fn, "weight") || !nn__ops_opt_vec(bias, C, fn, "bias"))
@@ -168,45 +237,22 @@ nn_tensor *nn_batch_norm(nn_tensor *x, nn_tensor *running_mean, nn_tensor *runni
         return NN__FAIL(NN_ERR_SHAPE,
                         "%s: expected more than 1 value per channel when training, got x %s", fn,
                         nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
-    int64_t sshape[2] = {2, C};
-    nn_tensor *stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
-    nn_tensor *y = stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
-    nn_tensor *xc = y ? nn__contig(x) : NULL;
-    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL,
-              *bc = bias && xc ? nn__contig(bias) : NULL;
-    double *acc = xc ? nn__calloc((size_t)C * 2, sizeof(double)) : NULL;
-    if (!acc || (weight && !wc) || (bias && !bc)) {
-        nn__tensor_release(y);
-        y = NULL;
-        goto done;
+    norm_bufs b;
+    if (!norm_begin(&b, x, weight, bias, 2, C)) return NULL;
+    double *acc = nn__calloc((size_t)C * 2, sizeof(double));
+    if (!acc) {
+        norm_release(&b);
+        return NULL;
     }
-    const float *X = nn__f32(xc);
-    float *st = nn__f32(stats);
+    const float *X = nn__f32(b.xc);
+    float *st = nn__f32(b.stats);
     batch_norm_stats(X, N, C, S, training, running_mean, running_var, momentum, eps, acc, st);
-    /* y = x * a + b with a = w/std, b = bias - mean * a */
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            const float a = (wc ? nn__f32(wc)[c] : 1.0f) * st[C + c];
-            const float b0 = (bc ? nn__f32(bc)[c] : 0.0f) - st[c] * a;
-            const float *p = X + (n * C + c) * S;
-            float *q = nn__f32(y) + (n * C + c) * S;
-            for (int64_t i = 0; i < S; i++) q[i] = p[i] * a + b0;
-        }
-    nn_node *node = NULL;
-    nn_tensor *in[3] = {x, weight, bias};
-    y = nn__ops_record(y, fn, batch_norm_backward, in, 3, &node);
-    if (node) {
-        node->saved[0] = stats;
-        stats = NULL;
-        node->i[0] = training;
-    }
-done:
     nn__free(acc);
-    nn__tensor_release(stats);
-    nn__tensor_release(xc);
-    nn__tensor_release(wc);
-    nn__tensor_release(bc);
-    return nn__track(y);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            channel_affine(X + (n * C + c) * S, nn__f32(b.y) + (n * C + c) * S, S, b.wc, b.bc, c,
+                           st[c], st[C + c]);
+    return norm_finish(&b, fn, batch_norm_backward, x, weight, bias, training);
 }
 
 /* -------------------------------------------------------------- layer_norm */
@@ -269,34 +315,12 @@ nn_tensor *nn_layer_norm(nn_tensor *x, const int64_t *normalized_shape, int n, n
     int64_t D = 1;
     for (int i = x->ndim - n; i < x->ndim; i++) D *= x->shape[i];
     const int64_t rows = D ? x->numel / D : 0;
-    int64_t sshape[2] = {rows, 2};
-    nn_tensor *stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
-    nn_tensor *y = stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
-    nn_tensor *xc = y ? nn__contig(x) : NULL;
-    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL,
-              *bc = bias && xc ? nn__contig(bias) : NULL;
-    if (!xc || (weight && !wc) || (bias && !bc)) {
-        nn__tensor_release(y);
-        y = NULL;
-        goto done;
-    }
-    nn__kernels()->eltwise.layernorm_rows(rows, D, nn__f32(xc), wc ? nn__f32(wc) : NULL,
-                                          bc ? nn__f32(bc) : NULL, eps, nn__f32(y),
-                                          nn__f32(stats));
-    nn_node *node = NULL;
-    nn_tensor *in[3] = {x, weight, bias};
-    y = nn__ops_record(y, fn, layer_norm_backward, in, 3, &node);
-    if (node) {
-        node->saved[0] = stats;
-        stats = NULL;
-        node->i[0] = D;
-    }
-done:
-    nn__tensor_release(stats);
-    nn__tensor_release(xc);
-    nn__tensor_release(wc);
-    nn__tensor_release(bc);
-    return nn__track(y);
+    norm_bufs b;
+    if (!norm_begin(&b, x, weight, bias, rows, 2)) return NULL;
+    nn__kernels()->eltwise.layernorm_rows(rows, D, nn__f32(b.xc), b.wc ? nn__f32(b.wc) : NULL,
+                                          b.bc ? nn__f32(b.bc) : NULL, eps, nn__f32(b.y),
+                                          nn__f32(b.stats));
+    return norm_finish(&b, fn, layer_norm_backward, x, weight, bias, D);
 }
 
 /* -------------------------------------------------------------- group_norm */
@@ -354,12 +378,8 @@ done:
 nn_tensor *nn_group_norm(nn_tensor *x, int groups, nn_tensor *weight, nn_tensor *bias, double eps) {
     NN__PROF_OP("nn_group_norm");
     const char *fn = "nn_group_norm";
-    char s1[128];
-    if (!nn__check_f32(x, fn, "x")) return NULL;
-    if (x->ndim < 2)
-        return NN__FAIL(NN_ERR_SHAPE, "%s: x must be [N, C, *] (at least 2-D), got %s", fn,
-                        nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
-    const int64_t N = x->shape[0], C = x->shape[1], S = (N * C) != 0 ? x->numel / (N * C) : 0;
+    int64_t N, C, S;
+    if (!nc_input(x, fn, &N, &C, &S)) return NULL;
     if (groups < 1 || C % groups != 0)
         return NN__FAIL(NN_ERR_SHAPE, "%s: groups = %d must be >= 1 and divide the %lld channels",
                         fn, groups, (long long)C);
@@ -367,46 +387,20 @@ nn_tensor *nn_group_norm(nn_tensor *x, int groups, nn_tensor *weight, nn_tensor 
         return NULL;
     if (!(eps >= 0.0)) return NN__FAIL(NN_ERR_INVALID, "%s: eps %g must be >= 0", fn, eps);
     const int64_t G = groups, Cg = C / G;
-    int64_t sshape[2] = {N * G, 2};
-    nn_tensor *stats = nn__tensor_new(NN_DTYPE_F32, sshape, 2);
-    nn_tensor *y = stats ? nn__tensor_new(NN_DTYPE_F32, x->shape, x->ndim) : NULL;
-    nn_tensor *xc = y ? nn__contig(x) : NULL;
-    nn_tensor *wc = weight && xc ? nn__contig(weight) : NULL,
-              *bc = bias && xc ? nn__contig(bias) : NULL;
-    if (!xc || (weight && !wc) || (bias && !bc)) {
-        nn__tensor_release(y);
-        y = NULL;
-        goto done;
-    }
-    float *St = nn__f32(stats);
+    norm_bufs b;
+    if (!norm_begin(&b, x, weight, bias, N * G, 2)) return NULL;
+    float *St = nn__f32(b.stats);
     for (int64_t n = 0; n < N; n++)
         for (int64_t g = 0; g < G; g++) {
             /* A group's channels are contiguous: one row of Cg*S values. */
             const int64_t base = (n * C + g * Cg) * S;
             float *m = &St[2 * (n * G + g)], *is = m + 1;
-            row_stats(nn__f32(xc) + base, Cg * S, eps, m, is, NULL);
-            for (int64_t c = g * Cg; c < (g + 1) * Cg; c++) {
-                const float a = (wc ? nn__f32(wc)[c] : 1.0f) * *is;
-                const float b0 = (bc ? nn__f32(bc)[c] : 0.0f) - *m * a;
-                const float *p = nn__f32(xc) + (n * C + c) * S;
-                float *q = nn__f32(y) + (n * C + c) * S;
-                for (int64_t s = 0; s < S; s++) q[s] = p[s] * a + b0;
-            }
+            row_stats(nn__f32(b.xc) + base, Cg * S, eps, m, is, NULL);
+            for (int64_t c = g * Cg; c < (g + 1) * Cg; c++)
+                channel_affine(nn__f32(b.xc) + (n * C + c) * S, nn__f32(b.y) + (n * C + c) * S, S,
+                               b.wc, b.bc, c, *m, *is);
         }
-    nn_node *node = NULL;
-    nn_tensor *in[3] = {x, weight, bias};
-    y = nn__ops_record(y, fn, group_norm_backward, in, 3, &node);
-    if (node) {
-        node->saved[0] = stats;
-        stats = NULL;
-        node->i[0] = G;
-    }
-done:
-    nn__tensor_release(stats);
-    nn__tensor_release(xc);
-    nn__tensor_release(wc);
-    nn__tensor_release(bc);
-    return nn__track(y);
+    return norm_finish(&b, fn, group_norm_backward, x, weight, bias, G);
 }
 
 /* ----------------------------------------------------------------- dropout */
