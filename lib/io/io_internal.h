@@ -327,6 +327,12 @@ struct nn__ld {
     nn__ld_rec rec[NN__IO_MAX_SECTIONS];
 };
 
+/* The header's version and flags (d: its 32 bytes, past a checked magic)
+ * and, when tail (the file's last 8 bytes) is given, its declared size
+ * against the file's `size` and the end marker: FORMAT.md 2. Shared by the
+ * reader and the memory-mapped load. */
+nn_status nn__io_header_fields(const uint8_t *d, uint64_t size, const uint8_t *tail,
+                               const char *fn);
 /* Start reading src (at most max bytes): the header checks that need no
  * more than the header (and a file's size and last 8 bytes) are made here. */
 nn_status nn__ld_open(nn__ld *ld, const nn__io_src *src, int64_t max, const char *fn);

@@ -217,7 +217,8 @@ static const char *section_name(uint32_t type) {
 static bool known_type(uint32_t type) { return type >= NN__SEC_META && type <= NN__SEC_TRAINING; }
 
 /* Magic, size, version, flags, declared size and end marker of a file of
- * `size` bytes whose first min(size, 32) bytes are hdr and last 8 tail. */
+ * `size` bytes whose first min(size, 32) bytes are hdr and last 8 tail;
+ * past the magic and size, nn__io_header_fields. */
 static nn_status header_verdict(const nn__ld *ld, uint64_t size, const uint8_t *tail) {
     const char *fn = ld->fn;
     const uint8_t *d = ld->hdr;
@@ -232,6 +233,11 @@ static nn_status header_verdict(const nn__ld *ld, uint64_t size, const uint8_t *
         return nn__err(NN_ERR_TRUNCATED,
                        "%s: file of %llu bytes is shorter than the %llu-byte header and trailer",
                        fn, (unsigned long long)size, (unsigned long long)min);
+    return nn__io_header_fields(d, size, tail, fn);
+}
+
+nn_status nn__io_header_fields(const uint8_t *d, uint64_t size, const uint8_t *tail,
+                               const char *fn) {
     uint16_t major = (uint16_t)(d[8] | d[9] << 8), minor = (uint16_t)(d[10] | d[11] << 8);
     if (major != NN__IO_MAJOR)
         return nn__err(NN_ERR_VERSION, "%s: format version %u.%u, this library reads %d.x (up to %d.%d)",

@@ -769,23 +769,9 @@ static const char *map_sec_name(uint32_t type) {
 /* Header (past the magic and flags, which the caller checked) and the
  * section framing (FORMAT.md 2-3) of the mapped file d of `size` bytes. */
 static nn_status map_frame(const uint8_t *d, size_t size, map_secs *s, const char *fn) {
+    nn_status st = nn__io_header_fields(d, size, d + size - 8, fn);
+    if (st) return st;
     uint16_t major = (uint16_t)(d[8] | d[9] << 8), minor = (uint16_t)(d[10] | d[11] << 8);
-    if (major != NN__IO_MAJOR)
-        return nn__err(NN_ERR_VERSION, "%s: format version %u.%u, this library reads %d.x (up to %d.%d)",
-                       fn, major, minor, NN__IO_MAJOR, NN__IO_MAJOR, NN__IO_MINOR);
-    uint32_t flags = nn__get_u32(d + 12), reserved = nn__get_u32(d + 28);
-    if ((flags & ~NN__IO_FLAG_ALIGNED) != 0 || reserved != 0)
-        return nn__err(NN_ERR_FORMAT, "%s: header flags 0x%x / reserved 0x%x must be 0 (flags: or 1)",
-                       fn, flags, reserved);
-    uint64_t declared = nn__get_u64(d + 16);
-    if (declared > size)
-        return nn__err(NN_ERR_TRUNCATED, "%s: file has %zu bytes, its header declares %llu", fn,
-                       size, (unsigned long long)declared);
-    if (declared < size)
-        return nn__err(NN_ERR_FORMAT, "%s: %llu trailing bytes after the declared end (%llu of %zu bytes)",
-                       fn, (unsigned long long)(size - declared), (unsigned long long)declared, size);
-    if (memcmp(d + size - 8, NN__IO_END_MAGIC, 4) != 0)
-        return nn__err(NN_ERR_FORMAT, "%s: missing end marker", fn);
     uint32_t count = nn__get_u32(d + 24);
     if (count > NN__IO_MAX_SECTIONS)
         return nn__err(NN_ERR_LIMIT, "%s: section count %u exceeds the limit of %d", fn, count,
