@@ -33,6 +33,35 @@ static nn_optim *sgd_for(nn_module *m, double lr) {
     return TU_NN(nn_sgd(ps, n, lr, 0.0));
 }
 
+/* A Linear(2, 2) trained by SGD (lr 0.5) on separable(ntrain, seed_train)
+ * (batches of 20, shuffled) and validated on separable(nval, seed_val). */
+typedef struct problem {
+    nn_dataset *train, *val;
+    nn_loader *lt, *lv;
+    nn_module *m;
+    nn_optim *opt;
+} problem;
+
+static problem problem_new(int64_t ntrain, uint64_t seed_train, int64_t nval, uint64_t seed_val) {
+    problem p;
+    p.train = separable(ntrain, seed_train);
+    p.val = separable(nval, seed_val);
+    p.lt = TU_NN(nn_loader_new(p.train, 20, true, 3));
+    p.lv = TU_NN(nn_loader_new(p.val, 50, false, 0));
+    p.m = TU_NN(nn_linear_new(2, 2, true));
+    p.opt = sgd_for(p.m, 0.5);
+    return p;
+}
+
+static void problem_free(problem *p) {
+    nn_optim_free(p->opt);
+    nn_module_free(p->m);
+    nn_loader_free(p->lt);
+    nn_loader_free(p->lv);
+    nn_dataset_free(p->train);
+    nn_dataset_free(p->val);
+}
+
 typedef struct record {
     int calls;
     double last_acc;
@@ -49,11 +78,10 @@ static bool on_epoch(int64_t epoch, double tl, double vl, double va, double secs
 
 static void test_fit_learns(void **s) {
     (void)s;
-    nn_dataset *train = separable(400, 1), *val = separable(200, 2);
-    nn_loader *lt = TU_NN(nn_loader_new(train, 20, true, 3));
-    nn_loader *lv = TU_NN(nn_loader_new(val, 50, false, 0));
-    nn_module *m = TU_NN(nn_linear_new(2, 2, true));
-    nn_optim *opt = sgd_for(m, 0.5);
+    problem p = problem_new(400, 1, 200, 2);
+    nn_module *m = p.m;
+    nn_optim *opt = p.opt;
+    nn_loader *lt = p.lt, *lv = p.lv;
     char path[] = "/tmp/nn_fit_log_XXXXXX";
     close(mkstemp(path));
     nn_metrics_log *log = TU_NN(nn_metrics_log_open(path));
@@ -77,12 +105,7 @@ static void test_fit_learns(void **s) {
     assert_int_equal(nn_fit(NULL, opt, NN_FIT_LOSS_CROSS_ENTROPY, lt, NULL, 1, 0, NULL, NULL, NULL,
                             NULL),
                      NN_ERR_NULL);
-    nn_optim_free(opt);
-    nn_module_free(m);
-    nn_loader_free(lt);
-    nn_loader_free(lv);
-    nn_dataset_free(train);
-    nn_dataset_free(val);
+    problem_free(&p);
 }
 
 /* Early stopping: after epoch 0 the callback saves the weights, then wipes
@@ -111,24 +134,16 @@ static bool wipe_epoch(int64_t epoch, double tl, double vl, double va, double se
 
 static void test_fit_early_stopping(void **s) {
     (void)s;
-    nn_dataset *train = separable(200, 4), *val = separable(100, 5);
-    nn_loader *lt = TU_NN(nn_loader_new(train, 20, true, 3));
-    nn_loader *lv = TU_NN(nn_loader_new(val, 50, false, 0));
-    nn_module *m = TU_NN(nn_linear_new(2, 2, true));
-    nn_optim *opt = sgd_for(m, 0.5);
-    wipe w = {.m = m, .opt = opt};
-    TU_OK(nn_fit(m, opt, NN_FIT_LOSS_CROSS_ENTROPY, lt, lv, 10, 2, NULL, NULL, wipe_epoch, &w));
+    problem p = problem_new(200, 4, 100, 5);
+    wipe w = {.m = p.m, .opt = p.opt};
+    TU_OK(nn_fit(p.m, p.opt, NN_FIT_LOSS_CROSS_ENTROPY, p.lt, p.lv, 10, 2, NULL, NULL, wipe_epoch,
+                 &w));
     assert_int_equal(w.calls, 3); /* epoch 0 best, then 2 epochs without progress */
     for (int i = 0; i < 2; i++) {
-        assert_true(nn_tensor_equal(nn_module_parameter(m, i, NULL), w.saved[i]));
+        assert_true(nn_tensor_equal(nn_module_parameter(p.m, i, NULL), w.saved[i]));
         nn_tensor_free(w.saved[i]);
     }
-    nn_optim_free(opt);
-    nn_module_free(m);
-    nn_loader_free(lt);
-    nn_loader_free(lv);
-    nn_dataset_free(train);
-    nn_dataset_free(val);
+    problem_free(&p);
 }
 
 /* One-hot targets train through cross-entropy with probabilities. */
