@@ -56,6 +56,16 @@ def needs(*names):
 needs_numpy = pytest.mark.skipif(not HAVE_NUMPY, reason='numpy not importable')
 
 
+def array_close(t, want, tol=1e-5):
+    """A Tensor (or array) t against want: the same shape, and equal within
+    tol (absolute and relative), compared in float64. Needs numpy."""
+    import numpy as np
+    got = t.numpy() if isinstance(t, libnn.Tensor) else np.asarray(t)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
 def assert_close(got, want, tol=1e-5):
     """Compare nested lists / numbers elementwise with a relative tolerance."""
     if isinstance(want, (list, tuple)):

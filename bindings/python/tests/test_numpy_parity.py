@@ -6,6 +6,7 @@ import pytest
 
 import libnn
 import libnn.functional as F
+from conftest import array_close as close
 from conftest import needs_numpy
 
 np = pytest.importorskip('numpy')
@@ -14,13 +15,6 @@ pytestmark = needs_numpy
 
 def T(a):
     return libnn.tensor(np.asarray(a, dtype=np.float32))
-
-
-def close(t, want, tol=1e-5):
-    got = t.numpy() if isinstance(t, libnn.Tensor) else np.asarray(t)
-    want = np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 @pytest.fixture
