@@ -9,10 +9,13 @@
 #define NVP 2  /* ymm vectors across a tile */
 #define NRP 16 /* columns of a register tile (B panel width) */
 
-/* C[MR x nr] (nr <= 8*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP. */
-NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict ap,
-                   const float *restrict bp, float *c, int64_t ldc, int nr,
-                   const volatile float *ab) {
+/* C[MR x nr] (nr <= 8*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP.
+ * Element (r, p) of the A micro-panel at ap[p*acs + r*ars]: packed (ars 1,
+ * acs MRP) or read in place from rows (ars lda, acs 1) or columns (ars 1,
+ * acs lda) of A. */
+NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restrict ap,
+                     const int64_t ars, const int64_t acs, const float *restrict bp, float *c,
+                     int64_t ldc, int nr, const volatile float *ab) {
     __m256 acc[MRP][NVP];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
@@ -24,7 +27,7 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
         for (int v = 0; v < NV; v++) bv[v] = _mm256_load_ps(bp + p * NRP + 8 * v);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
-            const __m256 av = _mm256_broadcast_ss(ap + p * MRP + r);
+            const __m256 av = _mm256_broadcast_ss(ap + p * acs + r * ars);
 #pragma GCC unroll 16
             for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
         }
@@ -50,6 +53,8 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
     }
 }
 
+#define ukr(MR, NV, kc, ap, bp, c, ldc, nr, ab) ukr_s(MR, NV, kc, ap, ars, acs, bp, c, ldc, nr, ab)
+
 #define UKR_NV(R)                                                                                  \
     case R:                                                                                        \
         if (nv == 1)                                                                               \
@@ -58,8 +63,9 @@ NN_INLINE void ukr(const int MR, const int NV, int64_t kc, const float *restrict
             ukr(R, 2, kc, ap, bp, c, ldc, nr, ab);                                                 \
         break;
 
-static void avx2_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
-                     int nr, float alpha, float beta) {
+NN_INLINE void ukr_any(int64_t kc, const float *ap, const int64_t ars, const int64_t acs,
+                       const float *bp, float *c, int64_t ldc, int mr, int nr, float alpha,
+                       float beta) {
     /* alpha and beta wait in memory: kept in registers across the K loop
      * they push accumulators out of them (gcc then stores every accumulator
      * on every iteration). */
@@ -80,6 +86,22 @@ static void avx2_ukr(int64_t kc, const float *ap, const float *bp, float *c, int
     }
 }
 
+static void avx2_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
+                     int nr, float alpha, float beta) {
+    ukr_any(kc, ap, 1, MRP, bp, c, ldc, mr, nr, alpha, beta);
+}
+
+/* A read in place: mr rows of an untransposed A (gemm_blocked.h's
+ * kernel_rows), or mr columns of a transposed one (kernel_cols). */
+static void avx2_ukr_rows(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                          int64_t ldc, int mr, int nr, float alpha, float beta) {
+    ukr_any(kc, a, lda, 1, bp, c, ldc, mr, nr, alpha, beta);
+}
+static void avx2_ukr_cols(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                          int64_t ldc, int mr, int nr, float alpha, float beta) {
+    ukr_any(kc, a, 1, lda, bp, c, ldc, mr, nr, alpha, beta);
+}
+
 static void avx2_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, int64_t kc, int w,
                       float *dst) {
     if (w == MRP)
@@ -88,7 +110,9 @@ static void avx2_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, int
         pack_panels(NRP, x, ld, kmajor, rows, kc, dst);
 }
 
-static nn__gemm_plan g_plan = {"avx2 6x16", MRP, NRP, 0, 0, 0, avx2_pack, avx2_ukr, NULL, NULL, NULL};
+static nn__gemm_plan g_plan = {"avx2 6x16", MRP,  NRP,           0,    0,
+                               0,           avx2_pack, avx2_ukr, avx2_ukr_rows, NULL,
+                               avx2_ukr_cols};
 static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
 
 const nn__gemm_plan *nn__avx2_gemm_plan(void) { return &g_plan; }
