@@ -346,9 +346,15 @@ NN_INLINE void hw_weight(const __m512 g[9], __m512 u[16]) {
     }
 }
 
-/* 16 pairs {bf16(lo[l]), bf16(hi[l])} as 32-bit lanes. */
+/* 16 pairs {bf16(lo[l]), bf16(hi[l])} as 32-bit lanes: one vcvtne2ps2bf16
+ * (lo's 16 halves, then hi's) and one vpermw to interleave them. */
 NN_INLINE __m512i hw_pair(__m512 lo, __m512 hi) {
-    return _mm512_or_si512(hb_bf16_lanes(lo), _mm512_slli_epi32(hb_bf16_lanes(hi), 16));
+    const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
+                                        8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512bh h = _mm512_cvtne2ps_pbh(hi, lo);
+    __m512i r;
+    memcpy(&r, &h, sizeof r);
+    return _mm512_permutexvar_epi16(il, r);
 }
 
 /* U of w [o][c][3][3] (bf16 bits) into u, 16 output channels at a time:
@@ -430,10 +436,11 @@ static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
     const int64_t rows = 2 * nty + 2, wpf = j->wpf, ldo = j->nvec * HB_VL;
     const int64_t cpad = 2 * np; /* an odd last channel reads a zero plane */
     float *pad = nn__thread_scratch(HB_SLOT_PAD, (size_t)(cpad * rows * wpf) * sizeof(float));
+    const int64_t nmc = 16 * (int64_t)j->m * j->nv * HB_VL; /* the products of a chunk */
     uint32_t *v = nn__thread_scratch(HB_SLOT_ROWS, (size_t)(16 * np * T) * 4 +
-                                                       (size_t)(17 * T * ldo) * sizeof(float) + 64);
+                                                       (size_t)(nmc + T * ldo) * sizeof(float) + 64);
     if (!pad || !v) return false;
-    float *mb = (float *)(void *)(v + ((16 * np * T + 15) & ~(int64_t)15)), *pb = mb + 16 * T * ldo;
+    float *mb = (float *)(void *)(v + ((16 * np * T + 15) & ~(int64_t)15)), *pb = mb + nmc;
     /* the padded rows 2 ty0 - pt .. of every channel, f32 */
     const float *src = j->x + n * cin * d->h * d->w;
     const int64_t pt = d->g.ph, pl = d->g.pw;
@@ -469,47 +476,65 @@ static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
                 for (int p = 0; p < 16; p++)
                     _mm512_mask_storeu_epi32(dst + p * np * T, m, hw_pair(ve[p], vo[p]));
             }
-    /* M[p] = V[p]ᵀ U[p]: tiles as pixels, channel pairs as taps */
+    /* Per block of channels and chunk of m tiles: the 16 products M[p] =
+     * V[p]ᵀ U[p] (tiles as pixels, channel pairs as taps) into mc [16][m][nbw],
+     * then Y = Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 -1 -1], the max, bias and ReLU
+     * into the pooled rows pb [T][ldo] (M never exists whole: it stays in L1) */
     const hb_geo geo = {np, 1, 1, T, 0, 0};
     const int64_t nbw = (int64_t)j->nv * HB_VL, mt = hb_cdiv(T, j->m);
-    for (int p = 0; p < 16; p++)
-        for (int64_t ob = 0; ob < ldo; ob += nbw) {
-            const int nv = (int)hb_min(j->nv, j->nvec - ob / HB_VL);
-            const uint16_t *up = j->u + p * ldo * np * 2 + ob * np * 2;
-            int64_t t0 = 0;
-            for (int64_t tt = 0; tt < mt; tt++) {
-                const int m = (int)(T / mt + (tt < T % mt));
-                hb_call(m, nv, &geo, v + p * np * T + t0, up, NULL, false,
-                        mb + (p * T + t0) * ldo + ob, ldo);
-                t0 += m;
-            }
-        }
-    /* Y = Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 -1 -1], then max, bias, ReLU */
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t o0 = 0; o0 < ldo; o0 += HB_VL) {
-            const float *mp = mb + t * ldo + o0;
-            __m512 s0[4], s1[4];
+    for (int64_t ob = 0; ob < ldo; ob += nbw) {
+        const int nv = (int)hb_min(j->nv, j->nvec - ob / HB_VL);
+        const uint16_t *up = j->u + ob * np * 2;
+        int64_t t0 = 0;
+        for (int64_t tt = 0; tt < mt; t0 += (int64_t)(T / mt + (tt < T % mt)), tt++) {
+            const int m = (int)(T / mt + (tt < T % mt));
+            const int64_t ps = (int64_t)m * nbw; /* between the products in mc */
+            for (int p = 0; p < 16; p++)
+                hb_call(m, nv, &geo, v + p * np * T + t0, up + p * ldo * np * 2, NULL, false,
+                        mb + p * ps, nbw);
+            for (int i = 0; i < m; i++)
+                for (int vv = 0; vv < nv; vv++) {
+                    const float *mp = mb + i * nbw + vv * HB_VL;
+                    __m512 s0[4], s1[4];
 #pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                const __m512 a = _mm512_loadu_ps(mp + k * T * ldo);
-                const __m512 b = _mm512_loadu_ps(mp + (4 + k) * T * ldo);
-                const __m512 c = _mm512_loadu_ps(mp + (8 + k) * T * ldo);
-                const __m512 e = _mm512_loadu_ps(mp + (12 + k) * T * ldo);
-                s0[k] = _mm512_add_ps(_mm512_add_ps(a, b), c);
-                s1[k] = _mm512_sub_ps(_mm512_sub_ps(b, c), e);
-            }
-            const __m512 y00 = _mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]);
-            const __m512 y01 = _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]);
-            const __m512 y10 = _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]);
-            const __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]);
-            __m512 mx = hb_max_nan(hb_max_nan(hb_max_nan(y00, y01), y10), y11);
-            if (j->bias) mx = _mm512_add_ps(mx, _mm512_loadu_ps(j->bias + o0)); /* exact */
-            if (j->relu)
-                mx = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_NLE_UQ),
-                                         mx);
-            _mm512_storeu_ps(pb + t * ldo + o0, mx);
+                    for (int k = 0; k < 4; k++) {
+                        const __m512 a = _mm512_load_ps(mp + k * ps);
+                        const __m512 b = _mm512_load_ps(mp + (4 + k) * ps);
+                        const __m512 c = _mm512_load_ps(mp + (8 + k) * ps);
+                        const __m512 e = _mm512_load_ps(mp + (12 + k) * ps);
+                        s0[k] = _mm512_add_ps(_mm512_add_ps(a, b), c);
+                        s1[k] = _mm512_sub_ps(_mm512_sub_ps(b, c), e);
+                    }
+                    const __m512 y00 = _mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]);
+                    const __m512 y01 = _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]);
+                    const __m512 y10 = _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]);
+                    const __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]);
+                    __m512 mx = hb_max_nan(hb_max_nan(hb_max_nan(y00, y01), y10), y11);
+                    const int64_t o0 = ob + vv * HB_VL;
+                    if (j->bias) mx = _mm512_add_ps(mx, _mm512_loadu_ps(j->bias + o0)); /* exact */
+                    if (j->relu)
+                        mx = _mm512_maskz_mov_ps(
+                            _mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_NLE_UQ), mx);
+                    _mm512_storeu_ps(pb + (t0 + i) * ldo + o0, mx);
+                }
         }
-    hb_store_t(pb, ldo, T, d->o, j->y + n * d->o * j->py * px + ty0 * px, j->py * px);
+    }
+    /* pb [T][ldo] -> y [o][T] (the tiles are the pooled pixels of rows
+     * ty0 .. ty1 in order): 16x16 transposes, masked stores */
+    float *yo = j->y + n * d->o * j->py * px + ty0 * px;
+    const int64_t os = j->py * px;
+    for (int64_t t0 = 0; t0 < T; t0 += HB_VL) {
+        const int64_t nt = hb_min(HB_VL, T - t0);
+        const __mmask16 tm = hb_mask(nt);
+        for (int64_t o0 = 0; o0 < d->o; o0 += HB_VL) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < nt ? _mm512_loadu_ps(pb + (t0 + i) * ldo + o0) : _mm512_setzero_ps();
+            pack16_transpose(r);
+            const int64_t no = hb_min(HB_VL, d->o - o0);
+            for (int64_t c = 0; c < no; c++) _mm512_mask_storeu_ps(yo + (o0 + c) * os + t0, tm, r[c]);
+        }
+    }
     return true;
 }
 
