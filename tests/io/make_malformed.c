@@ -1035,5 +1035,8 @@ int main(int argc, char **argv) {
     fprintf(g_idx_manifest,
             "idx_images_claim.idx.gz idx_labels_claim.idx NN_ERR_TRUNCATED header promises "
             "7840000000 data bytes, more than a\n");
-    return (fclose(g_manifest) != 0) | (fclose(g_idx_manifest) != 0);
+    /* close both manifests even when the first close fails */
+    int bad = fclose(g_manifest) != 0;
+    if (fclose(g_idx_manifest) != 0) bad = 1;
+    return bad;
 }
