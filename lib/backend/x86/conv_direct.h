@@ -658,24 +658,7 @@ typedef struct wg_job {
     bool failed;
 } wg_job;
 
-/* u[4i + j] = (G g Gᵀ)[i][j] for VL windows at once, g[k] = tap k (row-major
- * 3x3) of each, G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]. */
-NN_INLINE void wg_weight(const cd_vec g[9], cd_vec u[16]) {
-    const cd_vec half = cd_set1(0.5f);
-    cd_vec t[4][3]; /* G g */
-#pragma GCC unroll 3
-    for (int k = 0; k < 3; k++) {
-        const cd_vec a = g[k], b = cd_mul(half, g[3 + k]), c = g[6 + k];
-        const cd_vec h = cd_mul(half, cd_add(a, c));
-        t[0][k] = a, t[1][k] = cd_add(h, b), t[2][k] = cd_sub(h, b), t[3][k] = c;
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        const cd_vec a = t[i][0], b = cd_mul(half, t[i][1]), c = t[i][2];
-        const cd_vec h = cd_mul(half, cd_add(a, c));
-        u[4 * i] = a, u[4 * i + 1] = cd_add(h, b), u[4 * i + 2] = cd_sub(h, b), u[4 * i + 3] = c;
-    }
-}
+#include "backend/x86/winograd.h" /* wg_weight */
 
 /* Tile rows [ty0, ty1) of image n. */
 static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {

@@ -23,6 +23,8 @@
  * below). */
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx512/pack.h" /* pack16_transpose */
+#include "backend/x86/avx512/conv_vec.h" /* cd_relu, cd_max_nan, cd_deint */
+#include "backend/x86/winograd.h"      /* wg_weight */
 #include "backend/x86/avx2/simd.h"
 #include "backend/parallel.h"
 #include "backend/threadpool.h"
@@ -154,9 +156,7 @@ NN_INLINE void hb_tile(const int M, const int NV, const hb_geo *q, const uint32_
 #pragma GCC unroll 16
         for (int i = 0; i < M; i++) {
             __m512 a = _mm512_add_ps(acc[i][v], bv);
-            if (relu) /* max(a, 0), NaN stays */
-                a = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NLE_UQ),
-                                        a);
+            if (relu) a = cd_relu(a);
             _mm512_storeu_ps(out + i * ldo + v * HB_VL, a);
         }
     }
@@ -208,13 +208,6 @@ typedef struct hb_job {
     int64_t np, wp, nvec, rchunks;
     int mt, nv;
 } hb_job;
-
-/* A v > m or NaN v replaces m (the max-pool kernel's rule). */
-NN_INLINE __m512 hb_max_nan(__m512 m, __m512 v) {
-    const __mmask16 take =
-        _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_mov_ps(m, take, v);
-}
 
 /* dst[j * ostride + i] = src[i * lds + j] for i < npx, j < noc. */
 static void hb_store_t(const float *src, int64_t lds, int64_t npx, int64_t noc, float *dst,
@@ -272,9 +265,9 @@ static bool hb_rows(hb_job *j, int64_t n, int64_t oy0, int64_t oy1) {
                     for (int v = 0; v < nv; v++) {
                         const float *a = rb + 2 * p * nbw + v * HB_VL, *b = a + g->ow * nbw;
                         __m512 mx = _mm512_loadu_ps(a);
-                        mx = hb_max_nan(mx, _mm512_loadu_ps(a + nbw));
-                        mx = hb_max_nan(mx, _mm512_loadu_ps(b));
-                        mx = hb_max_nan(mx, _mm512_loadu_ps(b + nbw));
+                        mx = cd_max_nan(mx, _mm512_loadu_ps(a + nbw));
+                        mx = cd_max_nan(mx, _mm512_loadu_ps(b));
+                        mx = cd_max_nan(mx, _mm512_loadu_ps(b + nbw));
                         _mm512_storeu_ps(rb + p * nbw + v * HB_VL, mx);
                     }
                 hb_store_t(rb, nbw, px, noc, j->y + ((n * d->o + ob) * py + oy) * px, py * px);
@@ -327,25 +320,6 @@ static bool hw_takes(const nn__conv2d *d) {
            g->sw == 1 && g->dh == 1 && g->dw == 1 && g->oh >= 2 && g->ow >= 2;
 }
 
-/* u[4i + j] = (G g Gᵀ)[i][j] for 16 windows at once, G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]. */
-NN_INLINE void hw_weight(const __m512 g[9], __m512 u[16]) {
-    const __m512 half = _mm512_set1_ps(0.5f);
-    __m512 t[4][3]; /* G g */
-#pragma GCC unroll 3
-    for (int k = 0; k < 3; k++) {
-        const __m512 a = g[k], b = _mm512_mul_ps(half, g[3 + k]), c = g[6 + k];
-        const __m512 h = _mm512_mul_ps(half, _mm512_add_ps(a, c));
-        t[0][k] = a, t[1][k] = _mm512_add_ps(h, b), t[2][k] = _mm512_sub_ps(h, b), t[3][k] = c;
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        const __m512 a = t[i][0], b = _mm512_mul_ps(half, t[i][1]), c = t[i][2];
-        const __m512 h = _mm512_mul_ps(half, _mm512_add_ps(a, c));
-        u[4 * i] = a, u[4 * i + 1] = _mm512_add_ps(h, b);
-        u[4 * i + 2] = _mm512_sub_ps(h, b), u[4 * i + 3] = c;
-    }
-}
-
 /* 16 pairs {bf16(lo[l]), bf16(hi[l])} as 32-bit lanes: one vcvtne2ps2bf16
  * (lo's 16 halves, then hi's) and one vpermw to interleave them. */
 NN_INLINE __m512i hw_pair(__m512 lo, __m512 hi) {
@@ -389,7 +363,7 @@ static void hw_transform_weights(const hw_job *j, const uint16_t *w, float *wt, 
                 }
                 __m512 g9[9];
                 for (int k = 0; k < 9; k++) g9[k] = _mm512_loadu_ps(wt + (c * 9 + k) * HB_VL);
-                hw_weight(g9, uu);
+                wg_weight(g9, uu);
             }
             uint16_t *dst = u + ob * np * 2 + (q * wid + (o0 - ob)) * 2;
             for (int p = 0; p < 16; p++)
@@ -401,8 +375,6 @@ static void hw_transform_weights(const hw_job *j, const uint16_t *w, float *wt, 
 /* V of channel c for tiles [tx0, tx0 + 16) of one tile row (rows r[0..3]
  * of the padded copy): v[p] lanes = tiles. */
 NN_INLINE void hw_input(const float *r0, int64_t wpf, int64_t tx0, bool half, __m512 v[16]) {
-    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     const float *r1 = r0 + wpf, *r2 = r1 + wpf, *r3 = r2 + wpf;
     __m512 t[4][4]; /* [row combination][columns from 2tx0 + 0, +2, +16, +18] */
     static const int off[4] = {0, 2, HB_VL, 2 + HB_VL};
@@ -420,10 +392,9 @@ NN_INLINE void hw_input(const float *r0, int64_t wpf, int64_t tx0, bool half, __
     }
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) { /* columns 2t, 2t + 1, 2t + 2, 2t + 3 */
-        const __m512 e0 = _mm512_permutex2var_ps(t[i][0], ev, t[i][2]);
-        const __m512 o0 = _mm512_permutex2var_ps(t[i][0], od, t[i][2]);
-        const __m512 e2 = _mm512_permutex2var_ps(t[i][1], ev, t[i][3]);
-        const __m512 o2 = _mm512_permutex2var_ps(t[i][1], od, t[i][3]);
+        __m512 e0, o0, e2, o2;
+        cd_deint(t[i][0], t[i][2], &e0, &o0);
+        cd_deint(t[i][1], t[i][3], &e2, &o2);
         v[4 * i + 0] = _mm512_sub_ps(e0, e2), v[4 * i + 1] = _mm512_add_ps(o0, e2);
         v[4 * i + 2] = _mm512_sub_ps(e2, o0), v[4 * i + 3] = _mm512_sub_ps(o0, o2);
     }
@@ -509,12 +480,10 @@ static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
                     const __m512 y01 = _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]);
                     const __m512 y10 = _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]);
                     const __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]);
-                    __m512 mx = hb_max_nan(hb_max_nan(hb_max_nan(y00, y01), y10), y11);
+                    __m512 mx = cd_max_nan(cd_max_nan(cd_max_nan(y00, y01), y10), y11);
                     const int64_t o0 = ob + vv * HB_VL;
                     if (j->bias) mx = _mm512_add_ps(mx, _mm512_loadu_ps(j->bias + o0)); /* exact */
-                    if (j->relu)
-                        mx = _mm512_maskz_mov_ps(
-                            _mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_NLE_UQ), mx);
+                    if (j->relu) mx = cd_relu(mx);
                     _mm512_storeu_ps(pb + (t0 + i) * ldo + o0, mx);
                 }
         }
