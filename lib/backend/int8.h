@@ -81,6 +81,9 @@ static inline void nn__qparams_u8(float mn, float mx, float *scale, int32_t *zp)
  *         [k, kp) of each row must be initialised (any value: the packed
  *         weights are 0 there);
  *   w     packed weights [n, k] (layout above), wsum[n] their column sums;
+ *         wsum NULL (only where the tier's folds_zp(m, w7) says so): the
+ *         tier computes acc - za*wsum as sum_k (qa - za)*qw itself, the
+ *         same integers (mod 2^32, as the epilogue's) without the column sums;
  *   a_scale[i * a_step], a_zp[i * a_step]: row i's parameters (a_step 0: one
  *         pair for all rows);
  *   w_scale[n], bias[n] (NULL: none); relu: max(y, 0), NaN kept;
@@ -127,6 +130,11 @@ typedef struct nn__int8_kernels {
     /* The product above, on up to nn__num_threads() threads (split over
      * independent outputs: the same bits on any count). */
     void (*gemm)(const nn__qgemm *p);
+    /* true: gemm with m rows and these weights (w7) takes wsum NULL and folds
+     * the zero points into its products (a pass over the weights saved for
+     * a batch-1 layer whose zero point is not 0). Every tier that sets gemm
+     * sets this too. */
+    bool (*folds_zp)(int64_t m, bool w7);
     /* Pack row-major s8 weights qw [n, k] (row stride ldw) into w. */
     void (*pack)(int64_t n, int64_t k, const int8_t *qw, int64_t ldw, int8_t *w);
     /* One image for im2row: x [c, h, w] u8 -> xp [h + 2ph, w + 2pw, c]

@@ -164,7 +164,7 @@ void nn__qlinear_rows(const nn__qlayer *L, const float *x, int64_t rows, uint8_t
         quantize_run(L, k8, L->k, x + i * L->k, a + i * kp, &sa[i], &zp[i]);
         memset(a + i * kp + L->k, 0, (size_t)(kp - L->k));
     }
-    if (!wsum) {
+    if (!wsum && !k8->folds_zp(rows, L->w7)) { /* else the gemm folds the zero points */
         wsum_run(L, k8, zp, rows, wsum_tmp);
         wsum = wsum_tmp;
     }

@@ -234,7 +234,13 @@ static bool ref_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, i
 /* Plain C has no faster path for 7-bit weights. */
 static int ref_weight_bits(void) { return 8; }
 
+static bool ref_folds_zp(int64_t m, bool w7) {
+    (void)m, (void)w7;
+    return false;
+}
+
 void nn__ref_fill_int8(nn__int8_kernels *t) {
+    t->folds_zp = ref_folds_zp;
     t->weight_bits = ref_weight_bits;
     t->minmax = ref_minmax;
     t->quantize_u8 = ref_quantize_u8;

@@ -113,8 +113,10 @@ NN_INLINE void store8(const nn__qgemm *p, int64_t i, int64_t j0, __m256i acc) {
     const int32_t za = p->a_zp[i * p->a_step];
     float *c = p->c + i * p->ldc;
     if (j0 + 8 <= p->n) {
-        const __m256i ws = _mm256_loadu_si256((const __m256i *)(p->wsum + j0));
-        const __m256i v = _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(za), ws));
+        const __m256i v =
+            p->wsum ? _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(za),
+                                                              _mm256_loadu_si256((const __m256i *)(p->wsum + j0))))
+                    : acc; /* NULL: za folded into the products */
         const __m256 s = _mm256_mul_ps(_mm256_set1_ps(sa), _mm256_loadu_ps(p->w_scale + j0));
         __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
         if (p->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(p->bias + j0));
@@ -128,7 +130,8 @@ NN_INLINE void store8(const nn__qgemm *p, int64_t i, int64_t j0, __m256i acc) {
     int32_t a[8];
     _mm256_storeu_si256((__m256i *)a, acc);
     for (int64_t j = j0; j < p->n; j++) {
-        int32_t v = (int32_t)((uint32_t)a[j - j0] - (uint32_t)za * (uint32_t)p->wsum[j]);
+        int32_t v = p->wsum ? (int32_t)((uint32_t)a[j - j0] - (uint32_t)za * (uint32_t)p->wsum[j])
+                            : a[j - j0];
         float y = (float)v * (sa * p->w_scale[j]);
         if (p->bias) y += p->bias[j];
         if (p->relu && !(y > 0.0f) && !isnan(y)) y = 0.0f;
@@ -190,18 +193,30 @@ NN_INLINE __m256i dot7(__m256i acc, __m256i x, __m256i w, __m256i ones) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
 }
 
+/* dot7 of (x - za) with za's byte broadcast in zb (fold): x0*w0 + x1*w1 -
+ * (za*w0 + za*w1) = (x0 - za)*w0 + (x1 - za)*w1, |.| <= 255 * 63 * 2: the
+ * 16-bit difference is exact, so the lanes get sum (qa - za)*qw, the
+ * integers acc - za*wsum without the column sums. */
+NN_INLINE __m256i dot7z(__m256i acc, __m256i x, __m256i w, __m256i zb, __m256i ones, bool fold) {
+    __m256i t = _mm256_maddubs_epi16(x, w);
+    if (fold) t = _mm256_sub_epi16(t, _mm256_maddubs_epi16(zb, w));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(t, ones));
+}
+
 #define MR7 4
 #define W7_SLOT 2 /* nn__thread_scratch slot of the clamped weights */
 
 /* Rows [i0, i0 + mr) x one panel pp of w7 weights, mr <= MR7: two
  * accumulators per row (channels 0-7, 8-15), each lane one channel's sum.
  * pre: from q->w7, clamped once per call, instead of clamping each load. */
-NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp, bool pre) {
+NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp, bool pre, bool fold) {
     const nn__qgemm *p = q->p;
     const int64_t groups = q->kp / 4;
     const int8_t *w = (pre ? q->w7 : p->w) + pp * NN__QNR * q->kp;
     const uint8_t *a = p->a + i0 * p->lda;
     const __m256i ones = _mm256_set1_epi16(1);
+    /* fold (mr 1 only): row i0's zero point into the products */
+    const __m256i zb = _mm256_set1_epi8(fold ? (char)p->a_zp[i0 * p->a_step] : 0);
     __m256i acc[MR7][2];
     for (int r = 0; r < MR7; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     for (int64_t g = 0; g < groups; g++) {
@@ -211,8 +226,8 @@ NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp, bool pre) {
         for (int r = 0; r < MR7; r++) {
             if (r >= mr) break;
             const __m256i x = bcast4(a + r * p->lda + g * 4);
-            acc[r][0] = dot7(acc[r][0], x, w0, ones);
-            acc[r][1] = dot7(acc[r][1], x, w1, ones);
+            acc[r][0] = dot7z(acc[r][0], x, w0, zb, ones, fold);
+            acc[r][1] = dot7z(acc[r][1], x, w1, zb, ones, fold);
         }
     }
     for (int r = 0; r < MR7; r++) {
@@ -223,12 +238,14 @@ NN_INLINE void tile7(const qctx *q, int64_t i0, int mr, int64_t pp, bool pre) {
 }
 
 /* One row against panels [p0, p1), 4 panels at a time (8 independent
- * chains), the row's 4 bytes broadcast once per depth group. */
-static void gemv7(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
+ * chains), the row's 4 bytes broadcast once per depth group. fold: wsum is
+ * NULL and the row's zero point is not 0 (dot7z). */
+NN_INLINE void gemv7_body(const qctx *q, int64_t i, int64_t p0, int64_t p1, bool fold) {
     const nn__qgemm *p = q->p;
     const int64_t groups = q->kp / 4, ps = NN__QNR * q->kp;
     const uint8_t *a = p->a + i * p->lda;
     const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i zb = _mm256_set1_epi8(fold ? (char)p->a_zp[i * p->a_step] : 0);
     int64_t pp = p0;
     for (; pp + 4 <= p1; pp += 4) {
         const int8_t *w = p->w + pp * ps;
@@ -238,8 +255,8 @@ static void gemv7(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
             const __m256i x = bcast4(a + g * 4);
             const int8_t *wg = w + g * 64;
             for (int u = 0; u < 4; u++) {
-                c[2 * u] = dot7(c[2 * u], x, ldw7(wg + u * ps), ones);
-                c[2 * u + 1] = dot7(c[2 * u + 1], x, ldw7(wg + u * ps + 32), ones);
+                c[2 * u] = dot7z(c[2 * u], x, ldw7(wg + u * ps), zb, ones, fold);
+                c[2 * u + 1] = dot7z(c[2 * u + 1], x, ldw7(wg + u * ps + 32), zb, ones, fold);
             }
         }
         for (int u = 0; u < 4; u++) {
@@ -247,7 +264,14 @@ static void gemv7(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
             if ((pp + u) * NN__QNR + 8 < p->n) store8(p, i, (pp + u) * NN__QNR + 8, c[2 * u + 1]);
         }
     }
-    for (; pp < p1; pp++) tile7(q, i, 1, pp, false);
+    for (; pp < p1; pp++) tile7(q, i, 1, pp, false, fold);
+}
+
+static void gemv7(const qctx *q, int64_t i, int64_t p0, int64_t p1) {
+    if (!q->p->wsum && q->p->a_zp[i * q->p->a_step] != 0)
+        gemv7_body(q, i, p0, p1, true);
+    else
+        gemv7_body(q, i, p0, p1, false);
 }
 
 static void rows7_body(void *ctx, int64_t r0, int64_t r1) {
@@ -256,14 +280,14 @@ static void rows7_body(void *ctx, int64_t r0, int64_t r1) {
         for (int64_t pp = 0; pp < q->np; pp++) {
             const int64_t mr = r1 - i >= MR7 ? MR7 : r1 - i;
             if (!q->w7) {
-                tile7(q, i, (int)mr, pp, false);
+                tile7(q, i, (int)mr, pp, false, false);
                 continue;
             }
             switch (mr) {
-            case 4: tile7(q, i, 4, pp, true); break;
-            case 3: tile7(q, i, 3, pp, true); break;
-            case 2: tile7(q, i, 2, pp, true); break;
-            default: tile7(q, i, 1, pp, true); break;
+            case 4: tile7(q, i, 4, pp, true, false); break;
+            case 3: tile7(q, i, 3, pp, true, false); break;
+            case 2: tile7(q, i, 2, pp, true, false); break;
+            default: tile7(q, i, 1, pp, true, false); break;
             }
         }
 }
@@ -296,6 +320,9 @@ static void panels_body(void *ctx, int64_t p0, int64_t p1) {
                 tile(q, i, 1, pp);
         }
 }
+
+/* Rows below 8 with w7 weights (gemv7) take wsum NULL (int8.h). */
+static bool avx2_folds_zp(int64_t m, bool w7) { return w7 && m < 8; }
 
 static void avx2_gemm(const nn__qgemm *p) {
     if (p->m <= 0 || p->n <= 0) return;
@@ -664,6 +691,7 @@ void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->quantize_u8 = avx2_quantize_u8;
     t->colsum = avx2_colsum;
     t->gemm = avx2_gemm;
+    t->folds_zp = avx2_folds_zp;
     t->im2row = avx2_im2row;
     t->pool_epilogue = avx2_pool_epilogue;
     t->quantize_pad_hwc = avx2_quantize_pad_hwc;

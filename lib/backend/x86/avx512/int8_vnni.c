@@ -621,12 +621,19 @@ int32_t nn__avx512vnni_dpbusd_loop(int64_t iters) {
 /* vpdpbusd sums full-range products exactly: 8-bit weights. */
 static int vnni_weight_bits(void) { return 8; }
 
+/* The inherited AVX2 gemm folds zero points; this one takes column sums. */
+static bool vnni_folds_zp(int64_t m, bool w7) {
+    (void)m, (void)w7;
+    return false;
+}
+
 void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->weight_bits = vnni_weight_bits;
     t->minmax = vnni_minmax;
     t->quantize_u8 = vnni_quantize_u8;
     t->colsum = vnni_colsum;
     t->gemm = vnni_gemm;
+    t->folds_zp = vnni_folds_zp;
     t->pool_epilogue = vnni_pool_epilogue;
     t->quantize_pad_hwc = vnni_quantize_pad_hwc;
     t->conv1_takes = vnni_conv1_takes;
