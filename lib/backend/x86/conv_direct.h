@@ -675,35 +675,12 @@ static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
     for (int64_t c = 0; c < cin; c++)
         for (int64_t ty = 0; ty < nty; ty++) {
             const float *r0 = pad + (c * rows + 2 * ty) * wpf;
-            const float *r1 = r0 + wpf, *r2 = r1 + wpf, *r3 = r2 + wpf;
             for (int64_t tx0 = 0; tx0 < px; tx0 += CD_VL) {
                 const int cnt = (int)cd_min(CD_VL, px - tx0);
-                cd_vec t[4][4]; /* [row combination][columns from 2tx0 + 0, +2, +VL, +2+VL] */
-                static const int off[4] = {0, 2, CD_VL, 2 + CD_VL};
-                const bool half = 2 * cnt <= CD_VL; /* columns +VL.. feed no tile */
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    if (k >= 2 && half) {
-                        for (int i = 0; i < 4; i++) t[i][k] = t[i][k - 2];
-                        continue;
-                    }
-                    const int64_t x = 2 * tx0 + off[k];
-                    const cd_vec d0 = cd_loadu(r0 + x), d1 = cd_loadu(r1 + x);
-                    const cd_vec d2 = cd_loadu(r2 + x), d3 = cd_loadu(r3 + x);
-                    t[0][k] = cd_sub(d0, d2), t[1][k] = cd_add(d1, d2);
-                    t[2][k] = cd_sub(d2, d1), t[3][k] = cd_sub(d1, d3);
-                }
+                cd_vec vv[16];
+                wg_input(r0, wpf, tx0, 2 * cnt <= CD_VL, vv);
                 float *vo = v + c * T + ty * px + tx0;
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; i++) {
-                    cd_vec e0, o0, e2, o2; /* columns 2t, 2t + 1, 2t + 2, 2t + 3 */
-                    cd_deint(t[i][0], t[i][2], &e0, &o0);
-                    cd_deint(t[i][1], t[i][3], &e2, &o2);
-                    cd_store_n(vo + (4 * i + 0) * cin * T, cd_sub(e0, e2), cnt);
-                    cd_store_n(vo + (4 * i + 1) * cin * T, cd_add(o0, e2), cnt);
-                    cd_store_n(vo + (4 * i + 2) * cin * T, cd_sub(e2, o0), cnt);
-                    cd_store_n(vo + (4 * i + 3) * cin * T, cd_sub(o0, o2), cnt);
-                }
+                for (int p = 0; p < 16; p++) cd_store_n(vo + p * cin * T, vv[p], cnt);
             }
         }
     /* M[p] = V[p]ᵀ U[p], tiles as the pixels of the channel tile */
@@ -724,24 +701,8 @@ static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
     /* Y = Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 -1 -1], then max, bias, ReLU */
     for (int64_t t = 0; t < T; t++)
         for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) {
-            const float *mp = mb + t * ldo + o0;
-            cd_vec s0[4], s1[4];
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                const cd_vec a = cd_loadu(mp + k * T * ldo), b = cd_loadu(mp + (4 + k) * T * ldo);
-                const cd_vec c = cd_loadu(mp + (8 + k) * T * ldo);
-                const cd_vec d = cd_loadu(mp + (12 + k) * T * ldo);
-                s0[k] = cd_add(cd_add(a, b), c);
-                s1[k] = cd_sub(cd_sub(b, c), d);
-            }
-            const cd_vec y00 = cd_add(cd_add(s0[0], s0[1]), s0[2]);
-            const cd_vec y01 = cd_sub(cd_sub(s0[1], s0[2]), s0[3]);
-            const cd_vec y10 = cd_add(cd_add(s1[0], s1[1]), s1[2]);
-            const cd_vec y11 = cd_sub(cd_sub(s1[1], s1[2]), s1[3]);
-            cd_vec mx = cd_max_nan(cd_max_nan(cd_max_nan(y00, y01), y10), y11);
-            if (j->bias) mx = cd_add(mx, cd_loadu(j->bias + o0)); /* max(a) + b: exact */
-            if (j->relu) mx = cd_relu(mx);
-            cd_storeu(pb + t * ldo + o0, mx);
+            const float *bo = j->bias ? j->bias + o0 : NULL;
+            cd_storeu(pb + t * ldo + o0, wg_pool_out(mb + t * ldo + o0, T * ldo, bo, j->relu));
         }
     cd_store_t(pb, ldo, T, j->cout, j->y + n * j->cout * j->py * px + ty0 * px, j->py * px);
     return true;

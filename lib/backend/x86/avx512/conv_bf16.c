@@ -24,7 +24,7 @@
 #include "backend/x86/avx512/avx512.h"
 #include "backend/x86/avx512/pack.h" /* pack16_transpose */
 #include "backend/x86/avx512/conv_vec.h" /* cd_relu, cd_max_nan, cd_deint */
-#include "backend/x86/winograd.h"      /* wg_weight */
+#include "backend/x86/winograd.h"      /* wg_weight, wg_input, wg_pool_out */
 #include "backend/x86/avx2/simd.h"
 #include "backend/parallel.h"
 #include "backend/threadpool.h"
@@ -372,34 +372,6 @@ static void hw_transform_weights(const hw_job *j, const uint16_t *w, float *wt, 
     }
 }
 
-/* V of channel c for tiles [tx0, tx0 + 16) of one tile row (rows r[0..3]
- * of the padded copy): v[p] lanes = tiles. */
-NN_INLINE void hw_input(const float *r0, int64_t wpf, int64_t tx0, bool half, __m512 v[16]) {
-    const float *r1 = r0 + wpf, *r2 = r1 + wpf, *r3 = r2 + wpf;
-    __m512 t[4][4]; /* [row combination][columns from 2tx0 + 0, +2, +16, +18] */
-    static const int off[4] = {0, 2, HB_VL, 2 + HB_VL};
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        if (k >= 2 && half) { /* columns +16.. feed no tile */
-            for (int i = 0; i < 4; i++) t[i][k] = t[i][k - 2];
-            continue;
-        }
-        const int64_t x = 2 * tx0 + off[k];
-        const __m512 d0 = _mm512_loadu_ps(r0 + x), d1 = _mm512_loadu_ps(r1 + x);
-        const __m512 d2 = _mm512_loadu_ps(r2 + x), d3 = _mm512_loadu_ps(r3 + x);
-        t[0][k] = _mm512_sub_ps(d0, d2), t[1][k] = _mm512_add_ps(d1, d2);
-        t[2][k] = _mm512_sub_ps(d2, d1), t[3][k] = _mm512_sub_ps(d1, d3);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) { /* columns 2t, 2t + 1, 2t + 2, 2t + 3 */
-        __m512 e0, o0, e2, o2;
-        cd_deint(t[i][0], t[i][2], &e0, &o0);
-        cd_deint(t[i][1], t[i][3], &e2, &o2);
-        v[4 * i + 0] = _mm512_sub_ps(e0, e2), v[4 * i + 1] = _mm512_add_ps(o0, e2);
-        v[4 * i + 2] = _mm512_sub_ps(e2, o0), v[4 * i + 3] = _mm512_sub_ps(o0, o2);
-    }
-}
-
 /* Tile rows [ty0, ty1) of image n. */
 static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
     const nn__conv2d *d = j->d;
@@ -439,8 +411,8 @@ static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
                 const int cnt = (int)hb_min(HB_VL, px - tx0);
                 const bool half = 2 * cnt <= HB_VL;
                 __m512 ve[16], vo[16];
-                hw_input(pad + (2 * q * rows + 2 * ty) * wpf, wpf, tx0, half, ve);
-                hw_input(pad + ((2 * q + 1) * rows + 2 * ty) * wpf, wpf, tx0, half, vo);
+                wg_input(pad + (2 * q * rows + 2 * ty) * wpf, wpf, tx0, half, ve);
+                wg_input(pad + ((2 * q + 1) * rows + 2 * ty) * wpf, wpf, tx0, half, vo);
                 uint32_t *dst = v + q * T + ty * px + tx0;
                 const __mmask16 m = hb_mask(cnt);
 #pragma GCC unroll 16
@@ -465,26 +437,10 @@ static bool hw_rows(const hw_job *j, int64_t n, int64_t ty0, int64_t ty1) {
                         mb + p * ps, nbw);
             for (int i = 0; i < m; i++)
                 for (int vv = 0; vv < nv; vv++) {
-                    const float *mp = mb + i * nbw + vv * HB_VL;
-                    __m512 s0[4], s1[4];
-#pragma GCC unroll 4
-                    for (int k = 0; k < 4; k++) {
-                        const __m512 a = _mm512_load_ps(mp + k * ps);
-                        const __m512 b = _mm512_load_ps(mp + (4 + k) * ps);
-                        const __m512 c = _mm512_load_ps(mp + (8 + k) * ps);
-                        const __m512 e = _mm512_load_ps(mp + (12 + k) * ps);
-                        s0[k] = _mm512_add_ps(_mm512_add_ps(a, b), c);
-                        s1[k] = _mm512_sub_ps(_mm512_sub_ps(b, c), e);
-                    }
-                    const __m512 y00 = _mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]);
-                    const __m512 y01 = _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]);
-                    const __m512 y10 = _mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]);
-                    const __m512 y11 = _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]);
-                    __m512 mx = cd_max_nan(cd_max_nan(cd_max_nan(y00, y01), y10), y11);
                     const int64_t o0 = ob + vv * HB_VL;
-                    if (j->bias) mx = _mm512_add_ps(mx, _mm512_loadu_ps(j->bias + o0)); /* exact */
-                    if (j->relu) mx = cd_relu(mx);
-                    _mm512_storeu_ps(pb + (t0 + i) * ldo + o0, mx);
+                    _mm512_storeu_ps(pb + (t0 + i) * ldo + o0,
+                                     wg_pool_out(mb + i * nbw + vv * HB_VL, ps,
+                                                 j->bias ? j->bias + o0 : NULL, j->relu));
                 }
         }
     }
