@@ -300,6 +300,63 @@ static bool swap_pays(int64_t m, int64_t n, int64_t k, float beta) {
            PACK_COST * (double)n * (double)k;
 }
 
+/* The job for C = alpha op(A) op(B) + beta C before threads: whether A is
+ * read in place, whether A·Bᵀ runs swapped, the equal K block. Depends on
+ * the shape and the plan only. */
+static void job_init(gemm_job *J, const nn__gemm_plan *p, bool trans_a, bool trans_b, int64_t m,
+                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                     const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    *J = (gemm_job){.p = p, .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k,
+                    .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c, .lda = lda,
+                    .ldb = ldb, .ldc = ldc, .tr = 1, .tc = 1, .calign = p->nr};
+    if (p->kernel_rows && !trans_a) {
+        J->arows = m <= p->mc && k >= 128;
+        if (trans_b && p->transpose && swap_pays(m, n, k, beta)) {
+            J->m = n, J->n = m, J->a = b, J->lda = ldb, J->b = a, J->ldb = lda;
+            J->swap = J->arows = true;
+        }
+    }
+    /* Aᵀ·B with a short Aᵀ and a short K (the weight gradients at batch
+     * 64): A's columns read in place, a K value per row of the stored A. */
+    if (p->kernel_cols && trans_a && J->m <= p->mc && k <= ACOLS_MAX_K) J->acols = true;
+    const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
+    J->kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
+}
+
+/* K split: a product with a long K and a small C is computed as two halves
+ * of K, fixed by the shape: C = (alpha A0 B0 + beta C) + T with T = alpha
+ * A1 B1 (a scratch copy of C's shape), added last, in that order, on any
+ * number of threads. Two threads then each pack and read half of the
+ * operands instead of each packing all of the one that row stripes share
+ * (x in x·Wᵀ at 64x128x3136: its 64 rows are C's columns after the swap,
+ * and W's 128 rows the stripes). Taken when K is at least KSPLIT_MIN_K and
+ * KSPLIT_K_PER_SIDE times C's longer side (the extra pass over C is then
+ * under 1% of the products), and C at most KSPLIT_MAX_C elements. On Zen 5
+ * (cpu cgroup, load 4, medians of 21 interleaved runs of bench --case
+ * sgemm_) 64x128x3136 NT at 2 threads went from 310 to 331 GFLOP/s; at 1
+ * thread 180 -> 185 (thread CPU time, 6 interleaved runs: no loss). */
+#define KSPLIT_MIN_K 2048
+#define KSPLIT_K_PER_SIDE 8
+#define KSPLIT_MAX_C ((int64_t)1 << 16)
+/* The calling thread's scratch slot for T (held only inside
+ * nn__gemm_blocked, which calls nothing that uses it). */
+#define KSPLIT_SLOT 4
+
+static bool ksplit_pays(int64_t m, int64_t n, int64_t k) {
+    return k >= KSPLIT_MIN_K && m * n <= KSPLIT_MAX_C && k >= KSPLIT_K_PER_SIDE * (m > n ? m : n);
+}
+
+typedef struct ksplit_job {
+    gemm_job part[2];
+    int64_t tasks0; /* part 0's rectangles are tasks [0, tasks0), part 1's the rest */
+} ksplit_job;
+
+static void ksplit_task(void *ctx, int64_t t, int thread) {
+    ksplit_job *K = ctx;
+    if (t < K->tasks0) run_task(&K->part[0], t, thread);
+    else run_task(&K->part[1], t - K->tasks0, thread);
+}
+
 void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool trans_b, int64_t m,
                       int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -310,26 +367,41 @@ void nn__gemm_blocked(const nn__gemm_plan *p, int threads, bool trans_a, bool tr
                 c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    gemm_job J = {.p = p, .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k,
-                  .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c, .lda = lda,
-                  .ldb = ldb, .ldc = ldc, .tr = 1, .tc = 1, .calign = p->nr};
-    if (p->kernel_rows && !trans_a) {
-        J.arows = m <= p->mc && k >= 128;
-        if (trans_b && p->transpose && swap_pays(m, n, k, beta)) {
-            const int64_t t = m;
-            m = n, n = t;
-            J.m = m, J.n = n, J.a = b, J.lda = ldb, J.b = a, J.ldb = lda, J.swap = J.arows = true;
-        }
-    }
-    /* Aᵀ·B with a short Aᵀ and a short K (the weight gradients at batch
-     * 64): A's columns read in place, a K value per row of the stored A. */
-    if (p->kernel_cols && trans_a && m <= p->mc && k <= ACOLS_MAX_K) J.acols = true;
-    const int64_t nkb = (k + p->kc - 1) / p->kc; /* equal K blocks, a multiple of 4 */
-    J.kc = min64(round_up((k + nkb - 1) / nkb, 4), p->kc);
     /* Threads take rectangles of C (split_rects); each C element gets the
      * same arithmetic in any rectangle, so the split never changes the
      * result. */
     int nt = nn__threads_cap(threads, (m * n / 64 + 1) * k, (int64_t)1 << 14);
+    float *t = ksplit_pays(m, n, k)
+                   ? nn__thread_scratch(KSPLIT_SLOT, (size_t)(m * n) * sizeof(float))
+                   : NULL;
+    if (t) { /* else (no memory) one product: other bits, never a failure */
+        const int64_t k0 = round_up(k / 2, 16);
+        ksplit_job K;
+        job_init(&K.part[0], p, trans_a, trans_b, m, n, k0, alpha, a, lda, b, ldb, beta, c, ldc);
+        job_init(&K.part[1], p, trans_a, trans_b, m, n, k - k0, alpha,
+                 trans_a ? a + k0 * lda : a + k0, lda, trans_b ? b + k0 : b + k0 * ldb, ldb,
+                 0.0f, t, n);
+        if (nt <= 1) {
+            run_rect(&K.part[0], 0, K.part[0].m, 0, K.part[0].n);
+            run_rect(&K.part[1], 0, K.part[1].m, 0, K.part[1].n);
+        } else {
+            /* each half on half of the threads (at 2: one each) */
+            for (int h = 0; h < 2; h++) {
+                gemm_job *J = &K.part[h];
+                if (nt / 2 > 1)
+                    split_rects(p, J->m, J->n, J->k, nt / 2, J->arows || J->acols, &J->tr, &J->tc,
+                                &J->calign);
+            }
+            K.tasks0 = K.part[0].tr * K.part[0].tc;
+            nn__parallel_for_max(K.tasks0 + K.part[1].tr * K.part[1].tc, nt, ksplit_task, &K);
+        }
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] += t[i * n + j];
+        return;
+    }
+    gemm_job J;
+    job_init(&J, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    m = J.m, n = J.n; /* swapped: the shape of Cᵀ */
     if (nt <= 1) {
         run_rect(&J, 0, m, 0, n);
         return;

@@ -98,7 +98,7 @@ int nn__in_parallel(void);
  * Freed when the thread exits and, for the thread that unloads the library,
  * at unload. Safe under any concurrency: no two threads share a buffer. A
  * task must not hold one slot across a nested call that may use it. */
-#define NN__SCRATCH_SLOTS 4
+#define NN__SCRATCH_SLOTS 5
 void *nn__thread_scratch(int slot, size_t bytes);
 
 /* Join every worker now (the next parallel call starts them again). The

@@ -359,6 +359,50 @@ static void test_gemm_in_place_a(void **s) {
 }
 TIERED(test_gemm_in_place_a)
 
+/* Long K with a small C: computed as two fixed halves of K, the second into
+ * a scratch copy of C added last (gemm_blocked.c, "K split"). Against the
+ * reference on every transpose combination, alpha and beta (0 with NaN in
+ * C), padded and misaligned operands, at 1 and 2 threads (K odd and not a
+ * multiple of the block; 9x100x2053 A·Bᵀ: both halves swapped, with A
+ * in place; 24x33x2049: the smallest K taken), then bit-identical at 1, 2,
+ * 3 and 5 threads. */
+static void test_gemm_k_split(void **s) {
+    (void)s;
+    static const int64_t shapes[][3] = {{24, 33, 2049}, {40, 30, 2050}, {9, 100, 2053}};
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
+    int case_no = 0;
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int tr = 0; tr < 4; tr++, case_no++)
+                for (int f = 0; f < ni; f++)
+                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
+                                  shapes[i][1], shapes[i][2], g_alphas[case_no % 3],
+                                  g_betas[(case_no / 3) % 3], case_no % 4 == 1 ? 3 : 0,
+                                  case_no % 16);
+    }
+    static const int counts[] = {1, 2, 3, 5};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int tr = 0; tr < 4; tr++)
+            for (int f = 0; f < ni; f++) {
+                const bool ta = tr & 1, tb = tr & 2;
+                const int64_t m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
+                float *a = buf_new(m * k), *b = buf_new(k * n), *c0 = buf_new(m * n), *c[4];
+                for (int u = 0; u < 4; u++) {
+                    TU_OK(nn_set_num_threads(counts[u]));
+                    c[u] = buf_copy(c0, m * n);
+                    impl[f].fn(ta, tb, m, n, k, -0.5f, a, ta ? m : k, b, tb ? k : n, 0.5f, c[u],
+                               n);
+                }
+                for (int u = 1; u < 4; u++) expect_same(c[u], c[0], m * n, impl[f].name);
+                buf_free(a), buf_free(b), buf_free(c0);
+                for (int u = 0; u < 4; u++) buf_free(c[u]);
+            }
+    TU_OK(nn_set_num_threads(1));
+}
+TIERED(test_gemm_k_split)
+
 /* Batched GEMM: against the reference batch (rounding bound), products that
  * share an operand (stride 0), and 1 vs 2 threads bit-identical. */
 static void test_gemm_batched(void **s) {
@@ -1156,6 +1200,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_pack_tiers),
         cmocka_unit_test(test_gemm_transpose_tiers),
         cmocka_unit_test(test_gemm_in_place_a_tiers),
+        cmocka_unit_test(test_gemm_k_split_tiers),
         cmocka_unit_test(test_gemm_batched_tiers),
         cmocka_unit_test(test_gemm_thread_determinism_tiers),
         cmocka_unit_test(test_gemv_tiers),
