@@ -5,6 +5,7 @@
 #include "ops/quant.h"
 
 #include "backend/backend.h"
+#include "backend/threadpool.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -339,6 +340,55 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
                         y[o * npix + p] = r->s.tmp[p * L->n + o];
 }
 
+/* Batches of at least this many images run whole images on each thread
+ * (one fork and join per call, each thread's kernels single-threaded);
+ * smaller ones run image after image with each kernel split over the
+ * threads. Measured on Zen 5 (2 threads, the bench's CNN): see
+ * chain_threads. */
+#define CHAIN_IMAGES_MIN 2
+
+/* One call's images over the threads: thread t owns runs r[t * nl ..) and
+ * intermediate buffers mid[t * nl ..) (each thread its own scratch), and
+ * image b's linear row b of ls (rows are disjoint). */
+typedef struct chain_job {
+    qconv_run *r;
+    float **mid;
+    int nl;
+    const nn__qlayer *lin;
+    const float *X;
+    float *Y;
+    int64_t in_img, out_img, kp;
+    scratch *ls;
+} chain_job;
+
+static void chain_image(const chain_job *j, int t, int64_t b) {
+    qconv_run *r = j->r + (int64_t)t * j->nl;
+    float **mid = j->mid + (int64_t)t * j->nl;
+    const int nl = j->nl;
+    for (int i = 0; i < nl; i++)
+        qconv_image(&r[i], i ? mid[i - 1] : j->X + b * j->in_img,
+                    i + 1 < nl || j->lin ? mid[i] : j->Y + b * j->out_img);
+    if (j->lin) { /* the flattened image is the linear layer's row b */
+        const nn__qlayer *lin = j->lin;
+        scratch *ls = j->ls;
+        quantize_run(lin, &nn__kernels()->int8, lin->k, mid[nl - 1], ls->a + b * j->kp,
+                     &ls->sa[b], &ls->zp[b]);
+        memset(ls->a + b * j->kp + lin->k, 0, (size_t)(j->kp - lin->k));
+    }
+}
+
+static void chain_task(void *ctx, int64_t b, int thread) { chain_image(ctx, thread, b); }
+
+/* Threads that take whole images: none (1) below CHAIN_IMAGES_MIN images,
+ * else up to one per image. Each image's results do not depend on which
+ * thread runs it, nor on how its kernels split (backend/parallel.h), so
+ * the output is the same bits on any thread count. */
+static int chain_threads(int64_t nb) {
+    const int nt = nn__pool_threads();
+    if (nt <= 1 || nb < CHAIN_IMAGES_MIN) return 1;
+    return nb < nt ? (int)nb : nt;
+}
+
 nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
                              int nl, const nn__qlayer *lin, const char *fn) {
     if (nl < 1 || nl > NN__QCHAIN_MAX)
@@ -349,7 +399,7 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
     if (x->ndim != 4)
         return NN__FAIL(NN_ERR_SHAPE, "%s: expected input [N,%lld,H,W], got %s", fn,
                         (long long)sp[0].c, nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
-    qconv_run r[NN__QCHAIN_MAX];
+    qconv_run geo[NN__QCHAIN_MAX];
     int64_t h = x->shape[2], w = x->shape[3], c = x->shape[1];
     for (int i = 0; i < nl; i++) {
         if (!check_layer(L[i], fn)) return NULL;
@@ -360,11 +410,11 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
             return NN__FAIL(NN_ERR_SHAPE,
                             "%s: layer %d of the chain expects %lld input channels, gets %lld",
                             fn, i, (long long)sp[i].c, (long long)c);
-        if (!qconv_geometry(&r[i], L[i], &sp[i], h, w, fn, x)) return NULL;
-        h = r[i].yh, w = r[i].yw, c = L[i]->n;
+        if (!qconv_geometry(&geo[i], L[i], &sp[i], h, w, fn, x)) return NULL;
+        h = geo[i].yh, w = geo[i].yw, c = L[i]->n;
         /* between two layers of the chain, one image channels-last */
-        r[i].in_hwc = i > 0;
-        r[i].out_hwc = i + 1 < nl;
+        geo[i].in_hwc = i > 0;
+        geo[i].out_hwc = i + 1 < nl;
     }
     if (lin && !check_layer(lin, fn)) return NULL;
     if (lin && lin->k != c * h * w)
@@ -377,14 +427,21 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
     nn_tensor *out = lin ? nn__tensor_new(NN_DTYPE_F32, lshape, 2)
                          : nn__tensor_new(NN_DTYPE_F32, shape, 4);
     nn_tensor *xc = out ? nn__contig(x) : NULL;
-    /* one image's intermediate outputs (small: they stay in cache) */
-    float *mid[NN__QCHAIN_MAX] = {0};
+    /* per thread: the runs (their scratch) and one image's intermediate
+     * outputs (small: they stay in that thread's cache) */
+    const int nt = chain_threads(nb);
+    qconv_run *r = NULL;
+    float **mid = NULL;
     int ready = 0; /* runs set up (qconv_setup frees a run it fails) */
-    bool ok = xc != NULL;
-    for (int i = 0; ok && i < nl; i++) {
+    bool ok = xc != NULL && alloc_n((void **)&r, (int64_t)nt * nl, sizeof *r) &&
+              alloc_n((void **)&mid, (int64_t)nt * nl, sizeof *mid);
+    if (mid) memset(mid, 0, (size_t)nt * (size_t)nl * sizeof *mid);
+    for (int i = 0; ok && i < nt * nl; i++) {
+        const int li = i % nl;
+        r[i] = geo[li];
         ok = qconv_setup(&r[i]);
         ready += ok;
-        if (ok && (i + 1 < nl || lin))
+        if (ok && (li + 1 < nl || lin))
             ok = alloc_n((void **)&mid[i], r[i].L->n * r[i].yh, (size_t)r[i].yw * sizeof(float));
     }
     /* the linear layer's rows: u8 activations [nb, kp], parameters per row */
@@ -396,18 +453,21 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
              alloc_n((void **)&ls.sa, nb, sizeof(float)) && alloc_n((void **)&ls.a, nb, (size_t)kp);
     if (ok) {
         const nn__int8_kernels *k8 = &nn__kernels()->int8;
-        const float *X = nn__f32(xc);
         float *Y = nn__f32(out);
-        const int64_t in_img = x->shape[1] * x->shape[2] * x->shape[3], out_img = c * h * w;
-        for (int64_t b = 0; b < nb; b++) {
-            for (int i = 0; i < nl; i++)
-                qconv_image(&r[i], i ? mid[i - 1] : X + b * in_img,
-                            i + 1 < nl || lin ? mid[i] : Y + b * out_img);
-            if (lin) { /* the flattened image is the linear layer's row b */
-                quantize_run(lin, k8, lin->k, mid[nl - 1], ls.a + b * kp, &ls.sa[b], &ls.zp[b]);
-                memset(ls.a + b * kp + lin->k, 0, (size_t)(kp - lin->k));
-            }
-        }
+        chain_job j = {.r = r,
+                       .mid = mid,
+                       .nl = nl,
+                       .lin = lin,
+                       .X = nn__f32(xc),
+                       .Y = Y,
+                       .in_img = x->shape[1] * x->shape[2] * x->shape[3],
+                       .out_img = c * h * w,
+                       .kp = kp,
+                       .ls = &ls};
+        if (nt > 1)
+            nn__parallel_for_max(nb, nt, chain_task, &j);
+        else
+            for (int64_t b = 0; b < nb; b++) chain_image(&j, 0, b);
         if (lin) { /* then the rows through the GEMM at once, as nn__qlinear_rows */
             wsum_run(lin, k8, ls.zp, nb, ls.wsum);
             nn__qgemm g = layer_gemm(lin, &ls);
@@ -418,7 +478,9 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
     }
     scratch_free(&ls);
     for (int i = 0; i < ready; i++) qconv_free(&r[i]);
-    for (int i = 0; i < nl; i++) nn__free(mid[i]);
+    for (int i = 0; mid && i < nt * nl; i++) nn__free(mid[i]);
+    nn__free(r);
+    nn__free(mid);
     nn__tensor_release(xc);
     if (!ok) {
         nn__tensor_release(out);

@@ -12,6 +12,7 @@
 #include "ops/quant.h"
 #include "backend/backend.h"
 #include "backend/tier.h"
+#include "backend/threadpool.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -857,6 +858,89 @@ static void test_conv_chain(void **state) {
     nn_tensor_free(x);
 }
 
+/* The chain on several threads gives whole images to each thread (batches
+ * of two or more) or splits each image's kernels (one image): either way
+ * the output is the 1-thread output bit for bit, on every tier, dynamic and
+ * static, with and without the fused linear layer, on odd batch sizes
+ * (fewer images than threads, an odd share per thread), and the 2-thread
+ * chain still equals the layers run one after another on the batch. */
+static void test_chain_threads(void **state) {
+    (void)state;
+    const int64_t xs[4] = {7, 2, 12, 10};
+    nn_tensor *x = rand_tensor(xs, 4, 41, -0.5f, 1.5f);
+    const int64_t ls[1] = {7};
+    nn_tensor *lab = nn_tensor_zeros(NN_DTYPE_I64, ls, 1);
+    const int64_t batches[4] = {1, 2, 3, 7};
+    for (int qt = NN_TIER_REF; qt < NN_TIER_COUNT; qt++) {
+        if (!nn__backend_force_tier(qt)) continue;
+        for (int cfg = 0; cfg < 4; cfg++) {
+            const bool stat = cfg & 1, tail = cfg & 2;
+            nn_generator_seed(NULL, 11 + (uint64_t)cfg);
+            nn_module *net = nn_sequential_new();
+            nn_sequential_append(net, nn_conv2d_new(2, 24, 3, 1, 1, true));
+            nn_sequential_append(net, nn_relu_new());
+            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+            nn_sequential_append(net, nn_conv2d_new(24, 20, 3, 1, 1, true));
+            nn_sequential_append(net, nn_relu_new());
+            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+            nn_sequential_append(net, tail ? nn_flatten_new(1, -1) : nn_relu_new());
+            nn_sequential_append(net, nn_linear_new(tail ? 20 * 3 * 2 : 2, 5, true));
+            if (stat) {
+                nn_dataset *ds = nn_dataset_from_tensors(x, lab);
+                nn_loader *ld = nn_loader_new(ds, 7, false, 0);
+                assert_int_equal(nn_quantize_static(net, ld, 1, NULL), NN_OK);
+                nn_loader_free(ld);
+                nn_dataset_free(ds);
+            } else {
+                assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+            }
+            const int used = tail ? 8 : 4;
+            for (int bi = 0; bi < 4; bi++) {
+                const int64_t nb = batches[bi];
+                const int64_t bs[4] = {nb, xs[1], xs[2], xs[3]};
+                nn_scope *sc = nn_scope_begin();
+                nn_tensor *xb = nn_tensor_empty(NN_DTYPE_F32, bs, 4);
+                memcpy(nn_tensor_data(xb), nn_tensor_data(x),
+                       sizeof(float) * (size_t)nn_tensor_numel(xb));
+                nn_tensor *y[3] = {NULL, NULL, NULL};
+                for (int t = 1; t <= 3; t++) {
+                    assert_int_equal(nn_set_num_threads(t), NN_OK);
+                    const int64_t forks = nn__pool_forks();
+                    assert_int_equal(nn__mod_fuse_qconv(net->children, net->nchildren, xb,
+                                                        &y[t - 1]),
+                                     used);
+                    assert_non_null(y[t - 1]);
+                    /* whole images: one fork and join for the call */
+                    if (t > 1 && nb > 1) assert_int_equal(nn__pool_forks() - forks, 1);
+                }
+                /* the layers one after another over the batch, 2 threads */
+                assert_int_equal(nn_set_num_threads(2), NN_OK);
+                nn_tensor *cur = xb;
+                for (int i = 0; i < used; i++)
+                    cur = nn_module_forward(nn_sequential_get(net, i), cur);
+                assert_int_equal(nn_tensor_numel(cur), nn_tensor_numel(y[0]));
+                const size_t bytes = sizeof(float) * (size_t)nn_tensor_numel(y[0]);
+                for (int t = 1; t <= 3; t++)
+                    if (memcmp(nn_tensor_data(y[0]), nn_tensor_data(y[t - 1]), bytes))
+                        fail_msg("tier %d, batch %lld, %s%s: %d threads differ from 1", qt,
+                                 (long long)nb, stat ? "static" : "dynamic",
+                                 tail ? " + linear" : "", t);
+                if (memcmp(nn_tensor_data(cur), nn_tensor_data(y[1]), bytes))
+                    fail_msg("tier %d, batch %lld, %s%s: 2-thread chain differs from the layers",
+                             qt, (long long)nb, stat ? "static" : "dynamic",
+                             tail ? " + linear" : "");
+                for (int t = 0; t < 3; t++) nn__tensor_release(y[t]);
+                nn_scope_end(sc);
+            }
+            assert_int_equal(nn_set_num_threads(1), NN_OK);
+            nn_module_free(net);
+        }
+    }
+    nn__backend_force_tier(-1);
+    nn_tensor_free(lab);
+    nn_tensor_free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_dynamic),
@@ -865,6 +949,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_reduced_range),
         cmocka_unit_test(test_conv_chain),
+        cmocka_unit_test(test_chain_threads),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_mha_packed_self),
         cmocka_unit_test(test_mha_separate_cross),
