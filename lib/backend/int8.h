@@ -54,6 +54,25 @@
 static inline int64_t nn__qk_pad(int64_t k) { return (k + 3) & ~(int64_t)3; }
 #define NN__QW7_MAX 63         /* |weight| of a reduced-range (w7) layer */
 
+/* Exact integer Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions with the
+ * fused 2x2 pool (the wino_* entries below). Transformed weights U' = (2G) g
+ * (2G)^T, 2G = [2 0 0; 1 1 1; 1 -1 1; 0 0 2] (4x the usual U, all integers:
+ * |U'| <= 3*3*127 = 1143, int16); input tiles V = B^T d B of the u8 image,
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] (|V| <= 4*255 = 1020,
+ * int16); M = sum over channels of U' V (int32: |M| <= c * 1143 * 1020 <
+ * 2^31 for c <= NN__QWG_CMAX); Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], is
+ * exactly 4x the direct convolution's integer sum (|4 sum| <= 4 * 9c * 255
+ * * 127 < 2^31), so Y / 4 (an exact shift) is im2row + gemm's raw sum.
+ * Layout of U' (tier-independent): positions p = 4i + j, then panels of 16
+ * output channels, then channel pairs q, then 16 channels x 2 (channels 2q,
+ * 2q + 1), 0 past n and c:
+ *     u[((p * np + P) * nq + q) * 32 + jj * 2 + e] = U'[p] of (P*16 + jj, 2q + e)
+ * (np = ceil(n / 16), nq = ceil(c / 2)): one 32-bit pair per vpmaddwd lane. */
+#define NN__QWG_CMAX 1024
+static inline int64_t nn__qwg_elems(int64_t n, int64_t c) {
+    return 16 * ((n + NN__QNR - 1) / NN__QNR) * NN__QNR * ((c + 1) / 2) * 2;
+}
+
 /* Bytes of a packed [n, k] weight matrix. */
 static inline int64_t nn__qpacked_bytes(int64_t n, int64_t k) {
     return (n + NN__QNR - 1) / NN__QNR * NN__QNR * nn__qk_pad(k);
@@ -201,6 +220,22 @@ typedef struct nn__int8_kernels {
     bool (*conv_hwc)(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw, int64_t sh,
                      int64_t sw, int64_t oh, int64_t ow, const int8_t *w, int64_t n, int32_t *c32,
                      int64_t ldc);
+    /* The integer Winograd above for a 3x3 stride-1 convolution of c
+     * channels (c <= NN__QWG_CMAX) into n whose output a 2x2 pool reads.
+     * wino_weight: u (nn__qwg_elems(n, c) int16) = U' of weights w packed by
+     * `pack` as [n, 9c] (im2row's depth order; w7: clamped first).
+     * wino_conv: from a padded channels-last image xp [hp, wp, c] (pad_hwc's
+     * layout, NN__Q_SLACK bytes past its end), the raw sums of the conv
+     * pixels the pool reads, oy < 2*yh and ox < 2*yw (one 4x4 input tile per
+     * pooled pixel), as conv_hwc's c32[(oy*ow + ox) * ldc + j], j < n
+     * (other pixels and columns untouched): the integers of im2row + gemm.
+     * On up to nn__num_threads() threads (split over tiles). wino_takes
+     * says whether the tier runs it (the reference twin, plain C with the
+     * same integers, takes none); false from wino_conv: no scratch memory. */
+    bool (*wino_takes)(int64_t c, int64_t n);
+    void (*wino_weight)(int64_t n, int64_t c, const int8_t *w, bool w7, int16_t *u);
+    bool (*wino_conv)(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
+                      const int16_t *u, int64_t n, int64_t ow, int32_t *c32, int64_t ldc);
 } nn__int8_kernels;
 
 #endif

@@ -213,10 +213,11 @@ static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p) {
 typedef struct qconv_run {
     const nn__qlayer *L;
     int64_t c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, hp, wp, yh, yw;
-    bool pool, direct1, hwc, have_wsum;
+    bool pool, direct1, hwc, wino, have_wsum;
     bool in_hwc, out_hwc; /* images channels-last ([h, w, c] floats), else planes */
     scratch s;
     uint8_t *imgp;
+    int16_t *u; /* wino: the transformed weights (backend/int8.h) */
     nn__qgemm g;
     float sa;
     int32_t zp;
@@ -249,8 +250,9 @@ static bool qconv_geometry(qconv_run *r, const nn__qlayer *L, const nn__qconv_sp
 
 static void qconv_free(qconv_run *r) {
     nn__free(r->imgp);
+    nn__free(r->u);
     scratch_free(&r->s);
-    r->imgp = NULL;
+    r->imgp = NULL, r->u = NULL;
     memset(&r->s, 0, sizeof r->s);
 }
 
@@ -273,6 +275,17 @@ static bool qconv_setup(qconv_run *r) {
      * can; conv_hwc takes full-range weights (backend/int8.h) */
     r->direct1 = r->pool && c == 1 && k8->conv1_takes(r->kh, r->kw, L->w7);
     r->hwc = r->pool && !L->w7 && !r->direct1 && k8->conv_hwc_takes(c, r->kw);
+    /* pooled 3x3 stride-1 layers: the exact integer Winograd where the tier
+     * runs it, its weights transformed once per call */
+    r->wino = r->pool && !r->direct1 && r->kh == 3 && r->kw == 3 && r->sh == 1 && r->sw == 1 &&
+              k8->wino_takes(c, L->n);
+    if (r->wino) {
+        if (!alloc_n((void **)&r->u, nn__qwg_elems(L->n, c), sizeof(int16_t))) {
+            qconv_free(r);
+            return false;
+        }
+        k8->wino_weight(L->n, c, qw_data(L->w), L->w7, r->u);
+    }
     memset(r->imgp + r->hp * r->wp * c, 0, NN__Q_SLACK);
     memset(r->s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
     r->have_wsum = false;
@@ -322,7 +335,9 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
                        r->out_hwc ? L->n : 0))
         return;
     /* pooled layers read the activation rows in place where the tier can */
-    if (!(r->hwc && k8->conv_hwc(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow,
+    if (!(r->wino && k8->wino_conv(r->imgp, r->c, r->wp, r->yh, r->yw, r->u, L->n, r->ow,
+                                   r->s.acc, L->n)) &&
+        !(r->hwc && k8->conv_hwc(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow,
                                  g->w, L->n, r->s.acc, L->n))) {
         k8->im2row(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow, r->s.a,
                    g->lda);

@@ -628,6 +628,91 @@ static void test_conv_hwc(void **state) {
     printf("conv_hwc: %d tier runs checked\n", taken);
 }
 
+/* The integer Winograd F(2x2, 3x3) (wino_weight + wino_conv) of every tier
+ * that takes a shape, and the reference twin, against im2row + the
+ * reference GEMM's raw sums (bits) on the pixels a 2x2 pool reads, and
+ * every tier's transformed weights against the reference's; other
+ * pixels and columns past n untouched. Odd and even planes (an odd conv
+ * size leaves a row or column the pool drops), padding 1 and 0, odd channel
+ * counts (a half-filled last pair), output channels around the panels,
+ * full-range and w7 (clamped) weights, 1 and 2 threads; and the extremes at
+ * the channel limit NN__QWG_CMAX (bytes 0/255, weights -128/127). */
+static void test_wino(void **state) {
+    (void)state;
+    static const int64_t shapes[][4] = {/* c, h, w, pad */
+                                        {32, 14, 14, 1}, {5, 7, 9, 1},  {4, 6, 5, 0},
+                                        {17, 11, 13, 1}, {33, 4, 4, 1}, {7, 5, 12, 0},
+                                        {1024, 2, 3, 1}};
+    static const int64_t ns[] = {1, 8, 17, 32, 64, 70};
+    const nn__int8_kernels *r = &nn__ref_kernels()->int8;
+    int taken = 0;
+    for (size_t b = 0; b < sizeof shapes / sizeof shapes[0]; b++)
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+            const int64_t c = shapes[b][0], h = shapes[b][1], w = shapes[b][2],
+                          pd = shapes[b][3], n = ns[a];
+            const bool extreme = c == NN__QWG_CMAX;
+            if (extreme && n > 17) continue;
+            const int64_t hp = h + 2 * pd, wp = w + 2 * pd, oh = hp - 2, ow = wp - 2;
+            const int64_t yh = oh / 2, yw = ow / 2;
+            const int64_t k = 9 * c, kp = nn__qk_pad(k), ldc = n + 3, npix = oh * ow;
+            const int64_t xn = hp * wp * c;
+            uint8_t *xp = malloc((size_t)(xn + NN__Q_SLACK));
+            uint8_t *col = malloc((size_t)(npix * kp + NN__Q_SLACK));
+            int8_t *qw = malloc((size_t)(n * k)), *pw = malloc((size_t)nn__qpacked_bytes(n, k));
+            int16_t *u = malloc(sizeof(int16_t) * (size_t)nn__qwg_elems(n, c));
+            int16_t *uref = malloc(sizeof(int16_t) * (size_t)nn__qwg_elems(n, c));
+            int32_t *want = malloc(sizeof(int32_t) * (size_t)(npix * ldc));
+            int32_t *got = malloc(sizeof(int32_t) * (size_t)(npix * ldc));
+            for (int64_t i = 0; i < xn; i++)
+                xp[i] = extreme ? (urand() & 1 ? 255 : 0) : (uint8_t)urand();
+            memset(xp + xn, 0, NN__Q_SLACK);
+            for (int64_t i = 0; i < n * k; i++)
+                qw[i] = extreme ? (urand() & 1 ? 127 : -128) : (int8_t)((int)(urand() % 256) - 128);
+            xp[0] = 255, qw[0] = -127;
+            r->pack(n, k, qw, k, pw);
+            r->im2row(xp, c, wp, 3, 3, 1, 1, oh, ow, col, kp);
+            for (int w7 = 0; w7 < 2; w7++) {
+                static const float one = 1.0f;
+                static const int32_t zero = 0;
+                nn__qgemm g = {.m = npix, .n = n, .k = k, .a = col, .lda = kp, .w = pw,
+                               .a_scale = &one, .a_zp = &zero, .ldc = ldc, .c32 = want,
+                               .w7 = w7};
+                r->gemm(&g);
+                for (int t = NN_TIER_REF; t < NN_TIER_COUNT; t++) {
+                    const nn_kernels *kt = nn__tier_kernels(t);
+                    if (!kt || (t != NN_TIER_REF && !kt->int8.wino_takes(c, n))) continue;
+                    kt->int8.wino_weight(n, c, pw, w7, u);
+                    if (t == NN_TIER_REF) { /* every tier's U' is the reference's */
+                        memcpy(uref, u, sizeof(int16_t) * (size_t)nn__qwg_elems(n, c));
+                    } else if (memcmp(u, uref, sizeof(int16_t) * (size_t)nn__qwg_elems(n, c))) {
+                        fail_msg("%s wino_weight c %lld n %lld w7 %d differs from the reference",
+                                 kt->name, (long long)c, (long long)n, w7);
+                    }
+                    for (int thr = 1; thr <= 2; thr++) {
+                        nn_set_num_threads(thr);
+                        for (int64_t i = 0; i < npix * ldc; i++) got[i] = 0x5A5A5A5A;
+                        assert_true(kt->int8.wino_conv(xp, c, wp, yh, yw, u, n, ow, got, ldc));
+                        for (int64_t s = 0; s < npix; s++)
+                            for (int64_t j = 0; j < ldc; j++) {
+                                const bool pooled = s / ow < 2 * yh && s % ow < 2 * yw;
+                                const int32_t e = j < n && pooled ? want[s * ldc + j] : 0x5A5A5A5A;
+                                if (got[s * ldc + j] != e)
+                                    fail_msg("%s wino c %lld %lldx%lld pad %lld n %lld w7 %d: "
+                                             "c32[%lld, %lld] = %d, expected %d",
+                                             kt->name, (long long)c, (long long)h, (long long)w,
+                                             (long long)pd, (long long)n, w7, (long long)s,
+                                             (long long)j, got[s * ldc + j], e);
+                            }
+                        taken += t != NN_TIER_REF;
+                    }
+                }
+            }
+            nn_set_num_threads(1);
+            free(xp), free(col), free(qw), free(pw), free(u), free(uref), free(want), free(got);
+        }
+    printf("wino: %d tier runs checked\n", taken);
+}
+
 static void test_vnni_installed(void **state) {
     (void)state;
     const nn_kernels *a2 = nn__tier_kernels(NN_TIER_AVX2), *a5 = nn__tier_kernels(NN_TIER_AVX512);
@@ -644,6 +729,7 @@ int main(void) {
         cmocka_unit_test(test_im2row_tiers), cmocka_unit_test(test_vnni_installed),
         cmocka_unit_test(test_conv1_pool),
         cmocka_unit_test(test_conv_hwc),
+        cmocka_unit_test(test_wino),
     };
     printf("int8 kernels: tier %s, AVX-512 VNNI %s\n", nn__kernels()->name,
            nn__cpu()->avx512_vnni ? "yes" : "no");

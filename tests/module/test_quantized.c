@@ -377,6 +377,76 @@ static void test_reduced_range(void **state) {
     nn_tensor_free(x);
 }
 
+/* Pooled 3x3 stride-1 QuantizedConv2d layers, which tiers with an integer
+ * Winograd (backend/int8.h, wino_*) run through it: every tier's floats
+ * equal the reference tier's (im2row + GEMM), bit for bit, with the model
+ * quantized under each tier (7-bit weights where the tier prefers them, else
+ * full range), dynamic and static activations (zero points not 0: inputs
+ * with negatives), with and without the ReLU, odd channel counts and planes,
+ * padding 1 and 0, and weight bytes past the 7-bit range written in (the
+ * clamp every tier applies). */
+static void test_wino_conv(void **state) {
+    (void)state;
+    static const int64_t cfgs[][6] = {/* c, n, h, w, pad, relu */
+                                      {32, 64, 14, 14, 1, 1}, {5, 17, 9, 11, 1, 0},
+                                      {7, 33, 7, 10, 0, 1},   {16, 8, 5, 5, 1, 0}};
+    const nn_kernels *a2 = nn__tier_kernels(NN_TIER_AVX2);
+    if (a2) assert_true(a2->int8.wino_takes(32, 64)); /* the AVX2 tier runs these */
+    for (int qt = NN_TIER_REF; qt < NN_TIER_COUNT; qt++) {
+        if (!nn__backend_force_tier(qt)) continue;
+        for (size_t f = 0; f < sizeof cfgs / sizeof cfgs[0]; f++)
+            for (int stat = 0; stat < 2; stat++) {
+                const int64_t c = cfgs[f][0], n = cfgs[f][1];
+                const int64_t xs[4] = {3, c, cfgs[f][2], cfgs[f][3]}, ls[1] = {3};
+                nn__backend_force_tier(qt);
+                nn_tensor *x = rand_tensor(xs, 4, 40 + f, -1.0f, 2.0f);
+                nn_generator_seed(NULL, 11 + f);
+                nn_module *net = nn_sequential_new();
+                nn_sequential_append(net, nn_conv2d_new(c, n, 3, 1, cfgs[f][4], true));
+                nn_sequential_append(net, nn_relu_new()); /* the pool fuses after a ReLU */
+                nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+                if (stat) {
+                    nn_tensor *lab = nn_tensor_zeros(NN_DTYPE_I64, ls, 1);
+                    nn_dataset *ds = nn_dataset_from_tensors(x, lab);
+                    nn_loader *ld = nn_loader_new(ds, 3, false, 0);
+                    assert_int_equal(nn_quantize_static(net, ld, 1, NULL), NN_OK);
+                    nn_loader_free(ld), nn_dataset_free(ds), nn_tensor_free(lab);
+                } else {
+                    assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+                }
+                nn_module *q = nn_sequential_get(net, 0);
+                assert_string_equal(nn_module_type_name(q), "QuantizedConv2d");
+                assert_true(q->cfg[12] == 1 && q->cfg[9] == 1); /* the ReLU and pool fused */
+                q->cfg[9] = (double)cfgs[f][5]; /* and the epilogue without a ReLU */
+                for (int hostile = 0; hostile < 2; hostile++) {
+                    if (hostile) {
+                        int8_t *b = nn_tensor_data(nn_module_buffer(q, 0, NULL));
+                        b[0] = 127, b[5] = -128, b[6] = 100, b[70] = -100;
+                    }
+                    nn__backend_force_tier(NN_TIER_REF);
+                    nn_tensor *want = nn_module_forward(net, x);
+                    assert_non_null(want);
+                    for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
+                        if (!nn__backend_force_tier(t)) continue;
+                        nn_tensor *got = nn_module_forward(net, x);
+                        assert_non_null(got);
+                        if (memcmp(nn_tensor_data(got), nn_tensor_data(want),
+                                   sizeof(float) * (size_t)nn_tensor_numel(want)))
+                            fail_msg("tier %d (quantized under %d) c %lld n %lld %s hostile %d: "
+                                     "differs from the reference tier",
+                                     t, qt, (long long)c, (long long)n,
+                                     stat ? "static" : "dynamic", hostile);
+                        nn_tensor_free(got);
+                    }
+                    nn_tensor_free(want);
+                }
+                nn_module_free(net);
+                nn_tensor_free(x);
+            }
+    }
+    nn__backend_force_tier(-1);
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     char *report = (char *)1;
@@ -950,6 +1020,7 @@ int main(void) {
         cmocka_unit_test(test_reduced_range),
         cmocka_unit_test(test_conv_chain),
         cmocka_unit_test(test_chain_threads),
+        cmocka_unit_test(test_wino_conv),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_mha_packed_self),
         cmocka_unit_test(test_mha_separate_cross),

@@ -231,6 +231,83 @@ static bool ref_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, i
     return true;
 }
 
+/* ------------------------------------------- integer Winograd F(2x2, 3x3) */
+
+/* U' = (2G) g (2G)^T of each (output, channel) 3x3 filter (int8.h). */
+static void ref_wino_weight(int64_t n, int64_t c, const int8_t *w, bool w7, int16_t *u) {
+    static const int32_t G2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+    const int64_t np = (n + NN__QNR - 1) / NN__QNR, nq = (c + 1) / 2, kp = nn__qk_pad(9 * c);
+    memset(u, 0, sizeof(int16_t) * (size_t)nn__qwg_elems(n, c));
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t ch = 0; ch < c; ch++) {
+            int32_t g[3][3], t[4][3];
+            for (int a = 0; a < 3; a++) /* tap (a, b) is depth (3a + b)*c + ch */
+                for (int b = 0; b < 3; b++) g[a][b] = packed_at(w, kp, j, (3 * a + b) * c + ch, w7);
+            for (int i = 0; i < 4; i++)
+                for (int b = 0; b < 3; b++)
+                    t[i][b] = G2[i][0] * g[0][b] + G2[i][1] * g[1][b] + G2[i][2] * g[2][b];
+            for (int i = 0; i < 4; i++)
+                for (int jj = 0; jj < 4; jj++) {
+                    const int32_t v = t[i][0] * G2[jj][0] + t[i][1] * G2[jj][1] + t[i][2] * G2[jj][2];
+                    u[(((4 * i + jj) * np + j / NN__QNR) * nq + ch / 2) * 32 + (j % NN__QNR) * 2 +
+                      ch % 2] = (int16_t)v;
+                }
+        }
+}
+
+/* Tile by tile: V = B^T d B of each channel, M[p] = sum_ch U'[p] V[p] for
+ * each output, Y = A^T M A = 4x the direct sums (int64 here, so the bound
+ * is not relied on), Y / 4 into the four conv pixels. */
+static bool ref_wino_conv(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
+                          const int16_t *u, int64_t n, int64_t ow, int32_t *c32, int64_t ldc) {
+    const int64_t np = (n + NN__QNR - 1) / NN__QNR, nq = (c + 1) / 2;
+    int32_t *v = malloc(sizeof(int32_t) * 16 * (size_t)(c > 0 ? c : 1));
+    if (!v) return false;
+    for (int64_t ty = 0; ty < yh; ty++)
+        for (int64_t tx = 0; tx < yw; tx++) {
+            for (int64_t ch = 0; ch < c; ch++) {
+                int32_t d[4][4], t[4][4];
+                for (int a = 0; a < 4; a++)
+                    for (int b = 0; b < 4; b++) d[a][b] = xp[((2 * ty + a) * wp + 2 * tx + b) * c + ch];
+                for (int b = 0; b < 4; b++) { /* B^T d */
+                    t[0][b] = d[0][b] - d[2][b], t[1][b] = d[1][b] + d[2][b];
+                    t[2][b] = d[2][b] - d[1][b], t[3][b] = d[1][b] - d[3][b];
+                }
+                for (int a = 0; a < 4; a++) { /* (B^T d) B */
+                    int32_t *va = v + (4 * a) * c + ch;
+                    va[0] = t[a][0] - t[a][2], va[c] = t[a][1] + t[a][2];
+                    va[2 * c] = t[a][2] - t[a][1], va[3 * c] = t[a][1] - t[a][3];
+                }
+            }
+            for (int64_t j = 0; j < n; j++) {
+                int64_t m[4][4], s[2][4];
+                for (int p = 0; p < 16; p++) {
+                    const int16_t *up = u + ((p * np + j / NN__QNR) * nq) * 32 + (j % NN__QNR) * 2;
+                    int64_t acc = 0;
+                    for (int64_t ch = 0; ch < c; ch++)
+                        acc += (int64_t)up[ch / 2 * 32 + ch % 2] * v[p * c + ch];
+                    m[p / 4][p % 4] = acc;
+                }
+                for (int b = 0; b < 4; b++) {
+                    s[0][b] = m[0][b] + m[1][b] + m[2][b];
+                    s[1][b] = m[1][b] - m[2][b] - m[3][b];
+                }
+                for (int r = 0; r < 2; r++) {
+                    const int64_t y0 = s[r][0] + s[r][1] + s[r][2], y1 = s[r][1] - s[r][2] - s[r][3];
+                    int32_t *o = c32 + ((2 * ty + r) * ow + 2 * tx) * ldc + j;
+                    o[0] = (int32_t)(y0 / 4), o[ldc] = (int32_t)(y1 / 4);
+                }
+            }
+        }
+    free(v);
+    return true;
+}
+
+static bool ref_wino_takes(int64_t c, int64_t n) {
+    (void)c, (void)n;
+    return false; /* the front end runs im2row + gemm */
+}
+
 /* Plain C has no faster path for 7-bit weights. */
 static int ref_weight_bits(void) { return 8; }
 
@@ -255,4 +332,7 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->conv1_pool = ref_conv1_pool;
     t->conv_hwc_takes = ref_conv_hwc_takes;
     t->conv_hwc = ref_conv_hwc;
+    t->wino_takes = ref_wino_takes;
+    t->wino_weight = ref_wino_weight;
+    t->wino_conv = ref_wino_conv;
 }

@@ -47,6 +47,8 @@ void nn__avx2_fill_half(nn__half_kernels *t);
 void nn__avx2_fill_half_gemm(nn__half_kernels *t);
 /* int8 GEMM and activation quantization (int8.c; vpmaddwd, see int8.h). */
 void nn__avx2_fill_int8(nn__int8_kernels *t);
+/* The integer Winograd F(2x2, 3x3) convolution (int8_wino.c; int8.h). */
+void nn__avx2_fill_int8_wino(nn__int8_kernels *t);
 
 /* The small-matrix GEMM path on its own (gemm_small.c; tests, benchmark);
  * _nt: on at most `threads` threads. */

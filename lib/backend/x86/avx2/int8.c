@@ -697,4 +697,5 @@ void nn__avx2_fill_int8(nn__int8_kernels *t) {
     t->quantize_pad_hwc = avx2_quantize_pad_hwc;
     t->conv1_takes = avx2_conv1_takes;
     t->conv1_pool = avx2_conv1_pool;
+    nn__avx2_fill_int8_wino(t);
 }

@@ -594,6 +594,14 @@ static void hw_rows(void *ctx, int64_t oy0, int64_t oy1) {
     }
 }
 
+/* The AVX2 tier's integer Winograd sums 16 products per vpmaddwd; vpdpbusd
+ * here sums 64 per instruction directly (conv_hwc), which outweighs
+ * Winograd's 2.25x fewer products: this tier keeps conv_hwc. */
+static bool vnni_wino_takes(int64_t c, int64_t n) {
+    (void)c, (void)n;
+    return false;
+}
+
 static bool vnni_conv_hwc_takes(int64_t c, int64_t kw) { return c % 4 == 0 && kw >= 1; }
 
 static bool vnni_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, int64_t kw,
@@ -640,4 +648,5 @@ void nn__avx512vnni_fill_int8(nn__int8_kernels *t) {
     t->conv1_pool = vnni_conv1_pool;
     t->conv_hwc_takes = vnni_conv_hwc_takes;
     t->conv_hwc = vnni_conv_hwc;
+    t->wino_takes = vnni_wino_takes;
 }
