@@ -63,15 +63,19 @@ static inline int64_t nn__qk_pad(int64_t k) { return (k + 3) & ~(int64_t)3; }
  * 2^31 for c <= NN__QWG_CMAX); Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], is
  * exactly 4x the direct convolution's integer sum (|4 sum| <= 4 * 9c * 255
  * * 127 < 2^31), so Y / 4 (an exact shift) is im2row + gemm's raw sum.
- * Layout of U' (tier-independent): positions p = 4i + j, then panels of 16
- * output channels, then channel pairs q, then 16 channels x 2 (channels 2q,
- * 2q + 1), 0 past n and c:
- *     u[((p * np + P) * nq + q) * 32 + jj * 2 + e] = U'[p] of (P*16 + jj, 2q + e)
- * (np = ceil(n / 16), nq = ceil(c / 2)): one 32-bit pair per vpmaddwd lane. */
+ * Layout of U' (tier-independent): positions p = 4i + j, ps int16 apart,
+ * then panels of 16 output channels, then channel pairs q, then 16 channels
+ * x 2 (channels 2q, 2q + 1), 0 past n and c:
+ *     u[p * ps + (P * nq + q) * 32 + jj * 2 + e] = U'[p] of (P*16 + jj, 2q + e)
+ * (np = ceil(n / 16), nq = ceil(c / 2), ps = nn__qwg_pstride(n, c) = np * nq
+ * * 32 + 32: the 64 spare bytes keep the 16 positions out of one L1 set,
+ * which a power-of-two stride would put them in): one 32-bit pair per
+ * vpmaddwd lane. */
 #define NN__QWG_CMAX 1024
-static inline int64_t nn__qwg_elems(int64_t n, int64_t c) {
-    return 16 * ((n + NN__QNR - 1) / NN__QNR) * NN__QNR * ((c + 1) / 2) * 2;
+static inline int64_t nn__qwg_pstride(int64_t n, int64_t c) {
+    return (n + NN__QNR - 1) / NN__QNR * ((c + 1) / 2) * 32 + 32;
 }
+static inline int64_t nn__qwg_elems(int64_t n, int64_t c) { return 16 * nn__qwg_pstride(n, c); }
 
 /* Bytes of a packed [n, k] weight matrix. */
 static inline int64_t nn__qpacked_bytes(int64_t n, int64_t k) {

@@ -236,7 +236,7 @@ static bool ref_conv_hwc(const uint8_t *xp, int64_t c, int64_t wp, int64_t kh, i
 /* U' = (2G) g (2G)^T of each (output, channel) 3x3 filter (int8.h). */
 static void ref_wino_weight(int64_t n, int64_t c, const int8_t *w, bool w7, int16_t *u) {
     static const int32_t G2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
-    const int64_t np = (n + NN__QNR - 1) / NN__QNR, nq = (c + 1) / 2, kp = nn__qk_pad(9 * c);
+    const int64_t nq = (c + 1) / 2, kp = nn__qk_pad(9 * c), ps = nn__qwg_pstride(n, c);
     memset(u, 0, sizeof(int16_t) * (size_t)nn__qwg_elems(n, c));
     for (int64_t j = 0; j < n; j++)
         for (int64_t ch = 0; ch < c; ch++) {
@@ -249,7 +249,7 @@ static void ref_wino_weight(int64_t n, int64_t c, const int8_t *w, bool w7, int1
             for (int i = 0; i < 4; i++)
                 for (int jj = 0; jj < 4; jj++) {
                     const int32_t v = t[i][0] * G2[jj][0] + t[i][1] * G2[jj][1] + t[i][2] * G2[jj][2];
-                    u[(((4 * i + jj) * np + j / NN__QNR) * nq + ch / 2) * 32 + (j % NN__QNR) * 2 +
+                    u[(4 * i + jj) * ps + (j / NN__QNR * nq + ch / 2) * 32 + (j % NN__QNR) * 2 +
                       ch % 2] = (int16_t)v;
                 }
         }
@@ -260,7 +260,7 @@ static void ref_wino_weight(int64_t n, int64_t c, const int8_t *w, bool w7, int1
  * is not relied on), Y / 4 into the four conv pixels. */
 static bool ref_wino_conv(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
                           const int16_t *u, int64_t n, int64_t ow, int32_t *c32, int64_t ldc) {
-    const int64_t np = (n + NN__QNR - 1) / NN__QNR, nq = (c + 1) / 2;
+    const int64_t nq = (c + 1) / 2, ps = nn__qwg_pstride(n, c);
     int32_t *v = malloc(sizeof(int32_t) * 16 * (size_t)(c > 0 ? c : 1));
     if (!v) return false;
     for (int64_t ty = 0; ty < yh; ty++)
@@ -282,7 +282,7 @@ static bool ref_wino_conv(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, 
             for (int64_t j = 0; j < n; j++) {
                 int64_t m[4][4], s[2][4];
                 for (int p = 0; p < 16; p++) {
-                    const int16_t *up = u + ((p * np + j / NN__QNR) * nq) * 32 + (j % NN__QNR) * 2;
+                    const int16_t *up = u + p * ps + (j / NN__QNR * nq) * 32 + (j % NN__QNR) * 2;
                     int64_t acc = 0;
                     for (int64_t ch = 0; ch < c; ch++)
                         acc += (int64_t)up[ch / 2 * 32 + ch % 2] * v[p * c + ch];

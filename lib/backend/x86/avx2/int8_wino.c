@@ -15,18 +15,18 @@
  *                    by 2 (Y is 4x the direct sum), masked stores into the
  *                    caller's raw sums.
  * Threads split the tile blocks. The weights' transform (once per call, not
- * per image) takes 8 outputs x one channel per vector, in int32. */
+ * per image) takes 8 outputs x a channel pair per vector, in int16. */
 #include "backend/int8.h"
 #include "backend/x86/avx2/simd.h"
 #include "backend/threadpool.h"
 
 #include <string.h>
 
-#define WG_TR 6 /* tiles per register block: 12 accumulators */
+#define WG_TR 5 /* tiles per register block: 10 accumulators */
 
 typedef struct wgctx {
     const uint8_t *xp;
-    int64_t c, wp, yw, ntiles, cv, nq, np, n, ow, ldc;
+    int64_t c, wp, yw, ntiles, cv, nq, np, ps, n, ow, ldc;
     const int16_t *u;
     int32_t *c32;
     bool failed;
@@ -62,14 +62,14 @@ NN_INLINE void wg_input16(const wgctx *q, int64_t ty, int64_t tx, int64_t c0, in
 /* M[p] of WG_TR tiles x 16 outputs (panel P) into mb[(p * WG_TR + r) * 16]. */
 NN_INLINE void wg_products(const wgctx *q, int64_t P, const int16_t *vb, int32_t *mb) {
     for (int p = 0; p < 16; p++) {
-        const int16_t *up = q->u + ((p * q->np + P) * q->nq) * 32;
+        const int16_t *up = q->u + p * q->ps + P * q->nq * 32;
         const int16_t *vp = vb + p * WG_TR * q->cv;
         __m256i acc[WG_TR][2];
         for (int r = 0; r < WG_TR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
         for (int64_t k = 0; k < q->nq; k++) {
             const __m256i w0 = _mm256_loadu_si256((const __m256i *)(up + k * 32));
             const __m256i w1 = _mm256_loadu_si256((const __m256i *)(up + k * 32 + 16));
-#pragma GCC unroll 6
+#pragma GCC unroll 5
             for (int r = 0; r < WG_TR; r++) {
                 int32_t pair;
                 memcpy(&pair, vp + r * q->cv + 2 * k, 4);
@@ -148,55 +148,82 @@ static void wg_blocks(void *ctx, int64_t b0, int64_t b1) {
     }
 }
 
-/* U' of 8 outputs (panel P, half h) x one channel ch (< c), as int32 lanes:
- * tap t's byte of each output is byte d % 4 of its 32-bit lane in the
- * packed depth group d / 4 (d = t*c + ch), sign-extended by two shifts. */
-NN_INLINE void wg_weight8(const int8_t *w, int64_t kp, int64_t c, int64_t P, int h, int64_t ch,
-                          bool w7, __m256i u[16]) {
+/* The pshufb control that moves byte b of each 32-bit lane to byte `at`
+ * (1 or 3) of the lane, zeroing the others (b < 0: all zero). */
+NN_INLINE __m256i wg_pick(int b, int at) {
+    const uint32_t z = 0x80808080u;
+    const uint32_t pat = b < 0 ? z : (z & ~(0xFFu << (8 * at))) | ((uint32_t)b << (8 * at));
+    return _mm256_add_epi8(_mm256_set1_epi32((int)pat),
+                           _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0,
+                                             0x04040404, 0x08080808, 0x0C0C0C0C));
+}
+
+/* Where the 9 taps of a channel pair sit in a panel: byte offsets of the
+ * packed depth groups of channels 2q and 2q + 1 (a 16-channel x 4-byte
+ * group per 4 depths; tap t of channel ch is depth t*c + ch) and the pshufb
+ * controls that move each one's byte of every output's 32-bit lane to byte
+ * 1 (channel 2q) and byte 3 (2q + 1; none past c). The same for every panel
+ * and half, so computed once per pair. */
+typedef struct wgpair {
+    int64_t off0[9], off1[9];
+    __m256i pick0[9], pick1[9];
+} wgpair;
+
+static void wg_pair_setup(int64_t c, int64_t q, wgpair *pr) {
+    for (int t = 0; t < 9; t++) {
+        const int64_t d0 = t * c + 2 * q, d1 = d0 + 1;
+        pr->off0[t] = d0 / 4 * NN__QNR * 4, pr->pick0[t] = wg_pick((int)(d0 % 4), 1);
+        pr->off1[t] = 2 * q + 1 < c ? d1 / 4 * NN__QNR * 4 : pr->off0[t];
+        pr->pick1[t] = wg_pick(2 * q + 1 < c ? (int)(d1 % 4) : -1, 3);
+    }
+}
+
+/* U' (int8.h layout) of 8 outputs x the channel pair as the 16-bit halves
+ * of each 32-bit lane: vpsraw 8 sign-extends both bytes the controls put
+ * in place, and the transform runs on 16-bit lanes (|U'| <= 9 * 128 fits),
+ * each half on its own channel. wp: the panel's half (8 outputs). */
+NN_INLINE void wg_weight_pair(const int8_t *wp, const wgpair *pr, bool w7, int16_t *dst,
+                              int64_t ps) {
     __m256i g[9];
-    const __m256i lim = _mm256_set1_epi32(NN__QW7_MAX), nlim = _mm256_set1_epi32(-NN__QW7_MAX);
+    const __m256i lim = _mm256_set1_epi16(NN__QW7_MAX), nlim = _mm256_set1_epi16(-NN__QW7_MAX);
 #pragma GCC unroll 9
     for (int t = 0; t < 9; t++) {
-        const int64_t d = t * c + ch;
-        const __m256i v = _mm256_loadu_si256(
-            (const __m256i *)(w + ((P * kp / 4 + d / 4) * NN__QNR + h * 8) * 4));
-        g[t] = _mm256_srai_epi32(_mm256_sll_epi32(v, _mm_cvtsi32_si128(24 - 8 * (int)(d % 4))), 24);
-        if (w7) g[t] = _mm256_max_epi32(nlim, _mm256_min_epi32(lim, g[t]));
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(wp + pr->off0[t]));
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(wp + pr->off1[t]));
+        g[t] = _mm256_srai_epi16(_mm256_or_si256(_mm256_shuffle_epi8(a, pr->pick0[t]),
+                                                 _mm256_shuffle_epi8(b, pr->pick1[t])),
+                                 8);
+        if (w7) g[t] = _mm256_max_epi16(nlim, _mm256_min_epi16(lim, g[t]));
     }
     __m256i tt[4][3]; /* (2G) g */
 #pragma GCC unroll 3
     for (int b = 0; b < 3; b++) {
-        const __m256i a = g[b], m = g[3 + b], z = g[6 + b], az = _mm256_add_epi32(a, z);
-        tt[0][b] = _mm256_add_epi32(a, a), tt[1][b] = _mm256_add_epi32(az, m);
-        tt[2][b] = _mm256_sub_epi32(az, m), tt[3][b] = _mm256_add_epi32(z, z);
+        const __m256i a = g[b], m = g[3 + b], z = g[6 + b], az = _mm256_add_epi16(a, z);
+        tt[0][b] = _mm256_add_epi16(a, a), tt[1][b] = _mm256_add_epi16(az, m);
+        tt[2][b] = _mm256_sub_epi16(az, m), tt[3][b] = _mm256_add_epi16(z, z);
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) { /* ((2G) g) (2G)^T */
-        const __m256i a = tt[i][0], m = tt[i][1], z = tt[i][2], az = _mm256_add_epi32(a, z);
-        u[4 * i] = _mm256_add_epi32(a, a), u[4 * i + 1] = _mm256_add_epi32(az, m);
-        u[4 * i + 2] = _mm256_sub_epi32(az, m), u[4 * i + 3] = _mm256_add_epi32(z, z);
+    for (int i = 0; i < 4; i++) { /* ((2G) g) (2G)^T, stored as it comes */
+        const __m256i a = tt[i][0], m = tt[i][1], z = tt[i][2], az = _mm256_add_epi16(a, z);
+        _mm256_storeu_si256((__m256i *)(dst + (4 * i) * ps), _mm256_add_epi16(a, a));
+        _mm256_storeu_si256((__m256i *)(dst + (4 * i + 1) * ps), _mm256_add_epi16(az, m));
+        _mm256_storeu_si256((__m256i *)(dst + (4 * i + 2) * ps), _mm256_sub_epi16(az, m));
+        _mm256_storeu_si256((__m256i *)(dst + (4 * i + 3) * ps), _mm256_add_epi16(z, z));
     }
 }
 
-/* The reference's U' (int8.h layout), 8 outputs x a channel pair at a time:
- * the pair's two int32 values (|U'| <= 1143) packed into one 32-bit lane. */
+/* The reference's U', 8 outputs x a channel pair per vector. */
 static void avx2_wino_weight(int64_t n, int64_t c, const int8_t *w, bool w7, int16_t *u) {
     const int64_t np = (n + NN__QNR - 1) / NN__QNR, nq = (c + 1) / 2, kp = nn__qk_pad(9 * c);
-    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
-    for (int64_t P = 0; P < np; P++)
-        for (int64_t q = 0; q < nq; q++)
-            for (int h = 0; h < 2; h++) {
-                __m256i u0[16], u1[16];
-                wg_weight8(w, kp, c, P, h, 2 * q, w7, u0);
-                if (2 * q + 1 < c)
-                    wg_weight8(w, kp, c, P, h, 2 * q + 1, w7, u1);
-                else
-                    for (int p = 0; p < 16; p++) u1[p] = _mm256_setzero_si256();
-                for (int p = 0; p < 16; p++)
-                    _mm256_storeu_si256(
-                        (__m256i *)(u + ((p * np + P) * nq + q) * 32 + h * 16),
-                        _mm256_or_si256(_mm256_and_si256(u0[p], lo16), _mm256_slli_epi32(u1[p], 16)));
-            }
+    const int64_t ps = nn__qwg_pstride(n, c);
+    wgpair pr;
+    for (int64_t q = 0; q < nq; q++) {
+        wg_pair_setup(c, q, &pr);
+        for (int64_t P = 0; P < np; P++)
+            for (int h = 0; h < 2; h++)
+                wg_weight_pair(w + (P * kp / 4 * NN__QNR + h * 8) * 4, &pr, w7,
+                               u + (P * nq + q) * 32 + h * 16, ps);
+    }
 }
 
 static bool avx2_wino_takes(int64_t c, int64_t n) {
@@ -209,6 +236,7 @@ static bool avx2_wino_conv(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh,
     if (n <= 0 || yh <= 0 || yw <= 0) return true;
     wgctx q = {.xp = xp, .c = c, .wp = wp, .yw = yw, .ntiles = yh * yw,
                .cv = (c + 15) / 16 * 16, .nq = (c + 1) / 2, .np = (n + NN__QNR - 1) / NN__QNR,
+               .ps = nn__qwg_pstride(n, c),
                .n = n, .ow = ow, .ldc = ldc, .u = u, .c32 = c32, .failed = false};
     const int64_t nb = (q.ntiles + WG_TR - 1) / WG_TR;
     nn__parallel_range(nb, nn__threads_for(q.ntiles * 16 * q.np * 16 * c, 1 << 16), 1, wg_blocks,
