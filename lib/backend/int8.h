@@ -233,13 +233,20 @@ typedef struct nn__int8_kernels {
      * pixels the pool reads, oy < 2*yh and ox < 2*yw (one 4x4 input tile per
      * pooled pixel), as conv_hwc's c32[(oy*ow + ox) * ldc + j], j < n
      * (other pixels and columns untouched): the integers of im2row + gemm.
-     * On up to nn__num_threads() threads (split over tiles). wino_takes
-     * says whether the tier runs it (the reference twin, plain C with the
-     * same integers, takes none); false from wino_conv: no scratch memory. */
+     * wino_pool: the same convolution with the fused ReLU + 2x2 pool, y =
+     * pool_epilogue(those raw sums, n, 2*yw, yh, yw, wsum, sa, za, sw, bias,
+     * relu, ldy) bit for bit, without the raw sums in memory (the layout of
+     * y as pool_epilogue's). On up to nn__num_threads() threads (split over
+     * tiles). wino_takes says whether the tier runs them (the reference
+     * twin, plain C with the same integers, takes none); false from
+     * wino_conv / wino_pool: no scratch memory (y may be partly written). */
     bool (*wino_takes)(int64_t c, int64_t n);
     void (*wino_weight)(int64_t n, int64_t c, const int8_t *w, bool w7, int16_t *u);
     bool (*wino_conv)(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
                       const int16_t *u, int64_t n, int64_t ow, int32_t *c32, int64_t ldc);
+    bool (*wino_pool)(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
+                      const int16_t *u, int64_t n, const int32_t *wsum, float sa, int32_t za,
+                      const float *sw, const float *bias, bool relu, float *y, int64_t ldy);
 } nn__int8_kernels;
 
 #endif

@@ -334,10 +334,12 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
                        r->s.wsum, r->sa, r->zp, g->w_scale, g->bias, L->relu, L->w7, y,
                        r->out_hwc ? L->n : 0))
         return;
+    /* pooled 3x3 stride-1: the integer Winograd with the pool and epilogue */
+    if (r->wino && k8->wino_pool(r->imgp, r->c, r->wp, r->yh, r->yw, r->u, L->n, r->s.wsum, r->sa,
+                                 r->zp, g->w_scale, g->bias, L->relu, y, r->out_hwc ? L->n : 0))
+        return;
     /* pooled layers read the activation rows in place where the tier can */
-    if (!(r->wino && k8->wino_conv(r->imgp, r->c, r->wp, r->yh, r->yw, r->u, L->n, r->ow,
-                                   r->s.acc, L->n)) &&
-        !(r->hwc && k8->conv_hwc(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow,
+    if (!(r->hwc && k8->conv_hwc(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow,
                                  g->w, L->n, r->s.acc, L->n))) {
         k8->im2row(r->imgp, r->c, r->wp, r->kh, r->kw, r->sh, r->sw, r->oh, r->ow, r->s.a,
                    g->lda);

@@ -631,7 +631,9 @@ static void test_conv_hwc(void **state) {
 /* The integer Winograd F(2x2, 3x3) (wino_weight + wino_conv) of every tier
  * that takes a shape, and the reference twin, against im2row + the
  * reference GEMM's raw sums (bits) on the pixels a 2x2 pool reads, and
- * every tier's transformed weights against the reference's; other
+ * every tier's transformed weights against the reference's; the fused
+ * pool (wino_pool) against pool_epilogue of those sums (bits; planes and
+ * channels-last, zero point 0 and not, bias or none, ReLU or not); other
  * pixels and columns past n untouched. Odd and even planes (an odd conv
  * size leaves a row or column the pool drops), padding 1 and 0, odd channel
  * counts (a half-filled last pair), output channels around the panels,
@@ -663,6 +665,17 @@ static void test_wino(void **state) {
             int16_t *uref = malloc(sizeof(int16_t) * (size_t)nn__qwg_elems(n, c));
             int32_t *want = malloc(sizeof(int32_t) * (size_t)(npix * ldc));
             int32_t *got = malloc(sizeof(int32_t) * (size_t)(npix * ldc));
+            const int64_t ny = yh * yw;
+            int32_t *wsum = malloc(sizeof(int32_t) * (size_t)n);
+            int32_t *wantc = malloc(sizeof(int32_t) * (size_t)(npix * n));
+            float *scale = malloc(sizeof(float) * (size_t)n), *bias = malloc(sizeof(float) * (size_t)n);
+            float *pwant = malloc(sizeof(float) * (size_t)(n * ny + 1));
+            float *pgot = malloc(sizeof(float) * (size_t)(n * ny + 1));
+            float *phwc = malloc(sizeof(float) * (size_t)(ny * (n + 1)));
+            for (int64_t i = 0; i < n; i++) {
+                scale[i] = 1e-3f * (1.0f + frand() * 0.5f);
+                bias[i] = frand();
+            }
             for (int64_t i = 0; i < xn; i++)
                 xp[i] = extreme ? (urand() & 1 ? 255 : 0) : (uint8_t)urand();
             memset(xp + xn, 0, NN__Q_SLACK);
@@ -703,12 +716,37 @@ static void test_wino(void **state) {
                                              (long long)pd, (long long)n, w7, (long long)s,
                                              (long long)j, got[s * ldc + j], e);
                             }
+                        /* wino_pool: the floats of pool_epilogue on those sums */
+                        for (int f = 0; f < 4; f++) {
+                            const int32_t za = f & 1 ? 131 : 0;
+                            const bool relu = f >= 2;
+                            const float *bp = f == 1 ? NULL : bias;
+                            r->colsum(n, k, pw, w7, wsum);
+                            for (int64_t q = 0; q < npix * n; q++) /* rows of n sums */
+                                wantc[q] = want[q / n * ldc + q % n];
+                            r->pool_epilogue(wantc, n, ow, yh, yw, wsum, 0.0173f, za, scale, bp,
+                                             relu, pwant, 0);
+                            for (int64_t i = 0; i <= n * ny; i++) pgot[i] = -777.0f;
+                            assert_true(kt->int8.wino_pool(xp, c, wp, yh, yw, u, n, wsum, 0.0173f,
+                                                           za, scale, bp, relu, pgot, 0));
+                            if (memcmp(pgot, pwant, sizeof(float) * (size_t)(n * ny)))
+                                fail_msg("%s wino_pool c %lld %lldx%lld pad %lld n %lld w7 %d "
+                                         "za %d bias %d relu %d differs from pool_epilogue",
+                                         kt->name, (long long)c, (long long)h, (long long)w,
+                                         (long long)pd, (long long)n, w7, za, bp != NULL, relu);
+                            assert_true(pgot[n * ny] == -777.0f);
+                            for (int64_t i = 0; i < ny * (n + 1); i++) phwc[i] = -555.0f;
+                            assert_true(kt->int8.wino_pool(xp, c, wp, yh, yw, u, n, wsum, 0.0173f,
+                                                           za, scale, bp, relu, phwc, n + 1));
+                            expect_hwc(phwc, pwant, n, ny, n + 1, -555.0f, kt->name);
+                        }
                         taken += t != NN_TIER_REF;
                     }
                 }
             }
             nn_set_num_threads(1);
             free(xp), free(col), free(qw), free(pw), free(u), free(uref), free(want), free(got);
+            free(wsum), free(wantc), free(scale), free(bias), free(pwant), free(pgot), free(phwc);
         }
     printf("wino: %d tier runs checked\n", taken);
 }

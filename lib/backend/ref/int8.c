@@ -303,6 +303,18 @@ static bool ref_wino_conv(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, 
     return true;
 }
 
+static bool ref_wino_pool(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
+                          const int16_t *u, int64_t n, const int32_t *wsum, float sa, int32_t za,
+                          const float *sw, const float *bias, bool relu, float *y, int64_t ldy) {
+    const int64_t ow = 2 * yw, cnt = 2 * yh * ow * n;
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)(cnt > 0 ? cnt : 1));
+    if (!t) return false;
+    const bool ok = ref_wino_conv(xp, c, wp, yh, yw, u, n, ow, t, n);
+    if (ok) ref_pool_epilogue(t, n, ow, yh, yw, wsum, sa, za, sw, bias, relu, y, ldy);
+    free(t);
+    return ok;
+}
+
 static bool ref_wino_takes(int64_t c, int64_t n) {
     (void)c, (void)n;
     return false; /* the front end runs im2row + gemm */
@@ -335,4 +347,5 @@ void nn__ref_fill_int8(nn__int8_kernels *t) {
     t->wino_takes = ref_wino_takes;
     t->wino_weight = ref_wino_weight;
     t->wino_conv = ref_wino_conv;
+    t->wino_pool = ref_wino_pool;
 }

@@ -12,11 +12,13 @@
  *                    vpmaddwd (int16 pairs -> int32, exact) + vpaddd: 16
  *                    products per 4 outputs where the direct sum takes 36;
  *   output transform Y = A^T M A (int32; exact, int8.h), an arithmetic shift
- *                    by 2 (Y is 4x the direct sum), masked stores into the
- *                    caller's raw sums.
+ *                    by 2 (Y is 4x the direct sum); wino_pool: the 2x2 max
+ *                    and the pool epilogue's float operations right there
+ *                    (no raw sums to memory), wino_conv: the raw sums.
  * Threads split the tile blocks. The weights' transform (once per call, not
  * per image) takes 8 outputs x a channel pair per vector, in int16. */
 #include "backend/int8.h"
+#include "backend/x86/avx2/pack.h" /* pack_transpose8 */
 #include "backend/x86/avx2/simd.h"
 #include "backend/threadpool.h"
 
@@ -28,8 +30,14 @@ typedef struct wgctx {
     const uint8_t *xp;
     int64_t c, wp, yw, ntiles, cv, nq, np, ps, n, ow, ldc;
     const int16_t *u;
-    int32_t *c32;
-    bool failed;
+    int32_t *c32; /* wino_conv's raw sums, or NULL: wino_pool's floats into y */
+    const int32_t *wsum;
+    float sa;
+    int32_t za;
+    const float *sw, *bias;
+    bool relu, failed;
+    float *y;
+    int64_t ldy, ny;
 } wgctx;
 
 /* V of tile (ty, tx), channels [c0, c0 + 16), into vb[(p * WG_TR + r) * cv
@@ -85,39 +93,85 @@ NN_INLINE void wg_products(const wgctx *q, int64_t P, const int16_t *vb, int32_t
     }
 }
 
-/* Y = A^T M A / 4 of block tile r (tile index t) for panel P, into c32. */
+/* The four conv pixels' raw sums Y / 4 (Y = A^T M A, exact: int8.h) of
+ * block tile r, 8 outputs (half h of the panel): y[2r' + s'] = pixel (2ty +
+ * r', 2tx + s'). */
+NN_INLINE void wg_ytile(const int32_t *mb, int r, int h, __m256i y[4]) {
+    __m256i s0[4], s1[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const int32_t *m = mb + (k * WG_TR + r) * 16 + h * 8;
+        const int64_t ps = 4 * WG_TR * 16; /* rows of M (i = 0..3) */
+        const __m256i a = _mm256_loadu_si256((const __m256i *)m);
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(m + ps));
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(m + 2 * ps));
+        const __m256i d = _mm256_loadu_si256((const __m256i *)(m + 3 * ps));
+        s0[k] = _mm256_add_epi32(_mm256_add_epi32(a, b), c);
+        s1[k] = _mm256_sub_epi32(_mm256_sub_epi32(b, c), d);
+    }
+    y[0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s0[0], s0[1]), s0[2]), 2);
+    y[1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s0[1], s0[2]), s0[3]), 2);
+    y[2] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(s1[0], s1[1]), s1[2]), 2);
+    y[3] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(s1[1], s1[2]), s1[3]), 2);
+}
+
+/* wino_conv: the raw sums of block tile r (tile index t), panel P, into c32. */
 NN_INLINE void wg_output(const wgctx *q, int64_t P, int r, int64_t t, const int32_t *mb) {
     const int64_t ty = t / q->yw, tx = t % q->yw;
     int32_t *o = q->c32 + ((2 * ty) * q->ow + 2 * tx) * q->ldc;
     for (int h = 0; h < 2; h++) {
         const int64_t j0 = P * NN__QNR + h * 8;
         if (j0 >= q->n) break;
-        __m256i s0[4], s1[4];
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            const int32_t *m = mb + (k * WG_TR + r) * 16 + h * 8;
-            const int64_t ps = 4 * WG_TR * 16; /* rows of M (i = 0..3) */
-            const __m256i a = _mm256_loadu_si256((const __m256i *)m);
-            const __m256i b = _mm256_loadu_si256((const __m256i *)(m + ps));
-            const __m256i c = _mm256_loadu_si256((const __m256i *)(m + 2 * ps));
-            const __m256i d = _mm256_loadu_si256((const __m256i *)(m + 3 * ps));
-            s0[k] = _mm256_add_epi32(_mm256_add_epi32(a, b), c);
-            s1[k] = _mm256_sub_epi32(_mm256_sub_epi32(b, c), d);
-        }
         __m256i y[4];
-        y[0] = _mm256_add_epi32(_mm256_add_epi32(s0[0], s0[1]), s0[2]);
-        y[1] = _mm256_sub_epi32(_mm256_sub_epi32(s0[1], s0[2]), s0[3]);
-        y[2] = _mm256_add_epi32(_mm256_add_epi32(s1[0], s1[1]), s1[2]);
-        y[3] = _mm256_sub_epi32(_mm256_sub_epi32(s1[1], s1[2]), s1[3]);
+        wg_ytile(mb, r, h, y);
         int32_t *oj[4] = {o + j0, o + q->ldc + j0, o + q->ow * q->ldc + j0,
                           o + (q->ow + 1) * q->ldc + j0};
         if (q->n - j0 >= 8) {
-            for (int k = 0; k < 4; k++)
-                _mm256_storeu_si256((__m256i *)oj[k], _mm256_srai_epi32(y[k], 2));
+            for (int k = 0; k < 4; k++) _mm256_storeu_si256((__m256i *)oj[k], y[k]);
         } else {
             const __m256i cm = lane_mask(q->n - j0);
-            for (int k = 0; k < 4; k++) _mm256_maskstore_epi32(oj[k], cm, _mm256_srai_epi32(y[k], 2));
+            for (int k = 0; k < 4; k++) _mm256_maskstore_epi32(oj[k], cm, y[k]);
         }
+    }
+}
+
+/* wino_pool: the block's rt tiles (pooled pixels t0 ..) of panel P: the
+ * max of each tile's four raw sums, then avx2_pool_epilogue's float
+ * operations in its order (int8.c: - za*wsum, * (sa*sw), + bias, ReLU with
+ * NaN kept), so the bits of pool_epilogue, without the raw sums going to
+ * memory. Channels-last (ldy): each tile's channels as they are; planes: an
+ * 8x8 transpose gives each channel its rt consecutive pooled pixels. */
+NN_INLINE void wg_pool_out(const wgctx *q, int64_t P, int rt, int64_t t0, const int32_t *mb) {
+    for (int h = 0; h < 2; h++) {
+        const int64_t j0 = P * NN__QNR + h * 8;
+        if (j0 >= q->n) break;
+        const int nc = q->n - j0 >= 8 ? 8 : (int)(q->n - j0);
+        const __m256i cm = lane_mask(nc);
+        const __m256i corr = _mm256_mullo_epi32(_mm256_set1_epi32(q->za),
+                                                _mm256_maskload_epi32(q->wsum + j0, cm));
+        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(q->sa), _mm256_maskload_ps(q->sw + j0, cm));
+        const __m256 b = q->bias ? _mm256_maskload_ps(q->bias + j0, cm) : _mm256_setzero_ps();
+        __m256 rr[8];
+        for (int r = 0; r < 8; r++) {
+            if (r >= rt) {
+                rr[r] = _mm256_setzero_ps();
+                continue;
+            }
+            __m256i y[4];
+            wg_ytile(mb, r, h, y);
+            const __m256i v = _mm256_sub_epi32(
+                _mm256_max_epi32(_mm256_max_epi32(y[0], y[1]), _mm256_max_epi32(y[2], y[3])), corr);
+            __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
+            if (q->bias) yv = _mm256_add_ps(yv, b);
+            if (q->relu) /* max(y, 0) with NaN kept, as the reference */
+                yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
+            rr[r] = yv;
+            if (q->ldy) _mm256_maskstore_ps(q->y + (t0 + r) * q->ldy + j0, cm, yv);
+        }
+        if (q->ldy) continue;
+        pack_transpose8(rr);
+        const __m256i pm = lane_mask(rt);
+        for (int c = 0; c < nc; c++) _mm256_maskstore_ps(q->y + (j0 + c) * q->ny + t0, pm, rr[c]);
     }
 }
 
@@ -143,7 +197,10 @@ static void wg_blocks(void *ctx, int64_t b0, int64_t b1) {
                        (size_t)((WG_TR - rt) * q->cv) * sizeof(int16_t));
         for (int64_t P = 0; P < q->np; P++) {
             wg_products(q, P, vb, mb);
-            for (int r = 0; r < rt; r++) wg_output(q, P, r, t0 + r, mb);
+            if (!q->c32)
+                wg_pool_out(q, P, rt, t0, mb);
+            else
+                for (int r = 0; r < rt; r++) wg_output(q, P, r, t0 + r, mb);
         }
     }
 }
@@ -230,22 +287,36 @@ static bool avx2_wino_takes(int64_t c, int64_t n) {
     return c >= 4 && c <= NN__QWG_CMAX && n >= 1;
 }
 
+static bool wg_run(wgctx *q) {
+    if (q->c < 1 || q->c > NN__QWG_CMAX) return false;
+    if (q->n <= 0 || q->ntiles <= 0) return true;
+    q->cv = (q->c + 15) / 16 * 16, q->nq = (q->c + 1) / 2, q->np = (q->n + NN__QNR - 1) / NN__QNR;
+    q->ps = nn__qwg_pstride(q->n, q->c), q->failed = false;
+    const int64_t nb = (q->ntiles + WG_TR - 1) / WG_TR;
+    nn__parallel_range(nb, nn__threads_for(q->ntiles * 16 * q->np * 16 * q->c, 1 << 16), 1,
+                       wg_blocks, q);
+    return !q->failed;
+}
+
 static bool avx2_wino_conv(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
                            const int16_t *u, int64_t n, int64_t ow, int32_t *c32, int64_t ldc) {
-    if (c < 1 || c > NN__QWG_CMAX) return false;
-    if (n <= 0 || yh <= 0 || yw <= 0) return true;
-    wgctx q = {.xp = xp, .c = c, .wp = wp, .yw = yw, .ntiles = yh * yw,
-               .cv = (c + 15) / 16 * 16, .nq = (c + 1) / 2, .np = (n + NN__QNR - 1) / NN__QNR,
-               .ps = nn__qwg_pstride(n, c),
-               .n = n, .ow = ow, .ldc = ldc, .u = u, .c32 = c32, .failed = false};
-    const int64_t nb = (q.ntiles + WG_TR - 1) / WG_TR;
-    nn__parallel_range(nb, nn__threads_for(q.ntiles * 16 * q.np * 16 * c, 1 << 16), 1, wg_blocks,
-                       &q);
-    return !q.failed;
+    wgctx q = {.xp = xp, .c = c, .wp = wp, .yw = yw, .ntiles = yh * yw, .n = n, .ow = ow,
+               .ldc = ldc, .u = u, .c32 = c32};
+    return wg_run(&q);
+}
+
+static bool avx2_wino_pool(const uint8_t *xp, int64_t c, int64_t wp, int64_t yh, int64_t yw,
+                           const int16_t *u, int64_t n, const int32_t *wsum, float sa, int32_t za,
+                           const float *sw, const float *bias, bool relu, float *y, int64_t ldy) {
+    wgctx q = {.xp = xp, .c = c, .wp = wp, .yw = yw, .ntiles = yh * yw, .n = n, .u = u,
+               .wsum = wsum, .sa = sa, .za = za, .sw = sw, .bias = bias, .relu = relu, .y = y,
+               .ldy = ldy, .ny = yh * yw};
+    return wg_run(&q);
 }
 
 void nn__avx2_fill_int8_wino(nn__int8_kernels *t) {
     t->wino_takes = avx2_wino_takes;
     t->wino_weight = avx2_wino_weight;
+    t->wino_pool = avx2_wino_pool;
     t->wino_conv = avx2_wino_conv;
 }
