@@ -97,8 +97,9 @@ int nn__in_parallel(void);
  * when it grows); NULL when slot is out of range or allocation fails.
  * Freed when the thread exits and, for the thread that unloads the library,
  * at unload. Safe under any concurrency: no two threads share a buffer. A
- * task must not hold one slot across a nested call that may use it. */
-#define NN__SCRATCH_SLOTS 5
+ * task must not hold one slot across a nested call that may use it. Slot 5
+ * is the int8 convolution chain's (ops/quant.c), held across int8 kernels. */
+#define NN__SCRATCH_SLOTS 6
 void *nn__thread_scratch(int slot, size_t bytes);
 
 /* Join every worker now (the next parallel call starts them again). The

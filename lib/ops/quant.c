@@ -248,52 +248,72 @@ static bool qconv_geometry(qconv_run *r, const nn__qlayer *L, const nn__qconv_sp
     return true;
 }
 
-static void qconv_free(qconv_run *r) {
-    nn__free(r->imgp);
-    nn__free(r->u);
-    scratch_free(&r->s);
-    r->imgp = NULL, r->u = NULL;
-    memset(&r->s, 0, sizeof r->s);
+/* The chain keeps each thread's scratch (every layer's buffers and the
+ * intermediate images) in this nn__thread_scratch slot between calls:
+ * allocating a few hundred KB per call made glibc hand them back to the
+ * kernel (munmap or a heap trim) and fault them in again on every call,
+ * which on a 56x56 image cost more than the convolutions. */
+#define CHAIN_SLOT 5
+_Static_assert(CHAIN_SLOT < NN__SCRATCH_SLOTS, "backend/threadpool.h has the chain's slot");
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Bytes of one run's scratch (qconv_carve), its intermediate image
+ * included when `mid`; false when the size overflows. */
+static bool qconv_bytes(const qconv_run *r, bool mid, size_t *bytes) {
+    const nn__qlayer *L = r->L;
+    const size_t kp = (size_t)nn__qk_pad(L->k), npix = (size_t)(r->oh * r->ow),
+                 n = (size_t)L->n;
+    size_t a, img, out, m = 0;
+    /* im2row's slack past its input and output (backend/int8.h) */
+    if (!nn__size_mul(npix, kp, &a) ||
+        !nn__size_mul((size_t)(r->hp * r->wp), (size_t)r->c, &img) ||
+        !nn__size_mul(npix, n * 4, &out) ||
+        (mid && !nn__size_mul((size_t)(r->yh * r->yw), n * sizeof(float), &m)) ||
+        a > SIZE_MAX / 8 || img > SIZE_MAX / 8 || out > SIZE_MAX / 8 || m > SIZE_MAX / 8)
+        return false;
+    *bytes = align64(n * sizeof(int32_t)) + align64(a + NN__Q_SLACK) +
+             align64(img + NN__Q_SLACK) + align64(out) + align64(m);
+    return true;
 }
 
-/* Scratch and kernel choice of a run whose geometry is set. r must not
- * move afterwards (its gemm points at r->sa, r->zp). */
-static bool qconv_setup(qconv_run *r) {
+/* The kernels of a run whose geometry is set. */
+static void qconv_kernels(qconv_run *r) {
     const nn__qlayer *L = r->L;
-    const int64_t kp = nn__qk_pad(L->k), npix = r->oh * r->ow, c = r->c;
-    if (!alloc_n((void **)&r->s.wsum, L->n, sizeof(int32_t)) ||
-        /* im2row's slack past its input and output (backend/int8.h) */
-        !alloc_n((void **)&r->s.a, npix * kp + NN__Q_SLACK, 1) ||
-        !alloc_n((void **)&r->imgp, r->hp * r->wp * c + NN__Q_SLACK, 1) ||
-        (r->pool ? !alloc_n((void **)&r->s.acc, npix, (size_t)L->n * sizeof(int32_t))
-                 : !alloc_n((void **)&r->s.tmp, npix, (size_t)L->n * sizeof(float)))) {
-        qconv_free(r);
-        return false;
-    }
     const nn__int8_kernels *k8 = &nn__kernels()->int8;
     /* pooled one-channel layers (a CNN's first) skip im2row where the tier
      * can; conv_hwc takes full-range weights (backend/int8.h) */
-    r->direct1 = r->pool && c == 1 && k8->conv1_takes(r->kh, r->kw, L->w7);
-    r->hwc = r->pool && !L->w7 && !r->direct1 && k8->conv_hwc_takes(c, r->kw);
+    r->direct1 = r->pool && r->c == 1 && k8->conv1_takes(r->kh, r->kw, L->w7);
+    r->hwc = r->pool && !L->w7 && !r->direct1 && k8->conv_hwc_takes(r->c, r->kw);
     /* pooled 3x3 stride-1 layers: the exact integer Winograd where the tier
-     * runs it, its weights transformed once per call */
+     * runs it, its weights transformed once per call (shared by the
+     * threads: nn__qconv2d_chain) */
     r->wino = r->pool && !r->direct1 && r->kh == 3 && r->kw == 3 && r->sh == 1 && r->sw == 1 &&
-              k8->wino_takes(c, L->n);
-    if (r->wino) {
-        if (!alloc_n((void **)&r->u, nn__qwg_elems(L->n, c), sizeof(int16_t))) {
-            qconv_free(r);
-            return false;
-        }
-        k8->wino_weight(L->n, c, qw_data(L->w), L->w7, r->u);
-    }
+              k8->wino_takes(r->c, L->n);
+}
+
+/* Set up a run whose geometry and kernels are set on `bytes` (qconv_bytes)
+ * of p; its intermediate image, when asked for, in *mid. r must not move
+ * afterwards (its gemm points at r->sa, r->zp). */
+static void qconv_carve(qconv_run *r, uint8_t *p, float **mid) {
+    const nn__qlayer *L = r->L;
+    const int64_t kp = nn__qk_pad(L->k), npix = r->oh * r->ow, c = r->c;
+    memset(&r->s, 0, sizeof r->s);
+    r->s.wsum = (int32_t *)p, p += align64((size_t)L->n * sizeof(int32_t));
+    r->s.a = p, p += align64((size_t)(npix * kp) + NN__Q_SLACK);
+    r->imgp = p, p += align64((size_t)(r->hp * r->wp * c) + NN__Q_SLACK);
+    /* pooled: raw sums, the epilogue after the pool; else floats */
+    if (r->pool) r->s.acc = (int32_t *)p;
+    else r->s.tmp = (float *)p;
+    p += align64((size_t)(npix * L->n) * 4);
+    if (mid) *mid = (float *)p;
     memset(r->imgp + r->hp * r->wp * c, 0, NN__Q_SLACK);
     memset(r->s.wsum, 0, (size_t)L->n * sizeof(int32_t)); /* computed when a zero point needs it */
     r->have_wsum = false;
     r->g = layer_gemm(L, &r->s);
     nn__qgemm *g = &r->g;
     g->m = npix, g->a = r->s.a, g->lda = kp, g->a_scale = &r->sa, g->a_zp = &r->zp, g->a_step = 0;
-    g->c = r->s.tmp, g->ldc = L->n, g->c32 = r->s.acc; /* pooled: raw sums, the epilogue after the pool */
-    return true;
+    g->c = r->s.tmp, g->ldc = L->n, g->c32 = r->s.acc;
 }
 
 /* One image: x [c, h, w] -> y [n, yh, yw]; channels-last x [h, w, c] with
@@ -357,28 +377,56 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
                         y[o * npix + p] = r->s.tmp[p * L->n + o];
 }
 
-/* Batches of at least this many images run whole images on each thread
- * (one fork and join per call, each thread's kernels single-threaded);
- * smaller ones run image after image with each kernel split over the
- * threads. Measured on Zen 5 (2 threads, the bench's CNN): see
- * chain_threads. */
-#define CHAIN_IMAGES_MIN 2
+/* How a call's images meet the threads (measured on Zen 5, 2 threads:
+ * q11-readme): two images or more run whole images per thread, one fork
+ * and join per call, each thread's kernels single-threaded (the bench's CNN
+ * at batch 256: 2.3x the per-kernel split); one image runs its kernels
+ * split over the threads (each kernel decides by its own work). */
 
-/* One call's images over the threads: thread t owns runs r[t * nl ..) and
- * intermediate buffers mid[t * nl ..) (each thread its own scratch), and
- * image b's linear row b of ls (rows are disjoint). */
+/* One call: the geometry of its nl runs, and per thread t (of nt) its runs
+ * r[t * nl ..) and intermediate images mid[t * nl ..) in that thread's
+ * CHAIN_SLOT scratch, set up by the thread's first task (ready[t]); image
+ * b's linear row is row b of ls (rows are disjoint). */
 typedef struct chain_job {
+    const qconv_run *geo;
     qconv_run *r;
     float **mid;
+    bool *ready;
+    _Atomic int failed; /* a thread could not get its scratch */
     int nl;
+    size_t bytes; /* one thread's scratch */
     const nn__qlayer *lin;
     const float *X;
     float *Y;
-    int64_t in_img, out_img, kp;
+    int64_t in_img, out_img, kp, nb;
     scratch *ls;
 } chain_job;
 
-static void chain_image(const chain_job *j, int t, int64_t b) {
+/* Thread t's runs on its scratch (p, else this thread's CHAIN_SLOT);
+ * false when the scratch cannot be had. */
+static bool chain_thread_setup(chain_job *j, int t, uint8_t *p) {
+    if (j->ready[t]) return true;
+    if (!p) p = nn__thread_scratch(CHAIN_SLOT, j->bytes);
+    if (!p) return false;
+    qconv_run *r = j->r + (int64_t)t * j->nl;
+    float **mid = j->mid + (int64_t)t * j->nl;
+    for (int i = 0; i < j->nl; i++) {
+        const bool has_mid = i + 1 < j->nl || j->lin;
+        size_t b = 0;
+        r[i] = j->geo[i];
+        qconv_bytes(&r[i], has_mid, &b); /* checked by the caller */
+        qconv_carve(&r[i], p, has_mid ? &mid[i] : NULL);
+        p += b;
+    }
+    j->ready[t] = true;
+    return true;
+}
+
+static void chain_image(chain_job *j, int t, int64_t b) {
+    if (!chain_thread_setup(j, t, NULL)) {
+        j->failed = 1;
+        return;
+    }
     qconv_run *r = j->r + (int64_t)t * j->nl;
     float **mid = j->mid + (int64_t)t * j->nl;
     const int nl = j->nl;
@@ -396,14 +444,23 @@ static void chain_image(const chain_job *j, int t, int64_t b) {
 
 static void chain_task(void *ctx, int64_t b, int thread) { chain_image(ctx, thread, b); }
 
-/* Threads that take whole images: none (1) below CHAIN_IMAGES_MIN images,
- * else up to one per image. Each image's results do not depend on which
- * thread runs it, nor on how its kernels split (backend/parallel.h), so
- * the output is the same bits on any thread count. */
-static int chain_threads(int64_t nb) {
-    const int nt = nn__pool_threads();
-    if (nt <= 1 || nb < CHAIN_IMAGES_MIN) return 1;
-    return nb < nt ? (int)nb : nt;
+/* The linear layer's rows through the GEMM at once, as nn__qlinear_rows. */
+static void chain_linear(const chain_job *j) {
+    const nn__qlayer *lin = j->lin;
+    if (!lin || j->failed) return;
+    const nn__int8_kernels *k8 = &nn__kernels()->int8;
+    scratch *ls = j->ls;
+    wsum_run(lin, k8, ls->zp, j->nb, ls->wsum);
+    nn__qgemm g = layer_gemm(lin, ls);
+    g.m = j->nb, g.a = ls->a, g.lda = j->kp, g.a_scale = ls->sa, g.a_zp = ls->zp, g.a_step = 1;
+    g.c = j->Y, g.ldc = lin->n;
+    k8->gemm(&g);
+}
+
+/* The whole call on one thread: every image, then the linear layer. */
+static void chain_serial(chain_job *j) {
+    for (int64_t b = 0; b < j->nb && !j->failed; b++) chain_image(j, 0, b);
+    chain_linear(j);
 }
 
 nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
@@ -418,6 +475,7 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
                         (long long)sp[0].c, nn__shape_str(x->shape, x->ndim, s1, sizeof s1));
     qconv_run geo[NN__QCHAIN_MAX];
     int64_t h = x->shape[2], w = x->shape[3], c = x->shape[1];
+    size_t bytes = 0, ubytes = 0; /* one thread's scratch; the Winograd weights */
     for (int i = 0; i < nl; i++) {
         if (!check_layer(L[i], fn)) return NULL;
         if (i == 0 && c != sp[0].c)
@@ -432,6 +490,13 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
         /* between two layers of the chain, one image channels-last */
         geo[i].in_hwc = i > 0;
         geo[i].out_hwc = i + 1 < nl;
+        qconv_kernels(&geo[i]);
+        size_t b, ub = 0;
+        if (!qconv_bytes(&geo[i], i + 1 < nl || lin, &b) || bytes > SIZE_MAX / 4 - b ||
+            (geo[i].wino && (ub = align64((size_t)nn__qwg_elems(L[i]->n, geo[i].c) * 2)) >
+                                SIZE_MAX / 4 - ubytes))
+            return NN__FAIL(NN_ERR_OVERFLOW, "%s: layer %d's scratch size overflows", fn, i);
+        bytes += b, ubytes += ub;
     }
     if (lin && !check_layer(lin, fn)) return NULL;
     if (lin && lin->k != c * h * w)
@@ -444,23 +509,15 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
     nn_tensor *out = lin ? nn__tensor_new(NN_DTYPE_F32, lshape, 2)
                          : nn__tensor_new(NN_DTYPE_F32, shape, 4);
     nn_tensor *xc = out ? nn__contig(x) : NULL;
-    /* per thread: the runs (their scratch) and one image's intermediate
-     * outputs (small: they stay in that thread's cache) */
-    const int nt = chain_threads(nb);
+    const int pool = nn__pool_threads();
+    const int nt = pool > 1 && nb > 1 ? (nb < pool ? (int)nb : pool) : 1;
     qconv_run *r = NULL;
     float **mid = NULL;
-    int ready = 0; /* runs set up (qconv_setup frees a run it fails) */
+    bool *ready = NULL;
     bool ok = xc != NULL && alloc_n((void **)&r, (int64_t)nt * nl, sizeof *r) &&
-              alloc_n((void **)&mid, (int64_t)nt * nl, sizeof *mid);
-    if (mid) memset(mid, 0, (size_t)nt * (size_t)nl * sizeof *mid);
-    for (int i = 0; ok && i < nt * nl; i++) {
-        const int li = i % nl;
-        r[i] = geo[li];
-        ok = qconv_setup(&r[i]);
-        ready += ok;
-        if (ok && (li + 1 < nl || lin))
-            ok = alloc_n((void **)&mid[i], r[i].L->n * r[i].yh, (size_t)r[i].yw * sizeof(float));
-    }
+              alloc_n((void **)&mid, (int64_t)nt * nl, sizeof *mid) &&
+              alloc_n((void **)&ready, nt, sizeof *ready);
+    if (ready) memset(ready, 0, (size_t)nt * sizeof *ready);
     /* the linear layer's rows: u8 activations [nb, kp], parameters per row */
     const int64_t kp = lin ? nn__qk_pad(lin->k) : 0;
     scratch ls = {0};
@@ -468,36 +525,56 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
         ok = alloc_n((void **)&ls.wsum, lin->n, sizeof(int32_t)) &&
              alloc_n((void **)&ls.zp, nb, sizeof(int32_t)) &&
              alloc_n((void **)&ls.sa, nb, sizeof(float)) && alloc_n((void **)&ls.a, nb, (size_t)kp);
+    /* the caller (thread 0 of a parallel call) holds, past its own runs'
+     * scratch, the Winograd weights all threads read */
+    uint8_t *p0 = ok ? nn__thread_scratch(CHAIN_SLOT, bytes + ubytes) : NULL;
+    if (ok && !p0) {
+        nn__err(NN_ERR_NOMEM, "%s: out of memory for the chain's scratch (%zu bytes)", fn,
+                bytes + ubytes);
+        ok = false;
+    }
     if (ok) {
         const nn__int8_kernels *k8 = &nn__kernels()->int8;
-        float *Y = nn__f32(out);
-        chain_job j = {.r = r,
+        uint8_t *u = p0 + bytes;
+        for (int i = 0; i < nl; i++)
+            if (geo[i].wino) {
+                geo[i].u = (int16_t *)u;
+                k8->wino_weight(L[i]->n, geo[i].c, qw_data(L[i]->w), L[i]->w7, geo[i].u);
+                u += align64((size_t)nn__qwg_elems(L[i]->n, geo[i].c) * 2);
+            }
+    }
+    if (ok) {
+        chain_job j = {.geo = geo,
+                       .r = r,
                        .mid = mid,
+                       .ready = ready,
                        .nl = nl,
+                       .bytes = bytes,
                        .lin = lin,
                        .X = nn__f32(xc),
-                       .Y = Y,
+                       .Y = nn__f32(out),
                        .in_img = x->shape[1] * x->shape[2] * x->shape[3],
                        .out_img = c * h * w,
                        .kp = kp,
+                       .nb = nb,
                        .ls = &ls};
-        if (nt > 1)
+        chain_thread_setup(&j, 0, p0);
+        if (nt > 1) {
             nn__parallel_for_max(nb, nt, chain_task, &j);
-        else
-            for (int64_t b = 0; b < nb; b++) chain_image(&j, 0, b);
-        if (lin) { /* then the rows through the GEMM at once, as nn__qlinear_rows */
-            wsum_run(lin, k8, ls.zp, nb, ls.wsum);
-            nn__qgemm g = layer_gemm(lin, &ls);
-            g.m = nb, g.a = ls.a, g.lda = kp, g.a_scale = ls.sa, g.a_zp = ls.zp, g.a_step = 1;
-            g.c = Y, g.ldc = lin->n;
-            k8->gemm(&g);
+            chain_linear(&j);
+        } else {
+            chain_serial(&j);
+        }
+        if (j.failed) {
+            nn__err(NN_ERR_NOMEM, "%s: out of memory for the chain's scratch (%zu bytes)", fn,
+                    bytes);
+            ok = false;
         }
     }
     scratch_free(&ls);
-    for (int i = 0; i < ready; i++) qconv_free(&r[i]);
-    for (int i = 0; mid && i < nt * nl; i++) nn__free(mid[i]);
     nn__free(r);
     nn__free(mid);
+    nn__free(ready);
     nn__tensor_release(xc);
     if (!ok) {
         nn__tensor_release(out);

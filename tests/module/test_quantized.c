@@ -1011,6 +1011,50 @@ static void test_chain_threads(void **state) {
     nn_tensor_free(x);
 }
 
+/* The chain keeps each thread's scratch between calls (grown on demand,
+ * set up again on every call): a large image, a small one (the kept scratch
+ * bigger than needed, stale sums and padding in it), the large one again,
+ * on 1 and 2 threads and every tier, each bit for bit the layers run one
+ * after another. */
+static void test_chain_scratch_reuse(void **state) {
+    (void)state;
+    const int64_t sizes[3][2] = {{40, 36}, {8, 6}, {40, 36}};
+    for (int qt = NN_TIER_REF; qt < NN_TIER_COUNT; qt++) {
+        if (!nn__backend_force_tier(qt)) continue;
+        nn_generator_seed(NULL, 5);
+        nn_module *net = nn_sequential_new();
+        nn_sequential_append(net, nn_conv2d_new(3, 20, 3, 1, 1, true));
+        nn_sequential_append(net, nn_relu_new());
+        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        nn_sequential_append(net, nn_conv2d_new(20, 24, 3, 1, 1, true));
+        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+        for (int t = 1; t <= 2; t++) {
+            assert_int_equal(nn_set_num_threads(t), NN_OK);
+            for (int i = 0; i < 3; i++) {
+                nn_scope *sc = nn_scope_begin();
+                const int64_t xs[4] = {2, 3, sizes[i][0], sizes[i][1]};
+                nn_tensor *x = rand_tensor(xs, 4, 50 + (uint64_t)i, -1.0f, 1.0f);
+                nn_tensor *yc = NULL;
+                assert_int_equal(nn__mod_fuse_qconv(net->children, net->nchildren, x, &yc), 4);
+                assert_non_null(yc);
+                nn_tensor *cur = x;
+                for (int l = 0; l < 4; l++) cur = nn_module_forward(nn_sequential_get(net, l), cur);
+                assert_int_equal(nn_tensor_numel(cur), nn_tensor_numel(yc));
+                if (memcmp(nn_tensor_data(cur), nn_tensor_data(yc),
+                           sizeof(float) * (size_t)nn_tensor_numel(yc)))
+                    fail_msg("tier %d, %d threads, image %lldx%lld (call %d): chain differs", qt,
+                             t, (long long)sizes[i][0], (long long)sizes[i][1], i);
+                nn__tensor_release(yc);
+                nn_scope_end(sc);
+            }
+        }
+        assert_int_equal(nn_set_num_threads(1), NN_OK);
+        nn_module_free(net);
+    }
+    nn__backend_force_tier(-1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_dynamic),
@@ -1021,6 +1065,7 @@ int main(void) {
         cmocka_unit_test(test_conv_chain),
         cmocka_unit_test(test_chain_threads),
         cmocka_unit_test(test_wino_conv),
+        cmocka_unit_test(test_chain_scratch_reuse),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_mha_packed_self),
         cmocka_unit_test(test_mha_separate_cross),
