@@ -1055,6 +1055,78 @@ static void test_chain_scratch_reuse(void **state) {
     nn__backend_force_tier(-1);
 }
 
+/* Bytes the library asks of the allocator hook (test_chain_allocations). */
+static size_t g_hook_bytes;
+static void *count_malloc(size_t n, void *u) {
+    (void)u;
+    g_hook_bytes += n;
+    return malloc(n);
+}
+static void *count_realloc(void *p, size_t n, void *u) {
+    (void)u;
+    g_hook_bytes += n;
+    return realloc(p, n);
+}
+static void count_free(void *p, void *u) {
+    (void)u;
+    free(p);
+}
+
+typedef struct chain_oom {
+    nn_module *net;
+    nn_tensor *x;
+    int used;
+} chain_oom;
+
+static int chain_oom_body(void *ctx) {
+    chain_oom *c = ctx;
+    nn_tensor *y = NULL;
+    if (nn__mod_fuse_qconv(c->net->children, c->net->nchildren, c->x, &y) != c->used) return 2;
+    if (!y) return 1;
+    nn__tensor_release(y);
+    return 0;
+}
+
+/* The chain's allocations: every one of them failing in turn (2 threads,
+ * whole images per thread, the fused linear layer) gives an error and
+ * leaks nothing; and a repeated call asks the allocator for little beyond
+ * its output (the per-thread scratch is kept between calls: before, each
+ * call allocated its few hundred KB again, and glibc trimmed and faulted
+ * them in on every call). */
+static void test_chain_allocations(void **state) {
+    (void)state;
+    nn_generator_seed(NULL, 9);
+    nn_module *net = nn_sequential_new();
+    nn_sequential_append(net, nn_conv2d_new(3, 20, 3, 1, 1, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+    nn_sequential_append(net, nn_conv2d_new(20, 24, 3, 1, 1, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+    nn_sequential_append(net, nn_flatten_new(1, -1));
+    nn_sequential_append(net, nn_linear_new(24 * 10 * 9, 6, true));
+    assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+    const int64_t xs[4] = {3, 3, 40, 36};
+    nn_tensor *x = rand_tensor(xs, 4, 77, -1.0f, 1.0f);
+    assert_int_equal(nn_set_num_threads(2), NN_OK);
+    chain_oom c = {net, x, 8};
+    assert_int_equal(chain_oom_body(&c), 0); /* warm: the threads' scratch exists */
+    const long sites = tu_oom_sweep(chain_oom_body, &c);
+    assert_true(sites >= 5);
+    /* a repeated call: its output, the runs' bookkeeping and the linear
+     * rows (3 x ~2 KB), not the layers' buffers (~200 KB per thread) */
+    assert_int_equal(nn_set_allocator(count_malloc, count_realloc, count_free, NULL), NN_OK);
+    g_hook_bytes = 0;
+    assert_int_equal(chain_oom_body(&c), 0);
+    const size_t bytes = g_hook_bytes;
+    assert_int_equal(nn_set_allocator(NULL, NULL, NULL, NULL), NN_OK);
+    if (bytes > 24 * 1024)
+        fail_msg("a repeated chain call allocated %zu bytes through the hook", bytes);
+    assert_int_equal(nn_set_num_threads(1), NN_OK);
+    nn_tensor_free(x);
+    nn_module_free(net);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_dynamic),
@@ -1066,6 +1138,7 @@ int main(void) {
         cmocka_unit_test(test_chain_threads),
         cmocka_unit_test(test_wino_conv),
         cmocka_unit_test(test_chain_scratch_reuse),
+        cmocka_unit_test(test_chain_allocations),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_mha_packed_self),
         cmocka_unit_test(test_mha_separate_cross),
