@@ -19,16 +19,27 @@
 /* ------------------------------------------------------- quantization */
 
 static void avx2_minmax(int64_t n, const float *x, float *mn, float *mx) {
-    __m256 lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
+    /* four independent chains (vminps / vmaxps latency, not throughput, bound
+     * one); NaN never enters them, so joining them is the set's min / max */
+    __m256 lo[4], hi[4];
+    for (int j = 0; j < 4; j++) lo[j] = _mm256_set1_ps(INFINITY), hi[j] = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++) {
+            const __m256 v = _mm256_loadu_ps(x + i + 8 * j);
+            lo[j] = _mm256_min_ps(v, lo[j]); /* NaN in v: keeps lo (the second operand) */
+            hi[j] = _mm256_max_ps(v, hi[j]);
+        }
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
-        lo = _mm256_min_ps(v, lo); /* NaN in v: keeps lo (the second operand) */
-        hi = _mm256_max_ps(v, hi);
+        lo[0] = _mm256_min_ps(v, lo[0]);
+        hi[0] = _mm256_max_ps(v, hi[0]);
     }
+    lo[0] = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
+    hi[0] = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
     float l[8], h[8];
-    _mm256_storeu_ps(l, lo);
-    _mm256_storeu_ps(h, hi);
+    _mm256_storeu_ps(l, lo[0]);
+    _mm256_storeu_ps(h, hi[0]);
     float a = l[0], b = h[0];
     for (int j = 1; j < 8; j++) {
         if (l[j] < a) a = l[j];
