@@ -213,7 +213,7 @@ static void test_gemm_vs_reference(void **state) {
 static void test_gemm_w7(void **state) {
     (void)state;
     g_w7 = true;
-    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 9};
+    static const int64_t ms[] = {1, 2, 3, 4, 5, 7, 9, 12};
     static const int64_t ns[] = {1, 8, 15, 16, 17, 33, 64, 65};
     static const int64_t ks[] = {1, 3, 4, 5, 9, 31, 70};
     for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
