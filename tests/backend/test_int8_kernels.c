@@ -250,9 +250,14 @@ static void test_quantize_vs_reference(void **state) {
         float *x = malloc((size_t)(n + 1) * sizeof(float));
         uint8_t *qr = malloc((size_t)n + 1), *qt = malloc((size_t)n + 1);
         for (int64_t i = 0; i < n; i++) x[i + 1] = 3.0f * frand();
-        /* ties at .5 after scaling, the clamps and the non-finite values */
-        const float special[] = {0.5f, 1.5f, -2.5f, 400.0f, -400.0f, NAN, INFINITY, -INFINITY};
-        for (int64_t i = 0; i < n && i < 8; i++) x[1 + (i * 5) % n] = special[i];
+        /* ties at .5 after scaling, the clamps, the non-finite values, and
+         * scaled values past 2^24 (the float add rounds), 2^30 and 2^31
+         * (beyond int32: the AVX2 tier's conversion saturates first) */
+        const float special[] = {0.5f,      1.5f,    -2.5f,    400.0f,  -400.0f, NAN,
+                                 INFINITY,  -INFINITY, 1.7e7f, -1.7e7f, 3.0e9f, -3.0e9f,
+                                 1.2e9f, 1.0e38f};
+        const int64_t ns = (int64_t)(sizeof special / sizeof special[0]);
+        for (int64_t i = 0; i < n && i < ns; i++) x[1 + (i * 5) % n] = special[i];
         for (int t = NN_TIER_REF + 1; t < NN_TIER_COUNT; t++) {
             const nn_kernels *kt = nn__tier_kernels(t);
             if (!kt) continue;

@@ -53,30 +53,51 @@ static void avx2_minmax(int64_t n, const float *x, float *mn, float *mx) {
     *mn = a, *mx = b;
 }
 
-/* round(x * inv) + zp, clamped in float (NaN -> 0), as 8 int32. */
-NN_INLINE __m256i quant8(__m256 v, __m256 inv, __m256 z) {
-    __m256 r = _mm256_round_ps(_mm256_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_add_ps(r, z);
-    r = _mm256_max_ps(r, _mm256_setzero_ps());
-    r = _mm256_min_ps(r, _mm256_set1_ps(255.0f));
-    return _mm256_cvtps_epi32(r);
+/* Lanes [0, n) of a mask (n <= 8). */
+NN_INLINE __m256i lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* round(x * inv) + zp as 8 int32 that the callers' saturating packs
+ * (vpackssdw, vpackuswb) clamp to 0..255: the reference's nearbyintf(x * inv)
+ * + zp clamped in float, with fewer operations. vcvtps2dq rounds to nearest
+ * even (the default mode, as nearbyintf); min(2^30, v) keeps it in range
+ * (+inf and the huge clamp to 255 either way) and keeps NaN, which converts
+ * to INT_MIN and clamps to 0 as the reference's NaN; |r| >= 2^24, where the
+ * reference's float add rounds, is far outside 0..255 on the same side. */
+NN_INLINE __m256i quant8(__m256 v, __m256 inv, __m256i z) {
+    const __m256 r = _mm256_min_ps(_mm256_set1_ps(1073741824.0f), _mm256_mul_ps(v, inv));
+    return _mm256_add_epi32(_mm256_cvtps_epi32(r), z);
+}
+
+/* 8 such int32 -> 8 bytes in the low half (saturating packs: the clamp). */
+NN_INLINE __m128i pack8(__m256i v) {
+    const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_packus_epi16(s16, s16);
 }
 
 static void avx2_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t zp, uint8_t *q) {
-    const __m256 inv = _mm256_set1_ps(inv_scale), z = _mm256_set1_ps((float)zp);
+    const __m256 inv = _mm256_set1_ps(inv_scale);
+    const __m256i z = _mm256_set1_epi32(zp);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m256i a = quant8(_mm256_loadu_ps(x + i), inv, z);
         const __m256i b = quant8(_mm256_loadu_ps(x + i + 8), inv, z);
-        /* 16 int32 in 0..255 -> 16 bytes (packs work within 128-bit lanes) */
+        /* 16 int32 -> 16 bytes (packs work within 128-bit lanes) */
         const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
         const __m128i s16a = _mm256_castsi256_si128(w), s16b = _mm256_extracti128_si256(w, 1);
         _mm_storeu_si128((__m128i *)(q + i), _mm_packus_epi16(s16a, s16b));
     }
-    const float zf = (float)zp;
-    for (; i < n; i++) { /* the reference's scalar form for the tail */
-        float r = nearbyintf(x[i] * inv_scale) + zf;
-        q[i] = r >= 255.0f ? 255 : r > 0.0f ? (uint8_t)r : 0;
+    for (; i < n; i += 8) { /* the tail: masked loads of up to 8 */
+        const int m = n - i >= 8 ? 8 : (int)(n - i);
+        const __m128i b8 = pack8(quant8(_mm256_maskload_ps(x + i, lanes(m)), inv, z));
+        if (m == 8) {
+            _mm_storel_epi64((__m128i *)(q + i), b8);
+        } else {
+            uint8_t t[16];
+            _mm_storeu_si128((__m128i *)t, b8);
+            memcpy(q + i, t, (size_t)m);
+        }
     }
 }
 
@@ -502,11 +523,6 @@ NN_INLINE void transpose8(__m256 r[8]) {
     }
 }
 
-/* Lanes [0, n) of a mask (n <= 8). */
-NN_INLINE __m256i lanes(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* 8 pooled pixels x 8 channels at a time: the 4-way max of the window sums
  * (vpmaxsd), store8's epilogue on the pooled sums (the reference's float
  * operations in its order), then an 8x8 transpose so each channel's plane
@@ -560,7 +576,7 @@ static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
 /* Quantize [c, h, w] floats into a padded channels-last image: one channel
  * a row at a time straight into place; more channels in 8 x 8 blocks
  * (channels x pixels of an image row), transposed as floats so each pixel's
- * 8 channels quantize (quant8: the reference's operations) into 8
+ * 8 channels quantize (quant8: the reference's bytes) into 8
  * contiguous bytes. */
 static void avx2_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t w, int64_t ph,
                                   int64_t pw, float inv_scale, int32_t zp, uint8_t *xp) {
@@ -571,7 +587,8 @@ static void avx2_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t 
             avx2_quantize_u8(w, x + y * w, inv_scale, zp, xp + (y + ph) * wp + pw);
         return;
     }
-    const __m256 inv = _mm256_set1_ps(inv_scale), z = _mm256_set1_ps((float)zp);
+    const __m256 inv = _mm256_set1_ps(inv_scale);
+    const __m256i z = _mm256_set1_epi32(zp);
     __m256 r[8];
     for (int64_t y = 0; y < h; y++)
         for (int64_t x0 = 0; x0 < w; x0 += 8) {
@@ -585,10 +602,7 @@ static void avx2_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t 
                 transpose8(r);
                 uint8_t *dst = xp + ((y + ph) * wp + pw + x0) * c + c0;
                 for (int q = 0; q < np; q++) {
-                    const __m256i v = quant8(r[q], inv, z);
-                    const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(v),
-                                                        _mm256_extracti128_si256(v, 1));
-                    const __m128i b8 = _mm_packus_epi16(s16, s16);
+                    const __m128i b8 = pack8(quant8(r[q], inv, z));
                     if (nc == 8) {
                         _mm_storel_epi64((__m128i *)(dst + q * c), b8);
                     } else {
