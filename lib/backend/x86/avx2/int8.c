@@ -633,11 +633,9 @@ typedef struct a1ctx {
     const uint8_t *xp;
     int64_t wp, n, kh, sh, sw, yh, yw, np; /* n, np: channels and panels of this chunk */
     const int8_t *wr;                      /* regrouped weights of the chunk */
-    const int32_t *wsum;
-    float sa;
-    int32_t za;
-    const float *ws, *bias;
-    bool relu, failed;
+    const int32_t *corr; /* za * wsum per channel of the chunk (64, zero past n) */
+    const float *sc, *bs; /* sa * w_scale and the bias (0 without) per channel, likewise */
+    bool bias, relu, failed;
     float *y;    /* the chunk's first plane (ldy 0) or first channel */
     int64_t ldy; /* channels-last pixel stride, or 0 (planes) */
 } a1ctx;
@@ -663,15 +661,13 @@ NN_INLINE void a1_tile(const a1ctx *q, int64_t py, int64_t px, int64_t pn, float
     for (int h = 0; h < 2; h++) {
         const int64_t j0 = pn * NN__QNR + h * 8;
         if (j0 >= q->n) break;
-        const __m256i cm = lanes(q->n - j0 >= 8 ? 8 : (int)(q->n - j0));
-        const __m256i corr = _mm256_mullo_epi32(_mm256_set1_epi32(q->za),
-                                                _mm256_maskload_epi32(q->wsum + j0, cm));
-        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(q->sa), _mm256_maskload_ps(q->ws + j0, cm));
+        const __m256i corr = _mm256_load_si256((const __m256i *)(q->corr + j0));
+        const __m256 s = _mm256_load_ps(q->sc + j0);
         const __m256i m01 = _mm256_max_epi32(acc[0][0][h], acc[0][1][h]);
         const __m256i m23 = _mm256_max_epi32(acc[1][0][h], acc[1][1][h]);
         const __m256i v = _mm256_sub_epi32(_mm256_max_epi32(m01, m23), corr);
         __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
-        if (q->bias) yv = _mm256_add_ps(yv, _mm256_maskload_ps(q->bias + j0, cm));
+        if (q->bias) yv = _mm256_add_ps(yv, _mm256_load_ps(q->bs + j0));
         if (q->relu) /* max(y, 0) with NaN kept, as the reference */
             yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
         _mm256_storeu_ps(rb + px * 64 + j0, yv);
@@ -739,10 +735,18 @@ static bool avx2_conv1_pool(const uint8_t *xp, int64_t wp, const int8_t *w, int6
                             v > NN__QW7_MAX ? NN__QW7_MAX : v < -NN__QW7_MAX ? -NN__QW7_MAX : v;
                     }
         const int64_t c0 = p0 * NN__QNR, nc = n - c0 < 64 ? n - c0 : 64;
+        /* the epilogue's per-channel operands, once per chunk instead of per
+         * tile (the same operations: za * wsum wrapping, sa * w_scale) */
+        _Alignas(32) int32_t corr[64];
+        _Alignas(32) float sc[64], bs[64];
+        for (int64_t j = 0; j < 64; j++) {
+            corr[j] = j < nc && za ? (int32_t)((uint32_t)za * (uint32_t)wsum[c0 + j]) : 0;
+            sc[j] = j < nc ? sa * wscale[c0 + j] : 0.0f;
+            bs[j] = j < nc && bias ? bias[c0 + j] : 0.0f;
+        }
         a1ctx q = {.xp = xp, .wp = wp, .n = nc, .kh = kh, .sh = sh, .sw = sw, .yh = yh, .yw = yw,
-                   .np = npc, .wr = wr, .wsum = wsum + c0, .sa = sa, .za = za,
-                   .ws = wscale + c0, .bias = bias ? bias + c0 : NULL, .relu = relu,
-                   .failed = false, .y = ldy ? y + c0 : y + c0 * ny, .ldy = ldy};
+                   .np = npc, .wr = wr, .corr = corr, .sc = sc, .bs = bs, .bias = bias != NULL,
+                   .relu = relu, .failed = false, .y = ldy ? y + c0 : y + c0 * ny, .ldy = ldy};
         nn__parallel_range(yh, nn__threads_for(4 * ny * npc * 16 * kh, 1 << 15), 1, a1_rows, &q);
         if (q.failed) return false;
     }
