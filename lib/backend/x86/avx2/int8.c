@@ -281,16 +281,23 @@ NN_INLINE void gemv7_body(const qctx *q, int64_t i, int64_t p0, int64_t p1, bool
     int64_t pp = p0;
     for (; pp + 4 <= p1; pp += 4) {
         const int8_t *w = p->w + pp * ps;
-        __m256i c[8];
-        for (int u = 0; u < 8; u++) c[u] = _mm256_setzero_si256();
+        /* eight named accumulators: with an array GCC 12 kept two on the
+         * stack (a store and reload in their add chains each group) */
+        __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0,
+                c6 = c0, c7 = c0;
         for (int64_t g = 0; g < groups; g++) {
             const __m256i x = bcast4(a + g * 4);
             const int8_t *wg = w + g * 64;
-            for (int u = 0; u < 4; u++) {
-                c[2 * u] = dot7z(c[2 * u], x, ldw7(wg + u * ps), zb, ones, fold);
-                c[2 * u + 1] = dot7z(c[2 * u + 1], x, ldw7(wg + u * ps + 32), zb, ones, fold);
-            }
+            c0 = dot7z(c0, x, ldw7(wg), zb, ones, fold);
+            c1 = dot7z(c1, x, ldw7(wg + 32), zb, ones, fold);
+            c2 = dot7z(c2, x, ldw7(wg + ps), zb, ones, fold);
+            c3 = dot7z(c3, x, ldw7(wg + ps + 32), zb, ones, fold);
+            c4 = dot7z(c4, x, ldw7(wg + 2 * ps), zb, ones, fold);
+            c5 = dot7z(c5, x, ldw7(wg + 2 * ps + 32), zb, ones, fold);
+            c6 = dot7z(c6, x, ldw7(wg + 3 * ps), zb, ones, fold);
+            c7 = dot7z(c7, x, ldw7(wg + 3 * ps + 32), zb, ones, fold);
         }
+        const __m256i c[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
         for (int u = 0; u < 4; u++) {
             store8(p, i, (pp + u) * NN__QNR, c[2 * u]);
             if ((pp + u) * NN__QNR + 8 < p->n) store8(p, i, (pp + u) * NN__QNR + 8, c[2 * u + 1]);
