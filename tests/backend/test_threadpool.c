@@ -13,6 +13,7 @@
 #include "backend/tier.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -195,15 +197,31 @@ static void test_steal_from_held_thread(void **s) {
  * there), optionally sleeps, then records the CPU it runs on and whether its
  * affinity mask is the one it started with. */
 typedef struct place_rec {
-    _Atomic int started, timed_out, worker_cpu, mask_ok, ran, pinned;
+    _Atomic int started, timed_out, worker_cpu, mask_ok, ran, pinned, worker_tid;
     int pin_cpu, sleep_ms;
     cpu_set_t full;
 } place_rec;
 
+/* Whether kernel thread `tid` of this process is asleep ('S' in its
+ * /proc stat line; the state follows the last ')' of the command name). */
+static bool thread_asleep(int tid) {
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    const bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    const char *e = got ? strrchr(line, ')') : NULL;
+    return e && e[1] == ' ' && e[2] == 'S';
+}
+
 static void place_task(void *ctx, int64_t t, int thread) {
     place_rec *r = ctx;
     (void)t;
-    if (thread == 1) atomic_store(&r->worker_cpu, sched_getcpu()); /* where the job started */
+    if (thread == 1) { /* where the job started, and who runs it */
+        atomic_store(&r->worker_cpu, sched_getcpu());
+        atomic_store(&r->worker_tid, (int)syscall(SYS_gettid));
+    }
     atomic_fetch_add(&r->started, 1);
     const double t0 = mono_s();
     while (atomic_load(&r->started) < 2) {
@@ -215,6 +233,18 @@ static void place_task(void *ctx, int64_t t, int thread) {
     }
     if (thread == 0) { /* wait inside the task (not probing) while the worker pins itself */
         while (!atomic_load(&r->pinned)) {
+            if (mono_s() - t0 > 20.0) {
+                atomic_store(&r->timed_out, 1);
+                return;
+            }
+            sched_yield();
+        }
+        /* A worker that sleeps in its task: return (and start the pool's
+         * one stall probe) only once it is asleep in the kernel. Between
+         * `pinned` and nanosleep it still runs; under ThreadSanitizer that
+         * took longer than the probe's 40 us and the probe, seeing it use
+         * the CPU, rightly did not move it. */
+        while (r->sleep_ms > 0 && !thread_asleep(atomic_load(&r->worker_tid))) {
             if (mono_s() - t0 > 20.0) {
                 atomic_store(&r->timed_out, 1);
                 return;
@@ -304,10 +334,17 @@ static void test_stalled_worker_moved(void **s) {
     nn__pool_shutdown();
     TU_OK(nn_set_num_threads(2));
     place_rec r;
+    /* The caller probes once per call, 20-40 us after its last task; the
+     * worker is asleep by then (place_task waits for it), but a slow host
+     * (sanitizers, valgrind, load) can still run it in the probe's window
+     * (a sleeping thread's wake-up, the tools' own work): three tries, and
+     * a pool that never moves a stalled worker fails all three. */
     int64_t m0 = nn__pool_moves();
-    place_run(&r, &full, -1, 30);
+    for (int attempt = 0; attempt < 3 && nn__pool_moves() == m0; attempt++) {
+        place_run(&r, &full, -1, 30);
+        assert_int_equal(atomic_load(&r.mask_ok), 1);
+    }
     assert_true(nn__pool_moves() > m0);
-    assert_int_equal(atomic_load(&r.mask_ok), 1);
     place_run(&r, &full, -1, 0); /* and its mask stays the full one afterwards */
     assert_int_equal(atomic_load(&r.mask_ok), 1);
 
@@ -610,9 +647,29 @@ static void test_thread_scratch(void **s) {
     TU_OK(nn_set_num_threads(1));
 }
 
+/* Built with ThreadSanitizer (gcc defines __SANITIZE_THREAD__, clang has
+ * the feature test). */
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+
 /* fork() with a live pool: the child gets a working pool of its own. */
 static void test_fork(void **s) {
     (void)s;
+#ifdef TU_TSAN
+    /* ThreadSanitizer does not support threads started in the child of a
+     * multi-threaded fork ("starting new threads after multi-threaded fork
+     * is not supported"; with die_after_fork=0 its thread registry then
+     * reports "dup thread with used id" and the child fails): the tool's
+     * limit, the same with the pool before session 7. The other runs
+     * (plain, valgrind, ASan/UBSan) cover fork. */
+    skip();
+    return;
+#endif
     TU_OK(nn_set_num_threads(3));
     record_reset(&g_rec, 3, 100);
     nn__parallel_for(500, record_task, &g_rec);
