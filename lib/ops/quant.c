@@ -380,8 +380,12 @@ static void qconv_image(qconv_run *r, const float *x, float *y) {
 /* How a call's images meet the threads (measured on Zen 5, 2 threads:
  * q11-readme): two images or more run whole images per thread, one fork
  * and join per call, each thread's kernels single-threaded (the bench's CNN
- * at batch 256: 2.3x the per-kernel split); one image runs its kernels
- * split over the threads (each kernel decides by its own work). */
+ * at batch 256: 2.3x the per-kernel split); one image runs on the calling
+ * thread alone, its kernels serial: splitting each of its small kernels
+ * (a fork and join apiece) measured slower than one thread on both tiers
+ * (the demo CNN at batch 1, 2 threads, idle, three paired runs: AVX-512
+ * VNNI 25-27 -> 17-19 us, AVX2 51-56 -> 34-36 us; one thread 18-20 and
+ * 37 us). */
 
 /* One call: the geometry of its nl runs, and per thread t (of nt) its runs
  * r[t * nl ..) and intermediate images mid[t * nl ..) in that thread's
@@ -461,6 +465,11 @@ static void chain_linear(const chain_job *j) {
 static void chain_serial(chain_job *j) {
     for (int64_t b = 0; b < j->nb && !j->failed; b++) chain_image(j, 0, b);
     chain_linear(j);
+}
+
+static void chain_serial_task(void *ctx, int64_t t, int thread) {
+    (void)t, (void)thread;
+    chain_serial(ctx);
 }
 
 nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn__qconv_spec *sp,
@@ -562,6 +571,9 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
         if (nt > 1) {
             nn__parallel_for_max(nb, nt, chain_task, &j);
             chain_linear(&j);
+        } else if (pool > 1) {
+            /* one image: a single task, so its kernels run serially */
+            nn__parallel_for_max(1, 1, chain_serial_task, &j);
         } else {
             chain_serial(&j);
         }

@@ -929,7 +929,7 @@ static void test_conv_chain(void **state) {
 }
 
 /* The chain on several threads gives whole images to each thread (batches
- * of two or more) or splits each image's kernels (one image): either way
+ * of two or more) or runs one image on the caller, kernels serial: either way
  * the output is the 1-thread output bit for bit, on every tier, dynamic and
  * static, with and without the fused linear layer, on odd batch sizes
  * (fewer images than threads, an odd share per thread), and the 2-thread
@@ -980,8 +980,9 @@ static void test_chain_threads(void **state) {
                                                         &y[t - 1]),
                                      used);
                     assert_non_null(y[t - 1]);
-                    /* whole images: one fork and join for the call */
-                    if (t > 1 && nb > 1) assert_int_equal(nn__pool_forks() - forks, 1);
+                    /* whole images: one fork and join for the call; one
+                     * image: none (its kernels run serially on the caller) */
+                    if (t > 1) assert_int_equal(nn__pool_forks() - forks, nb > 1 ? 1 : 0);
                 }
                 /* the layers one after another over the batch, 2 threads */
                 assert_int_equal(nn_set_num_threads(2), NN_OK);
@@ -1008,6 +1009,47 @@ static void test_chain_threads(void **state) {
     }
     nn__backend_force_tier(-1);
     nn_tensor_free(lab);
+    nn_tensor_free(x);
+}
+
+/* One image on several threads runs the whole chain on the calling thread,
+ * its kernels serial (splitting them measured slower than one thread): no
+ * fork at all for the demo CNN's shapes at batch 1, whose kernels are large
+ * enough to split when called alone, and the 1-thread bits, on every tier. */
+static void test_chain_one_image_serial(void **state) {
+    (void)state;
+    const int64_t xs[4] = {1, 1, 28, 28};
+    nn_tensor *x = rand_tensor(xs, 4, 43, -0.5f, 1.5f);
+    for (int qt = NN_TIER_REF; qt < NN_TIER_COUNT; qt++) {
+        if (!nn__backend_force_tier(qt)) continue;
+        nn_generator_seed(NULL, 17);
+        nn_module *net = nn_sequential_new();
+        nn_sequential_append(net, nn_conv2d_new(1, 32, 3, 1, 1, true));
+        nn_sequential_append(net, nn_relu_new());
+        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        nn_sequential_append(net, nn_conv2d_new(32, 64, 3, 1, 1, true));
+        nn_sequential_append(net, nn_relu_new());
+        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        nn_sequential_append(net, nn_flatten_new(1, -1));
+        nn_sequential_append(net, nn_linear_new(64 * 7 * 7, 10, true));
+        assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
+        nn_scope *sc = nn_scope_begin();
+        nn_tensor *y[2] = {NULL, NULL};
+        for (int t = 1; t <= 2; t++) {
+            assert_int_equal(nn_set_num_threads(t), NN_OK);
+            const int64_t forks = nn__pool_forks();
+            assert_int_equal(nn__mod_fuse_qconv(net->children, net->nchildren, x, &y[t - 1]), 8);
+            assert_non_null(y[t - 1]);
+            if (t == 2) assert_int_equal(nn__pool_forks() - forks, 0);
+        }
+        assert_memory_equal(nn_tensor_data(y[0]), nn_tensor_data(y[1]), 10 * sizeof(float));
+        nn__tensor_release(y[0]);
+        nn__tensor_release(y[1]);
+        nn_scope_end(sc);
+        assert_int_equal(nn_set_num_threads(1), NN_OK);
+        nn_module_free(net);
+    }
+    nn__backend_force_tier(-1);
     nn_tensor_free(x);
 }
 
@@ -1136,6 +1178,7 @@ int main(void) {
         cmocka_unit_test(test_reduced_range),
         cmocka_unit_test(test_conv_chain),
         cmocka_unit_test(test_chain_threads),
+        cmocka_unit_test(test_chain_one_image_serial),
         cmocka_unit_test(test_wino_conv),
         cmocka_unit_test(test_chain_scratch_reuse),
         cmocka_unit_test(test_chain_allocations),
