@@ -121,6 +121,7 @@ static const conv_case g_cases[] = {
     {3, 40, 6, 6, 70, 3, 3, 1, 1, 2, 2, 1, 1},   /* padding 2, channel blocks and a tail */
     {1, 8, 2, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1},     /* a 2x3 output: one tile */
     {9, 16, 16, 15, 24, 3, 3, 1, 1, 1, 1, 1, 1}, /* a task per image */
+    {1, 16, 64, 60, 16, 3, 3, 1, 1, 1, 1, 1, 1}, /* one image large enough to split its rows */
     {1, 9, 8, 8, 17, 3, 3, 1, 1, 1, 1, 2, 2},    /* dilated: not Winograd */
 };
 

@@ -724,6 +724,12 @@ static bool wg_takes(const nn__conv2d *d) {
            g->sw == 1 && g->dh == 1 && g->dw == 1 && g->oh >= 2 && g->ow >= 2;
 }
 
+/* Fewer images than threads: an image's tile rows are split over the
+ * threads only when its products reach this many (smaller images run one
+ * per thread). The demo CNN's conv2 at batch 1 (3.6M products) measured
+ * slower split in two than on one thread on Zen 5 (2 threads, idle, three
+ * paired runs: 45-89 us split, 32-49 us whole; 31 us on one thread). */
+#define WG_SPLIT_IMAGE_WORK 8e6
 static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float *w,
                                const uint16_t *wh, cd_cvt_fn cvt, const float *bias, bool relu,
                                float *y) {
@@ -745,7 +751,8 @@ static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
     const double work = (double)(d->c * 9 * d->o * g->oh * g->ow);
     /* tasks: images, or, with fewer images than threads, tile-row chunks
      * enough for every thread (no output's sums depend on the split) */
-    const int nt = nn__threads_for((int64_t)(work * (double)d->n), 1 << 18);
+    int nt = nn__threads_for((int64_t)(work * (double)d->n), 1 << 18);
+    if (d->n < nt && work < WG_SPLIT_IMAGE_WORK) nt = d->n > 1 ? (int)d->n : 1;
     j.rchunks = d->n >= nt ? 1 : cd_min(j.py, cd_cdiv(nt, d->n));
     int mt;
     cd_plan_tiles(cd_cdiv(j.py, j.rchunks) * j.px, j.nvec, &mt, &j.m, &j.nv);
