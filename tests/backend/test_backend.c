@@ -331,6 +331,25 @@ static void test_gemm_transpose(void **s) {
 }
 TIERED(test_gemm_transpose)
 
+/* Shapes [m, n, k] through the tier's GEMMs against the reference at 1 and
+ * 2 threads, in every transpose form, alpha and beta (0 with NaN in C),
+ * padded and misaligned operands cycling with the case number. */
+static void check_gemm_shapes(const int64_t (*shapes)[3], size_t count) {
+    gemm_impl impl[3];
+    const int ni = tier_gemms(impl);
+    int case_no = 0;
+    for (int t = 0; t < 2; t++) {
+        TU_OK(nn_set_num_threads(g_threads[t]));
+        for (size_t i = 0; i < count; i++)
+            for (int tr = 0; tr < 4; tr++, case_no++)
+                for (int f = 0; f < ni; f++)
+                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
+                                  shapes[i][1], shapes[i][2], g_alphas[case_no % 3],
+                                  g_betas[(case_no / 3) % 3], case_no % 4 == 1 ? 3 : 0,
+                                  case_no % 16);
+    }
+}
+
 /* Products long in K (>= 128) with a short op(A): A read in place by the
  * tier's row kernel, and x·Wᵀ with a wide W run swapped as (W·xᵀ)ᵀ through a
  * transposed tile (gemm_blocked.c); Aᵀ·B with K <= 256 and a short Aᵀ read
@@ -342,19 +361,7 @@ static void test_gemm_in_place_a(void **s) {
     static const int64_t shapes[][3] = {{1, 300, 200}, {7, 260, 129},  {17, 130, 300},
                                         {33, 97, 129}, {64, 200, 256}, {9, 23, 400},
                                         {128, 256, 64}, {37, 70, 23}};
-    gemm_impl impl[3];
-    const int ni = tier_gemms(impl);
-    int case_no = 0;
-    for (int t = 0; t < 2; t++) {
-        TU_OK(nn_set_num_threads(g_threads[t]));
-        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            for (int tr = 0; tr < 4; tr++, case_no++)
-                for (int f = 0; f < ni; f++)
-                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
-                                  shapes[i][1], shapes[i][2], g_alphas[case_no % 3],
-                                  g_betas[(case_no / 3) % 3], case_no % 4 == 1 ? 3 : 0,
-                                  case_no % 16);
-    }
+    check_gemm_shapes(shapes, sizeof shapes / sizeof shapes[0]);
     TU_OK(nn_set_num_threads(1));
 }
 TIERED(test_gemm_in_place_a)
@@ -369,19 +376,9 @@ TIERED(test_gemm_in_place_a)
 static void test_gemm_k_split(void **s) {
     (void)s;
     static const int64_t shapes[][3] = {{17, 20, 2049}, {24, 33, 2050}, {9, 40, 2053}};
+    check_gemm_shapes(shapes, sizeof shapes / sizeof shapes[0]);
     gemm_impl impl[3];
     const int ni = tier_gemms(impl);
-    int case_no = 0;
-    for (int t = 0; t < 2; t++) {
-        TU_OK(nn_set_num_threads(g_threads[t]));
-        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            for (int tr = 0; tr < 4; tr++, case_no++)
-                for (int f = 0; f < ni; f++)
-                    check_gemm_at(impl[f].name, impl[f].fn, tr & 1, tr & 2, shapes[i][0],
-                                  shapes[i][1], shapes[i][2], g_alphas[case_no % 3],
-                                  g_betas[(case_no / 3) % 3], case_no % 4 == 1 ? 3 : 0,
-                                  case_no % 16);
-    }
     static const int counts[] = {1, 2, 3, 5};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int tr = 0; tr < 4; tr++)

@@ -308,6 +308,14 @@ static void test_round_trip(void **state) {
     nn_module_free(net);
 }
 
+/* A 3x3 convolution (padding 1, bias) + ReLU + 2x2 max pool on net: the
+ * triple quantization fuses. */
+static void add_conv_relu_pool(nn_module *net, int64_t cin, int64_t cout) {
+    nn_sequential_append(net, nn_conv2d_new(cin, cout, 3, 1, 1, true));
+    nn_sequential_append(net, nn_relu_new());
+    nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+}
+
 /* Reduced-range (7-bit) weights: quantization under each tier picks the
  * tier's preference (weight_bits 7 with weights in [-63, 63], or 8), and a
  * model of either kind gives the same bits on every tier, also after a
@@ -321,9 +329,7 @@ static void test_reduced_range(void **state) {
         if (!nn__backend_force_tier(qt)) continue;
         nn_generator_seed(NULL, 5);
         nn_module *net = nn_sequential_new();
-        nn_sequential_append(net, nn_conv2d_new(1, 20, 3, 1, 1, true));
-        nn_sequential_append(net, nn_relu_new());
-        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        add_conv_relu_pool(net, 1, 20);
         nn_sequential_append(net, nn_conv2d_new(20, 17, 3, 1, 1, true));
         nn_sequential_append(net, nn_flatten_new(1, -1));
         nn_sequential_append(net, nn_linear_new(17 * 4 * 3, 5, true));
@@ -870,12 +876,8 @@ static void test_conv_chain(void **state) {
             const bool stat = cfg & 2, tail = cfg & 4; /* tail: Flatten + Linear fused too */
             nn_generator_seed(NULL, 7 + (uint64_t)cfg);
             nn_module *net = nn_sequential_new();
-            nn_sequential_append(net, nn_conv2d_new(1, c1, 3, 1, 1, true));
-            nn_sequential_append(net, nn_relu_new());
-            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
-            nn_sequential_append(net, nn_conv2d_new(c1, c2, 3, 1, 1, true));
-            nn_sequential_append(net, nn_relu_new());
-            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+            add_conv_relu_pool(net, 1, c1);
+            add_conv_relu_pool(net, c1, c2);
             nn_sequential_append(net, nn_conv2d_new(c2, 5, 1, 1, 0, true));
             nn_sequential_append(net, tail ? nn_flatten_new(1, -1) : nn_relu_new());
             nn_sequential_append(net, nn_linear_new(tail ? 5 * 3 * 2 : 2, 4, true));
@@ -947,12 +949,8 @@ static void test_chain_threads(void **state) {
             const bool stat = cfg & 1, tail = cfg & 2;
             nn_generator_seed(NULL, 11 + (uint64_t)cfg);
             nn_module *net = nn_sequential_new();
-            nn_sequential_append(net, nn_conv2d_new(2, 24, 3, 1, 1, true));
-            nn_sequential_append(net, nn_relu_new());
-            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
-            nn_sequential_append(net, nn_conv2d_new(24, 20, 3, 1, 1, true));
-            nn_sequential_append(net, nn_relu_new());
-            nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+            add_conv_relu_pool(net, 2, 24);
+            add_conv_relu_pool(net, 24, 20);
             nn_sequential_append(net, tail ? nn_flatten_new(1, -1) : nn_relu_new());
             nn_sequential_append(net, nn_linear_new(tail ? 20 * 3 * 2 : 2, 5, true));
             if (stat) {
@@ -1024,12 +1022,8 @@ static void test_chain_one_image_serial(void **state) {
         if (!nn__backend_force_tier(qt)) continue;
         nn_generator_seed(NULL, 17);
         nn_module *net = nn_sequential_new();
-        nn_sequential_append(net, nn_conv2d_new(1, 32, 3, 1, 1, true));
-        nn_sequential_append(net, nn_relu_new());
-        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
-        nn_sequential_append(net, nn_conv2d_new(32, 64, 3, 1, 1, true));
-        nn_sequential_append(net, nn_relu_new());
-        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        add_conv_relu_pool(net, 1, 32);
+        add_conv_relu_pool(net, 32, 64);
         nn_sequential_append(net, nn_flatten_new(1, -1));
         nn_sequential_append(net, nn_linear_new(64 * 7 * 7, 10, true));
         assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
@@ -1065,9 +1059,7 @@ static void test_chain_scratch_reuse(void **state) {
         if (!nn__backend_force_tier(qt)) continue;
         nn_generator_seed(NULL, 5);
         nn_module *net = nn_sequential_new();
-        nn_sequential_append(net, nn_conv2d_new(3, 20, 3, 1, 1, true));
-        nn_sequential_append(net, nn_relu_new());
-        nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+        add_conv_relu_pool(net, 3, 20);
         nn_sequential_append(net, nn_conv2d_new(20, 24, 3, 1, 1, true));
         nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
         assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
@@ -1139,12 +1131,8 @@ static void test_chain_allocations(void **state) {
     (void)state;
     nn_generator_seed(NULL, 9);
     nn_module *net = nn_sequential_new();
-    nn_sequential_append(net, nn_conv2d_new(3, 20, 3, 1, 1, true));
-    nn_sequential_append(net, nn_relu_new());
-    nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
-    nn_sequential_append(net, nn_conv2d_new(20, 24, 3, 1, 1, true));
-    nn_sequential_append(net, nn_relu_new());
-    nn_sequential_append(net, nn_max_pool2d_new(2, 2, 0));
+    add_conv_relu_pool(net, 3, 20);
+    add_conv_relu_pool(net, 20, 24);
     nn_sequential_append(net, nn_flatten_new(1, -1));
     nn_sequential_append(net, nn_linear_new(24 * 10 * 9, 6, true));
     assert_int_equal(nn_quantize_dynamic(net, NULL, NULL), NN_OK);
