@@ -292,6 +292,12 @@ static void qconv_kernels(qconv_run *r) {
               k8->wino_takes(r->c, L->n);
 }
 
+/* Bytes of a run's transformed Winograd weights in the chain's scratch (0
+ * when the run does not take the Winograd). */
+static size_t qconv_wino_bytes(const qconv_run *r) {
+    return r->wino ? align64((size_t)nn__qwg_elems(r->L->n, r->c) * 2) : 0;
+}
+
 /* Set up a run whose geometry and kernels are set on `bytes` (qconv_bytes)
  * of p; its intermediate image, when asked for, in *mid. r must not move
  * afterwards (its gemm points at r->sa, r->zp). */
@@ -500,10 +506,10 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
         geo[i].in_hwc = i > 0;
         geo[i].out_hwc = i + 1 < nl;
         qconv_kernels(&geo[i]);
-        size_t b, ub = 0;
+        size_t b;
+        const size_t ub = qconv_wino_bytes(&geo[i]);
         if (!qconv_bytes(&geo[i], i + 1 < nl || lin, &b) || bytes > SIZE_MAX / 4 - b ||
-            (geo[i].wino && (ub = align64((size_t)nn__qwg_elems(L[i]->n, geo[i].c) * 2)) >
-                                SIZE_MAX / 4 - ubytes))
+            ub > SIZE_MAX / 4 - ubytes)
             return NN__FAIL(NN_ERR_OVERFLOW, "%s: layer %d's scratch size overflows", fn, i);
         bytes += b, ubytes += ub;
     }
@@ -549,7 +555,7 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
             if (geo[i].wino) {
                 geo[i].u = (int16_t *)u;
                 k8->wino_weight(L[i]->n, geo[i].c, qw_data(L[i]->w), L[i]->w7, geo[i].u);
-                u += align64((size_t)nn__qwg_elems(L[i]->n, geo[i].c) * 2);
+                u += qconv_wino_bytes(&geo[i]);
             }
     }
     if (ok) {
@@ -571,11 +577,8 @@ nn_tensor *nn__qconv2d_chain(nn_tensor *x, const nn__qlayer *const *L, const nn_
         if (nt > 1) {
             nn__parallel_for_max(nb, nt, chain_task, &j);
             chain_linear(&j);
-        } else if (pool > 1) {
-            /* one image: a single task, so its kernels run serially */
+        } else { /* one task: its kernels run serially on any thread count */
             nn__parallel_for_max(1, 1, chain_serial_task, &j);
-        } else {
-            chain_serial(&j);
         }
         if (j.failed) {
             nn__err(NN_ERR_NOMEM, "%s: out of memory for the chain's scratch (%zu bytes)", fn,
