@@ -9,6 +9,7 @@
  * end. Integers equal the reference's; the epilogue and the quantizer do the
  * reference's float operations in its order, so the floats do too. */
 #include "backend/int8.h"
+#include "backend/x86/avx2/int8_epi.h"
 #include "backend/x86/avx2/simd.h"
 #include "backend/threadpool.h"
 
@@ -53,11 +54,6 @@ static void avx2_minmax(int64_t n, const float *x, float *mn, float *mx) {
     *mn = a, *mx = b;
 }
 
-/* Lanes [0, n) of a mask (n <= 8). */
-NN_INLINE __m256i lanes(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* round(x * inv) + zp as 8 int32 that the callers' saturating packs
  * (vpackssdw, vpackuswb) clamp to 0..255: the reference's nearbyintf(x * inv)
  * + zp clamped in float, with fewer operations. vcvtps2dq rounds to nearest
@@ -90,7 +86,7 @@ static void avx2_quantize_u8(int64_t n, const float *x, float inv_scale, int32_t
     }
     for (; i < n; i += 8) { /* the tail: masked loads of up to 8 */
         const int m = n - i >= 8 ? 8 : (int)(n - i);
-        const __m128i b8 = pack8(quant8(_mm256_maskload_ps(x + i, lanes(m)), inv, z));
+        const __m128i b8 = pack8(quant8(_mm256_maskload_ps(x + i, lane_mask(m)), inv, z));
         if (m == 8) {
             _mm_storel_epi64((__m128i *)(q + i), b8);
         } else {
@@ -150,13 +146,8 @@ NN_INLINE void store8(const nn__qgemm *p, int64_t i, int64_t j0, __m256i acc) {
                                                               _mm256_loadu_si256((const __m256i *)(p->wsum + j0))))
                     : acc; /* NULL: za folded into the products */
         const __m256 s = _mm256_mul_ps(_mm256_set1_ps(sa), _mm256_loadu_ps(p->w_scale + j0));
-        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
-        if (p->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(p->bias + j0));
-        if (p->relu) { /* max(y, 0) with NaN kept */
-            const __m256 keep = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_NLE_UQ);
-            y = _mm256_and_ps(y, keep);
-        }
-        _mm256_storeu_ps(c + j0, y);
+        const __m256 b = p->bias ? _mm256_loadu_ps(p->bias + j0) : _mm256_setzero_ps();
+        _mm256_storeu_ps(c + j0, q8_epilogue(v, s, b, p->bias != NULL, p->relu));
         return;
     }
     int32_t a[8];
@@ -541,11 +532,10 @@ static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
     __m256 r[8];
     for (int64_t c0 = 0; c0 < o; c0 += 8) {
         const int nc = o - c0 >= 8 ? 8 : (int)(o - c0);
-        const __m256i cm = lanes(nc);
-        const __m256i corr = _mm256_mullo_epi32(_mm256_set1_epi32(za),
-                                                _mm256_maskload_epi32(wsum + c0, cm));
-        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(sa), _mm256_maskload_ps(sw + c0, cm));
-        const __m256 b = bias ? _mm256_maskload_ps(bias + c0, cm) : _mm256_setzero_ps();
+        const __m256i cm = lane_mask(nc);
+        __m256i corr;
+        __m256 s, b;
+        q8_operands(nc, wsum + c0, sa, za, sw + c0, bias ? bias + c0 : NULL, &corr, &s, &b);
         for (int64_t py = 0; py < yh; py++)
             for (int64_t px0 = 0; px0 < yw; px0 += 8) {
                 const int np = yw - px0 >= 8 ? 8 : (int)(yw - px0);
@@ -561,10 +551,7 @@ static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
                         _mm256_max_epi32(_mm256_maskload_epi32(r0 + ow * o, cm),
                                          _mm256_maskload_epi32(r0 + ow * o + o, cm));
                     const __m256i v = _mm256_sub_epi32(_mm256_max_epi32(m01, m23), corr);
-                    __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
-                    if (bias) yv = _mm256_add_ps(yv, b);
-                    if (relu) /* max(y, 0) with NaN kept, as the reference */
-                        yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
+                    const __m256 yv = q8_epilogue(v, s, b, bias != NULL, relu);
                     r[q] = yv;
                     if (ldy) /* channels-last: the lanes are the channels */
                         _mm256_maskstore_ps(y + (py * yw + px0 + q) * ldy + c0, cm, yv);
@@ -575,7 +562,7 @@ static void avx2_pool_epilogue(const int32_t *t, int64_t o, int64_t ow, int64_t 
                 if (np == 8)
                     for (int c = 0; c < nc; c++) _mm256_storeu_ps(yb + c * ny, r[c]);
                 else
-                    for (int c = 0; c < nc; c++) _mm256_maskstore_ps(yb + c * ny, lanes(np), r[c]);
+                    for (int c = 0; c < nc; c++) _mm256_maskstore_ps(yb + c * ny, lane_mask(np), r[c]);
             }
     }
 }
@@ -600,7 +587,7 @@ static void avx2_quantize_pad_hwc(const float *x, int64_t c, int64_t h, int64_t 
     for (int64_t y = 0; y < h; y++)
         for (int64_t x0 = 0; x0 < w; x0 += 8) {
             const int np = w - x0 >= 8 ? 8 : (int)(w - x0);
-            const __m256i pm = lanes(np);
+            const __m256i pm = lane_mask(np);
             for (int64_t c0 = 0; c0 < c; c0 += 8) {
                 const int nc = c - c0 >= 8 ? 8 : (int)(c - c0);
                 for (int i = 0; i < 8; i++)
@@ -673,11 +660,8 @@ NN_INLINE void a1_tile(const a1ctx *q, int64_t py, int64_t px, int64_t pn, float
         const __m256i m01 = _mm256_max_epi32(acc[0][0][h], acc[0][1][h]);
         const __m256i m23 = _mm256_max_epi32(acc[1][0][h], acc[1][1][h]);
         const __m256i v = _mm256_sub_epi32(_mm256_max_epi32(m01, m23), corr);
-        __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
-        if (q->bias) yv = _mm256_add_ps(yv, _mm256_load_ps(q->bs + j0));
-        if (q->relu) /* max(y, 0) with NaN kept, as the reference */
-            yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
-        _mm256_storeu_ps(rb + px * 64 + j0, yv);
+        _mm256_storeu_ps(rb + px * 64 + j0,
+                         q8_epilogue(v, s, _mm256_load_ps(q->bs + j0), q->bias, q->relu));
     }
 }
 
@@ -711,7 +695,7 @@ static void a1_rows(void *ctx, int64_t py0, int64_t py1) {
                 if (npx == 8)
                     for (int c = 0; c < nc; c++) _mm256_storeu_ps(yb + c * ny, r[c]);
                 else
-                    for (int c = 0; c < nc; c++) _mm256_maskstore_ps(yb + c * ny, lanes(npx), r[c]);
+                    for (int c = 0; c < nc; c++) _mm256_maskstore_ps(yb + c * ny, lane_mask(npx), r[c]);
             }
         }
     }

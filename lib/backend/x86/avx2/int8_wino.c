@@ -18,6 +18,7 @@
  * Threads split the tile blocks. The weights' transform (once per call, not
  * per image) takes 8 outputs x a channel pair per vector, in int16. */
 #include "backend/int8.h"
+#include "backend/x86/avx2/int8_epi.h"
 #include "backend/x86/avx2/pack.h" /* pack_transpose8 */
 #include "backend/x86/avx2/simd.h"
 #include "backend/threadpool.h"
@@ -147,10 +148,10 @@ NN_INLINE void wg_pool_out(const wgctx *q, int64_t P, int rt, int64_t t0, const 
         if (j0 >= q->n) break;
         const int nc = q->n - j0 >= 8 ? 8 : (int)(q->n - j0);
         const __m256i cm = lane_mask(nc);
-        const __m256i corr = _mm256_mullo_epi32(_mm256_set1_epi32(q->za),
-                                                _mm256_maskload_epi32(q->wsum + j0, cm));
-        const __m256 s = _mm256_mul_ps(_mm256_set1_ps(q->sa), _mm256_maskload_ps(q->sw + j0, cm));
-        const __m256 b = q->bias ? _mm256_maskload_ps(q->bias + j0, cm) : _mm256_setzero_ps();
+        __m256i corr;
+        __m256 s, b;
+        q8_operands(nc, q->wsum + j0, q->sa, q->za, q->sw + j0, q->bias ? q->bias + j0 : NULL,
+                    &corr, &s, &b);
         __m256 rr[8];
         for (int r = 0; r < 8; r++) {
             if (r >= rt) {
@@ -161,10 +162,7 @@ NN_INLINE void wg_pool_out(const wgctx *q, int64_t P, int rt, int64_t t0, const 
             wg_ytile(mb, r, h, y);
             const __m256i v = _mm256_sub_epi32(
                 _mm256_max_epi32(_mm256_max_epi32(y[0], y[1]), _mm256_max_epi32(y[2], y[3])), corr);
-            __m256 yv = _mm256_mul_ps(_mm256_cvtepi32_ps(v), s);
-            if (q->bias) yv = _mm256_add_ps(yv, b);
-            if (q->relu) /* max(y, 0) with NaN kept, as the reference */
-                yv = _mm256_and_ps(yv, _mm256_cmp_ps(yv, _mm256_setzero_ps(), _CMP_NLE_UQ));
+            const __m256 yv = q8_epilogue(v, s, b, q->bias != NULL, q->relu);
             rr[r] = yv;
             if (q->ldy) _mm256_maskstore_ps(q->y + (t0 + r) * q->ldy + j0, cm, yv);
         }
