@@ -8,7 +8,9 @@
  * batches, the median over repeats. No arguments: every case at 1 and 2
  * threads in a few minutes. Options: --quick (fewer repeats), --threads N
  * (only N), --case NAME (only cases whose name starts with NAME), --tier
- * ref|avx2|avx512 (an older machine's kernels).
+ * ref|avx2|avx512 (an older machine's kernels), --profile (--profile-mlp)
+ * prints the profiler's report of the CNN's (MLP's) training steps in the
+ * profiler case.
  * cnn_train_contended runs last: CNN training at 1 and 2 threads beside a
  * busy child process that the benchmark starts and kills itself.
  * --rss-child is internal: the peak-RSS case re-runs this program so that
@@ -36,6 +38,8 @@
 
 static int g_reps = 7;            /* repeats per figure (median) */
 static const char *g_only = NULL; /* --case prefix */
+static bool g_show_profile = false; /* --profile: print the profiler's report */
+static bool g_profile_cnn = true;   /* --profile-mlp: profile the MLP's steps instead */
 
 static bool wanted(const char *name) { return bench_wanted(g_only, name); }
 
@@ -398,7 +402,7 @@ static double hook_ns(int64_t (*fn)(int64_t)) {
 
 static void bench_profiler(int threads, int steps) {
     trainer t;
-    trainer_init(&t, true, true);
+    trainer_init(&t, g_profile_cnn, true);
     trainer_steps(&t, 3);
     double off[64], on[64];
     long long events = 0;
@@ -416,6 +420,9 @@ static void bench_profiler(int threads, int steps) {
         double wall;
         if (sscanf(rep_txt, "libnn profile: %lf s of session, %lld events", &wall, &events) != 2)
             events = 0;
+        if (g_show_profile && rep == g_reps - 1)
+            fprintf(stderr, "# %d-thread training steps (%s), the last run:\n%s", threads,
+                    g_profile_cnn ? "cnn" : "mlp", rep_txt);
         nn_free(rep_txt);
     }
     const double t_off = bench_median(off, g_reps), t_on = bench_median(on, g_reps);
@@ -459,13 +466,17 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--quick") == 0) quick = true;
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) g_only = argv[++i];
+        else if (strcmp(argv[i], "--profile") == 0) g_show_profile = true;
+        else if (strcmp(argv[i], "--profile-mlp") == 0) g_show_profile = true, g_profile_cnn = false;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             /* measure an older machine's kernels: ref, avx2 or avx512 */
             const char *t = argv[++i];
             if (!bench_force_tier(t)) return 2;
             printf("# forced tier: %s\n", t);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--threads N] [--case PREFIX] [--tier ref|avx2|avx512]\n",
+            fprintf(stderr,
+                    "usage: %s [--quick] [--threads N] [--case PREFIX] [--tier ref|avx2|avx512] "
+                    "[--profile|--profile-mlp]\n",
                     argv[0]);
             return 2;
         }
