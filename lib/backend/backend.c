@@ -300,6 +300,14 @@ void nn__backend_force_conv(int passes) {
     g_conv_force = passes < 0 ? -1 : passes;
 }
 
+/* Read by the x86 tiers' direct convolution on every call (a plain int: the
+ * setter is for tests and the benchmark, between kernel calls). */
+static int g_wino_force = -1;
+
+void nn__backend_force_winograd(int mode) { g_wino_force = mode < 0 ? -1 : mode > 0; }
+
+int nn__backend_winograd_mode(void) { return g_wino_force; }
+
 bool nn__backend_force_tier(int tier) {
     pthread_once(&g_once, init_kernels);
     if (tier < 0) tier = g_best;

@@ -68,4 +68,8 @@ typedef struct nn__conv_kernels {
                                const float *relu_y, float *gw, float *gb);
 } nn__conv_kernels;
 
+/* nn__backend_force_winograd's mode (backend/tier.h): -1 the tiers' rule,
+ * 0 never, 1 wherever Winograd can run. */
+int nn__backend_winograd_mode(void);
+
 #endif

@@ -43,6 +43,12 @@ bool nn__backend_force_tier(int tier);
  * else exactly `passes` (a kernel that does not take a shape still falls
  * back to im2col + GEMM). Not thread-safe against concurrent kernel calls. */
 void nn__backend_force_conv(int passes);
+/* Tests and benchmark: whether the x86 tiers' direct convolution runs its
+ * unpooled forward and its data gradient as Winograd F(2x2, 3x3): -1 (the
+ * default) where their rule measured it faster, 0 never, 1 for every shape
+ * it can run (3x3, unit stride and dilation). Not thread-safe against
+ * concurrent kernel calls. */
+void nn__backend_force_winograd(int mode);
 /* Tests and benchmark: false makes every tier's half.conv_passes take no
  * shape, so a convolution with f16 / bf16 weights widens them to an f32 copy
  * and runs the f32 convolution (the path before the half kernels); true (the

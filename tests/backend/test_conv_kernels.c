@@ -267,6 +267,41 @@ static void test_direct_nan(void **s) {
     if (!for_simd_tiers(nan_cases)) skip();
 }
 
+/* Winograd F(2x2, 3x3) for the unpooled forward and the data gradient,
+ * forced on whatever the rule says: odd planes (a last tile row / column
+ * that keeps one output), one and many images, channel counts off the
+ * vector widths, padding 0, 1 and 2, one-tile planes, a plane split over
+ * threads. Every pass also runs through the checks above (bias, ReLU, the
+ * ReLU mask, 1-3 threads bit-identical). The tolerance is expect_close's:
+ * Winograd's sums differ from the direct ones by its transforms' roundings,
+ * whose constants (0, ±1/2, ±1) keep each error within a few units of the
+ * same per-element bound sum |x| |w| (U = G g Gᵀ and V = Bᵀ d B add at most
+ * 4 terms of magnitude <= that of the taps at each stage). */
+static const conv_case g_wino_cases[] = {
+    {1, 32, 13, 13, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* odd plane, one image */
+    {5, 17, 9, 15, 33, 3, 3, 1, 1, 1, 1, 1, 1},  /* odd channels and plane */
+    {3, 40, 6, 7, 70, 3, 3, 1, 1, 2, 2, 1, 1},   /* padding 2, channel tail */
+    {2, 9, 7, 5, 8, 3, 3, 1, 1, 0, 0, 1, 1},     /* no padding: 5x3 output */
+    {1, 8, 1, 1, 9, 3, 3, 1, 1, 1, 1, 1, 1},     /* a 1x1 plane: one partial tile */
+    {2, 24, 2, 3, 16, 3, 3, 1, 1, 1, 2, 1, 1},   /* asymmetric padding */
+    {1, 19, 31, 45, 20, 3, 3, 1, 1, 1, 1, 1, 1}, /* one image split over threads */
+    {3, 3, 9, 11, 40, 3, 3, 1, 1, 1, 1, 1, 1},   /* few input channels */
+    {9, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* demo conv2, a task per image */
+};
+
+static void wino_cases(void) {
+    nn__backend_force_winograd(1);
+    for (size_t i = 0; i < sizeof g_wino_cases / sizeof g_wino_cases[0]; i++)
+        check_case(&g_wino_cases[i], false);
+    check_case(&g_wino_cases[1], true); /* a NaN through the transforms */
+    nn__backend_force_winograd(-1);
+}
+
+static void test_winograd_vs_reference(void **s) {
+    (void)s;
+    if (!for_simd_tiers(wino_cases)) skip();
+}
+
 /* The rule: the reference tier takes nothing; the SIMD tiers take the demo
  * CNN's passes, and no stride-2 data gradient. */
 static void rule_checks(void) {
@@ -295,6 +330,7 @@ int main(void) {
         cmocka_unit_test(test_direct_vs_reference),
         cmocka_unit_test(test_direct_nan),
         cmocka_unit_test(test_rule),
+        cmocka_unit_test(test_winograd_vs_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,13 +65,17 @@ static double run_once(int pass, int method, nn_tensor *x, nn_tensor *w, nn_tens
     return dt * 1e6;
 }
 
-static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int reps,
-                       const char *only) {
+/* wino: the two methods are the direct kernels with Winograd F(2x2, 3x3)
+ * forced on and off (nn__backend_force_winograd) for the unpooled forward
+ * and the data gradient, else direct and im2col (or fused and separate). */
+static void bench_pass_k(const layer *l, int64_t batch, int pass, int threads, int reps,
+                         const char *only, bool wino) {
     char name[2][96];
-    const char *const meth[2][2] = {{"direct", "im2col"}, {"fused", "separate"}};
+    const char *const meth[3][2] = {
+        {"direct", "im2col"}, {"fused", "separate"}, {"wino", "direct"}};
     for (int m = 0; m < 2; m++)
         snprintf(name[m], sizeof name[m], "conv_%s_b%lld_%s_%s", l->name, (long long)batch,
-                 g_pass_name[pass], meth[pass == P_FUSED][m]);
+                 g_pass_name[pass], meth[wino ? 2 : pass == P_FUSED][m]);
     if (only && strncmp(name[0], only, strlen(only)) != 0 &&
         strncmp(name[1], only, strlen(only)) != 0)
         return;
@@ -94,7 +98,9 @@ static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int
     const int n = reps * 3;
     for (int i = -2; i < n && r[0] && r[1]; i++)
         for (int m = 0; m < 2; m++) {
-            if (pass != P_FUSED)
+            if (wino)
+                nn__backend_force_winograd(m == 0);
+            else if (pass != P_FUSED)
                 nn__backend_force_conv(m == 0 ? NN_CONV_FWD | NN_CONV_FWD_POOL | NN_CONV_BWD_DATA |
                                                     NN_CONV_BWD_WEIGHTS
                                               : 0);
@@ -102,6 +108,7 @@ static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int
             if (i >= 0) r[m][i] = us;
         }
     nn__backend_force_conv(-1);
+    nn__backend_force_winograd(-1);
     for (int m = 0; m < 2 && r[0] && r[1]; m++)
         printf("BENCH %s %d %.6g us\n", name[m], threads, bench_median(r[m], n));
     free(r[0]), free(r[1]);
@@ -110,7 +117,37 @@ static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int
     nn_generator_free(g);
 }
 
+static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int reps,
+                       const char *only) {
+    bench_pass_k(l, batch, pass, threads, reps, only, false);
+}
+
+/* Winograd against the direct tile on 3x3 layers around the demo CNN's
+ * (conv_wino_c<C>o<O>s<HW>_b<N>_{fwd,bwd_data}_{wino,direct}): the
+ * measurements behind the x86 tiers' wg_fast_rule. Run only when asked
+ * for by name (--case conv_wino). */
+static void bench_wino(int threads, int reps, const char *only) {
+    static const int64_t shapes[][4] = {
+        /* c, o, hw, batch */
+        {32, 64, 14, 64}, {8, 16, 14, 64},  {16, 16, 14, 64},  {16, 32, 14, 64}, {32, 32, 14, 64},
+        {64, 64, 14, 64}, {64, 32, 14, 64}, {16, 16, 28, 32},  {32, 32, 28, 32}, {8, 32, 28, 32},
+        {32, 64, 7, 64},  {64, 64, 7, 64},  {128, 128, 7, 64}, {64, 64, 4, 64},  {32, 64, 14, 4},
+        {32, 64, 13, 64}, {32, 64, 15, 64}, {32, 64, 9, 64},   {32, 64, 8, 64},  {32, 64, 6, 64},
+        {64, 64, 5, 64},  {64, 64, 3, 64},  {32, 64, 27, 16},
+    };
+    if (!only || strncmp(only, "conv_wino", 9) != 0) return;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        char nm[48];
+        snprintf(nm, sizeof nm, "wino_c%lldo%llds%lld", (long long)shapes[i][0],
+                 (long long)shapes[i][1], (long long)shapes[i][2]);
+        const layer l = {nm, shapes[i][0], shapes[i][2], shapes[i][1]};
+        bench_pass_k(&l, shapes[i][3], P_FWD, threads, reps, only, true);
+        bench_pass_k(&l, shapes[i][3], P_BWD_DATA, threads, reps, only, true);
+    }
+}
+
 void bench_conv(int threads, int reps, const char *only) {
+    bench_wino(threads, reps, only);
     static const layer layers[] = {{"conv1", 1, 28, 32}, {"conv2", 32, 14, 64}};
     for (int li = 0; li < 2; li++) {
         for (int pass = P_FWD; pass <= P_BWD_WEIGHTS; pass++)

@@ -29,7 +29,10 @@
  *
  * Forward with the 2x2 pool, 3x3 windows, unit stride and dilation and at
  * least WG_CMIN input channels: Winograd F(2x2, 3x3), one tile per pool
- * window (wg_*, below).
+ * window (wg_*, below). The unpooled forward and the data gradient of such
+ * windows run Winograd too where it measured faster (wg_fast_rule): every
+ * 2x2 output tile stored, the data gradient on gy (masked, padded by 2 - p)
+ * with the windows flipped and transposed before the weight transform.
  *
  * Every output element is summed over (c, ky, kx) (forward, backward data)
  * or over (image, oy, ox) (weights, within a chunk) in a fixed order that
@@ -77,15 +80,23 @@ static void cd_pad_rows(const float *src, const float *mask, int64_t cin, int64_
             }
             const float *s = src + (c * ih + sy) * iw; /* column x of d is s[x - pl] */
             for (int64_t x = 0; x < x0; x++) d[x] = 0.0f;
-            if (mask) {
-                const float *m = mask + (c * ih + sy) * iw;
-                for (int64_t x = x0; x < x1; x++) d[x] = m[x - pl] > 0.0f ? s[x - pl] : 0.0f;
-            } else { /* vectors: rows are short (library calls cost more than the copy) */
-                int64_t x = x0;
+            /* vectors: rows are short (library calls cost more than the copy) */
+            int64_t x = x0;
+            if (mask) { /* s where m > 0, else 0 (cd_gate: the ReLU backward's rule) */
+                const float *m = mask + (c * ih + sy) * iw; /* beside s */
+                for (; x + CD_VL <= x1; x += CD_VL)
+                    cd_storeu(d + x, cd_gate(cd_loadu(s + x - pl), cd_loadu(m + x - pl)));
+                if (x < x1) {
+                    const int nr = (int)(x1 - x);
+                    cd_store_n(d + x, cd_gate(cd_load_n(s + x - pl, nr), cd_load_n(m + x - pl, nr)),
+                               nr);
+                }
+            } else {
                 for (; x + CD_VL <= x1; x += CD_VL) cd_storeu(d + x, cd_loadu(s + x - pl));
                 if (x < x1) cd_store_n(d + x, cd_load_n(s + x - pl, (int)(x1 - x)), (int)(x1 - x));
             }
-            for (int64_t x = x1; x < wp; x += CD_VL) cd_store_n(d + x, cd_zero(), (int)cd_min(CD_VL, wp - x));
+            for (x = x1; x < wp; x += CD_VL)
+                cd_store_n(d + x, cd_zero(), (int)cd_min(CD_VL, wp - x));
         }
 }
 
@@ -619,7 +630,7 @@ static bool cf_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
     return !j.failed;
 }
 
-/* ------------------------------- forward + 2x2 pool, Winograd F(2x2, 3x3) */
+/* ------------- forward (+ 2x2 pool), data gradient: Winograd F(2x2, 3x3) */
 
 /* A 3x3 convolution with unit stride and dilation followed by the fused 2x2
  * max pool: every pool window is one 2x2 output tile of Winograd's
@@ -635,42 +646,63 @@ static bool cf_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
  *    U = G g Gᵀ, packed like cd_pack's blocks;
  *  - output transform Aᵀ M A in channel vectors, the pool's max (NaN rule),
  *    bias, ReLU; the pooled pixel-major rows are transposed into NCHW.
- * Only the pooled outputs exist, so the rounding differs from the direct
- * kernel's (within the usual Winograd bound: the transforms' constants are
- * 0, ±1, ±1/2); each output's sums run in a fixed order (c, then the
- * transforms), so results do not depend on the threads or the tiling.
- * Taken for at least WG_CMIN input channels (the transforms cost per input
- * and per output channel, the products per pair). */
+ * Unpooled (wg_direct_fwd with pool false, wg_direct_bwd_data): the tiles
+ * cover ceil(oh/2) x ceil(ow/2) (the padded copy is zero past the input),
+ * each tile's 2x2 outputs get the bias and ReLU and those inside the plane
+ * are stored (odd sizes: the last tile row / column keeps one), then the
+ * pixel-major rows are transposed into NCHW.
+ * The rounding differs from the direct kernel's (within the usual Winograd
+ * bound: the transforms' constants are 0, ±1, ±1/2); each output's sums
+ * run in a fixed order (c, then the transforms), so results do not depend
+ * on the threads or the tiling. The pooled forward is taken for at least
+ * WG_CMIN input channels (the transforms cost per input and per output
+ * channel, the products per pair). */
 #define WG_CMIN 8
 
 typedef struct wg_job {
-    const float *x; /* [n][cin][ih][iw] */
+    const float *x, *mask; /* input [n][cin][ih][iw]; mask: ReLU output gating x, or NULL */
     int64_t n, cin, ih, iw, pt, pl;
-    int64_t cout, py, px; /* pooled output [n][cout][py][px]: one tile each */
+    int64_t cout, oh, ow; /* conv output [n][cout][oh][ow] */
+    bool pool;            /* stored pooled: [n][cout][oh/2][ow/2], one tile each */
+    int64_t ty, tx;       /* tiles: pooled oh/2 x ow/2, else ceil(oh/2) x ceil(ow/2) */
     float *y;
     const float *u;    /* [16][cin * nvec*VL], blocks of nv vectors at ob * cin */
     const float *bias; /* padded to nvec*VL, or NULL */
     bool relu;
     int m, nv;      /* product tile: at most m tiles x nv channel vectors */
     int64_t nvec;   /* channel vectors */
-    int64_t wpf;    /* padded row width: 2 * ceil(px / VL) * VL + 2 */
+    int64_t wpf;    /* padded row width: 2 * ceil(tx / VL) * VL + 2 */
     int64_t rchunks;
     bool failed;
 } wg_job;
 
 #include "backend/x86/winograd.h" /* wg_weight */
 
+/* A stride of at least n floats that is an odd number of cache lines: the
+ * 16 blocks V[p] (and M[p]) the transforms read or write together then
+ * fall into 16 different L1 sets. (cin = 64 over 16 tiles, 4 KiB blocks,
+ * ran 1.2-1.5x slower than the direct tile on Zen 4 before this.) */
+static int64_t wg_stride(int64_t n) {
+    const int64_t lines = cd_cdiv(n, 16);
+    return 16 * (lines | 1);
+}
+
 /* Tile rows [ty0, ty1) of image n. */
 static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
-    const int64_t cin = j->cin, px = j->px, nty = ty1 - ty0, T = nty * px;
+    const int64_t cin = j->cin, px = j->tx, nty = ty1 - ty0, T = nty * px;
     const int64_t rows = 2 * nty + 2, wpf = j->wpf, ldo = j->nvec * CD_VL;
+    /* pixel-major outputs: T pooled, or conv rows [2 ty0, 2 ty0 + orows) */
+    const int64_t orows = j->pool ? 0 : cd_min(2 * ty1, j->oh) - 2 * ty0;
+    const int64_t npx = j->pool ? T : orows * j->ow;
     float *pad = nn__thread_scratch(CD_SLOT_PAD, (size_t)(cin * rows * wpf) * sizeof(float));
-    float *v = nn__thread_scratch(CD_SLOT_ROWS,
-                                  (size_t)(16 * cin * T + 17 * T * ldo) * sizeof(float));
+    const int64_t vps = wg_stride(cin * T), mps = wg_stride(T * ldo); /* V[p], M[p] strides */
+    float *v =
+        nn__thread_scratch(CD_SLOT_ROWS, (size_t)(16 * (vps + mps) + npx * ldo) * sizeof(float));
     if (!pad || !v) return false;
-    float *mb = v + 16 * cin * T, *pb = mb + 16 * T * ldo;
-    cd_pad_rows(j->x + n * cin * j->ih * j->iw, NULL, cin, j->ih, j->iw, j->pt, j->pl, 2 * ty0,
-                rows, wpf, pad);
+    float *mb = v + 16 * vps, *pb = mb + 16 * mps;
+    const int64_t ihw = j->ih * j->iw;
+    cd_pad_rows(j->x + n * cin * ihw, j->mask ? j->mask + n * cin * ihw : NULL, cin, j->ih, j->iw,
+                j->pt, j->pl, 2 * ty0, rows, wpf, pad);
     /* V = Bᵀ d B, Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: rows, then columns */
     for (int64_t c = 0; c < cin; c++)
         for (int64_t ty = 0; ty < nty; ty++) {
@@ -680,7 +712,7 @@ static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
                 cd_vec vv[16];
                 wg_input(r0, wpf, tx0, 2 * cnt <= CD_VL, vv);
                 float *vo = v + c * T + ty * px + tx0;
-                for (int p = 0; p < 16; p++) cd_store_n(vo + p * cin * T, vv[p], cnt);
+                for (int p = 0; p < 16; p++) cd_store_n(vo + p * vps, vv[p], cnt);
             }
         }
     /* M[p] = V[p]ᵀ U[p], tiles as the pixels of the channel tile */
@@ -693,18 +725,42 @@ static bool wg_rows(const wg_job *j, int64_t n, int64_t ty0, int64_t ty1) {
             int64_t t0 = 0;
             for (int64_t tt = 0; tt < mt; tt++) {
                 const int m = (int)(T / mt + (tt < T % mt));
-                cd_fwd_call(m, nv, &q, v + p * cin * T + t0, up, NULL, false,
-                            mb + (p * T + t0) * ldo + ob, ldo);
+                cd_fwd_call(m, nv, &q, v + p * vps + t0, up, NULL, false,
+                            mb + p * mps + t0 * ldo + ob, ldo);
                 t0 += m;
             }
         }
-    /* Y = Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 -1 -1], then max, bias, ReLU */
-    for (int64_t t = 0; t < T; t++)
+    if (j->pool) { /* Y = Aᵀ M A, then max, bias, ReLU */
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) {
+                const float *bo = j->bias ? j->bias + o0 : NULL;
+                cd_storeu(pb + t * ldo + o0, wg_pool_out(mb + t * ldo + o0, mps, bo, j->relu));
+            }
+        cd_store_t(pb, ldo, T, j->cout, j->y + n * j->cout * j->ty * px + ty0 * px, j->ty * px);
+        return true;
+    }
+    /* Y = Aᵀ M A, + bias, ReLU: the 2x2 outputs of each tile that lie in the
+     * plane (odd sizes: the last tile row / column keeps one) */
+    const int64_t ow = j->ow;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t y0 = 2 * (t / px), x0 = 2 * (t % px);
+        const bool down = y0 + 1 < orows, right = x0 + 1 < ow;
+        float *dst = pb + (y0 * ow + x0) * ldo;
         for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) {
-            const float *bo = j->bias ? j->bias + o0 : NULL;
-            cd_storeu(pb + t * ldo + o0, wg_pool_out(mb + t * ldo + o0, T * ldo, bo, j->relu));
+            cd_vec yv[4];
+            wg_output(mb + t * ldo + o0, mps, yv);
+            const cd_vec bv = j->bias ? cd_loadu(j->bias + o0) : cd_zero();
+            for (int i = 0; i < 4; i++) {
+                if (j->bias) yv[i] = cd_add(yv[i], bv);
+                if (j->relu) yv[i] = cd_relu(yv[i]);
+            }
+            cd_storeu(dst + o0, yv[0]);
+            if (right) cd_storeu(dst + ldo + o0, yv[1]);
+            if (down) cd_storeu(dst + ow * ldo + o0, yv[2]);
+            if (down && right) cd_storeu(dst + (ow + 1) * ldo + o0, yv[3]);
         }
-    cd_store_t(pb, ldo, T, j->cout, j->y + n * j->cout * j->py * px + ty0 * px, j->py * px);
+    }
+    cd_store_t(pb, ldo, npx, j->cout, j->y + (n * j->cout * j->oh + 2 * ty0) * ow, j->oh * ow);
     return true;
 }
 
@@ -712,16 +768,74 @@ static void wg_task(void *ctx, int64_t t, int thread) {
     (void)thread;
     wg_job *j = ctx;
     const int64_t n = t / j->rchunks, ch = t % j->rchunks;
-    const int64_t per = cd_cdiv(j->py, j->rchunks);
-    const int64_t lo = ch * per, hi = cd_min(j->py, lo + per);
+    const int64_t per = cd_cdiv(j->ty, j->rchunks);
+    const int64_t lo = ch * per, hi = cd_min(j->ty, lo + per);
     if (lo < hi && !wg_rows(j, n, lo, hi)) __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
+}
+
+/* The shapes Winograd can run: 3x3 windows, unit stride and dilation, at
+ * least half a vector of output channels. */
+static bool wg_shape(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
+    return 2 * d->o >= CD_VL && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
+           g->dh == 1 && g->dw == 1;
 }
 
 /* Whether the Winograd path takes the fused forward with pool of d. */
 static bool wg_takes(const nn__conv2d *d) {
+    return wg_shape(d) && d->c >= WG_CMIN && d->g.oh >= 2 && d->g.ow >= 2;
+}
+
+/* Unpooled forward and data gradient: Winograd where it measured faster
+ * than the direct tile, on a job of cin -> cout channels (the data
+ * gradient's: o -> c) and an output plane of oh x ow. Paired runs in one
+ * process (bench --case conv_wino: Winograd forced on and off, medians of
+ * 21, batch 64 unless said; Zen 4, 2 cores, shared host; ratio = direct
+ * time / Winograd time, forward and data gradient, 1 and 2 threads):
+ *  - AVX-512: demo conv2 32 -> 64 at 14x14 1.62 / 1.47 (1 thread, 2.78 vs
+ *    4.51 ms and 3.26 vs 4.80 ms), 1.62 / 1.44 (2 threads); 64 -> 64
+ *    1.72 / 1.68; 16 -> 16 1.17 / 1.14; 8 -> 16 1.06 / 1.19; 28x28 (batch
+ *    32) 1.38-1.55; 7x7 (a third of the tiles' outputs dropped) 1.0-1.3,
+ *    128 -> 128 1.4; 4x4 1.3; 5x5 (44% dropped) 0.97-1.06; 3x3 0.91-0.99.
+ *    Rule: cin >= 8, cout >= 16 and at most a third more tile outputs than
+ *    the plane has.
+ *  - AVX2 (the same machine, 8 lanes, 16 registers): conv2 1.57 / 1.15;
+ *    32 -> 32 at 14x14 1.19 / 1.17, at 28x28 1.38 / 1.34; 16 -> 16 0.94 /
+ *    0.99; 8 -> 16 1.02 / 0.83; 64 -> 32 at 9x9 0.88 and at 7x7 0.82 (data
+ *    gradients), 64 -> 64 at 7x7 1.0 / 0.98, at 4x4 0.89. Rule: cin >= 16,
+ *    cout >= 32, planes of at least 12x12 (and the dropped-output limit). */
+#if CD_VL >= 16
+#define WG_FAST_CMIN 8
+#define WG_FAST_OMIN 16
+#define WG_FAST_PLANE 1
+#else
+#define WG_FAST_CMIN 16
+#define WG_FAST_OMIN 32
+#define WG_FAST_PLANE 144
+#endif
+
+/* The rule above (or nn__backend_force_winograd's mode in tests and the
+ * benchmark) for a job that Winograd can run. */
+static bool wg_fast_rule(int64_t cin, int64_t cout, int64_t oh, int64_t ow) {
+    const int mode = nn__backend_winograd_mode();
+    if (mode >= 0) return mode > 0;
+    const int64_t tiled = 4 * cd_cdiv(oh, 2) * cd_cdiv(ow, 2); /* outputs the tiles compute */
+    return cin >= WG_FAST_CMIN && cout >= WG_FAST_OMIN && oh * ow >= WG_FAST_PLANE &&
+           3 * tiled <= 4 * oh * ow;
+}
+
+/* Whether the unpooled forward of d runs Winograd. */
+static bool wg_fwd_fast(const nn__conv2d *d) {
+    return wg_shape(d) && d->c >= 1 && wg_fast_rule(d->c, d->o, d->g.oh, d->g.ow);
+}
+
+/* Whether the data gradient of d runs Winograd: the forward's shape with c
+ * and o swapped, padding at most 2 (the gradient's is 2 - p). */
+static bool wg_bwd_fast(const nn__conv2d *d) {
     const nn__win2d *g = &d->g;
-    return d->c >= WG_CMIN && 2 * d->o >= CD_VL && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
-           g->sw == 1 && g->dh == 1 && g->dw == 1 && g->oh >= 2 && g->ow >= 2;
+    return 2 * d->c >= CD_VL && d->o >= 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
+           g->dh == 1 && g->dw == 1 && g->ph <= 2 && g->pw <= 2 &&
+           wg_fast_rule(d->o, d->c, d->h, d->w);
 }
 
 /* Fewer images than threads: an image's tile rows are split over the
@@ -730,34 +844,25 @@ static bool wg_takes(const nn__conv2d *d) {
  * slower split in two than on one thread on Zen 5 (2 threads, idle, three
  * paired runs: 45-89 us split, 32-49 us whole; 31 us on one thread). */
 #define WG_SPLIT_IMAGE_WORK 8e6
-static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float *w,
-                               const uint16_t *wh, cd_cvt_fn cvt, const float *bias, bool relu,
-                               float *y) {
-    const nn__win2d *g = &d->g;
-    wg_job j = {.x = x,
-                .n = d->n,
-                .cin = d->c,
-                .ih = d->h,
-                .iw = d->w,
-                .pt = g->ph,
-                .pl = g->pw,
-                .cout = d->o,
-                .py = g->oh / 2,
-                .px = g->ow / 2,
-                .y = y,
-                .relu = relu};
-    j.nvec = cd_cdiv(d->o, CD_VL);
-    j.wpf = 2 * cd_cdiv(j.px, CD_VL) * CD_VL + 2;
-    const double work = (double)(d->c * 9 * d->o * g->oh * g->ow);
+
+/* Run a job whose geometry is set (x .. tx, y, relu): transform the weights
+ * U = G g Gᵀ, g the 3x3 windows of w [cout][cin][3][3] (or of half weights
+ * wh through cvt) or, transposed (the data gradient), of w [cin][cout][3][3]
+ * flipped in both axes; then tasks (image, tile-row chunk). */
+static bool wg_run(wg_job *j, const float *w, const uint16_t *wh, cd_cvt_fn cvt, bool transposed,
+                   const float *bias) {
+    j->nvec = cd_cdiv(j->cout, CD_VL);
+    j->wpf = 2 * cd_cdiv(j->tx, CD_VL) * CD_VL + 2;
+    const double work = (double)(j->cin * 9 * j->cout * j->oh * j->ow);
     /* tasks: images, or, with fewer images than threads, tile-row chunks
      * enough for every thread (no output's sums depend on the split) */
-    int nt = nn__threads_for((int64_t)(work * (double)d->n), 1 << 18);
-    if (d->n < nt && work < WG_SPLIT_IMAGE_WORK) nt = d->n > 1 ? (int)d->n : 1;
-    j.rchunks = d->n >= nt ? 1 : cd_min(j.py, cd_cdiv(nt, d->n));
+    int nt = nn__threads_for((int64_t)(work * (double)j->n), 1 << 18);
+    if (j->n < nt && work < WG_SPLIT_IMAGE_WORK) nt = j->n > 1 ? (int)j->n : 1;
+    j->rchunks = j->n >= nt ? 1 : cd_min(j->ty, cd_cdiv(nt, j->n));
     int mt;
-    cd_plan_tiles(cd_cdiv(j.py, j.rchunks) * j.px, j.nvec, &mt, &j.m, &j.nv);
-    const int64_t ldo = j.nvec * CD_VL, nbw = (int64_t)j.nv * CD_VL, cin = d->c;
-    const int64_t kt = cin * 9;
+    cd_plan_tiles(cd_cdiv(j->ty, j->rchunks) * j->tx, j->nvec, &mt, &j->m, &j->nv);
+    const int64_t ldo = j->nvec * CD_VL, nbw = (int64_t)j->nv * CD_VL, cin = j->cin;
+    const int64_t cout = j->cout, kt = cin * 9;
     float *u = nn__thread_scratch(CD_SLOT_PACK,
                                   (size_t)(16 * cin * ldo + ldo + kt * CD_VL) * sizeof(float));
     /* half weights: each vector of channels' rows converted into a stage */
@@ -767,15 +872,23 @@ static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
     float *wt = u + 16 * cin * ldo + ldo; /* [c][k][lane]: one vector of channels, transposed */
     for (int64_t o0 = 0; o0 < ldo; o0 += CD_VL) { /* VL output channels at a time */
         const int64_t ob = o0 / nbw * nbw, wid = cd_min(nbw, ldo - ob);
-        const float *src = w ? w + o0 * kt : stage; /* row l: channel o0 + l */
-        if (wh) cvt(wh + o0 * kt, stage, (size_t)(cd_min(CD_VL, d->o - o0) * kt));
-        for (int64_t k0 = 0; k0 < kt; k0 += CD_VL) {
-            const int nk = (int)cd_min(CD_VL, kt - k0);
-            cd_vec r[CD_VL];
-            for (int l = 0; l < CD_VL; l++)
-                r[l] = o0 + l < d->o ? cd_load_n(src + l * kt + k0, nk) : cd_zero();
-            cd_transpose(r);
-            for (int i = 0; i < nk; i++) cd_storeu(wt + (k0 + i) * CD_VL, r[i]);
+        if (transposed) { /* window (o, c) = w[c][o] rotated by 180° */
+            for (int64_t c = 0; c < cin; c++)
+                for (int k = 0; k < 9; k++)
+                    for (int l = 0; l < CD_VL; l++)
+                        wt[(c * 9 + k) * CD_VL + l] =
+                            o0 + l < cout ? w[(c * cout + o0 + l) * 9 + 8 - k] : 0.0f;
+        } else {
+            const float *src = w ? w + o0 * kt : stage; /* row l: channel o0 + l */
+            if (wh) cvt(wh + o0 * kt, stage, (size_t)(cd_min(CD_VL, cout - o0) * kt));
+            for (int64_t k0 = 0; k0 < kt; k0 += CD_VL) {
+                const int nk = (int)cd_min(CD_VL, kt - k0);
+                cd_vec r[CD_VL];
+                for (int l = 0; l < CD_VL; l++)
+                    r[l] = o0 + l < cout ? cd_load_n(src + l * kt + k0, nk) : cd_zero();
+                cd_transpose(r);
+                for (int i = 0; i < nk; i++) cd_storeu(wt + (k0 + i) * CD_VL, r[i]);
+            }
         }
         for (int64_t c = 0; c < cin; c++) {
             cd_vec g9[9], uv[16];
@@ -785,20 +898,65 @@ static bool wg_direct_fwd_pool(const nn__conv2d *d, const float *x, const float 
             for (int p = 0; p < 16; p++) cd_storeu(dst + p * cin * ldo, uv[p]);
         }
     }
-    j.u = u;
-    j.bias = NULL;
+    j->u = u;
+    j->bias = NULL;
     if (bias) {
         float *bp = u + 16 * cin * ldo;
-        for (int64_t o = 0; o < ldo; o++) bp[o] = o < d->o ? bias[o] : 0.0f;
-        j.bias = bp;
+        for (int64_t o = 0; o < ldo; o++) bp[o] = o < cout ? bias[o] : 0.0f;
+        j->bias = bp;
     }
-    j.failed = false;
-    const int64_t tasks = d->n * j.rchunks;
+    j->failed = false;
+    const int64_t tasks = j->n * j->rchunks;
     if (tasks == 1 || nt == 1)
-        for (int64_t t = 0; t < tasks; t++) wg_task(&j, t, 0);
+        for (int64_t t = 0; t < tasks; t++) wg_task(j, t, 0);
     else
-        nn__parallel_for_max(tasks, nt, wg_task, &j);
-    return !j.failed;
+        nn__parallel_for_max(tasks, nt, wg_task, j);
+    return !j->failed;
+}
+
+/* The forward of d (wg_shape) with Winograd: pooled (wg_takes) or not. */
+static bool wg_direct_fwd(const nn__conv2d *d, const float *x, const float *w, const uint16_t *wh,
+                          cd_cvt_fn cvt, const float *bias, bool relu, bool pool, float *y) {
+    const nn__win2d *g = &d->g;
+    wg_job j = {.x = x,
+                .n = d->n,
+                .cin = d->c,
+                .ih = d->h,
+                .iw = d->w,
+                .pt = g->ph,
+                .pl = g->pw,
+                .cout = d->o,
+                .oh = g->oh,
+                .ow = g->ow,
+                .pool = pool,
+                .ty = pool ? g->oh / 2 : cd_cdiv(g->oh, 2),
+                .tx = pool ? g->ow / 2 : cd_cdiv(g->ow, 2),
+                .y = y,
+                .relu = relu};
+    return wg_run(&j, w, wh, cvt, false, bias);
+}
+
+/* The data gradient of d (wg_shape with the roles of c and o swapped, and
+ * padding at most 2) with Winograd: the forward on gy (masked by relu_y > 0
+ * when given) padded by 2 - p, with the windows flipped and transposed. */
+static bool wg_direct_bwd_data(const nn__conv2d *d, const float *gy, const float *relu_y,
+                               const float *w, float *gx) {
+    const nn__win2d *g = &d->g;
+    wg_job j = {.x = gy,
+                .mask = relu_y,
+                .n = d->n,
+                .cin = d->o,
+                .ih = g->oh,
+                .iw = g->ow,
+                .pt = 2 - g->ph,
+                .pl = 2 - g->pw,
+                .cout = d->c,
+                .oh = d->h,
+                .ow = d->w,
+                .ty = cd_cdiv(d->h, 2),
+                .tx = cd_cdiv(d->w, 2),
+                .y = gx};
+    return wg_run(&j, w, NULL, NULL, true, NULL);
 }
 
 /* Columns the padded view needs: the last tap of the last output. */
@@ -843,7 +1001,8 @@ static bool cd_direct_fwd_w(const nn__conv2d *d, const float *x, const float *w,
         return true;
     }
     if (pool && cf_takes(d)) return cf_direct_fwd_pool(d, x, w, wh, cvt, bias, relu, y);
-    if (pool && wg_takes(d)) return wg_direct_fwd_pool(d, x, w, wh, cvt, bias, relu, y);
+    if (pool && wg_takes(d)) return wg_direct_fwd(d, x, w, wh, cvt, bias, relu, true, y);
+    if (!pool && wg_fwd_fast(d)) return wg_direct_fwd(d, x, w, wh, cvt, bias, relu, false, y);
     return cd_run_w(&j, w, wh, cvt, false, bias);
 }
 
@@ -882,6 +1041,7 @@ static bool cd_direct_bwd_data(const nn__conv2d *d, const float *gy, const float
     j.hp = cd_span(d->h, 1, g->kh, g->dh);
     j.wp = cd_span(d->w, 1, g->kw, g->dw);
     j.copy = true;
+    if (wg_bwd_fast(d)) return wg_direct_bwd_data(d, gy, relu_y, w, gx);
     return cd_run(&j, w, true, NULL);
 }
 
@@ -1162,7 +1322,8 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
  *  - forward with the 2x2 pool: also one to CF_CMAX input channels with unit
  *    stride and dilation and a window up to CF_KMAX (the few-channel tile);
  *    3x3 windows with unit stride and dilation and WG_CMIN or more input
- *    channels run Winograd F(2x2, 3x3) (wg_takes);
+ *    channels run Winograd F(2x2, 3x3) (wg_takes), and so do the unpooled
+ *    forward and the data gradient of 3x3 windows where wg_fast_rule says;
  *  - data gradient: unit stride, padding within the window's extent (it is
  *    the forward on gy padded by (k-1)*d - p), and at least half a vector of
  *    input channels (its output channels);

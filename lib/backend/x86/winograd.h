@@ -1,5 +1,5 @@
-/* Winograd F(2x2, 3x3) with the 2x2 pool: the weight, input and output
- * transforms for the x86 tiers' f32 kernels (x86/conv_direct.h) and the
+/* Winograd F(2x2, 3x3), with or without the 2x2 pool: the weight, input and
+ * output transforms for the x86 tiers' f32 kernels (x86/conv_direct.h) and the
  * AVX512_BF16 kernel (avx512/conv_bf16.c, which rounds U and V to bf16
  * after them): one definition, so both transform alike. Written on the
  * includer's vector layer (cd_*: x86/<tier>/conv_direct.c,
@@ -58,10 +58,9 @@ NN_INLINE void wg_input(const float *r0, int64_t wpf, int64_t tx0, bool half, cd
     }
 }
 
-/* One tile's pooled output for VL channels: Y = Aᵀ M A, Aᵀ = [1 1 1 0;
- * 0 1 -1 -1], the max of its four values (NaN rule), + bias (NULL: none;
- * max(a) + b is exact), ReLU. M[p] (p = 4i + j) is at m + p * ps. */
-NN_INLINE cd_vec wg_pool_out(const float *m, int64_t ps, const float *bias, bool relu) {
+/* One tile's output for VL channels: y[2a + b] = (Aᵀ M A)[a][b], Aᵀ = [1 1
+ * 1 0; 0 1 -1 -1]; M[p] (p = 4i + j) is at m + p * ps. Rows, then columns. */
+NN_INLINE void wg_output(const float *m, int64_t ps, cd_vec y[4]) {
     cd_vec s0[4], s1[4];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
@@ -70,11 +69,18 @@ NN_INLINE cd_vec wg_pool_out(const float *m, int64_t ps, const float *bias, bool
         s0[k] = cd_add(cd_add(a, b), c);
         s1[k] = cd_sub(cd_sub(b, c), d);
     }
-    const cd_vec y00 = cd_add(cd_add(s0[0], s0[1]), s0[2]);
-    const cd_vec y01 = cd_sub(cd_sub(s0[1], s0[2]), s0[3]);
-    const cd_vec y10 = cd_add(cd_add(s1[0], s1[1]), s1[2]);
-    const cd_vec y11 = cd_sub(cd_sub(s1[1], s1[2]), s1[3]);
-    cd_vec mx = cd_max_nan(cd_max_nan(cd_max_nan(y00, y01), y10), y11);
+    y[0] = cd_add(cd_add(s0[0], s0[1]), s0[2]);
+    y[1] = cd_sub(cd_sub(s0[1], s0[2]), s0[3]);
+    y[2] = cd_add(cd_add(s1[0], s1[1]), s1[2]);
+    y[3] = cd_sub(cd_sub(s1[1], s1[2]), s1[3]);
+}
+
+/* One tile's pooled output for VL channels: the max of its four values
+ * (wg_output; NaN rule), + bias (NULL: none; max(a) + b is exact), ReLU. */
+NN_INLINE cd_vec wg_pool_out(const float *m, int64_t ps, const float *bias, bool relu) {
+    cd_vec y[4];
+    wg_output(m, ps, y);
+    cd_vec mx = cd_max_nan(cd_max_nan(cd_max_nan(y[0], y[1]), y[2]), y[3]);
     if (bias) mx = cd_add(mx, cd_loadu(bias));
     if (relu) mx = cd_relu(mx);
     return mx;
