@@ -671,7 +671,7 @@ typedef struct wg_job {
     bool relu;
     int m, nv;      /* product tile: at most m tiles x nv channel vectors */
     int64_t nvec;   /* channel vectors */
-    int64_t wpf;    /* padded row width: 2 * ceil(tx / VL) * VL + 2 */
+    int64_t wpf;    /* padded row width: the columns wg_input reads (wg_run) */
     int64_t rchunks;
     bool failed;
 } wg_job;
@@ -852,7 +852,10 @@ static bool wg_bwd_fast(const nn__conv2d *d) {
 static bool wg_run(wg_job *j, const float *w, const uint16_t *wh, cd_cvt_fn cvt, bool transposed,
                    const float *bias) {
     j->nvec = cd_cdiv(j->cout, CD_VL);
-    j->wpf = 2 * cd_cdiv(j->tx, CD_VL) * CD_VL + 2;
+    /* wg_input reads 2 VL + 2 columns per VL tiles, VL + 2 for the last
+     * vector when it holds at most VL/2 tiles */
+    const int64_t last = j->tx - (cd_cdiv(j->tx, CD_VL) - 1) * CD_VL; /* tiles in it */
+    j->wpf = 2 * (j->tx - last) + (2 * last <= CD_VL ? CD_VL : 2 * CD_VL) + 2;
     const double work = (double)(j->cin * 9 * j->cout * j->oh * j->ow);
     /* tasks: images, or, with fewer images than threads, tile-row chunks
      * enough for every thread (no output's sums depend on the split) */
