@@ -286,7 +286,7 @@ static const conv_case g_wino_cases[] = {
     {2, 9, 7, 5, 8, 3, 3, 1, 1, 0, 0, 1, 1},     /* no padding: 5x3 output */
     {1, 8, 1, 1, 9, 3, 3, 1, 1, 1, 1, 1, 1},     /* a 1x1 plane: one partial tile */
     {2, 24, 2, 3, 16, 3, 3, 1, 1, 1, 2, 1, 1},   /* asymmetric padding */
-    {1, 19, 31, 45, 20, 3, 3, 1, 1, 1, 1, 1, 1}, /* one image split over threads */
+    {1, 32, 41, 45, 24, 3, 3, 1, 1, 1, 1, 1, 1}, /* one image split over threads */
     {3, 3, 9, 11, 40, 3, 3, 1, 1, 1, 1, 1, 1},   /* few input channels */
     {9, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* demo conv2, a task per image */
 };
