@@ -841,10 +841,16 @@ static bool wg_bwd_fast(const nn__conv2d *d) {
 
 /* Fewer images than threads: an image's tile rows are split over the
  * threads only when its products reach this many (smaller images run one
- * per thread). The demo CNN's conv2 at batch 1 (3.6M products) measured
- * slower split in two than on one thread on Zen 5 (2 threads, idle, three
- * paired runs: 45-89 us split, 32-49 us whole; 31 us on one thread). */
-#define WG_SPLIT_IMAGE_WORK 8e6
+ * per thread). The demo CNN's conv2 at batch 1 has 3.6M products. On Zen 4
+ * (AVX-512 at half width, 118 GFLOP/s per core; 2 threads, ten ABBA pairs
+ * of cnn_infer_b1 on a shared host) splitting it measured 71-74 us per
+ * image in the fast runs against 72-95 us whole: beside the split itself,
+ * a worker that takes part in conv2 is still spinning when fc1's GEMV
+ * forks, where one left idle through a 45 us serial conv2 has gone to
+ * sleep (WORKER_SPIN_NS) and must be woken. On Zen 5 (full width, 31 us
+ * whole) the split had measured slower in paired runs (45-89 us against
+ * 32-49), with other work running on the host. */
+#define WG_SPLIT_IMAGE_WORK 2e6
 
 /* Run a job whose geometry is set (x .. tx, y, relu): transform the weights
  * U = G g Gᵀ, g the 3x3 windows of w [cout][cin][3][3] (or of half weights
