@@ -44,7 +44,8 @@ bool nn__backend_force_tier(int tier);
  * back to im2col + GEMM). Not thread-safe against concurrent kernel calls. */
 void nn__backend_force_conv(int passes);
 /* Tests and benchmark: whether the x86 tiers' direct convolution runs its
- * unpooled forward and its data gradient as Winograd F(2x2, 3x3): -1 (the
+ * unpooled forward, its data gradient and its weight gradient as Winograd
+ * F(2x2, 3x3): -1 (the
  * default) where their rule measured it faster, 0 never, 1 for every shape
  * it can run (3x3, unit stride and dilation). Not thread-safe against
  * concurrent kernel calls. */

@@ -267,8 +267,8 @@ static void test_direct_nan(void **s) {
     if (!for_simd_tiers(nan_cases)) skip();
 }
 
-/* Winograd F(2x2, 3x3) for the unpooled forward and the data gradient,
- * forced on whatever the rule says: odd planes (a last tile row / column
+/* Winograd F(2x2, 3x3) for the unpooled forward, the data gradient and the
+ * weight gradient, forced on whatever the rule says: odd planes (a last tile row / column
  * that keeps one output), one and many images, channel counts off the
  * vector widths, padding 0, 1 and 2, one-tile planes, a plane split over
  * threads. Every pass also runs through the checks above (bias, ReLU, the
@@ -278,7 +278,16 @@ static void test_direct_nan(void **s) {
  * same per-element bound sum |x| |w| (U = G g Gᵀ and V = Bᵀ d B add at most
  * 4 terms of magnitude <= that of the taps at each stage). Measured margin:
  * these cases (and the rule's Winograd shapes above) still pass with an
- * eighth of that tolerance. */
+ * eighth of that tolerance. The weight gradient (dU = sum over tiles of
+ * (A dY Aᵀ) ⊙ V, then Gᵀ dU G) rounds its transformed products, whose
+ * terms cancel in exact arithmetic, so its error is a constant factor of
+ * the bound sum |gy| |x| above the direct one's; measured margin: these
+ * cases pass with a quarter of expect_close's tolerance (not an eighth:
+ * the 2x3 and 4x3 planes, 12-18 terms). A NaN input makes NaN every tap
+ * of the windows (o, c) whose tiles read it: at least the taps the direct
+ * sums make NaN (x[nx / 2] below is inside the plane, where those are all
+ * 9), more near the border (0 x NaN in the transforms); the chunks (9 and
+ * 7 images) make the threads check meaningful. */
 static const conv_case g_wino_cases[] = {
     {1, 32, 13, 13, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* odd plane, one image */
     {5, 17, 9, 15, 33, 3, 3, 1, 1, 1, 1, 1, 1},  /* odd channels and plane */
@@ -289,6 +298,11 @@ static const conv_case g_wino_cases[] = {
     {1, 32, 41, 45, 24, 3, 3, 1, 1, 1, 1, 1, 1}, /* one image split over threads */
     {3, 3, 9, 11, 40, 3, 3, 1, 1, 1, 1, 1, 1},   /* few input channels */
     {9, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* demo conv2, a task per image */
+    /* the weight gradient (the forward's cases above run it too) */
+    {4, 1, 6, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1},     /* one input channel, 5 outputs */
+    {2, 5, 3, 4, 3, 3, 3, 1, 1, 3, 3, 1, 1},     /* padding 3: tiles of padding only */
+    {7, 19, 11, 9, 21, 3, 3, 1, 1, 1, 0, 1, 1},  /* 7 images in chunks, odd everything */
+    {6, 33, 5, 14, 47, 3, 3, 1, 1, 2, 1, 1, 1},  /* channel tails on both axes */
 };
 
 static void wino_cases(void) {

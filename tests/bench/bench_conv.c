@@ -66,8 +66,8 @@ static double run_once(int pass, int method, nn_tensor *x, nn_tensor *w, nn_tens
 }
 
 /* wino: the two methods are the direct kernels with Winograd F(2x2, 3x3)
- * forced on and off (nn__backend_force_winograd) for the unpooled forward
- * and the data gradient, else direct and im2col (or fused and separate). */
+ * forced on and off (nn__backend_force_winograd) for the unpooled forward,
+ * the data gradient and the weight gradient, else direct and im2col (or fused and separate). */
 static void bench_pass_k(const layer *l, int64_t batch, int pass, int threads, int reps,
                          const char *only, bool wino) {
     char name[2][96];
@@ -123,7 +123,7 @@ static void bench_pass(const layer *l, int64_t batch, int pass, int threads, int
 }
 
 /* Winograd against the direct tile on 3x3 layers around the demo CNN's
- * (conv_wino_c<C>o<O>s<HW>_b<N>_{fwd,bwd_data}_{wino,direct}): the
+ * (conv_wino_c<C>o<O>s<HW>_b<N>_{fwd,bwd_data,bwd_weights}_{wino,direct}): the
  * measurements behind the x86 tiers' wg_fast_rule. Run only when asked
  * for by name (--case conv_wino). */
 static void bench_wino(int threads, int reps, const char *only) {
@@ -143,6 +143,7 @@ static void bench_wino(int threads, int reps, const char *only) {
         const layer l = {nm, shapes[i][0], shapes[i][2], shapes[i][1]};
         bench_pass_k(&l, shapes[i][3], P_FWD, threads, reps, only, true);
         bench_pass_k(&l, shapes[i][3], P_BWD_DATA, threads, reps, only, true);
+        bench_pass_k(&l, shapes[i][3], P_BWD_WEIGHTS, threads, reps, only, true);
     }
 }
 

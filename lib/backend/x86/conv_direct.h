@@ -33,6 +33,8 @@
  * windows run Winograd too where it measured faster (wg_fast_rule): every
  * 2x2 output tile stored, the data gradient on gy (masked, padded by 2 - p)
  * with the windows flipped and transposed before the weight transform.
+ * The weight gradient of such windows runs the adjoint, Winograd's dU =
+ * sum over tiles of (A dY Aᵀ) ⊙ V, where wgw_fast says (wg_direct_bwd_weights).
  *
  * Every output element is summed over (c, ky, kx) (forward, backward data)
  * or over (image, oy, ox) (weights, within a chunk) in a fixed order that
@@ -1253,6 +1255,354 @@ static void cd_w_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
         }
 }
 
+/* ------------------------------ weight gradient: Winograd F(2x2, 3x3) */
+
+/* 3x3 windows, unit stride and dilation: the adjoint of the Winograd
+ * forward. With Y = Aᵀ [sum over c of U[o][c] ⊙ V[c]] A per 2x2 output tile,
+ * U = G g Gᵀ and V = Bᵀ d B (wg_weight, wg_input), the gradient of the
+ * window g[o][c] is Gᵀ dU[o][c] G with dU[o][c] = sum over tiles of
+ * (A dY Aᵀ) ⊙ V[c], dY the tile's 2x2 output gradient (masked; zero past
+ * the plane, odd sizes). Per image of a chunk (chunks as the direct path's:
+ * fixed by the shape, each with its own partial, added in chunk order):
+ *  - the padded input is transposed to pixel-major [pixel][c] and
+ *    transformed with the channels in lanes: V[p][tile][c], p = 4i + j;
+ *  - gy is transposed to pixel-major (cd_gy_t: the mask and the bias sums,
+ *    as the direct path) and transformed, W = A dY Aᵀ: W[p][tile][o];
+ *  - 16 products dU[p][c][o] += sum over tiles of V[p][t][c] W[p][t][o]:
+ *    a register tile of m input channels (broadcast) x nv vectors of output
+ *    channels, accumulated into the chunk's partial.
+ * Then the partials are added in chunk order and each (o, c) transformed
+ * back (Gᵀ dU G) and added into gw. 16 products per 4 outputs instead of 36,
+ * at the cost of the transforms; the rounding is Winograd's (the constants
+ * 0, ±1, ±1/2), the order of every sum fixed by the shape. */
+typedef struct wgw_job {
+    cd_wjob b;          /* x, gy, mask, n, cin, ih, iw, ph, pw, cout, oh, ow, ldd, per, chunks,
+                           part, failed (cd_gy_t reads oh, ow, cout, ldd) */
+    int64_t ty, tx;     /* tiles: ceil(oh/2) x ceil(ow/2) */
+    int64_t rows, wpf;  /* padded rows / columns the tiles read: 2 ty + 2, 2 tx + 2 */
+    int64_t ldc;        /* cin rounded up to vectors */
+    int64_t vps, wps;   /* strides of V[p] (T * ldc) and W[p] (T * ldd), wg_stride */
+    int m, nv;          /* product tile: m input channels x nv vectors */
+} wgw_job;
+
+/* out[i * ldo + v*VL ..] (= 0 first when zero) += sum over t < T of
+ * vt[t * ldv + i] * w[t * ldw + v*VL ..], i < M, v < NV. */
+NN_INLINE void wgw_tile(const int M, const int NV, const float *restrict vt, int64_t ldv,
+                        const float *restrict w, int64_t ldw, int64_t T, bool zero,
+                        float *restrict out, int64_t ldo) {
+    cd_vec acc[CD_MR][CD_NVMAX];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = zero ? cd_zero() : cd_loadu(out + i * ldo + v * CD_VL);
+    for (int64_t t = 0; t < T; t++, vt += ldv, w += ldw) {
+        cd_vec wv[CD_NVMAX];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) wv[v] = cd_loadu(w + v * CD_VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; i++) {
+            const cd_vec b = cd_set1(vt[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[i][v] = cd_fma(b, wv[v], acc[i][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) cd_storeu(out + i * ldo + v * CD_VL, acc[i][v]);
+}
+
+#define WGW_NV(M)                                                                                  \
+    case M:                                                                                        \
+        switch (nv) {                                                                              \
+        case 1: wgw_tile(M, 1, vt, ldv, w, ldw, T, zero, out, ldo); break;                         \
+        case 2:                                                                                    \
+            if (CD_FITS(M, 2)) wgw_tile(M, 2, vt, ldv, w, ldw, T, zero, out, ldo);                 \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            if (CD_FITS(M, 3)) wgw_tile(M, 3, vt, ldv, w, ldw, T, zero, out, ldo);                 \
+            break;                                                                                 \
+        default:                                                                                   \
+            if (CD_FITS(M, 4)) wgw_tile(M, 4, vt, ldv, w, ldw, T, zero, out, ldo);                 \
+            break;                                                                                 \
+        }                                                                                          \
+        break;
+
+static void wgw_call(int m, int nv, const float *vt, int64_t ldv, const float *w, int64_t ldw,
+                     int64_t T, bool zero, float *out, int64_t ldo) {
+    switch (m) {
+        WGW_NV(1)
+        WGW_NV(2)
+        WGW_NV(3)
+        WGW_NV(4)
+        WGW_NV(5)
+        WGW_NV(6)
+#if CD_MR > 6
+        WGW_NV(7)
+        WGW_NV(8)
+        WGW_NV(9)
+        WGW_NV(10)
+        WGW_NV(11)
+        WGW_NV(12)
+        WGW_NV(13)
+        WGW_NV(14)
+#endif
+    default: break;
+    }
+}
+
+/* dst[p * ldc + c] = src[c * np + p] for c < nc (0 up to ldc), p < np. */
+static void wgw_t(const float *src, int64_t nc, int64_t np, float *dst, int64_t ldc) {
+    for (int64_t p0 = 0; p0 < np; p0 += CD_VL) {
+        const int cnt = (int)cd_min(CD_VL, np - p0);
+        for (int64_t c0 = 0; c0 < ldc; c0 += CD_VL) {
+            cd_vec r[CD_VL];
+            for (int i = 0; i < CD_VL; i++)
+                r[i] = c0 + i < nc ? cd_load_n(src + (c0 + i) * np + p0, cnt) : cd_zero();
+            cd_transpose(r);
+            for (int i = 0; i < cnt; i++) cd_storeu(dst + (p0 + i) * ldc + c0, r[i]);
+        }
+    }
+}
+
+static void wgw_task(void *ctx, int64_t t, int thread) {
+    (void)thread;
+    wgw_job *j = ctx;
+    cd_wjob *b = &j->b;
+    const int64_t cin = b->cin, ldc = j->ldc, ldd = b->ldd, P = b->oh * b->ow;
+    const int64_t T = j->ty * j->tx, np = j->rows * j->wpf, ustride = 16 * cin * ldd;
+    float *part = b->part + t * b->pstride; /* dU: set by the chunk's first image */
+    memset(part + ustride, 0, (size_t)ldd * sizeof(float)); /* the bias sums */
+    float *pad = nn__thread_scratch(CD_SLOT_PAD, (size_t)(cin * np) * sizeof(float));
+    float *xt = nn__thread_scratch(
+        CD_SLOT_ROWS, (size_t)(np * ldc + P * ldd + 16 * (j->vps + j->wps)) * sizeof(float));
+    if (!pad || !xt) {
+        __atomic_store_n(&b->failed, true, __ATOMIC_RELAXED);
+        return;
+    }
+    float *dyt = xt + np * ldc, *vb = dyt + P * ldd, *wb = vb + 16 * j->vps;
+    const int64_t nbw = (int64_t)j->nv * CD_VL, wpf = j->wpf;
+    for (int64_t n = t * b->per; n < cd_min(b->n, (t + 1) * b->per); n++) {
+        const int64_t ihw = b->ih * b->iw;
+        cd_pad_rows(b->x + n * cin * ihw, NULL, cin, b->ih, b->iw, b->ph, b->pw, 0, j->rows, wpf,
+                    pad);
+        wgw_t(pad, cin, np, xt, ldc);
+        cd_gy_t(b, b->gy + n * b->cout * P, b->mask ? b->mask + n * b->cout * P : NULL, dyt,
+                part + ustride);
+        /* V = Bᵀ d B, channels in lanes: rows, then columns */
+        for (int64_t ty = 0; ty < j->ty; ty++)
+            for (int64_t tx = 0; tx < j->tx; tx++) {
+                const float *d = xt + (2 * ty * wpf + 2 * tx) * ldc;
+                float *vo = vb + (ty * j->tx + tx) * ldc;
+                for (int64_t c0 = 0; c0 < ldc; c0 += CD_VL) {
+                    cd_vec r[4][4]; /* [row combination][column] */
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) {
+                        const float *s = d + k * ldc + c0;
+                        const cd_vec d0 = cd_loadu(s), d1 = cd_loadu(s + wpf * ldc);
+                        const cd_vec d2 = cd_loadu(s + 2 * wpf * ldc);
+                        const cd_vec d3 = cd_loadu(s + 3 * wpf * ldc);
+                        r[0][k] = cd_sub(d0, d2), r[1][k] = cd_add(d1, d2);
+                        r[2][k] = cd_sub(d2, d1), r[3][k] = cd_sub(d1, d3);
+                    }
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) {
+                        float *o = vo + 4 * i * j->vps + c0;
+                        cd_storeu(o, cd_sub(r[i][0], r[i][2]));
+                        cd_storeu(o + j->vps, cd_add(r[i][1], r[i][2]));
+                        cd_storeu(o + 2 * j->vps, cd_sub(r[i][2], r[i][1]));
+                        cd_storeu(o + 3 * j->vps, cd_sub(r[i][1], r[i][3]));
+                    }
+                }
+            }
+        /* W = A dY Aᵀ, A = [1 0; 1 1; 1 -1; 0 -1]: columns, then rows */
+        for (int64_t ty = 0; ty < j->ty; ty++)
+            for (int64_t tx = 0; tx < j->tx; tx++) {
+                const int64_t y0 = 2 * ty, x0 = 2 * tx;
+                const bool down = y0 + 1 < b->oh, right = x0 + 1 < b->ow;
+                const float *s = dyt + (y0 * b->ow + x0) * ldd;
+                float *wo = wb + (ty * j->tx + tx) * ldd;
+                for (int64_t o0 = 0; o0 < ldd; o0 += CD_VL) {
+                    const cd_vec z = cd_zero();
+                    const cd_vec d00 = cd_loadu(s + o0);
+                    const cd_vec d01 = right ? cd_loadu(s + ldd + o0) : z;
+                    const cd_vec d10 = down ? cd_loadu(s + b->ow * ldd + o0) : z;
+                    const cd_vec d11 = down && right ? cd_loadu(s + (b->ow + 1) * ldd + o0) : z;
+                    const cd_vec r0[4] = {d00, cd_add(d00, d01), cd_sub(d00, d01), cd_sub(z, d01)};
+                    const cd_vec r1[4] = {d10, cd_add(d10, d11), cd_sub(d10, d11), cd_sub(z, d11)};
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) {
+                        float *o = wo + k * j->wps + o0;
+                        cd_storeu(o, r0[k]);
+                        cd_storeu(o + 4 * j->wps, cd_add(r0[k], r1[k]));
+                        cd_storeu(o + 8 * j->wps, cd_sub(r0[k], r1[k]));
+                        cd_storeu(o + 12 * j->wps, cd_sub(z, r1[k]));
+                    }
+                }
+            }
+        /* dU[p][c][o] += sum over tiles of V[p][t][c] W[p][t][o] */
+        const int64_t mt = cd_cdiv(cin, j->m);
+        for (int p = 0; p < 16; p++)
+            for (int64_t ob = 0; ob < ldd; ob += nbw) {
+                const int nv = (int)cd_min(j->nv, (ldd - ob) / CD_VL);
+                int64_t c0 = 0;
+                for (int64_t tt = 0; tt < mt; tt++) {
+                    const int m = (int)(cin / mt + (tt < cin % mt));
+                    wgw_call(m, nv, vb + p * j->vps + c0, ldc, wb + p * j->wps + ob, ldd, T,
+                             n == t * b->per, part + (p * cin + c0) * ldd + ob, ldd);
+                    c0 += m;
+                }
+            }
+    }
+}
+
+typedef struct wgw_sum {
+    const wgw_job *j;
+    float *gw;
+} wgw_sum;
+
+/* Input channels [lo, hi): dU = the chunks' partials added in chunk order,
+ * gw[o][c] += Gᵀ dU[o][c] G, G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]. */
+static void wgw_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
+    (void)thread;
+    const wgw_sum *s = ctx;
+    const cd_wjob *b = &s->j->b;
+    const int64_t cin = b->cin, ldd = b->ldd;
+    const cd_vec half = cd_set1(0.5f);
+    _Alignas(64) float out[9][CD_VL];
+    for (int64_t c = lo; c < hi; c++)
+        for (int64_t o0 = 0; o0 < b->cout; o0 += CD_VL) {
+            cd_vec u[16], h[4][3];
+            for (int p = 0; p < 16; p++) {
+                const float *q = b->part + (p * cin + c) * ldd + o0;
+                u[p] = cd_loadu(q);
+                for (int64_t ch = 1; ch < b->chunks; ch++)
+                    u[p] = cd_add(u[p], cd_loadu(q + ch * b->pstride));
+            }
+            for (int i = 0; i < 4; i++) { /* dU G */
+                const cd_vec e = cd_mul(half, cd_add(u[4 * i + 1], u[4 * i + 2]));
+                h[i][0] = cd_add(u[4 * i], e);
+                h[i][1] = cd_mul(half, cd_sub(u[4 * i + 1], u[4 * i + 2]));
+                h[i][2] = cd_add(e, u[4 * i + 3]);
+            }
+            for (int l = 0; l < 3; l++) { /* Gᵀ (dU G) */
+                const cd_vec e = cd_mul(half, cd_add(h[1][l], h[2][l]));
+                cd_storeu(out[l], cd_add(h[0][l], e));
+                cd_storeu(out[3 + l], cd_mul(half, cd_sub(h[1][l], h[2][l])));
+                cd_storeu(out[6 + l], cd_add(e, h[3][l]));
+            }
+            const int64_t no = cd_min(CD_VL, b->cout - o0);
+            for (int64_t o = 0; o < no; o++) {
+                float *g = s->gw + ((o0 + o) * cin + c) * 9;
+                for (int k = 0; k < 9; k++) g[k] += out[k][o];
+            }
+        }
+}
+
+/* Whether the weight gradient of d can run Winograd: 3x3 windows, unit
+ * stride and dilation, the usual output size. */
+static bool wgw_shape(const nn__conv2d *d) {
+    const nn__win2d *g = &d->g;
+    return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+           g->oh == d->h + 2 * g->ph - 2 && g->ow == d->w + 2 * g->pw - 2 && g->oh >= 1 &&
+           g->ow >= 1;
+}
+
+/* Where the Winograd weight gradient measured faster than the direct tile
+ * (bench --case conv_wino: Winograd forced on and off in one process,
+ * medians of 3 x 7 paired runs, batch 64 unless said; Zen 4, 2 cores,
+ * shared host; ratio = direct time / Winograd time at 1 thread):
+ *  - AVX-512: demo conv2 32 -> 64 at 14x14 1.56-1.62 (3.27-3.71 vs
+ *    5.29-5.80 ms), 1.33 at 2 threads; 16 -> 16, 16 -> 32, 32 -> 32, 64 ->
+ *    32 at 14x14 1.59-1.68; 8 -> 16 1.20-1.34; 28x28 (batch 32) 1.23-1.67;
+ *    odd planes 13, 15, 9 1.29-1.56; 7x7 1.24-1.30; 4x4 1.23-1.27; 5x5
+ *    1.10-1.14; 3x3 0.89-0.95; 64 -> 64 at 14x14 1.28-1.71, but 128 ->
+ *    128 at 7x7 1.01-1.05 (a chunk's partial, 16 cin cout floats, is 1 MiB:
+ *    the L2). Rule: the forward's (wg_fast_rule: cin >= 8, cout >= 16, at
+ *    most a third more tile outputs than the plane) and cin * cout <= 8192
+ *    (a partial of at most 512 KiB).
+ *  - AVX2 (the same machine): faster everywhere measured: conv2 2.17;
+ *    8 -> 16 1.45; 128 -> 128 at 7x7 1.90; 5x5 1.60; 3x3 1.15. Rule: cin >=
+ *    8 and cout >= 16 (smaller ones are not measured). */
+#if CD_VL >= 16
+#define WGW_PAIRS_MAX 8192
+#define WGW_TILED_RULE 1
+#else
+#define WGW_PAIRS_MAX INT64_MAX
+#define WGW_TILED_RULE 0
+#endif
+
+/* The rule above (or nn__backend_force_winograd's mode) for d (wgw_shape). */
+static bool wgw_fast(const nn__conv2d *d) {
+    const int mode = nn__backend_winograd_mode();
+    if (mode >= 0) return mode > 0;
+    const int64_t oh = d->g.oh, ow = d->g.ow, tiled = 4 * cd_cdiv(oh, 2) * cd_cdiv(ow, 2);
+    if (WGW_TILED_RULE && 3 * tiled > 4 * oh * ow) return false;
+    return d->c >= 8 && d->o >= 16 && d->c <= WGW_PAIRS_MAX / d->o;
+}
+
+/* The weight gradient of d (wgw_shape, n, c, o >= 1) with Winograd; chunks
+ * as cd_direct_bwd_weights'. */
+static bool wg_direct_bwd_weights(const nn__conv2d *d, const float *x, const float *gy,
+                                  const float *relu_y, float *gw, float *gb) {
+    const nn__win2d *g = &d->g;
+    wgw_job j = {.b = {.x = x,
+                       .gy = gy,
+                       .mask = relu_y,
+                       .n = d->n,
+                       .cin = d->c,
+                       .ih = d->h,
+                       .iw = d->w,
+                       .ph = g->ph,
+                       .pw = g->pw,
+                       .kh = 3,
+                       .kw = 3,
+                       .dh = 1,
+                       .sh = 1,
+                       .sw = 1,
+                       .cout = d->o,
+                       .oh = g->oh,
+                       .ow = g->ow}};
+    cd_wjob *b = &j.b;
+    j.ty = cd_cdiv(g->oh, 2), j.tx = cd_cdiv(g->ow, 2);
+    j.rows = 2 * j.ty + 2, j.wpf = 2 * j.tx + 2;
+    b->nvec = cd_cdiv(d->o, CD_VL);
+    b->ldd = b->nvec * CD_VL;
+    j.ldc = cd_cdiv(d->c, CD_VL) * CD_VL;
+    const int64_t T = j.ty * j.tx;
+    j.vps = wg_stride(T * j.ldc), j.wps = wg_stride(T * b->ldd);
+    int mt;
+    cd_plan_tiles(d->c, b->nvec, &mt, &j.m, &j.nv);
+    b->kt = 9 * d->c;
+    b->pstride = (16 * d->c + 1) * b->ldd;
+    /* chunks: cd_direct_bwd_weights' rule (the direct work) */
+    const double work = (double)(b->kt * d->o * g->oh * g->ow);
+    const double total = work * (double)d->n;
+    b->chunks = cd_min(cd_min(d->n, 16), (int64_t)(total / (1 << 18)));
+    b->chunks = cd_max(1, cd_min(b->chunks, (int64_t)(total / (32.0 * (double)b->pstride))));
+    b->per = cd_cdiv(d->n, b->chunks);
+    b->chunks = cd_cdiv(d->n, b->per);
+    b->part = nn__thread_scratch(CD_SLOT_PACK, (size_t)(b->chunks * b->pstride) * sizeof(float));
+    if (!b->part) return false;
+    b->failed = false;
+    if (b->chunks == 1)
+        wgw_task(&j, 0, 0);
+    else
+        nn__parallel_for_max(b->chunks, nn__threads_for((int64_t)total, 1 << 18), wgw_task, &j);
+    if (b->failed) return false;
+    wgw_sum s = {&j, gw};
+    nn__parallel_blocks(d->c, nn__block_size(d->c, 8, 1), wgw_reduce, &s);
+    if (gb)
+        for (int64_t o = 0; o < d->o; o++) {
+            float acc = 0.0f;
+            for (int64_t ch = 0; ch < b->chunks; ch++)
+                acc += b->part[ch * b->pstride + 16 * d->c * b->ldd + o];
+            gb[o] = acc;
+        }
+    return true;
+}
+
 static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const float *gy,
                                   const float *relu_y, float *gw, float *gb) {
     const nn__win2d *g = &d->g;
@@ -1262,6 +1612,8 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
         if (gb) memset(gb, 0, (size_t)d->o * sizeof(float));
         return true;
     }
+    if (wgw_shape(d) && wgw_fast(d))
+        return wg_direct_bwd_weights(d, x, gy, relu_y, gw, gb);
     cd_wjob j = {.x = x,
                  .gy = gy,
                  .mask = relu_y,
@@ -1338,7 +1690,9 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
  *    the forward on gy padded by (k-1)*d - p), and at least half a vector of
  *    input channels (its output channels);
  *  - weight gradient: windows 1 or 3 wide without column dilation (the
- *    register tile's taps), any stride, padding and channel count. */
+ *    register tile's taps), any stride, padding and channel count; 3x3
+ *    windows with unit stride and dilation run Winograd where wgw_fast
+ *    says. */
 static unsigned cd_direct_passes(const nn__conv2d *d) {
     const nn__win2d *g = &d->g;
     unsigned p = 0;
