@@ -1263,11 +1263,12 @@ static void cd_w_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
  * window g[o][c] is Gᵀ dU[o][c] G with dU[o][c] = sum over tiles of
  * (A dY Aᵀ) ⊙ V[c], dY the tile's 2x2 output gradient (masked; zero past
  * the plane, odd sizes). Per image of a chunk (chunks as the direct path's:
- * fixed by the shape, each with its own partial, added in chunk order):
- *  - the padded input is transposed to pixel-major [pixel][c] and
+ * fixed by the shape, each with its own partial, added in chunk order),
+ * gy is transposed to pixel-major (cd_gy_t: the mask and the bias sums, as
+ * the direct path), then per group of tile rows (WGW_GROUP_BYTES):
+ *  - the padded input rows are transposed to pixel-major [pixel][c] and
  *    transformed with the channels in lanes: V[p][tile][c], p = 4i + j;
- *  - gy is transposed to pixel-major (cd_gy_t: the mask and the bias sums,
- *    as the direct path) and transformed, W = A dY Aᵀ: W[p][tile][o];
+ *  - the gy tiles are transformed, W = A dY Aᵀ: W[p][tile][o];
  *  - 16 products dU[p][c][o] += sum over tiles of V[p][t][c] W[p][t][o]:
  *    a register tile of m input channels (broadcast) x nv vectors of output
  *    channels, accumulated into the chunk's partial.
@@ -1276,13 +1277,14 @@ static void cd_w_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
  * at the cost of the transforms; the rounding is Winograd's (the constants
  * 0, ±1, ±1/2), the order of every sum fixed by the shape. */
 typedef struct wgw_job {
-    cd_wjob b;          /* x, gy, mask, n, cin, ih, iw, ph, pw, cout, oh, ow, ldd, per, chunks,
-                           part, failed (cd_gy_t reads oh, ow, cout, ldd) */
-    int64_t ty, tx;     /* tiles: ceil(oh/2) x ceil(ow/2) */
-    int64_t rows, wpf;  /* padded rows / columns the tiles read: 2 ty + 2, 2 tx + 2 */
-    int64_t ldc;        /* cin rounded up to vectors */
-    int64_t vps, wps;   /* strides of V[p] (T * ldc) and W[p] (T * ldd), wg_stride */
-    int m, nv;          /* product tile: m input channels x nv vectors */
+    cd_wjob b;        /* x, gy, mask, n, cin, ih, iw, ph, pw, cout, oh, ow, ldd, per, chunks,
+                         part, failed (cd_gy_t reads oh, ow, cout, ldd) */
+    int64_t ty, tx;   /* tiles: ceil(oh/2) x ceil(ow/2) */
+    int64_t gty;      /* tile rows per group (the transforms' working set) */
+    int64_t wpf;      /* padded columns the tiles read: 2 tx + 2 */
+    int64_t ldc;      /* cin rounded up to vectors */
+    int64_t vps, wps; /* strides of V[p] (gty tx ldc) and W[p] (gty tx ldd), wg_stride */
+    int m, nv;        /* product tile: m input channels x nv vectors */
 } wgw_job;
 
 /* out[i * ldo + v*VL ..] (= 0 first when zero) += sum over t < T of
@@ -1371,9 +1373,10 @@ static void wgw_task(void *ctx, int64_t t, int thread) {
     wgw_job *j = ctx;
     cd_wjob *b = &j->b;
     const int64_t cin = b->cin, ldc = j->ldc, ldd = b->ldd, P = b->oh * b->ow;
-    const int64_t T = j->ty * j->tx, np = j->rows * j->wpf, ustride = 16 * cin * ldd;
-    float *part = b->part + t * b->pstride; /* dU: set by the chunk's first image */
-    memset(part + ustride, 0, (size_t)ldd * sizeof(float)); /* the bias sums */
+    const int64_t np = (2 * j->gty + 2) * j->wpf, ustride = 16 * cin * ldd;
+    /* dU is set by the chunk's first products; the bias sums are added to */
+    float *part = b->part + t * b->pstride;
+    memset(part + ustride, 0, (size_t)ldd * sizeof(float));
     float *pad = nn__thread_scratch(CD_SLOT_PAD, (size_t)(cin * np) * sizeof(float));
     float *xt = nn__thread_scratch(
         CD_SLOT_ROWS, (size_t)(np * ldc + P * ldd + 16 * (j->vps + j->wps)) * sizeof(float));
@@ -1385,75 +1388,80 @@ static void wgw_task(void *ctx, int64_t t, int thread) {
     const int64_t nbw = (int64_t)j->nv * CD_VL, wpf = j->wpf;
     for (int64_t n = t * b->per; n < cd_min(b->n, (t + 1) * b->per); n++) {
         const int64_t ihw = b->ih * b->iw;
-        cd_pad_rows(b->x + n * cin * ihw, NULL, cin, b->ih, b->iw, b->ph, b->pw, 0, j->rows, wpf,
-                    pad);
-        wgw_t(pad, cin, np, xt, ldc);
         cd_gy_t(b, b->gy + n * b->cout * P, b->mask ? b->mask + n * b->cout * P : NULL, dyt,
                 part + ustride);
-        /* V = Bᵀ d B, channels in lanes: rows, then columns */
-        for (int64_t ty = 0; ty < j->ty; ty++)
-            for (int64_t tx = 0; tx < j->tx; tx++) {
-                const float *d = xt + (2 * ty * wpf + 2 * tx) * ldc;
-                float *vo = vb + (ty * j->tx + tx) * ldc;
-                for (int64_t c0 = 0; c0 < ldc; c0 += CD_VL) {
-                    cd_vec r[4][4]; /* [row combination][column] */
+        for (int64_t g0 = 0; g0 < j->ty; g0 += j->gty) { /* tile rows [g0, g0 + nty) */
+            const int64_t nty = cd_min(j->gty, j->ty - g0), T = nty * j->tx;
+            cd_pad_rows(b->x + n * cin * ihw, NULL, cin, b->ih, b->iw, b->ph, b->pw, 2 * g0,
+                        2 * nty + 2, wpf, pad);
+            wgw_t(pad, cin, (2 * nty + 2) * wpf, xt, ldc);
+            /* V = Bᵀ d B, channels in lanes: rows, then columns */
+            for (int64_t ty = 0; ty < nty; ty++)
+                for (int64_t tx = 0; tx < j->tx; tx++) {
+                    const float *d = xt + (2 * ty * wpf + 2 * tx) * ldc;
+                    float *vo = vb + (ty * j->tx + tx) * ldc;
+                    for (int64_t c0 = 0; c0 < ldc; c0 += CD_VL) {
+                        cd_vec r[4][4]; /* [row combination][column] */
 #pragma GCC unroll 4
-                    for (int k = 0; k < 4; k++) {
-                        const float *s = d + k * ldc + c0;
-                        const cd_vec d0 = cd_loadu(s), d1 = cd_loadu(s + wpf * ldc);
-                        const cd_vec d2 = cd_loadu(s + 2 * wpf * ldc);
-                        const cd_vec d3 = cd_loadu(s + 3 * wpf * ldc);
-                        r[0][k] = cd_sub(d0, d2), r[1][k] = cd_add(d1, d2);
-                        r[2][k] = cd_sub(d2, d1), r[3][k] = cd_sub(d1, d3);
-                    }
+                        for (int k = 0; k < 4; k++) {
+                            const float *s = d + k * ldc + c0;
+                            const cd_vec d0 = cd_loadu(s), d1 = cd_loadu(s + wpf * ldc);
+                            const cd_vec d2 = cd_loadu(s + 2 * wpf * ldc);
+                            const cd_vec d3 = cd_loadu(s + 3 * wpf * ldc);
+                            r[0][k] = cd_sub(d0, d2), r[1][k] = cd_add(d1, d2);
+                            r[2][k] = cd_sub(d2, d1), r[3][k] = cd_sub(d1, d3);
+                        }
 #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++) {
-                        float *o = vo + 4 * i * j->vps + c0;
-                        cd_storeu(o, cd_sub(r[i][0], r[i][2]));
-                        cd_storeu(o + j->vps, cd_add(r[i][1], r[i][2]));
-                        cd_storeu(o + 2 * j->vps, cd_sub(r[i][2], r[i][1]));
-                        cd_storeu(o + 3 * j->vps, cd_sub(r[i][1], r[i][3]));
-                    }
-                }
-            }
-        /* W = A dY Aᵀ, A = [1 0; 1 1; 1 -1; 0 -1]: columns, then rows */
-        for (int64_t ty = 0; ty < j->ty; ty++)
-            for (int64_t tx = 0; tx < j->tx; tx++) {
-                const int64_t y0 = 2 * ty, x0 = 2 * tx;
-                const bool down = y0 + 1 < b->oh, right = x0 + 1 < b->ow;
-                const float *s = dyt + (y0 * b->ow + x0) * ldd;
-                float *wo = wb + (ty * j->tx + tx) * ldd;
-                for (int64_t o0 = 0; o0 < ldd; o0 += CD_VL) {
-                    const cd_vec z = cd_zero();
-                    const cd_vec d00 = cd_loadu(s + o0);
-                    const cd_vec d01 = right ? cd_loadu(s + ldd + o0) : z;
-                    const cd_vec d10 = down ? cd_loadu(s + b->ow * ldd + o0) : z;
-                    const cd_vec d11 = down && right ? cd_loadu(s + (b->ow + 1) * ldd + o0) : z;
-                    const cd_vec r0[4] = {d00, cd_add(d00, d01), cd_sub(d00, d01), cd_sub(z, d01)};
-                    const cd_vec r1[4] = {d10, cd_add(d10, d11), cd_sub(d10, d11), cd_sub(z, d11)};
-#pragma GCC unroll 4
-                    for (int k = 0; k < 4; k++) {
-                        float *o = wo + k * j->wps + o0;
-                        cd_storeu(o, r0[k]);
-                        cd_storeu(o + 4 * j->wps, cd_add(r0[k], r1[k]));
-                        cd_storeu(o + 8 * j->wps, cd_sub(r0[k], r1[k]));
-                        cd_storeu(o + 12 * j->wps, cd_sub(z, r1[k]));
+                        for (int i = 0; i < 4; i++) {
+                            float *o = vo + 4 * i * j->vps + c0;
+                            cd_storeu(o, cd_sub(r[i][0], r[i][2]));
+                            cd_storeu(o + j->vps, cd_add(r[i][1], r[i][2]));
+                            cd_storeu(o + 2 * j->vps, cd_sub(r[i][2], r[i][1]));
+                            cd_storeu(o + 3 * j->vps, cd_sub(r[i][1], r[i][3]));
+                        }
                     }
                 }
-            }
-        /* dU[p][c][o] += sum over tiles of V[p][t][c] W[p][t][o] */
-        const int64_t mt = cd_cdiv(cin, j->m);
-        for (int p = 0; p < 16; p++)
-            for (int64_t ob = 0; ob < ldd; ob += nbw) {
-                const int nv = (int)cd_min(j->nv, (ldd - ob) / CD_VL);
-                int64_t c0 = 0;
-                for (int64_t tt = 0; tt < mt; tt++) {
-                    const int m = (int)(cin / mt + (tt < cin % mt));
-                    wgw_call(m, nv, vb + p * j->vps + c0, ldc, wb + p * j->wps + ob, ldd, T,
-                             n == t * b->per, part + (p * cin + c0) * ldd + ob, ldd);
-                    c0 += m;
+            /* W = A dY Aᵀ, A = [1 0; 1 1; 1 -1; 0 -1]: columns, then rows */
+            for (int64_t ty = 0; ty < nty; ty++)
+                for (int64_t tx = 0; tx < j->tx; tx++) {
+                    const int64_t y0 = 2 * (g0 + ty), x0 = 2 * tx;
+                    const bool down = y0 + 1 < b->oh, right = x0 + 1 < b->ow;
+                    const float *s = dyt + (y0 * b->ow + x0) * ldd;
+                    float *wo = wb + (ty * j->tx + tx) * ldd;
+                    for (int64_t o0 = 0; o0 < ldd; o0 += CD_VL) {
+                        const cd_vec z = cd_zero();
+                        const cd_vec d00 = cd_loadu(s + o0);
+                        const cd_vec d01 = right ? cd_loadu(s + ldd + o0) : z;
+                        const cd_vec d10 = down ? cd_loadu(s + b->ow * ldd + o0) : z;
+                        const cd_vec d11 = down && right ? cd_loadu(s + (b->ow + 1) * ldd + o0) : z;
+                        const cd_vec r0[4] = {d00, cd_add(d00, d01), cd_sub(d00, d01),
+                                              cd_sub(z, d01)};
+                        const cd_vec r1[4] = {d10, cd_add(d10, d11), cd_sub(d10, d11),
+                                              cd_sub(z, d11)};
+#pragma GCC unroll 4
+                        for (int k = 0; k < 4; k++) {
+                            float *o = wo + k * j->wps + o0;
+                            cd_storeu(o, r0[k]);
+                            cd_storeu(o + 4 * j->wps, cd_add(r0[k], r1[k]));
+                            cd_storeu(o + 8 * j->wps, cd_sub(r0[k], r1[k]));
+                            cd_storeu(o + 12 * j->wps, cd_sub(z, r1[k]));
+                        }
+                    }
                 }
-            }
+            /* dU[p][c][o] += sum over tiles of V[p][t][c] W[p][t][o] */
+            const int64_t mt = cd_cdiv(cin, j->m);
+            for (int p = 0; p < 16; p++)
+                for (int64_t ob = 0; ob < ldd; ob += nbw) {
+                    const int nv = (int)cd_min(j->nv, (ldd - ob) / CD_VL);
+                    int64_t c0 = 0;
+                    for (int64_t tt = 0; tt < mt; tt++) {
+                        const int m = (int)(cin / mt + (tt < cin % mt));
+                        wgw_call(m, nv, vb + p * j->vps + c0, ldc, wb + p * j->wps + ob, ldd, T,
+                                 n == t * b->per && g0 == 0, part + (p * cin + c0) * ldd + ob, ldd);
+                        c0 += m;
+                    }
+                }
+        }
     }
 }
 
@@ -1542,6 +1550,9 @@ static bool wgw_fast(const nn__conv2d *d) {
     return d->c >= 8 && d->o >= 16 && d->c <= WGW_PAIRS_MAX / d->o;
 }
 
+/* The most bytes of V and W a task transforms at once (wg_direct_bwd_weights). */
+#define WGW_GROUP_BYTES (384 * 1024)
+
 /* The weight gradient of d (wgw_shape, n, c, o >= 1) with Winograd; chunks
  * as cd_direct_bwd_weights'. */
 static bool wg_direct_bwd_weights(const nn__conv2d *d, const float *x, const float *gy,
@@ -1566,11 +1577,18 @@ static bool wg_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
                        .ow = g->ow}};
     cd_wjob *b = &j.b;
     j.ty = cd_cdiv(g->oh, 2), j.tx = cd_cdiv(g->ow, 2);
-    j.rows = 2 * j.ty + 2, j.wpf = 2 * j.tx + 2;
+    j.wpf = 2 * j.tx + 2;
     b->nvec = cd_cdiv(d->o, CD_VL);
     b->ldd = b->nvec * CD_VL;
     j.ldc = cd_cdiv(d->c, CD_VL) * CD_VL;
-    const int64_t T = j.ty * j.tx;
+    /* tile-row groups (as even as can be) whose V and W take at most
+     * WGW_GROUP_BYTES: the transforms' working set stays in the L2, and
+     * large planes need no image-sized scratch beyond gyᵀ (the direct
+     * path's). Each dU sums its tiles in the same order either way. */
+    const int64_t row_bytes = 16 * j.tx * (j.ldc + b->ldd) * (int64_t)sizeof(float);
+    const int64_t gmax = cd_max(1, WGW_GROUP_BYTES / row_bytes), groups = cd_cdiv(j.ty, gmax);
+    j.gty = cd_cdiv(j.ty, groups);
+    const int64_t T = j.gty * j.tx;
     j.vps = wg_stride(T * j.ldc), j.wps = wg_stride(T * b->ldd);
     int mt;
     cd_plan_tiles(d->c, b->nvec, &mt, &j.m, &j.nv);
