@@ -776,12 +776,19 @@ static void wg_task(void *ctx, int64_t t, int thread) {
     if (lo < hi && !wg_rows(j, n, lo, hi)) __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
 }
 
-/* The shapes Winograd can run: 3x3 windows, unit stride and dilation, at
- * least half a vector of output channels. */
-static bool wg_shape(const nn__conv2d *d) {
-    const nn__win2d *g = &d->g;
-    return 2 * d->o >= CD_VL && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
-           g->dh == 1 && g->dw == 1;
+/* The window every Winograd pass needs: 3x3, unit stride and dilation. */
+static bool wg_window(const nn__win2d *g) {
+    return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1;
+}
+
+/* The forwards Winograd can run: wg_window and at least half a vector of
+ * output channels. */
+static bool wg_shape(const nn__conv2d *d) { return 2 * d->o >= CD_VL && wg_window(&d->g); }
+
+/* At most a third more outputs in the 2x2 tiles covering oh x ow than in
+ * the plane (the outputs past it are computed and dropped). */
+static bool wg_tiles_fit(int64_t oh, int64_t ow) {
+    return 3 * (4 * cd_cdiv(oh, 2) * cd_cdiv(ow, 2)) <= 4 * oh * ow;
 }
 
 /* Whether the Winograd path takes the fused forward with pool of d. */
@@ -822,9 +829,8 @@ static bool wg_takes(const nn__conv2d *d) {
 static bool wg_fast_rule(int64_t cin, int64_t cout, int64_t oh, int64_t ow) {
     const int mode = nn__backend_winograd_mode();
     if (mode >= 0) return mode > 0;
-    const int64_t tiled = 4 * cd_cdiv(oh, 2) * cd_cdiv(ow, 2); /* outputs the tiles compute */
     return cin >= WG_FAST_CMIN && cout >= WG_FAST_OMIN && oh * ow >= WG_FAST_PLANE &&
-           3 * tiled <= 4 * oh * ow;
+           wg_tiles_fit(oh, ow);
 }
 
 /* Whether the unpooled forward of d runs Winograd. */
@@ -836,8 +842,7 @@ static bool wg_fwd_fast(const nn__conv2d *d) {
  * and o swapped, padding at most 2 (the gradient's is 2 - p). */
 static bool wg_bwd_fast(const nn__conv2d *d) {
     const nn__win2d *g = &d->g;
-    return 2 * d->c >= CD_VL && d->o >= 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
-           g->dh == 1 && g->dw == 1 && g->ph <= 2 && g->pw <= 2 &&
+    return 2 * d->c >= CD_VL && d->o >= 1 && wg_window(g) && g->ph <= 2 && g->pw <= 2 &&
            wg_fast_rule(d->o, d->c, d->h, d->w);
 }
 
@@ -1033,6 +1038,7 @@ static bool cd_direct_bwd_data(const nn__conv2d *d, const float *gy, const float
         memset(gx, 0, (size_t)(d->n * d->c * d->h * d->w) * sizeof(float));
         return true;
     }
+    if (wg_bwd_fast(d)) return wg_direct_bwd_data(d, gy, relu_y, w, gx);
     cd_job j = {.x = gy,
                 .mask = relu_y,
                 .n = d->n,
@@ -1053,7 +1059,6 @@ static bool cd_direct_bwd_data(const nn__conv2d *d, const float *gy, const float
     j.hp = cd_span(d->h, 1, g->kh, g->dh);
     j.wp = cd_span(d->w, 1, g->kw, g->dw);
     j.copy = true;
-    if (wg_bwd_fast(d)) return wg_direct_bwd_data(d, gy, relu_y, w, gx);
     return cd_run(&j, w, true, NULL);
 }
 
@@ -1253,6 +1258,23 @@ static void cd_w_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
                 for (int64_t o = 0; o < no; o++) acc[o] += p[ch * j->pstride + o];
             for (int64_t o = 0; o < no; o++) s->gw[(o0 + o) * j->kt + k] += acc[o];
         }
+}
+
+/* The chunks of a weight gradient of `total` multiply-adds (j->n, j->pstride
+ * set): fixed by the shape, never by the thread count: at most 16, each of
+ * at least 2^18 multiply-adds, and few enough that summing their partials
+ * (chunks x pstride adds) costs under 1/32 of the work. (A fixed ~2^22
+ * multiply-adds per chunk gave conv1 of the demo CNN, 1 -> 32 channels at
+ * batch 64, 3 chunks: 2 threads ran it at 1.1x of one.) Sets per, chunks
+ * and part, the partial sums in the caller's scratch (kept between calls:
+ * fresh pages would cost more than the sums); false when it cannot be had. */
+static bool cd_w_chunks(cd_wjob *j, double total) {
+    j->chunks = cd_min(cd_min(j->n, 16), (int64_t)(total / (1 << 18)));
+    j->chunks = cd_max(1, cd_min(j->chunks, (int64_t)(total / (32.0 * (double)j->pstride))));
+    j->per = cd_cdiv(j->n, j->chunks);
+    j->chunks = cd_cdiv(j->n, j->per);
+    j->part = nn__thread_scratch(CD_SLOT_PACK, (size_t)(j->chunks * j->pstride) * sizeof(float));
+    return j->part != NULL;
 }
 
 /* ------------------------------ weight gradient: Winograd F(2x2, 3x3) */
@@ -1512,8 +1534,7 @@ static void wgw_reduce(void *ctx, int64_t lo, int64_t hi, int thread) {
  * stride and dilation, the usual output size. */
 static bool wgw_shape(const nn__conv2d *d) {
     const nn__win2d *g = &d->g;
-    return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
-           g->oh == d->h + 2 * g->ph - 2 && g->ow == d->w + 2 * g->pw - 2 && g->oh >= 1 &&
+    return wg_window(g) && g->oh == d->h + 2 * g->ph - 2 && g->ow == d->w + 2 * g->pw - 2 && g->oh >= 1 &&
            g->ow >= 1;
 }
 
@@ -1545,8 +1566,7 @@ static bool wgw_shape(const nn__conv2d *d) {
 static bool wgw_fast(const nn__conv2d *d) {
     const int mode = nn__backend_winograd_mode();
     if (mode >= 0) return mode > 0;
-    const int64_t oh = d->g.oh, ow = d->g.ow, tiled = 4 * cd_cdiv(oh, 2) * cd_cdiv(ow, 2);
-    if (WGW_TILED_RULE && 3 * tiled > 4 * oh * ow) return false;
+    if (WGW_TILED_RULE && !wg_tiles_fit(d->g.oh, d->g.ow)) return false;
     return d->c >= 8 && d->o >= 16 && d->c <= WGW_PAIRS_MAX / d->o;
 }
 
@@ -1614,14 +1634,8 @@ static bool wg_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
     b->kt = 9 * d->c;
     b->pstride = (16 * d->c + 1) * b->ldd;
     /* chunks: cd_direct_bwd_weights' rule (the direct work) */
-    const double work = (double)(b->kt * d->o * g->oh * g->ow);
-    const double total = work * (double)d->n;
-    b->chunks = cd_min(cd_min(d->n, 16), (int64_t)(total / (1 << 18)));
-    b->chunks = cd_max(1, cd_min(b->chunks, (int64_t)(total / (32.0 * (double)b->pstride))));
-    b->per = cd_cdiv(d->n, b->chunks);
-    b->chunks = cd_cdiv(d->n, b->per);
-    b->part = nn__thread_scratch(CD_SLOT_PACK, (size_t)(b->chunks * b->pstride) * sizeof(float));
-    if (!b->part) return false;
+    const double total = (double)(b->kt * d->o * g->oh * g->ow) * (double)d->n;
+    if (!cd_w_chunks(b, total)) return false;
     b->failed = false;
     if (b->chunks == 1)
         wgw_task(&j, 0, 0);
@@ -1675,21 +1689,9 @@ static bool cd_direct_bwd_weights(const nn__conv2d *d, const float *x, const flo
     cd_w_plan(g->kw, j.nvec, d->c * g->kh, &j.g, &j.nv);
     j.kt = d->c * g->kh * g->kw;
     j.pstride = (j.kt + 1) * j.ldd;
-    /* chunks: fixed by the shape, never by the thread count: at most 16,
-     * each of at least 2^18 multiply-adds, and few enough that summing
-     * their partials (chunks x pstride adds) costs under 1/32 of the work.
-     * (A fixed ~2^22 multiply-adds per chunk gave conv1 of the demo CNN,
-     * 1 -> 32 channels at batch 64, 3 chunks: 2 threads ran it at 1.1x of
-     * one.) The partial sums live in the caller's scratch (kept between
-     * calls: fresh pages would cost more than the sums). */
     const double work = (double)(j.kt * d->o * g->oh * g->ow);
     const double total = work * (double)d->n;
-    j.chunks = cd_min(cd_min(d->n, 16), (int64_t)(total / (1 << 18)));
-    j.chunks = cd_max(1, cd_min(j.chunks, (int64_t)(total / (32.0 * (double)j.pstride))));
-    j.per = cd_cdiv(d->n, j.chunks);
-    j.chunks = cd_cdiv(d->n, j.per);
-    j.part = nn__thread_scratch(CD_SLOT_PACK, (size_t)(j.chunks * j.pstride) * sizeof(float));
-    if (!j.part) return false;
+    if (!cd_w_chunks(&j, total)) return false;
     j.failed = false;
     if (j.chunks == 1)
         cd_w_task(&j, 0, 0);
