@@ -120,27 +120,6 @@ NN_INLINE void ker_dot(const int MR, const int NR, int64_t k, const float *a, in
         }
 }
 
-/* One dot product a · b of k floats: one row of B streamed alone, four
- * accumulators over 64-float steps, then 16-float steps and a masked tail
- * (an order of the additions that depends on k only). */
-NN_INLINE float dot1(int64_t k, const float *a, const float *b) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t p = 0;
-    for (; p + 64 <= k; p += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p), _mm512_loadu_ps(b + p), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p + 16), _mm512_loadu_ps(b + p + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p + 32), _mm512_loadu_ps(b + p + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p + 48), _mm512_loadu_ps(b + p + 48), s3);
-    }
-    for (; p + 16 <= k; p += 16)
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + p), _mm512_loadu_ps(b + p), s0);
-    if (p < k) {
-        const __mmask16 mk = mask16(k - p);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + p), _mm512_maskz_loadu_ps(mk, b + p), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
 /* One row of C: 8 independent dot products at a time keep both FMA pipes
  * busy (each in ker_dot's order, the order of the paired rows). */
 static void dot_row(int64_t j0, int64_t j1, int64_t k, const float *a, const float *b, int64_t ldb,
@@ -151,38 +130,40 @@ static void dot_row(int64_t j0, int64_t j1, int64_t k, const float *a, const flo
     for (; j < j1; j++) ker_dot(1, 1, k, a, 0, b + j * ldb, ldb, c + j, 0, ab);
 }
 
-/* R (at most 4) dot products a · b[r * ldb] sharing each load of a: each
- * in dot1's order (the same accumulators, steps and tail), so each equals
- * dot1 of its row bit for bit. */
+/* R (1 or 2) dot products a · b[r * ldb] of k floats, sharing each load of
+ * a: for each, four accumulators over 64-float steps, then 16-float steps
+ * and a masked tail (an order of the additions that depends on k only, so a
+ * row's result does not depend on R, nor on which rows a thread's part of C
+ * pairs up). */
 NN_INLINE void dotr(const int R, int64_t k, const float *a, const float *b, int64_t ldb,
                     float *out) {
-    __m512 s[4][4];
-#pragma GCC unroll 4
+    __m512 s[2][4];
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm512_setzero_ps();
     int64_t p = 0;
     for (; p + 64 <= k; p += 64) {
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++) {
             const __m512 av = _mm512_loadu_ps(a + p + 16 * q);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
             for (int r = 0; r < R; r++)
                 s[r][q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + r * ldb + p + 16 * q), s[r][q]);
         }
     }
     for (; p + 16 <= k; p += 16) {
         const __m512 av = _mm512_loadu_ps(a + p);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int r = 0; r < R; r++)
             s[r][0] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + r * ldb + p), s[r][0]);
     }
     if (p < k) {
         const __mmask16 mk = mask16(k - p);
         const __m512 av = _mm512_maskz_loadu_ps(mk, a + p);
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int r = 0; r < R; r++)
             s[r][1] = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, b + r * ldb + p), s[r][1]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++)
         out[r] = _mm512_reduce_add_ps(
             _mm512_add_ps(_mm512_add_ps(s[r][0], s[r][1]), _mm512_add_ps(s[r][2], s[r][3])));
@@ -190,16 +171,17 @@ NN_INLINE void dotr(const int R, int64_t k, const float *a, const float *b, int6
 
 /* Batch-1 GEMV (m == 1, more than 16 columns, B of 32,768 elements or
  * more): the rows of B one after the other, each a single sequential
- * stream (dot1). Eight rows at once sharing each load of a (ker_dot's
+ * stream (dotr). Eight rows at once sharing each load of a (ker_dot's
  * register tile) streamed L2-resident weights at 70-115 GB/s on Zen 5; one
  * row at a time, with a reloaded from L1, at 145-175 GB/s (1x256x784 NT
  * 11.6 -> 5.5 us; 1x128x256 1.2 -> 0.85 us): the L2 prefetcher keeps up
  * with one stream, not with 8. Two rows at a time sharing each load of a
  * (dotr: two streams) took 1x256x784 NT from 8.3-8.6 to 7.7-8.1 us on one
  * thread of Zen 4, and 4.3-4.7 to 4.0-4.3 us on two (its 512-bit loads are
- * two 256-bit ones: dot1's reload of a took half of the load slots); three
- * or four rows measured no better there. Paired rows of A keep ker_dot (one row of B
- * at a time for two rows of A, or 2 x 2 tiles, measured 10-40% slower at
+ * two 256-bit ones: reloading a for each row took half of the load
+ * slots); three or four rows measured no better there, and long rows lose
+ * with two streams (GEMV_PAIR_K). Paired rows of A
+ * keep ker_dot (one row of B at a time for two rows of A, or 2 x 2 tiles, measured 10-40% slower at
  * 2..32 rows), and so does a small B: the rule depends on n and k only, so
  * for those shapes a row computed alone has the bits of the same row in a
  * batch of up to 8 rows or with <= 16 columns (the small path's batches:
@@ -209,21 +191,27 @@ static bool gemv_streams(int64_t m, int64_t n, int64_t k) {
     return m == 1 && n > 16 && n * k >= 32768;
 }
 
+/* Rows of at most this many floats go two at a time (dotr), longer ones
+ * one at a time: on Zen 4 pairs took 1x256x784 NT from 4.5-4.8 to 3.9-4.5
+ * us on two threads, but 1x128x3136 (the demo CNN's fc1, streamed from L3
+ * on one thread) from 18.6-18.9 to 22.4-24.8 us on one and 9.2-11.4 to
+ * 10.4-10.8 on two (alternating runs of the same calls). */
+#define GEMV_PAIR_K 1024
+
 static void gemv_row(int64_t j0, int64_t j1, int64_t k, const float *a, const float *b,
                      int64_t ldb, float *c, const volatile float *ab) {
     const float alpha = ab[0], beta = ab[1];
-    int64_t j = j0;
-    for (; j + 2 <= j1; j += 2) {
+    const int64_t step = k <= GEMV_PAIR_K ? 2 : 1;
+    for (int64_t j = j0; j < j1; j += step) {
         float d[2];
-        dotr(2, k, a, b + j * ldb, ldb, d);
-        for (int r = 0; r < 2; r++) {
+        if (step == 2 && j + 2 <= j1)
+            dotr(2, k, a, b + j * ldb, ldb, d);
+        else
+            dotr(1, k, a, b + j * ldb, ldb, d);
+        for (int r = 0; r < step && j + r < j1; r++) {
             const float v = alpha * d[r];
             c[j + r] = beta != 0.0f ? v + beta * c[j + r] : v;
         }
-    }
-    for (; j < j1; j++) {
-        const float v = alpha * dot1(k, a, b + j * ldb);
-        c[j] = beta != 0.0f ? v + beta * c[j] : v;
     }
 }
 
