@@ -45,10 +45,9 @@ bool nn__backend_force_tier(int tier);
 void nn__backend_force_conv(int passes);
 /* Tests and benchmark: whether the x86 tiers' direct convolution runs its
  * unpooled forward, its data gradient and its weight gradient as Winograd
- * F(2x2, 3x3): -1 (the
- * default) where their rule measured it faster, 0 never, 1 for every shape
- * it can run (3x3, unit stride and dilation). Not thread-safe against
- * concurrent kernel calls. */
+ * F(2x2, 3x3): -1 (the default) where their rule measured it faster, 0
+ * never, 1 for every shape it can run (3x3, unit stride and dilation). Not
+ * thread-safe against concurrent kernel calls. */
 void nn__backend_force_winograd(int mode);
 /* Tests and benchmark: false makes every tier's half.conv_passes take no
  * shape, so a convolution with f16 / bf16 weights widens them to an f32 copy

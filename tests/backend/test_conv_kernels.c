@@ -268,8 +268,8 @@ static void test_direct_nan(void **s) {
 }
 
 /* Winograd F(2x2, 3x3) for the unpooled forward, the data gradient and the
- * weight gradient, forced on whatever the rule says: odd planes (a last tile row / column
- * that keeps one output), one and many images, channel counts off the
+ * weight gradient, forced on whatever the rule says: odd planes (a last
+ * tile row / column that keeps one output), one and many images, channel counts off the
  * vector widths, padding 0, 1 and 2, one-tile planes, a plane split over
  * threads. Every pass also runs through the checks above (bias, ReLU, the
  * ReLU mask, 1-3 threads bit-identical). The tolerance is expect_close's:
