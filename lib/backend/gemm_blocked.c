@@ -90,18 +90,22 @@ void nn__gemm_transpose_ref(const float *src, int64_t lds, int64_t rows, int64_t
 
 /* C[i0:i1, j0:j1] through the blocked loops. Swapped (J->swap): the
  * rectangle is one of Cᵀ, computed into a scratch tile t (rows i, ldt) that
- * starts as that part of Cᵀ and is copied back transposed at the end, so
- * each element of C sees the same arithmetic as unswapped. */
+ * starts as that part of Cᵀ; the plan's kernel_rows_t computes the last K
+ * block from t and stores it transposed into C (without one, t is copied
+ * back transposed at the end), so each element of C sees the same
+ * arithmetic as unswapped. A single K block with beta == 0 needs no t. */
 static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     const nn__gemm_plan *p = J->p;
     const int64_t mr = p->mr, nr = p->nr, kc = J->kc;
     const int64_t mcap = min64(p->mc, round_up(i1 - i0, mr));
     const int64_t ncap = min64(p->nc, round_up(j1 - j0, nr));
+    const bool store_t = J->swap && p->kernel_rows_t;
     /* A block (none when A is read in place), B panel, then the swapped
      * tile; each 64-byte aligned */
     const size_t a_floats = J->arows || J->acols ? 0 : (size_t)round_up(mcap * kc, 16);
     const size_t b_floats = (size_t)round_up(ncap * kc, 16);
-    const int64_t ldt = J->swap ? round_up(j1 - j0, 16) : 0;
+    const bool need_t = J->swap && (!store_t || J->beta != 0.0f || kc < J->k);
+    const int64_t ldt = need_t ? round_up(j1 - j0, 16) : 0;
     const size_t t_floats = (size_t)((i1 - i0) * ldt);
     float *buf =
         nn__thread_scratch(PACK_SLOT, (a_floats + b_floats + t_floats + 16) * sizeof(float));
@@ -118,7 +122,7 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
     }
     float *ap = buf, *bp = buf + a_floats, *t = buf + a_floats + b_floats;
     nn__gemm_transpose_fn transpose = p->transpose ? p->transpose : nn__gemm_transpose_ref;
-    if (J->swap && J->beta != 0.0f)
+    if (need_t && J->beta != 0.0f)
         transpose(J->c + j0 * J->ldc + i0, J->ldc, j1 - j0, i1 - i0, t, ldt);
     for (int64_t jc = j0; jc < j1; jc += ncap) {
         const int64_t nb = min64(ncap, j1 - jc);
@@ -130,6 +134,7 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
             else
                 p->pack(bsrc, J->ldb, !J->tb, nb, kb, p->nr, bp);
             const float beta = pc == 0 ? J->beta : 1.0f;
+            const bool last_t = store_t && pc + kb >= J->k; /* into C, transposed */
             for (int64_t ic = i0; ic < i1; ic += mcap) {
                 const int64_t mb = min64(mcap, i1 - ic);
                 const float *asrc = J->ta ? J->a + pc * J->lda + ic : J->a + ic * J->lda + pc;
@@ -142,7 +147,12 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
                                             : J->c + (ic + ir) * J->ldc + jc + jr;
                         const int64_t ldcc = J->swap ? ldt : J->ldc;
                         const int mrr = (int)min64(mr, mb - ir);
-                        if (J->arows)
+                        if (last_t)
+                            p->kernel_rows_t(kb, asrc + ir * J->lda, J->lda, bpp,
+                                             need_t ? cc : NULL, ldt,
+                                             J->c + (jc + jr) * J->ldc + ic + ir, J->ldc, mrr, nrr,
+                                             J->alpha, beta);
+                        else if (J->arows)
                             p->kernel_rows(kb, asrc + ir * J->lda, J->lda, bpp, cc, ldcc, mrr, nrr,
                                            J->alpha, beta);
                         else if (J->acols)
@@ -155,7 +165,7 @@ static void run_rect(const gemm_job *J, int64_t i0, int64_t i1, int64_t j0, int6
             }
         }
     }
-    if (J->swap) transpose(t, ldt, i1 - i0, j1 - j0, J->c + j0 * J->ldc + i0, J->ldc);
+    if (J->swap && !store_t) transpose(t, ldt, i1 - i0, j1 - j0, J->c + j0 * J->ldc + i0, J->ldc);
 }
 
 static void run_task(void *ctx, int64_t t, int thread) {

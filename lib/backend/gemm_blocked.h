@@ -50,6 +50,14 @@ typedef void (*nn__gemm_ukr_rows_fn)(int64_t kc, const float *a, int64_t lda, co
                                      float *c, int64_t ldc, int mr, int nr, float alpha,
                                      float beta);
 
+/* kernel_rows computing a tile T of Cᵀ and storing it transposed: T[mr x
+ * nr] = alpha * A Bp + beta * t (t[r*ldt + j], a tile of Cᵀ; beta == 0: t
+ * not read, may be NULL), then c[j*ldc + r] = T[r][j]. The same arithmetic
+ * as kernel_rows on t followed by a transpose. */
+typedef void (*nn__gemm_ukr_rows_t_fn)(int64_t kc, const float *a, int64_t lda, const float *bp,
+                                       const float *t, int64_t ldt, float *c, int64_t ldc, int mr,
+                                       int nr, float alpha, float beta);
+
 /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols. */
 typedef void (*nn__gemm_transpose_fn)(const float *src, int64_t lds, int64_t rows, int64_t cols,
                                       float *dst, int64_t ldd);
@@ -68,6 +76,9 @@ typedef struct nn__gemm_plan {
     /* kernel_rows' signature, element (r, p) at a[p*lda + r] (columns of a
      * transposed A read in place); NULL: a transposed A is always packed. */
     nn__gemm_ukr_rows_fn kernel_cols;
+    /* kernel_rows writing its tile transposed (NULL: the swapped A·Bᵀ goes
+     * through a transposed tile of Cᵀ and `transpose`). */
+    nn__gemm_ukr_rows_t_fn kernel_rows_t;
 } nn__gemm_plan;
 
 /* Fill p->mc/kc/nc for p->mr x p->nr tiles from the CPU's caches (bytes):

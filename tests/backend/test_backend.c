@@ -244,11 +244,12 @@ static void test_gemm_blocking_edges(void **s) {
     nn__gemm_plan tiny = *base;
     tiny.mc = 2 * tiny.mr, tiny.kc = 8, tiny.nc = 2 * tiny.nr;
     g_tiny_plan = &tiny;
-    /* the last three: K >= 128, A read in place (M <= MC = 2 MR) and, for
-     * A·Bᵀ, the swapped product (gemm_blocked.c) */
+    /* the last four: K >= 128, A read in place (M <= MC = 2 MR) and, for
+     * A·Bᵀ, the swapped product (gemm_blocked.c; {60, 300, 130}: C's rows
+     * over several tiles of its transposed store) */
     static const int64_t shapes[][3] = {{1, 1, 1},     {29, 67, 17}, {30, 64, 16}, {31, 65, 9},
                                         {59, 131, 33}, {3, 200, 41}, {100, 3, 23}, {13, 150, 130},
-                                        {16, 97, 141}, {9, 300, 128}};
+                                        {16, 97, 141}, {9, 300, 128}, {60, 300, 130}};
     for (int t = 0; t < 2; t++) {
         TU_OK(nn_set_num_threads(g_threads[t]));
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
@@ -330,6 +331,44 @@ static void test_gemm_transpose(void **s) {
         }
 }
 TIERED(test_gemm_transpose)
+
+/* The tier's kernel_rows_t (the swapped A·Bᵀ's last K block, stored
+ * transposed into C) against kernel_rows into a tile of Cᵀ followed by the
+ * reference transpose, bit for bit: every tile height and width, beta 0
+ * (the tile not read: NaN there) and not, padded leading dimensions; C
+ * outside the mr x nr block untouched. */
+static void test_gemm_kernel_rows_t(void **s) {
+    (void)s;
+    const nn__gemm_plan *p = tier_gemm_plan();
+    if (!p || !p->kernel_rows_t) return; /* the driver transposes a tile instead */
+    const int64_t kc = 37, lda = kc + 3;
+    float *a = buf_new_at(p->mr * lda, 5);
+    float *bp = buf_new_at(kc * p->nr, 0); /* a packed micro-panel: aligned */
+    int case_no = 0;
+    for (int mr = 1; mr <= p->mr; mr++)
+        for (int nr = 1; nr <= p->nr; nr++, case_no++) {
+            const int zero_beta = case_no % 3 == 0;
+            const float alpha = case_no % 2 ? 1.0f : -0.75f, beta = zero_beta ? 0.0f : 0.5f;
+            const int64_t ldt = nr + case_no % 4, ldc = mr + case_no % 5;
+            float *t = buf_new_at(mr * ldt, case_no % 16);
+            if (zero_beta)
+                for (int64_t i = 0; i < mr * ldt; i++) t[i] = NAN;
+            float *want_t = buf_copy(t, mr * ldt);
+            float *got = buf_new_at(nr * ldc, (case_no * 7) % 16);
+            float *want = buf_copy(got, nr * ldc);
+            p->kernel_rows(kc, a, lda, bp, want_t, ldt, mr, nr, alpha, beta);
+            nn__gemm_transpose_ref(want_t, ldt, mr, nr, want, ldc);
+            p->kernel_rows_t(kc, a, lda, bp, zero_beta ? NULL : t, ldt, got, ldc, mr, nr, alpha,
+                             beta);
+            char what[96];
+            snprintf(what, sizeof what, "%s kernel_rows_t mr=%d nr=%d beta=%g",
+                     nn__tier_name(g_tier), mr, nr, (double)beta);
+            expect_same(got, want, nr * ldc, what);
+            buf_free(t), buf_free(want_t), buf_free(got), buf_free(want);
+        }
+    buf_free(a), buf_free(bp);
+}
+TIERED(test_gemm_kernel_rows_t)
 
 /* Shapes [m, n, k] through the tier's GEMMs against the reference at 1 and
  * 2 threads, in every transpose form, alpha and beta (0 with NaN in C),
@@ -1196,6 +1235,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_blocking_edges_tiers),
         cmocka_unit_test(test_gemm_pack_tiers),
         cmocka_unit_test(test_gemm_transpose_tiers),
+        cmocka_unit_test(test_gemm_kernel_rows_t_tiers),
         cmocka_unit_test(test_gemm_in_place_a_tiers),
         cmocka_unit_test(test_gemm_k_split_tiers),
         cmocka_unit_test(test_gemm_batched_tiers),

@@ -112,7 +112,7 @@ static void avx2_pack(const float *x, int64_t ld, bool kmajor, int64_t rows, int
 
 static nn__gemm_plan g_plan = {"avx2 6x16", MRP,  NRP,           0,    0,
                                0,           avx2_pack, avx2_ukr, avx2_ukr_rows, NULL,
-                               avx2_ukr_cols};
+                               avx2_ukr_cols, NULL};
 static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
 
 const nn__gemm_plan *nn__avx2_gemm_plan(void) { return &g_plan; }

@@ -25,6 +25,44 @@
 #define NVP NN_AVX512_NV
 #define NRP (16 * NVP)
 
+/* Store the 8 x 16 block in rows[0..7] (row r, column j) transposed: its
+ * column j (j < cols) as the `mr` floats at c + j*ldc. Unpacks and shuffles
+ * within 128-bit lanes give each lane of u[q] rows 0-3 (q < 4) or 4-7 (q >=
+ * 4) of column 4*lane + q % 4; one two-source permute per half joins rows
+ * 0-3 and 4-7 of two columns. */
+NN_INLINE void store_t8x16(const __m512 rows[8], int mr, int cols, float *c, int64_t ldc) {
+    __m512 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) { /* rows 0-3, rows 4-7 */
+        u[4 * h + 0] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    /* lanes 0, 1 of both halves; lanes 2, 3 */
+    const __m512i lo = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i hi = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
+    const __mmask8 rm = (__mmask8)((1u << mr) - 1u);
+    for (int q = 0; q < 4; q++) {
+        const __m512 w0 = _mm512_permutex2var_ps(u[q], lo, u[q + 4]); /* columns q, q + 4 */
+        const __m512 w1 = _mm512_permutex2var_ps(u[q], hi, u[q + 4]); /* q + 8, q + 12 */
+        const __m256 col[4] = {
+            _mm512_castps512_ps256(w0),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w0), 1)),
+            _mm512_castps512_ps256(w1),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w1), 1))};
+        for (int i = 0; i < 4; i++) {
+            const int j = q + 4 * i;
+            if (j >= cols) continue;
+            if (mr == 8) _mm256_storeu_ps(c + j * ldc, col[i]);
+            else _mm256_mask_storeu_ps(c + j * ldc, rm, col[i]);
+        }
+    }
+}
+
 /* C[MR x nr] (nr <= 16*NV) = alpha Ap Bp + beta C; MR <= MRP, NV <= NVP.
  * The tile of C is prefetched before the K loop: on Zen 5 that took 1024^3
  * (C 4 MB, revisited once per K block) from 178-180 to 193-195 GFLOP/s
@@ -32,14 +70,17 @@
  * cache, unchanged. A prefetch past the matrix's end never faults. */
 NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restrict ap,
                      const int64_t ars, const int64_t acs, const float *restrict bp, float *c,
-                     int64_t ldc, int nr, const volatile float *ab) {
+                     int64_t ldc, int nr, const volatile float *ab, const int CT,
+                     const float *tin, int64_t ldt) {
     __m512 acc[MRP][NVP];
+    if (!CT) {
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
+        for (int r = 0; r < MR; r++) {
 #pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + r * ldc + 16 * NV - 1), _MM_HINT_T0);
+            for (int v = 0; v < NV; v++)
+                _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + r * ldc + 16 * NV - 1), _MM_HINT_T0);
+        }
     }
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
@@ -60,6 +101,26 @@ NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restri
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int last = nr - 16 * (NV - 1); /* 1..16 columns in the last vector */
     const __mmask16 lm = (__mmask16)((1u << last) - 1u);
+    if (CT) { /* the tile from the accumulators and tin, stored transposed */
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; v++) {
+                const __mmask16 m = v < NV - 1 ? (__mmask16)0xFFFF : lm;
+                __m512 o = _mm512_mul_ps(va, acc[r][v]);
+                if (beta != 0.0f)
+                    o = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, tin + r * ldt + 16 * v), o);
+                acc[r][v] = o;
+            }
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++) {
+            __m512 rows[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) rows[r] = r < MR ? acc[r][v] : _mm512_setzero_ps();
+            store_t8x16(rows, MR, v < NV - 1 ? 16 : last, c + 16 * v * ldc, ldc);
+        }
+        return;
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
         float *cr = c + r * ldc;
@@ -75,7 +136,8 @@ NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restri
 
 /* A packed (element (r, p) at ap[p*MRP + r]) or read in place from rows of
  * op(A) (at ap[r*lda + p]). */
-#define ukr(MR, NV, kc, ap, bp, c, ldc, nr, ab) ukr_s(MR, NV, kc, ap, ars, acs, bp, c, ldc, nr, ab)
+#define ukr(MR, NV, kc, ap, bp, c, ldc, nr, ab)                                                    \
+    ukr_s(MR, NV, kc, ap, ars, acs, bp, c, ldc, nr, ab, ct, tin, ldt)
 
 #if NVP == 1
 #define UKR_NV(R)                                                                                  \
@@ -116,7 +178,7 @@ NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restri
 
 NN_INLINE void ukr_any(int64_t kc, const float *ap, const int64_t ars, const int64_t acs,
                        const float *bp, float *c, int64_t ldc, int mr, int nr, float alpha,
-                       float beta) {
+                       float beta, const int ct, const float *tin, int64_t ldt) {
     /* alpha and beta wait in memory: kept in registers across the K loop
      * they push accumulators out of them (gcc then stores every accumulator
      * on every iteration). */
@@ -154,21 +216,35 @@ NN_INLINE void ukr_any(int64_t kc, const float *ap, const int64_t ars, const int
 
 static void avx512_ukr(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
                        int nr, float alpha, float beta) {
-    ukr_any(kc, ap, 1, MRP, bp, c, ldc, mr, nr, alpha, beta);
+    ukr_any(kc, ap, 1, MRP, bp, c, ldc, mr, nr, alpha, beta, 0, NULL, 0);
 }
 
 /* A read in place: mr rows of op(A) at a, a + lda, ... (A·B and A·Bᵀ with
  * A untransposed; gemm_blocked.h's nn__gemm_ukr_rows_fn). */
 static void avx512_ukr_rows(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
                             int64_t ldc, int mr, int nr, float alpha, float beta) {
-    ukr_any(kc, a, lda, 1, bp, c, ldc, mr, nr, alpha, beta);
+    ukr_any(kc, a, lda, 1, bp, c, ldc, mr, nr, alpha, beta, 0, NULL, 0);
 }
+
+#if MRP == 8
+/* A read in place from rows, the tile of Cᵀ stored transposed into C
+ * (gemm_blocked.h's kernel_rows_t): the swapped x·Wᵀ without its tile of
+ * Cᵀ and the transposed copy. */
+static void avx512_ukr_rows_t(int64_t kc, const float *a, int64_t lda, const float *bp,
+                              const float *t, int64_t ldt, float *c, int64_t ldc, int mr, int nr,
+                              float alpha, float beta) {
+    ukr_any(kc, a, lda, 1, bp, c, ldc, mr, nr, alpha, beta, 1, t, ldt);
+}
+#define UKR_ROWS_T avx512_ukr_rows_t
+#else
+#define UKR_ROWS_T NULL
+#endif
 
 /* A read in place from columns: mr columns of a transposed A at a, a + 1,
  * ..., its K values lda apart (Aᵀ·B; gemm_blocked.h's kernel_cols). */
 static void avx512_ukr_cols(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
                             int64_t ldc, int mr, int nr, float alpha, float beta) {
-    ukr_any(kc, a, 1, lda, bp, c, ldc, mr, nr, alpha, beta);
+    ukr_any(kc, a, 1, lda, bp, c, ldc, mr, nr, alpha, beta, 0, NULL, 0);
 }
 
 /* Panels of B (NRP wide) through zmm (pack.h): read along rows (A·Bᵀ) with
@@ -211,7 +287,7 @@ static void avx512_transpose(const float *src, int64_t lds, int64_t rows, int64_
 static char g_plan_name[32];
 static nn__gemm_plan g_plan = {
     g_plan_name,     MRP, NRP, 0, 0, 0, avx512_pack, avx512_ukr, avx512_ukr_rows, avx512_transpose,
-    avx512_ukr_cols};
+    avx512_ukr_cols, UKR_ROWS_T};
 static nn__sgemm_nt_fn g_large; /* BLIS when it is the provider, else NULL */
 
 const nn__gemm_plan *nn__avx512_gemm_plan(void) { return &g_plan; }
