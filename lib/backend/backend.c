@@ -19,6 +19,7 @@
 #include "backend/backend.h"
 #include "backend/nn_backend_config.h"
 #include "backend/ref/ref.h"
+#include "backend/threadpool.h"
 #include "backend/tier.h"
 #include "nn.h"
 #include "nn_config.h"
@@ -350,8 +351,21 @@ __attribute__((constructor)) static void follow_num_threads(void) {
 static const nn__cvt_kernels *active_cvt(void) { return &nn__kernels()->half.cvt; }
 __attribute__((constructor)) static void offer_conversions(void) { nn__on_convert(active_cvt); }
 
-double nn__tier_fma_peak(int tier) {
-    if (!nn__tier_runnable(tier)) return 0.0;
+/* One thread's part of nn__tier_fma_peak_threads: the probe loop. */
+typedef struct fma_probe {
+    float (*loop)(int64_t);
+    int64_t iters;
+    float sink[64];
+} fma_probe;
+
+static void fma_probe_task(void *ctx, int64_t t, int thread) {
+    fma_probe *f = ctx;
+    (void)thread;
+    f->sink[t % 64] += f->loop(f->iters);
+}
+
+double nn__tier_fma_peak_threads(int tier, int threads) {
+    if (!nn__tier_runnable(tier) || threads < 1) return 0.0;
     float (*loop)(int64_t) = NULL;
     double lanes = 0;
 #if NN_HAVE_AVX2
@@ -362,18 +376,25 @@ double nn__tier_fma_peak(int tier) {
 #endif
     if (!loop) return 0.0;
     /* Best of 40 runs of ~1 ms: short enough that most runs escape
-     * preemption on a busy host, long enough for the timer. */
-    const int64_t iters = 500000;
-    volatile float sink = 0.0f;
+     * preemption on a busy host, long enough for the timer. Several
+     * threads: one loop each through the pool, timed as a whole (what a
+     * kernel on that many threads could reach at most). */
+    fma_probe f = {.loop = loop, .iters = 500000};
     double best = 0.0;
     for (int rep = 0; rep < 40; rep++) {
         double t0 = now_s();
-        sink = sink + loop(iters);
-        double dt = now_s() - t0, g = (double)iters * 12.0 * lanes * 2.0 / dt * 1e-9;
+        if (threads == 1) fma_probe_task(&f, 0, 0);
+        else nn__parallel_for_max(threads, threads, fma_probe_task, &f);
+        double dt = now_s() - t0,
+               g = (double)threads * (double)f.iters * 12.0 * lanes * 2.0 / dt * 1e-9;
         if (g > best) best = g;
     }
+    volatile float sink = f.sink[0];
+    (void)sink;
     return best;
 }
+
+double nn__tier_fma_peak(int tier) { return nn__tier_fma_peak_threads(tier, 1); }
 
 double nn__tier_int8_peak(void) {
 #if NN_HAVE_AVX512 && NN_HAVE_AVX512_VNNI

@@ -62,6 +62,10 @@ nn__sgemm_fn nn__tier_blocked_sgemm(int tier);
  * width (GFLOP/s, best of 40 ~1 ms runs of independent FMA chains); 0
  * for the reference tier or when not runnable. */
 double nn__tier_fma_peak(int tier);
+/* The same on `threads` threads at once (the pool's, at most
+ * nn_set_num_threads'), one probe loop each, timed together: the summed
+ * GFLOP/s. */
+double nn__tier_fma_peak_threads(int tier, int threads);
 /* Benchmark: the single-thread int8 throughput of vpdpbusd (GOP/s, one
  * product and one add counted as 2 operations, same method as
  * nn__tier_fma_peak); 0 without AVX-512 VNNI. */
