@@ -206,6 +206,7 @@ static void init_kernels(void) {
         nn__avx512_fill_gemm(&t->gemm, NULL, cpu->l1d, cpu->l2, cpu->l3);
         nn__avx512_fill_eltwise(&t->eltwise);
         nn__avx512_fill_pool(&t->pool);
+        nn__avx512_fill_optim(&t->optim);
         nn__avx512_fill_conv_direct(&t->conv);
 #if NN_HAVE_AVX512_VNNI
         if (cpu->avx512_vnni) nn__avx512vnni_fill_int8(&t->int8);

@@ -18,6 +18,8 @@ void nn__avx512_fill_gemm(nn__gemm_kernels *t, nn__sgemm_nt_fn large, int64_t l1
  * (pool.c, other windows fall back to the AVX2 tier's, filled before). */
 void nn__avx512_fill_eltwise(nn__eltwise_kernels *t);
 void nn__avx512_fill_pool(nn__pool_kernels *t);
+/* Adam / AdamW and SGD at 16 lanes (optim.c). */
+void nn__avx512_fill_optim(nn__optim_kernels *t);
 
 /* The small-matrix path with 16-lane vectors (gemm_small.c); _nt: on at
  * most `threads` threads. */
