@@ -12,7 +12,8 @@
  * A plan with a row kernel (kernel_rows) skips packing an untransposed A
  * when it is short (M <= MC, K >= 128: the models' x·Wᵀ, x·W), and runs
  * x·Wᵀ with a wide W as (W·xᵀ)ᵀ so that W is read in place and only x is
- * packed (through a transposed tile of C; gemm_blocked.c's swap_pays).
+ * packed (through a transposed tile of C, or kernel_rows_t storing the last K
+ * block transposed; gemm_blocked.c's swap_pays).
  * With kernel_cols it reads a short transposed A in place when K is short
  * (Aᵀ·B, the weight gradients at batch 64).
  *
