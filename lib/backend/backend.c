@@ -384,8 +384,7 @@ double nn__tier_fma_peak_threads(int tier, int threads) {
     double best = 0.0;
     for (int rep = 0; rep < 40; rep++) {
         double t0 = now_s();
-        if (threads == 1) fma_probe_task(&f, 0, 0);
-        else nn__parallel_for_max(threads, threads, fma_probe_task, &f);
+        nn__parallel_for_max(threads, threads, fma_probe_task, &f);
         double dt = now_s() - t0,
                g = (double)threads * (double)f.iters * 12.0 * lanes * 2.0 / dt * 1e-9;
         if (g > best) best = g;

@@ -299,11 +299,10 @@ static double split_rects(const nn__gemm_plan *p, int64_t m, int64_t n, int64_t 
  * cpu cgroup, medians of 7 interleaved rounds, GFLOP/s) 64x128x3136 went
  * from 149 to 158 at 1 thread and 243 to 300 at 2 (the W rows split between
  * threads, each reading its half in place instead of packing all of W),
- * 64x256x784 from 146 to 155 and 251 to 304. */
+ * 64x256x784 from 146 to 155 and 251 to 304. With the plan's kernel_rows_t
+ * the last K block is stored transposed from registers, so a swap moves
+ * less than this charges: the rule was fitted before, and left as it is. */
 #define TRANSPOSE_COST 16
-/* (With the plan's kernel_rows_t the last K block is stored transposed from
- * registers, so a swap moves less than this charges: the rule was fitted
- * before, and left as it is.) */
 /* A transposed A is read in place up to this K (each K step of a
  * micro-panel then reads one line of A; a power-of-two leading dimension
  * puts a long K's lines in few cache sets). */

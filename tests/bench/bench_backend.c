@@ -139,22 +139,18 @@ void bench_backend(int threads, int reps, const char *only) {
                  (long long)s->m, (long long)s->n, (long long)s->k);
         /* interleave the two providers so both see the same machine load */
         double g_ours = 0, g_blis = 0, c_ours = 0, c_blis = 0;
-        const double peak_before = bench_wanted(only, name) && tier != NN_TIER_REF
-                                       ? nn__tier_fma_peak_threads(tier, threads)
-                                       : 0.0;
-        if (bench_wanted(only, name))
-            g_ours = time_shape(ours, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_ours);
-        if (blis && bench_wanted(only, bname))
-            g_blis = time_shape(blis, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_blis);
         /* the peak again beside the shape (the higher of just before and
          * just after it): a VM's host can change the clock within seconds,
          * which the run's first peak does not see */
-        double adj = 0.0;
-        if (g_ours > 0 && tier != NN_TIER_REF) {
+        double adj = 0.0; /* 0 on the reference tier: no peak */
+        if (bench_wanted(only, name)) {
+            const double before = nn__tier_fma_peak_threads(tier, threads);
+            g_ours = time_shape(ours, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_ours);
             adj = nn__tier_fma_peak_threads(tier, threads);
-            const double before = peak_before;
             if (before > adj) adj = before;
         }
+        if (blis && bench_wanted(only, bname))
+            g_blis = time_shape(blis, s->ta, s->tb, s->m, s->n, s->k, a, b, c, reps, &c_blis);
         if (g_ours > 0) printf("BENCH %s %d %.6g GFLOP/s\n", name, threads, g_ours);
         if (adj > 0) printf("# adjacent peak: %s %d %.6g GFLOP/s\n", name, threads, adj);
         if (g_blis > 0) printf("BENCH %s %d %.6g GFLOP/s\n", bname, threads, g_blis);

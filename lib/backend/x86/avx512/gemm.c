@@ -44,7 +44,8 @@ NN_INLINE void store_t8x16(const __m512 rows[8], int mr, int cols, float *c, int
     }
     /* lanes 0, 1 of both halves; lanes 2, 3 */
     const __m512i lo = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i hi = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
+    const __m512i hi =
+        _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
     const __mmask8 rm = (__mmask8)((1u << mr) - 1u);
     for (int q = 0; q < 4; q++) {
         const __m512 w0 = _mm512_permutex2var_ps(u[q], lo, u[q + 4]); /* columns q, q + 4 */
@@ -54,12 +55,8 @@ NN_INLINE void store_t8x16(const __m512 rows[8], int mr, int cols, float *c, int
             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w0), 1)),
             _mm512_castps512_ps256(w1),
             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w1), 1))};
-        for (int i = 0; i < 4; i++) {
-            const int j = q + 4 * i;
-            if (j >= cols) continue;
-            if (mr == 8) _mm256_storeu_ps(c + j * ldc, col[i]);
-            else _mm256_mask_storeu_ps(c + j * ldc, rm, col[i]);
-        }
+        for (int i = 0; i < 4; i++)
+            if (q + 4 * i < cols) _mm256_mask_storeu_ps(c + (q + 4 * i) * ldc, rm, col[i]);
     }
 }
 
@@ -101,7 +98,10 @@ NN_INLINE void ukr_s(const int MR, const int NV, int64_t kc, const float *restri
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int last = nr - 16 * (NV - 1); /* 1..16 columns in the last vector */
     const __mmask16 lm = (__mmask16)((1u << last) - 1u);
-    if (CT) { /* the tile from the accumulators and tin, stored transposed */
+    /* CT: the tile from the accumulators and tin, stored transposed. Its
+     * own copy of the epilogue below: one loop shared by both made gcc give
+     * the untransposed kernels another register plan, 1-3% slower. */
+    if (CT) {
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++)
 #pragma GCC unroll 16

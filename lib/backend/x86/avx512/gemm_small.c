@@ -180,9 +180,9 @@ NN_INLINE void dotr(const int R, int64_t k, const float *a, const float *b, int6
  * thread of Zen 4, and 4.3-4.7 to 4.0-4.3 us on two (its 512-bit loads are
  * two 256-bit ones: reloading a for each row took half of the load
  * slots); three or four rows measured no better there, and long rows lose
- * with two streams (GEMV_PAIR_K). Paired rows of A
- * keep ker_dot (one row of B at a time for two rows of A, or 2 x 2 tiles, measured 10-40% slower at
- * 2..32 rows), and so does a small B: the rule depends on n and k only, so
+ * with two streams (GEMV_PAIR_K). Paired rows of A keep ker_dot (one row
+ * of B at a time for two rows of A, or 2 x 2 tiles, measured 10-40% slower
+ * at 2..32 rows), and so does a small B: the rule depends on n and k only, so
  * for those shapes a row computed alone has the bits of the same row in a
  * batch of up to 8 rows or with <= 16 columns (the small path's batches:
  * tests/module/test_conv_fuse.c compares a batch with its images one by
